@@ -1,0 +1,5 @@
+"""``python -m fervid`` runs the CLI."""
+
+from fervid.cli import main
+
+main()

@@ -1,0 +1,342 @@
+"""The ``fervid`` command: argument parsing only; every command calls an importable library function."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fervid import __version__
+from fervid.errors import FervidError
+
+app = typer.Typer(
+    help="Real-time facial expression recognition: train, evaluate, export and run expression models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Look at labelled face datasets (folders, zips, FER2013 CSV).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+out = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fervid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """fervid: faces boxed with their expression, live; and the CNN behind it, trained from scratch."""
+
+
+UnknownOption = Annotated[str, typer.Option("--unknown", help="Folders that are not expression classes: 'error' or 'drop'.")]
+MapOption = Annotated[Optional[list[str]], typer.Option("--map", help="Map a folder to a class, e.g. --map contempt=disgust (repeatable).")]
+
+
+def _needs(extra: str, module: str) -> None:
+    """Turn a missing optional dependency into one line that says which extra to install."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise FervidError(f"this command needs the '{extra}' extra: pip install 'fervid[{extra}]'")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Annotated[Path, typer.Argument(help="Dataset: a folder, a .zip or a FER2013 .csv.")],
+    grid: Annotated[Optional[Path], typer.Option(help="Where to write the sample grid PNG [default: <name>-samples.png].")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List unreadable files and duplicate groups.")] = False,
+    unknown: UnknownOption = "error",
+    map: MapOption = None,
+) -> None:
+    """Counts per class and split, imbalance, unreadable files, exact duplicates, and a grid of sample faces.
+
+    Example: fervid data inspect ../shared/data/fer2013.zip
+    """
+    _needs("train", "pandas")
+    from fervid.data import read_dataset
+    from fervid.data.inspect import sample_grid, summarize
+    from fervid.labels import parse_mapping
+
+    index = read_dataset(path, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
+    summary, arrays = summarize(index)
+    table = Table(title=f"{path} ({index.kind})")
+    table.add_column("class")
+    for split in summary.counts.columns:
+        table.add_column(split, justify="right")
+    table.add_column("total", justify="right")
+    for label, row in summary.counts.iterrows():
+        table.add_row(str(label), *(f"{int(v):,}" for v in row), f"{int(row.sum()):,}")
+    totals = summary.counts.sum()
+    table.add_row("[bold]total", *(f"[bold]{int(v):,}" for v in totals), f"[bold]{int(totals.sum()):,}")
+    out.print(table)
+    out.print(f"imbalance (largest / smallest class): {summary.imbalance:.1f}x")
+    for name, count in index.dropped.items():
+        out.print(f"dropped: {name} ({count})")
+    out.print(f"unreadable files: {len(summary.unreadable)}")
+    out.print(f"exact duplicates: {summary.duplicates} images in {len(summary.duplicate_groups)} groups")
+    if verbose:
+        for source, reason in summary.unreadable:
+            out.print(f"  unreadable: {source}: {reason}", highlight=False)
+        for group in summary.duplicate_groups:
+            out.print(f"  duplicates: {', '.join(group)}", highlight=False)
+    if len(arrays) == 0:
+        raise FervidError(f"{path}: none of the {len(index.frame)} images could be read")
+    target = grid or Path(f"{path.stem}-samples.png")
+    sample_grid(arrays, target)
+    out.print(f"sample grid: {target}")
+
+
+@app.command()
+def train(
+    data: Annotated[Optional[Path], typer.Argument(help="Dataset (folder, .zip or FER2013 .csv); optional with --resume.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder for checkpoints, model and report.")] = Path("runs/train"),
+    arch: Annotated[str, typer.Option(help="Architecture: compact, vgg or vgg-large.")] = "vgg",
+    epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 60,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 5e-4,
+    warmup_epochs: Annotated[int, typer.Option(help="Linear warm-up epochs before cosine decay.")] = 3,
+    schedule: Annotated[str, typer.Option(help="cosine (warm-up + cosine decay) or plateau (halve on a plateau).")] = "cosine",
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy.")] = 0.1,
+    imbalance: Annotated[str, typer.Option(help="Class imbalance: none, weights (balanced class weights) or sampling (balanced batches).")] = "none",
+    rotation: Annotated[float, typer.Option(help="Random rotation, fraction of a full turn.")] = 0.05,
+    zoom: Annotated[float, typer.Option(help="Random zoom, fraction of the size.")] = 0.1,
+    shift: Annotated[float, typer.Option(help="Random shift, fraction of the size.")] = 0.1,
+    flip: Annotated[bool, typer.Option(help="Random horizontal flip.")] = True,
+    brightness: Annotated[float, typer.Option(help="Random brightness change (0 = off).")] = 0.0,
+    contrast: Annotated[float, typer.Option(help="Random contrast change (0 = off).")] = 0.0,
+    val_fraction: Annotated[float, typer.Option(help="Held-out validation fraction when the data has no validation split.")] = 0.1,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy (0 = never).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
+    name: Annotated[Optional[str], typer.Option(help="Model name in the model card [default: fervid-<arch>].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
+    unknown: UnknownOption = "error",
+    map: MapOption = None,
+) -> None:
+    """Train a CNN from scratch, then export ONNX and write the report into the run folder.
+
+    Examples:
+      fervid train ../shared/data/fer2013.zip --epochs 60 --out runs/vgg
+      fervid train --resume --out runs/vgg
+    """
+    _needs("train", "keras")
+    from fervid.labels import parse_mapping
+    from fervid.training.config import TrainConfig
+
+    if resume and (out_dir / "config.json").exists():
+        config = TrainConfig.load(out_dir / "config.json")
+        out.print(f"resuming {out_dir} ({config.arch}, {config.epochs} epochs, data {config.data})")
+    else:
+        if data is None:
+            raise FervidError("give the dataset to train on (or --resume with an existing --out)")
+        config = TrainConfig(
+            data=str(data.resolve()), arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=lr,
+            weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule, label_smoothing=label_smoothing,
+            imbalance=imbalance, flip=flip, rotation=rotation, zoom=zoom, shift=shift, brightness=brightness,
+            contrast=contrast, val_fraction=val_fraction, patience=patience, seed=seed, precision=precision,
+            unknown=unknown, mapping=parse_mapping(map),
+        )
+    config.validate()
+    from fervid.training.run import train as run_training
+
+    card = run_training(config, out_dir, resume=resume, name=name)
+    metrics = card["metrics"]
+    out.print(
+        f"validation accuracy {metrics['accuracy']:.4f} (flip averaging {metrics['accuracy_flip_tta']:.4f}), "
+        f"macro-F1 {metrics['macro_f1']:.4f}; wrote {out_dir}/model.onnx and {out_dir}/report.md"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="A .onnx or .keras model, a run folder, or a bundled model name.")],
+    data: Annotated[Path, typer.Argument(help="Dataset (folder, .zip or FER2013 .csv).")],
+    split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
+    flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
+    confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
+    unknown: UnknownOption = "error",
+    map: MapOption = None,
+) -> None:
+    """Accuracy, macro-F1, a per-class table and a confusion matrix of a model on a dataset split.
+
+    Example: fervid evaluate runs/vgg/model.onnx ../shared/data/fer2013.zip --split validation --flip-tta
+    """
+    _needs("train", "pandas")
+    from fervid.data import load_arrays, read_dataset
+    from fervid.evaluation.evaluate import evaluate as run_evaluation
+    from fervid.evaluation.evaluate import load_predictor
+    from fervid.fileio import write_text_atomically
+    from fervid.labels import parse_mapping
+
+    predictor = load_predictor(model)
+    index = read_dataset(data, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
+    if split not in index.splits:
+        raise FervidError(f"{data}: no '{split}' split (found: {', '.join(index.splits)})")
+    arrays = load_arrays(index, split)
+    if len(arrays) == 0:
+        raise FervidError(f"{data}: no readable images in the '{split}' split")
+    report = run_evaluation(predictor, arrays.inputs(), arrays.labels, flip_tta=flip_tta)
+    out.print(f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}")
+    out.print(report.table(), highlight=False)
+    out.print(f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}")
+    if json_out:
+        payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta, "images": len(arrays), **report.to_dict()}
+        write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")
+        out.print(f"metrics: {json_out}")
+    if confusion:
+        from fervid.evaluation.plots import plot_confusion
+
+        plot_confusion(report.normalized_confusion, confusion, f"{Path(str(model)).name} on {split}")
+        out.print(f"confusion matrix: {confusion}")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="A .keras model (from a run folder).")],
+    output: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write [default: beside the model].")] = None,
+) -> None:
+    """Export a Keras model to ONNX (dynamic batch) and check ONNX Runtime agrees with Keras to 1e-4.
+
+    Example: fervid export runs/vgg/model.keras --out vgg.onnx
+    """
+    _needs("train", "keras")
+    from fervid.export.convert import export_checked
+
+    target, difference = export_checked(model, output or model.with_suffix(".onnx"))
+    out.print(f"wrote {target} (ONNX Runtime vs Keras max difference {difference:.2e})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running: predict (photos), live (webcams, video files, streams), bench. Inference only: these
+# commands import NumPy, OpenCV and ONNX Runtime, never TensorFlow.
+# ---------------------------------------------------------------------------------------------
+
+# FFmpeg inside OpenCV prints its own lines for broken videos ("moov atom not found"); the CLI says
+# what went wrong in one line of its own. Read when cv2 loads, so set before any command imports it.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (default: the bundled model).")]
+ScaleFactorOption = Annotated[float, typer.Option(help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
+MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (higher: fewer false faces).")]
+MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels.")]
+
+
+def _recognizer(model: Optional[str], scale_factor: float, min_neighbors: int, min_size: int):
+    from fervid.runtime.recognizer import Recognizer
+
+    return Recognizer(model, scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_size)
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the annotated images.")] = Path("runs/predict"),
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not write annotated images.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the records here (.json: an array; else JSON Lines) instead of stdout.")] = None,
+    model: ModelOption = None,
+    scale_factor: ScaleFactorOption = 1.1,
+    min_neighbors: MinNeighborsOption = 5,
+    min_size: MinSizeOption = 40,
+) -> None:
+    """Find the faces in photos and their expressions: one JSON record per face, annotated copies in --out.
+
+    Examples:
+      fervid predict photo.jpg
+      fervid predict holiday/ --out runs/holiday --json faces.json
+    """
+    from fervid.runtime.photos import predict_images, write_records
+
+    recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
+    on_record = None if json_out else (lambda record: print(json.dumps(record), flush=True))
+    report = predict_images(images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record)
+    if json_out:
+        write_records(report.records, json_out)
+    notes = [f"{report.processed} image(s), {len(report.records)} face(s)"]
+    if report.without_face:
+        notes.append(f"{len(report.without_face)} without a face")
+    if report.unreadable:
+        notes.append(f"{len(report.unreadable)} unreadable")
+    if report.written:
+        notes.append(f"annotated images in {out_dir}")
+    if json_out:
+        notes.append(f"records in {json_out}")
+    print("; ".join(notes), file=sys.stderr)
+
+
+@app.command()
+def live(
+    source: Annotated[str, typer.Option("--source", "-s", help="Webcam index (0), video file, image folder or stream URL (rtsp://, http://).")] = "0",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the annotated video here (.mp4).")] = None,
+    jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Per-frame timeline, one row per face (.jsonl or .csv).")] = None,
+    summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it) (default: beside --output/--jsonl for files).")] = None,
+    display: Annotated[Optional[bool], typer.Option("--display/--no-display", help="Show a window (q or Esc quits) (default: when a display exists).", show_default=False)] = None,
+    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    detect_every: Annotated[int, typer.Option(help="Run the face detector every K-th frame; faces are tracked in between.")] = 2,
+    model: ModelOption = None,
+    scale_factor: ScaleFactorOption = 1.1,
+    min_neighbors: MinNeighborsOption = 5,
+    min_size: MinSizeOption = 40,
+) -> None:
+    """Live expressions on a webcam, a video file or a stream: boxes, labels, probability bars and FPS.
+
+    Examples:
+      fervid live                                   # webcam 0, in a window
+      fervid live --source clip.mp4 --output out.mp4 --jsonl out.jsonl --no-display
+      fervid live --source rtsp://camera.local/stream --max-frames 300 --no-display
+    """
+    from fervid.runtime.live import run_live
+
+    recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
+    report = run_live(
+        source, recognizer, output=output, timeline=jsonl, summary=summary, display=display,
+        max_frames=max_frames, detect_every=detect_every,
+    )
+    dropped = f", {report.dropped} dropped" if report.dropped else ""
+    print(f"{report.frames} frames in {report.seconds:.1f} s ({report.fps:.1f} FPS){dropped}; {report.rows} face rows", file=sys.stderr)
+    for face in report.faces:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in sorted(face["shares"].items(), key=lambda kv: -kv[1]) if share >= 0.05)
+        print(f"face #{face['track_id']}: {face['first_s']:.1f}-{face['last_s']:.1f} s, {face['dominant']} ({shares})", file=sys.stderr)
+    for path in report.outputs:
+        print(f"wrote {path}", file=sys.stderr)
+
+
+@app.command()
+def bench(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the Markdown table to this file (e.g. docs/performance.md).")] = None,
+    model: ModelOption = None,
+    faces_from: Annotated[Optional[Path], typer.Option(help="FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP).")] = None,
+    frames: Annotated[int, typer.Option(help="Frames per end-to-end run.")] = 300,
+) -> None:
+    """Measure per-face classification latency, detector time and end-to-end FPS; print a Markdown table.
+
+    Example: fervid bench --output docs/performance.md
+    """
+    from fervid.runtime.bench import run_bench
+
+    print(run_bench(model=model, output=output, faces_from=faces_from, frames=frames))
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except FervidError as error:
+        print(f"fervid: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("fervid: interrupted", file=sys.stderr)
+        sys.exit(130)

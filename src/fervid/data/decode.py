@@ -1,0 +1,38 @@
+"""Turn one dataset entry (file bytes or a CSV pixel string) into a 48x48 uint8 face."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from fervid.preprocess import prepare_face
+
+
+class UnreadableImage(ValueError):
+    """An entry that is not a decodable image; the loader skips and counts it."""
+
+
+def decode_image_bytes(data: bytes) -> np.ndarray:
+    """Decode any image OpenCV reads (8/16-bit, gray, RGB, RGBA, palette) into a 48x48 uint8 face."""
+    if not data:
+        raise UnreadableImage("empty file")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise UnreadableImage("not a decodable image")
+    return prepare_face(image)
+
+
+def decode_pixel_string(pixels: str) -> np.ndarray:
+    """FER2013 CSV pixels ('70 80 82 ...', a square image row by row) into a 48x48 uint8 face."""
+    try:
+        values = np.array(str(pixels).split(), dtype=np.int64)
+    except ValueError:
+        raise UnreadableImage("pixels are not integers") from None
+    side = math.isqrt(values.size)
+    if values.size == 0 or side * side != values.size:
+        raise UnreadableImage(f"{values.size} pixels is not a square image (FER2013 rows have 2304 = 48x48)")
+    if values.min() < 0 or values.max() > 255:
+        raise UnreadableImage("pixel values outside 0-255")
+    return prepare_face(values.astype(np.uint8).reshape(side, side))

@@ -1,0 +1,1 @@
+"""Evaluation: metrics from predictions, and running a model (.keras or .onnx) over a dataset split."""

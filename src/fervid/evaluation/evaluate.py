@@ -1,0 +1,49 @@
+"""Run a saved model (.onnx through ONNX Runtime, .keras through Keras) over faces and score it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fervid.errors import FervidError
+from fervid.evaluation.metrics import ClassificationReport, classification_report
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def load_predictor(model: str | Path | None) -> Predictor:
+    """A function from model inputs (N, 48, 48, 1) to probabilities (N, 7), without flip averaging."""
+    path = Path(model) if model is not None else None
+    if path is not None and path.suffix == ".keras":
+        if not path.exists():
+            raise FervidError(f"{path}: no such model file")
+        from fervid.model.backend import keras
+
+        try:
+            network = keras.models.load_model(path, compile=False)
+        except Exception as error:  # Keras raises many types for a bad file
+            raise FervidError(f"{path}: not a loadable Keras model ({str(error).splitlines()[0]})") from None
+        return lambda inputs: np.asarray(network.predict(inputs, batch_size=256, verbose=0))
+    from fervid.runtime.classify import ExpressionClassifier
+
+    classifier = ExpressionClassifier(model)
+    return lambda inputs: classifier.predict_inputs(inputs, flip_tta=False)
+
+
+def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False, batch_size: int = 512) -> np.ndarray:
+    """Probabilities in batches; with ``flip_tta`` the average over the face and its mirror image."""
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size]
+        probabilities = predictor(batch)
+        if flip_tta:
+            probabilities = (probabilities + predictor(np.ascontiguousarray(batch[:, :, ::-1, :]))) / 2
+        outputs.append(probabilities)
+    return np.concatenate(outputs) if outputs else np.zeros((0, 7), dtype=np.float32)
+
+
+def evaluate(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, flip_tta: bool = False) -> ClassificationReport:
+    """Score a predictor on labelled inputs."""
+    return classification_report(labels, predict(predictor, inputs, flip_tta=flip_tta).argmax(axis=1))

@@ -1,0 +1,64 @@
+"""Training curves and confusion matrices as PNG files (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fervid.fileio import atomic_path
+from fervid.labels import EXPRESSIONS
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(normalized: np.ndarray, target: Path, title: str) -> None:
+    """A row-normalised confusion matrix with the share in every cell."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 5.6))
+    image = axes.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(EXPRESSIONS)), EXPRESSIONS, rotation=45, ha="right")
+    axes.set_yticks(range(len(EXPRESSIONS)), EXPRESSIONS)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    for row in range(normalized.shape[0]):
+        for column in range(normalized.shape[1]):
+            value = normalized[row, column]
+            axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.5 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    with atomic_path(target) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    plt.close(figure)
+
+
+def plot_history(history: list[dict], target: Path) -> None:
+    """Loss and accuracy per epoch, training and validation, with the learning rate."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_axes.plot(epochs, [r["loss"] for r in history], label="train")
+    loss_axes.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("loss")
+    loss_axes.legend()
+    accuracy_axes.plot(epochs, [r["accuracy"] for r in history], label="train")
+    accuracy_axes.plot(epochs, [r["val_accuracy"] for r in history], label="validation")
+    accuracy_axes.set_xlabel("epoch")
+    accuracy_axes.set_ylabel("accuracy")
+    accuracy_axes.legend(loc="lower right")
+    rate_axes = accuracy_axes.twinx()
+    rate_axes.plot(epochs, [r["learning_rate"] for r in history], color="gray", linestyle=":", label="learning rate")
+    rate_axes.set_ylabel("learning rate", color="gray")
+    figure.tight_layout()
+    with atomic_path(target) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    plt.close(figure)

@@ -1,0 +1,48 @@
+"""Keras -> ONNX with a dynamic batch dimension and the model card embedded as metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fervid.fileio import atomic_path
+from fervid.preprocess import INPUT_SHAPE
+from fervid.runtime.classify import METADATA_KEY
+
+
+def float32_twin(model, arch: str):
+    """The same network in float32 with the same weights.
+
+    A model trained under mixed_bfloat16 exports ONNX with bfloat16 convolutions that ONNX Runtime
+    refuses, so the twin is what gets exported and shipped (it differs by ~1e-4 in probability).
+    """
+    from fervid.model.architectures import build_classifier
+
+    twin = build_classifier(arch, dtype="float32")
+    twin.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+    return twin
+
+
+def export_onnx(model, target: str | Path, card: dict | None = None) -> Path:
+    """Write ``model`` (a float32 Keras classifier) as ONNX to ``target`` atomically; returns the path."""
+    import onnx
+
+    target = Path(target)
+    model(np.zeros((2, *INPUT_SHAPE), dtype=np.float32), training=False)  # export needs a called model
+    with atomic_path(target) as temporary:
+        with open(os.devnull, "w") as quiet:
+            import contextlib
+
+            with contextlib.redirect_stdout(quiet):
+                model.export(str(temporary), format="onnx", verbose=False)
+        proto = onnx.load(str(temporary))
+        if card is not None:
+            del proto.metadata_props[:]
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = METADATA_KEY, json.dumps(card)
+        proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+        onnx.save(proto, str(temporary))
+    return target

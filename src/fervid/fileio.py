@@ -1,0 +1,42 @@
+"""Atomic file writes: a crash or a full disk never leaves a half-written model, table or report."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".weights.h5") else target.suffix
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{suffix}")
+    os.close(handle)
+    temporary = Path(name)
+    temporary.unlink()  # writers such as Keras refuse to overwrite; they create it afresh
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_with(target: str | Path, writer: Callable[[Path], object]) -> None:
+    """Call ``writer(temporary_path)`` and move the result onto ``target`` atomically."""
+    with atomic_path(target) as temporary:
+        writer(temporary)
+
+
+def write_text_atomically(target: str | Path, text: str) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_text(text)
+
+
+def write_bytes_atomically(target: str | Path, data: bytes) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)

@@ -1,0 +1,74 @@
+"""The seven expression classes in their one canonical order, and the names datasets use for them.
+
+Every model, dataset reader and output uses this order; changing it breaks every shipped model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fervid.errors import FervidError
+
+EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+ALIASES: dict[str, str] = {
+    "anger": "angry",
+    "mad": "angry",
+    "disgusted": "disgust",
+    "disgusting": "disgust",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happiness": "happy",
+    "joy": "happy",
+    "smile": "happy",
+    "calm": "neutral",
+    "none": "neutral",
+    "sadness": "sad",
+    "unhappy": "sad",
+    "surprised": "surprise",
+    "suprise": "surprise",
+}
+
+# FER2013's CSV numbers its classes in a different order from the canonical one.
+FER2013_CSV_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case a folder or label name and drop separators, so 'Happy', ' happy ' and 'HAPPY' agree."""
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def canonical_label(name: str, mapping: Mapping[str, str] | None = None) -> str | None:
+    """The canonical class for a dataset's name of it, or None when it is not one of the seven.
+
+    ``mapping`` (from ``--map contempt=disgust``) is consulted first, so users can fold in classes
+    such as CK+'s ``contempt`` explicitly; nothing is merged unless asked for.
+    """
+    key = normalize_name(name)
+    if mapping:
+        normalized = {normalize_name(k): v for k, v in mapping.items()}
+        if key in normalized:
+            target = normalize_name(normalized[key])
+            target = ALIASES.get(target, target)
+            if target not in EXPRESSIONS:
+                raise FervidError(f"--map {name}={normalized[key]}: '{normalized[key]}' is not one of {', '.join(EXPRESSIONS)}")
+            return target
+    key = ALIASES.get(key, key)
+    return key if key in EXPRESSIONS else None
+
+
+def label_index(name: str) -> int:
+    """Position of a canonical class in :data:`EXPRESSIONS`."""
+    return EXPRESSIONS.index(name)
+
+
+def parse_mapping(items: list[str] | None) -> dict[str, str]:
+    """Turn ``["contempt=disgust", ...]`` into a dict, rejecting malformed items with one clear line."""
+    mapping: dict[str, str] = {}
+    for item in items or []:
+        source, sep, target = item.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise FervidError(f"--map expects FOLDER=CLASS, got '{item}'")
+        mapping[source.strip()] = target.strip()
+    return mapping

@@ -1,0 +1,87 @@
+"""The expression classifiers, built from Conv2D, BatchNormalization, MaxPooling, Dropout and Dense.
+
+Each takes a (48, 48, 1) float32 face in 0..1 and returns 7 softmax probabilities in canonical
+class order. In a VGG at 48x48 the compute sits in the 48x48 and 24x24 stages and the parameters
+in the 12x12 and 6x6 ones, so the variants differ mostly in their late widths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fervid.labels import EXPRESSIONS
+from fervid.model.backend import keras
+from fervid.model.specs import ARCHITECTURES, VggSpec
+from fervid.preprocess import INPUT_SHAPE
+
+layers = keras.layers
+__all__ = ["ARCHITECTURES", "VggSpec", "build_augmenter", "build_classifier", "build_training_model"]
+
+
+def conv_bn_relu(x: keras.KerasTensor, filters: int, dtype: str) -> keras.KerasTensor:
+    """3x3 convolution without bias (BatchNorm supplies it), BatchNorm, ReLU."""
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", dtype=dtype)(x)
+    x = layers.BatchNormalization(dtype=dtype)(x)
+    return layers.Activation("relu", dtype=dtype)(x)
+
+
+def build_classifier(arch: str, *, dtype: str = "float32") -> keras.Model:
+    """The named architecture as a functional model; ``dtype`` is a Keras dtype policy name.
+
+    The softmax always runs in float32 so that mixed-precision training keeps exact probabilities.
+    """
+    if arch not in ARCHITECTURES:
+        raise KeyError(arch)
+    spec = ARCHITECTURES[arch]
+    inputs = keras.Input(shape=INPUT_SHAPE, name="face")
+    x = inputs
+    for filters, convolutions in spec.stages:
+        for _ in range(convolutions):
+            x = conv_bn_relu(x, filters, dtype)
+        x = layers.MaxPooling2D(2, dtype=dtype)(x)
+        x = layers.Dropout(spec.stage_dropout, dtype=dtype)(x)
+    x = layers.GlobalAveragePooling2D(dtype=dtype)(x)
+    if spec.dense:
+        x = layers.Dense(spec.dense, use_bias=False, dtype=dtype)(x)
+        x = layers.BatchNormalization(dtype=dtype)(x)
+        x = layers.Activation("relu", dtype=dtype)(x)
+    x = layers.Dropout(spec.head_dropout, dtype=dtype)(x)
+    outputs = layers.Dense(len(EXPRESSIONS), activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=arch.replace("-", "_"))
+
+
+def build_augmenter(
+    *,
+    flip: bool,
+    rotation: float,
+    zoom: float,
+    shift: float,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    seed: int | None = None,
+) -> keras.Sequential:
+    """Random geometric and photometric changes, active only in training (identity at inference).
+
+    ``rotation`` is a fraction of a full turn (0.05 = +-18 degrees); ``zoom`` and ``shift`` are
+    fractions of the image size, as in the Keras preprocessing layers.
+    """
+    steps: list[Callable[..., layers.Layer]] = []
+    if flip:
+        steps.append(lambda: layers.RandomFlip("horizontal", seed=seed))
+    if rotation:
+        steps.append(lambda: layers.RandomRotation(rotation, fill_mode="reflect", seed=seed))
+    if zoom:
+        steps.append(lambda: layers.RandomZoom(zoom, fill_mode="reflect", seed=seed))
+    if shift:
+        steps.append(lambda: layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed))
+    if brightness:
+        steps.append(lambda: layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=seed))
+    if contrast:
+        steps.append(lambda: layers.RandomContrast(contrast, seed=seed))
+    return keras.Sequential([keras.Input(shape=INPUT_SHAPE)] + [make() for make in steps], name="augment")
+
+
+def build_training_model(classifier: keras.Model, augmenter: keras.Sequential) -> keras.Model:
+    """Augmentation in front of the classifier; only the classifier is exported and shipped."""
+    inputs = keras.Input(shape=INPUT_SHAPE, name="face")
+    return keras.Model(inputs, classifier(augmenter(inputs)), name="training")

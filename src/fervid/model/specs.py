@@ -1,0 +1,41 @@
+"""The named architectures as plain data, so options can be checked without importing Keras."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VggSpec:
+    """A VGG-style net: per stage (filters, convolutions), then dropout, a dense head and softmax."""
+
+    stages: tuple[tuple[int, int], ...]
+    dense: int
+    stage_dropout: float
+    head_dropout: float
+    description: str
+
+
+ARCHITECTURES: dict[str, VggSpec] = {
+    "compact": VggSpec(
+        stages=((32, 2), (64, 1), (96, 1), (128, 1)),
+        dense=0,
+        stage_dropout=0.1,
+        head_dropout=0.3,
+        description="real-time net for slow devices (<200k parameters)",
+    ),
+    "vgg": VggSpec(
+        stages=((32, 2), (64, 2), (128, 2), (256, 2)),
+        dense=256,
+        stage_dropout=0.2,
+        head_dropout=0.4,
+        description="VGG-BN, 1.2M parameters: the CPU-trainable default",
+    ),
+    "vgg-large": VggSpec(
+        stages=((64, 2), (128, 2), (256, 2), (512, 2)),
+        dense=512,
+        stage_dropout=0.25,
+        head_dropout=0.5,
+        description="VGG-BN, 4.9M parameters: the accuracy model (GPU, or CPU over several sessions)",
+    ),
+}

@@ -1,0 +1,173 @@
+"""``fervid bench``: per-face classification latency, detector time per 640x480 frame, end-to-end FPS.
+
+The end-to-end runs need real faces (the Haar cascade ignores drawn ones), taken from a FER2013 zip
+($FERVID_FER2013_ZIP or --faces-from) and composited on a textured 640x480 video; without one
+those rows are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fervid.console import warn
+from fervid.fileio import write_text_atomically
+from fervid.runtime.live import FrameProcessor
+from fervid.runtime.recognizer import Recognizer
+from fervid.runtime.render import annotate
+from fervid.runtime.sources import VideoFileSource
+
+WIDTH, HEIGHT = 640, 480
+FACE_SIDE = 140
+
+
+@dataclass
+class Row:
+    measure: str
+    value: str
+    note: str = ""
+
+
+def timings_ms(call: Callable[[], object], repeats: int, warmup: int = 5) -> np.ndarray:
+    """Wall-clock milliseconds of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = np.empty(repeats)
+    for index in range(repeats):
+        start = time.perf_counter()
+        call()
+        times[index] = (time.perf_counter() - start) * 1000
+    return times
+
+
+def background(seed: int = 0) -> np.ndarray:
+    """A textured BGR 640x480 frame (blurred noise and a gradient)."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (HEIGHT, WIDTH)).astype(np.float32), (0, 0), 4)
+    noise = (noise - noise.min()) / (np.ptp(noise) + 1e-6)
+    gray = 70 + 80 * noise + 40 * np.linspace(0, 1, WIDTH, dtype=np.float32)[None, :]
+    return np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.ndarray]:
+    """The first ``count`` FER2013 validation faces (name order) that the detector finds at FACE_SIDE pixels."""
+    found: list[np.ndarray] = []
+    frame = cv2.cvtColor(background(1), cv2.COLOR_BGR2GRAY)
+    with zipfile.ZipFile(zip_path) as archive:
+        names = sorted(n for n in archive.namelist() if "/validation/" in n and n.lower().endswith((".jpg", ".png")))
+        for name in names[::11]:
+            face = cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_GRAYSCALE)
+            big = cv2.resize(face, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_CUBIC)
+            trial = frame.copy()
+            trial[170 : 170 + FACE_SIDE, 250 : 250 + FACE_SIDE] = big
+            if len(recognizer.detector.detect(trial)) == 1:
+                found.append(big)
+            if len(found) == count:
+                break
+    return found
+
+
+def face_video(target: Path, faces: list[np.ndarray], frames: int, fps: float = 30.0) -> Path:
+    """A 640x480 mp4 with the faces in a 2x2 grid drifting slowly, so tracking has something to follow."""
+    base = background()
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (WIDTH, HEIGHT))
+    slots = [(40, 40), (360, 40), (40, 280), (360, 280)]
+    for index in range(frames):
+        frame = base.copy()
+        shift = int(40 * np.sin(index / 30))
+        for face, (x, y) in zip(faces, slots):
+            x = int(np.clip(x + shift + 60, 0, WIDTH - FACE_SIDE)) if len(faces) == 1 else x + shift // 2 + 20
+            y = int(np.clip(y if len(faces) > 1 else 170, 0, HEIGHT - FACE_SIDE))
+            frame[y : y + FACE_SIDE, x : x + FACE_SIDE] = face[..., None]
+        writer.write(frame)
+    writer.release()
+    return target
+
+
+def end_to_end(path: Path, recognizer: Recognizer, detect_every: int) -> tuple[float, float]:
+    """(frames per second, mean faces per frame) decoding, detecting, classifying, tracking and drawing every frame."""
+    processor = FrameProcessor(recognizer, detect_every=detect_every)
+    frames = faces = 0
+    with VideoFileSource(path) as source:
+        start = time.perf_counter()
+        for frame in source:
+            found = processor.process(frame)
+            annotate(frame.image, found, 0.0)
+            frames += 1
+            faces += len(found)
+        seconds = time.perf_counter() - start
+    return frames / seconds, faces / max(frames, 1)
+
+
+def run_bench(
+    *, model: str | Path | None = None, output: str | Path | None = None, faces_from: str | Path | None = None, frames: int = 300
+) -> str:
+    """Measure, return the Markdown table, and write it (with a header) to ``output`` when given."""
+    recognizer = Recognizer(model)
+    rows: list[Row] = []
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (FACE_SIDE, FACE_SIDE), dtype=np.uint8) for _ in range(8)]
+    for flip in (True, False):
+        recognizer.flip_tta = flip
+        for batch in (1, 8):
+            per_face = timings_ms(lambda: recognizer.classify(crops[:batch]), repeats=300 if batch == 1 else 100) / batch
+            rows.append(Row(
+                f"classification per face, batch {batch}, flip averaging {'on' if flip else 'off'}",
+                f"p50 {np.percentile(per_face, 50):.2f} ms, p99 {np.percentile(per_face, 99):.2f} ms",
+                "140x140 crop -> 48x48 preprocessing + one ONNX Runtime call" + (" (live default)" if flip == recognizer.classifier.flip_tta else ""),
+            ))
+    recognizer.flip_tta = recognizer.classifier.flip_tta
+    gray = cv2.cvtColor(background(), cv2.COLOR_BGR2GRAY)
+    zip_path = Path(faces_from) if faces_from else (Path(os.environ["FERVID_FER2013_ZIP"]) if os.environ.get("FERVID_FER2013_ZIP") else None)
+    faces = real_faces(zip_path, 4, recognizer) if zip_path and zip_path.is_file() else []
+    if faces:
+        gray[170 : 170 + FACE_SIDE, 250 : 250 + FACE_SIDE] = faces[0]
+    default_width = recognizer.detector.config.detection_width
+    for width in (default_width, None):
+        recognizer.detector.config = type(recognizer.detector.config)(**{**recognizer.detector.config.__dict__, "detection_width": width})
+        times = timings_ms(lambda: recognizer.detector.detect(gray), repeats=60)
+        where = f"shrunk to {width} px wide (default)" if width else "at full 640x480"
+        rows.append(Row(f"Haar detector per 640x480 frame, {where}", f"p50 {np.percentile(times, 50):.1f} ms, p99 {np.percentile(times, 99):.1f} ms", "one face in the frame" if faces else "no face in the frame"))
+    recognizer.detector.config = type(recognizer.detector.config)(**{**recognizer.detector.config.__dict__, "detection_width": default_width})
+    if len(faces) < 4:
+        warn("no FER2013 zip (set FERVID_FER2013_ZIP or --faces-from): end-to-end rows skipped")
+        rows.append(Row("end-to-end FPS, 640x480 video", "skipped", "needs real faces: set FERVID_FER2013_ZIP or --faces-from"))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            for count in (1, 4):
+                video = face_video(Path(folder) / f"faces-{count}.mp4", faces[:count], frames)
+                for detect_every in (2, 1):
+                    fps, mean_faces = end_to_end(video, recognizer, detect_every)
+                    default = " (default)" if detect_every == 2 else ""
+                    rows.append(Row(
+                        f"end-to-end, 640x480 video, {count} face{'s' if count > 1 else ''}, detector every {detect_every} frame{'s' if detect_every > 1 else ''}{default}",
+                        f"{fps:.1f} FPS",
+                        f"decode + detect + classify + track + draw; {mean_faces:.2f} faces reported per frame",
+                    ))
+    table = "| measure | result | notes |\n|---|---|---|\n" + "".join(f"| {r.measure} | {r.value} | {r.note} |\n" for r in rows)
+    if output:
+        write_text_atomically(output, _page(table, recognizer, frames))
+    return table
+
+
+def _page(table: str, recognizer: Recognizer, frames: int) -> str:
+    threads = recognizer.classifier.session.get_session_options().intra_op_num_threads
+    return (
+        "# Performance\n\n"
+        "Measured with `fervid bench` (the numbers below were written by it).\n\n"
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}\n"
+        f"- model: {recognizer.classifier.name} {recognizer.classifier.version} ({recognizer.classifier.path.name}), "
+        f"ONNX Runtime CPU, {threads} intra-op threads\n"
+        f"- OpenCV {cv2.__version__}, end-to-end runs of {frames} frames\n\n"
+        f"{table}\n"
+        "Goals on a 2-core machine: classification p50 <= 1 ms per face, end-to-end >= 60 FPS with one face.\n"
+    )

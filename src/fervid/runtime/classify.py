@@ -1,0 +1,91 @@
+"""Load an exported expression model once and classify batches of faces with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from fervid.errors import FervidError
+from fervid.labels import EXPRESSIONS
+from fervid.preprocess import prepare_face, to_model_input
+
+METADATA_KEY = "fervid"
+BUNDLED_MODELS = ("fervid-vgg",)
+DEFAULT_MODEL = BUNDLED_MODELS[0]
+
+
+def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Path of a model shipped inside the package (works from an installed wheel)."""
+    path = Path(str(resources.files("fervid") / "models" / f"{name}.onnx"))
+    if not path.exists():
+        raise FervidError(f"no bundled model named '{name}' (bundled: {', '.join(available_bundled_models()) or 'none'})")
+    return path
+
+
+def available_bundled_models() -> list[str]:
+    folder = resources.files("fervid") / "models"
+    return sorted(Path(str(p)).stem for p in folder.iterdir() if str(p).endswith(".onnx"))
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A model argument (None = default, a bundled name, or a path to an .onnx file) as a file path."""
+    if model is None:
+        return bundled_model_path()
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "model.onnx").exists():
+        return path / "model.onnx"
+    if path.suffix == ".onnx" or path.exists():
+        if not path.exists():
+            raise FervidError(f"{path}: no such model file")
+        return path
+    return bundled_model_path(str(model))
+
+
+class ExpressionClassifier:
+    """An ONNX expression model loaded once; ``classify`` takes a batch of faces in one call.
+
+    The model card stored in the ONNX metadata is the contract (class order, input size), read
+    with ``json.loads``; a model whose classes differ from fervid's order is refused.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, threads: int | None = None) -> None:
+        self.path = resolve_model(model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ONNX Runtime raises its own opaque types for bad files
+            raise FervidError(f"{self.path}: not a loadable ONNX model ({str(error).splitlines()[0]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.card: dict = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
+        classes = tuple(self.card.get("classes", EXPRESSIONS))
+        if classes != EXPRESSIONS:
+            raise FervidError(f"{self.path}: model classes {classes} differ from fervid's {EXPRESSIONS}")
+        self.flip_tta: bool = bool(self.card.get("inference", {}).get("flip_tta", False))
+        self.name: str = self.card.get("name", self.path.stem)
+        self.version: str = str(self.card.get("version", "unknown"))
+
+    def predict_inputs(self, inputs: np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
+        """Probabilities (N, 7) for model inputs (N, 48, 48, 1) float32 in 0..1."""
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        if len(inputs) == 0:
+            return np.zeros((0, len(EXPRESSIONS)), dtype=np.float32)
+        use_flip = self.flip_tta if flip_tta is None else flip_tta
+        if use_flip:
+            batch = np.concatenate([inputs, inputs[:, :, ::-1, :]])
+            probabilities = self.session.run(None, {self.input_name: batch})[0]
+            return (probabilities[: len(inputs)] + probabilities[len(inputs) :]) / 2
+        return self.session.run(None, {self.input_name: inputs})[0]
+
+    def classify(self, faces: list[np.ndarray] | np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
+        """Probabilities (N, 7) for face crops of any size and colour, in one batched call."""
+        prepared = np.stack([prepare_face(face) for face in faces]) if len(faces) else np.zeros((0, 48, 48), np.uint8)
+        return self.predict_inputs(to_model_input(prepared), flip_tta=flip_tta)

@@ -1,0 +1,47 @@
+"""The one result type: a face box with its expression; every output (JSON, JSONL, CSV) serialises it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fervid.labels import EXPRESSIONS
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face found in an image: box (x, y, w, h in pixels), the winning expression and all seven probabilities.
+
+    ``track_id`` is the face's stable id across video frames; it is None for single images.
+    """
+
+    box: tuple[int, int, int, int]
+    expression: str
+    confidence: float
+    probabilities: dict[str, float]
+    track_id: int | None = None
+
+    @classmethod
+    def from_probabilities(cls, box, probabilities: np.ndarray, track_id: int | None = None) -> Face:
+        """A Face from a box and a probability row in :data:`EXPRESSIONS` order."""
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        best = int(np.argmax(probabilities))
+        x, y, w, h = (int(round(float(v))) for v in box)
+        return cls(
+            box=(x, y, w, h),
+            expression=EXPRESSIONS[best],
+            confidence=float(probabilities[best]),
+            probabilities={name: float(p) for name, p in zip(EXPRESSIONS, probabilities)},
+            track_id=track_id,
+        )
+
+    def to_dict(self, digits: int = 4) -> dict:
+        """Plain JSON-ready dict: box as [x, y, w, h], probabilities rounded to ``digits`` places."""
+        return {
+            "track_id": self.track_id,
+            "box": list(self.box),
+            "expression": self.expression,
+            "confidence": round(self.confidence, digits),
+            "probabilities": {name: round(p, digits) for name, p in self.probabilities.items()},
+        }

@@ -1,0 +1,173 @@
+"""The live loop: frames from a source -> detect (every k-th frame) -> classify -> track -> render -> sinks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from fervid.console import progress, warn
+from fervid.errors import FervidError
+from fervid.runtime.face import Face
+from fervid.runtime.recognizer import Recognizer, gray_frame
+from fervid.runtime.render import annotate
+from fervid.runtime.sinks import Summary, TimelineSink, VideoSink
+from fervid.runtime.sources import Frame, open_source
+from fervid.runtime.track import FaceTracker
+
+WINDOW = "fervid (q or Esc quits)"
+QUIT_KEYS = (ord("q"), ord("Q"), 27)
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: a desktop session on Linux; assumed on macOS and Windows."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class FpsMeter:
+    """Frames per second over the last ``window`` frames, measured (not guessed) with a monotonic clock."""
+
+    def __init__(self, window: int = 30) -> None:
+        self.stamps: deque[float] = deque(maxlen=window)
+
+    def tick(self) -> float:
+        self.stamps.append(time.perf_counter())
+        if len(self.stamps) < 2:
+            return 0.0
+        return (len(self.stamps) - 1) / max(self.stamps[-1] - self.stamps[0], 1e-9)
+
+
+@dataclass
+class LiveReport:
+    """What a run did: frames processed and dropped, timeline rows, average FPS, and the summary per face."""
+
+    source: str
+    frames: int = 0
+    dropped: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    faces: list[dict] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class FrameProcessor:
+    """Detection on every ``detect_every``-th frame, tracked and classified boxes in between."""
+
+    def __init__(self, recognizer: Recognizer, tracker: FaceTracker | None = None, detect_every: int = 2) -> None:
+        if detect_every < 1:
+            raise FervidError(f"--detect-every must be 1 or more, got {detect_every}")
+        self.recognizer = recognizer
+        self.tracker = tracker or FaceTracker()
+        self.detect_every = detect_every
+        self.count = 0
+
+    def process(self, frame: Frame) -> list[Face]:
+        gray = gray_frame(frame.image)
+        detect = self.count % self.detect_every == 0
+        self.count += 1
+        if detect:
+            boxes = self.recognizer.detector.detect(gray)
+        else:
+            boxes = self.tracker.predicted_boxes(frame.time_s)
+        probabilities = self.recognizer.classify_boxes(gray, boxes)
+        return self.tracker.update(boxes, probabilities, frame.time_s, detected=detect)
+
+
+def run_live(
+    source: str | int | Path,
+    recognizer: Recognizer,
+    *,
+    output: str | Path | None = None,
+    timeline: str | Path | None = None,
+    summary: str | Path | None = None,
+    display: bool | None = None,
+    max_frames: int | None = None,
+    detect_every: int = 2,
+    draw: bool = True,
+) -> LiveReport:
+    """Recognise expressions on every frame of ``source``; write the requested outputs; return a report.
+
+    ``display=None`` shows a window when a display exists. ``summary`` (a .json path; a .png plot is
+    written beside it) defaults to beside ``output`` or ``timeline`` for video files and folders.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise FervidError(f"--max-frames must be 1 or more, got {max_frames}")
+    processor = FrameProcessor(recognizer, detect_every=detect_every)
+    show = display_available() if display is None else display
+    fps_meter = FpsMeter()
+    history = Summary()
+    with ExitStack() as stack:
+        frames = stack.enter_context(open_source(source))
+        report = LiveReport(frames.name)
+        video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
+        rows = stack.enter_context(TimelineSink(timeline)) if timeline else None
+        if show:
+            stack.callback(cv2.destroyAllWindows)
+        total = frames.total if max_frames is None or frames.total is None else min(frames.total, max_frames)
+        iterator = iter(frames) if frames.live else progress(frames, total, f"{Path(frames.name).name}")
+        started = time.perf_counter()
+        try:
+            for frame in iterator:
+                faces = processor.process(frame)
+                fps = fps_meter.tick()
+                history.add(frame.time_s, faces)
+                if rows:
+                    rows.write(frame.index, frame.time_s, faces)
+                if draw and (video or show):
+                    annotate(frame.image, faces, fps if frames.live or show else None)
+                if video:
+                    video.write(frame.image)
+                report.frames += 1
+                if show:
+                    shown = _show(frame.image)
+                    if shown == "quit":
+                        break
+                    show = shown == "shown"  # no window could be opened: carry on headless
+                if max_frames is not None and report.frames >= max_frames:
+                    break
+        except KeyboardInterrupt:
+            warn("interrupted; finishing the outputs")
+        finally:
+            report.seconds = time.perf_counter() - started
+            report.dropped = frames.dropped
+            report.rows = rows.rows if rows else 0
+    if report.frames == 0:
+        raise FervidError(f"{report.source}: no frame could be read")
+    report.faces = history.to_dict()
+    report.outputs = [str(path) for path in (output, timeline) if path]
+    if summary is None and not frames.live and (output or timeline):
+        first = Path(output or timeline)
+        summary = first.with_name(f"{first.stem}-summary.json")
+    if summary is not None:
+        summary = Path(summary)
+        history.write_json(summary)
+        report.outputs.append(str(summary))
+        plot = summary.with_suffix(".png")
+        if history.write_plot(plot):
+            report.outputs.append(str(plot))
+    return report
+
+
+def _show(image) -> str:
+    """Show a frame: 'shown', 'quit' (q, Esc or the window closed) or 'unavailable' (no GUI in this OpenCV)."""
+    try:
+        cv2.imshow(WINDOW, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in QUIT_KEYS or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+            return "quit"
+        return "shown"
+    except cv2.error:
+        warn("this OpenCV build cannot open windows; running headless (use --no-display to silence this)")
+        return "unavailable"

@@ -1,0 +1,98 @@
+"""``fervid predict``: faces and expressions in photos, annotated copies in a folder, one record per face."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from fervid.console import warn
+from fervid.errors import FervidError
+from fervid.fileio import write_bytes_atomically, write_text_atomically
+from fervid.runtime.recognizer import Recognizer, read_image
+from fervid.runtime.render import annotate
+from fervid.runtime.sources import IMAGE_SUFFIXES
+
+
+@dataclass
+class PhotoReport:
+    """Images processed, without a face, unreadable; the per-face records and the annotated files."""
+
+    processed: int = 0
+    without_face: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+
+
+def expand_images(inputs: list[str | Path]) -> Iterator[Path]:
+    """Files as given (whatever their suffix) and the images inside folders (recursively, in name order)."""
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                warn(f"{path}: no images in this folder")
+            yield from images
+        else:
+            yield path
+
+
+def predict_images(
+    inputs: list[str | Path], recognizer: Recognizer, *, out_dir: str | Path | None = None, on_record=None
+) -> PhotoReport:
+    """Recognise every face in ``inputs``; ``on_record(record)`` is called per face as it is found.
+
+    A record is ``{"image": path, **Face.to_dict()}``. Unreadable files and images without a face
+    get a one-line note on stderr; if no image at all could be read, FervidError.
+    """
+    report = PhotoReport()
+    names: set[str] = set()
+    for path in expand_images(inputs):
+        try:
+            image = read_image(path)
+        except FervidError as error:
+            warn(str(error))
+            report.unreadable.append(str(path))
+            continue
+        faces = recognizer.predict(image)
+        report.processed += 1
+        if not faces:
+            warn(f"{path}: no face found")
+            report.without_face.append(str(path))
+        for face in faces:
+            record = {"image": str(path), **face.to_dict()}
+            report.records.append(record)
+            if on_record is not None:
+                on_record(record)
+        if out_dir is not None:
+            target = Path(out_dir) / _unique_name(path, names)
+            ok, encoded = cv2.imencode(target.suffix, annotate(image, faces))
+            if ok:
+                write_bytes_atomically(target, encoded.tobytes())
+                report.written.append(str(target))
+    if report.processed == 0:
+        raise FervidError("no image could be read" if report.unreadable else "no images given")
+    return report
+
+
+def _unique_name(path: Path, taken: set[str]) -> str:
+    """The file's name (as .jpg unless it is .png), with -2, -3... when two inputs share a name."""
+    suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
+    name, number = f"{path.stem}{suffix}", 1
+    while name in taken:
+        number += 1
+        name = f"{path.stem}-{number}{suffix}"
+    taken.add(name)
+    return name
+
+
+def write_records(records: list[dict], target: str | Path) -> None:
+    """Records as a JSON array (``.json``) or JSON Lines (any other suffix)."""
+    if Path(target).suffix.lower() == ".json":
+        write_text_atomically(target, json.dumps(records, indent=2) + "\n")
+    else:
+        write_text_atomically(target, "".join(json.dumps(record) + "\n" for record in records))

@@ -1,0 +1,205 @@
+"""Where live results go: an annotated mp4, a per-frame timeline (JSONL or CSV) and a per-face summary.
+
+Each sink writes to a temporary file and moves it into place when closed, also when the source
+died mid-way or the user pressed Ctrl+C, so whatever was recorded is a complete, playable file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fervid.console import warn
+from fervid.errors import FervidError
+from fervid.fileio import atomic_path, write_text_atomically
+from fervid.labels import EXPRESSIONS
+from fervid.runtime.face import Face
+
+TIMELINE_FIELDS = ("frame", "time_s", "track_id", "x", "y", "w", "h", "expression", "confidence", *EXPRESSIONS)
+
+
+class _AtomicFile:
+    """A temporary path beside ``target`` that ``commit`` moves onto it, whatever happened meanwhile."""
+
+    def __init__(self, target: Path) -> None:
+        self._context: AbstractContextManager[Path] = atomic_path(target)
+        self.path = self._context.__enter__()
+
+    def commit(self) -> None:
+        self._context.__exit__(None, None, None)
+
+    def discard(self) -> None:
+        error = FervidError("discarded")
+        self._context.__exit__(FervidError, error, None)
+
+
+class VideoSink:
+    """An mp4 (codec 'mp4v') of the annotated frames; opened on the first frame, finalised by ``close``."""
+
+    def __init__(self, target: str | Path, fps: float) -> None:
+        self.target = Path(target)
+        if self.target.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+            raise FervidError(f"{self.target}: the video output must end in .mp4")
+        self.fps = fps
+        self.frames = 0
+        self._file: _AtomicFile | None = None
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            self._file = _AtomicFile(self.target)
+            height, width = frame.shape[:2]
+            writer = cv2.VideoWriter(str(self._file.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            if not writer.isOpened():
+                self._file.discard()
+                raise FervidError(f"{self.target}: OpenCV could not open an mp4 writer")
+            self._writer = writer
+            self.size = (width, height)
+        if (frame.shape[1], frame.shape[0]) != self.size:  # image folders may mix sizes
+            frame = cv2.resize(frame, self.size)
+        self._writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            self._file.commit()
+
+    def __enter__(self) -> VideoSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TimelineSink:
+    """One row per face per frame: frame, time_s, track_id, box, expression, confidence and all probabilities.
+
+    ``.jsonl`` writes ``{"frame", "time_s", **Face.to_dict()}`` per line; ``.csv`` flattens the same fields.
+    """
+
+    def __init__(self, target: str | Path) -> None:
+        self.target = Path(target)
+        self.format = self.target.suffix.lower().lstrip(".")
+        if self.format not in ("jsonl", "csv"):
+            raise FervidError(f"{self.target}: the timeline must end in .jsonl or .csv")
+        self.rows = 0
+        self._file = _AtomicFile(self.target)
+        self._handle = open(self._file.path, "w", newline="")
+        if self.format == "csv":
+            self._csv = csv.writer(self._handle)
+            self._csv.writerow(TIMELINE_FIELDS)
+
+    def write(self, frame: int, time_s: float, faces: list[Face]) -> None:
+        for face in faces:
+            record = {"frame": frame, "time_s": round(time_s, 4), **face.to_dict()}
+            if self.format == "jsonl":
+                self._handle.write(json.dumps(record) + "\n")
+            else:
+                probabilities = record["probabilities"]
+                self._csv.writerow(
+                    [frame, record["time_s"], face.track_id, *face.box, face.expression, record["confidence"]]
+                    + [probabilities[name] for name in EXPRESSIONS]
+                )
+            self.rows += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            self._file.commit()
+
+    def __enter__(self) -> TimelineSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class FaceHistory:
+    """What one tracked face did: its times and smoothed probabilities frame by frame."""
+
+    track_id: int
+    times: list[float] = field(default_factory=list)
+    probabilities: list[np.ndarray] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Seconds on screen, share of frames per expression (by the smoothed label) and mean probabilities."""
+        stacked = np.array(self.probabilities)
+        labels = stacked.argmax(axis=1)
+        shares = np.bincount(labels, minlength=len(EXPRESSIONS)) / len(labels)
+        return {
+            "track_id": self.track_id,
+            "frames": len(self.times),
+            "first_s": round(self.times[0], 3),
+            "last_s": round(self.times[-1], 3),
+            "dominant": EXPRESSIONS[int(np.argmax(shares))],
+            "shares": {name: round(float(s), 4) for name, s in zip(EXPRESSIONS, shares)},
+            "mean_probabilities": {name: round(float(p), 4) for name, p in zip(EXPRESSIONS, stacked.mean(axis=0))},
+        }
+
+
+class Summary:
+    """Per-face expression shares over a video, written as JSON and as a plot PNG (when matplotlib is installed)."""
+
+    def __init__(self, min_frames: int = 3) -> None:
+        self.min_frames = min_frames  # shorter tracks are usually detector false positives
+        self.faces: dict[int, FaceHistory] = {}
+
+    def add(self, time_s: float, faces: list[Face]) -> None:
+        for face in faces:
+            if face.track_id is None:
+                continue
+            history = self.faces.setdefault(face.track_id, FaceHistory(face.track_id))
+            history.times.append(time_s)
+            history.probabilities.append(np.array([face.probabilities[name] for name in EXPRESSIONS], dtype=np.float32))
+
+    def to_dict(self) -> list[dict]:
+        kept = [history for history in self.faces.values() if len(history.times) >= self.min_frames]
+        return [history.summary() for history in sorted(kept, key=lambda h: h.track_id)]
+
+    def write_json(self, target: str | Path) -> None:
+        write_text_atomically(target, json.dumps({"faces": self.to_dict()}, indent=2) + "\n")
+
+    def write_plot(self, target: str | Path, max_faces: int = 6) -> bool:
+        """A stacked-area plot of each face's smoothed probabilities over time; False (with a note) without matplotlib."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            warn("matplotlib is not installed, so no summary plot (pip install matplotlib)")
+            return False
+        from fervid.runtime.render import COLORS
+
+        histories = sorted(
+            (h for h in self.faces.values() if len(h.times) >= self.min_frames), key=lambda h: -len(h.times)
+        )[:max_faces]
+        if not histories:
+            return False
+        histories.sort(key=lambda h: h.track_id)
+        figure, axes = plt.subplots(len(histories), 1, figsize=(9, 1.9 * len(histories) + 0.6), squeeze=False, sharex=True)
+        colors = [tuple(c / 255 for c in COLORS[name][::-1]) for name in EXPRESSIONS]
+        for axis, history in zip(axes[:, 0], histories):
+            stacked = np.array(history.probabilities).T
+            axis.stackplot(history.times, stacked, labels=EXPRESSIONS, colors=colors, linewidth=0)
+            axis.set_ylim(0, 1)
+            axis.set_xlim(history.times[0], max(history.times[-1], history.times[0] + 1e-3))
+            axis.set_ylabel(f"face #{history.track_id}")
+        axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+        axes[-1, 0].set_xlabel("time (s)")
+        figure.suptitle("expression probabilities over time (smoothed)")
+        figure.tight_layout()
+        with atomic_path(target) as temporary:
+            figure.savefig(temporary, dpi=110)
+        plt.close(figure)
+        return True

@@ -1,0 +1,234 @@
+"""One ``open_source`` for webcams, video files, image folders and network streams.
+
+Cameras and streams are read on a thread that keeps only the newest frame (a slow consumer drops
+frames, it never falls behind); files are read ahead on a thread into a small queue and deliver
+every frame. Captures are always released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+from fervid.console import warn
+from fervid.errors import FervidError
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm")
+DEFAULT_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A BGR frame, its number in the source (gaps mean dropped frames) and its time in seconds."""
+
+    image: np.ndarray
+    index: int
+    time_s: float
+
+
+class Source:
+    """Frames from somewhere; iterate it, then ``close`` it (or use it as a context manager)."""
+
+    name: str = ""
+    live: bool = False  # a camera or stream: frames may be dropped, time is wall-clock time
+    fps: float = DEFAULT_FPS
+    total: int | None = None  # frames expected, when known
+    dropped: int = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop reading and release the capture; safe to call twice."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log lines while probing a capture; our error is the one line users see."""
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
+
+
+def open_capture(target: int | str) -> cv2.VideoCapture | None:
+    """An opened ``cv2.VideoCapture``, or None when it does not open."""
+    with quiet_opencv():
+        capture = cv2.VideoCapture(target)
+        if capture.isOpened():
+            return capture
+        capture.release()
+    return None
+
+
+def open_source(source: str | int | Path) -> Source:
+    """A webcam index (0), a video or image file, a folder of images, or a stream URL (rtsp://, http://...)."""
+    text = str(source).strip()
+    if isinstance(source, int) or text.isdigit():
+        return LiveSource(int(text), f"camera {text}")
+    if "://" in text:
+        scheme = urlparse(text).scheme.lower()
+        if scheme not in STREAM_SCHEMES:
+            raise FervidError(f"{text}: unsupported URL scheme '{scheme}' (use one of {', '.join(STREAM_SCHEMES)})")
+        return LiveSource(text, text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ImageFolderSource(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES), str(path))
+    if not path.exists():
+        raise FervidError(f"{path}: no such file, folder or camera")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFolderSource([path], str(path))
+    return VideoFileSource(path)
+
+
+class LiveSource(Source):
+    """A camera or network stream read on its own thread, keeping only the latest frame."""
+
+    live = True
+
+    def __init__(self, target: int | str, name: str, *, stall_s: float = 10.0) -> None:
+        self.name = name
+        self.stall_s = stall_s
+        capture = open_capture(target)
+        if capture is None:
+            raise FervidError(f"{name} could not be opened")
+        self.capture = capture
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 1 <= fps <= 240 else DEFAULT_FPS
+        self._condition = threading.Condition()
+        self._latest: Frame | None = None
+        self._ended = False
+        self._stop = threading.Event()
+        self._start = time.monotonic()
+        self._thread = threading.Thread(target=self._read, name=f"fervid-capture-{name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        index = 0
+        try:
+            while not self._stop.is_set():
+                ok, image = self.capture.read()
+                if not ok or image is None:
+                    break
+                with self._condition:
+                    if self._latest is not None:
+                        self.dropped += 1  # never consumed: the newest frame replaces it
+                    self._latest = Frame(image, index, time.monotonic() - self._start)
+                    self._condition.notify()
+                index += 1
+        finally:
+            with self._condition:
+                self._ended = True
+                self._condition.notify_all()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            with self._condition:
+                if not self._condition.wait_for(lambda: self._latest is not None or self._ended, timeout=self.stall_s):
+                    warn(f"{self.name}: no frame for {self.stall_s:.0f} s, stopping")
+                    return
+                frame, self._latest = self._latest, None
+            if frame is None:
+                return
+            yield frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.capture.release()
+
+
+class VideoFileSource(Source):
+    """Every frame of a video file, decoded ahead on a thread into a small queue."""
+
+    def __init__(self, path: Path, *, read_ahead: int = 4) -> None:
+        self.name = str(path)
+        capture = open_capture(str(path))
+        if capture is None:
+            raise FervidError(f"{path}: not a readable video or image")
+        self.capture = capture
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 1 <= fps <= 1000 else DEFAULT_FPS
+        count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.total = count if count > 0 else None
+        ok, first = self.capture.read()
+        if not ok or first is None:
+            self.capture.release()
+            raise FervidError(f"{path}: not a readable video (no frame could be decoded)")
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=read_ahead)
+        self._queue.put(first)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="fervid-video-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while not self._stop.is_set():
+                ok, image = self.capture.read()
+                if not ok or image is None:
+                    break
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(image, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        finally:
+            self._put_end()
+
+    def _put_end(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(None, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        while (image := self._queue.get()) is not None:
+            yield Frame(image, index, index / self.fps)
+            index += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.capture.release()
+
+
+class ImageFolderSource(Source):
+    """Image files as frames, in name order; unreadable ones are skipped with a warning."""
+
+    def __init__(self, paths: list[Path], name: str) -> None:
+        if not paths:
+            raise FervidError(f"{name}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+        self.paths = paths
+        self.name = name
+        self.total = len(paths)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                warn(f"{path}: not a readable image, skipped")
+                continue
+            yield Frame(image, index, index / self.fps)

@@ -1,0 +1,134 @@
+"""Follow faces across frames: IoU matching for stable ids, time-based smoothing so labels do not flicker."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fervid.runtime.face import Face
+
+
+def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``first`` (N, 4) with every box in ``second`` (M, 4), x, y, w, h."""
+    first = np.asarray(first, dtype=np.float64).reshape(-1, 4)
+    second = np.asarray(second, dtype=np.float64).reshape(-1, 4)
+    a_min, a_max = first[:, None, :2], first[:, None, :2] + first[:, None, 2:]
+    b_min, b_max = second[None, :, :2], second[None, :, :2] + second[None, :, 2:]
+    overlap = np.clip(np.minimum(a_max, b_max) - np.maximum(a_min, b_min), 0, None).prod(axis=2)
+    union = first[:, None, 2:].prod(axis=2) + second[None, :, 2:].prod(axis=2) - overlap
+    return np.where(union > 0, overlap / np.maximum(union, 1e-9), 0.0)
+
+
+@dataclass
+class Track:
+    """One followed face: its box (float x, y, w, h), velocity (pixels per second) and smoothed probabilities."""
+
+    track_id: int
+    box: np.ndarray
+    probabilities: np.ndarray
+    time_s: float
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    hits: int = 1
+    missed: int = 0
+    detected_box: np.ndarray | None = None  # where and when the detector last saw it, for the velocity
+    detected_time_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.detected_box is None:
+            self.detected_box, self.detected_time_s = self.box.copy(), self.time_s
+
+    def box_at(self, time_s: float) -> np.ndarray:
+        """The box moved along the track's velocity to ``time_s``."""
+        moved = self.box.copy()
+        moved[:2] += self.velocity * max(0.0, time_s - self.time_s)
+        return moved
+
+
+class FaceTracker:
+    """Keeps ids stable across frames and smooths each face's probabilities over time.
+
+    Call ``update`` with the detector's boxes and their probabilities. On frames where the detector
+    does not run, classify the boxes from ``predicted_boxes`` and pass them with ``detected=False``.
+    A track survives ``max_missed`` detector runs without a match (so a face the cascade misses
+    for a frame keeps its id) but is only reported while the detector keeps finding it.
+    """
+
+    def __init__(
+        self,
+        *,
+        iou_threshold: float = 0.3,
+        smoothing_s: float = 0.3,
+        max_missed: int = 5,
+        min_hits: int = 2,
+        box_smoothing: float = 0.3,
+    ) -> None:
+        self.iou_threshold = iou_threshold
+        self.smoothing_s = smoothing_s
+        self.max_missed = max_missed
+        self.min_hits = min_hits
+        self.box_smoothing = box_smoothing
+        self.tracks: list[Track] = []
+        self.next_id = 1
+
+    def visible(self) -> list[Track]:
+        """Tracks matched by the latest detector run (and confirmed by ``min_hits`` runs)."""
+        return [track for track in self.tracks if track.missed == 0 and track.hits >= self.min_hits]
+
+    def predicted_boxes(self, time_s: float) -> np.ndarray:
+        """Boxes (N, 4) of the visible tracks at ``time_s``, for frames where the detector does not run."""
+        boxes = [track.box_at(time_s) for track in self.visible()]
+        return np.rint(np.array(boxes)).astype(np.int32).reshape(-1, 4)
+
+    def update(self, boxes: np.ndarray, probabilities: np.ndarray, time_s: float, *, detected: bool = True) -> list[Face]:
+        """Fold one frame's boxes and probabilities into the tracks; returns the faces to report, by track id."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        probabilities = np.asarray(probabilities, dtype=np.float64).reshape(len(boxes), -1) if len(boxes) else np.zeros((0, 0))
+        if not detected:
+            for track, box, row in zip(self.visible(), boxes, probabilities):
+                self._follow(track, box, row, time_s, detected=False)
+            return self._faces()
+        matched_tracks: set[int] = set()
+        matched_boxes: set[int] = set()
+        if self.tracks and len(boxes):
+            predicted = np.array([track.box_at(time_s) for track in self.tracks])
+            overlaps = iou_matrix(predicted, boxes)
+            for flat in np.argsort(-overlaps, axis=None):  # greedy: best overlaps first
+                t, b = np.unravel_index(flat, overlaps.shape)
+                if overlaps[t, b] < self.iou_threshold:
+                    break
+                if t in matched_tracks or b in matched_boxes:
+                    continue
+                matched_tracks.add(int(t))
+                matched_boxes.add(int(b))
+                self._follow(self.tracks[t], boxes[b], probabilities[b], time_s, detected=True)
+        for index, track in enumerate(self.tracks):
+            if index not in matched_tracks:
+                track.missed += 1
+        self.tracks = [track for track in self.tracks if track.missed <= self.max_missed]
+        for index in range(len(boxes)):
+            if index not in matched_boxes:
+                self.tracks.append(Track(self.next_id, boxes[index].copy(), probabilities[index].copy(), time_s))
+                self.next_id += 1
+        return self._faces()
+
+    def _follow(self, track: Track, box: np.ndarray, row: np.ndarray, time_s: float, *, detected: bool) -> None:
+        elapsed = max(0.0, time_s - track.time_s)
+        weight = 1.0 if self.smoothing_s <= 0 else 1.0 - math.exp(-elapsed / self.smoothing_s)
+        track.probabilities = (1 - weight) * track.probabilities + weight * row
+        if detected:
+            new_box = self.box_smoothing * track.box_at(time_s) + (1 - self.box_smoothing) * box
+            since_detected = time_s - track.detected_time_s
+            if since_detected > 0:
+                velocity = (new_box[:2] - track.detected_box[:2]) / since_detected
+                track.velocity = 0.5 * track.velocity + 0.5 * velocity
+            track.box, track.detected_box, track.detected_time_s = new_box, new_box.copy(), time_s
+            track.hits += 1
+            track.missed = 0
+        else:
+            track.box = box.astype(np.float64)
+        track.time_s = time_s
+
+    def _faces(self) -> list[Face]:
+        return [Face.from_probabilities(track.box, track.probabilities, track.track_id) for track in self.visible()]

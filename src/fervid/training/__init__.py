@@ -1,0 +1,1 @@
+"""Training: configuration, the Keras fit loop with resumable checkpoints, and the run report."""

@@ -1,0 +1,76 @@
+"""Training configuration as one typed dataclass; it is saved in every run folder and model card."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fervid.errors import FervidError
+from fervid.model.specs import ARCHITECTURES
+
+SCHEDULES = ("cosine", "plateau")
+IMBALANCE = ("none", "weights", "sampling")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a model is trained; defaults are the recipe of the shipped model."""
+
+    data: str
+    arch: str = "vgg"
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 3
+    schedule: str = "cosine"
+    label_smoothing: float = 0.1
+    imbalance: str = "none"
+    flip: bool = True
+    rotation: float = 0.05
+    zoom: float = 0.1
+    shift: float = 0.1
+    brightness: float = 0.0
+    contrast: float = 0.0
+    val_fraction: float = 0.1
+    patience: int = 0
+    seed: int = 42
+    precision: str = "auto"
+    unknown: str = "error"
+    mapping: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Reject impossible settings with one clear line before any data is read."""
+        checks = [
+            (self.arch in ARCHITECTURES, f"--arch must be one of {', '.join(ARCHITECTURES)}"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.learning_rate > 0, "--lr must be positive"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.imbalance in IMBALANCE, f"--imbalance must be one of {', '.join(IMBALANCE)}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+            (0.0 < self.val_fraction < 1.0, "--val-fraction must be between 0 and 1"),
+            (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
+            (self.patience >= 0, "--patience must be 0 (off) or more"),
+            (self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FervidError(message)
+
+    def save(self, path: Path) -> None:
+        from fervid.fileio import write_text_atomically
+
+        write_text_atomically(path, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        try:
+            values: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise FervidError(f"{path}: cannot read the run's config ({error})") from None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

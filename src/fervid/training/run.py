@@ -1,0 +1,129 @@
+"""One training run end to end: fit, export ONNX, evaluate the exported model, write the run folder."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fervid.evaluation.evaluate import evaluate, load_predictor
+from fervid.evaluation.plots import plot_confusion, plot_history
+from fervid.export.onnx import export_onnx, float32_twin
+from fervid.fileio import atomic_path, write_text_atomically
+from fervid.labels import EXPRESSIONS
+from fervid.model.architectures import ARCHITECTURES
+from fervid.preprocess import FACE_SIZE
+from fervid.training.config import TrainConfig
+from fervid.training.fit import TrainingData, fit
+
+
+def library_versions() -> dict[str, str]:
+    found = {}
+    for package in ("fervid", "keras", "tensorflow-cpu", "tensorflow", "onnxruntime", "tf2onnx", "numpy", "opencv-python"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    found["python"] = platform.python_version()
+    return found
+
+
+def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters: int, metrics: dict, name: str) -> dict:
+    """The model's contract and provenance; embedded in the ONNX metadata and saved as model.json."""
+    from fervid.model.backend import keras
+
+    return {
+        "name": name,
+        "version": datetime.date.today().isoformat(),
+        "classes": list(EXPRESSIONS),
+        "input": {
+            "shape": [None, FACE_SIZE, FACE_SIZE, 1],
+            "dtype": "float32",
+            "color": "grayscale",
+            "scale": "pixel / 255 (0..1)",
+            "preprocessing": "fervid.preprocess.prepare_face then to_model_input",
+        },
+        "inference": {"flip_tta": True},
+        "architecture": config.arch,
+        "architecture_description": ARCHITECTURES[config.arch].description,
+        "parameters": parameters,
+        "dataset": {
+            "path": Path(config.data).name,
+            "fingerprint": data.fingerprint,
+            "counts": data.counts,
+            "train_images": len(data.train),
+            "validation_images": len(data.validation),
+            "validation_source": data.validation_source,
+        },
+        "training": {**asdict(config), "precision_used": state.get("precision"), "keras_backend": keras.backend.backend()},
+        "epochs_trained": state["epochs_done"],
+        "best_epoch": state["best_epoch"],
+        "metrics": metrics,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "libraries": library_versions(),
+    }
+
+
+def write_report(run: Path, card: dict, report_table: str, tta_table: str) -> None:
+    metrics = card["metrics"]
+    lines = [
+        f"# Training report: {card['name']}",
+        "",
+        f"- architecture: `{card['architecture']}` ({card['parameters']:,} parameters), precision {card['training']['precision_used']}",
+        f"- data: `{card['dataset']['path']}` (fingerprint {card['dataset']['fingerprint']}), "
+        f"{card['dataset']['train_images']:,} train / {card['dataset']['validation_images']:,} validation ({card['dataset']['validation_source']})",
+        f"- epochs: {card['epochs_trained']} trained, best validation epoch {card['best_epoch']}",
+        f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
+        f"- with horizontal-flip averaging (the runtime default): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
+        f"- training time {metrics['training_minutes']:.1f} min",
+        "",
+        "## Per class (validation, single view)",
+        "",
+        report_table,
+        "",
+        "## Per class (validation, flip averaging)",
+        "",
+        tta_table,
+        "",
+        "![training curves](curves.png)",
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
+    ]
+    write_text_atomically(run / "report.md", "\n".join(lines))
+
+
+def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | None = None) -> dict:
+    """Train, export and evaluate; returns the model card (also written to ``run/model.json``)."""
+    classifier, data, state = fit(config, run, resume=resume)
+    deployable = float32_twin(classifier, config.arch)
+    with atomic_path(run / "model.keras") as temporary:
+        deployable.save(str(temporary))
+    name = name or f"fervid-{config.arch}"
+    provisional = model_card(config, data, state, deployable.count_params(), {}, name)
+    export_onnx(deployable, run / "model.onnx", provisional)
+
+    predictor = load_predictor(run / "model.onnx")
+    inputs = data.validation.inputs()
+    single = evaluate(predictor, inputs, data.validation.labels)
+    flipped = evaluate(predictor, inputs, data.validation.labels, flip_tta=True)
+    metrics = {
+        "split": data.validation_source,
+        "accuracy": single.accuracy,
+        "macro_f1": single.macro_f1,
+        "accuracy_flip_tta": flipped.accuracy,
+        "macro_f1_flip_tta": flipped.macro_f1,
+        "per_class": flipped.to_dict()["per_class"],
+        "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1),
+    }
+    card = model_card(config, data, state, deployable.count_params(), metrics, name)
+    export_onnx(deployable, run / "model.onnx", card)
+    write_text_atomically(run / "model.json", json.dumps(card, indent=2) + "\n")
+    write_text_atomically(run / "metrics.json", json.dumps({"single": single.to_dict(), "flip_tta": flipped.to_dict()}, indent=2) + "\n")
+    plot_history(state["history"], run / "curves.png")
+    plot_confusion(flipped.normalized_confusion, run / "confusion.png", f"{name}: validation (flip averaging)")
+    write_report(run, card, single.table(), flipped.table())
+    return card

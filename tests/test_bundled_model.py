@@ -1,0 +1,72 @@
+"""The model shipped inside the package: its contract, its documented accuracy, and loading from a wheel."""
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fervid.labels import EXPRESSIONS
+from fervid.runtime.classify import DEFAULT_MODEL, ExpressionClassifier, bundled_model_path
+
+ZIP = os.environ.get("FERVID_FER2013_ZIP", "")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bundled_model_contract():
+    path = bundled_model_path()
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert path.stat().st_size + path.with_suffix(".json").stat().st_size <= 10 * 1024 * 1024
+    classifier = ExpressionClassifier()
+    assert classifier.path == path and classifier.name == DEFAULT_MODEL
+    assert tuple(classifier.card["classes"]) == EXPRESSIONS == tuple(card["classes"])
+    assert classifier.card["metrics"] == card["metrics"]
+    probabilities = classifier.classify([np.full((48, 48), 128, np.uint8), np.zeros((96, 80, 3), np.uint8)])
+    assert probabilities.shape == (2, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.skipif(not Path(ZIP).is_file(), reason="FER2013 not available: set FERVID_FER2013_ZIP")
+def test_bundled_model_reaches_its_documented_validation_accuracy():
+    from fervid.data import load_arrays, read_dataset
+    from fervid.evaluation.metrics import classification_report
+
+    classifier = ExpressionClassifier()
+    documented = classifier.card["metrics"]
+    validation = load_arrays(read_dataset(ZIP), "validation")
+    # The runtime default (flip averaging, from the model card) is what users get and what is documented.
+    probabilities = np.concatenate([classifier.predict_inputs(validation.inputs()[i : i + 512]) for i in range(0, len(validation), 512)])
+    report = classification_report(validation.labels, probabilities.argmax(axis=1))
+    assert classifier.flip_tta
+    assert abs(report.accuracy - documented["accuracy_flip_tta"]) <= 0.005
+    assert abs(report.macro_f1 - documented["macro_f1_flip_tta"]) <= 0.005
+
+
+def test_bundled_model_loads_from_an_installed_wheel(tmp_path):
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    wheel = next(wheels.glob("fervid-*.whl"))
+    fresh = tmp_path / "fresh"
+    venv.create(fresh, with_pip=False)
+    site = next(fresh.glob("lib/python*/site-packages"))
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    # Dependencies come from the test environment's site-packages (a plain path, so its editable
+    # install of the source tree is not visible); fervid itself only from the wheel.
+    import numpy
+
+    (site / "deps.pth").write_text(str(Path(numpy.__file__).parents[1]) + "\n")
+    script = (
+        "import fervid, json; from fervid.runtime.classify import ExpressionClassifier;"
+        "c = ExpressionClassifier(); print(json.dumps([fervid.__file__, str(c.path), c.name]))"
+    )
+    result = subprocess.run([str(fresh / "bin" / "python"), "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    module, model, name = json.loads(result.stdout)
+    assert module.startswith(str(site)) and model.startswith(str(site)) and name == DEFAULT_MODEL

@@ -1,0 +1,181 @@
+"""Dataset readers: every layout and format, conversions, caching, and the bad inputs users hit."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import pattern_face, write_fer_csv, write_folder_dataset, zip_folder
+from fervid.data import load_arrays, read_dataset
+from fervid.data.arrays import cache_dir, fingerprint
+from fervid.data.decode import decode_image_bytes
+from fervid.errors import FervidError
+from fervid.labels import EXPRESSIONS
+
+
+def test_kaggle_images_train_validation_layout(tmp_path):
+    write_folder_dataset(tmp_path / "images", 0, {"train": 3, "validation": 2})
+    index = read_dataset(tmp_path)
+    assert index.kind == "folder"
+    assert index.splits == ["train", "validation"]
+    counts = index.counts()
+    assert counts["train"].tolist() == [3] * 7 and counts["validation"].tolist() == [2] * 7
+    arrays = load_arrays(index, "validation")
+    assert arrays.images.shape == (14, 48, 48) and arrays.images.dtype == np.uint8
+    assert sorted(set(arrays.labels.tolist())) == list(range(7))
+    inputs = arrays.inputs()
+    assert inputs.shape == (14, 48, 48, 1) and inputs.dtype == np.float32
+    assert 0.0 <= inputs.min() and inputs.max() <= 1.0
+    one_hot = arrays.one_hot()
+    assert one_hot.shape == (14, 7) and (one_hot.argmax(1) == arrays.labels).all()
+
+
+def test_train_test_layout_and_aliases(tmp_path):
+    for split, folder in [("train", "Happiness"), ("test", "SADNESS"), ("val", "surprised")]:
+        (tmp_path / split / folder).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / split / folder / "a.jpg"), pattern_face(0, np.random.default_rng(0)))
+    frame = read_dataset(tmp_path).frame
+    assert set(zip(frame["split"], frame["label"])) == {("train", "happy"), ("test", "sad"), ("validation", "surprise")}
+
+
+def test_class_folders_without_splits_are_train(tmp_path):
+    write_folder_dataset(tmp_path, 0, {"": 2})
+    index = read_dataset(tmp_path)
+    assert index.splits == ["train"] and len(index.frame) == 14
+
+
+def test_zip_is_read_in_place_and_matches_folder(tmp_path):
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 2, "test": 1})
+    archive = zip_folder(folder, tmp_path / "d.zip", prefix="fer2013/")
+    from_zip, from_folder = read_dataset(archive), read_dataset(folder)
+    assert from_zip.kind == "zip"
+    assert from_zip.counts().equals(from_folder.counts())
+    zipped, plain = load_arrays(from_zip, "train"), load_arrays(from_folder, "train")
+    assert np.array_equal(zipped.images, plain.images) and np.array_equal(zipped.labels, plain.labels)
+    assert not (tmp_path / "fer2013").exists()
+
+
+def test_fer2013_csv_maps_its_own_class_order(tmp_path):
+    path = write_fer_csv(tmp_path / "fer.csv", {"Training": 2, "PublicTest": 1, "PrivateTest": 1})
+    index = read_dataset(path)
+    assert index.kind == "csv" and index.splits == ["train", "validation", "test"]
+    assert index.counts()["train"].tolist() == [2] * 7
+    assert len(load_arrays(index, "train")) == 14
+    # FER2013 numbers sad 4 and neutral 6; canonically neutral is 4 and sad 5.
+    rows = "\n".join(f"{number},{' '.join([str(number * 30)] * 2304)},Training" for number in range(7))
+    path.write_text("emotion,pixels,Usage\n" + rows + "\n")
+    arrays = load_arrays(read_dataset(path), "train")
+    value_of = {EXPRESSIONS[label]: int(image[0, 0]) for label, image in zip(arrays.labels, arrays.images)}
+    assert value_of == {"angry": 0, "disgust": 30, "fear": 60, "happy": 90, "sad": 120, "surprise": 150, "neutral": 180}
+
+
+def test_csv_pixels_round_trip(tmp_path):
+    face = np.arange(48 * 48, dtype=np.int64).reshape(48, 48) % 256
+    path = tmp_path / "one.csv"
+    path.write_text("emotion,pixels,Usage\n" + f"3,{' '.join(map(str, face.ravel()))},Training\n")
+    arrays = load_arrays(read_dataset(path), "train")
+    assert arrays.labels.tolist() == [EXPRESSIONS.index("happy")]
+    assert np.array_equal(arrays.images[0], face.astype(np.uint8))
+
+
+def test_csv_with_wrong_columns_is_one_clear_error(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("label,image\n1,2\n")
+    with pytest.raises(FervidError, match="emotion,pixels"):
+        read_dataset(path)
+
+
+def test_csv_wrong_pixel_count_is_skipped_and_listed(tmp_path):
+    good = " ".join(["100"] * 2304)
+    path = tmp_path / "fer.csv"
+    path.write_text(f"emotion,pixels,Usage\n0,{good},Training\n1,1 2 3,Training\n9,{good},Training\n")
+    index = read_dataset(path)
+    assert index.dropped == {"rows with an emotion outside 0-6": 1}
+    arrays = load_arrays(index, "train")
+    assert len(arrays) == 1
+    assert len(arrays.failed) == 1 and "not a square image" in arrays.failed[0][1]
+
+
+def test_color_depth_and_alpha_become_gray(tmp_path):
+    rgb = np.zeros((96, 96, 3), np.uint8)
+    rgb[..., 2] = 255  # pure red in BGR order
+    rgba = np.dstack([rgb, np.full((96, 96), 255, np.uint8)])
+    deep = np.full((60, 60), 65535, np.uint16)
+    red_gray = decode_image_bytes(cv2.imencode(".png", rgb)[1].tobytes())
+    assert red_gray.shape == (48, 48) and abs(int(red_gray.mean()) - 76) <= 1  # 0.299 * 255
+    assert np.array_equal(decode_image_bytes(cv2.imencode(".png", rgba)[1].tobytes()), red_gray)
+    assert decode_image_bytes(cv2.imencode(".png", deep)[1].tobytes()).min() == 255
+    palette = tmp_path / "palette.gif"
+    from PIL import Image
+
+    Image.fromarray(np.full((48, 48), 200, np.uint8)).convert("P").save(palette)
+    Image.fromarray(np.full((48, 48), 200, np.uint8)).convert("P").save(tmp_path / "palette.png")
+    assert abs(int(decode_image_bytes((tmp_path / "palette.png").read_bytes()).mean()) - 200) <= 1
+
+
+def test_corrupt_and_non_image_files_are_skipped_and_counted(tmp_path):
+    write_folder_dataset(tmp_path, 0, {"train": 2})
+    (tmp_path / "train" / "happy" / "broken.jpg").write_bytes(b"\xff\xd8not really a jpeg")
+    (tmp_path / "train" / "sad" / "empty.png").write_bytes(b"")
+    (tmp_path / "train" / "sad" / "notes.txt").write_text("ignored: not an image suffix")
+    arrays = load_arrays(read_dataset(tmp_path), "train")
+    assert len(arrays) == 14
+    assert sorted(Path(s).name for s, _ in arrays.failed) == ["broken.jpg", "empty.png"]
+
+
+def test_unknown_class_folders_are_reported_dropped_or_mapped(tmp_path):
+    write_folder_dataset(tmp_path, 0, {"train": 1})
+    (tmp_path / "train" / "contempt").mkdir()
+    cv2.imwrite(str(tmp_path / "train" / "contempt" / "c.png"), pattern_face(0, np.random.default_rng(1)))
+    with pytest.raises(FervidError, match="contempt"):
+        read_dataset(tmp_path)
+    dropped = read_dataset(tmp_path, unknown="drop")
+    assert dropped.dropped == {"contempt": 1} and len(dropped.frame) == 7
+    mapped = read_dataset(tmp_path, mapping={"contempt": "disgust"})
+    assert mapped.counts().loc["disgust", "train"] == 2
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "no_classes", "bad_zip", "other_file"])
+def test_unusable_inputs_raise_one_line_errors(tmp_path, make):
+    path = tmp_path / "input"
+    if make == "empty":
+        path.mkdir()
+    elif make == "no_classes":
+        (path / "photos").mkdir(parents=True)
+        cv2.imwrite(str(path / "photos" / "a.png"), np.zeros((8, 8), np.uint8))
+        (path / "photos" / "x").mkdir()
+        cv2.imwrite(str(path / "photos" / "x" / "b.png"), np.zeros((8, 8), np.uint8))
+    elif make == "bad_zip":
+        path = tmp_path / "input.zip"
+        path.write_bytes(b"PK but not a zip")
+    elif make == "other_file":
+        path = tmp_path / "input.txt"
+        path.write_text("hello")
+    with pytest.raises(FervidError) as error:
+        read_dataset(path, unknown="drop" if make == "no_classes" else "error")
+    assert "\n" not in str(error.value)
+
+
+def test_decoded_arrays_are_cached_by_content(tmp_path):
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
+    archive = zip_folder(folder, tmp_path / "d.zip")
+    index = read_dataset(archive)
+    first = load_arrays(index, "train")
+    original = fingerprint(index)
+    assert [p.stem for p in cache_dir().glob("*.npz")] == [original]
+    again = load_arrays(read_dataset(archive), "train")
+    assert np.array_equal(first.images, again.images)
+    # New content (one image redrawn) means a new fingerprint, never stale arrays.
+    cv2.imwrite(str(folder / "train" / "angry" / "0000.png"), np.zeros((48, 48), np.uint8))
+    changed = read_dataset(zip_folder(folder, tmp_path / "d.zip"))
+    assert fingerprint(changed) != original
+    assert load_arrays(changed, "train").images[0].max() == 0
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path):
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    index = read_dataset(folder)
+    expected = load_arrays(index).images
+    (cache_dir() / f"{fingerprint(index)}.npz").write_bytes(b"garbage")
+    assert np.array_equal(load_arrays(index).images, expected)

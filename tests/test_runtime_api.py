@@ -1,0 +1,180 @@
+"""fervid.Recognizer and Face: inputs of every kind, the shared preprocessing, one batched call, EXIF."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import fervid
+from fervid.errors import FervidError
+from fervid.labels import EXPRESSIONS
+from fervid.runtime import classify as classify_module
+from fervid.runtime.face import Face
+from fervid.runtime.recognizer import Recognizer, crop_face
+from fervid.runtime.track import iou_matrix
+
+from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_background
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer()
+
+
+@pytest.fixture(scope="module")
+def photo() -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A 560x360 BGR photo with three real faces at known boxes, apart (the cascade misses crowded faces)."""
+    frame = textured_background(360, 560, seed=3)
+    faces = detectable_faces(3, size=130)
+    boxes = [paste_face(frame, face, x, y, 130) for face, (x, y) in zip(faces, [(20, 40), (215, 190), (410, 40)])]
+    return frame, boxes
+
+
+def assert_matches(found: list[Face], truth: list[tuple[int, int, int, int]]) -> None:
+    assert len(found) == len(truth)
+    overlaps = iou_matrix(np.array([face.box for face in found]), np.array(truth))
+    assert (overlaps.max(axis=1) > 0.5).all(), overlaps
+
+
+def test_import_fervid_exposes_the_api_lazily() -> None:
+    assert fervid.Recognizer is Recognizer and fervid.Face is Face
+    with pytest.raises(AttributeError):
+        fervid.NoSuchThing  # noqa: B018
+
+
+def test_the_inference_path_imports_neither_tensorflow_nor_keras() -> None:
+    code = (
+        "import sys, numpy as np, fervid; from fervid import cli; "
+        "from fervid.runtime import live, bench, photos; "
+        "fervid.Recognizer().predict(np.zeros((120, 160, 3), np.uint8)); "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx')); "
+        "print('HEAVY', heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "HEAVY []" in result.stdout
+
+
+def test_face_to_dict_schema() -> None:
+    probabilities = np.linspace(1, 7, 7) / 28
+    face = Face.from_probabilities(np.array([1.6, 2.2, 30.0, 31.0]), probabilities, track_id=4)
+    record = face.to_dict()
+    assert record["box"] == [2, 2, 30, 31] and all(isinstance(v, int) for v in record["box"])
+    assert record["expression"] == EXPRESSIONS[-1]
+    assert record["confidence"] == pytest.approx(0.25, abs=1e-4)
+    assert list(record["probabilities"]) == list(EXPRESSIONS)
+    assert record["track_id"] == 4
+
+
+def test_predict_finds_every_face_with_all_probabilities(recognizer: Recognizer, photo) -> None:
+    frame, truth = photo
+    faces = recognizer.predict(frame)
+    assert_matches(faces, truth)
+    assert [face.box[0] for face in faces] == sorted(face.box[0] for face in faces)
+    for face in faces:
+        assert list(face.probabilities) == list(EXPRESSIONS)
+        assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert face.expression == max(face.probabilities, key=face.probabilities.get)
+        assert face.confidence == pytest.approx(max(face.probabilities.values()))
+        assert face.track_id is None
+
+
+def test_paths_bgr_rgb_and_gray_agree(recognizer: Recognizer, photo, tmp_path: Path) -> None:
+    frame, truth = photo
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), frame)
+    reference = recognizer.predict(frame)
+    variants = {
+        "path": recognizer.predict(path),
+        "str": recognizer.predict(str(path)),
+        "rgb": recognizer.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), color="rgb"),
+        "gray": recognizer.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)),
+        "bgra": recognizer.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)),
+    }
+    for name, faces in variants.items():
+        assert [f.box for f in faces] == [f.box for f in reference], name
+        for face, expected in zip(faces, reference):
+            assert face.probabilities == pytest.approx(expected.probabilities, abs=1e-3), name
+
+
+def test_rgb_is_not_read_as_bgr(recognizer: Recognizer) -> None:
+    """A pure red RGB image must give a different gray level than if its channels were taken as BGR."""
+    from fervid.runtime.recognizer import gray_frame
+
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255  # red in RGB order
+    assert gray_frame(red, "rgb")[0, 0] == 76 and gray_frame(red, "bgr")[0, 0] == 29
+    with pytest.raises(FervidError):
+        recognizer.predict(red, color="hsv")
+
+
+def test_all_faces_go_through_the_shared_preprocessing_in_one_model_call(recognizer: Recognizer, photo, monkeypatch) -> None:
+    frame, truth = photo
+    prepared: list[tuple[int, ...]] = []
+    real_prepare = classify_module.prepare_face
+    monkeypatch.setattr(classify_module, "prepare_face", lambda crop: prepared.append(crop.shape) or real_prepare(crop))
+    runs: list[int] = []
+    session = recognizer.classifier.session
+
+    class CountingSession:
+        def run(self, outputs, feeds):
+            runs.append(len(next(iter(feeds.values()))))
+            return session.run(outputs, feeds)
+
+    monkeypatch.setattr(recognizer.classifier, "session", CountingSession())
+    monkeypatch.setattr("onnxruntime.InferenceSession", lambda *a, **k: pytest.fail("a model was loaded per call"))
+    faces = recognizer.predict(frame)
+    assert len(faces) == 3
+    assert len(prepared) == 3  # fervid.preprocess.prepare_face, once per face
+    flips = 2 if recognizer.flip_tta else 1
+    assert runs == [3 * flips]  # one batched ONNX Runtime call for the whole frame
+
+
+def test_given_boxes_skip_detection(recognizer: Recognizer, photo) -> None:
+    frame, truth = photo
+    faces = recognizer.predict(frame, boxes=[truth[0], (0, 0, 30, 30)])
+    assert [face.box for face in faces] == [truth[0], (0, 0, 30, 30)]
+    assert recognizer.predict(frame, boxes=[]) == []
+
+
+def test_no_face_gives_an_empty_list(recognizer: Recognizer) -> None:
+    assert recognizer.predict(textured_background(240, 320)) == []
+
+
+def test_crop_margin_and_frame_edges() -> None:
+    gray = np.arange(100 * 100, dtype=np.uint32).reshape(100, 100).astype(np.uint8)
+    assert crop_face(gray, (10, 20, 30, 40)).shape == (40, 30)
+    assert crop_face(gray, (10, 20, 30, 40), margin=0.1).shape == (48, 36)
+    edge = crop_face(gray, (-10, 90, 40, 40))  # partly outside: padded with the edge, same size
+    assert edge.shape == (40, 40)
+    assert (edge[:, :10] == edge[:, 10:11]).all()
+
+
+def test_exif_orientation_is_honoured(recognizer: Recognizer, tmp_path: Path) -> None:
+    frame = textured_background(300, 300, seed=5)
+    paste_face(frame, detectable_faces(1, size=150)[0], 70, 70, 150)
+    sideways = cv2.rotate(frame, cv2.ROTATE_90_COUNTERCLOCKWISE)  # as a camera held on its side stores it
+    plain = tmp_path / "sideways.jpg"
+    cv2.imwrite(str(plain), sideways)
+    tagged = tmp_path / "tagged.jpg"
+    tagged.write_bytes(exif_oriented_jpeg(sideways, orientation=6))  # 6: show rotated 90 degrees clockwise
+    assert recognizer.predict(plain) == []  # the cascade cannot see a sideways face
+    assert len(recognizer.predict(tagged)) == 1
+
+
+def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(FervidError, match="not a readable image"):
+        recognizer.predict(broken)
+    with pytest.raises(FervidError, match="no such file"):
+        recognizer.predict(tmp_path / "missing.jpg")
+    with pytest.raises(FervidError, match="image array"):
+        recognizer.predict(np.zeros((3,), np.uint8))
+    with pytest.raises(FervidError, match="margin"):
+        Recognizer(margin=2.0)

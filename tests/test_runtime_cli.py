@@ -1,0 +1,85 @@
+"""``fervid predict``, ``fervid live`` and bad inputs through the real console script (one line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from conftest import detectable_faces, paste_face, textured_background
+
+FERVID = str(Path(sys.executable).parent / "fervid")
+
+
+def fervid(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([FERVID, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fervid: error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_path: Path) -> None:
+    photo = textured_background(300, 400, seed=5)
+    box = paste_face(photo, detectable_faces(1)[0], 120, 80, 130)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "face.jpg"), photo)
+    cv2.imwrite(str(folder / "empty.png"), textured_background(200, 200, seed=1))
+    (folder / "broken.jpg").write_bytes(b"nope")
+    result = fervid("predict", str(folder), "--out", str(tmp_path / "annotated"))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 1
+    assert records[0]["image"].endswith("face.jpg")
+    x, y, w, h = records[0]["box"]
+    assert abs(x - box[0]) < 30 and abs(y - box[1]) < 30 and 0.7 < w / box[2] < 1.4
+    assert "empty.png: no face found" in result.stderr
+    assert "broken.jpg: not a readable image" in result.stderr
+    annotated = sorted(p.name for p in (tmp_path / "annotated").iterdir())
+    assert annotated == ["empty.png", "face.jpg"]
+    assert cv2.imread(str(tmp_path / "annotated" / "face.jpg")).shape == photo.shape
+
+    to_file = fervid("predict", str(folder / "face.jpg"), "--no-save", "--json", str(tmp_path / "faces.json"))
+    assert to_file.returncode == 0 and to_file.stdout == ""
+    assert json.loads((tmp_path / "faces.json").read_text())[0]["box"] == records[0]["box"]
+
+
+def test_predict_with_nothing_readable_fails_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    result = fervid("predict", str(tmp_path / "broken.jpg"), "--no-save")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "fervid: error: no image could be read"
+
+
+def test_live_on_a_video_file_headless(two_face_video, tmp_path: Path) -> None:
+    video, truth = two_face_video
+    result = fervid("live", "--source", str(video), "--output", str(tmp_path / "out.mp4"), "--jsonl", str(tmp_path / "out.jsonl"), "--no-display")
+    assert result.returncode == 0, result.stderr
+    assert f"{len(truth)} frames" in result.stderr
+    assert (tmp_path / "out.mp4").stat().st_size > 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len({row["track_id"] for row in rows}) == 2
+    assert "face #" in result.stderr and (tmp_path / "out-summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["live", "--source", "7", "--no-display"], "camera 7 could not be opened"),
+        (["live", "--source", "ftp://example.com/a.mp4", "--no-display"], "unsupported URL scheme 'ftp'"),
+        (["live", "--source", "BROKEN", "--no-display"], "not a readable video"),
+        (["live", "--source", "missing.mp4", "--no-display"], "no such file"),
+    ],
+)
+def test_bad_live_inputs_exit_non_zero_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
+    args = [str(tmp_path / "broken.mp4") if arg == "BROKEN" else arg for arg in args]
+    assert_one_line_error(fervid(*args, cwd=tmp_path), message)

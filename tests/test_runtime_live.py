@@ -1,0 +1,191 @@
+"""The live loop on synthetic videos of real FER2013 faces: detection, ids, timeline, mp4, summary, streams."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fervid.errors import FervidError
+from fervid.labels import EXPRESSIONS
+from fervid.runtime.live import run_live
+from fervid.runtime.recognizer import Recognizer
+from fervid.runtime.sinks import TIMELINE_FIELDS, VideoSink
+from fervid.runtime.sources import LiveSource, open_source
+from fervid.runtime.track import iou_matrix
+
+from conftest import face_video_frames, detectable_faces, write_video
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer()
+
+
+@pytest.fixture(scope="module")
+def video_run(two_face_video, recognizer: Recognizer, tmp_path_factory: pytest.TempPathFactory):
+    """One headless run over the two-face video with every output requested."""
+    video, truth = two_face_video
+    folder = tmp_path_factory.mktemp("live")
+    report = run_live(video, recognizer, output=folder / "out.mp4", timeline=folder / "out.jsonl", display=False)
+    rows = [json.loads(line) for line in (folder / "out.jsonl").read_text().splitlines()]
+    return report, rows, truth, folder
+
+
+def frame_count(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+def test_faces_are_detected_in_most_frames(video_run) -> None:
+    report, rows, truth, _ = video_run
+    by_frame = defaultdict(list)
+    for row in rows:
+        by_frame[row["frame"]].append(row["box"])
+    face_frames = [index for index, boxes in enumerate(truth) if boxes]
+    hits = total = 0
+    for index in face_frames:
+        found = np.array(by_frame.get(index, []), dtype=float).reshape(-1, 4)
+        overlaps = iou_matrix(np.array(truth[index]), found)
+        hits += int((overlaps.max(axis=1, initial=0) > 0.4).sum())
+        total += len(truth[index])
+    assert hits / total >= 0.8, f"{hits}/{total} faces found"
+    assert report.frames == len(truth)
+
+
+def test_no_face_frames_give_no_rows(video_run) -> None:
+    _, rows, truth, _ = video_run
+    empty = {index for index, boxes in enumerate(truth) if not boxes}
+    assert empty and not [row for row in rows if row["frame"] in empty]
+
+
+def test_track_ids_are_stable(video_run) -> None:
+    _, rows, truth, _ = video_run
+    ids_by_face: dict[int, set[int]] = defaultdict(set)
+    for row in rows:
+        overlaps = iou_matrix(np.array([row["box"]]), np.array(truth[row["frame"]]))[0]
+        assert overlaps.max() > 0.3, f"a row matches no face: {row}"
+        ids_by_face[int(overlaps.argmax())].add(row["track_id"])
+    assert set(ids_by_face) == {0, 1}
+    assert all(len(ids) == 1 for ids in ids_by_face.values()), ids_by_face
+    assert ids_by_face[0] != ids_by_face[1]
+
+
+def test_timeline_schema(video_run) -> None:
+    _, rows, _, _ = video_run
+    assert rows
+    for row in rows:
+        assert list(row) == ["frame", "time_s", "track_id", "box", "expression", "confidence", "probabilities"]
+        assert isinstance(row["frame"], int) and isinstance(row["track_id"], int)
+        assert row["time_s"] == pytest.approx(row["frame"] / 15.0, abs=1e-3)
+        assert len(row["box"]) == 4 and all(isinstance(v, int) for v in row["box"])
+        assert list(row["probabilities"]) == list(EXPRESSIONS)
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert row["expression"] == max(row["probabilities"], key=row["probabilities"].get)
+    frames = [row["frame"] for row in rows]
+    assert frames == sorted(frames)
+
+
+def test_output_mp4_reads_back_with_every_frame(video_run) -> None:
+    report, _, truth, folder = video_run
+    output = folder / "out.mp4"
+    assert frame_count(output) == len(truth) == report.frames
+    capture = cv2.VideoCapture(str(output))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 480 and int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 360
+    capture.release()
+    assert not list(folder.glob(".*tmp*")), "temporary files were left behind"
+
+
+def test_summary_per_face(video_run) -> None:
+    report, rows, _, folder = video_run
+    summary = json.loads((folder / "out-summary.json").read_text())["faces"]
+    assert sorted(face["track_id"] for face in summary) == sorted({row["track_id"] for row in rows})
+    for face in summary:
+        assert sum(face["shares"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert face["frames"] == sum(row["track_id"] == face["track_id"] for row in rows)
+        assert face["dominant"] == max(face["shares"], key=face["shares"].get)
+    pytest.importorskip("matplotlib")
+    plot = cv2.imread(str(folder / "out-summary.png"))
+    assert plot is not None and plot.shape[0] > 100
+
+
+def test_csv_timeline_and_max_frames(two_face_video, recognizer: Recognizer, tmp_path: Path) -> None:
+    video, truth = two_face_video
+    report = run_live(video, recognizer, timeline=tmp_path / "out.csv", display=False, max_frames=20, detect_every=3)
+    assert report.frames == 20
+    with open(tmp_path / "out.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == TIMELINE_FIELDS
+    assert max(int(row["frame"]) for row in rows) <= 19
+    assert len({row["track_id"] for row in rows}) == 2
+    assert all(abs(sum(float(row[name]) for name in EXPRESSIONS) - 1) < 1e-3 for row in rows)
+
+
+def test_a_video_without_faces_gives_no_rows_and_no_error(recognizer: Recognizer, tmp_path: Path) -> None:
+    images, _ = face_video_frames([], frames=8)
+    video = write_video(tmp_path / "empty.mp4", images)
+    report = run_live(video, recognizer, output=tmp_path / "out.mp4", timeline=tmp_path / "out.jsonl", display=False)
+    assert report.frames == 8 and report.rows == 0 and report.faces == []
+    assert (tmp_path / "out.jsonl").read_text() == ""
+    assert frame_count(tmp_path / "out.mp4") == 8
+
+
+def test_a_stream_that_ends_mid_way_still_leaves_a_playable_file(two_face_video, recognizer: Recognizer, tmp_path: Path) -> None:
+    """A LiveSource over a file behaves like a stream that dies after its last frame."""
+    video, truth = two_face_video
+    source = LiveSource(str(video), "stream")
+    with source, VideoSink(tmp_path / "recording.mp4", source.fps) as sink:
+        delivered = 0
+        for frame in source:
+            sink.write(frame.image)
+            delivered += 1
+    assert 0 < delivered <= len(truth)
+    assert frame_count(tmp_path / "recording.mp4") == delivered
+
+
+def test_live_sources_drop_frames_instead_of_queueing(two_face_video) -> None:
+    video, truth = two_face_video
+    with LiveSource(str(video), "stream") as source:
+        indexes = []
+        for frame in source:
+            indexes.append(frame.index)
+            time.sleep(0.05)  # a slow consumer
+    assert indexes == sorted(indexes) and len(set(indexes)) == len(indexes)
+    assert len(indexes) < len(truth) and source.dropped > 0
+    assert len(indexes) + source.dropped <= len(truth)
+
+
+def test_video_files_deliver_every_frame(two_face_video) -> None:
+    video, truth = two_face_video
+    with open_source(video) as source:
+        indexes = [frame.index for frame in source]
+    assert indexes == list(range(len(truth)))
+    assert source.fps == pytest.approx(15.0)
+
+
+def test_image_folders_are_sources(tmp_path: Path, recognizer: Recognizer) -> None:
+    images, _ = face_video_frames(detectable_faces(1), frames=4, empty=(0, 0))
+    for index, image in enumerate(images):
+        cv2.imwrite(str(tmp_path / f"{index:02d}.png"), image)
+    (tmp_path / "zz-broken.png").write_bytes(b"broken")
+    report = run_live(tmp_path, recognizer, timeline=tmp_path / "out" / "t.jsonl", display=False, detect_every=1)
+    assert report.frames == 4 and report.rows >= 2
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("7", "camera 7 could not be opened"), ("ftp://host/clip.mp4", "unsupported URL scheme"), ("missing.mp4", "no such file")],
+)
+def test_bad_sources_are_clear_errors(source: str, message: str) -> None:
+    with pytest.raises(FervidError, match=message):
+        open_source(source)

@@ -1,0 +1,89 @@
+"""FaceTracker: IoU matching keeps ids, smoothing stops label flicker, tracks expire (no model, no data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fervid.labels import EXPRESSIONS
+from fervid.runtime.track import FaceTracker, iou_matrix
+
+HAPPY = np.eye(len(EXPRESSIONS))[EXPRESSIONS.index("happy")] * 0.9 + 0.1 / len(EXPRESSIONS)
+SAD = np.eye(len(EXPRESSIONS))[EXPRESSIONS.index("sad")] * 0.9 + 0.1 / len(EXPRESSIONS)
+
+
+def test_iou_matrix_values() -> None:
+    boxes = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [100, 100, 10, 10]])
+    overlaps = iou_matrix(boxes, boxes)
+    assert np.allclose(np.diag(overlaps), 1.0)
+    assert overlaps[0, 1] == pytest.approx(50 / 150)
+    assert overlaps[0, 2] == 0.0
+    assert iou_matrix(np.zeros((0, 4)), boxes).shape == (0, 3)
+
+
+def test_ids_stay_with_moving_faces_and_new_faces_get_new_ids() -> None:
+    tracker = FaceTracker(min_hits=1)
+    ids_by_side: dict[str, set[int]] = {"left": set(), "right": set()}
+    for frame in range(30):
+        boxes = [[10 + 3 * frame, 50, 100, 100], [400 - 3 * frame, 60, 100, 100]]
+        faces = tracker.update(boxes, [HAPPY, SAD], frame / 30)
+        assert len(faces) == 2
+        for face in faces:
+            ids_by_side["left" if face.box[0] < 200 else "right"].add(face.track_id)
+    assert ids_by_side == {"left": {1}, "right": {2}}
+    faces = tracker.update([[10 + 90, 50, 100, 100], [400 - 90, 60, 100, 100], [600, 300, 80, 80]], [HAPPY, SAD, SAD], 1.0)
+    assert sorted(face.track_id for face in faces) == [1, 2, 3]
+
+
+def test_a_single_outlier_frame_does_not_flip_the_label() -> None:
+    tracker = FaceTracker(min_hits=1, smoothing_s=0.3)
+    box = [[50, 50, 120, 120]]
+    for frame in range(15):
+        (before,) = tracker.update(box, [HAPPY], frame / 30)
+    (face,) = tracker.update(box, [SAD], 15 / 30)
+    assert face.expression == "happy"
+    assert face.probabilities["sad"] > before.probabilities["sad"] + 0.05  # the outlier is weighed in, not ignored
+    for frame in range(16, 46):  # a lasting change wins within about a second
+        (face,) = tracker.update(box, [SAD], frame / 30)
+    assert face.expression == "sad"
+    assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_without_smoothing_the_latest_probabilities_are_reported() -> None:
+    tracker = FaceTracker(min_hits=1, smoothing_s=0)
+    tracker.update([[0, 0, 50, 50]], [HAPPY], 0.0)
+    (face,) = tracker.update([[0, 0, 50, 50]], [SAD], 0.033)
+    assert face.expression == "sad"
+
+
+def test_tracks_hide_when_missed_and_expire_after_max_missed() -> None:
+    tracker = FaceTracker(min_hits=1, max_missed=2)
+    box = [[50, 50, 100, 100]]
+    tracker.update(box, [HAPPY], 0.0)
+    assert tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), 0.1) == []  # missed once: hidden, kept
+    (face,) = tracker.update(box, [HAPPY], 0.2)
+    assert face.track_id == 1  # came back within max_missed: same id
+    for step in range(3):
+        tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), 0.3 + step / 10)
+    assert tracker.tracks == []
+    (face,) = tracker.update(box, [HAPPY], 1.0)
+    assert face.track_id == 2
+
+
+def test_min_hits_suppresses_one_off_detections() -> None:
+    tracker = FaceTracker(min_hits=2)
+    assert tracker.update([[10, 10, 60, 60]], [HAPPY], 0.0) == []
+    assert tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), 0.1) == []
+    tracker.update([[300, 10, 60, 60]], [HAPPY], 0.2)
+    (face,) = tracker.update([[302, 10, 60, 60]], [HAPPY], 0.3)
+    assert face.track_id == 2  # id 1 was the one-off, never reported
+
+
+def test_boxes_between_detections_follow_the_velocity() -> None:
+    tracker = FaceTracker(min_hits=1, box_smoothing=0.0)
+    for frame in range(10):  # 60 pixels per second to the right
+        tracker.update([[100 + 2 * frame, 80, 90, 90]], [HAPPY], frame / 30)
+    (predicted,) = tracker.predicted_boxes(12 / 30)
+    assert predicted[0] == pytest.approx(100 + 2 * 12, abs=2)
+    (face,) = tracker.update([predicted], [SAD], 12 / 30, detected=False)
+    assert face.track_id == 1 and tuple(face.box) == tuple(int(v) for v in predicted)

@@ -1,0 +1,167 @@
+"""Training learns, resumes after a kill on the same schedule, exports ONNX that agrees with Keras,
+and evaluation reports the numbers a hand computation gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_folder_dataset
+
+EPOCHS, BATCH, TRAIN_PER_CLASS = 8, 8, 40
+FERVID = [sys.executable, "-m", "fervid"]
+
+
+def run_fervid(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*FERVID, *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A compact model trained on drawn patterns: killed after epoch 3, then resumed to the end."""
+    root = tmp_path_factory.mktemp("training")
+    data = write_folder_dataset(root / "data", 0, {"train": TRAIN_PER_CLASS, "validation": 10})
+    run = root / "run"
+    args = [str(data), "--arch", "compact", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
+            "--lr", "2e-3", "--warmup-epochs", "1", "--out", str(run)]
+    process = subprocess.Popen([*FERVID, "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "FERVID_CACHE_DIR": str(root / "cache")})
+    state = run / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epochs_done"] >= 3:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    process.wait()
+    interrupted_at = json.loads(state.read_text())["epochs_done"]
+    assert 3 <= interrupted_at < EPOCHS, "the run should have been killed mid-way"
+    assert not (run / "model.onnx").exists()
+    run_fervid("train", "--resume", "--out", str(run))
+    return run, data
+
+
+def test_training_learns_learnable_patterns(trained_run):
+    run, _ = trained_run
+    card = json.loads((run / "model.json").read_text())
+    assert card["metrics"]["accuracy"] >= 0.9
+    assert card["parameters"] <= 200_000 and card["architecture"] == "compact"
+
+
+def test_resume_continues_the_same_schedule(trained_run):
+    run, _ = trained_run
+    history = [row.split(",") for row in (run / "history.csv").read_text().split("\n")[1:] if row]
+    assert [int(row[0]) for row in history] == list(range(1, EPOCHS + 1))
+    # Learning rate after each epoch follows warm-up + cosine over the optimizer step, across the kill.
+    steps = int(np.ceil(TRAIN_PER_CLASS * 7 / BATCH))
+    warmup, total, peak = steps, EPOCHS * steps, 2e-3
+    for epoch, row in enumerate(history, start=1):
+        step = epoch * steps
+        progress = (step - warmup) / (total - warmup)
+        expected = peak * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
+        assert float(row[5]) == pytest.approx(expected, rel=1e-3, abs=1e-7), f"epoch {epoch}"
+
+
+def test_run_folder_has_every_artifact(trained_run):
+    run, _ = trained_run
+    for name in ["model.keras", "model.onnx", "model.json", "history.csv", "curves.png", "confusion.png", "report.md",
+                 "metrics.json", "config.json", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5"]:
+        assert (run / name).stat().st_size > 0, name
+    card = json.loads((run / "model.json").read_text())
+    assert card["classes"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert card["input"]["shape"] == [None, 48, 48, 1]
+    assert card["dataset"]["counts"]["train"]["happy"] == TRAIN_PER_CLASS
+    assert card["training"]["epochs"] == EPOCHS and card["epochs_trained"] == EPOCHS
+    assert "keras" in card["libraries"]
+    assert not list(run.rglob("*.tmp*")), "no temporary files may be left behind"
+    assert "macro" in (run / "report.md").read_text()
+
+
+def test_onnx_export_agrees_with_keras_and_has_dynamic_batch(trained_run, tmp_path):
+    run, _ = trained_run
+    from fervid.export.convert import export_checked
+    from fervid.runtime.classify import ExpressionClassifier
+
+    target, difference = export_checked(run / "model.keras", tmp_path / "exported.onnx")
+    assert difference < 1e-4
+    classifier = ExpressionClassifier(target)
+    assert classifier.card["name"] == "fervid-compact"
+    for size in (1, 5):
+        probabilities = classifier.predict_inputs(np.random.default_rng(size).random((size, 48, 48, 1), dtype=np.float32))
+        assert probabilities.shape == (size, 7)
+        assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
+    run, data = trained_run
+    onnx_json, keras_json = tmp_path / "onnx.json", tmp_path / "keras.json"
+    printed = run_fervid("evaluate", str(run / "model.onnx"), str(data), "--json", str(onnx_json),
+                         "--confusion", str(tmp_path / "c.png")).stdout
+    run_fervid("evaluate", str(run / "model.keras"), str(data), "--json", str(keras_json))
+    onnx_metrics, keras_metrics = json.loads(onnx_json.read_text()), json.loads(keras_json.read_text())
+    trained = json.loads((run / "metrics.json").read_text())["single"]
+    assert onnx_metrics["accuracy"] == pytest.approx(trained["accuracy"])
+    assert keras_metrics["confusion"] == onnx_metrics["confusion"]
+    assert "macro-F1" in printed and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_metrics_match_a_hand_computation():
+    from fervid.evaluation.metrics import classification_report
+
+    true = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 2, 2])
+    report = classification_report(true, predicted, num_classes=3)
+    assert report.accuracy == pytest.approx(4 / 6)
+    assert report.precision.tolist() == pytest.approx([1.0, 0.5, 0.5])
+    assert report.recall.tolist() == pytest.approx([2 / 3, 0.5, 1.0])
+    f1 = [2 * 1 * (2 / 3) / (1 + 2 / 3), 0.5, 2 * 0.5 * 1 / 1.5]
+    assert report.f1.tolist() == pytest.approx(f1)
+    assert report.macro_f1 == pytest.approx(sum(f1) / 3)
+    assert report.confusion.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert report.normalized_confusion[0].tolist() == pytest.approx([2 / 3, 1 / 3, 0])
+
+
+def test_class_weights_and_holdout():
+    from fervid.training.fit import class_weights, stratified_holdout
+
+    labels = np.array([0] * 80 + [1] * 20)
+    weights = class_weights(labels)
+    assert weights[0] == pytest.approx(100 / (2 * 80)) and weights[1] == pytest.approx(100 / (2 * 20))
+    mask = stratified_holdout(labels, 0.1, seed=3)
+    assert mask[:80].sum() == 8 and mask[80:].sum() == 2
+    assert np.array_equal(mask, stratified_holdout(labels, 0.1, seed=3))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arch", "resnet9000"], "--arch must be one of"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--imbalance", "magic"], "--imbalance must be one of"),
+    ],
+)
+def test_bad_training_arguments_are_one_line_errors(tmp_path, args, message):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
+    result = run_fervid("train", str(data), "--out", str(tmp_path / "run"), *args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
+    result = run_fervid("train", "--resume", "--out", str(tmp_path / "nothing"), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    result = run_fervid("evaluate", str(tmp_path / "missing.onnx"), str(data), check=False)
+    assert result.returncode == 2 and "missing.onnx" in result.stderr and "Traceback" not in result.stderr
