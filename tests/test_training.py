@@ -93,14 +93,29 @@ def test_onnx_export_agrees_with_keras_and_has_dynamic_batch(trained_run, tmp_pa
     from fervid.export.convert import export_checked
     from fervid.runtime.classify import ExpressionClassifier
 
-    target, difference = export_checked(run / "model.keras", tmp_path / "exported.onnx")
-    assert difference < 1e-4
-    classifier = ExpressionClassifier(target)
+    result = export_checked(run / "model.keras", tmp_path / "exported.onnx")
+    assert result.difference < 1e-4
+    classifier = ExpressionClassifier(result.path)
     assert classifier.card["name"] == "fervid-compact"
     for size in (1, 5):
         probabilities = classifier.predict_inputs(np.random.default_rng(size).random((size, 48, 48, 1), dtype=np.float32))
         assert probabilities.shape == (size, 7)
         assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
+    run, data = trained_run
+    target = tmp_path / "int8.onnx"
+    printed = run_fervid("export", str(run / "model.keras"), "--int8", str(data), "--out", str(target)).stdout
+    assert "int8: same class as float32" in printed
+    from fervid.runtime.classify import ExpressionClassifier
+
+    classifier = ExpressionClassifier(target)
+    card = json.loads(target.with_suffix(".json").read_text())
+    assert classifier.card == card and card["precision"] == "int8"
+    assert card["metrics"]["int8_float32_agreement"] >= 0.9
+    assert abs(card["metrics"]["accuracy_flip_tta"] - card["metrics"]["float32_accuracy_flip_tta"]) <= 0.1
+    assert target.stat().st_size < (run / "model.onnx").stat().st_size
 
 
 def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):

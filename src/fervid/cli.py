@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Look at labelled face datasets (folders, zips, FER2013 CSV).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-out = Console()
+out = Console(soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -208,16 +208,25 @@ def evaluate(
 def export(
     model: Annotated[Path, typer.Argument(help="A .keras model (from a run folder).")],
     output: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write [default: beside the model].")] = None,
+    int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split.")] = None,
 ) -> None:
     """Export a Keras model to ONNX (dynamic batch) and check ONNX Runtime agrees with Keras to 1e-4.
 
-    Example: fervid export runs/vgg/model.keras --out vgg.onnx
+    Examples:
+      fervid export runs/vgg/model.keras --out vgg.onnx
+      fervid export runs/vgg/model.keras --int8 ../shared/data/fer2013.zip --out src/fervid/models/fervid-vgg.onnx
     """
     _needs("train", "keras")
     from fervid.export.convert import export_checked
 
-    target, difference = export_checked(model, output or model.with_suffix(".onnx"))
-    out.print(f"wrote {target} (ONNX Runtime vs Keras max difference {difference:.2e})")
+    result = export_checked(model, output or model.with_suffix(".onnx"), int8_data=int8)
+    out.print(f"wrote {result.path} (float32 ONNX Runtime vs Keras max difference {result.difference:.2e})")
+    if result.int8_agreement is not None and result.card:
+        metrics = result.card["metrics"]
+        out.print(
+            f"int8: same class as float32 on {result.int8_agreement:.1%} of validation faces; validation accuracy "
+            f"{metrics['accuracy_flip_tta']:.4f} with flip averaging (float32 {metrics['float32_accuracy_flip_tta']:.4f})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +337,96 @@ def bench(
     from fervid.runtime.bench import run_bench
 
     print(run_bench(model=model, output=output, faces_from=faces_from, frames=frames))
+
+
+# ---------------------------------------------------------------------------------------------
+# Web: `fervid serve` (the 'serve' extra: FastAPI + uvicorn). The page, REST API and WebSocket are
+# in fervid.serve; this only parses arguments.
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on. The default serves this machine only; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    model: ModelOption = None,
+    workers: Annotated[int, typer.Option(help="Recognizers working in parallel (frames from several tabs at once).")] = 2,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest photo upload accepted, in MB; larger ones get HTTP 413.")] = 10.0,
+    loadtest: Annotated[bool, typer.Option("--loadtest", help="Do not serve: load-test the server on a private 127.0.0.1 port and print a Markdown table.")] = False,
+    clients: Annotated[int, typer.Option(help="--loadtest: concurrent WebSocket clients.")] = 4,
+    seconds: Annotated[float, typer.Option(help="--loadtest: duration in seconds.")] = 20.0,
+    faces_from: Annotated[Optional[Path], typer.Option(help="--loadtest: FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="--loadtest: also write the table into this Markdown file's 'Web server load test' section.")] = None,
+) -> None:
+    """Serve the web app: live webcam expressions in the browser, photo uploads, a REST API and its docs at /docs.
+
+    Examples:
+      fervid serve                                   # then open http://127.0.0.1:8000
+      fervid serve --port 8080 --model runs/vgg
+      fervid serve --loadtest --output docs/performance.md   # 4 WebSocket clients for 20 s on loopback
+    """
+    _needs("serve", "fastapi")
+    _needs("serve", "uvicorn")
+    if max_upload_mb <= 0:
+        raise FervidError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if loadtest:
+        _needs("serve", "websockets")
+        from fervid.serve.loadtest import run_loadtest
+
+        report = run_loadtest(model=model, clients=clients, seconds=seconds, faces_from=faces_from, workers=workers, output=output)
+        print(report.table(), end="")
+        if output:
+            print(f"wrote the 'Web server load test' section of {output}", file=sys.stderr)
+        return
+    from fervid.serve.server import serve as run_server
+
+    run_server(host=host, port=port, model=model, workers=workers, max_upload_bytes=int(max_upload_mb * 1_000_000))
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch analysis: photo folders, zips and video archives to one face table (Parquet or CSV), on
+# this machine or a Ray cluster. Needs pyarrow (the 'scale' extra; Ray itself only for --engine ray).
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def analyze(
+    inputs: Annotated[list[Path], typer.Argument(help="Image and video files, folders (searched recursively) and zips of images.")],
+    out_path: Annotated[Path, typer.Option("--out", help="A folder or .parquet file (Parquet), or a .csv file; rerunning with the same --out resumes.")],
+    engine: Annotated[str, typer.Option(help="local (one process) or ray (Ray Data: a local Ray, or a cluster with --ray-address).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of starting a local Ray.")] = None,
+    every: Annotated[int, typer.Option(help="Analyse every K-th video frame.")] = 1,
+    largest_only: Annotated[bool, typer.Option("--largest-only", help="Keep only the largest face per image or frame.")] = False,
+    crops: Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector.")] = False,
+    boxes: Annotated[Optional[Path], typer.Option(help="Precomputed boxes (CSV source,frame,x,y,w,h or JSON); the detector does not run.")] = None,
+    segment_s: Annotated[float, typer.Option(help="Video segment length in seconds: the unit of parallel work and of resuming; track ids restart at each segment.")] = 300.0,
+    model: ModelOption = None,
+) -> None:
+    """Analyse photo folders and video archives into one table: a row per face per analysed frame, and a summary per file.
+
+    Examples:
+      fervid analyze photos/ --out faces.parquet
+      fervid analyze interviews/ lecture.mp4 --out results/ --every 5
+      fervid analyze dataset.zip --crops --out crops.csv
+      fervid analyze /shared/archive --out /shared/results --engine ray --ray-address auto
+    """
+    _needs("scale", "pyarrow")
+    if engine == "ray":
+        _needs("scale", "ray")
+    from fervid.analyze import AnalyzeOptions
+    from fervid.analyze import analyze as run_analysis
+
+    options = AnalyzeOptions(every=every, largest_only=largest_only, crops=crops, segment_s=segment_s, model=model)
+    report = run_analysis(inputs, out_path, options, engine=engine, boxes=boxes, ray_address=ray_address)
+    for source, error in report.errors[:10]:
+        print(f"error: {source}: {error}", file=sys.stderr)
+    if len(report.errors) > 10:
+        print(f"... and {len(report.errors) - 10} more errors (see the summary)", file=sys.stderr)
+    rate = f" ({report.frames / report.seconds:.1f} frames/s)" if report.seconds > 0 and report.frames else ""
+    skipped = f"; {report.skipped_units} of {report.units} units already complete" if report.skipped_units else ""
+    print(f"{report.summary.num_rows} sources: {report.ok} ok, {len(report.errors)} errors; "
+          f"{report.frames} frames, {report.faces} faces in {report.seconds:.1f} s{rate}{skipped}", file=sys.stderr)
+    print(f"wrote {report.outputs[0]} (summary: {report.outputs[1]})", file=sys.stderr)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -26,23 +27,33 @@ def float32_twin(model, arch: str):
     return twin
 
 
-def export_onnx(model, target: str | Path, card: dict | None = None) -> Path:
-    """Write ``model`` (a float32 Keras classifier) as ONNX to ``target`` atomically; returns the path."""
+def _embed_card(path: Path, card: dict | None) -> None:
+    """Put the model card into the ONNX metadata and name the batch dimension (in place)."""
     import onnx
 
+    proto = onnx.load(str(path))
+    if card is not None:
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(card)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(proto, str(path))
+
+
+def write_card(path: str | Path, card: dict) -> None:
+    """Replace the model card stored in an ONNX file, atomically."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(path.read_bytes())
+        _embed_card(temporary, card)
+
+
+def export_onnx(model, target: str | Path, card: dict | None = None) -> Path:
+    """Write ``model`` (a float32 Keras classifier) as ONNX to ``target`` atomically; returns the path."""
     target = Path(target)
     model(np.zeros((2, *INPUT_SHAPE), dtype=np.float32), training=False)  # export needs a called model
     with atomic_path(target) as temporary:
-        with open(os.devnull, "w") as quiet:
-            import contextlib
-
-            with contextlib.redirect_stdout(quiet):
-                model.export(str(temporary), format="onnx", verbose=False)
-        proto = onnx.load(str(temporary))
-        if card is not None:
-            del proto.metadata_props[:]
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = METADATA_KEY, json.dumps(card)
-        proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
-        onnx.save(proto, str(temporary))
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            model.export(str(temporary), format="onnx", verbose=False)
+        _embed_card(temporary, card)
     return target

@@ -1,0 +1,90 @@
+"""``--boxes FILE``: precomputed face boxes per image or video frame, from CSV or JSON.
+
+CSV: a header with ``source,frame,x,y,w,h`` (``frame`` may be left out or empty for images, meaning 0)::
+
+    source,frame,x,y,w,h
+    photos/anna.jpg,,120,80,96,96
+    interview.mp4,30,200,110,150,150
+
+JSON: a list of objects ``{"source": "interview.mp4", "frame": 30, "box": [200, 110, 150, 150]}``
+(``frame`` optional; ``x``, ``y``, ``w``, ``h`` keys instead of ``box`` work too).
+
+``source`` is matched against each source's full name (the ``source`` column), then its path inside
+the input folder or zip it came from, then its file name. With ``--boxes`` the detector never runs:
+images and frames without boxes give no rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from fervid.analyze.inputs import SourceItem
+from fervid.errors import FervidError
+
+Box = tuple[int, int, int, int]
+
+
+class BoxTable:
+    """Boxes by source key and frame number."""
+
+    def __init__(self, entries: dict[str, dict[int, list[Box]]], fingerprint: str = "") -> None:
+        self.entries = entries
+        self.fingerprint = fingerprint
+
+    def for_item(self, item: SourceItem) -> dict[int, list[Box]]:
+        """The boxes of one source by frame ({} when the file names none for it)."""
+        for key in (item.name, item.relative, Path(item.relative).name):
+            if key in self.entries:
+                return self.entries[key]
+        return {}
+
+    def unmatched(self, items: list[SourceItem]) -> list[str]:
+        """Sources named in the file that match no input (usually a typo or a different path)."""
+        keys = {key for item in items for key in (item.name, item.relative, Path(item.relative).name)}
+        return sorted(set(self.entries) - keys)
+
+
+def load_boxes(path: str | Path) -> BoxTable:
+    """Read a boxes file (.csv or .json); malformed entries are one-line FervidErrors naming the entry."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise FervidError(f"--boxes {path}: {error.strerror or error}") from None
+    records = _json_records(path, text) if path.suffix.lower() == ".json" else _csv_records(path, text)
+    entries: dict[str, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
+    for number, record in enumerate(records, start=1):
+        try:
+            source = str(record["source"]).strip()
+            frame = int(record.get("frame") or 0)
+            box = record["box"] if "box" in record else [record[k] for k in ("x", "y", "w", "h")]
+            x, y, w, h = (int(round(float(v))) for v in box)
+        except (KeyError, TypeError, ValueError):
+            raise FervidError(f"--boxes {path}: entry {number} needs source, x, y, w, h (and optionally frame)") from None
+        if not source or w <= 0 or h <= 0 or frame < 0:
+            raise FervidError(f"--boxes {path}: entry {number} has an empty source, a non-positive size or a negative frame")
+        entries[source][frame].append((x, y, w, h))
+    fingerprint = hashlib.sha1(text.encode()).hexdigest()
+    return BoxTable({source: dict(frames) for source, frames in entries.items()}, fingerprint)
+
+
+def _csv_records(path: Path, text: str) -> list[dict]:
+    reader = csv.DictReader(text.splitlines())
+    missing = {"source", "x", "y", "w", "h"} - set(reader.fieldnames or [])
+    if missing:
+        raise FervidError(f"--boxes {path}: the CSV header needs source,frame,x,y,w,h (missing {', '.join(sorted(missing))})")
+    return list(reader)
+
+
+def _json_records(path: Path, text: str) -> list[dict]:
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FervidError(f"--boxes {path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise FervidError(f"--boxes {path}: expected a JSON list of objects with source, frame and box")
+    return records

@@ -1,0 +1,115 @@
+"""Expand INPUTS (image and video files, folders, zips of images) into sources, each with a content fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fervid.errors import FervidError
+from fervid.runtime.sources import IMAGE_SUFFIXES
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
+ZIP_SEPARATOR = "!"  # "photos.zip!faces/0001.jpg" names a member of a zip
+WHOLE_FILE_LIMIT = 8 << 20  # files up to this size are hashed whole; bigger ones by size and three samples
+SAMPLE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One image or video to analyse: ``name`` is the ``source`` column; ``relative`` is its name inside
+    the input it came from (used to match ``--boxes``); ``member`` is set for images inside a zip."""
+
+    name: str
+    kind: str  # "image" or "video"
+    path: str
+    relative: str
+    fingerprint: str
+    member: str | None = None
+
+
+def kind_of(path: str | Path) -> str | None:
+    """'image', 'video' or 'zip' by the file's suffix; None for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix == ".zip":
+        return "zip"
+    return None
+
+
+def file_fingerprint(path: Path) -> str:
+    """SHA-1 of the file (size plus first, middle and last MiB for files over 8 MiB, so hour-long
+    videos are fingerprinted in milliseconds); an unreadable file fingerprints as 'unreadable'."""
+    digest = hashlib.sha1()
+    try:
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with path.open("rb") as handle:
+            if size <= WHOLE_FILE_LIMIT:
+                digest.update(handle.read())
+            else:
+                for offset in (0, size // 2, size - SAMPLE_BYTES):
+                    handle.seek(offset)
+                    digest.update(handle.read(SAMPLE_BYTES))
+    except OSError:
+        return "unreadable"
+    return digest.hexdigest()
+
+
+def read_source_bytes(item: SourceItem) -> bytes:
+    """The bytes of an image source (a file, or a member of a zip)."""
+    if item.member is None:
+        return Path(item.path).read_bytes()
+    with zipfile.ZipFile(item.path) as archive:
+        return archive.read(item.member)
+
+
+def _zip_members(path: Path) -> list[SourceItem]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [info for info in archive.infolist() if not info.is_dir() and kind_of(info.filename) == "image"]
+            items = []
+            for info in sorted(infos, key=lambda info: info.filename):
+                digest = hashlib.sha1(f"{info.file_size}:{info.CRC:08x}".encode()).hexdigest()
+                name = f"{path}{ZIP_SEPARATOR}{info.filename}"
+                items.append(SourceItem(name, "image", str(path), info.filename, digest, info.filename))
+            return items
+    except (zipfile.BadZipFile, OSError):
+        # A broken zip is one source that fails; the run goes on.
+        return [SourceItem(str(path), "image", str(path), path.name, file_fingerprint(path))]
+
+
+def _file(path: Path, relative: str, kind: str) -> SourceItem:
+    return SourceItem(str(path), kind, str(path), relative, file_fingerprint(path))
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
+    """Every source in ``inputs``, sorted by name, duplicates dropped.
+
+    Files are taken whatever their suffix (unknown suffixes are tried as videos); folders are searched
+    recursively for images, videos and zips of images; other files in folders are ignored.
+    """
+    items: dict[str, SourceItem] = {}
+    for given in inputs:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                kind = kind_of(child)
+                relative = child.relative_to(path).as_posix()
+                found = _zip_members(child) if kind == "zip" else [_file(child, relative, kind)] if kind else []
+                for item in found:
+                    items.setdefault(item.name, item)  # the first mention wins
+        elif path.is_file():
+            kind = kind_of(path)
+            found = _zip_members(path) if kind == "zip" else [_file(path, path.name, kind or "video")]
+            for item in found:
+                items.setdefault(item.name, item)
+        else:
+            raise FervidError(f"{path}: no such file or folder")
+    if not items:
+        raise FervidError("no images or videos found in the inputs")
+    return [items[name] for name in sorted(items)]

@@ -1,0 +1,117 @@
+"""``analyze``: expand the inputs, plan units, skip the complete ones, run an engine, write the outputs."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from fervid.analyze.boxes import load_boxes
+from fervid.analyze.inputs import expand_inputs, file_fingerprint
+from fervid.analyze.process import STAGES, AnalyzeOptions, UnitResult, plan_units
+from fervid.analyze.progress import AnalyzeProgress
+from fervid.analyze.writer import ResultStore
+from fervid.console import warn
+from fervid.errors import FervidError
+from fervid.runtime.classify import ExpressionClassifier
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class AnalyzeReport:
+    """What a run did. ``frames``/``faces``/``seconds``/``timings`` count only the units processed by this run."""
+
+    summary: pa.Table
+    outputs: list[str]
+    units: int = 0
+    skipped_units: int = 0
+    removed_parts: int = 0
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @property
+    def ok(self) -> int:
+        return self.summary["status"].to_pylist().count("ok")
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        rows = self.summary.select(["source", "status", "error"]).to_pylist()
+        return [(row["source"], row["error"]) for row in rows if row["status"] == "error"]
+
+
+def model_key(model: str | None) -> str:
+    """Name, version and content hash of the model: a retrained model with the same version still differs."""
+    classifier = ExpressionClassifier(model, threads=1)
+    return f"{classifier.name}:{classifier.version}:{file_fingerprint(Path(classifier.path))}"
+
+
+def analyze(
+    inputs: list[str | Path],
+    out: str | Path,
+    options: AnalyzeOptions | None = None,
+    *,
+    engine: str = "local",
+    boxes: str | Path | None = None,
+    ray_address: str | None = None,
+    ray_cpus: int | None = None,
+    on_result: Callable[[UnitResult], None] | None = None,
+) -> AnalyzeReport:
+    """Analyse images and videos into a face table at ``out`` (folder, .parquet or .csv) plus a per-source summary.
+
+    Resumable: units already complete in ``out`` are skipped. Raises FervidError when no source at
+    all could be processed (the summary with the error rows is written first).
+    """
+    options = options or AnalyzeOptions()
+    options.validate()
+    if engine not in ENGINES:
+        raise FervidError(f"--engine must be one of {', '.join(ENGINES)}, got '{engine}'")
+    items = expand_inputs(inputs)
+    box_table = load_boxes(boxes) if boxes is not None else None
+    if box_table is not None and (unmatched := box_table.unmatched(items)):
+        warn(f"--boxes: {len(unmatched)} source(s) match no input, e.g. {unmatched[0]}")
+    units = plan_units(items, options, model_key(options.model), box_table)
+    store = ResultStore(out)
+    report = AnalyzeReport(summary=pa.table({}), outputs=[], units=len(units))
+    report.removed_parts = store.prune({unit.id for unit in units})
+    done = store.completed()
+    pending = [unit for unit in units if unit.id not in done]
+    report.skipped_units = len(units) - len(pending)
+    remaining = Counter(source.name for unit in pending for source in unit.sources)
+    started = time.perf_counter()
+    with AnalyzeProgress(sum(unit.frames for unit in pending), len(remaining)) as bar:
+        if engine == "ray":
+            from fervid.analyze.ray_engine import run_ray
+
+            results = run_ray(pending, options, bar.frames, address=ray_address, cpus=ray_cpus)
+        else:
+            from fervid.analyze.local import run_local
+
+            results = run_local(pending, options, bar.frames)
+        for result in results:
+            written = time.perf_counter()
+            store.write(result)
+            result.timings["write"] += time.perf_counter() - written
+            for stage, seconds in result.timings.items():
+                report.timings[stage] += seconds
+            report.frames += result.frames
+            report.faces += result.rows.num_rows
+            for source in result.unit.sources:
+                remaining[source.name] -= 1
+                if remaining[source.name] == 0:
+                    bar.files()
+            if on_result is not None:
+                on_result(result)
+    report.seconds = time.perf_counter() - started
+    report.summary = store.finish({unit.id for unit in units})
+    report.outputs = [str(store.out), str(store.summary_path)]
+    if report.ok == 0:
+        first = report.errors[0] if report.errors else ("", "no sources")
+        raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); summary in {store.summary_path}")
+    return report

@@ -1,0 +1,133 @@
+"""Output parts written atomically, resume by unit id, and the final table (a Parquet folder, file or CSV).
+
+Layout (``OUT`` a folder, e.g. ``results/``)::
+
+    results/part-<unit>.parquet      face rows of one unit (pandas.read_parquet("results") reads them all)
+    results/_sources/<unit>.parquet  the unit's ledger: written last, so it marks the unit complete
+    results/_summary.parquet         one row per source, rewritten at the end of every run
+
+``OUT`` a file (``r.parquet`` or ``r.csv``): the parts live in ``r.parquet.parts/`` and are combined,
+sorted by source, frame and face_id, into ``r.parquet`` at the end; the summary goes to
+``r.summary.parquet`` (``r.summary.csv``). Keep the parts folder to resume or extend the run later.
+
+Files whose names start with "." or "_" are ignored by pyarrow and pandas when reading a folder, so
+temporary files and the ledger never mix with the rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from fervid.analyze.process import UnitResult
+from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, SHARE_COLUMNS, SORT_KEYS, SUMMARY_SCHEMA
+from fervid.errors import FervidError
+from fervid.fileio import atomic_path
+
+EMPTY_PART = "part-empty.parquet"  # keeps a folder with no face at all readable by pandas
+
+
+class ResultStore:
+    """Where a run's parts go, which units are already complete, and the final outputs."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        suffix = self.out.suffix.lower()
+        if suffix == ".csv":
+            self.format = "csv"
+        elif suffix == ".parquet" and not self.out.is_dir():
+            self.format = "parquet"
+        else:
+            self.format = "folder"
+        if self.format == "folder":
+            if self.out.exists() and not self.out.is_dir():
+                raise FervidError(f"{self.out}: exists and is not a folder (use .parquet or .csv for a single file)")
+            self.parts = self.out
+            self.summary_path = self.out / "_summary.parquet"
+        else:
+            self.parts = self.out.with_name(self.out.name + ".parts")
+            self.summary_path = self.out.with_name(f"{self.out.stem}.summary{self.out.suffix}")
+        self.ledger = self.parts / "_sources"
+        self.ledger.mkdir(parents=True, exist_ok=True)
+
+    def completed(self) -> set[str]:
+        """Ids of units whose ledger was written (their rows part, if any, was written before it)."""
+        return {path.stem for path in self.ledger.glob("*.parquet")}
+
+    def prune(self, units: set[str]) -> int:
+        """Remove the parts of units not in this run (other inputs, changed files, another model or options); returns how many units."""
+        removed = 0
+        for path in [*self.parts.glob("part-*.parquet"), *self.ledger.glob("*.parquet")]:
+            unit = path.stem.removeprefix("part-") if path.parent == self.parts else path.stem
+            if unit not in units:
+                path.unlink(missing_ok=True)
+                removed += path.parent == self.ledger
+        return removed
+
+    def write(self, result: UnitResult) -> None:
+        """The unit's rows, then its ledger; each atomically, so a kill leaves the unit complete or absent."""
+        if result.rows.num_rows:
+            _write_parquet(result.rows, self.parts / f"part-{result.unit.id}.parquet")
+        _write_parquet(result.ledger, self.ledger / f"{result.unit.id}.parquet")
+
+    def finish(self, units: set[str]) -> pa.Table:
+        """Write the summary (and the combined file for .parquet/.csv outputs); return the summary."""
+        ledgers = [pq.read_table(self.ledger / f"{unit}.parquet") for unit in sorted(units & self.completed())]
+        ledger = pa.concat_tables(ledgers) if ledgers else LEDGER_SCHEMA.empty_table()
+        summary = summarize(ledger)
+        parts = sorted(self.parts.glob("part-*.parquet"))
+        empty = self.parts / EMPTY_PART
+        if self.format == "folder":
+            if not [part for part in parts if part != empty]:
+                _write_parquet(ROW_SCHEMA.empty_table(), empty)
+            _write_parquet(summary, self.summary_path)
+            return summary
+        rows = pa.concat_tables([pq.read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
+        rows = rows.sort_by(SORT_KEYS)
+        if self.format == "parquet":
+            _write_parquet(rows, self.out)
+            _write_parquet(summary, self.summary_path)
+        else:
+            _write_csv(rows, self.out)
+            _write_csv(summary, self.summary_path)
+        return summary
+
+
+def summarize(ledger: pa.Table) -> pa.Table:
+    """One row per source from the ledger rows of its units (a video has one per segment)."""
+    sums = [(column, "sum") for column in ("frames", "faces", *COUNT_COLUMNS)]
+    firsts = [(column, "min") for column in ("kind", "status", "error", "fingerprint", "model_name", "model_version")]
+    grouped = ledger.group_by("source").aggregate([*sums, *firsts, ("segment", "count")]).sort_by("source")
+    faces = grouped["faces_sum"]
+    columns = {
+        "source": grouped["source"],
+        "kind": grouped["kind_min"],
+        "status": grouped["status_min"],  # "error" sorts before "ok": one failed segment fails the source
+        "error": grouped["error_min"],
+        "frames": grouped["frames_sum"],
+        "faces": faces,
+        **{
+            share: pc.if_else(pc.greater(faces, 0), pc.divide(pc.cast(grouped[f"{count}_sum"], pa.float64()), pc.cast(faces, pa.float64())), None)
+            for share, count in zip(SHARE_COLUMNS, COUNT_COLUMNS)
+        },
+        "segments": pc.cast(grouped["segment_count"], pa.int32()),
+        "fingerprint": grouped["fingerprint_min"],
+        "model_name": grouped["model_name_min"],
+        "model_version": grouped["model_version_min"],
+        "schema_version": pa.array([SCHEMA_VERSION] * grouped.num_rows, pa.int16()),
+    }
+    return pa.table(columns, schema=SUMMARY_SCHEMA)
+
+
+def _write_parquet(table: pa.Table, target: Path) -> None:
+    with atomic_path(target) as temporary:
+        pq.write_table(table, temporary)
+
+
+def _write_csv(table: pa.Table, target: Path) -> None:
+    with atomic_path(target) as temporary:
+        pa_csv.write_csv(table, temporary)

@@ -1,0 +1,15 @@
+"""``fervid serve``: the browser app (live webcam, photo upload), the REST API and the frame WebSocket.
+
+Needs the 'serve' extra (FastAPI, uvicorn). ``create_app`` builds the app; ``fervid.serve.server``
+runs it; ``fervid.serve.loadtest`` measures it.
+"""
+
+import os
+
+# A 10 MB PNG can unpack to gigabytes: OpenCV refuses images of more pixels than this before
+# allocating them. OpenCV reads the variable at its first decode, so set it before the app decodes.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(64 * 1024 * 1024))
+
+from fervid.serve.app import create_app  # noqa: E402
+
+__all__ = ["create_app"]

@@ -1,0 +1,157 @@
+"""``fervid serve --loadtest``: WebSocket clients on loopback sending real-face JPEG frames for a fixed time.
+
+Each client keeps one frame in flight, as the page does: it sends the next frame when the reply to the
+last one has come. The server runs in this process on a private 127.0.0.1 port; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fervid.errors import FervidError
+from fervid.fileio import write_text_atomically
+from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, real_faces
+from fervid.serve.app import DEFAULT_WORKERS, create_app
+from fervid.serve.server import running_server
+
+SECTION = "## Web server load test"
+JPEG_QUALITY = 80  # what the page sends (canvas.toBlob quality 0.8)
+
+
+@dataclass
+class LoadReport:
+    """Round trips (ms) and server times (ms) of answered frames, faces found, and every error seen."""
+
+    clients: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    faces: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return len(self.latencies_ms)
+
+    def percentile(self, values: list[float], q: float) -> float:
+        return float(np.percentile(values, q)) if values else float("nan")
+
+    def table(self) -> str:
+        rows = [
+            ("clients", f"{self.clients} WebSocket clients, one frame in flight each", "640x480 JPEG (quality 80), one real face per frame"),
+            ("duration", f"{self.seconds:.0f} s", ""),
+            ("frames answered", f"{self.frames:,} ({self.frames / self.seconds:.1f} frames/s in total)", f"{self.faces / max(self.frames, 1):.2f} faces found per frame"),
+            ("round-trip latency", f"p50 {self.percentile(self.latencies_ms, 50):.0f} ms, p99 {self.percentile(self.latencies_ms, 99):.0f} ms", "send -> JSON reply, as the page measures it"),
+            ("server time per frame", f"p50 {self.percentile(self.server_ms, 50):.0f} ms, p99 {self.percentile(self.server_ms, 99):.0f} ms", "JPEG decode + detect + classify (the reply's `ms`)"),
+            ("errors", f"{len(self.errors)}", "; ".join(sorted(set(self.errors)))[:200]),
+        ]
+        return "| measure | result | notes |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+
+
+def face_frames(faces: list[np.ndarray], count: int = 8) -> list[bytes]:
+    """``count`` 640x480 JPEG frames, each with one of ``faces`` (FACE_SIDE pixels) drifting across a textured background."""
+    frames = []
+    for index in range(count):
+        frame = background(index % 3)
+        x = 120 + index * 40
+        y = 170 + (index % 4) * 10
+        frame[y : y + FACE_SIDE, x : x + FACE_SIDE] = faces[index % len(faces)][..., None]
+        ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        assert ok and frame.shape[:2] == (HEIGHT, WIDTH)
+        frames.append(encoded.tobytes())
+    return frames
+
+
+async def _client(url: str, frames: list[bytes], deadline: float, report: LoadReport, offset: int) -> None:
+    """Send, wait for the reply, repeat until ``deadline``; a failed connection is counted and reopened."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import WebSocketException
+
+    index = offset
+    while time.perf_counter() < deadline:
+        try:
+            async with connect(url, max_size=2**22, open_timeout=10) as socket:
+                while time.perf_counter() < deadline:
+                    start = time.perf_counter()
+                    await socket.send(frames[index % len(frames)])
+                    reply = json.loads(await socket.recv())
+                    report.latencies_ms.append((time.perf_counter() - start) * 1000)
+                    report.server_ms.append(float(reply["ms"]))
+                    report.faces += len(reply["faces"])
+                    index += 1
+        except (OSError, WebSocketException, asyncio.TimeoutError, KeyError, ValueError) as error:
+            report.errors.append(type(error).__name__)
+            await asyncio.sleep(0.1)
+
+
+async def _drive(url: str, frames: list[bytes], clients: int, seconds: float) -> LoadReport:
+    report = LoadReport(clients, seconds)
+    deadline = time.perf_counter() + seconds
+    await asyncio.gather(*(_client(url, frames, deadline, report, offset) for offset in range(clients)))
+    return report
+
+
+def run_loadtest(
+    *,
+    model: str | Path | None = None,
+    clients: int = 4,
+    seconds: float = 20.0,
+    faces_from: str | Path | None = None,
+    workers: int = DEFAULT_WORKERS,
+    output: str | Path | None = None,
+) -> LoadReport:
+    """Start the app on 127.0.0.1, drive it with ``clients`` WebSocket clients for ``seconds``, return the report.
+
+    With ``output``, the section "Web server load test" of that Markdown file is replaced (or appended).
+    """
+    if clients < 1 or seconds <= 0:
+        raise FervidError("the load test needs at least 1 client and a positive duration")
+    zip_path = faces_from or os.environ.get("FERVID_FER2013_ZIP")
+    if not zip_path or not Path(zip_path).is_file():
+        raise FervidError("the load test sends real faces: give --faces-from FER2013.zip or set FERVID_FER2013_ZIP")
+    app = create_app(model, workers=workers)
+    faces = real_faces(Path(zip_path), 4, app.state.pool.recognizers[0])
+    if not faces:
+        raise FervidError(f"{zip_path}: no validation face the detector finds")
+    frames = face_frames(faces)
+    load_before = os.getloadavg()[0]
+    with running_server(app) as base:
+        report = asyncio.run(_drive(base.replace("http://", "ws://") + "/ws", frames, clients, seconds))
+    if output:
+        write_section(Path(output), section(report, app.state.pool, load_before))
+    return report
+
+
+def section(report: LoadReport, pool, load_before: float) -> str:
+    """The Markdown section written into docs/performance.md."""
+    classifier = pool.recognizers[0].classifier
+    return (
+        f"{SECTION}\n\n"
+        "Measured with `fervid serve --loadtest` (the numbers below were written by it): the server on a private "
+        "127.0.0.1 port in the same process as the clients, each client sending the next frame only when the "
+        "reply to the last one came back, as the page does.\n\n"
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores; load average {load_before:.1f} just before the run\n"
+        f"- model: {classifier.name} {classifier.version}; {len(pool.recognizers)} recognizer workers\n\n"
+        f"{report.table()}"
+    )
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace the section that starts with :data:`SECTION` in a Markdown file (up to the next '## '), or append it."""
+    page = path.read_text() if path.exists() else ""
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(page):
+        page = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page, count=1).rstrip("\n") + "\n"
+    else:
+        page = (page.rstrip("\n") + "\n\n" if page else "") + text
+    write_text_atomically(path, page)

@@ -1,0 +1,74 @@
+"""Run the web app with uvicorn: in the foreground (``fervid serve``) or on a private loopback port in a thread."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from fervid.errors import FervidError
+from fervid.serve.app import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_WORKERS, create_app
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; a taken port or a bad address becomes one clear FervidError."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as error:
+        raise FervidError(f"cannot listen on {host}:{port} ({error.strerror or error}); pick another --port or --host") from None
+    return listener
+
+
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model: str | Path | None = None,
+    workers: int = DEFAULT_WORKERS,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+) -> None:
+    """Serve until Ctrl+C. The port is taken before the model loads, so a busy port fails at once."""
+    if not 1 <= port <= 65535:
+        raise FervidError(f"port must be between 1 and 65535, got {port}")
+    listener = bind(host, port)
+    app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"fervid: serving on http://{shown}:{listener.getsockname()[1]}  (API docs at /docs; Ctrl+C stops)", file=sys.stderr)
+    if host not in LOOPBACK:
+        print("fervid: note: reachable from the network; browsers give pages the webcam only on localhost or HTTPS", file=sys.stderr)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[listener])
+
+
+@contextmanager
+def running_server(app: FastAPI, host: str = "127.0.0.1", timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` from a thread on a free port of ``host`` while the block runs; yields the base URL."""
+    listener = bind(host, 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="fervid-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            listener.close()
+            raise FervidError(f"the web server did not start on {host} within {timeout:.0f} s")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        listener.close()

@@ -1,0 +1,337 @@
+"use strict";
+// fervid web app, plain JavaScript (no build step, no CDN).
+// Webcam: a frame is drawn on a canvas, sent as JPEG over the WebSocket /ws, and the next one only
+// when the JSON reply ({faces, width, height, ms}) has come back, so the page runs at the speed the
+// server keeps up with. Photo: POST /api/predict. Both draw boxes, labels and probability bars.
+
+const EXPRESSIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"];
+const COLORS = {  // the same colours as the desktop renderer (fervid.runtime.render)
+  angry: "#dc2828", disgust: "#3c8c28", fear: "#a03ca0", happy: "#f0c828",
+  neutral: "#c8c8c8", sad: "#2878c8", surprise: "#dca0f0",
+};
+const FRAME_WIDTH = 640;      // frames wider than this are shrunk before sending
+const JPEG_QUALITY = 0.8;
+const PHOTO_WIDTH = 1280;     // photos are shown at most this wide
+const RETRY_MS = 2000;
+const CLOSE_POLICY = 1008;    // the server refused this page: retrying will not help
+
+const $ = (id) => document.getElementById(id);
+const percent = (value) => `${Math.round(value * 100)}%`;
+
+const live = {
+  stream: null,
+  socket: null,
+  inFlight: false,
+  sentAt: 0,
+  faces: [],
+  frame: { width: 1, height: 1 },
+  roundTrips: [],
+  answeredAt: [],
+  retry: null,
+  answered: 0,  // frames answered since the page opened (data-frames on <body>, for tests and curious users)
+};
+const capture = document.createElement("canvas");
+
+function setStatus(element, text, isError = false) {
+  element.textContent = text;
+  element.classList.toggle("error", isError);
+}
+
+// --- Drawing: shared by the live overlay and the photo ---
+
+function drawResults(context, faces, scale, bounds, mirrored, unit) {
+  for (const face of faces) {
+    const color = COLORS[face.expression] || "#4fb3ff";
+    let [x, y, w, h] = face.box.map((value) => value * scale);
+    if (mirrored) x = bounds.width - x - w;
+    context.lineWidth = 2.5 * unit;
+    context.strokeStyle = color;
+    context.strokeRect(x, y, w, h);
+
+    const label = `${face.expression} ${percent(face.confidence)}`;
+    context.font = `600 ${15 * unit}px system-ui, sans-serif`;
+    const labelWidth = context.measureText(label).width + 10 * unit;
+    const labelHeight = 22 * unit;
+    const labelTop = y >= labelHeight ? y - labelHeight : y;
+    context.fillStyle = color;
+    context.fillRect(x - context.lineWidth / 2, labelTop, labelWidth, labelHeight);
+    context.fillStyle = "#111";
+    context.fillText(label, x + 4 * unit, labelTop + 16 * unit);
+
+    drawBars(context, face.probabilities, [x, y, w, h], bounds, unit);
+  }
+}
+
+function drawBars(context, probabilities, [x, y, w], bounds, unit) {
+  const row = 15 * unit;
+  const panelWidth = 150 * unit;
+  const panelHeight = row * EXPRESSIONS.length + 8 * unit;
+  let left = x + w + 8 * unit;
+  if (left + panelWidth > bounds.width) left = x - 8 * unit - panelWidth;
+  if (left < 0) left = Math.max(0, Math.min(x + 4 * unit, bounds.width - panelWidth));
+  const top = Math.min(Math.max(y, 0), Math.max(0, bounds.height - panelHeight));
+  context.fillStyle = "rgba(0, 0, 0, 0.6)";
+  context.fillRect(left, top, panelWidth, panelHeight);
+  context.font = `${11 * unit}px system-ui, sans-serif`;
+  const barLeft = left + 62 * unit;
+  const barWidth = panelWidth - 70 * unit;
+  EXPRESSIONS.forEach((name, index) => {
+    const rowTop = top + 4 * unit + index * row;
+    context.fillStyle = "#ddd";
+    context.fillText(name, left + 6 * unit, rowTop + row - 4 * unit);
+    context.fillStyle = COLORS[name];
+    context.fillRect(barLeft, rowTop + 3 * unit, barWidth * (probabilities[name] || 0), row - 6 * unit);
+  });
+}
+
+function listFaces(list, faces) {
+  list.replaceChildren(...faces.map((face) => {
+    const item = document.createElement("li");
+    item.dataset.expression = face.expression;
+    item.dataset.confidence = String(face.confidence);
+    item.style.setProperty("--color", COLORS[face.expression]);
+    const label = document.createElement("div");
+    label.className = "label";
+    label.textContent = `${face.expression} ${percent(face.confidence)}`;
+    item.append(label, ...EXPRESSIONS.map((name) => bar(name, face.probabilities[name] || 0)));
+    return item;
+  }));
+}
+
+function bar(name, value) {
+  const row = document.createElement("div");
+  row.className = "bar";
+  row.style.setProperty("--color", COLORS[name]);
+  const title = document.createElement("span");
+  title.textContent = name;
+  const track = document.createElement("span");
+  track.className = "track";
+  const fill = document.createElement("span");
+  fill.className = "fill";
+  fill.style.display = "block";
+  fill.style.width = percent(value);
+  track.append(fill);
+  const number = document.createElement("span");
+  number.className = "value";
+  number.textContent = percent(value);
+  row.append(title, track, number);
+  return row;
+}
+
+// --- Webcam ---
+
+async function startCamera() {
+  const status = $("status");
+  if (live.stream) return;
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus(status, "no camera access on this address: open http://127.0.0.1:PORT or http://localhost:PORT, or use HTTPS", true);
+    return;
+  }
+  $("start").disabled = true;
+  setStatus(status, "asking for the camera…");
+  try {
+    live.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+  } catch (error) {
+    $("start").disabled = false;
+    setStatus(status, `no camera: ${error.name}${error.message ? ` (${error.message})` : ""}`, true);
+    return;
+  }
+  const video = $("video");
+  video.srcObject = live.stream;
+  await video.play().catch(() => {});
+  $("placeholder").hidden = true;
+  $("stop").disabled = false;
+  connect();
+  requestAnimationFrame(drawLoop);
+}
+
+function stopCamera() {
+  if (!live.stream) return;
+  live.stream.getTracks().forEach((track) => track.stop());
+  live.stream = null;
+  clearTimeout(live.retry);
+  const socket = live.socket;
+  live.socket = null;
+  if (socket) socket.close(1000, "camera stopped");
+  live.inFlight = false;
+  live.faces = [];
+  live.roundTrips = [];
+  live.answeredAt = [];
+  $("video").srcObject = null;
+  $("placeholder").hidden = false;
+  $("start").disabled = false;
+  $("stop").disabled = true;
+  listFaces($("faces"), []);
+  document.body.dataset.faces = "0";
+  for (const id of ["latency", "server-ms", "fps"]) $(id).textContent = "–";
+  drawOverlay();
+  setStatus($("status"), "idle");
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(`${scheme}//${location.host}/ws`);
+  live.socket = socket;
+  live.inFlight = false;
+  setStatus($("status"), "connecting…");
+  socket.onopen = () => {
+    setStatus($("status"), "live");
+    sendFrame();
+  };
+  socket.onmessage = (event) => onReply(JSON.parse(event.data));
+  socket.onclose = (event) => {
+    if (live.socket !== socket) return;  // stopped, or already replaced
+    live.socket = null;
+    live.inFlight = false;
+    if (!live.stream) return;
+    const reason = event.reason ? `: ${event.reason}` : "";
+    const retrying = event.code !== CLOSE_POLICY;
+    setStatus($("status"), `disconnected (${event.code}${reason})${retrying ? "; retrying…" : ""}`, true);
+    if (retrying) live.retry = setTimeout(connect, RETRY_MS);
+  };
+}
+
+function sendFrame() {
+  const socket = live.socket;
+  const video = $("video");
+  if (!live.stream || !socket || socket.readyState !== WebSocket.OPEN || live.inFlight) return;
+  if (!video.videoWidth) {
+    setTimeout(sendFrame, 50);  // the camera has not delivered a frame yet
+    return;
+  }
+  const width = Math.min(FRAME_WIDTH, video.videoWidth);
+  const height = Math.round((video.videoHeight * width) / video.videoWidth);
+  if (capture.width !== width || capture.height !== height) {
+    capture.width = width;
+    capture.height = height;
+  }
+  capture.getContext("2d").drawImage(video, 0, 0, width, height);
+  live.inFlight = true;
+  capture.toBlob((blob) => {
+    if (live.socket !== socket) return;
+    if (!blob || socket.readyState !== WebSocket.OPEN) {
+      live.inFlight = false;
+      setTimeout(sendFrame, 100);
+      return;
+    }
+    live.sentAt = performance.now();
+    socket.send(blob);
+  }, "image/jpeg", JPEG_QUALITY);
+}
+
+function onReply(reply) {
+  const now = performance.now();
+  live.inFlight = false;
+  live.faces = reply.faces;
+  live.frame = { width: reply.width, height: reply.height };
+  live.roundTrips.push(now - live.sentAt);
+  if (live.roundTrips.length > 10) live.roundTrips.shift();
+  live.answeredAt.push(now);
+  while (live.answeredAt[0] < now - 2000) live.answeredAt.shift();
+
+  const mean = live.roundTrips.reduce((sum, value) => sum + value, 0) / live.roundTrips.length;
+  $("latency").textContent = `${Math.round(mean)} ms`;
+  $("server-ms").textContent = `${Math.round(reply.ms)} ms`;
+  const span = live.answeredAt[live.answeredAt.length - 1] - live.answeredAt[0];
+  if (live.answeredAt.length > 1 && span > 0) $("fps").textContent = (((live.answeredAt.length - 1) * 1000) / span).toFixed(1);
+  listFaces($("faces"), reply.faces);
+  document.body.dataset.faces = String(reply.faces.length);
+  document.body.dataset.frames = String(++live.answered);
+  setStatus($("status"), reply.faces.length ? `live: ${reply.faces.length} face${reply.faces.length > 1 ? "s" : ""}` : "live: no face in view");
+  sendFrame();
+}
+
+function drawOverlay() {
+  const overlay = $("overlay");
+  const ratio = window.devicePixelRatio || 1;
+  const width = overlay.clientWidth;
+  const height = overlay.clientHeight;
+  if (overlay.width !== Math.round(width * ratio) || overlay.height !== Math.round(height * ratio)) {
+    overlay.width = Math.round(width * ratio);
+    overlay.height = Math.round(height * ratio);
+  }
+  const context = overlay.getContext("2d");
+  context.setTransform(ratio, 0, 0, ratio, 0, 0);
+  context.clearRect(0, 0, width, height);
+  if (!live.stream) return;
+  drawResults(context, live.faces, width / live.frame.width, { width, height }, $("mirror").checked, 1);
+}
+
+function drawLoop() {
+  if (!live.stream) return;
+  drawOverlay();
+  requestAnimationFrame(drawLoop);
+}
+
+// --- Photo ---
+
+async function predictPhoto(file) {
+  const status = $("photo-status");
+  if (!file) return;
+  setStatus(status, `sending ${file.name}…`);
+  const url = URL.createObjectURL(file);
+  const image = new Image();
+  image.src = url;
+  const shown = await image.decode().then(() => true, () => false);  // a TIFF may not display, yet the server reads it
+  const body = new FormData();
+  body.append("file", file, file.name);
+  let response;
+  let payload = {};
+  try {
+    response = await fetch("/api/predict", { method: "POST", body });
+    payload = await response.json().catch(() => ({}));
+  } catch (error) {
+    URL.revokeObjectURL(url);
+    setStatus(status, `upload failed: ${error.message}`, true);
+    return;
+  }
+  if (!response.ok) {
+    URL.revokeObjectURL(url);
+    const detail = typeof payload.detail === "string" ? payload.detail : response.statusText;
+    setStatus(status, `${file.name}: ${response.status} ${detail}`, true);
+    listFaces($("photo-faces"), []);
+    return;
+  }
+  const canvas = $("photo");
+  const scale = Math.min(1, PHOTO_WIDTH / payload.width);
+  canvas.width = Math.round(payload.width * scale);
+  canvas.height = Math.round(payload.height * scale);
+  const context = canvas.getContext("2d");
+  if (shown) {
+    context.drawImage(image, 0, 0, canvas.width, canvas.height);
+  } else {
+    context.fillStyle = "#222";
+    context.fillRect(0, 0, canvas.width, canvas.height);
+  }
+  URL.revokeObjectURL(url);
+  const unit = canvas.width / (canvas.getBoundingClientRect().width || canvas.width);
+  drawResults(context, payload.faces, scale, { width: canvas.width, height: canvas.height }, false, unit);
+  listFaces($("photo-faces"), payload.faces);
+  const count = payload.faces.length;
+  setStatus(status, `${file.name}: ${count ? `${count} face${count > 1 ? "s" : ""}` : "no face found"} in ${payload.width}×${payload.height}, ${Math.round(payload.ms)} ms on the server`);
+}
+
+// --- Wiring ---
+
+$("start").addEventListener("click", startCamera);
+$("stop").addEventListener("click", stopCamera);
+$("mirror").addEventListener("change", (event) => $("video").classList.toggle("mirrored", event.target.checked));
+$("video").classList.toggle("mirrored", $("mirror").checked);
+$("file").addEventListener("change", (event) => predictPhoto(event.target.files[0]));
+
+const photoPanel = $("photo-panel");
+photoPanel.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  photoPanel.classList.add("dragging");
+});
+photoPanel.addEventListener("dragleave", () => photoPanel.classList.remove("dragging"));
+photoPanel.addEventListener("drop", (event) => {
+  event.preventDefault();
+  photoPanel.classList.remove("dragging");
+  predictPhoto(event.dataTransfer.files[0]);
+});
+
+fetch("/api/model")
+  .then((response) => response.json())
+  .then((card) => { $("model").textContent = `model: ${card.name} ${card.version}`; })
+  .catch(() => {});

@@ -1,0 +1,359 @@
+"""``fervid analyze``: an archive the tests build (photos with real faces, two short videos, broken files)
+analysed to Parquet and CSV; rows checked against ``Recognizer`` itself, error rows, options, resuming."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow", reason="fervid analyze needs pyarrow (the 'scale' extra)")
+pd = pytest.importorskip("pandas", reason="fervid analyze needs pandas (the 'scale' extra)")
+import pyarrow.parquet as pq  # noqa: E402
+
+from conftest import detectable_faces, face_video_frames, fer2013_zip, paste_face, textured_background, write_video  # noqa: E402
+from fervid.analyze import ROW_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA, AnalyzeOptions, analyze  # noqa: E402
+from fervid.analyze.process import SEGMENT_ID_STRIDE  # noqa: E402
+from fervid.errors import FervidError  # noqa: E402
+from fervid.labels import EXPRESSIONS  # noqa: E402
+from fervid.runtime.recognizer import Recognizer  # noqa: E402
+
+FERVID = str(Path(sys.executable).parent / "fervid")
+PROBABILITIES = [f"prob_{name}" for name in EXPRESSIONS]
+FPS = 15.0
+BROKEN = ("broken/corrupt.jpg", "broken/empty.mp4", "broken/truncated.mp4")
+
+
+def build_archive(root: Path) -> Path:
+    """Photos (one face, two faces, none, one nested), two mp4s (40 frames with two faces, 30 with one), and
+    a corrupt JPEG, a zero-byte video and a truncated video. Faces are real FER2013 faces the detector finds."""
+    faces = detectable_faces(4)
+    (root / "photos" / "nested").mkdir(parents=True)
+    (root / "clips").mkdir()
+    (root / "broken").mkdir()
+    one = textured_background(360, 480, seed=0)
+    paste_face(one, faces[0], 20, 30, 130)
+    cv2.imwrite(str(root / "photos" / "one.png"), one)
+    two = textured_background(360, 480, seed=3)
+    paste_face(two, faces[1], 20, 30, 130)
+    paste_face(two, faces[2], 480 - 130 - 20, 360 - 130 - 20, 130)
+    cv2.imwrite(str(root / "photos" / "two.jpg"), two, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(root / "photos" / "none.png"), textured_background(240, 320, seed=7))
+    nested = textured_background(360, 480, seed=5)
+    paste_face(nested, faces[3], (480 - 130) // 2, (360 - 130) // 2, 130)
+    cv2.imwrite(str(root / "photos" / "nested" / "deeper.png"), nested)
+    write_video(root / "clips" / "a.mp4", face_video_frames(faces[:2], frames=40)[0], fps=FPS)
+    write_video(root / "clips" / "b.mp4", face_video_frames(faces[2:3], frames=30, empty=(3, 3))[0], fps=FPS)
+    (root / "broken" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a JPEG" * 20)
+    (root / "broken" / "empty.mp4").write_bytes(b"")
+    data = (root / "clips" / "a.mp4").read_bytes()
+    (root / "broken" / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (root / "notes.txt").write_text("not an image or a video: ignored")
+    return root
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    fer2013_zip()
+    return build_archive(tmp_path_factory.mktemp("archive"))
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer()
+
+
+@pytest.fixture(scope="module")
+def full_run(archive: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The whole archive analysed once with the defaults into a Parquet folder."""
+    out = tmp_path_factory.mktemp("full") / "results"
+    report = analyze([archive], out)
+    return out, report
+
+
+def rows_of(table_or_path) -> pd.DataFrame:
+    frame = pd.read_parquet(table_or_path) if isinstance(table_or_path, (str, Path)) else table_or_path.to_pandas()
+    return frame.sort_values(["source", "frame", "face_id"]).reset_index(drop=True)
+
+
+def video_frames(path: Path):
+    capture = cv2.VideoCapture(str(path))
+    index = 0
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        yield index, image
+        index += 1
+    capture.release()
+
+
+def assert_faces_match(rows: pd.DataFrame, faces) -> None:
+    """The rows of one image or frame hold exactly ``faces`` (from Recognizer.predict), in left-to-right order."""
+    rows = rows.sort_values(["x", "y"])
+    faces = sorted(faces, key=lambda face: face.box[:2])
+    assert [tuple(row) for row in rows[["x", "y", "w", "h"]].to_numpy()] == [face.box for face in faces]
+    assert list(rows["expression"]) == [face.expression for face in faces]
+    expected = np.array([[face.probabilities[name] for name in EXPRESSIONS] for face in faces]).reshape(-1, 7)
+    np.testing.assert_allclose(rows[PROBABILITIES].to_numpy(), expected, atol=1e-5)
+
+
+def test_expands_folders_zips_and_skips_what_is_not_media(tmp_path: Path) -> None:
+    from fervid.analyze.inputs import expand_inputs
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "sub" / "b.png"), np.zeros((8, 8), np.uint8))
+    (folder / ".hidden.png").write_bytes(b"x")
+    (folder / "readme.md").write_text("x")
+    with zipfile.ZipFile(folder / "faces.zip", "w") as bundle:
+        bundle.writestr("happy/1.png", cv2.imencode(".png", np.zeros((48, 48), np.uint8))[1].tobytes())
+        bundle.writestr("labels.csv", "x")
+    items = expand_inputs([folder, folder / "sub" / "b.png"])  # the duplicate is dropped
+    assert [(item.name, item.kind, item.relative) for item in items] == [
+        (f"{folder / 'faces.zip'}!happy/1.png", "image", "happy/1.png"),
+        (str(folder / "sub" / "b.png"), "image", "sub/b.png"),
+    ]
+    assert all(len(item.fingerprint) == 40 for item in items)
+    with pytest.raises(FervidError, match="no such file or folder"):
+        expand_inputs([tmp_path / "missing"])
+
+
+def test_rows_follow_the_schema_and_match_the_recognizer(archive: Path, full_run, recognizer: Recognizer) -> None:
+    out, report = full_run
+    assert pq.read_schema(next(out.glob("part-*.parquet"))).equals(ROW_SCHEMA, check_metadata=False)
+    rows = rows_of(out)
+    assert list(rows.columns) == ROW_SCHEMA.names
+    assert set(rows["model_name"]) == {recognizer.classifier.name}
+    assert set(rows["model_version"]) == {recognizer.classifier.version}
+    assert set(rows["schema_version"]) == {SCHEMA_VERSION}
+    np.testing.assert_allclose(rows[PROBABILITIES].sum(axis=1), 1.0, atol=1e-4)
+    assert (rows["expression"] == [EXPRESSIONS[i] for i in rows[PROBABILITIES].to_numpy().argmax(axis=1)]).all()
+    np.testing.assert_allclose(rows["confidence"], rows[PROBABILITIES].max(axis=1), atol=1e-7)
+
+    # Photos: exactly what Recognizer.predict finds; the one-face photos have one face, the empty one none.
+    for name in ("one.png", "two.jpg", "none.png", "nested/deeper.png"):
+        path = archive / "photos" / name
+        mine = rows[rows["source"] == str(path)]
+        assert_faces_match(mine, recognizer.predict(path))
+        assert (mine["frame"] == 0).all() and (mine["time_s"] == 0).all()
+        assert sorted(mine["face_id"]) == list(range(1, len(mine) + 1))
+    assert (rows["source"] == str(archive / "photos" / "one.png")).sum() == 1
+    assert (rows["source"] == str(archive / "photos" / "nested" / "deeper.png")).sum() == 1
+    assert (rows["source"] == str(archive / "photos" / "none.png")).sum() == 0
+
+    # Videos: every frame, each frame's rows exactly the recognizer's faces, ids stable within the video.
+    for name, frames in (("a.mp4", 40), ("b.mp4", 30)):
+        path = archive / "clips" / name
+        mine = rows[rows["source"] == str(path)]
+        seen = 0
+        for index, image in video_frames(path):
+            assert_faces_match(mine[mine["frame"] == index], recognizer.predict(image))
+            seen += 1
+        assert seen == frames
+        np.testing.assert_allclose(mine["time_s"], mine["frame"] / FPS)
+        assert not mine.duplicated(["frame", "face_id"]).any()
+        assert (mine["segment"] == 0).all()
+    two_faces = rows[rows["source"] == str(archive / "clips" / "a.mp4")]
+    assert two_faces["face_id"].nunique() <= 4, "two faces drifting slowly keep (nearly) stable track ids"
+
+
+def test_summary_has_one_row_per_source_with_error_rows(archive: Path, full_run) -> None:
+    out, report = full_run
+    summary = pd.read_parquet(out / "_summary.parquet")
+    assert pq.read_schema(out / "_summary.parquet").equals(SUMMARY_SCHEMA, check_metadata=False)
+    rows = rows_of(out)
+    assert len(summary) == 9  # 4 photos, 2 clips, 3 broken files; notes.txt is not a source
+    by_source = summary.set_index("source")
+    for name in BROKEN:
+        entry = by_source.loc[str(archive / name)]
+        assert entry["status"] == "error" and entry["frames"] == 0 and entry["faces"] == 0
+        assert entry["error"] and "\n" not in entry["error"]
+    assert "0 bytes" in by_source.loc[str(archive / "broken/empty.mp4"), "error"]
+    ok = summary[summary["status"] == "ok"]
+    assert len(ok) == 6 and ok["error"].isna().all()
+    assert dict(zip(ok["source"], ok["frames"])) == {
+        **{str(archive / "photos" / name): 1 for name in ("one.png", "two.jpg", "none.png", "nested/deeper.png")},
+        str(archive / "clips" / "a.mp4"): 40,
+        str(archive / "clips" / "b.mp4"): 30,
+    }
+    assert dict(zip(summary["source"], summary["faces"])) == {
+        source: int((rows["source"] == source).sum()) for source in summary["source"]
+    }
+    shares = ok[ok["faces"] > 0][[f"share_{name}" for name in EXPRESSIONS]].sum(axis=1)
+    np.testing.assert_allclose(shares, 1.0)
+    assert summary.loc[summary["source"] == str(archive / "photos" / "none.png"), "share_happy"].isna().all()
+    assert report.ok == 6 and len(report.errors) == 3 and report.frames == 74 and report.faces == len(rows)
+
+
+def test_every_and_largest_only(archive: Path, full_run, tmp_path: Path) -> None:
+    clip = archive / "clips" / "a.mp4"
+    full = rows_of(full_run[0])
+    full = full[full["source"] == str(clip)]
+    report = analyze([clip], tmp_path / "every.parquet", AnalyzeOptions(every=3))
+    every = rows_of(tmp_path / "every.parquet")
+    assert set(every["frame"]) <= set(range(0, 40, 3)) and report.summary["frames"].to_pylist() == [math.ceil(40 / 3)]
+    kept = full[full["frame"] % 3 == 0].sort_values(["frame", "x"])
+    every = every.sort_values(["frame", "x"])
+    assert list(every["frame"]) == list(kept["frame"]) and list(every["x"]) == list(kept["x"])
+    np.testing.assert_allclose(every[PROBABILITIES].to_numpy(), kept[PROBABILITIES].to_numpy(), atol=1e-5)
+
+    analyze([clip], tmp_path / "largest.parquet", AnalyzeOptions(largest_only=True))
+    largest = rows_of(tmp_path / "largest.parquet")
+    assert not largest["frame"].duplicated().any()
+    assert set(largest["frame"]) == set(full["frame"])
+    area = full.assign(area=full["w"] * full["h"])
+    biggest = area.sort_values(["frame", "area"], ascending=[True, False]).drop_duplicates("frame")
+    assert [tuple(b) for b in largest[["x", "y", "w", "h"]].to_numpy()] == [tuple(b) for b in biggest[["x", "y", "w", "h"]].to_numpy()]
+
+
+def test_crops_classify_whole_images_without_the_detector(tmp_path: Path, recognizer: Recognizer) -> None:
+    faces = detectable_faces(3)
+    bundle = tmp_path / "crops.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for number, face in enumerate(faces):
+            archive.writestr(f"faces/{number}.png", cv2.imencode(".png", face)[1].tobytes())
+        archive.writestr("faces/blank.png", cv2.imencode(".png", np.full((48, 48), 128, np.uint8))[1].tobytes())
+    analyze([bundle], tmp_path / "crops.csv", AnalyzeOptions(crops=True))
+    rows = pd.read_csv(tmp_path / "crops.csv")
+    assert list(rows["source"]) == [f"{bundle}!faces/{n}.png" for n in range(3)] + [f"{bundle}!faces/blank.png"]
+    assert (rows[["x", "y", "w", "h"]].to_numpy() == [0, 0, 48, 48]).all() and (rows["face_id"] == 1).all()
+    expected = recognizer.classify([*faces, np.full((48, 48), 128, np.uint8)])
+    np.testing.assert_allclose(rows[PROBABILITIES].to_numpy(), expected, atol=1e-5)
+
+
+def test_boxes_from_csv_and_json_replace_the_detector(archive: Path, tmp_path: Path, recognizer: Recognizer) -> None:
+    photo, clip = archive / "photos" / "none.png", archive / "clips" / "b.mp4"
+    (tmp_path / "boxes.csv").write_text(
+        "source,frame,x,y,w,h\n"
+        "none.png,,10,20,60,60\n"          # by file name; a photo where the detector finds nothing
+        "none.png,,100,40,80,80\n"
+        f"{clip},5,200,100,90,90\n"        # by full name, one frame of a video
+        "missing.jpg,,1,1,10,10\n"         # matches nothing: a warning, not an error
+    )
+    analyze([photo, clip], tmp_path / "boxes.parquet", boxes=tmp_path / "boxes.csv")
+    rows = rows_of(tmp_path / "boxes.parquet")
+    assert list(zip(rows["source"], rows["frame"], rows["x"], rows["y"], rows["w"], rows["h"])) == [
+        (str(clip), 5, 200, 100, 90, 90), (str(photo), 0, 10, 20, 60, 60), (str(photo), 0, 100, 40, 80, 80)
+    ]
+    image = cv2.imread(str(photo))
+    assert_faces_match(rows[rows["source"] == str(photo)], recognizer.predict(image, boxes=[[10, 20, 60, 60], [100, 40, 80, 80]]))
+
+    (tmp_path / "boxes.json").write_text(json.dumps([{"source": "clips/b.mp4", "frame": 5, "box": [200, 100, 90, 90]}]))
+    analyze([archive], tmp_path / "json.parquet", boxes=tmp_path / "boxes.json")  # matched by its path inside the folder
+    from_json = rows_of(tmp_path / "json.parquet")
+    assert len(from_json) == 1 and from_json.loc[0, "source"] == str(clip)
+    np.testing.assert_allclose(from_json[PROBABILITIES].to_numpy(), rows.loc[[0], PROBABILITIES].to_numpy(), atol=1e-6)
+
+    (tmp_path / "bad.csv").write_text("source,x,y,w,h\nnone.png,1,2,zero,4\n")
+    with pytest.raises(FervidError, match="entry 1"):
+        analyze([photo], tmp_path / "bad.parquet", boxes=tmp_path / "bad.csv")
+
+
+def test_resume_skips_complete_units_and_redoes_changed_sources(archive: Path, full_run, tmp_path: Path) -> None:
+    clips = archive / "clips"
+    options = AnalyzeOptions(segment_s=1.0)  # 15-frame segments: a.mp4 has 3, b.mp4 has 2
+    reference = rows_of(analyze([clips], tmp_path / "reference.parquet", options).outputs[0])
+    assert set(reference["segment"]) == {0, 1, 2}
+    # Track ids restart per segment and stay unique within a video.
+    seams = reference.groupby(["source", "face_id"])["segment"].nunique()
+    assert (seams == 1).all() and (reference["face_id"] // SEGMENT_ID_STRIDE == reference["segment"]).all()
+
+    out = tmp_path / "resumed.parquet"
+
+    def interrupt(result) -> None:
+        raise KeyboardInterrupt  # as if the run were killed right after its first unit was written
+
+    with pytest.raises(KeyboardInterrupt):
+        analyze([clips], out, options, on_result=interrupt)
+    assert not out.exists() and len(list((tmp_path / "resumed.parquet.parts" / "_sources").glob("*.parquet"))) == 1
+    processed = []
+    report = analyze([clips], out, options, on_result=processed.append)
+    assert report.skipped_units == 1 and len(processed) == report.units - 1 == 4
+    pd.testing.assert_frame_equal(rows_of(out), reference)
+
+    again = analyze([clips], out, options, on_result=processed.append)
+    assert again.skipped_units == again.units and len(processed) == 4 and again.frames == 0
+
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (changed / name).write_bytes((clips / name).read_bytes())
+    moved = tmp_path / "moved.parquet"
+    analyze([changed], moved, options)
+    (changed / "b.mp4").write_bytes((clips / "a.mp4").read_bytes())  # new content under the same name
+    redone = []
+    report = analyze([changed], moved, options, on_result=redone.append)
+    assert {result.unit.sources[0].name for result in redone} == {str(changed / "b.mp4")} and report.removed_parts == 2
+    assert pd.read_parquet(tmp_path / "moved.summary.parquet").set_index("source").loc[str(changed / "b.mp4"), "frames"] == 40
+
+
+def test_a_killed_run_resumes_where_it_stopped(archive: Path, tmp_path: Path) -> None:
+    """SIGKILL mid-run: what was written stays readable, and the rerun does only the rest."""
+    video = tmp_path / "long.mp4"
+    images = face_video_frames(detectable_faces(1), frames=40, empty=(0, 0))[0]
+    write_video(video, images * 3, fps=FPS)  # 120 frames, eight 1-second segments
+    out = tmp_path / "killed"
+    command = [FERVID, "analyze", str(video), "--out", str(out), "--segment-s", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, ledger = time.monotonic() + 120, out / "_sources"
+        while not (ledger.is_dir() and any(ledger.glob("*.parquet"))):
+            assert process.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    complete = len(list((out / "_sources").glob("*.parquet")))
+    assert 1 <= complete < 8
+    for part in out.glob("part-*.parquet"):
+        assert pq.read_schema(part).equals(ROW_SCHEMA, check_metadata=False)  # no half-written part is visible
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{complete} of 8 units already complete" in result.stderr
+    rows = rows_of(out)
+    assert rows["frame"].max() <= 119 and not rows.duplicated(["frame", "face_id"]).any()
+    summary = pd.read_parquet(out / "_summary.parquet")
+    assert summary["frames"].tolist() == [120] and summary["segments"].tolist() == [8]
+    assert not [path for path in out.rglob("*") if ".tmp" in path.name]
+
+
+def test_csv_output_matches_parquet(archive: Path, full_run, tmp_path: Path) -> None:
+    target = tmp_path / "faces.csv"
+    analyze([archive / "photos", archive / "broken"], target)
+    rows = pd.read_csv(target)
+    parquet = rows_of(full_run[0])
+    parquet = parquet[parquet["source"].str.contains(os.sep + "photos" + os.sep, regex=False)].reset_index(drop=True)
+    assert list(rows.columns) == ROW_SCHEMA.names and len(rows) == len(parquet)
+    assert list(rows["source"]) == list(parquet["source"]) and list(rows["expression"]) == list(parquet["expression"])
+    np.testing.assert_allclose(rows[PROBABILITIES].to_numpy(), parquet[PROBABILITIES].to_numpy(), atol=1e-6)
+    summary = pd.read_csv(tmp_path / "faces.summary.csv")
+    assert list(summary.columns) == SUMMARY_SCHEMA.names and sorted(summary["status"]) == ["error"] * 3 + ["ok"] * 4
+
+
+def test_cli_reports_errors_in_one_line_and_fails_only_when_nothing_worked(archive: Path, tmp_path: Path) -> None:
+    mixed = subprocess.run([FERVID, "analyze", str(archive / "photos"), str(archive / "broken"), "--out", str(tmp_path / "m.parquet")],
+                           capture_output=True, text=True, timeout=120)
+    assert mixed.returncode == 0, mixed.stderr
+    assert "7 sources: 4 ok, 3 errors" in mixed.stderr and mixed.stderr.count("error: ") == 3
+    assert pd.read_parquet(tmp_path / "m.parquet")["source"].nunique() == 3
+
+    broken = subprocess.run([FERVID, "analyze", str(archive / "broken"), "--out", str(tmp_path / "b.parquet")],
+                            capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert broken.stderr.strip().splitlines()[-1].startswith("fervid: error: nothing could be processed (3 error(s)")
+    assert len(pd.read_parquet(tmp_path / "b.summary.parquet")) == 3  # the error rows are still written
+
+    missing = subprocess.run([FERVID, "analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "n")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"fervid: error: {tmp_path / 'nope'}: no such file or folder"

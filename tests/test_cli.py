@@ -1,0 +1,54 @@
+"""The `fervid` command as users run it: help, version, and one-line errors for bad data."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_folder_dataset
+from fervid import __version__
+
+
+def fervid(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fervid", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_command_and_version_prints():
+    result = fervid("--help")
+    assert result.returncode == 0
+    for command in ["train", "evaluate", "export", "data", "predict", "live", "bench"]:
+        assert command in result.stdout
+    version = fervid("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"fervid {__version__}"
+
+
+def test_inspect_counts_lists_unreadable_and_writes_grid(tmp_path):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 3, "test": 2})
+    (data / "train" / "happy" / "bad.jpg").write_bytes(b"junk")
+    (data / "train" / "sad" / "0000_copy.png").write_bytes((data / "train" / "sad" / "0000.png").read_bytes())
+    grid = tmp_path / "grid.png"
+    result = fervid("data", "inspect", str(data), "--grid", str(grid), "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert "unreadable files: 1" in result.stdout and "bad.jpg" in result.stdout
+    assert "exact duplicates: 1 images in 1 groups" in result.stdout
+    assert "0000_copy.png" in result.stdout
+    assert "imbalance (largest / smallest class): 1.2x" in result.stdout  # 6 files in happy and sad, 5 elsewhere
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "unknown_classes", "all_corrupt"])
+def test_inspect_bad_input_is_one_line_and_exit_2(tmp_path, case):
+    path = tmp_path / "data"
+    if case == "empty":
+        path.mkdir()
+    elif case == "unknown_classes":
+        (path / "cats").mkdir(parents=True)
+        (path / "cats" / "a.png").write_bytes(b"x")
+    elif case == "all_corrupt":
+        (path / "happy").mkdir(parents=True)
+        (path / "happy" / "a.png").write_bytes(b"not an image")
+    result = fervid("data", "inspect", str(path), "--grid", str(tmp_path / "g.png"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fervid: error:") and "Traceback" not in result.stderr
+    assert not (tmp_path / "g.png").exists()

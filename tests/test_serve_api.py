@@ -1,0 +1,272 @@
+"""The web server's REST API and frame WebSocket (TestClient), bad inputs included, and its load test."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the web server needs the 'serve' extra: pip install -e '.[serve]'")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
+
+from conftest import detectable_faces, paste_face, textured_background  # noqa: E402
+from fervid.labels import EXPRESSIONS  # noqa: E402
+from fervid.serve import create_app  # noqa: E402
+from fervid.serve.app import STATIC  # noqa: E402
+
+MAX_UPLOAD = 2_000_000
+MAX_FRAME = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(max_upload_bytes=MAX_UPLOAD, max_frame_bytes=MAX_FRAME)) as client:
+        yield client
+
+
+def face_photo() -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A 480x360 BGR photo with one real FER2013 face at a place the detector is known to find it."""
+    photo = textured_background(360, 480, seed=0)
+    box = paste_face(photo, detectable_faces(1)[0], (480 - 130) // 2, (360 - 130) // 2, 130)
+    return photo, box
+
+
+def encoded(image: np.ndarray, suffix: str = ".png", *options: int) -> bytes:
+    ok, data = cv2.imencode(suffix, image, list(options))
+    assert ok
+    return data.tobytes()
+
+
+def assert_face_result(face: dict, truth: tuple[int, int, int, int]) -> None:
+    """A box near the pasted face, one of the seven expressions, probabilities in class order summing to 1."""
+    x, y, w, h = face["box"]
+    assert abs(x - truth[0]) < 30 and abs(y - truth[1]) < 30 and 0.7 < w / truth[2] < 1.4, face["box"]
+    assert face["expression"] in EXPRESSIONS
+    assert list(face["probabilities"]) == list(EXPRESSIONS)
+    assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=2e-3)
+    assert face["confidence"] == max(face["probabilities"].values())
+    assert face["expression"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert face["track_id"] is None
+
+
+def test_health_and_model_card(client: TestClient) -> None:
+    health = client.get("/api/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok" and health.json()["model"] == "fervid-vgg"
+    card = client.get("/api/model").json()
+    assert card["classes"] == list(EXPRESSIONS)
+    assert card["name"] == "fervid-vgg" and "version" in card
+
+
+def test_page_docs_and_static_files_work_offline(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and 'src="/static/app.js"' in page.text
+    for name in ("index.html", "app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+        text = (STATIC / name).read_text()
+        # No CDN or other site: every script, style, font and fetch is served by fervid itself.
+        assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import|fetch\(\s*["'`]https?:""", text), name
+    assert client.get("/docs").status_code == 200
+    upload = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    assert upload["multipart/form-data"]["schema"]["required"] == ["file"]
+
+
+def test_predict_finds_the_face_and_its_expression(client: TestClient) -> None:
+    photo, truth = face_photo()
+    response = client.post("/api/predict", files={"file": ("face.png", encoded(photo), "image/png")})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["width"], result["height"]) == (480, 360)
+    assert result["ms"] > 0
+    assert len(result["faces"]) == 1
+    assert_face_result(result["faces"][0], truth)
+
+
+def test_predict_without_a_face_returns_an_empty_list(client: TestClient) -> None:
+    response = client.post("/api/predict", files={"file": ("wall.jpg", encoded(textured_background(300, 400, seed=7), ".jpg"), "image/jpeg")})
+    assert response.status_code == 200
+    assert response.json()["faces"] == []
+
+
+def _chunked_multipart(size: int):
+    yield b'--cut\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    for _ in range(size // 100_000):
+        yield b"\xff" * 100_000
+    yield b"\r\n--cut--\r\n"
+
+
+@pytest.mark.parametrize("how", ["content-length", "chunked"])
+def test_upload_over_the_limit_gets_413(client: TestClient, how: str) -> None:
+    if how == "content-length":
+        response = client.post("/api/predict", files={"file": ("big.jpg", b"\xff" * (MAX_UPLOAD + 100_000), "image/jpeg")})
+    else:  # no Content-Length: the server counts while it reads
+        response = client.post(
+            "/api/predict", content=_chunked_multipart(MAX_UPLOAD + 100_000), headers={"content-type": "multipart/form-data; boundary=cut"}
+        )
+    assert response.status_code == 413
+    assert f"limit of {MAX_UPLOAD:,} bytes" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "message"),
+    [
+        ({"files": {"file": ("notes.txt", b"just some text", "text/plain")}}, 415, "not an image fervid can read"),
+        ({"files": {"file": ("fake.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg")}}, 415, "not an image fervid can read"),
+        ({"json": {"image": "base64..."}}, 415, "multipart/form-data in the field 'file'"),
+        ({"files": {"photo": ("face.png", b"\x89PNG", "image/png")}}, 422, "field 'file' is missing"),
+        ({"files": {"file": ("empty.png", b"", "image/png")}}, 422, "file is empty"),
+    ],
+    ids=["text-file", "broken-jpeg", "json-body", "wrong-field", "empty-file"],
+)
+def test_bad_uploads_get_a_clear_message(client: TestClient, request_kwargs: dict, status: int, message: str) -> None:
+    response = client.post("/api/predict", **request_kwargs)
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+def test_websocket_answers_each_frame_with_faces(client: TestClient) -> None:
+    photo, truth = face_photo()
+    frame = encoded(photo, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90)
+    with client.websocket_connect("/ws") as socket:
+        for _ in range(2):
+            socket.send_bytes(frame)
+            reply = socket.receive_json()
+            assert (reply["width"], reply["height"]) == (480, 360)
+            assert len(reply["faces"]) == 1
+            assert_face_result(reply["faces"][0], truth)
+
+
+@pytest.mark.parametrize(
+    ("send", "code", "reason"),
+    [
+        (lambda socket: socket.send_text("hello"), 1003, "binary message"),
+        (lambda socket: socket.send_bytes(b"definitely not a jpeg"), 1007, "not an image"),
+        (lambda socket: socket.send_bytes(b"\xff" * (MAX_FRAME + 1)), 1009, "frame larger than"),
+    ],
+    ids=["text", "garbage-bytes", "too-big"],
+)
+def test_malformed_message_closes_only_that_socket(client: TestClient, send, code: int, reason: str) -> None:
+    photo, truth = face_photo()
+    frame = encoded(photo, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90)
+    with client.websocket_connect("/ws") as good, client.websocket_connect("/ws") as bad:
+        send(bad)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            bad.receive_json()
+        assert closed.value.code == code and reason in closed.value.reason
+        good.send_bytes(frame)
+        assert_face_result(good.receive_json()["faces"][0], truth)
+    assert client.get("/api/health").status_code == 200
+
+
+def test_websocket_from_another_site_is_refused(client: TestClient) -> None:
+    with client.websocket_connect("/ws", headers={"origin": "http://evil.example"}) as socket:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert closed.value.code == 1008 and "cross-origin" in closed.value.reason
+    with client.websocket_connect("/ws", headers={"origin": "http://testserver"}) as socket:
+        socket.send_bytes(encoded(textured_background(120, 160)))
+        assert socket.receive_json()["faces"] == []
+
+
+def test_recognition_runs_off_the_event_loop(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one frame is being recognised, the server still answers other requests (several tabs at once)."""
+    pool = client.app.state.pool
+    release = threading.Event()
+    served_while_busy = []
+    real_predict = pool.predict
+
+    def blocked_predict(image):
+        served_while_busy.append(release.wait(timeout=20))
+        return real_predict(image)
+
+    monkeypatch.setattr(pool, "predict", blocked_predict)
+    with client.websocket_connect("/ws") as socket:
+        socket.send_bytes(encoded(textured_background(120, 160)))
+        assert client.get("/api/health").status_code == 200  # would wait for the frame if it blocked the loop
+        release.set()
+        assert socket.receive_json()["faces"] == []
+    assert served_while_busy == [True]
+
+
+@pytest.fixture
+def file_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every attempt to write a file (open for writing, temporary files, cv2.imwrite) while the test runs."""
+    writes: list[str] = []
+    real_open = builtins.open
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax+"):
+            writes.append(f"open({file!r}, {mode!r})")
+        return real_open(file, mode, *args, **kwargs)
+
+    def recorded(name, function):
+        def wrapper(*args, **kwargs):
+            writes.append(name)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(io, "open", guarded_open)
+    for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp"):
+        monkeypatch.setattr(tempfile, name, recorded(f"tempfile.{name}", getattr(tempfile, name)))
+    monkeypatch.setattr(cv2, "imwrite", recorded("cv2.imwrite", cv2.imwrite))
+    return writes
+
+
+def test_no_image_is_written_anywhere(client: TestClient, file_writes: list[str]) -> None:
+    with tempfile.SpooledTemporaryFile(max_size=1) as spooled:  # the guard sees a spool going to disk
+        spooled.write(b"more than one byte")
+    assert "tempfile.TemporaryFile" in file_writes
+    file_writes.clear()
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (760, 760, 3), dtype=np.uint8)  # noise: a PNG over 1 MB, where Starlette would spool to disk
+    paste_face(photo, detectable_faces(1)[0], 300, 300, 160)
+    data = encoded(photo)
+    assert 1_100_000 < len(data) < MAX_UPLOAD
+    assert client.post("/api/predict", files={"file": ("big.png", data, "image/png")}).status_code == 200
+    with client.websocket_connect("/ws") as socket:
+        socket.send_bytes(encoded(face_photo()[0], ".jpg"))
+        assert len(socket.receive_json()["faces"]) == 1
+    assert file_writes == []
+
+
+def test_serve_rejects_a_bad_port_before_loading_anything() -> None:
+    from typer.testing import CliRunner
+
+    from fervid.cli import app
+    from fervid.errors import FervidError
+
+    result = CliRunner().invoke(app, ["serve", "--port", "70000"])
+    assert isinstance(result.exception, FervidError) and "port must be between 1 and 65535" in str(result.exception)
+
+
+def test_load_test_reports_latency_and_rewrites_only_its_section(tmp_path: Path) -> None:
+    pytest.importorskip("websockets", reason="the load test's clients need the 'websockets' package")
+    from fervid.serve.loadtest import run_loadtest, write_section
+
+    detectable_faces(1)  # skips without the FER2013 zip
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n\n## Classifier\n\nkeep me\n")
+    report = run_loadtest(clients=2, seconds=2.0, output=page, workers=1)
+    assert report.errors == []
+    assert report.frames >= 2 and report.faces / report.frames > 0.5
+    assert all(latency > 0 for latency in report.latencies_ms)
+    text = page.read_text()
+    assert text.startswith("# Performance\n\n## Classifier\n\nkeep me\n\n## Web server load test\n")
+    assert "| round-trip latency | p50 " in text and "| errors | 0 |" in text
+
+    write_section(page, "## Web server load test\n\nnew numbers\n")
+    page.write_text(page.read_text() + "\n## Later section\n\nstays\n")
+    write_section(page, "## Web server load test\n\nnewest numbers\n")
+    assert page.read_text() == "# Performance\n\n## Classifier\n\nkeep me\n\n## Web server load test\n\nnewest numbers\n\n## Later section\n\nstays\n"

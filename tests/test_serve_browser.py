@@ -1,0 +1,156 @@
+"""The page in real headless Chromium: a fake webcam playing dataset faces -> boxes and expressions on screen.
+
+Chromium reads the fake camera from a .y4m file the test writes; Playwright drives Debian's
+/usr/bin/chromium (no `playwright install`). Set FERVID_UPDATE_SCREENSHOT=1 to refresh docs/images/web.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "web.png"
+
+pytest.importorskip("fastapi", reason="the web server needs the 'serve' extra: pip install -e '.[serve]'")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs Playwright: pip install -e '.[test]'")
+if not CHROMIUM.is_file():
+    pytest.skip(f"the browser test needs Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+from conftest import detectable_faces, paste_face, textured_background  # noqa: E402
+from fervid.labels import EXPRESSIONS  # noqa: E402
+from fervid.serve import create_app  # noqa: E402
+from fervid.serve.server import running_server  # noqa: E402
+
+WIDTH, HEIGHT, FACE_SIDE = 640, 480, 150
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
+    """BGR frames as a YUV4MPEG2 file (4:2:0), the fake camera Chromium plays in a loop.
+
+    Chromium reads the planes as limited-range BT.601 whatever the header says (a gray of 20 written
+    full-range came back from a canvas as 5), so the values are scaled to 16-235 / 16-240 here and
+    the page sees the frames' own gray levels.
+    """
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as stream:
+        stream.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            planes = cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+            planes[..., 0] = 16 + planes[..., 0] * (219 / 255)
+            planes[..., 1:] = 128 + (planes[..., 1:] - 128) * (224 / 255)
+            luma, red_chroma, blue_chroma = cv2.split(np.round(planes).astype(np.uint8))
+            half = (width // 2, height // 2)
+            stream.write(b"FRAME\n")
+            stream.write(luma.tobytes())
+            stream.write(cv2.resize(blue_chroma, half, interpolation=cv2.INTER_AREA).tobytes())
+            stream.write(cv2.resize(red_chroma, half, interpolation=cv2.INTER_AREA).tobytes())
+    return path
+
+
+def webcam_frames(faces: list[np.ndarray], count: int = 4) -> list[np.ndarray]:
+    """640x480 frames with two faces, one high left and one low right, swaying 2 pixels a frame.
+
+    At these places (and this background) the detector finds exactly the two faces in every frame
+    after JPEG compression, so the screenshot shows no stray box.
+    """
+    background = textured_background(HEIGHT, WIDTH, seed=0)
+    frames = []
+    for index in range(count):
+        frame = background.copy()
+        for face, (x, y) in zip(faces, [(40, 60), (450, 250)]):
+            paste_face(frame, face, x + 2 * index, y, FACE_SIDE)
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with running_server(create_app()) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    camera = write_y4m(tmp_path_factory.mktemp("camera") / "camera.y4m", webcam_frames(detectable_faces(2)))
+    args = [
+        "--no-sandbox", "--headless", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera}", "--disable-background-networking", "--disable-component-update",
+        "--disable-gpu",
+    ]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser, url: str):
+    """A new tab on the app; returns it and the list that collects its JavaScript errors."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(url)
+    return page, errors
+
+
+def painted_pixels(page, selector: str) -> int:
+    """How many pixels of a canvas are not transparent (something was drawn on it)."""
+    return page.evaluate(
+        """selector => {
+            const canvas = document.querySelector(selector);
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            let painted = 0;
+            for (let i = 3; i < data.length; i += 4) if (data[i]) painted++;
+            return painted;
+        }""",
+        selector,
+    )
+
+
+def test_webcam_and_photo_show_faces_with_expressions(browser, server_url: str, tmp_path: Path) -> None:
+    page, errors = open_page(browser, server_url)
+    page.click("#start")
+    page.wait_for_selector("#faces li[data-expression]", timeout=40_000)
+    expressions = page.eval_on_selector_all("#faces li", "items => items.map(item => item.dataset.expression)")
+    assert expressions and set(expressions) <= set(EXPRESSIONS)
+    assert page.text_content("#faces li .label").split()[0] in EXPRESSIONS
+    page.wait_for_function("() => Number(document.body.dataset.frames) >= 3", timeout=30_000)
+    assert page.text_content("#latency").endswith(" ms") and float(page.text_content("#fps")) > 0
+    assert page.text_content("#status").startswith("live")
+    assert painted_pixels(page, "#overlay") > 1000  # boxes, labels and bars drawn over the video
+
+    photo = textured_background(360, 480, seed=0)
+    paste_face(photo, detectable_faces(1)[0], (480 - 130) // 2, (360 - 130) // 2, 130)
+    ok, png = cv2.imencode(".png", photo)
+    page.set_input_files("#file", files=[{"name": "face.png", "mimeType": "image/png", "buffer": png.tobytes()}])
+    page.wait_for_selector("#photo-faces li[data-expression]", timeout=20_000)
+    assert page.text_content("#photo-status").startswith("face.png: 1 face in 480×360")
+
+    page.wait_for_selector("#faces li[data-expression]")  # a frame without a face in view may just have passed
+    page.screenshot(path=tmp_path / "web.png", full_page=True)
+    if os.environ.get("FERVID_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "web.png", SCREENSHOT)
+    assert errors == []
+    page.close()
+
+
+def test_two_tabs_are_served_at_once(browser, server_url: str) -> None:
+    tabs = [open_page(browser, server_url) for _ in range(2)]
+    for page, _ in tabs:
+        page.click("#start")
+    for page, errors in tabs:
+        page.wait_for_function("() => Number(document.body.dataset.frames) >= 3", timeout=40_000)
+        assert errors == []
+    for page, _ in tabs:  # both keep getting answers, neither starves the other
+        before = int(page.evaluate("document.body.dataset.frames"))
+        page.wait_for_function(f"() => Number(document.body.dataset.frames) > {before}", timeout=20_000)
+        page.close()
