@@ -40,3 +40,20 @@ def write_text_atomically(target: str | Path, text: str) -> None:
 def write_bytes_atomically(target: str | Path, data: bytes) -> None:
     with atomic_path(target) as temporary:
         temporary.write_bytes(data)
+
+
+def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:
+    """Replace the section that starts with ``heading`` (up to the next '## ') in a Markdown file, or append it.
+
+    Several benchmarks write to one page (docs/performance.md); each owns only its own section.
+    """
+    import re
+
+    path = Path(path)
+    page = path.read_text() if path.exists() else ""
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(page):
+        page = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page, count=1).rstrip("\n") + "\n"
+    else:
+        page = (page.rstrip("\n") + "\n\n" if page else "") + text
+    write_text_atomically(path, page)

@@ -60,12 +60,17 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_source_bytes(item: SourceItem) -> bytes:
-    """The bytes of an image source (a file, or a member of a zip)."""
+def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | None = None) -> bytes:
+    """The bytes of an image source (a file, or a member of a zip). Pass ``archives`` (path -> open zip)
+    to keep zips open across calls: reopening a zip re-reads its whole directory."""
     if item.member is None:
         return Path(item.path).read_bytes()
-    with zipfile.ZipFile(item.path) as archive:
-        return archive.read(item.member)
+    if archives is None:
+        with zipfile.ZipFile(item.path) as archive:
+            return archive.read(item.member)
+    if item.path not in archives:
+        archives[item.path] = zipfile.ZipFile(item.path)
+    return archives[item.path].read(item.member)
 
 
 def _zip_members(path: Path) -> list[SourceItem]:

@@ -226,19 +226,23 @@ class Analyzer:
 
     def run_images(self, unit: Unit) -> UnitResult:
         rows, ledger = RowBuffer(self.model_name, self.model_version), self._ledger()
-        frames = 0
-        for item in unit.sources:
-            started = time.perf_counter()
-            try:
-                gray = gray_frame(decode_image(item))
-            except FervidError as error:
-                ledger.add(item, unit, error=str(error))
-                continue
-            self.timings["decode"] += time.perf_counter() - started
-            boxes, probabilities = self.faces(gray, self._given(unit, item, 0))
-            rows.add(item.name, 0, 0, 0.0, range(1, len(boxes) + 1), boxes, probabilities)
-            ledger.add(item, unit, frames=1, counts=expression_counts(probabilities))
-            frames += 1
+        frames, archives = 0, {}
+        try:
+            for item in unit.sources:
+                started = time.perf_counter()
+                try:
+                    gray = gray_frame(decode_image(item, archives))
+                except FervidError as error:
+                    ledger.add(item, unit, error=str(error))
+                    continue
+                self.timings["decode"] += time.perf_counter() - started
+                boxes, probabilities = self.faces(gray, self._given(unit, item, 0))
+                rows.add(item.name, 0, 0, 0.0, range(1, len(boxes) + 1), boxes, probabilities)
+                ledger.add(item, unit, frames=1, counts=expression_counts(probabilities))
+                frames += 1
+        finally:
+            for archive in archives.values():
+                archive.close()
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
 
     def run_video(self, units: list[Unit], on_frames=None) -> Iterator[UnitResult]:
@@ -268,8 +272,8 @@ class Analyzer:
                         frames += 1
                         if on_frames is not None:
                             on_frames(1)
-                except FervidError as error_:
-                    error = str(error_)
+                except FervidError as failure:  # a seek that fails, in a damaged or variable-frame-rate file
+                    error = str(failure)
                 if error is None and unit.segment == 0 and frames == 0:
                     error = "not a readable video (no frame could be decoded)"
                 ledger.add(item, unit, frames=frames, counts=counts, error=error)
@@ -313,12 +317,12 @@ class LedgerBuffer:
         return pa.Table.from_pylist(self.records, schema=LEDGER_SCHEMA)
 
 
-def decode_image(item: SourceItem) -> np.ndarray:
+def decode_image(item: SourceItem, archives: dict | None = None) -> np.ndarray:
     """A BGR image from a file or zip member; FervidError with a one-line reason when it cannot be read."""
     if item.member is None and kind_of(item.path) == "zip":
         raise FervidError("not a readable zip file")
     try:
-        data = read_source_bytes(item)
+        data = read_source_bytes(item, archives)
     except (OSError, KeyError, ValueError) as error:
         raise FervidError(f"could not be read ({error})") from None
     except Exception as error:  # zipfile raises several types for damaged archives

@@ -66,14 +66,14 @@ def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int
             raise FervidError(f"--ray-address {address}: could not join the Ray cluster ({error})") from None
         started = True
     try:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # fervid draws its own progress bar
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         workers, cpus_per_worker = actor_plan(ray.cluster_resources().get("CPU", 1), len(units))
         dataset = ray.data.from_items([{"unit": pickle.dumps(unit)} for unit in units], override_num_blocks=len(units))
         results = dataset.map_batches(
             UnitWorker, fn_constructor_kwargs={"options": options}, batch_size=1, batch_format="numpy",
-            concurrency=workers, num_cpus=cpus_per_worker,
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
         )
         for batch in results.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
             for payload in batch["result"]:

@@ -20,11 +20,13 @@ import cv2
 import numpy as np
 
 from fervid.console import warn
-from fervid.fileio import write_text_atomically
+from fervid.fileio import replace_markdown_section
 from fervid.runtime.live import FrameProcessor
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sources import VideoFileSource
+
+SECTION = "## Real-time pipeline (`fervid bench`)"
 
 WIDTH, HEIGHT = 640, 480
 FACE_SIDE = 140
@@ -155,14 +157,14 @@ def run_bench(
                     ))
     table = "| measure | result | notes |\n|---|---|---|\n" + "".join(f"| {r.measure} | {r.value} | {r.note} |\n" for r in rows)
     if output:
-        write_text_atomically(output, _page(table, recognizer, frames))
+        replace_markdown_section(output, SECTION, _section(table, recognizer, frames))
     return table
 
 
-def _page(table: str, recognizer: Recognizer, frames: int) -> str:
+def _section(table: str, recognizer: Recognizer, frames: int) -> str:
     threads = recognizer.classifier.session.get_session_options().intra_op_num_threads
     return (
-        "# Performance\n\n"
+        f"{SECTION}\n\n"
         "Measured with `fervid bench` (the numbers below were written by it).\n\n"
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}\n"
         f"- model: {recognizer.classifier.name} {recognizer.classifier.version} ({recognizer.classifier.path.name}), "

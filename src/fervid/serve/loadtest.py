@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.fileio import write_text_atomically
+from fervid.fileio import replace_markdown_section
 from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, real_faces
 from fervid.serve.app import DEFAULT_WORKERS, create_app
 from fervid.serve.server import running_server
@@ -52,7 +51,7 @@ class LoadReport:
             ("duration", f"{self.seconds:.0f} s", ""),
             ("frames answered", f"{self.frames:,} ({self.frames / self.seconds:.1f} frames/s in total)", f"{self.faces / max(self.frames, 1):.2f} faces found per frame"),
             ("round-trip latency", f"p50 {self.percentile(self.latencies_ms, 50):.0f} ms, p99 {self.percentile(self.latencies_ms, 99):.0f} ms", "send -> JSON reply, as the page measures it"),
-            ("server time per frame", f"p50 {self.percentile(self.server_ms, 50):.0f} ms, p99 {self.percentile(self.server_ms, 99):.0f} ms", "JPEG decode + detect + classify (the reply's `ms`)"),
+            ("server time per frame", f"p50 {self.percentile(self.server_ms, 50):.0f} ms, p99 {self.percentile(self.server_ms, 99):.0f} ms", "the reply's `ms`: JPEG decode, wait for a free recognizer, detect, classify"),
             ("errors", f"{len(self.errors)}", "; ".join(sorted(set(self.errors)))[:200]),
         ]
         return "| measure | result | notes |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
@@ -147,11 +146,5 @@ def section(report: LoadReport, pool, load_before: float) -> str:
 
 
 def write_section(path: Path, text: str) -> None:
-    """Replace the section that starts with :data:`SECTION` in a Markdown file (up to the next '## '), or append it."""
-    page = path.read_text() if path.exists() else ""
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(page):
-        page = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page, count=1).rstrip("\n") + "\n"
-    else:
-        page = (page.rstrip("\n") + "\n\n" if page else "") + text
-    write_text_atomically(path, page)
+    """Replace (or append) the load-test section of a Markdown page such as docs/performance.md."""
+    replace_markdown_section(path, SECTION, text)

@@ -1,0 +1,49 @@
+"""``--engine ray`` on a local 2-CPU Ray gives the same rows as the local engine (labels equal, probabilities within 1e-5)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyarrow", reason="fervid analyze needs pyarrow (the 'scale' extra)")
+pd = pytest.importorskip("pandas", reason="fervid analyze needs pandas (the 'scale' extra)")
+ray = pytest.importorskip("ray", reason="the Ray engine needs ray[data]: pip install 'fervid[scale]'")
+
+from conftest import fer2013_zip  # noqa: E402
+from fervid.analyze import AnalyzeOptions, analyze  # noqa: E402
+from fervid.labels import EXPRESSIONS  # noqa: E402
+from test_analyze import build_archive  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray's own, not ours
+PROBABILITIES = [f"prob_{name}" for name in EXPRESSIONS]
+KEYS = ["source", "frame", "face_id"]
+
+
+def test_ray_engine_matches_the_local_engine(tmp_path: Path) -> None:
+    fer2013_zip()
+    archive = build_archive(tmp_path / "archive")
+    inputs = [archive / "photos" / "one.png", archive / "photos" / "two.jpg", archive / "clips" / "a.mp4", archive / "broken" / "corrupt.jpg"]
+    options = AnalyzeOptions(segment_s=1.0)  # a.mp4 (40 frames at 15 FPS) becomes three segments on different workers
+    local = analyze(inputs, tmp_path / "local.parquet", options)
+    started = time.perf_counter()
+    try:
+        distributed = analyze(inputs, tmp_path / "ray.parquet", options, engine="ray", ray_cpus=2)
+    finally:
+        ray.shutdown()
+    assert time.perf_counter() - started < 60
+    assert not ray.is_initialized()
+    assert distributed.units == local.units == 5 and distributed.frames == local.frames == 42
+
+    local_rows = pd.read_parquet(tmp_path / "local.parquet")
+    ray_rows = pd.read_parquet(tmp_path / "ray.parquet")
+    assert len(local_rows) > 40 and local_rows[KEYS].equals(local_rows.sort_values(KEYS)[KEYS])  # the file is sorted
+    exact = [column for column in local_rows.columns if column not in (*PROBABILITIES, "confidence")]
+    pd.testing.assert_frame_equal(ray_rows[exact], local_rows[exact])
+    np.testing.assert_allclose(ray_rows[[*PROBABILITIES, "confidence"]], local_rows[[*PROBABILITIES, "confidence"]], atol=1e-5)
+    assert set(ray_rows["segment"]) == {0, 1, 2}
+
+    columns = ["source", "kind", "status", "error", "frames", "faces", "segments", "fingerprint", "model_version"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray.summary.parquet")[columns], pd.read_parquet(tmp_path / "local.summary.parquet")[columns])
