@@ -103,7 +103,7 @@ def train(
     data: Annotated[Optional[Path], typer.Argument(help="Dataset (folder, .zip or FER2013 .csv); optional with --resume.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder for checkpoints, model and report.")] = Path("runs/train"),
     arch: Annotated[str, typer.Option(help="Architecture: compact, vgg or vgg-large.")] = "vgg",
-    epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 60,
+    epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 50,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 5e-4,
@@ -129,7 +129,7 @@ def train(
     """Train a CNN from scratch, then export ONNX and write the report into the run folder.
 
     Examples:
-      fervid train ../shared/data/fer2013.zip --epochs 60 --out runs/vgg
+      fervid train ../shared/data/fer2013.zip --out runs/vgg
       fervid train --resume --out runs/vgg
     """
     _needs("train", "keras")

@@ -110,7 +110,8 @@ class LiveSource(Source):
         self.stall_s = stall_s
         capture = open_capture(target)
         if capture is None:
-            raise FervidError(f"{name} could not be opened")
+            hint = " (no webcam here? try --source clip.mp4 or a folder of photos)" if isinstance(target, int) else ""
+            raise FervidError(f"{name} could not be opened{hint}")
         self.capture = capture
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 1 <= fps <= 240 else DEFAULT_FPS

@@ -21,7 +21,7 @@ class TrainConfig:
 
     data: str
     arch: str = "vgg"
-    epochs: int = 60
+    epochs: int = 50
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 5e-4
