@@ -116,6 +116,8 @@ def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
     assert card["metrics"]["int8_float32_agreement"] >= 0.9
     assert abs(card["metrics"]["accuracy_flip_tta"] - card["metrics"]["float32_accuracy_flip_tta"]) <= 0.1
     assert target.stat().st_size < (run / "model.onnx").stat().st_size
+    probabilities = classifier.predict_inputs(np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32))
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)  # the softmax is not quantized
 
 
 def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):

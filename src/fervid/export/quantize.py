@@ -34,7 +34,11 @@ def quantize_int8(source: Path, target: Path, calibration_inputs: np.ndarray) ->
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    import onnx
+
     input_name = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    # The softmax stays in float32: quantized to uint8, probabilities would no longer sum to 1.
+    softmax = [node.name for node in onnx.load(str(source)).graph.node if node.op_type == "Softmax"]
     with tempfile.TemporaryDirectory() as scratch, atomic_path(target) as temporary:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
@@ -47,5 +51,6 @@ def quantize_int8(source: Path, target: Path, calibration_inputs: np.ndarray) ->
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=softmax,
         )
     return target
