@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pandas as pd
 from fervid.console import progress
 from fervid.data.decode import UnreadableImage, decode_image_bytes, decode_pixel_string
 from fervid.data.readers import DatasetIndex
+from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
 
@@ -117,15 +117,8 @@ def _decode_all(index: DatasetIndex) -> dict[str, np.ndarray]:
 
 
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        np.savez(stream, **arrays)
 
 
 def decoded(index: DatasetIndex, *, use_cache: bool = True) -> dict[str, np.ndarray]:
