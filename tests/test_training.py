@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,6 +87,40 @@ def test_run_folder_has_every_artifact(trained_run):
     assert "keras" in card["libraries"]
     assert not list(run.rglob("*.tmp*")), "no temporary files may be left behind"
     assert "macro" in (run / "report.md").read_text()
+
+
+def returned_from_a_gpu_machine(run: Path, target: Path) -> Path:
+    """The three files a GPU run sends back: config, state and the best weights (no optimizer state)."""
+    (target / "checkpoint").mkdir(parents=True)
+    for name in ["config.json", "checkpoint/state.json", "checkpoint/best.weights.h5"]:
+        shutil.copy(run / name, target / name)
+    return target
+
+
+def test_a_finished_run_is_completed_from_its_best_weights_alone(trained_run, tmp_path):
+    run, _ = trained_run
+    returned = returned_from_a_gpu_machine(run, tmp_path / "returned")
+    run_fervid("train", "--resume", "--out", str(returned))
+    original = json.loads((run / "metrics.json").read_text())
+    finished = json.loads((returned / "metrics.json").read_text())
+    assert finished["flip_tta"]["accuracy"] == pytest.approx(original["flip_tta"]["accuracy"])
+    assert finished["single"]["confusion"] == original["single"]["confusion"]
+    assert (returned / "model.onnx").stat().st_size > 0
+    assert not (returned / "checkpoint" / "last.weights.h5").exists(), "finishing must not train again"
+
+
+def test_a_backend_without_onnx_export_scores_the_keras_model(trained_run, tmp_path, monkeypatch, capsys):
+    from fervid.training import run as run_module
+    from fervid.training.config import TrainConfig
+
+    run, _ = trained_run
+    returned = returned_from_a_gpu_machine(run, tmp_path / "returned")
+    monkeypatch.setattr(run_module, "onnx_export_available", lambda: False)
+    card = run_module.train(TrainConfig.load(returned / "config.json"), returned, resume=True)
+    assert not (returned / "model.onnx").exists() and (returned / "model.keras").stat().st_size > 0
+    original = json.loads((run / "metrics.json").read_text())["single"]
+    assert card["metrics"]["accuracy"] == pytest.approx(original["accuracy"], abs=0.02)
+    assert f"fervid train --resume --out {returned}" in capsys.readouterr().out
 
 
 def test_onnx_export_agrees_with_keras_and_has_dynamic_batch(trained_run, tmp_path):

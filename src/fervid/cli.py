@@ -154,9 +154,10 @@ def train(
 
     card = run_training(config, out_dir, resume=resume, name=name)
     metrics = card["metrics"]
+    model_file = "model.onnx" if (out_dir / "model.onnx").exists() else "model.keras"
     out.print(
         f"validation accuracy {metrics['accuracy']:.4f} (flip averaging {metrics['accuracy_flip_tta']:.4f}), "
-        f"macro-F1 {metrics['macro_f1']:.4f}; wrote {out_dir}/model.onnx and {out_dir}/report.md"
+        f"macro-F1 {metrics['macro_f1']:.4f}; wrote {out_dir}/{model_file} and {out_dir}/report.md"
     )
 
 

@@ -244,7 +244,9 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
-    if resume:
+    remaining = config.epochs - state["epochs_done"]
+    stopped_early = config.patience and state["epochs_done"] - state["best_epoch"] >= config.patience
+    if resume and remaining > 0 and not stopped_early:
         optimizer.build(model.trainable_variables)
         model.load_weights(str(run / "checkpoint" / "last.weights.h5"))
 
@@ -252,9 +254,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5, patience=5, min_lr=1e-6))
 
-    remaining = config.epochs - state["epochs_done"]
-    stopped_early = config.patience and state["epochs_done"] - state["best_epoch"] >= config.patience
     if remaining > 0 and not stopped_early:
+        state.update(precision=precision, keras_backend=keras.backend.backend())
         verbose = 1 if os.isatty(1) else 0
         validation = (data.validation.inputs(), data.validation.one_hot())
         if config.imbalance == "sampling":
@@ -268,5 +269,6 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
                       shuffle=True, callbacks=callbacks, verbose=verbose)
     if state["best_epoch"]:
         classifier.load_weights(str(run / "checkpoint" / "best.weights.h5"))
-    state["precision"] = precision
+    state.setdefault("precision", precision)
+    state.setdefault("keras_backend", keras.backend.backend())
     return classifier, data, state

@@ -7,7 +7,10 @@ import json
 import platform
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
+
+import numpy as np
 
 from fervid.evaluation.evaluate import evaluate, load_predictor
 from fervid.evaluation.plots import plot_confusion, plot_history
@@ -15,6 +18,7 @@ from fervid.export.onnx import export_onnx, float32_twin
 from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import ARCHITECTURES
+from fervid.model.backend import keras
 from fervid.preprocess import FACE_SIZE
 from fervid.training.config import TrainConfig
 from fervid.training.fit import TrainingData, fit
@@ -33,8 +37,6 @@ def library_versions() -> dict[str, str]:
 
 def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters: int, metrics: dict, name: str) -> dict:
     """The model's contract and provenance; embedded in the ONNX metadata and saved as model.json."""
-    from fervid.model.backend import keras
-
     return {
         "name": name,
         "version": datetime.date.today().isoformat(),
@@ -58,7 +60,7 @@ def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters:
             "validation_images": len(data.validation),
             "validation_source": data.validation_source,
         },
-        "training": {**asdict(config), "precision_used": state.get("precision"), "keras_backend": keras.backend.backend()},
+        "training": {**asdict(config), "precision_used": state.get("precision"), "keras_backend": state.get("keras_backend", keras.backend.backend())},
         "epochs_trained": state["epochs_done"],
         "best_epoch": state["best_epoch"],
         "metrics": metrics,
@@ -96,6 +98,16 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str) -> No
     write_text_atomically(run / "report.md", "\n".join(lines))
 
 
+def onnx_export_available() -> bool:
+    """Keras exports ONNX on the TensorFlow and torch backends; JAX needs the extra package jax2onnx.
+
+    Training on a GPU machine with only JAX is still worth it: the run folder's best weights are
+    finished into ONNX later by ``--resume`` on a backend that exports.
+    """
+    backend = keras.backend.backend()
+    return backend in ("tensorflow", "torch") or find_spec("jax2onnx") is not None
+
+
 def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | None = None) -> dict:
     """Train, export and evaluate; returns the model card (also written to ``run/model.json``)."""
     classifier, data, state = fit(config, run, resume=resume)
@@ -104,9 +116,16 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | N
         deployable.save(str(temporary))
     name = name or f"fervid-{config.arch}"
     provisional = model_card(config, data, state, deployable.count_params(), {}, name)
-    export_onnx(deployable, run / "model.onnx", provisional)
-
-    predictor = load_predictor(run / "model.onnx")
+    if onnx_export_available():
+        export_onnx(deployable, run / "model.onnx", provisional)
+        predictor = load_predictor(run / "model.onnx")
+    else:
+        print(
+            f"no ONNX export on the {keras.backend.backend()} backend: scored the Keras model; finish with "
+            f"`fervid train --resume --out {run}` on the TensorFlow or torch backend",
+            flush=True,
+        )
+        predictor = lambda inputs: np.asarray(deployable.predict(inputs, batch_size=256, verbose=0))  # noqa: E731
     inputs = data.validation.inputs()
     single = evaluate(predictor, inputs, data.validation.labels)
     flipped = evaluate(predictor, inputs, data.validation.labels, flip_tta=True)
@@ -120,7 +139,8 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | N
         "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1),
     }
     card = model_card(config, data, state, deployable.count_params(), metrics, name)
-    export_onnx(deployable, run / "model.onnx", card)
+    if onnx_export_available():
+        export_onnx(deployable, run / "model.onnx", card)
     write_text_atomically(run / "model.json", json.dumps(card, indent=2) + "\n")
     write_text_atomically(run / "metrics.json", json.dumps({"single": single.to_dict(), "flip_tta": flipped.to_dict()}, indent=2) + "\n")
     plot_history(state["history"], run / "curves.png")

@@ -1,0 +1,16 @@
+#!/bin/bash
+# Build .gpu/ for tools/device/train.sh: Keras wheels for the device's Python 3.12 and FER2013 as tar.xz.
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+ZIP=${1:-../shared/data/fer2013.zip}
+exclude="$(git rev-parse --git-common-dir)/info/exclude"
+mkdir -p "$(dirname "$exclude")" .gpu/whl
+grep -qx "/.gpu/" "$exclude" 2>/dev/null || echo "/.gpu/" >> "$exclude"
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+  -d .gpu/whl keras==3.15.1 namex==0.1.0 optree==0.20.0
+python3 -c "import sys, zipfile; open('.gpu/order.txt', 'w').write('\n'.join(i.filename for i in zipfile.ZipFile(sys.argv[1]).infolist()) + '\n')" "$ZIP"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+unzip -q "$ZIP" -d "$tmp"
+tar cf - -C "$tmp" . | xz -T2 -6 > .gpu/fer.tar.xz
+du -sh .gpu

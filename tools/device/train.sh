@@ -1,0 +1,32 @@
+#!/bin/bash
+# On the GPU machine: the release recipe, then the compact variant while time is left; runs go to $OUT.
+set -u
+T0=$(date +%s); BUDGET=${BUDGET:-570}
+DATA=${DATA:-/work/shared/data/fer2013.zip}
+if ! python3 -c "import keras" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false
+export FERVID_CACHE_DIR=/tmp/fervid-cache
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)" || exit 1
+if [ ! -e $DATA ]; then
+  mkdir -p /tmp/d "$(dirname $DATA)" && tar xJf .gpu/fer.tar.xz -C /tmp/d &&
+    python3 tools/device/make_zip.py /tmp/d .gpu/order.txt $DATA || exit 1
+fi
+echo "data ready after $(( $(date +%s) - T0 ))s"
+
+train() {  # NAME SECONDS_NEEDED ARGS...: train into /tmp/NAME if the budget allows, pack it into $OUT
+  local name=$1 need=$2; shift 2
+  local left=$(( T0 + BUDGET - $(date +%s) ))
+  if [ $left -lt $need ]; then echo "skip $name: ${left}s left, needs ${need}s"; return; fi
+  timeout $left python3 -m fervid train $DATA --out /tmp/$name --name $name "$@" > $OUT/$name.log 2>&1
+  echo "$name rc $? after $(( $(date +%s) - T0 ))s"; grep "^epoch" $OUT/$name.log | tail -3; tail -1 $OUT/$name.log
+  (cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 \
+     $(ls report.md model.json metrics.json history.csv 2>/dev/null) | split -b 15M - $OUT/$name.tgz.)
+}
+train fervid-vgg-large 320 --arch vgg-large --epochs ${VGG_EPOCHS:-250} --batch-size 128 --precision mixed_bfloat16 \
+  --brightness 0.2 --contrast 0.2 --warmup-epochs 5
+train fervid-compact 150 --arch compact --epochs ${COMPACT_EPOCHS:-200} --batch-size 128 --precision mixed_bfloat16 \
+  --brightness 0.2 --contrast 0.2 --warmup-epochs 5
+ls -la $OUT
