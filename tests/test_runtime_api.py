@@ -142,6 +142,19 @@ def test_given_boxes_skip_detection(recognizer: Recognizer, photo) -> None:
     assert recognizer.predict(frame, boxes=[]) == []
 
 
+def test_a_face_is_found_near_its_last_box_and_nowhere_else(recognizer: Recognizer, photo) -> None:
+    frame, truth = photo
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    x, y, w, h = truth[1]
+    for moved in [(x, y, w, h), (x + 25, y - 20, w, h), (x - 10, y + 5, int(w * 1.1), int(h * 1.1))]:
+        found = recognizer.detector.detect_near(gray, np.array(moved))
+        assert found is not None, moved
+        assert iou_matrix(np.array([found]), np.array([truth[1]]))[0, 0] > 0.6, (moved, found)
+    assert recognizer.detector.detect_near(gray, np.array([200, 20, 60, 60])) is None  # no face there
+    assert recognizer.detector.detect_near(gray, np.array([x, y, w // 3, h // 3])) is None  # wrong size for this face
+    assert recognizer.detector.detect_near(gray, np.array([5000, 5000, 100, 100])) is None  # off the frame
+
+
 def test_no_face_gives_an_empty_list(recognizer: Recognizer) -> None:
     assert recognizer.predict(textured_background(240, 320)) == []
 

@@ -87,3 +87,37 @@ def test_boxes_between_detections_follow_the_velocity() -> None:
     assert predicted[0] == pytest.approx(100 + 2 * 12, abs=2)
     (face,) = tracker.update([predicted], [SAD], 12 / 30, detected=False)
     assert face.track_id == 1 and tuple(face.box) == tuple(int(v) for v in predicted)
+
+
+def test_between_scans_only_confirmed_faces_are_followed() -> None:
+    tracker = FaceTracker(min_hits=2)
+    face, false_alarm = [100, 100, 120, 120], [400, 300, 50, 50]
+    tracker.update([face, false_alarm], [HAPPY, SAD], 0.0)
+    assert tracker.pending() and tracker.search_boxes(0.033).shape == (0, 4)
+    tracker.update([[102, 100, 120, 120]], [HAPPY], 0.066)  # the second scan confirms the face only
+    assert not tracker.pending()
+    (search,) = tracker.search_boxes(0.1)
+    assert iou_matrix(np.array([search]), np.array([face]))[0, 0] > 0.8
+    found = [np.array([106, 101, 121, 121])]
+    assert len(tracker.follow_boxes(found)) == 1
+    (followed,) = tracker.follow(found, np.array([SAD]), 0.1)
+    assert followed.track_id == 1 and followed.box[0] > 102  # moved towards the box found near it
+
+
+def test_a_face_not_found_near_its_track_is_hidden_but_keeps_its_id() -> None:
+    tracker = FaceTracker(min_hits=1, max_missed=3)
+    tracker.update([[100, 100, 120, 120]], [HAPPY], 0.0)
+    assert tracker.follow([None], np.zeros((0, 7)), 0.033) == []  # gone at once: no ghost box
+    found = [np.array([101, 100, 120, 120])]
+    (face,) = tracker.follow(found, np.array([HAPPY]), 0.066)  # found again near where it was
+    assert face.track_id == 1 and face.expression == "happy"
+
+
+def test_two_tracks_that_converge_on_one_face_show_one_box() -> None:
+    tracker = FaceTracker(min_hits=1)
+    tracker.update([[100, 100, 120, 120], [300, 100, 120, 120]], [HAPPY, SAD], 0.0)
+    found = [np.array([100, 100, 120, 120]), np.array([104, 102, 118, 118])]
+    boxes = tracker.follow_boxes(found)
+    assert len(boxes) == 1
+    (face,) = tracker.follow(found, np.array([HAPPY]), 0.033)
+    assert face.track_id == 1

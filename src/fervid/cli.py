@@ -295,7 +295,7 @@ def live(
     summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it) (default: beside --output/--jsonl for files).")] = None,
     display: Annotated[Optional[bool], typer.Option("--display/--no-display", help="Show a window (q or Esc quits) (default: when a display exists).", show_default=False)] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
-    detect_every: Annotated[int, typer.Option(help="Run the face detector every K-th frame; faces are tracked in between.")] = 2,
+    detect_every: Annotated[int, typer.Option(help="Scan the whole frame for faces every K-th frame; in between, tracked faces are searched for only near where they were.")] = 10,
     model: ModelOption = None,
     scale_factor: ScaleFactorOption = 1.1,
     min_neighbors: MinNeighborsOption = 5,

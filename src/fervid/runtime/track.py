@@ -31,7 +31,8 @@ class Track:
     time_s: float
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     hits: int = 1
-    missed: int = 0
+    missed: int = 0  # full scans in a row that did not find it
+    lost: bool = False  # the latest look at it (a scan or a search near it) did not find it
     detected_box: np.ndarray | None = None  # where and when the detector last saw it, for the velocity
     detected_time_s: float = 0.0
 
@@ -49,8 +50,9 @@ class Track:
 class FaceTracker:
     """Keeps ids stable across frames and smooths each face's probabilities over time.
 
-    Call ``update`` with the detector's boxes and their probabilities. On frames where the detector
-    does not run, classify the boxes from ``predicted_boxes`` and pass them with ``detected=False``.
+    Call ``update`` with a full scan's boxes and their probabilities. Between scans either search near
+    each confirmed track (``search_boxes``), classify ``follow_boxes`` and call ``follow``, or classify
+    the boxes from ``predicted_boxes`` and pass them to ``update`` with ``detected=False``.
     A track survives ``max_missed`` detector runs without a match (so a face the cascade misses
     for a frame keeps its id) but is only reported while the detector keeps finding it.
     """
@@ -74,12 +76,59 @@ class FaceTracker:
 
     def visible(self) -> list[Track]:
         """Tracks matched by the latest detector run (and confirmed by ``min_hits`` runs)."""
-        return [track for track in self.tracks if track.missed == 0 and track.hits >= self.min_hits]
+        return [track for track in self.tracks if not track.lost and track.missed <= 1 and track.hits >= self.min_hits]
 
     def predicted_boxes(self, time_s: float) -> np.ndarray:
         """Boxes (N, 4) of the visible tracks at ``time_s``, for frames where the detector does not run."""
         boxes = [track.box_at(time_s) for track in self.visible()]
         return np.rint(np.array(boxes)).astype(np.int32).reshape(-1, 4)
+
+    def confirmed(self) -> list[Track]:
+        """The tracks followed between scans: found by ``min_hits`` scans, and missed by at most the
+        last one (a face the cascade misses once is brought back by the search near it; one missed
+        twice waits for a scan). So a false detection is never kept alive by searches near it alone."""
+        return [track for track in self.tracks if track.hits >= self.min_hits and track.missed <= 1]
+
+    def pending(self) -> bool:
+        """Whether a face found by the last scan still waits for the scan that confirms it."""
+        return any(track.hits < self.min_hits and track.missed == 0 for track in self.tracks)
+
+    def search_boxes(self, time_s: float) -> np.ndarray:
+        """Where to look for each confirmed track's face at ``time_s`` (its predicted box), in ``confirmed`` order."""
+        return np.array([track.box_at(time_s) for track in self.confirmed()]).reshape(-1, 4)
+
+    def follow_boxes(self, found: list[np.ndarray | None]) -> np.ndarray:
+        """The boxes to classify on a frame between full scans: those found near their tracks, in the
+        order ``follow`` expects (a box that duplicates an older track's is dropped)."""
+        boxes = [box for box in self._deduplicated(found) if box is not None]
+        return np.asarray(boxes, dtype=np.int32).reshape(-1, 4)
+
+    def follow(self, found: list[np.ndarray | None], probabilities: np.ndarray, time_s: float) -> list[Face]:
+        """Fold in a frame where the detector searched only near each confirmed track (``found[i]`` for
+        ``confirmed()[i]``, None where it found nothing); ``probabilities`` has a row per box of ``follow_boxes``.
+
+        A face found near its track refines it as a full detection would (and brings back a track the
+        last scan missed). A track whose face is not found is hidden at once, so a face that leaves
+        leaves no ghost box, but it keeps its id and smoothed probabilities until full scans have
+        missed it ``max_missed`` times, so a one-frame miss does not reset its label. Only scans
+        count as misses or clear them.
+        """
+        rows = iter(np.asarray(probabilities, dtype=np.float64))
+        for track, box in zip(self.confirmed(), self._deduplicated(found)):
+            if box is not None:
+                self._follow(track, np.asarray(box, dtype=np.float64), next(rows), time_s, detected=True)
+            track.lost = box is None
+        return self._faces()
+
+    def _deduplicated(self, found: list[np.ndarray | None]) -> list[np.ndarray | None]:
+        """Drop a found box that mostly overlaps one found for an older track (two tracks, one face)."""
+        kept: list[np.ndarray | None] = []
+        for box in found:
+            taken = [b for b in kept if b is not None]
+            if box is not None and taken and iou_matrix(np.asarray([box]), np.asarray(taken)).max() > 0.5:
+                box = None
+            kept.append(box)
+        return kept
 
     def update(self, boxes: np.ndarray, probabilities: np.ndarray, time_s: float, *, detected: bool = True) -> list[Face]:
         """Fold one frame's boxes and probabilities into the tracks; returns the faces to report, by track id."""
@@ -104,8 +153,8 @@ class FaceTracker:
                 matched_boxes.add(int(b))
                 self._follow(self.tracks[t], boxes[b], probabilities[b], time_s, detected=True)
         for index, track in enumerate(self.tracks):
-            if index not in matched_tracks:
-                track.missed += 1
+            found = index in matched_tracks
+            track.missed, track.lost = (0, False) if found else (track.missed + 1, True)
         self.tracks = [track for track in self.tracks if track.missed <= self.max_missed]
         for index in range(len(boxes)):
             if index not in matched_boxes:
@@ -125,7 +174,6 @@ class FaceTracker:
                 track.velocity = 0.5 * track.velocity + 0.5 * velocity
             track.box, track.detected_box, track.detected_time_s = new_box, new_box.copy(), time_s
             track.hits += 1
-            track.missed = 0
         else:
             track.box = box.astype(np.float64)
         track.time_s = time_s
