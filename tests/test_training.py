@@ -168,6 +168,17 @@ def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
     assert "macro-F1" in printed and (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference():
+    from fervid.model.architectures import build_augmenter
+
+    faces = np.random.default_rng(0).random((16, 48, 48, 1), dtype=np.float32)
+    augmenter = build_augmenter(flip=True, rotation=0.05, zoom=0.1, shift=0.1, brightness=0.3, contrast=0.3, seed=1)
+    changed = np.asarray(augmenter(faces, training=True))
+    assert changed.min() >= 0.0 and changed.max() <= 1.0
+    assert np.abs(changed - faces).mean() > 0.05
+    assert np.array_equal(np.asarray(augmenter(faces, training=False)), faces)
+
+
 def test_metrics_match_a_hand_computation():
     from fervid.evaluation.metrics import classification_report
 

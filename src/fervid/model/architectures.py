@@ -77,7 +77,7 @@ def build_augmenter(
     if brightness:
         steps.append(lambda: layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=seed))
     if contrast:
-        steps.append(lambda: layers.RandomContrast(contrast, seed=seed))
+        steps.append(lambda: layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=seed))
     augmentations = [make() for make in steps]
     if keras.backend.backend() == "jax":
         # Keras marks its geometric layers as not XLA-compilable because TensorFlow's transform op
