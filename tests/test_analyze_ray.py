@@ -22,7 +22,7 @@ PROBABILITIES = [f"prob_{name}" for name in EXPRESSIONS]
 KEYS = ["source", "frame", "face_id"]
 
 
-def test_ray_engine_matches_the_local_engine(tmp_path: Path) -> None:
+def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     fer2013_zip()
     archive = build_archive(tmp_path / "archive")
     inputs = [archive / "photos" / "one.png", archive / "photos" / "two.jpg", archive / "clips" / "a.mp4", archive / "broken" / "corrupt.jpg"]
@@ -35,6 +35,7 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path) -> None:
         ray.shutdown()
     assert time.perf_counter() - started < 60
     assert not ray.is_initialized()
+    assert "core_worker" not in capfd.readouterr().err  # no warnings from Ray's C++ core on the terminal
     assert distributed.units == local.units == 5 and distributed.frames == local.frames == 42
 
     local_rows = pd.read_parquet(tmp_path / "local.parquet")

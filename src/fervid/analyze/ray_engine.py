@@ -71,9 +71,13 @@ def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int
         context.enable_progress_bars = False
         workers, cpus_per_worker = actor_plan(ray.cluster_resources().get("CPU", 1), len(units))
         dataset = ray.data.from_items([{"unit": pickle.dumps(unit)} for unit in units], override_num_blocks=len(units))
+        # On a Ray we started ourselves a worker dies only with this machine, so actor restarts buy
+        # nothing, and with them on, Ray's core prints an error-looking line about the restart of an
+        # actor with constructor arguments (ray-project/ray#53727). A cluster keeps Ray's restarts.
+        restarts = {} if address else {"max_restarts": 0}
         results = dataset.map_batches(
             UnitWorker, fn_constructor_kwargs={"options": options}, batch_size=1, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **restarts,
         )
         for batch in results.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
             for payload in batch["result"]:
