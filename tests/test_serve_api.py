@@ -46,7 +46,7 @@ def encoded(image: np.ndarray, suffix: str = ".png", *options: int) -> bytes:
     return data.tobytes()
 
 
-def assert_face_result(face: dict, truth: tuple[int, int, int, int]) -> None:
+def assert_face_result(face: dict, truth: tuple[int, int, int, int], tracked: bool = False) -> None:
     """A box near the pasted face, one of the seven expressions, probabilities in class order summing to 1."""
     x, y, w, h = face["box"]
     assert abs(x - truth[0]) < 30 and abs(y - truth[1]) < 30 and 0.7 < w / truth[2] < 1.4, face["box"]
@@ -55,7 +55,7 @@ def assert_face_result(face: dict, truth: tuple[int, int, int, int]) -> None:
     assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=2e-3)
     assert face["confidence"] == max(face["probabilities"].values())
     assert face["expression"] == max(face["probabilities"], key=face["probabilities"].get)
-    assert face["track_id"] is None
+    assert (face["track_id"] is not None) == tracked
 
 
 def test_health_and_model_card(client: TestClient) -> None:
@@ -137,12 +137,30 @@ def test_websocket_answers_each_frame_with_faces(client: TestClient) -> None:
     photo, truth = face_photo()
     frame = encoded(photo, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90)
     with client.websocket_connect("/ws") as socket:
-        for _ in range(2):
+        replies = []
+        for _ in range(6):
+            socket.send_bytes(frame)
+            replies.append(socket.receive_json())
+    assert all((reply["width"], reply["height"]) == (480, 360) for reply in replies)
+    assert replies[0]["faces"] == []  # a face is shown once a second scan confirms it: the next frame
+    for reply in replies[1:]:
+        assert len(reply["faces"]) == 1
+        assert_face_result(reply["faces"][0], truth, tracked=True)
+    assert len({reply["faces"][0]["track_id"] for reply in replies[1:]}) == 1  # one face, one id
+
+
+def test_each_websocket_tracks_its_own_faces(client: TestClient) -> None:
+    photo, _ = face_photo()
+    frame = encoded(photo, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90)
+    with client.websocket_connect("/ws") as first, client.websocket_connect("/ws") as second:
+        for socket in (first, second, first, second):
             socket.send_bytes(frame)
             reply = socket.receive_json()
-            assert (reply["width"], reply["height"]) == (480, 360)
-            assert len(reply["faces"]) == 1
-            assert_face_result(reply["faces"][0], truth)
+        first.send_bytes(encoded(textured_background(360, 480)))
+        assert first.receive_json()["faces"] == []  # the face left the first stream ...
+        second.send_bytes(frame)
+        assert len(second.receive_json()["faces"]) == 1  # ... not the second
+    assert reply["faces"][0]["track_id"] == 1  # ids count per connection
 
 
 @pytest.mark.parametrize(
@@ -162,8 +180,10 @@ def test_malformed_message_closes_only_that_socket(client: TestClient, send, cod
         with pytest.raises(WebSocketDisconnect) as closed:
             bad.receive_json()
         assert closed.value.code == code and reason in closed.value.reason
-        good.send_bytes(frame)
-        assert_face_result(good.receive_json()["faces"][0], truth)
+        for _ in range(2):
+            good.send_bytes(frame)
+            reply = good.receive_json()
+        assert_face_result(reply["faces"][0], truth, tracked=True)
     assert client.get("/api/health").status_code == 200
 
 
@@ -182,13 +202,13 @@ def test_recognition_runs_off_the_event_loop(client: TestClient, monkeypatch: py
     pool = client.app.state.pool
     release = threading.Event()
     served_while_busy = []
-    real_predict = pool.predict
+    real_track = pool.track
 
-    def blocked_predict(image):
+    def blocked_track(image, stream):
         served_while_busy.append(release.wait(timeout=20))
-        return real_predict(image)
+        return real_track(image, stream)
 
-    monkeypatch.setattr(pool, "predict", blocked_predict)
+    monkeypatch.setattr(pool, "track", blocked_track)
     with client.websocket_connect("/ws") as socket:
         socket.send_bytes(encoded(textured_background(120, 160)))
         assert client.get("/api/health").status_code == 200  # would wait for the frame if it blocked the loop
@@ -236,8 +256,10 @@ def test_no_image_is_written_anywhere(client: TestClient, file_writes: list[str]
     assert 1_100_000 < len(data) < MAX_UPLOAD
     assert client.post("/api/predict", files={"file": ("big.png", data, "image/png")}).status_code == 200
     with client.websocket_connect("/ws") as socket:
-        socket.send_bytes(encoded(face_photo()[0], ".jpg"))
-        assert len(socket.receive_json()["faces"]) == 1
+        for _ in range(2):
+            socket.send_bytes(encoded(face_photo()[0], ".jpg"))
+            reply = socket.receive_json()
+        assert len(reply["faces"]) == 1
     assert file_writes == []
 
 

@@ -66,8 +66,9 @@ DETECT_EVERY = 10
 
 
 class FrameProcessor:
-    """A full-frame detector scan every ``detect_every`` frames while faces are shown (every 2nd frame
-    while none is or a new face waits for its confirming scan, so a face that walks in is boxed at once). In between, each tracked face is searched
+    """A full-frame detector scan every ``detect_every`` frames while faces are shown, every 2nd frame
+    while none is, and on the next frame when a new face waits for its confirming scan (so a face that
+    walks in is boxed within a few frames). In between, each tracked face is searched
     for only near where it is going (``FaceDetector.detect_near``: ~1 ms instead of a ~45 ms scan), so
     boxes follow moving faces on every frame and a face that leaves loses its box at once."""
 
@@ -80,18 +81,23 @@ class FrameProcessor:
         self.since_scan = detect_every
         self.scans = 0
 
-    def process(self, frame: Frame) -> list[Face]:
+    def process(self, frame: Frame, recognizer: Recognizer | None = None) -> list[Face]:
+        """The faces of the next frame. ``recognizer`` lends another Recognizer with the same model for
+        this frame (the web server shares a pool of them between connections, each with its own tracks)."""
+        recognizer = recognizer or self.recognizer
         gray = gray_frame(frame.image)
-        quiet = self.tracker.visible() and not self.tracker.pending()
-        period = self.detect_every if quiet else min(2, self.detect_every)
-        detector, tracker = self.recognizer.detector, self.tracker
+        if self.tracker.pending():
+            period = 1  # confirm a new face on the very next frame
+        else:
+            period = self.detect_every if self.tracker.visible() else min(2, self.detect_every)
+        detector, tracker = recognizer.detector, self.tracker
         if self.since_scan >= period:
             self.since_scan, self.scans = 1, self.scans + 1
             boxes = detector.detect(gray)
-            return tracker.update(boxes, self.recognizer.classify_boxes(gray, boxes), frame.time_s)
+            return tracker.update(boxes, recognizer.classify_boxes(gray, boxes), frame.time_s)
         self.since_scan += 1
         found = [detector.detect_near(gray, box) for box in tracker.search_boxes(frame.time_s)]
-        return tracker.follow(found, self.recognizer.classify_boxes(gray, tracker.follow_boxes(found)), frame.time_s)
+        return tracker.follow(found, recognizer.classify_boxes(gray, tracker.follow_boxes(found)), frame.time_s)
 
 
 def run_live(

@@ -27,7 +27,9 @@ from fervid import __version__
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.face import Face
+from fervid.runtime.live import FrameProcessor
 from fervid.runtime.recognizer import Recognizer
+from fervid.runtime.sources import Frame
 
 STATIC = Path(str(resources.files("fervid.serve") / "static"))
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1000 * 1000
@@ -57,6 +59,21 @@ def decode_image(data: bytes) -> np.ndarray:
     if image is None or image.size == 0:
         raise UnreadableImage("not an image fervid can read (JPEG, PNG, WebP, BMP or TIFF)")
     return image
+
+
+class LiveStream:
+    """One WebSocket's frames as a live video: its own tracks, smoothing and scan schedule
+    (``fervid.runtime.live.FrameProcessor``), timed by when each frame arrives."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self.processor = FrameProcessor(recognizer)
+        self.started = time.monotonic()
+        self.frames = 0
+
+    def next(self, image: np.ndarray, recognizer: Recognizer) -> list[Face]:
+        frame = Frame(image, self.frames, time.monotonic() - self.started)
+        self.frames += 1
+        return self.processor.process(frame, recognizer)
 
 
 class RecognizerPool:
@@ -89,11 +106,21 @@ class RecognizerPool:
         finally:
             self._idle.put(recognizer)
 
-    def recognize(self, data: bytes) -> dict:
-        """Encoded image bytes -> ``{"faces": [Face.to_dict()...], "width", "height", "ms"}`` (ms: decode + recognition)."""
+    def track(self, image: np.ndarray, stream: LiveStream) -> list[Face]:
+        """The faces in the next frame of a stream (tracked and smoothed); blocks until a Recognizer is free."""
+        recognizer = self._idle.get()
+        try:
+            return stream.next(image, recognizer)
+        finally:
+            self._idle.put(recognizer)
+
+    def recognize(self, data: bytes, stream: LiveStream | None = None) -> dict:
+        """Encoded image bytes -> ``{"faces": [Face.to_dict()...], "width", "height", "ms"}`` (ms: decode + recognition).
+
+        With ``stream`` the image is the stream's next frame: faces keep ids and smoothed labels."""
         start = time.perf_counter()
         image = decode_image(data)
-        faces = self.predict(image)
+        faces = self.predict(image) if stream is None else self.track(image, stream)
         milliseconds = (time.perf_counter() - start) * 1000
         return {"faces": [face.to_dict() for face in faces], "width": image.shape[1], "height": image.shape[0], "ms": round(milliseconds, 1)}
 
@@ -102,7 +129,7 @@ class RecognizerPool:
 
 
 class FaceResult(BaseModel):
-    track_id: int | None = Field(None, description="Always null here: every image stands alone.")
+    track_id: int | None = Field(None, description="Null for an uploaded photo; over the WebSocket, the face's id, stable across the connection's frames.")
     box: list[int] = Field(description="x, y, width, height in pixels of the upright image.", min_length=4, max_length=4)
     expression: str = Field(description=f"The most probable of: {', '.join(EXPRESSIONS)}.")
     confidence: float = Field(description="Probability of that expression.")
@@ -249,6 +276,7 @@ def create_app(
         if not same_origin(websocket):
             await websocket.close(CLOSE_POLICY, "cross-origin WebSocket refused: open the page from this server")
             return
+        stream = LiveStream(pool.recognizers[0])
         try:
             while True:
                 message = await websocket.receive()
@@ -262,7 +290,7 @@ def create_app(
                     await websocket.close(CLOSE_TOO_BIG, f"frame larger than {max_frame_bytes:,} bytes")
                     return
                 try:
-                    reply = await run_in_threadpool(pool.recognize, data)
+                    reply = await run_in_threadpool(pool.recognize, data, stream)
                 except UnreadableImage as error:
                     await websocket.close(CLOSE_INVALID, f"frame is {error}"[:120])
                     return
