@@ -11,18 +11,28 @@ import numpy as np
 import pytest
 
 from fervid.labels import EXPRESSIONS
-from fervid.runtime.classify import DEFAULT_MODEL, ExpressionClassifier, bundled_model_path
+from fervid.runtime.classify import DEFAULT_MODEL, ExpressionClassifier, available_bundled_models, bundled_model_path
 
 ZIP = os.environ.get("FERVID_FER2013_ZIP", "")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bundled_model_contract():
-    path = bundled_model_path()
+BUNDLED = available_bundled_models()
+
+
+def test_the_default_model_is_bundled_and_all_bundled_models_fit_in_10_mb():
+    assert DEFAULT_MODEL in BUNDLED
+    assert ExpressionClassifier().path == bundled_model_path(DEFAULT_MODEL)
+    files = [bundled_model_path(name) for name in BUNDLED]
+    assert sum(path.stat().st_size + path.with_suffix(".json").stat().st_size for path in files) <= 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_contract(name):
+    path = bundled_model_path(name)
     card = json.loads(path.with_suffix(".json").read_text())
-    assert path.stat().st_size + path.with_suffix(".json").stat().st_size <= 10 * 1024 * 1024
-    classifier = ExpressionClassifier()
-    assert classifier.path == path and classifier.name == DEFAULT_MODEL
+    classifier = ExpressionClassifier(name)
+    assert classifier.path == path and classifier.name == name
     assert tuple(classifier.card["classes"]) == EXPRESSIONS == tuple(card["classes"])
     assert classifier.card["metrics"] == card["metrics"]
     probabilities = classifier.classify([np.full((48, 48), 128, np.uint8), np.zeros((96, 80, 3), np.uint8)])
@@ -30,11 +40,12 @@ def test_bundled_model_contract():
 
 
 @pytest.mark.skipif(not Path(ZIP).is_file(), reason="FER2013 not available: set FERVID_FER2013_ZIP")
-def test_bundled_model_reaches_its_documented_validation_accuracy():
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_reaches_its_documented_validation_accuracy(name):
     from fervid.data import load_arrays, read_dataset
     from fervid.evaluation.metrics import classification_report
 
-    classifier = ExpressionClassifier()
+    classifier = ExpressionClassifier(name)
     documented = classifier.card["metrics"]
     validation = load_arrays(read_dataset(ZIP), "validation")
     # The runtime default (flip averaging, from the model card) is what users get and what is documented.
