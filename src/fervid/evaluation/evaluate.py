@@ -25,11 +25,16 @@ def load_predictor(model: str | Path | None) -> Predictor:
             network = keras.models.load_model(path, compile=False)
         except Exception as error:  # Keras raises many types for a bad file
             raise FervidError(f"{path}: not a loadable Keras model ({str(error).splitlines()[0]})") from None
-        return lambda inputs: np.asarray(network.predict(inputs, batch_size=256, verbose=0))
+        return keras_predictor(network)
     from fervid.runtime.classify import ExpressionClassifier
 
     classifier = ExpressionClassifier(model)
     return lambda inputs: classifier.predict_inputs(inputs, flip_tta=False)
+
+
+def keras_predictor(network) -> Predictor:
+    """A loaded Keras classifier as a Predictor."""
+    return lambda inputs: np.asarray(network.predict(inputs, batch_size=256, verbose=0))
 
 
 def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False, batch_size: int = 512) -> np.ndarray:

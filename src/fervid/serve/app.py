@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -98,21 +99,24 @@ class RecognizerPool:
         classifier = self.recognizers[0].classifier
         return {"name": classifier.name, "version": classifier.version, "classes": list(EXPRESSIONS), **classifier.card}
 
-    def predict(self, image: np.ndarray) -> list[Face]:
-        """The faces in a BGR image; blocks until a Recognizer is free."""
+    @contextmanager
+    def _borrowed(self) -> Iterator[Recognizer]:
+        """A Recognizer for this thread alone; blocks until one is free."""
         recognizer = self._idle.get()
         try:
-            return recognizer.predict(image)
+            yield recognizer
         finally:
             self._idle.put(recognizer)
 
+    def predict(self, image: np.ndarray) -> list[Face]:
+        """The faces in a BGR image; blocks until a Recognizer is free."""
+        with self._borrowed() as recognizer:
+            return recognizer.predict(image)
+
     def track(self, image: np.ndarray, stream: LiveStream) -> list[Face]:
         """The faces in the next frame of a stream (tracked and smoothed); blocks until a Recognizer is free."""
-        recognizer = self._idle.get()
-        try:
+        with self._borrowed() as recognizer:
             return stream.next(image, recognizer)
-        finally:
-            self._idle.put(recognizer)
 
     def recognize(self, data: bytes, stream: LiveStream | None = None) -> dict:
         """Encoded image bytes -> ``{"faces": [Face.to_dict()...], "width", "height", "ms"}`` (ms: decode + recognition).

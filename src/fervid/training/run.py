@@ -10,9 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 
-import numpy as np
 
-from fervid.evaluation.evaluate import evaluate, load_predictor
+from fervid.evaluation.evaluate import evaluate, keras_predictor, load_predictor
 from fervid.evaluation.plots import plot_confusion, plot_history
 from fervid.export.onnx import export_onnx, float32_twin
 from fervid.fileio import atomic_path, write_text_atomically
@@ -116,7 +115,8 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | N
         deployable.save(str(temporary))
     name = name or f"fervid-{config.arch}"
     provisional = model_card(config, data, state, deployable.count_params(), {}, name)
-    if onnx_export_available():
+    exports = onnx_export_available()
+    if exports:
         export_onnx(deployable, run / "model.onnx", provisional)
         predictor = load_predictor(run / "model.onnx")
     else:
@@ -125,7 +125,7 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | N
             f"`fervid train --resume --out {run}` on the TensorFlow or torch backend",
             flush=True,
         )
-        predictor = lambda inputs: np.asarray(deployable.predict(inputs, batch_size=256, verbose=0))  # noqa: E731
+        predictor = keras_predictor(deployable)
     inputs = data.validation.inputs()
     single = evaluate(predictor, inputs, data.validation.labels)
     flipped = evaluate(predictor, inputs, data.validation.labels, flip_tta=True)
@@ -139,7 +139,7 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | N
         "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1),
     }
     card = model_card(config, data, state, deployable.count_params(), metrics, name)
-    if onnx_export_available():
+    if exports:
         export_onnx(deployable, run / "model.onnx", card)
     write_text_atomically(run / "model.json", json.dumps(card, indent=2) + "\n")
     write_text_atomically(run / "metrics.json", json.dumps({"single": single.to_dict(), "flip_tta": flipped.to_dict()}, indent=2) + "\n")
