@@ -86,7 +86,11 @@ def test_run_folder_has_every_artifact(trained_run):
     assert card["training"]["epochs"] == EPOCHS and card["epochs_trained"] == EPOCHS
     assert "keras" in card["libraries"]
     assert not list(run.rglob("*.tmp*")), "no temporary files may be left behind"
-    assert "macro" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "macro" in report and "## Calibration" in report
+    calibration = json.loads((run / "metrics.json").read_text())["flip_tta"]["calibration"]
+    assert sum(row["faces"] for row in calibration["bins"]) == card["dataset"]["validation_images"]
+    assert card["metrics"]["ece_flip_tta"] == pytest.approx(calibration["ece"])
 
 
 def returned_from_a_gpu_machine(run: Path, target: Path) -> Path:
@@ -179,6 +183,22 @@ def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference():
     assert np.array_equal(np.asarray(augmenter(faces, training=False)), faces)
 
 
+@pytest.mark.parametrize(
+    ("arch", "low", "high"),
+    [("compact", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),
+     ("vgg-large", 4_500_000, 5_500_000)],
+)
+def test_every_architecture_maps_a_face_to_seven_probabilities(arch, low, high):
+    """The documented sizes hold (the compact one is the <= 200k variant) and each net ends in a softmax."""
+    from fervid.model.architectures import build_classifier
+
+    model = build_classifier(arch)
+    assert low <= model.count_params() <= high
+    probabilities = np.asarray(model(np.random.default_rng(0).random((3, 48, 48, 1), dtype=np.float32)))
+    assert probabilities.shape == (3, 7)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5) and probabilities.min() >= 0.0
+
+
 def test_metrics_match_a_hand_computation():
     from fervid.evaluation.metrics import classification_report
 
@@ -193,6 +213,22 @@ def test_metrics_match_a_hand_computation():
     assert report.macro_f1 == pytest.approx(sum(f1) / 3)
     assert report.confusion.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     assert report.normalized_confusion[0].tolist() == pytest.approx([2 / 3, 1 / 3, 0])
+
+
+def test_calibration_matches_a_hand_computation():
+    from fervid.evaluation.metrics import calibration
+
+    probabilities = np.array([[0.95, 0.05, 0.0], [0.05, 0.95, 0.0], [0.55, 0.45, 0.0], [0.35, 0.33, 0.32], [0.0, 0.0, 1.0]])
+    labels = np.array([0, 0, 0, 2, 2])
+    result = calibration(probabilities, labels)
+    assert [(row["low"], row["faces"]) for row in result.bins] == [(0.3, 1), (0.5, 1), (0.9, 3)]
+    # bin 0.3: confidence 0.35, wrong; bin 0.5: 0.55, right; bin 0.9: mean 0.9667, two of three right
+    expected = (1 * 0.35 + 1 * 0.45 + 3 * abs(2 / 3 - (0.95 + 0.95 + 1.0) / 3)) / 5
+    assert result.ece == pytest.approx(expected)
+    assert result.accuracy == pytest.approx(3 / 5) and result.mean_confidence == pytest.approx(3.8 / 5)
+    assert "| 0.9-1.0 | 3 |" in result.table()
+    perfect = calibration(np.eye(3)[[0, 1, 2]], np.array([0, 1, 2]))
+    assert perfect.ece == 0.0
 
 
 def test_class_weights_and_holdout():

@@ -102,7 +102,7 @@ def data_inspect(
 def train(
     data: Annotated[Optional[Path], typer.Argument(help="Dataset (folder, .zip or FER2013 .csv); optional with --resume.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder for checkpoints, model and report.")] = Path("runs/train"),
-    arch: Annotated[str, typer.Option(help="Architecture: compact, vgg or vgg-large.")] = "vgg",
+    arch: Annotated[str, typer.Option(help="Architecture: compact, vgg, vgg-deep or vgg-large.")] = "vgg",
     epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 50,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
@@ -193,7 +193,11 @@ def evaluate(
     report = run_evaluation(predictor, arrays.inputs(), arrays.labels, flip_tta=flip_tta)
     out.print(f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}")
     out.print(report.table(), highlight=False)
-    out.print(f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}")
+    out.print(report.calibration.table(), highlight=False)
+    out.print(
+        f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}  "
+        f"calibration error (ECE, 10 bins) {report.calibration.ece:.4f}, mean confidence {report.calibration.mean_confidence:.4f}"
+    )
     if json_out:
         payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta, "images": len(arrays), **report.to_dict()}
         write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")

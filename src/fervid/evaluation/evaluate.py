@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.evaluation.metrics import ClassificationReport, classification_report
+from fervid.evaluation.metrics import ClassificationReport, calibration, classification_report
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -50,5 +50,8 @@ def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False,
 
 
 def evaluate(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, flip_tta: bool = False) -> ClassificationReport:
-    """Score a predictor on labelled inputs."""
-    return classification_report(labels, predict(predictor, inputs, flip_tta=flip_tta).argmax(axis=1))
+    """Score a predictor on labelled inputs, calibration included."""
+    probabilities = predict(predictor, inputs, flip_tta=flip_tta)
+    report = classification_report(labels, probabilities.argmax(axis=1))
+    report.calibration = calibration(probabilities, labels)
+    return report

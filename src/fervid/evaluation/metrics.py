@@ -10,6 +10,53 @@ from fervid.labels import EXPRESSIONS
 
 
 @dataclass
+class Calibration:
+    """How far the confidence (top probability) is from the accuracy, per confidence bin.
+
+    Users threshold on the confidence fervid prints, so it should mean what it says: the expected
+    calibration error (ECE) is the face-weighted mean gap between confidence and accuracy over the bins.
+    """
+
+    ece: float
+    mean_confidence: float
+    accuracy: float
+    bins: list[dict]  # low, high, faces, confidence, accuracy; empty bins left out
+
+    def to_dict(self) -> dict:
+        return {"ece": self.ece, "mean_confidence": self.mean_confidence, "accuracy": self.accuracy, "bins": self.bins}
+
+    def table(self) -> str:
+        """The reliability table as Markdown."""
+        lines = ["| confidence | faces | mean confidence | accuracy |", "|---|---:|---:|---:|"]
+        for row in self.bins:
+            lines.append(f"| {row['low']:.1f}-{row['high']:.1f} | {row['faces']} | {row['confidence']:.3f} | {row['accuracy']:.3f} |")
+        return "\n".join(lines)
+
+
+def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> Calibration:
+    """Equal-width confidence bins over 0..1 (a confidence of exactly 1 falls in the last bin)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        members = which == b
+        if not members.any():
+            continue
+        mean_confidence, accuracy = float(confidence[members].mean()), float(correct[members].mean())
+        ece += members.sum() / len(labels) * abs(accuracy - mean_confidence)
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "faces": int(members.sum()), "confidence": mean_confidence, "accuracy": accuracy})
+    return Calibration(
+        ece=float(ece),
+        mean_confidence=float(confidence.mean()) if len(labels) else 0.0,
+        accuracy=float(correct.mean()) if len(labels) else 0.0,
+        bins=rows,
+    )
+
+
+@dataclass
 class ClassificationReport:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
 
@@ -20,6 +67,7 @@ class ClassificationReport:
     f1: np.ndarray
     support: np.ndarray
     confusion: np.ndarray  # rows: true class, columns: predicted class (counts)
+    calibration: Calibration | None = None  # set when the probabilities were at hand
 
     @property
     def normalized_confusion(self) -> np.ndarray:
@@ -41,6 +89,7 @@ class ClassificationReport:
                 for i, name in enumerate(EXPRESSIONS)
             },
             "confusion": self.confusion.tolist(),
+            **({"calibration": self.calibration.to_dict()} if self.calibration else {}),
         }
 
     def table(self) -> str:

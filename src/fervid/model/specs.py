@@ -31,6 +31,13 @@ ARCHITECTURES: dict[str, VggSpec] = {
         head_dropout=0.4,
         description="VGG-BN, 1.2M parameters: the CPU-trainable default",
     ),
+    "vgg-deep": VggSpec(
+        stages=((32, 2), (64, 2), (160, 3), (320, 3)),
+        dense=512,
+        stage_dropout=0.25,
+        head_dropout=0.5,
+        description="VGG-BN, 3.1M parameters, three convolutions in the 12x12 and 6x6 stages: the release model",
+    ),
     "vgg-large": VggSpec(
         stages=((64, 2), (128, 2), (256, 2), (512, 2)),
         dense=512,

@@ -68,7 +68,7 @@ def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters:
     }
 
 
-def write_report(run: Path, card: dict, report_table: str, tta_table: str) -> None:
+def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str) -> None:
     metrics = card["metrics"]
     lines = [
         f"# Training report: {card['name']}",
@@ -88,6 +88,13 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str) -> No
         "## Per class (validation, flip averaging)",
         "",
         tta_table,
+        "",
+        "## Calibration (validation, flip averaging)",
+        "",
+        f"Expected calibration error {metrics['ece_flip_tta']:.4f} (10 bins): the face-weighted gap between "
+        "the confidence (top probability) and the accuracy of the faces given it.",
+        "",
+        calibration_table,
         "",
         "![training curves](curves.png)",
         "",
@@ -135,6 +142,7 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | N
         "macro_f1": single.macro_f1,
         "accuracy_flip_tta": flipped.accuracy,
         "macro_f1_flip_tta": flipped.macro_f1,
+        "ece_flip_tta": flipped.calibration.ece,
         "per_class": flipped.to_dict()["per_class"],
         "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1),
     }
@@ -145,5 +153,5 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | N
     write_text_atomically(run / "metrics.json", json.dumps({"single": single.to_dict(), "flip_tta": flipped.to_dict()}, indent=2) + "\n")
     plot_history(state["history"], run / "curves.png")
     plot_confusion(flipped.normalized_confusion, run / "confusion.png", f"{name}: validation (flip averaging)")
-    write_report(run, card, single.table(), flipped.table())
+    write_report(run, card, single.table(), flipped.table(), flipped.calibration.table())
     return card
