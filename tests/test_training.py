@@ -153,6 +153,7 @@ def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
     card = json.loads(target.with_suffix(".json").read_text())
     assert classifier.card == card and card["precision"] == "int8"
     assert card["metrics"]["int8_float32_agreement"] >= 0.9
+    assert 0.0 <= card["metrics"]["ece_flip_tta"] <= 1.0
     assert abs(card["metrics"]["accuracy_flip_tta"] - card["metrics"]["float32_accuracy_flip_tta"]) <= 0.1
     assert target.stat().st_size < (run / "model.onnx").stat().st_size
     probabilities = classifier.predict_inputs(np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32))

@@ -99,6 +99,7 @@ def _quantized(float32_path: Path, target: Path, data: Path, exported: ExportRes
         "macro_f1": single.macro_f1,
         "accuracy_flip_tta": flipped.accuracy,
         "macro_f1_flip_tta": flipped.macro_f1,
+        "ece_flip_tta": flipped.calibration.ece,
         "per_class": flipped.to_dict()["per_class"],
         "float32_accuracy_flip_tta": evaluate(float32, inputs, labels, flip_tta=True).accuracy,
         "int8_float32_agreement": agreement,
