@@ -57,7 +57,7 @@ def curve_table(history: Path, every: int = 10) -> str:
     best = max(rows, key=lambda r: float(r["val_accuracy"]))
     minutes = sum(float(r["seconds"]) for r in rows) / 60
     lines.append("")
-    lines.append(f"Best validation epoch: {best['epoch']} ({float(best["val_accuracy"]):.4f} single view, as measured while training). {last} epochs, {minutes:.0f} minutes.")
+    lines.append(f"Best validation epoch: {best['epoch']} ({float(best['val_accuracy']):.4f} single view, as measured while training). {last} epochs, {minutes:.0f} minutes.")
     return "\n".join(lines)
 
 
