@@ -50,9 +50,8 @@ class Track:
 class FaceTracker:
     """Keeps ids stable across frames and smooths each face's probabilities over time.
 
-    Call ``update`` with a full scan's boxes and their probabilities. Between scans either search near
-    each confirmed track (``search_boxes``), classify ``follow_boxes`` and call ``follow``, or classify
-    the boxes from ``predicted_boxes`` and pass them to ``update`` with ``detected=False``.
+    Call ``update`` with a full scan's boxes and their probabilities. Between scans search near each
+    confirmed track (``search_boxes``), classify ``follow_boxes`` and call ``follow``.
     A track survives ``max_missed`` detector runs without a match (so a face the cascade misses
     for a frame keeps its id) but is only reported while the detector keeps finding it.
     """
@@ -77,11 +76,6 @@ class FaceTracker:
     def visible(self) -> list[Track]:
         """Tracks matched by the latest detector run (and confirmed by ``min_hits`` runs)."""
         return [track for track in self.tracks if not track.lost and track.missed <= 1 and track.hits >= self.min_hits]
-
-    def predicted_boxes(self, time_s: float) -> np.ndarray:
-        """Boxes (N, 4) of the visible tracks at ``time_s``, for frames where the detector does not run."""
-        boxes = [track.box_at(time_s) for track in self.visible()]
-        return np.rint(np.array(boxes)).astype(np.int32).reshape(-1, 4)
 
     def confirmed(self) -> list[Track]:
         """The tracks followed between scans: found by ``min_hits`` scans, and missed by at most the
@@ -116,7 +110,7 @@ class FaceTracker:
         rows = iter(np.asarray(probabilities, dtype=np.float64))
         for track, box in zip(self.confirmed(), self._deduplicated(found)):
             if box is not None:
-                self._follow(track, np.asarray(box, dtype=np.float64), next(rows), time_s, detected=True)
+                self._follow(track, np.asarray(box, dtype=np.float64), next(rows), time_s)
             track.lost = box is None
         return self._faces()
 
@@ -130,14 +124,10 @@ class FaceTracker:
             kept.append(box)
         return kept
 
-    def update(self, boxes: np.ndarray, probabilities: np.ndarray, time_s: float, *, detected: bool = True) -> list[Face]:
-        """Fold one frame's boxes and probabilities into the tracks; returns the faces to report, by track id."""
+    def update(self, boxes: np.ndarray, probabilities: np.ndarray, time_s: float) -> list[Face]:
+        """Fold one full scan's boxes and probabilities into the tracks; returns the faces to report, by track id."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         probabilities = np.asarray(probabilities, dtype=np.float64).reshape(len(boxes), -1) if len(boxes) else np.zeros((0, 0))
-        if not detected:
-            for track, box, row in zip(self.visible(), boxes, probabilities):
-                self._follow(track, box, row, time_s, detected=False)
-            return self._faces()
         matched_tracks: set[int] = set()
         matched_boxes: set[int] = set()
         if self.tracks and len(boxes):
@@ -151,7 +141,7 @@ class FaceTracker:
                     continue
                 matched_tracks.add(int(t))
                 matched_boxes.add(int(b))
-                self._follow(self.tracks[t], boxes[b], probabilities[b], time_s, detected=True)
+                self._follow(self.tracks[t], boxes[b], probabilities[b], time_s)
         for index, track in enumerate(self.tracks):
             found = index in matched_tracks
             track.missed, track.lost = (0, False) if found else (track.missed + 1, True)
@@ -162,20 +152,18 @@ class FaceTracker:
                 self.next_id += 1
         return self._faces()
 
-    def _follow(self, track: Track, box: np.ndarray, row: np.ndarray, time_s: float, *, detected: bool) -> None:
+    def _follow(self, track: Track, box: np.ndarray, row: np.ndarray, time_s: float) -> None:
+        """Smooth the probabilities over time, and the box, then update the velocity from the last sighting."""
         elapsed = max(0.0, time_s - track.time_s)
         weight = 1.0 if self.smoothing_s <= 0 else 1.0 - math.exp(-elapsed / self.smoothing_s)
         track.probabilities = (1 - weight) * track.probabilities + weight * row
-        if detected:
-            new_box = self.box_smoothing * track.box_at(time_s) + (1 - self.box_smoothing) * box
-            since_detected = time_s - track.detected_time_s
-            if since_detected > 0:
-                velocity = (new_box[:2] - track.detected_box[:2]) / since_detected
-                track.velocity = 0.5 * track.velocity + 0.5 * velocity
-            track.box, track.detected_box, track.detected_time_s = new_box, new_box.copy(), time_s
-            track.hits += 1
-        else:
-            track.box = box.astype(np.float64)
+        new_box = self.box_smoothing * track.box_at(time_s) + (1 - self.box_smoothing) * box
+        since_detected = time_s - track.detected_time_s
+        if since_detected > 0:
+            velocity = (new_box[:2] - track.detected_box[:2]) / since_detected
+            track.velocity = 0.5 * track.velocity + 0.5 * velocity
+        track.box, track.detected_box, track.detected_time_s = new_box, new_box.copy(), time_s
+        track.hits += 1
         track.time_s = time_s
 
     def _faces(self) -> list[Face]:
