@@ -81,3 +81,15 @@ def test_bundled_model_loads_from_an_installed_wheel(tmp_path):
     assert result.returncode == 0, result.stderr
     module, model, name = json.loads(result.stdout)
     assert module.startswith(str(site)) and model.startswith(str(site)) and name == DEFAULT_MODEL
+
+
+def test_models_command_lists_every_bundled_model_with_its_card_accuracy():
+    result = subprocess.run([sys.executable, "-m", "fervid", "models"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.startswith("fervid-")}
+    assert sorted(lines) == BUNDLED
+    assert "(default)" in lines[DEFAULT_MODEL]
+    for name in BUNDLED:
+        card = json.loads(bundled_model_path(name).with_suffix(".json").read_text())
+        assert f"{card['metrics']['accuracy_flip_tta']:.2%}" in lines[name]
+        assert f"{card['parameters']:,}" in lines[name]

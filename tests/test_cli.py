@@ -16,7 +16,7 @@ def fervid(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command_and_version_prints():
     result = fervid("--help")
     assert result.returncode == 0
-    for command in ["train", "evaluate", "export", "data", "predict", "live", "bench"]:
+    for command in ["train", "evaluate", "export", "data", "predict", "live", "bench", "models", "serve", "analyze"]:
         assert command in result.stdout
     version = fervid("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"fervid {__version__}"

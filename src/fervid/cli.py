@@ -243,7 +243,7 @@ def export(
 # what went wrong in one line of its own. Read when cv2 loads, so set before any command imports it.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (default: the bundled model).")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (`fervid models` lists them; default: the default one).")]
 ScaleFactorOption = Annotated[float, typer.Option(help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
 MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (higher: fewer false faces).")]
 MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels.")]
@@ -326,6 +326,32 @@ def live(
         print(f"face #{face['track_id']}: {face['first_s']:.1f}-{face['last_s']:.1f} s, {face['dominant']} ({shares})", file=sys.stderr)
     for path in report.outputs:
         print(f"wrote {path}", file=sys.stderr)
+
+
+@app.command()
+def models() -> None:
+    """List the models shipped inside the package: name, size, validation accuracy with flip averaging.
+
+    Example: fervid live --model NAME (a name from this list)
+    """
+    from fervid.runtime.classify import DEFAULT_MODEL, bundled_model_cards, bundled_model_path
+
+    rows = [("name", "architecture", "parameters", "file", "accuracy", "macro-F1", "validated on")]
+    for name, card in bundled_model_cards().items():
+        metrics = card.get("metrics", {})
+        rows.append((
+            f"{name}{' (default)' if name == DEFAULT_MODEL else ''}",
+            card.get("architecture", "?"),
+            f"{card.get('parameters', 0):,}",
+            f"{bundled_model_path(name).stat().st_size / 1e6:.1f} MB {card.get('precision', 'float32')}",
+            f"{metrics.get('accuracy_flip_tta', float('nan')):.2%}",
+            f"{metrics.get('macro_f1_flip_tta', float('nan')):.3f}",
+            f"{card.get('dataset', {}).get('path', '?')}, {metrics.get('split', '?')}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print("accuracy and macro-F1 with flip averaging (the runtime default); use one with --model NAME")
 
 
 @app.command()

@@ -32,6 +32,11 @@ def available_bundled_models() -> list[str]:
     return sorted(Path(str(p)).stem for p in folder.iterdir() if str(p).endswith(".onnx"))
 
 
+def bundled_model_cards() -> dict[str, dict]:
+    """Each bundled model's card (the JSON beside its ONNX file), read without loading the model."""
+    return {name: json.loads(bundled_model_path(name).with_suffix(".json").read_text()) for name in available_bundled_models()}
+
+
 def resolve_model(model: str | Path | None) -> Path:
     """A model argument (None = default, a bundled name, or a path to an .onnx file) as a file path."""
     if model is None:
