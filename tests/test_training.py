@@ -184,6 +184,40 @@ def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference():
     assert np.array_equal(np.asarray(augmenter(faces, training=False)), faces)
 
 
+def test_random_erasing_covers_part_of_every_face_only_in_training():
+    from fervid.model.architectures import build_augmenter
+
+    faces = np.full((32, 48, 48, 1), 0.5, dtype=np.float32)
+    augmenter = build_augmenter(flip=False, rotation=0, zoom=0, shift=0, erasing=1.0, seed=3)
+    erased = np.asarray(augmenter(faces, training=True))
+    changed = (np.abs(erased - faces) > 1e-6).mean(axis=(1, 2, 3))
+    assert erased.min() >= 0.0 and erased.max() <= 1.0
+    assert changed.min() > 0.0 and changed.max() <= 0.3, "a patch of 2-25% of each face, never most of it"
+    rows, cols = np.nonzero(np.abs(erased[0, :, :, 0] - 0.5) > 1e-6)
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert box / 48**2 <= 0.3, "the erased pixels form one rectangle"
+    assert np.array_equal(np.asarray(augmenter(faces, training=False)), faces)
+
+
+def test_init_from_starts_where_the_trained_model_ended(trained_run, tmp_path):
+    """At a near-zero learning rate, one epoch started from the trained run keeps its accuracy;
+    the same epoch from random weights would be at chance (1/7)."""
+    run, data = trained_run
+    warm = tmp_path / "warm"
+    run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--lr", "1e-9", "--warmup-epochs", "0",
+               "--batch-size", str(BATCH), "--init-from", str(run), "--out", str(warm))
+    card = json.loads((warm / "model.json").read_text())
+    assert card["metrics"]["accuracy"] >= 0.85
+    assert card["training"]["init_from"] == str(run.resolve())
+    mismatch = run_fervid("train", str(data), "--arch", "vgg", "--init-from", str(run), "--out", str(tmp_path / "x"),
+                          check=False)
+    assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr
+    assert "--arch" in mismatch.stderr and len(mismatch.stderr.strip().splitlines()) == 1
+    missing = run_fervid("train", str(data), "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "y"),
+                         check=False)
+    assert missing.returncode == 2 and "no trained model to start from" in missing.stderr
+
+
 @pytest.mark.parametrize(
     ("arch", "low", "high"),
     [("compact", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),
@@ -249,6 +283,7 @@ def test_class_weights_and_holdout():
         (["--arch", "resnet9000"], "--arch must be one of"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--imbalance", "magic"], "--imbalance must be one of"),
+        (["--erasing", "1.5"], "--erasing must be a probability"),
     ],
 )
 def test_bad_training_arguments_are_one_line_errors(tmp_path, args, message):

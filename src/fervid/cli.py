@@ -117,11 +117,13 @@ def train(
     flip: Annotated[bool, typer.Option(help="Random horizontal flip.")] = True,
     brightness: Annotated[float, typer.Option(help="Random brightness change (0 = off).")] = 0.0,
     contrast: Annotated[float, typer.Option(help="Random contrast change (0 = off).")] = 0.0,
+    erasing: Annotated[float, typer.Option(help="Chance of erasing a random rectangle of each face (0 = off).")] = 0.0,
     val_fraction: Annotated[float, typer.Option(help="Held-out validation fraction when the data has no validation split.")] = 0.1,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy (0 = never).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
     name: Annotated[Optional[str], typer.Option(help="Model name in the model card [default: fervid-<arch>].")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model (.keras or run folder) of the same --arch: fine-tuning or a second schedule.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
     unknown: UnknownOption = "error",
     map: MapOption = None,
@@ -131,6 +133,7 @@ def train(
     Examples:
       fervid train ../shared/data/fer2013.zip --out runs/vgg
       fervid train --resume --out runs/vgg
+      fervid train my-faces/ --init-from runs/vgg --lr 2e-4 --out runs/vgg-mine
     """
     _needs("train", "keras")
     from fervid.labels import parse_mapping
@@ -146,8 +149,8 @@ def train(
             data=str(data.resolve()), arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=lr,
             weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule, label_smoothing=label_smoothing,
             imbalance=imbalance, flip=flip, rotation=rotation, zoom=zoom, shift=shift, brightness=brightness,
-            contrast=contrast, val_fraction=val_fraction, patience=patience, seed=seed, precision=precision,
-            unknown=unknown, mapping=parse_mapping(map),
+            contrast=contrast, erasing=erasing, val_fraction=val_fraction, patience=patience, seed=seed, precision=precision,
+            unknown=unknown, mapping=parse_mapping(map), init_from=str(init_from.resolve()) if init_from else None,
         )
     config.validate()
     from fervid.training.run import train as run_training

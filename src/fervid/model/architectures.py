@@ -58,12 +58,15 @@ def build_augmenter(
     shift: float,
     brightness: float = 0.0,
     contrast: float = 0.0,
+    erasing: float = 0.0,
     seed: int | None = None,
 ) -> keras.Sequential:
     """Random geometric and photometric changes, active only in training (identity at inference).
 
     ``rotation`` is a fraction of a full turn (0.05 = +-18 degrees); ``zoom`` and ``shift`` are
-    fractions of the image size, as in the Keras preprocessing layers.
+    fractions of the image size, as in the Keras preprocessing layers. ``erasing`` is the chance that
+    a face gets a rectangle of noise covering 2-25% of it (random erasing, Zhong et al. 2017): it
+    stands in for hands, glasses and hair, and makes the net read more than one part of the face.
     """
     steps: list[Callable[..., layers.Layer]] = []
     if flip:
@@ -78,6 +81,10 @@ def build_augmenter(
         steps.append(lambda: layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=seed))
     if contrast:
         steps.append(lambda: layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=seed))
+    if erasing:
+        steps.append(
+            lambda: layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.25), value_range=(0.0, 1.0), seed=seed)
+        )
     augmentations = [make() for make in steps]
     if keras.backend.backend() == "jax":
         # Keras marks its geometric layers as not XLA-compilable because TensorFlow's transform op

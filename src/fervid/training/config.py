@@ -35,12 +35,14 @@ class TrainConfig:
     shift: float = 0.1
     brightness: float = 0.0
     contrast: float = 0.0
+    erasing: float = 0.0
     val_fraction: float = 0.1
     patience: int = 0
     seed: int = 42
     precision: str = "auto"
     unknown: str = "error"
     mapping: dict[str, str] = field(default_factory=dict)
+    init_from: str | None = None
 
     def validate(self) -> None:
         """Reject impossible settings with one clear line before any data is read."""
@@ -56,6 +58,7 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
+            (0.0 <= self.erasing <= 1.0, "--erasing must be a probability in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

@@ -208,6 +208,31 @@ def write_history(path: Path, history: list[dict]) -> None:
     write_text_atomically(path, "\n".join(lines) + "\n")
 
 
+def warm_start(classifier: keras.Model, source: str) -> None:
+    """Start from a trained model's weights instead of random ones.
+
+    This is how a researcher fine-tunes fervid's net on their own faces, and how a finished run gets a
+    second warm-up + cosine cycle (a warm restart) when its schedule proved too short. ``source`` is a
+    ``.keras`` model or a finished run folder (its ``model.keras``) of the same architecture.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise FervidError(f"{source}: no trained model to start from (give a .keras model or a finished run folder)")
+    try:
+        trained = keras.saving.load_model(str(path), compile=False)
+    except Exception as error:  # Keras raises many types for a file that is not a model
+        raise FervidError(f"{path}: cannot load it as a Keras model ({error.__class__.__name__})") from None
+    weights = trained.get_weights()
+    if [w.shape for w in weights] != [tuple(v.shape) for v in classifier.weights]:
+        raise FervidError(
+            f"{path}: a {trained.count_params():,}-parameter model cannot start a {classifier.count_params():,}-parameter "
+            "one; give --arch the architecture it was trained with"
+        )
+    classifier.set_weights(weights)
+
+
 def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.Model, TrainingData, dict]:
     """Train (or continue) the run in ``run``; returns the best-epoch classifier, the data and the state."""
     config.validate()
@@ -223,8 +248,10 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
 
     keras.utils.set_random_seed(config.seed + state["epochs_done"])
     precision = resolve_precision(config.precision)
-    data = load_training_data(config)
     classifier = build_classifier(config.arch, dtype=precision)
+    if config.init_from and state["epochs_done"] == 0:
+        warm_start(classifier, config.init_from)
+    data = load_training_data(config)
     augmenter = build_augmenter(
         flip=config.flip,
         rotation=config.rotation,
@@ -232,6 +259,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
         shift=config.shift,
         brightness=config.brightness,
         contrast=config.contrast,
+        erasing=config.erasing,
         seed=config.seed,
     )
     model = build_training_model(classifier, augmenter)
