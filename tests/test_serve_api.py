@@ -20,6 +20,7 @@ from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from conftest import detectable_faces, paste_face, textured_background  # noqa: E402
 from fervid.labels import EXPRESSIONS  # noqa: E402
+from fervid.runtime.classify import DEFAULT_MODEL  # noqa: E402
 from fervid.serve import create_app  # noqa: E402
 from fervid.serve.app import STATIC  # noqa: E402
 
@@ -61,10 +62,10 @@ def assert_face_result(face: dict, truth: tuple[int, int, int, int], tracked: bo
 def test_health_and_model_card(client: TestClient) -> None:
     health = client.get("/api/health")
     assert health.status_code == 200
-    assert health.json()["status"] == "ok" and health.json()["model"] == "fervid-vgg"
+    assert health.json()["status"] == "ok" and health.json()["model"] == DEFAULT_MODEL
     card = client.get("/api/model").json()
     assert card["classes"] == list(EXPRESSIONS)
-    assert card["name"] == "fervid-vgg" and "version" in card
+    assert card["name"] == DEFAULT_MODEL and "version" in card
 
 
 def test_page_docs_and_static_files_work_offline(client: TestClient) -> None:

@@ -26,7 +26,7 @@ train() {  # NAME SECONDS_NEEDED ARGS...: train into /tmp/NAME if the budget all
      $(ls report.md model.json metrics.json history.csv 2>/dev/null) | split -b 15M - $OUT/$name.tgz.)
 }
 train fervid-vgg-deep 300 --arch vgg-deep --epochs ${VGG_EPOCHS:-250} --batch-size 128 --precision mixed_bfloat16 \
-  --brightness 0.2 --contrast 0.2 --warmup-epochs 5
+  --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5
 train fervid-compact 150 --arch compact --epochs ${COMPACT_EPOCHS:-200} --batch-size 128 --precision mixed_bfloat16 \
   --brightness 0.2 --contrast 0.2 --warmup-epochs 5
 ls -la $OUT
