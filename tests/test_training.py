@@ -173,6 +173,30 @@ def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
     assert "macro-F1" in printed and (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_evaluate_against_another_model_is_a_paired_test(trained_run, tmp_path):
+    run, data = trained_run
+    same = run_fervid("evaluate", str(run / "model.onnx"), str(data), "--against", str(run / "model.keras")).stdout
+    assert "only this model right on 0 faces" in same and "p = 1 " in same and "not distinguishable" in same
+    result = tmp_path / "against.json"
+    # The bundled FER2013 model is near chance on drawn patterns; the model trained on them is not.
+    printed = run_fervid("evaluate", str(run / "model.onnx"), str(data), "--against", "fervid-vgg", "--json", str(result)).stdout
+    against = json.loads(result.read_text())["against"]
+    assert against["only_this_right"] > against["only_other_right"] and against["mcnemar_p"] < 0.05
+    assert "a real difference" in printed
+
+
+def test_mcnemar_matches_the_binomial_tail():
+    from fervid.evaluation.metrics import mcnemar_p
+
+    first = np.array([True] * 5 + [False] * 3)
+    second = np.array([False] * 5 + [False] * 3)
+    assert mcnemar_p(first, second) == (5, 0, pytest.approx(2 / 2**5))
+    # 277 vs 252 discordant faces: scipy.stats.binomtest(277, 529).pvalue = 0.29672...
+    b = np.array([True] * 277 + [False] * 252)
+    assert mcnemar_p(b, ~b)[2] == pytest.approx(0.2967202641108667, rel=1e-9)
+    assert mcnemar_p(b, b) == (0, 0, 1.0)
+
+
 def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference():
     from fervid.model.architectures import build_augmenter
 

@@ -172,12 +172,15 @@ def evaluate(
     flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
+    against: Annotated[Optional[str], typer.Option(help="Compare with this model on the same faces (exact McNemar test).")] = None,
     unknown: UnknownOption = "error",
     map: MapOption = None,
 ) -> None:
     """Accuracy, macro-F1, a per-class table and a confusion matrix of a model on a dataset split.
 
-    Example: fervid evaluate runs/vgg/model.onnx ../shared/data/fer2013.zip --split validation --flip-tta
+    Examples:
+      fervid evaluate runs/vgg/model.onnx ../shared/data/fer2013.zip --split validation --flip-tta
+      fervid evaluate runs/new/model.onnx ../shared/data/fer2013.zip --flip-tta --against fervid-vgg
     """
     _needs("train", "pandas")
     from fervid.data import load_arrays, read_dataset
@@ -201,8 +204,25 @@ def evaluate(
         f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}  "
         f"calibration error (ECE, 10 bins) {report.calibration.ece:.4f}, mean confidence {report.calibration.mean_confidence:.4f}"
     )
+    comparison = None
+    if against:
+        from fervid.evaluation.evaluate import correct_faces
+        from fervid.evaluation.metrics import mcnemar_p
+
+        other = correct_faces(load_predictor(against), arrays.inputs(), arrays.labels, flip_tta=flip_tta)
+        mine = correct_faces(predictor, arrays.inputs(), arrays.labels, flip_tta=flip_tta)
+        only_this, only_other, p_value = mcnemar_p(mine, other)
+        verdict = "a real difference" if p_value < 0.05 else "not distinguishable from chance"
+        out.print(
+            f"against {against}: accuracy {other.mean():.4f} vs {mine.mean():.4f}; only this model right on {only_this:,} "
+            f"faces, only {against} on {only_other:,}; exact McNemar p = {p_value:.3g} ({verdict} at p < 0.05)"
+        )
+        comparison = {"model": against, "accuracy": float(other.mean()), "only_this_right": only_this,
+                      "only_other_right": only_other, "mcnemar_p": p_value}
     if json_out:
         payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta, "images": len(arrays), **report.to_dict()}
+        if comparison:
+            payload["against"] = comparison
         write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")
         out.print(f"metrics: {json_out}")
     if confusion:

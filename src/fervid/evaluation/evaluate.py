@@ -55,3 +55,8 @@ def evaluate(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, fl
     report = classification_report(labels, probabilities.argmax(axis=1))
     report.calibration = calibration(probabilities, labels)
     return report
+
+
+def correct_faces(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, flip_tta: bool = False) -> np.ndarray:
+    """Per face, whether the predictor's top class is the label (the input of a paired comparison)."""
+    return predict(predictor, inputs, flip_tta=flip_tta).argmax(axis=1) == labels

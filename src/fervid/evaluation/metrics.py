@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,3 +125,20 @@ def classification_report(true: np.ndarray, predicted: np.ndarray, num_classes: 
         support=support,
         confusion=confusion,
     )
+
+
+def mcnemar_p(first_correct: np.ndarray, second_correct: np.ndarray) -> tuple[int, int, float]:
+    """Exact two-sided McNemar test of two models scored on the same faces.
+
+    Only the faces the models disagree on carry information: ``b`` that only the first gets right,
+    ``c`` that only the second does. Under "equally accurate" each is a fair coin flip, so the p-value
+    is the two-sided binomial tail of min(b, c) in b + c trials. A new model replaces the shipped one
+    only when this is small; a 0.5-point gain on 3,589 faces usually is not.
+    """
+    b = int(np.sum(first_correct & ~second_correct))
+    c = int(np.sum(~first_correct & second_correct))
+    n = b + c
+    if n == 0:
+        return b, c, 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return b, c, min(1.0, 2 * tail)
