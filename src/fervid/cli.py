@@ -196,7 +196,8 @@ def evaluate(
     arrays = load_arrays(index, split)
     if len(arrays) == 0:
         raise FervidError(f"{data}: no readable images in the '{split}' split")
-    report = run_evaluation(predictor, arrays.inputs(), arrays.labels, flip_tta=flip_tta)
+    inputs = arrays.inputs()
+    report = run_evaluation(predictor, inputs, arrays.labels, flip_tta=flip_tta)
     out.print(f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}")
     out.print(report.table(), highlight=False)
     out.print(report.calibration.table(), highlight=False)
@@ -206,18 +207,16 @@ def evaluate(
     )
     comparison = None
     if against:
-        from fervid.evaluation.evaluate import correct_faces
         from fervid.evaluation.metrics import mcnemar_p
 
-        other = correct_faces(load_predictor(against), arrays.inputs(), arrays.labels, flip_tta=flip_tta)
-        mine = correct_faces(predictor, arrays.inputs(), arrays.labels, flip_tta=flip_tta)
-        only_this, only_other, p_value = mcnemar_p(mine, other)
+        other = run_evaluation(load_predictor(against), inputs, arrays.labels, flip_tta=flip_tta)
+        only_this, only_other, p_value = mcnemar_p(report.correct, other.correct)
         verdict = "a real difference" if p_value < 0.05 else "not distinguishable from chance"
         out.print(
-            f"against {against}: accuracy {other.mean():.4f} vs {mine.mean():.4f}; only this model right on {only_this:,} "
+            f"against {against}: accuracy {other.accuracy:.4f} vs {report.accuracy:.4f}; only this model right on {only_this:,} "
             f"faces, only {against} on {only_other:,}; exact McNemar p = {p_value:.3g} ({verdict} at p < 0.05)"
         )
-        comparison = {"model": against, "accuracy": float(other.mean()), "only_this_right": only_this,
+        comparison = {"model": against, "accuracy": other.accuracy, "only_this_right": only_this,
                       "only_other_right": only_other, "mcnemar_p": p_value}
     if json_out:
         payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta, "images": len(arrays), **report.to_dict()}

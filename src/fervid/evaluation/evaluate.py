@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fervid.errors import FervidError
 from fervid.evaluation.metrics import ClassificationReport, calibration, classification_report
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -17,15 +16,9 @@ def load_predictor(model: str | Path | None) -> Predictor:
     """A function from model inputs (N, 48, 48, 1) to probabilities (N, 7), without flip averaging."""
     path = Path(model) if model is not None else None
     if path is not None and path.suffix == ".keras":
-        if not path.exists():
-            raise FervidError(f"{path}: no such model file")
-        from fervid.model.backend import keras
+        from fervid.model.architectures import load_classifier
 
-        try:
-            network = keras.models.load_model(path, compile=False)
-        except Exception as error:  # Keras raises many types for a bad file
-            raise FervidError(f"{path}: not a loadable Keras model ({str(error).splitlines()[0]})") from None
-        return keras_predictor(network)
+        return keras_predictor(load_classifier(path))
     from fervid.runtime.classify import ExpressionClassifier
 
     classifier = ExpressionClassifier(model)
@@ -52,11 +45,8 @@ def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False,
 def evaluate(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, flip_tta: bool = False) -> ClassificationReport:
     """Score a predictor on labelled inputs, calibration included."""
     probabilities = predict(predictor, inputs, flip_tta=flip_tta)
-    report = classification_report(labels, probabilities.argmax(axis=1))
+    predicted = probabilities.argmax(axis=1)
+    report = classification_report(labels, predicted)
     report.calibration = calibration(probabilities, labels)
+    report.correct = predicted == labels
     return report
-
-
-def correct_faces(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, flip_tta: bool = False) -> np.ndarray:
-    """Per face, whether the predictor's top class is the label (the input of a paired comparison)."""
-    return predict(predictor, inputs, flip_tta=flip_tta).argmax(axis=1) == labels

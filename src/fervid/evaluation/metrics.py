@@ -69,6 +69,7 @@ class ClassificationReport:
     support: np.ndarray
     confusion: np.ndarray  # rows: true class, columns: predicted class (counts)
     calibration: Calibration | None = None  # set when the probabilities were at hand
+    correct: np.ndarray | None = None  # per face, top class == label (for paired comparisons)
 
     @property
     def normalized_confusion(self) -> np.ndarray:

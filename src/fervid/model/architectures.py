@@ -8,7 +8,9 @@ in the 12x12 and 6x6 ones, so the variants differ mostly in their late widths.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.model.backend import keras
 from fervid.model.specs import ARCHITECTURES, VggSpec
@@ -99,3 +101,13 @@ def build_training_model(classifier: keras.Model, augmenter: keras.Sequential) -
     """Augmentation in front of the classifier; only the classifier is exported and shipped."""
     inputs = keras.Input(shape=INPUT_SHAPE, name="face")
     return keras.Model(inputs, classifier(augmenter(inputs)), name="training")
+
+
+def load_classifier(path: Path) -> keras.Model:
+    """A saved ``.keras`` classifier, or one clear FervidError for a missing or unloadable file."""
+    if not path.is_file():
+        raise FervidError(f"{path}: no such model file")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file
+        raise FervidError(f"{path}: not a loadable Keras model ({str(error).splitlines()[0]})") from None

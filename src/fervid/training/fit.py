@@ -25,7 +25,7 @@ from fervid.data.arrays import fingerprint
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
-from fervid.model.architectures import build_augmenter, build_classifier, build_training_model
+from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, load_classifier
 from fervid.model.backend import keras
 from fervid.training.config import TrainConfig
 
@@ -220,10 +220,7 @@ def warm_start(classifier: keras.Model, source: str) -> None:
         path = path / "model.keras"
     if not path.is_file():
         raise FervidError(f"{source}: no trained model to start from (give a .keras model or a finished run folder)")
-    try:
-        trained = keras.saving.load_model(str(path), compile=False)
-    except Exception as error:  # Keras raises many types for a file that is not a model
-        raise FervidError(f"{path}: cannot load it as a Keras model ({error.__class__.__name__})") from None
+    trained = load_classifier(path)
     weights = trained.get_weights()
     if [w.shape for w in weights] != [tuple(v.shape) for v in classifier.weights]:
         raise FervidError(
