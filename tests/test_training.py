@@ -35,7 +35,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = write_folder_dataset(root / "data", 0, {"train": TRAIN_PER_CLASS, "validation": 10})
     run = root / "run"
     args = [str(data), "--arch", "compact", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
-            "--lr", "2e-3", "--warmup-epochs", "1", "--out", str(run)]
+            "--lr", "2e-3", "--warmup-epochs", "1", "--name", "fervid-patterns", "--out", str(run)]
     process = subprocess.Popen([*FERVID, "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "FERVID_CACHE_DIR": str(root / "cache")})
     state = run / "checkpoint" / "state.json"
@@ -58,6 +58,7 @@ def test_training_learns_learnable_patterns(trained_run):
     card = json.loads((run / "model.json").read_text())
     assert card["metrics"]["accuracy"] >= 0.9
     assert card["parameters"] <= 200_000 and card["architecture"] == "compact"
+    assert card["name"] == "fervid-patterns", "--resume keeps the name the run was started with"
 
 
 def test_resume_continues_the_same_schedule(trained_run):

@@ -141,6 +141,7 @@ def train(
 
     if resume and (out_dir / "config.json").exists():
         config = TrainConfig.load(out_dir / "config.json")
+        config.name = name or config.name
         out.print(f"resuming {out_dir} ({config.arch}, {config.epochs} epochs, data {config.data})")
     else:
         if data is None:
@@ -150,12 +151,12 @@ def train(
             weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule, label_smoothing=label_smoothing,
             imbalance=imbalance, flip=flip, rotation=rotation, zoom=zoom, shift=shift, brightness=brightness,
             contrast=contrast, erasing=erasing, val_fraction=val_fraction, patience=patience, seed=seed, precision=precision,
-            unknown=unknown, mapping=parse_mapping(map), init_from=str(init_from.resolve()) if init_from else None,
+            unknown=unknown, mapping=parse_mapping(map), init_from=str(init_from.resolve()) if init_from else None, name=name,
         )
     config.validate()
     from fervid.training.run import train as run_training
 
-    card = run_training(config, out_dir, resume=resume, name=name)
+    card = run_training(config, out_dir, resume=resume)
     metrics = card["metrics"]
     model_file = "model.onnx" if (out_dir / "model.onnx").exists() else "model.keras"
     out.print(

@@ -11,6 +11,6 @@ for first in "$FILES"/*.tgz.aa; do
   if ! python3 -c "import json, sys; s = json.load(open(sys.argv[1] + '/checkpoint/state.json')); c = json.load(open(sys.argv[1] + '/config.json')); sys.exit(s['epochs_done'] < c['epochs'])" runs/$name; then
     echo "$name stopped before its last epoch: not finishing it (its schedule did not end)"; continue
   fi
-  fervid train --resume --out runs/$name --name $name
+  fervid train --resume --out runs/$name
   fervid export runs/$name/model.keras --int8 "$ZIP" --out runs/$name/$name.onnx
 done

@@ -1,5 +1,6 @@
 #!/bin/bash
-# On the GPU machine: the release recipe, then the compact variant while time is left; runs go to $OUT.
+# On the GPU machine: the release recipe, the shipped architecture on the same long schedule, then the
+# compact variant, each while time is left; runs go to $OUT.
 set -u
 T0=$(date +%s); BUDGET=${BUDGET:-570}
 DATA=${DATA:-/work/shared/data/fer2013.zip}
@@ -16,17 +17,19 @@ if [ ! -e $DATA ]; then
 fi
 echo "data ready after $(( $(date +%s) - T0 ))s"
 
-train() {  # NAME SECONDS_NEEDED ARGS...: train into /tmp/NAME if the budget allows, pack it into $OUT
+train() {  # RUN SECONDS_NEEDED ARGS...: train into /tmp/RUN if the budget allows, pack it into $OUT
   local name=$1 need=$2; shift 2
   local left=$(( T0 + BUDGET - $(date +%s) ))
   if [ $left -lt $need ]; then echo "skip $name: ${left}s left, needs ${need}s"; return; fi
-  timeout $left python3 -m fervid train $DATA --out /tmp/$name --name $name "$@" > $OUT/$name.log 2>&1
+  timeout $left python3 -m fervid train $DATA --out /tmp/$name "$@" > $OUT/$name.log 2>&1
   echo "$name rc $? after $(( $(date +%s) - T0 ))s"; grep "^epoch" $OUT/$name.log | tail -3; tail -1 $OUT/$name.log
   (cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 \
      $(ls report.md model.json metrics.json history.csv 2>/dev/null) | split -b 15M - $OUT/$name.tgz.)
 }
-train fervid-vgg-deep 300 --arch vgg-deep --epochs ${VGG_EPOCHS:-250} --batch-size 128 --precision mixed_bfloat16 \
+train fervid-vgg-deep 300 --name fervid-vgg-deep --arch vgg-deep --epochs ${VGG_EPOCHS:-250} --batch-size 128 --precision mixed_bfloat16 \
   --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5
-train fervid-compact 150 --arch compact --epochs ${COMPACT_EPOCHS:-200} --batch-size 128 --precision mixed_bfloat16 \
+train fervid-vgg-e250 200 --name fervid-vgg --arch vgg --epochs ${VGG_EPOCHS:-250} --batch-size 128 \
+  --precision mixed_bfloat16 --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5
+train fervid-compact 150 --name fervid-compact --arch compact --epochs ${COMPACT_EPOCHS:-200} --batch-size 128 --precision mixed_bfloat16 \
   --brightness 0.2 --contrast 0.2 --warmup-epochs 5
 ls -la $OUT

@@ -43,6 +43,7 @@ class TrainConfig:
     unknown: str = "error"
     mapping: dict[str, str] = field(default_factory=dict)
     init_from: str | None = None
+    name: str | None = None  # the model card's name; kept here so that --resume keeps it
 
     def validate(self) -> None:
         """Reject impossible settings with one clear line before any data is read."""

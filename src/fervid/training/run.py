@@ -114,13 +114,13 @@ def onnx_export_available() -> bool:
     return backend in ("tensorflow", "torch") or find_spec("jax2onnx") is not None
 
 
-def train(config: TrainConfig, run: Path, *, resume: bool = False, name: str | None = None) -> dict:
+def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
     """Train, export and evaluate; returns the model card (also written to ``run/model.json``)."""
     classifier, data, state = fit(config, run, resume=resume)
     deployable = float32_twin(classifier, config.arch)
     with atomic_path(run / "model.keras") as temporary:
         deployable.save(str(temporary))
-    name = name or f"fervid-{config.arch}"
+    name = config.name or f"fervid-{config.arch}"
     provisional = model_card(config, data, state, deployable.count_params(), {}, name)
     exports = onnx_export_available()
     if exports:
