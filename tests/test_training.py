@@ -136,7 +136,7 @@ def test_onnx_export_agrees_with_keras_and_has_dynamic_batch(trained_run, tmp_pa
     result = export_checked(run / "model.keras", tmp_path / "exported.onnx")
     assert result.difference < 1e-4
     classifier = ExpressionClassifier(result.path)
-    assert classifier.card["name"] == "fervid-compact"
+    assert classifier.card["name"] == "fervid-patterns"
     for size in (1, 5):
         probabilities = classifier.predict_inputs(np.random.default_rng(size).random((size, 48, 48, 1), dtype=np.float32))
         assert probabilities.shape == (size, 7)
