@@ -209,6 +209,29 @@ def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference():
     assert np.array_equal(np.asarray(augmenter(faces, training=False)), faces)
 
 
+def test_augmentation_layers_draw_independent_random_numbers():
+    """Keras layers built with one seed draw identical numbers: every face's rotation would then fix its
+    zoom and shift too (and nearly its flip). A seeded augmenter must stay reproducible yet independent."""
+    from fervid.model.architectures import build_augmenter
+
+    faces = np.zeros((1024, 48, 48, 1), dtype=np.float32)
+
+    def draws(augmenter) -> dict[str, np.ndarray]:
+        flip, rotation, zoom, shift = augmenter.layers
+        return {
+            "flip": np.asarray(flip.get_random_transformation(faces, training=True)["flips"]).reshape(-1),
+            "angle": np.asarray(rotation.get_random_transformation(faces, training=True)["angle"]).reshape(-1),
+            "zoom": np.asarray(zoom.get_random_transformation(faces, training=True)["height_zoom"]).reshape(-1),
+            "shift": np.asarray(shift.get_random_transformation(faces, training=True)["translations"])[:, 1],
+        }
+
+    first = draws(build_augmenter(flip=True, rotation=0.05, zoom=0.1, shift=0.1, seed=42))
+    for a, b in [("flip", "angle"), ("angle", "zoom"), ("zoom", "shift"), ("flip", "shift")]:
+        assert abs(np.corrcoef(first[a].astype(float), first[b])[0, 1]) < 0.15, f"{a} and {b} move together"
+    again = draws(build_augmenter(flip=True, rotation=0.05, zoom=0.1, shift=0.1, seed=42))
+    assert all(np.array_equal(first[k], again[k]) for k in first), "the same seed gives the same augmentations"
+
+
 def test_random_erasing_covers_part_of_every_face_only_in_training():
     from fervid.model.architectures import build_augmenter
 

@@ -69,25 +69,29 @@ def build_augmenter(
     fractions of the image size, as in the Keras preprocessing layers. ``erasing`` is the chance that
     a face gets a rectangle of noise covering 2-25% of it (random erasing, Zhong et al. 2017): it
     stands in for hands, glasses and hair, and makes the net read more than one part of the face.
+
+    Each layer gets its own seed (``seed``, ``seed + 1``, ...): Keras layers given the same seed draw
+    the same random numbers, which would tie every face's rotation, zoom, shift, brightness, contrast
+    and erasing to one draw (and its flip to nearly the same), a far poorer set of augmentations.
     """
-    steps: list[Callable[..., layers.Layer]] = []
+    steps: list[Callable[[int | None], layers.Layer]] = []
     if flip:
-        steps.append(lambda: layers.RandomFlip("horizontal", seed=seed))
+        steps.append(lambda s: layers.RandomFlip("horizontal", seed=s))
     if rotation:
-        steps.append(lambda: layers.RandomRotation(rotation, fill_mode="reflect", seed=seed))
+        steps.append(lambda s: layers.RandomRotation(rotation, fill_mode="reflect", seed=s))
     if zoom:
-        steps.append(lambda: layers.RandomZoom(zoom, fill_mode="reflect", seed=seed))
+        steps.append(lambda s: layers.RandomZoom(zoom, fill_mode="reflect", seed=s))
     if shift:
-        steps.append(lambda: layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=seed))
+        steps.append(lambda s: layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=s))
     if brightness:
-        steps.append(lambda: layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=seed))
+        steps.append(lambda s: layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=s))
     if contrast:
-        steps.append(lambda: layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=seed))
+        steps.append(lambda s: layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=s))
     if erasing:
         steps.append(
-            lambda: layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.25), value_range=(0.0, 1.0), seed=seed)
+            lambda s: layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.25), value_range=(0.0, 1.0), seed=s)
         )
-    augmentations = [make() for make in steps]
+    augmentations = [make(None if seed is None else seed + i) for i, make in enumerate(steps)]
     if keras.backend.backend() == "jax":
         # Keras marks its geometric layers as not XLA-compilable because TensorFlow's transform op
         # is not; on JAX they are plain jittable ops, and without jit every step runs op by op
