@@ -7,7 +7,7 @@ in the 12x12 and 6x6 ones, so the variants differ mostly in their late widths.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
 from pathlib import Path
 
 from fervid.errors import FervidError
@@ -74,24 +74,24 @@ def build_augmenter(
     the same random numbers, which would tie every face's rotation, zoom, shift, brightness, contrast
     and erasing to one draw (and its flip to nearly the same), a far poorer set of augmentations.
     """
-    steps: list[Callable[[int | None], layers.Layer]] = []
+    seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
+    augmentations: list[layers.Layer] = []
     if flip:
-        steps.append(lambda s: layers.RandomFlip("horizontal", seed=s))
+        augmentations.append(layers.RandomFlip("horizontal", seed=next(seeds)))
     if rotation:
-        steps.append(lambda s: layers.RandomRotation(rotation, fill_mode="reflect", seed=s))
+        augmentations.append(layers.RandomRotation(rotation, fill_mode="reflect", seed=next(seeds)))
     if zoom:
-        steps.append(lambda s: layers.RandomZoom(zoom, fill_mode="reflect", seed=s))
+        augmentations.append(layers.RandomZoom(zoom, fill_mode="reflect", seed=next(seeds)))
     if shift:
-        steps.append(lambda s: layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=s))
+        augmentations.append(layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=next(seeds)))
     if brightness:
-        steps.append(lambda s: layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=s))
+        augmentations.append(layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=next(seeds)))
     if contrast:
-        steps.append(lambda s: layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=s))
+        augmentations.append(layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=next(seeds)))
     if erasing:
-        steps.append(
-            lambda s: layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.25), value_range=(0.0, 1.0), seed=s)
+        augmentations.append(
+            layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.25), value_range=(0.0, 1.0), seed=next(seeds))
         )
-    augmentations = [make(None if seed is None else seed + i) for i, make in enumerate(steps)]
     if keras.backend.backend() == "jax":
         # Keras marks its geometric layers as not XLA-compilable because TensorFlow's transform op
         # is not; on JAX they are plain jittable ops, and without jit every step runs op by op
