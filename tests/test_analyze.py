@@ -308,14 +308,14 @@ def test_a_killed_run_resumes_where_it_stopped(archive: Path, tmp_path: Path) ->
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, ledger = time.monotonic() + 120, out / "_sources"
-        while not (ledger.is_dir() and any(ledger.glob("*.parquet"))):
+        while not (ledger.is_dir() and visible(ledger)):
             assert process.poll() is None, "the run finished before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    complete = len(list((out / "_sources").glob("*.parquet")))
+    complete = len(visible(out / "_sources"))  # the kill may also leave a hidden half-written temporary file
     assert 1 <= complete < 8
     for part in out.glob("part-*.parquet"):
         assert pq.read_schema(part).equals(ROW_SCHEMA, check_metadata=False)  # no half-written part is visible
@@ -327,6 +327,28 @@ def test_a_killed_run_resumes_where_it_stopped(archive: Path, tmp_path: Path) ->
     summary = pd.read_parquet(out / "_summary.parquet")
     assert summary["frames"].tolist() == [120] and summary["segments"].tolist() == [8]
     assert not [path for path in out.rglob("*") if ".tmp" in path.name]
+
+
+def visible(folder: Path) -> list[Path]:
+    """Ledger files, without the hidden temporary files of an atomic write (pathlib's glob matches those too)."""
+    return [path for path in folder.glob("*.parquet") if not path.name.startswith(".")]
+
+
+def test_a_half_written_temporary_file_is_not_a_complete_unit(archive: Path, tmp_path: Path) -> None:
+    """A run killed mid-write leaves ``.<unit>.<random>.tmp.parquet`` beside the ledger: the rerun must not
+    take it for a unit (nor report it as a removed part), and must clean it up."""
+    out = tmp_path / "results"
+    first = analyze([archive / "photos"], out)
+    before = rows_of(out)
+    ledger = out / "_sources"
+    unit = visible(ledger)[0]
+    leftovers = [ledger / f".{unit.stem}.k3j2x9.tmp.parquet", out / f".part-{unit.stem}.a8b7c6.tmp.parquet"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"PAR1 half a file")
+    again = analyze([archive / "photos"], out)
+    assert again.skipped_units == again.units == first.units and again.removed_parts == 0 and again.frames == 0
+    assert not any(leftover.exists() for leftover in leftovers)
+    pd.testing.assert_frame_equal(rows_of(out), before)
 
 
 def test_csv_output_matches_parquet(archive: Path, full_run, tmp_path: Path) -> None:

@@ -56,12 +56,18 @@ class ResultStore:
 
     def completed(self) -> set[str]:
         """Ids of units whose ledger was written (their rows part, if any, was written before it)."""
-        return {path.stem for path in self.ledger.glob("*.parquet")}
+        return {path.stem for path in _visible(self.ledger, "*.parquet")}
 
     def prune(self, units: set[str]) -> int:
-        """Remove the parts of units not in this run (other inputs, changed files, another model or options); returns how many units."""
+        """Remove the parts of units not in this run (other inputs, changed files, another model or options); returns how many units.
+
+        Also removes the hidden temporary files that a killed run leaves behind mid-write.
+        """
+        for folder in (self.parts, self.ledger):
+            for leftover in folder.glob(".*.tmp*"):
+                leftover.unlink(missing_ok=True)
         removed = 0
-        for path in [*self.parts.glob("part-*.parquet"), *self.ledger.glob("*.parquet")]:
+        for path in [*_visible(self.parts, "part-*.parquet"), *_visible(self.ledger, "*.parquet")]:
             unit = path.stem.removeprefix("part-") if path.parent == self.parts else path.stem
             if unit not in units:
                 path.unlink(missing_ok=True)
@@ -79,7 +85,7 @@ class ResultStore:
         ledgers = [pq.read_table(self.ledger / f"{unit}.parquet") for unit in sorted(units & self.completed())]
         ledger = pa.concat_tables(ledgers) if ledgers else LEDGER_SCHEMA.empty_table()
         summary = summarize(ledger)
-        parts = sorted(self.parts.glob("part-*.parquet"))
+        parts = sorted(_visible(self.parts, "part-*.parquet"))
         empty = self.parts / EMPTY_PART
         if self.format == "folder":
             if not [part for part in parts if part != empty]:
@@ -95,6 +101,12 @@ class ResultStore:
             _write_csv(rows, self.out)
             _write_csv(summary, self.summary_path)
         return summary
+
+
+def _visible(folder: Path, pattern: str) -> list[Path]:
+    """Files matching ``pattern``, without the hidden ones: pathlib's glob also matches dot-files, such as
+    the temporary file an atomic write renames into place."""
+    return [path for path in folder.glob(pattern) if not path.name.startswith(".")]
 
 
 def summarize(ledger: pa.Table) -> pa.Table:
