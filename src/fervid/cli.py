@@ -106,7 +106,7 @@ def train(
     epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 50,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 5e-4,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (Keras scales it by the learning rate: 5e-4 is very weak, 0.01-0.05 is the usual range).")] = 5e-4,
     warmup_epochs: Annotated[int, typer.Option(help="Linear warm-up epochs before cosine decay.")] = 3,
     schedule: Annotated[str, typer.Option(help="cosine (warm-up + cosine decay) or plateau (halve on a plateau).")] = "cosine",
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy.")] = 0.1,
