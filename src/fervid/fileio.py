@@ -26,6 +26,14 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete what :func:`atomic_path` left in ``folder`` when a process was killed mid-write; returns how many."""
+    leftovers = list(Path(folder).glob(".*.tmp*"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return len(leftovers)
+
+
 def write_with(target: str | Path, writer: Callable[[Path], object]) -> None:
     """Call ``writer(temporary_path)`` and move the result onto ``target`` atomically."""
     with atomic_path(target) as temporary:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from fervid.analyze.process import UnitResult
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, SHARE_COLUMNS, SORT_KEYS, SUMMARY_SCHEMA
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path
+from fervid.fileio import atomic_path, remove_temporaries
 
 EMPTY_PART = "part-empty.parquet"  # keeps a folder with no face at all readable by pandas
 
@@ -64,8 +64,7 @@ class ResultStore:
         Also removes the hidden temporary files that a killed run leaves behind mid-write.
         """
         for folder in (self.parts, self.ledger):
-            for leftover in folder.glob(".*.tmp*"):
-                leftover.unlink(missing_ok=True)
+            remove_temporaries(folder)
         removed = 0
         for path in [*_visible(self.parts, "part-*.parquet"), *_visible(self.ledger, "*.parquet")]:
             unit = path.stem.removeprefix("part-") if path.parent == self.parts else path.stem
