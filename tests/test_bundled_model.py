@@ -39,6 +39,19 @@ def test_bundled_model_contract(name):
     assert probabilities.shape == (2, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_runs_on_faces_blurred_as_its_card_says(name):
+    from fervid.preprocess import smooth
+
+    classifier = ExpressionClassifier(name)
+    blur = classifier.card["inference"]["input_blur"]
+    assert classifier.input_blur == blur > 0
+    faces = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
+    by_default = classifier.predict_inputs(faces)
+    assert np.allclose(by_default, classifier.predict_inputs(smooth(faces, blur), input_blur=0.0), atol=1e-6)
+    assert not np.allclose(by_default, classifier.predict_inputs(faces, input_blur=0.0), atol=1e-3)
+
+
 @pytest.mark.skipif(not Path(ZIP).is_file(), reason="FER2013 not available: set FERVID_FER2013_ZIP")
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_model_reaches_its_documented_validation_accuracy(name):
@@ -48,7 +61,7 @@ def test_bundled_model_reaches_its_documented_validation_accuracy(name):
     classifier = ExpressionClassifier(name)
     documented = classifier.card["metrics"]
     validation = load_arrays(read_dataset(ZIP), "validation")
-    # The runtime default (flip averaging, from the model card) is what users get and what is documented.
+    # The runtime default (flip averaging and input blur, from the model card) is what users get and what is documented.
     probabilities = np.concatenate([classifier.predict_inputs(validation.inputs()[i : i + 512]) for i in range(0, len(validation), 512)])
     report = classification_report(validation.labels, probabilities.argmax(axis=1))
     assert classifier.flip_tta

@@ -92,6 +92,11 @@ def test_run_folder_has_every_artifact(trained_run):
     calibration = json.loads((run / "metrics.json").read_text())["flip_tta"]["calibration"]
     assert sum(row["faces"] for row in calibration["bins"]) == card["dataset"]["validation_images"]
     assert card["metrics"]["ece_flip_tta"] == pytest.approx(calibration["ece"])
+    check = card["metrics"]["input_blur_check"]
+    assert check["measured"] > 0, "the default recipe warps (blurs) training faces"
+    kept = check["accuracy_flip_tta_blurred"] >= check["accuracy_flip_tta_sharp"]
+    assert card["inference"] == {"flip_tta": True, "input_blur": check["measured"] if kept else 0.0}
+    assert f"input blur {card['inference']['input_blur']} px" in report and ("kept" if kept else "not applied") in report
 
 
 def returned_from_a_gpu_machine(run: Path, target: Path) -> Path:
@@ -174,6 +179,41 @@ def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
     assert "macro-F1" in printed and (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_evaluate_input_blur_defaults_to_the_card_and_can_be_overridden(trained_run, tmp_path):
+    run, data = trained_run
+    scores = {}
+    card_blur = json.loads((run / "model.json").read_text())["inference"]["input_blur"]
+    for model in ("model.onnx", "model.keras"):
+        for blur in (None, str(card_blur), "1.5"):
+            target = tmp_path / f"{model}-{blur}.json"
+            run_fervid("evaluate", str(run / model), str(data), "--json", str(target), *(["--input-blur", blur] if blur else []))
+            scores[model, blur] = json.loads(target.read_text())
+    assert scores["model.onnx", "1.5"]["input_blur"] == 1.5 and scores["model.onnx", None]["input_blur"] is None
+    for blur in (None, str(card_blur), "1.5"):  # the option reaches both kinds of model alike
+        assert scores["model.onnx", blur]["confusion"] == scores["model.keras", blur]["confusion"]
+    assert scores["model.onnx", None]["confusion"] == scores["model.onnx", str(card_blur)]["confusion"], "the default is the card's"
+    probabilities = {blur: scores["model.onnx", blur]["calibration"]["mean_confidence"] for blur in (str(card_blur), "1.5")}
+    assert probabilities[str(card_blur)] != probabilities["1.5"], "a different blur gives the model different faces"
+
+
+def test_choose_input_blur_keeps_it_only_when_validation_is_no_worse():
+    from fervid.training.matched_blur import choose_input_blur
+
+    labels = np.arange(70) % 7
+    inputs = np.zeros((70, 48, 48, 1), np.float32)
+
+    def predictor_for(right_when_blurred: bool):
+        def make(input_blur: float):
+            right = (input_blur > 0) == right_when_blurred
+            return lambda batch: np.eye(7, dtype=np.float32)[(labels[: len(batch)] + (0 if right else 1)) % 7]
+        return make
+
+    blur, check = choose_input_blur(predictor_for(True), inputs, labels, 0.7)
+    assert blur == 0.7 and check == {"measured": 0.7, "accuracy_flip_tta_sharp": 0.0, "accuracy_flip_tta_blurred": 1.0}
+    assert choose_input_blur(predictor_for(False), inputs, labels, 0.7)[0] == 0.0
+    assert choose_input_blur(predictor_for(True), inputs, labels, 0.0) == (0.0, {"measured": 0.0})
+
+
 def test_evaluate_against_another_model_is_a_paired_test(trained_run, tmp_path):
     run, data = trained_run
     same = run_fervid("evaluate", str(run / "model.onnx"), str(data), "--against", str(run / "model.keras")).stdout
@@ -196,6 +236,57 @@ def test_mcnemar_matches_the_binomial_tail():
     b = np.array([True] * 277 + [False] * 252)
     assert mcnemar_p(b, ~b)[2] == pytest.approx(0.2967202641108667, rel=1e-9)
     assert mcnemar_p(b, b) == (0, 0, 1.0)
+
+
+def textures(count: int = 64, seed: int = 0) -> np.ndarray:
+    """Faces-sized random textures with detail at every scale (what the blur measurement needs)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.random((count, 48, 48)).astype(np.float32)
+    coarse = np.stack([cv2.resize(cv2.resize(n, (12, 12), interpolation=cv2.INTER_AREA), (48, 48)) for n in noise])
+    return np.clip(0.5 * coarse + 0.5 * noise, 0, 1)[..., None].astype(np.float32)
+
+
+def test_smooth_blurs_without_moving_or_darkening_faces():
+    from fervid.preprocess import smooth
+    from fervid.training.matched_blur import gradient_energy
+
+    faces = textures()
+    assert np.array_equal(smooth(faces, 0.0), faces)
+    flat = np.full((2, 48, 48, 1), 0.4, np.float32)
+    assert np.allclose(smooth(flat, 1.0), flat, atol=1e-6)
+    blurred = smooth(faces, 0.7)
+    assert blurred.shape == faces.shape and blurred.dtype == np.float32
+    assert abs(float(blurred.mean()) - float(faces.mean())) < 1e-3
+    energies = [gradient_energy(smooth(faces, sigma)) for sigma in (0.0, 0.5, 0.7, 1.0)]
+    assert energies == sorted(energies, reverse=True) and energies[-1] < 0.5 * energies[0]
+    dot = np.zeros((1, 48, 48, 1), np.float32)
+    dot[0, 20, 30, 0] = 1.0
+    assert np.unravel_index(np.argmax(smooth(dot, 0.7)), dot.shape) == (0, 20, 30, 0), "the blur must not shift faces"
+
+
+def test_equivalent_blur_recovers_a_known_gaussian():
+    from fervid.preprocess import smooth
+    from fervid.training.matched_blur import equivalent_blur
+
+    faces = textures()
+    for sigma in (0.5, 0.8, 1.2):
+        assert equivalent_blur(faces, smooth(faces, sigma)) == pytest.approx(sigma, abs=0.02)
+    assert equivalent_blur(faces, faces) == 0.0
+    noisier = np.clip(faces + np.random.default_rng(1).normal(0, 0.1, faces.shape).astype(np.float32), 0, 1)
+    assert equivalent_blur(faces, noisier) == 0.0, "sharper-than-original is no blur, not a negative one"
+
+
+def test_the_recipes_warps_set_the_input_blur():
+    from fervid.training.matched_blur import augmentation_blur
+
+    faces = textures(256)
+    assert augmentation_blur(0.0, 0.0, 0.0, faces) == 0.0
+    shift_only = augmentation_blur(0.0, 0.0, 0.1, faces)
+    all_warps = augmentation_blur(0.05, 0.1, 0.1, faces)
+    assert 0.3 <= shift_only < all_warps <= 1.2, (shift_only, all_warps)
+    assert augmentation_blur(0.05, 0.1, 0.1, faces) == all_warps, "seeded: the same recipe gives the same blur"
 
 
 def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference():

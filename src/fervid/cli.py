@@ -171,6 +171,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Dataset (folder, .zip or FER2013 .csv).")],
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image.")] = False,
+    input_blur: Annotated[Optional[float], typer.Option(min=0.0, help="Gaussian blur (sigma, pixels) on faces before the model [default: the model card's, as the runtime does; 0 = sharp].")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model on the same faces (exact McNemar test).")] = None,
@@ -190,7 +191,7 @@ def evaluate(
     from fervid.fileio import write_text_atomically
     from fervid.labels import parse_mapping
 
-    predictor = load_predictor(model)
+    predictor = load_predictor(model, input_blur=input_blur)
     index = read_dataset(data, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
     if split not in index.splits:
         raise FervidError(f"{data}: no '{split}' split (found: {', '.join(index.splits)})")
@@ -220,7 +221,8 @@ def evaluate(
         comparison = {"model": against, "accuracy": other.accuracy, "only_this_right": only_this,
                       "only_other_right": only_other, "mcnemar_p": p_value}
     if json_out:
-        payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta, "images": len(arrays), **report.to_dict()}
+        payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta, "input_blur": input_blur,
+                   "images": len(arrays), **report.to_dict()}
         if comparison:
             payload["against"] = comparison
         write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")

@@ -49,6 +49,21 @@ def to_model_input(faces: np.ndarray) -> np.ndarray:
     return (faces.astype(np.float32) / np.float32(255.0))[..., None]
 
 
+def smooth(inputs: np.ndarray, sigma: float) -> np.ndarray:
+    """Model inputs (N, 48, 48, 1) blurred by a Gaussian of ``sigma`` pixels (0 = unchanged).
+
+    Training resamples every face (rotation, zoom and shift are bilinear warps), which low-passes it;
+    a net trained so sees sharper faces at inference than it ever saw in training. A model's card
+    gives the blur that matches its training faces (``inference.input_blur``, measured by
+    ``fervid.training.matched_blur``), and the runtime applies it here before the model.
+    """
+    inputs = np.asarray(inputs, dtype=np.float32)
+    if sigma <= 0 or len(inputs) == 0:
+        return inputs
+    blurred = [cv2.GaussianBlur(face, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) for face in inputs[..., 0]]
+    return np.stack(blurred)[..., None]
+
+
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Integer labels as float32 one-hot rows."""
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]

@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from fervid.evaluation.metrics import ClassificationReport, calibration, classification_report
+from fervid.preprocess import smooth
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def load_predictor(model: str | Path | None) -> Predictor:
-    """A function from model inputs (N, 48, 48, 1) to probabilities (N, 7), without flip averaging."""
+def load_predictor(model: str | Path | None, *, input_blur: float | None = None) -> Predictor:
+    """A function from model inputs (N, 48, 48, 1) to probabilities (N, 7), without flip averaging.
+
+    Inputs are blurred as the runtime blurs them: by the model card's ``input_blur`` (an ONNX
+    model's embedded card, or the ``model.json`` beside a ``.keras`` model), unless ``input_blur``
+    says otherwise (0 scores the model on sharp faces).
+    """
     path = Path(model) if model is not None else None
     if path is not None and path.suffix == ".keras":
         from fervid.model.architectures import load_classifier
 
-        return keras_predictor(load_classifier(path))
+        if input_blur is None:
+            card_path = path.parent / "model.json"
+            card = json.loads(card_path.read_text()) if card_path.exists() else {}
+            input_blur = float(card.get("inference", {}).get("input_blur", 0.0))
+        return keras_predictor(load_classifier(path), input_blur=input_blur)
     from fervid.runtime.classify import ExpressionClassifier
 
     classifier = ExpressionClassifier(model)
-    return lambda inputs: classifier.predict_inputs(inputs, flip_tta=False)
+    return lambda inputs: classifier.predict_inputs(inputs, flip_tta=False, input_blur=input_blur)
 
 
-def keras_predictor(network) -> Predictor:
-    """A loaded Keras classifier as a Predictor."""
-    return lambda inputs: np.asarray(network.predict(inputs, batch_size=256, verbose=0))
+def keras_predictor(network, *, input_blur: float = 0.0) -> Predictor:
+    """A loaded Keras classifier as a Predictor, its inputs blurred by ``input_blur`` (sigma, pixels)."""
+    return lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0))
 
 
 def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False, batch_size: int = 512) -> np.ndarray:
@@ -50,3 +61,19 @@ def evaluate(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, fl
     report.calibration = calibration(probabilities, labels)
     report.correct = predicted == labels
     return report
+
+
+def card_metrics(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, split: str) -> tuple[dict, ClassificationReport, ClassificationReport]:
+    """The validation scores a model card carries (single view and flip averaging), with both reports."""
+    single = evaluate(predictor, inputs, labels)
+    flipped = evaluate(predictor, inputs, labels, flip_tta=True)
+    metrics = {
+        "split": split,
+        "accuracy": single.accuracy,
+        "macro_f1": single.macro_f1,
+        "accuracy_flip_tta": flipped.accuracy,
+        "macro_f1_flip_tta": flipped.macro_f1,
+        "ece_flip_tta": flipped.calibration.ece,
+        "per_class": flipped.to_dict()["per_class"],
+    }
+    return metrics, single, flipped

@@ -12,7 +12,7 @@ import numpy as np
 from fervid.errors import FervidError
 from fervid.export.onnx import export_onnx, write_card
 from fervid.fileio import write_text_atomically
-from fervid.preprocess import INPUT_SHAPE
+from fervid.preprocess import INPUT_SHAPE, smooth
 
 TOLERANCE = 1e-4
 CALIBRATION_FACES = 512
@@ -46,7 +46,8 @@ def export_checked(model_path: Path, target: Path, *, int8_data: Path | None = N
 
     The model card beside the model (``model.json`` in a run folder) goes into the ONNX metadata and
     beside the ONNX file. With ``int8_data`` the float32 export is quantized to int8, calibrated on
-    512 training faces of that dataset and scored on its validation split; those scores replace the
+    512 training faces of that dataset (blurred as the card's ``input_blur`` says, as the runtime
+    will feed them) and scored on its validation split; those scores replace the
     card's metrics, so the card describes the file that is shipped.
     """
     import onnxruntime as ort
@@ -75,7 +76,7 @@ def export_checked(model_path: Path, target: Path, *, int8_data: Path | None = N
 def _quantized(float32_path: Path, target: Path, data: Path, exported: ExportResult, seed: int) -> ExportResult:
     """Quantize, score the int8 model on the validation split, and store those scores in its card."""
     from fervid.data import load_arrays, read_dataset
-    from fervid.evaluation.evaluate import evaluate, load_predictor, predict
+    from fervid.evaluation.evaluate import card_metrics, evaluate, load_predictor, predict
     from fervid.export.quantize import quantize_int8
 
     index = read_dataset(data)
@@ -83,26 +84,22 @@ def _quantized(float32_path: Path, target: Path, data: Path, exported: ExportRes
         raise FervidError(f"{data}: int8 calibration needs a train and a validation split")
     train = load_arrays(index, "train")
     rows = np.random.default_rng(seed).choice(len(train), size=min(CALIBRATION_FACES, len(train)), replace=False)
-    quantize_int8(float32_path, target, train.inputs()[rows])
+    input_blur = float((exported.card or {}).get("inference", {}).get("input_blur", 0.0))
+    quantize_int8(float32_path, target, smooth(train.inputs()[rows], input_blur))
 
     validation = load_arrays(index, "validation")
     inputs, labels = validation.inputs(), validation.labels
     float32, int8 = load_predictor(float32_path), load_predictor(target)
-    single, flipped = evaluate(int8, inputs, labels), evaluate(int8, inputs, labels, flip_tta=True)
+    scored, _, _ = card_metrics(int8, inputs, labels, "validation split")
     agreement = float((predict(int8, inputs).argmax(1) == predict(float32, inputs).argmax(1)).mean())
     card = dict(exported.card or {})
     previous = card.get("metrics", {})
     card["precision"] = "int8"
     card["metrics"] = {
-        "split": "validation split",
-        "accuracy": single.accuracy,
-        "macro_f1": single.macro_f1,
-        "accuracy_flip_tta": flipped.accuracy,
-        "macro_f1_flip_tta": flipped.macro_f1,
-        "ece_flip_tta": flipped.calibration.ece,
-        "per_class": flipped.to_dict()["per_class"],
+        **scored,
         "float32_accuracy_flip_tta": evaluate(float32, inputs, labels, flip_tta=True).accuracy,
         "int8_float32_agreement": agreement,
+        "input_blur_check": previous.get("input_blur_check"),
         "training_minutes": previous.get("training_minutes"),
     }
     write_card(target, card)

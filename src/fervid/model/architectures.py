@@ -62,6 +62,7 @@ def build_augmenter(
     contrast: float = 0.0,
     erasing: float = 0.0,
     seed: int | None = None,
+    dtype: str | None = None,
 ) -> keras.Sequential:
     """Random geometric and photometric changes, active only in training (identity at inference).
 
@@ -73,24 +74,25 @@ def build_augmenter(
     Each layer gets its own seed (``seed``, ``seed + 1``, ...): Keras layers given the same seed draw
     the same random numbers, which would tie every face's rotation, zoom, shift, brightness, contrast
     and erasing to one draw (and its flip to nearly the same), a far poorer set of augmentations.
+    ``dtype`` overrides the global precision policy (measurements want float32 faces).
     """
     seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
     augmentations: list[layers.Layer] = []
     if flip:
-        augmentations.append(layers.RandomFlip("horizontal", seed=next(seeds)))
+        augmentations.append(layers.RandomFlip("horizontal", seed=next(seeds), dtype=dtype))
     if rotation:
-        augmentations.append(layers.RandomRotation(rotation, fill_mode="reflect", seed=next(seeds)))
+        augmentations.append(layers.RandomRotation(rotation, fill_mode="reflect", seed=next(seeds), dtype=dtype))
     if zoom:
-        augmentations.append(layers.RandomZoom(zoom, fill_mode="reflect", seed=next(seeds)))
+        augmentations.append(layers.RandomZoom(zoom, fill_mode="reflect", seed=next(seeds), dtype=dtype))
     if shift:
-        augmentations.append(layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=next(seeds)))
+        augmentations.append(layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=next(seeds), dtype=dtype))
     if brightness:
-        augmentations.append(layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=next(seeds)))
+        augmentations.append(layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=next(seeds), dtype=dtype))
     if contrast:
-        augmentations.append(layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=next(seeds)))
+        augmentations.append(layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=next(seeds), dtype=dtype))
     if erasing:
         augmentations.append(
-            layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.25), value_range=(0.0, 1.0), seed=next(seeds))
+            layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.25), value_range=(0.0, 1.0), seed=next(seeds), dtype=dtype)
         )
     if keras.backend.backend() == "jax":
         # Keras marks its geometric layers as not XLA-compilable because TensorFlow's transform op

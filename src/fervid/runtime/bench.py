@@ -125,7 +125,7 @@ def run_bench(
             rows.append(Row(
                 f"classification per face, batch {batch}, flip averaging {'on' if flip else 'off'}",
                 f"p50 {np.percentile(per_face, 50):.2f} ms, p99 {np.percentile(per_face, 99):.2f} ms",
-                "140x140 crop -> 48x48 preprocessing + one ONNX Runtime call" + (" (live default)" if flip == recognizer.classifier.flip_tta else ""),
+                "140x140 crop -> 48x48 preprocessing (+ the card's input blur) + one ONNX Runtime call" + (" (live default)" if flip == recognizer.classifier.flip_tta else ""),
             ))
     recognizer.flip_tta = recognizer.classifier.flip_tta
     gray = cv2.cvtColor(background(), cv2.COLOR_BGR2GRAY)

@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
-from fervid.preprocess import prepare_face, to_model_input
+from fervid.preprocess import prepare_face, smooth, to_model_input
 
 METADATA_KEY = "fervid"
 BUNDLED_MODELS = ("fervid-vgg",)
@@ -54,8 +54,9 @@ def resolve_model(model: str | Path | None) -> Path:
 class ExpressionClassifier:
     """An ONNX expression model loaded once; ``classify`` takes a batch of faces in one call.
 
-    The model card stored in the ONNX metadata is the contract (class order, input size), read
-    with ``json.loads``; a model whose classes differ from fervid's order is refused.
+    The model card stored in the ONNX metadata is the contract (class order, input size, and how
+    to run it: flip averaging, the input blur that matches its training faces), read with
+    ``json.loads``; a model whose classes differ from fervid's order is refused.
     """
 
     def __init__(self, model: str | Path | None = None, *, threads: int | None = None) -> None:
@@ -74,15 +75,21 @@ class ExpressionClassifier:
         classes = tuple(self.card.get("classes", EXPRESSIONS))
         if classes != EXPRESSIONS:
             raise FervidError(f"{self.path}: model classes {classes} differ from fervid's {EXPRESSIONS}")
-        self.flip_tta: bool = bool(self.card.get("inference", {}).get("flip_tta", False))
+        inference = self.card.get("inference", {})
+        self.flip_tta: bool = bool(inference.get("flip_tta", False))
+        self.input_blur: float = float(inference.get("input_blur", 0.0))
         self.name: str = self.card.get("name", self.path.stem)
         self.version: str = str(self.card.get("version", "unknown"))
 
-    def predict_inputs(self, inputs: np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
-        """Probabilities (N, 7) for model inputs (N, 48, 48, 1) float32 in 0..1."""
+    def predict_inputs(self, inputs: np.ndarray, *, flip_tta: bool | None = None, input_blur: float | None = None) -> np.ndarray:
+        """Probabilities (N, 7) for model inputs (N, 48, 48, 1) float32 in 0..1.
+
+        ``flip_tta`` and ``input_blur`` default to the model card's; pass them to override.
+        """
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         if len(inputs) == 0:
             return np.zeros((0, len(EXPRESSIONS)), dtype=np.float32)
+        inputs = smooth(inputs, self.input_blur if input_blur is None else input_blur)
         use_flip = self.flip_tta if flip_tta is None else flip_tta
         if use_flip:
             batch = np.concatenate([inputs, inputs[:, :, ::-1, :]])

@@ -6,12 +6,12 @@ import datetime
 import json
 import platform
 from dataclasses import asdict
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 
-
-from fervid.evaluation.evaluate import evaluate, keras_predictor, load_predictor
+from fervid.evaluation.evaluate import card_metrics, keras_predictor, load_predictor
 from fervid.evaluation.plots import plot_confusion, plot_history
 from fervid.export.onnx import export_onnx, float32_twin
 from fervid.fileio import atomic_path, write_text_atomically
@@ -21,6 +21,7 @@ from fervid.model.backend import keras
 from fervid.preprocess import FACE_SIZE
 from fervid.training.config import TrainConfig
 from fervid.training.fit import TrainingData, fit
+from fervid.training.matched_blur import augmentation_blur, choose_input_blur
 
 
 def library_versions() -> dict[str, str]:
@@ -34,8 +35,12 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters: int, metrics: dict, name: str) -> dict:
-    """The model's contract and provenance; embedded in the ONNX metadata and saved as model.json."""
+def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters: int, metrics: dict, name: str, *, input_blur: float = 0.0) -> dict:
+    """The model's contract and provenance; embedded in the ONNX metadata and saved as model.json.
+
+    ``inference`` tells the runtime how to run the model: average each face with its mirror image,
+    and blur faces as much as the recipe's augmentation blurred its training faces.
+    """
     return {
         "name": name,
         "version": datetime.date.today().isoformat(),
@@ -47,7 +52,7 @@ def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters:
             "scale": "pixel / 255 (0..1)",
             "preprocessing": "fervid.preprocess.prepare_face then to_model_input",
         },
-        "inference": {"flip_tta": True},
+        "inference": {"flip_tta": True, "input_blur": input_blur},
         "architecture": config.arch,
         "architecture_description": ARCHITECTURES[config.arch].description,
         "parameters": parameters,
@@ -68,6 +73,16 @@ def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters:
     }
 
 
+def blur_reason(check: dict) -> str:
+    """Why the card's input blur is what it is, in words for the report."""
+    if check["measured"] <= 0:
+        return "the recipe has no warps that blur training faces"
+    sharp, blurred = check["accuracy_flip_tta_sharp"], check["accuracy_flip_tta_blurred"]
+    verdict = "kept" if blurred >= sharp else "not applied"
+    return (f"the training warps blur faces like a Gaussian of sigma {check['measured']}; validation accuracy with it "
+            f"{blurred:.4f}, without {sharp:.4f}: {verdict}")
+
+
 def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str) -> None:
     metrics = card["metrics"]
     lines = [
@@ -79,6 +94,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"- epochs: {card['epochs_trained']} trained, best validation epoch {card['best_epoch']}",
         f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
         f"- with horizontal-flip averaging (the runtime default): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
+        f"- input blur {card['inference']['input_blur']} px, applied by the runtime and in every score here ({blur_reason(metrics['input_blur_check'])})",
         f"- training time {metrics['training_minutes']:.1f} min",
         "",
         "## Per class (validation, single view)",
@@ -125,28 +141,20 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
     exports = onnx_export_available()
     if exports:
         export_onnx(deployable, run / "model.onnx", provisional)
-        predictor = load_predictor(run / "model.onnx")
+        predictor_for = partial(load_predictor, run / "model.onnx")
     else:
         print(
             f"no ONNX export on the {keras.backend.backend()} backend: scored the Keras model; finish with "
             f"`fervid train --resume --out {run}` on the TensorFlow or torch backend",
             flush=True,
         )
-        predictor = keras_predictor(deployable)
-    inputs = data.validation.inputs()
-    single = evaluate(predictor, inputs, data.validation.labels)
-    flipped = evaluate(predictor, inputs, data.validation.labels, flip_tta=True)
-    metrics = {
-        "split": data.validation_source,
-        "accuracy": single.accuracy,
-        "macro_f1": single.macro_f1,
-        "accuracy_flip_tta": flipped.accuracy,
-        "macro_f1_flip_tta": flipped.macro_f1,
-        "ece_flip_tta": flipped.calibration.ece,
-        "per_class": flipped.to_dict()["per_class"],
-        "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1),
-    }
-    card = model_card(config, data, state, deployable.count_params(), metrics, name)
+        predictor_for = partial(keras_predictor, deployable)
+    inputs, labels = data.validation.inputs(), data.validation.labels
+    measured = augmentation_blur(config.rotation, config.zoom, config.shift, data.train.inputs(), seed=config.seed)
+    input_blur, check = choose_input_blur(predictor_for, inputs, labels, measured)
+    scored, single, flipped = card_metrics(predictor_for(input_blur=input_blur), inputs, labels, data.validation_source)
+    metrics = {**scored, "input_blur_check": check, "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1)}
+    card = model_card(config, data, state, deployable.count_params(), metrics, name, input_blur=input_blur)
     if exports:
         export_onnx(deployable, run / "model.onnx", card)
     write_text_atomically(run / "model.json", json.dumps(card, indent=2) + "\n")
