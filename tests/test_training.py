@@ -289,15 +289,48 @@ def test_the_recipes_warps_set_the_input_blur():
     assert augmentation_blur(0.05, 0.1, 0.1, faces) == all_warps, "seeded: the same recipe gives the same blur"
 
 
-def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference():
+@pytest.mark.parametrize("warp", ["each", "once"])
+def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference(warp):
     from fervid.model.architectures import build_augmenter
 
     faces = np.random.default_rng(0).random((16, 48, 48, 1), dtype=np.float32)
-    augmenter = build_augmenter(flip=True, rotation=0.05, zoom=0.1, shift=0.1, brightness=0.3, contrast=0.3, seed=1)
+    augmenter = build_augmenter(flip=True, rotation=0.05, zoom=0.1, shift=0.1, brightness=0.3, contrast=0.3, seed=1, warp=warp)
     changed = np.asarray(augmenter(faces, training=True))
     assert changed.min() >= 0.0 and changed.max() <= 1.0
     assert np.abs(changed - faces).mean() > 0.05
     assert np.array_equal(np.asarray(augmenter(faces, training=False)), faces)
+
+
+def blob_centres(faces: np.ndarray) -> np.ndarray:
+    """(x, y) centre of mass of each face."""
+    weights = faces[..., 0] / faces[..., 0].sum(axis=(1, 2), keepdims=True)
+    ys, xs = np.mgrid[0:48, 0:48]
+    return np.stack([(weights * xs).sum(axis=(1, 2)), (weights * ys).sum(axis=(1, 2))], axis=1)
+
+
+@pytest.mark.parametrize("rotation, zoom, shift", [(0.05, 0, 0), (0, 0.1, 0), (0, 0, 0.1), (0.05, 0.1, 0.1)])
+def test_one_composed_warp_moves_faces_as_the_three_keras_layers_do(rotation, zoom, shift):
+    """Same ranges of rotation, zoom and shift: an off-centre blob lands in the same places."""
+    from fervid.model.architectures import build_augmenter
+
+    ys, xs = np.mgrid[0:48, 0:48]
+    blob = np.exp(-((xs - 31.0) ** 2 + (ys - 17.0) ** 2) / (2 * 1.5**2)).astype(np.float32)
+    faces = np.repeat(blob[None, :, :, None], 2000, axis=0)
+    centres = {
+        warp: blob_centres(np.asarray(build_augmenter(flip=False, rotation=rotation, zoom=zoom, shift=shift, seed=3,
+                                                      dtype="float32", warp=warp)(faces, training=True)))
+        for warp in ("each", "once")
+    }
+    assert np.allclose(centres["once"].mean(axis=0), centres["each"].mean(axis=0), atol=0.3)
+    assert np.allclose(centres["once"].std(axis=0), centres["each"].std(axis=0), rtol=0.1)
+    assert centres["once"].std(axis=0).min() > 0.2, "every face draws its own warp"
+
+
+def test_one_composed_warp_blurs_less_than_three():
+    from fervid.training.matched_blur import augmentation_blur
+
+    faces = textures(256)
+    assert augmentation_blur(0.05, 0.1, 0.1, faces, warp="once") < augmentation_blur(0.05, 0.1, 0.1, faces, warp="each") - 0.1
 
 
 def test_augmentation_layers_draw_independent_random_numbers():
@@ -423,6 +456,7 @@ def test_class_weights_and_holdout():
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--imbalance", "magic"], "--imbalance must be one of"),
         (["--erasing", "1.5"], "--erasing must be a probability"),
+        (["--warp", "twice"], "--warp must be one of"),
     ],
 )
 def test_bad_training_arguments_are_one_line_errors(tmp_path, args, message):

@@ -30,7 +30,8 @@ def main(model: Path, data: Path) -> None:
     card = ExpressionClassifier(model).card
     recipe = card["training"]
     index = read_dataset(data)
-    measured = augmentation_blur(recipe["rotation"], recipe["zoom"], recipe["shift"], load_arrays(index, "train").inputs(), seed=recipe["seed"])
+    measured = augmentation_blur(recipe["rotation"], recipe["zoom"], recipe["shift"], load_arrays(index, "train").inputs(), seed=recipe["seed"],
+                                 warp=recipe.get("warp", "each"))
     validation = load_arrays(index, "validation")
     inputs, labels = validation.inputs(), validation.labels
     blur, check = choose_input_blur(partial(load_predictor, model), inputs, labels, measured)

@@ -114,6 +114,7 @@ def train(
     rotation: Annotated[float, typer.Option(help="Random rotation, fraction of a full turn.")] = 0.05,
     zoom: Annotated[float, typer.Option(help="Random zoom, fraction of the size.")] = 0.1,
     shift: Annotated[float, typer.Option(help="Random shift, fraction of the size.")] = 0.1,
+    warp: Annotated[str, typer.Option(help="each: rotation, zoom and shift resample the face one after another (3 resamples); once: one composed warp (1 resample, sharper faces).")] = "each",
     flip: Annotated[bool, typer.Option(help="Random horizontal flip.")] = True,
     brightness: Annotated[float, typer.Option(help="Random brightness change (0 = off).")] = 0.0,
     contrast: Annotated[float, typer.Option(help="Random contrast change (0 = off).")] = 0.0,
@@ -149,7 +150,7 @@ def train(
         config = TrainConfig(
             data=str(data.resolve()), arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=lr,
             weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule, label_smoothing=label_smoothing,
-            imbalance=imbalance, flip=flip, rotation=rotation, zoom=zoom, shift=shift, brightness=brightness,
+            imbalance=imbalance, flip=flip, rotation=rotation, zoom=zoom, shift=shift, warp=warp, brightness=brightness,
             contrast=contrast, erasing=erasing, val_fraction=val_fraction, patience=patience, seed=seed, precision=precision,
             unknown=unknown, mapping=parse_mapping(map), init_from=str(init_from.resolve()) if init_from else None, name=name,
         )

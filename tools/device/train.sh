@@ -1,10 +1,11 @@
 #!/bin/bash
-# On the GPU machine: the release recipe, the shipped architecture on the same long schedule and the
-# compact variant, side by side (one small net leaves most of an H100 idle, and their XLA compilations
-# overlap); each is packed into $OUT when it ends.
+# On the GPU machine: up to three runs of the release recipe side by side (one small net leaves most of
+# an H100 idle, and their XLA compilations overlap); each is packed into $OUT when it ends.
+# RUNS lists them, ';'-separated, each "NAME ARCH WARP WEIGHT_DECAY"; the default is the next test of
+# docs/model.md part 6: one composed warp, real weight decay, and both.
 set -u
 T0=$(date +%s); BUDGET=${BUDGET:-570}
-WD=${WD:-5e-4} TAG=${TAG:-}  # e.g. WD=0.05 TAG=-wd05: AdamW weight decay of all three runs, and a suffix for their names
+RUNS=${RUNS:-"vgg-once vgg once 5e-4;vgg-wd05 vgg each 0.05;vgg-once-wd05 vgg once 0.05"}
 DATA=${DATA:-/work/shared/data/fer2013.zip}
 if ! python3 -c "import keras" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
@@ -28,13 +29,14 @@ train() {  # RUN ARGS...: train into /tmp/RUN until the budget ends, pack it int
   (cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 $last \
      $(ls report.md model.json metrics.json history.csv 2>/dev/null) | split -b 15M - $OUT/$name.tgz.)
 }
-train fervid-vgg-deep$TAG --name fervid-vgg-deep --arch vgg-deep --epochs ${VGG_EPOCHS:-250} --batch-size 128 --precision mixed_bfloat16 \
-  --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5 --weight-decay $WD &
-sleep 20  # the first run decodes the dataset into the shared cache meanwhile
-train fervid-vgg-e250$TAG --name fervid-vgg --arch vgg --epochs ${VGG_EPOCHS:-250} --batch-size 128 \
-  --precision mixed_bfloat16 --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5 --weight-decay $WD &
-train fervid-compact$TAG --name fervid-compact --arch compact --epochs ${COMPACT_EPOCHS:-200} --batch-size 128 --precision mixed_bfloat16 \
-  --brightness 0.2 --contrast 0.2 --warmup-epochs 5 --weight-decay $WD &
+IFS=';' read -ra specs <<< "$RUNS"
+for spec in "${specs[@]}"; do
+  read -r name arch warp wd <<< "$spec"
+  epochs=${VGG_EPOCHS:-250}; [ "$arch" = compact ] && epochs=${COMPACT_EPOCHS:-200}
+  train fervid-$name --name fervid-$arch --arch $arch --epochs $epochs --batch-size 128 --precision mixed_bfloat16 \
+    --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5 --weight-decay $wd --warp $warp &
+  [ "$spec" = "${specs[0]}" ] && sleep 20  # the first run decodes the dataset into the shared cache meanwhile
+done
 while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; \
   for f in $OUT/*.log; do echo "$(basename $f) $(grep -c '^epoch' $f)"; done; jobs -r | grep -q train || break; done
 wait

@@ -14,6 +14,7 @@ from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.model.backend import keras
 from fervid.model.specs import ARCHITECTURES, VggSpec
+from fervid.model.warp import RandomWarp
 from fervid.preprocess import INPUT_SHAPE
 
 layers = keras.layers
@@ -63,6 +64,7 @@ def build_augmenter(
     erasing: float = 0.0,
     seed: int | None = None,
     dtype: str | None = None,
+    warp: str = "each",
 ) -> keras.Sequential:
     """Random geometric and photometric changes, active only in training (identity at inference).
 
@@ -75,17 +77,24 @@ def build_augmenter(
     the same random numbers, which would tie every face's rotation, zoom, shift, brightness, contrast
     and erasing to one draw (and its flip to nearly the same), a far poorer set of augmentations.
     ``dtype`` overrides the global precision policy (measurements want float32 faces).
+
+    ``warp`` is how rotation, zoom and shift are applied: ``each`` by Keras's three layers, one
+    resample each (the recipe of the shipped model), or ``once`` as one composed affine warp
+    (``RandomWarp``: one resample, a sharper face, docs/model.md part 6).
     """
     seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
     augmentations: list[layers.Layer] = []
     if flip:
         augmentations.append(layers.RandomFlip("horizontal", seed=next(seeds), dtype=dtype))
-    if rotation:
-        augmentations.append(layers.RandomRotation(rotation, fill_mode="reflect", seed=next(seeds), dtype=dtype))
-    if zoom:
-        augmentations.append(layers.RandomZoom(zoom, fill_mode="reflect", seed=next(seeds), dtype=dtype))
-    if shift:
-        augmentations.append(layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=next(seeds), dtype=dtype))
+    if warp == "once" and (rotation or zoom or shift):
+        augmentations.append(RandomWarp(rotation, zoom, shift, seed=next(seeds), dtype=dtype))
+    elif warp == "each":
+        if rotation:
+            augmentations.append(layers.RandomRotation(rotation, fill_mode="reflect", seed=next(seeds), dtype=dtype))
+        if zoom:
+            augmentations.append(layers.RandomZoom(zoom, fill_mode="reflect", seed=next(seeds), dtype=dtype))
+        if shift:
+            augmentations.append(layers.RandomTranslation(shift, shift, fill_mode="reflect", seed=next(seeds), dtype=dtype))
     if brightness:
         augmentations.append(layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=next(seeds), dtype=dtype))
     if contrast:

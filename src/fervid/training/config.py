@@ -13,6 +13,7 @@ from fervid.model.specs import ARCHITECTURES
 SCHEDULES = ("cosine", "plateau")
 IMBALANCE = ("none", "weights", "sampling")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+WARPS = ("each", "once")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class TrainConfig:
     rotation: float = 0.05
     zoom: float = 0.1
     shift: float = 0.1
+    warp: str = "each"  # rotation, zoom and shift as three resamples (each) or one composed warp (once)
     brightness: float = 0.0
     contrast: float = 0.0
     erasing: float = 0.0
@@ -60,6 +62,7 @@ class TrainConfig:
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
             (0.0 <= self.erasing <= 1.0, "--erasing must be a probability in [0, 1]"),
+            (self.warp in WARPS, f"--warp must be one of {', '.join(WARPS)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -254,6 +254,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
         rotation=config.rotation,
         zoom=config.zoom,
         shift=config.shift,
+        warp=config.warp,
         brightness=config.brightness,
         contrast=config.contrast,
         erasing=config.erasing,

@@ -55,7 +55,7 @@ def equivalent_blur(reference: np.ndarray, transformed: np.ndarray, *, tolerance
     return (low + high) / 2
 
 
-def augmentation_blur(rotation: float, zoom: float, shift: float, inputs: np.ndarray, *, seed: int = 0) -> float:
+def augmentation_blur(rotation: float, zoom: float, shift: float, inputs: np.ndarray, *, seed: int = 0, warp: str = "each") -> float:
     """The input blur (sigma, 2 decimals) that matches faces to a recipe's geometric augmentation.
 
     Only the warps take part: flip moves no pixel between positions, and brightness, contrast and
@@ -67,7 +67,7 @@ def augmentation_blur(rotation: float, zoom: float, shift: float, inputs: np.nda
 
     rows = np.random.default_rng(seed).permutation(len(inputs))[:FACES]
     sample = np.asarray(inputs[rows], dtype=np.float32)
-    augmenter = build_augmenter(flip=False, rotation=rotation, zoom=zoom, shift=shift, seed=seed, dtype="float32")
+    augmenter = build_augmenter(flip=False, rotation=rotation, zoom=zoom, shift=shift, seed=seed, dtype="float32", warp=warp)
     warped = np.concatenate([np.asarray(augmenter(sample[start : start + 500], training=True)) for start in range(0, len(sample), 500)])
     return round(equivalent_blur(sample, warped), 2)
 

@@ -150,7 +150,7 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
         )
         predictor_for = partial(keras_predictor, deployable)
     inputs, labels = data.validation.inputs(), data.validation.labels
-    measured = augmentation_blur(config.rotation, config.zoom, config.shift, data.train.inputs(), seed=config.seed)
+    measured = augmentation_blur(config.rotation, config.zoom, config.shift, data.train.inputs(), seed=config.seed, warp=config.warp)
     input_blur, check = choose_input_blur(predictor_for, inputs, labels, measured)
     scored, single, flipped = card_metrics(predictor_for(input_blur=input_blur), inputs, labels, data.validation_source)
     metrics = {**scored, "input_blur_check": check, "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1)}
