@@ -82,6 +82,8 @@ def build_augmenter(
     resample each (the recipe of the shipped model), or ``once`` as one composed affine warp
     (``RandomWarp``: one resample, a sharper face, docs/model.md part 6).
     """
+    if warp not in ("each", "once"):
+        raise ValueError(f"warp must be 'each' or 'once', not {warp!r}")
     seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
     augmentations: list[layers.Layer] = []
     if flip:
