@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,16 +20,14 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None)
     model's embedded card, or the ``model.json`` beside a ``.keras`` model), unless ``input_blur``
     says otherwise (0 scores the model on sharp faces).
     """
+    from fervid.runtime.classify import ExpressionClassifier, card_beside, card_input_blur
+
     path = Path(model) if model is not None else None
     if path is not None and path.suffix == ".keras":
         from fervid.model.architectures import load_classifier
 
-        if input_blur is None:
-            card_path = path.parent / "model.json"
-            card = json.loads(card_path.read_text()) if card_path.exists() else {}
-            input_blur = float(card.get("inference", {}).get("input_blur", 0.0))
-        return keras_predictor(load_classifier(path), input_blur=input_blur)
-    from fervid.runtime.classify import ExpressionClassifier
+        blur = card_input_blur(card_beside(path)) if input_blur is None else input_blur
+        return keras_predictor(load_classifier(path), input_blur=blur)
 
     classifier = ExpressionClassifier(model)
     return lambda inputs: classifier.predict_inputs(inputs, flip_tta=False, input_blur=input_blur)

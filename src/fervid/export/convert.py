@@ -13,6 +13,7 @@ from fervid.errors import FervidError
 from fervid.export.onnx import export_onnx, write_card
 from fervid.fileio import write_text_atomically
 from fervid.preprocess import INPUT_SHAPE, smooth
+from fervid.runtime.classify import card_beside, card_input_blur
 
 TOLERANCE = 1e-4
 CALIBRATION_FACES = 512
@@ -53,8 +54,7 @@ def export_checked(model_path: Path, target: Path, *, int8_data: Path | None = N
     import onnxruntime as ort
 
     model = _load_keras(model_path)
-    card_path = model_path.parent / "model.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else None
+    card = card_beside(model_path)
     with tempfile.TemporaryDirectory() as scratch:
         float32_path = Path(scratch) / "float32.onnx" if int8_data else target
         export_onnx(model, float32_path, card)
@@ -84,8 +84,7 @@ def _quantized(float32_path: Path, target: Path, data: Path, exported: ExportRes
         raise FervidError(f"{data}: int8 calibration needs a train and a validation split")
     train = load_arrays(index, "train")
     rows = np.random.default_rng(seed).choice(len(train), size=min(CALIBRATION_FACES, len(train)), replace=False)
-    input_blur = float((exported.card or {}).get("inference", {}).get("input_blur", 0.0))
-    quantize_int8(float32_path, target, smooth(train.inputs()[rows], input_blur))
+    quantize_int8(float32_path, target, smooth(train.inputs()[rows], card_input_blur(exported.card)))
 
     validation = load_arrays(index, "validation")
     inputs, labels = validation.inputs(), validation.labels

@@ -37,6 +37,17 @@ def bundled_model_cards() -> dict[str, dict]:
     return {name: json.loads(bundled_model_path(name).with_suffix(".json").read_text()) for name in available_bundled_models()}
 
 
+def card_input_blur(card: dict | None) -> float:
+    """The input blur (Gaussian sigma, pixels) a model card asks for; 0 for cards from before it existed."""
+    return float((card or {}).get("inference", {}).get("input_blur", 0.0))
+
+
+def card_beside(model: Path) -> dict | None:
+    """The model card saved next to a model file (``model.json`` in a run folder), if there is one."""
+    path = model.parent / "model.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def resolve_model(model: str | Path | None) -> Path:
     """A model argument (None = default, a bundled name, or a path to an .onnx file) as a file path."""
     if model is None:
@@ -77,7 +88,7 @@ class ExpressionClassifier:
             raise FervidError(f"{self.path}: model classes {classes} differ from fervid's {EXPRESSIONS}")
         inference = self.card.get("inference", {})
         self.flip_tta: bool = bool(inference.get("flip_tta", False))
-        self.input_blur: float = float(inference.get("input_blur", 0.0))
+        self.input_blur: float = card_input_blur(self.card)
         self.name: str = self.card.get("name", self.path.stem)
         self.version: str = str(self.card.get("version", "unknown"))
 
