@@ -13,7 +13,7 @@ from pathlib import Path
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.model.backend import keras
-from fervid.model.specs import ARCHITECTURES, VggSpec
+from fervid.model.specs import ARCHITECTURES, WARPS, VggSpec
 from fervid.model.warp import RandomWarp
 from fervid.preprocess import INPUT_SHAPE
 
@@ -82,8 +82,8 @@ def build_augmenter(
     resample each (the recipe of the shipped model), or ``once`` as one composed affine warp
     (``RandomWarp``: one resample, a sharper face, docs/model.md part 6).
     """
-    if warp not in ("each", "once"):
-        raise ValueError(f"warp must be 'each' or 'once', not {warp!r}")
+    if warp not in WARPS:
+        raise ValueError(f"warp must be one of {WARPS}, not {warp!r}")
     seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
     augmentations: list[layers.Layer] = []
     if flip:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+WARPS = ("each", "once")  # rotation, zoom and shift as three resamples, or as one composed warp
+
 
 @dataclass(frozen=True)
 class VggSpec:

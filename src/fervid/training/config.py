@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from fervid.errors import FervidError
-from fervid.model.specs import ARCHITECTURES
+from fervid.model.specs import ARCHITECTURES, WARPS
 
 SCHEDULES = ("cosine", "plateau")
 IMBALANCE = ("none", "weights", "sampling")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-WARPS = ("each", "once")
 
 
 @dataclass
