@@ -390,6 +390,87 @@ def test_init_from_starts_where_the_trained_model_ended(trained_run, tmp_path):
     assert missing.returncode == 2 and "no trained model to start from" in missing.stderr
 
 
+def test_distillation_trains_on_the_teachers_averaged_probabilities(trained_run, tmp_path):
+    """A student of two teachers (the trained run and the bundled model) learns the patterns, and the
+    targets it trained on are the mix of its labels with the two teachers' averaged probabilities."""
+    from fervid.data import load_arrays, read_dataset
+    from fervid.runtime.classify import ExpressionClassifier
+
+    run, data = trained_run
+    student = tmp_path / "student"
+    run_fervid("train", str(data), "--arch", "compact", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
+               "--warmup-epochs", "1", "--teacher", str(run), "--teacher", "fervid-vgg", "--distill", "0.4",
+               "--out", str(student))
+    card = json.loads((student / "model.json").read_text())
+    assert card["training"]["teacher"] == [str(run.resolve()), "fervid-vgg"] and card["training"]["distill"] == 0.4
+    assert card["metrics"]["accuracy"] >= 0.7, "chance is 1/7; a fifth of each target is the bundled model's guess"
+    assert "distilled from" in (student / "report.md").read_text()
+
+    faces = load_arrays(read_dataset(data), "train").inputs()
+    expected = sum(ExpressionClassifier(t).predict_inputs(faces) for t in (run, "fervid-vgg")) / 2
+    with np.load(student / "checkpoint" / "teacher.npz") as cached:
+        assert cached["probabilities"].shape == (7 * TRAIN_PER_CLASS, 7)
+        assert np.allclose(cached["probabilities"], expected, atol=1e-5)
+
+
+def test_a_run_folder_holding_the_teachers_probabilities_needs_no_teacher(tmp_path):
+    """How a machine without the teacher files (or ONNX Runtime) distills: their probabilities, made
+    elsewhere on the same data, are copied into the run folder first."""
+    from fervid.data import read_dataset
+    from fervid.data.arrays import fingerprint
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
+    run = tmp_path / "student"
+    (run / "checkpoint").mkdir(parents=True)
+    probabilities = np.full((28, 7), 1 / 7, np.float32)
+    np.savez(run / "checkpoint" / "teacher.npz", probabilities=probabilities,
+             fingerprint=np.array(fingerprint(read_dataset(data))), teachers=np.array(["elsewhere/teacher.onnx"]))
+    run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8",
+               "--teacher", "elsewhere/teacher.onnx", "--out", str(run))
+    assert json.loads((run / "model.json").read_text())["training"]["teacher"] == ["elsewhere/teacher.onnx"]
+    other = run_fervid("train", str(data), "--teacher", "elsewhere/teacher.onnx", "--out", str(tmp_path / "x"), check=False)
+    assert other.returncode == 2 and "no such model file" in other.stderr, "without the copy it is a missing model"
+
+
+def test_distilled_targets_mix_label_and_teacher():
+    from fervid.training.distill import distilled_targets
+
+    one_hot = np.eye(7, dtype=np.float32)[[0, 3]]
+    teacher = np.array([[0.2, 0.8, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1]], np.float32)
+    targets = distilled_targets(one_hot, teacher, 0.5)
+    assert targets[0].tolist() == pytest.approx([0.6, 0.4, 0, 0, 0, 0, 0])
+    assert targets[1].tolist() == pytest.approx([0, 0, 0, 0.5, 0, 0, 0.5])
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 500)
+    teachers = rng.dirichlet(np.full(7, 0.1), 500).astype(np.float32)
+    mixed = distilled_targets(np.eye(7, dtype=np.float32)[labels], teachers, 0.45)
+    assert np.allclose(mixed.sum(axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(mixed.argmax(axis=1), labels), "below 0.5 the label keeps the largest share"
+    assert np.array_equal(distilled_targets(np.eye(7, dtype=np.float32)[labels], teachers, 0.0), np.eye(7)[labels])
+
+
+def test_teacher_probabilities_are_cached_per_run_teachers_and_data(tmp_path, monkeypatch):
+    """A resumed run reuses its teachers' probabilities; other teachers or other data recompute them."""
+    from fervid.training import distill
+
+    faces = np.random.default_rng(0).random((5, 48, 48, 1), dtype=np.float32)
+    calls = []
+
+    def scored(teachers, inputs):
+        calls.append(list(teachers))
+        return np.full((len(inputs), 7), 1 / 7, np.float32)
+
+    monkeypatch.setattr(distill, "teacher_probabilities", scored)
+    first = distill.cached_teacher_probabilities(tmp_path, ["a.onnx"], faces, "data-1")
+    again = distill.cached_teacher_probabilities(tmp_path, ["a.onnx"], faces, "data-1")
+    assert calls == [["a.onnx"]] and np.array_equal(first, again)
+    distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces, "data-1")
+    distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces, "data-2")
+    distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces[:4], "data-2")
+    assert calls == [["a.onnx"], ["b.onnx"], ["b.onnx"], ["b.onnx"]]
+    assert not list((tmp_path / "checkpoint").glob(".*tmp*")), "no temporary files are left behind"
+
+
 @pytest.mark.parametrize(
     ("arch", "low", "high"),
     [("compact", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),
@@ -457,6 +538,8 @@ def test_class_weights_and_holdout():
         (["--imbalance", "magic"], "--imbalance must be one of"),
         (["--erasing", "1.5"], "--erasing must be a probability"),
         (["--warp", "twice"], "--warp must be one of"),
+        (["--distill", "1.5"], "--distill must be a share"),
+        (["--teacher", "nope.onnx"], "no such model file"),
     ],
 )
 def test_bad_training_arguments_are_one_line_errors(tmp_path, args, message):

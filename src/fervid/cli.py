@@ -125,6 +125,8 @@ def train(
     precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
     name: Annotated[Optional[str], typer.Option(help="Model name in the model card [default: fervid-<arch>].")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model (.keras or run folder) of the same --arch: fine-tuning or a second schedule.")] = None,
+    teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Distill from this trained model (.onnx, run folder or bundled name); repeat it to distill from the average of several.")] = None,
+    distill: Annotated[float, typer.Option(help="With --teacher: the teachers' share of each training target (the label keeps the rest).")] = 0.5,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
     unknown: UnknownOption = "error",
     map: MapOption = None,
@@ -135,6 +137,7 @@ def train(
       fervid train ../shared/data/fer2013.zip --out runs/vgg
       fervid train --resume --out runs/vgg
       fervid train my-faces/ --init-from runs/vgg --lr 2e-4 --out runs/vgg-mine
+      fervid train ../shared/data/fer2013.zip --teacher fervid-vgg --teacher runs/vgg --out runs/student
     """
     _needs("train", "keras")
     from fervid.labels import parse_mapping
@@ -153,6 +156,7 @@ def train(
             imbalance=imbalance, flip=flip, rotation=rotation, zoom=zoom, shift=shift, warp=warp, brightness=brightness,
             contrast=contrast, erasing=erasing, val_fraction=val_fraction, patience=patience, seed=seed, precision=precision,
             unknown=unknown, mapping=parse_mapping(map), init_from=str(init_from.resolve()) if init_from else None, name=name,
+            teacher=[str(Path(t).resolve()) if Path(t).exists() else t for t in teacher or []], distill=distill,
         )
     config.validate()
     from fervid.training.run import train as run_training

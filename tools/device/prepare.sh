@@ -1,8 +1,11 @@
 #!/bin/bash
-# Build .gpu/ for tools/device/train.sh: Keras wheels for the device's Python 3.12 and FER2013 as tar.xz.
+# Build .gpu/ for tools/device/train.sh: Keras wheels for the device's Python 3.12, FER2013 as tar.xz, and the
+# teachers' probabilities on its training faces for the distilled ("kd") runs (TEACHERS: absolute paths or
+# bundled names, space-separated; the default is the ensemble of docs/model.md part 9, in tools/teachers/).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 ZIP=${1:-../shared/data/fer2013.zip}
+TEACHERS=${TEACHERS:-"$PWD/tools/teachers/fervid-vgg-2026-11-27.onnx $PWD/tools/teachers/fervid-vgg-once-wd05.onnx"}
 exclude="$(git rev-parse --git-common-dir)/info/exclude"
 mkdir -p "$(dirname "$exclude")" .gpu/whl
 grep -qx "/.gpu/" "$exclude" 2>/dev/null || echo "/.gpu/" >> "$exclude"
@@ -13,4 +16,14 @@ python3 -c "import sys, zipfile; open('.gpu/order.txt', 'w').write('\n'.join(i.f
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 unzip -q "$ZIP" -d "$tmp"
 tar cf - -C "$tmp" . | xz -T2 -6 > .gpu/fer.tar.xz
+mkdir -p .gpu/teacher && echo $TEACHERS > .gpu/teacher/teachers.txt
+python3 - "$ZIP" $TEACHERS <<'EOF'
+import sys
+from pathlib import Path
+from fervid.data import load_arrays, read_dataset
+from fervid.data.arrays import fingerprint
+from fervid.training.distill import cached_teacher_probabilities
+index = read_dataset(sys.argv[1])
+cached_teacher_probabilities(Path(".gpu/teacher"), sys.argv[2:], load_arrays(index, "train").inputs(), fingerprint(index))
+EOF
 du -sh .gpu

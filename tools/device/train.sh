@@ -1,11 +1,12 @@
 #!/bin/bash
 # On the GPU machine: up to three runs of the release recipe side by side (one small net leaves most of
 # an H100 idle, and their XLA compilations overlap); each is packed into $OUT when it ends.
-# RUNS lists them, ';'-separated, each "NAME ARCH WARP WEIGHT_DECAY [EPOCHS]"; the default is the next test
-# of docs/model.md part 8: real weight decay with the shipped per-view warp, and a longer schedule.
+# RUNS lists them, ';'-separated, each "NAME ARCH WARP WEIGHT_DECAY [EPOCHS [kd]]"; "kd" distills from the
+# teachers whose probabilities prepare.sh stored in .gpu/teacher (docs/model.md part 9). The default: the
+# shipped recipe distilled (250 and 400 epochs) and, undistilled, with real weight decay (part 8).
 set -u
 T0=$(date +%s); BUDGET=${BUDGET:-570}
-RUNS=${RUNS:-"vgg-wd05 vgg each 0.05;vgg-e400 vgg each 5e-4 400;vgg-wd05-e400 vgg each 0.05 400"}
+RUNS=${RUNS:-"vgg-kd vgg each 5e-4 250 kd;vgg-kd-e400 vgg each 5e-4 400 kd;vgg-wd05 vgg each 0.05"}
 DATA=${DATA:-/work/shared/data/fer2013.zip}
 if ! python3 -c "import keras" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
@@ -26,15 +27,21 @@ train() {  # RUN ARGS...: train into /tmp/RUN until the budget ends, pack it int
   timeout $left python3 -m fervid train $DATA --out /tmp/$name "$@" > $OUT/$name.log 2>&1; rc=$?
   [ $rc -eq 0 ] || last=checkpoint/last.weights.h5  # cut short: keep what `--resume` needs to finish elsewhere
   echo "$name rc $rc after $(( $(date +%s) - T0 ))s"; grep "^epoch" $OUT/$name.log | tail -3; tail -1 $OUT/$name.log
-  (cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 $last \
+  (cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 $last $(ls checkpoint/teacher.npz 2>/dev/null) \
      $(ls report.md model.json metrics.json history.csv 2>/dev/null) | split -b 15M - $OUT/$name.tgz.)
 }
 IFS=';' read -ra specs <<< "$RUNS"
 for spec in "${specs[@]}"; do
-  read -r name arch warp wd epochs <<< "$spec"
+  read -r name arch warp wd epochs kd <<< "$spec"
   [ -z "$epochs" ] && { epochs=${VGG_EPOCHS:-250}; [ "$arch" = compact ] && epochs=${COMPACT_EPOCHS:-200}; }
+  distill=()
+  if [ "$kd" = kd ]; then  # the teachers' probabilities travel in .gpu/teacher: no teacher model, no ONNX Runtime here
+    mkdir -p /tmp/fervid-$name/checkpoint && cp .gpu/teacher/checkpoint/teacher.npz /tmp/fervid-$name/checkpoint/ || exit 1
+    for t in $(cat .gpu/teacher/teachers.txt); do distill+=(--teacher "$t"); done
+    distill+=(--distill "${DISTILL:-0.5}")
+  fi
   train fervid-$name --name fervid-$arch --arch $arch --epochs $epochs --batch-size 128 --precision mixed_bfloat16 \
-    --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5 --weight-decay $wd --warp $warp &
+    --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5 --weight-decay $wd --warp $warp ${distill[@]+"${distill[@]}"} &
   [ "$spec" = "${specs[0]}" ] && sleep 20  # the first run decodes the dataset into the shared cache meanwhile
 done
 while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; \

@@ -44,6 +44,8 @@ class TrainConfig:
     unknown: str = "error"
     mapping: dict[str, str] = field(default_factory=dict)
     init_from: str | None = None
+    teacher: list[str] = field(default_factory=list)  # models (paths or bundled names) to distill from
+    distill: float = 0.5  # the teachers' share of each training target
     name: str | None = None  # the model card's name; kept here so that --resume keeps it
 
     def validate(self) -> None:
@@ -62,6 +64,7 @@ class TrainConfig:
             (self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
             (0.0 <= self.erasing <= 1.0, "--erasing must be a probability in [0, 1]"),
             (self.warp in WARPS, f"--warp must be one of {', '.join(WARPS)}"),
+            (0.0 <= self.distill <= 1.0, "--distill must be a share in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

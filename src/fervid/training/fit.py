@@ -28,6 +28,7 @@ from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, load_classifier
 from fervid.model.backend import keras
 from fervid.training.config import TrainConfig
+from fervid.training.distill import TEACHER_FILE, cached_teacher_probabilities, check_teachers, distilled_targets
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
@@ -233,6 +234,8 @@ def warm_start(classifier: keras.Model, source: str) -> None:
 def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.Model, TrainingData, dict]:
     """Train (or continue) the run in ``run``; returns the best-epoch classifier, the data and the state."""
     config.validate()
+    if not resume and not (run / "checkpoint" / TEACHER_FILE).exists():
+        check_teachers(config.teacher)  # a missing teacher fails now, before any data is read
     state_path = run / "checkpoint" / "state.json"
     state: dict = {"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}
     if resume:
@@ -282,6 +285,9 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
 
     if remaining > 0 and not stopped_early:
         state.update(precision=precision, keras_backend=keras.backend.backend())
+        if config.teacher:
+            teacher = cached_teacher_probabilities(run, config.teacher, x_train, data.fingerprint)
+            y_train = distilled_targets(y_train, teacher, config.distill)
         verbose = 1 if os.isatty(1) else 0
         validation = (data.validation.inputs(), data.validation.one_hot())
         if config.imbalance == "sampling":
@@ -289,9 +295,11 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
             model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
                       validation_data=validation, callbacks=callbacks, verbose=verbose)
         else:
+            # Weights per face from its label: Keras's class_weight would take the class from a soft target.
             weights = class_weights(data.train.labels) if config.imbalance == "weights" else None
+            per_face = np.array([weights[label] for label in data.train.labels], np.float32) if weights else None
             model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
-                      initial_epoch=state["epochs_done"], validation_data=validation, class_weight=weights,
+                      initial_epoch=state["epochs_done"], validation_data=validation, sample_weight=per_face,
                       shuffle=True, callbacks=callbacks, verbose=verbose)
     if state["best_epoch"]:
         classifier.load_weights(str(run / "checkpoint" / "best.weights.h5"))

@@ -83,6 +83,15 @@ def blur_reason(check: dict) -> str:
             f"{blurred:.4f}, without {sharp:.4f}: {verdict}")
 
 
+def distillation_line(training: dict) -> list[str]:
+    """The report's line on distillation, if the run had teachers."""
+    teachers = training.get("teacher") or []
+    if not teachers:
+        return []
+    share = training["distill"]
+    return [f"- distilled from {', '.join(f'`{t}`' for t in teachers)}: targets {1 - share:g} label + {share:g} teachers' probabilities"]
+
+
 def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str) -> None:
     metrics = card["metrics"]
     lines = [
@@ -91,6 +100,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"- architecture: `{card['architecture']}` ({card['parameters']:,} parameters), precision {card['training']['precision_used']}",
         f"- data: `{card['dataset']['path']}` (fingerprint {card['dataset']['fingerprint']}), "
         f"{card['dataset']['train_images']:,} train / {card['dataset']['validation_images']:,} validation ({card['dataset']['validation_source']})",
+        *distillation_line(card["training"]),
         f"- epochs: {card['epochs_trained']} trained, best validation epoch {card['best_epoch']}",
         f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
         f"- with horizontal-flip averaging (the runtime default): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",

@@ -1,0 +1,83 @@
+"""Knowledge distillation: trained models' probabilities on the training faces become part of the targets.
+
+Why: FER2013's labels are noisy and several of its expressions look alike (fear and surprise, sad
+and neutral), so a one-hot target asks a net to be sure where people were not. A trained model's
+probabilities say which faces are ambiguous and how. Training on a mix of the label and those
+probabilities (Hinton et al. 2015, "Distilling the knowledge in a neural network"; Furlanello et
+al. 2018, "Born-again neural networks", for a student the size of its teacher) passes that
+knowledge on, and averaging several teachers passes on an ensemble's accuracy at the cost of one
+net. The distillation here is offline: each teacher runs once, as the runtime runs it (its card's
+flip averaging and input blur), on the un-augmented training faces, and the augmented views of a
+face share its target. The probabilities are kept in the run folder, so ``--resume`` reuses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fervid.fileio import atomic_path
+from fervid.labels import EXPRESSIONS
+
+TEACHER_FILE = "teacher.npz"
+
+
+def check_teachers(teachers: Sequence[str]) -> None:
+    """Fail with one line on a teacher that is neither a model file nor a bundled name, before any data is read.
+
+    ONNX Runtime is imported only here and where the teachers run, so a run without teachers, or one
+    whose run folder already holds their probabilities (a GPU machine without ONNX Runtime), never
+    needs it.
+    """
+    from fervid.runtime.classify import resolve_model
+
+    for teacher in teachers:
+        resolve_model(teacher)
+
+
+def teacher_probabilities(teachers: Sequence[str], inputs: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+    """The teachers' averaged probabilities (N, 7) for model inputs (N, 48, 48, 1), each run as its card says."""
+    from fervid.runtime.classify import ExpressionClassifier
+
+    total = np.zeros((len(inputs), len(EXPRESSIONS)), dtype=np.float64)
+    for teacher in teachers:
+        model = ExpressionClassifier(teacher)
+        for start in range(0, len(inputs), batch_size):
+            total[start : start + batch_size] += model.predict_inputs(inputs[start : start + batch_size])
+    return (total / len(teachers)).astype(np.float32)
+
+
+def distilled_targets(one_hot: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) * label + weight * teacher``: still a distribution over the seven classes.
+
+    With ``weight < 0.5`` the label's class always keeps the largest share (at 0.5, at least a tie),
+    so training accuracy still counts agreement with the label.
+    """
+    return ((1.0 - weight) * one_hot + weight * teacher).astype(np.float32)
+
+
+def cached_teacher_probabilities(run: Path, teachers: Sequence[str], inputs: np.ndarray, data_fingerprint: str) -> np.ndarray:
+    """The teachers' probabilities on these training faces, computed once per run folder.
+
+    The cache is used only when it was made by the same teachers (as named) on the same data
+    (fingerprint and face count), so a run folder never mixes targets from another dataset. A cache
+    copied into a new run folder is used too: that is how a machine without ONNX Runtime distills.
+    """
+    path = run / "checkpoint" / TEACHER_FILE
+    if path.exists():
+        with np.load(path) as cached:
+            same = (
+                str(cached["fingerprint"]) == data_fingerprint
+                and cached["teachers"].tolist() == list(teachers)
+                and cached["probabilities"].shape == (len(inputs), len(EXPRESSIONS))
+            )
+            if same:
+                return cached["probabilities"]
+    print(f"teachers: scoring {len(inputs):,} training faces with {', '.join(teachers)}", flush=True)
+    probabilities = teacher_probabilities(teachers, inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, probabilities=probabilities, fingerprint=np.array(data_fingerprint), teachers=np.array(list(teachers)))
+    return probabilities
