@@ -425,7 +425,7 @@ def test_a_run_folder_holding_the_teachers_probabilities_needs_no_teacher(tmp_pa
     probabilities = np.full((28, 7), 1 / 7, np.float32)
     np.savez(run / "checkpoint" / "teacher.npz", probabilities=probabilities,
              fingerprint=np.array(fingerprint(read_dataset(data))), teachers=np.array(["elsewhere/teacher.onnx"]))
-    run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8",
+    run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--imbalance", "weights",
                "--teacher", "elsewhere/teacher.onnx", "--out", str(run))
     assert json.loads((run / "model.json").read_text())["training"]["teacher"] == ["elsewhere/teacher.onnx"]
     other = run_fervid("train", str(data), "--teacher", "elsewhere/teacher.onnx", "--out", str(tmp_path / "x"), check=False)
@@ -520,11 +520,13 @@ def test_calibration_matches_a_hand_computation():
 
 
 def test_class_weights_and_holdout():
-    from fervid.training.fit import class_weights, stratified_holdout
+    from fervid.training.fit import class_weights, face_weights, stratified_holdout
 
     labels = np.array([0] * 80 + [1] * 20)
     weights = class_weights(labels)
     assert weights[0] == pytest.approx(100 / (2 * 80)) and weights[1] == pytest.approx(100 / (2 * 20))
+    per_face = face_weights(labels)
+    assert per_face.shape == (100,) and per_face[0] == pytest.approx(weights[0]) and per_face[-1] == pytest.approx(weights[1])
     mask = stratified_holdout(labels, 0.1, seed=3)
     assert mask[:80].sum() == 8 and mask[80:].sum() == 2
     assert np.array_equal(mask, stratified_holdout(labels, 0.1, seed=3))

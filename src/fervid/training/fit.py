@@ -107,6 +107,16 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def face_weights(labels: np.ndarray) -> np.ndarray:
+    """The balanced class weights as one weight per face, read from its label.
+
+    Keras's ``class_weight`` reads each face's class off its target's largest share, which a
+    distilled (soft) target need not give to the label.
+    """
+    weights = class_weights(labels)
+    return np.array([weights[c] for c in range(len(EXPRESSIONS))], np.float32)[labels]
+
+
 class BalancedBatches(keras.utils.PyDataset):
     """Batches drawn with every class equally likely (with replacement); same epoch length as the data."""
 
@@ -295,9 +305,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
             model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
                       validation_data=validation, callbacks=callbacks, verbose=verbose)
         else:
-            # Weights per face from its label: Keras's class_weight would take the class from a soft target.
-            weights = class_weights(data.train.labels) if config.imbalance == "weights" else None
-            per_face = np.array([weights[label] for label in data.train.labels], np.float32) if weights else None
+            per_face = face_weights(data.train.labels) if config.imbalance == "weights" else None
             model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
                       initial_epoch=state["epochs_done"], validation_data=validation, sample_weight=per_face,
                       shuffle=True, callbacks=callbacks, verbose=verbose)
