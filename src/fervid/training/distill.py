@@ -37,15 +37,12 @@ def check_teachers(teachers: Sequence[str]) -> None:
         resolve_model(teacher)
 
 
-def teacher_probabilities(teachers: Sequence[str], inputs: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+def teacher_probabilities(teachers: Sequence[str], inputs: np.ndarray) -> np.ndarray:
     """The teachers' averaged probabilities (N, 7) for model inputs (N, 48, 48, 1), each run as its card says."""
+    from fervid.evaluation.evaluate import predict
     from fervid.runtime.classify import ExpressionClassifier
 
-    total = np.zeros((len(inputs), len(EXPRESSIONS)), dtype=np.float64)
-    for teacher in teachers:
-        model = ExpressionClassifier(teacher)
-        for start in range(0, len(inputs), batch_size):
-            total[start : start + batch_size] += model.predict_inputs(inputs[start : start + batch_size])
+    total = sum(predict(ExpressionClassifier(teacher).predict_inputs, inputs).astype(np.float64) for teacher in teachers)
     return (total / len(teachers)).astype(np.float32)
 
 
