@@ -187,6 +187,8 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
         recognizer.predict(broken)
     with pytest.raises(FervidError, match="no such file"):
         recognizer.predict(tmp_path / "missing.jpg")
+    with pytest.raises(FervidError, match="a folder, not an image"):
+        recognizer.predict(tmp_path)
     with pytest.raises(FervidError, match="image array"):
         recognizer.predict(np.zeros((3,), np.uint8))
     with pytest.raises(FervidError, match="margin"):

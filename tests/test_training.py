@@ -550,6 +550,14 @@ def test_bad_training_arguments_are_one_line_errors(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists(), "a run that cannot start leaves no run folder"
+
+
+def test_unreadable_training_data_leaves_no_run_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_fervid("train", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), check=False)
+    assert result.returncode == 2 and "no images in class folders" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):

@@ -19,10 +19,11 @@ Color = Literal["bgr", "rgb"]
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as a BGR array, turned upright by its EXIF orientation (OpenCV's IMREAD_COLOR does that)."""
+    if not Path(path).is_file():  # checked first: OpenCV would print a warning of its own about a missing file
+        raise FervidError(f"{path}: {'a folder, not an image' if Path(path).is_dir() else 'no such file'}")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
-        reason = "no such file" if not Path(path).exists() else "not a readable image"
-        raise FervidError(f"{path}: {reason}")
+        raise FervidError(f"{path}: not a readable image")
     return image
 
 

@@ -254,7 +254,6 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
         state = json.loads(state_path.read_text())
     elif state_path.exists():
         raise FervidError(f"{run}: already holds a training run; use --resume to continue it or another --out")
-    config.save(run / "config.json")
 
     keras.utils.set_random_seed(config.seed + state["epochs_done"])
     precision = resolve_precision(config.precision)
@@ -262,6 +261,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
     if config.init_from and state["epochs_done"] == 0:
         warm_start(classifier, config.init_from)
     data = load_training_data(config)
+    config.save(run / "config.json")  # only now: data that cannot be read leaves no half-made run folder behind
     augmenter = build_augmenter(
         flip=config.flip,
         rotation=config.rotation,
