@@ -95,8 +95,11 @@ def test_run_folder_has_every_artifact(trained_run):
     check = card["metrics"]["input_blur_check"]
     assert check["measured"] > 0, "the default recipe warps (blurs) training faces"
     kept = check["accuracy_flip_tta_blurred"] >= check["accuracy_flip_tta_sharp"]
-    assert card["inference"] == {"flip_tta": True, "input_blur": check["measured"] if kept else 0.0}
+    fitted = card["metrics"]["temperature_check"]
+    assert card["inference"] == {"flip_tta": True, "input_blur": check["measured"] if kept else 0.0, "temperature": fitted["temperature"]}
     assert f"input blur {card['inference']['input_blur']} px" in report and ("kept" if kept else "not applied") in report
+    assert 0.25 <= fitted["temperature"] <= 4.0 and fitted["nll"] <= fitted["nll_at_1"]
+    assert f"confidence temperature {fitted['temperature']}" in report
 
 
 def returned_from_a_gpu_machine(run: Path, target: Path) -> Path:
@@ -194,6 +197,73 @@ def test_evaluate_input_blur_defaults_to_the_card_and_can_be_overridden(trained_
     assert scores["model.onnx", None]["confusion"] == scores["model.onnx", str(card_blur)]["confusion"], "the default is the card's"
     probabilities = {blur: scores["model.onnx", blur]["calibration"]["mean_confidence"] for blur in (str(card_blur), "1.5")}
     assert probabilities[str(card_blur)] != probabilities["1.5"], "a different blur gives the model different faces"
+
+
+def test_evaluate_applies_the_card_temperature_unless_told_otherwise(trained_run, tmp_path):
+    run, data = trained_run
+    temperature = json.loads((run / "model.json").read_text())["inference"]["temperature"]
+    assert temperature != 1.0, "drawn patterns are learnt perfectly, so the fit sharpens the probabilities"
+    scores = {}
+    for model in ("model.onnx", "model.keras"):
+        for option in ([], ["--temperature", "1"]):
+            target = tmp_path / f"{model}-{len(option)}.json"
+            run_fervid("evaluate", str(run / model), str(data), "--flip-tta", "--json", str(target), *option)
+            scores[model, len(option)] = json.loads(target.read_text())
+    for model in ("model.onnx", "model.keras"):
+        assert scores[model, 0]["confusion"] == scores[model, 2]["confusion"], "a temperature never changes the winning class"
+        assert scores[model, 0]["calibration"]["mean_confidence"] > scores[model, 2]["calibration"]["mean_confidence"]
+        assert scores[model, 0]["calibration"]["mean_confidence"] == pytest.approx(scores["model.onnx", 0]["calibration"]["mean_confidence"], abs=1e-4)
+    card = json.loads((run / "model.json").read_text())
+    assert scores["model.onnx", 0]["calibration"]["ece"] == pytest.approx(card["metrics"]["ece_flip_tta"], abs=1e-6)
+
+
+def test_the_runtime_tempers_after_flip_averaging(trained_run, tmp_path):
+    from fervid.export.onnx import write_card
+    from fervid.runtime.classify import ExpressionClassifier, temper
+
+    run, _ = trained_run
+    card = json.loads((run / "model.json").read_text())
+    card["inference"]["temperature"] = 2.0
+    model = tmp_path / "warm.onnx"
+    shutil.copy(run / "model.onnx", model)
+    write_card(model, card)
+    classifier = ExpressionClassifier(model)
+    faces = np.random.default_rng(1).random((6, 48, 48, 1), dtype=np.float32)
+    plain = classifier.predict_inputs(faces, flip_tta=False, temperature=1.0)
+    mirrored = classifier.predict_inputs(faces[:, :, ::-1, :], flip_tta=False, temperature=1.0)
+    assert classifier.temperature == 2.0
+    assert np.allclose(classifier.predict_inputs(faces, flip_tta=False), temper(plain, 2.0), atol=1e-6)
+    assert np.allclose(classifier.predict_inputs(faces, flip_tta=True), temper((plain + mirrored) / 2, 2.0), atol=1e-6)
+
+
+def test_temper_rescales_confidence_and_keeps_the_winner():
+    from fervid.runtime.classify import temper
+
+    logits = np.random.default_rng(0).normal(0, 2, (50, 7))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert temper(probabilities, 1.0) is probabilities
+    for temperature in (0.5, 3.0):
+        tempered = temper(probabilities, temperature)
+        scaled = np.exp(logits / temperature) / np.exp(logits / temperature).sum(axis=1, keepdims=True)
+        assert np.allclose(tempered, scaled, atol=1e-5), "softmax(log p / T) is softmax(logits / T)"
+        assert (tempered.argmax(axis=1) == probabilities.argmax(axis=1)).all()
+    assert (temper(probabilities, 0.5).max(axis=1) > probabilities.max(axis=1)).all()
+    assert (temper(probabilities, 3.0).max(axis=1) < probabilities.max(axis=1)).all()
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 2.0])
+def test_fit_temperature_recovers_the_miscalibration(true_temperature):
+    from fervid.evaluation.temperature import fit_temperature
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 2, (20_000, 7))
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(7, p=row) for row in truth])
+    # A model that reports softmax(logits * T): it needs temperature T to give the true probabilities back.
+    reported = np.exp(logits * true_temperature) / np.exp(logits * true_temperature).sum(axis=1, keepdims=True)
+    temperature, check = fit_temperature(reported, labels)
+    assert temperature == pytest.approx(true_temperature, rel=0.05)
+    assert check["nll"] < check["nll_at_1"] and check["ece_flip_tta_at_1"] > 0.05
 
 
 def test_choose_input_blur_keeps_it_only_when_validation_is_no_worse():

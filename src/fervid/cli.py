@@ -177,6 +177,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image.")] = False,
     input_blur: Annotated[Optional[float], typer.Option(min=0.0, help="Gaussian blur (sigma, pixels) on faces before the model [default: the model card's, as the runtime does; 0 = sharp].")] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0.01, help="Softmax temperature of the probabilities [default: the model card's, as the runtime does; 1 = the net's own].")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model on the same faces (exact McNemar test).")] = None,
@@ -196,7 +197,7 @@ def evaluate(
     from fervid.fileio import write_text_atomically
     from fervid.labels import parse_mapping
 
-    predictor = load_predictor(model, input_blur=input_blur)
+    predictor = load_predictor(model, input_blur=input_blur, temperature=temperature)
     index = read_dataset(data, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
     if split not in index.splits:
         raise FervidError(f"{data}: no '{split}' split (found: {', '.join(index.splits)})")
@@ -227,7 +228,7 @@ def evaluate(
                       "only_other_right": only_other, "mcnemar_p": p_value}
     if json_out:
         payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta, "input_blur": input_blur,
-                   "images": len(arrays), **report.to_dict()}
+                   "temperature": temperature, "images": len(arrays), **report.to_dict()}
         if comparison:
             payload["against"] = comparison
         write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")

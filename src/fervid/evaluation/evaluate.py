@@ -13,40 +13,65 @@ from fervid.preprocess import smooth
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def load_predictor(model: str | Path | None, *, input_blur: float | None = None) -> Predictor:
-    """A function from model inputs (N, 48, 48, 1) to probabilities (N, 7), without flip averaging.
+class ModelPredictor:
+    """One view's probabilities (call it), and the softmax temperature ``predict`` puts on them.
 
-    Inputs are blurred as the runtime blurs them: by the model card's ``input_blur`` (an ONNX
-    model's embedded card, or the ``model.json`` beside a ``.keras`` model), unless ``input_blur``
-    says otherwise (0 scores the model on sharp faces).
+    The temperature comes after flip averaging, as in the runtime, so that it can never change
+    which class wins; a plain function is a Predictor at temperature 1.
     """
-    from fervid.runtime.classify import ExpressionClassifier, card_beside, card_input_blur
+
+    def __init__(self, run: Predictor, temperature: float = 1.0) -> None:
+        self.run, self.temperature = run, temperature
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        return self.run(inputs)
+
+
+def load_predictor(model: str | Path | None, *, input_blur: float | None = None, temperature: float | None = None) -> Predictor:
+    """A function from model inputs (N, 48, 48, 1) to one view's probabilities (N, 7), for ``predict``.
+
+    The model runs as the runtime runs it: inputs blurred by the model card's ``input_blur``, and
+    ``predict`` puts its softmax ``temperature`` on the (flip-averaged) probabilities (an ONNX
+    model's embedded card, or the ``model.json`` beside a ``.keras`` model), unless the arguments
+    say otherwise (``input_blur=0`` scores the model on sharp faces, ``temperature=1`` keeps the
+    net's own probabilities).
+    """
+    from fervid.runtime.classify import ExpressionClassifier, card_beside, card_input_blur, card_temperature
 
     path = Path(model) if model is not None else None
     if path is not None and path.suffix == ".keras":
         from fervid.model.architectures import load_classifier
 
-        blur = card_input_blur(card_beside(path)) if input_blur is None else input_blur
-        return keras_predictor(load_classifier(path), input_blur=blur)
+        card = card_beside(path)
+        blur = card_input_blur(card) if input_blur is None else input_blur
+        return keras_predictor(load_classifier(path), input_blur=blur, temperature=card_temperature(card) if temperature is None else temperature)
 
     classifier = ExpressionClassifier(model)
-    return lambda inputs: classifier.predict_inputs(inputs, flip_tta=False, input_blur=input_blur)
+    return ModelPredictor(
+        lambda inputs: classifier.predict_inputs(inputs, flip_tta=False, input_blur=input_blur, temperature=1.0),
+        classifier.temperature if temperature is None else temperature,
+    )
 
 
-def keras_predictor(network, *, input_blur: float = 0.0) -> Predictor:
+def keras_predictor(network, *, input_blur: float = 0.0, temperature: float = 1.0) -> ModelPredictor:
     """A loaded Keras classifier as a Predictor, its inputs blurred by ``input_blur`` (sigma, pixels)."""
-    return lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0))
+    return ModelPredictor(lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0)), temperature)
 
 
 def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False, batch_size: int = 512) -> np.ndarray:
-    """Probabilities in batches; with ``flip_tta`` the average over the face and its mirror image."""
+    """Probabilities in batches; with ``flip_tta`` the average over the face and its mirror image.
+
+    Last, the predictor's temperature (a ``ModelPredictor``'s; 1 for a plain function).
+    """
+    from fervid.runtime.classify import temper
+
     outputs = []
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size]
         probabilities = predictor(batch)
         if flip_tta:
             probabilities = (probabilities + predictor(np.ascontiguousarray(batch[:, :, ::-1, :]))) / 2
-        outputs.append(probabilities)
+        outputs.append(temper(probabilities, getattr(predictor, "temperature", 1.0)))
     return np.concatenate(outputs) if outputs else np.zeros((0, 7), dtype=np.float32)
 
 

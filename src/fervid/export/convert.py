@@ -99,6 +99,7 @@ def _quantized(float32_path: Path, target: Path, data: Path, exported: ExportRes
         "float32_accuracy_flip_tta": evaluate(float32, inputs, labels, flip_tta=True).accuracy,
         "int8_float32_agreement": agreement,
         "input_blur_check": previous.get("input_blur_check"),
+        "temperature_check": previous.get("temperature_check"),
         "training_minutes": previous.get("training_minutes"),
     }
     write_card(target, card)

@@ -42,6 +42,26 @@ def card_input_blur(card: dict | None) -> float:
     return float((card or {}).get("inference", {}).get("input_blur", 0.0))
 
 
+def card_temperature(card: dict | None) -> float:
+    """The softmax temperature a model card asks for; 1 (the net's own probabilities) for cards from before it existed."""
+    return float((card or {}).get("inference", {}).get("temperature", 1.0))
+
+
+def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities a softmax at ``temperature`` would give: softmax(log p / T).
+
+    The net ends in a softmax, so log p is its logits less a per-face constant, and dividing by T
+    spreads (T > 1) or sharpens (T < 1) the confidence without changing which class wins. This is
+    temperature scaling (Guo et al., 2017): a distilled net learns softened targets and comes out
+    under-confident, and one number fitted on validation makes its confidence read as a probability.
+    """
+    if temperature == 1.0 or len(probabilities) == 0:
+        return probabilities
+    logits = np.log(np.clip(probabilities, 1e-12, None)) / temperature
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (exponentials / exponentials.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def card_beside(model: Path) -> dict | None:
     """The model card saved next to a model file (``model.json`` in a run folder), if there is one."""
     path = model.parent / "model.json"
@@ -66,7 +86,8 @@ class ExpressionClassifier:
     """An ONNX expression model loaded once; ``classify`` takes a batch of faces in one call.
 
     The model card stored in the ONNX metadata is the contract (class order, input size, and how
-    to run it: flip averaging, the input blur that matches its training faces), read with
+    to run it: flip averaging, the input blur that matches its training faces, the softmax
+    temperature that calibrates its confidence), read with
     ``json.loads``; a model whose classes differ from fervid's order is refused.
     """
 
@@ -89,24 +110,28 @@ class ExpressionClassifier:
         inference = self.card.get("inference", {})
         self.flip_tta: bool = bool(inference.get("flip_tta", False))
         self.input_blur: float = card_input_blur(self.card)
+        self.temperature: float = card_temperature(self.card)
         self.name: str = self.card.get("name", self.path.stem)
         self.version: str = str(self.card.get("version", "unknown"))
 
-    def predict_inputs(self, inputs: np.ndarray, *, flip_tta: bool | None = None, input_blur: float | None = None) -> np.ndarray:
+    def predict_inputs(
+        self, inputs: np.ndarray, *, flip_tta: bool | None = None, input_blur: float | None = None, temperature: float | None = None
+    ) -> np.ndarray:
         """Probabilities (N, 7) for model inputs (N, 48, 48, 1) float32 in 0..1.
 
-        ``flip_tta`` and ``input_blur`` default to the model card's; pass them to override.
+        ``flip_tta``, ``input_blur`` and ``temperature`` default to the model card's; pass them to
+        override. The temperature applies after flip averaging, so it never changes the winning class.
         """
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         if len(inputs) == 0:
             return np.zeros((0, len(EXPRESSIONS)), dtype=np.float32)
         inputs = smooth(inputs, self.input_blur if input_blur is None else input_blur)
         use_flip = self.flip_tta if flip_tta is None else flip_tta
+        batch = np.concatenate([inputs, inputs[:, :, ::-1, :]]) if use_flip else inputs
+        probabilities = self.session.run(None, {self.input_name: batch})[0]
         if use_flip:
-            batch = np.concatenate([inputs, inputs[:, :, ::-1, :]])
-            probabilities = self.session.run(None, {self.input_name: batch})[0]
-            return (probabilities[: len(inputs)] + probabilities[len(inputs) :]) / 2
-        return self.session.run(None, {self.input_name: inputs})[0]
+            probabilities = (probabilities[: len(inputs)] + probabilities[len(inputs) :]) / 2
+        return temper(probabilities, self.temperature if temperature is None else temperature)
 
     def classify(self, faces: list[np.ndarray] | np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
         """Probabilities (N, 7) for face crops of any size and colour, in one batched call."""

@@ -11,8 +11,9 @@ from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 
-from fervid.evaluation.evaluate import card_metrics, keras_predictor, load_predictor
+from fervid.evaluation.evaluate import card_metrics, keras_predictor, load_predictor, predict
 from fervid.evaluation.plots import plot_confusion, plot_history
+from fervid.evaluation.temperature import fit_temperature
 from fervid.export.onnx import export_onnx, float32_twin
 from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
@@ -35,11 +36,15 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters: int, metrics: dict, name: str, *, input_blur: float = 0.0) -> dict:
+def model_card(
+    config: TrainConfig, data: TrainingData, state: dict, parameters: int, metrics: dict, name: str, *,
+    input_blur: float = 0.0, temperature: float = 1.0,
+) -> dict:
     """The model's contract and provenance; embedded in the ONNX metadata and saved as model.json.
 
     ``inference`` tells the runtime how to run the model: average each face with its mirror image,
-    and blur faces as much as the recipe's augmentation blurred its training faces.
+    blur faces as much as the recipe's augmentation blurred its training faces, and report
+    probabilities at the temperature that calibrates them.
     """
     return {
         "name": name,
@@ -52,7 +57,7 @@ def model_card(config: TrainConfig, data: TrainingData, state: dict, parameters:
             "scale": "pixel / 255 (0..1)",
             "preprocessing": "fervid.preprocess.prepare_face then to_model_input",
         },
-        "inference": {"flip_tta": True, "input_blur": input_blur},
+        "inference": {"flip_tta": True, "input_blur": input_blur, "temperature": temperature},
         "architecture": config.arch,
         "architecture_description": ARCHITECTURES[config.arch].description,
         "parameters": parameters,
@@ -105,6 +110,8 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
         f"- with horizontal-flip averaging (the runtime default): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
         f"- input blur {card['inference']['input_blur']} px, applied by the runtime and in every score here ({blur_reason(metrics['input_blur_check'])})",
+        f"- confidence temperature {card['inference']['temperature']}, fitted on validation by log-likelihood and applied by the runtime: "
+        f"calibration error {metrics['temperature_check']['ece_flip_tta_at_1']:.4f} at temperature 1, {metrics['ece_flip_tta']:.4f} with it",
         f"- training time {metrics['training_minutes']:.1f} min",
         "",
         "## Per class (validation, single view)",
@@ -162,9 +169,16 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
     inputs, labels = data.validation.inputs(), data.validation.labels
     measured = augmentation_blur(config.rotation, config.zoom, config.shift, data.train.inputs(), seed=config.seed, warp=config.warp)
     input_blur, check = choose_input_blur(predictor_for, inputs, labels, measured)
-    scored, single, flipped = card_metrics(predictor_for(input_blur=input_blur), inputs, labels, data.validation_source)
-    metrics = {**scored, "input_blur_check": check, "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1)}
-    card = model_card(config, data, state, deployable.count_params(), metrics, name, input_blur=input_blur)
+    untempered = predict(predictor_for(input_blur=input_blur, temperature=1.0), inputs, flip_tta=True)
+    temperature, temperature_check = fit_temperature(untempered, labels)
+    scored, single, flipped = card_metrics(predictor_for(input_blur=input_blur, temperature=temperature), inputs, labels, data.validation_source)
+    metrics = {
+        **scored,
+        "input_blur_check": check,
+        "temperature_check": temperature_check,
+        "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1),
+    }
+    card = model_card(config, data, state, deployable.count_params(), metrics, name, input_blur=input_blur, temperature=temperature)
     if exports:
         export_onnx(deployable, run / "model.onnx", card)
     write_text_atomically(run / "model.json", json.dumps(card, indent=2) + "\n")
