@@ -61,10 +61,16 @@ def curve_table(history: Path, every: int = 10) -> str:
     return "\n".join(lines)
 
 
-def calibration_table(evaluation: dict) -> str:
+def calibration_table(evaluation: dict, card: dict) -> str:
     c = evaluation["calibration"]
-    lines = [
-        f"Mean confidence {c['mean_confidence']:.3f} against accuracy {c['accuracy']:.3f}; expected calibration error (10 bins) {c['ece']:.3f}.",
+    lines = [f"Mean confidence {c['mean_confidence']:.3f} against accuracy {c['accuracy']:.3f}; expected calibration error (10 bins) {c['ece']:.3f}."]
+    fitted = card["metrics"].get("temperature_check")
+    if fitted:
+        lines.append(
+            f"Confidence temperature {fitted['temperature']} (fitted on validation by log-likelihood, applied by the runtime); "
+            f"at temperature 1 the float32 model's calibration error is {fitted['ece_flip_tta_at_1']:.3f}."
+        )
+    lines += [
         "",
         "| confidence | faces | mean confidence | accuracy |",
         "|---|---:|---:|---:|",
@@ -83,7 +89,7 @@ def main(run: Path, card_path: Path, evaluation_path: Path) -> None:
         ("Accuracy", accuracy_table(run_metrics, card["metrics"])),
         ("Per class (int8, flip averaging)", per_class_table(evaluation)),
         ("Training curves", curve_table(run / "history.csv")),
-        ("Calibration (int8, flip averaging)", calibration_table(evaluation)),
+        ("Calibration (int8, flip averaging)", calibration_table(evaluation, card)),
     ]:
         print(f"## {title}\n\n{body}\n")
 
