@@ -3,10 +3,11 @@
 # an H100 idle, and their XLA compilations overlap); each is packed into $OUT when it ends.
 # RUNS lists them, ';'-separated, each "NAME ARCH WARP WEIGHT_DECAY [EPOCHS [kd]]"; "kd" distills from the
 # teachers whose probabilities prepare.sh stored in .gpu/teacher (docs/model.md part 9). The default: the
-# shipped recipe distilled (250 and 400 epochs) and, undistilled, with real weight decay (part 8).
+# larger vgg-deep distilled (part 9's vgg student ended level with its teachers' best), the shipped
+# recipe distilled on 400 epochs, and, undistilled, the shipped recipe with real weight decay (part 8).
 set -u
 T0=$(date +%s); BUDGET=${BUDGET:-570}
-RUNS=${RUNS:-"vgg-kd vgg each 5e-4 250 kd;vgg-kd-e400 vgg each 5e-4 400 kd;vgg-wd05 vgg each 0.05"}
+RUNS=${RUNS:-"vgg-deep-kd vgg-deep each 5e-4 250 kd;vgg-kd-e400 vgg each 5e-4 400 kd;vgg-wd05 vgg each 0.05"}
 DATA=${DATA:-/work/shared/data/fer2013.zip}
 if ! python3 -c "import keras" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
