@@ -3,11 +3,11 @@
 A net trained with label smoothing or distilled from teachers learns softened targets, so its top
 probability runs below how often it is right (fervid's distilled student at epoch 119 of 250: mean
 confidence 0.64 at 68% accuracy). Dividing the logits by a temperature T < 1 sharpens every face
-alike and leaves the winning class, so accuracy and macro-F1 stay exactly as they were. T is the one that minimises the
-negative log-likelihood of the validation labels under the probabilities the runtime reports
-(the face averaged with its mirror image, then tempered), as in Guo et al., "On Calibration of
-Modern Neural Networks" (2017). Like the best epoch and the input blur, it is chosen on validation
-and never on a test split.
+alike and leaves the winning class, so accuracy and macro-F1 stay exactly as they were. T is the one
+that minimises the negative log-likelihood of the validation labels under the probabilities the
+runtime reports (the face averaged with its mirror image, then tempered), as in Guo et al., "On
+Calibration of Modern Neural Networks" (2017). Like the best epoch and the input blur, it is chosen
+on validation and never on a test split.
 """
 
 from __future__ import annotations
