@@ -48,3 +48,13 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.Captu
 
     columns = ["source", "kind", "status", "error", "frames", "faces", "segments", "fingerprint", "model_version"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray.summary.parquet")[columns], pd.read_parquet(tmp_path / "local.summary.parquet")[columns])
+
+
+def test_restarts_are_turned_off_only_where_map_batches_still_takes_actor_options() -> None:
+    from fervid.analyze.ray_engine import no_restarts
+
+    def with_options(fn: object, *, num_cpus: float | None = None, **ray_remote_args: object) -> None: ...
+    def named_only(fn: object, *, num_cpus: float | None = None) -> None: ...
+
+    assert no_restarts(with_options) == {"max_restarts": 0}
+    assert no_restarts(named_only) == {}

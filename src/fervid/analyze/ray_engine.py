@@ -8,6 +8,7 @@ Workers read the inputs themselves: on a cluster, every node must see them at th
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import pickle
@@ -45,6 +46,21 @@ def actor_plan(cpus: float, units: int) -> tuple[int, float]:
     return workers, max(0.1, min(1.0, (cpus - 1) / workers))
 
 
+def no_restarts(map_batches: Callable[..., object]) -> dict[str, int]:
+    """The actor option that turns restarts off, where ``map_batches`` still takes actor options.
+
+    On a Ray we started ourselves a worker dies only with this machine, so actor restarts buy
+    nothing, and with them on, Ray's core prints an error-looking line about the restart of an actor
+    with constructor arguments (ray-project/ray#53727); a cluster keeps Ray's restarts. Ray 2.60
+    deprecates actor options passed as extra keyword arguments (removal announced for 2.64) and names
+    no replacement for ``max_restarts``, so once they are gone Ray's default is kept rather than
+    ``map_batches`` failing.
+    """
+    parameters = inspect.signature(map_batches).parameters.values()
+    takes_options = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters)
+    return {"max_restarts": 0} if takes_options else {}
+
+
 def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int], None] | None = None,
             address: str | None = None, cpus: int | None = None) -> Iterator[UnitResult]:
     """Results of ``units`` as workers finish them (any order); starts a local Ray unless ``address`` is given."""
@@ -71,10 +87,7 @@ def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int
         context.enable_progress_bars = False
         workers, cpus_per_worker = actor_plan(ray.cluster_resources().get("CPU", 1), len(units))
         dataset = ray.data.from_items([{"unit": pickle.dumps(unit)} for unit in units], override_num_blocks=len(units))
-        # On a Ray we started ourselves a worker dies only with this machine, so actor restarts buy
-        # nothing, and with them on, Ray's core prints an error-looking line about the restart of an
-        # actor with constructor arguments (ray-project/ray#53727). A cluster keeps Ray's restarts.
-        restarts = {} if address else {"max_restarts": 0}
+        restarts = {} if address else no_restarts(ray.data.Dataset.map_batches)
         results = dataset.map_batches(
             UnitWorker, fn_constructor_kwargs={"options": options}, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **restarts,
