@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,10 @@ def export_onnx(model, target: str | Path, card: dict | None = None) -> Path:
     target = Path(target)
     model(np.zeros((2, *INPUT_SHAPE), dtype=np.float32), training=False)  # export needs a called model
     with atomic_path(target) as temporary:
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+            # Keras's bundled tf2onnx probes `np.object`, which NumPy 2 answers with a FutureWarning
+            # that says nothing about the user's model.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"keras\.src\.export")
             model.export(str(temporary), format="onnx", verbose=False)
         _embed_card(temporary, card)
     return target
