@@ -52,13 +52,15 @@ def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_pat
     assert json.loads((tmp_path / "faces.json").read_text())[0]["box"] == records[0]["box"]
 
 
-def test_predict_with_nothing_readable_fails_in_one_line(tmp_path: Path) -> None:
+def test_predict_with_nothing_readable_fails_in_one_line(two_face_video, tmp_path: Path) -> None:
+    video, _ = two_face_video
     (tmp_path / "broken.jpg").write_bytes(b"nope")
-    result = fervid("predict", str(tmp_path / "broken.jpg"), str(tmp_path / "missing.jpg"), "--no-save")
+    result = fervid("predict", str(tmp_path / "broken.jpg"), str(tmp_path / "missing.jpg"), str(video), "--no-save")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [  # fervid's lines only: no warning from OpenCV's own logging
         f"warning: {tmp_path / 'broken.jpg'}: not a readable image",
         f"warning: {tmp_path / 'missing.jpg'}: no such file",
+        f"warning: {video}: a video, not an image (fervid live --source {video} reads videos)",
         "fervid: error: no image could be read",
     ]
 
@@ -71,6 +73,7 @@ def test_live_on_a_video_file_headless(two_face_video, tmp_path: Path) -> None:
     assert (tmp_path / "out.mp4").stat().st_size > 0
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len({row["track_id"] for row in rows}) == 2
+    assert f"; {len(rows)} faces found across the frames" in result.stderr
     assert "face #" in result.stderr and (tmp_path / "out-summary.json").exists()
 
 

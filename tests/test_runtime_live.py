@@ -106,6 +106,14 @@ def test_output_mp4_reads_back_with_every_frame(video_run) -> None:
     assert not list(folder.glob(".*tmp*")), "temporary files were left behind"
 
 
+def test_faces_are_counted_without_a_timeline(video_run, two_face_video, recognizer: Recognizer, tmp_path: Path) -> None:
+    report, rows, _, _ = video_run
+    assert report.rows == len(rows) > 0
+    video, _ = two_face_video
+    without = run_live(video, recognizer, output=tmp_path / "out.mp4", display=False)
+    assert without.rows == report.rows
+
+
 def test_summary_per_face(video_run) -> None:
     report, rows, _, folder = video_run
     summary = json.loads((folder / "out-summary.json").read_text())["faces"]

@@ -351,7 +351,7 @@ def live(
         max_frames=max_frames, detect_every=detect_every,
     )
     dropped = f", {report.dropped} dropped" if report.dropped else ""
-    print(f"{report.frames} frames in {report.seconds:.1f} s ({report.fps:.1f} FPS){dropped}; {report.rows} face rows", file=sys.stderr)
+    print(f"{report.frames} frames in {report.seconds:.1f} s ({report.fps:.1f} FPS){dropped}; {report.rows} faces found across the frames", file=sys.stderr)
     for face in report.faces:
         shares = ", ".join(f"{name} {share:.0%}" for name, share in sorted(face["shares"].items(), key=lambda kv: -kv[1]) if share >= 0.05)
         print(f"face #{face['track_id']}: {face['first_s']:.1f}-{face['last_s']:.1f} s, {face['dominant']} ({shares})", file=sys.stderr)

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fervid.errors import FervidError
-from fervid.runtime.sources import IMAGE_SUFFIXES
+from fervid.runtime.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 ZIP_SEPARATOR = "!"  # "photos.zip!faces/0001.jpg" names a member of a zip
 WHOLE_FILE_LIMIT = 8 << 20  # files up to this size are hashed whole; bigger ones by size and three samples
 SAMPLE_BYTES = 1 << 20

@@ -47,7 +47,8 @@ class FpsMeter:
 
 @dataclass
 class LiveReport:
-    """What a run did: frames processed and dropped, timeline rows, average FPS, and the summary per face."""
+    """What a run did: frames processed and dropped, faces found over all frames (one timeline row
+    each, whether or not a timeline is written), average FPS, and the summary per face."""
 
     source: str
     frames: int = 0
@@ -137,6 +138,7 @@ def run_live(
                 faces = processor.process(frame)
                 fps = fps_meter.tick()
                 history.add(frame.time_s, faces)
+                report.rows += len(faces)
                 if rows:
                     rows.write(frame.index, frame.time_s, faces)
                 if draw and (video or show):
@@ -156,7 +158,6 @@ def run_live(
         finally:
             report.seconds = time.perf_counter() - started
             report.dropped = frames.dropped
-            report.rows = rows.rows if rows else 0
     if report.frames == 0:
         raise FervidError(f"{report.source}: no frame could be read")
     report.faces = history.to_dict()

@@ -13,6 +13,7 @@ from fervid.preprocess import to_gray
 from fervid.runtime.classify import ExpressionClassifier
 from fervid.runtime.detect import DetectorConfig, FaceDetector
 from fervid.runtime.face import Face
+from fervid.runtime.sources import VIDEO_SUFFIXES
 
 Color = Literal["bgr", "rgb"]
 
@@ -23,6 +24,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FervidError(f"{path}: {'a folder, not an image' if Path(path).is_dir() else 'no such file'}")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
+        if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+            raise FervidError(f"{path}: a video, not an image (fervid live --source {path} reads videos)")
         raise FervidError(f"{path}: not a readable image")
     return image
 
