@@ -52,3 +52,30 @@ def test_inspect_bad_input_is_one_line_and_exit_2(tmp_path, case):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fervid: error:") and "Traceback" not in result.stderr
     assert not (tmp_path / "g.png").exists()
+
+
+def fervid_without(hidden: list[str], *args: str) -> subprocess.CompletedProcess:
+    """`fervid ARGS` in a Python where the ``hidden`` packages cannot be imported, as on a smaller install."""
+    script = f"import sys\nfor name in {hidden!r}:\n    sys.modules[name] = None\nfrom fervid.cli import main\nmain()"
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_evaluating_an_onnx_model_needs_no_tensorflow(tmp_path):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 2, "validation": 3})
+    result = fervid_without(["keras", "tensorflow", "tf2onnx"], "evaluate", "fervid-vgg", str(data), "--flip-tta")
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout and "21 images" in result.stdout
+
+
+@pytest.mark.parametrize(("hidden", "args", "extra"), [
+    (["pandas"], ["evaluate", "fervid-vgg", "DATA"], "data"),
+    (["pandas"], ["data", "inspect", "DATA"], "data"),
+    (["matplotlib"], ["evaluate", "fervid-vgg", "DATA", "--confusion", "c.png"], "data"),
+    (["keras"], ["evaluate", "run/model.keras", "DATA"], "train"),
+    (["keras"], ["evaluate", "fervid-vgg", "DATA", "--against", "run/model.keras"], "train"),
+])
+def test_a_missing_extra_is_named_in_one_line(tmp_path, hidden, args, extra):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 2, "validation": 2})
+    result = fervid_without(hidden, *[str(data) if arg == "DATA" else arg for arg in args])
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"fervid: error: this command needs the '{extra}' extra: pip install 'fervid[{extra}]'"

@@ -64,7 +64,7 @@ def data_inspect(
 
     Example: fervid data inspect ../shared/data/fer2013.zip
     """
-    _needs("train", "pandas")
+    _needs("data", "pandas")
     from fervid.data import read_dataset
     from fervid.data.inspect import sample_grid, summarize
     from fervid.labels import parse_mapping
@@ -190,7 +190,11 @@ def evaluate(
       fervid evaluate runs/vgg/model.onnx ../shared/data/fer2013.zip --split validation --flip-tta
       fervid evaluate runs/new/model.onnx ../shared/data/fer2013.zip --flip-tta --against fervid-vgg
     """
-    _needs("train", "pandas")
+    _needs("data", "pandas")
+    if confusion:
+        _needs("data", "matplotlib")
+    if any(str(name).endswith(".keras") for name in (model, against) if name):
+        _needs("train", "keras")
     from fervid.data import load_arrays, read_dataset
     from fervid.evaluation.evaluate import evaluate as run_evaluation
     from fervid.evaluation.evaluate import load_predictor
