@@ -1,11 +1,11 @@
 #!/bin/bash
 # Build .gpu/ for tools/device/train.sh: Keras wheels for the device's Python 3.12, FER2013 as tar.xz, and the
 # teachers' probabilities on its training faces for the distilled ("kd") runs (TEACHERS: absolute paths or
-# bundled names, space-separated; the default is the ensemble of docs/model.md part 9, in tools/teachers/).
+# bundled names, space-separated; the default is the three models in tools/teachers/, docs/model.md part 10).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 ZIP=${1:-../shared/data/fer2013.zip}
-TEACHERS=${TEACHERS:-"$PWD/tools/teachers/fervid-vgg-2026-11-27.onnx $PWD/tools/teachers/fervid-vgg-once-wd05.onnx"}
+TEACHERS=${TEACHERS:-"$PWD/tools/teachers/fervid-vgg-2026-11-27.onnx $PWD/tools/teachers/fervid-vgg-once-wd05.onnx $PWD/tools/teachers/fervid-vgg-deep-kd.onnx"}
 exclude="$(git rev-parse --git-common-dir)/info/exclude"
 mkdir -p "$(dirname "$exclude")" .gpu/whl
 grep -qx "/.gpu/" "$exclude" 2>/dev/null || echo "/.gpu/" >> "$exclude"
