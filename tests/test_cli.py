@@ -79,3 +79,12 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path, hidden, args, extra):
     result = fervid_without(hidden, *[str(data) if arg == "DATA" else arg for arg in args])
     assert result.returncode == 2
     assert result.stderr.strip() == f"fervid: error: this command needs the '{extra}' extra: pip install 'fervid[{extra}]'"
+
+
+def test_an_output_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    result = fervid("data", "inspect", str(data), "--grid", str(tmp_path / "file.txt" / "grid.png"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"fervid: error: {tmp_path / 'file.txt'}")

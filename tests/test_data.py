@@ -136,6 +136,19 @@ def test_unknown_class_folders_are_reported_dropped_or_mapped(tmp_path):
     assert mapped.counts().loc["disgust", "train"] == 2
 
 
+def test_a_wrong_root_names_its_biggest_unknown_folders_and_counts_the_rest(tmp_path):
+    image = pattern_face(0, np.random.default_rng(1))
+    for index in range(12):
+        (tmp_path / f"album{index:02d}").mkdir()
+        for copy in range(1 + (index == 11) * 4):
+            cv2.imwrite(str(tmp_path / f"album{index:02d}" / f"{copy}.png"), image)
+    with pytest.raises(FervidError) as error:
+        read_dataset(tmp_path)
+    message = str(error.value)
+    assert "folders that are not expression classes: album11 (5), album00 (1), " in message
+    assert "album06 (1) and 4 more;" in message and "album07" not in message
+
+
 @pytest.mark.parametrize("make", ["missing", "empty", "no_classes", "bad_zip", "other_file"])
 def test_unusable_inputs_raise_one_line_errors(tmp_path, make):
     path = tmp_path / "input"

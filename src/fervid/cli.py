@@ -502,6 +502,10 @@ def main() -> None:
     except FervidError as error:
         print(f"fervid: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:  # a path the system refused (unwritable, missing parent, disk full): the user's to fix
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"fervid: error: {where}{error.strerror or error}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("fervid: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -18,6 +18,7 @@ import pandas as pd
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, canonical_label, normalize_name
 
+UNKNOWN_LISTED = 8  # unknown class folders named in the error; a wrong root can hold hundreds
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 SPLIT_NAMES = {
     "train": "train",
@@ -131,7 +132,10 @@ def _index_paths(
             continue
         rows.append((name, label, split))
     if unknown_counts and unknown == "error":
-        folders = ", ".join(f"{k} ({v})" for k, v in sorted(unknown_counts.items()))
+        listed = sorted(unknown_counts.items(), key=lambda kv: (-kv[1], kv[0]))  # the biggest first
+        folders = ", ".join(f"{k} ({v})" for k, v in listed[:UNKNOWN_LISTED])
+        if len(listed) > UNKNOWN_LISTED:
+            folders += f" and {len(listed) - UNKNOWN_LISTED} more"
         raise FervidError(
             f"{location}: folders that are not expression classes: {folders}; "
             "drop them with --unknown drop or map them with --map FOLDER=CLASS"
