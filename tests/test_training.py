@@ -637,3 +637,7 @@ def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
     result = run_fervid("evaluate", str(tmp_path / "missing.onnx"), str(data), check=False)
     assert result.returncode == 2 and "missing.onnx" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    result = run_fervid("train", str(data), "--teacher", str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "run"), check=False)
+    assert result.returncode == 2 and "broken.onnx: not a loadable ONNX model" in result.stderr
+    assert "teachers: scoring" not in result.stdout and not (tmp_path / "run").exists()

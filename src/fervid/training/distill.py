@@ -25,16 +25,17 @@ TEACHER_FILE = "teacher.npz"
 
 
 def check_teachers(teachers: Sequence[str]) -> None:
-    """Fail with one line on a teacher that is neither a model file nor a bundled name, before any data is read.
+    """Fail with one line on a teacher that is not a loadable model or a bundled name, before any data is read
+    and before a run folder is made.
 
     ONNX Runtime is imported only here and where the teachers run, so a run without teachers, or one
     whose run folder already holds their probabilities (a GPU machine without ONNX Runtime), never
     needs it.
     """
-    from fervid.runtime.classify import resolve_model
+    from fervid.runtime.classify import ExpressionClassifier
 
     for teacher in teachers:
-        resolve_model(teacher)
+        ExpressionClassifier(teacher)  # resolves the name and loads the file: a few milliseconds each
 
 
 def teacher_probabilities(teachers: Sequence[str], inputs: np.ndarray) -> np.ndarray:
