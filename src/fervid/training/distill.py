@@ -25,8 +25,8 @@ TEACHER_FILE = "teacher.npz"
 
 
 def check_teachers(teachers: Sequence[str]) -> None:
-    """Fail with one line on a teacher that is not a loadable model or a bundled name, before any data is read
-    and before a run folder is made.
+    """Fail with one line on a teacher that is neither a loadable model file nor a bundled name, before
+    any data is read and before a run folder is made.
 
     ONNX Runtime is imported only here and where the teachers run, so a run without teachers, or one
     whose run folder already holds their probabilities (a GPU machine without ONNX Runtime), never
