@@ -90,7 +90,6 @@ class TimelineSink:
         self.format = self.target.suffix.lower().lstrip(".")
         if self.format not in ("jsonl", "csv"):
             raise FervidError(f"{self.target}: the timeline must end in .jsonl or .csv")
-        self.rows = 0
         self._file = _AtomicFile(self.target)
         self._handle = open(self._file.path, "w", newline="")
         if self.format == "csv":
@@ -108,7 +107,6 @@ class TimelineSink:
                     [frame, record["time_s"], face.track_id, *face.box, face.expression, record["confidence"]]
                     + [probabilities[name] for name in EXPRESSIONS]
                 )
-            self.rows += 1
 
     def close(self) -> None:
         if self._handle is not None:
