@@ -544,7 +544,7 @@ def test_teacher_probabilities_are_cached_per_run_teachers_and_data(tmp_path, mo
 
 @pytest.mark.parametrize(
     ("arch", "low", "high"),
-    [("compact", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),
+    [("compact", 150_000, 200_000), ("compact-xception", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),
      ("vgg-large", 4_500_000, 5_500_000)],
 )
 def test_every_architecture_maps_a_face_to_seven_probabilities(arch, low, high):
@@ -556,6 +556,25 @@ def test_every_architecture_maps_a_face_to_seven_probabilities(arch, low, high):
     probabilities = np.asarray(model(np.random.default_rng(0).random((3, 48, 48, 1), dtype=np.float32)))
     assert probabilities.shape == (3, 7)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5) and probabilities.min() >= 0.0
+
+
+def test_the_separable_residual_net_exports_onnx_that_agrees_with_keras(tmp_path):
+    """Separable convolutions and the residual sums survive the ONNX conversion (tf2onnx rewrites
+    depthwise convolutions as grouped ones), so the compact-xception net can ship like the VGGs."""
+    import onnxruntime
+
+    from fervid.export.onnx import export_onnx
+    from fervid.model.architectures import build_classifier
+
+    model = build_classifier("compact-xception")
+    rng = np.random.default_rng(1)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32) * (w.ndim > 1) for w in model.get_weights()])
+    path = export_onnx(model, tmp_path / "xception.onnx")
+    faces = rng.random((4, 48, 48, 1), dtype=np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    exported = session.run(None, {session.get_inputs()[0].name: faces})[0]
+    assert np.abs(exported - np.asarray(model(faces, training=False))).max() < 1e-4
+    assert np.ptp(exported, axis=0).max() > 1e-3, "perturbed weights give each face its own probabilities"
 
 
 def test_metrics_match_a_hand_computation():

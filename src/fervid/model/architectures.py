@@ -13,12 +13,12 @@ from pathlib import Path
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.model.backend import keras
-from fervid.model.specs import ARCHITECTURES, WARPS, VggSpec
+from fervid.model.specs import ARCHITECTURES, WARPS, VggSpec, XceptionSpec
 from fervid.model.warp import RandomWarp
 from fervid.preprocess import INPUT_SHAPE
 
 layers = keras.layers
-__all__ = ["ARCHITECTURES", "VggSpec", "build_augmenter", "build_classifier", "build_training_model"]
+__all__ = ["ARCHITECTURES", "VggSpec", "XceptionSpec", "build_augmenter", "build_classifier", "build_training_model"]
 
 
 def conv_bn_relu(x: keras.KerasTensor, filters: int, dtype: str) -> keras.KerasTensor:
@@ -26,6 +26,48 @@ def conv_bn_relu(x: keras.KerasTensor, filters: int, dtype: str) -> keras.KerasT
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", dtype=dtype)(x)
     x = layers.BatchNormalization(dtype=dtype)(x)
     return layers.Activation("relu", dtype=dtype)(x)
+
+
+def vgg_features(x: keras.KerasTensor, spec: VggSpec, dtype: str) -> keras.KerasTensor:
+    """Conv-BN-ReLU stages, each closed by max-pooling and dropout, then global average pooling."""
+    for filters, convolutions in spec.stages:
+        for _ in range(convolutions):
+            x = conv_bn_relu(x, filters, dtype)
+        x = layers.MaxPooling2D(2, dtype=dtype)(x)
+        x = layers.Dropout(spec.stage_dropout, dtype=dtype)(x)
+    x = layers.GlobalAveragePooling2D(dtype=dtype)(x)
+    if spec.dense:
+        x = layers.Dense(spec.dense, use_bias=False, dtype=dtype)(x)
+        x = layers.BatchNormalization(dtype=dtype)(x)
+        x = layers.Activation("relu", dtype=dtype)(x)
+    return x
+
+
+def xception_features(x: keras.KerasTensor, spec: XceptionSpec, dtype: str) -> keras.KerasTensor:
+    """A Conv-BN-ReLU stem and a max-pool (the compact VGG's first stage), then residual modules (two separable convolutions and a strided max-pool,
+    added to a strided 1x1 projection of the module's input), then global average pooling.
+
+    The shortcut lets the gradient reach the stem through a deep net of thin layers. Pooling before
+    the modules keeps separable convolutions, slow on CPUs, off the 48x48 grid.
+    """
+    for filters in spec.stem:
+        x = conv_bn_relu(x, filters, dtype)
+    x = layers.MaxPooling2D(2, dtype=dtype)(x)
+    for filters in spec.modules:
+        shortcut = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False, dtype=dtype)(x)
+        shortcut = layers.BatchNormalization(dtype=dtype)(shortcut)
+        for position in range(2):
+            x = layers.SeparableConv2D(
+                filters, 3, padding="same", use_bias=False, depthwise_initializer="he_normal",
+                pointwise_initializer="he_normal", dtype=dtype,
+            )(x)
+            x = layers.BatchNormalization(dtype=dtype)(x)
+            if position == 0:
+                x = layers.Activation("relu", dtype=dtype)(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same", dtype=dtype)(x)
+        x = layers.Add(dtype=dtype)([x, shortcut])
+        x = layers.Activation("relu", dtype=dtype)(x)
+    return layers.GlobalAveragePooling2D(dtype=dtype)(x)
 
 
 def build_classifier(arch: str, *, dtype: str = "float32") -> keras.Model:
@@ -37,17 +79,10 @@ def build_classifier(arch: str, *, dtype: str = "float32") -> keras.Model:
         raise KeyError(arch)
     spec = ARCHITECTURES[arch]
     inputs = keras.Input(shape=INPUT_SHAPE, name="face")
-    x = inputs
-    for filters, convolutions in spec.stages:
-        for _ in range(convolutions):
-            x = conv_bn_relu(x, filters, dtype)
-        x = layers.MaxPooling2D(2, dtype=dtype)(x)
-        x = layers.Dropout(spec.stage_dropout, dtype=dtype)(x)
-    x = layers.GlobalAveragePooling2D(dtype=dtype)(x)
-    if spec.dense:
-        x = layers.Dense(spec.dense, use_bias=False, dtype=dtype)(x)
-        x = layers.BatchNormalization(dtype=dtype)(x)
-        x = layers.Activation("relu", dtype=dtype)(x)
+    if isinstance(spec, XceptionSpec):
+        x = xception_features(inputs, spec, dtype)
+    else:
+        x = vgg_features(inputs, spec, dtype)
     x = layers.Dropout(spec.head_dropout, dtype=dtype)(x)
     outputs = layers.Dense(len(EXPRESSIONS), activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=arch.replace("-", "_"))
