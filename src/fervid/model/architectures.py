@@ -2,7 +2,9 @@
 
 Each takes a (48, 48, 1) float32 face in 0..1 and returns 7 softmax probabilities in canonical
 class order. In a VGG at 48x48 the compute sits in the 48x48 and 24x24 stages and the parameters
-in the 12x12 and 6x6 ones, so the variants differ mostly in their late widths.
+in the 12x12 and 6x6 ones, so the variants differ mostly in their late widths. The exception,
+``compact-xception``, adds separable convolutions and residual sums to fit more depth into 200k
+parameters.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def vgg_features(x: keras.KerasTensor, spec: VggSpec, dtype: str) -> keras.Keras
 
 
 def xception_features(x: keras.KerasTensor, spec: XceptionSpec, dtype: str) -> keras.KerasTensor:
-    """A Conv-BN-ReLU stem and a max-pool (the compact VGG's first stage), then residual modules (two separable convolutions and a strided max-pool,
-    added to a strided 1x1 projection of the module's input), then global average pooling.
+    """A Conv-BN-ReLU stem and a max-pool (the compact VGG's first stage), then residual modules
+    (two separable convolutions and a strided max-pool, added to a strided 1x1 projection of the
+    module's input), then global average pooling.
 
     The shortcut lets the gradient reach the stem through a deep net of thin layers. Pooling before
     the modules keeps separable convolutions, slow on CPUs, off the 48x48 grid.

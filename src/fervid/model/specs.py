@@ -20,8 +20,8 @@ class VggSpec:
 
 @dataclass(frozen=True)
 class XceptionSpec:
-    """A small Xception-style net: a plain-convolution stem and a max-pool, then residual modules of two separable
-    convolutions each that halve the size, then global pooling, dropout and softmax.
+    """A small Xception-style net: a plain-convolution stem and a max-pool, then residual modules of
+    two separable convolutions each that halve the size, then global pooling, dropout and softmax.
 
     Separable convolutions cost about a ninth of a full 3x3 one in parameters, so at a fixed budget
     the net can be deeper and wider in its late stages than a VGG (Arriaga et al. 2017, mini-Xception).
