@@ -14,6 +14,7 @@ from rich.table import Table
 
 from fervid import __version__
 from fervid.errors import FervidError
+from fervid.model.specs import ARCHITECTURES
 
 app = typer.Typer(
     help="Real-time facial expression recognition: train, evaluate, export and run expression models.",
@@ -102,7 +103,7 @@ def data_inspect(
 def train(
     data: Annotated[Optional[Path], typer.Argument(help="Dataset (folder, .zip or FER2013 .csv); optional with --resume.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder for checkpoints, model and report.")] = Path("runs/train"),
-    arch: Annotated[str, typer.Option(help="Architecture: compact, compact-xception, vgg, vgg-deep or vgg-large.")] = "vgg",
+    arch: Annotated[str, typer.Option(help=f"Architecture: {', '.join(ARCHITECTURES)}.")] = "vgg",
     epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 50,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
