@@ -70,6 +70,22 @@ def write_fer_csv(target: Path, per_class: dict[str, int], seed: int = 0) -> Pat
     return target
 
 
+def write_non_face_onnx(target: Path) -> Path:
+    """A valid ONNX model that is not a face classifier: (N, 48, 48, 1) in, (N, 2304) out (a Flatten)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["y"])], "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 48, 48, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2304])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(target))
+    return target
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own decode cache, so cached results never leak between tests."""

@@ -379,3 +379,42 @@ def test_cli_reports_errors_in_one_line_and_fails_only_when_nothing_worked(archi
 
     missing = subprocess.run([FERVID, "analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "n")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip() == f"fervid: error: {tmp_path / 'nope'}: no such file or folder"
+
+
+@pytest.mark.parametrize("out_name", ["faces.csv", "faces.parquet", "faces"])
+def test_a_run_where_nothing_could_be_processed_leaves_earlier_results_as_they_were(tmp_path: Path, out_name: str) -> None:
+    """A wrong input on a rerun must not replace the results in --out (nor prune their parts) with an empty table."""
+    good, broken = tmp_path / "good", tmp_path / "broken"
+    good.mkdir()
+    broken.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(good / f"{index}.png"), textured_background(48, 48, seed=index))
+    (broken / "corrupt.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    out = tmp_path / out_name
+    analyze([good], out, AnalyzeOptions(crops=True))
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and not path.is_relative_to(good)}
+    with pytest.raises(FervidError, match="nothing could be processed.*nothing written over"):
+        analyze([broken], out, AnalyzeOptions(crops=True))
+    for path, data in before.items():
+        assert path.read_bytes() == data, path
+    assert len(pd.read_csv(out) if out.suffix == ".csv" else pd.read_parquet(out)) == 3
+
+    fresh = tmp_path / f"fresh-{out_name}"
+    with pytest.raises(FervidError, match="summary in"):
+        analyze([broken], fresh, AnalyzeOptions(crops=True))
+    summary = fresh / "_summary.parquet" if fresh.suffix == "" else fresh.with_name(f"{fresh.stem}.summary{fresh.suffix}")
+    assert summary.exists() and not (fresh.suffix and fresh.exists())  # the error rows, and no empty table
+
+
+def test_video_only_options_do_not_redo_the_photos(archive: Path, tmp_path: Path) -> None:
+    inputs = [archive / "photos" / "one.png", archive / "clips" / "b.mp4"]
+    out = tmp_path / "r.parquet"
+    analyze(inputs, out, AnalyzeOptions(segment_s=1.0))
+    redone = []
+    report = analyze(inputs, out, AnalyzeOptions(segment_s=2.0, every=3), on_result=redone.append)
+    assert report.skipped_units == 1 and {result.unit.kind for result in redone} == {"video"}
+    rows = rows_of(out)
+    assert set(rows["source"]) <= {str(path) for path in inputs} and (rows.loc[rows["frame"] > 0, "frame"] % 3 == 0).all()
+    redone.clear()
+    analyze(inputs, out, AnalyzeOptions(segment_s=2.0, every=3, largest_only=True), on_result=redone.append)
+    assert {result.unit.kind for result in redone} == {"image", "video"}  # an option that changes photo rows redoes them

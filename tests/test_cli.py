@@ -78,7 +78,7 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path, hidden, args, extra):
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 2, "validation": 2})
     result = fervid_without(hidden, *[str(data) if arg == "DATA" else arg for arg in args])
     assert result.returncode == 2
-    assert result.stderr.strip() == f"fervid: error: this command needs the '{extra}' extra: pip install 'fervid[{extra}]'"
+    assert result.stderr.strip() == f"fervid: error: this command needs the '{extra}' extra: pip install -e \".[{extra}]\" in the fervid checkout"
 
 
 def test_an_output_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path):
@@ -88,3 +88,52 @@ def test_an_output_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"fervid: error: {tmp_path / 'file.txt'}")
+
+
+def test_an_output_path_that_is_a_folder_is_named_not_its_temporary_file(tmp_path):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
+    (tmp_path / "grid.png").mkdir()
+    result = fervid("data", "inspect", str(data), "--grid", str(tmp_path / "grid.png"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"fervid: error: {tmp_path / 'grid.png'}: a folder, not a file"]
+    assert [path.name for path in tmp_path.iterdir() if ".tmp" in path.name] == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["CSV"], "not a readable CSV"),
+    (["DATA", "--unknown", "ignore"], "--unknown must be 'error' or 'drop'"),
+    (["DATA", "--map", "contempt=boredom"], "'boredom' is not one of"),
+    (["DATA", "--verbos"], "No such option: --verbos"),
+])
+def test_inspect_bad_options_and_csv_rows_are_one_line(tmp_path, args, message):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    pixels = " ".join(["100"] * 2304)
+    (tmp_path / "fer.csv").write_text(f'emotion,pixels,Usage\n0,{pixels},Training\n1,"{pixels},Training\n')  # an unclosed quote
+    paths = {"CSV": tmp_path / "fer.csv", "DATA": data}
+    result = fervid("data", "inspect", *[str(paths.get(arg, arg)) for arg in args], "--grid", str(tmp_path / "g.png"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fervid: error:") and message in lines[0], result.stderr
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_no_help_text_is_eaten_by_rich_markup():
+    """Typer renders help as Rich markup, where "[default: x]" is a tag that vanishes from the screen."""
+    import click
+    import typer.main
+    from rich.markup import render
+
+    from fervid.cli import app
+
+    def commands(command: click.Command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from commands(sub)
+
+    texts = [
+        text
+        for command in commands(typer.main.get_command(app))
+        for text in [command.help or "", *(getattr(param, "help", None) or "" for param in command.params)]
+    ]
+    assert len(texts) > 50
+    assert [text for text in texts if render(text).plain != text] == []

@@ -86,6 +86,14 @@ def test_csv_with_wrong_columns_is_one_clear_error(tmp_path):
         read_dataset(path)
 
 
+def test_csv_row_with_extra_fields_is_one_unreadable_face_not_a_parser_error(tmp_path):
+    good = " ".join(["100"] * 2304)
+    path = tmp_path / "fer.csv"
+    path.write_text(f"emotion,pixels,Usage\n0,{good},Training\n3,{good},Training\n1,2 3,4,5,Training\n")
+    arrays = load_arrays(read_dataset(path), "train")
+    assert len(arrays) == 2 and len(arrays.failed) == 1
+
+
 def test_csv_wrong_pixel_count_is_skipped_and_listed(tmp_path):
     good = " ".join(["100"] * 2304)
     path = tmp_path / "fer.csv"
@@ -168,6 +176,12 @@ def test_unusable_inputs_raise_one_line_errors(tmp_path, make):
     with pytest.raises(FervidError) as error:
         read_dataset(path, unknown="drop" if make == "no_classes" else "error")
     assert "\n" not in str(error.value)
+
+
+def test_an_unknown_policy_that_is_neither_error_nor_drop_is_refused(tmp_path):
+    write_folder_dataset(tmp_path, 0, {"train": 1})
+    with pytest.raises(FervidError, match="--unknown must be 'error' or 'drop'"):
+        read_dataset(tmp_path, unknown="skip")
 
 
 def test_decoded_arrays_are_cached_by_content(tmp_path):

@@ -28,3 +28,6 @@ def test_mapping_folds_unknown_classes_only_when_asked():
     assert parse_mapping(["contempt=disgust"]) == {"contempt": "disgust"}
     with pytest.raises(FervidError, match="FOLDER=CLASS"):
         parse_mapping(["contempt"])
+    assert parse_mapping(["contempt=Disgusted"]) == {"contempt": "Disgusted"}  # an alias of a class is one
+    with pytest.raises(FervidError, match="'boredom' is not one of"):
+        parse_mapping(["contempt=boredom"])  # refused even when no folder is named contempt

@@ -18,7 +18,7 @@ from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer, crop_face
 from fervid.runtime.track import iou_matrix
 
-from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_background
+from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_background, write_non_face_onnx
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +193,7 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
         recognizer.predict(np.zeros((3,), np.uint8))
     with pytest.raises(FervidError, match="margin"):
         Recognizer(margin=2.0)
+    with pytest.raises(FervidError, match="not a fervid expression model"):
+        Recognizer(write_non_face_onnx(tmp_path / "flat.onnx"))
+    with pytest.raises(FervidError, match="a folder without model.onnx"):
+        Recognizer(tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import detectable_faces, paste_face, textured_background
+from conftest import detectable_faces, paste_face, textured_background, write_folder_dataset, write_non_face_onnx
 
 FERVID = str(Path(sys.executable).parent / "fervid")
 
@@ -90,3 +90,62 @@ def test_bad_live_inputs_exit_non_zero_with_one_line(args: list[str], message: s
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
     args = [str(tmp_path / "broken.mp4") if arg == "BROKEN" else arg for arg in args]
     assert_one_line_error(fervid(*args, cwd=tmp_path), message)
+
+
+def test_predict_refuses_an_out_folder_that_holds_its_inputs(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), textured_background(120, 160, seed=2))
+    original = (folder / "a.png").read_bytes()
+    assert_one_line_error(fervid("predict", str(folder / "a.png"), "--out", str(folder)), "which its annotated copy would overwrite")
+    assert (folder / "a.png").read_bytes() == original
+    assert fervid("predict", str(folder), "--out", str(folder)).stderr.strip().splitlines()[-1] == "fervid: error: no images found in the inputs"
+    assert (folder / "a.png").read_bytes() == original
+    for _ in range(2):  # a rerun into a subfolder skips the annotated copies the first run left there
+        assert fervid("predict", str(folder), "--out", str(folder / "annotated")).returncode == 0
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.*")) == ["a.png", "annotated/a.png"]
+    (tmp_path / "notes.txt").write_text("a file")
+    assert_one_line_error(fervid("predict", str(folder), "--out", str(tmp_path / "notes.txt")), "a file, not a folder")
+
+
+def test_bad_options_are_one_line_not_a_panel(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), textured_background(120, 160, seed=2))
+    assert_one_line_error(fervid("predict", str(image), "--min-size", "big"), "Invalid value for '--min-size'")
+    assert_one_line_error(fervid("predict", str(image), "--colour"), "No such option: --colour")
+    assert_one_line_error(fervid("predict"), "Missing argument")
+    assert_one_line_error(fervid("predcit"), "No such command 'predcit'")
+    bare = fervid()
+    assert bare.returncode == 2 and "Usage" in bare.stdout and bare.stderr == ""
+
+
+def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
+    (tmp_path / "damaged.jpg").write_bytes(b"GIF89a" + bytes(10))  # OpenCV logs "[ERROR] can't read header" for it
+    result = fervid("predict", str(tmp_path / "damaged.jpg"), "--no-save")
+    assert result.stderr.strip().splitlines() == [f"warning: {tmp_path / 'damaged.jpg'}: not a readable image", "fervid: error: no image could be read"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bench", "--frames", "0"], "--frames must be 1 or more"),
+        (["bench", "--faces-from", "NOTZIP"], "not a readable zip file"),
+        (["bench", "--faces-from", "missing.zip"], "--faces-from missing.zip: no such file"),
+        (["bench", "--output", "NOTZIP"], "not a text (Markdown) file"),
+        (["evaluate", "MODEL", "DATA"], "not a fervid expression model"),
+        (["evaluate", "FOLDER", "DATA"], "a folder without model.onnx"),
+        (["evaluate", "fervid-vgg", "DATA", "--against", "nope"], "no bundled model named 'nope'"),
+    ],
+)
+def test_bad_model_and_benchmark_inputs_fail_before_any_work(args: list[str], message: str, tmp_path: Path) -> None:
+    (tmp_path / "not.zip").write_bytes(b"\x1f\x8b binary, not a zip")
+    (tmp_path / "folder").mkdir()
+    paths = {
+        "NOTZIP": tmp_path / "not.zip",
+        "MODEL": write_non_face_onnx(tmp_path / "flat.onnx"),
+        "FOLDER": tmp_path / "folder",
+        "DATA": write_folder_dataset(tmp_path / "d", 0, {"train": 1, "validation": 1}),
+    }
+    result = fervid(*[str(paths.get(arg, arg)) for arg in args], cwd=tmp_path)
+    assert_one_line_error(result, message)
+    assert "accuracy" not in result.stdout  # a wrong --against is found before the first model is scored

@@ -192,8 +192,31 @@ def test_image_folders_are_sources(tmp_path: Path, recognizer: Recognizer) -> No
 
 @pytest.mark.parametrize(
     ("source", "message"),
-    [("7", "camera 7 could not be opened"), ("ftp://host/clip.mp4", "unsupported URL scheme"), ("missing.mp4", "no such file")],
+    [("7", "camera 7 could not be opened"), ("ftp://host/clip.mp4", "unsupported URL scheme"), ("missing.mp4", "no such file"),
+     ("", "the source is empty")],
 )
 def test_bad_sources_are_clear_errors(source: str, message: str) -> None:
     with pytest.raises(FervidError, match=message):
         open_source(source)
+
+
+def test_a_run_without_a_readable_frame_leaves_an_existing_timeline_as_it_was(recognizer: Recognizer, tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"broken")
+    timeline = tmp_path / "t.jsonl"
+    timeline.write_text("the rows of an earlier run\n")
+    with pytest.raises(FervidError, match="no frame could be read"):
+        run_live(folder, recognizer, timeline=timeline, display=False)
+    assert timeline.read_text() == "the rows of an earlier run\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["frames", "t.jsonl"]  # no temporary file left
+
+
+def test_an_output_onto_the_source_video_is_refused(recognizer: Recognizer, tmp_path: Path) -> None:
+    images, _ = face_video_frames([], frames=4)
+    video = write_video(tmp_path / "clip.mp4", images)
+    original = video.read_bytes()
+    for outputs in ({"output": tmp_path / "." / "clip.mp4"}, {"summary": video}):
+        with pytest.raises(FervidError, match="is the --source itself"):
+            run_live(video, recognizer, display=False, **outputs)
+    assert video.read_bytes() == original

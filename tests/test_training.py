@@ -632,6 +632,11 @@ def test_class_weights_and_holdout():
         (["--warp", "twice"], "--warp must be one of"),
         (["--distill", "1.5"], "--distill must be a share"),
         (["--teacher", "nope.onnx"], "no such model file"),
+        (["--zoom", "2"], "--zoom must be a fraction of the size in [0, 1)"),
+        (["--rotation", "-0.1"], "--rotation must be a fraction of a turn"),
+        (["--contrast", "1.5"], "--contrast must be in [0, 1]"),
+        (["--weight-decay", "-0.01"], "--weight-decay must be 0 or more"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32)"),
     ],
 )
 def test_bad_training_arguments_are_one_line_errors(tmp_path, args, message):
@@ -653,6 +658,7 @@ def test_unreadable_training_data_leaves_no_run_folder(tmp_path):
 def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
     result = run_fervid("train", "--resume", "--out", str(tmp_path / "nothing"), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"fervid: error: {tmp_path / 'nothing'}: no run to resume (no config.json); give the dataset to start one there"
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
     result = run_fervid("evaluate", str(tmp_path / "missing.onnx"), str(data), check=False)
     assert result.returncode == 2 and "missing.onnx" in result.stderr and "Traceback" not in result.stderr
@@ -660,3 +666,33 @@ def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
     result = run_fervid("train", str(data), "--teacher", str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "run"), check=False)
     assert result.returncode == 2 and "broken.onnx: not a loadable ONNX model" in result.stderr
     assert "teachers: scoring" not in result.stdout and not (tmp_path / "run").exists()
+
+
+def test_a_damaged_checkpoint_state_is_one_line_on_resume(tmp_path):
+    from fervid.training.config import TrainConfig
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    TrainConfig(data=str(write_folder_dataset(tmp_path / "d", 0, {"train": 1})), arch="compact").save(run / "config.json")
+    (run / "checkpoint" / "state.json").write_text('{"epochs_done": 3, "best')  # cut off mid-write by a full disk
+    result = run_fervid("train", "--resume", "--out", str(run), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(f"fervid: error: {run / 'checkpoint' / 'state.json'}: damaged (")
+
+
+def test_export_writes_only_onnx_and_a_failed_check_keeps_the_model_already_there(tmp_path, monkeypatch):
+    from fervid.errors import FervidError
+    from fervid.export import convert
+    from fervid.model.architectures import build_classifier
+
+    model = tmp_path / "model.keras"
+    build_classifier("compact").save(str(model))
+    with pytest.raises(FervidError, match="must end in .onnx"):
+        convert.export_checked(model, model)  # would have written ONNX over the Keras model
+    shipped = tmp_path / "shipped.onnx"
+    shipped.write_bytes(b"the model that works")
+    monkeypatch.setattr(convert, "TOLERANCE", -1.0)  # every export now disagrees with Keras
+    with pytest.raises(FervidError, match="nothing written"):
+        convert.export_checked(model, shipped)
+    assert shipped.read_bytes() == b"the model that works"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.keras", "shipped.onnx"]

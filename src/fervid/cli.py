@@ -50,13 +50,13 @@ def _needs(extra: str, module: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise FervidError(f"this command needs the '{extra}' extra: pip install 'fervid[{extra}]'")
+        raise FervidError(f"this command needs the '{extra}' extra: pip install -e \".[{extra}]\" in the fervid checkout")
 
 
 @data_app.command("inspect")
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="Dataset: a folder, a .zip or a FER2013 .csv.")],
-    grid: Annotated[Optional[Path], typer.Option(help="Where to write the sample grid PNG [default: <name>-samples.png].")] = None,
+    grid: Annotated[Optional[Path], typer.Option(help="Where to write the sample grid PNG (default: <name>-samples.png).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List unreadable files and duplicate groups.")] = False,
     unknown: UnknownOption = "error",
     map: MapOption = None,
@@ -124,7 +124,7 @@ def train(
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy (0 = never).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
-    name: Annotated[Optional[str], typer.Option(help="Model name in the model card [default: fervid-<arch>].")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name in the model card (default: fervid-<arch>).")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model (.keras or run folder) of the same --arch: fine-tuning or a second schedule.")] = None,
     teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Distill from this trained model (.onnx, run folder or bundled name); repeat it to distill from the average of several.")] = None,
     distill: Annotated[float, typer.Option(help="With --teacher: the teachers' share of each training target (the label keeps the rest).")] = 0.5,
@@ -149,6 +149,8 @@ def train(
         config.name = name or config.name
         out.print(f"resuming {out_dir} ({config.arch}, {config.epochs} epochs, data {config.data})")
     else:
+        if data is None and resume:
+            raise FervidError(f"{out_dir}: no run to resume (no config.json); give the dataset to start one there")
         if data is None:
             raise FervidError("give the dataset to train on (or --resume with an existing --out)")
         config = TrainConfig(
@@ -177,8 +179,8 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Dataset (folder, .zip or FER2013 .csv).")],
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image.")] = False,
-    input_blur: Annotated[Optional[float], typer.Option(min=0.0, help="Gaussian blur (sigma, pixels) on faces before the model [default: the model card's, as the runtime does; 0 = sharp].")] = None,
-    temperature: Annotated[Optional[float], typer.Option(min=0.01, help="Softmax temperature of the probabilities [default: the model card's, as the runtime does; 1 = the net's own].")] = None,
+    input_blur: Annotated[Optional[float], typer.Option(min=0.0, help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0.01, help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model on the same faces (exact McNemar test).")] = None,
@@ -203,6 +205,7 @@ def evaluate(
     from fervid.labels import parse_mapping
 
     predictor = load_predictor(model, input_blur=input_blur, temperature=temperature)
+    other_predictor = load_predictor(against) if against else None  # a wrong --against fails now, not after the scoring
     index = read_dataset(data, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
     if split not in index.splits:
         raise FervidError(f"{data}: no '{split}' split (found: {', '.join(index.splits)})")
@@ -219,10 +222,10 @@ def evaluate(
         f"calibration error (ECE, 10 bins) {report.calibration.ece:.4f}, mean confidence {report.calibration.mean_confidence:.4f}"
     )
     comparison = None
-    if against:
+    if other_predictor is not None:
         from fervid.evaluation.metrics import mcnemar_p
 
-        other = run_evaluation(load_predictor(against), inputs, arrays.labels, flip_tta=flip_tta)
+        other = run_evaluation(other_predictor, inputs, arrays.labels, flip_tta=flip_tta)
         only_this, only_other, p_value = mcnemar_p(report.correct, other.correct)
         verdict = "a real difference" if p_value < 0.05 else "not distinguishable from chance"
         out.print(
@@ -248,7 +251,7 @@ def evaluate(
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A .keras model (from a run folder).")],
-    output: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write [default: beside the model].")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default: beside the model).")] = None,
     int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split.")] = None,
 ) -> None:
     """Export a Keras model to ONNX (dynamic batch) and check ONNX Runtime agrees with Keras to 1e-4.
@@ -275,9 +278,11 @@ def export(
 # commands import NumPy, OpenCV and ONNX Runtime, never TensorFlow.
 # ---------------------------------------------------------------------------------------------
 
-# FFmpeg inside OpenCV prints its own lines for broken videos ("moov atom not found"); the CLI says
-# what went wrong in one line of its own. Read when cv2 loads, so set before any command imports it.
+# FFmpeg inside OpenCV prints its own lines for broken videos ("moov atom not found"), and OpenCV its
+# own "[ERROR] imread_(...): can't read header" for a damaged image; the CLI says what went wrong in
+# one line of its own. Read when cv2 loads, so set before any command imports it.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (`fervid models` lists them; default: the default one).")]
 ScaleFactorOption = Annotated[float, typer.Option(help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
@@ -329,7 +334,7 @@ def predict(
 
 @app.command()
 def live(
-    source: Annotated[str, typer.Option("--source", "-s", help="Webcam index (0), video file, image folder or stream URL (rtsp://, http://).")] = "0",
+    source: Annotated[str, typer.Option("--source", "-s", help="Webcam index (0), video file, image file or folder, or stream URL (rtsp://, http://).")] = "0",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the annotated video here (.mp4).")] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Per-frame timeline, one row per face (.jsonl or .csv).")] = None,
     summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it) (default: beside --output/--jsonl for files).")] = None,
@@ -497,9 +502,26 @@ def analyze(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
+    """Console entry point: user errors become one line on stderr and exit status 2.
+
+    Typer runs outside its standalone mode, so that a bad option or argument reaches this function
+    and is printed as the same one line as every other user error, not as typer's boxed panel.
+    """
+    # The click that typer runs on: its own copy in recent typer, the click package in older ones.
+    click_errors = sys.modules[typer.BadParameter.__module__]
+    no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())
     try:
-        app()
+        sys.exit(app(standalone_mode=False))  # None (the command ran) or the exit code of --help/--version
+    except no_args_is_help:
+        sys.exit(2)  # the help is already printed: a bare `fervid` or `fervid data` asks for it
+    except click_errors.ClickException as error:
+        context = getattr(error, "ctx", None)
+        message = " ".join(error.format_message().split())
+        print(f"fervid: error: {message} (see '{context.command_path if context else 'fervid'} --help')", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        print("fervid: interrupted", file=sys.stderr)
+        sys.exit(130)
     except FervidError as error:
         print(f"fervid: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fervid.errors import FervidError
+
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success."""
     target = Path(target)
+    if target.is_dir():  # else os.replace fails at the end, naming the temporary file instead of the user's path
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".weights.h5") else target.suffix
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{suffix}")
@@ -50,6 +55,20 @@ def write_bytes_atomically(target: str | Path, data: bytes) -> None:
         temporary.write_bytes(data)
 
 
+def read_markdown_page(path: str | Path) -> str:
+    """The text of a Markdown page ("" when it does not exist yet); FervidError when it is not a text file.
+
+    Benchmarks call it before measuring too, so a wrong ``--output`` fails in seconds, not after the run.
+    """
+    path = Path(path)
+    if not path.exists():
+        return ""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise FervidError(f"{path}: not a text (Markdown) file; give a .md page to write the table into") from None
+
+
 def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:
     """Replace the section that starts with ``heading`` (up to the next '## ') in a Markdown file, or append it.
 
@@ -58,7 +77,7 @@ def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:
     import re
 
     path = Path(path)
-    page = path.read_text() if path.exists() else ""
+    page = read_markdown_page(path)
     pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(page):
         page = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page, count=1).rstrip("\n") + "\n"

@@ -70,5 +70,8 @@ def parse_mapping(items: list[str] | None) -> dict[str, str]:
         source, sep, target = item.partition("=")
         if not sep or not source.strip() or not target.strip():
             raise FervidError(f"--map expects FOLDER=CLASS, got '{item}'")
+        if ALIASES.get(normalize_name(target), normalize_name(target)) not in EXPRESSIONS:
+            # checked here, not only when a folder matches: a typo'd class must not pass unnoticed
+            raise FervidError(f"--map {item}: '{target.strip()}' is not one of {', '.join(EXPRESSIONS)}")
         mapping[source.strip()] = target.strip()
     return mapping

@@ -57,9 +57,14 @@ class AnalyzeOptions:
         if self.image_batch < 1:
             raise FervidError(f"the image batch must be 1 or more, got {self.image_batch}")
 
-    def key(self) -> dict:
-        """The options that change rows (the batch size does not)."""
-        return {"every": self.every, "largest_only": self.largest_only, "crops": self.crops, "segment_s": self.segment_s}
+    def key(self, kind: str = "video") -> dict:
+        """The options that change a ``kind`` of unit's rows (the batch size does not).
+
+        ``every`` and ``segment_s`` only cut videos, so an image batch's id leaves them out: changing
+        them does not redo the photos.
+        """
+        key = {"largest_only": self.largest_only, "crops": self.crops}
+        return key if kind == "image" else {**key, "every": self.every, "segment_s": self.segment_s}
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,10 @@ def analysed_frames(start: int, end: int, every: int) -> int:
 def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str, boxes: BoxTable | None = None) -> list[Unit]:
     """Image batches and video segments for ``items``, in source order; ids are content-addressed."""
     options.validate()
-    salt = json.dumps({"options": options.key(), "model": model_key, "boxes": boxes.fingerprint if boxes else None,
-                       "schema": SCHEMA_VERSION}, sort_keys=True)
 
     def make(kind: str, sources: list[SourceItem], **fields) -> Unit:
+        salt = json.dumps({"options": options.key(kind), "model": model_key, "boxes": boxes.fingerprint if boxes else None,
+                           "schema": SCHEMA_VERSION}, sort_keys=True)
         described = [(s.name, s.fingerprint) for s in sources], fields.get("segment", 0), fields.get("start_frame", 0), fields.get("end_frame")
         unit_id = hashlib.sha1(f"{salt}|{json.dumps(described)}".encode()).hexdigest()[:20]
         unit_boxes = {s.name: table for s in sources if (table := boxes.for_item(s))} if boxes else None

@@ -12,6 +12,7 @@ import inspect
 import logging
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -68,7 +69,7 @@ def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int
         import ray
         import ray.data
     except ImportError:
-        raise FervidError("--engine ray needs the 'scale' extra: pip install 'fervid[scale]'") from None
+        raise FervidError("--engine ray needs the 'scale' extra: pip install -e \".[scale]\" in the fervid checkout") from None
     started = False
     if not ray.is_initialized():
         environment = {"env_vars": WORKER_ENV}
@@ -88,10 +89,12 @@ def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int
         workers, cpus_per_worker = actor_plan(ray.cluster_resources().get("CPU", 1), len(units))
         dataset = ray.data.from_items([{"unit": pickle.dumps(unit)} for unit in units], override_num_blocks=len(units))
         restarts = {} if address else no_restarts(ray.data.Dataset.map_batches)
-        results = dataset.map_batches(
-            UnitWorker, fn_constructor_kwargs={"options": options}, batch_size=1, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **restarts,
-        )
+        with warnings.catch_warnings():  # the deprecation no_restarts weighs, said once in its docstring, not on every run
+            warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+            results = dataset.map_batches(
+                UnitWorker, fn_constructor_kwargs={"options": options}, batch_size=1, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **restarts,
+            )
         for batch in results.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
             for payload in batch["result"]:
                 result: UnitResult = pickle.loads(payload)

@@ -66,7 +66,8 @@ def analyze(
     """Analyse images and videos into a face table at ``out`` (folder, .parquet or .csv) plus a per-source summary.
 
     Resumable: units already complete in ``out`` are skipped. Raises FervidError when no source at
-    all could be processed (the summary with the error rows is written first).
+    all could be processed; the summary with the error rows is then written only where no earlier
+    results are, and parts of other inputs are kept: a failed run never replaces or prunes results.
     """
     options = options or AnalyzeOptions()
     options.validate()
@@ -79,7 +80,6 @@ def analyze(
     units = plan_units(items, options, model_key(options.model), box_table)
     store = ResultStore(out)
     report = AnalyzeReport(summary=pa.table({}), outputs=[], units=len(units))
-    report.removed_parts = store.prune({unit.id for unit in units})
     done = store.completed()
     pending = [unit for unit in units if unit.id not in done]
     report.skipped_units = len(units) - len(pending)
@@ -109,9 +109,17 @@ def analyze(
             if on_result is not None:
                 on_result(result)
     report.seconds = time.perf_counter() - started
-    report.summary = store.finish({unit.id for unit in units})
-    report.outputs = [str(store.out), str(store.summary_path)]
+    ids = {unit.id for unit in units}
+    report.summary = store.summary(ids)
     if report.ok == 0:
         first = report.errors[0] if report.errors else ("", "no sources")
-        raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); summary in {store.summary_path}")
+        if store.has_results():
+            where = "nothing written over " + " or ".join(str(path) for path in (store.out, store.summary_path) if path.exists())
+        else:
+            store.write_summary(report.summary)
+            where = f"summary in {store.summary_path}"
+        raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); {where}")
+    report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results
+    report.summary = store.finish(ids)
+    report.outputs = [str(store.out), str(store.summary_path)]
     return report

@@ -79,11 +79,25 @@ class ResultStore:
             _write_parquet(result.rows, self.parts / f"part-{result.unit.id}.parquet")
         _write_parquet(result.ledger, self.ledger / f"{result.unit.id}.parquet")
 
+    def summary(self, units: set[str]) -> pa.Table:
+        """One row per source of the complete ``units``, read from their ledgers; writes nothing."""
+        ledgers = [pq.read_table(self.ledger / f"{unit}.parquet") for unit in sorted(units & self.completed())]
+        return summarize(pa.concat_tables(ledgers) if ledgers else LEDGER_SCHEMA.empty_table())
+
+    def has_results(self) -> bool:
+        """Whether ``out`` (a file) or the summary already exists: a previous run's results, or a file that is not ours."""
+        return self.summary_path.exists() or (self.format != "folder" and self.out.exists())
+
+    def write_summary(self, summary: pa.Table) -> None:
+        """Only the summary (of a run where nothing could be processed: its error rows say why)."""
+        if self.format == "csv":
+            _write_csv(summary, self.summary_path)
+        else:
+            _write_parquet(summary, self.summary_path)
+
     def finish(self, units: set[str]) -> pa.Table:
         """Write the summary (and the combined file for .parquet/.csv outputs); return the summary."""
-        ledgers = [pq.read_table(self.ledger / f"{unit}.parquet") for unit in sorted(units & self.completed())]
-        ledger = pa.concat_tables(ledgers) if ledgers else LEDGER_SCHEMA.empty_table()
-        summary = summarize(ledger)
+        summary = self.summary(units)
         parts = sorted(_visible(self.parts, "part-*.parquet"))
         empty = self.parts / EMPTY_PART
         if self.format == "folder":

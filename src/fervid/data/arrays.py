@@ -87,9 +87,11 @@ def _entries(index: DatasetIndex) -> Iterator[bytes | str]:
             for name in index.frame["source"]:
                 yield archive.read(name)
     elif index.kind == "csv":
-        table = pd.read_csv(index.location)
-        column = next(c for c in table.columns if c.strip().lower() == "pixels")
-        pixels = table[column]
+        header = pd.read_csv(index.location, nrows=0).columns
+        column = next(c for c in header if c.strip().lower() == "pixels")
+        # Only the pixels column, as the index read only its own: a row with extra fields is then one
+        # unreadable face, not a parser error for the whole file.
+        pixels = pd.read_csv(index.location, usecols=[column])[column]
         for row in index.frame["source"]:
             yield pixels.iat[int(row)]
     else:

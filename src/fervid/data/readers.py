@@ -77,6 +77,8 @@ def read_dataset(
     Folders that are not one of the seven classes stop the read with an error naming them, unless
     ``unknown="drop"`` (skip them, counted in ``dropped``) or ``mapping`` says what they are.
     """
+    if unknown not in ("error", "drop"):  # anything else would silently act as "drop"
+        raise FervidError(f"--unknown must be 'error' or 'drop', got '{unknown}'")
     location = Path(path).expanduser()
     if not location.exists():
         raise FervidError(f"{location}: no such file or folder")
@@ -164,7 +166,10 @@ def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int]]:
             f"(found {', '.join(map(str, header.columns))})"
         )
     usecols = [columns["emotion"]] + ([columns["usage"]] if "usage" in columns else [])
-    table = pd.read_csv(location, usecols=usecols)
+    try:
+        table = pd.read_csv(location, usecols=usecols)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:  # a bad row further down than the header
+        raise FervidError(f"{location}: not a readable CSV ({str(error).strip()})") from None
     emotion = pd.to_numeric(table[columns["emotion"]], errors="coerce")
     bad = emotion.isna() | ~emotion.isin(range(len(FER2013_CSV_CLASSES)))
     if bad.all():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from fervid.errors import FervidError
 from fervid.export.onnx import export_onnx, write_card
-from fervid.fileio import write_text_atomically
+from fervid.fileio import write_text_atomically, write_with
 from fervid.preprocess import INPUT_SHAPE, smooth
 from fervid.runtime.classify import card_beside, card_input_blur
 
@@ -53,21 +54,29 @@ def export_checked(model_path: Path, target: Path, *, int8_data: Path | None = N
     """
     import onnxruntime as ort
 
+    target = Path(target)
+    if target.suffix.lower() != ".onnx":  # the card goes beside it as .json: a .keras or .json target would lose a file
+        raise FervidError(f"--out {target}: the ONNX file must end in .onnx")
     model = _load_keras(model_path)
     card = card_beside(model_path)
     with tempfile.TemporaryDirectory() as scratch:
-        float32_path = Path(scratch) / "float32.onnx" if int8_data else target
+        # Everything is built in scratch and moved onto ``target`` only once checked (and scored), so a
+        # failed export leaves the model already there, such as the shipped one, as it was.
+        float32_path = Path(scratch) / "float32.onnx"
         export_onnx(model, float32_path, card)
         batch = np.random.default_rng(seed).random((16, *INPUT_SHAPE), dtype=np.float32)
         session = ort.InferenceSession(str(float32_path), providers=["CPUExecutionProvider"])
         onnx_output = session.run(None, {session.get_inputs()[0].name: batch})[0]
         difference = float(np.abs(onnx_output - np.asarray(model.predict(batch, verbose=0))).max())
         if difference > TOLERANCE:
-            float32_path.unlink(missing_ok=True)
             raise FervidError(f"ONNX export disagrees with Keras by {difference:.2e} (> {TOLERANCE}); nothing written")
         result = ExportResult(target, difference, card)
+        final = float32_path
         if int8_data is not None:
-            result = _quantized(float32_path, target, int8_data, result, seed)
+            final = Path(scratch) / "int8.onnx"
+            result = _quantized(float32_path, final, int8_data, result, seed)
+        write_with(target, lambda temporary: shutil.copyfile(final, temporary))
+        result.path = target
     if result.card is not None:
         write_text_atomically(target.with_suffix(".json"), json.dumps(result.card, indent=2) + "\n")
     return result
@@ -82,11 +91,12 @@ def _quantized(float32_path: Path, target: Path, data: Path, exported: ExportRes
     index = read_dataset(data)
     if "train" not in index.splits or "validation" not in index.splits:
         raise FervidError(f"{data}: int8 calibration needs a train and a validation split")
-    train = load_arrays(index, "train")
+    train, validation = load_arrays(index, "train"), load_arrays(index, "validation")
+    if len(train) == 0 or len(validation) == 0:
+        raise FervidError(f"{data}: int8 calibration needs readable train and validation images")
     rows = np.random.default_rng(seed).choice(len(train), size=min(CALIBRATION_FACES, len(train)), replace=False)
     quantize_int8(float32_path, target, smooth(train.inputs()[rows], card_input_blur(exported.card)))
 
-    validation = load_arrays(index, "validation")
     inputs, labels = validation.inputs(), validation.labels
     float32, int8 = load_predictor(float32_path), load_predictor(target)
     scored, _, _ = card_metrics(int8, inputs, labels, "validation split")

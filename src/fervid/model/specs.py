@@ -59,7 +59,7 @@ ARCHITECTURES: dict[str, VggSpec | XceptionSpec] = {
         dense=512,
         stage_dropout=0.25,
         head_dropout=0.5,
-        description="VGG-BN, 3.1M parameters, three convolutions in the 12x12 and 6x6 stages: the release model",
+        description="VGG-BN, 3.1M parameters, three convolutions in the 12x12 and 6x6 stages: more capacity where it is cheap",
     ),
     "vgg-large": VggSpec(
         stages=((64, 2), (128, 2), (256, 2), (512, 2)),

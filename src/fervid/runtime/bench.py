@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from fervid.console import warn
-from fervid.fileio import replace_markdown_section
+from fervid.errors import FervidError
+from fervid.fileio import read_markdown_page, replace_markdown_section
 from fervid.runtime.live import DETECT_EVERY, FrameProcessor
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
@@ -64,7 +65,11 @@ def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.nd
     """The first ``count`` FER2013 validation faces (name order) that the detector finds at FACE_SIDE pixels."""
     found: list[np.ndarray] = []
     frame = cv2.cvtColor(background(1), cv2.COLOR_BGR2GRAY)
-    with zipfile.ZipFile(zip_path) as archive:
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise FervidError(f"{zip_path}: not a readable zip file ({error})") from None
+    with archive:
         names = sorted(n for n in archive.namelist() if "/validation/" in n and n.lower().endswith((".jpg", ".png")))
         for name in names[::11]:
             face = cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_GRAYSCALE)
@@ -114,6 +119,12 @@ def run_bench(
     *, model: str | Path | None = None, output: str | Path | None = None, faces_from: str | Path | None = None, frames: int = 300
 ) -> str:
     """Measure, return the Markdown table, and write it (with a header) to ``output`` when given."""
+    if frames < 1:
+        raise FervidError(f"--frames must be 1 or more, got {frames}")
+    if faces_from is not None and not Path(faces_from).is_file():  # asked for by name: not silently skipped
+        raise FervidError(f"--faces-from {faces_from}: no such file (give the FER2013 zip)")
+    if output:
+        read_markdown_page(output)  # a page that cannot be written fails now, not after minutes of measuring
     recognizer = Recognizer(model)
     rows: list[Row] = []
     rng = np.random.default_rng(0)

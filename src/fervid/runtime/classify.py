@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
-from fervid.preprocess import prepare_face, smooth, to_model_input
+from fervid.preprocess import FACE_SIZE, prepare_face, smooth, to_model_input
 
 METADATA_KEY = "fervid"
 BUNDLED_MODELS = ("fervid-vgg",)
@@ -73,7 +73,9 @@ def resolve_model(model: str | Path | None) -> Path:
     if model is None:
         return bundled_model_path()
     path = Path(model).expanduser()
-    if path.is_dir() and (path / "model.onnx").exists():
+    if path.is_dir():
+        if not (path / "model.onnx").exists():
+            raise FervidError(f"{path}: a folder without model.onnx (give a .onnx file, a finished run folder or a bundled model name)")
         return path / "model.onnx"
     if path.suffix == ".onnx" or path.exists():
         if not path.exists():
@@ -102,6 +104,7 @@ class ExpressionClassifier:
         except Exception as error:  # ONNX Runtime raises its own opaque types for bad files
             raise FervidError(f"{self.path}: not a loadable ONNX model ({str(error).splitlines()[0]})") from None
         self.input_name = self.session.get_inputs()[0].name
+        self._check_shapes()
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.card: dict = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
         classes = tuple(self.card.get("classes", EXPRESSIONS))
@@ -113,6 +116,22 @@ class ExpressionClassifier:
         self.temperature: float = card_temperature(self.card)
         self.name: str = self.card.get("name", self.path.stem)
         self.version: str = str(self.card.get("version", "unknown"))
+
+    def _check_shapes(self) -> None:
+        """Refuse an ONNX model that is not a face classifier now, in one line, not with ONNX Runtime's error at the first face.
+
+        Symbolic dimensions (a named batch) pass; only fixed sizes that differ from fervid's are refused.
+        """
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        faces = [dim if isinstance(dim, int) else None for dim in inputs[0].shape]
+        classes = outputs[0].shape[-1] if outputs[0].shape else None
+        wrong_input = len(inputs) != 1 or faces[1:] not in ([FACE_SIZE, FACE_SIZE, 1], [None, None, None])
+        wrong_output = isinstance(classes, int) and classes != len(EXPRESSIONS)
+        if wrong_input or wrong_output:
+            raise FervidError(
+                f"{self.path}: not a fervid expression model (input {inputs[0].shape}, output {outputs[0].shape}; "
+                f"expected [batch, {FACE_SIZE}, {FACE_SIZE}, 1] faces in, {len(EXPRESSIONS)} probabilities out)"
+            )
 
     def predict_inputs(
         self, inputs: np.ndarray, *, flip_tta: bool | None = None, input_blur: float | None = None, temperature: float | None = None

@@ -120,6 +120,7 @@ def run_live(
     if max_frames is not None and max_frames < 1:
         raise FervidError(f"--max-frames must be 1 or more, got {max_frames}")
     processor = FrameProcessor(recognizer, detect_every=detect_every)
+    _check_outputs(source, output, timeline, summary)
     show = display_available() if display is None else display
     fps_meter = FpsMeter()
     history = Summary()
@@ -158,8 +159,10 @@ def run_live(
         finally:
             report.seconds = time.perf_counter() - started
             report.dropped = frames.dropped
-    if report.frames == 0:
-        raise FervidError(f"{report.source}: no frame could be read")
+        if report.frames == 0:
+            if rows:
+                rows.discard()  # an empty timeline must not replace the one a previous run wrote there
+            raise FervidError(f"{report.source}: no frame could be read")
     report.faces = history.to_dict()
     report.outputs = [str(path) for path in (output, timeline) if path]
     if summary is None and not frames.live and (output or timeline):
@@ -173,6 +176,16 @@ def run_live(
         if history.write_plot(plot):
             report.outputs.append(str(plot))
     return report
+
+
+def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> None:
+    """Refuse an output that is the source file itself: the annotated copy would replace the original video."""
+    path = Path(str(source)).expanduser()
+    if not path.is_file():
+        return
+    for output in outputs:
+        if output is not None and Path(output).expanduser().resolve() == path.resolve():
+            raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
 
 
 def _show(image) -> str:

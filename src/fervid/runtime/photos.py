@@ -28,12 +28,21 @@ class PhotoReport:
     written: list[str] = field(default_factory=list)
 
 
-def expand_images(inputs: list[str | Path]) -> Iterator[Path]:
-    """Files as given (whatever their suffix) and the images inside folders (recursively, in name order)."""
+def expand_images(inputs: list[str | Path], *, skip: str | Path | None = None) -> Iterator[Path]:
+    """Files as given (whatever their suffix) and the images inside folders (recursively, in name order).
+
+    Folders are searched without the folder ``skip`` (predict's ``--out``): the annotated copies of
+    an earlier run there are outputs, not photos to recognise again.
+    """
+    skipped = Path(skip).expanduser().resolve() if skip is not None else None
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not (skipped and p.resolve().is_relative_to(skipped))
+            )
             if not images:
                 warn(f"{path}: no images in this folder")
             yield from images
@@ -51,7 +60,10 @@ def predict_images(
     """
     report = PhotoReport()
     names: set[str] = set()
-    for path in expand_images(inputs):
+    paths = list(expand_images(inputs, skip=out_dir))
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir), paths)
+    for path in paths:
         try:
             image = read_image(path)
         except FervidError as error:
@@ -75,8 +87,21 @@ def predict_images(
                 write_bytes_atomically(target, encoded.tobytes())
                 report.written.append(str(target))
     if report.processed == 0:
-        raise FervidError("no image could be read" if report.unreadable else "no images given")
+        raise FervidError("no image could be read" if report.unreadable else "no images found in the inputs")
     return report
+
+
+def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
+    """Refuse an ``--out`` that is a file, or that holds a photo named as an input: its annotated copy would replace it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FervidError(f"--out {out_dir}: a file, not a folder")
+    folder = out_dir.resolve()
+    for image in images:
+        if image.is_file() and image.resolve().parent == folder:
+            raise FervidError(
+                f"--out {out_dir}: holds the input {image}, which its annotated copy would overwrite; "
+                "give another folder (or --no-save)"
+            )
 
 
 def _unique_name(path: Path, taken: set[str]) -> str:

@@ -114,6 +114,13 @@ class TimelineSink:
             self._handle = None
             self._file.commit()
 
+    def discard(self) -> None:
+        """Drop what was written and leave ``target`` as it was (a run that read no frame at all)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            self._file.discard()
+
     def __enter__(self) -> TimelineSink:
         return self
 

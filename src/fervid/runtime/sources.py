@@ -84,6 +84,8 @@ def open_capture(target: int | str) -> cv2.VideoCapture | None:
 def open_source(source: str | int | Path) -> Source:
     """A webcam index (0), a video or image file, a folder of images, or a stream URL (rtsp://, http://...)."""
     text = str(source).strip()
+    if not text:  # an empty "$VIDEO" would otherwise be the current folder, read recursively
+        raise FervidError("the source is empty: give a webcam index, a video file, an image folder or a stream URL")
     if isinstance(source, int) or text.isdigit():
         return LiveSource(int(text), f"camera {text}")
     if "://" in text:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.fileio import replace_markdown_section
+from fervid.fileio import read_markdown_page, replace_markdown_section
 from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, real_faces
 from fervid.serve.app import DEFAULT_WORKERS, create_app
 from fervid.serve.server import running_server
@@ -121,6 +121,8 @@ def run_loadtest(
     zip_path = faces_from or os.environ.get("FERVID_FER2013_ZIP")
     if not zip_path or not Path(zip_path).is_file():
         raise FervidError("the load test sends real faces: give --faces-from FER2013.zip or set FERVID_FER2013_ZIP")
+    if output:
+        read_markdown_page(output)  # a page that cannot be written fails now, not after the run
     app = create_app(model, workers=workers)
     faces = real_faces(Path(zip_path), 4, app.state.pool.recognizers[0])
     if not faces:

@@ -248,10 +248,15 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
         check_teachers(config.teacher)  # a missing teacher fails now, before any data is read
     state_path = run / "checkpoint" / "state.json"
     state: dict = {"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}
+    if run.exists() and not run.is_dir():
+        raise FervidError(f"--out {run}: a file, not a run folder")
     if resume:
         if not state_path.exists():
             raise FervidError(f"{run}: nothing to resume (no checkpoint/state.json)")
-        state = json.loads(state_path.read_text())
+        try:
+            state = json.loads(state_path.read_text())
+        except ValueError as error:
+            raise FervidError(f"{state_path}: damaged ({error}); start a new run with another --out") from None
     elif state_path.exists():
         raise FervidError(f"{run}: already holds a training run; use --resume to continue it or another --out")
 
