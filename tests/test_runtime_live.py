@@ -220,3 +220,6 @@ def test_an_output_onto_the_source_video_is_refused(recognizer: Recognizer, tmp_
         with pytest.raises(FervidError, match="is the --source itself"):
             run_live(video, recognizer, display=False, **outputs)
     assert video.read_bytes() == original
+    with pytest.raises(FervidError, match="a folder, not a file"):  # the summary is written last: refused before the run
+        run_live(video, recognizer, display=False, output=tmp_path / "out.mp4", summary=tmp_path)
+    assert not (tmp_path / "out.mp4").exists()

@@ -179,12 +179,18 @@ def run_live(
 
 
 def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> None:
-    """Refuse an output that is the source file itself: the annotated copy would replace the original video."""
+    """Refuse, before the first frame, an output that is a folder or the source file itself.
+
+    The source: the annotated copy would replace the original video. A folder: the summary is
+    written last, so it would fail only after the whole run.
+    """
     path = Path(str(source)).expanduser()
-    if not path.is_file():
-        return
     for output in outputs:
-        if output is not None and Path(output).expanduser().resolve() == path.resolve():
+        if output is None:
+            continue
+        if Path(output).expanduser().is_dir():
+            raise FervidError(f"{output}: a folder, not a file; give a file path for this output")
+        if path.is_file() and Path(output).expanduser().resolve() == path.resolve():
             raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
 
 
