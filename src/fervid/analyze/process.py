@@ -117,12 +117,15 @@ def analysed_frames(start: int, end: int, every: int) -> int:
 def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str, boxes: BoxTable | None = None) -> list[Unit]:
     """Image batches and video segments for ``items``, in source order; ids are content-addressed."""
     options.validate()
+    salts = {
+        kind: json.dumps({"options": options.key(kind), "model": model_key, "boxes": boxes.fingerprint if boxes else None,
+                          "schema": SCHEMA_VERSION}, sort_keys=True)
+        for kind in ("image", "video")
+    }
 
     def make(kind: str, sources: list[SourceItem], **fields) -> Unit:
-        salt = json.dumps({"options": options.key(kind), "model": model_key, "boxes": boxes.fingerprint if boxes else None,
-                           "schema": SCHEMA_VERSION}, sort_keys=True)
         described = [(s.name, s.fingerprint) for s in sources], fields.get("segment", 0), fields.get("start_frame", 0), fields.get("end_frame")
-        unit_id = hashlib.sha1(f"{salt}|{json.dumps(described)}".encode()).hexdigest()[:20]
+        unit_id = hashlib.sha1(f"{salts[kind]}|{json.dumps(described)}".encode()).hexdigest()[:20]
         unit_boxes = {s.name: table for s in sources if (table := boxes.for_item(s))} if boxes else None
         return Unit(unit_id, kind, tuple(sources), boxes=unit_boxes, **fields)
 

@@ -120,6 +120,6 @@ def analyze(
             where = f"summary in {store.summary_path}"
         raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); {where}")
     report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results
-    report.summary = store.finish(ids)
+    store.finish(report.summary)
     report.outputs = [str(store.out), str(store.summary_path)]
     return report

@@ -89,31 +89,24 @@ class ResultStore:
         return self.summary_path.exists() or (self.format != "folder" and self.out.exists())
 
     def write_summary(self, summary: pa.Table) -> None:
-        """Only the summary (of a run where nothing could be processed: its error rows say why)."""
+        """The summary alone, in the output's format (a run where nothing could be processed writes only this)."""
         if self.format == "csv":
             _write_csv(summary, self.summary_path)
         else:
             _write_parquet(summary, self.summary_path)
 
-    def finish(self, units: set[str]) -> pa.Table:
-        """Write the summary (and the combined file for .parquet/.csv outputs); return the summary."""
-        summary = self.summary(units)
+    def finish(self, summary: pa.Table) -> None:
+        """Write the summary and, for .parquet/.csv outputs, the combined file of the rows, sorted."""
         parts = sorted(_visible(self.parts, "part-*.parquet"))
         empty = self.parts / EMPTY_PART
         if self.format == "folder":
             if not [part for part in parts if part != empty]:
                 _write_parquet(ROW_SCHEMA.empty_table(), empty)
-            _write_parquet(summary, self.summary_path)
-            return summary
-        rows = pa.concat_tables([pq.read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
-        rows = rows.sort_by(SORT_KEYS)
-        if self.format == "parquet":
-            _write_parquet(rows, self.out)
-            _write_parquet(summary, self.summary_path)
         else:
-            _write_csv(rows, self.out)
-            _write_csv(summary, self.summary_path)
-        return summary
+            rows = pa.concat_tables([pq.read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
+            rows = rows.sort_by(SORT_KEYS)
+            (_write_parquet if self.format == "parquet" else _write_csv)(rows, self.out)
+        self.write_summary(summary)
 
 
 def _visible(folder: Path, pattern: str) -> list[Path]:
