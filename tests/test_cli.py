@@ -36,6 +36,20 @@ def test_inspect_counts_lists_unreadable_and_writes_grid(tmp_path):
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_inspect_of_the_current_folder_names_the_grid_after_it(tmp_path):
+    data = write_folder_dataset(tmp_path / "faces", 0, {"train": 1})
+    result = subprocess.run([sys.executable, "-m", "fervid", "data", "inspect", "."], cwd=data,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "sample grid: faces-samples.png" in result.stdout and (data / "faces-samples.png").stat().st_size > 0
+
+
+def test_evaluate_refuses_a_confusion_path_that_is_not_png_before_scoring(tmp_path):
+    result = fervid("evaluate", "fervid-vgg", str(tmp_path / "missing"), "--confusion", str(tmp_path / "c.txt"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"fervid: error: --confusion {tmp_path / 'c.txt'}: the confusion matrix is a PNG; give a path ending in .png"]
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "unknown_classes", "all_corrupt"])
 def test_inspect_bad_input_is_one_line_and_exit_2(tmp_path, case):
     path = tmp_path / "data"

@@ -97,12 +97,14 @@ def test_csv_row_with_extra_fields_is_one_unreadable_face_not_a_parser_error(tmp
 def test_csv_wrong_pixel_count_is_skipped_and_listed(tmp_path):
     good = " ".join(["100"] * 2304)
     path = tmp_path / "fer.csv"
-    path.write_text(f"emotion,pixels,Usage\n0,{good},Training\n1,1 2 3,Training\n9,{good},Training\n")
+    path.write_text(f"emotion,pixels,Usage\n0,{good},Training\n1,1 2 3,Training\n2,1 2 3 4,Training\n9,{good},Training\n")
     index = read_dataset(path)
     assert index.dropped == {"rows with an emotion outside 0-6": 1}
     arrays = load_arrays(index, "train")
     assert len(arrays) == 1
-    assert len(arrays.failed) == 1 and "not a square image" in arrays.failed[0][1]
+    reasons = sorted(reason for _, reason in arrays.failed)
+    assert len(reasons) == 2 and "not a square image" in reasons[0]
+    assert "smaller than a 48x48 face" in reasons[1], "a 2x2 row is a cut-short one, not a face"
 
 
 def test_color_depth_and_alpha_become_gray(tmp_path):

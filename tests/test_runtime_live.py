@@ -222,4 +222,6 @@ def test_an_output_onto_the_source_video_is_refused(recognizer: Recognizer, tmp_
     assert video.read_bytes() == original
     with pytest.raises(FervidError, match="a folder, not a file"):  # the summary is written last: refused before the run
         run_live(video, recognizer, display=False, output=tmp_path / "out.mp4", summary=tmp_path)
+    with pytest.raises(FervidError, match="ending in .json"):  # s.png: the plot beside it would overwrite it
+        run_live(video, recognizer, display=False, output=tmp_path / "out.mp4", summary=tmp_path / "s.png")
     assert not (tmp_path / "out.mp4").exists()

@@ -151,6 +151,24 @@ def test_onnx_export_agrees_with_keras_and_has_dynamic_batch(trained_run, tmp_pa
         assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_run, tmp_path):
+    """A run folder exports its model.keras beside it; an empty .keras is called what it is, not 'not found'."""
+    import shutil
+
+    run, _ = trained_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("model.keras", "model.json"):
+        shutil.copy(run / name, copy / name)
+    result = run_fervid("export", str(copy))
+    assert f"wrote {copy / 'model.onnx'}" in " ".join(result.stdout.split())
+    assert (copy / "model.onnx").stat().st_size > 0 and (copy / "model.json").exists()
+    (tmp_path / "empty.keras").write_bytes(b"")
+    for argument, message in ((tmp_path / "empty.keras", "empty or damaged"), (tmp_path, "a folder without model.keras")):
+        failed = run_fervid("export", str(argument), check=False)
+        assert failed.returncode == 2 and message in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+
 def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
     run, data = trained_run
     target = tmp_path / "int8.onnx"
@@ -181,6 +199,7 @@ def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
     assert onnx_metrics["accuracy"] == pytest.approx(trained["accuracy"])
     assert keras_metrics["confusion"] == onnx_metrics["confusion"]
     assert "macro-F1" in printed and (tmp_path / "c.png").stat().st_size > 0
+    assert f"on {data} [validation], " in " ".join(printed.split()), "the split is printed, not eaten as Rich markup"
 
 
 def test_evaluate_input_blur_defaults_to_the_card_and_can_be_overridden(trained_run, tmp_path):

@@ -94,7 +94,7 @@ def data_inspect(
             out.print(f"  duplicates: {', '.join(group)}", highlight=False)
     if len(arrays) == 0:
         raise FervidError(f"{path}: none of the {len(index.frame)} images could be read")
-    target = grid or Path(f"{path.stem}-samples.png")
+    target = grid or Path(f"{path.resolve().stem or 'dataset'}-samples.png")  # `data inspect .` names the grid after the folder
     sample_grid(arrays, target)
     out.print(f"sample grid: {target}")
 
@@ -196,6 +196,8 @@ def evaluate(
     _needs("data", "pandas")
     if confusion:
         _needs("data", "matplotlib")
+        if confusion.suffix.lower() != ".png":  # checked now, not after the scoring
+            raise FervidError(f"--confusion {confusion}: the confusion matrix is a PNG; give a path ending in .png")
     if any(str(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
     from fervid.data import load_arrays, read_dataset
@@ -214,7 +216,7 @@ def evaluate(
         raise FervidError(f"{data}: no readable images in the '{split}' split")
     inputs = arrays.inputs()
     report = run_evaluation(predictor, inputs, arrays.labels, flip_tta=flip_tta)
-    out.print(f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}")
+    out.print(f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}", markup=False)
     out.print(report.table(), highlight=False)
     out.print(report.calibration.table(), highlight=False)
     out.print(
@@ -250,8 +252,8 @@ def evaluate(
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Argument(help="A .keras model (from a run folder).")],
-    output: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default: beside the model).")] = None,
+    model: Annotated[Path, typer.Argument(help="A .keras model or a finished run folder (its model.keras).")],
+    output: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default: beside the model, as .onnx).")] = None,
     int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split.")] = None,
 ) -> None:
     """Export a Keras model to ONNX (dynamic batch) and check ONNX Runtime agrees with Keras to 1e-4.
@@ -263,7 +265,7 @@ def export(
     _needs("train", "keras")
     from fervid.export.convert import export_checked
 
-    result = export_checked(model, output or model.with_suffix(".onnx"), int8_data=int8)
+    result = export_checked(model, output, int8_data=int8)
     out.print(f"wrote {result.path} (float32 ONNX Runtime vs Keras max difference {result.difference:.2e})")
     if result.int8_agreement is not None and result.card:
         metrics = result.card["metrics"]

@@ -10,6 +10,9 @@ import numpy as np
 from fervid.preprocess import prepare_face
 
 
+MIN_CSV_SIDE = 48  # the model's input side; CSV datasets in FER2013's format (FER2013, FER+) are 48x48
+
+
 class UnreadableImage(ValueError):
     """An entry that is not a decodable image; the loader skips and counts it."""
 
@@ -33,6 +36,8 @@ def decode_pixel_string(pixels: str) -> np.ndarray:
     side = math.isqrt(values.size)
     if values.size == 0 or side * side != values.size:
         raise UnreadableImage(f"{values.size} pixels is not a square image (FER2013 rows have 2304 = 48x48)")
+    if side < MIN_CSV_SIDE:  # a cut-short row; upscaled to 48x48 it would train as a blur of a few values
+        raise UnreadableImage(f"{values.size} pixels is smaller than a 48x48 face (FER2013 rows have 2304)")
     if values.min() < 0 or values.max() > 255:
         raise UnreadableImage("pixel values outside 0-255")
     return prepare_face(values.astype(np.uint8).reshape(side, side))

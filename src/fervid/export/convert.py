@@ -30,21 +30,9 @@ class ExportResult:
     int8_agreement: float | None = None  # share of validation faces where int8 and float32 pick the same class
 
 
-def _load_keras(model_path: Path):
-    if not model_path.exists():
-        raise FervidError(f"{model_path}: no such model file")
-    if model_path.suffix != ".keras":
-        raise FervidError(f"{model_path}: expected a .keras model")
-    from fervid.model.backend import keras
-
-    try:
-        return keras.models.load_model(model_path, compile=False)
-    except Exception as error:  # Keras raises many types for a bad file
-        raise FervidError(f"{model_path}: not a loadable Keras model ({str(error).splitlines()[0]})") from None
-
-
-def export_checked(model_path: Path, target: Path, *, int8_data: Path | None = None, seed: int = 0) -> ExportResult:
-    """Export ``model_path`` to ``target``; refuse if ONNX Runtime and Keras differ by more than 1e-4.
+def export_checked(model_path: Path, target: Path | None = None, *, int8_data: Path | None = None, seed: int = 0) -> ExportResult:
+    """Export ``model_path`` (a ``.keras`` model or a run folder) to ``target`` (default: beside it, as
+    ``.onnx``); refuse if ONNX Runtime and Keras differ by more than 1e-4.
 
     The model card beside the model (``model.json`` in a run folder) goes into the ONNX metadata and
     beside the ONNX file. With ``int8_data`` the float32 export is quantized to int8, calibrated on
@@ -54,10 +42,13 @@ def export_checked(model_path: Path, target: Path, *, int8_data: Path | None = N
     """
     import onnxruntime as ort
 
-    target = Path(target)
+    from fervid.model.architectures import keras_model_path, load_classifier
+
+    model_path = keras_model_path(model_path)
+    target = Path(target) if target is not None else model_path.with_suffix(".onnx")
     if target.suffix.lower() != ".onnx":  # the card goes beside it as .json: a .keras or .json target would lose a file
         raise FervidError(f"--out {target}: the ONNX file must end in .onnx")
-    model = _load_keras(model_path)
+    model = load_classifier(model_path)
     card = card_beside(model_path)
     with tempfile.TemporaryDirectory() as scratch:
         # Everything is built in scratch and moved onto ``target`` only once checked (and scored), so a

@@ -10,6 +10,7 @@ parameters.
 from __future__ import annotations
 
 import itertools
+import zipfile
 from pathlib import Path
 
 from fervid.errors import FervidError
@@ -158,10 +159,25 @@ def build_training_model(classifier: keras.Model, augmenter: keras.Sequential) -
     return keras.Model(inputs, classifier(augmenter(inputs)), name="training")
 
 
-def load_classifier(path: Path) -> keras.Model:
-    """A saved ``.keras`` classifier, or one clear FervidError for a missing or unloadable file."""
+def keras_model_path(source: str | Path) -> Path:
+    """A ``.keras`` model or a finished run folder (its ``model.keras``) as the model file's path."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "model.keras").is_file():
+            raise FervidError(f"{source}: a folder without model.keras (give a .keras model or a finished run folder)")
+        return path / "model.keras"
     if not path.is_file():
-        raise FervidError(f"{path}: no such model file")
+        raise FervidError(f"{source}: no such model file")
+    if path.suffix != ".keras":
+        raise FervidError(f"{source}: expected a .keras model or a run folder")
+    return path
+
+
+def load_classifier(source: str | Path) -> keras.Model:
+    """A saved ``.keras`` classifier (or a run folder's), or one clear FervidError for a missing or unloadable file."""
+    path = keras_model_path(source)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for an empty or damaged file
+        raise FervidError(f"{path}: not a Keras model file (a .keras model is a zip archive; this one is empty or damaged)")
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad file

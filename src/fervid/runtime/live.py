@@ -121,6 +121,8 @@ def run_live(
         raise FervidError(f"--max-frames must be 1 or more, got {max_frames}")
     processor = FrameProcessor(recognizer, detect_every=detect_every)
     _check_outputs(source, output, timeline, summary)
+    if summary is not None and Path(summary).suffix.lower() != ".json":  # its plot goes beside it as .png
+        raise FervidError(f"{summary}: the summary is JSON (its plot is written beside it as .png); give a path ending in .json")
     show = display_available() if display is None else display
     fps_meter = FpsMeter()
     history = Summary()

@@ -25,7 +25,7 @@ from fervid.data.arrays import fingerprint
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
-from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, load_classifier
+from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
 from fervid.training.config import TrainConfig
 from fervid.training.distill import TEACHER_FILE, cached_teacher_probabilities, check_teachers, distilled_targets
@@ -226,11 +226,10 @@ def warm_start(classifier: keras.Model, source: str) -> None:
     second warm-up + cosine cycle (a warm restart) when its schedule proved too short. ``source`` is a
     ``.keras`` model or a finished run folder (its ``model.keras``) of the same architecture.
     """
-    path = Path(source)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise FervidError(f"{source}: no trained model to start from (give a .keras model or a finished run folder)")
+    try:
+        path = keras_model_path(source)
+    except FervidError as error:
+        raise FervidError(f"no trained model to start from: {error}") from None
     trained = load_classifier(path)
     weights = trained.get_weights()
     if [w.shape for w in weights] != [tuple(v.shape) for v in classifier.weights]:
