@@ -380,6 +380,15 @@ def test_cli_reports_errors_in_one_line_and_fails_only_when_nothing_worked(archi
     missing = subprocess.run([FERVID, "analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "n")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip() == f"fervid: error: {tmp_path / 'nope'}: no such file or folder"
 
+    named_like_a_file = subprocess.run([FERVID, "analyze", str(archive / "photos"), "--out", str(tmp_path / "r.json")],
+                                       capture_output=True, text=True, timeout=120)
+    assert named_like_a_file.returncode == 2 and "give a folder, a .parquet or a .csv file" in named_like_a_file.stderr
+    assert not (tmp_path / "r.json").exists(), "no folder of parts named like a JSON file"
+    dotted = tmp_path / "results.v2"
+    dotted.mkdir()
+    assert subprocess.run([FERVID, "analyze", str(archive / "photos"), "--out", str(dotted)], timeout=120).returncode == 0
+    assert (dotted / "_summary.parquet").exists()
+
 
 @pytest.mark.parametrize("out_name", ["faces.csv", "faces.parquet", "faces"])
 def test_a_run_where_nothing_could_be_processed_leaves_earlier_results_as_they_were(tmp_path: Path, out_name: str) -> None:

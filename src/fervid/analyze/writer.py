@@ -41,6 +41,11 @@ class ResultStore:
             self.format = "csv"
         elif suffix == ".parquet" and not self.out.is_dir():
             self.format = "parquet"
+        elif suffix and suffix != ".parquet" and not self.out.is_dir():
+            # r.json or r.txt would silently become a folder of Parquet parts named like a file
+            raise FervidError(
+                f"--out {self.out}: give a folder, a .parquet or a .csv file (to use a folder name with a dot, create it first)"
+            )
         else:
             self.format = "folder"
         if self.format == "folder":
