@@ -62,6 +62,9 @@ def assert_face_result(face: dict, truth: tuple[int, int, int, int], tracked: bo
 def test_health_and_model_card(client: TestClient) -> None:
     health = client.get("/api/health")
     assert health.status_code == 200
+    assert client.head("/api/health").status_code == 200 and client.head("/").status_code == 200  # uptime checkers
+    websocket_over_http = client.get("/ws")
+    assert websocket_over_http.status_code == 426 and "is a WebSocket" in websocket_over_http.json()["detail"]
     assert health.json()["status"] == "ok" and health.json()["model"] == DEFAULT_MODEL
     card = client.get("/api/model").json()
     assert card["classes"] == list(EXPRESSIONS)
@@ -90,6 +93,45 @@ def test_predict_finds_the_face_and_its_expression(client: TestClient) -> None:
     assert result["ms"] > 0
     assert len(result["faces"]) == 1
     assert_face_result(result["faces"][0], truth)
+
+
+def test_media_type_case_does_not_matter(client: TestClient) -> None:
+    """RFC 9110: "Multipart/Form-Data" is multipart/form-data."""
+    request = client.build_request("POST", "/api/predict", files={"file": ("face.png", encoded(face_photo()[0]), "image/png")})
+    request.headers["content-type"] = request.headers["content-type"].replace("multipart/form-data", "Multipart/Form-Data")
+    response = client.send(request)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["faces"]) == 1
+
+
+def test_an_image_over_the_pixel_limit_is_named_so_not_unreadable() -> None:
+    """OpenCV reads its pixel limit once per process, so this runs in a fresh one with a small limit."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import cv2, numpy as np
+from fastapi.testclient import TestClient
+from fervid.serve import create_app
+def png(side): return cv2.imencode(".png", np.zeros((side, side), np.uint8))[1].tobytes()
+with TestClient(create_app(workers=1)) as client:
+    small = client.post("/api/predict", files={"file": ("s.png", png(90), "image/png")})
+    large = client.post("/api/predict", files={"file": ("l.png", png(200), "image/png")})
+    with client.websocket_connect("/ws") as socket:
+        socket.send_bytes(png(200))
+        try:
+            socket.receive_json()
+        except Exception as closed:
+            print(closed.code)
+print(small.status_code, large.status_code, large.json()["detail"])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "10000"})
+    assert result.returncode == 0, result.stderr
+    websocket_code, statuses = result.stdout.splitlines()
+    assert websocket_code == "1009"
+    assert statuses.startswith("200 422 the uploaded file is an image over ") and "OPENCV_IO_MAX_IMAGE_PIXELS" in statuses
 
 
 def test_predict_without_a_face_returns_an_empty_list(client: TestClient) -> None:
@@ -123,10 +165,12 @@ def test_upload_over_the_limit_gets_413(client: TestClient, how: str) -> None:
         ({"files": {"file": ("notes.txt", b"just some text", "text/plain")}}, 415, "not an image fervid can read"),
         ({"files": {"file": ("fake.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg")}}, 415, "not an image fervid can read"),
         ({"json": {"image": "base64..."}}, 415, "multipart/form-data in the field 'file'"),
-        ({"files": {"photo": ("face.png", b"\x89PNG", "image/png")}}, 422, "field 'file' is missing"),
+        ({"files": {"photo": ("face.png", b"\x89PNG", "image/png")}}, 422, "no multipart field 'file'"),
         ({"files": {"file": ("empty.png", b"", "image/png")}}, 422, "file is empty"),
+        ({"files": {"file": (None, b"\x89PNG", "image/png")}}, 422, "came as a text field (no filename)"),
+        ({"files": {"file": (None, b"\xff" * 1_100_000, "image/png")}}, 422, "came as a text field (no filename)"),
     ],
-    ids=["text-file", "broken-jpeg", "json-body", "wrong-field", "empty-file"],
+    ids=["text-file", "broken-jpeg", "json-body", "wrong-field", "empty-file", "no-filename", "no-filename-over-1mb"],
 )
 def test_bad_uploads_get_a_clear_message(client: TestClient, request_kwargs: dict, status: int, message: str) -> None:
     response = client.post("/api/predict", **request_kwargs)
@@ -272,6 +316,34 @@ def test_serve_rejects_a_bad_port_before_loading_anything() -> None:
 
     result = CliRunner().invoke(app, ["serve", "--port", "70000"])
     assert isinstance(result.exception, FervidError) and "port must be between 1 and 65535" in str(result.exception)
+    for args, message in [
+        (["--max-upload-mb", "nan"], "--max-upload-mb must be a positive number"),
+        (["--max-upload-mb", "1e-7"], "--max-upload-mb must be a positive number"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--loadtest", "--seconds", "nan"], "--seconds must be a positive number"),
+        (["--loadtest", "--faces-from", "/nowhere/fer2013.zip"], "/nowhere/fer2013.zip: no such file"),
+    ]:
+        result = CliRunner().invoke(app, ["serve", *args])
+        assert isinstance(result.exception, FervidError) and message in str(result.exception), (args, result.exception)
+
+
+def test_serving_on_every_interface_prints_the_address_that_gets_the_webcam() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "fervid", "serve", "--host", "0.0.0.0", "--port", str(port), "--workers", "1"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [server.stderr.readline() for _ in range(3)]
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert lines[0].startswith(f"fervid: serving on http://0.0.0.0:{port}")
+    assert lines[2].strip() == f"fervid: on this machine open http://127.0.0.1:{port} (the webcam needs it)"
 
 
 def test_load_test_reports_latency_and_rewrites_only_its_section(tmp_path: Path) -> None:

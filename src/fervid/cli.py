@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -441,8 +442,10 @@ def serve(
     """
     _needs("serve", "fastapi")
     _needs("serve", "uvicorn")
-    if max_upload_mb <= 0:
-        raise FervidError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if not math.isfinite(max_upload_mb) or max_upload_mb * 1_000_000 < 1:  # nan passes "<= 0"; under a byte is no limit
+        raise FervidError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
+    if workers < 1:
+        raise FervidError(f"--workers must be at least 1, got {workers}")
     if loadtest:
         _needs("serve", "websockets")
         from fervid.serve.loadtest import run_loadtest

@@ -5,6 +5,7 @@ Images are decoded in memory, classified and forgotten: nothing a client sends i
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import time
@@ -49,13 +50,22 @@ class UnreadableImage(FervidError):
     """Bytes that are not an image OpenCV can decode."""
 
 
+class TooManyPixels(UnreadableImage):
+    """A real image over the pixel limit (``OPENCV_IO_MAX_IMAGE_PIXELS``), refused before it is unpacked."""
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """Encoded image bytes (JPEG, PNG, WebP, BMP, TIFF...) as an upright BGR array."""
     if not data:
         raise UnreadableImage("empty")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:  # over OPENCV_IO_MAX_IMAGE_PIXELS, or a header OpenCV rejects outright
+    except cv2.error as error:  # over OPENCV_IO_MAX_IMAGE_PIXELS, or a header OpenCV rejects outright
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            megapixels = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30)) / (1 << 20)
+            raise TooManyPixels(
+                f"an image over {megapixels:g} megapixels: send a smaller one, or raise OPENCV_IO_MAX_IMAGE_PIXELS on the server"
+            ) from None
         image = None
     if image is None or image.size == 0:
         raise UnreadableImage("not an image fervid can read (JPEG, PNG, WebP, BMP or TIFF)")
@@ -182,8 +192,8 @@ async def _limited(stream: AsyncIterator[bytes], limit: int, message: str) -> As
 
 async def read_upload(request: Request, max_bytes: int) -> bytes:
     """The bytes of the multipart field ``file``, held in memory only; 413, 415 or 422 with a clear message."""
-    too_big = f"the upload is larger than the limit of {max_bytes:,} bytes"
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    too_big = f"the upload is larger than the limit of {max_bytes:,} bytes; send a smaller photo, or start the server with a larger --max-upload-mb"
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):  # media types ignore case
         raise HTTPException(415, "send the image as multipart/form-data in the field 'file' (curl -F file=@photo.jpg)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
@@ -194,11 +204,15 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     try:
         form = await parser.parse()
     except MultiPartException as error:
+        if error.message.startswith("Part exceeded maximum size"):  # a part without a filename is a text field, limited to 1 MB
+            raise HTTPException(422, "the field 'file' came as a text field (no filename); send it as a file: curl -F file=@photo.jpg") from None
         raise HTTPException(422, f"malformed multipart body: {error.message}") from None
     try:
         upload = form.get("file")
+        if upload is None:
+            raise HTTPException(422, "no multipart field 'file'; send the photo in it: curl -F file=@photo.jpg")
         if not isinstance(upload, UploadFile):
-            raise HTTPException(422, "the multipart field 'file' is missing or is not a file (curl -F file=@photo.jpg)")
+            raise HTTPException(422, "the field 'file' came as a text field (no filename); send it as a file: curl -F file=@photo.jpg")
         data = await upload.read()
     finally:
         await form.close()
@@ -225,6 +239,8 @@ def create_app(
     """The FastAPI app; the model is loaded (``workers`` times) and warmed up here, before the first request."""
     if max_upload_bytes < 1 or max_frame_bytes < 1:
         raise FervidError("the upload and frame size limits must be positive")
+    # python-multipart logs a warning per malformed body straight to stderr; the 422 already says it to the client.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     pool = RecognizerPool(model, workers)
     app = FastAPI(
         title="fervid",
@@ -248,6 +264,9 @@ def create_app(
         classifier = pool.recognizers[0].classifier
         return {"status": "ok", "model": classifier.name, "model_version": classifier.version, "fervid": __version__}
 
+    for path, endpoint in (("/", page), ("/api/health", health)):  # HEAD, for uptime checkers
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
     @app.get("/api/model", summary="The model card: classes in order, input, version, training summary")
     async def model_card() -> dict:
         return pool.card
@@ -260,15 +279,21 @@ def create_app(
         responses={
             413: {"description": f"Upload over the size limit ({max_upload_bytes:,} bytes)."},
             415: {"description": "Not multipart/form-data, or the file is not a readable image."},
-            422: {"description": "No 'file' field, an empty file, or a malformed multipart body."},
+            422: {"description": "No 'file' field, an empty file, a malformed multipart body, or an image over the pixel limit."},
         },
     )
     async def predict(request: Request) -> dict:
         data = await read_upload(request, max_upload_bytes)
         try:
             return await run_in_threadpool(pool.recognize, data)
+        except TooManyPixels as error:
+            raise HTTPException(422, f"the uploaded file is {error}") from None
         except UnreadableImage as error:
             raise HTTPException(415, f"the uploaded file is {error}") from None
+
+    @app.get("/ws", include_in_schema=False, status_code=426)
+    async def websocket_over_http() -> None:
+        raise HTTPException(426, "/ws is a WebSocket: connect with ws:// and send JPEG frames as binary messages")
 
     @app.websocket("/ws")
     async def frames(websocket: WebSocket) -> None:
@@ -296,7 +321,8 @@ def create_app(
                 try:
                     reply = await run_in_threadpool(pool.recognize, data, stream)
                 except UnreadableImage as error:
-                    await websocket.close(CLOSE_INVALID, f"frame is {error}"[:120])
+                    code = CLOSE_TOO_BIG if isinstance(error, TooManyPixels) else CLOSE_INVALID
+                    await websocket.close(code, f"frame is {error}"[:120])
                     return
                 await websocket.send_json(reply)
         except WebSocketDisconnect:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import platform
 import time
@@ -116,11 +117,15 @@ def run_loadtest(
 
     With ``output``, the section "Web server load test" of that Markdown file is replaced (or appended).
     """
-    if clients < 1 or seconds <= 0:
-        raise FervidError("the load test needs at least 1 client and a positive duration")
+    if clients < 1:
+        raise FervidError(f"--clients must be at least 1, got {clients}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise FervidError(f"--seconds must be a positive number, got {seconds}")
     zip_path = faces_from or os.environ.get("FERVID_FER2013_ZIP")
-    if not zip_path or not Path(zip_path).is_file():
+    if not zip_path:
         raise FervidError("the load test sends real faces: give --faces-from FER2013.zip or set FERVID_FER2013_ZIP")
+    if not Path(zip_path).is_file():
+        raise FervidError(f"{zip_path}: no such file (the load test takes its faces from the FER2013 zip)")
     if output:
         read_markdown_page(output)  # a page that cannot be written fails now, not after the run
     app = create_app(model, workers=workers)

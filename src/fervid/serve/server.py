@@ -17,6 +17,7 @@ from fervid.errors import FervidError
 from fervid.serve.app import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_WORKERS, create_app
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+WILDCARD = ("0.0.0.0", "::", "")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -49,6 +50,8 @@ def serve(
     print(f"fervid: serving on http://{shown}:{listener.getsockname()[1]}  (API docs at /docs; Ctrl+C stops)", file=sys.stderr)
     if host not in LOOPBACK:
         print("fervid: note: reachable from the network; browsers give pages the webcam only on localhost or HTTPS", file=sys.stderr)
+    if host in WILDCARD:  # http://0.0.0.0 is not an address a browser treats as this machine
+        print(f"fervid: on this machine open http://127.0.0.1:{listener.getsockname()[1]} (the webcam needs it)", file=sys.stderr)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[listener])
 
