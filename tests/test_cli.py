@@ -151,3 +151,29 @@ def test_no_help_text_is_eaten_by_rich_markup():
     ]
     assert len(texts) > 50
     assert [text for text in texts if render(text).plain != text] == []
+
+
+def test_every_float_option_refuses_nan_and_inf():
+    """nan passes every range check (nan < 0 is False): a learning rate or a duration of nan would
+    otherwise run, or fail deep inside with a traceback."""
+    import typing
+
+    from fervid.cli import app, data_app
+
+    options = []
+    for group, typer_app in (((), app), (("data",), data_app)):
+        for command in typer_app.registered_commands:
+            hints = typing.get_type_hints(command.callback, include_extras=True)
+            for name, hint in hints.items():
+                base, *metadata = typing.get_args(hint) or (hint,)
+                if float not in (base, *typing.get_args(base)) or not metadata:
+                    continue
+                declared = [d for d in getattr(metadata[0], "param_decls", ()) if d.startswith("--")]
+                path = (*group, command.name or command.callback.__name__.replace("_", "-"))
+                options.append((path, declared[0] if declared else "--" + name.replace("_", "-")))
+    assert len(options) >= 15
+    for (path, option), value in zip(options, ["nan", "inf"] * len(options)):
+        result = fervid(*path, option, value)
+        assert result.returncode == 2, (path, option, result.stderr)
+        assert result.stderr.startswith(f"fervid: error: Invalid value for '{option}': "), result.stderr  # not finite, or out of range
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -42,6 +42,13 @@ def root(
     """fervid: faces boxed with their expression, live; and the CNN behind it, trained from scratch."""
 
 
+def _finite(value: float | None) -> float | None:
+    """Refuse nan and inf in float options: they pass every range check (nan < 0 is False) and break later."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 UnknownOption = Annotated[str, typer.Option("--unknown", help="Folders that are not expression classes: 'error' or 'drop'.")]
 MapOption = Annotated[Optional[list[str]], typer.Option("--map", help="Map a folder to a class, e.g. --map contempt=disgust (repeatable).")]
 
@@ -107,28 +114,28 @@ def train(
     arch: Annotated[str, typer.Option(help=f"Architecture: {', '.join(ARCHITECTURES)}.")] = "vgg",
     epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 50,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (Keras scales it by the learning rate: 5e-4 is very weak, 0.01-0.05 is the usual range).")] = 5e-4,
+    lr: Annotated[float, typer.Option("--lr", callback=_finite, help="Peak learning rate (AdamW).")] = 2e-3,
+    weight_decay: Annotated[float, typer.Option(callback=_finite, help="AdamW weight decay (Keras scales it by the learning rate: 5e-4 is very weak, 0.01-0.05 is the usual range).")] = 5e-4,
     warmup_epochs: Annotated[int, typer.Option(help="Linear warm-up epochs before cosine decay.")] = 3,
     schedule: Annotated[str, typer.Option(help="cosine (warm-up + cosine decay) or plateau (halve on a plateau).")] = "cosine",
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy.")] = 0.1,
+    label_smoothing: Annotated[float, typer.Option(callback=_finite, help="Label smoothing of the cross-entropy.")] = 0.1,
     imbalance: Annotated[str, typer.Option(help="Class imbalance: none, weights (balanced class weights) or sampling (balanced batches).")] = "none",
-    rotation: Annotated[float, typer.Option(help="Random rotation, fraction of a full turn.")] = 0.05,
-    zoom: Annotated[float, typer.Option(help="Random zoom, fraction of the size.")] = 0.1,
-    shift: Annotated[float, typer.Option(help="Random shift, fraction of the size.")] = 0.1,
+    rotation: Annotated[float, typer.Option(callback=_finite, help="Random rotation, fraction of a full turn.")] = 0.05,
+    zoom: Annotated[float, typer.Option(callback=_finite, help="Random zoom, fraction of the size.")] = 0.1,
+    shift: Annotated[float, typer.Option(callback=_finite, help="Random shift, fraction of the size.")] = 0.1,
     warp: Annotated[str, typer.Option(help="each: rotation, zoom and shift resample the face one after another (3 resamples); once: one composed warp (1 resample, sharper faces).")] = "each",
     flip: Annotated[bool, typer.Option(help="Random horizontal flip.")] = True,
-    brightness: Annotated[float, typer.Option(help="Random brightness change (0 = off).")] = 0.0,
-    contrast: Annotated[float, typer.Option(help="Random contrast change (0 = off).")] = 0.0,
-    erasing: Annotated[float, typer.Option(help="Chance of erasing a random rectangle of each face (0 = off).")] = 0.0,
-    val_fraction: Annotated[float, typer.Option(help="Held-out validation fraction when the data has no validation split.")] = 0.1,
+    brightness: Annotated[float, typer.Option(callback=_finite, help="Random brightness change (0 = off).")] = 0.0,
+    contrast: Annotated[float, typer.Option(callback=_finite, help="Random contrast change (0 = off).")] = 0.0,
+    erasing: Annotated[float, typer.Option(callback=_finite, help="Chance of erasing a random rectangle of each face (0 = off).")] = 0.0,
+    val_fraction: Annotated[float, typer.Option(callback=_finite, help="Held-out validation fraction when the data has no validation split.")] = 0.1,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy (0 = never).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
     name: Annotated[Optional[str], typer.Option(help="Model name in the model card (default: fervid-<arch>).")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model (.keras or run folder) of the same --arch: fine-tuning or a second schedule.")] = None,
     teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Distill from this trained model (.onnx, run folder or bundled name); repeat it to distill from the average of several.")] = None,
-    distill: Annotated[float, typer.Option(help="With --teacher: the teachers' share of each training target (the label keeps the rest).")] = 0.5,
+    distill: Annotated[float, typer.Option(callback=_finite, help="With --teacher: the teachers' share of each training target (the label keeps the rest).")] = 0.5,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
     unknown: UnknownOption = "error",
     map: MapOption = None,
@@ -180,8 +187,8 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Dataset (folder, .zip or FER2013 .csv).")],
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image.")] = False,
-    input_blur: Annotated[Optional[float], typer.Option(min=0.0, help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(min=0.01, help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
+    input_blur: Annotated[Optional[float], typer.Option(min=0.0, callback=_finite, help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0.01, callback=_finite, help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model on the same faces (exact McNemar test).")] = None,
@@ -288,7 +295,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (`fervid models` lists them; default: the default one).")]
-ScaleFactorOption = Annotated[float, typer.Option(help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
+ScaleFactorOption = Annotated[float, typer.Option(callback=_finite, help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
 MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (higher: fewer false faces).")]
 MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels.")]
 
@@ -426,10 +433,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     model: ModelOption = None,
     workers: Annotated[int, typer.Option(help="Recognizers working in parallel (frames from several tabs at once).")] = 2,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest photo upload accepted, in MB; larger ones get HTTP 413.")] = 10.0,
+    max_upload_mb: Annotated[float, typer.Option(callback=_finite, help="Largest photo upload accepted, in MB; larger ones get HTTP 413.")] = 10.0,
     loadtest: Annotated[bool, typer.Option("--loadtest", help="Do not serve: load-test the server on a private 127.0.0.1 port and print a Markdown table.")] = False,
     clients: Annotated[int, typer.Option(help="--loadtest: concurrent WebSocket clients.")] = 4,
-    seconds: Annotated[float, typer.Option(help="--loadtest: duration in seconds.")] = 20.0,
+    seconds: Annotated[float, typer.Option(callback=_finite, help="--loadtest: duration in seconds.")] = 20.0,
     faces_from: Annotated[Optional[Path], typer.Option(help="--loadtest: FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="--loadtest: also write the table into this Markdown file's 'Web server load test' section.")] = None,
 ) -> None:
@@ -476,7 +483,7 @@ def analyze(
     largest_only: Annotated[bool, typer.Option("--largest-only", help="Keep only the largest face per image or frame.")] = False,
     crops: Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector.")] = False,
     boxes: Annotated[Optional[Path], typer.Option(help="Precomputed boxes (CSV source,frame,x,y,w,h or JSON); the detector does not run.")] = None,
-    segment_s: Annotated[float, typer.Option(help="Video segment length in seconds: the unit of parallel work and of resuming; track ids restart at each segment.")] = 300.0,
+    segment_s: Annotated[float, typer.Option(callback=_finite, help="Video segment length in seconds: the unit of parallel work and of resuming; track ids restart at each segment.")] = 300.0,
     model: ModelOption = None,
 ) -> None:
     """Analyse photo folders and video archives into one table: a row per face per analysed frame, and a summary per file.
