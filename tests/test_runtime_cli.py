@@ -149,3 +149,93 @@ def test_bad_model_and_benchmark_inputs_fail_before_any_work(args: list[str], me
     result = fervid(*[str(paths.get(arg, arg)) for arg in args], cwd=tmp_path)
     assert_one_line_error(result, message)
     assert "accuracy" not in result.stdout  # a wrong --against is found before the first model is scored
+
+
+def test_predict_refuses_records_over_an_input_and_reads_a_photo_named_twice_once(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), textured_background(120, 160, seed=2))
+    original = (folder / "a.jpg").read_bytes()
+    assert_one_line_error(fervid("predict", str(folder), "--no-save", "--json", str(folder / "a.jpg")), "which the records would overwrite")
+    assert (folder / "a.jpg").read_bytes() == original
+    assert_one_line_error(fervid("predict", str(folder), "--no-save", "--json", str(folder)), "a folder, not a file")
+    twice = fervid("predict", str(folder), str(folder / "a.jpg"), "--out", str(tmp_path / "annotated"))
+    assert twice.returncode == 0 and twice.stderr.strip().splitlines()[-1].startswith("1 image(s)"), twice.stderr
+    assert [path.name for path in (tmp_path / "annotated").iterdir()] == ["a.jpg"]
+
+
+def _stop_after_first_line(command: list[str], marker: str) -> tuple[subprocess.Popen, str]:
+    """Run ``command``, wait until stderr shows ``marker``, then send SIGTERM (as kill, timeout and systemd do)."""
+    import signal
+
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    seen = ""
+    while marker not in seen:
+        line = process.stderr.readline()
+        assert line, f"ended before {marker!r}: {seen}"
+        seen += line
+    process.send_signal(signal.SIGTERM)
+    seen += process.stderr.read()
+    process.wait(60)
+    return process, seen
+
+
+def test_sigterm_mid_predict_keeps_the_records_so_far(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(400):
+        cv2.imwrite(str(folder / f"{index:03d}.jpg"), textured_background(360, 480, seed=index % 5))
+    records = tmp_path / "records.json"
+    process, stderr = _stop_after_first_line([FERVID, "predict", str(folder), "--no-save", "--json", str(records)], "no face found")
+    assert process.returncode == 130, stderr
+    assert "interrupted after" in stderr and "keeping their results" in stderr
+    assert json.loads(records.read_text()) == []  # written (as JSON), with the faces of the photos done: none here
+    assert [path.name for path in tmp_path.iterdir()] and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_mid_live_finishes_a_playable_video(tmp_path: Path) -> None:
+    from conftest import write_video
+
+    frames = [textured_background(240, 320, seed=index % 7) for index in range(1500)]
+    video = write_video(tmp_path / "long.mp4", frames, fps=30.0)
+    out = tmp_path / "out"
+    command = [FERVID, "live", "--source", str(video), "--output", str(out / "o.mp4"), "--jsonl", str(out / "o.jsonl"),
+               "--no-display", "--detect-every", "1"]
+    import signal
+    import time
+
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    while not any(path.stat().st_size > 100_000 for path in out.glob(".*")):  # frames are being written
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.stderr.read()
+    process.wait(60)
+    assert process.returncode == 130, stderr
+    assert "interrupted; finishing the outputs" in stderr
+    played = cv2.VideoCapture(str(out / "o.mp4"))
+    assert played.isOpened() and 0 < played.get(cv2.CAP_PROP_FRAME_COUNT) < 1500
+    assert (out / "o.jsonl").exists() and sorted(p.name for p in out.iterdir()) == ["o-summary.json", "o.jsonl", "o.mp4"]
+
+
+def test_live_asked_for_a_window_without_a_display_runs_headless(tmp_path: Path) -> None:
+    import os
+
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), textured_background(240, 320))
+    environment = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run([FERVID, "live", "--source", str(image), "--display", "--jsonl", str(tmp_path / "t.jsonl")],
+                            capture_output=True, text=True, timeout=120, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert "no display here" in result.stderr and (tmp_path / "t.jsonl").exists()
+
+
+def test_bench_with_a_zip_without_faces_says_so(tmp_path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "crops.zip", "w") as archive:
+        archive.writestr("crops/validation/happy/a.png", cv2.imencode(".png", textured_background(48, 48))[1].tobytes())
+    result = fervid("bench", "--faces-from", str(tmp_path / "crops.zip"), "--frames", "1")
+    assert result.returncode == 0, result.stderr
+    assert "warning: crops.zip has fewer than 4 validation faces the detector finds" in result.stderr
+    assert "no FER2013 zip" not in result.stderr + result.stdout

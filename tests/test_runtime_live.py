@@ -20,7 +20,7 @@ from fervid.runtime.sinks import TIMELINE_FIELDS, VideoSink
 from fervid.runtime.sources import LiveSource, open_source
 from fervid.runtime.track import iou_matrix
 
-from conftest import face_video_frames, detectable_faces, write_video
+from conftest import detectable_faces, face_video_frames, paste_face, textured_background, write_video
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +188,18 @@ def test_image_folders_are_sources(tmp_path: Path, recognizer: Recognizer) -> No
     (tmp_path / "zz-broken.png").write_bytes(b"broken")
     report = run_live(tmp_path, recognizer, timeline=tmp_path / "out" / "t.jsonl", display=False, detect_every=1)
     assert report.frames == 4 and report.rows >= 2
+    assert (tmp_path / "out" / "t-summary.png").exists()
+    report = run_live(tmp_path, recognizer, timeline=tmp_path / "out" / "t.jsonl", display=False, detect_every=1)
+    assert report.frames == 4, "the summary plot written into the folder is not read back as a frame on a rerun"
+
+
+def test_a_single_image_source_shows_its_faces(tmp_path: Path, recognizer: Recognizer) -> None:
+    """A still has no next frame to confirm a face on: its faces are shown from the one frame."""
+    image = textured_background(360, 480)
+    paste_face(image, detectable_faces(1)[0], 150, 100, 130)
+    cv2.imwrite(str(tmp_path / "still.png"), image)
+    report = run_live(tmp_path / "still.png", recognizer, timeline=tmp_path / "t.jsonl", display=False)
+    assert report.frames == 1 and report.rows == 1 and len(report.faces) == 1
 
 
 @pytest.mark.parametrize(

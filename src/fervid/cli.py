@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -327,8 +328,8 @@ def predict(
 
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
     on_record = None if json_out else (lambda record: print(json.dumps(record), flush=True))
-    report = predict_images(images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record)
-    if json_out:
+    report = predict_images(images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=json_out)
+    if json_out and report.processed:  # a run stopped before its first photo leaves an earlier file as it was
         write_records(report.records, json_out)
     notes = [f"{report.processed} image(s), {len(report.records)} face(s)"]
     if report.without_face:
@@ -337,9 +338,11 @@ def predict(
         notes.append(f"{len(report.unreadable)} unreadable")
     if report.written:
         notes.append(f"annotated images in {out_dir}")
-    if json_out:
+    if json_out and report.processed:
         notes.append(f"records in {json_out}")
     print("; ".join(notes), file=sys.stderr)
+    if report.interrupted:
+        raise typer.Exit(130)  # what was done is written; the exit status still says the run was cut short
 
 
 @app.command()
@@ -377,6 +380,8 @@ def live(
         print(f"face #{face['track_id']}: {face['first_s']:.1f}-{face['last_s']:.1f} s, {face['dominant']} ({shares})", file=sys.stderr)
     for path in report.outputs:
         print(f"wrote {path}", file=sys.stderr)
+    if report.interrupted:
+        raise typer.Exit(130)  # the outputs are finished; the exit status still says the run was cut short
 
 
 @app.command()
@@ -513,12 +518,20 @@ def analyze(
     print(f"wrote {report.outputs[0]} (summary: {report.outputs[1]})", file=sys.stderr)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (kill, timeout, systemd, a closed terminal's session) stops a run as Ctrl+C does: the
+    commands then finish what they wrote (a playable video, the records so far, complete parts) instead
+    of leaving half-written temporaries."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2.
 
     Typer runs outside its standalone mode, so that a bad option or argument reaches this function
     and is printed as the same one line as every other user error, not as typer's boxed panel.
     """
+    signal.signal(signal.SIGTERM, _interrupt)
     # The click that typer runs on: its own copy in recent typer, the click package in older ones.
     click_errors = sys.modules[typer.BadParameter.__module__]
     no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())

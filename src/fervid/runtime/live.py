@@ -18,7 +18,7 @@ from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer, gray_frame
 from fervid.runtime.render import annotate
 from fervid.runtime.sinks import Summary, TimelineSink, VideoSink
-from fervid.runtime.sources import Frame, open_source
+from fervid.runtime.sources import Frame, ImageFolderSource, open_source
 from fervid.runtime.track import FaceTracker
 
 WINDOW = "fervid (q or Esc quits)"
@@ -57,6 +57,7 @@ class LiveReport:
     seconds: float = 0.0
     faces: list[dict] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl+C (or SIGTERM through the CLI) stopped it; the outputs are finished
 
     @property
     def fps(self) -> float:
@@ -124,11 +125,19 @@ def run_live(
     if summary is not None and Path(summary).suffix.lower() != ".json":  # its plot goes beside it as .png
         raise FervidError(f"{summary}: the summary is JSON (its plot is written beside it as .png); give a path ending in .json")
     show = display_available() if display is None else display
+    if show and not display_available():  # OpenCV's Qt would abort the process, outputs and all
+        warn("no display here (DISPLAY and WAYLAND_DISPLAY are not set); running headless")
+        show = False
     fps_meter = FpsMeter()
     history = Summary()
     with ExitStack() as stack:
         frames = stack.enter_context(open_source(source))
         report = LiveReport(frames.name)
+        if isinstance(frames, ImageFolderSource):
+            # a rerun must not read the plot or annotated frames of the last one as frames
+            frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
+            if frames.total == 1:  # a still: no next frame to confirm a face on, and one frame is all it has
+                processor.tracker.min_hits = history.min_frames = 1
         video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
         rows = stack.enter_context(TimelineSink(timeline)) if timeline else None
         if show:
@@ -158,6 +167,7 @@ def run_live(
                     break
         except KeyboardInterrupt:
             warn("interrupted; finishing the outputs")
+            report.interrupted = True
         finally:
             report.seconds = time.perf_counter() - started
             report.dropped = frames.dropped
@@ -167,9 +177,8 @@ def run_live(
             raise FervidError(f"{report.source}: no frame could be read")
     report.faces = history.to_dict()
     report.outputs = [str(path) for path in (output, timeline) if path]
-    if summary is None and not frames.live and (output or timeline):
-        first = Path(output or timeline)
-        summary = first.with_name(f"{first.stem}-summary.json")
+    if summary is None and not frames.live:
+        summary = _default_summary(output, timeline, None)
     if summary is not None:
         summary = Path(summary)
         history.write_json(summary)
@@ -178,6 +187,16 @@ def run_live(
         if history.write_plot(plot):
             report.outputs.append(str(plot))
     return report
+
+
+def _default_summary(output: str | Path | None, timeline: str | Path | None, summary: str | Path | None) -> Path | None:
+    """The summary path: as given, else beside the first file output (``out.mp4`` -> ``out-summary.json``)."""
+    if summary is not None:
+        return Path(summary)
+    if not (output or timeline):
+        return None
+    first = Path(output or timeline)
+    return first.with_name(f"{first.stem}-summary.json")
 
 
 def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> None:

@@ -26,15 +26,18 @@ class PhotoReport:
     unreadable: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl+C: the report holds the images done so far
 
 
 def expand_images(inputs: list[str | Path], *, skip: str | Path | None = None) -> Iterator[Path]:
     """Files as given (whatever their suffix) and the images inside folders (recursively, in name order).
 
     Folders are searched without the folder ``skip`` (predict's ``--out``): the annotated copies of
-    an earlier run there are outputs, not photos to recognise again.
+    an earlier run there are outputs, not photos to recognise again. A photo named twice (a folder
+    and a file in it) is recognised once.
     """
     skipped = Path(skip).expanduser().resolve() if skip is not None else None
+    seen: set[Path] = set()
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
@@ -45,24 +48,48 @@ def expand_images(inputs: list[str | Path], *, skip: str | Path | None = None) -
             )
             if not images:
                 warn(f"{path}: no images in this folder")
-            yield from images
         else:
-            yield path
+            images = [path]
+        for image in images:
+            if image.resolve() not in seen:
+                seen.add(image.resolve())
+                yield image
 
 
 def predict_images(
-    inputs: list[str | Path], recognizer: Recognizer, *, out_dir: str | Path | None = None, on_record=None
+    inputs: list[str | Path],
+    recognizer: Recognizer,
+    *,
+    out_dir: str | Path | None = None,
+    on_record=None,
+    records_to: str | Path | None = None,
 ) -> PhotoReport:
     """Recognise every face in ``inputs``; ``on_record(record)`` is called per face as it is found.
 
     A record is ``{"image": path, **Face.to_dict()}``. Unreadable files and images without a face
-    get a one-line note on stderr; if no image at all could be read, FervidError.
+    get a one-line note on stderr; if no image at all could be read, FervidError. ``records_to``
+    (where the caller will write the records) is checked before the first photo: not a folder,
+    not one of the inputs. Ctrl+C stops the run and returns what was done (``interrupted``).
     """
     report = PhotoReport()
     names: set[str] = set()
     paths = list(expand_images(inputs, skip=out_dir))
     if out_dir is not None:
         _check_out_dir(Path(out_dir), paths)
+    if records_to is not None:
+        _check_records_path(Path(records_to), paths)
+    try:
+        _predict_each(paths, recognizer, report, names, out_dir, on_record)
+    except KeyboardInterrupt:
+        warn(f"interrupted after {report.processed} image(s); keeping their results")
+        report.interrupted = True
+        return report
+    if report.processed == 0:
+        raise FervidError("no image could be read" if report.unreadable else "no images found in the inputs")
+    return report
+
+
+def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport, names: set[str], out_dir, on_record) -> None:
     for path in paths:
         try:
             image = read_image(path)
@@ -86,9 +113,16 @@ def predict_images(
             if ok:
                 write_bytes_atomically(target, encoded.tobytes())
                 report.written.append(str(target))
-    if report.processed == 0:
-        raise FervidError("no image could be read" if report.unreadable else "no images found in the inputs")
-    return report
+
+
+def _check_records_path(target: Path, images: list[Path]) -> None:
+    """Refuse a ``--json`` that is a folder or one of the photos: the records would replace it at the end."""
+    if target.is_dir():
+        raise FervidError(f"--json {target}: a folder, not a file")
+    resolved = target.expanduser().resolve()
+    for image in images:
+        if image.resolve() == resolved:
+            raise FervidError(f"--json {target}: is the input {image}, which the records would overwrite; write them elsewhere")
 
 
 def _check_out_dir(out_dir: Path, images: list[Path]) -> None:

@@ -229,6 +229,15 @@ class ImageFolderSource(Source):
         self.name = name
         self.total = len(paths)
 
+    def skip(self, outputs: list[str | Path]) -> None:
+        """Leave out the run's own outputs (and the summary's plot) that sit among the images."""
+        own = {Path(path).expanduser().resolve() for path in outputs}
+        own |= {path.with_suffix(".png") for path in own if path.suffix == ".json"}
+        kept = [path for path in self.paths if path.resolve() not in own]
+        if not kept:
+            raise FervidError(f"{self.name}: no images found besides this run's own outputs")
+        self.paths, self.total = kept, len(kept)
+
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
