@@ -685,6 +685,10 @@ def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
     result = run_fervid("train", str(data), "--teacher", str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "run"), check=False)
     assert result.returncode == 2 and "broken.onnx: not a loadable ONNX model" in result.stderr
     assert "teachers: scoring" not in result.stdout and not (tmp_path / "run").exists()
+    before = sorted(data.rglob("*"))
+    result = run_fervid("train", str(data), "--out", str(data / "train" / "happy" / "run"), check=False)
+    assert result.returncode == 2 and "inside the dataset" in result.stderr, "its plots would be read as happy faces"
+    assert sorted(data.rglob("*")) == before
 
 
 def test_a_damaged_checkpoint_state_is_one_line_on_resume(tmp_path):

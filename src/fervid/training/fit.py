@@ -249,6 +249,10 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
     state: dict = {"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}
     if run.exists() and not run.is_dir():
         raise FervidError(f"--out {run}: a file, not a run folder")
+    data = Path(config.data).expanduser().resolve()
+    if data.is_dir() and run.expanduser().resolve().is_relative_to(data):
+        # its plots (curves.png, confusion.png) inside a class folder would be read as faces next time
+        raise FervidError(f"--out {run}: inside the dataset {config.data}; write the run folder elsewhere")
     if resume:
         if not state_path.exists():
             raise FervidError(f"{run}: nothing to resume (no checkpoint/state.json)")
