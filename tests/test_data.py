@@ -9,7 +9,7 @@ import pytest
 from conftest import pattern_face, write_fer_csv, write_folder_dataset, zip_folder
 from fervid.data import load_arrays, read_dataset
 from fervid.data.arrays import cache_dir, fingerprint
-from fervid.data.decode import decode_image_bytes
+from fervid.data.decode import UnreadableImage, decode_image_bytes
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 
@@ -122,6 +122,10 @@ def test_color_depth_and_alpha_become_gray(tmp_path):
     Image.fromarray(np.full((48, 48), 200, np.uint8)).convert("P").save(palette)
     Image.fromarray(np.full((48, 48), 200, np.uint8)).convert("P").save(tmp_path / "palette.png")
     assert abs(int(decode_image_bytes((tmp_path / "palette.png").read_bytes()).mean()) - 200) <= 1
+    ok, float_tiff = cv2.imencode(".tiff", np.full((48, 48), 300.0, np.float32))  # neither 0..1 nor 0..255
+    assert ok
+    with pytest.raises(UnreadableImage, match="float32 image with values 300"):  # skipped and listed, not a crash
+        decode_image_bytes(float_tiff.tobytes())
 
 
 def test_corrupt_and_non_image_files_are_skipped_and_counted(tmp_path):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+import tomllib
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -197,3 +200,133 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
         Recognizer(write_non_face_onnx(tmp_path / "flat.onnx"))
     with pytest.raises(FervidError, match="a folder without model.onnx"):
         Recognizer(tmp_path)
+
+
+def test_fervid_exports_its_error_and_lists_the_lazy_api() -> None:
+    assert fervid.FervidError is FervidError and "FervidError" in fervid.__all__
+    assert {"Recognizer", "Face", "FervidError"} <= set(dir(fervid))
+    source = ast.parse(Path(fervid.__file__).read_text())
+    checked = [node for node in source.body if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"]
+    seen = {alias.name for node in checked for statement in node.body for alias in getattr(statement, "names", [])}
+    assert {"Recognizer", "Face"} <= seen  # what type checkers and IDEs resolve fervid.Recognizer to
+    assert (resources.files("fervid") / "py.typed").is_file()
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["fervid"]  # so the wheel ships it
+
+
+def test_import_fervid_stays_light() -> None:
+    code = "import sys, fervid; print('LOADED', sorted(m for m in sys.modules if m in ('cv2', 'onnxruntime', 'fervid.runtime')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "LOADED []" in result.stdout, result.stdout + result.stderr
+
+
+def test_every_dtype_is_read_at_its_documented_scale(recognizer: Recognizer, photo) -> None:
+    """float 0..255 (``astype(np.float32)``) and int32/int64 (PIL mode "I") used to give no faces."""
+    frame, truth = photo
+    reference = recognizer.predict(frame)
+    variants = {
+        "float32 0..255": frame.astype(np.float32),
+        "float64 0..1": frame / 255.0,
+        "float16 0..1": (frame / 255.0).astype(np.float16),
+        "int32": frame.astype(np.int32),
+        "int64": frame.astype(np.int64),
+        "uint16": frame.astype(np.uint16) * 257,
+    }
+    for name, image in variants.items():
+        faces = recognizer.predict(image)
+        assert [f.box for f in faces] == [f.box for f in reference], name
+        for face, expected in zip(faces, reference):
+            assert face.probabilities == pytest.approx(expected.probabilities, abs=1e-3), name
+    x, y, w, h = truth[1]
+    crop = frame[y : y + h, x : x + w]
+    expected = recognizer.classify([crop])
+    for image in (crop.astype(np.float32), crop.astype(np.int64), crop / 255.0):
+        assert recognizer.classify([image]) == pytest.approx(expected, abs=1e-3), image.dtype
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.full((60, 60), 1.3, np.float32), r"float32 image with values 1\.3\.\.1\.3: .*pass uint8"),  # 0..1 pushed past 1
+        (np.full((60, 60), -10.0), r"float64 image with values -10\.\.-10"),
+        (np.full((60, 60), 300.0), r"float64 image with values 300\.\.300"),
+        (np.full((60, 60), np.nan, np.float32), "NaN or infinite"),
+        (np.full((60, 60), 4095, np.int32), r"int32 image with values 4095\.\.4095: .*uint16 \(0\.\.65535\)"),  # 12-bit
+        (np.full((60, 60), -1, np.int16), r"int16 image with values -1\.\.-1"),
+        (np.ones((60, 60), bool), "dtype bool is not an image"),
+        (np.zeros((60, 60, 2), np.uint8), r"image of shape \(60, 60, 2\)"),
+    ],
+)
+def test_arrays_of_unclear_scale_or_shape_are_refused(recognizer: Recognizer, image: np.ndarray, message: str) -> None:
+    with pytest.raises(FervidError, match=message):
+        recognizer.predict(image)
+    with pytest.raises(FervidError, match="face 0: .*" + message):
+        recognizer.classify([image])
+
+
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        ([(5000, 5000, 10, 10)], r"box 0 \(5000, 5000, 10, 10\) lies entirely outside the 560x360 image"),
+        ([(20, 40, 130, 130), (-100, 10, 100, 50)], r"box 1 \(-100, 10, 100, 50\) lies entirely outside"),
+        ([(30, 96, 0, 0)], r"box 0 \(30, 96, 0, 0\): width and height must be 1 or more"),
+        ([(30, 96, -5, 40)], "width and height must be 1 or more"),
+        ([(30, 96, 160)], r"\(x, y, w, h\) rows, got shape \(1, 3\)"),
+        ([1, 2, 3, 4, 5, 6, 7, 8], r"got shape \(8,\)"),
+        ([(1, 2, 3, 4), (1, 2, 3)], "rows of numbers"),
+        ([("a", 2, 3, 4)], "rows of numbers"),
+        ([(np.nan, 2, 30, 40)], "NaN, infinity"),
+        ([(0, 0, 10**9, 10**9)], "over 4 times the size of the 560x360 image"),
+    ],
+)
+def test_malformed_boxes_are_clear_errors(recognizer: Recognizer, photo, boxes, message: str) -> None:
+    """Boxes off the image or without area used to be classified as blank crops, with a confident label."""
+    with pytest.raises(FervidError, match=message):
+        recognizer.predict(photo[0], boxes=boxes)
+
+
+def test_one_flat_box_and_boxes_partly_outside_are_kept(recognizer: Recognizer, photo) -> None:
+    frame, truth = photo
+    assert [f.box for f in recognizer.predict(frame, boxes=truth[0])] == [truth[0]]
+    assert [f.box for f in recognizer.predict(frame, boxes=[(-50, -50, 100, 100)])] == [(-50, -50, 100, 100)]
+
+
+def test_classify_counts_a_single_crop_as_one_face(recognizer: Recognizer, photo) -> None:
+    """A lone crop used to be iterated row by row: an error for gray, one 'face' per row for BGR."""
+    frame, truth = photo
+    x, y, w, h = truth[0]
+    crop = frame[y : y + h, x : x + w]
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    for single in (crop, gray, gray[..., None], cv2.cvtColor(crop, cv2.COLOR_BGR2BGRA)):
+        probabilities = recognizer.classify(single)
+        assert probabilities.shape == (1, 7), single.shape
+        assert probabilities == pytest.approx(recognizer.classify([single]), abs=1e-6)
+    stack = np.stack([cv2.resize(gray, (48, 48))] * 5)  # a stacked batch (N, H, W) is still N faces
+    assert recognizer.classify(stack).shape == (5, 7)
+    assert recognizer.classify(stack[..., None]).shape == (5, 7)
+    assert recognizer.classify(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
+
+
+def test_classify_refuses_crops_that_are_not_images(recognizer: Recognizer) -> None:
+    face = np.full((48, 48), 128, np.uint8)
+    with pytest.raises(FervidError, match=r"face 1: an empty crop \(shape \(0, 0\)\)"):
+        recognizer.classify([face, np.zeros((0, 0), np.uint8)])
+    with pytest.raises(FervidError, match=r"face 0: an empty crop"):
+        recognizer.classify([np.zeros((0, 40, 3), np.uint8)])
+    with pytest.raises(FervidError, match=r"face 1: expected a crop \(H, W\) or \(H, W, C\), got shape \(150,\)"):
+        recognizer.classify([face, np.zeros(150, np.uint8)])
+    with pytest.raises(FervidError, match=r"a list of \(H, W\) or \(H, W, C\) arrays"):
+        recognizer.classify(np.zeros(150, np.uint8))
+
+
+def test_color_is_read_in_any_case(recognizer: Recognizer, photo, tmp_path: Path) -> None:
+    frame, truth = photo
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    expected = recognizer.predict(rgb, color="rgb")
+    for color in ("RGB", "Rgb"):
+        assert recognizer.predict(rgb, color=color) == expected  # type: ignore[arg-type]
+    assert recognizer.predict(frame, color="BGR") == recognizer.predict(frame)
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), frame)
+    with pytest.raises(FervidError, match="color must be 'bgr' or 'rgb'"):
+        recognizer.predict(path, color="hsv")  # type: ignore[arg-type]

@@ -1,19 +1,30 @@
 """fervid: real-time facial expression recognition.
 
 The inference API (``Recognizer``, ``Face``) needs only NumPy, OpenCV and ONNX Runtime;
-training lives in ``fervid.training`` behind the ``train`` extra.
+training lives in ``fervid.training`` behind the ``train`` extra. Problems a caller can cause
+(an unreadable image, a malformed box, an array of an unclear dtype) raise ``FervidError``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports these on first use
+    from fervid.runtime.face import Face
+    from fervid.runtime.recognizer import Recognizer
 
 try:
     __version__ = version("fervid")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["EXPRESSIONS", "Face", "Recognizer", "__version__"]
+__all__ = ["EXPRESSIONS", "Face", "FervidError", "Recognizer", "__version__"]
+
+_LAZY = ("Face", "Recognizer")
 
 
 def __getattr__(name: str):
@@ -27,3 +38,8 @@ def __getattr__(name: str):
 
         return Face
     raise AttributeError(f"module 'fervid' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    """The module's names with the lazy ones, so ``dir(fervid)`` and completion list them before first use."""
+    return sorted({*globals(), *_LAZY})

@@ -10,16 +10,60 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fervid.errors import FervidError
+
 FACE_SIZE = 48
 INPUT_SHAPE = (FACE_SIZE, FACE_SIZE, 1)
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """Any decoded image (gray, BGR, BGRA; 8- or 16-bit; float 0..1) as 8-bit single-channel gray."""
+# A float image is read as 0..1 unless its largest value is at least this: then as 0..255, the
+# range ``image.astype(np.float32)`` keeps. Between 1 and this it is neither (a 0..1 image pushed
+# past 1 by resampling or a brightness change, most likely), and guessing would misread it silently.
+FLOAT_255_FROM = 2.0
+FLOAT_SLACK = 1e-3  # rounding error past either end of a range is clipped, not refused
+DTYPES_TO_PASS = "pass uint8 (0..255), uint16 (0..65535) or float (0..1)"
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """An image of any supported dtype as uint8 0..255, refusing values whose scale is unclear.
+
+    uint8 is 0..255 and uint16 is 0..65535 (16-bit PNG and TIFF as OpenCV reads them). Other
+    integer types (int32 from a PIL mode "I" image, int64 from a list of ints) must hold 0..255.
+    Floats are 0..1, or 0..255 once their largest value reaches ``FLOAT_255_FROM``. Anything else
+    (negative values, NaN, a float just above 1, a 12-bit image in int32, bool) is a one-line
+    ``FervidError``: reading it at a guessed scale gives confident wrong expressions, or no faces.
+    """
+    if image.dtype == np.uint8:
+        return image
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.clip(np.asarray(image, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return (image >> 8).astype(np.uint8)
+    if image.dtype.kind not in "iuf":
+        raise FervidError(f"an array of dtype {image.dtype} is not an image; {DTYPES_TO_PASS}")
+    if image.size == 0:
+        return image.astype(np.uint8)
+    low, high = image.min(), image.max()
+    if image.dtype.kind in "iu":
+        if low < 0 or high > 255:
+            raise FervidError(f"{image.dtype} image with values {low}..{high}: integer images other than uint16 must hold 0..255; {DTYPES_TO_PASS}")
+        return image.astype(np.uint8)
+    low, high = float(low), float(high)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise FervidError(f"{image.dtype} image with NaN or infinite values; {DTYPES_TO_PASS}")
+    if low >= -FLOAT_SLACK and high <= 1 + FLOAT_SLACK:
+        scale = 255.0
+    elif low >= -255 * FLOAT_SLACK and FLOAT_255_FROM <= high <= 255 * (1 + FLOAT_SLACK):
+        scale = 1.0
+    else:
+        raise FervidError(
+            f"{image.dtype} image with values {low:g}..{high:g}: float images must hold 0..1, or 0..255 with values "
+            f"reaching {FLOAT_255_FROM:g}; {DTYPES_TO_PASS}"
+        )
+    return np.clip(np.asarray(image, dtype=np.float32) * np.float32(scale) + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (gray, BGR, BGRA; of a dtype ``to_uint8`` reads) as 8-bit single-channel gray."""
+    image = to_uint8(image)
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] == 1:
@@ -28,11 +72,13 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
-    raise ValueError(f"cannot read an image of shape {image.shape}")
+    raise FervidError(f"cannot read an image of shape {image.shape}: expected (H, W) gray or (H, W, C) with 1, 3 or 4 channels")
 
 
 def prepare_face(image: np.ndarray) -> np.ndarray:
     """A face crop (any size, colour or depth) as the 48x48 uint8 gray array that models see."""
+    if np.size(image) == 0:  # OpenCV would fail with an opaque assertion
+        raise FervidError(f"an empty crop (shape {np.shape(image)})")
     gray = to_gray(image)
     if gray.shape == (FACE_SIZE, FACE_SIZE):
         return np.ascontiguousarray(gray)

@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 
+from fervid.errors import FervidError
 from fervid.preprocess import prepare_face
 
 
@@ -24,7 +25,10 @@ def decode_image_bytes(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise UnreadableImage("not a decodable image")
-    return prepare_face(image)
+    try:
+        return prepare_face(image)
+    except FervidError as error:  # e.g. a float TIFF outside 0..1 and 0..255: this file only, not the whole load
+        raise UnreadableImage(str(error)) from None
 
 
 def decode_pixel_string(pixels: str) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -152,7 +153,38 @@ class ExpressionClassifier:
             probabilities = (probabilities[: len(inputs)] + probabilities[len(inputs) :]) / 2
         return temper(probabilities, self.temperature if temperature is None else temperature)
 
-    def classify(self, faces: list[np.ndarray] | np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
-        """Probabilities (N, 7) for face crops of any size and colour, in one batched call."""
-        prepared = np.stack([prepare_face(face) for face in faces]) if len(faces) else np.zeros((0, 48, 48), np.uint8)
+    def classify(self, faces: Sequence[np.ndarray] | np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
+        """Probabilities (N, 7) for face crops of any size and colour, in one batched call.
+
+        ``faces`` is a list of crops, a stacked batch (N, H, W) or (N, H, W, C), or one crop
+        (H, W) or (H, W, C) with 1, 3 or 4 channels, which gives one row (see ``face_crops``).
+        """
+        crops = face_crops(faces)
+        prepared = np.stack([prepared_crop(number, crop) for number, crop in enumerate(crops)]) if crops else np.zeros((0, 48, 48), np.uint8)
         return self.predict_inputs(to_model_input(prepared), flip_tta=flip_tta)
+
+
+def face_crops(faces: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    """The crops in what ``classify`` was given, a single crop counted as one face, not as rows of pixels.
+
+    A 3-D array whose last axis holds 1, 3 or 4 values is one crop with channels (what slicing an
+    OpenCV frame gives), not a stack of faces 1, 3 or 4 pixels wide; any other 3-D or 4-D array is a
+    stack. Iterating a single crop instead would classify each of its rows as a face.
+    """
+    if not isinstance(faces, np.ndarray):
+        return [np.asarray(face) for face in faces]
+    if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (1, 3, 4)):
+        return [faces]
+    if faces.ndim in (3, 4):
+        return list(faces)
+    raise FervidError(f"expected face crops (a list of (H, W) or (H, W, C) arrays), got an array of shape {faces.shape}")
+
+
+def prepared_crop(number: int, crop: np.ndarray) -> np.ndarray:
+    """``prepare_face`` of one crop; a crop that is not an image is a one-line error naming it (face 0 is the first)."""
+    if crop.ndim not in (2, 3):
+        raise FervidError(f"face {number}: expected a crop (H, W) or (H, W, C), got shape {crop.shape}")
+    try:
+        return prepare_face(crop)
+    except FervidError as error:
+        raise FervidError(f"face {number}: {error}") from None

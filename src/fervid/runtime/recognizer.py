@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +16,7 @@ from fervid.runtime.detect import DetectorConfig, FaceDetector
 from fervid.runtime.face import Face
 from fervid.runtime.sources import VIDEO_SUFFIXES
 
-Color = Literal["bgr", "rgb"]
+Color = Literal["bgr", "rgb", "BGR", "RGB"]  # any case is accepted; these are the spellings type checkers know
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -30,11 +31,21 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
+def channel_order(color: Color) -> str:
+    """``color`` as 'bgr' or 'rgb', in any case ('RGB' is how PIL names its mode)."""
+    order = color.lower() if isinstance(color, str) else color
+    if order not in ("bgr", "rgb"):
+        raise FervidError(f"color must be 'bgr' or 'rgb' (any case), got {color!r}")
+    return order
+
+
 def gray_frame(image: np.ndarray, color: Color = "bgr") -> np.ndarray:
-    """A gray, BGR(A) or RGB(A) frame as 8-bit gray, the form both the detector and the model use."""
-    if color not in ("bgr", "rgb"):
-        raise FervidError(f"color must be 'bgr' or 'rgb', got '{color}'")
-    if color == "rgb" and image.ndim == 3 and image.shape[2] in (3, 4):
+    """A gray, BGR(A) or RGB(A) frame as 8-bit gray, the form both the detector and the model use.
+
+    Its dtype is read as ``fervid.preprocess.to_uint8`` says: uint8 0..255, uint16 0..65535, float
+    0..1 (or 0..255 once values reach 2), other integers 0..255; anything else is a FervidError.
+    """
+    if channel_order(color) == "rgb" and image.ndim == 3 and image.shape[2] in (3, 4):
         image = image[..., [2, 1, 0, 3][: image.shape[2]]]
     return to_gray(image)
 
@@ -50,6 +61,37 @@ def crop_face(gray: np.ndarray, box, margin: float = 0.0) -> np.ndarray:
         return np.zeros((max(1, bottom - top), max(1, right - left)), dtype=gray.dtype)
     outside = (max(0, -top), max(0, bottom - height)), (max(0, -left), max(0, right - width))
     return np.pad(crop, outside, mode="edge") if any(sum(side) for side in outside) else crop
+
+
+def checked_boxes(boxes, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """Boxes given to ``predict`` as (N, 4) int32 x, y, w, h rows, refusing any that cannot hold a face.
+
+    One flat (x, y, w, h) is one box. A box with no area, or entirely outside the frame, would be
+    classified as a blank crop and still get a confident label, so it is a FervidError; a box partly
+    outside is kept (``crop_face`` repeats the frame's edge).
+    """
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FervidError("boxes must be (x, y, w, h) rows of numbers") from None
+    if array.size == 0:
+        return np.zeros((0, 4), np.int32)
+    if array.shape == (4,):
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise FervidError(f"boxes must be (x, y, w, h) rows, got shape {array.shape}")
+    if not (np.isfinite(array).all() and np.abs(array).max() < 2**31):
+        raise FervidError("boxes must be pixel coordinates, got NaN, infinity or a value past 2**31")
+    height, width = frame_shape[:2]
+    for number, (x, y, w, h) in enumerate(array.astype(np.int64)):
+        box = f"box {number} ({x}, {y}, {w}, {h})"
+        if w <= 0 or h <= 0:
+            raise FervidError(f"{box}: width and height must be 1 or more")
+        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            raise FervidError(f"{box} lies entirely outside the {width}x{height} image")
+        if w > 4 * max(width, height) or h > 4 * max(width, height):  # its edge padding would fill memory
+            raise FervidError(f"{box} is over 4 times the size of the {width}x{height} image")
+    return array.astype(np.int32)
 
 
 class Recognizer:
@@ -92,8 +134,13 @@ class Recognizer:
         """Face boxes (N, 4) x, y, w, h in an image or frame."""
         return self.detector.detect(self._gray(image, color))
 
-    def classify(self, faces: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Probabilities (N, 7) for face crops of any size (BGR or gray), in one batched model call."""
+    def classify(self, faces: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Probabilities (N, 7) for face crops of any size (BGR or gray), in one batched model call.
+
+        ``faces`` is a list of crops, a stacked batch (N, H, W[, C]), or one crop (H, W) or (H, W, C),
+        which gives one row. Crops are read by dtype as ``predict`` reads images; an empty crop is
+        a FervidError.
+        """
         return self.classifier.classify(faces, flip_tta=self.flip_tta)
 
     def classify_boxes(self, gray: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -103,15 +150,22 @@ class Recognizer:
     def predict(self, image: np.ndarray | str | Path, boxes=None, *, color: Color = "bgr") -> list[Face]:
         """The faces in an image (a path, or a BGR, RGB or gray array), each with its expression.
 
-        Give ``boxes`` (x, y, w, h rows) to classify known faces and skip detection.
+        Arrays are read by dtype: uint8 0..255; uint16 0..65535; float 0..1, or 0..255 once values
+        reach 2 (``image.astype(np.float32)``); other integer types (PIL mode "I") 0..255. Values
+        outside those ranges, a float just above 1, NaN and bool are a FervidError, never a guess.
+        ``color`` is 'bgr' (OpenCV) or 'rgb' (PIL, matplotlib), in any case.
+
+        Give ``boxes`` (x, y, w, h rows, or one such box) to classify known faces and skip
+        detection; a box of no area or entirely outside the image is a FervidError.
         """
         gray = self._gray(image, color)
-        boxes = self.detector.detect(gray) if boxes is None else np.asarray(boxes, dtype=np.int32).reshape(-1, 4)
+        boxes = self.detector.detect(gray) if boxes is None else checked_boxes(boxes, gray.shape)
         probabilities = self.classify_boxes(gray, boxes)
         return [Face.from_probabilities(box, row) for box, row in zip(boxes, probabilities)]
 
     @staticmethod
     def _gray(image: np.ndarray | str | Path, color: Color) -> np.ndarray:
+        channel_order(color)  # a wrong color is refused for paths too, not ignored
         if isinstance(image, (str, Path)):
             return to_gray(read_image(image))
         image = np.asarray(image)
