@@ -22,8 +22,9 @@ pd = pytest.importorskip("pandas", reason="fervid analyze needs pandas (the 'sca
 import pyarrow.parquet as pq  # noqa: E402
 
 from conftest import detectable_faces, face_video_frames, fer2013_zip, paste_face, textured_background, write_video  # noqa: E402
-from fervid.analyze import ROW_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA, AnalyzeOptions, analyze  # noqa: E402
-from fervid.analyze.process import SEGMENT_ID_STRIDE  # noqa: E402
+from fervid.analyze import ROW_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA, AnalyzeInterrupted, AnalyzeOptions, analyze  # noqa: E402
+from fervid.analyze.inputs import expand_inputs  # noqa: E402
+from fervid.analyze.process import SEGMENT_ID_STRIDE, Analyzer, plan_units  # noqa: E402
 from fervid.errors import FervidError  # noqa: E402
 from fervid.labels import EXPRESSIONS  # noqa: E402
 from fervid.runtime.recognizer import Recognizer  # noqa: E402
@@ -109,8 +110,6 @@ def assert_faces_match(rows: pd.DataFrame, faces) -> None:
 
 
 def test_expands_folders_zips_and_skips_what_is_not_media(tmp_path: Path) -> None:
-    from fervid.analyze.inputs import expand_inputs
-
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     cv2.imwrite(str(folder / "sub" / "b.png"), np.zeros((8, 8), np.uint8))
@@ -256,8 +255,21 @@ def test_boxes_from_csv_and_json_replace_the_detector(archive: Path, tmp_path: P
     np.testing.assert_allclose(from_json[PROBABILITIES].to_numpy(), rows.loc[[0], PROBABILITIES].to_numpy(), atol=1e-6)
 
     (tmp_path / "bad.csv").write_text("source,x,y,w,h\nnone.png,1,2,zero,4\n")
-    with pytest.raises(FervidError, match="entry 1"):
+    with pytest.raises(FervidError, match="entry 1 needs source, x, y, w, h"):
         analyze([photo], tmp_path / "bad.parquet", boxes=tmp_path / "bad.csv")
+    # A JSON user is told what the JSON entry lacks, not the CSV's columns.
+    (tmp_path / "bad.json").write_text(json.dumps([{"source": "none.png", "box": [1, 2, 3]}]))
+    with pytest.raises(FervidError, match=r'entry 1 needs "source" and "box": \[x, y, w, h\] of four numbers') as error:
+        analyze([photo], tmp_path / "bad.parquet", boxes=tmp_path / "bad.json")
+    assert "\n" not in str(error.value) and not (tmp_path / "bad.parquet.parts").exists()
+
+    # A box off the image is that photo's error row, not a confident label for a blank crop.
+    other = archive / "photos" / "one.png"
+    (tmp_path / "off.csv").write_text("source,x,y,w,h\nnone.png,5000,5000,10,10\n")
+    report = analyze([photo, other], tmp_path / "off.parquet", boxes=tmp_path / "off.csv")
+    summary = report.summary.to_pandas().set_index("source")
+    assert summary.loc[str(other), "status"] == "ok" and "lies entirely outside" in summary.loc[str(photo), "error"]
+    assert rows_of(tmp_path / "off.parquet").empty
 
 
 def test_resume_skips_complete_units_and_redoes_changed_sources(archive: Path, full_run, tmp_path: Path) -> None:
@@ -274,7 +286,7 @@ def test_resume_skips_complete_units_and_redoes_changed_sources(archive: Path, f
     def interrupt(result) -> None:
         raise KeyboardInterrupt  # as if the run were killed right after its first unit was written
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(AnalyzeInterrupted, match=r"^1 of 5 units are complete and kept in .*resumed\.parquet\.parts; rerun the same command"):
         analyze([clips], out, options, on_result=interrupt)
     assert not out.exists() and len(list((tmp_path / "resumed.parquet.parts" / "_sources").glob("*.parquet"))) == 1
     processed = []
@@ -297,6 +309,17 @@ def test_resume_skips_complete_units_and_redoes_changed_sources(archive: Path, f
     assert {result.unit.sources[0].name for result in redone} == {str(changed / "b.mp4")} and report.removed_parts == 2
     assert pd.read_parquet(tmp_path / "moved.summary.parquet").set_index("source").loc[str(changed / "b.mp4"), "frames"] == 40
 
+
+def test_an_interrupt_before_the_first_unit_does_not_promise_a_resume(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fervid.analyze.local
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield  # a generator, as the engine is
+
+    monkeypatch.setattr(fervid.analyze.local, "run_local", interrupted)
+    with pytest.raises(AnalyzeInterrupted, match="^none of the 2 units was complete yet; rerunning the same command starts again$"):
+        analyze([archive / "clips"], tmp_path / "r.csv")
 
 def test_a_killed_run_resumes_where_it_stopped(archive: Path, tmp_path: Path) -> None:
     """SIGKILL mid-run: what was written stays readable, and the rerun does only the rest."""
@@ -427,3 +450,115 @@ def test_video_only_options_do_not_redo_the_photos(archive: Path, tmp_path: Path
     redone.clear()
     analyze(inputs, out, AnalyzeOptions(segment_s=2.0, every=3, largest_only=True), on_result=redone.append)
     assert {result.unit.kind for result in redone} == {"image", "video"}  # an option that changes photo rows redoes them
+
+
+def truncated_video(folder: Path) -> tuple[Path, int]:
+    """An MJPG .avi of 60 frames (one face, 15 FPS) cut to half its bytes: the header still says 60 frames.
+    Returns the path and how many frames OpenCV really decodes from it."""
+    whole = folder / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (480, 360))
+    for image in face_video_frames(detectable_faces(1), frames=60)[0]:
+        writer.write(image)
+    writer.release()
+    data = whole.read_bytes()
+    cut = folder / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    capture = cv2.VideoCapture(str(cut))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 60
+    capture.release()
+    decoded = sum(1 for _ in video_frames(cut))
+    assert 0 < decoded < 60 - FPS
+    return cut, decoded
+
+
+def test_a_truncated_video_gives_the_same_result_whatever_the_segments(tmp_path: Path, recognizer: Recognizer,
+                                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    """The header's frame count cuts the segments; those past the real end give no rows and no error, and
+    the summary notes the shortfall, whether the end is reached by reading (local) or by seeking (Ray)."""
+    video, decoded = truncated_video(tmp_path)
+    whole = analyze([video], tmp_path / "whole.csv")
+    segmented = analyze([video], tmp_path / "segmented.csv", AnalyzeOptions(segment_s=1.0))  # 4 segments of 15 frames
+    note = f"the video ends at frame {decoded}, before the 60 frames its header gives (truncated?)"
+    for report in (whole, segmented):
+        assert report.ok == 1 and report.errors == [] and report.notes == [(str(video), note)]
+        assert report.summary["frames"].to_pylist() == [decoded]
+    assert capfd.readouterr().err.count(f"warning: 1 source(s) with a note in the summary, e.g. {video}: {note}") == 2
+    columns = ["source", "status", "error", "note", "frames", "faces"]
+    summaries = [pd.read_csv(tmp_path / f"{name}.summary.csv") for name in ("whole", "segmented")]
+    pd.testing.assert_frame_equal(summaries[0][columns], summaries[1][columns])
+    assert [summary["segments"].tolist() for summary in summaries] == [[1], [4]]
+    rows, segment_rows = pd.read_csv(tmp_path / "whole.csv"), pd.read_csv(tmp_path / "segmented.csv")
+    assert len(rows) > 0 and rows["frame"].max() < decoded
+    same = ["frame", "x", "y", "w", "h", "expression"]  # face_id and segment differ at the seams, by design
+    pd.testing.assert_frame_equal(rows[same], segment_rows[same])
+    np.testing.assert_allclose(rows[PROBABILITIES].to_numpy(), segment_rows[PROBABILITIES].to_numpy(), atol=1e-5)
+
+    # A Ray worker seeks to each segment's first frame with a reader of its own: past the end, no rows and no error.
+    options = AnalyzeOptions(segment_s=1.0)
+    analyzer = Analyzer(options, recognizer)
+    results = [analyzer.run(unit) for unit in plan_units(expand_inputs([video]), options, "model")]
+    ledgers = pa.concat_tables([result.ledger for result in results])
+    assert ledgers["status"].to_pylist() == ["ok"] * 4 and sum(result.frames for result in results) == decoded
+    assert [result.rows.num_rows for result in results][2:] == [0, 0] and ledgers["note"].to_pylist() == [None, None, note, note]
+
+
+def test_a_source_in_error_with_rows_is_not_nothing_processed(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video whose later segments fail (a seek in a damaged file) still gave rows: the run writes them and succeeds."""
+    from fervid.analyze.process import VideoReader
+
+    frames = VideoReader.frames
+
+    def failing(self, start, end, timings):
+        if start > 0:
+            raise FervidError(f"could not seek to frame {start} (a variable-frame-rate or damaged file?)")
+        yield from frames(self, start, end, timings)
+
+    monkeypatch.setattr(VideoReader, "frames", failing)
+    clip = archive / "clips" / "a.mp4"
+    report = analyze([clip], tmp_path / "r.csv", AnalyzeOptions(segment_s=1.0))
+    assert report.ok == 0 and report.errors == [(str(clip), "could not seek to frame 15 (a variable-frame-rate or damaged file?)")]
+    assert report.summary["frames"].to_pylist() == [15] and len(pd.read_csv(tmp_path / "r.csv")) == report.faces > 0
+
+
+def test_an_out_that_is_or_holds_an_input_is_refused_before_anything_is_written(archive: Path, tmp_path: Path) -> None:
+    """The parts would be mixed with the inputs (pandas.read_parquet(OUT) then fails on a photo), or replace one."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(2):
+        cv2.imwrite(str(photos / f"{index}.png"), textured_background(48, 48, seed=index))
+    (tmp_path / "odd.parquet").write_bytes(b"a file with any suffix is tried as a video")
+    before = sorted(tmp_path.rglob("*"))
+    for out, inputs in (
+        (photos, [photos]),                                             # the input folder itself
+        (tmp_path, [photos / "0.png"]),                                 # a folder that holds an input
+        (tmp_path / "odd.parquet", [photos, tmp_path / "odd.parquet"]),  # an input the output file would replace
+    ):
+        relation = "is" if out in inputs else "holds"
+        with pytest.raises(FervidError, match=f"^--out {out}: {relation} the input .*; give an --out outside the inputs$"):
+            analyze(inputs, out, AnalyzeOptions(crops=True))
+        assert sorted(tmp_path.rglob("*")) == before, "nothing written"
+
+    # An --out inside an input folder is fine: its .parquet/.csv files are never taken as inputs.
+    inside = photos / "results"
+    first = analyze([photos], inside, AnalyzeOptions(crops=True))
+    again = analyze([photos], inside, AnalyzeOptions(crops=True))
+    assert first.summary.num_rows == again.summary.num_rows == 2 and again.skipped_units == again.units
+    assert len(pd.read_parquet(inside)) == 2
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path: Path) -> None:
+    video = tmp_path / "long.mp4"
+    write_video(video, face_video_frames(detectable_faces(1), frames=40, empty=(0, 0))[0] * 3, fps=FPS)
+    out = tmp_path / "r.csv"
+    command = [FERVID, "analyze", str(video), "--out", str(out), "--segment-s", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, ledger = time.monotonic() + 120, tmp_path / "r.csv.parts" / "_sources"
+    while not (ledger.is_dir() and visible(ledger)):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fervid: interrupted: ")
+    assert f"of 8 units are complete and kept in {out}.parts; rerun the same command to resume" in lines[0]

@@ -506,7 +506,11 @@ def analyze(
     from fervid.analyze import analyze as run_analysis
 
     options = AnalyzeOptions(every=every, largest_only=largest_only, crops=crops, segment_s=segment_s, model=model)
-    report = run_analysis(inputs, out_path, options, engine=engine, boxes=boxes, ray_address=ray_address)
+    try:
+        report = run_analysis(inputs, out_path, options, engine=engine, boxes=boxes, ray_address=ray_address)
+    except KeyboardInterrupt as interrupt:  # typer would make it a silent exit 130; say what is kept and how to resume
+        print(f"fervid: interrupted: {interrupt}" if str(interrupt) else "fervid: interrupted", file=sys.stderr)
+        raise typer.Exit(130) from None
     for source, error in report.errors[:10]:
         print(f"error: {source}: {error}", file=sys.stderr)
     if len(report.errors) > 10:

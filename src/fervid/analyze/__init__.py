@@ -10,7 +10,7 @@ tables), ``process`` (units and rows, shared by both engines), ``writer`` (parts
 """
 
 from fervid.analyze.process import AnalyzeOptions
-from fervid.analyze.run import AnalyzeReport, analyze
+from fervid.analyze.run import AnalyzeInterrupted, AnalyzeReport, analyze
 from fervid.analyze.schema import ROW_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA
 
-__all__ = ["ROW_SCHEMA", "SCHEMA_VERSION", "SUMMARY_SCHEMA", "AnalyzeOptions", "AnalyzeReport", "analyze"]
+__all__ = ["ROW_SCHEMA", "SCHEMA_VERSION", "SUMMARY_SCHEMA", "AnalyzeInterrupted", "AnalyzeOptions", "AnalyzeReport", "analyze"]

@@ -26,6 +26,9 @@ from fervid.analyze.inputs import SourceItem
 from fervid.errors import FervidError
 
 Box = tuple[int, int, int, int]
+# What a malformed entry lacks, said in the file's own form: a JSON user has no columns, a CSV user no "box".
+CSV_NEEDS = "source, x, y, w, h (and optionally frame)"
+JSON_NEEDS = '"source" and "box": [x, y, w, h] of four numbers (or "x", "y", "w", "h" keys; "frame" optional)'
 
 
 class BoxTable:
@@ -55,7 +58,9 @@ def load_boxes(path: str | Path) -> BoxTable:
         text = path.read_text()
     except OSError as error:
         raise FervidError(f"--boxes {path}: {error.strerror or error}") from None
-    records = _json_records(path, text) if path.suffix.lower() == ".json" else _csv_records(path, text)
+    is_json = path.suffix.lower() == ".json"
+    records = _json_records(path, text) if is_json else _csv_records(path, text)
+    needs = JSON_NEEDS if is_json else CSV_NEEDS
     entries: dict[str, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
     for number, record in enumerate(records, start=1):
         try:
@@ -64,7 +69,7 @@ def load_boxes(path: str | Path) -> BoxTable:
             box = record["box"] if "box" in record else [record[k] for k in ("x", "y", "w", "h")]
             x, y, w, h = (int(round(float(v))) for v in box)
         except (KeyError, TypeError, ValueError):
-            raise FervidError(f"--boxes {path}: entry {number} needs source, x, y, w, h (and optionally frame)") from None
+            raise FervidError(f"--boxes {path}: entry {number} needs {needs}") from None
         if not source or w <= 0 or h <= 0 or frame < 0:
             raise FervidError(f"--boxes {path}: entry {number} has an empty source, a non-positive size or a negative frame")
         entries[source][frame].append((x, y, w, h))

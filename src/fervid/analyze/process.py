@@ -30,7 +30,7 @@ from fervid.analyze.inputs import SourceItem, kind_of, read_source_bytes
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, PROBABILITY_COLUMNS, ROW_SCHEMA, SCHEMA_VERSION
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
-from fervid.runtime.recognizer import Recognizer, gray_frame
+from fervid.runtime.recognizer import Recognizer, checked_boxes, gray_frame
 from fervid.runtime.sources import DEFAULT_FPS, open_capture
 from fervid.runtime.track import FaceTracker
 
@@ -79,6 +79,7 @@ class Unit:
     end_frame: int | None = None
     fps: float = DEFAULT_FPS
     frames: int = 0  # frames it is expected to analyse, for the progress bar
+    frame_count: int | None = None  # the video's frame count as its header gives it (None: unknown)
     boxes: dict | None = None  # {source name: {frame: [box, ...]}} with --boxes; None: run the detector
     error: str | None = None  # a video that could not be opened while planning
 
@@ -149,11 +150,14 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
             units.append(make("video", [item], error=str(error), frames=0))
             continue
         length = max(1, round(options.segment_s * fps))
+        # The header's count cuts the segments; a truncated file ends before it, and the segments past
+        # its real end give no rows (and a note), not an error: see VideoReader.
         segments = math.ceil(count / length) if count else 1
         for segment in range(segments):
             start, end = segment * length, (segment + 1) * length if segment < segments - 1 else None
             expected = analysed_frames(start, end if end is not None else (count or start + 1), options.every)
-            units.append(make("video", [item], segment=segment, start_frame=start, end_frame=end, fps=fps, frames=expected))
+            units.append(make("video", [item], segment=segment, start_frame=start, end_frame=end, fps=fps, frames=expected,
+                              frame_count=count))
     flush_images()
     return units
 
@@ -206,8 +210,8 @@ class Analyzer:
         started = time.perf_counter()
         if self.options.crops:
             boxes = np.array([[0, 0, gray.shape[1], gray.shape[0]]], dtype=np.int32)
-        elif given is not None:
-            boxes = np.asarray(given, dtype=np.int32).reshape(-1, 4)
+        elif given is not None:  # a box off the frame is this source's error, not a confident label for a blank crop
+            boxes = checked_boxes(given, gray.shape)
         else:
             boxes = self.recognizer.detector.detect(gray)
         if self.options.largest_only and len(boxes) > 1:
@@ -240,11 +244,11 @@ class Analyzer:
                 started = time.perf_counter()
                 try:
                     gray = gray_frame(decode_image(item, archives))
+                    self.timings["decode"] += time.perf_counter() - started
+                    boxes, probabilities = self.faces(gray, self._given(unit, item, 0))
                 except FervidError as error:
                     ledger.add(item, unit, error=str(error))
                     continue
-                self.timings["decode"] += time.perf_counter() - started
-                boxes, probabilities = self.faces(gray, self._given(unit, item, 0))
                 rows.add(item.name, 0, 0, 0.0, range(1, len(boxes) + 1), boxes, probabilities)
                 ledger.add(item, unit, frames=1, counts=expression_counts(probabilities))
                 frames += 1
@@ -284,7 +288,7 @@ class Analyzer:
                     error = str(failure)
                 if error is None and unit.segment == 0 and frames == 0:
                     error = "not a readable video (no frame could be decoded)"
-                ledger.add(item, unit, frames=frames, counts=counts, error=error)
+                ledger.add(item, unit, frames=frames, counts=counts, error=error, note=ended_early(reader.end, unit))
                 yield UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
         finally:
             reader.close()
@@ -295,6 +299,20 @@ class Analyzer:
     def _take_timings(self) -> dict[str, float]:
         taken, self.timings = self.timings, dict.fromkeys(STAGES, 0.0)
         return taken
+
+
+def ended_early(end: int | None, unit: Unit) -> str | None:
+    """A note when the video ended (at frame ``end``) within ``unit`` and short of its header's frame count.
+
+    Only units that reach the real end say so, and each says the same, so the summary's note does not
+    depend on --segment-s or the engine. A header count estimated from the duration can be a frame or
+    two off in a healthy file; a shortfall of more than a second's worth of frames is beyond that.
+    """
+    if end is None or unit.frame_count is None or (unit.end_frame is not None and end >= unit.end_frame):
+        return None
+    if unit.frame_count - end <= max(1, round(unit.fps)):
+        return None
+    return f"the video ends at frame {end}, before the {unit.frame_count} frames its header gives (truncated?)"
 
 
 def expression_counts(probabilities: np.ndarray) -> np.ndarray:
@@ -310,11 +328,12 @@ class LedgerBuffer:
         self.model_name, self.model_version = model_name, model_version
         self.records: list[dict] = []
 
-    def add(self, item: SourceItem, unit: Unit, *, frames: int = 0, counts: np.ndarray | None = None, error: str | None = None) -> None:
+    def add(self, item: SourceItem, unit: Unit, *, frames: int = 0, counts: np.ndarray | None = None, error: str | None = None,
+            note: str | None = None) -> None:
         counts = np.zeros(len(EXPRESSIONS), np.int64) if counts is None else counts
         self.records.append({
             "source": item.name, "kind": item.kind, "unit": unit.id, "segment": unit.segment,
-            "status": "error" if error else "ok", "error": error, "frames": frames,
+            "status": "error" if error else "ok", "error": error, "note": note, "frames": frames,
             "faces": int(counts.sum()),
             **{column: int(count) for column, count in zip(COUNT_COLUMNS, counts)},
             "fingerprint": item.fingerprint, "model_name": self.model_name, "model_version": self.model_version,
@@ -344,17 +363,25 @@ def decode_image(item: SourceItem, archives: dict | None = None) -> np.ndarray:
 
 
 class VideoReader:
-    """Frames [start, end) of a video, decoded one at a time; frames skipped by ``every`` are grabbed, not converted."""
+    """Frames [start, end) of a video, decoded one at a time; frames skipped by ``every`` are grabbed, not converted.
+
+    ``end`` becomes the frame where the file really ends once a read or seek finds it; a truncated file
+    ends before the frame count in its header, which cut the segments. Frames past it are not an
+    error, just none: a segment there gives no rows whether it was reached by reading (the local
+    engine) or by seeking (a Ray worker).
+    """
 
     def __init__(self, path: str, every: int) -> None:
         self.path, self.every = path, every
         self.capture: cv2.VideoCapture | None = None
         self.position = 0
+        self.end: int | None = None
 
     def frames(self, start: int, end: int | None, timings: dict[str, float]) -> Iterator[tuple[int, np.ndarray]]:
-        self._seek(start)
-        assert self.capture is not None
-        while end is None or self.position < end:
+        if self.end is None or start < self.end:
+            self._seek(start)
+        while (end is None or self.position < end) and (self.end is None or self.position < self.end):
+            assert self.capture is not None
             started = time.perf_counter()
             index = self.position
             if index % self.every:
@@ -363,6 +390,7 @@ class VideoReader:
                 ok, image = self.capture.read()
             timings["decode"] += time.perf_counter() - started
             if not ok:
+                self.end = self.position
                 return
             self.position += 1
             if image is not None:
@@ -379,7 +407,11 @@ class VideoReader:
                 raise FervidError("not a readable video (it could not be opened)")
         if frame > self.position:
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
-            if int(self.capture.get(cv2.CAP_PROP_POS_FRAMES)) != frame:
+            landed = int(self.capture.get(cv2.CAP_PROP_POS_FRAMES))
+            if landed < frame and not self.capture.grab():  # the file ends before ``frame``: no frames, not an error
+                self.position = self.end = landed
+                return
+            if landed != frame:
                 raise FervidError(f"could not seek to frame {frame} (a variable-frame-rate or damaged file?)")
             self.position = frame
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fervid.analyze.boxes import load_boxes
 from fervid.analyze.inputs import expand_inputs, file_fingerprint
@@ -45,6 +46,27 @@ class AnalyzeReport:
         rows = self.summary.select(["source", "status", "error"]).to_pylist()
         return [(row["source"], row["error"]) for row in rows if row["status"] == "error"]
 
+    @property
+    def notes(self) -> list[tuple[str, str]]:
+        """(source, note) for the sources whose summary row has a note, such as a video shorter than its header says."""
+        rows = self.summary.select(["source", "note"]).to_pylist()
+        return [(row["source"], row["note"]) for row in rows if row["note"]]
+
+
+class AnalyzeInterrupted(KeyboardInterrupt):
+    """Ctrl+C (or SIGTERM made into one) during a run; the message says what is kept and how to resume.
+
+    A KeyboardInterrupt still, so code that stops on one stops on this; ``fervid analyze`` prints it.
+    """
+
+    def __init__(self, complete: int, units: int, parts: Path) -> None:
+        if complete:
+            message = f"{complete} of {units} units are complete and kept in {parts}; rerun the same command to resume"
+        else:
+            message = f"none of the {units} units was complete yet; rerunning the same command starts again"
+        super().__init__(message)
+        self.complete, self.units, self.parts = complete, units, parts
+
 
 def model_key(model: str | None) -> str:
     """Name, version and content hash of the model: a retrained model with the same version still differs."""
@@ -68,50 +90,59 @@ def analyze(
     Resumable: units already complete in ``out`` are skipped. Raises FervidError when no source at
     all could be processed; the summary with the error rows is then written only where no earlier
     results are, and parts of other inputs are kept: a failed run never replaces or prunes results.
+    Raises :class:`AnalyzeInterrupted` on Ctrl+C, once the units in flight are dropped; the complete
+    ones stay for the rerun.
     """
     options = options or AnalyzeOptions()
     options.validate()
     if engine not in ENGINES:
         raise FervidError(f"--engine must be one of {', '.join(ENGINES)}, got '{engine}'")
+    store = ResultStore(out, inputs)  # a wrong --out is refused before the inputs are read
     items = expand_inputs(inputs)
     box_table = load_boxes(boxes) if boxes is not None else None
     if box_table is not None and (unmatched := box_table.unmatched(items)):
         warn(f"--boxes: {len(unmatched)} source(s) match no input, e.g. {unmatched[0]}")
     units = plan_units(items, options, model_key(options.model), box_table)
-    store = ResultStore(out)
+    store.open()
     report = AnalyzeReport(summary=pa.table({}), outputs=[], units=len(units))
     done = store.completed()
     pending = [unit for unit in units if unit.id not in done]
     report.skipped_units = len(units) - len(pending)
     remaining = Counter(source.name for unit in pending for source in unit.sources)
     started = time.perf_counter()
-    with AnalyzeProgress(sum(unit.frames for unit in pending), len(remaining)) as bar:
-        if engine == "ray":
-            from fervid.analyze.ray_engine import run_ray
-
-            results = run_ray(pending, options, bar.frames, address=ray_address, cpus=ray_cpus)
-        else:
-            from fervid.analyze.local import run_local
-
-            results = run_local(pending, options, bar.frames)
-        for result in results:
-            written = time.perf_counter()
-            store.write(result)
-            result.timings["write"] += time.perf_counter() - written
-            for stage, seconds in result.timings.items():
-                report.timings[stage] += seconds
-            report.frames += result.frames
-            report.faces += result.rows.num_rows
-            for source in result.unit.sources:
-                remaining[source.name] -= 1
-                if remaining[source.name] == 0:
-                    bar.files()
-            if on_result is not None:
-                on_result(result)
-    report.seconds = time.perf_counter() - started
     ids = {unit.id for unit in units}
+    try:
+        with AnalyzeProgress(sum(unit.frames for unit in pending), len(remaining)) as bar:
+            if engine == "ray":
+                from fervid.analyze.ray_engine import run_ray
+
+                results = run_ray(pending, options, bar.frames, address=ray_address, cpus=ray_cpus)
+            else:
+                from fervid.analyze.local import run_local
+
+                results = run_local(pending, options, bar.frames)
+            for result in results:
+                written = time.perf_counter()
+                store.write(result)
+                result.timings["write"] += time.perf_counter() - written
+                for stage, seconds in result.timings.items():
+                    report.timings[stage] += seconds
+                report.frames += result.frames
+                report.faces += result.rows.num_rows
+                for source in result.unit.sources:
+                    remaining[source.name] -= 1
+                    if remaining[source.name] == 0:
+                        bar.files()
+                if on_result is not None:
+                    on_result(result)
+    except KeyboardInterrupt as interrupt:
+        raise AnalyzeInterrupted(len(ids & store.completed()), len(units), store.parts) from interrupt
+    report.seconds = time.perf_counter() - started
     report.summary = store.summary(ids)
-    if report.ok == 0:
+    if report.notes:
+        source, note = report.notes[0]
+        warn(f"{len(report.notes)} source(s) with a note in the summary, e.g. {source}: {note}")
+    if report.ok == 0 and not pc.sum(report.summary["frames"]).as_py():  # a source in error with rows was still processed
         first = report.errors[0] if report.errors else ("", "no sources")
         if store.has_results():
             where = "nothing written over " + " or ".join(str(path) for path in (store.out, store.summary_path) if path.exists())

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from fervid.labels import EXPRESSIONS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the summary's (and ledger's) note column
 PROBABILITY_COLUMNS = tuple(f"prob_{name}" for name in EXPRESSIONS)
 SHARE_COLUMNS = tuple(f"share_{name}" for name in EXPRESSIONS)
 COUNT_COLUMNS = tuple(f"count_{name}" for name in EXPRESSIONS)
@@ -44,6 +44,7 @@ LEDGER_SCHEMA = pa.schema(
         ("segment", pa.int32()),
         ("status", pa.string()),
         ("error", pa.string()),
+        ("note", pa.string()),
         ("frames", pa.int64()),
         ("faces", pa.int64()),
         *((column, pa.int64()) for column in COUNT_COLUMNS),
@@ -60,6 +61,7 @@ SUMMARY_SCHEMA = pa.schema(
         ("kind", pa.string()),  # image or video
         ("status", pa.string()),  # ok or error
         ("error", pa.string()),  # one line when status is error, else null
+        ("note", pa.string()),  # one line on something to know whatever the status (a video shorter than its header says), else null
         ("frames", pa.int64()),  # frames analysed (every K-th frame with --every K)
         ("faces", pa.int64()),  # rows in the face table
         *((column, pa.float64()) for column in SHARE_COLUMNS),  # share of the source's faces; null without faces

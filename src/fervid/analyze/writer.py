@@ -16,6 +16,7 @@ temporary files and the ledger never mix with the rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,9 +33,12 @@ EMPTY_PART = "part-empty.parquet"  # keeps a folder with no face at all readable
 
 
 class ResultStore:
-    """Where a run's parts go, which units are already complete, and the final outputs."""
+    """Where a run's parts go, which units are already complete, and the final outputs.
 
-    def __init__(self, out: str | Path) -> None:
+    Creating one checks ``out`` against ``inputs`` and writes nothing; :meth:`open` creates the folders.
+    """
+
+    def __init__(self, out: str | Path, inputs: Iterable[str | Path] = ()) -> None:
         self.out = Path(out)
         suffix = self.out.suffix.lower()
         if suffix == ".csv":
@@ -57,6 +61,26 @@ class ResultStore:
             self.parts = self.out.with_name(self.out.name + ".parts")
             self.summary_path = self.out.with_name(f"{self.out.stem}.summary{self.out.suffix}")
         self.ledger = self.parts / "_sources"
+        self._refuse_inputs(inputs)
+
+    def _refuse_inputs(self, inputs: Iterable[str | Path]) -> None:
+        """Refuse an ``out`` (or its parts folder or summary) that is an input or holds one.
+
+        The parts would be mixed with the inputs: ``pandas.read_parquet(OUT)`` then fails on the first
+        photo, and the output file could replace an input. An ``out`` inside an input folder is fine:
+        outputs are .parquet and .csv files, which are never taken as inputs.
+        """
+        targets = [path.expanduser().resolve() for path in (self.out, self.parts, self.summary_path)]
+        for given in inputs:
+            path = Path(given).expanduser().resolve()
+            if any(path.is_relative_to(target) for target in targets):
+                relation = "is" if path in targets else "holds"
+                raise FervidError(
+                    f"--out {self.out}: {relation} the input {given}, which the results would mix with; give an --out outside the inputs"
+                )
+
+    def open(self) -> None:
+        """Create the parts and ledger folders (before the first unit is written)."""
         self.ledger.mkdir(parents=True, exist_ok=True)
 
     def completed(self) -> set[str]:
@@ -123,7 +147,7 @@ def _visible(folder: Path, pattern: str) -> list[Path]:
 def summarize(ledger: pa.Table) -> pa.Table:
     """One row per source from the ledger rows of its units (a video has one per segment)."""
     sums = [(column, "sum") for column in ("frames", "faces", *COUNT_COLUMNS)]
-    firsts = [(column, "min") for column in ("kind", "status", "error", "fingerprint", "model_name", "model_version")]
+    firsts = [(column, "min") for column in ("kind", "status", "error", "note", "fingerprint", "model_name", "model_version")]
     grouped = ledger.group_by("source").aggregate([*sums, *firsts, ("segment", "count")]).sort_by("source")
     faces = grouped["faces_sum"]
     columns = {
@@ -131,6 +155,7 @@ def summarize(ledger: pa.Table) -> pa.Table:
         "kind": grouped["kind_min"],
         "status": grouped["status_min"],  # "error" sorts before "ok": one failed segment fails the source
         "error": grouped["error_min"],
+        "note": grouped["note_min"],
         "frames": grouped["frames_sum"],
         "faces": faces,
         **{
