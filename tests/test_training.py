@@ -719,3 +719,19 @@ def test_export_writes_only_onnx_and_a_failed_check_keeps_the_model_already_ther
         convert.export_checked(model, shipped)
     assert shipped.read_bytes() == b"the model that works"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.keras", "shipped.onnx"]
+
+
+def test_sigterm_mid_training_says_how_to_resume(tmp_path):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 8, "validation": 2})
+    run = tmp_path / "run"
+    process = subprocess.Popen([*FERVID, "train", str(data), "--arch", "compact", "--epochs", "500", "--batch-size", "8",
+                                "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoint" / "state.json").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)  # as kill, timeout and systemd stop it
+    stderr = process.stderr.read()
+    process.wait(60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == f"fervid: interrupted; the finished epochs are kept: fervid train --resume --out {run}"
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["epochs_done"] >= 1

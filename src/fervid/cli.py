@@ -173,7 +173,13 @@ def train(
     config.validate()
     from fervid.training.run import train as run_training
 
-    card = run_training(config, out_dir, resume=resume)
+    try:
+        card = run_training(config, out_dir, resume=resume)
+    except KeyboardInterrupt:  # typer would make it a silent exit 130; say what is kept and how to go on
+        done = out_dir / "checkpoint" / "state.json"
+        hint = f"; the finished epochs are kept: fervid train --resume --out {out_dir}" if done.exists() else ""
+        print(f"fervid: interrupted{hint}", file=sys.stderr)
+        raise typer.Exit(130) from None
     metrics = card["metrics"]
     model_file = "model.onnx" if (out_dir / "model.onnx").exists() else "model.keras"
     out.print(
