@@ -560,5 +560,5 @@ def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fervid: interrupted: ")
+    assert len(lines) == 1 and lines[0].startswith("fervid: interrupted; ")
     assert f"of 8 units are complete and kept in {out}.parts; rerun the same command to resume" in lines[0]

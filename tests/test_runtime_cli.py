@@ -189,6 +189,7 @@ def test_sigterm_mid_predict_keeps_the_records_so_far(tmp_path: Path) -> None:
     process, stderr = _stop_after_first_line([FERVID, "predict", str(folder), "--no-save", "--json", str(records)], "no face found")
     assert process.returncode == 130, stderr
     assert "interrupted after" in stderr and "keeping their results" in stderr
+    assert stderr.strip().splitlines()[-1] == "fervid: interrupted"
     assert json.loads(records.read_text()) == []  # written (as JSON), with the faces of the photos done: none here
     assert [path.name for path in tmp_path.iterdir()] and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fervid import __version__
-from fervid.errors import FervidError
+from fervid.errors import FervidError, Interrupted
 from fervid.model.specs import ARCHITECTURES
 
 app = typer.Typer(
@@ -175,11 +175,10 @@ def train(
 
     try:
         card = run_training(config, out_dir, resume=resume)
-    except KeyboardInterrupt:  # typer would make it a silent exit 130; say what is kept and how to go on
-        done = out_dir / "checkpoint" / "state.json"
-        hint = f"; the finished epochs are kept: fervid train --resume --out {out_dir}" if done.exists() else ""
-        print(f"fervid: interrupted{hint}", file=sys.stderr)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        if not (out_dir / "checkpoint" / "state.json").exists():
+            raise
+        raise Interrupted(f"the finished epochs are kept: fervid train --resume --out {out_dir}") from None
     metrics = card["metrics"]
     model_file = "model.onnx" if (out_dir / "model.onnx").exists() else "model.keras"
     out.print(
@@ -514,9 +513,10 @@ def analyze(
     options = AnalyzeOptions(every=every, largest_only=largest_only, crops=crops, segment_s=segment_s, model=model)
     try:
         report = run_analysis(inputs, out_path, options, engine=engine, boxes=boxes, ray_address=ray_address)
-    except KeyboardInterrupt as interrupt:  # typer would make it a silent exit 130; say what is kept and how to resume
-        print(f"fervid: interrupted: {interrupt}" if str(interrupt) else "fervid: interrupted", file=sys.stderr)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as interrupt:
+        if not str(interrupt):
+            raise
+        raise Interrupted(str(interrupt)) from None
     for source, error in report.errors[:10]:
         print(f"error: {source}: {error}", file=sys.stderr)
     if len(report.errors) > 10:
@@ -546,7 +546,10 @@ def main() -> None:
     click_errors = sys.modules[typer.BadParameter.__module__]
     no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())
     try:
-        sys.exit(app(standalone_mode=False))  # None (the command ran) or the exit code of --help/--version
+        code = app(standalone_mode=False)  # None (the command ran) or an exit code: --help, --version, Ctrl+C
+        if code == 130:  # typer turns Ctrl+C (and SIGTERM, above) into a silent exit 130
+            print("fervid: interrupted", file=sys.stderr)
+        sys.exit(code)
     except no_args_is_help:
         sys.exit(2)  # the help is already printed: a bare `fervid` or `fervid data` asks for it
     except click_errors.ClickException as error:
@@ -556,6 +559,9 @@ def main() -> None:
         sys.exit(error.exit_code)
     except typer.Abort:
         print("fervid: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Interrupted as error:
+        print(f"fervid: interrupted; {error}", file=sys.stderr)
         sys.exit(130)
     except FervidError as error:
         print(f"fervid: error: {error}", file=sys.stderr)
