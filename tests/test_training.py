@@ -155,7 +155,7 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     """A run folder exports its model.keras beside it; an empty .keras is called what it is, not 'not found'."""
     import shutil
 
-    run, _ = trained_run
+    run, data = trained_run
     copy = tmp_path / "run"
     copy.mkdir()
     for name in ("model.keras", "model.json"):
@@ -164,6 +164,14 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     assert f"wrote {copy / 'model.onnx'}" in " ".join(result.stdout.split())
     assert (copy / "model.onnx").stat().st_size > 0 and (copy / "model.json").exists()
     (tmp_path / "empty.keras").write_bytes(b"")
+    float32 = (copy / "model.onnx").read_bytes()
+    refused = run_fervid("export", str(copy), "--int8", str(data), "--out", str(copy / "model.onnx"), check=False)
+    assert refused.returncode == 2 and "write the int8 model elsewhere (default: model.int8.onnx)" in refused.stderr
+    assert (copy / "model.onnx").read_bytes() == float32
+    card = (copy / "model.json").read_text()
+    run_fervid("export", str(copy), "--int8", str(data))
+    assert json.loads((copy / "model.int8.json").read_text())["precision"] == "int8" and (copy / "model.int8.onnx").exists()
+    assert (copy / "model.onnx").read_bytes() == float32 and (copy / "model.json").read_text() == card
     for argument, message in ((tmp_path / "empty.keras", "empty or damaged"), (tmp_path, "a folder without model.keras")):
         failed = run_fervid("export", str(argument), check=False)
         assert failed.returncode == 2 and message in failed.stderr and len(failed.stderr.strip().splitlines()) == 1

@@ -32,7 +32,8 @@ class ExportResult:
 
 def export_checked(model_path: Path, target: Path | None = None, *, int8_data: Path | None = None, seed: int = 0) -> ExportResult:
     """Export ``model_path`` (a ``.keras`` model or a run folder) to ``target`` (default: beside it, as
-    ``.onnx``); refuse if ONNX Runtime and Keras differ by more than 1e-4.
+    ``.onnx``, or ``.int8.onnx`` with ``int8_data``: the run's float32 model and card stay as they are);
+    refuse if ONNX Runtime and Keras differ by more than 1e-4.
 
     The model card beside the model (``model.json`` in a run folder) goes into the ONNX metadata and
     beside the ONNX file. With ``int8_data`` the float32 export is quantized to int8, calibrated on
@@ -45,7 +46,14 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     from fervid.model.architectures import keras_model_path, load_classifier
 
     model_path = keras_model_path(model_path)
-    target = Path(target) if target is not None else model_path.with_suffix(".onnx")
+    float32_beside = model_path.with_suffix(".onnx")  # a run folder's own model.onnx, with model.json
+    default = model_path.with_name(f"{model_path.stem}.int8.onnx") if int8_data is not None else float32_beside
+    target = Path(target) if target is not None else default
+    if int8_data is not None and target.expanduser().resolve() == float32_beside.resolve():
+        raise FervidError(
+            f"--out {target}: the float32 model beside {model_path.name}, whose card ({float32_beside.with_suffix('.json').name}) "
+            f"describes it; write the int8 model elsewhere (default: {default.name})"
+        )
     if target.suffix.lower() != ".onnx":  # the card goes beside it as .json: a .keras or .json target would lose a file
         raise FervidError(f"--out {target}: the ONNX file must end in .onnx")
     model = load_classifier(model_path)
