@@ -743,3 +743,19 @@ def test_sigterm_mid_training_says_how_to_resume(tmp_path):
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == f"fervid: interrupted; the finished epochs are kept: fervid train --resume --out {run}"
     assert json.loads((run / "checkpoint" / "state.json").read_text())["epochs_done"] >= 1
+
+
+def test_resume_after_a_stop_in_the_first_epoch_starts_it_and_refuses_changed_options(tmp_path):
+    from fervid.training.config import TrainConfig
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(data=str(data.resolve()), arch="compact", epochs=1, batch_size=8).save(run / "config.json")  # as a stop in epoch 1 leaves it
+    changed = run_fervid("train", "--resume", "--out", str(run), "--epochs", "16", "--lr", "1e-4", check=False)
+    assert changed.returncode == 2 and "so --epochs, --lr cannot change it" in changed.stderr, "silently ignored before"
+    other_data = run_fervid("train", str(tmp_path), "--resume", "--out", str(run), check=False)
+    assert other_data.returncode == 2 and "so DATA cannot change it" in other_data.stderr
+    result = run_fervid("train", str(data), "--resume", "--out", str(run), "--name", "renamed")
+    assert "no finished epoch to resume from; starting at epoch 1" in result.stderr
+    assert json.loads((run / "model.json").read_text())["name"] == "renamed" and (run / "model.onnx").exists()

@@ -108,8 +108,23 @@ def data_inspect(
     out.print(f"sample grid: {target}")
 
 
+def _refuse_changes_on_resume(ctx: typer.Context, config, out_dir: Path) -> None:
+    """A resumed run follows its config.json; options given with --resume would be silently ignored."""
+    kept = {"out_dir", "resume", "name"}  # --name may rename the model on resume
+    given = [name for name in ctx.params if name not in kept and ctx.get_parameter_source(name).name == "COMMANDLINE"]
+    if "data" in given and Path(ctx.params["data"]).resolve() == Path(config.data):
+        given.remove("data")
+    if given:
+        names = ", ".join("DATA" if name == "data" else "--" + name.replace("_", "-") for name in given)
+        raise FervidError(
+            f"--resume continues {out_dir} as its config.json says, so {names} cannot change it; to train on with "
+            f"other settings start a new run from it: --init-from {out_dir} --out NEW"
+        )
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help="Dataset (folder, .zip or FER2013 .csv); optional with --resume.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder for checkpoints, model and report.")] = Path("runs/train"),
     arch: Annotated[str, typer.Option(help=f"Architecture: {', '.join(ARCHITECTURES)}.")] = "vgg",
@@ -155,6 +170,7 @@ def train(
 
     if resume and (out_dir / "config.json").exists():
         config = TrainConfig.load(out_dir / "config.json")
+        _refuse_changes_on_resume(ctx, config, out_dir)
         config.name = name or config.name
         out.print(f"resuming {out_dir} ({config.arch}, {config.epochs} epochs, data {config.data})")
     else:

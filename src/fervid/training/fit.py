@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fervid.console import warn
 from fervid.data import FaceArrays, load_arrays, read_dataset
 from fervid.data.arrays import fingerprint
 from fervid.errors import FervidError
@@ -243,6 +244,9 @@ def warm_start(classifier: keras.Model, source: str) -> None:
 def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.Model, TrainingData, dict]:
     """Train (or continue) the run in ``run``; returns the best-epoch classifier, the data and the state."""
     config.validate()
+    if resume and not (run / "checkpoint" / "state.json").exists():  # stopped during its first epoch
+        warn(f"{run}: no finished epoch to resume from; starting at epoch 1")
+        resume = False
     if not resume and not (run / "checkpoint" / TEACHER_FILE).exists():
         check_teachers(config.teacher)  # a missing teacher fails now, before any data is read
     state_path = run / "checkpoint" / "state.json"
@@ -254,8 +258,6 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
         # its plots (curves.png, confusion.png) inside a class folder would be read as faces next time
         raise FervidError(f"--out {run}: inside the dataset {config.data}; write the run folder elsewhere")
     if resume:
-        if not state_path.exists():
-            raise FervidError(f"{run}: nothing to resume (no checkpoint/state.json)")
         try:
             state = json.loads(state_path.read_text())
         except ValueError as error:
