@@ -759,3 +759,13 @@ def test_resume_after_a_stop_in_the_first_epoch_starts_it_and_refuses_changed_op
     result = run_fervid("train", str(data), "--resume", "--out", str(run), "--name", "renamed")
     assert "no finished epoch to resume from; starting at epoch 1" in result.stderr
     assert json.loads((run / "model.json").read_text())["name"] == "renamed" and (run / "model.onnx").exists()
+
+
+def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path):
+    from fervid.runtime.classify import ExpressionClassifier
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
+    run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--no-flip", "--out", str(tmp_path / "run"))
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["inference"]["flip_tta"] is False
+    assert ExpressionClassifier(tmp_path / "run").flip_tta is False
+    assert "off in the runtime: trained with --no-flip" in (tmp_path / "run" / "report.md").read_text()

@@ -42,7 +42,8 @@ def model_card(
 ) -> dict:
     """The model's contract and provenance; embedded in the ONNX metadata and saved as model.json.
 
-    ``inference`` tells the runtime how to run the model: average each face with its mirror image,
+    ``inference`` tells the runtime how to run the model: average each face with its mirror image
+    (unless it was trained without flipped faces),
     blur faces as much as the recipe's augmentation blurred its training faces, and report
     probabilities at the temperature that calibrates them.
     """
@@ -57,7 +58,8 @@ def model_card(
             "scale": "pixel / 255 (0..1)",
             "preprocessing": "fervid.preprocess.prepare_face then to_model_input",
         },
-        "inference": {"flip_tta": True, "input_blur": input_blur, "temperature": temperature},
+        # a net trained without mirrored faces is not run on them
+        "inference": {"flip_tta": bool(config.flip), "input_blur": input_blur, "temperature": temperature},
         "architecture": config.arch,
         "architecture_description": ARCHITECTURES[config.arch].description,
         "parameters": parameters,
@@ -108,7 +110,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         *distillation_line(card["training"]),
         f"- epochs: {card['epochs_trained']} trained, best validation epoch {card['best_epoch']}",
         f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
-        f"- with horizontal-flip averaging (the runtime default): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
+        f"- with horizontal-flip averaging ({'the runtime default' if card['inference']['flip_tta'] else 'off in the runtime: trained with --no-flip'}): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
         f"- input blur {card['inference']['input_blur']} px, applied by the runtime and in every score here ({blur_reason(metrics['input_blur_check'])})",
         f"- confidence temperature {card['inference']['temperature']}, fitted on validation by log-likelihood and applied by the runtime: "
         f"calibration error {metrics['temperature_check']['ece_flip_tta_at_1']:.4f} at temperature 1, {metrics['ece_flip_tta']:.4f} with it",
