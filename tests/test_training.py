@@ -619,6 +619,11 @@ def test_metrics_match_a_hand_computation():
     assert report.confusion.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     assert report.normalized_confusion[0].tolist() == pytest.approx([2 / 3, 1 / 3, 0])
 
+    absent = classification_report(true, predicted, num_classes=7)  # four classes without faces
+    assert absent.macro_f1 == pytest.approx(report.macro_f1)
+    macro = absent.table().splitlines()[-1]  # every macro column averages the classes with faces alike
+    assert macro == f"| **macro** | {2 / 3:.3f} | {(2 / 3 + 0.5 + 1) / 3:.3f} | {sum(f1) / 3:.3f} | 6 |"
+
 
 def test_calibration_matches_a_hand_computation():
     from fervid.evaluation.metrics import calibration

@@ -99,7 +99,9 @@ class ClassificationReport:
         lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
         for i, name in enumerate(EXPRESSIONS):
             lines.append(f"| {name} | {self.precision[i]:.3f} | {self.recall[i]:.3f} | {self.f1[i]:.3f} | {self.support[i]} |")
-        lines.append(f"| **macro** | {self.precision.mean():.3f} | {self.recall.mean():.3f} | {self.macro_f1:.3f} | {self.support.sum()} |")
+        present = self.support > 0  # averaged over the classes with faces, as macro-F1 is
+        precision, recall = (float(v[present].mean()) if present.any() else 0.0 for v in (self.precision, self.recall))
+        lines.append(f"| **macro** | {precision:.3f} | {recall:.3f} | {self.macro_f1:.3f} | {self.support.sum()} |")
         return "\n".join(lines)
 
 
