@@ -135,15 +135,19 @@ def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
         (["evaluate", "MODEL", "DATA"], "not a fervid expression model"),
         (["evaluate", "FOLDER", "DATA"], "a folder without model.onnx"),
         (["evaluate", "fervid-vgg", "DATA", "--against", "nope"], "no bundled model named 'nope'"),
+        (["evaluate", "runs/typo", "DATA"], "runs/typo: no such model file or run folder"),
+        (["live", "--model", "KERAS", "--source", "0"], "a Keras model; this needs its ONNX export (fervid export"),
     ],
 )
 def test_bad_model_and_benchmark_inputs_fail_before_any_work(args: list[str], message: str, tmp_path: Path) -> None:
     (tmp_path / "not.zip").write_bytes(b"\x1f\x8b binary, not a zip")
     (tmp_path / "folder").mkdir()
+    (tmp_path / "model.keras").write_bytes(b"PK")
     paths = {
         "NOTZIP": tmp_path / "not.zip",
         "MODEL": write_non_face_onnx(tmp_path / "flat.onnx"),
         "FOLDER": tmp_path / "folder",
+        "KERAS": tmp_path / "model.keras",
         "DATA": write_folder_dataset(tmp_path / "d", 0, {"train": 1, "validation": 1}),
     }
     result = fervid(*[str(paths.get(arg, arg)) for arg in args], cwd=tmp_path)

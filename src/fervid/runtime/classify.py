@@ -78,10 +78,14 @@ def resolve_model(model: str | Path | None) -> Path:
         if not (path / "model.onnx").exists():
             raise FervidError(f"{path}: a folder without model.onnx (give a .onnx file, a finished run folder or a bundled model name)")
         return path / "model.onnx"
+    if path.suffix == ".keras":
+        raise FervidError(f"{path}: a Keras model; this needs its ONNX export (fervid export {path})")
     if path.suffix == ".onnx" or path.exists():
         if not path.exists():
             raise FervidError(f"{path}: no such model file")
         return path
+    if len(path.parts) > 1:  # runs/typo is a path, not a bundled model's name
+        raise FervidError(f"{path}: no such model file or run folder")
     return bundled_model_path(str(model))
 
 
