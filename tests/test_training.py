@@ -219,7 +219,10 @@ def test_evaluate_input_blur_defaults_to_the_card_and_can_be_overridden(trained_
             target = tmp_path / f"{model}-{blur}.json"
             run_fervid("evaluate", str(run / model), str(data), "--json", str(target), *(["--input-blur", blur] if blur else []))
             scores[model, blur] = json.loads(target.read_text())
-    assert scores["model.onnx", "1.5"]["input_blur"] == 1.5 and scores["model.onnx", None]["input_blur"] is None
+    assert scores["model.onnx", "1.5"]["input_blur"] == 1.5
+    assert scores["model.onnx", None]["input_blur"] == scores["model.keras", None]["input_blur"] == card_blur  # what was applied
+    card_temperature = json.loads((run / "model.json").read_text())["inference"]["temperature"]
+    assert scores["model.onnx", None]["temperature"] == scores["model.keras", None]["temperature"] == card_temperature
     for blur in (None, str(card_blur), "1.5"):  # the option reaches both kinds of model alike
         assert scores["model.onnx", blur]["confusion"] == scores["model.keras", blur]["confusion"]
     assert scores["model.onnx", None]["confusion"] == scores["model.onnx", str(card_blur)]["confusion"], "the default is the card's"

@@ -246,7 +246,11 @@ def evaluate(
         raise FervidError(f"{data}: no readable images in the '{split}' split")
     inputs = arrays.inputs()
     report = run_evaluation(predictor, inputs, arrays.labels, flip_tta=flip_tta)
-    out.print(f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}", markup=False)
+    out.print(
+        f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}; "
+        f"input blur {predictor.input_blur:g}, temperature {predictor.temperature:g}",
+        markup=False,
+    )
     out.print(report.table(), highlight=False)
     out.print(report.calibration.table(), highlight=False)
     out.print(
@@ -267,8 +271,8 @@ def evaluate(
         comparison = {"model": against, "accuracy": other.accuracy, "only_this_right": only_this,
                       "only_other_right": only_other, "mcnemar_p": p_value}
     if json_out:
-        payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta, "input_blur": input_blur,
-                   "temperature": temperature, "images": len(arrays), **report.to_dict()}
+        payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta,  # the blur and temperature applied
+                   "input_blur": predictor.input_blur, "temperature": predictor.temperature, "images": len(arrays), **report.to_dict()}
         if comparison:
             payload["against"] = comparison
         write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")

@@ -20,8 +20,9 @@ class ModelPredictor:
     which class wins; a plain function is a Predictor at temperature 1.
     """
 
-    def __init__(self, run: Predictor, temperature: float = 1.0) -> None:
+    def __init__(self, run: Predictor, temperature: float = 1.0, input_blur: float = 0.0) -> None:
         self.run, self.temperature = run, temperature
+        self.input_blur = input_blur  # what ``run`` blurs its inputs by: recorded with the scores, which depend on it
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         return self.run(inputs)
@@ -50,12 +51,13 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
     return ModelPredictor(
         lambda inputs: classifier.predict_inputs(inputs, flip_tta=False, input_blur=input_blur, temperature=1.0),
         classifier.temperature if temperature is None else temperature,
+        classifier.input_blur if input_blur is None else input_blur,
     )
 
 
 def keras_predictor(network, *, input_blur: float = 0.0, temperature: float = 1.0) -> ModelPredictor:
     """A loaded Keras classifier as a Predictor, its inputs blurred by ``input_blur`` (sigma, pixels)."""
-    return ModelPredictor(lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0)), temperature)
+    return ModelPredictor(lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0)), temperature, input_blur)
 
 
 def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False, batch_size: int = 512) -> np.ndarray:
