@@ -48,6 +48,11 @@ def test_evaluate_refuses_a_confusion_path_that_is_not_png_before_scoring(tmp_pa
     result = fervid("evaluate", "fervid-vgg", str(tmp_path / "missing"), "--confusion", str(tmp_path / "c.txt"))
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"fervid: error: --confusion {tmp_path / 'c.txt'}: the confusion matrix is a PNG; give a path ending in .png"]
+    result = fervid("evaluate", "fervid-vgg", str(tmp_path / "missing"), "--json", str(tmp_path))
+    assert result.returncode == 2 and result.stderr.strip() == f"fervid: error: --json {tmp_path}: a folder, not a file"
+    flat = write_folder_dataset(tmp_path / "flat", 1)  # class folders, no splits: all of it is 'train'
+    result = fervid("evaluate", "fervid-vgg", str(flat))
+    assert result.returncode == 2 and result.stderr.strip().endswith("(found: train); --split train scores the model on those")
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "unknown_classes", "all_corrupt"])

@@ -228,6 +228,8 @@ def evaluate(
         _needs("data", "matplotlib")
         if confusion.suffix.lower() != ".png":  # checked now, not after the scoring
             raise FervidError(f"--confusion {confusion}: the confusion matrix is a PNG; give a path ending in .png")
+    if json_out is not None and json_out.is_dir():
+        raise FervidError(f"--json {json_out}: a folder, not a file")
     if any(str(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
     from fervid.data import load_arrays, read_dataset
@@ -240,7 +242,8 @@ def evaluate(
     other_predictor = load_predictor(against) if against else None  # a wrong --against fails now, not after the scoring
     index = read_dataset(data, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
     if split not in index.splits:
-        raise FervidError(f"{data}: no '{split}' split (found: {', '.join(index.splits)})")
+        hint = f"; --split {index.splits[0]} scores the model on those" if len(index.splits) == 1 else ""
+        raise FervidError(f"{data}: no '{split}' split (found: {', '.join(index.splits)}){hint}")
     arrays = load_arrays(index, split)
     if len(arrays) == 0:
         raise FervidError(f"{data}: no readable images in the '{split}' split")
