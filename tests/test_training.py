@@ -172,6 +172,10 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     run_fervid("export", str(copy), "--int8", str(data))
     assert json.loads((copy / "model.int8.json").read_text())["precision"] == "int8" and (copy / "model.int8.onnx").exists()
     assert (copy / "model.onnx").read_bytes() == float32 and (copy / "model.json").read_text() == card
+    flat = write_folder_dataset(tmp_path / "flat", 6)  # class folders only: calibrated and scored on a seeded holdout
+    held_out = run_fervid("export", str(copy), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
+    assert "int8: same class as float32" in held_out.stdout
+    assert json.loads((tmp_path / "flat.json").read_text())["metrics"]["split"].startswith("stratified 10% of train")
     for argument, message in ((tmp_path / "empty.keras", "empty or damaged"), (tmp_path, "a folder without model.keras")):
         failed = run_fervid("export", str(argument), check=False)
         assert failed.returncode == 2 and message in failed.stderr and len(failed.stderr.strip().splitlines()) == 1

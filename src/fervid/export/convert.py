@@ -73,7 +73,7 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         final = float32_path
         if int8_data is not None:
             final = Path(scratch) / "int8.onnx"
-            result = _quantized(float32_path, final, int8_data, result, seed)
+            result = _quantized(float32_path, final, _calibration_data(model_path, int8_data), result, seed)
         write_with(target, lambda temporary: shutil.copyfile(final, temporary))
         result.path = target
     if result.card is not None:
@@ -81,24 +81,30 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     return result
 
 
-def _quantized(float32_path: Path, target: Path, data: Path, exported: ExportResult, seed: int) -> ExportResult:
-    """Quantize, score the int8 model on the validation split, and store those scores in its card."""
-    from fervid.data import load_arrays, read_dataset
+def _calibration_data(model_path: Path, data: Path):
+    """``data`` read as training read its own: the run's ``--unknown``/``--map`` and, without a
+    validation split, the same seeded stratified holdout (defaults for a model outside a run folder)."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import load_training_data
+
+    run_config = model_path.parent / "config.json"
+    config = TrainConfig.load(run_config) if run_config.exists() else TrainConfig(data=str(data))
+    config.data = str(data)
+    return load_training_data(config)
+
+
+def _quantized(float32_path: Path, target: Path, data, exported: ExportResult, seed: int) -> ExportResult:
+    """Quantize on training faces, score the int8 model on validation ones, and store those scores in its card."""
     from fervid.evaluation.evaluate import card_metrics, evaluate, load_predictor, predict
     from fervid.export.quantize import quantize_int8
 
-    index = read_dataset(data)
-    if "train" not in index.splits or "validation" not in index.splits:
-        raise FervidError(f"{data}: int8 calibration needs a train and a validation split")
-    train, validation = load_arrays(index, "train"), load_arrays(index, "validation")
-    if len(train) == 0 or len(validation) == 0:
-        raise FervidError(f"{data}: int8 calibration needs readable train and validation images")
+    train, validation = data.train, data.validation
     rows = np.random.default_rng(seed).choice(len(train), size=min(CALIBRATION_FACES, len(train)), replace=False)
     quantize_int8(float32_path, target, smooth(train.inputs()[rows], card_input_blur(exported.card)))
 
     inputs, labels = validation.inputs(), validation.labels
     float32, int8 = load_predictor(float32_path), load_predictor(target)
-    scored, _, _ = card_metrics(int8, inputs, labels, "validation split")
+    scored, _, _ = card_metrics(int8, inputs, labels, data.validation_source)
     agreement = float((predict(int8, inputs).argmax(1) == predict(float32, inputs).argmax(1)).mean())
     card = dict(exported.card or {})
     previous = card.get("metrics", {})
