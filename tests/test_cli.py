@@ -32,7 +32,7 @@ def test_inspect_counts_lists_unreadable_and_writes_grid(tmp_path):
     assert "unreadable files: 1" in result.stdout and "bad.jpg" in result.stdout
     assert "exact duplicates: 1 images in 1 groups" in result.stdout
     assert "0000_copy.png" in result.stdout
-    assert "imbalance (largest / smallest class): 1.2x" in result.stdout  # 6 files in happy and sad, 5 elsewhere
+    assert "imbalance (largest / smallest class): 1.2x" in result.stdout  # 6 readable in sad (5 in happy: one is junk), 5 elsewhere
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -42,6 +42,12 @@ def test_inspect_of_the_current_folder_names_the_grid_after_it(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "sample grid: faces-samples.png" in result.stdout and (data / "faces-samples.png").stat().st_size > 0
+
+
+def test_inspect_refuses_a_grid_that_is_not_png_before_reading(tmp_path):
+    result = fervid("data", "inspect", str(tmp_path / "missing"), "--grid", str(tmp_path / "g.jpg"))
+    assert result.returncode == 2 and "the sample grid is a PNG; give a path ending in .png" in result.stderr
+    assert "no such" not in result.stderr, "refused before the data is looked at"
 
 
 def test_evaluate_refuses_a_confusion_path_that_is_not_png_before_scoring(tmp_path):

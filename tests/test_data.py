@@ -212,3 +212,84 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     expected = load_arrays(index).images
     (cache_dir() / f"{fingerprint(index)}.npz").write_bytes(b"garbage")
     assert np.array_equal(load_arrays(index).images, expected)
+
+
+def test_csv_usage_takes_folder_split_names_and_refuses_unknown_ones(tmp_path):
+    path = write_fer_csv(tmp_path / "fer.csv", {"Training": 1, "Validation": 1, "test": 1})
+    assert read_dataset(path).splits == ["train", "validation", "test"]
+    write_fer_csv(path, {"Training": 1, "Dev2": 1})
+    with pytest.raises(FervidError, match=r"Usage 'Dev2' is not a split: use Training, PublicTest, PrivateTest \(or train"):
+        read_dataset(path)
+
+
+def test_csv_row_with_a_stray_extra_field_is_unreadable_not_a_face(tmp_path):
+    good = " ".join(["100"] * 2304)
+    path = tmp_path / "fer.csv"
+    path.write_text(f"emotion,pixels,Usage\n0,{good},Training\n\n3,{good},Training,extra\n5,{good}\n")
+    index = read_dataset(path)
+    arrays = load_arrays(index, "train")
+    assert len(arrays) == 1 and sorted(arrays.failed) == [("1", "more fields than the header's 3"), ("2", "no Usage value")]
+
+
+def test_dev_folder_is_validation_and_a_folder_beside_splits_is_not_train(tmp_path):
+    for split in ["Train", "dev", "Val"]:
+        write_folder_dataset(tmp_path / "splits", 0, {split: 1})
+    counts = read_dataset(tmp_path).counts()
+    assert counts["train"].sum() == 7 and counts["validation"].sum() == 14
+    write_folder_dataset(tmp_path / "splits", 0, {"holdout": 2})
+    with pytest.raises(FervidError, match=r"beside the split folders .*: splits/holdout \(14\); rename them or drop"):
+        read_dataset(tmp_path)
+    dropped = read_dataset(tmp_path, unknown="drop")
+    assert dropped.dropped == {"holdout": 14} and dropped.counts()["train"].sum() == 7
+
+
+def test_images_in_a_split_folder_without_class_folders_are_dropped_and_named(tmp_path):
+    image = pattern_face(0, np.random.default_rng(0))
+    for folder in ["happy", "sad/test"]:
+        (tmp_path / "cf2" / folder).mkdir(parents=True)
+        for number in range(2):
+            cv2.imwrite(str(tmp_path / "cf2" / folder / f"{number}.png"), image)
+    index = read_dataset(tmp_path / "cf2")
+    assert index.dropped == {"sad/test (images in a split folder with no class folder)": 2}
+    (tmp_path / "cf2" / "happy").rename(tmp_path / "cf2" / "sad" / "train")  # class-first: sad/train, sad/test
+    with pytest.raises(FervidError, match=r"split folders inside class folders \(sad/test/...\): fervid expects <split>/<class>/"):
+        read_dataset(tmp_path / "cf2")
+
+
+def test_unknown_folders_in_several_splits_add_up_when_dropped(tmp_path):
+    write_folder_dataset(tmp_path, 0, {"train": 1, "test": 1})
+    for split, count in [("train", 1), ("test", 2)]:
+        (tmp_path / split / "contempt").mkdir()
+        for number in range(count):
+            cv2.imwrite(str(tmp_path / split / "contempt" / f"{number}.png"), pattern_face(0, np.random.default_rng(1)))
+    assert read_dataset(tmp_path, unknown="drop").dropped == {"contempt": 3}
+
+
+@pytest.mark.parametrize("damage", ["missing_key", "wrong_length"])
+def test_a_cache_entry_that_is_a_valid_npz_but_not_whole_is_rebuilt(tmp_path, damage):
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    index = read_dataset(folder)
+    expected = load_arrays(index).images
+    arrays = {"images": np.zeros((7, 48, 48), np.uint8)} if damage == "missing_key" else {
+        "images": np.zeros((3, 48, 48), np.uint8), "reasons": np.array([""] * 3), "digests": np.array(["x"] * 3)}
+    np.savez(cache_dir() / f"{fingerprint(index)}.npz", **arrays)
+    assert np.array_equal(load_arrays(index).images, expected)
+
+
+def test_inspect_counts_readable_images_and_lists_unreadable_apart(tmp_path):
+    from fervid.data.inspect import summarize
+
+    folder = write_folder_dataset(tmp_path, 0, {"train": 2})
+    (folder / "train" / "happy" / "junk.png").write_bytes(b"junk")
+    summary, _ = summarize(read_dataset(folder))
+    assert summary.counts.loc["happy", "train"] == 2 and len(summary.unreadable) == 1
+    assert summary.imbalance == 1.0
+
+
+def test_a_grid_path_that_is_not_png_is_refused():
+    from fervid.data.inspect import check_grid_path
+
+    check_grid_path(None)
+    check_grid_path(Path("g.PNG"))
+    with pytest.raises(FervidError, match=r"--grid g.jpg: the sample grid is a PNG; give a path ending in .png"):
+        check_grid_path(Path("g.jpg"))

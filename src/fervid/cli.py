@@ -76,9 +76,10 @@ def data_inspect(
     """
     _needs("data", "pandas")
     from fervid.data import read_dataset
-    from fervid.data.inspect import sample_grid, summarize
+    from fervid.data.inspect import check_grid_path, sample_grid, summarize
     from fervid.labels import parse_mapping
 
+    check_grid_path(grid)  # before reading the data: the grid is PNG bytes
     index = read_dataset(path, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
     summary, arrays = summarize(index)
     table = Table(title=f"{path} ({index.kind})")

@@ -23,7 +23,8 @@ from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: CSV rows with extra fields are unreadable, no longer decoded
+CACHE_KEYS = ("images", "reasons", "digests")
 
 
 @dataclass
@@ -90,10 +91,11 @@ def _entries(index: DatasetIndex) -> Iterator[bytes | str]:
         header = pd.read_csv(index.location, nrows=0).columns
         column = next(c for c in header if c.strip().lower() == "pixels")
         # Only the pixels column, as the index read only its own: a row with extra fields is then one
-        # unreadable face, not a parser error for the whole file.
+        # unreadable face (the index marks it), not a parser error for the whole file.
         pixels = pd.read_csv(index.location, usecols=[column])[column]
         for row in index.frame["source"]:
-            yield pixels.iat[int(row)]
+            value = pixels.iat[int(row)]
+            yield value if isinstance(value, str) else ""  # an empty field reads as NaN
     else:
         for source in index.frame["source"]:
             try:
@@ -108,9 +110,13 @@ def _decode_all(index: DatasetIndex) -> dict[str, np.ndarray]:
     reasons = np.full(count, "", dtype=object)
     digests = np.full(count, "", dtype=object)
     entries = progress(_entries(index), total=count, description=f"decoding {index.location.name}")
-    for position, entry in enumerate(entries):
+    known = index.unreadable
+    for position, (source, entry) in enumerate(zip(index.frame["source"], entries)):
         raw = entry.encode() if isinstance(entry, str) else entry
         digests[position] = hashlib.blake2b(raw, digest_size=10).hexdigest()
+        if source in known:  # malformed before decoding (a CSV row with extra fields): its pixels mean nothing
+            reasons[position] = known[source]
+            continue
         try:
             images[position] = decode_pixel_string(entry) if isinstance(entry, str) else decode_image_bytes(entry)
         except UnreadableImage as error:
@@ -123,15 +129,37 @@ def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(stream, **arrays)
 
 
+def _matches(arrays: dict[str, np.ndarray], count: int) -> bool:
+    """Whether cached arrays are whole: every key, one entry per index row, 48x48 uint8 faces.
+
+    A cache file can be a valid npz and still not ours to trust (cut short, written by other code).
+    """
+    if any(key not in arrays or len(arrays[key]) != count for key in CACHE_KEYS):
+        return False
+    return arrays["images"].shape[1:] == (FACE_SIZE, FACE_SIZE) and arrays["images"].dtype == np.uint8
+
+
+def _load_cached(path: Path, count: int) -> dict[str, np.ndarray] | None:
+    """The cached arrays at ``path``, or None (and the file removed) when missing or damaged."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            arrays = {key: cached[key] for key in cached.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        arrays = {}
+    if _matches(arrays, count):
+        return arrays
+    path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
+    return None
+
+
 def decoded(index: DatasetIndex, *, use_cache: bool = True) -> dict[str, np.ndarray]:
     """Every entry of the index decoded (images, failure reasons, digests), from cache when possible."""
     path = cache_dir() / f"{fingerprint(index)}.npz" if use_cache else None
-    if path is not None and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as cached:
-                return {key: cached[key] for key in cached.files}
-        except (OSError, ValueError, zipfile.BadZipFile):
-            path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
+    cached = _load_cached(path, len(index.frame)) if path is not None else None
+    if cached is not None:
+        return cached
     arrays = _decode_all(index)
     if path is not None:
         try:
@@ -139,6 +167,11 @@ def decoded(index: DatasetIndex, *, use_cache: bool = True) -> dict[str, np.ndar
         except OSError:
             pass  # a read-only or full cache disk only costs speed
     return arrays
+
+
+def readable_counts(index: DatasetIndex, *, use_cache: bool = True) -> pd.DataFrame:
+    """Images per class and split that decode: what training uses, unreadable files left out."""
+    return index.counts(decoded(index, use_cache=use_cache)["reasons"] == "")
 
 
 def load_arrays(index: DatasetIndex, split: str | None = None, *, use_cache: bool = True) -> FaceArrays:

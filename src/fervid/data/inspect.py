@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fervid.data.arrays import FaceArrays, load_arrays
+from fervid.data.arrays import FaceArrays, load_arrays, readable_counts
 from fervid.data.readers import DatasetIndex
+from fervid.errors import FervidError
 from fervid.fileio import write_bytes_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE
@@ -21,7 +22,7 @@ from fervid.preprocess import FACE_SIZE
 @dataclass
 class DatasetSummary:
     index: DatasetIndex
-    counts: pd.DataFrame
+    counts: pd.DataFrame  # readable images only: what training uses (unreadable ones are listed apart)
     imbalance: float  # largest class / smallest non-empty class, over all splits
     unreadable: list[tuple[str, str]]
     duplicate_groups: list[list[str]]  # sources sharing identical bytes
@@ -35,7 +36,7 @@ class DatasetSummary:
 def summarize(index: DatasetIndex) -> tuple[DatasetSummary, FaceArrays]:
     """Decode everything once (cached) and gather the figures ``fervid data inspect`` prints."""
     arrays = load_arrays(index)
-    counts = index.counts()
+    counts = readable_counts(index)
     totals = counts.sum(axis=1)
     nonzero = totals[totals > 0]
     imbalance = float(nonzero.max() / nonzero.min()) if len(nonzero) else 0.0
@@ -45,6 +46,12 @@ def summarize(index: DatasetIndex) -> tuple[DatasetSummary, FaceArrays]:
         if seen[digest] > 1:
             groups.setdefault(digest, []).append(str(source))
     return DatasetSummary(index, counts, imbalance, arrays.failed, list(groups.values())), arrays
+
+
+def check_grid_path(grid: Path | None) -> None:
+    """Refuse a ``--grid`` that does not end in .png before any data is read: the grid is PNG bytes."""
+    if grid is not None and grid.suffix.lower() != ".png":
+        raise FervidError(f"--grid {grid}: the sample grid is a PNG; give a path ending in .png")
 
 
 def sample_grid(arrays: FaceArrays, target: Path, per_class: int = 8, seed: int = 0, scale: int = 2) -> Path:

@@ -7,12 +7,14 @@ as Kaggle's ``images/train|validation/<class>`` or ``train|test/<class>``), the 
 
 from __future__ import annotations
 
+import csv
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from fervid.errors import FervidError
@@ -26,13 +28,14 @@ SPLIT_NAMES = {
     "validation": "validation",
     "val": "validation",
     "valid": "validation",
+    "dev": "validation",  # the machine-learning name for it ("dev set"), never a class
     "publictest": "validation",
     "test": "test",
     "testing": "test",
     "privatetest": "test",
 }
-CSV_USAGE = {"training": "train", "publictest": "validation", "privatetest": "test"}
 CSV_COLUMNS = ("emotion", "pixels")
+USAGES_LISTED = 5  # unknown Usage values named in the error
 UnknownPolicy = Literal["error", "drop"]
 
 
@@ -42,13 +45,16 @@ class DatasetIndex:
 
     ``source`` is a path relative to ``location`` for folders, a member name for zips and the row
     number for CSV files; ``dropped`` counts what was left out (folders that are not expression
-    classes, CSV rows without a valid class).
+    classes, images in a split folder with no class folder, CSV rows without a valid class);
+    ``unreadable`` names the rows the reader already knows cannot be decoded (a CSV row with more
+    fields than the header), with why: they stay in the frame so that loading lists them.
     """
 
     location: Path
     kind: Literal["folder", "zip", "csv"]
     frame: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def split(self, name: str) -> pd.DataFrame:
         """Rows of one split (train, validation or test)."""
@@ -60,9 +66,13 @@ class DatasetIndex:
         order = ["train", "validation", "test"]
         return [s for s in order if s in set(self.frame["split"])]
 
-    def counts(self) -> pd.DataFrame:
-        """Images per class (rows, canonical order) and split (columns)."""
-        table = pd.crosstab(self.frame["label"], self.frame["split"])
+    def counts(self, keep: np.ndarray | None = None) -> pd.DataFrame:
+        """Images per class (rows, canonical order) and split (columns), of the rows ``keep`` selects.
+
+        Every split present keeps its column even when ``keep`` (e.g. the readable rows) empties it.
+        """
+        frame = self.frame if keep is None else self.frame[np.asarray(keep, dtype=bool)]
+        table = pd.crosstab(frame["label"], frame["split"])
         return table.reindex(index=list(EXPRESSIONS), columns=self.splits, fill_value=0)
 
 
@@ -96,13 +106,35 @@ def read_dataset(
         frame, dropped = _index_paths(names, location, unknown, mapping)
         return DatasetIndex(location, "zip", frame, dropped)
     if suffix == ".csv":
-        frame, dropped = _index_csv(location)
-        return DatasetIndex(location, "csv", frame, dropped)
+        frame, dropped, unreadable = _index_csv(location)
+        return DatasetIndex(location, "csv", frame, dropped, unreadable)
     raise FervidError(f"{location}: expected a folder, a .zip or a FER2013-style .csv")
 
 
 def _is_hidden(parts: tuple[str, ...]) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
+def _split_of(parts: tuple[str, ...]) -> tuple[int, str] | None:
+    """The nearest ancestor folder with a split name, as (position in ``parts``, split), or None."""
+    for position in range(len(parts) - 2, -1, -1):
+        name = normalize_name(parts[position])
+        if name in SPLIT_NAMES:
+            return position, SPLIT_NAMES[name]
+    return None
+
+
+def _beside_splits(parts: tuple[str, ...], split_parents: set[tuple[str, ...]], mapping: Mapping[str, str] | None) -> int | None:
+    """Where ``parts`` (an image under no split folder) passes a folder that sits beside split folders
+    but is neither a split nor a class (``extra/`` next to ``train/``), or None.
+
+    Taking its images as training data would train on whatever it holds (a test set under a name
+    fervid does not know).
+    """
+    for position in range(len(parts) - 2):
+        if parts[:position] in split_parents and canonical_label(parts[position], mapping) is None:
+            return position
+    return None
 
 
 def _index_paths(
@@ -114,45 +146,86 @@ def _index_paths(
     """Find each image's class folder and split folder from its path.
 
     The class is the image's parent folder; the split is the nearest ancestor with a split name
-    (``train``, ``validation``/``val``, ``test``, ...), or ``train`` when there is none, in which
-    case training holds out its own validation fraction.
+    (``train``, ``validation``/``val``/``dev``, ``test``, ...), or ``train`` when there is none, in
+    which case training holds out its own validation fraction.
     """
-    rows: list[tuple[str, str, str]] = []
-    unknown_counts: dict[str, int] = {}
+    images = []
     for name in names:
         parts = PurePosixPath(name).parts
-        if len(parts) < 2 or _is_hidden(parts) or PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
-            continue
+        if len(parts) >= 2 and not _is_hidden(parts) and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
+            images.append((name, parts, _split_of(parts)))
+    split_parents = {parts[:found[0]] for _, parts, found in images if found and found[0] < len(parts) - 2}
+    rows: list[tuple[str, str, str]] = []
+    unknown_counts: dict[str, int] = {}
+    beside_counts: dict[str, int] = {}
+    classless: dict[str, int] = {}  # split folder -> images loose in it
+    for name, parts, found in images:
         folder = parts[-2]
-        split = next((SPLIT_NAMES[normalize_name(p)] for p in reversed(parts[:-2]) if normalize_name(p) in SPLIT_NAMES), "train")
-        if normalize_name(folder) in SPLIT_NAMES:
-            continue  # an image loose in a split folder has no class
+        if found and found[0] == len(parts) - 2:
+            key = "/".join(parts[:-1])
+            classless[key] = classless.get(key, 0) + 1  # an image loose in a split folder has no class
+            continue
+        beside = None if found else _beside_splits(parts, split_parents, mapping)
+        if beside is not None:
+            key = "/".join(parts[: beside + 1])
+            beside_counts[key] = beside_counts.get(key, 0) + 1
+            continue
         label = canonical_label(folder, mapping)
         if label is None:
             key = "/".join(parts[:-1])
             unknown_counts[key] = unknown_counts.get(key, 0) + 1
             continue
-        rows.append((name, label, split))
-    if unknown_counts and unknown == "error":
-        listed = sorted(unknown_counts.items(), key=lambda kv: (-kv[1], kv[0]))  # the biggest first
-        folders = ", ".join(f"{k} ({v})" for k, v in listed[:UNKNOWN_LISTED])
-        if len(listed) > UNKNOWN_LISTED:
-            folders += f" and {len(listed) - UNKNOWN_LISTED} more"
-        raise FervidError(
-            f"{location}: folders that are not expression classes: {folders}; "
-            "drop them with --unknown drop or map them with --map FOLDER=CLASS"
-        )
+        rows.append((name, label, found[1] if found else "train"))
+    if unknown == "error":
+        _refuse_unknown(location, unknown_counts, beside_counts)
     if not rows:
-        raise FervidError(
-            f"{location}: no images in class folders (expected <class>/*.jpg, optionally under "
-            f"train/validation/test; classes: {', '.join(EXPRESSIONS)})"
-        )
+        _refuse_empty(location, classless, mapping)
     frame = pd.DataFrame(rows, columns=["source", "label", "split"])
-    dropped = {PurePosixPath(k).name: v for k, v in unknown_counts.items()}
+    dropped: dict[str, int] = {}
+    for key, count in {**unknown_counts, **beside_counts}.items():  # train/contempt and test/contempt add up
+        dropped[PurePosixPath(key).name] = dropped.get(PurePosixPath(key).name, 0) + count
+    for key, count in classless.items():
+        dropped[f"{key} (images in a split folder with no class folder)"] = count
     return frame.sort_values(["split", "label", "source"], kind="stable").reset_index(drop=True), dropped
 
 
-def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int]]:
+def _listed(counts: dict[str, int]) -> str:
+    """'a (5), b (1) and 3 more': the biggest first, as many as a one-line error holds."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    listed = ", ".join(f"{k} ({v})" for k, v in ordered[:UNKNOWN_LISTED])
+    return listed + (f" and {len(ordered) - UNKNOWN_LISTED} more" if len(ordered) > UNKNOWN_LISTED else "")
+
+
+def _refuse_unknown(location: Path, unknown_counts: dict[str, int], beside_counts: dict[str, int]) -> None:
+    """Stop on folders that are not classes (or, beside split folders, not splits either), naming them."""
+    if beside_counts:
+        raise FervidError(
+            f"{location}: folders beside the split folders that are neither a split (train, validation, test) "
+            f"nor an expression class: {_listed(beside_counts)}; rename them or drop them with --unknown drop"
+        )
+    if unknown_counts:
+        raise FervidError(
+            f"{location}: folders that are not expression classes: {_listed(unknown_counts)}; "
+            "drop them with --unknown drop or map them with --map FOLDER=CLASS"
+        )
+
+
+def _refuse_empty(location: Path, classless: dict[str, int], mapping: Mapping[str, str] | None) -> None:
+    """No image is in a class folder: explain a class-first layout (``happy/train/``), the usual cause."""
+    inverted = next((key for key in sorted(classless) if len(PurePosixPath(key).parts) >= 2
+                     and canonical_label(PurePosixPath(key).parts[-2], mapping)), None)
+    if inverted:
+        raise FervidError(
+            f"{location}: found split folders inside class folders ({inverted}/...): fervid expects "
+            f"<split>/<class>/ or <class>/ (classes: {', '.join(EXPRESSIONS)})"
+        )
+    raise FervidError(
+        f"{location}: no images in class folders (expected <class>/*.jpg, optionally under "
+        f"train/validation/test; classes: {', '.join(EXPRESSIONS)})"
+    )
+
+
+def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, str]]:
     """FER2013's CSV: ``emotion`` is a class number in FER2013's own order, ``Usage`` the split."""
     try:
         header = pd.read_csv(location, nrows=0)
@@ -165,20 +238,59 @@ def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int]]:
             f"{location}: CSV needs columns emotion,pixels[,Usage]; missing {', '.join(missing)} "
             f"(found {', '.join(map(str, header.columns))})"
         )
-    usecols = [columns["emotion"]] + ([columns["usage"]] if "usage" in columns else [])
+    usage = columns.get("usage")
+    usecols = [columns["emotion"], *([usage] if usage else [])]
     try:
         table = pd.read_csv(location, usecols=usecols)
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:  # a bad row further down than the header
+        extra = _rows_with_extra_fields(location, len(header.columns))
+    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as error:  # a bad row further down than the header
         raise FervidError(f"{location}: not a readable CSV ({str(error).strip()})") from None
     emotion = pd.to_numeric(table[columns["emotion"]], errors="coerce")
     bad = emotion.isna() | ~emotion.isin(range(len(FER2013_CSV_CLASSES)))
     if bad.all():
         raise FervidError(f"{location}: no row has an emotion between 0 and 6")
     labels = emotion.where(~bad, 0).astype(int).map(dict(enumerate(FER2013_CSV_CLASSES)))
-    if "usage" in columns:
-        split = table[columns["usage"]].astype(str).map(lambda u: CSV_USAGE.get(normalize_name(u), "train"))
+    reasons = pd.Series("", index=table.index)
+    reasons.iloc[extra] = f"more fields than the header's {len(header.columns)}"
+    if usage:
+        split = _csv_splits(location, table[usage], reasons, bad)
     else:
         split = pd.Series("train", index=table.index)
     frame = pd.DataFrame({"source": table.index.astype(str), "label": labels, "split": split})
     dropped = {"rows with an emotion outside 0-6": int(bad.sum())} if bad.any() else {}
-    return frame[~bad].reset_index(drop=True), dropped
+    unreadable = {str(row): reason for row, reason in reasons[~bad & (reasons != "")].items()}
+    return frame[~bad].reset_index(drop=True), dropped, unreadable
+
+
+def _rows_with_extra_fields(location: Path, width: int) -> list[int]:
+    """Data rows (0-based, as pandas numbers them) with more fields than the header's ``width``.
+
+    pandas reading only some columns cuts such rows silently, so a face with a stray ``,x`` would
+    train as if it were whole; counting fields costs a second pass (about 1.5 s over FER2013's CSV).
+    """
+    with open(location, newline="", encoding="utf-8") as handle:
+        rows = (row for row in csv.reader(handle) if len(row) > 1 or (row and row[0].strip()))  # pandas skips blank lines
+        next(rows, None)  # the header
+        return [number for number, row in enumerate(rows) if len(row) > width]
+
+
+def _csv_splits(location: Path, usage: pd.Series, reasons: pd.Series, bad: pd.Series) -> pd.Series:
+    """Each row's split from its ``Usage``: FER2013's Training/PublicTest/PrivateTest or a folder split name.
+
+    Any other value stops the read, naming it: taking it for ``train`` once trained on a whole CSV
+    whose rows said ``Validation``/``Test``. A row without a Usage, or with more fields than the
+    header (its Usage is then some other field), is unreadable instead (``reasons`` gets why) and
+    listed under train unless its Usage names a split.
+    """
+    names = usage.map(lambda value: normalize_name(str(value)) if pd.notna(value) else "")
+    reasons[(names == "") & (reasons == "")] = "no Usage value"
+    split = names.map(SPLIT_NAMES)
+    unknown = usage[split.isna() & (reasons == "") & ~bad].astype(str).value_counts()
+    if len(unknown):
+        values = ", ".join(f"'{value}'" for value in unknown.index[:USAGES_LISTED])
+        more = f" and {len(unknown) - USAGES_LISTED} more" if len(unknown) > USAGES_LISTED else ""
+        raise FervidError(
+            f"{location}: Usage {values}{more} {'is not a split' if len(unknown) == 1 else 'are not splits'}: "
+            "use Training, PublicTest, PrivateTest (or train, validation, test)"
+        )
+    return split.fillna("train")

@@ -22,7 +22,7 @@ import numpy as np
 
 from fervid.console import warn
 from fervid.data import FaceArrays, load_arrays, read_dataset
-from fervid.data.arrays import fingerprint
+from fervid.data.arrays import fingerprint, readable_counts
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
@@ -91,7 +91,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         source = f"stratified {config.val_fraction:.0%} of train (seed {config.seed})"
     if len(validation) == 0:
         raise FervidError(f"{config.data}: no validation images could be set aside")
-    counts = {split: {k: int(v) for k, v in column.items()} for split, column in index.counts().items()}
+    counts = {split: {k: int(v) for k, v in column.items()} for split, column in readable_counts(index).items()}  # as data inspect counts
     return TrainingData(train, validation, fingerprint(index), counts, source)
 
 
