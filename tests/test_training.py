@@ -781,3 +781,13 @@ def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path):
     assert json.loads((tmp_path / "run" / "model.json").read_text())["inference"]["flip_tta"] is False
     assert ExpressionClassifier(tmp_path / "run").flip_tta is False
     assert "off in the runtime: trained with --no-flip" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_warm_up_as_long_as_the_run_is_named(capsys):
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import learning_rate
+
+    learning_rate(TrainConfig(data="d", epochs=2, warmup_epochs=3), steps_per_epoch=10)
+    assert "--warmup-epochs 3 is not shorter than --epochs 2" in capsys.readouterr().err
+    learning_rate(TrainConfig(data="d", epochs=20, warmup_epochs=3), steps_per_epoch=10)
+    assert capsys.readouterr().err == ""

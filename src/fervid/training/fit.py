@@ -156,6 +156,9 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | keras.op
         return config.learning_rate
     total = config.epochs * steps_per_epoch
     warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+    if config.warmup_epochs and config.warmup_epochs >= config.epochs:
+        warn(f"--warmup-epochs {config.warmup_epochs} is not shorter than --epochs {config.epochs}: the learning rate "
+             "rises over the whole run and there is no decay (lower --warmup-epochs)")
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
         decay_steps=max(total - warmup, 1),
