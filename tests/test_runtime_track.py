@@ -121,3 +121,36 @@ def test_two_tracks_that_converge_on_one_face_show_one_box() -> None:
     assert len(boxes) == 1
     (face,) = tracker.follow(found, np.array([HAPPY]), 0.033)
     assert face.track_id == 1
+
+
+def test_a_face_the_near_search_misses_is_checked_by_a_scan_of_that_frame() -> None:
+    """A still face near the detector's threshold must not blink out when the near search misses it;
+    a face that left is still hidden at once."""
+    from fervid.runtime.live import FrameProcessor
+    from fervid.runtime.sources import Frame
+
+    class Detector:
+        def __init__(self) -> None:
+            self.faces = np.array([[100, 100, 120, 120]])
+            self.scans = 0
+
+        def detect(self, gray):
+            self.scans += 1
+            return self.faces
+
+        def detect_near(self, gray, box):
+            return None  # the near search never finds it
+
+    class Recognizer:
+        detector = Detector()
+
+        def classify_boxes(self, gray, boxes):
+            return np.array([HAPPY] * len(boxes))
+
+    recognizer = Recognizer()
+    processor = FrameProcessor(recognizer, FaceTracker(min_hits=1), detect_every=10)
+    image = np.zeros((360, 480, 3), np.uint8)
+    shown = [len(processor.process(Frame(image, index, index / 30))) for index in range(6)]
+    assert shown == [1] * 6 and recognizer.detector.scans == 6  # every miss answered by a scan: no blink
+    recognizer.detector.faces = np.zeros((0, 4))  # the face leaves
+    assert processor.process(Frame(image, 6, 6 / 30)) == []
