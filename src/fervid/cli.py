@@ -483,7 +483,7 @@ def serve(
     """
     _needs("serve", "fastapi")
     _needs("serve", "uvicorn")
-    if not math.isfinite(max_upload_mb) or max_upload_mb * 1_000_000 < 1:  # nan passes "<= 0"; under a byte is no limit
+    if max_upload_mb * 1_000_000 < 1:  # under a byte is no limit (nan and inf are refused by the option's callback)
         raise FervidError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     if workers < 1:
         raise FervidError(f"--workers must be at least 1, got {workers}")

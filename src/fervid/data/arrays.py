@@ -169,8 +169,14 @@ def decoded(index: DatasetIndex, *, use_cache: bool = True) -> dict[str, np.ndar
     return arrays
 
 
-def readable_counts(index: DatasetIndex, *, use_cache: bool = True) -> pd.DataFrame:
-    """Images per class and split that decode: what training uses, unreadable files left out."""
+def readable_counts(index: DatasetIndex, arrays: FaceArrays | None = None, *, use_cache: bool = True) -> pd.DataFrame:
+    """Images per class and split that decode: what training uses, unreadable files left out.
+
+    Given ``arrays``, ``load_arrays(index)`` of every split, its list of failures says which, so the
+    decoded dataset is not loaded a second time.
+    """
+    if arrays is not None:
+        return index.counts(~index.frame["source"].isin([source for source, _ in arrays.failed]).to_numpy())
     return index.counts(decoded(index, use_cache=use_cache)["reasons"] == "")
 
 

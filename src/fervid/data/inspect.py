@@ -36,7 +36,7 @@ class DatasetSummary:
 def summarize(index: DatasetIndex) -> tuple[DatasetSummary, FaceArrays]:
     """Decode everything once (cached) and gather the figures ``fervid data inspect`` prints."""
     arrays = load_arrays(index)
-    counts = readable_counts(index)
+    counts = readable_counts(index, arrays)
     totals = counts.sum(axis=1)
     nonzero = totals[totals > 0]
     imbalance = float(nonzero.max() / nonzero.min()) if len(nonzero) else 0.0
