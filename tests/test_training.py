@@ -96,10 +96,13 @@ def test_run_folder_has_every_artifact(trained_run):
     assert check["measured"] > 0, "the default recipe warps (blurs) training faces"
     kept = check["accuracy_flip_tta_blurred"] >= check["accuracy_flip_tta_sharp"]
     fitted = card["metrics"]["temperature_check"]
-    assert card["inference"] == {"flip_tta": True, "input_blur": check["measured"] if kept else 0.0, "temperature": fitted["temperature"]}
+    applied = fitted["temperature"] if fitted["kept"] else 1.0
+    assert card["inference"] == {"flip_tta": True, "input_blur": check["measured"] if kept else 0.0, "temperature": applied}
     assert f"input blur {card['inference']['input_blur']} px" in report and ("kept" if kept else "not applied") in report
     assert 0.25 <= fitted["temperature"] <= 4.0 and fitted["nll"] <= fitted["nll_at_1"]
-    assert f"confidence temperature {fitted['temperature']}" in report
+    assert fitted["kept"] == (fitted["ece_flip_tta_fitted"] <= fitted["ece_flip_tta_at_1"])
+    assert card["metrics"]["ece_flip_tta"] == pytest.approx(fitted["ece_flip_tta_fitted"] if fitted["kept"] else fitted["ece_flip_tta_at_1"])
+    assert f"confidence temperature {applied}" in report
 
 
 def returned_from_a_gpu_machine(run: Path, target: Path) -> Path:
@@ -284,6 +287,31 @@ def test_temper_rescales_confidence_and_keeps_the_winner():
         assert (tempered.argmax(axis=1) == probabilities.argmax(axis=1)).all()
     assert (temper(probabilities, 0.5).max(axis=1) > probabilities.max(axis=1)).all()
     assert (temper(probabilities, 3.0).max(axis=1) < probabilities.max(axis=1)).all()
+
+
+def test_a_temperature_that_raises_the_calibration_error_is_not_kept():
+    from fervid.evaluation.metrics import calibration
+    from fervid.evaluation.temperature import choose_temperature
+
+    # Half the faces at confidence 0.9 and right 90% of the time, half at 0.55 and right 55% of the
+    # time: the confidence is exact (ECE 0). But every wrong answer is a class the model gave 0.2%,
+    # so the log-likelihood asks for softer probabilities (T > 1), which would open a gap.
+    labels = np.zeros(200, dtype=np.int64)
+    labels[90:100] = labels[155:200] = 2
+    probabilities = np.array([[0.9, 0.09] + [0.002] * 5] * 100 + [[0.55, 0.44] + [0.002] * 5] * 100)
+    assert calibration(probabilities, labels).ece == pytest.approx(0.0, abs=1e-9)
+    temperature, check = choose_temperature(probabilities, labels)
+    assert check["temperature"] > 1.0 and check["ece_flip_tta_fitted"] > check["ece_flip_tta_at_1"]
+    assert temperature == 1.0 and check["kept"] is False
+
+    # Wrong answers spread evenly over the other classes, reported over-confident (logits x 3): the
+    # fit finds the 3 back and lowers the error, so it stays.
+    labels = np.repeat(np.arange(7), 30)
+    honest = np.full((len(labels), 7), 0.3 / 6)
+    honest[np.arange(len(labels)), (labels + (np.arange(len(labels)) % 10 >= 7)) % 7] = 0.7
+    overconfident = honest**3 / (honest**3).sum(axis=1, keepdims=True)
+    temperature, check = choose_temperature(overconfident, labels)
+    assert check["kept"] is True and temperature == check["temperature"] == pytest.approx(3.0, rel=0.05)
 
 
 @pytest.mark.parametrize("true_temperature", [0.5, 2.0])

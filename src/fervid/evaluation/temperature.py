@@ -7,7 +7,9 @@ alike and leaves the winning class, so accuracy and macro-F1 stay exactly as the
 that minimises the negative log-likelihood of the validation labels under the probabilities the
 runtime reports (the face averaged with its mirror image, then tempered), as in Guo et al., "On
 Calibration of Modern Neural Networks" (2017). Like the best epoch and the input blur, it is chosen
-on validation and never on a test split.
+on validation and never on a test split, and kept only if it does what it is for: a fitted T that
+leaves the validation calibration error higher than T = 1 does (a model already calibrated, where the
+fit only follows noise) is dropped for 1, as the input blur is dropped when it costs accuracy.
 """
 
 from __future__ import annotations
@@ -57,3 +59,15 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray, *, tolerance:
         "ece_flip_tta_at_1": calibration(probabilities, labels).ece,
     }
     return temperature, check
+
+
+def choose_temperature(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
+    """The fitted temperature if it lowers (or keeps) the validation calibration error, else 1.
+
+    Returns the temperature for the model card and the check behind it: the fit's record plus the
+    calibration error at the fitted T and whether it was kept.
+    """
+    fitted, check = fit_temperature(probabilities, labels)
+    ece = calibration(temper(probabilities, fitted), np.asarray(labels)).ece
+    kept = ece <= check["ece_flip_tta_at_1"]
+    return (fitted if kept else 1.0), {**check, "ece_flip_tta_fitted": ece, "kept": bool(kept)}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fervid.evaluation.evaluate import card_metrics, keras_predictor, load_predictor, predict
 from fervid.evaluation.plots import plot_confusion, plot_history
-from fervid.evaluation.temperature import fit_temperature
+from fervid.evaluation.temperature import choose_temperature
 from fervid.export.onnx import export_onnx, float32_twin
 from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
@@ -99,6 +99,13 @@ def distillation_line(training: dict) -> list[str]:
     return [f"- distilled from {', '.join(f'`{t}`' for t in teachers)}: targets {1 - share:g} label + {share:g} teachers' probabilities"]
 
 
+def temperature_reason(check: dict) -> str:
+    """Why the card has its temperature: the fit on validation and the calibration error it left."""
+    fitted = f"fitted on validation by log-likelihood: {check['temperature']}"
+    errors = f"calibration error {check['ece_flip_tta_at_1']:.4f} at temperature 1, {check['ece_flip_tta_fitted']:.4f} at {check['temperature']}"
+    return f"{fitted}, {errors}" + ("" if check["kept"] else "; not kept, as it did not lower the error")
+
+
 def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str) -> None:
     metrics = card["metrics"]
     lines = [
@@ -112,8 +119,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
         f"- with horizontal-flip averaging ({'the runtime default' if card['inference']['flip_tta'] else 'off in the runtime: trained with --no-flip'}): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
         f"- input blur {card['inference']['input_blur']} px, applied by the runtime and in every score here ({blur_reason(metrics['input_blur_check'])})",
-        f"- confidence temperature {card['inference']['temperature']}, fitted on validation by log-likelihood and applied by the runtime: "
-        f"calibration error {metrics['temperature_check']['ece_flip_tta_at_1']:.4f} at temperature 1, {metrics['ece_flip_tta']:.4f} with it",
+        f"- confidence temperature {card['inference']['temperature']}, applied by the runtime ({temperature_reason(metrics['temperature_check'])})",
         f"- training time {metrics['training_minutes']:.1f} min",
         "",
         "## Per class (validation, single view)",
@@ -172,7 +178,7 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
     measured = augmentation_blur(config.rotation, config.zoom, config.shift, data.train.inputs(), seed=config.seed, warp=config.warp)
     input_blur, check = choose_input_blur(predictor_for, inputs, labels, measured)
     untempered = predict(predictor_for(input_blur=input_blur, temperature=1.0), inputs, flip_tta=True)
-    temperature, temperature_check = fit_temperature(untempered, labels)
+    temperature, temperature_check = choose_temperature(untempered, labels)
     scored, single, flipped = card_metrics(predictor_for(input_blur=input_blur, temperature=temperature), inputs, labels, data.validation_source)
     metrics = {
         **scored,
