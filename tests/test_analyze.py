@@ -114,9 +114,13 @@ def test_expands_folders_zips_and_skips_what_is_not_media(tmp_path: Path) -> Non
     (folder / "sub").mkdir(parents=True)
     cv2.imwrite(str(folder / "sub" / "b.png"), np.zeros((8, 8), np.uint8))
     (folder / ".hidden.png").write_bytes(b"x")
+    (folder / ".thumbnails").mkdir()
+    cv2.imwrite(str(folder / ".thumbnails" / "b.png"), np.zeros((8, 8), np.uint8))  # a hidden folder's photo
     (folder / "readme.md").write_text("x")
     with zipfile.ZipFile(folder / "faces.zip", "w") as bundle:
         bundle.writestr("happy/1.png", cv2.imencode(".png", np.zeros((48, 48), np.uint8))[1].tobytes())
+        bundle.writestr("__MACOSX/happy/._1.png", b"resource fork")  # macOS zips carry these beside each file
+        bundle.writestr("happy/.2.png", b"x")
         bundle.writestr("labels.csv", "x")
     items = expand_inputs([folder, folder / "sub" / "b.png"])  # the duplicate is dropped
     assert [(item.name, item.kind, item.relative) for item in items] == [

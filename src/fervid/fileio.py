@@ -12,6 +12,12 @@ from pathlib import Path
 from fervid.errors import FervidError
 
 
+def is_hidden(parts: tuple[str, ...]) -> bool:
+    """Whether a path (as its parts) lies in or is a hidden file or folder, or a macOS ``__MACOSX``
+    folder: copies, caches and the ``._name`` resource forks macOS puts in zips, never photos."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fervid.errors import FervidError
+from fervid.fileio import is_hidden
 from fervid.runtime.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 ZIP_SEPARATOR = "!"  # "photos.zip!faces/0001.jpg" names a member of a zip
@@ -75,7 +76,10 @@ def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | N
 def _zip_members(path: Path) -> list[SourceItem]:
     try:
         with zipfile.ZipFile(path) as archive:
-            infos = [info for info in archive.infolist() if not info.is_dir() and kind_of(info.filename) == "image"]
+            infos = [
+                info for info in archive.infolist()
+                if not info.is_dir() and kind_of(info.filename) == "image" and not is_hidden(Path(info.filename).parts)
+            ]
             items = []
             for info in sorted(infos, key=lambda info: info.filename):
                 digest = hashlib.sha1(f"{info.file_size}:{info.CRC:08x}".encode()).hexdigest()
@@ -95,13 +99,15 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     """Every source in ``inputs``, sorted by name, duplicates dropped.
 
     Files are taken whatever their suffix (unknown suffixes are tried as videos); folders are searched
-    recursively for images, videos and zips of images; other files in folders are ignored.
+    recursively for images, videos and zips of images; other files in folders, and anything hidden in
+    them or in a zip (``.cache/``, ``__MACOSX/._photo.jpg``), are ignored.
     """
     items: dict[str, SourceItem] = {}
     for given in inputs:
         path = Path(given).expanduser()
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            children = (p for p in path.rglob("*") if p.is_file() and not is_hidden(p.relative_to(path).parts))
+            for child in sorted(children):
                 kind = kind_of(child)
                 relative = child.relative_to(path).as_posix()
                 found = _zip_members(child) if kind == "zip" else [_file(child, relative, kind)] if kind else []

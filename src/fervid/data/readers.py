@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fervid.errors import FervidError
+from fervid.fileio import is_hidden
 from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, canonical_label, normalize_name
 
 UNKNOWN_LISTED = 8  # unknown class folders named in the error; a wrong root can hold hundreds
@@ -111,10 +112,6 @@ def read_dataset(
     raise FervidError(f"{location}: expected a folder, a .zip or a FER2013-style .csv")
 
 
-def _is_hidden(parts: tuple[str, ...]) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
-
-
 def _split_of(parts: tuple[str, ...]) -> tuple[int, str] | None:
     """The nearest ancestor folder with a split name, as (position in ``parts``, split), or None."""
     for position in range(len(parts) - 2, -1, -1):
@@ -152,7 +149,7 @@ def _index_paths(
     images = []
     for name in names:
         parts = PurePosixPath(name).parts
-        if len(parts) >= 2 and not _is_hidden(parts) and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
+        if len(parts) >= 2 and not is_hidden(parts) and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
             images.append((name, parts, _split_of(parts)))
     split_parents = {parts[:found[0]] for _, parts, found in images if found and found[0] < len(parts) - 2}
     rows: list[tuple[str, str, str]] = []
