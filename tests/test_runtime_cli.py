@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def test_live_on_a_video_file_headless(two_face_video, tmp_path: Path) -> None:
         (["live", "--source", "ftp://example.com/a.mp4", "--no-display"], "unsupported URL scheme 'ftp'"),
         (["live", "--source", "BROKEN", "--no-display"], "not a readable video"),
         (["live", "--source", "missing.mp4", "--no-display"], "no such file"),
+        (["live", "--source", "²", "--no-display"], "no such file"),  # a digit to str.isdigit, not a camera index
     ],
 )
 def test_bad_live_inputs_exit_non_zero_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -129,9 +131,11 @@ def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["bench", "--frames", "0"], "--frames must be 1 or more"),
-        (["bench", "--faces-from", "NOTZIP"], "not a readable zip file"),
+        (["bench", "--faces-from", "NOTZIP"], "not a zip file (give the FER2013 zip)"),
+        (["bench", "--faces-from", "FOLDER"], "a folder; give the FER2013 zip itself"),
         (["bench", "--faces-from", "missing.zip"], "--faces-from missing.zip: no such file"),
         (["bench", "--output", "NOTZIP"], "not a text (Markdown) file"),
+        (["bench", "--output", "INSIDE_NOTZIP"], "not.zip is a file, not a folder"),
         (["evaluate", "MODEL", "DATA"], "not a fervid expression model"),
         (["evaluate", "FOLDER", "DATA"], "a folder without model.onnx"),
         (["evaluate", "fervid-vgg", "DATA", "--against", "nope"], "no bundled model named 'nope'"),
@@ -145,6 +149,7 @@ def test_bad_model_and_benchmark_inputs_fail_before_any_work(args: list[str], me
     (tmp_path / "model.keras").write_bytes(b"PK")
     paths = {
         "NOTZIP": tmp_path / "not.zip",
+        "INSIDE_NOTZIP": tmp_path / "not.zip" / "performance.md",
         "MODEL": write_non_face_onnx(tmp_path / "flat.onnx"),
         "FOLDER": tmp_path / "folder",
         "KERAS": tmp_path / "model.keras",
@@ -153,6 +158,23 @@ def test_bad_model_and_benchmark_inputs_fail_before_any_work(args: list[str], me
     result = fervid(*[str(paths.get(arg, arg)) for arg in args], cwd=tmp_path)
     assert_one_line_error(result, message)
     assert "accuracy" not in result.stdout  # a wrong --against is found before the first model is scored
+
+
+@pytest.mark.parametrize("kind", ["not a zip", "folder", "missing", "output inside a file"])
+def test_bench_refuses_bad_paths_before_loading_the_model(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fervid.errors import FervidError
+    from fervid.runtime import bench
+
+    (tmp_path / "not.zip").write_bytes(b"\x1f\x8b binary, not a zip")
+    arguments = {
+        "not a zip": {"faces_from": tmp_path / "not.zip"},
+        "folder": {"faces_from": tmp_path},
+        "missing": {"faces_from": tmp_path / "missing.zip"},
+        "output inside a file": {"output": tmp_path / "not.zip" / "performance.md"},
+    }[kind]
+    monkeypatch.setattr(bench, "Recognizer", lambda *args, **kwargs: pytest.fail("the model was loaded before the paths were checked"))
+    with pytest.raises(FervidError):
+        bench.run_bench(**arguments)
 
 
 def test_predict_refuses_records_over_an_input_and_reads_a_photo_named_twice_once(tmp_path: Path) -> None:
@@ -209,13 +231,22 @@ def test_sigterm_mid_live_finishes_a_playable_video(tmp_path: Path) -> None:
     import signal
     import time
 
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    while not any(path.stat().st_size > 100_000 for path in out.glob(".*")):  # frames are being written
-        assert process.poll() is None, process.stderr.read()
+    def writing() -> bool:  # frames are going into the video's temporary file (renamed when done)
+        with contextlib.suppress(FileNotFoundError):
+            return any(path.stat().st_size > 100_000 for path in out.glob(".*"))
+        return False
+
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as errors:  # a file, not a pipe: nothing reads it while the test waits
+        process = subprocess.Popen(command, stderr=errors, text=True)
+    deadline = time.monotonic() + 300
+    while not writing():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "no frame written in 300 s"
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    stderr = process.stderr.read()
     process.wait(60)
+    stderr = log.read_text()
     assert process.returncode == 130, stderr
     assert "interrupted; finishing the outputs" in stderr
     played = cv2.VideoCapture(str(out / "o.mp4"))
@@ -239,8 +270,26 @@ def test_bench_with_a_zip_without_faces_says_so(tmp_path: Path) -> None:
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "crops.zip", "w") as archive:
-        archive.writestr("crops/validation/happy/a.png", cv2.imencode(".png", textured_background(48, 48))[1].tobytes())
-    result = fervid("bench", "--faces-from", str(tmp_path / "crops.zip"), "--frames", "1")
+        image = cv2.imencode(".png", textured_background(48, 48))[1].tobytes()
+        contents = {0: b"", 11: b"not a png", 22: image}  # it reads every 11th name: an empty and a foreign file are passed over
+        for index in range(23):
+            archive.writestr(f"crops/validation/happy/{index:02d}.png", contents.get(index, image))
+    result = fervid("bench", "--faces-from", str(tmp_path / "crops.zip"), "--frames", "1", "--output", str(tmp_path / "perf.md"))
     assert result.returncode == 0, result.stderr
     assert "warning: crops.zip has fewer than 4 validation faces the detector finds" in result.stderr
     assert "no FER2013 zip" not in result.stderr + result.stdout
+    import re
+
+    page = (tmp_path / "perf.md").read_text()  # its prose quotes this run's scan, not a number from another day
+    scan_ms = float(re.search(r"shrunk to 320 px wide \(default\) \| p50 ([\d.]+) ms", page).group(1))
+    assert f"A full Haar scan costs {scan_ms:.0f} ms here (p50)." in page and "~45 ms" not in page
+
+
+def test_predict_refuses_outputs_inside_a_file_before_the_first_photo(tmp_path: Path) -> None:
+    """Else every photo is recognised first and the records are lost when they are written at the end."""
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), textured_background(120, 160, seed=2))
+    for args in (["--no-save", "--json", str(photo / "faces.json")], ["--out", str(photo / "annotated")]):
+        result = fervid("predict", str(photo), *args)
+        assert_one_line_error(result, f"{photo} is a file, not a folder")
+        assert result.stdout == ""

@@ -17,7 +17,7 @@ from fervid.labels import EXPRESSIONS
 from fervid.runtime.live import run_live
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.sinks import TIMELINE_FIELDS, VideoSink
-from fervid.runtime.sources import LiveSource, open_source
+from fervid.runtime.sources import Frame, LiveSource, Source, open_source
 from fervid.runtime.track import iou_matrix
 
 from conftest import detectable_faces, face_video_frames, paste_face, textured_background, write_video
@@ -205,7 +205,7 @@ def test_a_single_image_source_shows_its_faces(tmp_path: Path, recognizer: Recog
 @pytest.mark.parametrize(
     ("source", "message"),
     [("7", "camera 7 could not be opened"), ("ftp://host/clip.mp4", "unsupported URL scheme"), ("missing.mp4", "no such file"),
-     ("", "the source is empty")],
+     ("", "the source is empty"), ("²", "no such file")],
 )
 def test_bad_sources_are_clear_errors(source: str, message: str) -> None:
     with pytest.raises(FervidError, match=message):
@@ -237,3 +237,168 @@ def test_an_output_onto_the_source_video_is_refused(recognizer: Recognizer, tmp_
     with pytest.raises(FervidError, match="ending in .json"):  # s.png: the plot beside it would overwrite it
         run_live(video, recognizer, display=False, output=tmp_path / "out.mp4", summary=tmp_path / "s.png")
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_first_frame(recognizer: Recognizer, tmp_path: Path) -> None:
+    """A file where a folder must be, or a folder where the default summary goes, would fail only at the end."""
+    images, _ = face_video_frames([], frames=4)
+    video = write_video(tmp_path / "clip.mp4", images)
+    timeline = tmp_path / "t.jsonl"
+    timeline.write_text("the rows of an earlier run\n")
+    for outputs in ({"output": video / "out.mp4"}, {"summary": video / "s.json"}):
+        with pytest.raises(FervidError, match="clip.mp4 is a file, not a folder"):
+            run_live(video, recognizer, display=False, timeline=timeline, **outputs)
+    (tmp_path / "t-summary.json").mkdir()
+    with pytest.raises(FervidError, match="t-summary.json: a folder"):
+        run_live(video, recognizer, display=False, timeline=timeline)
+    (tmp_path / "s.png").mkdir()
+    with pytest.raises(FervidError, match="s.png: a folder"):  # the summary's plot
+        run_live(video, recognizer, display=False, timeline=timeline, summary=tmp_path / "s.json")
+    assert timeline.read_text() == "the rows of an earlier run\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4", "s.png", "t-summary.json", "t.jsonl"]
+
+
+def test_a_run_that_fails_keeps_the_earlier_outputs(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed run must not replace an earlier timeline with the rows of its first frames."""
+    images, _ = face_video_frames([], frames=4)
+    video = write_video(tmp_path / "clip.mp4", images)
+    timeline = tmp_path / "t.jsonl"
+    timeline.write_text("the rows of an earlier run\n")
+
+    class Closed:
+        def __init__(self, *args) -> None:
+            pass
+
+        def isOpened(self) -> bool:
+            return False
+
+    monkeypatch.setattr("fervid.runtime.sinks.cv2.VideoWriter", Closed)
+    with pytest.raises(FervidError, match="could not open an mp4 writer"):
+        run_live(video, recognizer, display=False, timeline=timeline, output=tmp_path / "o.mp4")
+    assert timeline.read_text() == "the rows of an earlier run\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4", "t.jsonl"]  # no temporary file left
+
+
+class FakeLive(Source):
+    """A camera that delivered the frames numbered ``indexes`` (the gaps were dropped), then stopped;
+    ``stop`` is raised instead of the first frame."""
+
+    live = True
+    fps = 15.0
+
+    def __init__(self, indexes: list[int], stop: type[BaseException] | None = None) -> None:
+        self.name, self.indexes, self.stop = "camera 9", indexes, stop
+
+    def __iter__(self):
+        if self.stop is not None:
+            raise self.stop
+        for index in self.indexes:
+            yield Frame(textured_background(120, 160), index, index / self.fps)
+
+
+def test_ctrl_c_before_the_first_frame_is_an_interrupt_not_an_error(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: FakeLive([], stop=KeyboardInterrupt))
+    timeline = tmp_path / "t.jsonl"
+    timeline.write_text("the rows of an earlier run\n")
+    with pytest.raises(KeyboardInterrupt):
+        run_live(0, recognizer, display=False, timeline=timeline)
+    assert timeline.read_text() == "the rows of an earlier run\n"
+
+
+def test_a_camera_recording_plays_at_the_real_speed(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames dropped while processing are filled in with the frame before them, so 1 s stays 1 s."""
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: FakeLive([2, 3, 7, 8]))
+    report = run_live(0, recognizer, display=False, output=tmp_path / "rec.mp4")
+    assert report.frames == 4
+    assert frame_count(tmp_path / "rec.mp4") == 7  # capture numbers 2 to 8
+
+
+def test_closing_a_stalled_stream_does_not_release_the_capture_under_its_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Releasing a capture while another thread is blocked in its read can crash OpenCV's FFmpeg backend."""
+    import threading
+
+    class Stalled:
+        def __init__(self) -> None:
+            self.reads, self.reading, self.unblock = 0, threading.Event(), threading.Event()
+            self.released = self.released_while_reading = False
+
+        def get(self, prop: int) -> float:
+            return 0.0
+
+        def read(self):
+            self.reads += 1
+            if self.reads == 1:
+                return True, np.zeros((8, 8, 3), np.uint8)
+            self.reading.set()
+            self.unblock.wait(10)
+            self.reading.clear()
+            return False, None
+
+        def release(self) -> None:
+            self.released_while_reading |= self.reading.is_set()
+            self.released = True
+
+    capture = Stalled()
+    monkeypatch.setattr("fervid.runtime.sources.open_capture", lambda target: capture)
+    source = LiveSource("rtsp://camera/stream", "stream")
+    source.close_wait_s = 0.1
+    assert next(iter(source)).index == 0
+    assert capture.reading.wait(5)
+    source.close()
+    assert not capture.released
+    capture.unblock.set()
+    source._thread.join(5)
+    assert capture.released and not capture.released_while_reading
+
+
+def test_a_folder_plays_numbered_frames_in_number_order(tmp_path: Path) -> None:
+    """Frames numbered without leading zeros (frame_2, frame_10) play as numbered, not as text sorts them."""
+    for number in (1, 2, 10, 11):
+        cv2.imwrite(str(tmp_path / f"frame_{number}.png"), np.full((8, 8, 3), number, np.uint8))
+    (tmp_path / "not-an-image.png").mkdir()
+    with open_source(tmp_path) as source:
+        assert [int(frame.image[0, 0, 0]) for frame in source] == [1, 2, 10, 11]
+
+
+def test_the_summary_plot_leaves_the_callers_matplotlib_backend_alone(tmp_path: Path) -> None:
+    """run_live in a notebook or GUI app must not switch its plots to the file-only Agg backend."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from fervid.runtime.face import Face
+    from fervid.runtime.sinks import Summary
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        summary = Summary()
+        for index in range(3):
+            summary.add(index / 10, [Face.from_probabilities((0, 0, 9, 9), np.eye(7)[3], track_id=1)])
+        assert summary.write_plot(tmp_path / "plot.png")
+        assert matplotlib.get_backend() == "pdf"
+        assert cv2.imread(str(tmp_path / "plot.png")).shape[0] > 100
+    finally:
+        matplotlib.use(before)
+
+
+def test_labels_grow_with_the_image_so_a_large_photo_stays_readable() -> None:
+    """A fixed 0.5-scale label is about 1% of a 3000 px photo's height, unreadable when it is shown to fit."""
+    from fervid.runtime.face import Face
+    from fervid.runtime.render import annotate
+
+    def label_height(side: int) -> int:
+        image = np.zeros((side, side * 4 // 3, 3), np.uint8)
+        box = (side // 4, side // 2, side // 4, side // 4)
+        annotate(image, [Face.from_probabilities(box, np.eye(7)[3], track_id=1)], panel=False)
+        rows = np.flatnonzero(image[: side // 2 - 1].any(axis=(1, 2)))  # the label, above the box
+        return int(rows.max() - rows.min() + 1)
+
+    small, large = label_height(480), label_height(3000)
+    assert large >= 5 * small, (small, large)
+    assert small < 25  # a 640x480 frame keeps its sizes
+
+
+def test_a_folder_named_with_digits_is_that_folder_not_a_camera(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "2024").mkdir()
+    cv2.imwrite(str(tmp_path / "2024" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    with open_source("2024") as source:
+        assert not source.live and source.total == 1

@@ -17,7 +17,7 @@ from fervid.errors import FervidError
 from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer, gray_frame
 from fervid.runtime.render import annotate
-from fervid.runtime.sinks import Summary, TimelineSink, VideoSink
+from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, file_in_the_way
 from fervid.runtime.sources import Frame, ImageFolderSource, open_source
 from fervid.runtime.track import FaceTracker
 
@@ -141,6 +141,8 @@ def run_live(
     with ExitStack() as stack:
         frames = stack.enter_context(open_source(source))
         report = LiveReport(frames.name)
+        if summary is None and not frames.live:  # the summary goes beside the outputs: refused now, not at the end
+            _check_outputs(source, _default_summary(output, timeline, None))
         if isinstance(frames, ImageFolderSource):
             # a rerun must not read the plot or annotated frames of the last one as frames
             frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
@@ -153,6 +155,7 @@ def run_live(
         total = frames.total if max_frames is None or frames.total is None else min(frames.total, max_frames)
         iterator = iter(frames) if frames.live else progress(frames, total, f"{Path(frames.name).name}")
         started = time.perf_counter()
+        previous: int | None = None  # the last frame's index, to fill a live source's dropped frames in the video
         try:
             for frame in iterator:
                 faces = processor.process(frame)
@@ -164,7 +167,8 @@ def run_live(
                 if draw and (video or show):
                     annotate(frame.image, faces, fps if frames.live or show else None)
                 if video:
-                    video.write(frame.image)
+                    video.write(frame.image, _copies(frame.index, previous, frames.live))
+                previous = frame.index
                 report.frames += 1
                 if show:
                     shown = _show(frame.image)
@@ -182,6 +186,8 @@ def run_live(
         if report.frames == 0:
             if rows:
                 rows.discard()  # an empty timeline must not replace the one a previous run wrote there
+            if report.interrupted:  # stopped while waiting for the first frame: nothing to finish
+                raise KeyboardInterrupt
             raise FervidError(f"{report.source}: no frame could be read")
     report.faces = history.to_dict()
     report.outputs = [str(path) for path in (output, timeline) if path]
@@ -207,18 +213,30 @@ def _default_summary(output: str | Path | None, timeline: str | Path | None, sum
     return first.with_name(f"{first.stem}-summary.json")
 
 
-def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> None:
-    """Refuse, before the first frame, an output that is a folder or the source file itself.
+def _copies(index: int, previous: int | None, live: bool) -> int:
+    """How many times to write a frame to the video: once, and for a camera or stream once more per
+    frame dropped before it (the gap in capture numbers), so the recording plays at the real speed."""
+    if not live or previous is None:
+        return 1
+    return max(1, index - previous)
 
-    The source: the annotated copy would replace the original video. A folder: the summary is
-    written last, so it would fail only after the whole run.
+
+def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> None:
+    """Refuse, before the first frame, an output that is a folder, inside a file, or the source file itself.
+
+    The source: the annotated copy would replace the original video. A folder or a file in its
+    path: the summary is written last, so it would fail only after the whole run. A summary's plot
+    (``.png`` beside it) is checked with it.
     """
     path = Path(str(source)).expanduser()
+    outputs += tuple(Path(output).with_suffix(".png") for output in outputs if output and Path(output).suffix.lower() == ".json")
     for output in outputs:
         if output is None:
             continue
         if Path(output).expanduser().is_dir():
             raise FervidError(f"{output}: a folder, not a file; give a file path for this output")
+        if blocker := file_in_the_way(output):
+            raise FervidError(f"{output}: {blocker} is a file, not a folder; write the output elsewhere")
         if path.is_file() and Path(output).expanduser().resolve() == path.resolve():
             raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
 

@@ -14,6 +14,7 @@ from fervid.errors import FervidError
 from fervid.fileio import write_bytes_atomically, write_text_atomically
 from fervid.runtime.recognizer import Recognizer, read_image
 from fervid.runtime.render import annotate
+from fervid.runtime.sinks import file_in_the_way
 from fervid.runtime.sources import IMAGE_SUFFIXES
 
 
@@ -116,9 +117,12 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
 
 
 def _check_records_path(target: Path, images: list[Path]) -> None:
-    """Refuse a ``--json`` that is a folder or one of the photos: the records would replace it at the end."""
+    """Refuse a ``--json`` that is a folder, inside a file, or one of the photos: the records are written
+    at the end, so it would fail (or replace the photo) only after every photo was recognised."""
     if target.is_dir():
         raise FervidError(f"--json {target}: a folder, not a file")
+    if blocker := file_in_the_way(target):
+        raise FervidError(f"--json {target}: {blocker} is a file, not a folder")
     resolved = target.expanduser().resolve()
     for image in images:
         if image.resolve() == resolved:
@@ -129,6 +133,8 @@ def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
     """Refuse an ``--out`` that is a file, or that holds a photo named as an input: its annotated copy would replace it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise FervidError(f"--out {out_dir}: a file, not a folder")
+    if blocker := file_in_the_way(out_dir / "photo"):  # else the first annotated copy fails mid-run
+        raise FervidError(f"--out {out_dir}: {blocker} is a file, not a folder")
     folder = out_dir.resolve()
     for image in images:
         if image.is_file() and image.resolve().parent == folder:

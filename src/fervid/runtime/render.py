@@ -20,24 +20,32 @@ COLORS: dict[str, tuple[int, int, int]] = {  # BGR
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 PANEL_ROW = 13
 PANEL_WIDTH = 118
+SCALE_FROM = 480  # images up to this many pixels on their short side get the sizes above; larger ones more
 
 
-def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, color=(255, 255, 255)) -> None:
-    """Text with a dark outline, readable on any background."""
-    cv2.putText(frame, text, origin, FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(frame, text, origin, FONT, scale, color, 1, cv2.LINE_AA)
+def ui_scale(frame: np.ndarray) -> float:
+    """How much larger to draw text and panels than on a 640x480 frame: on a 4000x3000 photo the
+    fixed sizes would be a few hundredths of the picture, unreadable once it is shown to fit a screen."""
+    return max(1.0, min(frame.shape[:2]) / SCALE_FROM)
+
+
+def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, color=(255, 255, 255), weight: float = 1.0) -> None:
+    """Text with a dark outline, readable on any background; ``weight`` thickens both strokes."""
+    cv2.putText(frame, text, origin, FONT, scale, (0, 0, 0), max(3, round(3 * weight)), cv2.LINE_AA)
+    cv2.putText(frame, text, origin, FONT, scale, color, max(1, round(weight)), cv2.LINE_AA)
 
 
 def draw_face(frame: np.ndarray, face: Face, *, panel: bool = True) -> None:
     """The box and 'label 87%' (with the track id when there is one), and the probability panel beside it."""
     x, y, w, h = face.box
     color = COLORS[face.expression]
+    size = ui_scale(frame)
     thickness = max(1, round(min(frame.shape[:2]) / 300))
     cv2.rectangle(frame, (x, y), (x + w, y + h), color, thickness)
     label = f"{face.expression} {face.confidence:.0%}"
     if face.track_id is not None:
         label = f"#{face.track_id} {label}"
-    _text(frame, label, (x, max(12, y - 6)), 0.5, color)
+    _text(frame, label, (x, max(round(12 * size), y - round(6 * size))), 0.5 * size, color, size)
     if panel:
         draw_probability_panel(frame, face.probabilities, (x, y, w, h))
 
@@ -46,22 +54,28 @@ def draw_probability_panel(frame: np.ndarray, probabilities: dict[str, float], b
     """One bar per class, right of the box (left when there is no room, inside as a last resort)."""
     x, y, w, h = box
     height, width = frame.shape[:2]
-    panel_height = PANEL_ROW * len(EXPRESSIONS) + 4
-    left = x + w + 6 if x + w + 6 + PANEL_WIDTH <= width else x - 6 - PANEL_WIDTH
-    left = left if left >= 0 else max(0, min(x + 2, width - PANEL_WIDTH))
+    size = ui_scale(frame)
+    row_height, panel_width, gap = round(PANEL_ROW * size), round(PANEL_WIDTH * size), round(6 * size)
+    panel_height = row_height * len(EXPRESSIONS) + round(4 * size)
+    left = x + w + gap if x + w + gap + panel_width <= width else x - gap - panel_width
+    left = left if left >= 0 else max(0, min(x + 2, width - panel_width))
     top = int(np.clip(y, 0, max(0, height - panel_height)))
-    region = frame[top : top + panel_height, left : left + PANEL_WIDTH]
+    region = frame[top : top + panel_height, left : left + panel_width]
     region[:] = (region * 0.45).astype(frame.dtype)  # darken for contrast
     for row, name in enumerate(EXPRESSIONS):
         value = float(probabilities.get(name, 0.0))
-        base = top + 2 + row * PANEL_ROW
-        bar_left = left + 52
-        cv2.rectangle(frame, (bar_left, base + 2), (bar_left + round(value * 60), base + PANEL_ROW - 2), COLORS[name], -1)
-        cv2.putText(frame, name[:7], (left + 3, base + PANEL_ROW - 3), FONT, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
+        base = top + round(2 * size) + row * row_height
+        bar_left = left + round(52 * size)
+        bar_end = bar_left + round(value * 60 * size)
+        inset = round(2 * size)
+        cv2.rectangle(frame, (bar_left, base + inset), (bar_end, base + row_height - inset), COLORS[name], -1)
+        origin = (left + round(3 * size), base + row_height - round(3 * size))
+        cv2.putText(frame, name[:7], origin, FONT, 0.33 * size, (255, 255, 255), max(1, round(size)), cv2.LINE_AA)
 
 
 def draw_fps(frame: np.ndarray, fps: float) -> None:
-    _text(frame, f"{fps:.0f} FPS", (8, 22), 0.6, (80, 255, 80))
+    size = ui_scale(frame)
+    _text(frame, f"{fps:.0f} FPS", (round(8 * size), round(22 * size)), 0.6 * size, (80, 255, 80), size)
 
 
 def annotate(frame: np.ndarray, faces: list[Face], fps: float | None = None, *, panel: bool = True) -> np.ndarray:

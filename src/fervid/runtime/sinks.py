@@ -24,6 +24,18 @@ from fervid.runtime.face import Face
 TIMELINE_FIELDS = ("frame", "time_s", "track_id", "x", "y", "w", "h", "expression", "confidence", *EXPRESSIONS)
 
 
+def file_in_the_way(target: str | Path) -> Path | None:
+    """The file standing where a folder of ``target``'s path must be (``photo.png/out.mp4``), else None.
+
+    Its folder could not be made, and the write would fail only when the output is written: at the
+    end of a run, its results lost. Callers refuse such a path before the first frame or photo.
+    """
+    for parent in Path(target).expanduser().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 class _AtomicFile:
     """A temporary path beside ``target`` that ``commit`` moves onto it, whatever happened meanwhile."""
 
@@ -40,49 +52,73 @@ class _AtomicFile:
 
 
 class VideoSink:
-    """An mp4 (codec 'mp4v') of the annotated frames; opened on the first frame, finalised by ``close``."""
+    """An mp4 (codec 'mp4v') of the annotated frames; its writer opens on the first frame, ``close`` finalises it.
+
+    Leaving the ``with`` block by an error (not Ctrl+C) discards it: a failed run must not replace
+    an earlier recording with a part of its own.
+    """
 
     def __init__(self, target: str | Path, fps: float) -> None:
         self.target = Path(target)
         if self.target.suffix.lower() not in (".mp4", ".m4v", ".mov"):
-            raise FervidError(f"{self.target}: the video output must end in .mp4")
+            raise FervidError(f"{self.target}: the video output must end in .mp4, .m4v or .mov")
         self.fps = fps
         self.frames = 0
-        self._file: _AtomicFile | None = None
+        self._file: _AtomicFile | None = _AtomicFile(self.target)  # its folder is made now: fails before the run
         self._writer: cv2.VideoWriter | None = None
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, copies: int = 1) -> None:
+        """Append ``frame`` ``copies`` times (a live source's dropped frames, so the file plays in real time)."""
+        if self._file is None:
+            raise FervidError(f"{self.target}: the video is already closed")
         if self._writer is None:
-            self._file = _AtomicFile(self.target)
             height, width = frame.shape[:2]
             writer = cv2.VideoWriter(str(self._file.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not writer.isOpened():
-                self._file.discard()
+                self.discard()
                 raise FervidError(f"{self.target}: OpenCV could not open an mp4 writer")
             self._writer = writer
             self.size = (width, height)
         if (frame.shape[1], frame.shape[0]) != self.size:  # image folders may mix sizes
             frame = cv2.resize(frame, self.size)
-        self._writer.write(frame)
-        self.frames += 1
+        for _ in range(max(1, copies)):
+            self._writer.write(frame)
+        self.frames += max(1, copies)
 
     def close(self) -> None:
+        """Move the video into place; without a frame written there is no video, and ``target`` is left as it was."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
             self._file.commit()
+        elif self._file is not None:
+            self._file.discard()
+        self._file = None
+
+    def discard(self) -> None:
+        """Drop what was written and leave ``target`` as it was."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self._file is not None:
+            self._file.discard()
+            self._file = None
 
     def __enter__(self) -> VideoSink:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        if kind is not None and issubclass(kind, Exception):
+            self.discard()
+        else:
+            self.close()
 
 
 class TimelineSink:
     """One row per face per frame: frame, time_s, track_id, box, expression, confidence and all probabilities.
 
     ``.jsonl`` writes ``{"frame", "time_s", **Face.to_dict()}`` per line; ``.csv`` flattens the same fields.
+    Leaving the ``with`` block by an error (not Ctrl+C) discards the rows and keeps an earlier file.
     """
 
     def __init__(self, target: str | Path) -> None:
@@ -124,8 +160,11 @@ class TimelineSink:
     def __enter__(self) -> TimelineSink:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        if kind is not None and issubclass(kind, Exception):
+            self.discard()
+        else:
+            self.close()
 
 
 @dataclass
@@ -175,12 +214,13 @@ class Summary:
         write_text_atomically(target, json.dumps({"faces": self.to_dict()}, indent=2) + "\n")
 
     def write_plot(self, target: str | Path, max_faces: int = 6) -> bool:
-        """A stacked-area plot of each face's smoothed probabilities over time; False (with a note) without matplotlib."""
-        try:
-            import matplotlib
+        """A stacked-area plot of each face's smoothed probabilities over time; False (with a note) without matplotlib.
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+        Drawn on a ``Figure`` of its own, not through pyplot: ``run_live`` in a notebook or a GUI app must
+        not switch the caller's matplotlib backend (``matplotlib.use``) or leave figures open.
+        """
+        try:
+            from matplotlib.figure import Figure
         except ImportError:
             warn("matplotlib is not installed, so no summary plot (pip install matplotlib)")
             return False
@@ -192,7 +232,8 @@ class Summary:
         if not histories:
             return False
         histories.sort(key=lambda h: h.track_id)
-        figure, axes = plt.subplots(len(histories), 1, figsize=(9, 1.9 * len(histories) + 0.6), squeeze=False, sharex=True)
+        figure = Figure(figsize=(9, 1.9 * len(histories) + 0.6))
+        axes = figure.subplots(len(histories), 1, squeeze=False, sharex=True)
         colors = [tuple(c / 255 for c in COLORS[name][::-1]) for name in EXPRESSIONS]
         for axis, history in zip(axes[:, 0], histories):
             stacked = np.array(history.probabilities).T
@@ -206,5 +247,4 @@ class Summary:
         figure.tight_layout()
         with atomic_path(target) as temporary:
             figure.savefig(temporary, dpi=110)
-        plt.close(figure)
         return True

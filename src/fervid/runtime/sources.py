@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -86,7 +87,7 @@ def open_source(source: str | int | Path) -> Source:
     text = str(source).strip()
     if not text:  # an empty "$VIDEO" would otherwise be the current folder, read recursively
         raise FervidError("the source is empty: give a webcam index, a video file, an image folder or a stream URL")
-    if isinstance(source, int) or text.isdigit():
+    if isinstance(source, int) or _camera_index(text):
         return LiveSource(int(text), f"camera {text}")
     if "://" in text:
         scheme = urlparse(text).scheme.lower()
@@ -95,7 +96,8 @@ def open_source(source: str | int | Path) -> Source:
         return LiveSource(text, text)
     path = Path(text).expanduser()
     if path.is_dir():
-        return ImageFolderSource(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES), str(path))
+        images = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        return ImageFolderSource(sorted(images, key=frame_order), str(path))
     if not path.exists():
         raise FervidError(f"{path}: no such file, folder or camera")
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -103,10 +105,23 @@ def open_source(source: str | int | Path) -> Source:
     return VideoFileSource(path)
 
 
+def _camera_index(text: str) -> bool:
+    """Whether ``text`` names a webcam: ASCII digits ('²' is a digit to str.isdigit, not to int()) that
+    are not the name of a file or folder here (a folder of photos called 2024 is that folder)."""
+    return text.isascii() and text.isdigit() and not Path(text).exists()
+
+
+def frame_order(path: Path) -> tuple:
+    """Name order with numbers compared as numbers: frame_2.png plays before frame_10.png, as
+    tools that number frames without leading zeros mean it (plain text order puts 10 first)."""
+    return tuple((int(part), part) if part.isdecimal() else (-1, part) for part in re.split(r"(\d+)", path.as_posix()))
+
+
 class LiveSource(Source):
     """A camera or network stream read on its own thread, keeping only the latest frame."""
 
     live = True
+    close_wait_s = 2.0  # how long ``close`` waits for a read in progress
 
     def __init__(self, target: int | str, name: str, *, stall_s: float = 10.0) -> None:
         self.name = name
@@ -143,6 +158,8 @@ class LiveSource(Source):
             with self._condition:
                 self._ended = True
                 self._condition.notify_all()
+            if self._stop.is_set():
+                self.capture.release()  # close() gave it to this thread: no read is running now
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
@@ -156,9 +173,12 @@ class LiveSource(Source):
             yield frame
 
     def close(self) -> None:
+        """Stop the reader; release the capture here only when no read is running: releasing it under
+        a read that a stalled stream keeps blocked can crash OpenCV (the reader then releases it)."""
         self._stop.set()
-        self._thread.join(timeout=2.0)
-        self.capture.release()
+        self._thread.join(timeout=self.close_wait_s)
+        if not self._thread.is_alive():
+            self.capture.release()
 
 
 class VideoFileSource(Source):
