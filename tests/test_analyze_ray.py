@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +27,10 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.Captu
     inputs = [archive / "photos" / "one.png", archive / "photos" / "two.jpg", archive / "clips" / "a.mp4", archive / "broken" / "corrupt.jpg"]
     options = AnalyzeOptions(segment_s=1.0)  # a.mp4 (40 frames at 15 FPS) becomes three segments on different workers
     local = analyze(inputs, tmp_path / "local.parquet", options)
-    started = time.perf_counter()
     try:
         distributed = analyze(inputs, tmp_path / "ray.parquet", options, engine="ray", ray_cpus=2)
     finally:
         ray.shutdown()
-    assert time.perf_counter() - started < 60
     assert not ray.is_initialized()
     assert "core_worker" not in capfd.readouterr().err  # no warnings from Ray's C++ core on the terminal
     assert [str(w.message) for w in recwarn if "ray_remote_args" in str(w.message)] == []  # weighed in no_restarts, not shown per run
