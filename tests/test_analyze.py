@@ -314,6 +314,20 @@ def test_resume_skips_complete_units_and_redoes_changed_sources(archive: Path, f
     assert pd.read_parquet(tmp_path / "moved.summary.parquet").set_index("source").loc[str(changed / "b.mp4"), "frames"] == 40
 
 
+def test_another_model_or_crops_redoes_every_unit(archive: Path, tmp_path: Path) -> None:
+    """Rows made by one model (or with the detector) must never be kept for a run that asks for another."""
+    photos, out = [archive / "photos"], tmp_path / "r.parquet"
+    first = analyze(photos, out)
+    assert first.units >= 1 and first.skipped_units == 0
+    assert analyze(photos, out).skipped_units == first.units  # the same command: nothing to redo
+    for options in (AnalyzeOptions(model="fervid-compact"), AnalyzeOptions(crops=True)):
+        assert analyze(photos, out, options).skipped_units == 0, options
+    report = analyze(photos, out)
+    assert report.skipped_units == 0, "back to the first model: its parts were replaced, so redone"
+    expected = rows_of(out)
+    pd.testing.assert_frame_equal(rows_of(analyze(photos, tmp_path / "fresh.parquet").outputs[0]), expected)
+
+
 def test_an_interrupt_before_the_first_unit_does_not_promise_a_resume(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fervid.analyze.local
 
