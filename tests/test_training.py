@@ -342,7 +342,11 @@ def test_choose_input_blur_keeps_it_only_when_validation_is_no_worse():
         return make
 
     blur, check = choose_input_blur(predictor_for(True), inputs, labels, 0.7)
-    assert blur == 0.7 and check == {"measured": 0.7, "accuracy_flip_tta_sharp": 0.0, "accuracy_flip_tta_blurred": 1.0}
+    assert blur == 0.7 and check == {"measured": 0.7, "accuracy_flip_tta_sharp": 0.0, "accuracy_flip_tta_blurred": 1.0, "flip_tta": True}
+    seen = []  # a --no-flip net is scored on single views, as its card makes the runtime run it
+    counting = lambda input_blur: lambda batch: seen.append(len(batch)) or np.eye(7, dtype=np.float32)[labels[: len(batch)]]  # noqa: E731
+    assert choose_input_blur(counting, inputs, labels, 0.7, flip_tta=False)[1]["flip_tta"] is False
+    assert sum(seen) == 2 * len(inputs), "one view per face for each of the two blurs"
     assert choose_input_blur(predictor_for(False), inputs, labels, 0.7)[0] == 0.0
     assert choose_input_blur(predictor_for(True), inputs, labels, 0.0) == (0.0, {"measured": 0.0})
 
@@ -806,7 +810,10 @@ def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path):
 
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
     run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--no-flip", "--out", str(tmp_path / "run"))
-    assert json.loads((tmp_path / "run" / "model.json").read_text())["inference"]["flip_tta"] is False
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["inference"]["flip_tta"] is False
+    assert card["metrics"]["temperature_check"]["flip_tta"] is False, "calibrated on the single view the runtime uses"
+    assert card["metrics"]["input_blur_check"].get("flip_tta", False) is False
     assert ExpressionClassifier(tmp_path / "run").flip_tta is False
     assert "off in the runtime: trained with --no-flip" in (tmp_path / "run" / "report.md").read_text()
 

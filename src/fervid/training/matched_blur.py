@@ -72,15 +72,19 @@ def augmentation_blur(rotation: float, zoom: float, shift: float, inputs: np.nda
     return round(equivalent_blur(sample, warped), 2)
 
 
-def choose_input_blur(predictor_for: Callable[..., Predictor], inputs: np.ndarray, labels: np.ndarray, measured: float) -> tuple[float, dict]:
-    """The measured blur if it scores at least as well on validation as none (with flip averaging), else 0.
+def choose_input_blur(
+    predictor_for: Callable[..., Predictor], inputs: np.ndarray, labels: np.ndarray, measured: float, *, flip_tta: bool = True
+) -> tuple[float, dict]:
+    """The measured blur if it scores at least as well on validation as none, else 0.
 
-    ``predictor_for(input_blur=sigma)`` gives the model run with that input blur. Returns the blur to put in the
-    model card and the check behind it (for the card's metrics).
+    Scored as the runtime will run the model: with flip averaging unless ``flip_tta`` is False (a
+    ``--no-flip`` net, whose card turns it off). ``predictor_for(input_blur=sigma)`` gives the model
+    run with that input blur. Returns the blur to put in the model card and the check behind it (for
+    the card's metrics; its accuracy keys keep their names whatever ``flip_tta`` was, which it records).
     """
     if measured <= 0:
         return 0.0, {"measured": measured}
-    sharp = evaluate(predictor_for(input_blur=0.0), inputs, labels, flip_tta=True).accuracy
-    blurred = evaluate(predictor_for(input_blur=measured), inputs, labels, flip_tta=True).accuracy
-    check = {"measured": measured, "accuracy_flip_tta_sharp": sharp, "accuracy_flip_tta_blurred": blurred}
+    sharp = evaluate(predictor_for(input_blur=0.0), inputs, labels, flip_tta=flip_tta).accuracy
+    blurred = evaluate(predictor_for(input_blur=measured), inputs, labels, flip_tta=flip_tta).accuracy
+    check = {"measured": measured, "accuracy_flip_tta_sharp": sharp, "accuracy_flip_tta_blurred": blurred, "flip_tta": flip_tta}
     return (measured if blurred >= sharp else 0.0), check

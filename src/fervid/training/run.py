@@ -176,9 +176,11 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
         predictor_for = partial(keras_predictor, deployable)
     inputs, labels = data.validation.inputs(), data.validation.labels
     measured = augmentation_blur(config.rotation, config.zoom, config.shift, data.train.inputs(), seed=config.seed, warp=config.warp)
-    input_blur, check = choose_input_blur(predictor_for, inputs, labels, measured)
-    untempered = predict(predictor_for(input_blur=input_blur, temperature=1.0), inputs, flip_tta=True)
+    # Blur and temperature are chosen on the views the runtime will use: one for a --no-flip net.
+    input_blur, check = choose_input_blur(predictor_for, inputs, labels, measured, flip_tta=config.flip)
+    untempered = predict(predictor_for(input_blur=input_blur, temperature=1.0), inputs, flip_tta=config.flip)
     temperature, temperature_check = choose_temperature(untempered, labels)
+    temperature_check["flip_tta"] = config.flip
     scored, single, flipped = card_metrics(predictor_for(input_blur=input_blur, temperature=temperature), inputs, labels, data.validation_source)
     metrics = {
         **scored,
