@@ -71,14 +71,14 @@ def test_bundled_model_reaches_its_documented_validation_accuracy(name):
 
 def test_bundled_model_loads_from_an_installed_wheel(tmp_path):
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
                            capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     wheel = next(wheels.glob("fervid-*.whl"))
     fresh = tmp_path / "fresh"
     venv.create(fresh, with_pip=False)
     site = next(fresh.glob("lib/python*/site-packages"))
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-q", "--target", str(site), str(wheel)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
     # Dependencies come from the test environment's site-packages (a plain path, so its editable

@@ -354,7 +354,8 @@ def test_load_test_reports_latency_and_rewrites_only_its_section(tmp_path: Path)
     page.write_text("# Performance\n\n## Classifier\n\nkeep me\n")
     report = run_loadtest(clients=2, seconds=2.0, output=page, workers=1)
     assert report.errors == []
-    assert report.frames >= 2 and report.faces / report.frames > 0.5
+    # A connection's first frame shows no face yet (a new face is confirmed on the next): count the rest.
+    assert report.frames > 2 and report.faces >= 0.5 * (report.frames - 2)
     assert all(latency > 0 for latency in report.latencies_ms)
     text = page.read_text()
     assert text.startswith("# Performance\n\n## Classifier\n\nkeep me\n\n## Web server load test\n")

@@ -36,8 +36,10 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     run = root / "run"
     args = [str(data), "--arch", "compact", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
             "--lr", "2e-3", "--warmup-epochs", "1", "--name", "fervid-patterns", "--out", str(run)]
-    process = subprocess.Popen([*FERVID, "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "FERVID_CACHE_DIR": str(root / "cache")})
+    log = root / "first-run.log"  # read in the failure message: a crash must not show up as a missing state.json
+    with log.open("w") as output:
+        process = subprocess.Popen([*FERVID, "train", *args], stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "FERVID_CACHE_DIR": str(root / "cache")})
     state = run / "checkpoint" / "state.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -46,8 +48,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             break
         time.sleep(0.1)
     process.wait()
+    assert state.exists(), f"the first run wrote no checkpoint:\n{log.read_text()[-3000:]}"
     interrupted_at = json.loads(state.read_text())["epochs_done"]
-    assert 3 <= interrupted_at < EPOCHS, "the run should have been killed mid-way"
+    assert 3 <= interrupted_at < EPOCHS, f"the run should have been killed mid-way:\n{log.read_text()[-3000:]}"
     assert not (run / "model.onnx").exists()
     run_fervid("train", "--resume", "--out", str(run))
     return run, data
