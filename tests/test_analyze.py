@@ -431,6 +431,21 @@ def test_cli_reports_errors_in_one_line_and_fails_only_when_nothing_worked(archi
     assert (dotted / "_summary.parquet").exists()
 
 
+def test_an_input_no_longer_given_loses_its_parts_so_out_mirrors_the_inputs(tmp_path: Path) -> None:
+    folders = {name: tmp_path / name for name in ("a", "b")}
+    for seed, folder in enumerate(folders.values()):
+        folder.mkdir()
+        for index in range(2):
+            cv2.imwrite(str(folder / f"{index}.png"), textured_background(48, 48, seed=10 * seed + index))
+    out, options = tmp_path / "faces", AnalyzeOptions(crops=True, image_batch=2)  # a batch per folder
+    both = analyze(list(folders.values()), out, options)
+    assert both.removed_parts == 0 and set(rows_of(out)["source"].map(lambda name: Path(name).parent.name)) == {"a", "b"}
+    only_a = analyze([folders["a"]], out, options)
+    assert only_a.skipped_units == only_a.units and only_a.removed_parts >= 1
+    assert set(rows_of(out)["source"].map(lambda name: Path(name).parent.name)) == {"a"}
+    pd.testing.assert_frame_equal(rows_of(out), rows_of(analyze([folders["a"]], tmp_path / "fresh", options).outputs[0]))
+
+
 @pytest.mark.parametrize("out_name", ["faces.csv", "faces.parquet", "faces"])
 def test_a_run_where_nothing_could_be_processed_leaves_earlier_results_as_they_were(tmp_path: Path, out_name: str) -> None:
     """A wrong input on a rerun must not replace the results in --out (nor prune their parts) with an empty table."""

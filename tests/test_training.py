@@ -64,6 +64,18 @@ def test_training_learns_learnable_patterns(trained_run):
     assert card["name"] == "fervid-patterns", "--resume keeps the name the run was started with"
 
 
+def test_a_new_run_into_a_finished_run_folder_is_refused_and_leaves_it_alone(trained_run):
+    from fervid.errors import FervidError
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import fit
+
+    run, data = trained_run
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    with pytest.raises(FervidError, match="already holds a training run; use --resume to continue it or another --out"):
+        fit(TrainConfig(data=str(data), arch="compact", epochs=1), run)
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+
+
 def test_resume_continues_the_same_schedule(trained_run):
     run, _ = trained_run
     history = [row.split(",") for row in (run / "history.csv").read_text().split("\n")[1:] if row]
