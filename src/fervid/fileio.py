@@ -18,6 +18,18 @@ def is_hidden(parts: tuple[str, ...]) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
+def file_in_the_way(target: str | Path) -> Path | None:
+    """The file standing where a folder of ``target``'s path must be (``photo.png/out.mp4``), else None.
+
+    Its folder could not be made, and the write would fail only when the output is written: at the
+    end of a run, its results lost. Callers refuse such a path before the first frame or photo.
+    """
+    for parent in Path(target).expanduser().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from fervid.errors import FervidError
 from fervid.fileio import is_hidden
@@ -78,7 +78,7 @@ def _zip_members(path: Path) -> list[SourceItem]:
         with zipfile.ZipFile(path) as archive:
             infos = [
                 info for info in archive.infolist()
-                if not info.is_dir() and kind_of(info.filename) == "image" and not is_hidden(Path(info.filename).parts)
+                if not info.is_dir() and kind_of(info.filename) == "image" and not is_hidden(PurePosixPath(info.filename).parts)
             ]
             items = []
             for info in sorted(infos, key=lambda info: info.filename):

@@ -22,11 +22,10 @@ import numpy as np
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.fileio import read_markdown_page, replace_markdown_section
+from fervid.fileio import file_in_the_way, read_markdown_page, replace_markdown_section
 from fervid.runtime.live import DETECT_EVERY, FrameProcessor
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
-from fervid.runtime.sinks import file_in_the_way
 from fervid.runtime.sources import VideoFileSource
 
 SECTION = "## Real-time pipeline (`fervid bench`)"
@@ -91,7 +90,10 @@ def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.nd
 
 
 def _decode_gray(archive: zipfile.ZipFile, name: str, zip_path: Path) -> np.ndarray | None:
-    """An archive's image as gray pixels, None when it is not an image (an empty or foreign file)."""
+    """An archive's image as gray pixels, None when it is not an image (an empty or foreign file).
+
+    Not ``fervid.data.decode``: importing ``fervid.data`` needs pandas, which the base install lacks.
+    """
     try:
         data = archive.read(name)
     except (zipfile.BadZipFile, zlib.error, OSError) as error:

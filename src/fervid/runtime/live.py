@@ -14,10 +14,11 @@ import cv2
 
 from fervid.console import progress, warn
 from fervid.errors import FervidError
+from fervid.fileio import file_in_the_way
 from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer, gray_frame
 from fervid.runtime.render import annotate
-from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, file_in_the_way
+from fervid.runtime.sinks import Summary, TimelineSink, VideoSink
 from fervid.runtime.sources import Frame, ImageFolderSource, open_source
 from fervid.runtime.track import FaceTracker
 

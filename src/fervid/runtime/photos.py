@@ -11,10 +11,9 @@ import cv2
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.fileio import write_bytes_atomically, write_text_atomically
+from fervid.fileio import file_in_the_way, write_bytes_atomically, write_text_atomically
 from fervid.runtime.recognizer import Recognizer, read_image
 from fervid.runtime.render import annotate
-from fervid.runtime.sinks import file_in_the_way
 from fervid.runtime.sources import IMAGE_SUFFIXES
 
 

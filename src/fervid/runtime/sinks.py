@@ -11,6 +11,7 @@ import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import cv2
 import numpy as np
@@ -22,18 +23,6 @@ from fervid.labels import EXPRESSIONS
 from fervid.runtime.face import Face
 
 TIMELINE_FIELDS = ("frame", "time_s", "track_id", "x", "y", "w", "h", "expression", "confidence", *EXPRESSIONS)
-
-
-def file_in_the_way(target: str | Path) -> Path | None:
-    """The file standing where a folder of ``target``'s path must be (``photo.png/out.mp4``), else None.
-
-    Its folder could not be made, and the write would fail only when the output is written: at the
-    end of a run, its results lost. Callers refuse such a path before the first frame or photo.
-    """
-    for parent in Path(target).expanduser().parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
 
 
 class _AtomicFile:
@@ -51,7 +40,22 @@ class _AtomicFile:
         self._context.__exit__(FervidError, error, None)
 
 
-class VideoSink:
+class _DiscardOnError:
+    """A ``with`` block that finishes the output (``close``) unless it ends in an error, which
+    ``discard``s it: a failed run must not replace an earlier file with a part of its own. Ctrl+C is
+    not an error here: what was written so far is kept. Subclasses define ``close`` and ``discard``."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind, *exc) -> None:
+        if kind is not None and issubclass(kind, Exception):
+            self.discard()
+        else:
+            self.close()
+
+
+class VideoSink(_DiscardOnError):
     """An mp4 (codec 'mp4v') of the annotated frames; its writer opens on the first frame, ``close`` finalises it.
 
     Leaving the ``with`` block by an error (not Ctrl+C) discards it: a failed run must not replace
@@ -104,17 +108,9 @@ class VideoSink:
             self._file.discard()
             self._file = None
 
-    def __enter__(self) -> VideoSink:
-        return self
-
-    def __exit__(self, kind, *exc) -> None:
-        if kind is not None and issubclass(kind, Exception):
-            self.discard()
-        else:
-            self.close()
 
 
-class TimelineSink:
+class TimelineSink(_DiscardOnError):
     """One row per face per frame: frame, time_s, track_id, box, expression, confidence and all probabilities.
 
     ``.jsonl`` writes ``{"frame", "time_s", **Face.to_dict()}`` per line; ``.csv`` flattens the same fields.
@@ -157,14 +153,6 @@ class TimelineSink:
             self._handle = None
             self._file.discard()
 
-    def __enter__(self) -> TimelineSink:
-        return self
-
-    def __exit__(self, kind, *exc) -> None:
-        if kind is not None and issubclass(kind, Exception):
-            self.discard()
-        else:
-            self.close()
 
 
 @dataclass
