@@ -584,7 +584,10 @@ def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path: Path) -> None:
     write_video(video, face_video_frames(detectable_faces(1), frames=40, empty=(0, 0))[0] * 3, fps=FPS)
     out = tmp_path / "r.csv"
     command = [FERVID, "analyze", str(video), "--out", str(out), "--segment-s", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell's background job (`nohup pytest &`) starts with Ctrl+C ignored, which Python and its
+    # children keep: give the run the default handling a terminal gives it.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline, ledger = time.monotonic() + 120, tmp_path / "r.csv.parts" / "_sources"
     while not (ledger.is_dir() and visible(ledger)):
         assert process.poll() is None and time.monotonic() < deadline

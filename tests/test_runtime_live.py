@@ -134,9 +134,10 @@ def test_csv_timeline_and_max_frames(two_face_video, recognizer: Recognizer, tmp
     with open(tmp_path / "out.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == TIMELINE_FIELDS
+    assert list(rows[0])[-7:] == [f"prob_{name}" for name in EXPRESSIONS]  # as in `fervid analyze`'s table
     assert max(int(row["frame"]) for row in rows) <= 19
     assert len({row["track_id"] for row in rows}) == 2
-    assert all(abs(sum(float(row[name]) for name in EXPRESSIONS) - 1) < 1e-3 for row in rows)
+    assert all(abs(sum(float(row[f"prob_{name}"]) for name in EXPRESSIONS) - 1) < 1e-3 for row in rows)
 
 
 def test_a_video_without_faces_gives_no_rows_and_no_error(recognizer: Recognizer, tmp_path: Path) -> None:
@@ -191,6 +192,10 @@ def test_image_folders_are_sources(tmp_path: Path, recognizer: Recognizer) -> No
     assert (tmp_path / "out" / "t-summary.png").exists()
     report = run_live(tmp_path, recognizer, timeline=tmp_path / "out" / "t.jsonl", display=False, detect_every=1)
     assert report.frames == 4, "the summary plot written into the folder is not read back as a frame on a rerun"
+    before = (tmp_path / "00.png").read_bytes()
+    with pytest.raises(FervidError, match="00.png: one of the source's images"):  # its plot would be 00.png
+        run_live(tmp_path, recognizer, summary=tmp_path / "00.json", display=False)
+    assert (tmp_path / "00.png").read_bytes() == before and not (tmp_path / "00.json").exists()
 
 
 def test_a_single_image_source_shows_its_faces(tmp_path: Path, recognizer: Recognizer) -> None:

@@ -76,7 +76,24 @@ def test_min_hits_suppresses_one_off_detections() -> None:
     assert tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), 0.1) == []
     tracker.update([[300, 10, 60, 60]], [HAPPY], 0.2)
     (face,) = tracker.update([[302, 10, 60, 60]], [HAPPY], 0.3)
-    assert face.track_id == 2  # id 1 was the one-off, never reported
+    assert face.track_id == 1  # ids number the faces shown: the one-off, never reported, took none
+    tracker.update([[300, 10, 60, 60], [500, 200, 60, 60]], [HAPPY, SAD], 0.4)
+    faces = tracker.update([[302, 10, 60, 60], [502, 200, 60, 60]], [HAPPY, SAD], 0.5)
+    assert sorted(face.track_id for face in faces) == [1, 2]
+
+
+def test_a_lost_track_waits_near_where_it_was_last_seen() -> None:
+    """Its box moves on along its velocity for a moment only, so the face that stops, or comes back
+    after a stalled camera, is matched to its old id instead of the box having drifted off-screen."""
+    tracker = FaceTracker(min_hits=1, box_smoothing=0.0, max_missed=5)
+    for frame in range(10):  # 300 pixels per second to the right
+        tracker.update([[100 + 10 * frame, 80, 90, 90]], [HAPPY], frame / 30)
+    (soon,) = tracker.search_boxes(9 / 30 + 0.1)
+    assert soon[0] == pytest.approx(190 + 30, abs=3)  # a moment later: where the velocity leads
+    (later,) = tracker.search_boxes(9 / 30 + 5.0)
+    assert later[0] == pytest.approx(190 + 150, abs=8)  # seconds later: no further than half a second's travel
+    (face,) = tracker.update([[330, 80, 90, 90]], [HAPPY], 9 / 30 + 5.0)
+    assert face.track_id == 1
 
 
 def test_searches_between_scans_look_where_the_velocity_leads() -> None:

@@ -22,7 +22,9 @@ from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.face import Face
 
-TIMELINE_FIELDS = ("frame", "time_s", "track_id", "x", "y", "w", "h", "expression", "confidence", *EXPRESSIONS)
+# The probability columns are named as in `fervid analyze`'s table, so code reads either.
+TIMELINE_FIELDS = ("frame", "time_s", "track_id", "x", "y", "w", "h", "expression", "confidence",
+                   *(f"prob_{name}" for name in EXPRESSIONS))
 
 
 class _AtomicFile:

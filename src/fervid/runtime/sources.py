@@ -250,9 +250,19 @@ class ImageFolderSource(Source):
         self.total = len(paths)
 
     def skip(self, outputs: list[str | Path]) -> None:
-        """Leave out the run's own outputs (and the summary's plot) that sit among the images."""
+        """Leave out the run's own outputs (and the summary's plot) that sit among the images.
+
+        A summary's plot (``x.json`` -> ``x.png``) that would land on one of the images is the last
+        run's plot only if that run's summary is there too; otherwise it is an input, and is refused.
+        """
         own = {Path(path).expanduser().resolve() for path in outputs}
-        own |= {path.with_suffix(".png") for path in own if path.suffix == ".json"}
+        images = {path.resolve() for path in self.paths}
+        for summary in [path for path in own if path.suffix.lower() == ".json"]:
+            plot = summary.with_suffix(".png")
+            if plot in images and not summary.exists():
+                raise FervidError(f"{plot}: one of the source's images, which the summary's plot would replace; "
+                                  "give --summary another name")
+            own.add(plot)
         kept = [path for path in self.paths if path.resolve() not in own]
         if not kept:
             raise FervidError(f"{self.name}: no images found besides this run's own outputs")

@@ -21,11 +21,17 @@ def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.where(union > 0, overlap / np.maximum(union, 1e-9), 0.0)
 
 
+MAX_PREDICTION_S = 0.5  # how far ahead a track's box is moved along its velocity
+
+
 @dataclass
 class Track:
-    """One followed face: its box (float x, y, w, h), velocity (pixels per second) and smoothed probabilities."""
+    """One followed face: its box (float x, y, w, h), velocity (pixels per second) and smoothed probabilities.
 
-    track_id: int
+    ``track_id`` is 0 until the tracker confirms the face, so ids number the faces a user sees (1, 2,
+    3...) and a one-off false detection uses none.
+    """
+
     box: np.ndarray
     probabilities: np.ndarray
     time_s: float
@@ -35,15 +41,18 @@ class Track:
     lost: bool = False  # the latest look at it (a scan or a search near it) did not find it
     detected_box: np.ndarray | None = None  # where and when the detector last saw it, for the velocity
     detected_time_s: float = 0.0
+    track_id: int = 0
 
     def __post_init__(self) -> None:
         if self.detected_box is None:
             self.detected_box, self.detected_time_s = self.box.copy(), self.time_s
 
     def box_at(self, time_s: float) -> np.ndarray:
-        """The box moved along the track's velocity to ``time_s``."""
+        """The box moved along the track's velocity to ``time_s``, for at most ``MAX_PREDICTION_S``: a
+        face is not seen to keep moving for long, so a lost track waits near where it was last seen
+        (where a face that stopped or a stalled camera brings it back) instead of drifting off."""
         moved = self.box.copy()
-        moved[:2] += self.velocity * max(0.0, time_s - self.time_s)
+        moved[:2] += self.velocity * min(MAX_PREDICTION_S, max(0.0, time_s - self.time_s))
         return moved
 
 
@@ -148,8 +157,7 @@ class FaceTracker:
         self.tracks = [track for track in self.tracks if track.missed <= self.max_missed]
         for index in range(len(boxes)):
             if index not in matched_boxes:
-                self.tracks.append(Track(self.next_id, boxes[index].copy(), probabilities[index].copy(), time_s))
-                self.next_id += 1
+                self.tracks.append(Track(boxes[index].copy(), probabilities[index].copy(), time_s))
         return self._faces()
 
     def _follow(self, track: Track, box: np.ndarray, row: np.ndarray, time_s: float) -> None:
@@ -167,4 +175,7 @@ class FaceTracker:
         track.time_s = time_s
 
     def _faces(self) -> list[Face]:
+        for track in self.tracks:  # in the order they were first seen
+            if not track.track_id and track.hits >= self.min_hits:
+                track.track_id, self.next_id = self.next_id, self.next_id + 1
         return [Face.from_probabilities(track.box, track.probabilities, track.track_id) for track in self.visible()]
