@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import pattern_face, write_fer_csv, write_folder_dataset, zip_folder
+from conftest import pattern_face, with_exif_orientation, write_fer_csv, write_folder_dataset, zip_folder
 from fervid.data import load_arrays, read_dataset
 from fervid.data.arrays import cache_dir, fingerprint
 from fervid.data.decode import UnreadableImage, decode_image_bytes
@@ -107,6 +107,17 @@ def test_csv_wrong_pixel_count_is_skipped_and_listed(tmp_path):
     assert "smaller than a 48x48 face" in reasons[1], "a 2x2 row is a cut-short one, not a face"
 
 
+def test_a_jpeg_is_turned_upright_by_its_exif_orientation():
+    """A phone stores a portrait shot sideways with an orientation tag; training must see it upright."""
+    upright = np.zeros((48, 48), np.uint8)
+    upright[:16] = 255  # bright top third
+    sideways = cv2.imencode(".jpg", cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE), [cv2.IMWRITE_JPEG_QUALITY, 100])[1]
+    stored = decode_image_bytes(sideways.tobytes())
+    assert stored[:, :16].mean() > 200 and stored[:16, 16:].mean() < 50  # without the tag: bright left third
+    face = decode_image_bytes(with_exif_orientation(sideways.tobytes(), 6))
+    assert face[:16].mean() > 200 and face[16:].mean() < 50
+
+
 def test_color_depth_and_alpha_become_gray(tmp_path):
     rgb = np.zeros((96, 96, 3), np.uint8)
     rgb[..., 2] = 255  # pure red in BGR order
@@ -204,6 +215,27 @@ def test_decoded_arrays_are_cached_by_content(tmp_path):
     changed = read_dataset(zip_folder(folder, tmp_path / "d.zip"))
     assert fingerprint(changed) != original
     assert load_arrays(changed, "train").images[0].max() == 0
+
+
+def test_a_folder_dataset_is_decoded_afresh_when_a_file_changes_in_place(tmp_path):
+    """Folders are fingerprinted by size and modification time: an image redrawn at the same size
+    (same name, same byte count) must still not be served from the stale cache."""
+    import os
+
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
+    first = load_arrays(read_dataset(folder), "train")
+    image = folder / "train" / "angry" / "0000.png"
+    stat = image.stat()
+    size = stat.st_size
+    assert first.images[0].max() > 0
+    black = cv2.imencode(".png", np.zeros((48, 48), np.uint8))[1].tobytes()
+    assert len(black) < size  # a black face compresses smaller than a patterned one
+    image.write_bytes(black.ljust(size, b"\0"))  # bytes after a PNG's end are ignored by decoders
+    assert image.stat().st_size == size
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    again = load_arrays(read_dataset(folder), "train")
+    assert again.images[0].max() == 0
+    assert np.array_equal(again.images[1:], first.images[1:])
 
 
 def test_damaged_cache_entry_is_rebuilt(tmp_path):

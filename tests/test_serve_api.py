@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="the web server needs the 'serve' extra: p
 from fastapi.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
-from conftest import detectable_faces, paste_face, textured_background  # noqa: E402
+from conftest import detectable_faces, paste_face, textured_background, with_exif_orientation  # noqa: E402
 from fervid.labels import EXPRESSIONS  # noqa: E402
 from fervid.runtime.classify import DEFAULT_MODEL  # noqa: E402
 from fervid.serve import create_app  # noqa: E402
@@ -91,6 +91,18 @@ def test_predict_finds_the_face_and_its_expression(client: TestClient) -> None:
     result = response.json()
     assert (result["width"], result["height"]) == (480, 360)
     assert result["ms"] > 0
+    assert len(result["faces"]) == 1
+    assert_face_result(result["faces"][0], truth)
+
+
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(client: TestClient) -> None:
+    """Phones store a portrait photo sideways with an orientation tag; the face is found upright."""
+    photo, truth = face_photo()
+    sideways = encoded(cv2.rotate(photo, cv2.ROTATE_90_COUNTERCLOCKWISE), ".jpg", cv2.IMWRITE_JPEG_QUALITY, 95)
+    plain = client.post("/api/predict", files={"file": ("phone.jpg", sideways, "image/jpeg")}).json()
+    assert (plain["width"], plain["height"]) == (360, 480)  # without the tag: stored sideways
+    result = client.post("/api/predict", files={"file": ("phone.jpg", with_exif_orientation(sideways, 6), "image/jpeg")}).json()
+    assert (result["width"], result["height"]) == (480, 360)
     assert len(result["faces"]) == 1
     assert_face_result(result["faces"][0], truth)
 
@@ -324,6 +336,23 @@ def test_serve_rejects_a_bad_port_before_loading_anything() -> None:
     ]:
         result = CliRunner().invoke(app, ["serve", *args])
         assert isinstance(result.exception, FervidError) and message in str(result.exception), (args, result.exception)
+
+
+def test_serve_on_a_taken_port_is_one_clear_error() -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from fervid.cli import app
+    from fervid.errors import FervidError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    assert isinstance(result.exception, FervidError), result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in str(result.exception) and "pick another --port" in str(result.exception)
 
 
 def test_serving_on_every_interface_prints_the_address_that_gets_the_webcam() -> None:

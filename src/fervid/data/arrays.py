@@ -23,7 +23,7 @@ from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
 
-CACHE_FORMAT = 2  # 2: CSV rows with extra fields are unreadable, no longer decoded
+CACHE_FORMAT = 3  # 2: CSV rows with extra fields are unreadable, no longer decoded; 3: JPEGs upright by EXIF
 CACHE_KEYS = ("images", "reasons", "digests")
 
 

@@ -11,6 +11,7 @@ from fervid.errors import FervidError
 from fervid.preprocess import prepare_face
 
 
+JPEG_START = b"\xff\xd8"
 MIN_CSV_SIDE = 48  # the model's input side; CSV datasets in FER2013's format (FER2013, FER+) are 48x48
 
 
@@ -22,7 +23,10 @@ def decode_image_bytes(data: bytes) -> np.ndarray:
     """Decode any image OpenCV reads (8/16-bit, gray, RGB, RGBA, palette) into a 48x48 uint8 face."""
     if not data:
         raise UnreadableImage("empty file")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores a JPEG's EXIF orientation, which would
+    # train on a phone's portrait shots lying on their side; a JPEG has no alpha to keep.
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if data[:2] == JPEG_START else cv2.IMREAD_UNCHANGED
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None or image.size == 0:
         raise UnreadableImage("not a decodable image")
     try:
