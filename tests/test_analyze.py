@@ -132,6 +132,33 @@ def test_expands_folders_zips_and_skips_what_is_not_media(tmp_path: Path) -> Non
         expand_inputs([tmp_path / "missing"])
 
 
+def test_fingerprints_see_every_byte_of_small_files_and_the_samples_of_big_ones(tmp_path: Path) -> None:
+    """Up to 8 MiB a file is hashed whole; above, its size and first, middle and last MiB, so an hour of
+    video costs three reads, and an edit inside a sample (or a new size) still means new content."""
+    from fervid.analyze.inputs import SAMPLE_BYTES, WHOLE_FILE_LIMIT, file_fingerprint
+
+    def changed(path: Path, offset: int) -> bool:
+        before = file_fingerprint(path)
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+        return file_fingerprint(path) != before
+
+    small = tmp_path / "small.mp4"
+    small.write_bytes(np.random.default_rng(0).bytes(WHOLE_FILE_LIMIT))
+    assert all(changed(small, offset) for offset in (0, SAMPLE_BYTES + 5, WHOLE_FILE_LIMIT - 1))
+    big = tmp_path / "big.mp4"
+    size = WHOLE_FILE_LIMIT + 3 * SAMPLE_BYTES
+    big.write_bytes(np.random.default_rng(1).bytes(size))
+    assert all(changed(big, offset) for offset in (10, size // 2 + 10, size - 10))
+    assert not changed(big, SAMPLE_BYTES + 10)  # between the samples: documented as not seen
+    before = file_fingerprint(big)
+    with big.open("ab") as handle:
+        handle.write(b"\0")
+    assert file_fingerprint(big) != before
+    assert file_fingerprint(tmp_path / "gone.mp4") == "unreadable"
+
+
 def test_rows_follow_the_schema_and_match_the_recognizer(archive: Path, full_run, recognizer: Recognizer) -> None:
     out, report = full_run
     assert pq.read_schema(next(out.glob("part-*.parquet"))).equals(ROW_SCHEMA, check_metadata=False)
