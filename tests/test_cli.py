@@ -55,7 +55,9 @@ def test_evaluate_refuses_a_confusion_path_that_is_not_png_before_scoring(tmp_pa
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"fervid: error: --confusion {tmp_path / 'c.txt'}: the confusion matrix is a PNG; give a path ending in .png"]
     result = fervid("evaluate", "fervid-vgg", str(tmp_path / "missing"), "--json", str(tmp_path))
-    assert result.returncode == 2 and result.stderr.strip() == f"fervid: error: --json {tmp_path}: a folder, not a file"
+    assert result.returncode == 2 and result.stderr.strip() == f"fervid: error: --json {tmp_path}: a folder, not a file; give a file path for this output"
+    result = fervid("evaluate", "fervid-vgg", str(tmp_path / "missing"), "--confusion", "/proc/c.png")  # before the data is read
+    assert result.returncode == 2 and result.stderr.strip().startswith("fervid: error: --confusion /proc/c.png: cannot write in /proc (")
     flat = write_folder_dataset(tmp_path / "flat", 1)  # class folders, no splits: all of it is 'train'
     result = fervid("evaluate", "fervid-vgg", str(flat))
     assert result.returncode == 2 and result.stderr.strip().endswith("(found: train); --split train scores the model on those")
@@ -112,7 +114,8 @@ def test_an_output_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path)
     result = fervid("data", "inspect", str(data), "--grid", str(tmp_path / "file.txt" / "grid.png"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"fervid: error: {tmp_path / 'file.txt'}")
+    assert result.stderr.strip().splitlines() == [
+        f"fervid: error: --grid {tmp_path / 'file.txt' / 'grid.png'}: {tmp_path / 'file.txt'} is a file, not a folder; write the output elsewhere"]
 
 
 def test_an_output_path_that_is_a_folder_is_named_not_its_temporary_file(tmp_path):
@@ -120,7 +123,7 @@ def test_an_output_path_that_is_a_folder_is_named_not_its_temporary_file(tmp_pat
     (tmp_path / "grid.png").mkdir()
     result = fervid("data", "inspect", str(data), "--grid", str(tmp_path / "grid.png"))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"fervid: error: {tmp_path / 'grid.png'}: a folder, not a file"]
+    assert result.stderr.strip().splitlines() == [f"fervid: error: --grid {tmp_path / 'grid.png'}: a folder, not a file; give a file path for this output"]
     assert [path.name for path in tmp_path.iterdir() if ".tmp" in path.name] == []
 
 

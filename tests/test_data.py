@@ -318,10 +318,12 @@ def test_inspect_counts_readable_images_and_lists_unreadable_apart(tmp_path):
     assert summary.imbalance == 1.0
 
 
-def test_a_grid_path_that_is_not_png_is_refused():
+def test_a_grid_path_that_is_not_png_or_cannot_be_written_is_refused(tmp_path):
     from fervid.data.inspect import check_grid_path
 
-    check_grid_path(None)
-    check_grid_path(Path("g.PNG"))
+    check_grid_path(tmp_path / "g.PNG")
     with pytest.raises(FervidError, match=r"--grid g.jpg: the sample grid is a PNG; give a path ending in .png"):
         check_grid_path(Path("g.jpg"))
+    (tmp_path / "taken.png").mkdir()
+    with pytest.raises(FervidError, match=r"taken.png: a folder, not a file"):
+        check_grid_path(tmp_path / "taken.png")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fervid.fileio import atomic_path, is_hidden, remove_temporaries, write_text_atomically, write_with
+from fervid.errors import FervidError
+from fervid.fileio import atomic_path, check_writable, is_hidden, remove_temporaries, write_text_atomically, write_with
 
 
 def test_a_failing_writer_leaves_the_old_file_as_it_was_and_no_temporary(tmp_path: Path) -> None:
@@ -54,3 +55,38 @@ def test_temporaries_left_by_a_killed_process_are_removed_and_nothing_else(tmp_p
 )
 def test_hidden_paths(parts: tuple[str, ...], hidden: bool) -> None:
     assert is_hidden(parts) is hidden
+
+
+def test_an_output_that_could_not_be_written_is_refused_before_the_work(tmp_path: Path) -> None:
+    """A run writes its outputs last: a folder in the way, a file where a folder must be, or a folder
+    that takes no files would otherwise fail only after the work, its results lost."""
+    check_writable(tmp_path / "new" / "metrics.json")  # missing folders are fine: they are made when written
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "taken.json").mkdir()
+    with pytest.raises(FervidError, match=r"--json .*taken.json: a folder, not a file"):
+        check_writable(tmp_path / "taken.json", "--json")
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(FervidError, match=r"photo.jpg is a file, not a folder"):
+        check_writable(tmp_path / "photo.jpg" / "m.json")
+    with pytest.raises(FervidError, match=r"/proc/m.json: cannot write in /proc \("):  # refuses files even to root
+        check_writable("/proc/m.json")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["photo.jpg", "taken.json"]
+
+
+def test_a_failed_write_names_the_users_path_not_the_temporary(tmp_path: Path) -> None:
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError) as error:
+        write_text_atomically(tmp_path / "photo.jpg" / "m.json", "{}")
+    assert error.value.filename == str(tmp_path / "photo.jpg" / "m.json") and "photo.jpg is a file" in error.value.strerror
+    with pytest.raises(OSError) as error:
+        write_text_atomically("/proc/m.json", "{}")
+    assert error.value.filename == "/proc/m.json"
+
+
+def test_a_long_legal_name_is_written(tmp_path: Path) -> None:
+    """The temporary name adds a random part and '.tmp' to the stem: it is cut so the longest legal
+    name (255 bytes) still gets a temporary beside it."""
+    for stem in ("a" * 250, "é" * 125):
+        target = tmp_path / f"{stem}.png"
+        write_text_atomically(target, "grid")
+        assert target.read_text() == "grid"

@@ -320,7 +320,7 @@ def test_no_image_is_written_anywhere(client: TestClient, file_writes: list[str]
     assert file_writes == []
 
 
-def test_serve_rejects_a_bad_port_before_loading_anything() -> None:
+def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from fervid.cli import app
@@ -333,6 +333,8 @@ def test_serve_rejects_a_bad_port_before_loading_anything() -> None:
         (["--workers", "0"], "--workers must be at least 1"),
         (["--loadtest", "--seconds", "0"], "--seconds must be a positive number"),
         (["--loadtest", "--faces-from", "/nowhere/fer2013.zip"], "/nowhere/fer2013.zip: no such file"),
+        (["--loadtest", "--faces-from", __file__, "--output", str(tmp_path)], "a folder, not a file"),
+        (["--loadtest", "--faces-from", __file__, "--output", "/proc/perf.md"], "--output /proc/perf.md: cannot write in /proc"),
     ]:
         result = CliRunner().invoke(app, ["serve", *args])
         assert isinstance(result.exception, FervidError) and message in str(result.exception), (args, result.exception)

@@ -3,6 +3,9 @@ and evaluation reports the numbers a hand computation gives."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 import os
 import shutil
@@ -10,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,40 @@ FERVID = [sys.executable, "-m", "fervid"]
 
 def run_fervid(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([*FERVID, *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def fervid_here(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``run_fervid`` without a new process: the same console entry point (``fervid.cli.main``, which turns
+    every error into one stderr line and exit status 2), its stdout and stderr captured.
+
+    It saves a fresh Python and TensorFlow per call. Warnings that a fresh interpreter prints (its default
+    filters) land in the captured stderr too, so a stray library warning still breaks a one-line error.
+    Tests about signals, a killed process or what a fresh process imports keep ``run_fervid``.
+    """
+    from fervid import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler, argv = signal.getsignal(signal.SIGTERM), sys.argv
+    sys.argv = ["fervid", *args]
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            warnings.simplefilter("default")
+            for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", quiet)
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exited:
+                code = exited.code if isinstance(exited.code, int) else int(exited.code is not None)
+        for warning in caught:
+            stderr.write(warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno))
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, handler)  # main() installs its own
+    result = subprocess.CompletedProcess([*FERVID, *args], code, stdout.getvalue(), stderr.getvalue())
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -52,7 +90,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     interrupted_at = json.loads(state.read_text())["epochs_done"]
     assert 3 <= interrupted_at < EPOCHS, f"the run should have been killed mid-way:\n{log.read_text()[-3000:]}"
     assert not (run / "model.onnx").exists()
-    run_fervid("train", "--resume", "--out", str(run))
+    with pytest.MonkeyPatch.context() as patch:  # module-scoped: the per-test cache fixture is not set up yet
+        patch.setenv("FERVID_CACHE_DIR", str(root / "cache"))
+        fervid_here("train", "--resume", "--out", str(run))  # a new process's job, done by this one: nothing survives the kill
     return run, data
 
 
@@ -131,7 +171,7 @@ def returned_from_a_gpu_machine(run: Path, target: Path) -> Path:
 def test_a_finished_run_is_completed_from_its_best_weights_alone(trained_run, tmp_path):
     run, _ = trained_run
     returned = returned_from_a_gpu_machine(run, tmp_path / "returned")
-    run_fervid("train", "--resume", "--out", str(returned))
+    fervid_here("train", "--resume", "--out", str(returned))
     original = json.loads((run / "metrics.json").read_text())
     finished = json.loads((returned / "metrics.json").read_text())
     assert finished["flip_tta"]["accuracy"] == pytest.approx(original["flip_tta"]["accuracy"])
@@ -178,24 +218,35 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     copy.mkdir()
     for name in ("model.keras", "model.json"):
         shutil.copy(run / name, copy / name)
-    result = run_fervid("export", str(copy))
+    result = fervid_here("export", str(copy))
     assert f"wrote {copy / 'model.onnx'}" in " ".join(result.stdout.split())
     assert (copy / "model.onnx").stat().st_size > 0 and (copy / "model.json").exists()
     (tmp_path / "empty.keras").write_bytes(b"")
     float32 = (copy / "model.onnx").read_bytes()
-    refused = run_fervid("export", str(copy), "--int8", str(data), "--out", str(copy / "model.onnx"), check=False)
+    refused = fervid_here("export", str(copy), "--int8", str(data), "--out", str(copy / "model.onnx"), check=False)
     assert refused.returncode == 2 and "write the int8 model elsewhere (default: model.int8.onnx)" in refused.stderr
     assert (copy / "model.onnx").read_bytes() == float32
     card = (copy / "model.json").read_text()
-    run_fervid("export", str(copy), "--int8", str(data))
+    fervid_here("export", str(copy), "--int8", str(data))
     assert json.loads((copy / "model.int8.json").read_text())["precision"] == "int8" and (copy / "model.int8.onnx").exists()
     assert (copy / "model.onnx").read_bytes() == float32 and (copy / "model.json").read_text() == card
     flat = write_folder_dataset(tmp_path / "flat", 6)  # class folders only: calibrated and scored on a seeded holdout
-    held_out = run_fervid("export", str(copy), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
+    held_out = fervid_here("export", str(copy), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
     assert "int8: same class as float32" in held_out.stdout
     assert json.loads((tmp_path / "flat.json").read_text())["metrics"]["split"].startswith("stratified 10% of train")
+    ours = copy / "model.ONNX"  # another file than model.onnx, but its card would be the run's model.json
+    refused = fervid_here("export", str(copy), "--int8", str(data), "--out", str(ours), check=False)
+    assert refused.returncode == 2 and "write the int8 model elsewhere" in refused.stderr and not ours.exists()
+    assert (copy / "model.json").read_text() == card
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "m.onnx").write_bytes(b"the model there")
+    (elsewhere / "m.json").mkdir()  # where its card must go: refused before converting, the model left as it was
+    refused = fervid_here("export", str(copy), "--out", str(elsewhere / "m.onnx"), check=False)
+    assert refused.returncode == 2 and "m.json: a folder, not a file" in refused.stderr and "wrote" not in refused.stdout
+    assert (elsewhere / "m.onnx").read_bytes() == b"the model there"
     for argument, message in ((tmp_path / "empty.keras", "empty or damaged"), (tmp_path, "a folder without model.keras")):
-        failed = run_fervid("export", str(argument), check=False)
+        failed = fervid_here("export", str(argument), check=False)
         assert failed.returncode == 2 and message in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
 
 
@@ -221,13 +272,27 @@ def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
 def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
     run, data = trained_run
     onnx_json, keras_json = tmp_path / "onnx.json", tmp_path / "keras.json"
-    printed = run_fervid("evaluate", str(run / "model.onnx"), str(data), "--json", str(onnx_json),
+    printed = fervid_here("evaluate", str(run / "model.onnx"), str(data), "--json", str(onnx_json),
                          "--confusion", str(tmp_path / "c.png")).stdout
-    run_fervid("evaluate", str(run / "model.keras"), str(data), "--json", str(keras_json))
+    fervid_here("evaluate", str(run / "model.keras"), str(data), "--json", str(keras_json))
     onnx_metrics, keras_metrics = json.loads(onnx_json.read_text()), json.loads(keras_json.read_text())
-    trained = json.loads((run / "metrics.json").read_text())["single"]
-    assert onnx_metrics["accuracy"] == pytest.approx(trained["accuracy"])
+    trained = json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "model.json").read_text())["inference"]["flip_tta"], "trained with flips: the runtime averages"
+    assert onnx_metrics["flip_tta"] and keras_metrics["flip_tta"], "scored by default as the runtime runs the model"
+    assert onnx_metrics["accuracy"] == pytest.approx(trained["flip_tta"]["accuracy"])
     assert keras_metrics["confusion"] == onnx_metrics["confusion"]
+    single = fervid_here("evaluate", str(run / "model.onnx"), str(data), "--no-flip-tta", "--json", str(onnx_json))
+    assert "(flip averaging)" not in single.stdout and json.loads(onnx_json.read_text())["flip_tta"] is False
+    assert json.loads(onnx_json.read_text())["accuracy"] == pytest.approx(trained["single"]["accuracy"])
+    keras_only = tmp_path / "jax-run"  # a run on a backend without ONNX export has model.keras alone
+    keras_only.mkdir()
+    for name in ("model.keras", "model.json"):
+        shutil.copy(run / name, keras_only / name)
+    fervid_here("evaluate", str(keras_only), str(data), "--json", str(keras_json))
+    assert json.loads(keras_json.read_text())["confusion"] == onnx_metrics["confusion"]
+    blurred_flat = fervid_here("evaluate", str(run / "model.onnx"), str(data), "--input-blur", "1e9", check=False)
+    assert blurred_flat.returncode == 2 and blurred_flat.stderr.strip() == (
+        "fervid: error: --input-blur 1e+09: at most 10 pixels (sigma on a 48x48 face)")
     assert "macro-F1" in printed and (tmp_path / "c.png").stat().st_size > 0
     assert f"on {data} [validation], " in " ".join(printed.split()), "the split is printed, not eaten as Rich markup"
 
@@ -239,7 +304,7 @@ def test_evaluate_input_blur_defaults_to_the_card_and_can_be_overridden(trained_
     for model in ("model.onnx", "model.keras"):
         for blur in (None, str(card_blur), "1.5"):
             target = tmp_path / f"{model}-{blur}.json"
-            run_fervid("evaluate", str(run / model), str(data), "--json", str(target), *(["--input-blur", blur] if blur else []))
+            fervid_here("evaluate", str(run / model), str(data), "--json", str(target), *(["--input-blur", blur] if blur else []))
             scores[model, blur] = json.loads(target.read_text())
     assert scores["model.onnx", "1.5"]["input_blur"] == 1.5
     assert scores["model.onnx", None]["input_blur"] == scores["model.keras", None]["input_blur"] == card_blur  # what was applied
@@ -260,7 +325,7 @@ def test_evaluate_applies_the_card_temperature_unless_told_otherwise(trained_run
     for model in ("model.onnx", "model.keras"):
         for option in ([], ["--temperature", "1"]):
             target = tmp_path / f"{model}-{len(option)}.json"
-            run_fervid("evaluate", str(run / model), str(data), "--flip-tta", "--json", str(target), *option)
+            fervid_here("evaluate", str(run / model), str(data), "--flip-tta", "--json", str(target), *option)
             scores[model, len(option)] = json.loads(target.read_text())
     for model in ("model.onnx", "model.keras"):
         assert scores[model, 0]["confusion"] == scores[model, 2]["confusion"], "a temperature never changes the winning class"
@@ -368,11 +433,11 @@ def test_choose_input_blur_keeps_it_only_when_validation_is_no_worse():
 
 def test_evaluate_against_another_model_is_a_paired_test(trained_run, tmp_path):
     run, data = trained_run
-    same = run_fervid("evaluate", str(run / "model.onnx"), str(data), "--against", str(run / "model.keras")).stdout
+    same = fervid_here("evaluate", str(run / "model.onnx"), str(data), "--against", str(run / "model.keras")).stdout
     assert "only this model right on 0 faces" in same and "p = 1 " in same and "not distinguishable" in same
     result = tmp_path / "against.json"
     # The bundled FER2013 model is near chance on drawn patterns; the model trained on them is not.
-    printed = run_fervid("evaluate", str(run / "model.onnx"), str(data), "--against", "fervid-vgg", "--json", str(result)).stdout
+    printed = fervid_here("evaluate", str(run / "model.onnx"), str(data), "--against", "fervid-vgg", "--json", str(result)).stdout
     against = json.loads(result.read_text())["against"]
     assert against["only_this_right"] > against["only_other_right"] and against["mcnemar_p"] < 0.05
     assert "a real difference" in printed
@@ -528,16 +593,16 @@ def test_init_from_starts_where_the_trained_model_ended(trained_run, tmp_path):
     the same epoch from random weights would be at chance (1/7)."""
     run, data = trained_run
     warm = tmp_path / "warm"
-    run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--lr", "1e-9", "--warmup-epochs", "0",
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--lr", "1e-9", "--warmup-epochs", "0",
                "--batch-size", str(BATCH), "--init-from", str(run), "--out", str(warm))
     card = json.loads((warm / "model.json").read_text())
     assert card["metrics"]["accuracy"] >= 0.85
     assert card["training"]["init_from"] == str(run.resolve())
-    mismatch = run_fervid("train", str(data), "--arch", "vgg", "--init-from", str(run), "--out", str(tmp_path / "x"),
+    mismatch = fervid_here("train", str(data), "--arch", "vgg", "--init-from", str(run), "--out", str(tmp_path / "x"),
                           check=False)
     assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr
     assert "--arch" in mismatch.stderr and len(mismatch.stderr.strip().splitlines()) == 1
-    missing = run_fervid("train", str(data), "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "y"),
+    missing = fervid_here("train", str(data), "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "y"),
                          check=False)
     assert missing.returncode == 2 and "no trained model to start from" in missing.stderr
 
@@ -550,7 +615,7 @@ def test_distillation_trains_on_the_teachers_averaged_probabilities(trained_run,
 
     run, data = trained_run
     student = tmp_path / "student"
-    run_fervid("train", str(data), "--arch", "compact", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
                "--warmup-epochs", "1", "--teacher", str(run), "--teacher", "fervid-vgg", "--distill", "0.4",
                "--out", str(student))
     card = json.loads((student / "model.json").read_text())
@@ -577,10 +642,10 @@ def test_a_run_folder_holding_the_teachers_probabilities_needs_no_teacher(tmp_pa
     probabilities = np.full((28, 7), 1 / 7, np.float32)
     np.savez(run / "checkpoint" / "teacher.npz", probabilities=probabilities,
              fingerprint=np.array(fingerprint(read_dataset(data))), teachers=np.array(["elsewhere/teacher.onnx"]))
-    run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--imbalance", "weights",
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--imbalance", "weights",
                "--teacher", "elsewhere/teacher.onnx", "--out", str(run))
     assert json.loads((run / "model.json").read_text())["training"]["teacher"] == ["elsewhere/teacher.onnx"]
-    other = run_fervid("train", str(data), "--teacher", "elsewhere/teacher.onnx", "--out", str(tmp_path / "x"), check=False)
+    other = fervid_here("train", str(data), "--teacher", "elsewhere/teacher.onnx", "--out", str(tmp_path / "x"), check=False)
     assert other.returncode == 2 and "no such model file" in other.stderr, "without the copy it is a missing model"
 
 
@@ -727,7 +792,7 @@ def test_class_weights_and_holdout():
 )
 def test_bad_training_arguments_are_one_line_errors(tmp_path, args, message):
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
-    result = run_fervid("train", str(data), "--out", str(tmp_path / "run"), *args, check=False)
+    result = fervid_here("train", str(data), "--out", str(tmp_path / "run"), *args, check=False)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -736,24 +801,24 @@ def test_bad_training_arguments_are_one_line_errors(tmp_path, args, message):
 
 def test_unreadable_training_data_leaves_no_run_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run_fervid("train", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), check=False)
+    result = fervid_here("train", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), check=False)
     assert result.returncode == 2 and "no images in class folders" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
 def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
-    result = run_fervid("train", "--resume", "--out", str(tmp_path / "nothing"), check=False)
+    result = fervid_here("train", "--resume", "--out", str(tmp_path / "nothing"), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"fervid: error: {tmp_path / 'nothing'}: no run to resume (no config.json); give the dataset to start one there"
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
-    result = run_fervid("evaluate", str(tmp_path / "missing.onnx"), str(data), check=False)
+    result = fervid_here("evaluate", str(tmp_path / "missing.onnx"), str(data), check=False)
     assert result.returncode == 2 and "missing.onnx" in result.stderr and "Traceback" not in result.stderr
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
-    result = run_fervid("train", str(data), "--teacher", str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "run"), check=False)
+    result = fervid_here("train", str(data), "--teacher", str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "run"), check=False)
     assert result.returncode == 2 and "broken.onnx: not a loadable ONNX model" in result.stderr
     assert "teachers: scoring" not in result.stdout and not (tmp_path / "run").exists()
     before = sorted(data.rglob("*"))
-    result = run_fervid("train", str(data), "--out", str(data / "train" / "happy" / "run"), check=False)
+    result = fervid_here("train", str(data), "--out", str(data / "train" / "happy" / "run"), check=False)
     assert result.returncode == 2 and "inside the dataset" in result.stderr, "its plots would be read as happy faces"
     assert sorted(data.rglob("*")) == before
 
@@ -765,7 +830,7 @@ def test_a_damaged_checkpoint_state_is_one_line_on_resume(tmp_path):
     (run / "checkpoint").mkdir(parents=True)
     TrainConfig(data=str(write_folder_dataset(tmp_path / "d", 0, {"train": 1})), arch="compact").save(run / "config.json")
     (run / "checkpoint" / "state.json").write_text('{"epochs_done": 3, "best')  # cut off mid-write by a full disk
-    result = run_fervid("train", "--resume", "--out", str(run), check=False)
+    result = fervid_here("train", "--resume", "--out", str(run), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"fervid: error: {run / 'checkpoint' / 'state.json'}: damaged (")
 
@@ -811,11 +876,11 @@ def test_resume_after_a_stop_in_the_first_epoch_starts_it_and_refuses_changed_op
     run = tmp_path / "run"
     run.mkdir()
     TrainConfig(data=str(data.resolve()), arch="compact", epochs=1, batch_size=8).save(run / "config.json")  # as a stop in epoch 1 leaves it
-    changed = run_fervid("train", "--resume", "--out", str(run), "--epochs", "16", "--lr", "1e-4", check=False)
+    changed = fervid_here("train", "--resume", "--out", str(run), "--epochs", "16", "--lr", "1e-4", check=False)
     assert changed.returncode == 2 and "so --epochs, --lr cannot change it" in changed.stderr, "silently ignored before"
-    other_data = run_fervid("train", str(tmp_path), "--resume", "--out", str(run), check=False)
+    other_data = fervid_here("train", str(tmp_path), "--resume", "--out", str(run), check=False)
     assert other_data.returncode == 2 and "so DATA cannot change it" in other_data.stderr
-    result = run_fervid("train", str(data), "--resume", "--out", str(run), "--name", "renamed")
+    result = fervid_here("train", str(data), "--resume", "--out", str(run), "--name", "renamed")
     assert "no finished epoch to resume from; starting at epoch 1" in result.stderr
     assert json.loads((run / "model.json").read_text())["name"] == "renamed" and (run / "model.onnx").exists()
 
@@ -824,7 +889,7 @@ def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path):
     from fervid.runtime.classify import ExpressionClassifier
 
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
-    run_fervid("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--no-flip", "--out", str(tmp_path / "run"))
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--no-flip", "--out", str(tmp_path / "run"))
     card = json.loads((tmp_path / "run" / "model.json").read_text())
     assert card["inference"]["flip_tta"] is False
     assert card["metrics"]["temperature_check"]["flip_tta"] is False, "calibrated on the single view the runtime uses"
@@ -841,3 +906,125 @@ def test_a_warm_up_as_long_as_the_run_is_named(capsys):
     assert "--warmup-epochs 3 is not shorter than --epochs 2" in capsys.readouterr().err
     learning_rate(TrainConfig(data="d", epochs=20, warmup_epochs=3), steps_per_epoch=10)
     assert capsys.readouterr().err == ""
+
+
+def write_unimprovable_dataset(root: Path) -> Path:
+    """Drawn patterns to train on, and a validation split of seven identical grey faces, one per class:
+    a net gives them all one class, so its validation accuracy is 1/7 at every epoch and never improves."""
+    import cv2
+
+    from fervid.labels import EXPRESSIONS
+
+    write_folder_dataset(root, 0, {"train": 4})
+    for name in EXPRESSIONS:
+        (root / "validation" / name).mkdir(parents=True)
+        cv2.imwrite(str(root / "validation" / name / "grey.png"), np.full((48, 48), 128, np.uint8))
+    return root
+
+
+def history_rows(run: Path) -> list[dict[str, float]]:
+    header, *rows = [line.split(",") for line in (run / "history.csv").read_text().splitlines() if line]
+    return [dict(zip(header, map(float, row))) for row in rows]
+
+
+def test_patience_stops_a_run_that_no_longer_improves_and_resume_keeps_it_stopped(tmp_path, capsys):
+    """--patience 2: epoch 1 sets the best validation accuracy, epochs 2 and 3 do not beat it, so the run
+    stops after epoch 3 of 10 and says so. Resuming it finishes the run from the best epoch, no more training."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import fit
+
+    data = write_unimprovable_dataset(tmp_path / "d")
+    run = tmp_path / "run"
+    config = TrainConfig(data=str(data), arch="compact", epochs=10, batch_size=8, warmup_epochs=0, patience=2)
+    fit(config, run)
+    printed = capsys.readouterr().out
+    assert "early stop: no better validation accuracy for 2 epochs" in printed
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == 3 and state["best_epoch"] == 1, "stopped 2 epochs after the best one, not at --epochs 10"
+    assert [row["val_accuracy"] for row in history_rows(run)] == pytest.approx([1 / 7] * 3), "the premise: nothing to improve"
+    assert "epoch 4/10" not in printed
+
+    checkpoint = {path.name: path.read_bytes() for path in (run / "checkpoint").iterdir()}
+    history = (run / "history.csv").read_bytes()
+    resumed = fervid_here("train", "--resume", "--out", str(run))
+    assert "epoch 4/10" not in resumed.stdout and "early stop" not in resumed.stdout, "an early-stopped run trains no more"
+    assert {path.name: path.read_bytes() for path in (run / "checkpoint").iterdir()} == checkpoint
+    assert (run / "history.csv").read_bytes() == history
+    card = json.loads((run / "model.json").read_text())
+    assert card["training"]["epochs"] == 10 and card["training"]["patience"] == 2
+    assert card["epochs_trained"] == 3 and card["best_epoch"] == 1
+
+
+def test_the_plateau_schedule_halves_the_learning_rate_after_five_epochs_without_progress_across_a_resume(tmp_path):
+    """--schedule plateau keeps --lr flat (no warm-up, no cosine) until validation accuracy has not improved
+    for 5 epochs, then halves it: epochs 2-6 do not beat epoch 1, so epoch 7 runs at half the rate, and
+    epochs 7-11 make five more, so epoch 12 runs at a quarter. The run stops after epoch 6, just as it
+    halved the rate, and resumes: the rate and the count carry over, as if it had never stopped."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import fit
+
+    data = write_unimprovable_dataset(tmp_path / "d")
+    config = TrainConfig(data=str(data), arch="compact", epochs=6, batch_size=8, learning_rate=1e-3, schedule="plateau")
+    fit(config, tmp_path / "run")
+    fit(dataclasses.replace(config, epochs=12), tmp_path / "run", resume=True)
+    rates = [row["learning_rate"] for row in history_rows(tmp_path / "run")]
+    assert rates == pytest.approx([1e-3] * 6 + [5e-4] * 5 + [2.5e-4], rel=1e-5), rates
+
+
+def test_balanced_batches_draw_every_class_equally_often_and_resume_on_the_same_draws():
+    """--imbalance sampling: from data where one class has 30x the faces of each other one (and one class has
+    none), every present class fills about the same share of the batches; an epoch is as long as the data."""
+    from fervid.training.fit import BalancedBatches
+
+    labels = np.array([3] * 300 + [c for c in (0, 2, 4, 5, 6) for _ in range(10)])  # no disgust (1) at all
+    inputs = np.arange(len(labels), dtype=np.float32)[:, None]  # each face is its row number
+    targets = np.eye(7, dtype=np.float32)[labels]
+    batches = BalancedBatches(inputs, targets, labels, batch_size=32, seed=5)
+    assert len(batches) == int(np.ceil(350 / 32))
+    drawn = []
+    for _ in range(6):
+        epoch = [batches[i] for i in range(len(batches))]
+        assert sum(len(x) for x, _ in epoch) == len(labels)
+        for x, y in epoch:
+            assert np.array_equal(y, targets[x[:, 0].astype(int)]), "each face keeps its own target"
+            drawn.extend(y.argmax(axis=1))
+        batches.on_epoch_end()
+    shares = np.bincount(drawn, minlength=7) / len(drawn)
+    assert shares[1] == 0.0
+    assert np.allclose(shares[[0, 2, 3, 4, 5, 6]], 1 / 6, atol=0.03), shares  # the data's own share of class 3 is 0.86
+    again = BalancedBatches(inputs, targets, labels, batch_size=32, seed=5)
+    later = BalancedBatches(inputs, targets, labels, batch_size=32, seed=5, first_epoch=2)
+    again.on_epoch_end()
+    assert not np.array_equal(again.order, BalancedBatches(inputs, targets, labels, batch_size=32, seed=5).order), "each epoch draws anew"
+    again.on_epoch_end()
+    assert np.array_equal(again.order, later.order), "a run resumed at epoch 3 draws what the uninterrupted run would have"
+
+
+def test_balanced_class_weights_give_every_class_the_same_total_weight():
+    """--imbalance weights: a class 30x rarer weighs 30x more per face, so each present class adds up to the
+    same total weight (an absent class gets none) and the mean weight per face stays 1."""
+    from fervid.training.fit import class_weights, face_weights
+
+    labels = np.array([3] * 300 + [c for c in (0, 2, 4, 5, 6) for _ in range(10)])
+    weights = class_weights(labels)
+    assert weights[3] == pytest.approx(350 / (6 * 300)) and weights[0] == pytest.approx(350 / (6 * 10))
+    assert weights[0] == pytest.approx(30 * weights[3]) and weights[1] == 0.0
+    per_face = face_weights(labels)
+    totals = np.bincount(labels, weights=per_face, minlength=7)
+    assert np.allclose(totals[[0, 2, 3, 4, 5, 6]], len(labels) / 6) and totals[1] == 0.0
+    assert per_face.mean() == pytest.approx(1.0)
+
+
+def test_training_on_balanced_batches_runs_through_keras(tmp_path):
+    """--imbalance sampling feeds Keras the balanced stream (a PyDataset) for every epoch asked."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import fit
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 3, "validation": 1})
+    for extra in range(12):  # happy, 5x the faces of every other class
+        shutil.copy(data / "train" / "happy" / "0000.png", data / "train" / "happy" / f"x{extra}.png")
+    run = tmp_path / "run"
+    fit(TrainConfig(data=str(data), arch="compact", epochs=2, batch_size=8, warmup_epochs=0, imbalance="sampling"), run)
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == 2 and [row["epoch"] for row in state["history"]] == [1, 2]
+    assert all(np.isfinite(row["loss"]) for row in state["history"])

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fervid import __version__
 from fervid.errors import FervidError, Interrupted
+from fervid.fileio import check_writable
 from fervid.model.specs import ARCHITECTURES
 
 app = typer.Typer(
@@ -79,7 +80,8 @@ def data_inspect(
     from fervid.data.inspect import check_grid_path, sample_grid, summarize
     from fervid.labels import parse_mapping
 
-    check_grid_path(grid)  # before reading the data: the grid is PNG bytes
+    target = grid or Path(f"{path.resolve().stem or 'dataset'}-samples.png")  # `data inspect .` names the grid after the folder
+    check_grid_path(target)  # before reading the data
     index = read_dataset(path, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
     summary, arrays = summarize(index)
     table = Table(title=f"{path} ({index.kind})")
@@ -104,7 +106,6 @@ def data_inspect(
             out.print(f"  duplicates: {', '.join(group)}", highlight=False)
     if len(arrays) == 0:
         raise FervidError(f"{path}: none of the {len(index.frame)} images could be read")
-    target = grid or Path(f"{path.resolve().stem or 'dataset'}-samples.png")  # `data inspect .` names the grid after the folder
     sample_grid(arrays, target)
     out.print(f"sample grid: {target}")
 
@@ -209,7 +210,7 @@ def evaluate(
     model: Annotated[str, typer.Argument(help="A .onnx or .keras model, a run folder, or a bundled model name.")],
     data: Annotated[Path, typer.Argument(help="Dataset (folder, .zip or FER2013 .csv).")],
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
-    flip_tta: Annotated[bool, typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image.")] = False,
+    flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image (default: as the model card says the runtime does).", show_default=False)] = None,
     input_blur: Annotated[Optional[float], typer.Option(min=0.0, callback=_finite, help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
     temperature: Annotated[Optional[float], typer.Option(min=0.01, callback=_finite, help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
@@ -229,8 +230,16 @@ def evaluate(
         _needs("data", "matplotlib")
         if confusion.suffix.lower() != ".png":  # checked now, not after the scoring
             raise FervidError(f"--confusion {confusion}: the confusion matrix is a PNG; give a path ending in .png")
-    if json_out is not None and json_out.is_dir():
-        raise FervidError(f"--json {json_out}: a folder, not a file")
+    from fervid.preprocess import MAX_INPUT_BLUR
+
+    if input_blur is not None and input_blur > MAX_INPUT_BLUR:  # a face blurred flat, and OpenCV's kernel overflows
+        raise FervidError(f"--input-blur {input_blur:g}: at most {MAX_INPUT_BLUR:g} pixels (sigma on a 48x48 face)")
+    for path, option in ((json_out, "--json"), (confusion, "--confusion")):
+        if path is not None:
+            check_writable(path, option)  # now, not after the scoring
+    from fervid.evaluation.evaluate import scored_model
+
+    model, against = scored_model(model), scored_model(against) if against else None
     if any(str(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
     from fervid.data import load_arrays, read_dataset
@@ -249,6 +258,8 @@ def evaluate(
     if len(arrays) == 0:
         raise FervidError(f"{data}: no readable images in the '{split}' split")
     inputs = arrays.inputs()
+    if flip_tta is None:  # as the runtime runs this model; --against is scored on the same views
+        flip_tta = predictor.flip_tta
     report = run_evaluation(predictor, inputs, arrays.labels, flip_tta=flip_tta)
     out.print(
         f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}; "

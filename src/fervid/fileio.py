@@ -11,6 +11,8 @@ from pathlib import Path
 
 from fervid.errors import FervidError
 
+TEMPORARY_STEM_BYTES = 64
+
 
 def is_hidden(parts: tuple[str, ...]) -> bool:
     """Whether a path (as its parts) lies in or is a hidden file or folder, or a macOS ``__MACOSX``
@@ -30,15 +32,41 @@ def file_in_the_way(target: str | Path) -> Path | None:
     return None
 
 
+def check_writable(target: str | Path, option: str = "") -> None:
+    """Refuse now an output that could only fail when it is written, at the end of a run, its results
+    lost: a folder in its place, a file where one of its folders must be, or a folder it cannot be
+    written in (read-only, no permission). Its folders are not created yet. ``option`` (``--json``)
+    names it in the message."""
+    target = Path(target).expanduser()
+    name = f"{option} {target}" if option else str(target)
+    if target.is_dir():
+        raise FervidError(f"{name}: a folder, not a file; give a file path for this output")
+    if blocker := file_in_the_way(target):
+        raise FervidError(f"{name}: {blocker} is a file, not a folder; write the output elsewhere")
+    folder = next((parent for parent in target.parents if parent.exists()), Path.cwd())
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise FervidError(f"{name}: cannot write in {folder} ({error.strerror or error}); write the output elsewhere") from None
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success."""
     target = Path(target)
     if target.is_dir():  # else os.replace fails at the end, naming the temporary file instead of the user's path
         raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if blocker := file_in_the_way(target):  # mkdir would say "File exists", naming neither path
+        raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, not a folder", str(target))
     suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".weights.h5") else target.suffix
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{suffix}")
+    # The random part and ".tmp" lengthen the name: a short stem keeps a long legal name writable.
+    stem = target.stem.encode()[:TEMPORARY_STEM_BYTES].decode(errors="ignore")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.", suffix=f".tmp{suffix}")
+    except OSError as error:  # named for the user's path, not the temporary one
+        raise type(error)(error.errno, error.strerror, str(target)) from None
     os.close(handle)
     temporary = Path(name)
     temporary.unlink()  # writers such as Keras refuse to overwrite; they create it afresh

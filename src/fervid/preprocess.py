@@ -14,6 +14,7 @@ from fervid.errors import FervidError
 
 FACE_SIZE = 48
 INPUT_SHAPE = (FACE_SIZE, FACE_SIZE, 1)
+MAX_INPUT_BLUR = 10.0  # sigma in pixels; far beyond this a 48x48 face is one flat grey (and OpenCV's kernel overflows)
 
 
 # A float image is read as 0..1 unless its largest value is at least this: then as 0..255, the
@@ -104,7 +105,9 @@ def smooth(inputs: np.ndarray, sigma: float) -> np.ndarray:
     ``fervid.training.matched_blur``), and the runtime applies it here before the model.
     """
     inputs = np.asarray(inputs, dtype=np.float32)
-    if sigma <= 0 or len(inputs) == 0:
+    if not 0 <= sigma <= MAX_INPUT_BLUR:  # also NaN
+        raise FervidError(f"input blur {sigma:g} is outside 0-{MAX_INPUT_BLUR:g} pixels (sigma on a {FACE_SIZE}x{FACE_SIZE} face)")
+    if sigma == 0 or len(inputs) == 0:
         return inputs
     blurred = [cv2.GaussianBlur(face, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) for face in inputs[..., 0]]
     return np.stack(blurred)[..., None]

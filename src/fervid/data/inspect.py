@@ -14,7 +14,7 @@ import pandas as pd
 from fervid.data.arrays import FaceArrays, load_arrays, readable_counts
 from fervid.data.readers import DatasetIndex
 from fervid.errors import FervidError
-from fervid.fileio import write_bytes_atomically
+from fervid.fileio import check_writable, write_bytes_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE
 
@@ -48,10 +48,12 @@ def summarize(index: DatasetIndex) -> tuple[DatasetSummary, FaceArrays]:
     return DatasetSummary(index, counts, imbalance, arrays.failed, list(groups.values())), arrays
 
 
-def check_grid_path(grid: Path | None) -> None:
-    """Refuse a ``--grid`` that does not end in .png before any data is read: the grid is PNG bytes."""
-    if grid is not None and grid.suffix.lower() != ".png":
+def check_grid_path(grid: Path) -> None:
+    """Refuse, before any data is read, a ``--grid`` that does not end in .png (the grid is PNG bytes)
+    or that cannot be written."""
+    if grid.suffix.lower() != ".png":
         raise FervidError(f"--grid {grid}: the sample grid is a PNG; give a path ending in .png")
+    check_writable(grid, "--grid")
 
 
 def sample_grid(arrays: FaceArrays, target: Path, per_class: int = 8, seed: int = 0, scale: int = 2) -> Path:

@@ -20,12 +20,22 @@ class ModelPredictor:
     which class wins; a plain function is a Predictor at temperature 1.
     """
 
-    def __init__(self, run: Predictor, temperature: float = 1.0, input_blur: float = 0.0) -> None:
+    def __init__(self, run: Predictor, temperature: float = 1.0, input_blur: float = 0.0, flip_tta: bool = False) -> None:
         self.run, self.temperature = run, temperature
+        self.flip_tta = flip_tta  # whether the runtime averages each face with its mirror image (the card's)
         self.input_blur = input_blur  # what ``run`` blurs its inputs by: recorded with the scores, which depend on it
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         return self.run(inputs)
+
+
+def scored_model(model: str) -> str:
+    """The file to score for ``model``: a run folder's ``model.onnx``, or its ``model.keras`` when it has
+    only that (a run on a Keras backend without ONNX export, such as JAX, writes no ONNX file)."""
+    path = Path(model)
+    if path.is_dir() and not (path / "model.onnx").exists() and (path / "model.keras").exists():
+        return str(path / "model.keras")
+    return model
 
 
 def load_predictor(model: str | Path | None, *, input_blur: float | None = None, temperature: float | None = None) -> Predictor:
@@ -35,9 +45,10 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
     ``predict`` puts its softmax ``temperature`` on the (flip-averaged) probabilities (an ONNX
     model's embedded card, or the ``model.json`` beside a ``.keras`` model), unless the arguments
     say otherwise (``input_blur=0`` scores the model on sharp faces, ``temperature=1`` keeps the
-    net's own probabilities).
+    net's own probabilities). Its ``flip_tta`` is the card's: whether the runtime averages each face
+    with its mirror image, for the caller to pass to ``predict``.
     """
-    from fervid.runtime.classify import ExpressionClassifier, card_beside, card_input_blur, card_temperature
+    from fervid.runtime.classify import ExpressionClassifier, card_beside, card_flip_tta, card_input_blur, card_temperature
 
     path = Path(model) if model is not None else None
     if path is not None and path.suffix == ".keras":
@@ -45,13 +56,16 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
 
         card = card_beside(path)
         blur = card_input_blur(card) if input_blur is None else input_blur
-        return keras_predictor(load_classifier(path), input_blur=blur, temperature=card_temperature(card) if temperature is None else temperature)
+        predictor = keras_predictor(load_classifier(path), input_blur=blur, temperature=card_temperature(card) if temperature is None else temperature)
+        predictor.flip_tta = card_flip_tta(card)
+        return predictor
 
     classifier = ExpressionClassifier(model)
     return ModelPredictor(
         lambda inputs: classifier.predict_inputs(inputs, flip_tta=False, input_blur=input_blur, temperature=1.0),
         classifier.temperature if temperature is None else temperature,
         classifier.input_blur if input_blur is None else input_blur,
+        classifier.flip_tta,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -12,7 +13,7 @@ import numpy as np
 
 from fervid.errors import FervidError
 from fervid.export.onnx import export_onnx, write_card
-from fervid.fileio import write_text_atomically, write_with
+from fervid.fileio import atomic_path, check_writable
 from fervid.preprocess import INPUT_SHAPE, smooth
 from fervid.runtime.classify import card_beside, card_input_blur
 
@@ -49,15 +50,20 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     float32_beside = model_path.with_suffix(".onnx")  # a run folder's own model.onnx, with model.json
     default = model_path.with_name(f"{model_path.stem}.int8.onnx") if int8_data is not None else float32_beside
     target = Path(target) if target is not None else default
-    if int8_data is not None and target.expanduser().resolve() == float32_beside.resolve():
+    # The card goes beside the target as .json: model.ONNX is not model.onnx, but its card is model.json.
+    card_path = target.expanduser().resolve().with_suffix(".json")
+    if int8_data is not None and card_path == float32_beside.resolve().with_suffix(".json"):
         raise FervidError(
             f"--out {target}: the float32 model beside {model_path.name}, whose card ({float32_beside.with_suffix('.json').name}) "
             f"describes it; write the int8 model elsewhere (default: {default.name})"
         )
     if target.suffix.lower() != ".onnx":  # the card goes beside it as .json: a .keras or .json target would lose a file
         raise FervidError(f"--out {target}: the ONNX file must end in .onnx")
-    model = load_classifier(model_path)
     card = card_beside(model_path)
+    check_writable(target, "--out")  # now, not after the conversion (and the int8 scoring)
+    if card is not None:
+        check_writable(target.with_suffix(".json"))  # the card beside it
+    model = load_classifier(model_path)
     with tempfile.TemporaryDirectory() as scratch:
         # Everything is built in scratch and moved onto ``target`` only once checked (and scored), so a
         # failed export leaves the model already there, such as the shipped one, as it was.
@@ -74,10 +80,14 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         if int8_data is not None:
             final = Path(scratch) / "int8.onnx"
             result = _quantized(float32_path, final, _calibration_data(model_path, int8_data), result, seed)
-        write_with(target, lambda temporary: shutil.copyfile(final, temporary))
+        # The model and its card replace the old pair together: the card is moved into place first,
+        # and a card that cannot be written leaves the old model too.
+        with atomic_path(target) as onnx_temporary, contextlib.ExitStack() as stack:
+            shutil.copyfile(final, onnx_temporary)
+            if result.card is not None:
+                card_temporary = stack.enter_context(atomic_path(target.with_suffix(".json")))
+                card_temporary.write_text(json.dumps(result.card, indent=2) + "\n")
         result.path = target
-    if result.card is not None:
-        write_text_atomically(target.with_suffix(".json"), json.dumps(result.card, indent=2) + "\n")
     return result
 
 

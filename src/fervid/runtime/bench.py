@@ -22,7 +22,7 @@ import numpy as np
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.fileio import file_in_the_way, read_markdown_page, replace_markdown_section
+from fervid.fileio import check_writable, read_markdown_page, replace_markdown_section
 from fervid.runtime.live import DETECT_EVERY, FrameProcessor
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
@@ -150,9 +150,8 @@ def run_bench(
         if not zipfile.is_zipfile(faces_from):
             raise FervidError(f"--faces-from {faces_from}: not a zip file (give the FER2013 zip)")
     if output:
-        read_markdown_page(output)  # a page that cannot be written fails now, not after minutes of measuring
-        if blocker := file_in_the_way(output):
-            raise FervidError(f"--output {output}: {blocker} is a file, not a folder")
+        check_writable(output, "--output")  # a page that cannot be written or read fails now, not after minutes of measuring
+        read_markdown_page(output)
     recognizer = Recognizer(model)
     rows: list[Row] = []
     rng = np.random.default_rng(0)

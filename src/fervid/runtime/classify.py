@@ -43,6 +43,12 @@ def card_input_blur(card: dict | None) -> float:
     return float((card or {}).get("inference", {}).get("input_blur", 0.0))
 
 
+def card_flip_tta(card: dict | None) -> bool:
+    """Whether the runtime averages each face with its mirror image for this model (a net trained
+    without flips is not); False for cards without the field."""
+    return bool((card or {}).get("inference", {}).get("flip_tta", False))
+
+
 def card_temperature(card: dict | None) -> float:
     """The softmax temperature a model card asks for; 1 (the net's own probabilities) for cards from before it existed."""
     return float((card or {}).get("inference", {}).get("temperature", 1.0))
@@ -116,7 +122,7 @@ class ExpressionClassifier:
         if classes != EXPRESSIONS:
             raise FervidError(f"{self.path}: model classes {classes} differ from fervid's {EXPRESSIONS}")
         inference = self.card.get("inference", {})
-        self.flip_tta: bool = bool(inference.get("flip_tta", False))
+        self.flip_tta: bool = card_flip_tta(self.card)
         self.input_blur: float = card_input_blur(self.card)
         self.temperature: float = card_temperature(self.card)
         self.name: str = self.card.get("name", self.path.stem)

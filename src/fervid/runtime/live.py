@@ -14,7 +14,7 @@ import cv2
 
 from fervid.console import progress, warn
 from fervid.errors import FervidError
-from fervid.fileio import file_in_the_way
+from fervid.fileio import check_writable
 from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer, gray_frame
 from fervid.runtime.render import annotate
@@ -234,10 +234,7 @@ def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> Non
     for output in outputs:
         if output is None:
             continue
-        if Path(output).expanduser().is_dir():
-            raise FervidError(f"{output}: a folder, not a file; give a file path for this output")
-        if blocker := file_in_the_way(output):
-            raise FervidError(f"{output}: {blocker} is a file, not a folder; write the output elsewhere")
+        check_writable(output)
         if path.is_file() and Path(output).expanduser().resolve() == path.resolve():
             raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
 

@@ -11,7 +11,7 @@ import cv2
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.fileio import file_in_the_way, write_bytes_atomically, write_text_atomically
+from fervid.fileio import check_writable, file_in_the_way, write_bytes_atomically, write_text_atomically
 from fervid.runtime.recognizer import Recognizer, read_image
 from fervid.runtime.render import annotate
 from fervid.runtime.sources import IMAGE_SUFFIXES
@@ -118,10 +118,7 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
 def _check_records_path(target: Path, images: list[Path]) -> None:
     """Refuse a ``--json`` that is a folder, inside a file, or one of the photos: the records are written
     at the end, so it would fail (or replace the photo) only after every photo was recognised."""
-    if target.is_dir():
-        raise FervidError(f"--json {target}: a folder, not a file")
-    if blocker := file_in_the_way(target):
-        raise FervidError(f"--json {target}: {blocker} is a file, not a folder")
+    check_writable(target, "--json")
     resolved = target.expanduser().resolve()
     for image in images:
         if image.resolve() == resolved:

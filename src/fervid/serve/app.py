@@ -206,7 +206,7 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     except MultiPartException as error:
         if error.message.startswith("Part exceeded maximum size"):  # a part without a filename is a text field, limited to 1 MB
             raise HTTPException(422, "the field 'file' came as a text field (no filename); send it as a file: curl -F file=@photo.jpg") from None
-        raise HTTPException(422, f"malformed multipart body: {error.message}") from None
+        raise HTTPException(422, f"malformed multipart body ({error.message.rstrip('.')}); send the photo as one file field: curl -F file=@photo.jpg") from None
     try:
         upload = form.get("file")
         if upload is None:
@@ -219,7 +219,7 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise HTTPException(413, too_big)
     if not data:
-        raise HTTPException(422, "the uploaded file is empty")
+        raise HTTPException(422, "the uploaded file is empty; send the photo's bytes: curl -F file=@photo.jpg")
     return data
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.fileio import read_markdown_page, replace_markdown_section
+from fervid.fileio import check_writable, read_markdown_page, replace_markdown_section
 from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, real_faces
 from fervid.serve.app import DEFAULT_WORKERS, create_app
 from fervid.serve.server import running_server
@@ -48,7 +48,7 @@ class LoadReport:
 
     def table(self) -> str:
         rows = [
-            ("clients", f"{self.clients} WebSocket clients, one frame in flight each", "640x480 JPEG (quality 80): one real face drifting back and forth"),
+            ("clients", f"{self.clients} WebSocket client{'s' if self.clients != 1 else ''}, one frame in flight each", "640x480 JPEG (quality 80): one real face drifting back and forth"),
             ("duration", f"{self.seconds:.0f} s", ""),
             ("frames answered", f"{self.frames:,} ({self.frames / self.seconds:.1f} frames/s in total)", f"{self.faces / max(self.frames, 1):.2f} faces found per frame"),
             ("round-trip latency", f"p50 {self.percentile(self.latencies_ms, 50):.0f} ms, p99 {self.percentile(self.latencies_ms, 99):.0f} ms", "send -> JSON reply, as the page measures it"),
@@ -127,7 +127,8 @@ def run_loadtest(
     if not Path(zip_path).is_file():
         raise FervidError(f"{zip_path}: no such file (the load test takes its faces from the FER2013 zip)")
     if output:
-        read_markdown_page(output)  # a page that cannot be written fails now, not after the run
+        check_writable(output, "--output")  # a page that cannot be written or read fails now, not after the run
+        read_markdown_page(output)
     app = create_app(model, workers=workers)
     faces = real_faces(Path(zip_path), 4, app.state.pool.recognizers[0])
     if not faces:

@@ -173,6 +173,26 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(keras.ops.convert_to_numpy(rate))
 
 
+class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
+    """Halve the learning rate after 5 epochs without a better validation accuracy, keeping the count
+    in the run's state: a fresh callback on ``--resume`` would start counting again, and a resumed run
+    would then halve later than the same run left alone."""
+
+    def __init__(self, state: dict) -> None:
+        super().__init__(monitor="val_accuracy", mode="max", factor=0.5, patience=5, min_lr=1e-6)
+        self.state = state
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if saved := self.state.get("plateau"):
+            self.best, self.wait, self.cooldown_counter = saved["best"], saved["wait"], saved["cooldown"]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)  # records the epoch's rate in logs before it halves it
+        best = None if self.best is None else float(self.best)
+        self.state["plateau"] = {"best": best, "wait": int(self.wait), "cooldown": int(self.cooldown_counter)}
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Per epoch: one summary line, history, last and best checkpoints, all written atomically."""
 
@@ -193,7 +213,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             "accuracy": float(logs.get("accuracy", np.nan)),
             "val_loss": float(logs.get("val_loss", np.nan)),
             "val_accuracy": float(logs.get("val_accuracy", np.nan)),
-            "learning_rate": current_learning_rate(self.model.optimizer),
+            # the rate this epoch ran at: a plateau callback before this one may have just lowered it
+            "learning_rate": float(logs.get("learning_rate", current_learning_rate(self.model.optimizer))),
             "seconds": round(time.monotonic() - self.started, 1),
         }
         self.state["history"].append(row)
@@ -302,9 +323,9 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
         optimizer.build(model.trainable_variables)
         model.load_weights(str(run / "checkpoint" / "last.weights.h5"))
 
-    callbacks: list[keras.callbacks.Callback] = [RunCheckpoint(run, classifier, state, config.epochs, config.patience)]
-    if config.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5, patience=5, min_lr=1e-6))
+    # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
+    callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
+    callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience))
 
     if remaining > 0 and not stopped_early:
         state.update(precision=precision, keras_backend=keras.backend.backend())
