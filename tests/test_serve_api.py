@@ -332,6 +332,8 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path) -> Non
         (["--max-upload-mb", "1e-7"], "--max-upload-mb must be a positive number"),  # under a byte (nan: test_cli)
         (["--workers", "0"], "--workers must be at least 1"),
         (["--loadtest", "--seconds", "0"], "--seconds must be a positive number"),
+        (["--clients", "3", "--output", "perf.md"], "--clients, --output: not used without --loadtest"),  # would just serve
+        (["--loadtest", "--port", "9000"], "--port: not used with --loadtest (the load test serves on a private 127.0.0.1 port)"),
         (["--loadtest", "--faces-from", "/nowhere/fer2013.zip"], "/nowhere/fer2013.zip: no such file"),
         (["--loadtest", "--faces-from", __file__, "--output", str(tmp_path)], "a folder, not a file"),
         (["--loadtest", "--faces-from", __file__, "--output", "/proc/perf.md"], "--output /proc/perf.md: cannot write in /proc"),

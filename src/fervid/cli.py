@@ -474,6 +474,7 @@ def bench(
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on. The default serves this machine only; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     model: ModelOption = None,
@@ -494,6 +495,12 @@ def serve(
     """
     _needs("serve", "fastapi")
     _needs("serve", "uvicorn")
+    # An option the chosen mode does not use would be silently ignored: a user who gives one means it.
+    unused = {"host", "port", "max_upload_mb"} if loadtest else {"clients", "seconds", "faces_from", "output"}
+    if given := [name for name in ctx.params if name in unused and ctx.get_parameter_source(name).name == "COMMANDLINE"]:
+        names = ", ".join("--" + name.replace("_", "-") for name in given)
+        why = "the load test serves on a private 127.0.0.1 port" if loadtest else "they set up --loadtest"
+        raise FervidError(f"{names}: not used {'with' if loadtest else 'without'} --loadtest ({why})")
     if max_upload_mb * 1_000_000 < 1:  # under a byte is no limit (nan and inf are refused by the option's callback)
         raise FervidError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     if workers < 1:
