@@ -273,6 +273,12 @@ def test_dev_folder_is_validation_and_a_folder_beside_splits_is_not_train(tmp_pa
         read_dataset(tmp_path)
     dropped = read_dataset(tmp_path, unknown="drop")
     assert dropped.dropped == {"holdout": 14} and dropped.counts()["train"].sum() == 7
+    (tmp_path / "splits" / "Train" / "contempt").mkdir()
+    cv2.imwrite(str(tmp_path / "splits" / "Train" / "contempt" / "0.png"), pattern_face(0, np.random.default_rng(0)))
+    with pytest.raises(FervidError) as error:  # both kinds in one message: one round of fixes, not two
+        read_dataset(tmp_path)
+    assert "splits/holdout (14); rename them" in str(error.value) and "; and folders that are not expression classes: " \
+        "splits/Train/contempt (1); drop them with --unknown drop or map them" in str(error.value)
 
 
 def test_images_in_a_split_folder_without_class_folders_are_dropped_and_named(tmp_path):

@@ -194,17 +194,21 @@ def _listed(counts: dict[str, int]) -> str:
 
 
 def _refuse_unknown(location: Path, unknown_counts: dict[str, int], beside_counts: dict[str, int]) -> None:
-    """Stop on folders that are not classes (or, beside split folders, not splits either), naming them."""
+    """Stop on folders that are not classes (or, beside split folders, not splits either), naming them
+    all in one message, so one fix-and-rerun round finds every kind."""
+    problems = []
     if beside_counts:
-        raise FervidError(
-            f"{location}: folders beside the split folders that are neither a split (train, validation, test) "
+        problems.append(
+            "folders beside the split folders that are neither a split (train, validation, test) "
             f"nor an expression class: {_listed(beside_counts)}; rename them or drop them with --unknown drop"
         )
     if unknown_counts:
-        raise FervidError(
-            f"{location}: folders that are not expression classes: {_listed(unknown_counts)}; "
+        problems.append(
+            f"folders that are not expression classes: {_listed(unknown_counts)}; "
             "drop them with --unknown drop or map them with --map FOLDER=CLASS"
         )
+    if problems:
+        raise FervidError(f"{location}: " + "; and ".join(problems))
 
 
 def _refuse_empty(location: Path, classless: dict[str, int], mapping: Mapping[str, str] | None) -> None:
