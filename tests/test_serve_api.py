@@ -327,7 +327,7 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path) -> Non
     from fervid.errors import FervidError
 
     result = CliRunner().invoke(app, ["serve", "--port", "70000"])
-    assert isinstance(result.exception, FervidError) and "port must be between 1 and 65535" in str(result.exception)
+    assert isinstance(result.exception, FervidError) and "port must be between 1 and 65535 (or 0 for any free one)" in str(result.exception)
     for args, message in [
         (["--max-upload-mb", "1e-7"], "--max-upload-mb must be a positive number"),  # under a byte (nan: test_cli)
         (["--workers", "0"], "--workers must be at least 1"),
@@ -364,17 +364,17 @@ def test_serving_on_every_interface_prints_the_address_that_gets_the_webcam() ->
     import subprocess
     import sys
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "fervid", "serve", "--host", "0.0.0.0", "--port", str(port), "--workers", "1"],
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "fervid", "serve", "--host", "0.0.0.0", "--port", "0", "--workers", "1"],
+                              stderr=subprocess.PIPE, text=True)  # port 0: any free one, no race with a port picked here
     try:
         lines = [server.stderr.readline() for _ in range(3)]
+        port = int(re.match(r"fervid: serving on http://0\.0\.0\.0:(\d+) ", lines[0]).group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # the printed port is the one it listens on
     finally:
         server.terminate()
         server.wait(30)
-    assert lines[0].startswith(f"fervid: serving on http://0.0.0.0:{port}")
+    assert port > 0
     assert lines[2].strip() == f"fervid: on this machine open http://127.0.0.1:{port} (the webcam needs it)"
 
 

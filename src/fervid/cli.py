@@ -476,7 +476,7 @@ def bench(
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on. The default serves this machine only; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port; the address is printed).")] = 8000,
     model: ModelOption = None,
     workers: Annotated[int, typer.Option(help="Recognizers working in parallel (frames from several tabs at once).")] = 2,
     max_upload_mb: Annotated[float, typer.Option(callback=_finite, help="Largest photo upload accepted, in MB; larger ones get HTTP 413.")] = 10.0,

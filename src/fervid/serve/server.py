@@ -41,9 +41,10 @@ def serve(
     workers: int = DEFAULT_WORKERS,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
 ) -> None:
-    """Serve until Ctrl+C. The port is taken before the model loads, so a busy port fails at once."""
-    if not 1 <= port <= 65535:
-        raise FervidError(f"port must be between 1 and 65535, got {port}")
+    """Serve until Ctrl+C. The port is taken before the model loads, so a busy port fails at once;
+    port 0 takes any free one, and the address printed says which."""
+    if not 0 <= port <= 65535:
+        raise FervidError(f"port must be between 1 and 65535 (or 0 for any free one), got {port}")
     listener = bind(host, port)
     app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes)
     shown = f"[{host}]" if ":" in host else host
