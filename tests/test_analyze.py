@@ -605,6 +605,13 @@ def test_an_out_that_is_or_holds_an_input_is_refused_before_anything_is_written(
     assert first.summary.num_rows == again.summary.num_rows == 2 and again.skipped_units == again.units
     assert len(pd.read_parquet(inside)) == 2
 
+    # But not a subfolder of photos: pandas would fail on the photos beside the parts.
+    (photos / "more").mkdir()
+    cv2.imwrite(str(photos / "more" / "2.png"), textured_background(48, 48, seed=2))
+    with pytest.raises(FervidError, match=r"more already holds 2.png, not a part of a fervid analysis; .* give a new or empty folder"):
+        analyze([photos], photos / "more", AnalyzeOptions(crops=True))
+    assert sorted(path.name for path in (photos / "more").iterdir()) == ["2.png"]
+
 
 def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path: Path) -> None:
     video = tmp_path / "long.mp4"

@@ -1,5 +1,6 @@
 """The `fervid` command as users run it: help, version, and one-line errors for bad data."""
 
+import shutil
 import subprocess
 import sys
 
@@ -30,10 +31,14 @@ def test_inspect_counts_lists_unreadable_and_writes_grid(tmp_path):
     result = fervid("data", "inspect", str(data), "--grid", str(grid), "--verbose")
     assert result.returncode == 0, result.stderr
     assert "unreadable files: 1" in result.stdout and "bad.jpg" in result.stdout
-    assert "exact duplicates: 1 images in 1 groups" in result.stdout
+    assert "exact duplicates: 1 repeated image in 1 group of identical files" in result.stdout
     assert "0000_copy.png" in result.stdout
     assert "imbalance (largest / smallest class): 1.2x" in result.stdout  # 6 readable in sad (5 in happy: one is junk), 5 elsewhere
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for split in ("train", "test"):
+        shutil.rmtree(data / split / "disgust")
+    result = fervid("data", "inspect", str(data), "--grid", str(grid))
+    assert "imbalance (largest / smallest class): 1.2x (without disgust: no images)" in result.stdout
 
 
 def test_inspect_of_the_current_folder_names_the_grid_after_it(tmp_path):

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import pattern_face, with_exif_orientation, write_fer_csv, write_folder_dataset, zip_folder
+from conftest import exif_oriented_jpeg, pattern_face, write_fer_csv, write_folder_dataset, zip_folder
 from fervid.data import load_arrays, read_dataset
 from fervid.data.arrays import cache_dir, fingerprint
 from fervid.data.decode import UnreadableImage, decode_image_bytes
@@ -111,10 +111,10 @@ def test_a_jpeg_is_turned_upright_by_its_exif_orientation():
     """A phone stores a portrait shot sideways with an orientation tag; training must see it upright."""
     upright = np.zeros((48, 48), np.uint8)
     upright[:16] = 255  # bright top third
-    sideways = cv2.imencode(".jpg", cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE), [cv2.IMWRITE_JPEG_QUALITY, 100])[1]
-    stored = decode_image_bytes(sideways.tobytes())
+    sideways = cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    stored = decode_image_bytes(cv2.imencode(".jpg", sideways)[1].tobytes())
     assert stored[:, :16].mean() > 200 and stored[:16, 16:].mean() < 50  # without the tag: bright left third
-    face = decode_image_bytes(with_exif_orientation(sideways.tobytes(), 6))
+    face = decode_image_bytes(exif_oriented_jpeg(sideways, 6))
     assert face[:16].mean() > 200 and face[16:].mean() < 50
 
 

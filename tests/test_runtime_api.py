@@ -105,6 +105,19 @@ def test_paths_bgr_rgb_and_gray_agree(recognizer: Recognizer, photo, tmp_path: P
             assert face.probabilities == pytest.approx(expected.probabilities, abs=1e-3), name
 
 
+def test_one_recognizer_shared_by_threads_gives_each_image_its_own_faces(recognizer: Recognizer, photo) -> None:
+    """OpenCV's cascade mixes the results of two threads' scans; each thread must get its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frame, _ = photo
+    images = [frame, cv2.flip(frame, 1), frame[:, :300].copy(), cv2.flip(frame, 0)]  # different boxes in each
+    serial = [[face.to_dict() for face in recognizer.predict(image)] for image in images]
+    assert len({str(faces) for faces in serial}) == len(images)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda image: [face.to_dict() for face in recognizer.predict(image)], images * 10))
+    assert threaded == serial * 10
+
+
 def test_rgb_is_not_read_as_bgr(recognizer: Recognizer) -> None:
     """A pure red RGB image must give a different gray level than if its channels were taken as BGR."""
     from fervid.runtime.recognizer import gray_frame
@@ -114,6 +127,19 @@ def test_rgb_is_not_read_as_bgr(recognizer: Recognizer) -> None:
     assert gray_frame(red, "rgb")[0, 0] == 76 and gray_frame(red, "bgr")[0, 0] == 29
     with pytest.raises(FervidError):
         recognizer.predict(red, color="hsv")
+
+
+def test_rgb_crops_are_classified_as_their_bgr_twins(recognizer: Recognizer, photo) -> None:
+    frame, truth = photo
+    crops = [frame[y : y + h, x : x + w] for x, y, w, h in truth]
+    tinted = [crop * np.array([0.4, 0.8, 1.0]) for crop in crops]  # unequal channels: the order matters
+    expected = recognizer.classify(tinted)
+    as_rgb = [crop[..., ::-1] for crop in tinted]
+    assert np.allclose(recognizer.classify(as_rgb, color="rgb"), expected, atol=1e-6)
+    assert np.allclose(recognizer.classify(np.stack(as_rgb), color="RGB"), expected, atol=1e-6)
+    assert not np.allclose(recognizer.classify(as_rgb), expected, atol=1e-3), "read as BGR, the gray differs"
+    with pytest.raises(FervidError, match="color must be"):
+        recognizer.classify(crops, color="hsv")
 
 
 def test_all_faces_go_through_the_shared_preprocessing_in_one_model_call(recognizer: Recognizer, photo, monkeypatch) -> None:
@@ -200,6 +226,14 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
         Recognizer(write_non_face_onnx(tmp_path / "flat.onnx"))
     with pytest.raises(FervidError, match="a folder without model.onnx"):
         Recognizer(tmp_path)
+    for thing, kind in ((None, "NoneType"), (42, "int"), (b"\xff\xd8 jpeg bytes", r"bytes; decode the bytes first")):
+        with pytest.raises(FervidError, match=f"expected an image path or array, got {kind}"):
+            recognizer.predict(thing)
+    for options, message in (({"threads": 0}, "threads must be a whole number of 1 or more"),
+                             ({"flip_tta": "yes"}, "flip_tta must be True, False or None"),
+                             ({"model": 5}, "model must be a bundled model name")):
+        with pytest.raises(FervidError, match=message):
+            Recognizer(**options)
 
 
 def test_fervid_exports_its_error_and_lists_the_lazy_api() -> None:

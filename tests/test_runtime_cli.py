@@ -44,8 +44,9 @@ def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_pat
     assert abs(x - box[0]) < 30 and abs(y - box[1]) < 30 and 0.7 < w / box[2] < 1.4
     assert "empty.png: no face found" in result.stderr
     assert "broken.jpg: not a readable image" in result.stderr
-    annotated = sorted(p.name for p in (tmp_path / "annotated").iterdir())
+    annotated = sorted(p.name for p in (tmp_path / "annotated").iterdir() if not p.name.startswith("."))
     assert annotated == ["empty.png", "face.jpg"]
+    assert sorted((tmp_path / "annotated" / ".fervid-predict").read_text().split()) == annotated  # what a rerun skips
     assert cv2.imread(str(tmp_path / "annotated" / "face.jpg")).shape == photo.shape
 
     to_file = fervid("predict", str(folder / "face.jpg"), "--no-save", "--json", str(tmp_path / "faces.json"))
@@ -101,11 +102,20 @@ def test_predict_refuses_an_out_folder_that_holds_its_inputs(tmp_path: Path) -> 
     original = (folder / "a.png").read_bytes()
     assert_one_line_error(fervid("predict", str(folder / "a.png"), "--out", str(folder)), "which its annotated copy would overwrite")
     assert (folder / "a.png").read_bytes() == original
-    assert fervid("predict", str(folder), "--out", str(folder)).stderr.strip().splitlines()[-1] == "fervid: error: no images found in the inputs"
+    assert_one_line_error(fervid("predict", str(folder), "--out", str(folder)), f"holds the input {folder / 'a.png'}")
     assert (folder / "a.png").read_bytes() == original
     for _ in range(2):  # a rerun into a subfolder skips the annotated copies the first run left there
         assert fervid("predict", str(folder), "--out", str(folder / "annotated")).returncode == 0
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.*")) == ["a.png", "annotated/a.png"]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.*") if not p.name.startswith(".")) == [
+        "a.png", "annotated/a.png"]
+    # A subfolder of photos as --out: its photos are inputs, not skipped as if they were annotated copies,
+    # so the one named as another input's copy is refused, not replaced.
+    cv2.imwrite(str(folder / "annotated" / "b.png"), textured_background(120, 160, seed=3))
+    cv2.imwrite(str(folder / "b.png"), textured_background(120, 160, seed=4))
+    kept = (folder / "annotated" / "b.png").read_bytes()
+    assert_one_line_error(fervid("predict", str(folder), "--out", str(folder / "annotated")),
+                          f"holds the input {folder / 'annotated' / 'b.png'}, which its annotated copy would overwrite")
+    assert (folder / "annotated" / "b.png").read_bytes() == kept
     (tmp_path / "notes.txt").write_text("a file")
     assert_one_line_error(fervid("predict", str(folder), "--out", str(tmp_path / "notes.txt")), "a file, not a folder")
 
@@ -187,7 +197,7 @@ def test_predict_refuses_records_over_an_input_and_reads_a_photo_named_twice_onc
     assert_one_line_error(fervid("predict", str(folder), "--no-save", "--json", str(folder)), "a folder, not a file")
     twice = fervid("predict", str(folder), str(folder / "a.jpg"), "--out", str(tmp_path / "annotated"))
     assert twice.returncode == 0 and twice.stderr.strip().splitlines()[-1].startswith("1 image(s)"), twice.stderr
-    assert [path.name for path in (tmp_path / "annotated").iterdir()] == ["a.jpg"]
+    assert [path.name for path in (tmp_path / "annotated").iterdir() if not path.name.startswith(".")] == ["a.jpg"]
 
 
 def _stop_after_first_line(command: list[str], marker: str) -> tuple[subprocess.Popen, str]:

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="the web server needs the 'serve' extra: p
 from fastapi.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
-from conftest import detectable_faces, paste_face, textured_background, with_exif_orientation  # noqa: E402
+from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_background  # noqa: E402
 from fervid.labels import EXPRESSIONS  # noqa: E402
 from fervid.runtime.classify import DEFAULT_MODEL  # noqa: E402
 from fervid.serve import create_app  # noqa: E402
@@ -98,10 +98,10 @@ def test_predict_finds_the_face_and_its_expression(client: TestClient) -> None:
 def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(client: TestClient) -> None:
     """Phones store a portrait photo sideways with an orientation tag; the face is found upright."""
     photo, truth = face_photo()
-    sideways = encoded(cv2.rotate(photo, cv2.ROTATE_90_COUNTERCLOCKWISE), ".jpg", cv2.IMWRITE_JPEG_QUALITY, 95)
-    plain = client.post("/api/predict", files={"file": ("phone.jpg", sideways, "image/jpeg")}).json()
+    sideways = cv2.rotate(photo, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    plain = client.post("/api/predict", files={"file": ("phone.jpg", encoded(sideways, ".jpg"), "image/jpeg")}).json()
     assert (plain["width"], plain["height"]) == (360, 480)  # without the tag: stored sideways
-    result = client.post("/api/predict", files={"file": ("phone.jpg", with_exif_orientation(sideways, 6), "image/jpeg")}).json()
+    result = client.post("/api/predict", files={"file": ("phone.jpg", exif_oriented_jpeg(sideways, 6), "image/jpeg")}).json()
     assert (result["width"], result["height"]) == (480, 360)
     assert len(result["faces"]) == 1
     assert_face_result(result["faces"][0], truth)

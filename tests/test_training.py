@@ -441,6 +441,8 @@ def test_evaluate_against_another_model_is_a_paired_test(trained_run, tmp_path):
     against = json.loads(result.read_text())["against"]
     assert against["only_this_right"] > against["only_other_right"] and against["mcnemar_p"] < 0.05
     assert "a real difference" in printed
+    mine = json.loads(result.read_text())["accuracy"]
+    assert f"against fervid-vgg: accuracy {mine:.4f} for this model vs {against['accuracy']:.4f}; " in " ".join(printed.split())
 
 
 def test_mcnemar_matches_the_binomial_tail():

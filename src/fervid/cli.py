@@ -94,11 +94,15 @@ def data_inspect(
     totals = summary.counts.sum()
     table.add_row("[bold]total", *(f"[bold]{int(v):,}" for v in totals), f"[bold]{int(totals.sum()):,}")
     out.print(table)
-    out.print(f"imbalance (largest / smallest class): {summary.imbalance:.1f}x")
+    empty = [str(label) for label, row in summary.counts.iterrows() if row.sum() == 0]
+    out.print(f"imbalance (largest / smallest class): {summary.imbalance:.1f}x"
+              + (f" (without {', '.join(empty)}: no images)" if empty else ""))
     for name, count in index.dropped.items():
         out.print(f"dropped: {name} ({count})")
     out.print(f"unreadable files: {len(summary.unreadable)}")
-    out.print(f"exact duplicates: {summary.duplicates} images in {len(summary.duplicate_groups)} groups")
+    groups = len(summary.duplicate_groups)
+    out.print(f"exact duplicates: {summary.duplicates} repeated image{'s' * (summary.duplicates != 1)} "
+              f"in {groups} group{'s' * (groups != 1)} of identical files")
     if verbose:
         for source, reason in summary.unreadable:
             out.print(f"  unreadable: {source}: {reason}", highlight=False)
@@ -280,7 +284,7 @@ def evaluate(
         only_this, only_other, p_value = mcnemar_p(report.correct, other.correct)
         verdict = "a real difference" if p_value < 0.05 else "not distinguishable from chance"
         out.print(
-            f"against {against}: accuracy {other.accuracy:.4f} vs {report.accuracy:.4f}; only this model right on {only_this:,} "
+            f"against {against}: accuracy {report.accuracy:.4f} for this model vs {other.accuracy:.4f}; only this model right on {only_this:,} "
             f"faces, only {against} on {only_other:,}; exact McNemar p = {p_value:.3g} ({verdict} at p < 0.05)"
         )
         comparison = {"model": against, "accuracy": other.accuracy, "only_this_right": only_this,

@@ -62,6 +62,7 @@ class ResultStore:
             self.summary_path = self.out.with_name(f"{self.out.stem}.summary{self.out.suffix}")
         self.ledger = self.parts / "_sources"
         self._refuse_inputs(inputs)
+        self._refuse_foreign_files()
 
     def _refuse_inputs(self, inputs: Iterable[str | Path]) -> None:
         """Refuse an ``out`` (or its parts folder or summary) that is an input or holds one.
@@ -77,6 +78,18 @@ class ResultStore:
                 relation = "is" if path in targets else "holds"
                 raise FervidError(
                     f"--out {self.out}: {relation} the input {given}, which the results would mix with; give an --out outside the inputs"
+                )
+
+    def _refuse_foreign_files(self) -> None:
+        """Refuse a parts folder that already holds files of its own (photos, notes): pandas reads every
+        visible file of a Parquet folder, so ``pandas.read_parquet(OUT)`` would fail on the first."""
+        if not self.parts.is_dir():
+            return
+        for path in sorted(self.parts.iterdir()):
+            if not (path.name.startswith((".", "_")) or (path.name.startswith("part-") and path.suffix == ".parquet")):
+                raise FervidError(
+                    f"--out {self.out}: {self.parts} already holds {path.name}, not a part of a fervid analysis; "
+                    "pandas could not read the results beside it: give a new or empty folder"
                 )
 
     def open(self) -> None:

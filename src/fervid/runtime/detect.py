@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 from fervid.errors import FervidError
 
 CASCADE = "haarcascade_frontalface_default.xml"
+CASCADE_PATH = Path(cv2.data.haarcascades) / CASCADE
 NEAR_FACE_SIDE = 56  # a face searched for near its last box is scaled to about this many pixels
 NEAR_MIN_NEIGHBORS = 3  # evidence needed there: less than a full scan, which must also rule out the rest of the frame
 
@@ -36,15 +38,25 @@ class DetectorConfig:
 
 
 class FaceDetector:
-    """Finds frontal faces in 8-bit gray frames; ``detect`` returns (N, 4) int boxes x, y, w, h sorted left to right."""
+    """Finds frontal faces in 8-bit gray frames; ``detect`` returns (N, 4) int boxes x, y, w, h sorted left to right.
+
+    Safe to share between threads: OpenCV's CascadeClassifier is not (two threads' scans mix their
+    results), so each thread gets its own, loaded on its first scan.
+    """
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
         self.config.validate()
-        path = Path(cv2.data.haarcascades) / CASCADE
-        self.cascade = cv2.CascadeClassifier(str(path))
+        self._local = threading.local()
         if self.cascade.empty():
-            raise FervidError(f"{path}: OpenCV's face cascade could not be loaded (is opencv-python installed?)")
+            raise FervidError(f"{CASCADE_PATH}: OpenCV's face cascade could not be loaded (is opencv-python installed?)")
+
+    @property
+    def cascade(self) -> cv2.CascadeClassifier:
+        """This thread's cascade."""
+        if getattr(self._local, "cascade", None) is None:
+            self._local.cascade = cv2.CascadeClassifier(str(CASCADE_PATH))
+        return self._local.cascade
 
     def detect(self, gray: np.ndarray) -> np.ndarray:
         """Face boxes in ``gray`` (a 2-D uint8 frame), in the frame's own pixel coordinates."""

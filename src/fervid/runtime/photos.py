@@ -29,22 +29,33 @@ class PhotoReport:
     interrupted: bool = False  # Ctrl+C: the report holds the images done so far
 
 
-def expand_images(inputs: list[str | Path], *, skip: str | Path | None = None) -> Iterator[Path]:
+MARKER = ".fervid-predict"  # in --out: the names of the annotated copies written there, one per line
+
+
+def annotated_before(out_dir: str | Path) -> set[Path]:
+    """The annotated copies earlier runs wrote in ``out_dir`` (as listed in its marker file)."""
+    try:
+        names = (Path(out_dir) / MARKER).read_text().splitlines()
+    except OSError:
+        return set()
+    return {(Path(out_dir) / name).expanduser().resolve() for name in names if name}
+
+
+def expand_images(inputs: list[str | Path], *, skip: set[Path] | None = None) -> Iterator[Path]:
     """Files as given (whatever their suffix) and the images inside folders (recursively, in name order).
 
-    Folders are searched without the folder ``skip`` (predict's ``--out``): the annotated copies of
-    an earlier run there are outputs, not photos to recognise again. A photo named twice (a folder
-    and a file in it) is recognised once.
+    Folders are searched without the files in ``skip`` (resolved paths: the annotated copies an
+    earlier run wrote into ``--out``, outputs, not photos to recognise again); only those, so a
+    photo that merely sits in ``--out`` is still an input, and is refused there. A photo named twice
+    (a folder and a file in it) is recognised once.
     """
-    skipped = Path(skip).expanduser().resolve() if skip is not None else None
+    skip = skip or set()
     seen: set[Path] = set()
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
             images = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not (skipped and p.resolve().is_relative_to(skipped))
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in skip
             )
             if not images:
                 warn(f"{path}: no images in this folder")
@@ -73,7 +84,7 @@ def predict_images(
     """
     report = PhotoReport()
     names: set[str] = set()
-    paths = list(expand_images(inputs, skip=out_dir))
+    paths = list(expand_images(inputs, skip=annotated_before(out_dir) if out_dir is not None else None))
     if out_dir is not None:
         _check_out_dir(Path(out_dir), paths)
     if records_to is not None:
@@ -90,6 +101,7 @@ def predict_images(
 
 
 def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport, names: set[str], out_dir, on_record) -> None:
+    listed = annotated_before(out_dir) if out_dir is not None else set()
     for path in paths:
         try:
             image = read_image(path)
@@ -111,6 +123,11 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             target = Path(out_dir) / _unique_name(path, names)
             ok, encoded = cv2.imencode(target.suffix, annotate(image, faces))
             if ok:
+                if target.resolve() not in listed:  # listed before it exists: a copy is never taken for a photo
+                    Path(out_dir).mkdir(parents=True, exist_ok=True)
+                    with open(Path(out_dir) / MARKER, "a") as marker:
+                        marker.write(target.name + "\n")
+                    listed.add(target.resolve())
                 write_bytes_atomically(target, encoded.tobytes())
                 report.written.append(str(target))
 

@@ -45,9 +45,15 @@ def gray_frame(image: np.ndarray, color: Color = "bgr") -> np.ndarray:
     Its dtype is read as ``fervid.preprocess.to_uint8`` says: uint8 0..255, uint16 0..65535, float
     0..1 (or 0..255 once values reach 2), other integers 0..255; anything else is a FervidError.
     """
-    if channel_order(color) == "rgb" and image.ndim == 3 and image.shape[2] in (3, 4):
-        image = image[..., [2, 1, 0, 3][: image.shape[2]]]
-    return to_gray(image)
+    return to_gray(as_bgr(image, color))
+
+
+def as_bgr(image: np.ndarray, color: Color) -> np.ndarray:
+    """An image, crop or stack of crops whose last axis holds ``color`` channels, as BGR(A) for OpenCV."""
+    image = np.asarray(image)
+    if channel_order(color) == "rgb" and image.ndim >= 3 and image.shape[-1] in (3, 4):
+        return image[..., [2, 1, 0, 3][: image.shape[-1]]]
+    return image
 
 
 def crop_face(gray: np.ndarray, box, margin: float = 0.0) -> np.ndarray:
@@ -103,6 +109,9 @@ class Recognizer:
 
     The default margin is 0 because OpenCV's Haar boxes already match FER2013's crops (median box
     side 0.98 of the crop, offset under 2%, measured on validation faces).
+
+    One recognizer may be shared by threads: each thread scans with a cascade of its own, and ONNX
+    Runtime runs a session from several threads at once.
     """
 
     def __init__(
@@ -119,6 +128,12 @@ class Recognizer:
     ) -> None:
         if not 0.0 <= margin <= 1.0:
             raise FervidError(f"margin must be between 0 and 1, got {margin}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise FervidError(f"threads must be a whole number of 1 or more (or None: up to 4), got {threads!r}")
+        if flip_tta is not None and not isinstance(flip_tta, bool):
+            raise FervidError(f"flip_tta must be True, False or None (the model card's), got {flip_tta!r}")
+        if model is not None and not isinstance(model, (str, Path)):
+            raise FervidError(f"model must be a bundled model name, an .onnx path or a run folder, got {type(model).__name__}")
         self.classifier = ExpressionClassifier(model, threads=threads)
         self.detector = FaceDetector(DetectorConfig(scale_factor, min_neighbors, min_size, detection_width))
         self.margin = margin
@@ -134,13 +149,15 @@ class Recognizer:
         """Face boxes (N, 4) x, y, w, h in an image or frame."""
         return self.detector.detect(self._gray(image, color))
 
-    def classify(self, faces: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Probabilities (N, 7) for face crops of any size (BGR or gray), in one batched model call.
+    def classify(self, faces: Sequence[np.ndarray] | np.ndarray, *, color: Color = "bgr") -> np.ndarray:
+        """Probabilities (N, 7) for face crops of any size (gray, or ``color`` BGR/RGB), in one batched model call.
 
         ``faces`` is a list of crops, a stacked batch (N, H, W[, C]), or one crop (H, W) or (H, W, C),
         which gives one row. Crops are read by dtype as ``predict`` reads images; an empty crop is
         a FervidError.
         """
+        if channel_order(color) == "rgb":
+            faces = as_bgr(faces, color) if isinstance(faces, np.ndarray) else [as_bgr(face, color) for face in faces]
         return self.classifier.classify(faces, flip_tta=self.flip_tta)
 
     def classify_boxes(self, gray: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -168,6 +185,9 @@ class Recognizer:
         channel_order(color)  # a wrong color is refused for paths too, not ignored
         if isinstance(image, (str, Path)):
             return to_gray(read_image(image))
+        if np.ndim(image) == 0:  # None, a number, bytes: say what came, not that its shape is ()
+            hint = "; decode the bytes first (cv2.imdecode) or pass the file's path" if isinstance(image, (bytes, bytearray)) else ""
+            raise FervidError(f"expected an image path or array, got {type(image).__name__}{hint}")
         image = np.asarray(image)
         if image.ndim not in (2, 3) or image.size == 0:
             raise FervidError(f"expected an image array (H, W) or (H, W, C), got shape {image.shape}")

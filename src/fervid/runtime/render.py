@@ -70,7 +70,7 @@ def draw_probability_panel(frame: np.ndarray, probabilities: dict[str, float], b
         inset = round(2 * size)
         cv2.rectangle(frame, (bar_left, base + inset), (bar_end, base + row_height - inset), COLORS[name], -1)
         origin = (left + round(3 * size), base + row_height - round(3 * size))
-        cv2.putText(frame, name[:7], origin, FONT, 0.33 * size, (255, 255, 255), max(1, round(size)), cv2.LINE_AA)
+        cv2.putText(frame, name, origin, FONT, 0.33 * size, (255, 255, 255), max(1, round(size)), cv2.LINE_AA)
 
 
 def draw_fps(frame: np.ndarray, fps: float) -> None:
