@@ -110,7 +110,8 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path, hidden, args, extra):
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 2, "validation": 2})
     result = fervid_without(hidden, *[str(data) if arg == "DATA" else arg for arg in args])
     assert result.returncode == 2
-    assert result.stderr.strip() == f"fervid: error: this command needs the '{extra}' extra: pip install -e \".[{extra}]\" in the fervid checkout"
+    assert result.stderr.strip() == (f"fervid: error: this command needs the '{extra}' extra: "
+                                     f"pip install \"fervid[{extra}]\" (in a checkout: pip install -e \".[{extra}]\")")
 
 
 def test_an_output_path_the_system_refuses_is_one_line_not_a_traceback(tmp_path):

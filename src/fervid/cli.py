@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fervid import __version__
-from fervid.errors import FervidError, Interrupted
+from fervid.errors import FervidError, Interrupted, install_hint
 from fervid.fileio import check_writable
 from fervid.model.specs import ARCHITECTURES
 
@@ -60,7 +60,7 @@ def _needs(extra: str, module: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise FervidError(f"this command needs the '{extra}' extra: pip install -e \".[{extra}]\" in the fervid checkout")
+        raise FervidError(f"this command needs the '{extra}' extra: {install_hint(extra)}")
 
 
 @data_app.command("inspect")

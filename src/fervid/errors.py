@@ -7,3 +7,8 @@ class FervidError(Exception):
 
 class Interrupted(Exception):
     """A run stopped by Ctrl+C or SIGTERM; the message says what was kept and how to go on."""
+
+
+def install_hint(extra: str) -> str:
+    """How to get an optional extra, for an installed package and for a source checkout alike."""
+    return f'pip install "fervid[{extra}]" (in a checkout: pip install -e ".[{extra}]")'

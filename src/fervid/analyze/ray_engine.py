@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from fervid.analyze.process import AnalyzeOptions, Unit, UnitResult
-from fervid.errors import FervidError
+from fervid.errors import FervidError, install_hint
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
 
@@ -69,7 +69,7 @@ def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int
         import ray
         import ray.data
     except ImportError:
-        raise FervidError("--engine ray needs the 'scale' extra: pip install -e \".[scale]\" in the fervid checkout") from None
+        raise FervidError(f"--engine ray needs the 'scale' extra: {install_hint('scale')}") from None
     started = False
     if not ray.is_initialized():
         environment = {"env_vars": WORKER_ENV}

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from fervid.console import warn
-from fervid.errors import FervidError
+from fervid.errors import FervidError, install_hint
 from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.face import Face
@@ -212,7 +212,7 @@ class Summary:
         try:
             from matplotlib.figure import Figure
         except ImportError:
-            warn("matplotlib is not installed, so no summary plot (pip install matplotlib)")
+            warn(f"matplotlib is not installed, so no summary plot ({install_hint('data')})")
             return False
         from fervid.runtime.render import COLORS
 
