@@ -209,6 +209,10 @@ def test_exif_orientation_is_honoured(recognizer: Recognizer, tmp_path: Path) ->
     assert len(recognizer.predict(tagged)) == 1
 
 
+def test_a_recognizer_says_which_model_it_runs(recognizer: Recognizer) -> None:
+    assert repr(recognizer).startswith("Recognizer(model='fervid-vgg', path='") and "fervid-vgg.onnx" in repr(recognizer)
+
+
 def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")

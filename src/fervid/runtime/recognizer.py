@@ -140,6 +140,9 @@ class Recognizer:
         self.flip_tta = self.classifier.flip_tta if flip_tta is None else flip_tta
         self.warm_up()
 
+    def __repr__(self) -> str:
+        return f"Recognizer(model={self.classifier.name!r}, path={str(self.classifier.path)!r}, flip_tta={self.flip_tta})"
+
     def warm_up(self) -> None:
         """Run the model and the cascade once, so the first real frame does not pay ONNX Runtime's set-up."""
         self.classify([np.zeros((48, 48), np.uint8)] * 2)
