@@ -42,6 +42,10 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     will feed them) and scored on its validation split; those scores replace the
     card's metrics, so the card describes the file that is shipped.
     """
+    # The card goes beside it as .json: a .keras or .json target would lose a file. Checked before
+    # TensorFlow's seconds of import; the default targets end in .onnx.
+    if target is not None and Path(target).suffix.lower() != ".onnx":
+        raise FervidError(f"--out {target}: the ONNX file must end in .onnx")
     import onnxruntime as ort
 
     from fervid.model.architectures import keras_model_path, load_classifier
@@ -57,8 +61,6 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
             f"--out {target}: the float32 model beside {model_path.name}, whose card ({float32_beside.with_suffix('.json').name}) "
             f"describes it; write the int8 model elsewhere (default: {default.name})"
         )
-    if target.suffix.lower() != ".onnx":  # the card goes beside it as .json: a .keras or .json target would lose a file
-        raise FervidError(f"--out {target}: the ONNX file must end in .onnx")
     card = card_beside(model_path)
     check_writable(target, "--out")  # now, not after the conversion (and the int8 scoring)
     if card is not None:
