@@ -154,3 +154,49 @@ def test_two_tabs_are_served_at_once(browser, server_url: str) -> None:
         before = int(page.evaluate("document.body.dataset.frames"))
         page.wait_for_function(f"() => Number(document.body.dataset.frames) > {before}", timeout=20_000)
         page.close()
+
+
+def test_the_photo_panel_uploads_a_file_chosen_again_and_clears_on_an_error(browser, server_url: str) -> None:
+    page, _ = open_page(browser, server_url)
+    exceptions: list[str] = []
+    page.on("pageerror", lambda error: exceptions.append(str(error)))
+    uploads: list[str] = []
+    page.on("request", lambda request: uploads.append(request.url) if request.url.endswith("/api/predict") else None)
+    photo = textured_background(360, 480, seed=0)
+    paste_face(photo, detectable_faces(1)[0], (480 - 130) // 2, (360 - 130) // 2, 130)
+    face = {"name": "face.png", "mimeType": "image/png", "buffer": cv2.imencode(".png", photo)[1].tobytes()}
+    for attempt in (1, 2):  # the same file again is a new upload (browsers fire no change event for it otherwise)
+        page.set_input_files("#file", files=[face])
+        page.wait_for_function("() => document.querySelector('#photo-status').textContent.includes('on the server')",
+                               timeout=20_000)
+        assert len(uploads) == attempt
+    assert page.eval_on_selector("#photo", "canvas => canvas.width") > 0
+
+    page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo"}])
+    page.wait_for_selector("#photo-status.error", timeout=20_000)
+    status = page.text_content("#photo-status")
+    assert status.startswith("notes.txt: 415 ") and "curl" not in status  # the API's curl hint is not for page users
+    assert page.eval_on_selector("#photo", "canvas => canvas.width") == 0, "the last photo is not left as if it were the answer"
+    assert page.eval_on_selector_all("#photo-faces li", "items => items.length") == 0
+
+    page.focus("#start")
+    reached = []
+    for _ in range(8):  # the photo picker is in the tab order
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id"))
+    assert "file" in reached, reached
+    assert exceptions == []
+    page.close()
+
+
+def test_a_camera_that_stops_ends_the_session_with_a_message(browser, server_url: str) -> None:
+    page, errors = open_page(browser, server_url)
+    page.click("#start")
+    page.wait_for_function("() => Number(document.body.dataset.frames) >= 1", timeout=40_000)
+    page.evaluate("live.stream.getVideoTracks()[0].dispatchEvent(new Event('ended'))")  # as when it is unplugged
+    page.wait_for_selector("#status.error", timeout=10_000)
+    assert page.text_content("#status").startswith("the camera stopped")
+    assert page.is_enabled("#start") and page.is_disabled("#stop")
+    assert page.eval_on_selector_all("#faces li", "items => items.length") == 0
+    assert errors == []
+    page.close()

@@ -13,6 +13,7 @@ const FRAME_WIDTH = 640;      // frames wider than this are shrunk before sendin
 const JPEG_QUALITY = 0.8;
 const PHOTO_WIDTH = 1280;     // photos are shown at most this wide
 const RETRY_MS = 2000;
+const BARS_MIN_WIDTH = 480;  // CSS pixels of view below which the overlay draws no probability bars
 const CLOSE_POLICY = 1008;    // the server refused this page: retrying will not help
 
 const $ = (id) => document.getElementById(id);
@@ -58,7 +59,8 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     context.fillStyle = "#111";
     context.fillText(label, x + 4 * unit, labelTop + 16 * unit);
 
-    drawBars(context, face.probabilities, [x, y, w, h], bounds, unit);
+    // The bars need about half of a phone's width: there, the list under the view shows them instead.
+    if (bounds.width >= BARS_MIN_WIDTH * unit) drawBars(context, face.probabilities, [x, y, w, h], bounds, unit);
   }
 }
 
@@ -124,7 +126,8 @@ async function startCamera() {
   const status = $("status");
   if (live.stream) return;
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    setStatus(status, "no camera access on this address: open http://127.0.0.1:PORT or http://localhost:PORT, or use HTTPS", true);
+    const port = location.port ? `:${location.port}` : "";
+    setStatus(status, `no camera access on this address: open http://127.0.0.1${port} or http://localhost${port}, or use HTTPS`, true);
     return;
   }
   $("start").disabled = true;
@@ -133,8 +136,16 @@ async function startCamera() {
     live.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
   } catch (error) {
     $("start").disabled = false;
-    setStatus(status, `no camera: ${error.name}${error.message ? ` (${error.message})` : ""}`, true);
+    const hint = error.name === "NotAllowedError" ? "; allow the camera for this page in the browser's site settings"
+      : error.name === "NotFoundError" ? "; connect a camera" : error.name === "NotReadableError" ? "; another app may be using it" : "";
+    setStatus(status, `no camera: ${error.name}${error.message ? ` (${error.message})` : ""}${hint}`, true);
     return;
+  }
+  for (const track of live.stream.getVideoTracks()) {
+    track.addEventListener("ended", () => {  // unplugged, or taken by another app
+      stopCamera();
+      setStatus(status, "the camera stopped (unplugged or taken by another app?); press Start camera to try again", true);
+    });
   }
   const video = $("video");
   video.srcObject = live.stream;
@@ -154,18 +165,22 @@ function stopCamera() {
   live.socket = null;
   if (socket) socket.close(1000, "camera stopped");
   live.inFlight = false;
-  live.faces = [];
-  live.roundTrips = [];
-  live.answeredAt = [];
   $("video").srcObject = null;
   $("placeholder").hidden = false;
   $("start").disabled = false;
   $("stop").disabled = true;
+  clearResults();
+  setStatus($("status"), "idle");
+}
+
+function clearResults() {
+  live.faces = [];
+  live.roundTrips = [];
+  live.answeredAt = [];
   listFaces($("faces"), []);
   document.body.dataset.faces = "0";
   for (const id of ["latency", "server-ms", "fps"]) $(id).textContent = "–";
   drawOverlay();
-  setStatus($("status"), "idle");
 }
 
 function connect() {
@@ -184,6 +199,7 @@ function connect() {
     live.socket = null;
     live.inFlight = false;
     if (!live.stream) return;
+    clearResults();  // the last reply's boxes would hover over a moving picture
     const reason = event.reason ? `: ${event.reason}` : "";
     const retrying = event.code !== CLOSE_POLICY;
     setStatus($("status"), `disconnected (${event.code}${reason})${retrying ? "; retrying…" : ""}`, true);
@@ -265,9 +281,15 @@ function drawLoop() {
 
 // --- Photo ---
 
+let photoRequest = 0;  // the latest photo asked for: an answer for an earlier one is dropped
+
 async function predictPhoto(file) {
   const status = $("photo-status");
-  if (!file) return;
+  if (!file) {
+    setStatus(status, "that was not a file: choose or drop an image file", true);
+    return;
+  }
+  const request = ++photoRequest;
   setStatus(status, `sending ${file.name}…`);
   const url = URL.createObjectURL(file);
   const image = new Image();
@@ -282,14 +304,18 @@ async function predictPhoto(file) {
     payload = await response.json().catch(() => ({}));
   } catch (error) {
     URL.revokeObjectURL(url);
+    if (request !== photoRequest) return;
+    clearPhoto();
     setStatus(status, `upload failed: ${error.message}`, true);
     return;
   }
+  URL.revokeObjectURL(url);
+  if (request !== photoRequest) return;  // a photo chosen since has its own answer coming
   if (!response.ok) {
-    URL.revokeObjectURL(url);
-    const detail = typeof payload.detail === "string" ? payload.detail : response.statusText;
+    // The server's message is written for API users ("...: curl -F file=@photo.jpg"): the page keeps the reason.
+    const detail = typeof payload.detail === "string" ? payload.detail.split("; send")[0].split(": curl")[0] : response.statusText;
+    clearPhoto();
     setStatus(status, `${file.name}: ${response.status} ${detail}`, true);
-    listFaces($("photo-faces"), []);
     return;
   }
   const canvas = $("photo");
@@ -303,12 +329,18 @@ async function predictPhoto(file) {
     context.fillStyle = "#222";
     context.fillRect(0, 0, canvas.width, canvas.height);
   }
-  URL.revokeObjectURL(url);
   const unit = canvas.width / (canvas.getBoundingClientRect().width || canvas.width);
   drawResults(context, payload.faces, scale, { width: canvas.width, height: canvas.height }, false, unit);
   listFaces($("photo-faces"), payload.faces);
   const count = payload.faces.length;
   setStatus(status, `${file.name}: ${count ? `${count} face${count > 1 ? "s" : ""}` : "no face found"} in ${payload.width}×${payload.height}, ${Math.round(payload.ms)} ms on the server`);
+}
+
+function clearPhoto() {
+  const canvas = $("photo");
+  canvas.width = 0;
+  canvas.height = 0;
+  listFaces($("photo-faces"), []);
 }
 
 // --- Wiring ---
@@ -317,7 +349,11 @@ $("start").addEventListener("click", startCamera);
 $("stop").addEventListener("click", stopCamera);
 $("mirror").addEventListener("change", (event) => $("video").classList.toggle("mirrored", event.target.checked));
 $("video").classList.toggle("mirrored", $("mirror").checked);
-$("file").addEventListener("change", (event) => predictPhoto(event.target.files[0]));
+$("file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  event.target.value = "";  // choosing the same file again is a new upload, not "no change"
+  if (file) predictPhoto(file);
+});
 
 const photoPanel = $("photo-panel");
 photoPanel.addEventListener("dragover", (event) => {
@@ -330,6 +366,8 @@ photoPanel.addEventListener("drop", (event) => {
   photoPanel.classList.remove("dragging");
   predictPhoto(event.dataTransfer.files[0]);
 });
+// A file dropped anywhere else would make the browser open it in place of the page, camera and all.
+for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
 
 fetch("/api/model")
   .then((response) => response.json())
