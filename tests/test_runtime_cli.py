@@ -27,6 +27,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> 
     assert "Traceback" not in result.stderr
 
 
+def test_names_with_brackets_are_printed_as_they_are(tmp_path: Path) -> None:
+    """Rich reads "[summer]" as markup: a path or an install hint in a message must not lose its brackets."""
+    photo = tmp_path / "holiday[summer].png"
+    cv2.imwrite(str(photo), textured_background(200, 200, seed=1))
+    result = fervid("predict", str(photo), "--no-save", "--json", str(tmp_path / "records[out].json"))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {photo}: no face found" in result.stderr
+    assert (tmp_path / "records[out].json").exists()
+
+
 def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_path: Path) -> None:
     photo = textured_background(300, 400, seed=5)
     box = paste_face(photo, detectable_faces(1)[0], 120, 80, 130)

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from fervid import __version__
 from fervid.errors import FervidError, Interrupted, install_hint
@@ -28,7 +29,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Look at labelled face datasets (folders, zips, FER2013 CSV).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, markup=False)  # paths and names are printed as they are, brackets and all
 
 
 def _version(value: bool) -> None:
@@ -92,7 +93,7 @@ def data_inspect(
     for label, row in summary.counts.iterrows():
         table.add_row(str(label), *(f"{int(v):,}" for v in row), f"{int(row.sum()):,}")
     totals = summary.counts.sum()
-    table.add_row("[bold]total", *(f"[bold]{int(v):,}" for v in totals), f"[bold]{int(totals.sum()):,}")
+    table.add_row(*(Text(cell, style="bold") for cell in ("total", *(f"{int(v):,}" for v in totals), f"{int(totals.sum()):,}")))
     out.print(table)
     empty = [str(label) for label, row in summary.counts.iterrows() if row.sum() == 0]
     out.print(f"imbalance (largest / smallest class): {summary.imbalance:.1f}x"

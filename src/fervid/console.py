@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
@@ -13,8 +14,9 @@ stderr = Console(stderr=True)
 
 
 def warn(message: str) -> None:
-    """A one-line warning on stderr."""
-    stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    """A one-line warning on stderr; the message is printed as it is (a path like ``a[1].jpg`` or a
+    hint like ``fervid[data]`` is not read as rich markup)."""
+    stderr.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def progress(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
