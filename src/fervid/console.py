@@ -30,4 +30,4 @@ def progress(items: Iterable[T], total: int | None, description: str) -> Iterato
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
-        yield from bar.track(items, total=total, description=description)
+        yield from bar.track(items, total=total, description=escape(description))
