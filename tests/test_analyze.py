@@ -611,6 +611,15 @@ def test_an_out_that_is_or_holds_an_input_is_refused_before_anything_is_written(
     with pytest.raises(FervidError, match=r"more already holds 2.png, not a part of a fervid analysis; .* give a new or empty folder"):
         analyze([photos], photos / "more", AnalyzeOptions(crops=True))
     assert sorted(path.name for path in (photos / "more").iterdir()) == ["2.png"]
+    spark = tmp_path / "spark"  # another tool's Parquet folder: its part files look like ours but are not
+    spark.mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(spark / "part-00000-1234.snappy.parquet")
+    with pytest.raises(FervidError, match=r"already holds part-00000-1234.snappy.parquet, not a part of a fervid analysis"):
+        analyze([photos], spark, AnalyzeOptions(crops=True))
+    assert [path.name for path in spark.iterdir()] == ["part-00000-1234.snappy.parquet"]
+    for out in ("/proc/r.parquet", "/proc/results"):  # refused before any input is read
+        with pytest.raises(FervidError, match=f"--out {out}: cannot write in /proc"):
+            analyze([photos], Path(out), AnalyzeOptions(crops=True))
 
 
 def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path: Path) -> None:

@@ -196,6 +196,11 @@ def test_image_folders_are_sources(tmp_path: Path, recognizer: Recognizer) -> No
     with pytest.raises(FervidError, match="00.png: one of the source's images"):  # its plot would be 00.png
         run_live(tmp_path, recognizer, summary=tmp_path / "00.json", display=False)
     assert (tmp_path / "00.png").read_bytes() == before and not (tmp_path / "00.json").exists()
+    (tmp_path / "01.json").write_text("{}")  # a sidecar of the photo's own, not a summary: 01.png is still an input
+    with pytest.raises(FervidError, match="01.png: one of the source's images"):
+        run_live(tmp_path, recognizer, summary=tmp_path / "01.json", display=False)
+    report = run_live(tmp_path, recognizer, timeline=tmp_path / "out" / "u.jsonl", display=False, detect_every=1)
+    assert report.frames == 4, "an earlier run's plot (out/t-summary.png, under another name) is not a frame either"
 
 
 def test_a_single_image_source_shows_its_faces(tmp_path: Path, recognizer: Recognizer) -> None:

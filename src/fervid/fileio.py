@@ -41,14 +41,21 @@ def check_writable(target: str | Path, option: str = "") -> None:
     name = f"{option} {target}" if option else str(target)
     if target.is_dir():
         raise FervidError(f"{name}: a folder, not a file; give a file path for this output")
-    if blocker := file_in_the_way(target):
+    check_writable_folder(target.parent, name=name)
+
+
+def check_writable_folder(folder: str | Path, option: str = "", *, name: str = "") -> None:
+    """Refuse now an output folder that could not be made or written in (see ``check_writable``)."""
+    folder = Path(folder).expanduser()
+    name = name or (f"{option} {folder}" if option else str(folder))
+    if blocker := file_in_the_way(folder / "_"):
         raise FervidError(f"{name}: {blocker} is a file, not a folder; write the output elsewhere")
-    folder = next((parent for parent in target.parents if parent.exists()), Path.cwd())
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), Path.cwd())
     try:
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise FervidError(f"{name}: cannot write in {folder} ({error.strerror or error}); write the output elsewhere") from None
+        raise FervidError(f"{name}: cannot write in {existing} ({error.strerror or error}); write the output elsewhere") from None
 
 
 @contextmanager

@@ -16,6 +16,7 @@ temporary files and the ledger never mix with the rows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,9 +28,12 @@ import pyarrow.parquet as pq
 from fervid.analyze.process import UnitResult
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, SHARE_COLUMNS, SORT_KEYS, SUMMARY_SCHEMA
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, remove_temporaries
+from fervid.fileio import atomic_path, check_writable, check_writable_folder, remove_temporaries
 
 EMPTY_PART = "part-empty.parquet"  # keeps a folder with no face at all readable by pandas
+# A part fervid wrote: a unit id (20 hex digits of a SHA-1) or the empty part. Anything else named
+# part-*.parquet (Spark's part-00000-....snappy.parquet) is someone else's, never pruned.
+OWN_PART = re.compile(r"part-(?:[0-9a-f]{20}|empty)\.parquet")
 
 
 class ResultStore:
@@ -63,6 +67,10 @@ class ResultStore:
         self.ledger = self.parts / "_sources"
         self._refuse_inputs(inputs)
         self._refuse_foreign_files()
+        if self.format == "folder":
+            check_writable_folder(self.out, "--out")
+        else:
+            check_writable(self.out, "--out")
 
     def _refuse_inputs(self, inputs: Iterable[str | Path]) -> None:
         """Refuse an ``out`` (or its parts folder or summary) that is an input or holds one.
@@ -86,7 +94,7 @@ class ResultStore:
         if not self.parts.is_dir():
             return
         for path in sorted(self.parts.iterdir()):
-            if not (path.name.startswith((".", "_")) or (path.name.startswith("part-") and path.suffix == ".parquet")):
+            if not (path.name.startswith((".", "_")) or OWN_PART.fullmatch(path.name)):
                 raise FervidError(
                     f"--out {self.out}: {self.parts} already holds {path.name}, not a part of a fervid analysis; "
                     "pandas could not read the results beside it: give a new or empty folder"
@@ -108,7 +116,8 @@ class ResultStore:
         for folder in (self.parts, self.ledger):
             remove_temporaries(folder)
         removed = 0
-        for path in [*_visible(self.parts, "part-*.parquet"), *_visible(self.ledger, "*.parquet")]:
+        own_parts = [path for path in _visible(self.parts, "part-*.parquet") if OWN_PART.fullmatch(path.name)]
+        for path in [*own_parts, *_visible(self.ledger, "*.parquet")]:
             unit = path.stem.removeprefix("part-") if path.parent == self.parts else path.stem
             if unit not in units:
                 path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ every frame. Captures are always released.
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import re
 import threading
@@ -239,6 +240,14 @@ class VideoFileSource(Source):
         self.capture.release()
 
 
+def is_live_summary(path: Path) -> bool:
+    """Whether ``path`` is a summary ``fervid live`` wrote (so the .png beside it is its plot, not a frame)."""
+    try:
+        return isinstance(json.loads(path.read_text()).get("faces"), list)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class ImageFolderSource(Source):
     """Image files as frames, in name order; unreadable ones are skipped with a warning."""
 
@@ -250,19 +259,20 @@ class ImageFolderSource(Source):
         self.total = len(paths)
 
     def skip(self, outputs: list[str | Path]) -> None:
-        """Leave out the run's own outputs (and the summary's plot) that sit among the images.
+        """Leave out this run's outputs and earlier runs' summary plots that sit among the images.
 
-        A summary's plot (``x.json`` -> ``x.png``) that would land on one of the images is the last
-        run's plot only if that run's summary is there too; otherwise it is an input, and is refused.
+        A ``x.png`` is a summary plot when a live summary ``x.json`` (``{"faces": [...]}``) is beside
+        it. This run's plot that would land on an image without one is an input, and is refused.
         """
         own = {Path(path).expanduser().resolve() for path in outputs}
         images = {path.resolve() for path in self.paths}
         for summary in [path for path in own if path.suffix.lower() == ".json"]:
             plot = summary.with_suffix(".png")
-            if plot in images and not summary.exists():
+            if plot in images and not is_live_summary(summary):
                 raise FervidError(f"{plot}: one of the source's images, which the summary's plot would replace; "
                                   "give --summary another name")
             own.add(plot)
+        own |= {image for image in images if image.suffix.lower() == ".png" and is_live_summary(image.with_suffix(".json"))}
         kept = [path for path in self.paths if path.resolve() not in own]
         if not kept:
             raise FervidError(f"{self.name}: no images found besides this run's own outputs")
