@@ -115,10 +115,15 @@ def data_inspect(
     out.print(f"sample grid: {target}")
 
 
+def _given(ctx: typer.Context) -> list[str]:
+    """The parameters given on the command line (not left at their defaults), in declaration order."""
+    return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+
+
 def _refuse_changes_on_resume(ctx: typer.Context, config, out_dir: Path) -> None:
     """A resumed run follows its config.json; options given with --resume would be silently ignored."""
     kept = {"out_dir", "resume", "name"}  # --name may rename the model on resume
-    given = [name for name in ctx.params if name not in kept and ctx.get_parameter_source(name).name == "COMMANDLINE"]
+    given = [name for name in _given(ctx) if name not in kept]
     if "data" in given and Path(ctx.params["data"]).resolve() == Path(config.data):
         given.remove("data")
     if given:
@@ -502,7 +507,7 @@ def serve(
     _needs("serve", "uvicorn")
     # An option the chosen mode does not use would be silently ignored: a user who gives one means it.
     unused = {"host", "port", "max_upload_mb"} if loadtest else {"clients", "seconds", "faces_from", "output"}
-    if given := [name for name in ctx.params if name in unused and ctx.get_parameter_source(name).name == "COMMANDLINE"]:
+    if given := [name for name in _given(ctx) if name in unused]:
         names = ", ".join("--" + name.replace("_", "-") for name in given)
         why = "the load test serves on a private 127.0.0.1 port" if loadtest else "they set up --loadtest"
         raise FervidError(f"{names}: not used {'with' if loadtest else 'without'} --loadtest ({why})")

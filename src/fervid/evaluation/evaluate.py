@@ -56,9 +56,8 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
 
         card = card_beside(path)
         blur = card_input_blur(card) if input_blur is None else input_blur
-        predictor = keras_predictor(load_classifier(path), input_blur=blur, temperature=card_temperature(card) if temperature is None else temperature)
-        predictor.flip_tta = card_flip_tta(card)
-        return predictor
+        return keras_predictor(load_classifier(path), input_blur=blur, temperature=card_temperature(card) if temperature is None else temperature,
+                               flip_tta=card_flip_tta(card))
 
     classifier = ExpressionClassifier(model)
     return ModelPredictor(
@@ -69,9 +68,10 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
     )
 
 
-def keras_predictor(network, *, input_blur: float = 0.0, temperature: float = 1.0) -> ModelPredictor:
+def keras_predictor(network, *, input_blur: float = 0.0, temperature: float = 1.0, flip_tta: bool = False) -> ModelPredictor:
     """A loaded Keras classifier as a Predictor, its inputs blurred by ``input_blur`` (sigma, pixels)."""
-    return ModelPredictor(lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0)), temperature, input_blur)
+    return ModelPredictor(lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0)),
+                          temperature, input_blur, flip_tta)
 
 
 def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False, batch_size: int = 512) -> np.ndarray:

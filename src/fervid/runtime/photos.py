@@ -84,13 +84,14 @@ def predict_images(
     """
     report = PhotoReport()
     names: set[str] = set()
-    paths = list(expand_images(inputs, skip=annotated_before(out_dir) if out_dir is not None else None))
+    listed = annotated_before(out_dir) if out_dir is not None else set()
+    paths = list(expand_images(inputs, skip=listed))
     if out_dir is not None:
         _check_out_dir(Path(out_dir), paths)
     if records_to is not None:
         _check_records_path(Path(records_to), paths)
     try:
-        _predict_each(paths, recognizer, report, names, out_dir, on_record)
+        _predict_each(paths, recognizer, report, names, out_dir, on_record, listed)
     except KeyboardInterrupt:
         warn(f"interrupted after {report.processed} image(s); keeping their results")
         report.interrupted = True
@@ -100,8 +101,8 @@ def predict_images(
     return report
 
 
-def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport, names: set[str], out_dir, on_record) -> None:
-    listed = annotated_before(out_dir) if out_dir is not None else set()
+def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport, names: set[str], out_dir, on_record,
+                  listed: set[Path]) -> None:
     for path in paths:
         try:
             image = read_image(path)
