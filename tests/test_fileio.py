@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, check_writable, is_hidden, remove_temporaries, write_text_atomically, write_with
+from fervid.fileio import atomic_path, check_writable, remove_temporaries, write_text_atomically, write_with
 
 
 def test_a_failing_writer_leaves_the_old_file_as_it_was_and_no_temporary(tmp_path: Path) -> None:
@@ -47,14 +47,6 @@ def test_temporaries_left_by_a_killed_process_are_removed_and_nothing_else(tmp_p
     (tmp_path / ".gitignore").write_text("*")
     assert remove_temporaries(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [".gitignore", "model.onnx"]
-
-
-@pytest.mark.parametrize(
-    ("parts", "hidden"),
-    [(("photos", "a.jpg"), False), (("photos", ".a.jpg"), True), ((".cache", "a.jpg"), True), (("__MACOSX", "x", "._a.jpg"), True)],
-)
-def test_hidden_paths(parts: tuple[str, ...], hidden: bool) -> None:
-    assert is_hidden(parts) is hidden
 
 
 def test_an_output_that_could_not_be_written_is_refused_before_the_work(tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ def test_one_recognizer_shared_by_threads_gives_each_image_its_own_faces(recogni
 
 def test_rgb_is_not_read_as_bgr(recognizer: Recognizer) -> None:
     """A pure red RGB image must give a different gray level than if its channels were taken as BGR."""
-    from fervid.runtime.recognizer import gray_frame
+    from fervid.images import gray_frame
 
     red = np.zeros((4, 4, 3), np.uint8)
     red[..., 0] = 255  # red in RGB order

@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from conftest import detectable_faces, paste_face, textured_background, write_folder_dataset, write_non_face_onnx
+from fervid.images import UNREADABLE_WHY
 
 FERVID = str(Path(sys.executable).parent / "fervid")
 
@@ -70,7 +71,7 @@ def test_predict_with_nothing_readable_fails_in_one_line(two_face_video, tmp_pat
     result = fervid("predict", str(tmp_path / "broken.jpg"), str(tmp_path / "missing.jpg"), str(video), "--no-save")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [  # fervid's lines only: no warning from OpenCV's own logging
-        f"warning: {tmp_path / 'broken.jpg'}: not a readable image",
+        f"warning: {tmp_path / 'broken.jpg'}: not a readable image ({UNREADABLE_WHY})",
         f"warning: {tmp_path / 'missing.jpg'}: no such file",
         f"warning: {video}: a video, not an image (fervid live --source {video} reads videos)",
         "fervid: error: no image could be read",
@@ -144,7 +145,8 @@ def test_bad_options_are_one_line_not_a_panel(tmp_path: Path) -> None:
 def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
     (tmp_path / "damaged.jpg").write_bytes(b"GIF89a" + bytes(10))  # OpenCV logs "[ERROR] can't read header" for it
     result = fervid("predict", str(tmp_path / "damaged.jpg"), "--no-save")
-    assert result.stderr.strip().splitlines() == [f"warning: {tmp_path / 'damaged.jpg'}: not a readable image", "fervid: error: no image could be read"]
+    assert result.stderr.strip().splitlines() == [
+        f"warning: {tmp_path / 'damaged.jpg'}: not a readable image ({UNREADABLE_WHY})", "fervid: error: no image could be read"]
 
 
 @pytest.mark.parametrize(

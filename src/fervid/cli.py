@@ -575,7 +575,8 @@ def analyze(
         print(f"... and {len(report.errors) - 10} more errors (see the summary)", file=sys.stderr)
     rate = f" ({report.frames / report.seconds:.1f} frames/s)" if report.seconds > 0 and report.frames else ""
     skipped = f"; {report.skipped_units} of {report.units} units already complete" if report.skipped_units else ""
-    print(f"{report.summary.num_rows} sources: {report.ok} ok, {len(report.errors)} errors; "
+    errors = f"{len(report.errors)} error" + ("" if len(report.errors) == 1 else "s")
+    print(f"{report.summary.num_rows} sources: {report.ok} ok, {errors}; "
           f"{report.frames} frames, {report.faces} faces in {report.seconds:.1f} s{rate}{skipped}", file=sys.stderr)
     print(f"wrote {report.outputs[0]} (summary: {report.outputs[1]})", file=sys.stderr)
 

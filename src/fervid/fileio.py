@@ -14,12 +14,6 @@ from fervid.errors import FervidError
 TEMPORARY_STEM_BYTES = 64
 
 
-def is_hidden(parts: tuple[str, ...]) -> bool:
-    """Whether a path (as its parts) lies in or is a hidden file or folder, or a macOS ``__MACOSX``
-    folder: copies, caches and the ``._name`` resource forks macOS puts in zips, never photos."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
-
-
 def file_in_the_way(target: str | Path) -> Path | None:
     """The file standing where a folder of ``target``'s path must be (``photo.png/out.mp4``), else None.
 

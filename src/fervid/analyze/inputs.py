@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from fervid.errors import FervidError
-from fervid.fileio import is_hidden
-from fervid.runtime.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden
 
 ZIP_SEPARATOR = "!"  # "photos.zip!faces/0001.jpg" names a member of a zip
 WHOLE_FILE_LIMIT = 8 << 20  # files up to this size are hashed whole; bigger ones by size and three samples

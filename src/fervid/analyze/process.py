@@ -30,7 +30,8 @@ from fervid.analyze.inputs import SourceItem, kind_of, read_source_bytes
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, PROBABILITY_COLUMNS, ROW_SCHEMA, SCHEMA_VERSION
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
-from fervid.runtime.recognizer import Recognizer, checked_boxes, gray_frame
+from fervid.images import decode_image, gray_frame
+from fervid.runtime.recognizer import Recognizer, checked_boxes
 from fervid.runtime.sources import DEFAULT_FPS, open_capture
 from fervid.runtime.track import FaceTracker
 
@@ -243,7 +244,7 @@ class Analyzer:
             for item in unit.sources:
                 started = time.perf_counter()
                 try:
-                    gray = gray_frame(decode_image(item, archives))
+                    gray = gray_frame(read_item_image(item, archives))
                     self.timings["decode"] += time.perf_counter() - started
                     boxes, probabilities = self.faces(gray, self._given(unit, item, 0))
                 except FervidError as error:
@@ -344,7 +345,7 @@ class LedgerBuffer:
         return pa.Table.from_pylist(self.records, schema=LEDGER_SCHEMA)
 
 
-def decode_image(item: SourceItem, archives: dict | None = None) -> np.ndarray:
+def read_item_image(item: SourceItem, archives: dict | None = None) -> np.ndarray:
     """A BGR image from a file or zip member; FervidError with a one-line reason when it cannot be read."""
     if item.member is None and kind_of(item.path) == "zip":
         raise FervidError("not a readable zip file")
@@ -354,12 +355,7 @@ def decode_image(item: SourceItem, archives: dict | None = None) -> np.ndarray:
         raise FervidError(f"could not be read ({error})") from None
     except Exception as error:  # zipfile raises several types for damaged archives
         raise FervidError(f"could not be read ({type(error).__name__}: {error})") from None
-    if not data:
-        raise FervidError("empty file (0 bytes)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise FervidError("not a readable image (corrupt or truncated?)")
-    return image
+    return decode_image(data)
 
 
 class VideoReader:

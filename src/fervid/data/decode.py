@@ -8,27 +8,24 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
+from fervid.images import UnreadableImage, decode_image
 from fervid.preprocess import prepare_face
-
 
 JPEG_START = b"\xff\xd8"
 MIN_CSV_SIDE = 48  # the model's input side; CSV datasets in FER2013's format (FER2013, FER+) are 48x48
 
-
-class UnreadableImage(ValueError):
-    """An entry that is not a decodable image; the loader skips and counts it."""
+__all__ = ["UnreadableImage", "decode_image_bytes", "decode_pixel_string"]
 
 
 def decode_image_bytes(data: bytes) -> np.ndarray:
-    """Decode any image OpenCV reads (8/16-bit, gray, RGB, RGBA, palette) into a 48x48 uint8 face."""
-    if not data:
-        raise UnreadableImage("empty file")
+    """Decode any image OpenCV reads (8/16-bit, gray, RGB, RGBA, palette) into a 48x48 uint8 face.
+
+    An ``UnreadableImage`` is one entry the loader skips and counts, not a failed load.
+    """
     # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores a JPEG's EXIF orientation, which would
     # train on a phone's portrait shots lying on their side; a JPEG has no alpha to keep.
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if data[:2] == JPEG_START else cv2.IMREAD_UNCHANGED
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    if image is None or image.size == 0:
-        raise UnreadableImage("not a decodable image")
+    image = decode_image(data, flags)
     try:
         return prepare_face(image)
     except FervidError as error:  # e.g. a float TIFF outside 0..1 and 0..255: this file only, not the whole load

@@ -18,11 +18,10 @@ import numpy as np
 import pandas as pd
 
 from fervid.errors import FervidError
-from fervid.fileio import is_hidden
+from fervid.images import is_hidden, is_image_name
 from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, canonical_label, normalize_name
 
 UNKNOWN_LISTED = 8  # unknown class folders named in the error; a wrong root can hold hundreds
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 SPLIT_NAMES = {
     "train": "train",
     "training": "train",
@@ -149,7 +148,7 @@ def _index_paths(
     images = []
     for name in names:
         parts = PurePosixPath(name).parts
-        if len(parts) >= 2 and not is_hidden(parts) and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
+        if len(parts) >= 2 and not is_hidden(parts) and is_image_name(name):
             images.append((name, parts, _split_of(parts)))
     split_parents = {parts[:found[0]] for _, parts, found in images if found and found[0] < len(parts) - 2}
     rows: list[tuple[str, str, str]] = []

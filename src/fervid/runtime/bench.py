@@ -23,6 +23,7 @@ import numpy as np
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable, read_markdown_page, replace_markdown_section
+from fervid.images import UnreadableImage, decode_image
 from fervid.runtime.live import DETECT_EVERY, FrameProcessor
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
@@ -90,18 +91,15 @@ def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.nd
 
 
 def _decode_gray(archive: zipfile.ZipFile, name: str, zip_path: Path) -> np.ndarray | None:
-    """An archive's image as gray pixels, None when it is not an image (an empty or foreign file).
-
-    Not ``fervid.data.decode``: importing ``fervid.data`` needs pandas, which the base install lacks.
-    """
+    """An archive's image as gray pixels, None when it is not an image (an empty or foreign file)."""
     try:
         data = archive.read(name)
     except (zipfile.BadZipFile, zlib.error, OSError) as error:
         raise FervidError(f"{zip_path}: a damaged zip file ({name}: {error})") from None
-    if not data:
+    try:
+        return decode_image(data, cv2.IMREAD_GRAYSCALE)
+    except UnreadableImage:
         return None
-    face = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    return face if face is not None and face.size else None
 
 
 def face_video(target: Path, faces: list[np.ndarray], frames: int, fps: float = 30.0) -> Path:

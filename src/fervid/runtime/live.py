@@ -15,8 +15,9 @@ import cv2
 from fervid.console import progress, warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable
+from fervid.images import gray_frame
 from fervid.runtime.face import Face
-from fervid.runtime.recognizer import Recognizer, gray_frame
+from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sinks import Summary, TimelineSink, VideoSink
 from fervid.runtime.sources import Frame, ImageFolderSource, open_source

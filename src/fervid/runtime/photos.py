@@ -11,10 +11,10 @@ import cv2
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.fileio import check_writable, file_in_the_way, write_bytes_atomically, write_text_atomically
-from fervid.runtime.recognizer import Recognizer, read_image
+from fervid.fileio import check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
+from fervid.images import find_images, read_image
+from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
-from fervid.runtime.sources import IMAGE_SUFFIXES
 
 
 @dataclass
@@ -42,7 +42,7 @@ def annotated_before(out_dir: str | Path) -> set[Path]:
 
 
 def expand_images(inputs: list[str | Path], *, skip: set[Path] | None = None) -> Iterator[Path]:
-    """Files as given (whatever their suffix) and the images inside folders (recursively, in name order).
+    """Files as given (whatever their suffix) and the images inside folders (``fervid.images.find_images``).
 
     Folders are searched without the files in ``skip`` (resolved paths: the annotated copies an
     earlier run wrote into ``--out``, outputs, not photos to recognise again); only those, so a
@@ -54,9 +54,7 @@ def expand_images(inputs: list[str | Path], *, skip: set[Path] | None = None) ->
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            images = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in skip
-            )
+            images = [image for image in find_images(path) if image.resolve() not in skip]
             if not images:
                 warn(f"{path}: no images in this folder")
         else:
@@ -144,11 +142,9 @@ def _check_records_path(target: Path, images: list[Path]) -> None:
 
 
 def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
-    """Refuse an ``--out`` that is a file, or that holds a photo named as an input: its annotated copy would replace it."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FervidError(f"--out {out_dir}: a file, not a folder")
-    if blocker := file_in_the_way(out_dir / "photo"):  # else the first annotated copy fails mid-run
-        raise FervidError(f"--out {out_dir}: {blocker} is a file, not a folder")
+    """Refuse an ``--out`` that cannot be written (else the first annotated copy fails mid-run), or that
+    holds a photo named as an input: its annotated copy would replace it."""
+    check_writable_folder(out_dir, "--out")
     folder = out_dir.resolve()
     for image in images:
         if image.is_file() and image.resolve().parent == folder:

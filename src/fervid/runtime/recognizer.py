@@ -4,56 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
-import cv2
 import numpy as np
 
 from fervid.errors import FervidError
+from fervid.images import Color, as_bgr, channel_order, gray_frame, read_image
 from fervid.preprocess import to_gray
 from fervid.runtime.classify import ExpressionClassifier
 from fervid.runtime.detect import DetectorConfig, FaceDetector
 from fervid.runtime.face import Face
-from fervid.runtime.sources import VIDEO_SUFFIXES
-
-Color = Literal["bgr", "rgb", "BGR", "RGB"]  # any case is accepted; these are the spellings type checkers know
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as a BGR array, turned upright by its EXIF orientation (OpenCV's IMREAD_COLOR does that)."""
-    if not Path(path).is_file():  # checked first: OpenCV would print a warning of its own about a missing file
-        raise FervidError(f"{path}: {'a folder, not an image' if Path(path).is_dir() else 'no such file'}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        if Path(path).suffix.lower() in VIDEO_SUFFIXES:
-            raise FervidError(f"{path}: a video, not an image (fervid live --source {path} reads videos)")
-        raise FervidError(f"{path}: not a readable image")
-    return image
-
-
-def channel_order(color: Color) -> str:
-    """``color`` as 'bgr' or 'rgb', in any case ('RGB' is how PIL names its mode)."""
-    order = color.lower() if isinstance(color, str) else color
-    if order not in ("bgr", "rgb"):
-        raise FervidError(f"color must be 'bgr' or 'rgb' (any case), got {color!r}")
-    return order
-
-
-def gray_frame(image: np.ndarray, color: Color = "bgr") -> np.ndarray:
-    """A gray, BGR(A) or RGB(A) frame as 8-bit gray, the form both the detector and the model use.
-
-    Its dtype is read as ``fervid.preprocess.to_uint8`` says: uint8 0..255, uint16 0..65535, float
-    0..1 (or 0..255 once values reach 2), other integers 0..255; anything else is a FervidError.
-    """
-    return to_gray(as_bgr(image, color))
-
-
-def as_bgr(image: np.ndarray, color: Color) -> np.ndarray:
-    """An image, crop or stack of crops whose last axis holds ``color`` channels, as BGR(A) for OpenCV."""
-    image = np.asarray(image)
-    if channel_order(color) == "rgb" and image.ndim >= 3 and image.shape[-1] in (3, 4):
-        return image[..., [2, 1, 0, 3][: image.shape[-1]]]
-    return image
 
 
 def crop_face(gray: np.ndarray, box, margin: float = 0.0) -> np.ndarray:

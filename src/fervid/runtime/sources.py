@@ -23,10 +23,9 @@ import numpy as np
 
 from fervid.console import warn
 from fervid.errors import FervidError
+from fervid.images import IMAGE_SUFFIXES, find_images, is_image_name, read_image
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm")
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 DEFAULT_FPS = 30.0
 
 
@@ -97,11 +96,10 @@ def open_source(source: str | int | Path) -> Source:
         return LiveSource(text, text)
     path = Path(text).expanduser()
     if path.is_dir():
-        images = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        return ImageFolderSource(sorted(images, key=frame_order), str(path))
+        return ImageFolderSource(sorted(find_images(path), key=frame_order), str(path))
     if not path.exists():
         raise FervidError(f"{path}: no such file, folder or camera")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if is_image_name(path):
         return ImageFolderSource([path], str(path))
     return VideoFileSource(path)
 
@@ -280,8 +278,9 @@ class ImageFolderSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                warn(f"{path}: not a readable image, skipped")
+            try:
+                image = read_image(path)
+            except FervidError as error:
+                warn(f"{error}, skipped")
                 continue
             yield Frame(image, index, index / self.fps)

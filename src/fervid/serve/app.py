@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
@@ -27,6 +26,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from fervid import __version__
 from fervid.errors import FervidError
+from fervid.images import TooManyPixels, UnreadableImage, decode_image
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.face import Face
 from fervid.runtime.live import FrameProcessor
@@ -44,32 +44,6 @@ CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
 CLOSE_TOO_BIG = 1009
-
-
-class UnreadableImage(FervidError):
-    """Bytes that are not an image OpenCV can decode."""
-
-
-class TooManyPixels(UnreadableImage):
-    """A real image over the pixel limit (``OPENCV_IO_MAX_IMAGE_PIXELS``), refused before it is unpacked."""
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, WebP, BMP, TIFF...) as an upright BGR array."""
-    if not data:
-        raise UnreadableImage("empty")
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error as error:  # over OPENCV_IO_MAX_IMAGE_PIXELS, or a header OpenCV rejects outright
-        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
-            megapixels = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30)) / (1 << 20)
-            raise TooManyPixels(
-                f"an image over {megapixels:g} megapixels: send a smaller one, or raise OPENCV_IO_MAX_IMAGE_PIXELS on the server"
-            ) from None
-        image = None
-    if image is None or image.size == 0:
-        raise UnreadableImage("not an image fervid can read (JPEG, PNG, WebP, BMP or TIFF)")
-    return image
 
 
 class LiveStream:
@@ -287,7 +261,7 @@ def create_app(
         try:
             return await run_in_threadpool(pool.recognize, data)
         except TooManyPixels as error:
-            raise HTTPException(422, f"the uploaded file is {error}") from None
+            raise HTTPException(422, f"the uploaded file is {error}; send a smaller one") from None
         except UnreadableImage as error:
             raise HTTPException(415, f"the uploaded file is {error}") from None
 

@@ -1,0 +1,113 @@
+"""Images in, arrays out: which files are images, finding them in folders, decoding them, channel order.
+
+One place for every path that reads a photo (predict, live, analyze, serve, bench and dataset
+loading), so they agree on what an image is, skip the same hidden files and fail the same way.
+Needs only NumPy and OpenCV (not pandas), so the inference path can use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from fervid.errors import FervidError
+from fervid.preprocess import to_gray
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
+
+UNREADABLE_WHY = "corrupt, cut short, or a format OpenCV cannot read"
+
+Color = Literal["bgr", "rgb", "BGR", "RGB"]  # any case is accepted; these are the spellings type checkers know
+
+
+class UnreadableImage(FervidError):
+    """Bytes or a file that OpenCV cannot decode as an image."""
+
+
+class TooManyPixels(UnreadableImage):
+    """A real image over the pixel limit (``OPENCV_IO_MAX_IMAGE_PIXELS``), refused before it is unpacked."""
+
+
+def is_hidden(parts: tuple[str, ...]) -> bool:
+    """Whether a path (as its parts) lies in or is a hidden file or folder, or a macOS ``__MACOSX``
+    folder: copies, caches and the ``._name`` resource forks macOS puts in zips, never photos."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
+def is_image_name(name: str | Path) -> bool:
+    """Whether a file name has one of the image suffixes (any case)."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, in name order), without hidden files and folders."""
+    folder = Path(folder)
+    return sorted(
+        path for path in folder.rglob("*")
+        if is_image_name(path) and not is_hidden(path.relative_to(folder).parts) and path.is_file()
+    )
+
+
+def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, WebP, BMP, TIFF...) as an array; BGR and upright by default.
+
+    ``flags`` are OpenCV's ``imdecode`` flags. Every failure, including OpenCV's own exceptions for a
+    header it rejects or an image over its pixel limit, is an ``UnreadableImage`` with a short reason.
+    """
+    if not data:
+        raise UnreadableImage("empty file (0 bytes)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as error:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+            raise TooManyPixels(f"an image over {limit:,} pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS") from None
+        image = None
+    if image is None or image.size == 0:
+        raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
+    return image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as a BGR array, turned upright by its EXIF orientation."""
+    path = Path(path)
+    if not path.is_file():
+        raise FervidError(f"{path}: {'a folder, not an image' if path.is_dir() else 'no such file'}")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        raise FervidError(f"{path}: a video, not an image (fervid live --source {path} reads videos)")
+    try:
+        return decode_image(path.read_bytes())
+    except OSError as error:
+        raise FervidError(f"{path}: could not be read ({error.strerror or error})") from None
+    except UnreadableImage as error:
+        raise type(error)(f"{path}: {error}") from None  # TooManyPixels stays TooManyPixels
+
+
+def channel_order(color: Color) -> str:
+    """``color`` as 'bgr' or 'rgb', in any case ('RGB' is how PIL names its mode)."""
+    order = color.lower() if isinstance(color, str) else color
+    if order not in ("bgr", "rgb"):
+        raise FervidError(f"color must be 'bgr' or 'rgb' (any case), got {color!r}")
+    return order
+
+
+def as_bgr(image: np.ndarray, color: Color) -> np.ndarray:
+    """An image, crop or stack of crops whose last axis holds ``color`` channels, as BGR(A) for OpenCV."""
+    image = np.asarray(image)
+    if channel_order(color) == "rgb" and image.ndim >= 3 and image.shape[-1] in (3, 4):
+        return image[..., [2, 1, 0, 3][: image.shape[-1]]]
+    return image
+
+
+def gray_frame(image: np.ndarray, color: Color = "bgr") -> np.ndarray:
+    """A gray, BGR(A) or RGB(A) frame as 8-bit gray, the form both the detector and the model use.
+
+    Its dtype is read as ``fervid.preprocess.to_uint8`` says: uint8 0..255, uint16 0..65535, float
+    0..1 (or 0..255 once values reach 2), other integers 0..255; anything else is a FervidError.
+    """
+    return to_gray(as_bgr(image, color))

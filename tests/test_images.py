@@ -1,0 +1,84 @@
+"""fervid.images: the one place every command decides what an image is, finds them and decodes them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fervid.errors import FervidError
+from fervid.images import UNREADABLE_WHY, UnreadableImage, decode_image, find_images, is_hidden, read_image
+
+
+@pytest.mark.parametrize(
+    ("parts", "hidden"),
+    [(("photos", "a.jpg"), False), (("photos", ".a.jpg"), True), ((".cache", "a.jpg"), True), (("__MACOSX", "x", "._a.jpg"), True)],
+)
+def test_hidden_paths(parts: tuple[str, ...], hidden: bool) -> None:
+    assert is_hidden(parts) is hidden
+
+
+def test_find_images_takes_every_image_suffix_in_any_case_and_leaves_hidden_files_out(tmp_path: Path) -> None:
+    names = ["a.jpg", "B.PNG", "sub/c.webp", "g.gif", "h.jpeg", ".hidden/d.jpg", "__MACOSX/sub/._c.webp", "._a.jpg", "notes.txt", "clip.mp4"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.jpg").mkdir()  # a folder named like an image is not one
+    found = [path.relative_to(tmp_path).as_posix() for path in find_images(tmp_path)]
+    assert found == ["B.PNG", "a.jpg", "g.gif", "h.jpeg", "sub/c.webp"]
+
+
+def test_find_images_does_not_leave_out_a_folder_given_inside_a_hidden_one(tmp_path: Path) -> None:
+    """Hidden is judged below the folder asked for: photos kept under ~/.archive are still found."""
+    folder = tmp_path / ".archive" / "photos"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"x")
+    assert find_images(folder) == [folder / "a.png"]
+
+
+def test_decode_image_reads_what_it_wrote_and_names_what_it_cannot() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    encoded = cv2.imencode(".png", image)[1].tobytes()
+    assert np.array_equal(decode_image(encoded), image)
+    gray = decode_image(encoded, cv2.IMREAD_GRAYSCALE).astype(int)  # libpng's own conversion rounds differently
+    assert gray.shape == (20, 30) and np.abs(gray - cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).max() <= 1
+    with pytest.raises(UnreadableImage, match=r"empty file \(0 bytes\)"):
+        decode_image(b"")
+    with pytest.raises(UnreadableImage, match=f"not a readable image \\({UNREADABLE_WHY}\\)"):
+        decode_image(b"\xff\xd8\xff\xe0 cut short")
+
+
+def test_read_image_says_what_the_path_is_instead(tmp_path: Path) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    for path, message in [(tmp_path, "a folder, not an image"), (tmp_path / "gone.jpg", "no such file"),
+                          (tmp_path / "clip.mp4", "a video, not an image"), (tmp_path / "broken.jpg", "broken.jpg: not a readable image")]:
+        with pytest.raises(FervidError, match=message):
+            read_image(path)
+
+
+def test_an_image_over_opencvs_pixel_limit_is_one_unreadable_image_everywhere(tmp_path: Path) -> None:
+    """OpenCV raises its own exception (not None) past OPENCV_IO_MAX_IMAGE_PIXELS; every reader turns it into
+    a reason for that image: the training loader skips it, predict and analyze go on with the next."""
+    cv2.imwrite(str(tmp_path / "big.png"), np.full((200, 200, 3), 120, np.uint8))
+    script = (
+        "import sys\n"
+        "from fervid.images import TooManyPixels, read_image\n"
+        "from fervid.data.decode import UnreadableImage, decode_image_bytes\n"
+        "try:\n    read_image(sys.argv[1])\nexcept TooManyPixels as error:\n    print(error)\n"
+        "try:\n    decode_image_bytes(open(sys.argv[1], 'rb').read())\nexcept UnreadableImage as error:\n    print(error)\n"
+    )
+    limited = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "10000"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "big.png")], capture_output=True, text=True, env=limited)
+    limit = "an image over 10,000 pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS"
+    assert result.stdout.splitlines() == [f"{tmp_path / 'big.png'}: {limit}", limit], result.stderr
+    fervid = str(Path(sys.executable).parent / "fervid")
+    cv2.imwrite(str(tmp_path / "small.png"), np.full((50, 50, 3), 120, np.uint8))
+    analyze = subprocess.run([fervid, "analyze", str(tmp_path), "--out", str(tmp_path / "faces.csv")],
+                             capture_output=True, text=True, env=limited)
+    assert analyze.returncode == 0 and f"big.png: {limit}" in analyze.stderr and "2 sources: 1 ok, 1 error;" in analyze.stderr
