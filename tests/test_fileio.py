@@ -7,19 +7,16 @@ from pathlib import Path
 import pytest
 
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, check_writable, remove_temporaries, write_text_atomically, write_with
+from fervid.fileio import atomic_path, check_writable, remove_temporaries, write_text_atomically
 
 
 def test_a_failing_writer_leaves_the_old_file_as_it_was_and_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "model.onnx"
     target.write_bytes(b"the old model")
 
-    def half_then_crash(temporary: Path) -> None:
+    with pytest.raises(OSError, match="disk full"), atomic_path(target) as temporary:
         temporary.write_bytes(b"half a new mod")
         raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        write_with(target, half_then_crash)
     assert target.read_bytes() == b"the old model"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
 

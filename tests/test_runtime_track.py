@@ -143,7 +143,7 @@ def test_two_tracks_that_converge_on_one_face_show_one_box() -> None:
 def test_a_face_the_near_search_misses_is_checked_by_a_scan_of_that_frame() -> None:
     """A still face near the detector's threshold must not blink out when the near search misses it;
     a face that left is still hidden at once."""
-    from fervid.runtime.live import FrameProcessor
+    from fervid.runtime.pipeline import FrameProcessor
     from fervid.runtime.sources import Frame
 
     class Detector:

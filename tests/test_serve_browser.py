@@ -20,7 +20,7 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "web.png"
 pytest.importorskip("fastapi", reason="the web server needs the 'serve' extra: pip install -e '.[serve]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs Playwright: pip install -e '.[test]'")
 if not CHROMIUM.is_file():
-    pytest.skip(f"the browser test needs Chromium on the PATH (apt-get install chromium)", allow_module_level=True)
+    pytest.skip("the browser test needs Chromium on the PATH (apt-get install chromium)", allow_module_level=True)
 
 from conftest import detectable_faces, paste_face, textured_background  # noqa: E402
 from fervid.labels import EXPRESSIONS  # noqa: E402

@@ -1,11 +1,12 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written model, table or report."""
+"""Outputs: refuse one that could not be written before the work, then write it atomically, so a
+crash or a full disk never leaves a half-written model, table or report."""
 
 from __future__ import annotations
 
 import errno
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,48 +87,13 @@ def remove_temporaries(folder: str | Path) -> int:
     return len(leftovers)
 
 
-def write_with(target: str | Path, writer: Callable[[Path], object]) -> None:
-    """Call ``writer(temporary_path)`` and move the result onto ``target`` atomically."""
-    with atomic_path(target) as temporary:
-        writer(temporary)
-
-
 def write_text_atomically(target: str | Path, text: str) -> None:
+    """``target`` holds ``text``, or (on any failure) what it held before."""
     with atomic_path(target) as temporary:
         temporary.write_text(text)
 
 
 def write_bytes_atomically(target: str | Path, data: bytes) -> None:
+    """``target`` holds ``data``, or (on any failure) what it held before."""
     with atomic_path(target) as temporary:
         temporary.write_bytes(data)
-
-
-def read_markdown_page(path: str | Path) -> str:
-    """The text of a Markdown page ("" when it does not exist yet); FervidError when it is not a text file.
-
-    Benchmarks call it before measuring too, so a wrong ``--output`` fails in seconds, not after the run.
-    """
-    path = Path(path)
-    if not path.exists():
-        return ""
-    try:
-        return path.read_text()
-    except UnicodeDecodeError:
-        raise FervidError(f"{path}: not a text (Markdown) file; give a .md page to write the table into") from None
-
-
-def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:
-    """Replace the section that starts with ``heading`` (up to the next '## ') in a Markdown file, or append it.
-
-    Several benchmarks write to one page (docs/performance.md); each owns only its own section.
-    """
-    import re
-
-    path = Path(path)
-    page = read_markdown_page(path)
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(page):
-        page = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page, count=1).rstrip("\n") + "\n"
-    else:
-        page = (page.rstrip("\n") + "\n\n" if page else "") + text
-    write_text_atomically(path, page)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from fervid.errors import FervidError
 
 EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+# Probability columns of every table fervid writes (analyze's Parquet, live's CSV timeline), so code reads either.
+PROBABILITY_COLUMNS: tuple[str, ...] = tuple(f"prob_{name}" for name in EXPRESSIONS)
 
 ALIASES: dict[str, str] = {
     "anger": "angry",
@@ -56,11 +58,6 @@ def canonical_label(name: str, mapping: Mapping[str, str] | None = None) -> str 
             return target
     key = ALIASES.get(key, key)
     return key if key in EXPRESSIONS else None
-
-
-def label_index(name: str) -> int:
-    """Position of a canonical class in :data:`EXPRESSIONS`."""
-    return EXPRESSIONS.index(name)
 
 
 def parse_mapping(items: list[str] | None) -> dict[str, str]:

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -51,6 +51,7 @@ class AnalyzeOptions:
     model: str | None = None
 
     def validate(self) -> None:
+        """Refuse options that would plan no work or loop forever, before any input is read."""
         if self.every < 1:
             raise FervidError(f"--every must be 1 or more, got {self.every}")
         if self.segment_s <= 0:
@@ -171,7 +172,7 @@ class RowBuffer:
         self.columns: dict[str, list] = {name: [] for name in ("source", "segment", "frame", "time_s", "face_id", "x", "y", "w", "h")}
         self.probabilities: list[np.ndarray] = []
 
-    def add(self, source: str, segment: int, frame: int, time_s: float, face_ids, boxes: np.ndarray, probabilities: np.ndarray) -> None:
+    def add(self, source: str, segment: int, frame: int, time_s: float, face_ids: Iterable[int], boxes: np.ndarray, probabilities: np.ndarray) -> None:
         for face_id, box in zip(face_ids, boxes):
             for name, value in zip(self.columns, (source, segment, frame, time_s, face_id, *(int(v) for v in box))):
                 self.columns[name].append(value)
@@ -238,6 +239,7 @@ class Analyzer:
         return next(iter(self.run_video([unit])))
 
     def run_images(self, unit: Unit) -> UnitResult:
+        """Rows and ledger of one batch of images; an image that cannot be read is an error row, not a failed unit."""
         rows, ledger = RowBuffer(self.model_name, self.model_version), self._ledger()
         frames, archives = 0, {}
         try:
@@ -258,8 +260,9 @@ class Analyzer:
                 archive.close()
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
 
-    def run_video(self, units: list[Unit], on_frames=None) -> Iterator[UnitResult]:
-        """Results for consecutive segments of one video, decoded in one pass (seeking over gaps)."""
+    def run_video(self, units: list[Unit], on_frames: Callable[[int], None] | None = None) -> Iterator[UnitResult]:
+        """Results for consecutive segments of one video, decoded in one pass (seeking over gaps);
+        ``on_frames(count)`` reports progress as frames are analysed."""
         item = units[0].sources[0]
         if units[0].error is not None:
             ledger = self._ledger()

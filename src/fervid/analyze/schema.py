@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from fervid.labels import EXPRESSIONS
+from fervid.labels import EXPRESSIONS, PROBABILITY_COLUMNS
 
 SCHEMA_VERSION = 2  # 2: the summary's (and ledger's) note column
-PROBABILITY_COLUMNS = tuple(f"prob_{name}" for name in EXPRESSIONS)
 SHARE_COLUMNS = tuple(f"share_{name}" for name in EXPRESSIONS)
 COUNT_COLUMNS = tuple(f"count_{name}" for name in EXPRESSIONS)
 SORT_KEYS = [("source", "ascending"), ("frame", "ascending"), ("face_id", "ascending")]
@@ -73,6 +72,3 @@ SUMMARY_SCHEMA = pa.schema(
     ]
 )
 
-
-def empty_rows() -> pa.Table:
-    return ROW_SCHEMA.empty_table()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fervid.evaluation.metrics import ClassificationReport, calibration, classification_report
 from fervid.preprocess import smooth
+
+if TYPE_CHECKING:  # Keras is imported only when a .keras model is scored
+    import keras
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -38,7 +42,7 @@ def scored_model(model: str) -> str:
     return model
 
 
-def load_predictor(model: str | Path | None, *, input_blur: float | None = None, temperature: float | None = None) -> Predictor:
+def load_predictor(model: str | Path | None, *, input_blur: float | None = None, temperature: float | None = None) -> ModelPredictor:
     """A function from model inputs (N, 48, 48, 1) to one view's probabilities (N, 7), for ``predict``.
 
     The model runs as the runtime runs it: inputs blurred by the model card's ``input_blur``, and
@@ -68,7 +72,7 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
     )
 
 
-def keras_predictor(network, *, input_blur: float = 0.0, temperature: float = 1.0, flip_tta: bool = False) -> ModelPredictor:
+def keras_predictor(network: keras.Model, *, input_blur: float = 0.0, temperature: float = 1.0, flip_tta: bool = False) -> ModelPredictor:
     """A loaded Keras classifier as a Predictor, its inputs blurred by ``input_blur`` (sigma, pixels)."""
     return ModelPredictor(lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0)),
                           temperature, input_blur, flip_tta)
@@ -79,14 +83,12 @@ def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False,
 
     Last, the predictor's temperature (a ``ModelPredictor``'s; 1 for a plain function).
     """
-    from fervid.runtime.classify import temper
+    from fervid.runtime.classify import average_with_mirror, temper
 
     outputs = []
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size]
-        probabilities = predictor(batch)
-        if flip_tta:
-            probabilities = (probabilities + predictor(np.ascontiguousarray(batch[:, :, ::-1, :]))) / 2
+        probabilities = average_with_mirror(predictor, batch) if flip_tta else predictor(batch)
         outputs.append(temper(probabilities, getattr(predictor, "temperature", 1.0)))
     return np.concatenate(outputs) if outputs else np.zeros((0, 7), dtype=np.float32)
 

@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,8 +15,11 @@ from fervid.fileio import atomic_path
 from fervid.preprocess import INPUT_SHAPE
 from fervid.runtime.classify import METADATA_KEY
 
+if TYPE_CHECKING:
+    import keras
 
-def float32_twin(model, arch: str):
+
+def float32_twin(model: keras.Model, arch: str) -> keras.Model:
     """The same network in float32 with the same weights.
 
     A model trained under mixed_bfloat16 exports ONNX with bfloat16 convolutions that ONNX Runtime
@@ -49,7 +53,7 @@ def write_card(path: str | Path, card: dict) -> None:
         _embed_card(temporary, card)
 
 
-def export_onnx(model, target: str | Path, card: dict | None = None) -> Path:
+def export_onnx(model: keras.Model, target: str | Path, card: dict | None = None) -> Path:
     """Write ``model`` (a float32 Keras classifier) as ONNX to ``target`` atomically; returns the path."""
     target = Path(target)
     model(np.zeros((2, *INPUT_SHAPE), dtype=np.float32), training=False)  # export needs a called model

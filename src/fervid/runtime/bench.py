@@ -22,9 +22,10 @@ import numpy as np
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.fileio import check_writable, read_markdown_page, replace_markdown_section
+from fervid.fileio import check_writable
 from fervid.images import UnreadableImage, decode_image
-from fervid.runtime.live import DETECT_EVERY, FrameProcessor
+from fervid.markdown import read_markdown_page, replace_markdown_section
+from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sources import VideoFileSource
@@ -61,6 +62,12 @@ def background(seed: int = 0) -> np.ndarray:
     noise = (noise - noise.min()) / (np.ptp(noise) + 1e-6)
     gray = 70 + 80 * noise + 40 * np.linspace(0, 1, WIDTH, dtype=np.float32)[None, :]
     return np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def faces_zip(faces_from: str | Path | None) -> Path | None:
+    """Where the benchmarks take real faces from: ``--faces-from``, else ``$FERVID_FER2013_ZIP``, else None."""
+    given = faces_from or os.environ.get("FERVID_FER2013_ZIP")
+    return Path(given) if given else None
 
 
 def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.ndarray]:
@@ -165,7 +172,7 @@ def run_bench(
             ))
     recognizer.flip_tta = recognizer.classifier.flip_tta
     gray = cv2.cvtColor(background(), cv2.COLOR_BGR2GRAY)
-    zip_path = Path(faces_from) if faces_from else (Path(os.environ["FERVID_FER2013_ZIP"]) if os.environ.get("FERVID_FER2013_ZIP") else None)
+    zip_path = faces_zip(faces_from)
     faces = real_faces(zip_path, 4, recognizer) if zip_path and zip_path.is_file() else []
     if faces:
         gray[170 : 170 + FACE_SIDE, 250 : 250 + FACE_SIDE] = faces[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -52,6 +52,16 @@ def card_flip_tta(card: dict | None) -> bool:
 def card_temperature(card: dict | None) -> float:
     """The softmax temperature a model card asks for; 1 (the net's own probabilities) for cards from before it existed."""
     return float((card or {}).get("inference", {}).get("temperature", 1.0))
+
+
+def average_with_mirror(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray) -> np.ndarray:
+    """Flip test-time augmentation: the mean of ``run``'s probabilities for each face and its mirror image.
+
+    One call of ``run`` on both views. The runtime and ``fervid evaluate`` both use this, so a model
+    is scored exactly as it runs.
+    """
+    outputs = run(np.concatenate([inputs, inputs[:, :, ::-1, :]]))
+    return (outputs[: len(inputs)] + outputs[len(inputs) :]) / 2
 
 
 def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -121,7 +131,6 @@ class ExpressionClassifier:
         classes = tuple(self.card.get("classes", EXPRESSIONS))
         if classes != EXPRESSIONS:
             raise FervidError(f"{self.path}: model classes {classes} differ from fervid's {EXPRESSIONS}")
-        inference = self.card.get("inference", {})
         self.flip_tta: bool = card_flip_tta(self.card)
         self.input_blur: float = card_input_blur(self.card)
         self.temperature: float = card_temperature(self.card)
@@ -157,11 +166,11 @@ class ExpressionClassifier:
             return np.zeros((0, len(EXPRESSIONS)), dtype=np.float32)
         inputs = smooth(inputs, self.input_blur if input_blur is None else input_blur)
         use_flip = self.flip_tta if flip_tta is None else flip_tta
-        batch = np.concatenate([inputs, inputs[:, :, ::-1, :]]) if use_flip else inputs
-        probabilities = self.session.run(None, {self.input_name: batch})[0]
-        if use_flip:
-            probabilities = (probabilities[: len(inputs)] + probabilities[len(inputs) :]) / 2
+        probabilities = average_with_mirror(self._run, inputs) if use_flip else self._run(inputs)
         return temper(probabilities, self.temperature if temperature is None else temperature)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
 
     def classify(self, faces: Sequence[np.ndarray] | np.ndarray, *, flip_tta: bool | None = None) -> np.ndarray:
         """Probabilities (N, 7) for face crops of any size and colour, in one batched call.
@@ -170,7 +179,7 @@ class ExpressionClassifier:
         (H, W) or (H, W, C) with 1, 3 or 4 channels, which gives one row (see ``face_crops``).
         """
         crops = face_crops(faces)
-        prepared = np.stack([prepared_crop(number, crop) for number, crop in enumerate(crops)]) if crops else np.zeros((0, 48, 48), np.uint8)
+        prepared = np.stack([prepared_crop(number, crop) for number, crop in enumerate(crops)]) if crops else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
         return self.predict_inputs(to_model_input(prepared), flip_tta=flip_tta)
 
 

@@ -15,13 +15,11 @@ import cv2
 from fervid.console import progress, warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable
-from fervid.images import gray_frame
-from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sinks import Summary, TimelineSink, VideoSink
-from fervid.runtime.sources import Frame, ImageFolderSource, open_source
-from fervid.runtime.track import FaceTracker
+from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
+from fervid.runtime.sources import ImageFolderSource, open_source
 
 WINDOW = "fervid (q or Esc quits)"
 QUIT_KEYS = (ord("q"), ord("Q"), 27)
@@ -64,51 +62,6 @@ class LiveReport:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-DETECT_EVERY = 10
-
-
-class FrameProcessor:
-    """A full-frame detector scan every ``detect_every`` frames while faces are shown, every 2nd frame
-    while none is, and on the next frame when a new face waits for its confirming scan (so a face that
-    walks in is boxed within a few frames). In between, each tracked face is searched
-    for only near where it is going (``FaceDetector.detect_near``: ~2.4 ms instead of a 43-79 ms scan), so
-    boxes follow moving faces on every frame; when a face is not found near its box, that frame gets a
-    full scan, so a face that leaves loses its box at once and one the near search missed keeps it."""
-
-    def __init__(self, recognizer: Recognizer, tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
-        if detect_every < 1:
-            raise FervidError(f"--detect-every must be 1 or more, got {detect_every}")
-        self.recognizer = recognizer
-        self.tracker = tracker or FaceTracker()
-        self.detect_every = detect_every
-        self.since_scan = detect_every
-
-    def process(self, frame: Frame, recognizer: Recognizer | None = None) -> list[Face]:
-        """The faces of the next frame. ``recognizer`` lends another Recognizer with the same model for
-        this frame (the web server shares a pool of them between connections, each with its own tracks)."""
-        recognizer = recognizer or self.recognizer
-        gray = gray_frame(frame.image)
-        if self.tracker.pending():
-            period = 1  # confirm a new face on the very next frame
-        else:
-            period = self.detect_every if self.tracker.visible() else min(2, self.detect_every)
-        detector, tracker = recognizer.detector, self.tracker
-        if self.since_scan >= period:
-            self.since_scan = 1
-            boxes = detector.detect(gray)
-            return tracker.update(boxes, recognizer.classify_boxes(gray, boxes), frame.time_s)
-        self.since_scan += 1
-        found = [detector.detect_near(gray, box) for box in tracker.search_boxes(frame.time_s)]
-        if any(box is None for box in found):
-            # Left, or missed by the near search (a face near the detector's threshold)? A scan of this
-            # frame tells: a face still there stays boxed instead of blinking out for a frame, and one
-            # that left is hidden now, as before. It costs a scan only on the frames with a miss.
-            self.since_scan = 1
-            boxes = detector.detect(gray)
-            return tracker.update(boxes, recognizer.classify_boxes(gray, boxes), frame.time_s)
-        return tracker.follow(found, recognizer.classify_boxes(gray, tracker.follow_boxes(found)), frame.time_s)
 
 
 def run_live(

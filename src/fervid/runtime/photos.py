@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +70,7 @@ def predict_images(
     recognizer: Recognizer,
     *,
     out_dir: str | Path | None = None,
-    on_record=None,
+    on_record: Callable[[dict], None] | None = None,
     records_to: str | Path | None = None,
 ) -> PhotoReport:
     """Recognise every face in ``inputs``; ``on_record(record)`` is called per face as it is found.

@@ -9,13 +9,13 @@ import numpy as np
 
 from fervid.errors import FervidError
 from fervid.images import Color, as_bgr, channel_order, gray_frame, read_image
-from fervid.preprocess import to_gray
+from fervid.preprocess import FACE_SIZE, to_gray
 from fervid.runtime.classify import ExpressionClassifier
 from fervid.runtime.detect import DetectorConfig, FaceDetector
 from fervid.runtime.face import Face
 
 
-def crop_face(gray: np.ndarray, box, margin: float = 0.0) -> np.ndarray:
+def crop_face(gray: np.ndarray, box: Sequence[int] | np.ndarray, margin: float = 0.0) -> np.ndarray:
     """The box widened by ``margin`` (a fraction of its size, each side); parts outside the frame repeat the edge."""
     x, y, w, h = (int(v) for v in box)
     pad_x, pad_y = round(w * margin), round(h * margin)
@@ -28,7 +28,7 @@ def crop_face(gray: np.ndarray, box, margin: float = 0.0) -> np.ndarray:
     return np.pad(crop, outside, mode="edge") if any(sum(side) for side in outside) else crop
 
 
-def checked_boxes(boxes, frame_shape: tuple[int, ...]) -> np.ndarray:
+def checked_boxes(boxes: object, frame_shape: tuple[int, ...]) -> np.ndarray:
     """Boxes given to ``predict`` as (N, 4) int32 x, y, w, h rows, refusing any that cannot hold a face.
 
     One flat (x, y, w, h) is one box. A box with no area, or entirely outside the frame, would be
@@ -104,7 +104,7 @@ class Recognizer:
 
     def warm_up(self) -> None:
         """Run the model and the cascade once, so the first real frame does not pay ONNX Runtime's set-up."""
-        self.classify([np.zeros((48, 48), np.uint8)] * 2)
+        self.classify([np.zeros((FACE_SIZE, FACE_SIZE), np.uint8)] * 2)
         self.detector.detect(np.zeros((240, 320), np.uint8))
 
     def detect(self, image: np.ndarray | str | Path, color: Color = "bgr") -> np.ndarray:

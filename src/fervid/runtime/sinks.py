@@ -19,12 +19,10 @@ import numpy as np
 from fervid.console import warn
 from fervid.errors import FervidError, install_hint
 from fervid.fileio import atomic_path, write_text_atomically
-from fervid.labels import EXPRESSIONS
+from fervid.labels import EXPRESSIONS, PROBABILITY_COLUMNS
 from fervid.runtime.face import Face
 
-# The probability columns are named as in `fervid analyze`'s table, so code reads either.
-TIMELINE_FIELDS = ("frame", "time_s", "track_id", "x", "y", "w", "h", "expression", "confidence",
-                   *(f"prob_{name}" for name in EXPRESSIONS))
+TIMELINE_FIELDS = ("frame", "time_s", "track_id", "x", "y", "w", "h", "expression", "confidence", *PROBABILITY_COLUMNS)
 
 
 class _AtomicFile:

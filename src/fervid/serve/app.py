@@ -29,7 +29,7 @@ from fervid.errors import FervidError
 from fervid.images import TooManyPixels, UnreadableImage, decode_image
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.face import Face
-from fervid.runtime.live import FrameProcessor
+from fervid.runtime.pipeline import FrameProcessor
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.sources import Frame
 
@@ -48,7 +48,7 @@ CLOSE_TOO_BIG = 1009
 
 class LiveStream:
     """One WebSocket's frames as a live video: its own tracks, smoothing and scan schedule
-    (``fervid.runtime.live.FrameProcessor``), timed by when each frame arrives."""
+    (``fervid.runtime.pipeline.FrameProcessor``), timed by when each frame arrives."""
 
     def __init__(self, recognizer: Recognizer) -> None:
         self.processor = FrameProcessor(recognizer)

@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.fileio import check_writable, read_markdown_page, replace_markdown_section
-from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, real_faces
+from fervid.fileio import check_writable
+from fervid.markdown import read_markdown_page, replace_markdown_section
+from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, faces_zip, real_faces
 from fervid.serve.app import DEFAULT_WORKERS, create_app
 from fervid.serve.server import running_server
 
@@ -121,16 +122,16 @@ def run_loadtest(
         raise FervidError(f"--clients must be at least 1, got {clients}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise FervidError(f"--seconds must be a positive number, got {seconds}")
-    zip_path = faces_from or os.environ.get("FERVID_FER2013_ZIP")
+    zip_path = faces_zip(faces_from)
     if not zip_path:
         raise FervidError("the load test sends real faces: give --faces-from FER2013.zip or set FERVID_FER2013_ZIP")
-    if not Path(zip_path).is_file():
+    if not zip_path.is_file():
         raise FervidError(f"{zip_path}: no such file (the load test takes its faces from the FER2013 zip)")
     if output:
         check_writable(output, "--output")  # a page that cannot be written or read fails now, not after the run
         read_markdown_page(output)
     app = create_app(model, workers=workers)
-    faces = real_faces(Path(zip_path), 4, app.state.pool.recognizers[0])
+    faces = real_faces(zip_path, 4, app.state.pool.recognizers[0])
     if not faces:
         raise FervidError(f"{zip_path}: no validation face the detector finds")
     frames = face_frames(faces)

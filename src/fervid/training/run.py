@@ -26,6 +26,7 @@ from fervid.training.matched_blur import augmentation_blur, choose_input_blur
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of the libraries a run's numbers depend on, for its model card (absent ones left out)."""
     found = {}
     for package in ("fervid", "keras", "tensorflow-cpu", "tensorflow", "onnxruntime", "tf2onnx", "numpy", "opencv-python"):
         try:
@@ -107,6 +108,7 @@ def temperature_reason(check: dict) -> str:
 
 
 def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str) -> None:
+    """The run folder's report.md: the card's metrics, the per-class and calibration tables, how to use the model."""
     metrics = card["metrics"]
     lines = [
         f"# Training report: {card['name']}",

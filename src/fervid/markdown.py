@@ -1,0 +1,38 @@
+"""Benchmark pages: each benchmark owns one ``## `` section of a Markdown file and replaces only that."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fervid.errors import FervidError
+from fervid.fileio import write_text_atomically
+
+
+def read_markdown_page(path: str | Path) -> str:
+    """The text of a Markdown page ("" when it does not exist yet); FervidError when it is not a text file.
+
+    Benchmarks call it before measuring too, so a wrong ``--output`` fails in seconds, not after the run.
+    """
+    path = Path(path)
+    if not path.exists():
+        return ""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise FervidError(f"{path}: not a text (Markdown) file; give a .md page to write the table into") from None
+
+
+def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:
+    """Replace the section that starts with ``heading`` (up to the next '## ') in a Markdown file, or append it.
+
+    Several benchmarks write to one page (docs/performance.md); each owns only its own section.
+    """
+    path = Path(path)
+    page = read_markdown_page(path)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(page):
+        page = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page, count=1).rstrip("\n") + "\n"
+    else:
+        page = (page.rstrip("\n") + "\n\n" if page else "") + text
+    write_text_atomically(path, page)
