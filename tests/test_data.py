@@ -1,5 +1,9 @@
 """Dataset readers: every layout and format, conversions, caching, and the bad inputs users hit."""
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -333,3 +337,154 @@ def test_a_grid_path_that_is_not_png_or_cannot_be_written_is_refused(tmp_path):
     (tmp_path / "taken.png").mkdir()
     with pytest.raises(FervidError, match=r"taken.png: a folder, not a file"):
         check_grid_path(tmp_path / "taken.png")
+
+
+def _central_headers(data: bytes) -> list[int]:
+    """Offsets of a zip's central directory headers, read from its end record (no zip comment)."""
+    end = data.rindex(b"PK\x05\x06")
+    count = int.from_bytes(data[end + 10 : end + 12], "little")
+    offset = int.from_bytes(data[end + 16 : end + 20], "little")
+    offsets = []
+    for _ in range(count):
+        offsets.append(offset)
+        lengths = [int.from_bytes(data[offset + at : offset + at + 2], "little") for at in (28, 30, 32)]
+        offset += 46 + sum(lengths)
+    return offsets
+
+
+def _damaged_zip(tmp_path: Path, damage: str) -> Path:
+    """A zip of 2 faces per class whose first member is damaged as ``damage`` says; headers are patched
+    in place, as a bad download or an unsupported compressor leaves them."""
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
+    target = tmp_path / f"{damage}.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED if damage == "zlib" else zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.rglob("*.png")):
+            archive.write(path, path.relative_to(folder).as_posix())
+    data = bytearray(target.read_bytes())
+    with zipfile.ZipFile(target) as archive:
+        first = archive.infolist()[0]
+    start = first.header_offset + 30 + len(first.filename.encode())  # the member's data
+    central = _central_headers(bytes(data))[0]
+    if damage == "crc":
+        data[start + 60] ^= 0xFF  # a flipped byte inside the stored PNG: the CRC no longer matches
+    elif damage == "zlib":
+        data[start : start + 8] = b"\xff" * 8  # not a deflate stream
+    elif damage == "method":  # Deflate64 (method 9), which Python's zipfile cannot decompress
+        data[first.header_offset + 8 : first.header_offset + 10] = (9).to_bytes(2, "little")
+        data[central + 10 : central + 12] = (9).to_bytes(2, "little")
+    elif damage == "encrypted":  # the general purpose flag's bit 0, as a password-protected zip has
+        data[first.header_offset + 6] |= 0x1
+        data[central + 8] |= 0x1
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    ("crc", r"damaged in the zip \(Bad CRC-32\)"),
+    ("zlib", r"damaged in the zip \(Error -3 while decompressing"),
+    ("method", r"compressed in a way Python's zipfile cannot read"),
+])
+def test_a_damaged_zip_member_is_one_unreadable_image_not_a_crash(tmp_path, damage, reason):
+    import re
+
+    arrays = load_arrays(read_dataset(_damaged_zip(tmp_path, damage)))
+    assert len(arrays) == 13
+    assert [source for source, _ in arrays.failed] == ["train/angry/0000.png"]
+    assert re.match(reason, arrays.failed[0][1]), arrays.failed
+
+
+def test_a_password_protected_zip_is_refused_in_one_line(tmp_path):
+    path = _damaged_zip(tmp_path, "encrypted")
+    with pytest.raises(FervidError, match=r"encrypted.zip: password-protected \(encrypted\) zip: extract it first"):
+        read_dataset(path)
+
+
+def test_zip_members_with_backslash_separators_are_indexed_with_slashes_and_read(tmp_path):
+    """Windows PowerShell 5.1's Compress-Archive writes ``train\\happy\\0.png``."""
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 1, "validation": 1})
+    target = tmp_path / "windows.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(folder.rglob("*.png")):
+            archive.writestr(zipfile.ZipInfo("\\".join(path.relative_to(folder).parts)), path.read_bytes())
+    index = read_dataset(target)
+    assert index.splits == ["train", "validation"] and "validation/happy/0000.png" in set(index.frame["source"])
+    windows, plain = load_arrays(index, "validation"), load_arrays(read_dataset(folder), "validation")
+    assert not windows.failed and np.array_equal(windows.images, plain.images)
+    assert fingerprint(index) == fingerprint(read_dataset(target))
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_download_holding_a_csv_and_a_tarball_says_to_pass_the_csv(tmp_path, packed):
+    """Kaggle's FER2013 challenge download: icml_face_data.csv and fer2013.tar.gz, no image folders."""
+    folder = tmp_path / "challenge"
+    folder.mkdir()
+    (folder / "icml_face_data.csv").write_text("emotion, Usage, pixels\n")
+    (folder / "fer2013.tar.gz").write_bytes(b"\x1f\x8b")
+    path = zip_folder(folder, tmp_path / "challenge.zip") if packed else folder
+    with pytest.raises(FervidError) as error:
+        read_dataset(path)
+    message = str(error.value)
+    assert "holds fer2013.tar.gz, icml_face_data.csv but no images in class folders;" in message
+    assert message.endswith("pass the .csv (fervid reads FER2013's CSV directly)")
+    assert ("extract it and pass" in message) is packed
+
+
+def test_files_in_class_folders_without_an_image_suffix_are_counted_as_dropped(tmp_path):
+    write_folder_dataset(tmp_path, 0, {"train": 1})
+    for name in ["happy/a.heic", "happy/b.heic", "sad/notes.txt", "sad/.DS_Store", "sad/README"]:
+        (tmp_path / "train" / name).write_bytes(b"x")
+    (tmp_path / "train" / "list.txt").write_text("not in a class folder")
+    jpeg = cv2.imencode(".jpg", pattern_face(3, np.random.default_rng(0)))[1].tobytes()
+    (tmp_path / "train" / "happy" / "c.JFIF").write_bytes(jpeg)
+    index = read_dataset(tmp_path)
+    assert index.dropped == {"files in class folders without an image suffix (.heic, .txt, no suffix)": 4}
+    arrays = load_arrays(index)
+    assert len(arrays) == 8 and not arrays.failed  # the .JFIF is a JPEG, read like one
+
+
+def test_split_names_take_aliases_and_an_unknown_one_is_refused(tmp_path):
+    index = read_dataset(write_folder_dataset(tmp_path, 0, {"train": 1, "validation": 2}))
+    assert len(load_arrays(index, "val")) == 14 and len(load_arrays(index, "Validation")) == 14
+    assert len(index.split("dev")) == 14 and len(index.split("training")) == 7
+    with pytest.raises(FervidError, match=r"^unknown split 'valdation': use train, validation or test \(or an alias: "):
+        load_arrays(index, "valdation")
+    with pytest.raises(FervidError, match=r"^unknown split 'holdout': use train, validation or test"):
+        index.split("holdout")
+
+
+def _csv_without_usage_values(path: Path) -> Path:
+    good = " ".join(["100"] * 2304)
+    path.write_text("emotion,pixels,Usage\n" + "".join(f"{row % 7},{good},\n" for row in range(5)))
+    return path
+
+
+def test_when_nothing_can_be_read_the_error_gives_the_most_common_reason(tmp_path):
+    path = _csv_without_usage_values(tmp_path / "fer.csv")
+    arrays = load_arrays(read_dataset(path), "train")
+    assert len(arrays) == 0 and arrays.common_failure() == "most often: no Usage value (5 of 5)"
+    result = subprocess.run([sys.executable, "-m", "fervid", "data", "inspect", str(path), "--grid", str(tmp_path / "g.png")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"fervid: error: {path}: none of the 5 images could be read; most often: no Usage value (5 of 5)"]
+
+
+def test_training_data_that_cannot_be_read_names_the_most_common_reason(tmp_path):
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import load_training_data
+
+    path = _csv_without_usage_values(tmp_path / "fer.csv")
+    with pytest.raises(FervidError, match=r"none of the training images could be read; most often: no Usage value \(5 of 5\)$"):
+        load_training_data(TrainConfig(data=str(path), arch="compact"))
+
+
+def test_symlinked_split_and_class_folders_are_read_and_a_symlink_cycle_ends(tmp_path):
+    elsewhere = write_folder_dataset(tmp_path / "elsewhere", 0, {"validation": 1, "train": 1})
+    root = write_folder_dataset(tmp_path / "data", 0, {"train": 1})
+    (root / "validation").symlink_to(elsewhere / "validation", target_is_directory=True)
+    shutil.rmtree(root / "train" / "sad")
+    (root / "train" / "sad").symlink_to(elsewhere / "train" / "sad", target_is_directory=True)
+    (root / "train" / "happy" / "loop").symlink_to(root, target_is_directory=True)  # a cycle back to the root
+    index = read_dataset(root)
+    assert index.splits == ["train", "validation"]
+    assert index.counts()["train"].tolist() == [1] * 7 and index.counts()["validation"].tolist() == [1] * 7
+    assert len(load_arrays(index)) == 14

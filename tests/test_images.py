@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from fervid.errors import FervidError
-from fervid.images import UNREADABLE_WHY, UnreadableImage, decode_image, find_images, is_hidden, read_image
+from fervid.images import (
+    UNREADABLE_WHY, UnreadableImage, decode_image, find_images, is_hidden, is_image_name, read_image, walk_files,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +84,39 @@ def test_an_image_over_opencvs_pixel_limit_is_one_unreadable_image_everywhere(tm
     analyze = subprocess.run([fervid, "analyze", str(tmp_path), "--out", str(tmp_path / "faces.csv")],
                              capture_output=True, text=True, env=limited)
     assert analyze.returncode == 0 and f"big.png: {limit}" in analyze.stderr and "2 sources: 1 ok, 1 error;" in analyze.stderr
+
+
+@pytest.mark.parametrize("name", ["a.jfif", "b.JPE", "c.avif", "d.jpg"])
+def test_jpeg_under_other_names_and_avif_are_image_names(name: str) -> None:
+    assert is_image_name(name) and not is_image_name(name + ".txt")
+
+
+def test_walk_files_follows_symlinked_folders_and_ends_on_a_cycle(tmp_path: Path) -> None:
+    """Path.rglob on Python 3.11 does not enter linked folders, which left a linked split out."""
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "b.png").write_bytes(b"x")
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.png").write_bytes(b"x")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "linked-again").symlink_to(outside, target_is_directory=True)  # two links to one folder: both walked
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a cycle: walked once, not forever
+    (outside / "deep" / "back").symlink_to(outside, target_is_directory=True)  # a cycle inside the linked folder
+    (root / "broken.png").symlink_to(tmp_path / "gone.png")  # a dangling link is not a file
+    found = sorted(path.relative_to(root).as_posix() for path in walk_files(root))
+    assert found == ["linked-again/deep/b.png", "linked/deep/b.png", "sub/a.png"]
+    assert sorted(path.relative_to(root).as_posix() for path in find_images(root)) == found
+
+
+def test_expand_inputs_finds_images_in_symlinked_folders(tmp_path: Path) -> None:
+    from fervid.analyze.inputs import expand_inputs
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "album").mkdir()
+    (tmp_path / "album" / "own.png").write_bytes(b"x")
+    (tmp_path / "album" / "shared").symlink_to(tmp_path / "photos", target_is_directory=True)
+    (tmp_path / "album" / "shared" / "self").symlink_to(tmp_path / "album", target_is_directory=True)
+    items = expand_inputs([tmp_path / "album"])
+    assert [item.relative for item in items] == ["own.png", "shared/a.jpg"]

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -19,6 +19,10 @@ from fervid import __version__
 from fervid.errors import FervidError, Interrupted, install_hint
 from fervid.fileio import check_writable
 from fervid.model.specs import ARCHITECTURES
+
+if TYPE_CHECKING:  # imported inside the commands: `fervid --help` must not load OpenCV or Keras
+    from fervid.runtime.recognizer import Recognizer
+    from fervid.training.config import TrainConfig
 
 app = typer.Typer(
     help="Real-time facial expression recognition: train, evaluate, export and run expression models.",
@@ -110,7 +114,7 @@ def data_inspect(
         for group in summary.duplicate_groups:
             out.print(f"  duplicates: {', '.join(group)}", highlight=False)
     if len(arrays) == 0:
-        raise FervidError(f"{path}: none of the {len(index.frame)} images could be read")
+        raise FervidError(f"{path}: none of the {len(index.frame)} images could be read; {arrays.common_failure()}")
     sample_grid(arrays, target)
     out.print(f"sample grid: {target}")
 
@@ -120,7 +124,7 @@ def _given(ctx: typer.Context) -> list[str]:
     return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
 
 
-def _refuse_changes_on_resume(ctx: typer.Context, config, out_dir: Path) -> None:
+def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: Path) -> None:
     """A resumed run follows its config.json; options given with --resume would be silently ignored."""
     kept = {"out_dir", "resume", "name"}  # --name may rename the model on resume
     given = [name for name in _given(ctx) if name not in kept]
@@ -351,7 +355,7 @@ MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a
 MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels.")]
 
 
-def _recognizer(model: Optional[str], scale_factor: float, min_neighbors: int, min_size: int):
+def _recognizer(model: Optional[str], scale_factor: float, min_neighbors: int, min_size: int) -> Recognizer:
     from fervid.runtime.recognizer import Recognizer
 
     return Recognizer(model, scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_size)

@@ -8,6 +8,7 @@ Needs only NumPy and OpenCV (not pandas), so the inference path can use it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,11 @@ import numpy as np
 from fervid.errors import FervidError
 from fervid.preprocess import to_gray
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".gif")
+# .jfif and .jpe are JPEG under other names (Windows saves browser downloads as .jfif); .avif needs an
+# OpenCV built with it, and otherwise is listed as unreadable, never silently left out.
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".avif", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".gif",
+)
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 
 UNREADABLE_WHY = "corrupt, cut short, or a format OpenCV cannot read"
@@ -44,12 +49,39 @@ def is_image_name(name: str | Path) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
+def walk_files(folder: str | Path) -> Iterator[Path]:
+    """Every file under ``folder``, recursively, following symlinked folders (``Path.rglob`` on
+    Python 3.11 does not, which silently left out a dataset's linked ``validation/``).
+
+    Paths are ``folder`` joined with the path walked (never resolved), so ``relative_to(folder)``
+    works. A link back to a folder it is already inside (a cycle) is not entered again: that would
+    walk forever. Broken links and links to anything but a file are not files.
+    """
+    root = os.fspath(folder)
+    chains = {root: (os.path.realpath(root),)}  # each folder walked -> real paths of it and its ancestors
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        chain = chains.pop(dirpath)
+        entered = []
+        for name in sorted(dirnames):
+            child = os.path.join(dirpath, name)
+            real = os.path.realpath(child)
+            if real not in chain:
+                chains[child] = (*chain, real)
+                entered.append(name)
+        dirnames[:] = entered  # os.walk descends only into what is left here
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path):
+                yield Path(path)
+
+
 def find_images(folder: str | Path) -> list[Path]:
-    """The image files under ``folder`` (recursively, in name order), without hidden files and folders."""
+    """The image files under ``folder`` (recursively, in name order, through symlinked folders),
+    without hidden files and folders."""
     folder = Path(folder)
     return sorted(
-        path for path in folder.rglob("*")
-        if is_image_name(path) and not is_hidden(path.relative_to(folder).parts) and path.is_file()
+        path for path in walk_files(folder)
+        if is_image_name(path) and not is_hidden(path.relative_to(folder).parts)
     )
 
 

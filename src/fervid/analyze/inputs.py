@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from fervid.errors import FervidError
-from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden
+from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, walk_files
 
 ZIP_SEPARATOR = "!"  # "photos.zip!faces/0001.jpg" names a member of a zip
 WHOLE_FILE_LIMIT = 8 << 20  # files up to this size are hashed whole; bigger ones by size and three samples
@@ -75,15 +75,16 @@ def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | N
 def _zip_members(path: Path) -> list[SourceItem]:
     try:
         with zipfile.ZipFile(path) as archive:
-            infos = [
-                info for info in archive.infolist()
-                if not info.is_dir() and kind_of(info.filename) == "image" and not is_hidden(PurePosixPath(info.filename).parts)
-            ]
+            # Names with "/" whatever the zip used (PowerShell 5.1 writes "\\"); read by the real name.
+            named = {info.filename.replace("\\", "/"): info for info in archive.infolist() if not info.is_dir()}
             items = []
-            for info in sorted(infos, key=lambda info: info.filename):
+            for relative in sorted(named):
+                info = named[relative]
+                if relative.endswith("/") or kind_of(relative) != "image" or is_hidden(PurePosixPath(relative).parts):
+                    continue
                 digest = hashlib.sha1(f"{info.file_size}:{info.CRC:08x}".encode()).hexdigest()
-                name = f"{path}{ZIP_SEPARATOR}{info.filename}"
-                items.append(SourceItem(name, "image", str(path), info.filename, digest, info.filename))
+                name = f"{path}{ZIP_SEPARATOR}{relative}"
+                items.append(SourceItem(name, "image", str(path), relative, digest, info.filename))
             return items
     except (zipfile.BadZipFile, OSError):
         # A broken zip is one source that fails; the run goes on.
@@ -98,14 +99,15 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     """Every source in ``inputs``, sorted by name, duplicates dropped.
 
     Files are taken whatever their suffix (unknown suffixes are tried as videos); folders are searched
-    recursively for images, videos and zips of images; other files in folders, and anything hidden in
-    them or in a zip (``.cache/``, ``__MACOSX/._photo.jpg``), are ignored.
+    recursively, through symlinked folders, for images, videos and zips of images; other files in
+    folders, and anything hidden in them or in a zip (``.cache/``, ``__MACOSX/._photo.jpg``), are
+    ignored.
     """
     items: dict[str, SourceItem] = {}
     for given in inputs:
         path = Path(given).expanduser()
         if path.is_dir():
-            children = (p for p in path.rglob("*") if p.is_file() and not is_hidden(p.relative_to(path).parts))
+            children = (p for p in walk_files(path) if not is_hidden(p.relative_to(path).parts))
             for child in sorted(children):
                 kind = kind_of(child)
                 relative = child.relative_to(path).as_posix()

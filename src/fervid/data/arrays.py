@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import pandas as pd
 
 from fervid.console import progress
 from fervid.data.decode import UnreadableImage, decode_image_bytes, decode_pixel_string
-from fervid.data.readers import DatasetIndex
+from fervid.data.readers import DatasetIndex, split_name
 from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
@@ -47,6 +49,17 @@ class FaceArrays:
     def one_hot(self) -> np.ndarray:
         """One-hot float32 labels in canonical class order."""
         return one_hot(self.labels, len(EXPRESSIONS))
+
+    def common_failure(self) -> str:
+        """The most common reason an entry could not be read, e.g. 'most often: no Usage value (5 of 5)'.
+
+        When nothing could be read, "none could be read" alone sends users guessing; the reason that
+        covers most entries usually names the one fix.
+        """
+        if not self.failed:
+            return "nothing failed to read"
+        reason, count = Counter(reason for _, reason in self.failed).most_common(1)[0]
+        return f"most often: {reason} ({count} of {len(self.failed)})"
 
 
 def cache_dir() -> Path:
@@ -81,12 +94,25 @@ def fingerprint(index: DatasetIndex) -> str:
     return digest.hexdigest()[:20]
 
 
-def _entries(index: DatasetIndex) -> Iterator[bytes | str]:
-    """Raw entries in index order: file bytes, or pixel strings for CSV datasets."""
+def _read_member(archive: zipfile.ZipFile, name: str) -> bytes | UnreadableImage:
+    """One zip member's bytes, or why it cannot be read: one damaged member is one unreadable image,
+    like a corrupt file in a folder, not a failed load."""
+    try:
+        return archive.read(name)
+    except NotImplementedError as error:  # e.g. Deflate64 (method 9), which Python's zipfile lacks
+        return UnreadableImage(f"compressed in a way Python's zipfile cannot read ({error})")
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, ValueError) as error:
+        detail = str(error).split(" for file ")[0]  # the same reason for every member, so they group
+        return UnreadableImage(f"damaged in the zip ({detail or type(error).__name__})")
+
+
+def _entries(index: DatasetIndex) -> Iterator[bytes | str | UnreadableImage]:
+    """Raw entries in index order: file bytes, pixel strings for CSV datasets, or why an entry
+    could not be read at all."""
     if index.kind == "zip":
         with zipfile.ZipFile(index.location) as archive:
             for name in index.frame["source"]:
-                yield archive.read(name)
+                yield _read_member(archive, index.members.get(name, name))
     elif index.kind == "csv":
         header = pd.read_csv(index.location, nrows=0).columns
         column = next(c for c in header if c.strip().lower() == "pixels")
@@ -100,8 +126,8 @@ def _entries(index: DatasetIndex) -> Iterator[bytes | str]:
         for source in index.frame["source"]:
             try:
                 yield (index.location / source).read_bytes()
-            except OSError:
-                yield b""
+            except OSError as error:
+                yield UnreadableImage(f"could not be read ({error.strerror or type(error).__name__})")
 
 
 def _decode_all(index: DatasetIndex) -> dict[str, np.ndarray]:
@@ -112,6 +138,9 @@ def _decode_all(index: DatasetIndex) -> dict[str, np.ndarray]:
     entries = progress(_entries(index), total=count, description=f"decoding {index.location.name}")
     known = index.unreadable
     for position, (source, entry) in enumerate(zip(index.frame["source"], entries)):
+        if isinstance(entry, UnreadableImage):  # no bytes to decode or to hash
+            reasons[position] = str(entry)
+            continue
         raw = entry.encode() if isinstance(entry, str) else entry
         digests[position] = hashlib.blake2b(raw, digest_size=10).hexdigest()
         if source in known:  # malformed before decoding (a CSV row with extra fields): its pixels mean nothing
@@ -181,7 +210,12 @@ def readable_counts(index: DatasetIndex, arrays: FaceArrays | None = None, *, us
 
 
 def load_arrays(index: DatasetIndex, split: str | None = None, *, use_cache: bool = True) -> FaceArrays:
-    """Faces and labels of one split (or all), unreadable entries left out and listed in ``failed``."""
+    """Faces and labels of one split (or all), unreadable entries left out and listed in ``failed``.
+
+    ``split`` takes the aliases split folders do (``val``, ``dev``, ``Validation``...); an unknown
+    name is an error, not an empty selection.
+    """
+    split = None if split is None else split_name(split)  # before decoding: a typo costs nothing
     arrays = decoded(index, use_cache=use_cache)
     selected = np.ones(len(index.frame), dtype=bool) if split is None else (index.frame["split"] == split).to_numpy()
     readable = arrays["reasons"] == ""

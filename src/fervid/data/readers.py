@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fervid.errors import FervidError
-from fervid.images import is_hidden, is_image_name
+from fervid.images import is_hidden, is_image_name, walk_files
 from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, canonical_label, normalize_name
 
 UNKNOWN_LISTED = 8  # unknown class folders named in the error; a wrong root can hold hundreds
@@ -36,6 +36,9 @@ SPLIT_NAMES = {
 }
 CSV_COLUMNS = ("emotion", "pixels")
 USAGES_LISTED = 5  # unknown Usage values named in the error
+SUFFIXES_LISTED = 3  # suffixes named in the dropped line for files without an image suffix
+ARCHIVES_LISTED = 4  # CSV files and tarballs named when a download holds no images in class folders
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 UnknownPolicy = Literal["error", "drop"]
 
 
@@ -45,9 +48,12 @@ class DatasetIndex:
 
     ``source`` is a path relative to ``location`` for folders, a member name for zips and the row
     number for CSV files; ``dropped`` counts what was left out (folders that are not expression
-    classes, images in a split folder with no class folder, CSV rows without a valid class);
+    classes, images in a split folder with no class folder, files in class folders without an image
+    suffix, CSV rows without a valid class);
     ``unreadable`` names the rows the reader already knows cannot be decoded (a CSV row with more
     fields than the header), with why: they stay in the frame so that loading lists them.
+    ``members`` maps a zip's ``source`` to its real member name where the two differ (Windows
+    tools write ``train\\happy\\0.jpg``; the index always uses ``/``).
     """
 
     location: Path
@@ -55,10 +61,11 @@ class DatasetIndex:
     frame: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
+    members: dict[str, str] = field(default_factory=dict)
 
     def split(self, name: str) -> pd.DataFrame:
-        """Rows of one split (train, validation or test)."""
-        return self.frame[self.frame["split"] == name]
+        """Rows of one split: train, validation or test, or any alias of them (``val``, ``dev``...)."""
+        return self.frame[self.frame["split"] == split_name(name)]
 
     @property
     def splits(self) -> list[str]:
@@ -74,6 +81,16 @@ class DatasetIndex:
         frame = self.frame if keep is None else self.frame[np.asarray(keep, dtype=bool)]
         table = pd.crosstab(frame["label"], frame["split"])
         return table.reindex(index=list(EXPRESSIONS), columns=self.splits, fill_value=0)
+
+
+def split_name(name: str) -> str:
+    """The split ``name`` stands for (``val`` and ``Validation`` are ``validation``), as folder names
+    are read; an unknown name is an error, since selecting it would silently give no images."""
+    split = SPLIT_NAMES.get(normalize_name(str(name)))
+    if split is None:
+        aliases = ", ".join(alias for alias in SPLIT_NAMES if alias not in ("train", "validation", "test"))
+        raise FervidError(f"unknown split '{name}': use train, validation or test (or an alias: {aliases})")
+    return split
 
 
 def read_dataset(
@@ -93,22 +110,41 @@ def read_dataset(
     if not location.exists():
         raise FervidError(f"{location}: no such file or folder")
     if location.is_dir():
-        names = [str(p.relative_to(location).as_posix()) for p in location.rglob("*") if p.is_file()]
+        names = [p.relative_to(location).as_posix() for p in walk_files(location)]  # symlinked folders too
         frame, dropped = _index_paths(names, location, unknown, mapping)
         return DatasetIndex(location, "folder", frame, dropped)
     suffix = location.suffix.lower()
     if suffix == ".zip":
-        try:
-            with zipfile.ZipFile(location) as archive:
-                names = [info.filename for info in archive.infolist() if not info.is_dir()]
-        except (zipfile.BadZipFile, OSError) as error:
-            raise FervidError(f"{location}: not a readable zip file ({error})") from None
-        frame, dropped = _index_paths(names, location, unknown, mapping)
-        return DatasetIndex(location, "zip", frame, dropped)
+        members = _zip_members(location)
+        frame, dropped = _index_paths(list(members), location, unknown, mapping)
+        renamed = {name: real for name, real in members.items() if name != real}
+        return DatasetIndex(location, "zip", frame, dropped, members=renamed)
     if suffix == ".csv":
         frame, dropped, unreadable = _index_csv(location)
         return DatasetIndex(location, "csv", frame, dropped, unreadable)
     raise FervidError(f"{location}: expected a folder, a .zip or a FER2013-style .csv")
+
+
+def _zip_members(location: Path) -> dict[str, str]:
+    """A zip's files as {name with ``/`` separators: real member name}; an encrypted zip is refused.
+
+    Windows PowerShell 5.1's Compress-Archive writes ``\\`` separators, which would hide every class
+    folder. Python's zipfile cannot decrypt without a password (and then only slowly), so a
+    password-protected zip stops here rather than failing on every image.
+    """
+    try:
+        with zipfile.ZipFile(location) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise FervidError(f"{location}: not a readable zip file ({error})") from None
+    if any(info.flag_bits & 0x1 for info in infos):
+        raise FervidError(f"{location}: password-protected (encrypted) zip: extract it first and pass the folder")
+    members = {}
+    for info in infos:
+        name = info.filename.replace("\\", "/")
+        if not name.endswith("/"):
+            members.setdefault(name, info.filename)
+    return members
 
 
 def _split_of(parts: tuple[str, ...]) -> tuple[int, str] | None:
@@ -146,10 +182,16 @@ def _index_paths(
     which case training holds out its own validation fraction.
     """
     images = []
+    other_suffixes: dict[str, int] = {}  # files in class folders that are not images, by suffix
     for name in names:
         parts = PurePosixPath(name).parts
-        if len(parts) >= 2 and not is_hidden(parts) and is_image_name(name):
+        if len(parts) < 2 or is_hidden(parts):
+            continue
+        if is_image_name(name):
             images.append((name, parts, _split_of(parts)))
+        elif canonical_label(parts[-2], mapping) is not None:
+            suffix = PurePosixPath(name).suffix.lower() or "no suffix"
+            other_suffixes[suffix] = other_suffixes.get(suffix, 0) + 1
     split_parents = {parts[:found[0]] for _, parts, found in images if found and found[0] < len(parts) - 2}
     rows: list[tuple[str, str, str]] = []
     unknown_counts: dict[str, int] = {}
@@ -175,13 +217,16 @@ def _index_paths(
     if unknown == "error":
         _refuse_unknown(location, unknown_counts, beside_counts)
     if not rows:
-        _refuse_empty(location, classless, mapping)
+        _refuse_empty(location, classless, mapping, names)
     frame = pd.DataFrame(rows, columns=["source", "label", "split"])
     dropped: dict[str, int] = {}
     for key, count in {**unknown_counts, **beside_counts}.items():  # train/contempt and test/contempt add up
         dropped[PurePosixPath(key).name] = dropped.get(PurePosixPath(key).name, 0) + count
     for key, count in classless.items():
         dropped[f"{key} (images in a split folder with no class folder)"] = count
+    if other_suffixes:
+        key = f"files in class folders without an image suffix ({_suffixes(other_suffixes)})"
+        dropped[key] = sum(other_suffixes.values())
     return frame.sort_values(["split", "label", "source"], kind="stable").reset_index(drop=True), dropped
 
 
@@ -190,6 +235,13 @@ def _listed(counts: dict[str, int]) -> str:
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     listed = ", ".join(f"{k} ({v})" for k, v in ordered[:UNKNOWN_LISTED])
     return listed + (f" and {len(ordered) - UNKNOWN_LISTED} more" if len(ordered) > UNKNOWN_LISTED else "")
+
+
+def _suffixes(counts: dict[str, int]) -> str:
+    """'.txt, .heic and 2 more': the most common suffixes first, so a dropped line stays short."""
+    ordered = sorted(counts, key=lambda suffix: (-counts[suffix], suffix))
+    listed = ", ".join(ordered[:SUFFIXES_LISTED])
+    return listed + (f" and {len(ordered) - SUFFIXES_LISTED} more" if len(ordered) > SUFFIXES_LISTED else "")
 
 
 def _refuse_unknown(location: Path, unknown_counts: dict[str, int], beside_counts: dict[str, int]) -> None:
@@ -210,8 +262,12 @@ def _refuse_unknown(location: Path, unknown_counts: dict[str, int], beside_count
         raise FervidError(f"{location}: " + "; and ".join(problems))
 
 
-def _refuse_empty(location: Path, classless: dict[str, int], mapping: Mapping[str, str] | None) -> None:
-    """No image is in a class folder: explain a class-first layout (``happy/train/``), the usual cause."""
+def _refuse_empty(
+    location: Path, classless: dict[str, int], mapping: Mapping[str, str] | None, names: list[str]
+) -> None:
+    """No image is in a class folder: explain a class-first layout (``happy/train/``), the usual cause,
+    or name the CSV files and tarballs it holds (Kaggle's FER2013 challenge download is a zip of
+    ``icml_face_data.csv`` and ``fer2013.tar.gz``)."""
     inverted = next((key for key in sorted(classless) if len(PurePosixPath(key).parts) >= 2
                      and canonical_label(PurePosixPath(key).parts[-2], mapping)), None)
     if inverted:
@@ -219,10 +275,30 @@ def _refuse_empty(location: Path, classless: dict[str, int], mapping: Mapping[st
             f"{location}: found split folders inside class folders ({inverted}/...): fervid expects "
             f"<split>/<class>/ or <class>/ (classes: {', '.join(EXPRESSIONS)})"
         )
+    _refuse_archives(location, names)
     raise FervidError(
         f"{location}: no images in class folders (expected <class>/*.jpg, optionally under "
         f"train/validation/test; classes: {', '.join(EXPRESSIONS)})"
     )
+
+
+def _refuse_archives(location: Path, names: list[str]) -> None:
+    """Stop, naming them, when the input holds CSV files or tarballs: the data is inside those."""
+    found = sorted(
+        PurePosixPath(name).name for name in names
+        if not is_hidden(PurePosixPath(name).parts) and name.lower().endswith((".csv", *TAR_SUFFIXES))
+    )
+    if not found:
+        return
+    more = len(found) - ARCHIVES_LISTED
+    listed = ", ".join(found[:ARCHIVES_LISTED]) + (f" and {more} more" if more > 0 else "")
+    if any(name.lower().endswith(".csv") for name in found):
+        advice = "pass the .csv (fervid reads FER2013's CSV directly)"
+    else:
+        advice = "extract the tarball and pass the folder it makes"
+    if location.is_file():  # a zip: its members cannot be passed as they are
+        advice = f"extract it and {advice}"
+    raise FervidError(f"{location}: holds {listed} but no images in class folders; {advice}")
 
 
 def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, str]]:

@@ -80,7 +80,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         raise FervidError(f"{config.data}: no training images (splits found: {', '.join(index.splits)})")
     train = load_arrays(index, "train")
     if len(train) == 0:
-        raise FervidError(f"{config.data}: none of the training images could be read")
+        raise FervidError(f"{config.data}: none of the training images could be read; {train.common_failure()}")
     if "validation" in index.splits:
         validation = load_arrays(index, "validation")
         source = "validation split"
@@ -240,6 +240,7 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 
 def write_history(path: Path, history: list[dict]) -> None:
+    """history.csv, rewritten whole each epoch (atomically), so a resumed run's file holds every epoch once."""
     lines = [",".join(HISTORY_COLUMNS)] + [",".join(str(row[c]) for c in HISTORY_COLUMNS) for row in history]
     write_text_atomically(path, "\n".join(lines) + "\n")
 
