@@ -473,7 +473,7 @@ def test_training_data_that_cannot_be_read_names_the_most_common_reason(tmp_path
     from fervid.training.fit import load_training_data
 
     path = _csv_without_usage_values(tmp_path / "fer.csv")
-    with pytest.raises(FervidError, match=r"none of the training images could be read; most often: no Usage value \(5 of 5\)$"):
+    with pytest.raises(FervidError, match=r"none of the 'train' images could be read; most often: no Usage value \(5 of 5\)$"):
         load_training_data(TrainConfig(data=str(path), arch="compact"))
 
 

@@ -292,7 +292,7 @@ def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
     assert json.loads(keras_json.read_text())["confusion"] == onnx_metrics["confusion"]
     blurred_flat = fervid_here("evaluate", str(run / "model.onnx"), str(data), "--input-blur", "1e9", check=False)
     assert blurred_flat.returncode == 2 and blurred_flat.stderr.strip() == (
-        "fervid: error: --input-blur 1e+09: at most 10 pixels (sigma on a 48x48 face)")
+        "fervid: error: input blur 1e+09 is outside 0-10 pixels (sigma on a 48x48 face)")
     assert "macro-F1" in printed and (tmp_path / "c.png").stat().st_size > 0
     assert f"on {data} [validation], " in " ".join(printed.split()), "the split is printed, not eaten as Rich markup"
 

@@ -244,41 +244,23 @@ def evaluate(
         _needs("data", "matplotlib")
         if confusion.suffix.lower() != ".png":  # checked now, not after the scoring
             raise FervidError(f"--confusion {confusion}: the confusion matrix is a PNG; give a path ending in .png")
-    from fervid.preprocess import MAX_INPUT_BLUR
-
-    if input_blur is not None and input_blur > MAX_INPUT_BLUR:  # a face blurred flat, and OpenCV's kernel overflows
-        raise FervidError(f"--input-blur {input_blur:g}: at most {MAX_INPUT_BLUR:g} pixels (sigma on a 48x48 face)")
     for path, option in ((json_out, "--json"), (confusion, "--confusion")):
         if path is not None:
             check_writable(path, option)  # now, not after the scoring
     from fervid.evaluation.evaluate import scored_model
 
-    model, against = scored_model(model), scored_model(against) if against else None
-    if any(str(name).endswith(".keras") for name in (model, against) if name):
+    if any(scored_model(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
-    from fervid.data import load_arrays, read_dataset
-    from fervid.evaluation.evaluate import evaluate as run_evaluation
-    from fervid.evaluation.evaluate import load_predictor
+    from fervid.evaluation.run import evaluate_model
     from fervid.fileio import write_text_atomically
     from fervid.labels import parse_mapping
 
-    predictor = load_predictor(model, input_blur=input_blur, temperature=temperature)
-    other_predictor = load_predictor(against) if against else None  # a wrong --against fails now, not after the scoring
-    index = read_dataset(data, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
-    if split not in index.splits:
-        hint = f"; --split {index.splits[0]} scores the model on those" if len(index.splits) == 1 else ""
-        raise FervidError(f"{data}: no '{split}' split (found: {', '.join(index.splits)}){hint}")
-    arrays = load_arrays(index, split)
-    if len(arrays) == 0:
-        raise FervidError(f"{data}: no readable images in the '{split}' split")
-    inputs = arrays.inputs()
-    if flip_tta is None:  # as the runtime runs this model; --against is scored on the same views
-        flip_tta = predictor.flip_tta
-    report = run_evaluation(predictor, inputs, arrays.labels, flip_tta=flip_tta)
+    result = evaluate_model(model, data, split=split, flip_tta=flip_tta, input_blur=input_blur, temperature=temperature,
+                            against=against, unknown=unknown, mapping=parse_mapping(map))
+    report = result.report
     out.print(
-        f"{model} on {data} [{split}], {len(arrays):,} images{' (flip averaging)' if flip_tta else ''}; "
-        f"input blur {predictor.input_blur:g}, temperature {predictor.temperature:g}",
-        markup=False,
+        f"{result.model} on {data} [{result.split}], {result.images:,} images{' (flip averaging)' if result.flip_tta else ''}; "
+        f"input blur {result.input_blur:g}, temperature {result.temperature:g}"
     )
     out.print(report.table(), highlight=False)
     out.print(report.calibration.table(), highlight=False)
@@ -286,30 +268,19 @@ def evaluate(
         f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}  "
         f"calibration error (ECE, 10 bins) {report.calibration.ece:.4f}, mean confidence {report.calibration.mean_confidence:.4f}"
     )
-    comparison = None
-    if other_predictor is not None:
-        from fervid.evaluation.metrics import mcnemar_p
-
-        other = run_evaluation(other_predictor, inputs, arrays.labels, flip_tta=flip_tta)
-        only_this, only_other, p_value = mcnemar_p(report.correct, other.correct)
-        verdict = "a real difference" if p_value < 0.05 else "not distinguishable from chance"
+    if (other := result.against) is not None:
         out.print(
-            f"against {against}: accuracy {report.accuracy:.4f} for this model vs {other.accuracy:.4f}; only this model right on {only_this:,} "
-            f"faces, only {against} on {only_other:,}; exact McNemar p = {p_value:.3g} ({verdict} at p < 0.05)"
+            f"against {other.model}: accuracy {report.accuracy:.4f} for this model vs {other.accuracy:.4f}; only this model right "
+            f"on {other.only_this_right:,} faces, only {other.model} on {other.only_other_right:,}; exact McNemar p = "
+            f"{other.mcnemar_p:.3g} ({other.verdict} at p < 0.05)"
         )
-        comparison = {"model": against, "accuracy": other.accuracy, "only_this_right": only_this,
-                      "only_other_right": only_other, "mcnemar_p": p_value}
     if json_out:
-        payload = {"model": str(model), "data": str(data), "split": split, "flip_tta": flip_tta,  # the blur and temperature applied
-                   "input_blur": predictor.input_blur, "temperature": predictor.temperature, "images": len(arrays), **report.to_dict()}
-        if comparison:
-            payload["against"] = comparison
-        write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")
+        write_text_atomically(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
         out.print(f"metrics: {json_out}")
     if confusion:
         from fervid.evaluation.plots import plot_confusion
 
-        plot_confusion(report.normalized_confusion, confusion, f"{Path(str(model)).name} on {split}")
+        plot_confusion(report.normalized_confusion, confusion, f"{Path(result.model).name} on {result.split}")
         out.print(f"confusion matrix: {confusion}")
 
 

@@ -96,6 +96,12 @@ def to_model_input(faces: np.ndarray) -> np.ndarray:
     return (faces.astype(np.float32) / np.float32(255.0))[..., None]
 
 
+def check_input_blur(sigma: float) -> None:
+    """Refuse a blur that would turn a face into one flat grey (or overflow OpenCV's kernel), or NaN."""
+    if not 0 <= sigma <= MAX_INPUT_BLUR:
+        raise FervidError(f"input blur {sigma:g} is outside 0-{MAX_INPUT_BLUR:g} pixels (sigma on a {FACE_SIZE}x{FACE_SIZE} face)")
+
+
 def smooth(inputs: np.ndarray, sigma: float) -> np.ndarray:
     """Model inputs (N, 48, 48, 1) blurred by a Gaussian of ``sigma`` pixels (0 = unchanged).
 
@@ -105,8 +111,7 @@ def smooth(inputs: np.ndarray, sigma: float) -> np.ndarray:
     ``fervid.training.matched_blur``), and the runtime applies it here before the model.
     """
     inputs = np.asarray(inputs, dtype=np.float32)
-    if not 0 <= sigma <= MAX_INPUT_BLUR:  # also NaN
-        raise FervidError(f"input blur {sigma:g} is outside 0-{MAX_INPUT_BLUR:g} pixels (sigma on a {FACE_SIZE}x{FACE_SIZE} face)")
+    check_input_blur(sigma)
     if sigma == 0 or len(inputs) == 0:
         return inputs
     blurred = [cv2.GaussianBlur(face, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) for face in inputs[..., 0]]

@@ -21,6 +21,7 @@ import pandas as pd
 from fervid.console import progress
 from fervid.data.decode import UnreadableImage, decode_image_bytes, decode_pixel_string
 from fervid.data.readers import DatasetIndex, split_name
+from fervid.errors import FervidError
 from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
@@ -231,3 +232,15 @@ def load_arrays(index: DatasetIndex, split: str | None = None, *, use_cache: boo
         failed=failed,
     )
 
+
+def load_split(index: DatasetIndex, split: str) -> FaceArrays:
+    """The faces of one split that must be there and hold readable images (training's train split,
+    the split ``evaluate`` scores); FervidError saying what the dataset has instead."""
+    name = split_name(split)
+    if name not in index.splits:
+        hint = f"; --split {index.splits[0]} scores the model on those" if len(index.splits) == 1 and name != "train" else ""
+        raise FervidError(f"{index.location}: no '{name}' split (found: {', '.join(index.splits)}){hint}")
+    arrays = load_arrays(index, name)
+    if len(arrays) == 0:
+        raise FervidError(f"{index.location}: none of the '{name}' images could be read; {arrays.common_failure()}")
+    return arrays

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fervid.console import warn
-from fervid.data import FaceArrays, load_arrays, read_dataset
+from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
 from fervid.data.arrays import fingerprint, readable_counts
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, write_text_atomically
@@ -76,11 +76,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
 def load_training_data(config: TrainConfig) -> TrainingData:
     """The dataset's train split and its validation split, or a stratified holdout when it has none."""
     index = read_dataset(config.data, unknown=config.unknown, mapping=config.mapping)  # type: ignore[arg-type]
-    if "train" not in index.splits:
-        raise FervidError(f"{config.data}: no training images (splits found: {', '.join(index.splits)})")
-    train = load_arrays(index, "train")
-    if len(train) == 0:
-        raise FervidError(f"{config.data}: none of the training images could be read; {train.common_failure()}")
+    train = load_split(index, "train")
     if "validation" in index.splits:
         validation = load_arrays(index, "validation")
         source = "validation split"
