@@ -1,7 +1,8 @@
 """``fervid serve``: the browser app (live webcam, photo upload), the REST API and the frame WebSocket.
 
-Needs the 'serve' extra (FastAPI, uvicorn). ``create_app`` builds the app; ``fervid.serve.server``
-runs it; ``fervid.serve.loadtest`` measures it.
+Needs the 'serve' extra (FastAPI, uvicorn). ``create_app`` (``fervid.serve.app``) builds the app from
+``pool`` (the Recognizers), ``uploads`` (photo uploads) and ``frames`` (the frame WebSocket);
+``fervid.serve.server`` runs it; ``fervid.serve.loadtest`` measures it.
 """
 
 import os

@@ -22,7 +22,8 @@ from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, faces_zip, real_faces
-from fervid.serve.app import DEFAULT_WORKERS, create_app
+from fervid.serve.app import create_app
+from fervid.serve.pool import DEFAULT_WORKERS
 from fervid.serve.server import running_server
 
 SECTION = "## Web server load test"

@@ -14,7 +14,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from fervid.errors import FervidError
-from fervid.serve.app import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_WORKERS, create_app
+from fervid.serve.app import create_app
+from fervid.serve.pool import DEFAULT_WORKERS
+from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 WILDCARD = ("0.0.0.0", "::", "")

@@ -1,0 +1,64 @@
+"""The frame WebSocket: JPEG frames in, one JSON reply per frame out, each connection tracked as a live video.
+
+A message that breaks the protocol closes that socket only, with a close code and a reason that says
+what was wrong; the server and other clients carry on.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from fervid.images import TooManyPixels, UnreadableImage
+from fervid.serve.pool import LiveStream, RecognizerPool
+
+DEFAULT_MAX_FRAME_BYTES = 2 * 1000 * 1000
+
+# WebSocket close codes (RFC 6455) sent when a client breaks the frame protocol.
+CLOSE_POLICY = 1008
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INVALID = 1007
+CLOSE_TOO_BIG = 1009
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """Browsers send Origin; refuse pages of other sites (a page elsewhere must not drive this server). Non-browser clients send none."""
+    origin = websocket.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+async def _next_frame(websocket: WebSocket, max_frame_bytes: int) -> bytes | None:
+    """The next frame's bytes; None once the client has gone, or after closing a message that is no frame."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    data = message.get("bytes")
+    if data is None:
+        await websocket.close(CLOSE_UNSUPPORTED, "send each frame as one binary message of JPEG bytes, not text")
+        return None
+    if len(data) > max_frame_bytes:
+        await websocket.close(CLOSE_TOO_BIG, f"frame larger than {max_frame_bytes:,} bytes")
+        return None
+    return data
+
+
+async def serve_frames(websocket: WebSocket, pool: RecognizerPool, max_frame_bytes: int) -> None:
+    """Answer one connection's frames until the client leaves or breaks the protocol."""
+    await websocket.accept()
+    if not same_origin(websocket):
+        await websocket.close(CLOSE_POLICY, "cross-origin WebSocket refused: open the page from this server")
+        return
+    stream = LiveStream(pool.recognizers[0])
+    try:
+        while (data := await _next_frame(websocket, max_frame_bytes)) is not None:
+            try:
+                reply = await run_in_threadpool(pool.recognize, data, stream)
+            except UnreadableImage as error:
+                code = CLOSE_TOO_BIG if isinstance(error, TooManyPixels) else CLOSE_INVALID
+                await websocket.close(code, f"frame is {error}"[:120])
+                return
+            await websocket.send_json(reply)
+    except WebSocketDisconnect:
+        return

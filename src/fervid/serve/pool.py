@@ -1,0 +1,89 @@
+"""The Recognizers the web app lends to requests and WebSockets, and each WebSocket's live-video state."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from fervid.errors import FervidError
+from fervid.images import decode_image
+from fervid.labels import EXPRESSIONS
+from fervid.runtime.face import Face
+from fervid.runtime.pipeline import FrameProcessor
+from fervid.runtime.recognizer import Recognizer
+from fervid.runtime.sources import Frame
+
+DEFAULT_WORKERS = 2
+
+
+class LiveStream:
+    """One WebSocket's frames as a live video: its own tracks, smoothing and scan schedule
+    (``fervid.runtime.pipeline.FrameProcessor``), timed by when each frame arrives."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self.processor = FrameProcessor(recognizer)
+        self.started = time.monotonic()
+        self.frames = 0
+
+    def next(self, image: np.ndarray, recognizer: Recognizer) -> list[Face]:
+        frame = Frame(image, self.frames, time.monotonic() - self.started)
+        self.frames += 1
+        return self.processor.process(frame, recognizer)
+
+
+class RecognizerPool:
+    """``workers`` Recognizers shared by the request threads, each used by one thread at a time.
+
+    OpenCV's cascade classifier keeps per-call state and must not run in two threads at once, so
+    parallel frames (several browser tabs) each borrow a whole Recognizer.
+    """
+
+    def __init__(self, model: str | Path | None = None, workers: int = DEFAULT_WORKERS) -> None:
+        if workers < 1:
+            raise FervidError(f"workers must be at least 1, got {workers}")
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self.recognizers = [Recognizer(model, threads=threads) for _ in range(workers)]
+        self._idle: queue.SimpleQueue[Recognizer] = queue.SimpleQueue()
+        for recognizer in self.recognizers:
+            self._idle.put(recognizer)
+
+    @property
+    def card(self) -> dict:
+        """The model card of the loaded model (class order, version, training summary)."""
+        classifier = self.recognizers[0].classifier
+        return {"name": classifier.name, "version": classifier.version, "classes": list(EXPRESSIONS), **classifier.card}
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[Recognizer]:
+        """A Recognizer for this thread alone; blocks until one is free."""
+        recognizer = self._idle.get()
+        try:
+            yield recognizer
+        finally:
+            self._idle.put(recognizer)
+
+    def predict(self, image: np.ndarray) -> list[Face]:
+        """The faces in a BGR image; blocks until a Recognizer is free."""
+        with self._borrowed() as recognizer:
+            return recognizer.predict(image)
+
+    def track(self, image: np.ndarray, stream: LiveStream) -> list[Face]:
+        """The faces in the next frame of a stream (tracked and smoothed); blocks until a Recognizer is free."""
+        with self._borrowed() as recognizer:
+            return stream.next(image, recognizer)
+
+    def recognize(self, data: bytes, stream: LiveStream | None = None) -> dict:
+        """Encoded image bytes -> ``{"faces": [Face.to_dict()...], "width", "height", "ms"}`` (ms: decode + recognition).
+
+        With ``stream`` the image is the stream's next frame: faces keep ids and smoothed labels."""
+        start = time.perf_counter()
+        image = decode_image(data)
+        faces = self.predict(image) if stream is None else self.track(image, stream)
+        milliseconds = (time.perf_counter() - start) * 1000
+        return {"faces": [face.to_dict() for face in faces], "width": image.shape[1], "height": image.shape[0], "ms": round(milliseconds, 1)}

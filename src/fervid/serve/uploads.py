@@ -1,0 +1,65 @@
+"""Reading a photo upload (the multipart field ``file``) into memory, under a size limit.
+
+Hand-written on Starlette's MultiPartParser rather than taken as FastAPI's ``UploadFile`` parameter:
+FastAPI parses the whole form, with no size limit, before the endpoint runs, and spools a file over
+1 MB to a temporary file on disk. Here the limit is enforced while the body arrives (an oversized
+upload gets 413 without being read to the end) and the file stays in memory: nothing a client sends is
+written anywhere. Each way a client can get the form wrong gets its own status and a message that says
+how to send it right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1000 * 1000
+MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file in an upload
+SEND_AS_FILE = "curl -F file=@photo.jpg"
+TEXT_FIELD = f"the field 'file' came as a text field (no filename); send it as a file: {SEND_AS_FILE}"
+
+
+async def _limited(stream: AsyncIterator[bytes], limit: int, message: str) -> AsyncIterator[bytes]:
+    """The request body, cut off with 413 once it passes ``limit`` bytes (for bodies without Content-Length)."""
+    received = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received > limit:
+            raise HTTPException(413, message)
+        yield chunk
+
+
+async def read_upload(request: Request, max_bytes: int) -> bytes:
+    """The bytes of the multipart field ``file``, held in memory only; 413, 415 or 422 with a clear message."""
+    too_big = f"the upload is larger than the limit of {max_bytes:,} bytes; send a smaller photo, or start the server with a larger --max-upload-mb"
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):  # media types ignore case
+        raise HTTPException(415, f"send the image as multipart/form-data in the field 'file' ({SEND_AS_FILE})")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
+        raise HTTPException(413, too_big)
+    body = _limited(request.stream(), max_bytes + MULTIPART_OVERHEAD, too_big)
+    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=8)
+    parser.spool_max_size = max_bytes + MULTIPART_OVERHEAD  # keep the file in memory: never spooled to disk
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:
+        if error.message.startswith("Part exceeded maximum size"):  # a part without a filename is a text field, limited to 1 MB
+            raise HTTPException(422, TEXT_FIELD) from None
+        raise HTTPException(422, f"malformed multipart body ({error.message.rstrip('.')}); send the photo as one file field: {SEND_AS_FILE}") from None
+    try:
+        upload = form.get("file")
+        if upload is None:
+            raise HTTPException(422, f"no multipart field 'file'; send the photo in it: {SEND_AS_FILE}")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, TEXT_FIELD)
+        data = await upload.read()
+    finally:
+        await form.close()
+    if len(data) > max_bytes:
+        raise HTTPException(413, too_big)
+    if not data:
+        raise HTTPException(422, f"the uploaded file is empty; send the photo's bytes: {SEND_AS_FILE}")
+    return data
