@@ -23,8 +23,9 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from conftest import detectable_faces, face_video_frames, fer2013_zip, paste_face, textured_background, write_video  # noqa: E402
 from fervid.analyze import ROW_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA, AnalyzeInterrupted, AnalyzeOptions, analyze  # noqa: E402
+from fervid.analyze.analyzer import SEGMENT_ID_STRIDE, Analyzer  # noqa: E402
 from fervid.analyze.inputs import expand_inputs  # noqa: E402
-from fervid.analyze.process import SEGMENT_ID_STRIDE, Analyzer, plan_units  # noqa: E402
+from fervid.analyze.units import plan_units  # noqa: E402
 from fervid.errors import FervidError  # noqa: E402
 from fervid.labels import EXPRESSIONS  # noqa: E402
 from fervid.runtime.recognizer import Recognizer  # noqa: E402
@@ -564,7 +565,7 @@ def test_a_truncated_video_gives_the_same_result_whatever_the_segments(tmp_path:
 
 def test_a_source_in_error_with_rows_is_not_nothing_processed(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A video whose later segments fail (a seek in a damaged file) still gave rows: the run writes them and succeeds."""
-    from fervid.analyze.process import VideoReader
+    from fervid.analyze.video import VideoReader
 
     frames = VideoReader.frames
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 
-from fervid.analyze.process import Analyzer, AnalyzeOptions, Unit, UnitResult
+from fervid.analyze.analyzer import Analyzer
+from fervid.analyze.options import AnalyzeOptions
+from fervid.analyze.units import Unit, UnitResult
 from fervid.runtime.recognizer import Recognizer
 
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from fervid.analyze.process import AnalyzeOptions, Unit, UnitResult
+from fervid.analyze.options import AnalyzeOptions
+from fervid.analyze.units import Unit, UnitResult
 from fervid.errors import FervidError, install_hint
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
@@ -29,7 +30,7 @@ class UnitWorker:
     def __init__(self, options: AnalyzeOptions) -> None:
         import cv2
 
-        from fervid.analyze.process import Analyzer
+        from fervid.analyze.analyzer import Analyzer
         from fervid.runtime.recognizer import Recognizer
 
         cv2.setNumThreads(1)

@@ -11,10 +11,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fervid.analyze.analyzer import STAGES
 from fervid.analyze.boxes import load_boxes
 from fervid.analyze.inputs import expand_inputs, file_fingerprint
-from fervid.analyze.process import STAGES, AnalyzeOptions, UnitResult, plan_units
+from fervid.analyze.options import AnalyzeOptions
 from fervid.analyze.progress import AnalyzeProgress
+from fervid.analyze.units import UnitResult, plan_units
 from fervid.analyze.writer import ResultStore
 from fervid.console import warn
 from fervid.errors import FervidError
@@ -51,6 +53,19 @@ class AnalyzeReport:
         """(source, note) for the sources whose summary row has a note, such as a video shorter than its header says."""
         rows = self.summary.select(["source", "note"]).to_pylist()
         return [(row["source"], row["note"]) for row in rows if row["note"]]
+
+    def describe(self, errors_listed: int = 10) -> list[str]:
+        """Lines for the end of a run: the first ``errors_listed`` errors, the counts and speed, the files written."""
+        errors = self.errors
+        lines = [f"error: {source}: {error}" for source, error in errors[:errors_listed]]
+        if len(errors) > errors_listed:
+            lines.append(f"... and {len(errors) - errors_listed} more errors (see the summary)")
+        rate = f" ({self.frames / self.seconds:.1f} frames/s)" if self.seconds > 0 and self.frames else ""
+        skipped = f"; {self.skipped_units} of {self.units} units already complete" if self.skipped_units else ""
+        counted = f"{len(errors)} error" + ("" if len(errors) == 1 else "s")
+        lines.append(f"{self.summary.num_rows} sources: {self.ok} ok, {counted}; "
+                     f"{self.frames} frames, {self.faces} faces in {self.seconds:.1f} s{rate}{skipped}")
+        return lines + [f"wrote {self.outputs[0]} (summary: {self.outputs[1]})"]
 
 
 class AnalyzeInterrupted(KeyboardInterrupt):

@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from fervid.analyze.process import UnitResult
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, SHARE_COLUMNS, SORT_KEYS, SUMMARY_SCHEMA
+from fervid.analyze.units import UnitResult
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, check_writable, check_writable_folder, remove_temporaries
 

@@ -1,0 +1,178 @@
+"""Run units, shared by both engines: a batch of images or one video segment in, face rows and a ledger out.
+
+Videos are decoded frame by frame and never held whole. Each segment starts a fresh ``FaceTracker``,
+so the local engine (one pass over the video) and the Ray engine (one worker per segment, seeking to
+its first frame) give the same rows. Track ids are therefore consistent within a segment only: a
+face crossing a segment boundary gets a new ``face_id`` (see docs/batch.md, "The seam").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from fervid.analyze.inputs import SourceItem, kind_of, read_source_bytes
+from fervid.analyze.options import AnalyzeOptions
+from fervid.analyze.rows import LedgerBuffer, RowBuffer, expression_counts
+from fervid.analyze.units import Unit, UnitResult
+from fervid.analyze.video import VideoReader
+from fervid.errors import FervidError
+from fervid.images import decode_image, gray_frame
+from fervid.labels import EXPRESSIONS
+from fervid.runtime.recognizer import Recognizer, checked_boxes
+from fervid.runtime.track import FaceTracker
+
+SEGMENT_ID_STRIDE = 1_000_000  # face_id = segment * stride + track id, so ids are unique within a video
+STAGES = ("decode", "detect", "classify", "write")
+
+
+class Analyzer:
+    """Turns units into rows with one ``Recognizer`` (model and cascade loaded once per process or worker)."""
+
+    def __init__(self, options: AnalyzeOptions, recognizer: Recognizer) -> None:
+        options.validate()
+        self.options = options
+        self.recognizer = recognizer
+        self.model_name = recognizer.classifier.name
+        self.model_version = recognizer.classifier.version
+        self.timings = dict.fromkeys(STAGES, 0.0)
+
+    # --- one frame ---
+
+    def faces(self, gray: np.ndarray, given: list | None) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (N, 4) and probabilities (N, 7) for one gray frame."""
+        started = time.perf_counter()
+        if self.options.crops:
+            boxes = np.array([[0, 0, gray.shape[1], gray.shape[0]]], dtype=np.int32)
+        elif given is not None:  # a box off the frame is this source's error, not a confident label for a blank crop
+            boxes = checked_boxes(given, gray.shape)
+        else:
+            boxes = self.recognizer.detector.detect(gray)
+        if self.options.largest_only and len(boxes) > 1:
+            areas = boxes[:, 2].astype(np.int64) * boxes[:, 3]
+            boxes = boxes[[int(np.argmax(areas))]]
+        classified = time.perf_counter()
+        probabilities = self.recognizer.classify_boxes(gray, boxes)
+        self.timings["detect"] += classified - started
+        self.timings["classify"] += time.perf_counter() - classified
+        return boxes, probabilities
+
+    @staticmethod
+    def _given(unit: Unit, item: SourceItem, frame: int) -> list | None:
+        """Boxes from --boxes for this frame ([] when none given), or None when the detector should run."""
+        return None if unit.boxes is None else unit.boxes.get(item.name, {}).get(frame, [])
+
+    # --- units ---
+
+    def run(self, unit: Unit) -> UnitResult:
+        """Rows for any unit (the Ray engine's entry point; the local engine uses it for images)."""
+        if unit.kind == "image":
+            return self.run_images(unit)
+        return next(iter(self.run_video([unit])))
+
+    def run_images(self, unit: Unit) -> UnitResult:
+        """Rows and ledger of one batch of images; an image that cannot be read is an error row, not a failed unit."""
+        rows, ledger = self._rows(), self._ledger()
+        frames, archives = 0, {}
+        try:
+            for item in unit.sources:
+                started = time.perf_counter()
+                try:
+                    gray = gray_frame(read_item_image(item, archives))
+                    self.timings["decode"] += time.perf_counter() - started
+                    boxes, probabilities = self.faces(gray, self._given(unit, item, 0))
+                except FervidError as error:
+                    ledger.add(item, unit, error=str(error))
+                    continue
+                rows.add(item.name, 0, 0, 0.0, range(1, len(boxes) + 1), boxes, probabilities)
+                ledger.add(item, unit, frames=1, counts=expression_counts(probabilities))
+                frames += 1
+        finally:
+            for archive in archives.values():
+                archive.close()
+        return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
+
+    def run_video(self, units: list[Unit], on_frames: Callable[[int], None] | None = None) -> Iterator[UnitResult]:
+        """Results for consecutive segments of one video, decoded in one pass (seeking over gaps);
+        ``on_frames(count)`` reports progress as frames are analysed."""
+        if units[0].error is not None:  # the video did not open while planning: one error row, no reading
+            ledger = self._ledger()
+            ledger.add(units[0].sources[0], units[0], error=units[0].error)
+            yield UnitResult(units[0], self._rows().table(), ledger.table(), 0, self._take_timings())
+            return
+        reader = VideoReader(units[0].sources[0].path, self.options.every)
+        try:
+            for unit in units:
+                yield self._run_segment(unit, reader, on_frames)
+        finally:
+            reader.close()
+
+    def _run_segment(self, unit: Unit, reader: VideoReader, on_frames: Callable[[int], None] | None) -> UnitResult:
+        """Rows and ledger of one video segment read from ``reader``, tracked from scratch (see "the seam" above).
+
+        A failed seek is this segment's error, not the run's; a first segment without a single decoded
+        frame means the file is not a readable video.
+        """
+        item = unit.sources[0]
+        rows, ledger = self._rows(), self._ledger()
+        tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0)  # raw rows, ids only
+        frames, error, counts = 0, None, np.zeros(len(EXPRESSIONS), np.int64)
+        try:
+            for index, image in reader.frames(unit.start_frame, unit.end_frame, self.timings):
+                time_s = index / unit.fps
+                boxes, probabilities = self.faces(gray_frame(image), self._given(unit, item, index))
+                faces = tracker.update(boxes, probabilities, time_s)
+                ids = [unit.segment * SEGMENT_ID_STRIDE + face.track_id for face in faces]
+                tracked = np.array([face.box for face in faces], dtype=np.int32).reshape(-1, 4)
+                tracked_probabilities = np.array([[face.probabilities[name] for name in EXPRESSIONS] for face in faces], np.float32)
+                rows.add(item.name, unit.segment, index, time_s, ids, tracked, tracked_probabilities.reshape(-1, len(EXPRESSIONS)))
+                counts += expression_counts(tracked_probabilities)
+                frames += 1
+                if on_frames is not None:
+                    on_frames(1)
+        except FervidError as failure:  # a seek that fails, in a damaged or variable-frame-rate file
+            error = str(failure)
+        if error is None and unit.segment == 0 and frames == 0:
+            error = "not a readable video (no frame could be decoded)"
+        ledger.add(item, unit, frames=frames, counts=counts, error=error, note=ended_early(reader.end, unit))
+        return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
+
+    def _rows(self) -> RowBuffer:
+        return RowBuffer(self.model_name, self.model_version)
+
+    def _ledger(self) -> LedgerBuffer:
+        return LedgerBuffer(self.model_name, self.model_version)
+
+    def _take_timings(self) -> dict[str, float]:
+        """This unit's stage timings, starting the next unit's at zero."""
+        taken, self.timings = self.timings, dict.fromkeys(STAGES, 0.0)
+        return taken
+
+
+def ended_early(end: int | None, unit: Unit) -> str | None:
+    """A note when the video ended (at frame ``end``) within ``unit`` and short of its header's frame count.
+
+    Only units that reach the real end say so, and each says the same, so the summary's note does not
+    depend on --segment-s or the engine. A header count estimated from the duration can be a frame or
+    two off in a healthy file; a shortfall of more than a second's worth of frames is beyond that.
+    """
+    if end is None or unit.frame_count is None or (unit.end_frame is not None and end >= unit.end_frame):
+        return None
+    if unit.frame_count - end <= max(1, round(unit.fps)):
+        return None
+    return f"the video ends at frame {end}, before the {unit.frame_count} frames its header gives (truncated?)"
+
+
+def read_item_image(item: SourceItem, archives: dict | None = None) -> np.ndarray:
+    """A BGR image from a file or zip member; FervidError with a one-line reason when it cannot be read."""
+    if item.member is None and kind_of(item.path) == "zip":
+        raise FervidError("not a readable zip file")
+    try:
+        data = read_source_bytes(item, archives)
+    except (OSError, KeyError, ValueError) as error:
+        raise FervidError(f"could not be read ({error})") from None
+    except Exception as error:  # zipfile raises several types for damaged archives
+        raise FervidError(f"could not be read ({type(error).__name__}: {error})") from None
+    return decode_image(data)

@@ -1,0 +1,37 @@
+"""``AnalyzeOptions``: what ``fervid analyze`` does to each source, checked before any input is read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fervid.errors import FervidError
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """What ``fervid analyze`` does to each source; everything here that changes rows is part of unit ids."""
+
+    every: int = 1  # analyse every K-th video frame
+    largest_only: bool = False  # keep only the largest face per frame
+    crops: bool = False  # inputs are already-cropped faces: no detector, the whole image is the face
+    segment_s: float = 300.0  # video time segment: the unit of parallel work, resume and tracking
+    image_batch: int = 64  # images per unit
+    model: str | None = None
+
+    def validate(self) -> None:
+        """Refuse options that would plan no work or loop forever, before any input is read."""
+        if self.every < 1:
+            raise FervidError(f"--every must be 1 or more, got {self.every}")
+        if self.segment_s <= 0:
+            raise FervidError(f"--segment-s must be above 0, got {self.segment_s}")
+        if self.image_batch < 1:
+            raise FervidError(f"the image batch must be 1 or more, got {self.image_batch}")
+
+    def key(self, kind: str = "video") -> dict:
+        """The options that change a ``kind`` of unit's rows (the batch size does not).
+
+        ``every`` and ``segment_s`` only cut videos, so an image batch's id leaves them out: changing
+        them does not redo the photos.
+        """
+        key = {"largest_only": self.largest_only, "crops": self.crops}
+        return key if kind == "image" else {**key, "every": self.every, "segment_s": self.segment_s}

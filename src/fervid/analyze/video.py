@@ -1,0 +1,89 @@
+"""Video files for batch analysis: the header's frame rate and count for planning, and frame ranges decoded one at a time."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from fervid.errors import FervidError
+from fervid.runtime.sources import DEFAULT_FPS, open_capture
+
+
+def video_probe(path: str) -> tuple[float, int | None]:
+    """(fps, frame count or None) of a video; FervidError with the reason when it does not open."""
+    if os.path.getsize(path) == 0:
+        raise FervidError("empty file (0 bytes)")
+    capture = open_capture(path)
+    if capture is None:
+        raise FervidError("not a readable video (it could not be opened; truncated or not a video?)")
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    return (fps if 1 <= fps <= 1000 else DEFAULT_FPS), (count if count > 0 else None)
+
+
+class VideoReader:
+    """Frames [start, end) of a video, decoded one at a time; frames skipped by ``every`` are grabbed, not converted.
+
+    ``end`` becomes the frame where the file really ends once a read or seek finds it; a truncated file
+    ends before the frame count in its header, which cut the segments. Frames past it are not an
+    error, just none: a segment there gives no rows whether it was reached by reading (the local
+    engine) or by seeking (a Ray worker).
+    """
+
+    def __init__(self, path: str, every: int) -> None:
+        self.path, self.every = path, every
+        self.capture: cv2.VideoCapture | None = None
+        self.position = 0
+        self.end: int | None = None
+
+    def frames(self, start: int, end: int | None, timings: dict[str, float]) -> Iterator[tuple[int, np.ndarray]]:
+        """(frame number, BGR image) for each analysed frame in [start, end); decoding time is added to ``timings``."""
+        if self.end is None or start < self.end:
+            self._seek(start)
+        while (end is None or self.position < end) and (self.end is None or self.position < self.end):
+            assert self.capture is not None
+            started = time.perf_counter()
+            index = self.position
+            if index % self.every:
+                ok, image = self.capture.grab(), None
+            else:
+                ok, image = self.capture.read()
+            timings["decode"] += time.perf_counter() - started
+            if not ok:
+                self.end = self.position
+                return
+            self.position += 1
+            if image is not None:
+                yield index, image
+
+    def _seek(self, frame: int) -> None:
+        if self.capture is not None and self.position == frame:
+            return
+        if self.capture is None or frame < self.position:
+            self.close()
+            self.capture = open_capture(self.path)
+            self.position = 0
+            if self.capture is None:
+                raise FervidError("not a readable video (it could not be opened)")
+        if frame > self.position:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+            landed = int(self.capture.get(cv2.CAP_PROP_POS_FRAMES))
+            if landed < frame and not self.capture.grab():  # the file ends before ``frame``: no frames, not an error
+                self.position = self.end = landed
+                return
+            if landed != frame:
+                raise FervidError(f"could not seek to frame {frame} (a variable-frame-rate or damaged file?)")
+            self.position = frame
+
+    def close(self) -> None:
+        """Release the capture; a later ``frames`` call opens it again."""
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
