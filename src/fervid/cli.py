@@ -349,23 +349,12 @@ def predict(
       fervid predict photo.jpg
       fervid predict holiday/ --out runs/holiday --json faces.json
     """
-    from fervid.runtime.photos import predict_images, write_records
+    from fervid.runtime.photos import predict_images
 
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
     on_record = None if json_out else (lambda record: print(json.dumps(record), flush=True))
     report = predict_images(images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=json_out)
-    if json_out and report.processed:  # a run stopped before its first photo leaves an earlier file as it was
-        write_records(report.records, json_out)
-    notes = [f"{report.processed} image(s), {len(report.records)} face(s)"]
-    if report.without_face:
-        notes.append(f"{len(report.without_face)} without a face")
-    if report.unreadable:
-        notes.append(f"{len(report.unreadable)} unreadable")
-    if report.written:
-        notes.append(f"annotated images in {out_dir}")
-    if json_out and report.processed:
-        notes.append(f"records in {json_out}")
-    print("; ".join(notes), file=sys.stderr)
+    print(report.describe(), file=sys.stderr)
     if report.interrupted:
         raise typer.Exit(130)  # what was done is written; the exit status still says the run was cut short
 
@@ -398,13 +387,7 @@ def live(
         source, recognizer, output=output, timeline=jsonl, summary=summary, display=display,
         max_frames=max_frames, detect_every=detect_every,
     )
-    dropped = f", {report.dropped} dropped" if report.dropped else ""
-    print(f"{report.frames} frames in {report.seconds:.1f} s ({report.fps:.1f} FPS){dropped}; {report.rows} faces found across the frames", file=sys.stderr)
-    for face in report.faces:
-        shares = ", ".join(f"{name} {share:.0%}" for name, share in sorted(face["shares"].items(), key=lambda kv: -kv[1]) if share >= 0.05)
-        print(f"face #{face['track_id']}: {face['first_s']:.1f}-{face['last_s']:.1f} s, {face['dominant']} ({shares})", file=sys.stderr)
-    for path in report.outputs:
-        print(f"wrote {path}", file=sys.stderr)
+    print("\n".join(report.describe()), file=sys.stderr)
     if report.interrupted:
         raise typer.Exit(130)  # the outputs are finished; the exit status still says the run was cut short
 
@@ -544,16 +527,7 @@ def analyze(
         if not str(interrupt):
             raise
         raise Interrupted(str(interrupt)) from None
-    for source, error in report.errors[:10]:
-        print(f"error: {source}: {error}", file=sys.stderr)
-    if len(report.errors) > 10:
-        print(f"... and {len(report.errors) - 10} more errors (see the summary)", file=sys.stderr)
-    rate = f" ({report.frames / report.seconds:.1f} frames/s)" if report.seconds > 0 and report.frames else ""
-    skipped = f"; {report.skipped_units} of {report.units} units already complete" if report.skipped_units else ""
-    errors = f"{len(report.errors)} error" + ("" if len(report.errors) == 1 else "s")
-    print(f"{report.summary.num_rows} sources: {report.ok} ok, {errors}; "
-          f"{report.frames} frames, {report.faces} faces in {report.seconds:.1f} s{rate}{skipped}", file=sys.stderr)
-    print(f"wrote {report.outputs[0]} (summary: {report.outputs[1]})", file=sys.stderr)
+    print("\n".join(report.describe()), file=sys.stderr)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -63,6 +63,17 @@ class LiveReport:
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    def describe(self) -> list[str]:
+        """Lines for the end of a run: frames and speed, each face's time span and main expressions
+        (those over 5% of its frames), and the files written."""
+        dropped = f", {self.dropped} dropped" if self.dropped else ""
+        lines = [f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} FPS){dropped}; {self.rows} faces found across the frames"]
+        for face in self.faces:
+            shares = sorted(face["shares"].items(), key=lambda kv: -kv[1])
+            main = ", ".join(f"{name} {share:.0%}" for name, share in shares if share >= 0.05)
+            lines.append(f"face #{face['track_id']}: {face['first_s']:.1f}-{face['last_s']:.1f} s, {face['dominant']} ({main})")
+        return lines + [f"wrote {path}" for path in self.outputs]
+
 
 def run_live(
     source: str | int | Path,

@@ -26,7 +26,22 @@ class PhotoReport:
     unreadable: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+    out_dir: str | None = None  # where annotated copies go
+    records_path: str | None = None  # where the records were written (None: not written to a file)
     interrupted: bool = False  # Ctrl+C: the report holds the images done so far
+
+    def describe(self) -> str:
+        """One line for the end of a run: what was recognised and where it went."""
+        notes = [f"{self.processed} image(s), {len(self.records)} face(s)"]
+        if self.without_face:
+            notes.append(f"{len(self.without_face)} without a face")
+        if self.unreadable:
+            notes.append(f"{len(self.unreadable)} unreadable")
+        if self.written:
+            notes.append(f"annotated images in {self.out_dir}")
+        if self.records_path:
+            notes.append(f"records in {self.records_path}")
+        return "; ".join(notes)
 
 
 MARKER = ".fervid-predict"  # in --out: the names of the annotated copies written there, one per line
@@ -76,11 +91,13 @@ def predict_images(
     """Recognise every face in ``inputs``; ``on_record(record)`` is called per face as it is found.
 
     A record is ``{"image": path, **Face.to_dict()}``. Unreadable files and images without a face
-    get a one-line note on stderr; if no image at all could be read, FervidError. ``records_to``
-    (where the caller will write the records) is checked before the first photo: not a folder,
-    not one of the inputs. Ctrl+C stops the run and returns what was done (``interrupted``).
+    get a one-line note on stderr; if no image at all could be read, FervidError. With
+    ``records_to`` the records are written there at the end (``write_records``), a path checked
+    before the first photo: not a folder, not one of the inputs. Ctrl+C stops the run, writes the
+    records so far and returns what was done (``interrupted``); a run stopped before its first photo
+    leaves an earlier records file as it was.
     """
-    report = PhotoReport()
+    report = PhotoReport(out_dir=None if out_dir is None else str(out_dir))
     names: set[str] = set()
     listed = annotated_before(out_dir) if out_dir is not None else set()
     paths = list(expand_images(inputs, skip=listed))
@@ -93,9 +110,11 @@ def predict_images(
     except KeyboardInterrupt:
         warn(f"interrupted after {report.processed} image(s); keeping their results")
         report.interrupted = True
-        return report
-    if report.processed == 0:
+    if report.processed == 0 and not report.interrupted:
         raise FervidError("no image could be read" if report.unreadable else "no images found in the inputs")
+    if records_to is not None and report.processed:
+        write_records(report.records, records_to)
+        report.records_path = str(records_to)
     return report
 
 

@@ -262,37 +262,37 @@ def warm_start(classifier: keras.Model, source: str) -> None:
     classifier.set_weights(weights)
 
 
-def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.Model, TrainingData, dict]:
-    """Train (or continue) the run in ``run``; returns the best-epoch classifier, the data and the state."""
-    config.validate()
-    if resume and not (run / "checkpoint" / "state.json").exists():  # stopped during its first epoch
+def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
+    """The run's state (a fresh one, or the checkpoint's when resuming) and whether it resumes.
+
+    Refuses, before any data is read, a run folder that is a file, lies inside the dataset, already
+    holds another run, or whose state is damaged; a resume with no finished epoch starts afresh.
+    """
+    state_path = run / "checkpoint" / "state.json"
+    if resume and not state_path.exists():  # stopped during its first epoch
         warn(f"{run}: no finished epoch to resume from; starting at epoch 1")
         resume = False
     if not resume and not (run / "checkpoint" / TEACHER_FILE).exists():
         check_teachers(config.teacher)  # a missing teacher fails now, before any data is read
-    state_path = run / "checkpoint" / "state.json"
-    state: dict = {"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}
     if run.exists() and not run.is_dir():
         raise FervidError(f"--out {run}: a file, not a run folder")
     data = Path(config.data).expanduser().resolve()
     if data.is_dir() and run.expanduser().resolve().is_relative_to(data):
         # its plots (curves.png, confusion.png) inside a class folder would be read as faces next time
         raise FervidError(f"--out {run}: inside the dataset {config.data}; write the run folder elsewhere")
-    if resume:
-        try:
-            state = json.loads(state_path.read_text())
-        except ValueError as error:
-            raise FervidError(f"{state_path}: damaged ({error}); start a new run with another --out") from None
-    elif state_path.exists():
-        raise FervidError(f"{run}: already holds a training run; use --resume to continue it or another --out")
+    if not resume:
+        if state_path.exists():
+            raise FervidError(f"{run}: already holds a training run; use --resume to continue it or another --out")
+        return {"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}, False
+    try:
+        return json.loads(state_path.read_text()), True
+    except ValueError as error:
+        raise FervidError(f"{state_path}: damaged ({error}); start a new run with another --out") from None
 
-    keras.utils.set_random_seed(config.seed + state["epochs_done"])
-    precision = resolve_precision(config.precision)
-    classifier = build_classifier(config.arch, dtype=precision)
-    if config.init_from and state["epochs_done"] == 0:
-        warm_start(classifier, config.init_from)
-    data = load_training_data(config)
-    config.save(run / "config.json")  # only now: data that cannot be read leaves no half-made run folder behind
+
+def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per_epoch: int) -> keras.Model:
+    """The classifier behind the configured augmentation, compiled with AdamW (no weight decay on
+    norms and biases), the learning-rate schedule and label-smoothed cross-entropy."""
     augmenter = build_augmenter(
         flip=config.flip,
         rotation=config.rotation,
@@ -305,19 +305,33 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
         seed=config.seed,
     )
     model = build_training_model(classifier, augmenter)
-    x_train, y_train = data.train.inputs(), data.train.one_hot()
-    steps = int(np.ceil(len(x_train) / config.batch_size))
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(config, steps), weight_decay=config.weight_decay)
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(config, steps_per_epoch), weight_decay=config.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
+    return model
+
+
+def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.Model, TrainingData, dict]:
+    """Train (or continue) the run in ``run``; returns the best-epoch classifier, the data and the state."""
+    config.validate()
+    state, resume = open_run(config, run, resume)
+    keras.utils.set_random_seed(config.seed + state["epochs_done"])
+    precision = resolve_precision(config.precision)
+    classifier = build_classifier(config.arch, dtype=precision)
+    if config.init_from and state["epochs_done"] == 0:
+        warm_start(classifier, config.init_from)
+    data = load_training_data(config)
+    config.save(run / "config.json")  # only now: data that cannot be read leaves no half-made run folder behind
+    x_train, y_train = data.train.inputs(), data.train.one_hot()
+    model = compile_for_training(config, classifier, int(np.ceil(len(x_train) / config.batch_size)))
     remaining = config.epochs - state["epochs_done"]
     stopped_early = config.patience and state["epochs_done"] - state["best_epoch"] >= config.patience
     if resume and remaining > 0 and not stopped_early:
-        optimizer.build(model.trainable_variables)
+        model.optimizer.build(model.trainable_variables)
         model.load_weights(str(run / "checkpoint" / "last.weights.h5"))
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
