@@ -22,6 +22,8 @@ from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_
 from fervid.labels import EXPRESSIONS  # noqa: E402
 from fervid.runtime.classify import DEFAULT_MODEL  # noqa: E402
 from fervid.serve import create_app  # noqa: E402
+from fervid.serve.guards import ANY_HOST, LOCAL_HOSTS, allowed_hosts_for  # noqa: E402
+from fervid.serve.pool import LiveStream, RecognizerPool  # noqa: E402
 from fervid.serve.app import STATIC  # noqa: E402
 
 MAX_UPLOAD = 2_000_000
@@ -30,7 +32,8 @@ MAX_FRAME = 1_000_000
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(create_app(max_upload_bytes=MAX_UPLOAD, max_frame_bytes=MAX_FRAME)) as client:
+    # TestClient names the server "testserver"; the default Host allow-list is tested on its own below
+    with TestClient(create_app(max_upload_bytes=MAX_UPLOAD, max_frame_bytes=MAX_FRAME, allowed_hosts=[*LOCAL_HOSTS, "testserver"])) as client:
         yield client
 
 
@@ -127,7 +130,7 @@ import cv2, numpy as np
 from fastapi.testclient import TestClient
 from fervid.serve import create_app
 def png(side): return cv2.imencode(".png", np.zeros((side, side), np.uint8))[1].tobytes()
-with TestClient(create_app(workers=1)) as client:
+with TestClient(create_app(workers=1, allowed_hosts=["*"])) as client:
     small = client.post("/api/predict", files={"file": ("s.png", png(90), "image/png")})
     large = client.post("/api/predict", files={"file": ("l.png", png(200), "image/png")})
     with client.websocket_connect("/ws") as socket:
@@ -245,10 +248,10 @@ def test_malformed_message_closes_only_that_socket(client: TestClient, send, cod
 
 
 def test_websocket_from_another_site_is_refused(client: TestClient) -> None:
-    with client.websocket_connect("/ws", headers={"origin": "http://evil.example"}) as socket:
-        with pytest.raises(WebSocketDisconnect) as closed:
-            socket.receive_json()
-    assert closed.value.code == 1008 and "cross-origin" in closed.value.reason
+    with pytest.raises(WebSocketDisconnect) as closed:  # refused before the handshake completes (HTTP 403)
+        with client.websocket_connect("/ws", headers={"origin": "http://evil.example"}):
+            pass
+    assert closed.value.code == 1008
     with client.websocket_connect("/ws", headers={"origin": "http://testserver"}) as socket:
         socket.send_bytes(encoded(textured_background(120, 160)))
         assert socket.receive_json()["faces"] == []
@@ -259,19 +262,63 @@ def test_recognition_runs_off_the_event_loop(client: TestClient, monkeypatch: py
     pool = client.app.state.pool
     release = threading.Event()
     served_while_busy = []
-    real_track = pool.track
+    real_next = LiveStream.next
 
-    def blocked_track(image, stream):
+    def blocked_next(stream, image, recognizer):
         served_while_busy.append(release.wait(timeout=20))
-        return real_track(image, stream)
+        return real_next(stream, image, recognizer)
 
-    monkeypatch.setattr(pool, "track", blocked_track)
+    monkeypatch.setattr(LiveStream, "next", blocked_next)
     with client.websocket_connect("/ws") as socket:
         socket.send_bytes(encoded(textured_background(120, 160)))
         assert client.get("/api/health").status_code == 200  # would wait for the frame if it blocked the loop
         release.set()
         assert socket.receive_json()["faces"] == []
     assert served_while_busy == [True]
+
+
+def test_only_this_machines_names_are_answered_and_other_sites_cannot_upload() -> None:
+    """DNS rebinding (a page whose own name resolves to 127.0.0.1) is refused by Host; a page of another
+    site posting a form (no CORS preflight needed) is refused by its Origin; curl (no Origin) is served."""
+    with TestClient(create_app(workers=1), base_url="http://127.0.0.1:8000") as local:
+        assert local.get("/api/health").status_code == 200
+        assert local.get("/api/health", headers={"host": "localhost:8000"}).status_code == 200
+        assert local.get("/api/health", headers={"host": "[::1]:8000"}).status_code == 200
+        assert local.get("/api/health", headers={"host": "evil.example:8000"}).status_code == 400
+        photo = {"file": ("wall.jpg", encoded(textured_background(120, 160)), "image/jpeg")}
+        assert local.post("/api/predict", files=photo).status_code == 200
+        assert local.post("/api/predict", files=photo, headers={"origin": "http://127.0.0.1:8000"}).status_code == 200
+        foreign = local.post("/api/predict", files=photo, headers={"origin": "http://evil.example"})
+        assert foreign.status_code == 403 and "cross-origin" in foreign.json()["detail"]
+        with pytest.raises(WebSocketDisconnect):
+            with local.websocket_connect("ws://evil.example:8000/ws"):
+                pass
+    assert allowed_hosts_for("127.0.0.1") == LOCAL_HOSTS and allowed_hosts_for("0.0.0.0") == ANY_HOST
+
+
+def test_images_are_unpacked_at_most_workers_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 65 KB PNG can unpack to 400 MB; decoding under the borrowed Recognizer caps how many at once."""
+    import fervid.serve.pool as pool_module
+
+    pool = RecognizerPool(workers=2)
+    lock, active, most = threading.Lock(), [0], [0]
+
+    def slow_decode(data: bytes) -> np.ndarray:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        threading.Event().wait(0.05)
+        with lock:
+            active[0] -= 1
+        return textured_background(60, 80)
+
+    monkeypatch.setattr(pool_module, "decode_image", slow_decode)
+    threads = [threading.Thread(target=pool.recognize, args=(b"png",)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2
 
 
 @pytest.fixture

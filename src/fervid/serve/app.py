@@ -8,12 +8,14 @@ The routes are declared here; the work behind them is in ``pool`` (the Recognize
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +24,7 @@ from fervid.errors import FervidError
 from fervid.images import TooManyPixels, UnreadableImage
 from fervid.labels import EXPRESSIONS
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES, serve_frames
+from fervid.serve.guards import LOCAL_HOSTS, same_origin
 from fervid.serve.pool import DEFAULT_WORKERS, RecognizerPool
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES, read_upload
 
@@ -85,8 +88,13 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     workers: int = DEFAULT_WORKERS,
+    allowed_hosts: Sequence[str] = LOCAL_HOSTS,
 ) -> FastAPI:
-    """The FastAPI app; the model is loaded (``workers`` times) and warmed up here, before the first request."""
+    """The FastAPI app; the model is loaded (``workers`` times) and warmed up here, before the first request.
+
+    Requests whose ``Host`` is not in ``allowed_hosts`` get 400 (``fervid.serve.guards`` says why;
+    ``("*",)`` answers any name, for a server opened to the network).
+    """
     if max_upload_bytes < 1 or max_frame_bytes < 1:
         raise FervidError("the upload and frame size limits must be positive")
     # python-multipart logs a warning per malformed body straight to stderr; the 422 already says it to the client.
@@ -103,6 +111,8 @@ def create_app(
         ),
     )
     app.state.pool = pool
+    app.state.max_frame_bytes = max_frame_bytes
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -127,12 +137,15 @@ def create_app(
         summary="Faces and their expressions in one photo",
         openapi_extra=UPLOAD_BODY,
         responses={
+            403: {"description": "Sent by a page of another site (its Origin is not this server)."},
             413: {"description": f"Upload over the size limit ({max_upload_bytes:,} bytes)."},
             415: {"description": "Not multipart/form-data, or the file is not a readable image."},
             422: {"description": "No 'file' field, an empty file, a malformed multipart body, or an image over the pixel limit."},
         },
     )
     async def predict(request: Request) -> dict:
+        if not same_origin(request.headers):
+            raise HTTPException(403, "cross-origin upload refused: send photos from this server's own page, or without a browser")
         return await recognize_photo(pool, await read_upload(request, max_upload_bytes))
 
     @app.get("/ws", include_in_schema=False, status_code=426)

@@ -6,12 +6,11 @@ what was wrong; the server and other clients carry on.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from fervid.images import TooManyPixels, UnreadableImage
+from fervid.serve.guards import same_origin
 from fervid.serve.pool import LiveStream, RecognizerPool
 
 DEFAULT_MAX_FRAME_BYTES = 2 * 1000 * 1000
@@ -21,12 +20,6 @@ CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
 CLOSE_TOO_BIG = 1009
-
-
-def same_origin(websocket: WebSocket) -> bool:
-    """Browsers send Origin; refuse pages of other sites (a page elsewhere must not drive this server). Non-browser clients send none."""
-    origin = websocket.headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == websocket.headers.get("host")
 
 
 async def _next_frame(websocket: WebSocket, max_frame_bytes: int) -> bytes | None:
@@ -45,11 +38,15 @@ async def _next_frame(websocket: WebSocket, max_frame_bytes: int) -> bytes | Non
 
 
 async def serve_frames(websocket: WebSocket, pool: RecognizerPool, max_frame_bytes: int) -> None:
-    """Answer one connection's frames until the client leaves or breaks the protocol."""
-    await websocket.accept()
-    if not same_origin(websocket):
-        await websocket.close(CLOSE_POLICY, "cross-origin WebSocket refused: open the page from this server")
+    """Answer one connection's frames until the client leaves or breaks the protocol.
+
+    A page of another site is refused before the handshake completes (HTTP 403): it must not drive
+    this server's camera stream.
+    """
+    if not same_origin(websocket.headers):
+        await websocket.close(CLOSE_POLICY)
         return
+    await websocket.accept()
     stream = LiveStream(pool.recognizers[0])
     try:
         while (data := await _next_frame(websocket, max_frame_bytes)) is not None:

@@ -68,22 +68,13 @@ class RecognizerPool:
         finally:
             self._idle.put(recognizer)
 
-    def predict(self, image: np.ndarray) -> list[Face]:
-        """The faces in a BGR image; blocks until a Recognizer is free."""
-        with self._borrowed() as recognizer:
-            return recognizer.predict(image)
-
-    def track(self, image: np.ndarray, stream: LiveStream) -> list[Face]:
-        """The faces in the next frame of a stream (tracked and smoothed); blocks until a Recognizer is free."""
-        with self._borrowed() as recognizer:
-            return stream.next(image, recognizer)
-
     def recognize(self, data: bytes, stream: LiveStream | None = None) -> dict:
         """Encoded image bytes -> ``{"faces": [Face.to_dict()...], "width", "height", "ms"}`` (ms: decode + recognition).
 
         With ``stream`` the image is the stream's next frame: faces keep ids and smoothed labels."""
         start = time.perf_counter()
-        image = decode_image(data)
-        faces = self.predict(image) if stream is None else self.track(image, stream)
+        with self._borrowed() as recognizer:  # decoded here too: a small PNG can unpack to hundreds of MB,
+            image = decode_image(data)        # so at most ``workers`` images are unpacked at once
+            faces = recognizer.predict(image) if stream is None else stream.next(image, recognizer)
         milliseconds = (time.perf_counter() - start) * 1000
         return {"faces": [face.to_dict() for face in faces], "width": image.shape[1], "height": image.shape[0], "ms": round(milliseconds, 1)}

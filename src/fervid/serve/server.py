@@ -15,10 +15,14 @@ from fastapi import FastAPI
 
 from fervid.errors import FervidError
 from fervid.serve.app import create_app
+from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES
+from fervid.serve.guards import allowed_hosts_for
 from fervid.serve.pool import DEFAULT_WORKERS
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+MAX_CONNECTIONS = 64  # open connections and WebSockets together; a local app has a few tabs
+WS_QUEUED_FRAMES = 4  # frames a socket may have waiting: the page sends the next one only after a reply
 WILDCARD = ("0.0.0.0", "::", "")
 
 
@@ -35,6 +39,16 @@ def bind(host: str, port: int) -> socket.socket:
     return listener
 
 
+def server_config(app: FastAPI) -> uvicorn.Config:
+    """uvicorn settings that bound what clients can make the server hold: at most
+    ``MAX_CONNECTIONS`` connections (more get 503), and WebSocket messages over the app's frame
+    limit refused (1009) before they are buffered, a few queued per socket."""
+    return uvicorn.Config(
+        app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS,
+        ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES), ws_max_queue=WS_QUEUED_FRAMES,
+    )
+
+
 def serve(
     *,
     host: str = "127.0.0.1",
@@ -48,14 +62,14 @@ def serve(
     if not 0 <= port <= 65535:
         raise FervidError(f"port must be between 1 and 65535 (or 0 for any free one), got {port}")
     listener = bind(host, port)
-    app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes)
+    app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes, allowed_hosts=allowed_hosts_for(host))
     shown = f"[{host}]" if ":" in host else host
     print(f"fervid: serving on http://{shown}:{listener.getsockname()[1]}  (API docs at /docs; Ctrl+C stops)", file=sys.stderr)
     if host not in LOOPBACK:
         print("fervid: note: reachable from the network; browsers give pages the webcam only on localhost or HTTPS", file=sys.stderr)
     if host in WILDCARD:  # http://0.0.0.0 is not an address a browser treats as this machine
         print(f"fervid: on this machine open http://127.0.0.1:{listener.getsockname()[1]} (the webcam needs it)", file=sys.stderr)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app))
     server.run(sockets=[listener])
 
 
@@ -63,7 +77,7 @@ def serve(
 def running_server(app: FastAPI, host: str = "127.0.0.1", timeout: float = 30.0) -> Iterator[str]:
     """Serve ``app`` from a thread on a free port of ``host`` while the block runs; yields the base URL."""
     listener = bind(host, 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="fervid-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

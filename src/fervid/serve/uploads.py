@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1000 * 1000
 MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file in an upload
@@ -45,6 +46,8 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     parser.spool_max_size = max_bytes + MULTIPART_OVERHEAD  # keep the file in memory: never spooled to disk
     try:
         form = await parser.parse()
+    except ClientDisconnect:  # the client left mid-upload: nobody to answer, and nothing to log as a crash
+        raise HTTPException(400, "the upload ended before its last byte") from None
     except MultiPartException as error:
         if error.message.startswith("Part exceeded maximum size"):  # a part without a filename is a text field, limited to 1 MB
             raise HTTPException(422, TEXT_FIELD) from None

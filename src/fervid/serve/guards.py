@@ -1,0 +1,28 @@
+"""Who may use the server: which Host names it answers, and which pages may send it photos and frames.
+
+The server runs on the user's own machine, usually on 127.0.0.1, while the same browser visits other
+sites. A page elsewhere can POST a form to 127.0.0.1 without asking (no CORS preflight for a
+multipart form), and with DNS rebinding (its own name resolving to 127.0.0.1) it can read the replies
+too. So requests must name this machine in ``Host`` (the rebinding page's name is refused), and a
+browser request from another page (its ``Origin``) is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")  # the names this machine answers to on loopback
+ANY_HOST = ("*",)
+
+
+def allowed_hosts_for(bind_host: str) -> tuple[str, ...]:
+    """The Host names to answer when listening on ``bind_host``: this machine's own names on loopback;
+    any name once the user opens the server to the network (clients then reach it by names of their own)."""
+    return LOCAL_HOSTS if bind_host in ("127.0.0.1", "::1", "localhost") else ANY_HOST
+
+
+def same_origin(headers: Mapping[str, str]) -> bool:
+    """Whether a request comes from this server's own page (or from no page: curl and scripts send no Origin)."""
+    origin = headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == headers.get("host")
