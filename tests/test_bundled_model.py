@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +72,21 @@ def test_bundled_model_reaches_its_documented_validation_accuracy(name):
 
 
 def test_bundled_model_loads_from_an_installed_wheel(tmp_path):
+    # Built from a copy of what a clean checkout holds: setuptools reuses a checkout's build/ folder,
+    # which can still hold modules since removed from src/.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     wheel = next(wheels.glob("fervid-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = sorted(name for name in archive.namelist() if name.endswith(".py"))
+    assert packaged == sorted(path.relative_to(ROOT / "src").as_posix() for path in (ROOT / "src" / "fervid").rglob("*.py"))
     fresh = tmp_path / "fresh"
     venv.create(fresh, with_pip=False)
     site = next(fresh.glob("lib/python*/site-packages"))

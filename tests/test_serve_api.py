@@ -7,6 +7,7 @@ import io
 import re
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -259,7 +260,6 @@ def test_websocket_from_another_site_is_refused(client: TestClient) -> None:
 
 def test_recognition_runs_off_the_event_loop(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """While one frame is being recognised, the server still answers other requests (several tabs at once)."""
-    pool = client.app.state.pool
     release = threading.Event()
     served_while_busy = []
     real_next = LiveStream.next
@@ -373,6 +373,9 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path) -> Non
     from fervid.cli import app
     from fervid.errors import FervidError
 
+    faces = tmp_path / "faces.zip"  # a zip: the load test's checks of its other options come after this one
+    with zipfile.ZipFile(faces, "w") as archive:
+        archive.writestr("validation/happy/0.png", b"")
     result = CliRunner().invoke(app, ["serve", "--port", "70000"])
     assert isinstance(result.exception, FervidError) and "port must be between 1 and 65535 (or 0 for any free one)" in str(result.exception)
     for args, message in [
@@ -381,9 +384,10 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path) -> Non
         (["--loadtest", "--seconds", "0"], "--seconds must be a positive number"),
         (["--clients", "3", "--output", "perf.md"], "--clients, --output: not used without --loadtest"),  # would just serve
         (["--loadtest", "--port", "9000"], "--port: not used with --loadtest (the load test serves on a private 127.0.0.1 port)"),
-        (["--loadtest", "--faces-from", "/nowhere/fer2013.zip"], "/nowhere/fer2013.zip: no such file"),
-        (["--loadtest", "--faces-from", __file__, "--output", str(tmp_path)], "a folder, not a file"),
-        (["--loadtest", "--faces-from", __file__, "--output", "/proc/perf.md"], "--output /proc/perf.md: cannot write in /proc"),
+        (["--loadtest", "--faces-from", "/nowhere/fer2013.zip"], "--faces-from /nowhere/fer2013.zip: no such file"),
+        (["--loadtest", "--faces-from", __file__], "not a zip file (give the FER2013 zip)"),
+        (["--loadtest", "--faces-from", str(faces), "--output", str(tmp_path)], "a folder, not a file"),
+        (["--loadtest", "--faces-from", str(faces), "--output", "/proc/perf.md"], "--output /proc/perf.md: cannot write in /proc"),
     ]:
         result = CliRunner().invoke(app, ["serve", *args])
         assert isinstance(result.exception, FervidError) and message in str(result.exception), (args, result.exception)

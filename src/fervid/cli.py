@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from fervid import __version__
 from fervid.errors import FervidError, Interrupted, install_hint
 from fervid.fileio import check_writable
 from fervid.model.specs import ARCHITECTURES
@@ -38,6 +37,8 @@ out = Console(soft_wrap=True, markup=False)  # paths and names are printed as th
 
 def _version(value: bool) -> None:
     if value:
+        from fervid import __version__
+
         print(f"fervid {__version__}")
         raise typer.Exit()
 
@@ -99,20 +100,7 @@ def data_inspect(
     totals = summary.counts.sum()
     table.add_row(*(Text(cell, style="bold") for cell in ("total", *(f"{int(v):,}" for v in totals), f"{int(totals.sum()):,}")))
     out.print(table)
-    empty = [str(label) for label, row in summary.counts.iterrows() if row.sum() == 0]
-    out.print(f"imbalance (largest / smallest class): {summary.imbalance:.1f}x"
-              + (f" (without {', '.join(empty)}: no images)" if empty else ""))
-    for name, count in index.dropped.items():
-        out.print(f"dropped: {name} ({count})")
-    out.print(f"unreadable files: {len(summary.unreadable)}")
-    groups = len(summary.duplicate_groups)
-    out.print(f"exact duplicates: {summary.duplicates} repeated image{'s' * (summary.duplicates != 1)} "
-              f"in {groups} group{'s' * (groups != 1)} of identical files")
-    if verbose:
-        for source, reason in summary.unreadable:
-            out.print(f"  unreadable: {source}: {reason}", highlight=False)
-        for group in summary.duplicate_groups:
-            out.print(f"  duplicates: {', '.join(group)}", highlight=False)
+    out.print("\n".join(summary.describe(verbose)), highlight=False)
     if len(arrays) == 0:
         raise FervidError(f"{path}: none of the {len(index.frame)} images could be read; {arrays.common_failure()}")
     sample_grid(arrays, target)
@@ -257,30 +245,14 @@ def evaluate(
 
     result = evaluate_model(model, data, split=split, flip_tta=flip_tta, input_blur=input_blur, temperature=temperature,
                             against=against, unknown=unknown, mapping=parse_mapping(map))
-    report = result.report
-    out.print(
-        f"{result.model} on {data} [{result.split}], {result.images:,} images{' (flip averaging)' if result.flip_tta else ''}; "
-        f"input blur {result.input_blur:g}, temperature {result.temperature:g}"
-    )
-    out.print(report.table(), highlight=False)
-    out.print(report.calibration.table(), highlight=False)
-    out.print(
-        f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}  "
-        f"calibration error (ECE, 10 bins) {report.calibration.ece:.4f}, mean confidence {report.calibration.mean_confidence:.4f}"
-    )
-    if (other := result.against) is not None:
-        out.print(
-            f"against {other.model}: accuracy {report.accuracy:.4f} for this model vs {other.accuracy:.4f}; only this model right "
-            f"on {other.only_this_right:,} faces, only {other.model} on {other.only_other_right:,}; exact McNemar p = "
-            f"{other.mcnemar_p:.3g} ({other.verdict} at p < 0.05)"
-        )
+    out.print("\n".join(result.describe()), highlight=False)
     if json_out:
         write_text_atomically(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
         out.print(f"metrics: {json_out}")
     if confusion:
         from fervid.evaluation.plots import plot_confusion
 
-        plot_confusion(report.normalized_confusion, confusion, f"{Path(result.model).name} on {result.split}")
+        plot_confusion(result.report.normalized_confusion, confusion, f"{Path(result.model).name} on {result.split}")
         out.print(f"confusion matrix: {confusion}")
 
 
@@ -354,7 +326,7 @@ def predict(
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
     on_record = None if json_out else (lambda record: print(json.dumps(record), flush=True))
     report = predict_images(images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=json_out)
-    print(report.describe(), file=sys.stderr)
+    print("\n".join(report.describe()), file=sys.stderr)
     if report.interrupted:
         raise typer.Exit(130)  # what was done is written; the exit status still says the run was cut short
 
@@ -398,24 +370,9 @@ def models() -> None:
 
     Example: fervid live --model NAME (a name from this list)
     """
-    from fervid.runtime.classify import DEFAULT_MODEL, bundled_model_cards, bundled_model_path
+    from fervid.runtime.classify import describe_bundled_models
 
-    rows = [("name", "architecture", "parameters", "file", "accuracy", "macro-F1", "validated on")]
-    for name, card in bundled_model_cards().items():
-        metrics = card.get("metrics", {})
-        rows.append((
-            f"{name}{' (default)' if name == DEFAULT_MODEL else ''}",
-            card.get("architecture", "?"),
-            f"{card.get('parameters', 0):,}",
-            f"{bundled_model_path(name).stat().st_size / 1e6:.1f} MB {card.get('precision', 'float32')}",
-            f"{metrics.get('accuracy_flip_tta', float('nan')):.2%}",
-            f"{metrics.get('macro_f1_flip_tta', float('nan')):.3f}",
-            f"{card.get('dataset', {}).get('path', '?')}, {metrics.get('split', '?')}",
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    print("accuracy and macro-F1 with flip averaging (the runtime default); use one with --model NAME")
+    print("\n".join(describe_bundled_models()))
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Benchmark pages: each benchmark owns one ``## `` section of a Markdown file and replaces only that."""
+"""Markdown pages that several writers share: each owns one ``## `` section and replaces only that
+(the benchmarks' tables in docs/performance.md)."""
 
 from __future__ import annotations
 

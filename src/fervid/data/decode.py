@@ -9,10 +9,10 @@ import numpy as np
 
 from fervid.errors import FervidError
 from fervid.images import UnreadableImage, decode_image
-from fervid.preprocess import prepare_face
+from fervid.preprocess import FACE_SIZE, prepare_face
 
 JPEG_START = b"\xff\xd8"
-MIN_CSV_SIDE = 48  # the model's input side; CSV datasets in FER2013's format (FER2013, FER+) are 48x48
+MIN_CSV_SIDE = FACE_SIZE  # CSV datasets in FER2013's format (FER2013, FER+) are 48x48, the model's input
 
 __all__ = ["UnreadableImage", "decode_image_bytes", "decode_pixel_string"]
 

@@ -32,6 +32,22 @@ class DatasetSummary:
         """Images that repeat an earlier one (a group of 3 identical files counts 2)."""
         return sum(len(group) - 1 for group in self.duplicate_groups)
 
+    def describe(self, verbose: bool = False) -> list[str]:
+        """The lines under the counts table: imbalance, what was dropped, unreadable files, duplicates;
+        ``verbose`` lists each unreadable file with why, and each group of identical files."""
+        empty = [str(label) for label, row in self.counts.iterrows() if row.sum() == 0]
+        lines = [f"imbalance (largest / smallest class): {self.imbalance:.1f}x"
+                 + (f" (without {', '.join(empty)}: no images)" if empty else "")]
+        lines += [f"dropped: {name} ({count})" for name, count in self.index.dropped.items()]
+        lines.append(f"unreadable files: {len(self.unreadable)}")
+        groups = len(self.duplicate_groups)
+        lines.append(f"exact duplicates: {self.duplicates} repeated image{'s' * (self.duplicates != 1)} "
+                     f"in {groups} group{'s' * (groups != 1)} of identical files")
+        if verbose:
+            lines += [f"  unreadable: {source}: {reason}" for source, reason in self.unreadable]
+            lines += [f"  duplicates: {', '.join(group)}" for group in self.duplicate_groups]
+        return lines
+
 
 def summarize(index: DatasetIndex) -> tuple[DatasetSummary, FaceArrays]:
     """Decode everything once (cached) and gather the figures ``fervid data inspect`` prints."""

@@ -46,6 +46,26 @@ class Evaluation:
     report: ClassificationReport
     against: Comparison | None = None
 
+    def describe(self) -> list[str]:
+        """What ``fervid evaluate`` prints: how the model was run, the per-class and calibration
+        tables, the headline scores, and the comparison when there is one."""
+        report = self.report
+        lines = [
+            f"{self.model} on {self.data} [{self.split}], {self.images:,} images{' (flip averaging)' if self.flip_tta else ''}; "
+            f"input blur {self.input_blur:g}, temperature {self.temperature:g}",
+            report.table(),
+            report.calibration.table(),
+            f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}  calibration error (ECE, 10 bins) "
+            f"{report.calibration.ece:.4f}, mean confidence {report.calibration.mean_confidence:.4f}",
+        ]
+        if (other := self.against) is not None:
+            lines.append(
+                f"against {other.model}: accuracy {report.accuracy:.4f} for this model vs {other.accuracy:.4f}; only this "
+                f"model right on {other.only_this_right:,} faces, only {other.model} on {other.only_other_right:,}; "
+                f"exact McNemar p = {other.mcnemar_p:.3g} ({other.verdict} at p < {SIGNIFICANCE})"
+            )
+        return lines
+
     def to_dict(self) -> dict:
         payload = {"model": self.model, "data": self.data, "split": self.split, "flip_tta": self.flip_tta,
                    "input_blur": self.input_blur, "temperature": self.temperature, "images": self.images,

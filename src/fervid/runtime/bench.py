@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable
-from fervid.images import UnreadableImage, decode_image
+from fervid.images import UnreadableImage, decode_image, is_hidden, is_image_name
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
 from fervid.runtime.recognizer import Recognizer
@@ -64,10 +64,24 @@ def background(seed: int = 0) -> np.ndarray:
     return np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-def faces_zip(faces_from: str | Path | None) -> Path | None:
-    """Where the benchmarks take real faces from: ``--faces-from``, else ``$FERVID_FER2013_ZIP``, else None."""
+def faces_zip(faces_from: str | Path | None, *, required: bool = False) -> Path | None:
+    """Where the benchmarks take real faces from: ``--faces-from``, else ``$FERVID_FER2013_ZIP``, else None
+    (or, when ``required``, a FervidError saying how to give it). A path given that is no zip file is
+    refused now, before minutes of measuring, never silently skipped."""
     given = faces_from or os.environ.get("FERVID_FER2013_ZIP")
-    return Path(given) if given else None
+    if not given:
+        if required:
+            raise FervidError("real faces are needed: give --faces-from FER2013.zip or set FERVID_FER2013_ZIP")
+        return None
+    name = f"--faces-from {given}" if faces_from else f"FERVID_FER2013_ZIP={given}"
+    path = Path(given).expanduser()
+    if path.is_dir():
+        raise FervidError(f"{name}: a folder; give the FER2013 zip itself")
+    if not path.is_file():
+        raise FervidError(f"{name}: no such file (give the FER2013 zip)")
+    if not zipfile.is_zipfile(path):
+        raise FervidError(f"{name}: not a zip file (give the FER2013 zip)")
+    return path
 
 
 def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.ndarray]:
@@ -82,7 +96,7 @@ def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.nd
     except (zipfile.BadZipFile, OSError) as error:
         raise FervidError(f"{zip_path}: not a readable zip file ({error})") from None
     with archive:
-        names = sorted(n for n in archive.namelist() if "/validation/" in n and n.lower().endswith((".jpg", ".png")))
+        names = sorted(n for n in archive.namelist() if "/validation/" in n and is_image_name(n) and not is_hidden(PurePosixPath(n).parts))
         for name in names[::11]:
             face = _decode_gray(archive, name, zip_path)
             if face is None:
@@ -147,13 +161,7 @@ def run_bench(
     """Measure, return the Markdown table, and write it (with a header) to ``output`` when given."""
     if frames < 1:
         raise FervidError(f"--frames must be 1 or more, got {frames}")
-    if faces_from is not None:  # asked for by name: not silently skipped, and refused before the timings
-        if Path(faces_from).is_dir():
-            raise FervidError(f"--faces-from {faces_from}: a folder; give the FER2013 zip itself")
-        if not Path(faces_from).is_file():
-            raise FervidError(f"--faces-from {faces_from}: no such file (give the FER2013 zip)")
-        if not zipfile.is_zipfile(faces_from):
-            raise FervidError(f"--faces-from {faces_from}: not a zip file (give the FER2013 zip)")
+    zip_path = faces_zip(faces_from)
     if output:
         check_writable(output, "--output")  # a page that cannot be written or read fails now, not after minutes of measuring
         read_markdown_page(output)
@@ -172,8 +180,7 @@ def run_bench(
             ))
     recognizer.flip_tta = recognizer.classifier.flip_tta
     gray = cv2.cvtColor(background(), cv2.COLOR_BGR2GRAY)
-    zip_path = faces_zip(faces_from)
-    faces = real_faces(zip_path, 4, recognizer) if zip_path and zip_path.is_file() else []
+    faces = real_faces(zip_path, 4, recognizer) if zip_path else []
     if faces:
         gray[170 : 170 + FACE_SIDE, 250 : 250 + FACE_SIDE] = faces[0]
     default_width = recognizer.detector.config.detection_width

@@ -17,7 +17,7 @@ from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
-from fervid.runtime.sinks import Summary, TimelineSink, VideoSink
+from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, summary_plot_path
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
 from fervid.runtime.sources import ImageFolderSource, open_source
 
@@ -163,7 +163,7 @@ def run_live(
         summary = Path(summary)
         history.write_json(summary)
         report.outputs.append(str(summary))
-        plot = summary.with_suffix(".png")
+        plot = summary_plot_path(summary)
         if history.write_plot(plot):
             report.outputs.append(str(plot))
     return report
@@ -195,7 +195,7 @@ def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> Non
     (``.png`` beside it) is checked with it.
     """
     path = Path(str(source)).expanduser()
-    outputs += tuple(Path(output).with_suffix(".png") for output in outputs if output and Path(output).suffix.lower() == ".json")
+    outputs += tuple(summary_plot_path(output) for output in outputs if output and Path(output).suffix.lower() == ".json")
     for output in outputs:
         if output is None:
             continue

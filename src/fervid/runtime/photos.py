@@ -30,8 +30,8 @@ class PhotoReport:
     records_path: str | None = None  # where the records were written (None: not written to a file)
     interrupted: bool = False  # Ctrl+C: the report holds the images done so far
 
-    def describe(self) -> str:
-        """One line for the end of a run: what was recognised and where it went."""
+    def describe(self) -> list[str]:
+        """The line for the end of a run: what was recognised and where it went."""
         notes = [f"{self.processed} image(s), {len(self.records)} face(s)"]
         if self.without_face:
             notes.append(f"{len(self.without_face)} without a face")
@@ -41,7 +41,7 @@ class PhotoReport:
             notes.append(f"annotated images in {self.out_dir}")
         if self.records_path:
             notes.append(f"records in {self.records_path}")
-        return "; ".join(notes)
+        return ["; ".join(notes)]
 
 
 MARKER = ".fervid-predict"  # in --out: the names of the annotated copies written there, one per line

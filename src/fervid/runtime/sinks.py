@@ -179,6 +179,19 @@ class FaceHistory:
         }
 
 
+def is_live_summary(path: Path) -> bool:
+    """Whether ``path`` is a summary ``fervid live`` wrote (so the .png beside it is its plot, not a frame)."""
+    try:
+        return isinstance(json.loads(path.read_text()).get("faces"), list)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def summary_plot_path(summary: str | Path) -> Path:
+    """Where the plot of a live summary goes: beside its JSON, as ``.png``."""
+    return Path(summary).with_suffix(".png")
+
+
 class Summary:
     """Per-face expression shares over a video, written as JSON and as a plot PNG (when matplotlib is installed)."""
 

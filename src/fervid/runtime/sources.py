@@ -8,7 +8,6 @@ every frame. Captures are always released.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import re
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.images import IMAGE_SUFFIXES, find_images, is_image_name, read_image
+from fervid.runtime.sinks import is_live_summary, summary_plot_path
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 DEFAULT_FPS = 30.0
@@ -238,14 +238,6 @@ class VideoFileSource(Source):
         self.capture.release()
 
 
-def is_live_summary(path: Path) -> bool:
-    """Whether ``path`` is a summary ``fervid live`` wrote (so the .png beside it is its plot, not a frame)."""
-    try:
-        return isinstance(json.loads(path.read_text()).get("faces"), list)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 class ImageFolderSource(Source):
     """Image files as frames, in name order; unreadable ones are skipped with a warning."""
 
@@ -265,7 +257,7 @@ class ImageFolderSource(Source):
         own = {Path(path).expanduser().resolve() for path in outputs}
         images = {path.resolve() for path in self.paths}
         for summary in [path for path in own if path.suffix.lower() == ".json"]:
-            plot = summary.with_suffix(".png")
+            plot = summary_plot_path(summary)
             if plot in images and not is_live_summary(summary):
                 raise FervidError(f"{plot}: one of the source's images, which the summary's plot would replace; "
                                   "give --summary another name")

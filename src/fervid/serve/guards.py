@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")  # the names this machine answers to on loopback
+LOOPBACK = ("127.0.0.1", "::1", "localhost")  # addresses that serve this machine only
+LOCAL_HOSTS = (*LOOPBACK, "[::1]")  # the Host names a browser uses for them
 ANY_HOST = ("*",)
 
 
 def allowed_hosts_for(bind_host: str) -> tuple[str, ...]:
     """The Host names to answer when listening on ``bind_host``: this machine's own names on loopback;
     any name once the user opens the server to the network (clients then reach it by names of their own)."""
-    return LOCAL_HOSTS if bind_host in ("127.0.0.1", "::1", "localhost") else ANY_HOST
+    return LOCAL_HOSTS if bind_host in LOOPBACK else ANY_HOST
 
 
 def same_origin(headers: Mapping[str, str]) -> bool:

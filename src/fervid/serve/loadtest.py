@@ -123,11 +123,7 @@ def run_loadtest(
         raise FervidError(f"--clients must be at least 1, got {clients}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise FervidError(f"--seconds must be a positive number, got {seconds}")
-    zip_path = faces_zip(faces_from)
-    if not zip_path:
-        raise FervidError("the load test sends real faces: give --faces-from FER2013.zip or set FERVID_FER2013_ZIP")
-    if not zip_path.is_file():
-        raise FervidError(f"{zip_path}: no such file (the load test takes its faces from the FER2013 zip)")
+    zip_path = faces_zip(faces_from, required=True)  # the load test sends real faces
     if output:
         check_writable(output, "--output")  # a page that cannot be written or read fails now, not after the run
         read_markdown_page(output)

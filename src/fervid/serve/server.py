@@ -16,11 +16,10 @@ from fastapi import FastAPI
 from fervid.errors import FervidError
 from fervid.serve.app import create_app
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES
-from fervid.serve.guards import allowed_hosts_for
+from fervid.serve.guards import LOOPBACK, allowed_hosts_for
 from fervid.serve.pool import DEFAULT_WORKERS
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MAX_CONNECTIONS = 64  # open connections and WebSockets together; a local app has a few tabs
 WS_QUEUED_FRAMES = 4  # frames a socket may have waiting: the page sends the next one only after a reply
 WILDCARD = ("0.0.0.0", "::", "")
