@@ -296,6 +296,14 @@ def test_only_this_machines_names_are_answered_and_other_sites_cannot_upload() -
     assert allowed_hosts_for("127.0.0.1") == LOCAL_HOSTS and allowed_hosts_for("0.0.0.0") == ANY_HOST
 
 
+def test_detector_settings_reach_every_recognizer_of_the_server() -> None:
+    """`fervid serve --min-size` etc. work as in predict and live: no face is 2000 px, so none is found."""
+    photo = {"file": ("face.png", encoded(face_photo()[0]), "image/png")}
+    with TestClient(create_app(workers=2, detector={"min_size": 2000}), base_url="http://127.0.0.1") as strict:
+        assert [recognizer.detector.config.min_size for recognizer in strict.app.state.pool.recognizers] == [2000, 2000]
+        assert strict.post("/api/predict", files=photo).json()["faces"] == []
+
+
 def test_images_are_unpacked_at_most_workers_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 65 KB PNG can unpack to 400 MB; decoding under the borrowed Recognizer caps how many at once."""
     import fervid.serve.pool as pool_module

@@ -410,6 +410,9 @@ def serve(
     seconds: Annotated[float, typer.Option(callback=_finite, help="--loadtest: duration in seconds.")] = 20.0,
     faces_from: Annotated[Optional[Path], typer.Option(help="--loadtest: FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="--loadtest: also write the table into this Markdown file's 'Web server load test' section.")] = None,
+    scale_factor: ScaleFactorOption = 1.1,
+    min_neighbors: MinNeighborsOption = 5,
+    min_size: MinSizeOption = 40,
 ) -> None:
     """Serve the web app: live webcam expressions in the browser, photo uploads, a REST API and its docs at /docs.
 
@@ -430,18 +433,20 @@ def serve(
         raise FervidError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     if workers < 1:
         raise FervidError(f"--workers must be at least 1, got {workers}")
+    detector = {"scale_factor": scale_factor, "min_neighbors": min_neighbors, "min_size": min_size}
     if loadtest:
         _needs("serve", "websockets")
         from fervid.serve.loadtest import run_loadtest
 
-        report = run_loadtest(model=model, clients=clients, seconds=seconds, faces_from=faces_from, workers=workers, output=output)
+        report = run_loadtest(model=model, clients=clients, seconds=seconds, faces_from=faces_from, workers=workers, output=output,
+                              detector=detector)
         print(report.table(), end="")
         if output:
             print(f"wrote the 'Web server load test' section of {output}", file=sys.stderr)
         return
     from fervid.serve.server import serve as run_server
 
-    run_server(host=host, port=port, model=model, workers=workers, max_upload_bytes=int(max_upload_mb * 1_000_000))
+    run_server(host=host, port=port, model=model, workers=workers, max_upload_bytes=int(max_upload_mb * 1_000_000), detector=detector)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,6 +467,9 @@ def analyze(
     boxes: Annotated[Optional[Path], typer.Option(help="Precomputed boxes (CSV source,frame,x,y,w,h or JSON); the detector does not run.")] = None,
     segment_s: Annotated[float, typer.Option(callback=_finite, help="Video segment length in seconds: the unit of parallel work and of resuming; track ids restart at each segment.")] = 300.0,
     model: ModelOption = None,
+    scale_factor: ScaleFactorOption = 1.1,
+    min_neighbors: MinNeighborsOption = 5,
+    min_size: MinSizeOption = 40,
 ) -> None:
     """Analyse photo folders and video archives into one table: a row per face per analysed frame, and a summary per file.
 
@@ -477,7 +485,8 @@ def analyze(
     from fervid.analyze import AnalyzeOptions
     from fervid.analyze import analyze as run_analysis
 
-    options = AnalyzeOptions(every=every, largest_only=largest_only, crops=crops, segment_s=segment_s, model=model)
+    options = AnalyzeOptions(every=every, largest_only=largest_only, crops=crops, segment_s=segment_s, model=model,
+                             scale_factor=scale_factor, min_neighbors=min_neighbors, min_size=min_size)
     try:
         report = run_analysis(inputs, out_path, options, engine=engine, boxes=boxes, ray_address=ray_address)
     except KeyboardInterrupt as interrupt:

@@ -14,7 +14,7 @@ from fervid.runtime.recognizer import Recognizer
 def run_local(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int], None] | None = None,
               threads: int | None = None) -> Iterator[UnitResult]:
     """Results of ``units`` one by one; a video's pending segments are decoded in one pass."""
-    analyzer = Analyzer(options, Recognizer(options.model, threads=threads))
+    analyzer = Analyzer(options, Recognizer(options.model, threads=threads, **options.recognizer_settings()))
     for (kind, _source), group in itertools.groupby(units, key=lambda unit: (unit.kind, unit.sources[0].name)):
         if kind == "image":
             for unit in group:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fervid.errors import FervidError
+from fervid.runtime.detect import DetectorConfig
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,10 @@ class AnalyzeOptions:
     segment_s: float = 300.0  # video time segment: the unit of parallel work, resume and tracking
     image_batch: int = 64  # images per unit
     model: str | None = None
+    # Haar cascade settings, as `fervid predict` and `live` take them (DetectorConfig's defaults)
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_size: int = 40
 
     def validate(self) -> None:
         """Refuse options that would plan no work or loop forever, before any input is read."""
@@ -26,6 +31,15 @@ class AnalyzeOptions:
             raise FervidError(f"--segment-s must be above 0, got {self.segment_s}")
         if self.image_batch < 1:
             raise FervidError(f"the image batch must be 1 or more, got {self.image_batch}")
+        self.detector().validate()
+
+    def detector(self) -> DetectorConfig:
+        """The detector settings, as the Recognizer of each engine builds its detector from them."""
+        return DetectorConfig(self.scale_factor, self.min_neighbors, self.min_size)
+
+    def recognizer_settings(self) -> dict:
+        """Keyword arguments for ``Recognizer`` (besides the model and threads)."""
+        return {"scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors, "min_size": self.min_size}
 
     def key(self, kind: str = "video") -> dict:
         """The options that change a ``kind`` of unit's rows (the batch size does not).
@@ -33,5 +47,7 @@ class AnalyzeOptions:
         ``every`` and ``segment_s`` only cut videos, so an image batch's id leaves them out: changing
         them does not redo the photos.
         """
-        key = {"largest_only": self.largest_only, "crops": self.crops}
+        key: dict = {"largest_only": self.largest_only, "crops": self.crops}
+        if not self.crops and self.detector() != DetectorConfig():  # the defaults keep earlier runs' ids
+            key["detector"] = [self.scale_factor, self.min_neighbors, self.min_size]
         return key if kind == "image" else {**key, "every": self.every, "segment_s": self.segment_s}

@@ -34,7 +34,7 @@ class UnitWorker:
         from fervid.runtime.recognizer import Recognizer
 
         cv2.setNumThreads(1)
-        self.analyzer = Analyzer(options, Recognizer(options.model, threads=1))
+        self.analyzer = Analyzer(options, Recognizer(options.model, threads=1, **options.recognizer_settings()))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = [pickle.dumps(self.analyzer.run(pickle.loads(payload))) for payload in batch["unit"]]

@@ -8,7 +8,7 @@ The routes are declared here; the work behind them is in ``pool`` (the Recognize
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -89,17 +89,19 @@ def create_app(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     workers: int = DEFAULT_WORKERS,
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
+    detector: Mapping[str, float] | None = None,
 ) -> FastAPI:
     """The FastAPI app; the model is loaded (``workers`` times) and warmed up here, before the first request.
 
     Requests whose ``Host`` is not in ``allowed_hosts`` get 400 (``fervid.serve.guards`` says why;
-    ``("*",)`` answers any name, for a server opened to the network).
+    ``("*",)`` answers any name, for a server opened to the network). ``detector`` holds Haar cascade
+    settings for ``Recognizer`` (``scale_factor``, ``min_neighbors``, ``min_size``).
     """
     if max_upload_bytes < 1 or max_frame_bytes < 1:
         raise FervidError("the upload and frame size limits must be positive")
     # python-multipart logs a warning per malformed body straight to stderr; the 422 already says it to the client.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
-    pool = RecognizerPool(model, workers)
+    pool = RecognizerPool(model, workers, detector)
     app = FastAPI(
         title="fervid",
         version=__version__,

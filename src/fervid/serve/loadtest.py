@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def run_loadtest(
     faces_from: str | Path | None = None,
     workers: int = DEFAULT_WORKERS,
     output: str | Path | None = None,
+    detector: Mapping[str, float] | None = None,
 ) -> LoadReport:
     """Start the app on 127.0.0.1, drive it with ``clients`` WebSocket clients for ``seconds``, return the report.
 
@@ -127,7 +129,7 @@ def run_loadtest(
     if output:
         check_writable(output, "--output")  # a page that cannot be written or read fails now, not after the run
         read_markdown_page(output)
-    app = create_app(model, workers=workers)
+    app = create_app(model, workers=workers, detector=detector)
     faces = real_faces(zip_path, 4, app.state.pool.recognizers[0])
     if not faces:
         raise FervidError(f"{zip_path}: no validation face the detector finds")

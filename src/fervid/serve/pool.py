@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,11 +44,13 @@ class RecognizerPool:
     parallel frames (several browser tabs) each borrow a whole Recognizer.
     """
 
-    def __init__(self, model: str | Path | None = None, workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(self, model: str | Path | None = None, workers: int = DEFAULT_WORKERS,
+                 detector: Mapping[str, float] | None = None) -> None:
+        """``detector``: Haar cascade settings for every Recognizer (``scale_factor``, ``min_neighbors``, ``min_size``)."""
         if workers < 1:
             raise FervidError(f"workers must be at least 1, got {workers}")
         threads = max(1, (os.cpu_count() or 1) // workers)
-        self.recognizers = [Recognizer(model, threads=threads) for _ in range(workers)]
+        self.recognizers = [Recognizer(model, threads=threads, **(detector or {})) for _ in range(workers)]
         self._idle: queue.SimpleQueue[Recognizer] = queue.SimpleQueue()
         for recognizer in self.recognizers:
             self._idle.put(recognizer)
