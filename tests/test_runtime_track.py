@@ -155,7 +155,7 @@ def test_a_face_the_near_search_misses_is_checked_by_a_scan_of_that_frame() -> N
             self.scans += 1
             return self.faces
 
-        def detect_near(self, gray, box):
+        def detect_near(self, gray, box, strict=False):
             return None  # the near search never finds it
 
     class Recognizer:
@@ -171,3 +171,87 @@ def test_a_face_the_near_search_misses_is_checked_by_a_scan_of_that_frame() -> N
     assert shown == [1] * 6 and recognizer.detector.scans == 6  # every miss answered by a scan: no blink
     recognizer.detector.faces = np.zeros((0, 4))  # the face leaves
     assert processor.process(Frame(image, 6, 6 / 30)) == []
+
+
+def test_a_weak_false_detection_is_not_kept_boxed_by_lax_searches_near_it() -> None:
+    """A face-like patch that full scans found twice passes the near search's laxer test on every
+    frame; once a scan misses it, only a scan's evidence may show it again."""
+    from fervid.runtime.pipeline import FrameProcessor
+    from fervid.runtime.sources import Frame
+
+    patch = np.array([[200, 150, 60, 60]])
+
+    class Detector:
+        def __init__(self) -> None:
+            self.scans, self.strict = 0, []
+
+        def detect(self, gray):
+            self.scans += 1
+            return patch if self.scans <= 2 else np.zeros((0, 4))  # two scans confirm it, then never again
+
+        def detect_near(self, gray, box, strict=False):
+            self.strict.append(strict)
+            return None if strict else patch[0]  # what the lax test keeps finding
+
+    class Recognizer:
+        detector = Detector()
+
+        def classify_boxes(self, gray, boxes):
+            return np.array([HAPPY] * len(boxes))
+
+    recognizer = Recognizer()
+    processor = FrameProcessor(recognizer, detect_every=10)
+    image = np.zeros((360, 480, 3), np.uint8)
+    shown = [len(processor.process(Frame(image, index, index / 30))) for index in range(40)]
+    assert shown[:2] == [0, 1] and shown[2:11] == [1] * 9  # confirmed, then followed between scans
+    assert sum(shown[11:]) == 0, "after a scan missed it, the lax near search no longer shows it"
+    assert recognizer.detector.strict[:9] == [False] * 9 and True in recognizer.detector.strict
+
+
+def test_a_search_near_a_track_the_last_scan_missed_asks_for_a_scans_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fervid.runtime.detect import NEAR_MIN_NEIGHBORS, DetectorConfig, FaceDetector
+
+    asked = []
+
+    class Cascade:
+        def detectMultiScale(self, image, **settings):  # noqa: N802 (OpenCV's name)
+            asked.append(settings["minNeighbors"])
+            return ()
+
+    detector = FaceDetector(DetectorConfig(min_neighbors=6))
+    detector._local.cascade = Cascade()
+    gray = np.zeros((360, 480), np.uint8)
+    detector.detect_near(gray, np.array([100, 100, 120, 120]))
+    detector.detect_near(gray, np.array([100, 100, 120, 120]), strict=True)
+    assert asked == [NEAR_MIN_NEIGHBORS] * 2 + [6] * 2  # each search looks twice (the second time wider)
+
+    tracker = FaceTracker(min_hits=1)
+    tracker.update([[100, 100, 120, 120]], [HAPPY], 0.0)
+    assert tracker.search_strict() == [False]
+    tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), 0.1)  # a scan misses it
+    assert tracker.search_strict() == [True]
+    tracker.update([[101, 100, 120, 120]], [HAPPY], 0.2)  # a scan finds it again
+    assert tracker.search_strict() == [False]
+
+
+def test_an_id_is_kept_for_max_missed_s_whatever_the_scan_rate() -> None:
+    """Scans run every 2nd frame while nothing is shown: at 30 fps five missed scans are a third of a
+    second, so a face looking away for a moment came back as a new face."""
+    tracker = FaceTracker(min_hits=1, max_missed=5, max_missed_s=1.0)
+    box = [[100, 100, 120, 120]]
+    tracker.update(box, [HAPPY], 0.0)
+    for frame in range(2, 28, 2):  # 13 missed scans over 0.9 s
+        tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), frame / 30)
+    (face,) = tracker.update(box, [HAPPY], 0.95)
+    assert face.track_id == 1
+    for frame in range(1, 40):  # then gone for over a second
+        tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), 0.95 + frame / 30)
+    assert tracker.tracks == []
+
+
+def test_the_first_velocity_estimate_is_taken_whole() -> None:
+    tracker = FaceTracker(min_hits=1, box_smoothing=0.0)
+    tracker.update([[100, 80, 90, 90]], [HAPPY], 0.0)
+    tracker.update([[110, 80, 90, 90]], [HAPPY], 1 / 30)  # 300 pixels per second
+    assert tracker.tracks[0].velocity[0] == pytest.approx(300)
+

@@ -76,20 +76,23 @@ class FaceDetector:
         boxes = np.rint(np.asarray(found, dtype=np.float64) / scale).astype(np.int32)
         return boxes[np.argsort(boxes[:, 0], kind="stable")]
 
-    def detect_near(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    def detect_near(self, gray: np.ndarray, box: np.ndarray, strict: bool = False) -> np.ndarray | None:
         """The face nearest ``box`` (x, y, w, h), searched for only around it and only at sizes close to it.
 
         A full-frame scan costs 43-79 ms on a 2-core CPU (docs/performance.md); this search, on a crop half a box wider on
         each side, scaled so the face is ~56 px, over sizes 0.7-1.4x the box, costs about 2.4 ms. If it
         finds nothing it looks once more, wider and over sizes 0.5-2x (Haar boxes jitter in size).
         It is what lets the live loop follow every face on every frame between full scans. With 3
-        neighbours instead of a scan's 5 it found 75 of 75 test faces and none of 15 empty places.
-        Returns None when no face is found there.
+        neighbours instead of a scan's 5 it found 75 of 75 test faces and none of 15 empty places;
+        ``strict`` asks for a scan's neighbours (``FaceTracker.search_strict``: a track the last scan
+        missed). Returns None when no face is found there.
         """
-        found = self._search_near(gray, box, 0.5, 0.7, 1.4)
-        return found if found is not None else self._search_near(gray, box, 0.8, 0.5, 2.0)
+        neighbours = self.config.min_neighbors if strict else NEAR_MIN_NEIGHBORS
+        found = self._search_near(gray, box, 0.5, 0.7, 1.4, neighbours)
+        return found if found is not None else self._search_near(gray, box, 0.8, 0.5, 2.0, neighbours)
 
-    def _search_near(self, gray: np.ndarray, box: np.ndarray, margin: float, smaller: float, larger: float) -> np.ndarray | None:
+    def _search_near(self, gray: np.ndarray, box: np.ndarray, margin: float, smaller: float, larger: float,
+                     neighbours: int) -> np.ndarray | None:
         height, width = gray.shape[:2]
         x, y, w, h = (float(value) for value in box)
         side = max(w, h)
@@ -104,7 +107,7 @@ class FaceDetector:
         smallest = max(1, int(side * scale * smaller))
         largest = max(smallest + 1, int(np.ceil(side * scale * larger)))
         found = self.cascade.detectMultiScale(
-            cv2.equalizeHist(crop), scaleFactor=self.config.scale_factor, minNeighbors=NEAR_MIN_NEIGHBORS,
+            cv2.equalizeHist(crop), scaleFactor=self.config.scale_factor, minNeighbors=neighbours,
             minSize=(smallest, smallest), maxSize=(largest, largest),
         )
         if len(found) == 0:

@@ -10,6 +10,7 @@ from fervid.runtime.sources import Frame
 from fervid.runtime.track import FaceTracker
 
 DETECT_EVERY = 10
+KEEP_ID_S = 1.0  # a face the detector misses keeps its id for at least this long, at any frame rate
 
 
 class FrameProcessor:
@@ -24,7 +25,7 @@ class FrameProcessor:
         if detect_every < 1:
             raise FervidError(f"--detect-every must be 1 or more, got {detect_every}")
         self.recognizer = recognizer
-        self.tracker = tracker or FaceTracker()
+        self.tracker = tracker or FaceTracker(max_missed_s=KEEP_ID_S)
         self.detect_every = detect_every
         self.since_scan = detect_every
 
@@ -43,7 +44,8 @@ class FrameProcessor:
             boxes = detector.detect(gray)
             return tracker.update(boxes, recognizer.classify_boxes(gray, boxes), frame.time_s)
         self.since_scan += 1
-        found = [detector.detect_near(gray, box) for box in tracker.search_boxes(frame.time_s)]
+        searches = zip(tracker.search_boxes(frame.time_s), tracker.search_strict())
+        found = [detector.detect_near(gray, box, strict) for box, strict in searches]
         if any(box is None for box in found):
             # Left, or missed by the near search (a face near the detector's threshold)? A scan of this
             # frame tells: a face still there stays boxed instead of blinking out for a frame, and one

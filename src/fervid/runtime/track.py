@@ -60,9 +60,11 @@ class FaceTracker:
     """Keeps ids stable across frames and smooths each face's probabilities over time.
 
     Call ``update`` with a full scan's boxes and their probabilities. Between scans search near each
-    confirmed track (``search_boxes``), classify ``follow_boxes`` and call ``follow``.
-    A track survives ``max_missed`` detector runs without a match (so a face the cascade misses
-    for a frame keeps its id) but is only reported while the detector keeps finding it.
+    confirmed track (``search_boxes``; with a scan's strictness where ``search_strict`` says so),
+    classify ``follow_boxes`` and call ``follow``. A track survives ``max_missed`` detector runs
+    without a match, and at least ``max_missed_s`` seconds since the detector last saw it (so a face
+    the cascade misses for a moment keeps its id, however often scans run), but is only reported
+    while the detector keeps finding it.
     """
 
     def __init__(
@@ -71,12 +73,14 @@ class FaceTracker:
         iou_threshold: float = 0.3,
         smoothing_s: float = 0.3,
         max_missed: int = 5,
+        max_missed_s: float = 0.0,
         min_hits: int = 2,
         box_smoothing: float = 0.3,
     ) -> None:
         self.iou_threshold = iou_threshold
         self.smoothing_s = smoothing_s
         self.max_missed = max_missed
+        self.max_missed_s = max_missed_s
         self.min_hits = min_hits
         self.box_smoothing = box_smoothing
         self.tracks: list[Track] = []
@@ -95,6 +99,11 @@ class FaceTracker:
     def pending(self) -> bool:
         """Whether a face found by the last scan still waits for the scan that confirms it."""
         return any(track.hits < self.min_hits and track.missed == 0 for track in self.tracks)
+
+    def search_strict(self) -> list[bool]:
+        """Per confirmed track, whether a face near it must pass a full scan's test: true once the last
+        scan missed it, so the near search's laxer test alone never brings back a box a scan dropped."""
+        return [track.missed > 0 for track in self.confirmed()]
 
     def search_boxes(self, time_s: float) -> np.ndarray:
         """Where to look for each confirmed track's face at ``time_s`` (its predicted box), in ``confirmed`` order."""
@@ -154,7 +163,8 @@ class FaceTracker:
         for index, track in enumerate(self.tracks):
             found = index in matched_tracks
             track.missed, track.lost = (0, False) if found else (track.missed + 1, True)
-        self.tracks = [track for track in self.tracks if track.missed <= self.max_missed]
+        self.tracks = [track for track in self.tracks
+                       if track.missed <= self.max_missed or time_s - track.detected_time_s <= self.max_missed_s]
         for index in range(len(boxes)):
             if index not in matched_boxes:
                 self.tracks.append(Track(boxes[index].copy(), probabilities[index].copy(), time_s))
@@ -169,7 +179,8 @@ class FaceTracker:
         since_detected = time_s - track.detected_time_s
         if since_detected > 0:
             velocity = (new_box[:2] - track.detected_box[:2]) / since_detected
-            track.velocity = 0.5 * track.velocity + 0.5 * velocity
+            # the first estimate is taken whole: halving it against the zero it starts from lost fast faces
+            track.velocity = velocity if track.hits == 1 else 0.5 * track.velocity + 0.5 * velocity
         track.box, track.detected_box, track.detected_time_s = new_box, new_box.copy(), time_s
         track.hits += 1
         track.time_s = time_s
