@@ -191,6 +191,7 @@ def train(
             teacher=[str(Path(t).resolve()) if Path(t).exists() else t for t in teacher or []], distill=distill,
         )
     config.validate()
+    from fervid.training.run import describe_run
     from fervid.training.run import train as run_training
 
     try:
@@ -199,12 +200,7 @@ def train(
         if not (out_dir / "checkpoint" / "state.json").exists():
             raise
         raise Interrupted(f"the finished epochs are kept: fervid train --resume --out {out_dir}") from None
-    metrics = card["metrics"]
-    model_file = "model.onnx" if (out_dir / "model.onnx").exists() else "model.keras"
-    out.print(
-        f"validation accuracy {metrics['accuracy']:.4f} (flip averaging {metrics['accuracy_flip_tta']:.4f}), "
-        f"macro-F1 {metrics['macro_f1']:.4f}; wrote {out_dir}/{model_file} and {out_dir}/report.md"
-    )
+    out.print("\n".join(describe_run(card, out_dir)))
 
 
 @app.command()
@@ -271,14 +267,7 @@ def export(
     _needs("train", "keras")
     from fervid.export.convert import export_checked
 
-    result = export_checked(model, output, int8_data=int8)
-    out.print(f"wrote {result.path} (float32 ONNX Runtime vs Keras max difference {result.difference:.2e})")
-    if result.int8_agreement is not None and result.card:
-        metrics = result.card["metrics"]
-        out.print(
-            f"int8: same class as float32 on {result.int8_agreement:.1%} of validation faces; validation accuracy "
-            f"{metrics['accuracy_flip_tta']:.4f} with flip averaging (float32 {metrics['float32_accuracy_flip_tta']:.4f})"
-        )
+    out.print("\n".join(export_checked(model, output, int8_data=int8).describe()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,15 @@ class ExportResult:
     card: dict | None = None
     int8_agreement: float | None = None  # share of validation faces where int8 and float32 pick the same class
 
+    def describe(self) -> list[str]:
+        """What ``fervid export`` prints: the file and its agreement with Keras, and for int8 with float32."""
+        lines = [f"wrote {self.path} (float32 ONNX Runtime vs Keras max difference {self.difference:.2e})"]
+        if self.int8_agreement is not None and self.card:
+            metrics = self.card["metrics"]
+            lines.append(f"int8: same class as float32 on {self.int8_agreement:.1%} of validation faces; validation accuracy "
+                         f"{metrics['accuracy_flip_tta']:.4f} with flip averaging (float32 {metrics['float32_accuracy_flip_tta']:.4f})")
+        return lines
+
 
 def export_checked(model_path: Path, target: Path | None = None, *, int8_data: Path | None = None, seed: int = 0) -> ExportResult:
     """Export ``model_path`` (a ``.keras`` model or a run folder) to ``target`` (default: beside it, as

@@ -199,3 +199,12 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
     plot_confusion(flipped.normalized_confusion, run / "confusion.png", f"{name}: validation (flip averaging)")
     write_report(run, card, single.table(), flipped.table(), flipped.calibration.table())
     return card
+
+
+def describe_run(card: dict, run: Path) -> list[str]:
+    """What ``fervid train`` prints at the end: the validation scores and the files to use."""
+    metrics = card["metrics"]
+    model_file = "model.onnx" if (run / "model.onnx").exists() else "model.keras"  # no ONNX export on JAX or PyTorch
+    return [f"validation accuracy {metrics['accuracy']:.4f} (flip averaging {metrics['accuracy_flip_tta']:.4f}), "
+            f"macro-F1 {metrics['macro_f1']:.4f}; wrote {run}/{model_file} and {run}/report.md"]
+
