@@ -1,5 +1,6 @@
 """The `fervid` command as users run it: help, version, and one-line errors for bad data."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,11 @@ def test_help_lists_every_command_and_version_prints():
         assert command in result.stdout
     version = fervid("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"fervid {__version__}"
+    from fervid.runtime.classify import DEFAULT_MODEL
+
+    live = subprocess.run([sys.executable, "-m", "fervid", "live", "--help"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "300"})
+    assert f"default: {DEFAULT_MODEL})" in live.stdout, "the --model help names the real default model"
 
 
 def test_inspect_counts_lists_unreadable_and_writes_grid(tmp_path):

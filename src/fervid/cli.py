@@ -213,7 +213,7 @@ def evaluate(
     temperature: Annotated[Optional[float], typer.Option(min=0.01, callback=_finite, help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
-    against: Annotated[Optional[str], typer.Option(help="Compare with this model on the same faces (exact McNemar test).")] = None,
+    against: Annotated[Optional[str], typer.Option(help="Compare with this model (.onnx or .keras, a run folder or a bundled model name) on the same faces (exact McNemar test).")] = None,
     unknown: UnknownOption = "error",
     map: MapOption = None,
 ) -> None:
@@ -281,7 +281,7 @@ def export(
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
-ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (`fervid models` lists them; default: the default one).")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (`fervid models` lists them; default: fervid-vgg).")]
 ScaleFactorOption = Annotated[float, typer.Option(callback=_finite, help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
 MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (higher: fewer false faces).")]
 MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels.")]
