@@ -892,7 +892,8 @@ def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path):
     from fervid.runtime.classify import ExpressionClassifier
 
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
-    fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--no-flip", "--out", str(tmp_path / "run"))
+    printed = fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--no-flip", "--out", str(tmp_path / "run")).stdout
+    assert "validation accuracy" in printed and "flip averaging" not in printed, "the score printed is the one the runtime gives"
     card = json.loads((tmp_path / "run" / "model.json").read_text())
     assert card["inference"]["flip_tta"] is False
     assert card["metrics"]["temperature_check"]["flip_tta"] is False, "calibrated on the single view the runtime uses"

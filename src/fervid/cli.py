@@ -90,6 +90,8 @@ def data_inspect(
     check_grid_path(target)  # before reading the data
     index = read_dataset(path, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
     summary, arrays = summarize(index)
+    if len(arrays) == 0:  # a table of zeros would only hide the reason
+        raise FervidError(f"{path}: none of the {len(index.frame)} images could be read; {arrays.common_failure()}")
     table = Table(title=f"{path} ({index.kind})")
     table.add_column("class")
     for split in summary.counts.columns:
@@ -101,8 +103,6 @@ def data_inspect(
     table.add_row(*(Text(cell, style="bold") for cell in ("total", *(f"{int(v):,}" for v in totals), f"{int(totals.sum()):,}")))
     out.print(table)
     out.print("\n".join(summary.describe(verbose)), highlight=False)
-    if len(arrays) == 0:
-        raise FervidError(f"{path}: none of the {len(index.frame)} images could be read; {arrays.common_failure()}")
     sample_grid(arrays, target)
     out.print(f"sample grid: {target}")
 

@@ -61,10 +61,11 @@ class AnalyzeReport:
         if len(errors) > errors_listed:
             lines.append(f"... and {len(errors) - errors_listed} more errors (see the summary)")
         rate = f" ({self.frames / self.seconds:.1f} frames/s)" if self.seconds > 0 and self.frames else ""
-        skipped = f"; {self.skipped_units} of {self.units} units already complete" if self.skipped_units else ""
         counted = f"{len(errors)} error" + ("" if len(errors) == 1 else "s")
-        lines.append(f"{self.summary.num_rows} sources: {self.ok} ok, {counted}; "
-                     f"{self.frames} frames, {self.faces} faces in {self.seconds:.1f} s{rate}{skipped}")
+        work = f"{self.frames} frames, {self.faces} faces in {self.seconds:.1f} s{rate}"
+        if self.skipped_units:  # the counts are this run's work; the table holds the earlier runs' rows too
+            work = f"{self.skipped_units} of {self.units} units already complete; this run: {work}"
+        lines.append(f"{self.summary.num_rows} sources: {self.ok} ok, {counted}; {work}")
         return lines + [f"wrote {self.outputs[0]} (summary: {self.outputs[1]})"]
 
 

@@ -205,6 +205,7 @@ def describe_run(card: dict, run: Path) -> list[str]:
     """What ``fervid train`` prints at the end: the validation scores and the files to use."""
     metrics = card["metrics"]
     model_file = "model.onnx" if (run / "model.onnx").exists() else "model.keras"  # no ONNX export on JAX or PyTorch
-    return [f"validation accuracy {metrics['accuracy']:.4f} (flip averaging {metrics['accuracy_flip_tta']:.4f}), "
+    flip = f" (flip averaging {metrics['accuracy_flip_tta']:.4f})" if card.get("inference", {}).get("flip_tta", True) else ""
+    return [f"validation accuracy {metrics['accuracy']:.4f}{flip}, "
             f"macro-F1 {metrics['macro_f1']:.4f}; wrote {run}/{model_file} and {run}/report.md"]
 
