@@ -154,6 +154,7 @@ def detectable_faces(count: int, size: int = 130) -> list[np.ndarray]:
                     found.append(face)
                 if len(found) == count:
                     break
+        assert len(found) == count, f"only {len(found)} of {count} faces of {zip_path} are found by OpenCV {cv2.__version__}'s detector"
         _DETECTABLE[key] = found
     return _DETECTABLE[key]
 

@@ -198,7 +198,7 @@ def test_every_float_option_refuses_nan_and_inf():
                 path = (*group, command.name or command.callback.__name__.replace("_", "-"))
                 options.append((path, declared[0] if declared else "--" + name.replace("_", "-")))
     assert len(options) >= 15
-    for (path, option), value in zip(options, ["nan", "inf"] * len(options)):
+    for (path, option), value in [(found, value) for found in options for value in ("nan", "inf")]:
         result = fervid(*path, option, value)
         assert result.returncode == 2, (path, option, result.stderr)
         assert result.stderr.startswith(f"fervid: error: Invalid value for '{option}': "), result.stderr  # not finite, or out of range

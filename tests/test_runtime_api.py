@@ -125,7 +125,7 @@ def test_rgb_is_not_read_as_bgr(recognizer: Recognizer) -> None:
     red = np.zeros((4, 4, 3), np.uint8)
     red[..., 0] = 255  # red in RGB order
     assert gray_frame(red, "rgb")[0, 0] == 76 and gray_frame(red, "bgr")[0, 0] == 29
-    with pytest.raises(FervidError):
+    with pytest.raises(FervidError, match="color must be 'bgr' or 'rgb'"):
         recognizer.predict(red, color="hsv")
 
 

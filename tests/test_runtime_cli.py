@@ -64,6 +64,15 @@ def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_pat
     assert to_file.returncode == 0 and to_file.stdout == ""
     assert json.loads((tmp_path / "faces.json").read_text())[0]["box"] == records[0]["box"]
 
+    (tmp_path / "other").mkdir()  # a second photo named face.jpg: its annotated copy must not replace the first's
+    cv2.imwrite(str(tmp_path / "other" / "face.jpg"), photo)
+    both = fervid("predict", str(folder / "face.jpg"), str(tmp_path / "other" / "face.jpg"), "--out", str(tmp_path / "both"),
+                  "--json", str(tmp_path / "faces.jsonl"))
+    assert both.returncode == 0, both.stderr
+    assert sorted(p.name for p in (tmp_path / "both").iterdir() if not p.name.startswith(".")) == ["face-2.jpg", "face.jpg"]
+    lines = (tmp_path / "faces.jsonl").read_text().splitlines()  # any suffix but .json: JSON Lines
+    assert [json.loads(line)["image"] for line in lines] == [str(folder / "face.jpg"), str(tmp_path / "other" / "face.jpg")]
+
 
 def test_predict_with_nothing_readable_fails_in_one_line(two_face_video, tmp_path: Path) -> None:
     video, _ = two_face_video
@@ -195,7 +204,9 @@ def test_bench_refuses_bad_paths_before_loading_the_model(kind: str, tmp_path: P
         "output inside a file": {"output": tmp_path / "not.zip" / "performance.md"},
     }[kind]
     monkeypatch.setattr(bench, "Recognizer", lambda *args, **kwargs: pytest.fail("the model was loaded before the paths were checked"))
-    with pytest.raises(FervidError):
+    message = {"not a zip": "not a zip file", "folder": "a folder; give the FER2013 zip itself", "missing": "no such file",
+               "output inside a file": "is a file, not a folder"}[kind]
+    with pytest.raises(FervidError, match=message):
         bench.run_bench(**arguments)
 
 
@@ -239,7 +250,7 @@ def test_sigterm_mid_predict_keeps_the_records_so_far(tmp_path: Path) -> None:
     assert "interrupted after" in stderr and "keeping their results" in stderr
     assert stderr.strip().splitlines()[-1] == "fervid: interrupted"
     assert json.loads(records.read_text()) == []  # written (as JSON), with the faces of the photos done: none here
-    assert [path.name for path in tmp_path.iterdir()] and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["photos", "records.json"]  # no temporary left behind
 
 
 def test_sigterm_mid_live_finishes_a_playable_video(tmp_path: Path) -> None:

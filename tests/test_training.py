@@ -859,14 +859,16 @@ def test_export_writes_only_onnx_and_a_failed_check_keeps_the_model_already_ther
 def test_sigterm_mid_training_says_how_to_resume(tmp_path):
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 8, "validation": 2})
     run = tmp_path / "run"
-    process = subprocess.Popen([*FERVID, "train", str(data), "--arch", "compact", "--epochs", "500", "--batch-size", "8",
-                                "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stderr.txt"  # a file, not a pipe nobody reads while the test waits: warnings could fill it
+    with open(log, "w") as stderr_file:
+        process = subprocess.Popen([*FERVID, "train", str(data), "--arch", "compact", "--epochs", "500", "--batch-size", "8",
+                                    "--out", str(run)], stdout=subprocess.DEVNULL, stderr=stderr_file, text=True)
     deadline = time.monotonic() + 300
     while not (run / "checkpoint" / "state.json").exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)  # as kill, timeout and systemd stop it
-    stderr = process.stderr.read()
     process.wait(60)
+    stderr = log.read_text()
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == f"fervid: interrupted; the finished epochs are kept: fervid train --resume --out {run}"
     assert json.loads((run / "checkpoint" / "state.json").read_text())["epochs_done"] >= 1
