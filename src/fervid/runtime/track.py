@@ -22,6 +22,7 @@ def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 MAX_PREDICTION_S = 0.5  # how far ahead a track's box is moved along its velocity
+BOX_SMOOTHING_FRAME_S = 1 / 30  # the frame time ``box_smoothing`` is given for
 
 
 @dataclass
@@ -175,7 +176,9 @@ class FaceTracker:
         elapsed = max(0.0, time_s - track.time_s)
         weight = 1.0 if self.smoothing_s <= 0 else 1.0 - math.exp(-elapsed / self.smoothing_s)
         track.probabilities = (1 - weight) * track.probabilities + weight * row
-        new_box = self.box_smoothing * track.box_at(time_s) + (1 - self.box_smoothing) * box
+        # box_smoothing is the prediction's weight per 1/30 s, so boxes lag as long at any frame rate
+        keep = self.box_smoothing ** (elapsed / BOX_SMOOTHING_FRAME_S) if elapsed > 0 else self.box_smoothing
+        new_box = keep * track.box_at(time_s) + (1 - keep) * box
         since_detected = time_s - track.detected_time_s
         if since_detected > 0:
             velocity = (new_box[:2] - track.detected_box[:2]) / since_detected
