@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -368,3 +370,58 @@ def test_color_is_read_in_any_case(recognizer: Recognizer, photo, tmp_path: Path
     cv2.imwrite(str(path), frame)
     with pytest.raises(FervidError, match="color must be 'bgr' or 'rgb'"):
         recognizer.predict(path, color="hsv")  # type: ignore[arg-type]
+
+
+def _tiny_onnx(target: Path, *, card: str | None = None, softmax: bool = True, batch: object = "N",
+               element=None, outputs: int = 1) -> Path:
+    """A face model by hand: (batch, 48, 48, 1) in, a linear layer of 7, a softmax unless told not."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    element = element or TensorProto.FLOAT
+    weights = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.01, (2304, 7)).astype(np.float32), "w")
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["xf"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["logits"])]
+    nodes.append(helper.make_node("Softmax", ["logits"], ["y"]) if softmax else helper.make_node("Identity", ["logits"], ["y"]))
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 7])]
+    if outputs == 2:
+        outs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 7]))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", element, [batch, 48, 48, 1])], outs, [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    if card is not None:
+        helper.set_model_props(model, {"fervid": card})
+    onnx.save(model, str(target))
+    return target
+
+
+def test_a_hand_made_model_is_checked_before_it_gives_silently_wrong_probabilities(tmp_path: Path) -> None:
+    """A card or a graph that would run, but wrongly (NaN confidences, a flipped ranking, logits
+    printed as probabilities, flip averaging from the string "false"), is one clear error at load."""
+    from onnx import TensorProto
+
+    from fervid.runtime.classify import ExpressionClassifier
+
+    def card(**inference: object) -> str:
+        return json.dumps({"classes": list(EXPRESSIONS), "inference": inference})
+
+    good = ExpressionClassifier(_tiny_onnx(tmp_path / "good.onnx", card=card(flip_tta=True, temperature=0.8)))
+    assert good.flip_tta is True and good.temperature == 0.8
+    assert np.allclose(good.classify([np.zeros((48, 48), np.uint8)]).sum(axis=1), 1, atol=1e-5)
+    refused = {
+        "string flip": (dict(card=card(flip_tta="false")), "flip_tta must be true or false, got 'false'"),
+        "zero temperature": (dict(card=card(temperature=0)), "temperature must be a number above 0, got 0"),
+        "negative temperature": (dict(card=card(temperature=-1)), "temperature must be a number above 0"),
+        "text blur": (dict(card=card(input_blur="abc")), "input_blur must be a number of pixels"),
+        "inference list": (dict(card=json.dumps({"inference": []})), "'inference' must be a JSON object"),
+        "not JSON": (dict(card="{not json"), "is not valid JSON"),
+        "not an object": (dict(card="null"), "is not a JSON object"),
+        "no class list": (dict(card=json.dumps({"classes": None})), "differ from fervid's"),
+        "logits": (dict(softmax=False), "its outputs are not probabilities"),
+        "fixed batch": (dict(batch=1), "its batch size is fixed to 1"),
+        "uint8 input": (dict(element=TensorProto.UINT8), "not a fervid expression model"),
+        "two outputs": (dict(outputs=2), "not a fervid expression model"),
+    }
+    for name, (settings, message) in refused.items():
+        with pytest.raises(FervidError, match=re.escape(message)):
+            ExpressionClassifier(_tiny_onnx(tmp_path / f"{name}.onnx", **settings))

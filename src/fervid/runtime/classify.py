@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -13,7 +14,7 @@ import onnxruntime as ort
 
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
-from fervid.preprocess import FACE_SIZE, prepare_face, smooth, to_model_input
+from fervid.preprocess import FACE_SIZE, MAX_INPUT_BLUR, prepare_face, smooth, to_model_input
 
 METADATA_KEY = "fervid"
 DEFAULT_MODEL = "fervid-vgg"  # `fervid models` lists every model shipped in the package
@@ -37,20 +38,43 @@ def bundled_model_cards() -> dict[str, dict]:
     return {name: json.loads(bundled_model_path(name).with_suffix(".json").read_text()) for name in available_bundled_models()}
 
 
+def _inference(card: dict | None) -> dict:
+    """The card's ``inference`` settings; a hand-edited card of the wrong shape is a FervidError, not a crash."""
+    inference = (card or {}).get("inference", {})
+    if not isinstance(inference, dict):
+        raise FervidError(f"model card: 'inference' must be a JSON object, got {inference!r}")
+    return inference
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def card_input_blur(card: dict | None) -> float:
     """The input blur (Gaussian sigma, pixels) a model card asks for; 0 for cards from before it existed."""
-    return float((card or {}).get("inference", {}).get("input_blur", 0.0))
+    value = _inference(card).get("input_blur", 0.0)
+    if not _number(value) or not 0 <= value <= MAX_INPUT_BLUR:
+        raise FervidError(f"model card: input_blur must be a number of pixels from 0 to {MAX_INPUT_BLUR:g}, got {value!r}")
+    return float(value)
 
 
 def card_flip_tta(card: dict | None) -> bool:
     """Whether the runtime averages each face with its mirror image for this model (a net trained
-    without flips is not); False for cards without the field."""
-    return bool((card or {}).get("inference", {}).get("flip_tta", False))
+    without flips is not); False for cards without the field. Only JSON true and false count: the
+    string "false" would be true to Python."""
+    value = _inference(card).get("flip_tta", False)
+    if not isinstance(value, bool):
+        raise FervidError(f"model card: flip_tta must be true or false, got {value!r}")
+    return value
 
 
 def card_temperature(card: dict | None) -> float:
-    """The softmax temperature a model card asks for; 1 (the net's own probabilities) for cards from before it existed."""
-    return float((card or {}).get("inference", {}).get("temperature", 1.0))
+    """The softmax temperature a model card asks for; 1 (the net's own probabilities) for cards from
+    before it existed. It must be above 0: at 0 every probability is NaN, below 0 the ranking flips."""
+    value = _inference(card).get("temperature", 1.0)
+    if not _number(value) or value <= 0:
+        raise FervidError(f"model card: temperature must be a number above 0, got {value!r}")
+    return float(value)
 
 
 def describe_bundled_models() -> list[str]:
@@ -148,16 +172,40 @@ class ExpressionClassifier:
             raise FervidError(f"{self.path}: not a loadable ONNX model ({str(error).splitlines()[0]})") from None
         self.input_name = self.session.get_inputs()[0].name
         self._check_shapes()
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        self.card: dict = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
-        classes = tuple(self.card.get("classes", EXPRESSIONS))
-        if classes != EXPRESSIONS:
+        self.card: dict = self._read_card()
+        classes = self.card.get("classes", list(EXPRESSIONS))
+        if not isinstance(classes, list) or tuple(classes) != EXPRESSIONS:
             raise FervidError(f"{self.path}: model classes {classes} differ from fervid's {EXPRESSIONS}")
-        self.flip_tta: bool = card_flip_tta(self.card)
-        self.input_blur: float = card_input_blur(self.card)
-        self.temperature: float = card_temperature(self.card)
-        self.name: str = self.card.get("name", self.path.stem)
+        try:
+            self.flip_tta: bool = card_flip_tta(self.card)
+            self.input_blur: float = card_input_blur(self.card)
+            self.temperature: float = card_temperature(self.card)
+        except FervidError as error:
+            raise FervidError(f"{self.path}: {error}") from None
+        self.name: str = str(self.card.get("name", self.path.stem))
         self.version: str = str(self.card.get("version", "unknown"))
+        self._check_probabilities()
+
+    def _read_card(self) -> dict:
+        """The model card in the ONNX metadata (empty for a model exported elsewhere), as a JSON object."""
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in metadata:
+            return {}
+        try:
+            card = json.loads(metadata[METADATA_KEY])
+        except ValueError:
+            raise FervidError(f"{self.path}: its model card (ONNX metadata '{METADATA_KEY}') is not valid JSON") from None
+        if not isinstance(card, dict):
+            raise FervidError(f"{self.path}: its model card (ONNX metadata '{METADATA_KEY}') is not a JSON object")
+        return card
+
+    def _check_probabilities(self) -> None:
+        """Refuse a net that ends in logits, not a softmax: its "confidences" (4.8, -1.2) would be
+        printed, averaged and tempered as probabilities without an error."""
+        row = self._run(np.full((1, FACE_SIZE, FACE_SIZE, 1), 0.5, np.float32))[0]
+        if row.min() < -1e-4 or abs(float(row.sum()) - 1.0) > 1e-3:
+            raise FervidError(f"{self.path}: its outputs are not probabilities (one face's sum to {float(row.sum()):.3g}); "
+                              "fervid expects the net to end in a softmax")
 
     def _check_shapes(self) -> None:
         """Refuse an ONNX model that is not a face classifier now, in one line, not with ONNX Runtime's error at the first face.
@@ -167,12 +215,17 @@ class ExpressionClassifier:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         faces = [dim if isinstance(dim, int) else None for dim in inputs[0].shape]
         classes = outputs[0].shape[-1] if outputs[0].shape else None
+        if len(inputs) == 1 and isinstance(inputs[0].shape[0], int):  # a fixed batch fails at the first 2 faces (or flip)
+            raise FervidError(f"{self.path}: its batch size is fixed to {inputs[0].shape[0]}; export it with a dynamic batch "
+                              "(fervid export does)")
         wrong_input = len(inputs) != 1 or faces[1:] not in ([FACE_SIZE, FACE_SIZE, 1], [None, None, None])
-        wrong_output = isinstance(classes, int) and classes != len(EXPRESSIONS)
+        wrong_input = wrong_input or inputs[0].type != "tensor(float)"
+        wrong_output = len(outputs) != 1 or (isinstance(classes, int) and classes != len(EXPRESSIONS))
         if wrong_input or wrong_output:
             raise FervidError(
-                f"{self.path}: not a fervid expression model (input {inputs[0].shape}, output {outputs[0].shape}; "
-                f"expected [batch, {FACE_SIZE}, {FACE_SIZE}, 1] faces in, {len(EXPRESSIONS)} probabilities out)"
+                f"{self.path}: not a fervid expression model (input {inputs[0].type} {inputs[0].shape}, "
+                f"{len(outputs)} output(s), the first {outputs[0].shape}; expected float [batch, {FACE_SIZE}, {FACE_SIZE}, 1] "
+                f"faces in, one output of {len(EXPRESSIONS)} probabilities)"
             )
 
     def predict_inputs(
