@@ -425,3 +425,16 @@ def test_a_hand_made_model_is_checked_before_it_gives_silently_wrong_probabiliti
     for name, (settings, message) in refused.items():
         with pytest.raises(FervidError, match=re.escape(message)):
             ExpressionClassifier(_tiny_onnx(tmp_path / f"{name}.onnx", **settings))
+
+
+def test_a_bundled_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fervid.runtime.classify import DEFAULT_MODEL, bundled_model_path, resolve_model
+
+    (tmp_path / DEFAULT_MODEL).mkdir()  # e.g. a run folder someone named after the model
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model(DEFAULT_MODEL) == bundled_model_path()
+    with pytest.raises(FervidError, match="a folder without model.onnx"):
+        resolve_model(f"./{DEFAULT_MODEL}")  # written as a path: that folder
+    for missing in ("nothere.ONNX", "gone.keras"):
+        with pytest.raises(FervidError, match=f"{missing}: no such model file"):
+            resolve_model(missing)

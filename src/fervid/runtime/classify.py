@@ -128,17 +128,23 @@ def card_beside(model: Path) -> dict | None:
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """A model argument (None = default, a bundled name, or a path to an .onnx file) as a file path."""
+    """A model argument (None = default, a bundled name, or a path to an .onnx file or run folder) as a
+    file path. A bundled model's name means that model even when the current folder holds a file or
+    folder of the same name (``./fervid-vgg`` names that one)."""
     if model is None:
         return bundled_model_path()
+    if isinstance(model, str) and model in available_bundled_models():  # not shadowed by ./fervid-vgg; write ./NAME for that
+        return bundled_model_path(model)
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model.onnx").exists():
             raise FervidError(f"{path}: a folder without model.onnx (give a .onnx file, a finished run folder or a bundled model name)")
         return path / "model.onnx"
-    if path.suffix == ".keras":
+    if path.suffix.lower() == ".keras":
+        if not path.exists():
+            raise FervidError(f"{path}: no such model file")
         raise FervidError(f"{path}: a Keras model; this needs its ONNX export (fervid export {path})")
-    if path.suffix == ".onnx" or path.exists():
+    if path.suffix.lower() == ".onnx" or path.exists():
         if not path.exists():
             raise FervidError(f"{path}: no such model file")
         return path
