@@ -294,6 +294,10 @@ def test_only_this_machines_names_are_answered_and_other_sites_cannot_upload() -
             with local.websocket_connect("ws://evil.example:8000/ws"):
                 pass
     assert allowed_hosts_for("127.0.0.1") == LOCAL_HOSTS and allowed_hosts_for("0.0.0.0") == ANY_HOST
+    proxied = allowed_hosts_for("127.0.0.1", ["fervid.example.com"])  # `--allow-host`, for a TLS proxy on this machine
+    with TestClient(create_app(workers=1, allowed_hosts=proxied), base_url="http://127.0.0.1:8000") as behind_proxy:
+        assert behind_proxy.get("/api/health", headers={"host": "fervid.example.com"}).status_code == 200
+        assert behind_proxy.get("/api/health", headers={"host": "evil.example"}).status_code == 400
 
 
 def test_detector_settings_reach_every_recognizer_of_the_server() -> None:
@@ -392,6 +396,7 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path) -> Non
         (["--loadtest", "--seconds", "0"], "--seconds must be a positive number"),
         (["--clients", "3", "--output", "perf.md"], "--clients, --output: not used without --loadtest"),  # would just serve
         (["--loadtest", "--port", "9000"], "--port: not used with --loadtest (the load test serves on a private 127.0.0.1 port)"),
+        (["--loadtest", "--allow-host", "fervid.example.com"], "--allow-host: not used with --loadtest"),
         (["--loadtest", "--faces-from", "/nowhere/fer2013.zip"], "--faces-from /nowhere/fer2013.zip: no such file"),
         (["--loadtest", "--faces-from", __file__], "not a zip file (give the FER2013 zip)"),
         (["--loadtest", "--faces-from", str(faces), "--output", str(tmp_path)], "a folder, not a file"),

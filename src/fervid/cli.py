@@ -391,6 +391,7 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on. The default serves this machine only; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port; the address is printed).")] = 8000,
+    allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="Also answer requests for this host name (repeatable): the public name a TLS reverse proxy on this machine passes on. Only this machine's names are answered on 127.0.0.1 otherwise.")] = None,
     model: ModelOption = None,
     workers: Annotated[int, typer.Option(help="Recognizers working in parallel (frames from several tabs at once).")] = 2,
     max_upload_mb: Annotated[float, typer.Option(callback=_finite, help="Largest photo upload accepted, in MB; larger ones get HTTP 413.")] = 10.0,
@@ -413,7 +414,7 @@ def serve(
     _needs("serve", "fastapi")
     _needs("serve", "uvicorn")
     # An option the chosen mode does not use would be silently ignored: a user who gives one means it.
-    unused = {"host", "port", "max_upload_mb"} if loadtest else {"clients", "seconds", "faces_from", "output"}
+    unused = {"host", "port", "max_upload_mb", "allow_host"} if loadtest else {"clients", "seconds", "faces_from", "output"}
     if given := [name for name in _given(ctx) if name in unused]:
         names = ", ".join("--" + name.replace("_", "-") for name in given)
         why = "the load test serves on a private 127.0.0.1 port" if loadtest else "they set up --loadtest"
@@ -435,7 +436,8 @@ def serve(
         return
     from fervid.serve.server import serve as run_server
 
-    run_server(host=host, port=port, model=model, workers=workers, max_upload_bytes=int(max_upload_mb * 1_000_000), detector=detector)
+    run_server(host=host, port=port, model=model, workers=workers, max_upload_bytes=int(max_upload_mb * 1_000_000), detector=detector,
+               allow_hosts=allow_host or ())
 
 
 # ---------------------------------------------------------------------------------------------

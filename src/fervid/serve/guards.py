@@ -9,7 +9,7 @@ browser request from another page (its ``Origin``) is refused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")  # addresses that serve this machine only
@@ -17,10 +17,11 @@ LOCAL_HOSTS = (*LOOPBACK, "[::1]")  # the Host names a browser uses for them
 ANY_HOST = ("*",)
 
 
-def allowed_hosts_for(bind_host: str) -> tuple[str, ...]:
-    """The Host names to answer when listening on ``bind_host``: this machine's own names on loopback;
-    any name once the user opens the server to the network (clients then reach it by names of their own)."""
-    return LOCAL_HOSTS if bind_host in LOOPBACK else ANY_HOST
+def allowed_hosts_for(bind_host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The Host names to answer when listening on ``bind_host``: this machine's own names on loopback,
+    and ``extra`` (the public name a TLS reverse proxy on this machine passes on); any name once the
+    user opens the server to the network (clients then reach it by names of their own)."""
+    return (*LOCAL_HOSTS, *extra) if bind_host in LOOPBACK else ANY_HOST
 
 
 def same_origin(headers: Mapping[str, str]) -> bool:

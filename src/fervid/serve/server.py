@@ -6,7 +6,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,13 +56,14 @@ def serve(
     workers: int = DEFAULT_WORKERS,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     detector: Mapping[str, float] | None = None,
+    allow_hosts: Sequence[str] = (),
 ) -> None:
     """Serve until Ctrl+C. The port is taken before the model loads, so a busy port fails at once;
     port 0 takes any free one, and the address printed says which."""
     if not 0 <= port <= 65535:
         raise FervidError(f"port must be between 1 and 65535 (or 0 for any free one), got {port}")
     listener = bind(host, port)
-    app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes, allowed_hosts=allowed_hosts_for(host), detector=detector)
+    app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes, allowed_hosts=allowed_hosts_for(host, allow_hosts), detector=detector)
     shown = f"[{host}]" if ":" in host else host
     print(f"fervid: serving on http://{shown}:{listener.getsockname()[1]}  (API docs at /docs; Ctrl+C stops)", file=sys.stderr)
     if host not in LOOPBACK:
