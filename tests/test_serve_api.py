@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_background  # noqa: E402
+from fervid.errors import FervidError  # noqa: E402
 from fervid.labels import EXPRESSIONS  # noqa: E402
 from fervid.runtime.classify import DEFAULT_MODEL  # noqa: E402
 from fervid.serve import create_app  # noqa: E402
@@ -298,6 +299,9 @@ def test_only_this_machines_names_are_answered_and_other_sites_cannot_upload() -
     with TestClient(create_app(workers=1, allowed_hosts=proxied), base_url="http://127.0.0.1:8000") as behind_proxy:
         assert behind_proxy.get("/api/health", headers={"host": "fervid.example.com"}).status_code == 200
         assert behind_proxy.get("/api/health", headers={"host": "evil.example"}).status_code == 400
+    for bad in ("", "fervid.*.com", "*example.com"):
+        with pytest.raises(FervidError, match="--allow-host"):
+            allowed_hosts_for("127.0.0.1", [bad])
 
 
 def test_detector_settings_reach_every_recognizer_of_the_server() -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from fervid.errors import FervidError
+
 LOOPBACK = ("127.0.0.1", "::1", "localhost")  # addresses that serve this machine only
 LOCAL_HOSTS = (*LOOPBACK, "[::1]")  # the Host names a browser uses for them
 ANY_HOST = ("*",)
@@ -20,7 +22,11 @@ ANY_HOST = ("*",)
 def allowed_hosts_for(bind_host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
     """The Host names to answer when listening on ``bind_host``: this machine's own names on loopback,
     and ``extra`` (the public name a TLS reverse proxy on this machine passes on); any name once the
-    user opens the server to the network (clients then reach it by names of their own)."""
+    user opens the server to the network (clients then reach it by names of their own). A name may
+    start with ``*.`` (every subdomain); a ``*`` anywhere else is refused, as Starlette would at start-up."""
+    for name in extra:
+        if not name or "*" in name[1:] or (name.startswith("*") and not name.startswith("*.")):
+            raise FervidError(f"--allow-host {name!r}: give a host name such as fervid.example.com (or *.example.com)")
     return (*LOCAL_HOSTS, *extra) if bind_host in LOOPBACK else ANY_HOST
 
 
