@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import threading
@@ -64,13 +65,19 @@ def serve(
         raise FervidError(f"port must be between 1 and 65535 (or 0 for any free one), got {port}")
     listener = bind(host, port)
     app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes, allowed_hosts=allowed_hosts_for(host, allow_hosts), detector=detector)
+    server = uvicorn.Server(server_config(app))
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl+C or SIGTERM before uvicorn installs its own handlers (a client may connect, and a
+        # supervisor stop, the moment the address is printed) asks it to stop, as after: raised as
+        # KeyboardInterrupt inside its start-up instead, it could leave the server hanging.
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, lambda signum, frame: setattr(server, "should_exit", True))
     shown = f"[{host}]" if ":" in host else host
     print(f"fervid: serving on http://{shown}:{listener.getsockname()[1]}  (API docs at /docs; Ctrl+C stops)", file=sys.stderr)
     if host not in LOOPBACK:
         print("fervid: note: reachable from the network; browsers give pages the webcam only on localhost or HTTPS", file=sys.stderr)
     if host in WILDCARD:  # http://0.0.0.0 is not an address a browser treats as this machine
         print(f"fervid: on this machine open http://127.0.0.1:{listener.getsockname()[1]} (the webcam needs it)", file=sys.stderr)
-    server = uvicorn.Server(server_config(app))
     server.run(sockets=[listener])
 
 
