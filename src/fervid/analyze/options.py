@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from fervid.errors import FervidError
 from fervid.runtime.detect import DetectorConfig
@@ -38,8 +38,8 @@ class AnalyzeOptions:
         return DetectorConfig(self.scale_factor, self.min_neighbors, self.min_size)
 
     def recognizer_settings(self) -> dict:
-        """Keyword arguments for ``Recognizer`` (besides the model and threads)."""
-        return {"scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors, "min_size": self.min_size}
+        """Keyword arguments for ``Recognizer`` (besides the model and threads): the detector's settings."""
+        return asdict(self.detector())
 
     def key(self, kind: str = "video") -> dict:
         """The options that change a ``kind`` of unit's rows (the batch size does not).

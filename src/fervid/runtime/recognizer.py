@@ -148,7 +148,7 @@ class Recognizer:
         if isinstance(image, (str, Path)):
             return to_gray(read_image(image))
         if np.ndim(image) == 0:  # None, a number, bytes: say what came, not that its shape is ()
-            hint = "; decode the bytes first (cv2.imdecode) or pass the file's path" if isinstance(image, (bytes, bytearray)) else ""
+            hint = "; decode the bytes first (fervid.images.decode_image) or pass the file's path" if isinstance(image, (bytes, bytearray)) else ""
             raise FervidError(f"expected an image path or array, got {type(image).__name__}{hint}")
         image = np.asarray(image)
         if image.ndim not in (2, 3) or image.size == 0:
