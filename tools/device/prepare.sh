@@ -5,14 +5,16 @@
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 ZIP=${1:-../shared/data/fer2013.zip}
-TEACHERS=${TEACHERS:-"$PWD/tools/teachers/fervid-vgg-2026-11-27.onnx $PWD/tools/teachers/fervid-vgg-once-wd05.onnx $PWD/tools/teachers/fervid-vgg-deep-kd.onnx"}
+T=$PWD/tools/teachers
+TEACHERS=${TEACHERS:-"$T/fervid-vgg-2026-11-27.onnx $T/fervid-vgg-once-wd05.onnx $T/fervid-vgg-deep-kd.onnx $T/fervid-vgg-large.onnx $T/fervid-vgg-deep-kd3.onnx $T/fervid-vgg-kd3.onnx"}
 exclude="$(git rev-parse --git-common-dir)/info/exclude"
 mkdir -p "$(dirname "$exclude")" .gpu/whl
 grep -qx "/.gpu/" "$exclude" 2>/dev/null || echo "/.gpu/" >> "$exclude"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   -d .gpu/whl keras==3.15.1 namex==0.1.0 optree==0.20.0
-python3 -c "import sys, zipfile; open('.gpu/order.txt', 'w').write('\n'.join(i.filename for i in zipfile.ZipFile(sys.argv[1]).infolist()) + '\n')" "$ZIP"
+rm -f .gpu/order.txt
+python3 -c "import gzip, sys, zipfile; gzip.open('.gpu/order.txt.gz', 'wt').write('\n'.join(i.filename for i in zipfile.ZipFile(sys.argv[1]).infolist()) + '\n')" "$ZIP"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 unzip -q "$ZIP" -d "$tmp"
 tar cf - -C "$tmp" . | xz -T2 -6 > .gpu/fer.tar.xz
@@ -26,4 +28,11 @@ from fervid.training.distill import cached_teacher_probabilities
 index = read_dataset(sys.argv[1])
 cached_teacher_probabilities(Path(".gpu/teacher"), sys.argv[2:], load_arrays(index, "train").inputs(), fingerprint(index))
 EOF
-du -sh .gpu
+# The device call takes the tracked and untracked-not-ignored files plus .gpu, 64 MiB at most: say now, not there.
+travels=$(( $(git ls-files -z --cached --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1) + $(du -sb .gpu | cut -f1) ))
+limit=$(( 64 * 1024 * 1024 ))
+echo "the device call will carry $(( travels / 1000000 )) MB of its $(( limit / 1000000 )) MB limit"
+if [ $travels -gt $limit ]; then
+  echo "over by $(( (travels - limit) / 1000 )) kB: the teachers' ONNX files are needed here only (their probabilities travel in .gpu/teacher); see tools/device/README.md" >&2
+  exit 1
+fi
