@@ -427,6 +427,46 @@ def test_a_hand_made_model_is_checked_before_it_gives_silently_wrong_probabiliti
             ExpressionClassifier(_tiny_onnx(tmp_path / f"{name}.onnx", **settings))
 
 
+def test_a_channels_first_net_with_named_dimensions_is_refused_at_load(tmp_path: Path) -> None:
+    """Named dimensions pass the shape check; the one face run at load finds the layout fervid cannot feed."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fervid.runtime.classify import ExpressionClassifier
+
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(rng.normal(0, 0.1, (4, 1, 3, 3)).astype(np.float32), "k"),
+                    numpy_helper.from_array(rng.normal(0, 0.1, (4, 7)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["l"]),
+             helper.make_node("Softmax", ["l"], ["y"])]
+    graph = helper.make_graph(nodes, "nchw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "C", "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "nchw.onnx"))
+    with pytest.raises(FervidError, match=re.escape("nchw.onnx: not a fervid expression model (one [1, 48, 48, 1] face failed to run: ")):
+        ExpressionClassifier(tmp_path / "nchw.onnx")
+
+
+def test_a_keras_models_card_is_the_json_of_its_own_name(tmp_path: Path) -> None:
+    """A run folder's model.json describes its model.keras only: another .keras file there (a copy
+    of other weights) gets no card rather than the run's, and a damaged card is one clear error."""
+    from fervid.runtime.classify import card_beside
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.json").write_text(json.dumps({"name": "the-run", "inference": {"input_blur": 0.7}}))
+    assert card_beside(run / "model.keras") == {"name": "the-run", "inference": {"input_blur": 0.7}}
+    assert card_beside(run / "other.keras") is None
+    (run / "other.json").write_text("[1, 2]")
+    with pytest.raises(FervidError, match=re.escape("other.json: the model card beside other.keras is not a JSON object")):
+        card_beside(run / "other.keras")
+    (run / "other.json").write_text("{cut short")
+    with pytest.raises(FervidError, match=re.escape("other.json: the model card beside other.keras is not valid JSON")):
+        card_beside(run / "other.keras")
+
+
 def test_a_bundled_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fervid.runtime.classify import DEFAULT_MODEL, bundled_model_path, resolve_model
 

@@ -122,9 +122,19 @@ def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def card_beside(model: Path) -> dict | None:
-    """The model card saved next to a model file (``model.json`` in a run folder), if there is one."""
-    path = model.parent / "model.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """The model card saved next to a Keras model file, if there is one: the ``.json`` of the same name
+    (a run folder's ``model.json`` for its ``model.keras``). Only that name: another ``.keras`` file in
+    a run folder is not the run's model, and the run's card would describe the wrong weights."""
+    path = model.with_suffix(".json")
+    if not path.exists():
+        return None
+    try:
+        card = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FervidError(f"{path}: the model card beside {model.name} is not valid JSON ({error})") from None
+    if not isinstance(card, dict):
+        raise FervidError(f"{path}: the model card beside {model.name} is not a JSON object")
+    return card
 
 
 def resolve_model(model: str | Path | None) -> Path:
@@ -207,8 +217,14 @@ class ExpressionClassifier:
 
     def _check_probabilities(self) -> None:
         """Refuse a net that ends in logits, not a softmax: its "confidences" (4.8, -1.2) would be
-        printed, averaged and tempered as probabilities without an error."""
-        row = self._run(np.full((1, FACE_SIZE, FACE_SIZE, 1), 0.5, np.float32))[0]
+        printed, averaged and tempered as probabilities without an error. One face is run for that,
+        which also refuses a net whose named dimensions hid a layout fervid cannot feed."""
+        try:  # named dimensions pass _check_shapes; a channels-first net, say, fails only when it runs
+            rows = np.asarray(self._run(np.full((1, FACE_SIZE, FACE_SIZE, 1), 0.5, np.float32)))
+        except Exception as error:  # ONNX Runtime's own exception types
+            raise FervidError(f"{self.path}: not a fervid expression model (one [1, {FACE_SIZE}, {FACE_SIZE}, 1] face failed to run: "
+                              f"{str(error).splitlines()[0]})") from None
+        row = rows[0]
         if row.min() < -1e-4 or abs(float(row.sum()) - 1.0) > 1e-3:
             raise FervidError(f"{self.path}: its outputs are not probabilities (one face's sum to {float(row.sum()):.3g}); "
                               "fervid expects the net to end in a softmax")
