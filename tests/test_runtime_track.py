@@ -49,6 +49,27 @@ def test_a_single_outlier_frame_does_not_flip_the_label() -> None:
     assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_a_face_between_two_expressions_keeps_its_label_until_one_clearly_leads() -> None:
+    """Near ties (neutral 0.45 / sad 0.40, then the other way round, frame after frame) hold the shown
+    label; a lead of more than ``label_margin`` changes it; ``label_margin=0`` shows every argmax."""
+    neutral, sad = EXPRESSIONS.index("neutral"), EXPRESSIONS.index("sad")
+
+    def row(p_neutral: float, p_sad: float) -> np.ndarray:
+        probabilities = np.full(len(EXPRESSIONS), (1 - p_neutral - p_sad) / (len(EXPRESSIONS) - 2))
+        probabilities[neutral], probabilities[sad] = p_neutral, p_sad
+        return probabilities
+
+    near_ties = [row(0.45, 0.40) if frame % 2 == 0 else row(0.40, 0.45) for frame in range(30)]
+    held, every = FaceTracker(min_hits=1, smoothing_s=0), FaceTracker(min_hits=1, smoothing_s=0, label_margin=0)
+    shown = [held.update([[0, 0, 80, 80]], [probabilities], frame / 30)[0] for frame, probabilities in enumerate(near_ties)]
+    flipping = [every.update([[0, 0, 80, 80]], [probabilities], frame / 30)[0].expression for frame, probabilities in enumerate(near_ties)]
+    assert {face.expression for face in shown} == {"neutral"}
+    assert all(face.confidence == face.probabilities["neutral"] for face in shown)  # the shown label's own probability
+    assert flipping == ["neutral", "sad"] * 15
+    (face,) = held.update([[0, 0, 80, 80]], [row(0.30, 0.55)], 1.0)
+    assert face.expression == "sad" and face.confidence == pytest.approx(0.55)
+
+
 def test_without_smoothing_the_latest_probabilities_are_reported() -> None:
     tracker = FaceTracker(min_hits=1, smoothing_s=0)
     tracker.update([[0, 0, 50, 50]], [HAPPY], 0.0)

@@ -117,7 +117,7 @@ class Analyzer:
         """
         item = unit.sources[0]
         rows, ledger = self._rows(), self._ledger()
-        tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0)  # raw rows, ids only
+        tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0)  # raw rows, ids only
         frames, error, counts = 0, None, np.zeros(len(EXPRESSIONS), np.int64)
         try:
             for index, image in reader.frames(unit.start_frame, unit.end_frame, self.timings):

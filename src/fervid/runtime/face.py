@@ -23,10 +23,11 @@ class Face:
     track_id: int | None = None
 
     @classmethod
-    def from_probabilities(cls, box, probabilities: np.ndarray, track_id: int | None = None) -> Face:
-        """A Face from a box and a probability row in :data:`EXPRESSIONS` order."""
+    def from_probabilities(cls, box, probabilities: np.ndarray, track_id: int | None = None, label: int | None = None) -> Face:
+        """A Face from a box and a probability row in :data:`EXPRESSIONS` order, labelled with the most
+        probable expression, or with ``label`` (an index) where a tracker holds a label through a near tie."""
         probabilities = np.asarray(probabilities, dtype=np.float64)
-        best = int(np.argmax(probabilities))
+        best = int(np.argmax(probabilities)) if label is None else int(label)
         x, y, w, h = (int(round(float(v))) for v in box)
         return cls(
             box=(x, y, w, h),

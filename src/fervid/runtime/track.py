@@ -43,6 +43,7 @@ class Track:
     detected_box: np.ndarray | None = None  # where and when the detector last saw it, for the velocity
     detected_time_s: float = 0.0
     track_id: int = 0
+    label: int = -1  # the expression shown (an index), held through near ties; -1 until first shown
 
     def __post_init__(self) -> None:
         if self.detected_box is None:
@@ -66,6 +67,10 @@ class FaceTracker:
     without a match, and at least ``max_missed_s`` seconds since the detector last saw it (so a face
     the cascade misses for a moment keeps its id, however often scans run), but is only reported
     while the detector keeps finding it.
+
+    A face's shown expression changes only when another one leads it by more than ``label_margin``
+    in the smoothed probabilities: a face between two expressions (neutral and sad, say) would
+    otherwise flip its label several times a second while the probabilities barely move.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class FaceTracker:
         max_missed_s: float = 0.0,
         min_hits: int = 2,
         box_smoothing: float = 0.3,
+        label_margin: float = 0.1,
     ) -> None:
         self.iou_threshold = iou_threshold
         self.smoothing_s = smoothing_s
@@ -84,6 +90,7 @@ class FaceTracker:
         self.max_missed_s = max_missed_s
         self.min_hits = min_hits
         self.box_smoothing = box_smoothing
+        self.label_margin = label_margin
         self.tracks: list[Track] = []
         self.next_id = 1
 
@@ -192,4 +199,10 @@ class FaceTracker:
         for track in self.tracks:  # in the order they were first seen
             if not track.track_id and track.hits >= self.min_hits:
                 track.track_id, self.next_id = self.next_id, self.next_id + 1
-        return [Face.from_probabilities(track.box, track.probabilities, track.track_id) for track in self.visible()]
+        faces = []
+        for track in self.visible():
+            best = int(np.argmax(track.probabilities))
+            if track.label < 0 or track.probabilities[best] - track.probabilities[track.label] > self.label_margin:
+                track.label = best
+            faces.append(Face.from_probabilities(track.box, track.probabilities, track.track_id, label=track.label))
+        return faces
