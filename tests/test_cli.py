@@ -203,3 +203,21 @@ def test_every_float_option_refuses_nan_and_inf():
         assert result.returncode == 2, (path, option, result.stderr)
         assert result.stderr.startswith(f"fervid: error: Invalid value for '{option}': "), result.stderr  # not finite, or out of range
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_every_command_that_writes_takes_out_output_and_o():
+    """train, export, predict and analyze said --out; live, bench and serve said --output: each now
+    takes all three spellings, so a user need not remember which command said which."""
+    import typer.main
+
+    from fervid.cli import app
+
+    writers = {}
+    for name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            if param.param_type_name == "option" and {"--out", "--output"} & set(param.opts):
+                writers[name] = set(param.opts)
+    assert set(writers) == {"train", "export", "predict", "live", "bench", "serve", "analyze"}
+    assert all(opts == {"--out", "--output", "-o"} for opts in writers.values()), writers
+    refused = fervid("export", "missing.keras", "--output", "x.txt")  # the other spelling reaches the same check
+    assert refused.returncode == 2 and "--out x.txt: the ONNX file must end in .onnx" in refused.stderr, refused.stderr

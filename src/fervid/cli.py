@@ -130,7 +130,7 @@ def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: 
 def train(
     ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help="Dataset (folder, .zip or FER2013 .csv); optional with --resume.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Run folder for checkpoints, model and report.")] = Path("runs/train"),
+    out_dir: Annotated[Path, typer.Option("--out", "--output", "-o", help="Run folder for checkpoints, model and report.")] = Path("runs/train"),
     arch: Annotated[str, typer.Option(help=f"Architecture: {', '.join(ARCHITECTURES)}.")] = "vgg",
     epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 50,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
@@ -255,7 +255,7 @@ def evaluate(
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A .keras model or a finished run folder (its model.keras).")],
-    output: Annotated[Optional[Path], typer.Option("--out", help="ONNX file to write (default: beside the model, as .onnx).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="ONNX file to write (default: beside the model, as .onnx).")] = None,
     int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split.")] = None,
 ) -> None:
     """Export a Keras model to ONNX (dynamic batch) and check ONNX Runtime agrees with Keras to 1e-4.
@@ -296,7 +296,7 @@ def _recognizer(model: Optional[str], scale_factor: float, min_neighbors: int, m
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the annotated images.")] = Path("runs/predict"),
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="Folder for the annotated images.")] = Path("runs/predict"),
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write annotated images.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the records here (.json: an array; else JSON Lines) instead of stdout.")] = None,
     model: ModelOption = None,
@@ -323,7 +323,7 @@ def predict(
 @app.command()
 def live(
     source: Annotated[str, typer.Option("--source", "-s", help="Webcam index (0), video file, image file or folder, or stream URL (rtsp://, http://).")] = "0",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the annotated video here (.mp4).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Write the annotated video here (.mp4).")] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Per-frame timeline, one row per face (.jsonl or .csv).")] = None,
     summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it) (default: beside --output/--jsonl for files).")] = None,
     display: Annotated[Optional[bool], typer.Option("--display/--no-display", help="Show a window (q or Esc quits) (default: when a display exists).", show_default=False)] = None,
@@ -366,7 +366,7 @@ def models() -> None:
 
 @app.command()
 def bench(
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the Markdown table to this file (e.g. docs/performance.md).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Also write the Markdown table to this file (e.g. docs/performance.md).")] = None,
     model: ModelOption = None,
     faces_from: Annotated[Optional[Path], typer.Option(help="FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP).")] = None,
     frames: Annotated[int, typer.Option(help="Frames per end-to-end run.")] = 300,
@@ -399,7 +399,7 @@ def serve(
     clients: Annotated[int, typer.Option(help="--loadtest: concurrent WebSocket clients.")] = 4,
     seconds: Annotated[float, typer.Option(callback=_finite, help="--loadtest: duration in seconds.")] = 20.0,
     faces_from: Annotated[Optional[Path], typer.Option(help="--loadtest: FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="--loadtest: also write the table into this Markdown file's 'Web server load test' section.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="--loadtest: also write the table into this Markdown file's 'Web server load test' section.")] = None,
     scale_factor: ScaleFactorOption = 1.1,
     min_neighbors: MinNeighborsOption = 5,
     min_size: MinSizeOption = 40,
@@ -449,7 +449,7 @@ def serve(
 @app.command()
 def analyze(
     inputs: Annotated[list[Path], typer.Argument(help="Image and video files, folders (searched recursively) and zips of images.")],
-    out_path: Annotated[Path, typer.Option("--out", help="A folder or .parquet file (Parquet), or a .csv file; rerunning with the same --out resumes.")],
+    out_path: Annotated[Path, typer.Option("--out", "--output", "-o", help="A folder or .parquet file (Parquet), or a .csv file; rerunning with the same --out resumes.")],
     engine: Annotated[str, typer.Option(help="local (one process) or ray (Ray Data: a local Ray, or a cluster with --ray-address).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of starting a local Ray.")] = None,
     every: Annotated[int, typer.Option(help="Analyse every K-th video frame.")] = 1,
