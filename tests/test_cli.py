@@ -74,6 +74,21 @@ def test_evaluate_refuses_a_confusion_path_that_is_not_png_before_scoring(tmp_pa
     assert result.returncode == 2 and result.stderr.strip().endswith("(found: train); --split train scores the model on those")
 
 
+def test_evaluate_scores_the_split_it_is_given(tmp_path):
+    """--split picks the faces (train, test or validation), counted in the JSON; a split the data
+    lacks is one line naming the ones it has."""
+    import json
+
+    data = write_folder_dataset(tmp_path / "data", 0, splits={"train": 3, "test": 2})
+    for split, faces in (("train", 21), ("test", 14)):
+        result = fervid("evaluate", "fervid-vgg", str(data), "--split", split, "--json", str(tmp_path / f"{split}.json"))
+        assert result.returncode == 0, result.stderr
+        scored = json.loads((tmp_path / f"{split}.json").read_text())
+        assert scored["split"] == split and scored["images"] == faces, scored
+    result = fervid("evaluate", "fervid-vgg", str(data), "--split", "validation")
+    assert result.returncode == 2 and "no 'validation' split (found: train, test)" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "unknown_classes", "all_corrupt"])
 def test_inspect_bad_input_is_one_line_and_exit_2(tmp_path, case):
     path = tmp_path / "data"

@@ -1034,3 +1034,37 @@ def test_training_on_balanced_batches_runs_through_keras(tmp_path):
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["epochs_done"] == 2 and [row["epoch"] for row in state["history"]] == [1, 2]
     assert all(np.isfinite(row["loss"]) for row in state["history"])
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    """``--precision auto`` (the default) trains in mixed_bfloat16 on TensorFlow only when the CPU has
+    native bf16 (AMX or AVX-512 BF16); elsewhere auto means float32.
+    An explicit precision is kept as asked on any CPU."""
+    from fervid.training import fit
+
+    monkeypatch.setattr(fit.keras.backend, "backend", lambda: "tensorflow")
+    monkeypatch.setattr(fit, "cpu_has_bf16", lambda: False)
+    assert fit.resolve_precision("auto") == "float32"
+    assert fit.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    monkeypatch.setattr(fit, "cpu_has_bf16", lambda: True)
+    assert fit.resolve_precision("auto") == "mixed_bfloat16"
+    assert fit.resolve_precision("float32") == "float32"
+    monkeypatch.setattr(fit.keras.backend, "backend", lambda: "jax")
+    assert fit.resolve_precision("auto") == "float32"  # bf16 on a CPU is TensorFlow's oneDNN path only
+
+
+def test_cpu_has_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    from fervid.training import fit
+
+    cpuinfo = tmp_path / "cpuinfo"
+    real = Path
+
+    def fake_path(name, *rest):
+        return cpuinfo if str(name) == "/proc/cpuinfo" else real(name, *rest)
+
+    monkeypatch.setattr(fit, "Path", fake_path)
+    for flags, expected in (("fpu sse avx2 avx512f", False), ("fpu avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True)):
+        cpuinfo.write_text(f"processor : 0\nflags : {flags}\n")
+        assert fit.cpu_has_bf16() is expected, flags
+    cpuinfo.unlink()
+    assert fit.cpu_has_bf16() is False  # no /proc/cpuinfo (macOS, Windows): float32
