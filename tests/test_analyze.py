@@ -476,6 +476,21 @@ def test_cli_reports_errors_in_one_line_and_fails_only_when_nothing_worked(archi
     assert (dotted / "_summary.parquet").exists()
 
 
+def test_cli_detector_options_reach_the_cascade(archive: Path, tmp_path: Path) -> None:
+    """--min-size, --scale-factor and --min-neighbors on the command line, as predict and live take them."""
+    out = tmp_path / "huge.parquet"
+    huge = subprocess.run([FERVID, "analyze", str(archive / "photos"), "--out", str(out), "--min-size", "2000",
+                           "--scale-factor", "1.2", "--min-neighbors", "3"], capture_output=True, text=True, timeout=120)
+    assert huge.returncode == 0, huge.stderr
+    assert len(pd.read_parquet(out)) == 0 and len(pd.read_parquet(tmp_path / "huge.summary.parquet")) > 0  # read, no face that big
+    for option, value, message in (("--scale-factor", "1.0", "scale factor must be above 1.0"),
+                                   ("--min-neighbors", "-1", "min neighbours must be 0 or more, got -1")):
+        refused = subprocess.run([FERVID, "analyze", str(archive / "photos"), "--out", str(tmp_path / "x.parquet"), option, value],
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and message in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not (tmp_path / "x.parquet").exists()
+
+
 def test_an_input_no_longer_given_loses_its_parts_so_out_mirrors_the_inputs(tmp_path: Path) -> None:
     folders = {name: tmp_path / name for name in ("a", "b")}
     for seed, folder in enumerate(folders.values()):
