@@ -411,6 +411,21 @@ def test_labels_grow_with_the_image_so_a_large_photo_stays_readable() -> None:
     assert small < 25  # a 640x480 frame keeps its sizes
 
 
+def test_a_face_at_the_right_edge_keeps_its_whole_label() -> None:
+    """The label starts at the box's left edge unless that would cut it off at the frame's right edge."""
+    from fervid.runtime.face import Face
+    from fervid.runtime.render import annotate
+
+    def label_pixels(x: int) -> np.ndarray:
+        image = np.zeros((240, 320, 3), np.uint8)
+        annotate(image, [Face.from_probabilities((x, 120, 60, 60), np.eye(7)[6], track_id=12)], panel=False)
+        return image[:115].any(axis=2)  # above the box: the label alone
+
+    middle, edge = label_pixels(100), label_pixels(300)
+    assert edge.sum() == middle.sum() > 0  # the same label, whole
+    assert np.flatnonzero(edge.any(axis=0)).min() < 300  # moved left of the box to fit
+
+
 def test_a_folder_named_with_digits_is_that_folder_not_a_camera(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "2024").mkdir()
     cv2.imwrite(str(tmp_path / "2024" / "a.png"), np.zeros((8, 8, 3), np.uint8))

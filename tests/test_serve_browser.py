@@ -200,3 +200,30 @@ def test_a_camera_that_stops_ends_the_session_with_a_message(browser, server_url
     assert page.eval_on_selector_all("#faces li", "items => items.length") == 0
     assert errors == []
     page.close()
+
+
+def test_a_face_at_the_right_edge_keeps_its_whole_label(browser, server_url: str) -> None:
+    """On a narrow view (a phone) a face near the right edge showed "angry 4": the label is moved
+    left to fit, so it paints as many pixels there as in the middle of the view (within the few that
+    antialiasing at another sub-pixel offset changes; cut off at the edge it would paint a quarter)."""
+    page, errors = open_page(browser, server_url)
+    painted = page.evaluate(
+        """() => {
+            const count = (x) => {
+                const canvas = document.createElement("canvas");
+                canvas.width = 240; canvas.height = 120;
+                const context = canvas.getContext("2d");
+                const face = {box: [x, 60, 40, 40], expression: "surprise", confidence: 0.49, probabilities: {}};
+                drawResults(context, [face], 1, {width: 240, height: 120}, false, 1);
+                const data = context.getImageData(0, 0, 240, 58).data;  // above the box: the label alone
+                let painted = 0;
+                for (let i = 3; i < data.length; i += 4) if (data[i]) painted++;
+                return painted;
+            };
+            return [count(60), count(215)];
+        }"""
+    )
+    middle, edge = painted
+    assert middle > 500 and abs(edge - middle) <= 0.02 * middle, painted
+    assert errors == []
+    page.close()

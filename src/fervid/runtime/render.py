@@ -45,7 +45,9 @@ def draw_face(frame: np.ndarray, face: Face, *, panel: bool = True) -> None:
     label = f"{face.expression} {face.confidence:.0%}"
     if face.track_id is not None:
         label = f"#{face.track_id} {label}"
-    _text(frame, label, (x, max(round(12 * size), y - round(6 * size))), 0.5 * size, color, size)
+    (text_width, _), _ = cv2.getTextSize(label, FONT, 0.5 * size, max(3, round(3 * size)))
+    left = max(0, min(x, frame.shape[1] - text_width))  # a face at the right edge keeps its whole label
+    _text(frame, label, (left, max(round(12 * size), y - round(6 * size))), 0.5 * size, color, size)
     if panel:
         draw_probability_panel(frame, face.probabilities, (x, y, w, h))
 

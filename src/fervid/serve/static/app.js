@@ -54,10 +54,12 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     const labelWidth = context.measureText(label).width + 10 * unit;
     const labelHeight = 22 * unit;
     const labelTop = y >= labelHeight ? y - labelHeight : y;
+    // kept inside the view: a face at its right edge would show "angry 4" on a narrow screen
+    const labelLeft = Math.max(0, Math.min(x - context.lineWidth / 2, bounds.width - labelWidth));
     context.fillStyle = color;
-    context.fillRect(x - context.lineWidth / 2, labelTop, labelWidth, labelHeight);
+    context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
     context.fillStyle = "#111";
-    context.fillText(label, x + 4 * unit, labelTop + 16 * unit);
+    context.fillText(label, labelLeft + context.lineWidth / 2 + 4 * unit, labelTop + 16 * unit);
 
     // The bars need about half of a phone's width: there, the list under the view shows them instead.
     if (bounds.width >= BARS_MIN_WIDTH * unit) drawBars(context, face.probabilities, [x, y, w, h], bounds, unit);
