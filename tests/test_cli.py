@@ -236,3 +236,12 @@ def test_every_command_that_writes_takes_out_output_and_o():
     assert all(opts == {"--out", "--output", "-o"} for opts in writers.values()), writers
     refused = fervid("export", "missing.keras", "--output", "x.txt")  # the other spelling reaches the same check
     assert refused.returncode == 2 and "--out x.txt: the ONNX file must end in .onnx" in refused.stderr, refused.stderr
+
+
+def test_help_shows_no_value_type_for_flags():
+    """A flag takes no value: `--no-save <bool>` in the help read as if it did."""
+    result = subprocess.run([sys.executable, "-m", "fervid", "predict", "--help"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "COLUMNS": "200"})
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ --")}
+    assert "<bool>" not in result.stdout and "--no-save" in lines and "--help" in lines
+    assert "<path>" in lines["--json"] and "<int>" in lines["--min-size"]  # options that take a value still say which

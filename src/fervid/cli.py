@@ -32,6 +32,24 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Look at labelled face datasets (folders, zips, FER2013 CSV).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _hide_flag_types() -> None:
+    """Typer 0.29's help gives every option a type column, flags included (``--no-save <bool>``), which
+    reads as if the flag took a value; flags get an empty one. Left as it is where Typer's internals differ."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "hides_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich.hides_flags = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
 out = Console(soft_wrap=True, markup=False)  # paths and names are printed as they are, brackets and all
 
 
