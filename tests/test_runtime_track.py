@@ -91,6 +91,24 @@ def test_tracks_hide_when_missed_and_expire_after_max_missed() -> None:
     assert face.track_id == 2
 
 
+def test_a_face_that_starts_moving_fast_keeps_its_id() -> None:
+    """From rest to 70 pixels a frame (a quick turn of the head): the zero-velocity prediction overlaps
+    the new box too little (IoU 0.18), but it is the same-sized box one side away, so the same face;
+    a face two sides away is still a new one."""
+    tracker = FaceTracker(min_hits=2)
+    for frame in range(5):
+        faces = tracker.update([[100, 100, 100, 100]], [HAPPY], frame / 30)
+    ids = {face.track_id for face in faces}
+    for step in range(1, 6):
+        (face,) = tracker.update([[100 + 70 * step, 100, 100, 100]], [HAPPY], (4 + step) / 30)
+        ids.add(face.track_id)
+    assert ids == {1}
+    faces = tracker.update([[450, 100, 100, 100], [450, 330, 100, 100]], [HAPPY, SAD], 10 / 30)
+    assert [face.track_id for face in faces] == [1]  # the other, 2.3 sides away, waits for its second scan
+    faces = tracker.update([[450, 100, 100, 100], [450, 330, 100, 100]], [HAPPY, SAD], 11 / 30)
+    assert sorted(face.track_id for face in faces) == [1, 2]
+
+
 def test_min_hits_suppresses_one_off_detections() -> None:
     tracker = FaceTracker(min_hits=2)
     assert tracker.update([[10, 10, 60, 60]], [HAPPY], 0.0) == []
