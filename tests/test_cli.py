@@ -245,3 +245,26 @@ def test_help_shows_no_value_type_for_flags():
     lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ --")}
     assert "<bool>" not in result.stdout and "--no-save" in lines and "--help" in lines
     assert "<path>" in lines["--json"] and "<int>" in lines["--min-size"]  # options that take a value still say which
+
+
+def test_command_defaults_are_the_librarys():
+    """cli.py may not import OpenCV (so `fervid --help` stays fast), so its defaults repeat the
+    library's: this keeps each repeated value equal to the constant it stands for."""
+    import typer.main
+
+    from fervid.cli import app
+    from fervid.runtime.detect import DetectorConfig
+    from fervid.runtime.pipeline import DETECT_EVERY
+    from fervid.serve.pool import DEFAULT_WORKERS
+    from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
+
+    commands = typer.main.get_command(app).commands
+    defaults = {(name, param.name): param.default for name, command in commands.items() for param in command.params}
+    detector = DetectorConfig()
+    for name in ("predict", "live", "serve", "analyze"):
+        assert defaults[(name, "scale_factor")] == detector.scale_factor
+        assert defaults[(name, "min_neighbors")] == detector.min_neighbors
+        assert defaults[(name, "min_size")] == detector.min_size
+    assert defaults[("live", "detect_every")] == DETECT_EVERY
+    assert defaults[("serve", "workers")] == DEFAULT_WORKERS
+    assert defaults[("serve", "max_upload_mb")] * 1_000_000 == DEFAULT_MAX_UPLOAD_BYTES
