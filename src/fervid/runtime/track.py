@@ -184,10 +184,11 @@ class FaceTracker:
 
     @staticmethod
     def _nearby(predicted: np.ndarray, boxes: np.ndarray, matched_tracks: set[int], matched_boxes: set[int]) -> list[tuple[int, int]]:
-        """Second chance for what IoU left unmatched: a box of about the track's size whose centre is within
-        one box side of where the track was predicted. A head that starts moving fast (a quick turn, 70
-        pixels a frame from rest for a 100-pixel face: IoU 0.18) leaves its zero-velocity prediction with too little overlap, and would
-        otherwise become a new face with a new id. Closest pairs first; each track and box at most once."""
+        """Second chance for what IoU left unmatched: a box of about the track's size whose centre is
+        within one box side of where the track was predicted. A head that starts moving fast (a quick
+        turn, 70 pixels a frame from rest for a 100-pixel face: IoU 0.18) leaves its zero-velocity
+        prediction with too little overlap, and would otherwise become a new face with a new id.
+        Closest pairs first; each track and box at most once."""
         pairs = []
         for t in sorted(set(range(len(predicted))) - matched_tracks):
             side = max(predicted[t, 2], predicted[t, 3])
