@@ -128,12 +128,17 @@ def card_beside(model: Path) -> dict | None:
     path = model.with_suffix(".json")
     if not path.exists():
         return None
+    return parse_card(path.read_bytes(), f"{path}: the model card beside {model.name}")
+
+
+def parse_card(text: str | bytes, where: str) -> dict:
+    """A model card's JSON as a dict, or one line saying ``where`` it is not a JSON object."""
     try:
-        card = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise FervidError(f"{path}: the model card beside {model.name} is not valid JSON ({error})") from None
+        card = json.loads(text)
+    except ValueError as error:  # UnicodeDecodeError included
+        raise FervidError(f"{where} is not valid JSON ({error})") from None
     if not isinstance(card, dict):
-        raise FervidError(f"{path}: the model card beside {model.name} is not a JSON object")
+        raise FervidError(f"{where} is not a JSON object")
     return card
 
 
@@ -207,13 +212,7 @@ class ExpressionClassifier:
         metadata = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in metadata:
             return {}
-        try:
-            card = json.loads(metadata[METADATA_KEY])
-        except ValueError:
-            raise FervidError(f"{self.path}: its model card (ONNX metadata '{METADATA_KEY}') is not valid JSON") from None
-        if not isinstance(card, dict):
-            raise FervidError(f"{self.path}: its model card (ONNX metadata '{METADATA_KEY}') is not a JSON object")
-        return card
+        return parse_card(metadata[METADATA_KEY], f"{self.path}: its model card (ONNX metadata '{METADATA_KEY}')")
 
     def _check_probabilities(self) -> None:
         """Refuse a net that ends in logits, not a softmax: its "confidences" (4.8, -1.2) would be
