@@ -3,6 +3,7 @@
 # (ONNX, evaluation, plots, report) and export its int8 model (runs/NAME/NAME.onnx + .json).
 set -euo pipefail
 FILES=${1:?usage: finish.sh FOLDER_WITH_RUN_TGZ_PARTS}
+git -C "$(dirname "$0")/../.." checkout -- tools/teachers  # prepare.sh took the tracked teachers out of the work tree for the device call
 ZIP=${ZIP:-../shared/data/fer2013.zip}
 for first in "$FILES"/*.tgz.aa; do
   name=$(basename "$first" .tgz.aa)
