@@ -38,6 +38,32 @@ def test_names_with_brackets_are_printed_as_they_are(tmp_path: Path) -> None:
     assert (tmp_path / "records[out].json").exists()
 
 
+def test_predict_crops_classifies_each_image_whole(tmp_path: Path) -> None:
+    """Already-cropped faces (a dataset's 48x48 images) have no context for the cascade: without --crops they
+    are faceless and the note says what to do; with it each image is one face, classified as the API does."""
+    import numpy as np
+
+    from fervid.runtime.recognizer import Recognizer
+
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, (48, 48), dtype=np.uint8), rng.integers(0, 256, (64, 56), dtype=np.uint8)]
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, crop in zip(paths, crops):
+        cv2.imwrite(str(path), crop)
+    detected = fervid("predict", *map(str, paths), "--no-save")
+    assert detected.returncode == 0 and detected.stdout == "", detected.stderr
+    assert f"{paths[0]}: no face found; if it is a cropped face, --crops classifies the whole image" in detected.stderr
+
+    result = fervid("predict", *map(str, paths), "--crops", "--out", str(tmp_path / "annotated"))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["box"] for r in records] == [[0, 0, 48, 48], [0, 0, 56, 64]]
+    expected = Recognizer().classify([cv2.imread(str(path)) for path in paths])
+    for record, row in zip(records, expected):
+        assert list(record["probabilities"].values()) == pytest.approx(row.tolist(), abs=1e-4)
+    assert cv2.imread(str(tmp_path / "annotated" / "b.png")).shape[:2] == (64, 56)
+
+
 def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_path: Path) -> None:
     photo = textured_background(300, 400, seed=5)
     box = paste_face(photo, detectable_faces(1)[0], 120, 80, 130)

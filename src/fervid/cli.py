@@ -303,6 +303,7 @@ ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx fil
 ScaleFactorOption = Annotated[float, typer.Option(callback=_finite, help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
 MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (higher: fewer false faces).")]
 MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels.")]
+CropsOption = Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector.")]
 
 
 def _recognizer(model: Optional[str], scale_factor: float, min_neighbors: int, min_size: int) -> Recognizer:
@@ -321,18 +322,22 @@ def predict(
     scale_factor: ScaleFactorOption = 1.1,
     min_neighbors: MinNeighborsOption = 5,
     min_size: MinSizeOption = 40,
+    crops: CropsOption = False,
 ) -> None:
     """Find the faces in photos and their expressions: one JSON record per face, annotated copies in --out.
 
     Examples:
       fervid predict photo.jpg
       fervid predict holiday/ --out runs/holiday --json faces.json
+      fervid predict faces/ --crops --no-save      # already-cropped faces, e.g. a dataset's 48x48 images
     """
     from fervid.runtime.photos import predict_images
 
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
     on_record = None if json_out else (lambda record: print(json.dumps(record), flush=True))
-    report = predict_images(images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=json_out)
+    report = predict_images(
+        images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=json_out, crops=crops
+    )
     print("\n".join(report.describe()), file=sys.stderr)
     if report.interrupted:
         raise typer.Exit(130)  # what was done is written; the exit status still says the run was cut short
@@ -472,7 +477,7 @@ def analyze(
     ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of starting a local Ray.")] = None,
     every: Annotated[int, typer.Option(help="Analyse every K-th video frame.")] = 1,
     largest_only: Annotated[bool, typer.Option("--largest-only", help="Keep only the largest face per image or frame.")] = False,
-    crops: Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector.")] = False,
+    crops: CropsOption = False,
     boxes: Annotated[Optional[Path], typer.Option(help="Precomputed boxes (CSV source,frame,x,y,w,h or JSON); the detector does not run.")] = None,
     segment_s: Annotated[float, typer.Option(callback=_finite, help="Video segment length in seconds: the unit of parallel work and of resuming; track ids restart at each segment.")] = 300.0,
     model: ModelOption = None,

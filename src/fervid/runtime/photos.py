@@ -44,6 +44,7 @@ class PhotoReport:
         return ["; ".join(notes)]
 
 
+SMALL_IMAGE = 160  # pixels: an image no larger is more likely a cropped face than a photo with one in it
 MARKER = ".fervid-predict"  # in --out: the names of the annotated copies written there, one per line
 
 
@@ -87,8 +88,13 @@ def predict_images(
     out_dir: str | Path | None = None,
     on_record: Callable[[dict], None] | None = None,
     records_to: str | Path | None = None,
+    crops: bool = False,
 ) -> PhotoReport:
     """Recognise every face in ``inputs``; ``on_record(record)`` is called per face as it is found.
+
+    With ``crops`` each image is taken as one already-cropped face (a dataset's 48x48 faces, the
+    output of another detector) and classified whole: a cascade finds no face in a face with no
+    context around it.
 
     A record is ``{"image": path, **Face.to_dict()}``. Unreadable files and images without a face
     get a one-line note on stderr; if no image at all could be read, FervidError. With
@@ -106,7 +112,7 @@ def predict_images(
     if records_to is not None:
         _check_records_path(Path(records_to), paths)
     try:
-        _predict_each(paths, recognizer, report, names, out_dir, on_record, listed)
+        _predict_each(paths, recognizer, report, names, out_dir, on_record, listed, crops)
     except KeyboardInterrupt:
         warn(f"interrupted after {report.processed} image(s); keeping their results")
         report.interrupted = True
@@ -119,7 +125,7 @@ def predict_images(
 
 
 def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport, names: set[str], out_dir, on_record,
-                  listed: set[Path]) -> None:
+                  listed: set[Path], crops: bool) -> None:
     for path in paths:
         try:
             image = read_image(path)
@@ -127,10 +133,11 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             warn(str(error))
             report.unreadable.append(str(path))
             continue
-        faces = recognizer.predict(image)
+        faces = recognizer.predict(image, boxes=[0, 0, image.shape[1], image.shape[0]] if crops else None)
         report.processed += 1
         if not faces:
-            warn(f"{path}: no face found")
+            small = max(image.shape[:2]) <= SMALL_IMAGE
+            warn(f"{path}: no face found" + ("; if it is a cropped face, --crops classifies the whole image" if small else ""))
             report.without_face.append(str(path))
         for face in faces:
             record = {"image": str(path), **face.to_dict()}
