@@ -268,3 +268,39 @@ def test_command_defaults_are_the_librarys():
     assert defaults[("live", "detect_every")] == DETECT_EVERY
     assert defaults[("serve", "workers")] == DEFAULT_WORKERS
     assert defaults[("serve", "max_upload_mb")] * 1_000_000 == DEFAULT_MAX_UPLOAD_BYTES
+
+
+def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
+    """An output that is the dataset, the model or the boxes file would replace it; an image written into
+    a class folder would be read as a face next time. Each is one line before any work, the input intact."""
+    from fervid.runtime.classify import bundled_model_path
+
+    from conftest import write_fer_csv
+
+    data = write_folder_dataset(tmp_path / "data", 0, splits={"train": 2, "validation": 1})
+    csv_data = write_fer_csv(tmp_path / "fer.csv", {"PublicTest": 1, "Training": 1})
+    model = tmp_path / "m.onnx"
+    shutil.copy(bundled_model_path("fervid-compact"), model)
+    photo = data / "train" / "happy" / "0000.png"
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(f"source,frame,x,y,w,h\n{photo},0,0,0,48,48\n")
+    class_folder = data / "train" / "happy"
+    cases = [
+        (["evaluate", str(model), str(csv_data), "--json", str(csv_data)], f"--json {csv_data}: is the dataset"),
+        (["evaluate", str(model), str(data), "--json", str(model)], f"--json {model}: is the model {model}"),
+        (["evaluate", "fervid-compact", str(data), "--against", str(model), "--json", str(model)], f"--json {model}: is the model {model}"),
+        (["evaluate", str(model), str(data), "--confusion", str(class_folder / "c.png")], f"--confusion {class_folder / 'c.png'}: inside the dataset"),
+        (["data", "inspect", str(data), "--grid", str(class_folder / "g.png")], f"--grid {class_folder / 'g.png'}: inside the dataset"),
+        (["predict", str(photo), "--crops", "--no-save", "--model", str(model), "--json", str(model)], f"--json {model}: is the model"),
+        (["analyze", str(photo), "--boxes", str(boxes), "--out", str(boxes)], f"--out {boxes}: is the input {boxes}"),
+    ]
+    before = {path: path.read_bytes() for path in (csv_data, model, boxes)}
+    files = sorted(class_folder.iterdir())
+    for args, message in cases:
+        result = fervid(*args)
+        assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(class_folder.iterdir()) == files
+
+    top = fervid("evaluate", str(model), str(data), "--confusion", str(data / "confusion.png"))  # no class is read from the top
+    assert top.returncode == 0 and (data / "confusion.png").exists(), top.stderr

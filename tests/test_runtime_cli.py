@@ -180,8 +180,13 @@ def test_bad_options_are_one_line_not_a_panel(tmp_path: Path) -> None:
 def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
     (tmp_path / "damaged.jpg").write_bytes(b"GIF89a" + bytes(10))  # OpenCV logs "[ERROR] can't read header" for it
     result = fervid("predict", str(tmp_path / "damaged.jpg"), "--no-save")
-    assert result.stderr.strip().splitlines() == [
-        f"warning: {tmp_path / 'damaged.jpg'}: not a readable image ({UNREADABLE_WHY})", "fervid: error: no image could be read"]
+    assert result.stderr.strip().splitlines() == [f"fervid: error: {tmp_path / 'damaged.jpg'}: not a readable image ({UNREADABLE_WHY})"]
+    assert result.returncode == 2
+    live = fervid("live", "--source", str(tmp_path / "damaged.jpg"), "--no-display")  # one image is one error too
+    assert live.returncode == 2
+    assert live.stderr.strip().splitlines() == [f"fervid: error: {tmp_path / 'damaged.jpg'}: not a readable image ({UNREADABLE_WHY})"]
+    missing = fervid("predict", str(tmp_path / "missing.jpg"))
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [f"fervid: error: {tmp_path / 'missing.jpg'}: no such file"]
 
 
 @pytest.mark.parametrize(
@@ -352,3 +357,63 @@ def test_predict_refuses_outputs_inside_a_file_before_the_first_photo(tmp_path: 
         result = fervid("predict", str(photo), *args)
         assert_one_line_error(result, f"{photo} is a file, not a folder")
         assert result.stdout == ""
+
+
+def write_video_with_a_damaged_frame(target: Path, frames: int = 10, damaged: int = 4) -> Path:
+    """An MJPG AVI of noise frames whose frame ``damaged`` lost its JPEG headers (zeroed in place, sizes kept)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"MJPG"), 15, (320, 240))
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    writer.release()
+    video = bytearray(target.read_bytes())
+    starts = [i for i in range(len(video) - 1) if video[i : i + 2] == b"\xff\xd8"]  # each frame's JPEG
+    video[starts[damaged] + 2 : starts[damaged] + 600] = bytes(598)
+    target.write_bytes(bytes(video))
+    return target
+
+
+def test_ffmpegs_own_decoder_errors_stay_off_stderr(tmp_path: Path) -> None:
+    """A damaged frame makes FFmpeg print "[mjpeg @ 0x...] No JPEG data found in image" beside fervid's own
+    lines; the command quiets it unless the user asks for FFmpeg's level."""
+    import os
+
+    video = write_video_with_a_damaged_frame(tmp_path / "damaged.avi")
+    env = {key: value for key, value in os.environ.items() if key != "OPENCV_FFMPEG_LOGLEVEL"}
+
+    def analyze(out: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([FERVID, "analyze", str(video), "--out", str(tmp_path / out)],
+                              capture_output=True, text=True, timeout=120, env={**env, **extra})
+
+    loud = analyze("loud.parquet", OPENCV_FFMPEG_LOGLEVEL="16")
+    assert loud.returncode == 0 and "No JPEG data found" in loud.stdout + loud.stderr, "the damaged frame makes FFmpeg complain"
+    quiet = analyze("quiet.parquet")
+    assert quiet.returncode == 0 and "JPEG" not in quiet.stdout + quiet.stderr, quiet.stdout + quiet.stderr
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_analyze_skips_a_damaged_frame_and_reads_the_rest(tmp_path: Path, every: int) -> None:
+    """FFmpeg fails on a damaged frame and goes on with the next: the analysis reads on (it used to stop
+    there, the rest of the video unread and the source "ok") and notes the frame it skipped."""
+    import pyarrow.parquet as pq
+
+    video = write_video_with_a_damaged_frame(tmp_path / "damaged.avi", frames=12, damaged=3)
+    result = fervid("analyze", str(video), "--every", str(every), "--out", str(tmp_path / "out.parquet"))
+    assert result.returncode == 0, result.stderr
+    summary = pq.read_table(tmp_path / "out.summary.parquet").to_pylist()[0]
+    analysed = [frame for frame in range(12) if frame % every == 0 and frame != 3]
+    assert summary["status"] == "ok" and summary["frames"] == len(analysed), summary
+    assert summary["note"] == "1 damaged frame(s) skipped (3)", summary
+
+
+def test_live_on_a_file_skips_a_damaged_frame_with_a_note(tmp_path: Path) -> None:
+    video = write_video_with_a_damaged_frame(tmp_path / "damaged.avi", frames=12, damaged=5)
+    result = fervid("live", "--source", str(video), "--no-display", "--output", str(tmp_path / "out.mp4"))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {video}: frame 5 could not be decoded (damaged?), skipped" in result.stderr
+    assert "11 frames" in result.stderr, "the frames after the damaged one are read too"
+    capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 11
+    capture.release()

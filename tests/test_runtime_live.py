@@ -233,6 +233,10 @@ def test_a_run_without_a_readable_frame_leaves_an_existing_timeline_as_it_was(re
     (folder / "broken.png").write_bytes(b"broken")
     timeline = tmp_path / "t.jsonl"
     timeline.write_text("the rows of an earlier run\n")
+    with pytest.raises(FervidError, match="broken.png: not a readable image"):  # a lone image is its own error
+        run_live(folder, recognizer, timeline=timeline, display=False)
+    assert timeline.read_text() == "the rows of an earlier run\n"
+    (folder / "broken2.png").write_bytes(b"broken")
     with pytest.raises(FervidError, match="no frame could be read"):
         run_live(folder, recognizer, timeline=timeline, display=False)
     assert timeline.read_text() == "the rows of an earlier run\n"
@@ -432,3 +436,25 @@ def test_a_folder_named_with_digits_is_that_folder_not_a_camera(tmp_path: Path, 
     monkeypatch.chdir(tmp_path)
     with open_source("2024") as source:
         assert not source.live and source.total == 1
+
+
+def test_a_recording_letterboxes_frames_of_another_shape(tmp_path: Path) -> None:
+    """An image folder may mix portrait and landscape photos: a frame of another shape than the first is
+    fitted into the recording with its proportions kept (black bars), not stretched over it."""
+    from fervid.runtime.sinks import letterboxed
+
+    portrait = np.full((200, 100, 3), 255, dtype=np.uint8)
+    fitted = letterboxed(portrait, (320, 240))
+    assert fitted.shape == (240, 320, 3)
+    columns = np.flatnonzero(fitted[120, :, 0] > 128)
+    assert (columns[0], columns[-1]) == (100, 219), "120x240 inside 320x240, centred"
+    assert fitted[:, :100].max() == 0 and fitted[:, 220:].max() == 0
+
+    with VideoSink(tmp_path / "mixed.mp4", 30.0) as sink:
+        sink.write(np.full((240, 320, 3), 60, dtype=np.uint8))
+        sink.write(portrait)
+    capture = cv2.VideoCapture(str(tmp_path / "mixed.mp4"))
+    frames = [capture.read()[1] for _ in range(2)]
+    capture.release()
+    assert all(frame.shape == (240, 320, 3) for frame in frames)
+    assert frames[1][120, 160].mean() > 200 and frames[1][120, 20].mean() < 30, "the portrait in the middle, bars at the sides"

@@ -623,6 +623,7 @@ def test_distillation_trains_on_the_teachers_averaged_probabilities(trained_run,
                "--out", str(student))
     card = json.loads((student / "model.json").read_text())
     assert card["training"]["teacher"] == [str(run.resolve()), "fervid-vgg"] and card["training"]["distill"] == 0.4
+    assert card["name"] == "student", "without --name a run is named for its folder, never for a bundled model"
     assert card["metrics"]["accuracy"] >= 0.7, "chance is 1/7; a fifth of each target is the bundled model's guess"
     assert "distilled from" in (student / "report.md").read_text()
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fervid.errors import FervidError, Interrupted, install_hint
-from fervid.fileio import check_writable
+from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable
 from fervid.model.specs import ARCHITECTURES
 
 if TYPE_CHECKING:  # imported inside the commands: `fervid --help` must not load OpenCV or Keras
@@ -106,6 +106,7 @@ def data_inspect(
 
     target = grid or Path(f"{path.resolve().stem or 'dataset'}-samples.png")  # `data inspect .` names the grid after the folder
     check_grid_path(target)  # before reading the data
+    check_outside_dataset(target, path, "--grid")
     index = read_dataset(path, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
     summary, arrays = summarize(index)
     if len(arrays) == 0:  # a table of zeros would only hide the reason
@@ -170,7 +171,7 @@ def train(
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy (0 = never).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
-    name: Annotated[Optional[str], typer.Option(help="Model name in the model card (default: fervid-<arch>).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name in the model card (default: the run folder's name).")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model (.keras or run folder) of the same --arch: fine-tuning or a second schedule.")] = None,
     teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Distill from this trained model (.onnx, run folder or bundled name); repeat it to distill from the average of several.")] = None,
     distill: Annotated[float, typer.Option(callback=_finite, help="With --teacher: the teachers' share of each training target (the label keeps the rest).")] = 0.5,
@@ -246,10 +247,14 @@ def evaluate(
         _needs("data", "matplotlib")
         if confusion.suffix.lower() != ".png":  # checked now, not after the scoring
             raise FervidError(f"--confusion {confusion}: the confusion matrix is a PNG; give a path ending in .png")
-    for path, option in ((json_out, "--json"), (confusion, "--confusion")):
-        if path is not None:
-            check_writable(path, option)  # now, not after the scoring
     from fervid.evaluation.evaluate import scored_model
+
+    inputs = {"the dataset": data, **{f"the model {name}": _model_file(scored_model(name)) for name in (model, against) if name}}
+    for path, option in ((json_out, "--json"), (confusion, "--confusion")):
+        if path is not None:  # now, not after the scoring
+            check_writable(path, option)
+            check_not_an_input(path, option, inputs)
+            check_outside_dataset(path, data, option)
 
     if any(scored_model(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
@@ -299,6 +304,19 @@ def export(
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
+def _model_file(model: str | None) -> Path | None:
+    """The file a model argument names (bundled name, run folder, .onnx or .keras), None if it names none:
+    an output must not replace it."""
+    from fervid.runtime.classify import resolve_model
+
+    if model is not None and Path(model).suffix.lower() == ".keras":
+        return Path(model)
+    try:
+        return resolve_model(model)
+    except FervidError:
+        return None  # loading it says what is wrong
+
+
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (`fervid models` lists them; default: fervid-vgg).")]
 ScaleFactorOption = Annotated[float, typer.Option(callback=_finite, help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
 MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (higher: fewer false faces).")]
@@ -333,6 +351,8 @@ def predict(
     """
     from fervid.runtime.photos import predict_images
 
+    if json_out:
+        check_not_an_input(json_out, "--json", {"the model": _model_file(model)})
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
     on_record = None if json_out else (lambda record: print(json.dumps(record), flush=True))
     report = predict_images(
@@ -524,6 +544,9 @@ def main() -> None:
     and is printed as the same one line as every other user error, not as typer's boxed panel.
     """
     signal.signal(signal.SIGTERM, _interrupt)
+    # FFmpeg prints its decoder errors ("[mjpeg @ 0x...] overread 8") straight to stderr; a damaged
+    # video gets fervid's own note instead. Set the variable to another level to see FFmpeg's.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     # The click that typer runs on: its own copy in recent typer, the click package in older ones.
     click_errors = sys.modules[typer.BadParameter.__module__]
     no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())

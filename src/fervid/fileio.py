@@ -53,6 +53,29 @@ def check_writable_folder(folder: str | Path, option: str = "", *, name: str = "
         raise FervidError(f"{name}: cannot write in {existing} ({error.strerror or error}); write the output elsewhere") from None
 
 
+def check_not_an_input(target: str | Path, option: str, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an output that is one of the run's own input files (``inputs``: what it is -> its path):
+    the output would replace it, the dataset, model or boxes the user gave lost."""
+    resolved = Path(target).expanduser().resolve()
+    for what, path in inputs.items():
+        if path is not None and Path(path).expanduser().is_file() and Path(path).expanduser().resolve() == resolved:
+            raise FervidError(f"{option} {target}: is {what}, which this output would overwrite; write it elsewhere")
+
+
+def check_outside_dataset(target: str | Path, data: str | Path, option: str, *, folder: bool = False) -> None:
+    """Refuse an output in a dataset folder's class or split folders: the next read of the dataset would
+    take the images written there (plots, grids) for faces, or a run ``folder`` for a class. A file
+    at the dataset's top level is left alone: no class is read from there."""
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        return
+    root, where = root.resolve(), Path(target).expanduser().resolve()
+    holder = where if folder else where.parent
+    if holder.is_relative_to(root) and (folder or holder != root):
+        raise FervidError(f"{option} {target}: inside the dataset {data}, whose next read would take "
+                          f"{'its images for faces' if folder else 'it for a face'}; write it elsewhere")
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success."""

@@ -136,7 +136,8 @@ class Analyzer:
             error = str(failure)
         if error is None and unit.segment == 0 and frames == 0:
             error = "not a readable video (no frame could be decoded)"
-        ledger.add(item, unit, frames=frames, counts=counts, error=error, note=ended_early(reader.end, unit))
+        notes = [note for note in (damaged_frames(reader.damaged, unit), ended_early(reader.end, unit)) if note]
+        ledger.add(item, unit, frames=frames, counts=counts, error=error, note="; ".join(notes) or None)
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
 
     def _rows(self) -> RowBuffer:
@@ -149,6 +150,15 @@ class Analyzer:
         """This unit's stage timings, starting the next unit's at zero."""
         taken, self.timings = self.timings, dict.fromkeys(STAGES, 0.0)
         return taken
+
+
+def damaged_frames(damaged: set[int], unit: Unit) -> str | None:
+    """A note naming the frames of ``unit`` that did not decode while later ones did (skipped, no rows)."""
+    inside = sorted(frame for frame in damaged if frame >= unit.start_frame and (unit.end_frame is None or frame < unit.end_frame))
+    if not inside:
+        return None
+    shown = ", ".join(map(str, inside[:5])) + (", ..." if len(inside) > 5 else "")
+    return f"{len(inside)} damaged frame(s) skipped ({shown})"
 
 
 def ended_early(end: int | None, unit: Unit) -> str | None:

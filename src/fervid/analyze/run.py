@@ -113,7 +113,8 @@ def analyze(
     options.validate()
     if engine not in ENGINES:
         raise FervidError(f"--engine must be one of {', '.join(ENGINES)}, got '{engine}'")
-    store = ResultStore(out, inputs)  # a wrong --out is refused before the inputs are read
+    # a wrong --out is refused before the inputs are read; the --boxes file is an input too
+    store = ResultStore(out, [*inputs, *([boxes] if boxes is not None else [])])
     items = expand_inputs(inputs)
     box_table = load_boxes(boxes) if boxes is not None else None
     if box_table is not None and (unmatched := box_table.unmatched(items)):

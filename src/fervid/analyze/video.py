@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.runtime.sources import DEFAULT_FPS, open_capture
+from fervid.runtime.sources import DAMAGED_RUN, DEFAULT_FPS, open_capture
 
 
 def video_probe(path: str) -> tuple[float, int | None]:
@@ -34,7 +34,9 @@ class VideoReader:
     ``end`` becomes the frame where the file really ends once a read or seek finds it; a truncated file
     ends before the frame count in its header, which cut the segments. Frames past it are not an
     error, just none: a segment there gives no rows whether it was reached by reading (the local
-    engine) or by seeking (a Ray worker).
+    engine) or by seeking (a Ray worker). A damaged frame does not decode but FFmpeg goes on with the
+    next: up to ``DAMAGED_RUN`` failures in a row are skipped (and listed in ``damaged``), so one bad
+    frame in an archived video costs that frame, not the rest of the video.
     """
 
     def __init__(self, path: str, every: int) -> None:
@@ -42,6 +44,8 @@ class VideoReader:
         self.capture: cv2.VideoCapture | None = None
         self.position = 0
         self.end: int | None = None
+        self.damaged: set[int] = set()  # frames that did not decode but had decodable frames after them
+        self.failed: list[int] = []  # the frames read since the last one that decoded, all failed
 
     def frames(self, start: int, end: int | None, timings: dict[str, float]) -> Iterator[tuple[int, np.ndarray]]:
         """(frame number, BGR image) for each analysed frame in [start, end); decoding time is added to ``timings``."""
@@ -56,16 +60,22 @@ class VideoReader:
             else:
                 ok, image = self.capture.read()
             timings["decode"] += time.perf_counter() - started
-            if not ok:
-                self.end = self.position
-                return
             self.position += 1
+            if not ok:
+                self.failed.append(index)
+                if len(self.failed) > DAMAGED_RUN:  # the end of the file (or of what of it is readable)
+                    self.end = self.failed[0]
+                    return
+                continue
+            self.damaged.update(self.failed)  # a frame decoded after them: they were damaged, not the end
+            self.failed = []
             if image is not None:
                 yield index, image
 
     def _seek(self, frame: int) -> None:
         if self.capture is not None and self.position == frame:
             return
+        self.failed = []  # failures before a jump are not known to be followed by a decodable frame
         if self.capture is None or frame < self.position:
             self.close()
             self.capture = open_capture(self.path)

@@ -130,6 +130,8 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
         try:
             image = read_image(path)
         except FervidError as error:
+            if len(paths) == 1:  # the only photo: its own one-line error, not a note and then "no image could be read"
+                raise
             warn(str(error))
             report.unreadable.append(str(path))
             continue

@@ -55,6 +55,21 @@ class _DiscardOnError:
             self.close()
 
 
+def letterboxed(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``frame`` scaled to fit ``size`` (width, height) with its proportions kept, centred on black.
+
+    A video has one frame size; an image folder played as one may mix sizes and orientations, and
+    stretching a portrait photo to a landscape frame would distort the faces it shows."""
+    width, height = size
+    scale = min(width / frame.shape[1], height / frame.shape[0])
+    inner = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+    canvas = np.zeros((height, width, *frame.shape[2:]), dtype=frame.dtype)
+    x, y = (width - inner[0]) // 2, (height - inner[1]) // 2
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    canvas[y : y + inner[1], x : x + inner[0]] = cv2.resize(frame, inner, interpolation=interpolation).reshape(inner[1], inner[0], *frame.shape[2:])
+    return canvas
+
+
 class VideoSink(_DiscardOnError):
     """An mp4 (codec 'mp4v') of the annotated frames; its writer opens on the first frame, ``close`` finalises it.
 
@@ -84,7 +99,7 @@ class VideoSink(_DiscardOnError):
             self._writer = writer
             self.size = (width, height)
         if (frame.shape[1], frame.shape[0]) != self.size:  # image folders may mix sizes
-            frame = cv2.resize(frame, self.size)
+            frame = letterboxed(frame, self.size)
         for _ in range(max(1, copies)):
             self._writer.write(frame)
         self.frames += max(1, copies)

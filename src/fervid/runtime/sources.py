@@ -27,6 +27,7 @@ from fervid.runtime.sinks import is_live_summary, summary_plot_path
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 DEFAULT_FPS = 30.0
+DAMAGED_RUN = 5  # video frames in a row that may fail to decode with decodable ones after them; one more is the end
 
 
 @dataclass(frozen=True)
@@ -197,21 +198,32 @@ class VideoFileSource(Source):
         if not ok or first is None:
             self.capture.release()
             raise FervidError(f"{path}: not a readable video (no frame could be decoded)")
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=read_ahead)
-        self._queue.put(first)
+        self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=read_ahead)
+        self._queue.put((0, first))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="fervid-video-reader", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
+        """Decode frames into the queue. A damaged frame fails to decode and FFmpeg goes on with the next:
+        up to ``DAMAGED_RUN`` failures in a row are skipped with a note (frame numbers and times stay the
+        file's), one more is the end of the file."""
+        index, failed = 0, []
         try:
             while not self._stop.is_set():
                 ok, image = self.capture.read()
+                index += 1
                 if not ok or image is None:
-                    break
+                    failed.append(index)
+                    if len(failed) > DAMAGED_RUN:
+                        break
+                    continue
+                for frame in failed:
+                    warn(f"{self.name}: frame {frame} could not be decoded (damaged?), skipped")
+                failed = []
                 while not self._stop.is_set():
                     try:
-                        self._queue.put(image, timeout=0.1)
+                        self._queue.put((index, image), timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -227,10 +239,9 @@ class VideoFileSource(Source):
                 continue
 
     def __iter__(self) -> Iterator[Frame]:
-        index = 0
-        while (image := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            index, image = item
             yield Frame(image, index, index / self.fps)
-            index += 1
 
     def close(self) -> None:
         self._stop.set()
@@ -239,7 +250,7 @@ class VideoFileSource(Source):
 
 
 class ImageFolderSource(Source):
-    """Image files as frames, in name order; unreadable ones are skipped with a warning."""
+    """Image files as frames, in name order; unreadable ones are skipped with a warning (a lone one is the error)."""
 
     def __init__(self, paths: list[Path], name: str) -> None:
         if not paths:
@@ -273,6 +284,8 @@ class ImageFolderSource(Source):
             try:
                 image = read_image(path)
             except FervidError as error:
+                if self.total == 1:  # one image that cannot be read: its own error, not a note and then another
+                    raise
                 warn(f"{error}, skipped")
                 continue
             yield Frame(image, index, index / self.fps)

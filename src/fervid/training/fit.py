@@ -24,7 +24,7 @@ from fervid.console import warn
 from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
 from fervid.data.arrays import fingerprint, readable_counts
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, write_text_atomically
+from fervid.fileio import atomic_path, check_outside_dataset, write_text_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
@@ -276,10 +276,7 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
         check_teachers(config.teacher)  # a missing teacher fails now, before any data is read
     if run.exists() and not run.is_dir():
         raise FervidError(f"--out {run}: a file, not a run folder")
-    data = Path(config.data).expanduser().resolve()
-    if data.is_dir() and run.expanduser().resolve().is_relative_to(data):
-        # its plots (curves.png, confusion.png) inside a class folder would be read as faces next time
-        raise FervidError(f"--out {run}: inside the dataset {config.data}; write the run folder elsewhere")
+    check_outside_dataset(run, config.data, "--out", folder=True)  # its plots (curves.png, confusion.png) would be read as faces
     if not resume:
         if state_path.exists():
             raise FervidError(f"{run}: already holds a training run; use --resume to continue it or another --out")

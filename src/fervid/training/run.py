@@ -163,7 +163,7 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
     deployable = float32_twin(classifier, config.arch)
     with atomic_path(run / "model.keras") as temporary:
         deployable.save(str(temporary))
-    name = config.name or f"fervid-{config.arch}"
+    name = config.name or run.resolve().name  # not fervid-<arch>: a user's run would pass for a bundled model
     provisional = model_card(config, data, state, deployable.count_params(), {}, name)
     exports = onnx_export_available()
     if exports:
