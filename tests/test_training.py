@@ -692,6 +692,96 @@ def test_teacher_probabilities_are_cached_per_run_teachers_and_data(tmp_path, mo
     assert not list((tmp_path / "checkpoint").glob(".*tmp*")), "no temporary files are left behind"
 
 
+def test_teacher_views_are_fixed_by_the_seed_and_warp_as_random_warp_does():
+    """The views are the same on any machine (a GPU machine renders what the teachers scored here), differ
+    from view to view, are the face itself when the recipe changes nothing, and move pixels the way the
+    training's own RandomWarp does."""
+    import cv2
+
+    from fervid.model.backend import keras
+    from fervid.training.views import ViewRecipe, render_views, view_of, view_parameters
+
+    rng = np.random.default_rng(0)
+    faces = cv2.GaussianBlur(rng.random((6, 48, 48)).astype(np.float32), (0, 0), 2.0)[..., None]
+    recipe = ViewRecipe(rotation=0.05, zoom=0.1, shift=0.1, brightness=0.2, contrast=0.2, erasing=0.5, seed=7)
+    assert np.array_equal(view_of(faces, recipe, 3), view_of(faces, recipe, 3))
+    assert not np.allclose(view_of(faces, recipe, 3), view_of(faces, recipe, 4))
+    assert np.array_equal(view_of(faces, ViewRecipe(0, 0, 0, 0, 0, 0, seed=7), 2), faces)
+    erased = view_of(faces, ViewRecipe(0, 0, 0, 0, 0, 1.0, seed=7), 0)
+    changed = (erased != faces).reshape(6, -1).mean(axis=1)
+    assert ((changed > 0.015) & (changed < 0.26)).all(), "every face has a 2-25% rectangle of noise"
+
+    parameters = np.zeros((1, 11))
+    parameters[0, :4] = [0.2, 1.08, 0.05, -0.04]  # angle (radians), scale, shift x and y (fractions)
+    parameters[0, 5] = 1.0  # contrast factor 1: no change
+    mine = render_views(faces[:1], parameters, np.zeros(1, np.int64))[0, ..., 0]
+    angle, scale, dx, dy = parameters[0, :4]
+    cos, sin, c = np.cos(angle) * scale, np.sin(angle) * scale, 23.5
+    transform = np.array([[cos, -sin, c - cos * c + sin * c + dx * 48, sin, cos, c - sin * c - cos * c + dy * 48, 0, 0]], np.float32)
+    theirs = keras.ops.convert_to_numpy(keras.ops.image.affine_transform(faces[:1], transform, interpolation="bilinear",
+                                                                         fill_mode="reflect"))[0, ..., 0]
+    assert np.abs(mine - theirs)[6:-6, 6:-6].max() < 5e-3, "the same matrix convention (OpenCV interpolates in 1/32 pixels)"
+    parameters[0, 0] = -0.2
+    turned_back = render_views(faces[:1], parameters, np.zeros(1, np.int64))[0, ..., 0]
+    assert np.abs(turned_back - theirs)[6:-6, 6:-6].max() > 0.02, "a wrong convention would show"
+    assert view_parameters(recipe, 0, 100)[:, 6].mean() == pytest.approx(0.5, abs=0.15), "erasing drawn at its rate"
+
+
+def test_distilling_from_teacher_views_trains_each_view_to_its_own_target(trained_run, tmp_path):
+    """--teacher-views K: the teachers score K fixed views of each face once; each epoch a face comes as
+    one of them, its target the label mixed with the teachers' answer on that very view. The scores
+    are cached with their recipe, so a copy in a new run folder needs no teacher file."""
+    from fervid.data import load_arrays, read_dataset
+    from fervid.runtime.classify import ExpressionClassifier
+    from fervid.training.config import TrainConfig
+    from fervid.training.distill import TEACHER_VIEWS_FILE, distilled_targets
+    from fervid.training.fit import ViewBatches
+
+    run, data = trained_run
+    teacher = tmp_path / "teacher.onnx"
+    shutil.copy(run / "model.onnx", teacher)
+    student = tmp_path / "student"
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "2", "--batch-size", str(BATCH), "--warmup-epochs", "1",
+                "--erasing", "0.5", "--teacher", str(teacher), "--teacher-views", "3", "--distill", "0.4", "--out", str(student))
+    card = json.loads((student / "model.json").read_text())
+    assert card["training"]["teacher_views"] == 3
+    assert "on 3 fixed augmented views of each face" in (student / "report.md").read_text()
+
+    config = TrainConfig.load(student / "config.json")
+    with np.load(student / "checkpoint" / TEACHER_VIEWS_FILE) as cached:
+        probabilities = cached["probabilities"].astype(np.float32)
+    train = load_arrays(read_dataset(data), "train")
+    assert probabilities.shape == (3, len(train.labels), 7)
+    batches = ViewBatches(train.inputs(), train.one_hot(), probabilities, 0.4, config.view_recipe(), 16, config.seed, first_epoch=1)
+    faces, targets = batches[0]
+    rows, views = batches.order[:16], batches.views[:16]
+    assert len(set(views.tolist())) > 1, "faces come as different views"
+    scored = ExpressionClassifier(teacher).predict_inputs(faces)
+    assert np.allclose(targets, distilled_targets(train.one_hot()[rows], scored, 0.4), atol=2e-3), "each view's own target"
+    assert not np.allclose(targets, distilled_targets(train.one_hot()[rows], probabilities[(views + 1) % 3, rows], 0.4), atol=2e-3)
+    again = ViewBatches(train.inputs(), train.one_hot(), probabilities, 0.4, config.view_recipe(), 16, config.seed, first_epoch=1)
+    assert np.array_equal(again[0][0], faces), "a resumed run sees the epoch the uninterrupted one would"
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "checkpoint").mkdir(parents=True)
+    shutil.copy(student / "checkpoint" / TEACHER_VIEWS_FILE, elsewhere / "checkpoint")
+    teacher.unlink()
+    result = fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", str(BATCH), "--erasing", "0.5",
+                         "--teacher", str(teacher), "--teacher-views", "3", "--distill", "0.4", "--out", str(elsewhere))
+    assert "scoring" not in result.stdout, "the copied scores are used; the teacher file is gone"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--teacher-views", "4"], "--teacher-views needs --teacher"),
+     (["--teacher", "fervid-vgg", "--teacher-views", "4", "--imbalance", "sampling"], "use --imbalance weights or none with it"),
+     (["--teacher", "fervid-vgg", "--teacher-views", "-1"], "--teacher-views must be 0")],
+)
+def test_teacher_views_options_are_checked_before_any_data_is_read(tmp_path, args, message):
+    result = fervid_here("train", str(tmp_path / "missing"), *args, "--out", str(tmp_path / "run"), check=False)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 @pytest.mark.parametrize(
     ("arch", "low", "high"),
     [("compact", 150_000, 200_000), ("compact-xception", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),

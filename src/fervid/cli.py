@@ -175,6 +175,7 @@ def train(
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model (.keras or run folder) of the same --arch: fine-tuning or a second schedule.")] = None,
     teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Distill from this trained model (.onnx, run folder or bundled name); repeat it to distill from the average of several.")] = None,
     distill: Annotated[float, typer.Option(callback=_finite, help="With --teacher: the teachers' share of each training target (the label keeps the rest).")] = 0.5,
+    teacher_views: Annotated[int, typer.Option("--teacher-views", help="With --teacher: score the teachers on this many fixed augmented views of each face and train each view to its own target (0 = the clean faces).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
     unknown: UnknownOption = "error",
     map: MapOption = None,
@@ -208,6 +209,7 @@ def train(
             contrast=contrast, erasing=erasing, val_fraction=val_fraction, patience=patience, seed=seed, precision=precision,
             unknown=unknown, mapping=parse_mapping(map), init_from=str(init_from.resolve()) if init_from else None, name=name,
             teacher=[str(Path(t).resolve()) if Path(t).exists() else t for t in teacher or []], distill=distill,
+            teacher_views=teacher_views,
         )
     config.validate()
     from fervid.training.run import describe_run

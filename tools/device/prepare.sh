@@ -28,6 +28,23 @@ from fervid.training.distill import cached_teacher_probabilities
 index = read_dataset(sys.argv[1])
 cached_teacher_probabilities(Path(".gpu/teacher"), sys.argv[2:], load_arrays(index, "train").inputs(), fingerprint(index))
 EOF
+# Consistent distillation ("kdv" runs in train.sh, docs/model.md part 13): the teachers on TEACHER_VIEWS fixed augmented
+# views of each face, drawn with train.sh's recipe (--brightness 0.2 --contrast 0.2 --erasing 0.5, the default geometry and seed).
+VIEWS=${TEACHER_VIEWS:-8}
+if [ "$VIEWS" -gt 0 ]; then
+  python3 - "$ZIP" "$VIEWS" $TEACHERS <<'EOF'
+import sys
+from pathlib import Path
+from fervid.data import load_arrays, read_dataset
+from fervid.data.arrays import fingerprint
+from fervid.training.config import TrainConfig
+from fervid.training.distill import cached_teacher_view_probabilities
+index = read_dataset(sys.argv[1])
+recipe = TrainConfig(data=sys.argv[1], brightness=0.2, contrast=0.2, erasing=0.5).view_recipe()
+cached_teacher_view_probabilities(Path(".gpu/teacher"), sys.argv[3:], load_arrays(index, "train").inputs(), fingerprint(index), recipe, int(sys.argv[2]))
+EOF
+  echo "$VIEWS" > .gpu/teacher/views.txt
+fi
 # The teachers' ONNX files are needed here only (their probabilities travel in .gpu/teacher), but tracked files
 # travel: take the ones git can give back unchanged out of the work tree; finish.sh (or `git checkout -- FILE`) restores them.
 for t in $TEACHERS; do

@@ -1,14 +1,13 @@
 #!/bin/bash
 # On the GPU machine: up to three runs of the release recipe side by side (one small net leaves most of
 # an H100 idle, and their XLA compilations overlap); each is packed into $OUT when it ends.
-# RUNS lists them, ';'-separated, each "NAME ARCH WARP WEIGHT_DECAY [EPOCHS [kd]]"; "kd" distills from the
-# teachers whose probabilities prepare.sh stored in .gpu/teacher (docs/model.md parts 9-11). The default
-# (part 11: six models average 71.64%, a student has reached its ensemble or ended up to a point below it):
-# vgg-deep and vgg distilled from all six, and vgg-large distilled from them as a larger teacher for the
-# next generation (too slow to ship: 2.6-4.7 ms per face).
+# RUNS lists them, ';'-separated, each "NAME ARCH WARP WEIGHT_DECAY [EPOCHS [kd|kdv]]"; "kd" distills from the
+# teachers whose probabilities prepare.sh stored in .gpu/teacher (docs/model.md parts 9-11), "kdv" from their
+# probabilities on fixed augmented views of each face (--teacher-views, part 13). The default (part 13): vgg-deep
+# distilled from all six both ways, side by side, and the shipped vgg distilled on the views.
 set -u
 T0=$(date +%s); BUDGET=${BUDGET:-570}
-RUNS=${RUNS:-"vgg-deep-kd6 vgg-deep each 5e-4 250 kd;vgg-kd6 vgg each 5e-4 300 kd;vgg-large-kd6 vgg-large each 5e-4 200 kd"}
+RUNS=${RUNS:-"vgg-deep-kd6 vgg-deep each 5e-4 250 kd;vgg-deep-kdv6 vgg-deep each 5e-4 250 kdv;vgg-kdv6 vgg each 5e-4 300 kdv"}
 DATA=${DATA:-/work/shared/data/fer2013.zip}
 if ! python3 -c "import keras" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
@@ -29,7 +28,7 @@ train() {  # RUN ARGS...: train into /tmp/RUN until the budget ends, pack it int
   timeout $left python3 -m fervid train $DATA --out /tmp/$name "$@" > $OUT/$name.log 2>&1; rc=$?
   [ $rc -eq 0 ] || last=checkpoint/last.weights.h5  # cut short: keep what `--resume` needs to finish elsewhere
   echo "$name rc $rc after $(( $(date +%s) - T0 ))s"; grep "^epoch" $OUT/$name.log | tail -3; tail -1 $OUT/$name.log
-  (cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 $last $(ls checkpoint/teacher.npz 2>/dev/null) \
+  (cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 $last $(ls checkpoint/teacher.npz checkpoint/teacher-views.npz 2>/dev/null) \
      $(ls report.md model.json metrics.json history.csv 2>/dev/null) | split -b 15M - $OUT/$name.tgz.)
 }
 IFS=';' read -ra specs <<< "$RUNS"
@@ -37,10 +36,14 @@ for spec in "${specs[@]}"; do
   read -r name arch warp wd epochs kd <<< "$spec"
   [ -z "$epochs" ] && { epochs=${VGG_EPOCHS:-250}; [ "$arch" = compact ] && epochs=${COMPACT_EPOCHS:-200}; }
   distill=()
-  if [ "$kd" = kd ]; then  # the teachers' probabilities travel in .gpu/teacher: no teacher model, no ONNX Runtime here
+  if [ "$kd" = kd ] || [ "$kd" = kdv ]; then  # the teachers' probabilities travel in .gpu/teacher: no teacher model, no ONNX Runtime here
     mkdir -p /tmp/fervid-$name/checkpoint && cp .gpu/teacher/checkpoint/teacher.npz /tmp/fervid-$name/checkpoint/ || exit 1
     for t in $(cat .gpu/teacher/teachers.txt); do distill+=(--teacher "$t"); done
     distill+=(--distill "${DISTILL:-0.5}")
+  fi
+  if [ "$kd" = kdv ]; then  # consistent distillation: the teachers' probabilities on fixed views of each face
+    cp .gpu/teacher/checkpoint/teacher-views.npz /tmp/fervid-$name/checkpoint/ || exit 1
+    distill+=(--teacher-views "$(cat .gpu/teacher/views.txt)")
   fi
   train fervid-$name --name fervid-$arch --arch $arch --epochs $epochs --batch-size 128 --precision mixed_bfloat16 \
     --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5 --weight-decay $wd --warp $warp ${distill[@]+"${distill[@]}"} &

@@ -46,7 +46,14 @@ class TrainConfig:
     init_from: str | None = None
     teacher: list[str] = field(default_factory=list)  # models (paths or bundled names) to distill from
     distill: float = 0.5  # the teachers' share of each training target
+    teacher_views: int = 0  # > 0: the teachers score this many fixed augmented views per face (consistent distillation)
     name: str | None = None  # the model card's name; kept here so that --resume keeps it
+
+    def view_recipe(self):
+        """The recipe of the fixed views the teachers score (``--teacher-views``): this run's augmentation."""
+        from fervid.training.views import ViewRecipe
+
+        return ViewRecipe(self.rotation, self.zoom, self.shift, self.brightness, self.contrast, self.erasing, self.seed)
 
     def validate(self) -> None:
         """Reject impossible settings with one clear line before any data is read."""
@@ -73,6 +80,10 @@ class TrainConfig:
             (0.0 <= self.erasing <= 1.0, "--erasing must be a probability in [0, 1]"),
             (self.warp in WARPS, f"--warp must be one of {', '.join(WARPS)}"),
             (0.0 <= self.distill <= 1.0, "--distill must be a share in [0, 1]"),
+            (self.teacher_views >= 0, "--teacher-views must be 0 (the clean faces) or more"),
+            (not self.teacher_views or self.teacher, "--teacher-views needs --teacher: the views are scored by the teachers"),
+            (not self.teacher_views or self.imbalance != "sampling",
+             "--teacher-views trains on every face's views in turn; use --imbalance weights or none with it"),
         ]
         for ok, message in checks:
             if not ok:

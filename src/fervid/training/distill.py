@@ -8,11 +8,14 @@ al. 2018, "Born-again neural networks", for a student the size of its teacher) p
 knowledge on, and averaging several teachers passes on an ensemble's accuracy at the cost of one
 net. The distillation here is offline: each teacher runs once, as the runtime runs it (its card's
 flip averaging and input blur), on the un-augmented training faces, and the augmented views of a
-face share its target. The probabilities are kept in the run folder, so ``--resume`` reuses them.
+face share its target; or, with ``--teacher-views K``, on K fixed augmented views of each face,
+each trained with its own target (``fervid.training.views``). The probabilities are kept in the
+run folder, so ``--resume`` reuses them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import numpy as np
 
 from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS
+from fervid.training.views import ViewRecipe, view_of
 
 TEACHER_FILE = "teacher.npz"
 
@@ -79,3 +83,35 @@ def cached_teacher_probabilities(run: Path, teachers: Sequence[str], inputs: np.
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, probabilities=probabilities, fingerprint=np.array(data_fingerprint), teachers=np.array(list(teachers)))
     return probabilities
+
+
+TEACHER_VIEWS_FILE = "teacher-views.npz"
+
+
+def cached_teacher_view_probabilities(
+    run: Path, teachers: Sequence[str], inputs: np.ndarray, data_fingerprint: str, recipe: ViewRecipe, count: int
+) -> np.ndarray:
+    """The teachers' probabilities (count, N, 7) on ``count`` fixed views of each training face
+    (``fervid.training.views``), computed once per run folder.
+
+    Used only when made by the same teachers on the same data with the same view recipe and count;
+    like the clean-face cache, a copy in a new run folder is used (a GPU machine without the teachers).
+    """
+    path = run / "checkpoint" / TEACHER_VIEWS_FILE
+    recipe_json = json.dumps(recipe.as_dict(), sort_keys=True)
+    if path.exists():
+        with np.load(path) as cached:
+            if (
+                str(cached["fingerprint"]) == data_fingerprint
+                and cached["teachers"].tolist() == list(teachers)
+                and str(cached["recipe"]) == recipe_json
+                and cached["probabilities"].shape == (count, len(inputs), len(EXPRESSIONS))
+            ):
+                return cached["probabilities"].astype(np.float32)
+    print(f"teachers: scoring {count} views of {len(inputs):,} training faces with {', '.join(teachers)}", flush=True)
+    stored = np.stack([teacher_probabilities(teachers, view_of(inputs, recipe, view)) for view in range(count)]).astype(np.float16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, probabilities=stored, fingerprint=np.array(data_fingerprint),
+                 teachers=np.array(list(teachers)), recipe=np.array(recipe_json))
+    return stored.astype(np.float32)  # as a resumed run reads them back

@@ -29,7 +29,15 @@ from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
 from fervid.training.config import TrainConfig
-from fervid.training.distill import TEACHER_FILE, cached_teacher_probabilities, check_teachers, distilled_targets
+from fervid.training.distill import (
+    TEACHER_FILE,
+    TEACHER_VIEWS_FILE,
+    cached_teacher_probabilities,
+    cached_teacher_view_probabilities,
+    check_teachers,
+    distilled_targets,
+)
+from fervid.training.views import ViewRecipe, render_views, view_parameters, view_seeds
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
@@ -143,6 +151,44 @@ class BalancedBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self.order = self._draw()
+
+
+class ViewBatches(keras.utils.PyDataset):
+    """Each epoch, every face once, as one of its fixed views (``--teacher-views``) with that view's target.
+
+    Which view a face shows in an epoch is drawn from the seed and the epoch, so a resumed run sees
+    what the uninterrupted one would have. Targets mix the label with the teachers' probabilities
+    on that very view (``distilled_targets``); per-face weights (``--imbalance weights``) ride along.
+    """
+
+    def __init__(self, inputs: np.ndarray, one_hot: np.ndarray, teacher: np.ndarray, distill: float, recipe: ViewRecipe,
+                 batch_size: int, seed: int, first_epoch: int = 0, weights: np.ndarray | None = None) -> None:
+        super().__init__(workers=4)  # batches are rendered on threads ahead of the step (OpenCV and NumPy release the GIL)
+        self.inputs, self.one_hot, self.teacher, self.distill = inputs, one_hot, teacher, distill
+        self.recipe, self.batch_size, self.seed, self.weights = recipe, batch_size, seed, weights
+        self.count = len(teacher)
+        self.parameters = np.stack([view_parameters(recipe, view, len(inputs)) for view in range(self.count)])
+        self.epoch = first_epoch
+        self._draw()
+
+    def _draw(self) -> None:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.order = rng.permutation(len(self.inputs))
+        self.views = rng.integers(self.count, size=len(self.inputs))
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.inputs) / self.batch_size))
+
+    def __getitem__(self, batch: int) -> tuple:
+        rows = self.order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        views = self.views[rows]
+        faces = render_views(self.inputs[rows], self.parameters[views, rows], view_seeds(self.recipe, views, rows, len(self.inputs)))
+        targets = distilled_targets(self.one_hot[rows], self.teacher[views, rows], self.distill)
+        return (faces, targets) if self.weights is None else (faces, targets, self.weights[rows])
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._draw()
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -272,7 +318,8 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
     if resume and not state_path.exists():  # stopped during its first epoch
         warn(f"{run}: no finished epoch to resume from; starting at epoch 1")
         resume = False
-    if not resume and not (run / "checkpoint" / TEACHER_FILE).exists():
+    cached = TEACHER_VIEWS_FILE if config.teacher_views else TEACHER_FILE
+    if not resume and not (run / "checkpoint" / cached).exists():
         check_teachers(config.teacher)  # a missing teacher fails now, before any data is read
     if run.exists() and not run.is_dir():
         raise FervidError(f"--out {run}: a file, not a run folder")
@@ -289,16 +336,18 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
 
 def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per_epoch: int) -> keras.Model:
     """The classifier behind the configured augmentation, compiled with AdamW (no weight decay on
-    norms and biases), the learning-rate schedule and label-smoothed cross-entropy."""
+    norms and biases), the learning-rate schedule and label-smoothed cross-entropy. With
+    ``--teacher-views`` the faces arrive as their fixed views already, so only flips stay random."""
+    views = bool(config.teacher_views)
     augmenter = build_augmenter(
         flip=config.flip,
-        rotation=config.rotation,
-        zoom=config.zoom,
-        shift=config.shift,
+        rotation=0.0 if views else config.rotation,
+        zoom=0.0 if views else config.zoom,
+        shift=0.0 if views else config.shift,
         warp=config.warp,
-        brightness=config.brightness,
-        contrast=config.contrast,
-        erasing=config.erasing,
+        brightness=0.0 if views else config.brightness,
+        contrast=0.0 if views else config.contrast,
+        erasing=0.0 if views else config.erasing,
         seed=config.seed,
     )
     model = build_training_model(classifier, augmenter)
@@ -337,12 +386,20 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
 
     if remaining > 0 and not stopped_early:
         state.update(precision=precision, keras_backend=keras.backend.backend())
-        if config.teacher:
+        if config.teacher and not config.teacher_views:
             teacher = cached_teacher_probabilities(run, config.teacher, x_train, data.fingerprint)
             y_train = distilled_targets(y_train, teacher, config.distill)
         verbose = 1 if os.isatty(1) else 0
         validation = (data.validation.inputs(), data.validation.one_hot())
-        if config.imbalance == "sampling":
+        if config.teacher_views:
+            recipe = config.view_recipe()
+            teacher = cached_teacher_view_probabilities(run, config.teacher, x_train, data.fingerprint, recipe, config.teacher_views)
+            per_face = face_weights(data.train.labels) if config.imbalance == "weights" else None
+            batches = ViewBatches(x_train, y_train, teacher, config.distill, recipe, config.batch_size, config.seed,
+                                  state["epochs_done"], per_face)
+            model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
+                      validation_data=validation, callbacks=callbacks, verbose=verbose)
+        elif config.imbalance == "sampling":
             batches = BalancedBatches(x_train, y_train, data.train.labels, config.batch_size, config.seed, state["epochs_done"])
             model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
                       validation_data=validation, callbacks=callbacks, verbose=verbose)

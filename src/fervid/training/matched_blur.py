@@ -72,6 +72,21 @@ def augmentation_blur(rotation: float, zoom: float, shift: float, inputs: np.nda
     return round(equivalent_blur(sample, warped), 2)
 
 
+def view_blur(recipe, inputs: np.ndarray) -> float:
+    """``augmentation_blur`` for a run trained on fixed views (``--teacher-views``): the views' own
+    warp (one resample, ``fervid.training.views``), photometric changes and erasing left out."""
+    from dataclasses import replace
+
+    from fervid.training.views import view_of
+
+    if not (recipe.rotation or recipe.zoom or recipe.shift) or len(inputs) == 0:
+        return 0.0
+    rows = np.random.default_rng(recipe.seed).permutation(len(inputs))[:FACES]
+    sample = np.asarray(inputs[rows], dtype=np.float32)
+    geometric = replace(recipe, brightness=0.0, contrast=0.0, erasing=0.0)
+    return round(equivalent_blur(sample, view_of(sample, geometric, 0)), 2)
+
+
 def choose_input_blur(
     predictor_for: Callable[..., Predictor], inputs: np.ndarray, labels: np.ndarray, measured: float, *, flip_tta: bool = True
 ) -> tuple[float, dict]:

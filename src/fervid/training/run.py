@@ -22,7 +22,7 @@ from fervid.model.backend import keras
 from fervid.preprocess import FACE_SIZE
 from fervid.training.config import TrainConfig
 from fervid.training.fit import TrainingData, fit
-from fervid.training.matched_blur import augmentation_blur, choose_input_blur
+from fervid.training.matched_blur import augmentation_blur, choose_input_blur, view_blur
 
 
 def library_versions() -> dict[str, str]:
@@ -97,7 +97,10 @@ def distillation_line(training: dict) -> list[str]:
     if not teachers:
         return []
     share = training["distill"]
-    return [f"- distilled from {', '.join(f'`{t}`' for t in teachers)}: targets {1 - share:g} label + {share:g} teachers' probabilities"]
+    views = training.get("teacher_views", 0)
+    scored = f" on {views} fixed augmented views of each face" if views else ""
+    return [f"- distilled from {', '.join(f'`{t}`' for t in teachers)}: targets {1 - share:g} label + {share:g} teachers' "
+            f"probabilities{scored}"]
 
 
 def temperature_reason(check: dict) -> str:
@@ -177,7 +180,10 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
         )
         predictor_for = partial(keras_predictor, deployable)
     inputs, labels = data.validation.inputs(), data.validation.labels
-    measured = augmentation_blur(config.rotation, config.zoom, config.shift, data.train.inputs(), seed=config.seed, warp=config.warp)
+    if config.teacher_views:
+        measured = view_blur(config.view_recipe(), data.train.inputs())
+    else:
+        measured = augmentation_blur(config.rotation, config.zoom, config.shift, data.train.inputs(), seed=config.seed, warp=config.warp)
     # Blur and temperature are chosen on the views the runtime will use: one for a --no-flip net.
     input_blur, check = choose_input_blur(predictor_for, inputs, labels, measured, flip_tta=config.flip)
     untempered = predict(predictor_for(input_blur=input_blur, temperature=1.0), inputs, flip_tta=config.flip)
