@@ -216,7 +216,8 @@ def test_every_float_option_refuses_nan_and_inf():
     for (path, option), value in [(found, value) for found in options for value in ("nan", "inf")]:
         result = fervid(*path, option, value)
         assert result.returncode == 2, (path, option, result.stderr)
-        assert result.stderr.startswith(f"fervid: error: Invalid value for '{option}': "), result.stderr  # not finite, or out of range
+        assert result.stderr.startswith(f"fervid: error: Invalid value for '{option}': "), result.stderr
+        assert f"{value} is not a finite number" in result.stderr, result.stderr  # said as it is, not as out of range
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 

@@ -914,6 +914,8 @@ def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
     before = sorted(data.rglob("*"))
     result = fervid_here("train", str(data), "--out", str(data / "train" / "happy" / "run"), check=False)
     assert result.returncode == 2 and "inside the dataset" in result.stderr, "its plots would be read as happy faces"
+    unwritable = fervid_here("train", str(tmp_path / "missing"), "--out", "/proc/run", check=False)  # before the data
+    assert unwritable.returncode == 2 and unwritable.stderr.startswith("fervid: error: --out /proc/run: cannot write in /proc ("), unwritable.stderr
     assert sorted(data.rglob("*")) == before
 
 

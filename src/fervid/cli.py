@@ -75,6 +75,18 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
+def _finite_at_least(minimum: float):
+    """``_finite``, then a lower bound: typer's own ``min=`` runs first and calls nan "not >= 0"."""
+
+    def check(value: float | None) -> float | None:
+        value = _finite(value)
+        if value is not None and value < minimum:
+            raise typer.BadParameter(f"{value:g} is below the smallest allowed, {minimum:g}")
+        return value
+
+    return check
+
+
 UnknownOption = Annotated[str, typer.Option("--unknown", help="Folders that are not expression classes: 'error' or 'drop'.")]
 MapOption = Annotated[Optional[list[str]], typer.Option("--map", help="Map a folder to a class, e.g. --map contempt=disgust (repeatable).")]
 
@@ -230,8 +242,8 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Dataset (folder, .zip or FER2013 .csv).")],
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image (default: as the model card says the runtime does).", show_default=False)] = None,
-    input_blur: Annotated[Optional[float], typer.Option(min=0.0, callback=_finite, help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(min=0.01, callback=_finite, help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
+    input_blur: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.0), help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01), help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model (.onnx or .keras, a run folder or a bundled model name) on the same faces (exact McNemar test).")] = None,

@@ -24,7 +24,7 @@ from fervid.console import warn
 from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
 from fervid.data.arrays import fingerprint, readable_counts
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, check_outside_dataset, write_text_atomically
+from fervid.fileio import atomic_path, check_outside_dataset, check_writable_folder, write_text_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
@@ -323,6 +323,7 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
         check_teachers(config.teacher)  # a missing teacher fails now, before any data is read
     if run.exists() and not run.is_dir():
         raise FervidError(f"--out {run}: a file, not a run folder")
+    check_writable_folder(run, "--out")  # now, not when the first file is written after the data is read
     check_outside_dataset(run, config.data, "--out", folder=True)  # its plots (curves.png, confusion.png) would be read as faces
     if not resume:
         if state_path.exists():
