@@ -42,6 +42,7 @@ class ViewRecipe:
     seed: int
 
     def as_dict(self) -> dict:
+        """The fields by name: the recipe a cache of teacher scores records, so other views are never mixed in."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
@@ -49,7 +50,8 @@ def view_parameters(recipe: ViewRecipe, view: int, faces: int) -> np.ndarray:
     """The random draws of view number ``view`` for every face (faces, 11), from the seed alone.
 
     Columns: angle, scale, shift x, shift y (fractions of the size), brightness, contrast, erase
-    (0/1), erased area, erased aspect, erased centre x, erased centre y (fractions).
+    (0/1), erased area, erased aspect, and where the erased rectangle sits across and down (fractions
+    of the room the face leaves it).
     """
     rng = np.random.default_rng([recipe.seed, view, faces])
 
