@@ -65,11 +65,9 @@ def augmentation_blur(rotation: float, zoom: float, shift: float, inputs: np.nda
         return 0.0
     from fervid.model.architectures import build_augmenter
 
-    rows = np.random.default_rng(seed).permutation(len(inputs))[:FACES]
-    sample = np.asarray(inputs[rows], dtype=np.float32)
     augmenter = build_augmenter(flip=False, rotation=rotation, zoom=zoom, shift=shift, seed=seed, dtype="float32", warp=warp)
-    warped = np.concatenate([np.asarray(augmenter(sample[start : start + 500], training=True)) for start in range(0, len(sample), 500)])
-    return round(equivalent_blur(sample, warped), 2)
+    return _warp_blur(inputs, seed, lambda sample: np.concatenate(
+        [np.asarray(augmenter(sample[start : start + 500], training=True)) for start in range(0, len(sample), 500)]))
 
 
 def view_blur(recipe, inputs: np.ndarray) -> float:
@@ -81,10 +79,15 @@ def view_blur(recipe, inputs: np.ndarray) -> float:
 
     if not (recipe.rotation or recipe.zoom or recipe.shift) or len(inputs) == 0:
         return 0.0
-    rows = np.random.default_rng(recipe.seed).permutation(len(inputs))[:FACES]
-    sample = np.asarray(inputs[rows], dtype=np.float32)
     geometric = replace(recipe, brightness=0.0, contrast=0.0, erasing=0.0)
-    return round(equivalent_blur(sample, view_of(sample, geometric, 0)), 2)
+    return _warp_blur(inputs, recipe.seed, lambda sample: view_of(sample, geometric, 0))
+
+
+def _warp_blur(inputs: np.ndarray, seed: int, warp: Callable[[np.ndarray], np.ndarray]) -> float:
+    """The equivalent blur (2 decimals) of ``warp`` on a seeded sample of ``FACES`` training faces."""
+    rows = np.random.default_rng(seed).permutation(len(inputs))[:FACES]
+    sample = np.asarray(inputs[rows], dtype=np.float32)
+    return round(equivalent_blur(sample, warp(sample)), 2)
 
 
 def choose_input_blur(

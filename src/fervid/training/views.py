@@ -19,6 +19,7 @@ its mirror (the runtime default) give a face and its mirror the same probabiliti
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -100,8 +101,9 @@ def render_views(faces: np.ndarray, parameters: np.ndarray, seeds: np.ndarray) -
     return out[..., None]
 
 
+@functools.cache
 def _noise_texture(height: int, width: int) -> np.ndarray:
-    """Uniform noise twice the face's size, the same everywhere: erased rectangles are cut from it."""
+    """Uniform noise twice the face's size, the same everywhere: erased rectangles are cut from it (made once; read only)."""
     return np.random.default_rng(20141126).random((2 * height, 2 * width), dtype=np.float32)
 
 
