@@ -165,6 +165,34 @@ def test_unknown_class_folders_are_reported_dropped_or_mapped(tmp_path):
     assert mapped.counts().loc["disgust", "train"] == 2
 
 
+def test_kaggles_nested_second_copy_is_read_once(tmp_path, capsys):
+    """The face-expression download holds images/train|validation and images/images/train|validation."""
+    kaggle = write_folder_dataset(tmp_path / "k" / "images", 0, {"train": 2, "validation": 1})
+    shutil.copytree(kaggle, kaggle / "images")
+    archive = zip_folder(tmp_path / "k", tmp_path / "kaggle.zip")
+    index = read_dataset(archive)
+    assert index.counts()["train"].tolist() == [2] * 7 and index.counts()["validation"].tolist() == [1] * 7
+    assert not index.frame["source"].str.startswith("images/images/").any()
+    assert "images/images/ repeats images/ file for file (21 images); read once" in capsys.readouterr().err
+    write_folder_dataset(tmp_path / "two" / "2019", 0, {"train": 1})
+    write_folder_dataset(tmp_path / "two" / "2020", 0, {"train": 2})
+    assert read_dataset(tmp_path / "two").counts()["train"].tolist() == [3] * 7, "two collections are both read"
+    assert capsys.readouterr().err == ""
+
+
+def test_a_map_whose_folder_is_not_there_is_named(tmp_path, capsys):
+    """A misspelt --map (contemp=disgust) maps nothing; saying so is the only way a user learns it."""
+    write_folder_dataset(tmp_path, 0, {"train": 1})
+    (tmp_path / "train" / "Contempt").mkdir()
+    cv2.imwrite(str(tmp_path / "train" / "Contempt" / "c.png"), pattern_face(0, np.random.default_rng(1)))
+    read_dataset(tmp_path, mapping={"contempt": "disgust"})
+    assert capsys.readouterr().err == "", "folder names match whatever their case"
+    read_dataset(tmp_path, mapping={"contemp": "disgust", "contempt": "disgust"}, unknown="drop")
+    assert capsys.readouterr().err.split() == f"warning: --map contemp=disgust: {tmp_path} has no 'contemp' class folder, so it maps nothing".split()
+    read_dataset(write_fer_csv(tmp_path / "fer.csv", {"Training": 1}), mapping={"contempt": "disgust"})
+    assert "--map contempt=disgust:" in capsys.readouterr().err, "a CSV's classes are numbers: a map does nothing"
+
+
 def test_a_wrong_root_names_its_biggest_unknown_folders_and_counts_the_rest(tmp_path):
     image = pattern_face(0, np.random.default_rng(1))
     for index in range(12):
@@ -264,7 +292,7 @@ def test_csv_row_with_a_stray_extra_field_is_unreadable_not_a_face(tmp_path):
     path.write_text(f"emotion,pixels,Usage\n0,{good},Training\n\n3,{good},Training,extra\n5,{good}\n")
     index = read_dataset(path)
     arrays = load_arrays(index, "train")
-    assert len(arrays) == 1 and sorted(arrays.failed) == [("1", "more fields than the header's 3"), ("2", "no Usage value")]
+    assert len(arrays) == 1 and sorted(arrays.failed) == [("line 4", "more fields than the header's 3"), ("line 5", "no Usage value")], "file lines, the blank one counted"
 
 
 def test_dev_folder_is_validation_and_a_folder_beside_splits_is_not_train(tmp_path):

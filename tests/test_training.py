@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -775,9 +776,12 @@ def test_distilling_from_teacher_views_trains_each_view_to_its_own_target(traine
     ("args", "message"),
     [(["--teacher-views", "4"], "--teacher-views needs --teacher"),
      (["--teacher", "fervid-vgg", "--teacher-views", "4", "--imbalance", "sampling"], "use --imbalance weights or none with it"),
-     (["--teacher", "fervid-vgg", "--teacher-views", "-1"], "--teacher-views must be 0")],
+     (["--teacher", "fervid-vgg", "--teacher-views", "-1"], "--teacher-views must be 0"),
+     (["--distill", "0.7"], "--distill is the teachers' share of each target; give the teachers with --teacher"),
+     (["--schedule", "plateau", "--warmup-epochs", "5"], "--warmup-epochs belongs to --schedule cosine"),
+     (["--init-from", "fervid-vgg"], "--init-from fervid-vgg: a bundled model is ONNX only and cannot be trained further")],
 )
-def test_teacher_views_options_are_checked_before_any_data_is_read(tmp_path, args, message):
+def test_options_that_cannot_work_are_refused_before_any_data_is_read(tmp_path, args, message):
     result = fervid_here("train", str(tmp_path / "missing"), *args, "--out", str(tmp_path / "run"), check=False)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -855,7 +859,8 @@ def test_calibration_matches_a_hand_computation():
 
 
 def test_class_weights_and_holdout():
-    from fervid.training.fit import class_weights, face_weights, stratified_holdout
+    from fervid.data.holdout import stratified_holdout
+    from fervid.training.fit import class_weights, face_weights
 
     labels = np.array([0] * 80 + [1] * 20)
     weights = class_weights(labels)
@@ -875,7 +880,7 @@ def test_class_weights_and_holdout():
         (["--imbalance", "magic"], "--imbalance must be one of"),
         (["--erasing", "1.5"], "--erasing must be a probability"),
         (["--warp", "twice"], "--warp must be one of"),
-        (["--distill", "1.5"], "--distill must be a share"),
+        (["--teacher", "fervid-vgg", "--distill", "1.5"], "--distill must be a share"),
         (["--teacher", "nope.onnx"], "no such model file"),
         (["--zoom", "2"], "--zoom must be a fraction of the size in [0, 1)"),
         (["--rotation", "-0.1"], "--rotation must be a fraction of a turn"),
@@ -976,11 +981,96 @@ def test_resume_after_a_stop_in_the_first_epoch_starts_it_and_refuses_changed_op
     TrainConfig(data=str(data.resolve()), arch="compact", epochs=1, batch_size=8).save(run / "config.json")  # as a stop in epoch 1 leaves it
     changed = fervid_here("train", "--resume", "--out", str(run), "--epochs", "16", "--lr", "1e-4", check=False)
     assert changed.returncode == 2 and "so --epochs, --lr cannot change it" in changed.stderr, "silently ignored before"
-    other_data = fervid_here("train", str(tmp_path), "--resume", "--out", str(run), check=False)
-    assert other_data.returncode == 2 and "so DATA cannot change it" in other_data.stderr
-    result = fervid_here("train", str(data), "--resume", "--out", str(run), "--name", "renamed")
+    same = ("--arch", "compact", "--epochs", "1", "--batch-size", "8")  # the first command with --resume added
+    result = fervid_here("train", str(data), "--resume", "--out", str(run), *same, "--name", "renamed")
     assert "no finished epoch to resume from; starting at epoch 1" in result.stderr
     assert json.loads((run / "model.json").read_text())["name"] == "renamed" and (run / "model.onnx").exists()
+
+
+def test_a_moved_dataset_resumes_but_changed_content_is_refused(tmp_path):
+    """Runs are resumed on other machines and after folders move: the content decides, not the path."""
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
+    run = tmp_path / "run"
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--out", str(run))
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["data_fingerprint"]
+    moved = data.rename(tmp_path / "moved")
+    lost = fervid_here("train", "--resume", "--out", str(run), check=False)
+    assert lost.returncode == 2 and lost.stderr.strip().endswith(f"give its new path: fervid train NEW_PATH --resume --out {run}")
+    resumed = fervid_here("train", str(moved), "--resume", "--out", str(run))
+    assert f"data {moved.resolve()}" in resumed.stdout
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved.resolve()), "the next resume finds it"
+
+    shutil.copy(moved / "train" / "happy" / "0000.png", moved / "train" / "happy" / "extra.png")
+    changed = fervid_here("train", "--resume", "--out", str(run), check=False)
+    assert changed.returncode == 2, changed.stdout
+    assert f"{moved.resolve()}: not the data this run trained on (content fingerprint" in changed.stderr.strip().splitlines()[-1]
+
+
+def test_evaluate_writes_its_files_even_when_its_reader_stops_early(trained_run, tmp_path):
+    """`fervid evaluate ... --json m.json --confusion c.png | head` lost the files printed after the pipe closed."""
+    run, data = trained_run
+    command = [*FERVID, "evaluate", str(run), str(data), "--json", str(tmp_path / "m.json"), "--confusion", str(tmp_path / "c.png")]
+    subprocess.run(["bash", "-c", f"{shlex.join(command)} | true"], timeout=300, check=False)
+    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] >= 0 and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_evaluate_scores_a_run_on_the_faces_it_held_out_of_data_without_a_validation_split(tmp_path):
+    """A researcher's class folders have no validation split: training holds out a seeded 10%, and
+    evaluate must find those faces again, not send the user to --split train (faces it learned)."""
+    data = write_folder_dataset(tmp_path / "d", 10)
+    run = tmp_path / "run"
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--out", str(run))
+    card = json.loads((run / "model.json").read_text())
+    scored = fervid_here("evaluate", str(run), str(data), "--json", str(tmp_path / "m.json"))
+    assert f"[validation: {card['dataset']['validation_source']}], 7 images" in scored.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["split_source"].startswith("stratified 10% of train") and metrics["images"] == card["dataset"]["validation_images"]
+    assert metrics["accuracy"] == pytest.approx(card["metrics"]["accuracy_flip_tta"]), "the very faces training scored"
+
+    (data / "train" / "happy" / "0000.png").unlink()  # other data: the seed would pick faces the model learned
+    other = fervid_here("evaluate", str(run), str(data), check=False)
+    assert other.returncode == 2 and "no 'validation' split (found: train)" in other.stderr
+
+
+def test_faces_left_out_and_classes_missing_are_said_and_reported(tmp_path):
+    """A model trained on fewer faces or classes than the user has must say so where its numbers are."""
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
+    shutil.rmtree(data / "train" / "disgust")
+    (data / "train" / "happy" / "broken.png").write_bytes(b"not an image")
+    (data / "validation" / "sad" / "broken.png").write_bytes(b"")
+    result = fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "run"))
+    assert "1 unreadable 'train' image(s) left out" in result.stderr
+    assert "1 unreadable 'validation' image(s) left out" in result.stderr
+    assert "no training faces of disgust: the model keeps those outputs but never learns them" in result.stderr
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert report.count("- data note: ") == 3 and "no training faces of disgust" in report
+    scored = fervid_here("evaluate", str(tmp_path / "run"), str(data))
+    assert "1 unreadable 'validation' image(s) left out" in scored.stderr, "a score on fewer faces says so"
+
+
+def test_a_new_run_never_overwrites_files_that_are_not_a_runs_own(tmp_path):
+    from fervid.errors import FervidError
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import open_run
+
+    config = TrainConfig(data=str(tmp_path / "data"), arch="compact", epochs=1)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"someone's model")
+    (folder / "report.md").write_text("my notes")
+    with pytest.raises(FervidError, match=r"--out .*models: holds model.onnx, report.md, which the run would overwrite"):
+        open_run(config, folder, resume=False)
+    assert (folder / "model.onnx").read_bytes() == b"someone's model"
+
+    prepared = tmp_path / "prepared"  # the teachers' scores put there first (tools/device/train.sh) are welcome
+    (prepared / "checkpoint").mkdir(parents=True)
+    (prepared / "checkpoint" / "teacher.npz").write_bytes(b"")
+    assert open_run(config, prepared, resume=False) == ({"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}, False)
+    stopped = tmp_path / "stopped"  # a run stopped in its first epoch starts again over its own files
+    stopped.mkdir()
+    config.save(stopped / "config.json")
+    (stopped / "history.csv").write_text("epoch\n")
+    assert open_run(config, stopped, resume=False)[1] is False
 
 
 def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path):

@@ -143,17 +143,35 @@ def _given(ctx: typer.Context) -> list[str]:
     return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
 
 
+def _teacher_names(teachers: list[str] | None) -> list[str]:
+    """Teacher files as absolute paths (the run may be resumed from elsewhere); bundled names as given."""
+    return [str(Path(t).resolve()) if Path(t).exists() else t for t in teachers or []]
+
+
 def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: Path) -> None:
-    """A resumed run follows its config.json; options given with --resume would be silently ignored."""
-    kept = {"out_dir", "resume", "name"}  # --name may rename the model on resume
-    given = [name for name in _given(ctx) if name not in kept]
-    if "data" in given and Path(ctx.params["data"]).resolve() == Path(config.data):
-        given.remove("data")
-    if given:
-        names = ", ".join("DATA" if name == "data" else "--" + name.replace("_", "-") for name in given)
+    """A resumed run follows its config.json; an option given with --resume that would change it is
+    refused rather than silently ignored. Its own values repeated (the first command with --resume
+    added) are fine, and so is DATA: the run checks that the content is the one it trained on, so
+    a moved or copied dataset resumes."""
+    from fervid.labels import parse_mapping
+
+    as_config = {
+        "lr": ("learning_rate", float),
+        "map": ("mapping", parse_mapping),
+        "teacher": ("teacher", _teacher_names),
+        "init_from": ("init_from", lambda path: str(path.resolve()) if path else None),
+    }
+    changed = []
+    for name in _given(ctx):
+        if name in {"out_dir", "resume", "name", "data"}:  # --name may rename the model on resume
+            continue
+        field, convert = as_config.get(name, (name, lambda value: value))
+        if convert(ctx.params[name]) != getattr(config, field):
+            changed.append("--" + name.replace("_", "-"))
+    if changed:
         raise FervidError(
-            f"--resume continues {out_dir} as its config.json says, so {names} cannot change it; to train on with "
-            f"other settings start a new run from it: --init-from {out_dir} --out NEW"
+            f"--resume continues {out_dir} as its config.json says, so {', '.join(changed)} cannot change it; to train "
+            f"on with other settings start a new run from it: --init-from {out_dir} --out NEW"
         )
 
 
@@ -208,19 +226,28 @@ def train(
         config = TrainConfig.load(out_dir / "config.json")
         _refuse_changes_on_resume(ctx, config, out_dir)
         config.name = name or config.name
+        config.data = str(data.resolve()) if data else config.data
+        if not Path(config.data).exists():
+            raise FervidError(f"{config.data}: no longer there; if the dataset moved, give its new path: "
+                              f"fervid train NEW_PATH --resume --out {out_dir}")
         out.print(f"resuming {out_dir} ({config.arch}, {config.epochs} epochs, data {config.data})")
     else:
         if data is None and resume:
             raise FervidError(f"{out_dir}: no run to resume (no config.json); give the dataset to start one there")
         if data is None:
             raise FervidError("give the dataset to train on (or --resume with an existing --out)")
+        given = _given(ctx)  # options that would do nothing are refused, as config.validate refuses wrong ones
+        if "distill" in given and not teacher:
+            raise FervidError("--distill is the teachers' share of each target; give the teachers with --teacher")
+        if "warmup_epochs" in given and schedule == "plateau":
+            raise FervidError("--warmup-epochs belongs to --schedule cosine; plateau starts at --lr and halves it on plateaus")
         config = TrainConfig(
             data=str(data.resolve()), arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=lr,
             weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule, label_smoothing=label_smoothing,
             imbalance=imbalance, flip=flip, rotation=rotation, zoom=zoom, shift=shift, warp=warp, brightness=brightness,
             contrast=contrast, erasing=erasing, val_fraction=val_fraction, patience=patience, seed=seed, precision=precision,
             unknown=unknown, mapping=parse_mapping(map), init_from=str(init_from.resolve()) if init_from else None, name=name,
-            teacher=[str(Path(t).resolve()) if Path(t).exists() else t for t in teacher or []], distill=distill,
+            teacher=_teacher_names(teacher), distill=distill,
             teacher_views=teacher_views,
         )
     config.validate()
@@ -278,15 +305,16 @@ def evaluate(
 
     result = evaluate_model(model, data, split=split, flip_tta=flip_tta, input_blur=input_blur, temperature=temperature,
                             against=against, unknown=unknown, mapping=parse_mapping(map))
-    out.print("\n".join(result.describe()), highlight=False)
+    written = []  # files first: a reader that stops early (`| head`) must not cost the user a file
     if json_out:
         write_text_atomically(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-        out.print(f"metrics: {json_out}")
+        written.append(f"metrics: {json_out}")
     if confusion:
         from fervid.evaluation.plots import plot_confusion
 
         plot_confusion(result.report.normalized_confusion, confusion, f"{Path(result.model).name} on {result.split}")
-        out.print(f"confusion matrix: {confusion}")
+        written.append(f"confusion matrix: {confusion}")
+    out.print("\n".join([*result.describe(), *written]), highlight=False)
 
 
 @app.command()

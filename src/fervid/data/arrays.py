@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fervid.console import progress
+from fervid.console import progress, warn
 from fervid.data.decode import UnreadableImage, decode_image_bytes, decode_pixel_string
 from fervid.data.readers import DatasetIndex, split_name
 from fervid.errors import FervidError
@@ -120,7 +120,7 @@ def _entries(index: DatasetIndex) -> Iterator[bytes | str | UnreadableImage]:
         # Only the pixels column, as the index read only its own: a row with extra fields is then one
         # unreadable face (the index marks it), not a parser error for the whole file.
         pixels = pd.read_csv(index.location, usecols=[column])[column]
-        for row in index.frame["source"]:
+        for row in index.frame["row"]:
             value = pixels.iat[int(row)]
             yield value if isinstance(value, str) else ""  # an empty field reads as NaN
     else:
@@ -238,9 +238,21 @@ def load_split(index: DatasetIndex, split: str) -> FaceArrays:
     the split ``evaluate`` scores); FervidError saying what the dataset has instead."""
     name = split_name(split)
     if name not in index.splits:
-        hint = f"; --split {index.splits[0]} scores the model on those" if len(index.splits) == 1 and name != "train" else ""
+        held_out = [other for other in index.splits if other != "train"]  # faces no model trained on, if there are any
+        hint = f"; --split {(held_out or index.splits)[0]} scores the model on those" if name != "train" else ""
         raise FervidError(f"{index.location}: no '{name}' split (found: {', '.join(index.splits)}){hint}")
     arrays = load_arrays(index, name)
     if len(arrays) == 0:
         raise FervidError(f"{index.location}: none of the '{name}' images could be read; {arrays.common_failure()}")
+    if note := unreadable_note(arrays, name):
+        warn(f"{index.location}: {note}")
     return arrays
+
+
+def unreadable_note(arrays: FaceArrays, split: str) -> str | None:
+    """How many of a split's images were left out as unreadable, or None: a model trained or scored on
+    fewer faces than the dataset holds must say so, not only ``data inspect``."""
+    if not arrays.failed:
+        return None
+    return (f"{len(arrays.failed)} unreadable '{split}' image(s) left out ({arrays.common_failure()}); "
+            "`fervid data inspect DATA --verbose` lists them")

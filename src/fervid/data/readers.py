@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.images import is_hidden, is_image_name, walk_files
 from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, canonical_label, normalize_name
@@ -46,8 +47,9 @@ UnknownPolicy = Literal["error", "drop"]
 class DatasetIndex:
     """Where a dataset lives and what it holds: one row per image (source, label, split).
 
-    ``source`` is a path relative to ``location`` for folders, a member name for zips and the row
-    number for CSV files; ``dropped`` counts what was left out (folders that are not expression
+    ``source`` is a path relative to ``location`` for folders, a member name for zips and ``line N``
+    for CSV rows (the line an editor shows; the frame's ``row`` column is the data row pandas reads
+    it as); ``dropped`` counts what was left out (folders that are not expression
     classes, images in a split folder with no class folder, files in class folders without an image
     suffix, CSV rows without a valid class);
     ``unreadable`` names the rows the reader already knows cannot be decoded (a CSV row with more
@@ -120,6 +122,7 @@ def read_dataset(
         renamed = {name: real for name, real in members.items() if name != real}
         return DatasetIndex(location, "zip", frame, dropped, members=renamed)
     if suffix == ".csv":
+        _warn_unused_mapping(location, mapping, set())  # a CSV's classes are numbers in FER2013's order
         frame, dropped, unreadable = _index_csv(location)
         return DatasetIndex(location, "csv", frame, dropped, unreadable)
     raise FervidError(f"{location}: expected a folder, a .zip or a FER2013-style .csv")
@@ -156,6 +159,29 @@ def _split_of(parts: tuple[str, ...]) -> tuple[int, str] | None:
     return None
 
 
+def _without_copies(location: Path, images: list) -> list:
+    """The images, less those under split folders that repeat another set of split folders file for file.
+
+    Kaggle's face-expression download holds ``images/train|validation`` and again
+    ``images/images/train|validation`` with the same files; read twice, every count doubles and every
+    face is its own duplicate. The shallower copy is read; different collections (``2019/train``,
+    ``2020/train``) are both kept.
+    """
+    roots: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    for _, parts, found in images:
+        if found:
+            roots.setdefault(parts[: found[0]], set()).add(parts[found[0] :])
+    copies: set[tuple[str, ...]] = set()
+    ordered = sorted(roots, key=lambda root: (len(root), root))
+    for number, root in enumerate(ordered):
+        for other in ordered[number + 1 :]:
+            if root not in copies and other not in copies and roots[other] == roots[root]:
+                copies.add(other)
+                warn(f"{location}: {'/'.join(other)}/ repeats {'/'.join(root) + '/' if root else 'its top level'} "
+                     f"file for file ({len(roots[root]):,} images); read once")
+    return [image for image in images if not (image[2] and image[1][: image[2][0]] in copies)]
+
+
 def _beside_splits(parts: tuple[str, ...], split_parents: set[tuple[str, ...]], mapping: Mapping[str, str] | None) -> int | None:
     """Where ``parts`` (an image under no split folder) passes a folder that sits beside split folders
     but is neither a split nor a class (``extra/`` next to ``train/``), or None.
@@ -167,6 +193,14 @@ def _beside_splits(parts: tuple[str, ...], split_parents: set[tuple[str, ...]], 
         if parts[:position] in split_parents and canonical_label(parts[position], mapping) is None:
             return position
     return None
+
+
+def _warn_unused_mapping(location: Path, mapping: Mapping[str, str] | None, folders: set[str]) -> None:
+    """A ``--map`` whose class folder is not in the data maps nothing: most likely a misspelt folder
+    name, which would otherwise pass unnoticed while its images stay dropped or refused."""
+    for source, target in (mapping or {}).items():
+        if normalize_name(source) not in folders:
+            warn(f"--map {source}={target}: {location} has no '{source}' class folder, so it maps nothing")
 
 
 def _index_paths(
@@ -192,6 +226,7 @@ def _index_paths(
         elif canonical_label(parts[-2], mapping) is not None:
             suffix = PurePosixPath(name).suffix.lower() or "no suffix"
             other_suffixes[suffix] = other_suffixes.get(suffix, 0) + 1
+    images = _without_copies(location, images)
     split_parents = {parts[:found[0]] for _, parts, found in images if found and found[0] < len(parts) - 2}
     rows: list[tuple[str, str, str]] = []
     unknown_counts: dict[str, int] = {}
@@ -214,6 +249,7 @@ def _index_paths(
             unknown_counts[key] = unknown_counts.get(key, 0) + 1
             continue
         rows.append((name, label, found[1] if found else "train"))
+    _warn_unused_mapping(location, mapping, {normalize_name(parts[-2]) for _, parts, _ in images})
     if unknown == "error":
         _refuse_unknown(location, unknown_counts, beside_counts)
     if not rows:
@@ -318,7 +354,7 @@ def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, 
     usecols = [columns["emotion"], *([usage] if usage else [])]
     try:
         table = pd.read_csv(location, usecols=usecols)
-        extra = _rows_with_extra_fields(location, len(header.columns))
+        lines, extra = _scan_rows(location, len(header.columns))
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as error:  # a bad row further down than the header
         raise FervidError(f"{location}: not a readable CSV ({str(error).strip()})") from None
     emotion = pd.to_numeric(table[columns["emotion"]], errors="coerce")
@@ -332,22 +368,39 @@ def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, 
         split = _csv_splits(location, table[usage], reasons, bad)
     else:
         split = pd.Series("train", index=table.index)
-    frame = pd.DataFrame({"source": table.index.astype(str), "label": labels, "split": split})
+    names = pd.Series([f"line {number}" for number in lines], index=table.index) if len(lines) == len(table) else \
+        "row " + table.index.astype(str).to_series(index=table.index)
+    frame = pd.DataFrame({"source": names, "label": labels, "split": split, "row": table.index})
     dropped = {"rows with an emotion outside 0-6": int(bad.sum())} if bad.any() else {}
-    unreadable = {str(row): reason for row, reason in reasons[~bad & (reasons != "")].items()}
+    unreadable = {names[row]: reason for row, reason in reasons[~bad & (reasons != "")].items()}
     return frame[~bad].reset_index(drop=True), dropped, unreadable
 
 
-def _rows_with_extra_fields(location: Path, width: int) -> list[int]:
-    """Data rows (0-based, as pandas numbers them) with more fields than the header's ``width``.
+def _scan_rows(location: Path, width: int) -> tuple[list[int], list[int]]:
+    """Each data row's line in the file (1-based, as an editor shows it; the row pandas numbers 0 is
+    usually line 2) and the data rows (0-based, as pandas numbers them) with more fields than the
+    header's ``width``.
 
     pandas reading only some columns cuts such rows silently, so a face with a stray ``,x`` would
     train as if it were whole; counting fields costs a second pass (about 1.5 s over FER2013's CSV).
     """
+    lines: list[int] = []
+    extra: list[int] = []
     with open(location, newline="", encoding="utf-8") as handle:
-        rows = (row for row in csv.reader(handle) if len(row) > 1 or (row and row[0].strip()))  # pandas skips blank lines
-        next(rows, None)  # the header
-        return [number for number, row in enumerate(rows) if len(row) > width]
+        reader = csv.reader(handle)
+        header_read = False
+        while True:
+            start = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                return lines, extra
+            if not (len(row) > 1 or (row and row[0].strip())):  # pandas skips blank lines
+                continue
+            if header_read:
+                if len(row) > width:
+                    extra.append(len(lines))
+                lines.append(start)
+            header_read = True
 
 
 def _csv_splits(location: Path, usage: pd.Series, reasons: pd.Series, bad: pd.Series) -> pd.Series:

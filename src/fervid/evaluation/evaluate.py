@@ -24,8 +24,11 @@ class ModelPredictor:
     which class wins; a plain function is a Predictor at temperature 1.
     """
 
-    def __init__(self, run: Predictor, temperature: float = 1.0, input_blur: float = 0.0, flip_tta: bool = False) -> None:
+    def __init__(
+        self, run: Predictor, temperature: float = 1.0, input_blur: float = 0.0, flip_tta: bool = False, card: dict | None = None
+    ) -> None:
         self.run, self.temperature = run, temperature
+        self.card = card or {}  # the model card: which data the model was trained on, and how it held out validation
         self.flip_tta = flip_tta  # whether the runtime averages each face with its mirror image (the card's)
         self.input_blur = input_blur  # what ``run`` blurs its inputs by: recorded with the scores, which depend on it
 
@@ -60,8 +63,10 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
 
         card = card_beside(path)
         blur = card_input_blur(card) if input_blur is None else input_blur
-        return keras_predictor(load_classifier(path), input_blur=blur, temperature=card_temperature(card) if temperature is None else temperature,
-                               flip_tta=card_flip_tta(card))
+        predictor = keras_predictor(load_classifier(path), input_blur=blur, flip_tta=card_flip_tta(card),
+                                    temperature=card_temperature(card) if temperature is None else temperature)
+        predictor.card = card or {}
+        return predictor
 
     classifier = ExpressionClassifier(model)
     return ModelPredictor(
@@ -69,6 +74,7 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
         classifier.temperature if temperature is None else temperature,
         classifier.input_blur if input_blur is None else input_blur,
         classifier.flip_tta,
+        classifier.card,
     )
 
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fervid.evaluation.evaluate import evaluate, load_predictor, scored_model
 from fervid.evaluation.metrics import ClassificationReport, mcnemar_p
 from fervid.preprocess import check_input_blur
+
+if TYPE_CHECKING:
+    from fervid.data.arrays import FaceArrays
+    from fervid.data.readers import DatasetIndex
 
 SIGNIFICANCE = 0.05  # p below this: the two models' accuracies really differ on these faces
 
@@ -45,13 +50,15 @@ class Evaluation:
     images: int
     report: ClassificationReport
     against: Comparison | None = None
+    split_source: str | None = None  # set when the split is the run's own holdout of the train split
 
     def describe(self) -> list[str]:
         """What ``fervid evaluate`` prints: how the model was run, the per-class and calibration
         tables, the headline scores, and the comparison when there is one."""
         report = self.report
         lines = [
-            f"{self.model} on {self.data} [{self.split}], {self.images:,} images{' (flip averaging)' if self.flip_tta else ''}; "
+            f"{self.model} on {self.data} [{self.split}{': ' + self.split_source if self.split_source else ''}], "
+            f"{self.images:,} images{' (flip averaging)' if self.flip_tta else ''}; "
             f"input blur {self.input_blur:g}, temperature {self.temperature:g}",
             report.table(),
             report.calibration.table(),
@@ -67,7 +74,8 @@ class Evaluation:
         return lines
 
     def to_dict(self) -> dict:
-        payload = {"model": self.model, "data": self.data, "split": self.split, "flip_tta": self.flip_tta,
+        payload = {"model": self.model, "data": self.data, "split": self.split, "split_source": self.split_source or self.split,
+                   "flip_tta": self.flip_tta,
                    "input_blur": self.input_blur, "temperature": self.temperature, "images": self.images,
                    **self.report.to_dict()}
         if self.against is not None:
@@ -102,7 +110,9 @@ def evaluate_model(
     model, other = scored_model(model), scored_model(against) if against else None
     predictor = load_predictor(model, input_blur=input_blur, temperature=temperature)
     other_predictor = load_predictor(other) if other else None
-    arrays = load_split(read_dataset(data, unknown=unknown, mapping=mapping), split)  # type: ignore[arg-type]
+    index = read_dataset(data, unknown=unknown, mapping=mapping)  # type: ignore[arg-type]
+    held = held_out_faces(index, predictor.card) if split == "validation" and "validation" not in index.splits else None
+    arrays = held if held is not None else load_split(index, split)
     inputs = arrays.inputs()
     flip_tta = predictor.flip_tta if flip_tta is None else flip_tta
     report = evaluate(predictor, inputs, arrays.labels, flip_tta=flip_tta)
@@ -111,5 +121,27 @@ def evaluate_model(
         other_report = evaluate(other_predictor, inputs, arrays.labels, flip_tta=flip_tta)
         only_this, only_other, p_value = mcnemar_p(report.correct, other_report.correct)
         comparison = Comparison(str(other), other_report.accuracy, only_this, only_other, p_value)
+    source = predictor.card["dataset"]["validation_source"] if held is not None else None
     return Evaluation(str(model), str(data), split, flip_tta, predictor.input_blur, predictor.temperature,
-                      len(arrays), report, comparison)
+                      len(arrays), report, comparison, source)
+
+
+def held_out_faces(index: DatasetIndex, card: dict) -> FaceArrays | None:
+    """The validation faces the model's own run held out of this dataset's train split, or None.
+
+    A researcher's folder of class folders has no validation split, so training sets aside a seeded
+    stratified fraction of it; scoring that model with ``--split train`` would count faces it
+    learned. Only for the very data the run read (its content fingerprint): on other data the same
+    seed would pick faces the model may have trained on.
+    """
+    from fervid.data import load_split
+    from fervid.data.arrays import fingerprint
+    from fervid.data.holdout import stratified_holdout, subset
+
+    dataset, training = card.get("dataset") or {}, card.get("training") or {}
+    if not str(dataset.get("validation_source", "")).startswith("stratified") or "train" not in index.splits:
+        return None
+    if dataset.get("fingerprint") != fingerprint(index):
+        return None
+    train = load_split(index, "train")
+    return subset(train, stratified_holdout(train.labels, training["val_fraction"], training["seed"]))

@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from fervid.console import warn
 from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
-from fervid.data.arrays import fingerprint, readable_counts
+from fervid.data.arrays import fingerprint, readable_counts, unreadable_note
+from fervid.data.holdout import stratified_holdout, subset
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, check_outside_dataset, check_writable_folder, write_text_atomically
 from fervid.labels import EXPRESSIONS
@@ -51,6 +53,7 @@ class TrainingData:
     fingerprint: str
     counts: dict
     validation_source: str
+    notes: list[str] = field(default_factory=list)  # what the report must say about the data (faces left out, classes missing)
 
 
 def cpu_has_bf16() -> bool:
@@ -69,38 +72,31 @@ def resolve_precision(requested: str) -> str:
     return "mixed_bfloat16" if keras.backend.backend() == "tensorflow" and cpu_has_bf16() else "float32"
 
 
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of a seeded, per-class fraction of the rows (at least one per class with >1 rows)."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), dtype=bool)
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        take = int(round(len(rows) * fraction))
-        take = min(max(take, 1 if len(rows) > 1 else 0), len(rows) - 1) if len(rows) > 1 else 0
-        mask[rng.choice(rows, size=take, replace=False)] = True
-    return mask
-
-
 def load_training_data(config: TrainConfig) -> TrainingData:
     """The dataset's train split and its validation split, or a stratified holdout when it has none."""
     index = read_dataset(config.data, unknown=config.unknown, mapping=config.mapping)  # type: ignore[arg-type]
-    train = load_split(index, "train")
+    train = load_split(index, "train")  # warns of unreadable images itself
+    notes = [note for note in [unreadable_note(train, "train")] if note]
     if "validation" in index.splits:
         validation = load_arrays(index, "validation")
         source = "validation split"
+        if note := unreadable_note(validation, "validation"):
+            warn(f"{config.data}: {note}")
+            notes.append(note)
     else:
         held = stratified_holdout(train.labels, config.val_fraction, config.seed)
-        validation = _subset(train, held)
-        train = _subset(train, ~held)
+        validation, train = subset(train, held), subset(train, ~held)
         source = f"stratified {config.val_fraction:.0%} of train (seed {config.seed})"
     if len(validation) == 0:
         raise FervidError(f"{config.data}: no validation images could be set aside")
+    missing = [name for label, name in enumerate(EXPRESSIONS) if not np.any(train.labels == label)]
+    if missing:
+        note = (f"no training faces of {', '.join(missing)}: the model keeps those outputs but never learns them "
+                "(their probabilities mean nothing)")
+        warn(f"{config.data}: {note}")
+        notes.append(note)
     counts = {split: {k: int(v) for k, v in column.items()} for split, column in readable_counts(index).items()}  # as data inspect counts
-    return TrainingData(train, validation, fingerprint(index), counts, source)
-
-
-def _subset(arrays: FaceArrays, mask: np.ndarray) -> FaceArrays:
-    return FaceArrays(arrays.images[mask], arrays.labels[mask], arrays.sources[mask], arrays.digests[mask], [])
+    return TrainingData(train, validation, fingerprint(index), counts, source, notes)
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -200,7 +196,7 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | keras.op
     warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
     if config.warmup_epochs and config.warmup_epochs >= config.epochs:
         warn(f"--warmup-epochs {config.warmup_epochs} is not shorter than --epochs {config.epochs}: the learning rate "
-             "rises over the whole run and there is no decay (lower --warmup-epochs)")
+             "rises until the last step and only then drops to 0, so there is no decay to train in (lower --warmup-epochs)")
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
         decay_steps=max(total - warmup, 1),
@@ -297,6 +293,12 @@ def warm_start(classifier: keras.Model, source: str) -> None:
     try:
         path = keras_model_path(source)
     except FervidError as error:
+        name = Path(source).name
+        if resources.files("fervid").joinpath("models", f"{name}.onnx").is_file():
+            raise FervidError(
+                f"--init-from {name}: a bundled model is ONNX only and cannot be trained further; give a .keras model "
+                f"or a run folder, or learn from it with --teacher {name}"
+            ) from None
         raise FervidError(f"no trained model to start from: {error}") from None
     trained = load_classifier(path)
     weights = trained.get_weights()
@@ -308,11 +310,49 @@ def warm_start(classifier: keras.Model, source: str) -> None:
     classifier.set_weights(weights)
 
 
+# What a run writes into its folder (beside the teachers' cached probabilities, which a user may put
+# there first): a folder holding any of them without a run's config.json holds someone else's files.
+RUN_OUTPUTS = ("config.json", "history.csv", "model.keras", "model.onnx", "model.json", "metrics.json", "report.md",
+               "curves.png", "confusion.png", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5")
+
+
+def check_no_foreign_outputs(run: Path) -> None:
+    """Refuse a new run in a folder whose files it would overwrite, unless they are a run's own.
+
+    A folder with ``config.json`` and no finished epoch is a run stopped in its first epoch, so
+    starting again there replaces only what that run wrote; anywhere else a ``model.onnx`` or
+    ``report.md`` is the user's (another model, their notes) and must not be replaced silently.
+    """
+    if (run / "config.json").is_file():
+        return
+    clashes = [name for name in RUN_OUTPUTS if (run / name).exists()]
+    if clashes:
+        raise FervidError(
+            f"--out {run}: holds {', '.join(clashes)}, which the run would overwrite; give a new or empty folder"
+        )
+
+
+def same_data_on_resume(state: dict, content: str, data: str) -> None:
+    """Refuse to resume on data whose content differs from what the finished epochs trained on.
+
+    The checkpoint's best epoch was chosen on the old validation split and the schedule has spent
+    its epochs on the old faces: going on with other data would mix two datasets into one run and
+    one report. The same content under a new path (a moved or copied dataset) is fine.
+    """
+    recorded = state.get("data_fingerprint")
+    if recorded and recorded != content:
+        raise FervidError(
+            f"{data}: not the data this run trained on (content fingerprint {content}, the run's {recorded}); "
+            "resume it on its own data, or start a new run on this one"
+        )
+
+
 def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
     """The run's state (a fresh one, or the checkpoint's when resuming) and whether it resumes.
 
     Refuses, before any data is read, a run folder that is a file, lies inside the dataset, already
-    holds another run, or whose state is damaged; a resume with no finished epoch starts afresh.
+    holds another run or files a run would overwrite, or whose state is damaged; a resume with no
+    finished epoch starts afresh.
     """
     state_path = run / "checkpoint" / "state.json"
     if resume and not state_path.exists():  # stopped during its first epoch
@@ -328,6 +368,7 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
     if not resume:
         if state_path.exists():
             raise FervidError(f"{run}: already holds a training run; use --resume to continue it or another --out")
+        check_no_foreign_outputs(run)
         return {"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}, False
     try:
         return json.loads(state_path.read_text()), True
@@ -372,6 +413,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
     if config.init_from and state["epochs_done"] == 0:
         warm_start(classifier, config.init_from)
     data = load_training_data(config)
+    same_data_on_resume(state, data.fingerprint, config.data)
+    state["data_fingerprint"] = data.fingerprint
     config.save(run / "config.json")  # only now: data that cannot be read leaves no half-made run folder behind
     x_train, y_train = data.train.inputs(), data.train.one_hot()
     model = compile_for_training(config, classifier, int(np.ceil(len(x_train) / config.batch_size)))

@@ -71,6 +71,7 @@ def model_card(
             "train_images": len(data.train),
             "validation_images": len(data.validation),
             "validation_source": data.validation_source,
+            "notes": data.notes,
         },
         "training": {**asdict(config), "precision_used": state.get("precision"), "keras_backend": state.get("keras_backend", keras.backend.backend())},
         "epochs_trained": state["epochs_done"],
@@ -119,6 +120,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"- architecture: `{card['architecture']}` ({card['parameters']:,} parameters), precision {card['training']['precision_used']}",
         f"- data: `{card['dataset']['path']}` (fingerprint {card['dataset']['fingerprint']}), "
         f"{card['dataset']['train_images']:,} train / {card['dataset']['validation_images']:,} validation ({card['dataset']['validation_source']})",
+        *(f"- data note: {note}" for note in card["dataset"].get("notes", [])),
         *distillation_line(card["training"]),
         f"- epochs: {card['epochs_trained']} trained, best validation epoch {card['best_epoch']}",
         f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
