@@ -72,6 +72,13 @@ def test_evaluate_refuses_a_confusion_path_that_is_not_png_before_scoring(tmp_pa
     flat = write_folder_dataset(tmp_path / "flat", 1)  # class folders, no splits: all of it is 'train'
     result = fervid("evaluate", "fervid-vgg", str(flat))
     assert result.returncode == 2 and result.stderr.strip().endswith("(found: train); --split train scores the model on those")
+    split_folder = write_folder_dataset(tmp_path / "k" / "images", 1, {"train": 1, "validation": 1}) / "validation"
+    result = fervid("evaluate", "fervid-vgg", str(split_folder))  # the split folder itself, not the dataset holding it
+    assert result.returncode == 2 and result.stderr.strip().endswith(
+        "validation is read as one set of class folders, counted as 'train' (splits are folders inside DATA): --split train scores the model on them")
+    both = write_folder_dataset(tmp_path / "fer", 1, {"train": 1, "test": 1})
+    result = fervid("evaluate", "fervid-vgg", str(both))
+    assert result.returncode == 2 and result.stderr.strip().endswith("(found: train, test); --split test scores the model on those")
 
 
 def test_evaluate_scores_the_split_it_is_given(tmp_path):

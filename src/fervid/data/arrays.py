@@ -20,10 +20,10 @@ import pandas as pd
 
 from fervid.console import progress, warn
 from fervid.data.decode import UnreadableImage, decode_image_bytes, decode_pixel_string
-from fervid.data.readers import DatasetIndex, split_name
+from fervid.data.readers import SPLIT_NAMES, DatasetIndex, split_name
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path
-from fervid.labels import EXPRESSIONS
+from fervid.labels import EXPRESSIONS, normalize_name
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
 
 CACHE_FORMAT = 3  # 2: CSV rows with extra fields are unreadable, no longer decoded; 3: JPEGs upright by EXIF
@@ -240,6 +240,10 @@ def load_split(index: DatasetIndex, split: str) -> FaceArrays:
     if name not in index.splits:
         held_out = [other for other in index.splits if other != "train"]  # faces no model trained on, if there are any
         hint = f"; --split {(held_out or index.splits)[0]} scores the model on those" if name != "train" else ""
+        if index.splits == ["train"] and SPLIT_NAMES.get(normalize_name(index.location.stem)) == name:
+            # `evaluate MODEL images/validation`: splits are folders inside DATA, so its class folders are one split
+            hint = (f"; {index.location.name} is read as one set of class folders, counted as 'train' (splits are "
+                    "folders inside DATA): --split train scores the model on them")
         raise FervidError(f"{index.location}: no '{name}' split (found: {', '.join(index.splits)}){hint}")
     arrays = load_arrays(index, name)
     if len(arrays) == 0:
