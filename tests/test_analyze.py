@@ -360,14 +360,15 @@ def test_another_model_or_crops_redoes_every_unit(archive: Path, tmp_path: Path)
 
 def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(archive: Path, tmp_path: Path) -> None:
     """--min-size and the other cascade settings work as in predict and live; rows made with other
-    settings are redone, while the defaults keep the unit ids that runs before these options had."""
+    settings, or by an earlier version of the detector's scan, are redone."""
     photos, out = [archive / "photos"], tmp_path / "r.parquet"
     default = analyze(photos, out)
     assert len(rows_of(out)) > 0
     huge = analyze(photos, out, AnalyzeOptions(min_size=2000))  # no face is 2000 px: the setting reached the cascade
     assert huge.skipped_units == 0 and len(rows_of(out)) == 0
     assert analyze(photos, out).skipped_units == 0, "back to the defaults: those rows were replaced, so redone"
-    assert AnalyzeOptions().key() == {"largest_only": False, "crops": False, "every": 1, "segment_s": 300.0}
+    assert AnalyzeOptions().key() == {"largest_only": False, "crops": False, "scan": 2, "every": 1, "segment_s": 300.0}
+    assert "scan" not in AnalyzeOptions(crops=True).key(), "crops are never scanned: their rows stay valid"
     assert default.units >= 1
     with pytest.raises(FervidError, match="scale factor must be above 1.0"):
         AnalyzeOptions(scale_factor=1.0).validate()

@@ -345,7 +345,7 @@ def test_bench_with_a_zip_without_faces_says_so(tmp_path: Path) -> None:
     import re
 
     page = (tmp_path / "perf.md").read_text()  # its prose quotes this run's scan, not a number from another day
-    scan_ms = float(re.search(r"shrunk to 320 px wide \(default\) \| p50 ([\d.]+) ms", page).group(1))
+    scan_ms = float(re.search(r"scanned as min_size 40 needs \(default\) \| p50 ([\d.]+) ms", page).group(1))
     assert f"A full Haar scan costs {scan_ms:.0f} ms here (p50)." in page and "~45 ms" not in page
 
 

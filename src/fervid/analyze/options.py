@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass
 from fervid.errors import FervidError
 from fervid.runtime.detect import DetectorConfig
 
+# Bumped whenever the same detector settings find other faces (2: frames scanned at the scale
+# min_size needs, capped at 1280 px wide, instead of shrunk to 320 px; 2026-12-05).
+DETECTOR_SCAN = 2
+
 
 @dataclass(frozen=True)
 class AnalyzeOptions:
@@ -48,6 +52,8 @@ class AnalyzeOptions:
         them does not redo the photos.
         """
         key: dict = {"largest_only": self.largest_only, "crops": self.crops}
+        if not self.crops:
+            key["scan"] = DETECTOR_SCAN  # the detector's own version: rows found the old way are not reused
         if not self.crops and self.detector() != DetectorConfig():  # the defaults keep earlier runs' ids
             key["detector"] = [self.scale_factor, self.min_neighbors, self.min_size]
         return key if kind == "image" else {**key, "every": self.every, "segment_s": self.segment_s}

@@ -17,7 +17,7 @@ class FrameProcessor:
     """A full-frame detector scan every ``detect_every`` frames while faces are shown, every 2nd frame
     while none is, and on the next frame when a new face waits for its confirming scan (so a face that
     walks in is boxed within a few frames). In between, each tracked face is searched
-    for only near where it is going (``FaceDetector.detect_near``: ~2.4 ms instead of a 43-79 ms scan), so
+    for only near where it is going (``FaceDetector.detect_near``: ~2.4 ms instead of a ~63 ms scan), so
     boxes follow moving faces on every frame; when a face is not found near its box, that frame gets a
     full scan, so a face that leaves loses its box at once and one the near search missed keeps it."""
 

@@ -80,7 +80,7 @@ class Recognizer:
         scale_factor: float = 1.1,
         min_neighbors: int = 5,
         min_size: int = 40,
-        detection_width: int | None = 320,
+        detection_width: int | None = 1280,
         margin: float = 0.0,
         flip_tta: bool | None = None,
         threads: int | None = None,
