@@ -273,14 +273,58 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
         Recognizer(write_non_face_onnx(tmp_path / "flat.onnx"))
     with pytest.raises(FervidError, match="a folder without model.onnx"):
         Recognizer(tmp_path)
-    for thing, kind in ((None, "NoneType"), (42, "int"), (b"\xff\xd8 jpeg bytes", r"bytes; decode the bytes first")):
+    for thing, kind in ((None, "NoneType"), (42, "int"), (b"\xff\xd8 jpeg bytes", r"bytes; decode the bytes first"),
+                        (bytearray(b"\xff\xd8"), r"bytearray; decode the bytes first")):
         with pytest.raises(FervidError, match=f"expected an image path or array, got {kind}"):
             recognizer.predict(thing)
+    with pytest.raises(FervidError, match=r"^https://example.com/a.jpg: a URL; fervid reads image files"):
+        recognizer.predict("https://example.com/a.jpg")
+    for bad in (None, 5):
+        with pytest.raises(FervidError, match="expected face crops"):
+            recognizer.classify(bad)
     for options, message in (({"threads": 0}, "threads must be a whole number of 1 or more"),
                              ({"flip_tta": "yes"}, "flip_tta must be True, False or None"),
-                             ({"model": 5}, "model must be a bundled model name")):
+                             ({"model": 5}, "model must be a bundled model name"),
+                             ({"min_neighbors": 2.5}, "min_neighbors must be a whole number, got 2.5"),
+                             ({"min_size": "a"}, "min_size must be a whole number, got 'a'"),
+                             ({"scale_factor": "1.2"}, "scale factor must be a number above 1.0"),
+                             ({"margin": "0.2"}, "margin must be a number between 0 and 1, got '0.2'")):
         with pytest.raises(FervidError, match=message):
             Recognizer(**options)
+
+
+def test_any_path_like_and_a_home_relative_path_are_read(recognizer: Recognizer, photo, tmp_path: Path, monkeypatch) -> None:
+    frame, truth = photo
+    cv2.imwrite(str(tmp_path / "photo.png"), frame)
+
+    class Where:  # an os.PathLike that is not a pathlib.Path
+        def __fspath__(self) -> str:
+            return str(tmp_path / "photo.png")
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for given in (Where(), "~/photo.png"):
+        assert_matches(recognizer.predict(given), truth)
+
+
+def test_pil_images_are_read_by_their_own_mode(recognizer: Recognizer, photo) -> None:
+    """np.asarray of a palette, CMYK or YCbCr image is not BGR; such images were classified wrongly without a word."""
+    image_module = pytest.importorskip("PIL.Image")
+    frame, truth = photo
+    rgb = image_module.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    expected = [face.expression for face in recognizer.predict(frame)]
+    for mode in ("RGB", "L", "RGBA", "CMYK", "YCbCr", "P"):
+        found = recognizer.predict(rgb.convert(mode))
+        assert_matches(found, truth)
+        if mode != "P":  # a 256-colour palette changes the pixels a little
+            assert [face.expression for face in found] == expected, mode
+    crops = [rgb.crop((x, y, x + w, y + h)).convert("YCbCr") for x, y, w, h in truth]
+    assert np.allclose(recognizer.classify(crops), recognizer.classify_boxes(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), np.array(truth)), atol=0.02)
+
+
+def test_unrounded_face_dicts_keep_the_probabilities() -> None:
+    face = Face.from_probabilities((1, 2, 3, 4), np.array([0.123456789, 0.5, 0.1, 0.1, 0.1, 0.05, 0.026543211]))
+    assert face.to_dict(None)["probabilities"]["angry"] == 0.123456789 and face.to_dict(None)["confidence"] == 0.5
+    assert face.to_dict()["probabilities"]["angry"] == 0.1235
 
 
 def test_fervid_exports_its_error_and_lists_the_lazy_api() -> None:

@@ -8,6 +8,7 @@ Needs only NumPy and OpenCV (not pandas), so the inference path can use it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -118,6 +119,33 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FervidError(f"{path}: could not be read ({error.strerror or error})") from None
     except UnreadableImage as error:
         raise type(error)(f"{path}: {error}") from None  # TooManyPixels stays TooManyPixels
+
+
+def pil_as_gray(image: object) -> np.ndarray | None:
+    """A PIL image as 8-bit gray by its own mode, or None for anything else.
+
+    ``np.asarray`` of a palette ("P"), CMYK or YCbCr image gives numbers that are not BGR or RGB
+    colours, and would be classified without a word; PIL's own conversion knows each mode. PIL is
+    recognised by its interface, so fervid never imports it.
+    """
+    if isinstance(image, np.ndarray) or not (hasattr(image, "mode") and callable(getattr(image, "convert", None))):
+        return None
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit gray: PIL's "L" would clip it; read by dtype instead
+        return None
+    return np.asarray(image.convert("L"))
+
+
+def image_path(image: object) -> Path | None:
+    """``image`` as a file path if it names one (str or any os.PathLike, ``~`` expanded), else None;
+    a URL is a FervidError (fervid reads files; streams go to ``fervid live --source URL``)."""
+    if not isinstance(image, (str, os.PathLike)):
+        return None
+    text = os.fspath(image)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise FervidError(f"{text}: a URL; fervid reads image files (download it first; fervid live --source URL reads streams)")
+    return Path(text).expanduser()
 
 
 def channel_order(color: Color) -> str:

@@ -37,6 +37,12 @@ class DetectorConfig:
     detection_width: int | None = 1280  # the widest scan (None: min_size alone decides, at any cost)
 
     def validate(self) -> None:
+        for name in ("min_neighbors", "min_size", "detection_width"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)) and not (name == "detection_width" and value is None):
+                raise FervidError(f"{name} must be a whole number, got {value!r}")
+        if isinstance(self.scale_factor, bool) or not isinstance(self.scale_factor, (int, float, np.floating)):
+            raise FervidError(f"scale factor must be a number above 1.0, got {self.scale_factor!r}")
         if self.scale_factor <= 1.0:
             raise FervidError(f"scale factor must be above 1.0, got {self.scale_factor}")
         if self.min_neighbors < 0:

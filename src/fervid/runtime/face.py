@@ -37,12 +37,15 @@ class Face:
             track_id=track_id,
         )
 
-    def to_dict(self, digits: int = 4) -> dict:
-        """Plain JSON-ready dict: box as [x, y, w, h], probabilities rounded to ``digits`` places."""
+    def to_dict(self, digits: int | None = 4) -> dict:
+        """Plain JSON-ready dict: box as [x, y, w, h], probabilities rounded to ``digits`` places (None: unrounded)."""
+        def rounded(value: float) -> float:
+            return value if digits is None else round(value, digits)
+
         return {
             "track_id": self.track_id,
             "box": list(self.box),
             "expression": self.expression,
-            "confidence": round(self.confidence, digits),
-            "probabilities": {name: round(p, digits) for name, p in self.probabilities.items()},
+            "confidence": rounded(self.confidence),
+            "probabilities": {name: rounded(p) for name, p in self.probabilities.items()},
         }

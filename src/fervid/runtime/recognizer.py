@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.images import Color, as_bgr, channel_order, gray_frame, read_image
+from fervid.images import Color, as_bgr, channel_order, gray_frame, image_path, pil_as_gray, read_image
 from fervid.preprocess import FACE_SIZE, to_gray
 from fervid.runtime.classify import ExpressionClassifier
 from fervid.runtime.detect import DetectorConfig, FaceDetector
@@ -85,8 +85,8 @@ class Recognizer:
         flip_tta: bool | None = None,
         threads: int | None = None,
     ) -> None:
-        if not 0.0 <= margin <= 1.0:
-            raise FervidError(f"margin must be between 0 and 1, got {margin}")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin <= 1.0:
+            raise FervidError(f"margin must be a number between 0 and 1, got {margin!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise FervidError(f"threads must be a whole number of 1 or more (or None: up to 4), got {threads!r}")
         if flip_tta is not None and not isinstance(flip_tta, bool):
@@ -118,6 +118,13 @@ class Recognizer:
         which gives one row. Crops are read by dtype as ``predict`` reads images; an empty crop is
         a FervidError.
         """
+        if (gray := pil_as_gray(faces)) is not None:
+            faces = gray
+        elif not isinstance(faces, np.ndarray):
+            try:
+                faces = [face if (gray := pil_as_gray(face)) is None else gray for face in faces]
+            except TypeError:
+                raise FervidError(f"expected face crops (an array or a list of them), got {type(faces).__name__}") from None
         if channel_order(color) == "rgb":
             faces = as_bgr(faces, color) if isinstance(faces, np.ndarray) else [as_bgr(face, color) for face in faces]
         return self.classifier.classify(faces, flip_tta=self.flip_tta)
@@ -145,11 +152,15 @@ class Recognizer:
     @staticmethod
     def _gray(image: np.ndarray | str | Path, color: Color) -> np.ndarray:
         channel_order(color)  # a wrong color is refused for paths too, not ignored
-        if isinstance(image, (str, Path)):
-            return to_gray(read_image(image))
-        if np.ndim(image) == 0:  # None, a number, bytes: say what came, not that its shape is ()
-            hint = "; decode the bytes first (fervid.images.decode_image) or pass the file's path" if isinstance(image, (bytes, bytearray)) else ""
-            raise FervidError(f"expected an image path or array, got {type(image).__name__}{hint}")
+        if (path := image_path(image)) is not None:
+            return to_gray(read_image(path))
+        if (gray := pil_as_gray(image)) is not None:  # a PIL image knows its own mode: color does not apply
+            return gray
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            raise FervidError(f"expected an image path or array, got {type(image).__name__}; decode the bytes first "
+                              "(fervid.images.decode_image) or pass the file's path")
+        if np.ndim(image) == 0:  # None, a number: say what came, not that its shape is ()
+            raise FervidError(f"expected an image path or array, got {type(image).__name__}")
         image = np.asarray(image)
         if image.ndim not in (2, 3) or image.size == 0:
             raise FervidError(f"expected an image array (H, W) or (H, W, C), got shape {image.shape}")
