@@ -259,6 +259,51 @@ def test_websocket_from_another_site_is_refused(client: TestClient) -> None:
         assert socket.receive_json()["faces"] == []
 
 
+def test_streams_past_the_limit_are_told_to_try_again_and_pages_still_load() -> None:
+    """uvicorn counts WebSockets as connections but never refuses one: past its 64, every page and
+    upload got 503 while the streams went on. The app caps streams below that."""
+    frame = encoded(face_photo()[0], ".jpg")
+    with TestClient(create_app(allowed_hosts=["testserver"], max_streams=2)) as client:
+        with client.websocket_connect("/ws") as first, client.websocket_connect("/ws") as second:
+            with client.websocket_connect("/ws") as third, pytest.raises(WebSocketDisconnect) as closed:
+                third.receive_json()
+            assert closed.value.code == 1013 and closed.value.reason == "busy: 2 live streams are open; try again later"
+            for socket in (first, second):
+                socket.send_bytes(frame)
+                assert "faces" in socket.receive_json()
+            assert client.get("/api/health").status_code == 200
+        with client.websocket_connect("/ws") as again:  # the closed ones gave their places back
+            again.send_bytes(frame)
+            assert "faces" in again.receive_json()
+
+
+def test_an_allowed_origin_may_call_the_api_with_cors_and_others_still_may_not() -> None:
+    front_end = "http://localhost:3000"
+    photo = {"file": ("face.png", encoded(face_photo()[0]), "image/png")}
+    with TestClient(create_app(allowed_hosts=["testserver"], allowed_origins=[front_end + "/"])) as client:
+        preflight = client.options("/api/predict", headers={"origin": front_end, "access-control-request-method": "POST"})
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == front_end
+        reply = client.post("/api/predict", files=photo, headers={"origin": front_end})
+        assert reply.status_code == 200 and reply.headers["access-control-allow-origin"] == front_end and reply.json()["faces"]
+        with client.websocket_connect("/ws", headers={"origin": front_end}) as socket:
+            socket.send_bytes(encoded(textured_background(120, 160)))
+            assert socket.receive_json()["faces"] == []
+        refused = client.post("/api/predict", files=photo, headers={"origin": "http://evil.example"})
+        assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    with pytest.raises(FervidError, match="--allow-origin 'localhost:3000': give a page's origin"):
+        create_app(allowed_origins=["localhost:3000"])
+
+
+def test_a_cropped_face_is_classified_whole_with_crops_and_a_small_photo_without_one_says_so(client: TestClient) -> None:
+    crop = encoded(cv2.resize(detectable_faces(1)[0], (48, 48)))
+    plain = client.post("/api/predict", files={"file": ("crop.png", crop, "image/png")}).json()
+    assert plain["faces"] == [] and "?crops=true" in plain["note"]
+    whole = client.post("/api/predict?crops=true", files={"file": ("crop.png", crop, "image/png")}).json()
+    assert [face["box"] for face in whole["faces"]] == [[0, 0, 48, 48]] and whole.get("note") is None
+    big = client.post("/api/predict", files={"file": ("wall.png", encoded(textured_background(360, 480)), "image/png")}).json()
+    assert big["faces"] == [] and big.get("note") is None, "a photo-sized image without a face is just that"
+
+
 def test_recognition_runs_off_the_event_loop(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """While one frame is being recognised, the server still answers other requests (several tabs at once)."""
     release = threading.Event()
@@ -401,6 +446,7 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path) -> Non
         (["--clients", "3", "--output", "perf.md"], "--clients, --output: not used without --loadtest"),  # would just serve
         (["--loadtest", "--port", "9000"], "--port: not used with --loadtest (the load test serves on a private 127.0.0.1 port)"),
         (["--loadtest", "--allow-host", "fervid.example.com"], "--allow-host: not used with --loadtest"),
+        (["--allow-origin", "localhost:3000"], "--allow-origin 'localhost:3000': give a page's origin such as http://localhost:3000"),
         (["--loadtest", "--faces-from", "/nowhere/fer2013.zip"], "--faces-from /nowhere/fer2013.zip: no such file"),
         (["--loadtest", "--faces-from", __file__], "not a zip file (give the FER2013 zip)"),
         (["--loadtest", "--faces-from", str(faces), "--output", str(tmp_path)], "a folder, not a file"),

@@ -476,6 +476,7 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on. The default serves this machine only; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port; the address is printed).")] = 8000,
+    allow_origin: Annotated[Optional[list[str]], typer.Option("--allow-origin", help="Let pages of this origin (e.g. http://localhost:3000, your own front end) call the API and open the WebSocket, with CORS headers (repeatable).")] = None,
     allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="Also answer requests for this host name (repeatable): the public name a TLS reverse proxy on this machine passes on. Only this machine's names are answered on 127.0.0.1 otherwise.")] = None,
     model: ModelOption = None,
     workers: Annotated[int, typer.Option(help="Recognizers working in parallel (frames from several tabs at once).")] = 2,
@@ -499,7 +500,7 @@ def serve(
     _needs("serve", "fastapi")
     _needs("serve", "uvicorn")
     # An option the chosen mode does not use would be silently ignored: a user who gives one means it.
-    unused = {"host", "port", "max_upload_mb", "allow_host"} if loadtest else {"clients", "seconds", "faces_from", "output"}
+    unused = {"host", "port", "max_upload_mb", "allow_host", "allow_origin"} if loadtest else {"clients", "seconds", "faces_from", "output"}
     if given := [name for name in _given(ctx) if name in unused]:
         names = ", ".join("--" + name.replace("_", "-") for name in given)
         why = "the load test serves on a private 127.0.0.1 port" if loadtest else "they set up --loadtest"
@@ -522,7 +523,7 @@ def serve(
     from fervid.serve.server import serve as run_server
 
     run_server(host=host, port=port, model=model, workers=workers, max_upload_bytes=int(max_upload_mb * 1_000_000), detector=detector,
-               allow_hosts=allow_host or ())
+               allow_hosts=allow_host or (), allow_origins=allow_origin or ())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -23,8 +24,9 @@ from fervid import __version__
 from fervid.errors import FervidError
 from fervid.images import TooManyPixels, UnreadableImage
 from fervid.labels import EXPRESSIONS
-from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES, serve_frames
-from fervid.serve.guards import LOCAL_HOSTS, same_origin
+from fervid.runtime.photos import SMALL_IMAGE
+from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES, MAX_STREAMS, StreamSlots, serve_frames
+from fervid.serve.guards import LOCAL_HOSTS, checked_origins, same_origin
 from fervid.serve.pool import DEFAULT_WORKERS, RecognizerPool
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES, read_upload
 
@@ -47,6 +49,7 @@ class Prediction(BaseModel):
     width: int = Field(description="Width of the decoded image in pixels.")
     height: int = Field(description="Height of the decoded image in pixels.")
     ms: float = Field(description="Server time to decode and recognise, in milliseconds.")
+    note: str | None = Field(None, description="Set when no face was found in a small photo: it may be a cropped face (?crops=true).")
 
 
 class Health(BaseModel):
@@ -72,14 +75,17 @@ UPLOAD_BODY = {
 }
 
 
-async def recognize_photo(pool: RecognizerPool, data: bytes) -> dict:
+async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False) -> dict:
     """The /api/predict reply for an uploaded photo; a file that is no image, or too large a one, becomes 415 or 422."""
     try:
-        return await run_in_threadpool(pool.recognize, data)
+        reply = await run_in_threadpool(pool.recognize, data, None, crops)
     except TooManyPixels as error:
         raise HTTPException(422, f"the uploaded file is {error}; send a smaller one") from None
     except UnreadableImage as error:
         raise HTTPException(415, f"the uploaded file is {error}") from None
+    if not reply["faces"] and max(reply["width"], reply["height"]) <= SMALL_IMAGE:  # as `fervid predict` says it
+        reply["note"] = "no face found; if the photo is a cropped face, POST it to /api/predict?crops=true to classify the whole image"
+    return reply
 
 
 def create_app(
@@ -89,16 +95,23 @@ def create_app(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     workers: int = DEFAULT_WORKERS,
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
+    allowed_origins: Sequence[str] = (),
     detector: Mapping[str, float] | None = None,
+    max_streams: int = MAX_STREAMS,
 ) -> FastAPI:
     """The FastAPI app; the model is loaded (``workers`` times) and warmed up here, before the first request.
 
     Requests whose ``Host`` is not in ``allowed_hosts`` get 400 (``fervid.serve.guards`` says why;
-    ``("*",)`` answers any name, for a server opened to the network). ``detector`` holds Haar cascade
-    settings for ``Recognizer`` (``scale_factor``, ``min_neighbors``, ``min_size``).
+    ``("*",)`` answers any name, for a server opened to the network). Pages of the ``allowed_origins``
+    (your own front end, e.g. ``http://localhost:3000``) may call the API and open the WebSocket, with
+    CORS headers; other sites' pages are refused. ``detector`` holds Haar cascade settings for
+    ``Recognizer`` (``scale_factor``, ``min_neighbors``, ``min_size``). At most ``max_streams``
+    WebSockets are served at once.
     """
-    if max_upload_bytes < 1 or max_frame_bytes < 1:
-        raise FervidError("the upload and frame size limits must be positive")
+    if max_upload_bytes < 1 or max_frame_bytes < 1 or max_streams < 1:
+        raise FervidError("the upload and frame size limits and the stream limit must be positive")
+    allowed_origins = checked_origins(allowed_origins)
+    slots = StreamSlots(max_streams)
     # python-multipart logs a warning per malformed body straight to stderr; the 422 already says it to the client.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     pool = RecognizerPool(model, workers, detector)
@@ -114,6 +127,9 @@ def create_app(
     )
     app.state.pool = pool
     app.state.max_frame_bytes = max_frame_bytes
+    if allowed_origins:  # added first, so it runs after the Host check: a refused Host gets no CORS headers
+        app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "HEAD", "POST"],
+                           allow_headers=["*"])
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -145,10 +161,12 @@ def create_app(
             422: {"description": "No 'file' field, an empty file, a malformed multipart body, or an image over the pixel limit."},
         },
     )
-    async def predict(request: Request) -> dict:
-        if not same_origin(request.headers):
-            raise HTTPException(403, "cross-origin upload refused: send photos from this server's own page, or without a browser")
-        return await recognize_photo(pool, await read_upload(request, max_upload_bytes))
+    async def predict(request: Request, crops: bool = False) -> dict:
+        """``crops=true``: the photo is one already-cropped face (a dataset's 48x48 image), classified whole."""
+        if not same_origin(request.headers, allowed_origins):
+            raise HTTPException(403, "cross-origin upload refused: send photos from this server's own page, from a page "
+                                     "of a --allow-origin, or without a browser")
+        return await recognize_photo(pool, await read_upload(request, max_upload_bytes), crops)
 
     @app.get("/ws", include_in_schema=False, status_code=426)
     async def websocket_over_http() -> None:
@@ -157,6 +175,6 @@ def create_app(
     @app.websocket("/ws")
     async def frames(websocket: WebSocket) -> None:
         """One binary message per frame (JPEG bytes) in, one JSON reply (the /api/predict shape) out."""
-        await serve_frames(websocket, pool, max_frame_bytes)
+        await serve_frames(websocket, pool, max_frame_bytes, slots, allowed_origins)
 
     return app

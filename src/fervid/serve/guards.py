@@ -30,7 +30,19 @@ def allowed_hosts_for(bind_host: str, extra: Sequence[str] = ()) -> tuple[str, .
     return (*LOCAL_HOSTS, *extra) if bind_host in LOOPBACK else ANY_HOST
 
 
-def same_origin(headers: Mapping[str, str]) -> bool:
-    """Whether a request comes from this server's own page (or from no page: curl and scripts send no Origin)."""
+def same_origin(headers: Mapping[str, str], allowed: Sequence[str] = ()) -> bool:
+    """Whether a request comes from this server's own page, from no page (curl and scripts send no
+    Origin), or from a page whose origin the user allowed (``--allow-origin``: their own front end)."""
     origin = headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == headers.get("host")
+    return origin is None or urlsplit(origin).netloc == headers.get("host") or origin.rstrip("/") in allowed
+
+
+def checked_origins(origins: Sequence[str]) -> tuple[str, ...]:
+    """``--allow-origin`` values as browsers send them (scheme://host[:port], no path), or a FervidError."""
+    checked = []
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+            raise FervidError(f"--allow-origin {origin!r}: give a page's origin such as http://localhost:3000 (scheme, host, port)")
+        checked.append(origin.rstrip("/"))
+    return tuple(checked)

@@ -70,13 +70,17 @@ class RecognizerPool:
         finally:
             self._idle.put(recognizer)
 
-    def recognize(self, data: bytes, stream: LiveStream | None = None) -> dict:
+    def recognize(self, data: bytes, stream: LiveStream | None = None, crop: bool = False) -> dict:
         """Encoded image bytes -> ``{"faces": [Face.to_dict()...], "width", "height", "ms"}`` (ms: decode + recognition).
 
-        With ``stream`` the image is the stream's next frame: faces keep ids and smoothed labels."""
+        With ``stream`` the image is the stream's next frame: faces keep ids and smoothed labels.
+        With ``crop`` the whole image is one already-cropped face (no detector)."""
         start = time.perf_counter()
         with self._borrowed() as recognizer:  # decoded here too: a small PNG can unpack to hundreds of MB,
             image = decode_image(data)        # so at most ``workers`` images are unpacked at once
-            faces = recognizer.predict(image) if stream is None else stream.next(image, recognizer)
+            if stream is not None:
+                faces = stream.next(image, recognizer)
+            else:
+                faces = recognizer.predict(image, boxes=[0, 0, image.shape[1], image.shape[0]] if crop else None)
         milliseconds = (time.perf_counter() - start) * 1000
         return {"faces": [face.to_dict() for face in faces], "width": image.shape[1], "height": image.shape[0], "ms": round(milliseconds, 1)}

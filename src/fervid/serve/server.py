@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fervid.errors import FervidError
 from fervid.serve.app import create_app
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES
-from fervid.serve.guards import LOOPBACK, allowed_hosts_for
+from fervid.serve.guards import LOOPBACK, allowed_hosts_for, checked_origins
 from fervid.serve.pool import DEFAULT_WORKERS
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
@@ -58,13 +58,16 @@ def serve(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     detector: Mapping[str, float] | None = None,
     allow_hosts: Sequence[str] = (),
+    allow_origins: Sequence[str] = (),
 ) -> None:
     """Serve until Ctrl+C. The port is taken before the model loads, so a busy port fails at once;
     port 0 takes any free one, and the address printed says which."""
     if not 0 <= port <= 65535:
         raise FervidError(f"port must be between 1 and 65535 (or 0 for any free one), got {port}")
+    checked_origins(allow_origins)  # a bad origin fails before the port is taken and the model loads
     listener = bind(host, port)
-    app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes, allowed_hosts=allowed_hosts_for(host, allow_hosts), detector=detector)
+    app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes, allowed_hosts=allowed_hosts_for(host, allow_hosts),
+                     allowed_origins=allow_origins, detector=detector)
     server = uvicorn.Server(server_config(app))
     if threading.current_thread() is threading.main_thread():
         # Ctrl+C or SIGTERM before uvicorn installs its own handlers (a client may connect, and a
