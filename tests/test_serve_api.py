@@ -59,8 +59,11 @@ def assert_face_result(face: dict, truth: tuple[int, int, int, int], tracked: bo
     assert face["expression"] in EXPRESSIONS
     assert list(face["probabilities"]) == list(EXPRESSIONS)
     assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=2e-3)
-    assert face["confidence"] == max(face["probabilities"].values())
-    assert face["expression"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert face["confidence"] == face["probabilities"][face["expression"]]
+    if tracked:  # a stream holds its label through near ties: within label_margin (0.1) of the most probable
+        assert face["confidence"] >= max(face["probabilities"].values()) - 0.1
+    else:
+        assert face["expression"] == max(face["probabilities"], key=face["probabilities"].get)
     assert (face["track_id"] is not None) == tracked
 
 
@@ -78,7 +81,7 @@ def test_health_and_model_card(client: TestClient) -> None:
 
 def test_page_docs_and_static_files_work_offline(client: TestClient) -> None:
     page = client.get("/")
-    assert page.status_code == 200 and 'src="/static/app.js"' in page.text
+    assert page.status_code == 200 and 'src="static/app.js"' in page.text, "relative: the app may be mounted under a prefix"
     for name in ("index.html", "app.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
         text = (STATIC / name).read_text()
@@ -87,6 +90,24 @@ def test_page_docs_and_static_files_work_offline(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     upload = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["requestBody"]["content"]
     assert upload["multipart/form-data"]["schema"]["required"] == ["file"]
+
+
+def test_the_app_mounted_under_a_prefix_serves_its_page_its_files_and_its_api() -> None:
+    from fastapi import FastAPI
+
+    main = FastAPI()
+    main.mount("/fer", create_app(allowed_hosts=["testserver"]))
+    with TestClient(main) as client:
+        page = client.get("/fer/")
+        links = [link for link in re.findall(r'(?:src|href)="([^"]+)"', page.text) if ":" not in link]  # not data:
+        assert page.status_code == 200 and links and all(not link.startswith("/") for link in links), links
+        for link in links:
+            assert client.get(f"/fer/{link}").status_code == 200, link
+        photo = {"file": ("face.png", encoded(face_photo()[0]), "image/png")}
+        assert client.post("/fer/api/predict", files=photo).json()["faces"]
+        with client.websocket_connect("/fer/ws") as socket:
+            socket.send_bytes(encoded(textured_background(120, 160)))
+            assert socket.receive_json()["faces"] == []
 
 
 def test_predict_finds_the_face_and_its_expression(client: TestClient) -> None:

@@ -186,8 +186,10 @@ function clearResults() {
 }
 
 function connect() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${location.host}/ws`);
+  // Relative to the page, so the app also works mounted under a prefix (main.mount("/fer", create_app())).
+  const url = new URL("ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(url);
   live.socket = socket;
   live.inFlight = false;
   setStatus($("status"), "connecting…");
@@ -302,7 +304,7 @@ async function predictPhoto(file) {
   let response;
   let payload = {};
   try {
-    response = await fetch("/api/predict", { method: "POST", body });
+    response = await fetch("api/predict", { method: "POST", body });
     payload = await response.json().catch(() => ({}));
   } catch (error) {
     URL.revokeObjectURL(url);
@@ -371,7 +373,7 @@ photoPanel.addEventListener("drop", (event) => {
 // A file dropped anywhere else would make the browser open it in place of the page, camera and all.
 for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
 
-fetch("/api/model")
+fetch("api/model")
   .then((response) => response.json())
   .then((card) => { $("model").textContent = `model: ${card.name} ${card.version}`; })
   .catch(() => {});
