@@ -460,3 +460,40 @@ def test_a_recording_letterboxes_frames_of_another_shape(tmp_path: Path) -> None
     capture.release()
     assert all(frame.shape == (240, 320, 3) for frame in frames)
     assert frames[1][120, 160].mean() > 200 and frames[1][120, 20].mean() < 30, "the portrait in the middle, bars at the sides"
+
+
+def test_the_summary_plot_shows_every_face_over_the_whole_time_it_covers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The panels share one time axis; setting it per face left every panel on the last face's span."""
+    from matplotlib.figure import Figure
+
+    from fervid.runtime.face import Face
+    from fervid.runtime.sinks import Summary
+
+    summary = Summary()
+    for step in range(40):  # face 1 from 0 to 1.9 s, face 2 from 3 to 3.9 s
+        time_s = step * 0.1
+        faces = [Face.from_probabilities((0, 0, 10, 10), np.full(7, 1 / 7), track_id=1 if time_s < 2 else 2)]
+        if time_s < 2 or time_s >= 3:
+            summary.add(time_s, faces)
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: (drawn.append(figure), save(figure, *args, **kwargs)))
+    assert summary.write_plot(tmp_path / "s.png")
+    limits = {tuple(np.round(axis.get_xlim(), 2)) for axis in drawn[0].axes if axis.get_ylabel().startswith("face #")}
+    assert limits == {(0.0, 3.9)}
+
+
+@pytest.mark.parametrize(("reported", "used"), [(0.5, 0.5), (25.0, 25.0), (0.0, 30.0), (float("nan"), 30.0), (90000.0, 30.0)])
+def test_a_time_lapse_keeps_its_frame_rate_and_a_meaningless_header_gets_30(reported: float, used: float) -> None:
+    from fervid.runtime.sources import frame_rate
+
+    assert frame_rate(reported) == used
+
+
+def test_a_half_frame_per_second_video_is_timed_by_its_own_rate(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "timelapse.mp4", [textured_background(120, 160, seed=s) for s in range(4)], fps=0.5)
+    source = open_source(str(video))
+    try:
+        assert source.fps == pytest.approx(0.5, rel=0.01), "a 0.5 fps time-lapse was read as 30 fps: 4 frames in 0.1 s"
+    finally:
+        source.close()

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.runtime.sources import DAMAGED_RUN, DEFAULT_FPS, open_capture
+from fervid.runtime.sources import DAMAGED_RUN, frame_rate, open_capture
 
 
 def video_probe(path: str) -> tuple[float, int | None]:
@@ -25,7 +25,7 @@ def video_probe(path: str) -> tuple[float, int | None]:
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         capture.release()
-    return (fps if 1 <= fps <= 1000 else DEFAULT_FPS), (count if count > 0 else None)
+    return frame_rate(fps), (count if count > 0 else None)
 
 
 class VideoReader:

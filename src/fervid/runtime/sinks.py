@@ -249,14 +249,15 @@ class Summary:
             return False
         histories.sort(key=lambda h: h.track_id)
         figure = Figure(figsize=(9, 1.9 * len(histories) + 0.6))
-        axes = figure.subplots(len(histories), 1, squeeze=False, sharex=True)
+        axes = figure.subplots(len(histories), 1, squeeze=False, sharex=True)  # one time axis: who was there when
         colors = [tuple(c / 255 for c in COLORS[name][::-1]) for name in EXPRESSIONS]
         for axis, history in zip(axes[:, 0], histories):
             stacked = np.array(history.probabilities).T
             axis.stackplot(history.times, stacked, labels=EXPRESSIONS, colors=colors, linewidth=0)
             axis.set_ylim(0, 1)
-            axis.set_xlim(history.times[0], max(history.times[-1], history.times[0] + 1e-3))
             axis.set_ylabel(f"face #{history.track_id}")
+        start, end = min(h.times[0] for h in histories), max(h.times[-1] for h in histories)
+        axes[0, 0].set_xlim(start, max(end, start + 1e-3))  # shared: set once, over every face's span
         axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
         axes[-1, 0].set_xlabel("time (s)")
         figure.suptitle("expression probabilities over time (smoothed)")

@@ -27,6 +27,16 @@ from fervid.runtime.sinks import is_live_summary, summary_plot_path
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 DEFAULT_FPS = 30.0
+MIN_FPS, MAX_FPS = 0.01, 1000.0  # a header outside these (0, NaN, a 90000 time base) says nothing: DEFAULT_FPS is used
+
+
+def frame_rate(reported: float) -> float:
+    """A video's frame rate as its header gives it, or DEFAULT_FPS where the header says nothing usable.
+
+    Time-lapse cameras record at 1 frame in 2 s or slower: such rates are real and keep every
+    ``time_s`` right (a floor of 1 fps once made a 0.5 fps video 40 s long read as 0.67 s).
+    """
+    return reported if MIN_FPS <= reported <= MAX_FPS else DEFAULT_FPS
 DAMAGED_RUN = 5  # video frames in a row that may fail to decode with decodable ones after them; one more is the end
 
 
@@ -132,7 +142,7 @@ class LiveSource(Source):
             raise FervidError(f"{name} could not be opened{hint}")
         self.capture = capture
         fps = self.capture.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if 1 <= fps <= 240 else DEFAULT_FPS
+        self.fps = frame_rate(fps)
         self._condition = threading.Condition()
         self._latest: Frame | None = None
         self._ended = False
@@ -191,7 +201,7 @@ class VideoFileSource(Source):
             raise FervidError(f"{path}: not a readable video or image")
         self.capture = capture
         fps = self.capture.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if 1 <= fps <= 1000 else DEFAULT_FPS
+        self.fps = frame_rate(fps)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.total = count if count > 0 else None
         ok, first = self.capture.read()
