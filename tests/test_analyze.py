@@ -651,6 +651,16 @@ def test_an_out_that_is_or_holds_an_input_is_refused_before_anything_is_written(
     with pytest.raises(FervidError, match=r"already holds part-00000-1234.snappy.parquet, not a part of a fervid analysis"):
         analyze([photos], spark, AnalyzeOptions(crops=True))
     assert [path.name for path in spark.iterdir()] == ["part-00000-1234.snappy.parquet"]
+    # A file --out, or the summary beside it, that no analysis wrote (no parts folder) is the user's data.
+    for name, summary in (("participants.csv", "participants.summary.csv"), ("mine.parquet", "mine.summary.parquet")):
+        for existing in (tmp_path / name, tmp_path / summary):
+            existing.write_text("participant,age\nP1,23\n")
+            with pytest.raises(FervidError, match=f"{existing} already exists and no fervid analysis wrote it"):
+                analyze([photos], tmp_path / name, AnalyzeOptions(crops=True))
+            assert existing.read_text() == "participant,age\nP1,23\n"
+            existing.unlink()
+    analyze([photos], tmp_path / "r.csv", AnalyzeOptions(crops=True))
+    assert analyze([photos], tmp_path / "r.csv", AnalyzeOptions(crops=True)).skipped_units >= 1, "its own results: a rerun resumes"
     for out in ("/proc/r.parquet", "/proc/results"):  # refused before any input is read
         with pytest.raises(FervidError, match=f"--out {out}: cannot write in /proc"):
             analyze([photos], Path(out), AnalyzeOptions(crops=True))

@@ -67,6 +67,7 @@ class ResultStore:
         self.ledger = self.parts / "_sources"
         self._refuse_inputs(inputs)
         self._refuse_foreign_files()
+        self._refuse_foreign_outputs()
         if self.format == "folder":
             check_writable_folder(self.out, "--out")
         else:
@@ -98,6 +99,19 @@ class ResultStore:
                 raise FervidError(
                     f"--out {self.out}: {self.parts} already holds {path.name}, not a part of a fervid analysis; "
                     "pandas could not read the results beside it: give a new or empty folder"
+                )
+
+    def _refuse_foreign_outputs(self) -> None:
+        """Refuse a file ``out``, or the summary beside it, that exists without the run's parts folder:
+        no fervid analysis wrote it (``participants.csv``), and the results would replace it, the
+        summary without the user ever naming it."""
+        if self.format == "folder" or self.parts.is_dir():
+            return
+        for path in (self.out, self.summary_path):
+            if path.exists():
+                raise FervidError(
+                    f"--out {self.out}: {path} already exists and no fervid analysis wrote it (no {self.parts.name} beside it); "
+                    "it would be replaced: give another --out, or delete it first"
                 )
 
     def open(self) -> None:
