@@ -685,3 +685,17 @@ def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path: Path) -> None:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fervid: interrupted; ")
     assert f"of 8 units are complete and kept in {out}.parts; rerun the same command to resume" in lines[0]
+
+
+def test_small_images_without_a_face_point_to_crops(tmp_path: Path) -> None:
+    """48x48 dataset faces run without --crops find nothing; the summary says why, as predict does."""
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "small.png"), textured_background(48, 48, seed=1))
+    cv2.imwrite(str(folder / "photo.png"), textured_background(360, 480, seed=2))
+    report = analyze([folder], tmp_path / "r.csv")
+    notes = dict(zip(report.summary["source"].to_pylist(), report.summary["note"].to_pylist()))
+    assert "--crops classifies the whole image" in notes[str(folder / "small.png")]
+    assert not notes[str(folder / "photo.png")], "a photo-sized image without a face is just that"
+    with_crops = analyze([folder], tmp_path / "c.csv", AnalyzeOptions(crops=True))
+    assert not any(with_crops.summary["note"].to_pylist())

@@ -21,6 +21,7 @@ from fervid.analyze.video import VideoReader
 from fervid.errors import FervidError
 from fervid.images import decode_image, gray_frame
 from fervid.labels import EXPRESSIONS
+from fervid.runtime.photos import SMALL_IMAGE
 from fervid.runtime.recognizer import Recognizer, checked_boxes
 from fervid.runtime.track import FaceTracker
 
@@ -87,12 +88,19 @@ class Analyzer:
                     ledger.add(item, unit, error=str(error))
                     continue
                 rows.add(item.name, 0, 0, 0.0, range(1, len(boxes) + 1), boxes, probabilities)
-                ledger.add(item, unit, frames=1, counts=expression_counts(probabilities))
+                ledger.add(item, unit, frames=1, counts=expression_counts(probabilities), note=self._crop_hint(gray, boxes, unit, item))
                 frames += 1
         finally:
             for archive in archives.values():
                 archive.close()
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
+
+    def _crop_hint(self, gray: np.ndarray, boxes: np.ndarray, unit: Unit, item: SourceItem) -> str | None:
+        """A note for a small image where the detector found no face: it is likely a cropped face, as
+        a dataset's 48x48 images are, which the cascade cannot see without the frame around it."""
+        if len(boxes) or self.options.crops or self._given(unit, item, 0) is not None or max(gray.shape[:2]) > SMALL_IMAGE:
+            return None
+        return "no face found in a small image; if it is a cropped face, --crops classifies the whole image"
 
     def run_video(self, units: list[Unit], on_frames: Callable[[int], None] | None = None) -> Iterator[UnitResult]:
         """Results for consecutive segments of one video, decoded in one pass (seeking over gaps);
