@@ -83,22 +83,23 @@ class Analyzer:
                 try:
                     gray = gray_frame(read_item_image(item, archives))
                     self.timings["decode"] += time.perf_counter() - started
-                    boxes, probabilities = self.faces(gray, self._given(unit, item, 0))
+                    given = self._given(unit, item, 0)
+                    boxes, probabilities = self.faces(gray, given)
                 except FervidError as error:
                     ledger.add(item, unit, error=str(error))
                     continue
                 rows.add(item.name, 0, 0, 0.0, range(1, len(boxes) + 1), boxes, probabilities)
-                ledger.add(item, unit, frames=1, counts=expression_counts(probabilities), note=self._crop_hint(gray, boxes, unit, item))
+                ledger.add(item, unit, frames=1, counts=expression_counts(probabilities), note=self._crop_hint(gray, boxes, given))
                 frames += 1
         finally:
             for archive in archives.values():
                 archive.close()
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
 
-    def _crop_hint(self, gray: np.ndarray, boxes: np.ndarray, unit: Unit, item: SourceItem) -> str | None:
+    def _crop_hint(self, gray: np.ndarray, boxes: np.ndarray, given: list | None) -> str | None:
         """A note for a small image where the detector found no face: it is likely a cropped face, as
         a dataset's 48x48 images are, which the cascade cannot see without the frame around it."""
-        if len(boxes) or self.options.crops or self._given(unit, item, 0) is not None or max(gray.shape[:2]) > SMALL_IMAGE:
+        if len(boxes) or self.options.crops or given is not None or max(gray.shape[:2]) > SMALL_IMAGE:
             return None
         return "no face found in a small image; if it is a cropped face, --crops classifies the whole image"
 

@@ -63,10 +63,8 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
 
         card = card_beside(path)
         blur = card_input_blur(card) if input_blur is None else input_blur
-        predictor = keras_predictor(load_classifier(path), input_blur=blur, flip_tta=card_flip_tta(card),
-                                    temperature=card_temperature(card) if temperature is None else temperature)
-        predictor.card = card or {}
-        return predictor
+        return keras_predictor(load_classifier(path), input_blur=blur, flip_tta=card_flip_tta(card), card=card,
+                               temperature=card_temperature(card) if temperature is None else temperature)
 
     classifier = ExpressionClassifier(model)
     return ModelPredictor(
@@ -78,10 +76,11 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
     )
 
 
-def keras_predictor(network: keras.Model, *, input_blur: float = 0.0, temperature: float = 1.0, flip_tta: bool = False) -> ModelPredictor:
+def keras_predictor(network: keras.Model, *, input_blur: float = 0.0, temperature: float = 1.0, flip_tta: bool = False,
+                    card: dict | None = None) -> ModelPredictor:
     """A loaded Keras classifier as a Predictor, its inputs blurred by ``input_blur`` (sigma, pixels)."""
     return ModelPredictor(lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0)),
-                          temperature, input_blur, flip_tta)
+                          temperature, input_blur, flip_tta, card)
 
 
 def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False, batch_size: int = 512) -> np.ndarray:
