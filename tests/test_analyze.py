@@ -133,6 +133,42 @@ def test_expands_folders_zips_and_skips_what_is_not_media(tmp_path: Path) -> Non
         expand_inputs([tmp_path / "missing"])
 
 
+def test_a_file_given_by_two_paths_is_one_source_and_a_rerun_from_elsewhere_resumes(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``photos/one.png`` and its absolute path are one source (analysed once, under the first name);
+    unit ids hold the absolute path, so the same command run from another folder skips every unit."""
+    monkeypatch.chdir(archive)
+    items = expand_inputs(["photos/one.png", archive / "photos" / "one.png", "./photos/../photos/one.png"])
+    assert [item.name for item in items] == ["photos/one.png"]
+    out = tmp_path / "r.parquet"
+    first = analyze(["photos"], out, AnalyzeOptions(image_batch=2))
+    assert first.skipped_units == 0 and first.units == 2
+    monkeypatch.chdir(tmp_path)
+    again = analyze([archive / "photos"], out, AnalyzeOptions(image_batch=2))
+    assert again.skipped_units == again.units == 2 and again.frames == 0
+    assert sorted(again.summary["source"].to_pylist()) == sorted(first.summary["source"].to_pylist())
+
+
+def test_videos_inside_zips_are_named_not_silently_dropped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    only_video = tmp_path / "clips.zip"
+    with zipfile.ZipFile(only_video, "w") as bundle:
+        bundle.writestr("day1/interview.mp4", b"video bytes")
+    with pytest.raises(FervidError, match=r"no images found; 1 video\(s\) inside zips, e\.g\. .*clips\.zip!day1/interview\.mp4.*extract them"):
+        expand_inputs([only_video])
+    mixed = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(mixed, "w") as bundle:
+        bundle.writestr("a.png", cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
+        bundle.writestr("b.mov", b"video bytes")
+    capsys.readouterr()
+    assert [item.relative for item in expand_inputs([mixed])] == ["a.png"]
+    assert "1 video(s) inside zips skipped" in capsys.readouterr().err
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK not really")
+    summary = analyze([broken, mixed], tmp_path / "out").summary.to_pandas().set_index("source")
+    assert summary.loc[str(broken), "kind"] == "zip" and summary.loc[str(broken), "status"] == "error"
+
+
 def test_fingerprints_see_every_byte_of_small_files_and_the_samples_of_big_ones(tmp_path: Path) -> None:
     """Up to 8 MiB a file is hashed whole; above, its size and first, middle and last MiB, so an hour of
     video costs three reads, and an edit inside a sample (or a new size) still means new content."""
@@ -199,6 +235,24 @@ def test_rows_follow_the_schema_and_match_the_recognizer(archive: Path, full_run
         assert (mine["segment"] == 0).all()
     two_faces = rows[rows["source"] == str(archive / "clips" / "a.mp4")]
     assert two_faces["face_id"].nunique() <= 4, "two faces drifting slowly keep (nearly) stable track ids"
+
+
+def test_a_variable_frame_rate_video_is_timed_by_its_timestamps(tmp_path: Path) -> None:
+    """``time_s`` is the frame's timestamp, not frame / average fps, however the video is cut into
+    segments and whatever --every skips (the clock counts the skipped frames too)."""
+    clip = Path(__file__).parent / "data" / "vfr.mp4"  # 10 frames, tools/make_vfr_clip.py
+    times = [0.0, 0.1, 0.2, 0.5, 0.6, 1.5, 1.6, 1.7, 3.0, 3.1]
+    for options in (AnalyzeOptions(crops=True), AnalyzeOptions(crops=True, segment_s=1.0, every=2)):
+        rows = rows_of(analyze([clip], tmp_path / f"{options.every}.parquet", options).outputs[0])
+        assert list(rows["frame"]) == list(range(0, 10, options.every))
+        np.testing.assert_allclose(rows["time_s"], times[:: options.every], atol=1e-6)
+    # A Ray worker seeks to each segment's first frame with a reader of its own: the same times.
+    options = AnalyzeOptions(crops=True, segment_s=1.0)
+    units = plan_units(expand_inputs([clip]), options, "model")
+    assert len(units) == 4
+    analyzer = Analyzer(options, Recognizer())
+    seeked = pa.concat_tables([analyzer.run(unit).rows for unit in units]).to_pandas()
+    np.testing.assert_allclose(seeked.sort_values("frame")["time_s"], times, atol=1e-6)
 
 
 def test_summary_has_one_row_per_source_with_error_rows(archive: Path, full_run) -> None:
@@ -297,13 +351,37 @@ def test_boxes_from_csv_and_json_replace_the_detector(archive: Path, tmp_path: P
         analyze([photo], tmp_path / "bad.parquet", boxes=tmp_path / "bad.json")
     assert "\n" not in str(error.value) and not (tmp_path / "bad.parquet.parts").exists()
 
-    # A box off the image is that photo's error row, not a confident label for a blank crop.
-    other = archive / "photos" / "one.png"
-    (tmp_path / "off.csv").write_text("source,x,y,w,h\nnone.png,5000,5000,10,10\n")
-    report = analyze([photo, other], tmp_path / "off.parquet", boxes=tmp_path / "off.csv")
+
+
+def test_a_box_off_its_frame_is_skipped_with_a_note_and_the_rest_still_give_rows(archive: Path, tmp_path: Path) -> None:
+    """A box off the frame would get a confident label for a blank crop, so it gives no row; the
+    photo's other boxes and the video's other frames do, and the summary's note says what was left out."""
+    photo, clip = archive / "photos" / "none.png", archive / "clips" / "b.mp4"
+    (tmp_path / "off.csv").write_text(
+        "source,frame,x,y,w,h\nnone.png,,5000,5000,10,10\nnone.png,,10,20,60,60\n"
+        "b.mp4,3,200,100,90,90\nb.mp4,4,-900,100,90,90\nb.mp4,5,200,100,90,90\n"
+    )
+    report = analyze([photo, clip], tmp_path / "off.parquet", boxes=tmp_path / "off.csv")
     summary = report.summary.to_pandas().set_index("source")
-    assert summary.loc[str(other), "status"] == "ok" and "lies entirely outside" in summary.loc[str(photo), "error"]
-    assert rows_of(tmp_path / "off.parquet").empty
+    assert (summary["status"] == "ok").all()
+    assert summary.loc[str(photo), "note"] == "1 box(es) from --boxes skipped, e.g. (5000, 5000, 10, 10) lies entirely outside the 320x240 image"
+    assert summary.loc[str(clip), "note"].startswith("1 box(es) from --boxes skipped, e.g. frame 4: (-900, 100, 90, 90) lies entirely")
+    rows = rows_of(tmp_path / "off.parquet")
+    assert list(zip(rows["source"], rows["frame"], rows["x"])) == [(str(clip), 3, 200), (str(clip), 5, 200), (str(photo), 0, 10)]
+
+
+def test_a_boxes_name_that_fits_two_sources_is_refused_and_two_names_for_one_source_are_merged(archive: Path, tmp_path: Path) -> None:
+    twin = tmp_path / "elsewhere"
+    twin.mkdir()
+    (twin / "none.png").write_bytes((archive / "photos" / "none.png").read_bytes())
+    (tmp_path / "both.csv").write_text("source,x,y,w,h\nnone.png,10,20,60,60\n")
+    with pytest.raises(FervidError, match=r"^--boxes: 'none\.png' matches 2 inputs \(.*none\.png, .*none\.png\); name the source by its path"):
+        analyze([archive / "photos", twin], tmp_path / "both.parquet", boxes=tmp_path / "both.csv")
+    assert not (tmp_path / "both.parquet.parts").exists()
+    # A full name settles it; the same photo also named by its path inside the folder gets both boxes.
+    (tmp_path / "named.csv").write_text(f"source,x,y,w,h\n{twin / 'none.png'},10,20,60,60\nnone.png,100,40,80,80\n")
+    rows = rows_of(analyze([twin], tmp_path / "named.parquet", boxes=tmp_path / "named.csv").outputs[0])
+    assert sorted(rows["x"]) == [10, 100] and set(rows["source"]) == {str(twin / "none.png")}
 
 
 def test_resume_skips_complete_units_and_redoes_changed_sources(archive: Path, full_run, tmp_path: Path) -> None:

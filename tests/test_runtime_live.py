@@ -334,6 +334,38 @@ def test_a_camera_recording_plays_at_the_real_speed(recognizer: Recognizer, tmp_
     assert frame_count(tmp_path / "rec.mp4") == 7  # capture numbers 2 to 8
 
 
+class FakeFile(FakeLive):
+    """A video file whose frames ``indexes`` decoded (the gaps were damaged frames FFmpeg skipped)."""
+
+    live = False
+
+
+def test_a_video_recording_fills_damaged_frames_so_it_keeps_the_sources_length(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: FakeFile([0, 1, 4, 5]))
+    report = run_live("clip.mp4", recognizer, display=False, output=tmp_path / "annotated.mp4")
+    assert report.frames == 4 and frame_count(tmp_path / "annotated.mp4") == 6
+
+
+def test_a_one_frame_video_shows_its_faces(tmp_path: Path, recognizer: Recognizer) -> None:
+    """As for a still: no later frame can confirm a face, so the one frame's faces are shown."""
+    image = textured_background(360, 480)
+    paste_face(image, detectable_faces(1)[0], 150, 100, 130)
+    write_video(tmp_path / "one.mp4", [image], fps=15.0)
+    report = run_live(tmp_path / "one.mp4", recognizer, timeline=tmp_path / "t.jsonl", display=False)
+    assert report.frames == 1 and report.rows == 1 and len(report.faces) == 1
+
+
+def test_videos_in_a_folder_source_are_named_not_silently_left_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_video(tmp_path / "clip.mp4", [textured_background(120, 160)] * 3, fps=15.0)
+    with pytest.raises(FervidError, match=r"holds 1 video\(s\) and no images; play one with --source .*clip\.mp4, or analyse them all with fervid analyze"):
+        open_source(tmp_path)
+    cv2.imwrite(str(tmp_path / "a.png"), textured_background(120, 160))
+    capsys.readouterr()
+    with open_source(tmp_path) as source:
+        assert source.total == 1
+    assert "its 1 video(s) are not played, only its images" in capsys.readouterr().err
+
+
 def test_closing_a_stalled_stream_does_not_release_the_capture_under_its_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """Releasing a capture while another thread is blocked in its read can crash OpenCV's FFmpeg backend."""
     import threading
@@ -497,3 +529,30 @@ def test_a_half_frame_per_second_video_is_timed_by_its_own_rate(tmp_path: Path) 
         assert source.fps == pytest.approx(0.5, rel=0.01), "a 0.5 fps time-lapse was read as 30 fps: 4 frames in 0.1 s"
     finally:
         source.close()
+
+
+VFR_CLIP = Path(__file__).parent / "data" / "vfr.mp4"  # tools/make_vfr_clip.py: 10 frames at these times
+VFR_TIMES = [0.0, 0.1, 0.2, 0.5, 0.6, 1.5, 1.6, 1.7, 3.0, 3.1]
+
+
+def test_a_variable_frame_rate_video_is_timed_by_its_timestamps() -> None:
+    """Phones record at a variable rate: frame / fps (about 3.1 fps on average here) would put frame 8
+    at 2.6 s; its timestamp says 3.0 s."""
+    with open_source(VFR_CLIP) as source:
+        frames = list(source)
+    assert source.fps == pytest.approx(3.125)
+    assert [frame.index for frame in frames] == list(range(10))
+    np.testing.assert_allclose([frame.time_s for frame in frames], VFR_TIMES, atol=1e-6)
+
+
+def test_the_clock_counts_on_where_a_capture_gives_no_timestamps() -> None:
+    from fervid.runtime.sources import FrameClock
+
+    class Silent:  # a backend that reports 0 for every frame's position
+        def get(self, prop: int) -> float:
+            return 0.0
+
+    clock = FrameClock(10.0)
+    assert [clock.time(Silent(), index) for index in range(3)] == pytest.approx([0.0, 0.1, 0.2])
+    clock.reset()  # after a seek to frame 50: the average rate places it
+    assert [clock.time(Silent(), index) for index in (50, 51)] == pytest.approx([5.0, 5.1])

@@ -22,7 +22,7 @@ from fervid.errors import FervidError
 from fervid.images import decode_image, gray_frame
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.photos import SMALL_IMAGE
-from fervid.runtime.recognizer import Recognizer, checked_boxes
+from fervid.runtime.recognizer import Recognizer, box_problem
 from fervid.runtime.track import FaceTracker
 
 SEGMENT_ID_STRIDE = 1_000_000  # face_id = segment * stride + track id, so ids are unique within a video
@@ -39,16 +39,18 @@ class Analyzer:
         self.model_name = recognizer.classifier.name
         self.model_version = recognizer.classifier.version
         self.timings = dict.fromkeys(STAGES, 0.0)
+        self.skipped: list[str] = []  # why --boxes boxes were left out, since the last note was taken
 
     # --- one frame ---
 
-    def faces(self, gray: np.ndarray, given: list | None) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes (N, 4) and probabilities (N, 7) for one gray frame."""
+    def faces(self, gray: np.ndarray, given: list | None, where: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (N, 4) and probabilities (N, 7) for one gray frame; ``where`` ("frame 30: ") prefixes
+        the reason a --boxes box is skipped."""
         started = time.perf_counter()
         if self.options.crops:
             boxes = np.array([[0, 0, gray.shape[1], gray.shape[0]]], dtype=np.int32)
-        elif given is not None:  # a box off the frame is this source's error, not a confident label for a blank crop
-            boxes = checked_boxes(given, gray.shape)
+        elif given is not None:
+            boxes = self._usable(given, gray.shape, where)
         else:
             boxes = self.recognizer.detector.detect(gray)
         if self.options.largest_only and len(boxes) > 1:
@@ -59,6 +61,18 @@ class Analyzer:
         self.timings["detect"] += classified - started
         self.timings["classify"] += time.perf_counter() - classified
         return boxes, probabilities
+
+    def _usable(self, given: list, shape: tuple[int, ...], where: str) -> np.ndarray:
+        """The --boxes boxes that can hold a face; one off the frame (or with no area) would get a
+        confident label for a blank crop, so it is left out and listed in ``self.skipped`` for the
+        source's note, and the frame's other boxes, and the video's other frames, still give rows."""
+        kept = []
+        for box in given:
+            if problem := box_problem(box, shape):
+                self.skipped.append(f"{where}{problem}")
+            else:
+                kept.append(box)
+        return np.array(kept, dtype=np.int32).reshape(-1, 4)
 
     @staticmethod
     def _given(unit: Unit, item: SourceItem, frame: int) -> list | None:
@@ -86,10 +100,12 @@ class Analyzer:
                     given = self._given(unit, item, 0)
                     boxes, probabilities = self.faces(gray, given)
                 except FervidError as error:
+                    self.skipped.clear()
                     ledger.add(item, unit, error=str(error))
                     continue
                 rows.add(item.name, 0, 0, 0.0, range(1, len(boxes) + 1), boxes, probabilities)
-                ledger.add(item, unit, frames=1, counts=expression_counts(probabilities), note=self._crop_hint(gray, boxes, given))
+                note = self._skipped_note() or self._crop_hint(gray, boxes, given)
+                ledger.add(item, unit, frames=1, counts=expression_counts(probabilities), note=note)
                 frames += 1
         finally:
             for archive in archives.values():
@@ -111,7 +127,7 @@ class Analyzer:
             ledger.add(units[0].sources[0], units[0], error=units[0].error)
             yield UnitResult(units[0], self._rows().table(), ledger.table(), 0, self._take_timings())
             return
-        reader = VideoReader(units[0].sources[0].path, self.options.every)
+        reader = VideoReader(units[0].sources[0].path, self.options.every, units[0].fps)
         try:
             for unit in units:
                 yield self._run_segment(unit, reader, on_frames)
@@ -129,9 +145,8 @@ class Analyzer:
         tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0)  # raw rows, ids only
         frames, error, counts = 0, None, np.zeros(len(EXPRESSIONS), np.int64)
         try:
-            for index, image in reader.frames(unit.start_frame, unit.end_frame, self.timings):
-                time_s = index / unit.fps
-                boxes, probabilities = self.faces(gray_frame(image), self._given(unit, item, index))
+            for index, time_s, image in reader.frames(unit.start_frame, unit.end_frame, self.timings):
+                boxes, probabilities = self.faces(gray_frame(image), self._given(unit, item, index), f"frame {index}: ")
                 faces = tracker.update(boxes, probabilities, time_s)
                 ids = [unit.segment * SEGMENT_ID_STRIDE + face.track_id for face in faces]
                 tracked = np.array([face.box for face in faces], dtype=np.int32).reshape(-1, 4)
@@ -145,9 +160,16 @@ class Analyzer:
             error = str(failure)
         if error is None and unit.segment == 0 and frames == 0:
             error = "not a readable video (no frame could be decoded)"
-        notes = [note for note in (damaged_frames(reader.damaged, unit), ended_early(reader.end, unit)) if note]
+        notes = [note for note in (damaged_frames(reader.damaged, unit), ended_early(reader.end, unit), self._skipped_note()) if note]
         ledger.add(item, unit, frames=frames, counts=counts, error=error, note="; ".join(notes) or None)
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
+
+    def _skipped_note(self) -> str | None:
+        """A note on the --boxes boxes left out since the last note (the first reason shown), or None."""
+        skipped, self.skipped = self.skipped, []
+        if not skipped:
+            return None
+        return f"{len(skipped)} box(es) from --boxes skipped, e.g. {skipped[0]}"
 
     def _rows(self) -> RowBuffer:
         return RowBuffer(self.model_name, self.model_version)

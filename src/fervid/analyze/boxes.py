@@ -10,8 +10,9 @@ JSON: a list of objects ``{"source": "interview.mp4", "frame": 30, "box": [200, 
 (``frame`` optional; ``x``, ``y``, ``w``, ``h`` keys instead of ``box`` work too).
 
 ``source`` is matched against each source's full name (the ``source`` column), then its path inside
-the input folder or zip it came from, then its file name. With ``--boxes`` the detector never runs:
-images and frames without boxes give no rows.
+the input folder or zip it came from, then its file name; a name that fits two sources is refused.
+With ``--boxes`` the detector never runs: images and frames without boxes give no rows, and a box
+off its frame is skipped with a note in the summary.
 """
 
 from __future__ import annotations
@@ -38,17 +39,41 @@ class BoxTable:
         self.entries = entries
         self.fingerprint = fingerprint
 
-    def for_item(self, item: SourceItem) -> dict[int, list[Box]]:
-        """The boxes of one source by frame ({} when the file names none for it)."""
-        for key in (item.name, item.relative, Path(item.relative).name):
-            if key in self.entries:
-                return self.entries[key]
-        return {}
+    def for_items(self, items: list[SourceItem]) -> dict[str, dict[int, list[Box]]]:
+        """The boxes of each source by frame, by source name (sources the file names no box for are left out).
+
+        Each key is matched at the most specific level it matches anything: full names, then paths
+        inside the inputs, then file names. A key that matches two sources at that level
+        (``a.jpg`` in two folders) is a FervidError: its boxes would be put on the wrong photo. A
+        source named by two keys (``clip.mp4`` and ``videos/clip.mp4``) gets the boxes of both.
+        """
+        levels: list[dict[str, list[SourceItem]]] = [defaultdict(list) for _ in range(3)]
+        for item in items:
+            for level, name in zip(levels, _names(item)):
+                level[name].append(item)
+        found: dict[str, dict[int, list[Box]]] = {}
+        for key, frames in self.entries.items():
+            matched = next((level[key] for level in levels if key in level), [])
+            if len(matched) > 1:
+                names = ", ".join(item.name for item in matched[:3]) + (", ..." if len(matched) > 3 else "")
+                raise FervidError(f"--boxes: '{key}' matches {len(matched)} inputs ({names}); name the source by its path "
+                                  "as the source column gives it")
+            if matched:
+                merged = found.setdefault(matched[0].name, {})
+                for frame, boxes in frames.items():
+                    merged.setdefault(frame, [])
+                    merged[frame].extend(box for box in boxes if box not in merged[frame])
+        return found
 
     def unmatched(self, items: list[SourceItem]) -> list[str]:
         """Sources named in the file that match no input (usually a typo or a different path)."""
-        keys = {key for item in items for key in (item.name, item.relative, Path(item.relative).name)}
+        keys = {name for item in items for name in _names(item)}
         return sorted(set(self.entries) - keys)
+
+
+def _names(item: SourceItem) -> tuple[str, str, str]:
+    """The names a --boxes key may give a source by, most specific first."""
+    return item.name, item.relative, Path(item.relative).name
 
 
 def load_boxes(path: str | Path) -> BoxTable:

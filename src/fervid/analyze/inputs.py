@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, walk_files
 
@@ -17,8 +19,10 @@ SAMPLE_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One image or video to analyse: ``name`` is the ``source`` column; ``relative`` is its name inside
-    the input it came from (used to match ``--boxes``); ``member`` is set for images inside a zip."""
+    """One image or video to analyse: ``name`` is the ``source`` column, the path as given; ``relative``
+    is its name inside the input it came from (used to match ``--boxes``); ``member`` is set for images
+    inside a zip. ``key`` is the absolute path (and member): the same file given as ``photos/a.jpg``
+    and ``/home/me/photos/a.jpg`` is one source, and a rerun from another folder finds its units."""
 
     name: str
     kind: str  # "image" or "video"
@@ -26,6 +30,11 @@ class SourceItem:
     relative: str
     fingerprint: str
     member: str | None = None
+
+    @property
+    def key(self) -> str:
+        absolute = os.path.abspath(self.path)
+        return absolute if self.member is None else f"{absolute}{ZIP_SEPARATOR}{self.member}"
 
 
 def kind_of(path: str | Path) -> str | None:
@@ -72,23 +81,29 @@ def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | N
     return archives[item.path].read(item.member)
 
 
-def _zip_members(path: Path) -> list[SourceItem]:
+def _zip_members(path: Path) -> tuple[list[SourceItem], list[str]]:
+    """The images inside a zip, and the names of the videos in it (not analysed: a video is decoded
+    from a file, so it has to be extracted first)."""
     try:
         with zipfile.ZipFile(path) as archive:
             # Names with "/" whatever the zip used (PowerShell 5.1 writes "\\"); read by the real name.
             named = {info.filename.replace("\\", "/"): info for info in archive.infolist() if not info.is_dir()}
-            items = []
+            items, videos = [], []
             for relative in sorted(named):
-                info = named[relative]
-                if relative.endswith("/") or kind_of(relative) != "image" or is_hidden(PurePosixPath(relative).parts):
+                info, kind = named[relative], kind_of(relative)
+                if relative.endswith("/") or is_hidden(PurePosixPath(relative).parts):
+                    continue
+                if kind == "video":
+                    videos.append(f"{path}{ZIP_SEPARATOR}{relative}")
+                if kind != "image":
                     continue
                 digest = hashlib.sha1(f"{info.file_size}:{info.CRC:08x}".encode()).hexdigest()
                 name = f"{path}{ZIP_SEPARATOR}{relative}"
                 items.append(SourceItem(name, "image", str(path), relative, digest, info.filename))
-            return items
+            return items, videos
     except (zipfile.BadZipFile, OSError):
         # A broken zip is one source that fails; the run goes on.
-        return [SourceItem(str(path), "image", str(path), path.name, file_fingerprint(path))]
+        return [SourceItem(str(path), "zip", str(path), path.name, file_fingerprint(path))], []
 
 
 def _file(path: Path, relative: str, kind: str) -> SourceItem:
@@ -96,14 +111,23 @@ def _file(path: Path, relative: str, kind: str) -> SourceItem:
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
-    """Every source in ``inputs``, sorted by name, duplicates dropped.
+    """Every source in ``inputs``, sorted by name, each file once however often or by whatever path
+    (relative or absolute) it was given.
 
     Files are taken whatever their suffix (unknown suffixes are tried as videos); folders are searched
     recursively, through symlinked folders, for images, videos and zips of images; other files in
     folders, and anything hidden in them or in a zip (``.cache/``, ``__MACOSX/._photo.jpg``), are
-    ignored.
+    ignored. Videos inside zips are not analysed: a warning names them, and the error when nothing
+    else was found says to extract them.
     """
-    items: dict[str, SourceItem] = {}
+    items: dict[str, SourceItem] = {}  # by key: the first mention wins
+    zipped_videos: list[str] = []
+
+    def add(found: tuple[list[SourceItem], list[str]]) -> None:
+        for item in found[0]:
+            items.setdefault(item.key, item)
+        zipped_videos.extend(found[1])
+
     for given in inputs:
         path = Path(given).expanduser()
         if path.is_dir():
@@ -111,16 +135,19 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
             for child in sorted(children):
                 kind = kind_of(child)
                 relative = child.relative_to(path).as_posix()
-                found = _zip_members(child) if kind == "zip" else [_file(child, relative, kind)] if kind else []
-                for item in found:
-                    items.setdefault(item.name, item)  # the first mention wins
+                add(_zip_members(child) if kind == "zip" else ([_file(child, relative, kind)] if kind else [], []))
         elif path.is_file():
             kind = kind_of(path)
-            found = _zip_members(path) if kind == "zip" else [_file(path, path.name, kind or "video")]
-            for item in found:
-                items.setdefault(item.name, item)
+            add(_zip_members(path) if kind == "zip" else ([_file(path, path.name, kind or "video")], []))
         else:
             raise FervidError(f"{path}: no such file or folder")
+    zipped_videos = sorted(set(zipped_videos))
+    if not items and zipped_videos:
+        raise FervidError(f"no images found; {len(zipped_videos)} video(s) inside zips, e.g. {zipped_videos[0]}, are read "
+                          "only from files: extract them and give the folder")
     if not items:
         raise FervidError("no images or videos found in the inputs")
-    return [items[name] for name in sorted(items)]
+    if zipped_videos:
+        warn(f"{len(zipped_videos)} video(s) inside zips skipped (videos are read only from files; extract them), "
+             f"e.g. {zipped_videos[0]}")
+    return sorted(items.values(), key=lambda item: item.name)

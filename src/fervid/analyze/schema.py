@@ -19,7 +19,7 @@ ROW_SCHEMA = pa.schema(
         ("source", pa.string()),  # file path, or "archive.zip!member.jpg"
         ("segment", pa.int32()),  # video time segment the row came from (0 for images)
         ("frame", pa.int64()),  # frame number in the video (0 for images)
-        ("time_s", pa.float64()),  # frame / fps (0.0 for images)
+        ("time_s", pa.float64()),  # the frame's timestamp (0.0 for images); see FrameClock
         ("face_id", pa.int64()),  # track id within a video (unique per video), face number within an image
         ("x", pa.int32()),
         ("y", pa.int32()),

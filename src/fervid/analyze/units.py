@@ -66,10 +66,12 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
         for kind in ("image", "video")
     }
 
+    given = boxes.for_items(items) if boxes else None
+
     def make(kind: str, sources: list[SourceItem], **fields) -> Unit:
-        described = [(s.name, s.fingerprint) for s in sources], fields.get("segment", 0), fields.get("start_frame", 0), fields.get("end_frame")
+        described = [(s.key, s.fingerprint) for s in sources], fields.get("segment", 0), fields.get("start_frame", 0), fields.get("end_frame")
         unit_id = hashlib.sha1(f"{salts[kind]}|{json.dumps(described)}".encode()).hexdigest()[:20]
-        unit_boxes = {s.name: table for s in sources if (table := boxes.for_item(s))} if boxes else None
+        unit_boxes = {s.name: given[s.name] for s in sources if s.name in given} if given is not None else None
         return Unit(unit_id, kind, tuple(sources), boxes=unit_boxes, **fields)
 
     units: list[Unit] = []
@@ -82,7 +84,7 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
         images.clear()
 
     for item in items:
-        if item.kind == "image":
+        if item.kind != "video":  # images, and a zip that could not be read (its batch records the error)
             images.append(item)
             continue
         flush_images()

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.runtime.sources import DAMAGED_RUN, frame_rate, open_capture
+from fervid.runtime.sources import DAMAGED_RUN, FrameClock, frame_rate, open_capture
 
 
 def video_probe(path: str) -> tuple[float, int | None]:
@@ -39,16 +39,18 @@ class VideoReader:
     frame in an archived video costs that frame, not the rest of the video.
     """
 
-    def __init__(self, path: str, every: int) -> None:
+    def __init__(self, path: str, every: int, fps: float) -> None:
         self.path, self.every = path, every
+        self.clock = FrameClock(fps)  # a frame's time from its timestamp: right for variable-frame-rate files too
         self.capture: cv2.VideoCapture | None = None
         self.position = 0
         self.end: int | None = None
         self.damaged: set[int] = set()  # frames that did not decode but had decodable frames after them
         self.failed: list[int] = []  # the frames read since the last one that decoded, all failed
 
-    def frames(self, start: int, end: int | None, timings: dict[str, float]) -> Iterator[tuple[int, np.ndarray]]:
-        """(frame number, BGR image) for each analysed frame in [start, end); decoding time is added to ``timings``."""
+    def frames(self, start: int, end: int | None, timings: dict[str, float]) -> Iterator[tuple[int, float, np.ndarray]]:
+        """(frame number, time in seconds, BGR image) for each analysed frame in [start, end); decoding
+        time is added to ``timings``."""
         if self.end is None or start < self.end:
             self._seek(start)
         while (end is None or self.position < end) and (self.end is None or self.position < self.end):
@@ -69,13 +71,15 @@ class VideoReader:
                 continue
             self.damaged.update(self.failed)  # a frame decoded after them: they were damaged, not the end
             self.failed = []
+            time_s = self.clock.time(self.capture, index)  # skipped frames too: the clock counts on from them
             if image is not None:
-                yield index, image
+                yield index, time_s, image
 
     def _seek(self, frame: int) -> None:
         if self.capture is not None and self.position == frame:
             return
         self.failed = []  # failures before a jump are not known to be followed by a decodable frame
+        self.clock.reset()
         if self.capture is None or frame < self.position:
             self.close()
             self.capture = open_capture(self.path)

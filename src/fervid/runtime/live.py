@@ -112,8 +112,8 @@ def run_live(
         if isinstance(frames, ImageFolderSource):
             # a rerun must not read the plot or annotated frames of the last one as frames
             frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
-            if frames.total == 1:  # a still: no next frame to confirm a face on, and one frame is all it has
-                processor.tracker.min_hits = history.min_frames = 1
+        if frames.total == 1 and not frames.live:  # a still or a 1-frame clip: no next frame to confirm a face on
+            processor.tracker.min_hits = history.min_frames = 1
         video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
         rows = stack.enter_context(TimelineSink(timeline)) if timeline else None
         if show:
@@ -121,7 +121,7 @@ def run_live(
         total = frames.total if max_frames is None or frames.total is None else min(frames.total, max_frames)
         iterator = iter(frames) if frames.live else progress(frames, total, f"{Path(frames.name).name}")
         started = time.perf_counter()
-        previous: int | None = None  # the last frame's index, to fill a live source's dropped frames in the video
+        previous: int | None = None  # the last frame's index, to fill dropped or damaged frames in the video
         try:
             for frame in iterator:
                 faces = processor.process(frame)
@@ -133,7 +133,7 @@ def run_live(
                 if draw and (video or show):
                     annotate(frame.image, faces, fps if frames.live or show else None)
                 if video:
-                    video.write(frame.image, _copies(frame.index, previous, frames.live))
+                    video.write(frame.image, _copies(frame.index, previous))
                 previous = frame.index
                 report.frames += 1
                 if show:
@@ -179,10 +179,11 @@ def _default_summary(output: str | Path | None, timeline: str | Path | None, sum
     return first.with_name(f"{first.stem}-summary.json")
 
 
-def _copies(index: int, previous: int | None, live: bool) -> int:
-    """How many times to write a frame to the video: once, and for a camera or stream once more per
-    frame dropped before it (the gap in capture numbers), so the recording plays at the real speed."""
-    if not live or previous is None:
+def _copies(index: int, previous: int | None) -> int:
+    """How many times to write a frame to the video: once, and once more per frame missing before it
+    (the gap in frame numbers: frames a camera or stream dropped, a video's damaged frames, a folder's
+    unreadable images), so the recording keeps the source's timing and length."""
+    if previous is None:
         return 1
     return max(1, index - previous)
 

@@ -47,16 +47,24 @@ def checked_boxes(boxes: object, frame_shape: tuple[int, ...]) -> np.ndarray:
         raise FervidError(f"boxes must be (x, y, w, h) rows, got shape {array.shape}")
     if not (np.isfinite(array).all() and np.abs(array).max() < 2**31):
         raise FervidError("boxes must be pixel coordinates, got NaN, infinity or a value past 2**31")
-    height, width = frame_shape[:2]
-    for number, (x, y, w, h) in enumerate(array.astype(np.int64)):
-        box = f"box {number} ({x}, {y}, {w}, {h})"
-        if w <= 0 or h <= 0:
-            raise FervidError(f"{box}: width and height must be 1 or more")
-        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-            raise FervidError(f"{box} lies entirely outside the {width}x{height} image")
-        if w > 4 * max(width, height) or h > 4 * max(width, height):  # its edge padding would fill memory
-            raise FervidError(f"{box} is over 4 times the size of the {width}x{height} image")
+    for number, box in enumerate(array.astype(np.int64)):
+        if problem := box_problem(box, frame_shape):
+            raise FervidError(f"box {number} {problem}")
     return array.astype(np.int32)
+
+
+def box_problem(box: np.ndarray | tuple[int, int, int, int], frame_shape: tuple[int, ...]) -> str | None:
+    """Why an x, y, w, h box cannot hold a face in a frame of ``frame_shape`` ("(x, y, w, h) lies
+    entirely outside the 640x480 image"), or None when it can."""
+    x, y, w, h = (int(value) for value in box)
+    height, width = frame_shape[:2]
+    if w <= 0 or h <= 0:
+        return f"({x}, {y}, {w}, {h}): width and height must be 1 or more"
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return f"({x}, {y}, {w}, {h}) lies entirely outside the {width}x{height} image"
+    if w > 4 * max(width, height) or h > 4 * max(width, height):  # its edge padding would fill memory
+        return f"({x}, {y}, {w}, {h}) is over 4 times the size of the {width}x{height} image"
+    return None
 
 
 class Recognizer:

@@ -8,6 +8,7 @@ every frame. Captures are always released.
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import re
 import threading
@@ -22,7 +23,7 @@ import numpy as np
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.images import IMAGE_SUFFIXES, find_images, is_image_name, read_image
+from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, is_image_name, read_image, walk_files
 from fervid.runtime.sinks import is_live_summary, summary_plot_path
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -37,6 +38,37 @@ def frame_rate(reported: float) -> float:
     ``time_s`` right (a floor of 1 fps once made a 0.5 fps video 40 s long read as 0.67 s).
     """
     return reported if MIN_FPS <= reported <= MAX_FPS else DEFAULT_FPS
+
+
+class FrameClock:
+    """Each decoded frame's time in seconds, from the container's timestamp for it.
+
+    Phones record at a variable frame rate, so ``frame / fps`` (the header's average rate) drifts
+    from the real time; OpenCV gives the presentation time of the frame just read as
+    ``CAP_PROP_POS_MSEC``. Where that says nothing (0 past the first frame, or not after the last
+    time), the frame is placed one average frame after the last (``frame / fps`` at the start or
+    after a seek), so times always move forward and a constant-rate file keeps ``frame / fps``.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.last: float | None = None
+
+    def reset(self) -> None:
+        """Forget the last time: the next frame is not the one after it (a seek)."""
+        self.last = None
+
+    def time(self, capture: cv2.VideoCapture, index: int) -> float:
+        """The time of frame ``index``, just read from ``capture``."""
+        msec = capture.get(cv2.CAP_PROP_POS_MSEC)
+        stamped = msec / 1000 if math.isfinite(msec) and (msec > 0 or (msec == 0 and index == 0)) else None
+        if stamped is not None and (self.last is None or stamped > self.last):
+            self.last = stamped
+        else:
+            self.last = index / self.fps if self.last is None else self.last + 1 / self.fps
+        return self.last
+
+
 DAMAGED_RUN = 5  # video frames in a row that may fail to decode with decodable ones after them; one more is the end
 
 
@@ -107,12 +139,26 @@ def open_source(source: str | int | Path) -> Source:
         return LiveSource(text, text)
     path = Path(text).expanduser()
     if path.is_dir():
-        return ImageFolderSource(sorted(find_images(path), key=frame_order), str(path))
+        return ImageFolderSource(sorted(_folder_images(path), key=frame_order), str(path))
     if not path.exists():
         raise FervidError(f"{path}: no such file, folder or camera")
     if is_image_name(path):
         return ImageFolderSource([path], str(path))
     return VideoFileSource(path)
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """A folder's images, the frames of a folder source. Videos in it are not played (a source is one
+    video): a warning names them, and a folder of videos only is an error that says what to run."""
+    files = [path for path in walk_files(folder) if not is_hidden(path.relative_to(folder).parts)]
+    images = [path for path in files if is_image_name(path)]
+    videos = sorted(path for path in files if path.suffix.lower() in VIDEO_SUFFIXES)
+    if videos and not images:
+        raise FervidError(f"{folder}: holds {len(videos)} video(s) and no images; play one with --source {videos[0]}, "
+                          f"or analyse them all with fervid analyze {folder}")
+    if videos:
+        warn(f"{folder}: its {len(videos)} video(s) are not played, only its images (play one with --source {videos[0]})")
+    return images
 
 
 def _camera_index(text: str) -> bool:
@@ -208,16 +254,17 @@ class VideoFileSource(Source):
         if not ok or first is None:
             self.capture.release()
             raise FervidError(f"{path}: not a readable video (no frame could be decoded)")
-        self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=read_ahead)
-        self._queue.put((0, first))
+        self.clock = FrameClock(self.fps)
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=read_ahead)
+        self._queue.put(Frame(first, 0, self.clock.time(self.capture, 0)))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="fervid-video-reader", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        """Decode frames into the queue. A damaged frame fails to decode and FFmpeg goes on with the next:
-        up to ``DAMAGED_RUN`` failures in a row are skipped with a note (frame numbers and times stay the
-        file's), one more is the end of the file."""
+        """Decode frames into the queue, each with its time (``FrameClock``). A damaged frame fails to
+        decode and FFmpeg goes on with the next: up to ``DAMAGED_RUN`` failures in a row are skipped
+        with a note (frame numbers and times stay the file's), one more is the end of the file."""
         index, failed = 0, []
         try:
             while not self._stop.is_set():
@@ -231,9 +278,10 @@ class VideoFileSource(Source):
                 for frame in failed:
                     warn(f"{self.name}: frame {frame} could not be decoded (damaged?), skipped")
                 failed = []
+                frame = Frame(image, index, self.clock.time(self.capture, index))
                 while not self._stop.is_set():
                     try:
-                        self._queue.put((index, image), timeout=0.1)
+                        self._queue.put(frame, timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -249,9 +297,8 @@ class VideoFileSource(Source):
                 continue
 
     def __iter__(self) -> Iterator[Frame]:
-        while (item := self._queue.get()) is not None:
-            index, image = item
-            yield Frame(image, index, index / self.fps)
+        while (frame := self._queue.get()) is not None:
+            yield frame
 
     def close(self) -> None:
         self._stop.set()
