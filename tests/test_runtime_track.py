@@ -308,3 +308,17 @@ def test_box_smoothing_is_per_second_not_per_frame() -> None:
         moved[step] = track.box[0]
     assert moved[1 / 30] == pytest.approx(0.3 * 100 + 0.7 * 130)
     assert moved[0.1] == pytest.approx(0.3**3 * 100 + (1 - 0.3**3) * 130)  # three frames' worth of 1/30 s
+
+
+def test_scans_a_second_apart_keep_the_id_of_a_face_walking_across() -> None:
+    """``fervid analyze --every 30``: a face moving 150 px/s (1.5 sides of a 100-pixel face) between
+    scans a second apart is the same face, from its first step (no velocity yet) on; a face that
+    appears 4 sides away is a new one."""
+    tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0)
+    ids = set()
+    for second in range(6):
+        (face,) = tracker.update([[100 + 150 * second, 100, 100, 100]], [HAPPY], float(second))
+        ids.add(face.track_id)
+    assert ids == {1}
+    faces = tracker.update([[850, 100, 100, 100], [850, 500, 100, 100]], [HAPPY, SAD], 6.0)
+    assert sorted(face.track_id for face in faces) == [1, 2]

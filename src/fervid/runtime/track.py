@@ -23,6 +23,7 @@ def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 MAX_PREDICTION_S = 0.5  # how far ahead a track's box is moved along its velocity
 BOX_SMOOTHING_FRAME_S = 1 / 30  # the frame time ``box_smoothing`` is given for
+REACH_PER_S, MAX_REACH = 1.5, 3.0  # box sides a face may move per second between scans (a brisk walk at arm's length)
 
 
 @dataclass
@@ -168,7 +169,8 @@ class FaceTracker:
                 matched_tracks.add(int(t))
                 matched_boxes.add(int(b))
                 self._follow(self.tracks[t], boxes[b], probabilities[b], time_s)
-            for t, b in self._nearby(predicted, boxes, matched_tracks, matched_boxes):
+            reach = np.array([min(MAX_REACH, max(1.0, REACH_PER_S * (time_s - track.detected_time_s))) for track in self.tracks])
+            for t, b in self._nearby(predicted, boxes, matched_tracks, matched_boxes, reach):
                 matched_tracks.add(t)
                 matched_boxes.add(b)
                 self._follow(self.tracks[t], boxes[b], probabilities[b], time_s)
@@ -183,19 +185,23 @@ class FaceTracker:
         return self._faces()
 
     @staticmethod
-    def _nearby(predicted: np.ndarray, boxes: np.ndarray, matched_tracks: set[int], matched_boxes: set[int]) -> list[tuple[int, int]]:
+    def _nearby(
+        predicted: np.ndarray, boxes: np.ndarray, matched_tracks: set[int], matched_boxes: set[int], reach: np.ndarray
+    ) -> list[tuple[int, int]]:
         """Second chance for what IoU left unmatched: a box of about the track's size whose centre is
-        within one box side of where the track was predicted. A head that starts moving fast (a quick
-        turn, 70 pixels a frame from rest for a 100-pixel face: IoU 0.18) leaves its zero-velocity
-        prediction with too little overlap, and would otherwise become a new face with a new id.
-        Closest pairs first; each track and box at most once."""
+        within ``reach[t]`` box sides of where the track was predicted. A head that starts moving fast
+        (a quick turn, 70 pixels a frame from rest for a 100-pixel face: IoU 0.18) leaves its
+        zero-velocity prediction with too little overlap, and would otherwise become a new face with
+        a new id. The reach is one side, growing with the time since the face was last seen
+        (``REACH_PER_S``, up to ``MAX_REACH``): scans a second apart (``fervid analyze --every 30``)
+        see a walking face move further than one side. Closest pairs first; each track and box at most once."""
         pairs = []
         for t in sorted(set(range(len(predicted))) - matched_tracks):
             side = max(predicted[t, 2], predicted[t, 3])
             centre = predicted[t, :2] + predicted[t, 2:] / 2
             for b in sorted(set(range(len(boxes))) - matched_boxes):
                 distance = float(np.linalg.norm(boxes[b, :2] + boxes[b, 2:] / 2 - centre)) / side
-                if distance <= 1.0 and 2 / 3 <= max(boxes[b, 2], boxes[b, 3]) / side <= 3 / 2:
+                if distance <= reach[t] and 2 / 3 <= max(boxes[b, 2], boxes[b, 3]) / side <= 3 / 2:
                     pairs.append((distance, t, b))
         chosen: list[tuple[int, int]] = []
         for _, t, b in sorted(pairs):
