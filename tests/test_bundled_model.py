@@ -118,3 +118,23 @@ def test_models_command_lists_every_bundled_model_with_its_card_accuracy():
         card = json.loads(bundled_model_path(name).with_suffix(".json").read_text())
         assert f"{card['metrics']['accuracy_flip_tta']:.2%}" in lines[name]
         assert f"{card['parameters']:,}" in lines[name]
+    folder = result.stdout.strip().splitlines()[-1].split(": ", 1)[1]
+    assert Path(folder) == bundled_model_path(DEFAULT_MODEL).parent  # where to copy the files from
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_the_documented_plain_onnxruntime_recipe_reproduces_fervid(name: str) -> None:
+    """docs/model.md's code for running the ONNX file without fervid gives fervid's probabilities."""
+    from fervid.runtime.classify import ExpressionClassifier
+
+    doc = (Path(__file__).parents[1] / "docs" / "model.md").read_text()
+    section = doc.split("## Using the ONNX file without fervid", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'path = "fervid-vgg.onnx"' in code
+    namespace: dict = {}
+    exec(code.replace('"fervid-vgg.onnx"', repr(str(bundled_model_path(name)))), namespace)
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, size, dtype=np.uint8) for size in [(48, 48), (48, 48, 3), (130, 110, 3), (30, 30)]]
+    ours = ExpressionClassifier(name).classify(faces)
+    theirs = np.array([[namespace["expression_probabilities"](face)[label] for label in EXPRESSIONS] for face in faces])
+    np.testing.assert_allclose(theirs, ours, atol=1e-6)

@@ -103,7 +103,7 @@ def test_csv_wrong_pixel_count_is_skipped_and_listed(tmp_path):
     path = tmp_path / "fer.csv"
     path.write_text(f"emotion,pixels,Usage\n0,{good},Training\n1,1 2 3,Training\n2,1 2 3 4,Training\n9,{good},Training\n")
     index = read_dataset(path)
-    assert index.dropped == {"rows with an emotion outside 0-6": 1}
+    assert index.dropped == {"rows without an emotion 0-6 (out of range, empty or not a number)": 1}
     arrays = load_arrays(index, "train")
     assert len(arrays) == 1
     reasons = sorted(reason for _, reason in arrays.failed)

@@ -269,6 +269,19 @@ def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
     probabilities = classifier.predict_inputs(np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32))
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)  # the softmax is not quantized
 
+    # A .keras with no card beside it: no card for the int8 file either, and the printed score is the
+    # one the runtime gives it (single view: nothing tells the runtime to average flips).
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copyfile(run / "model.keras", lone / "m.keras")
+    printed = fervid_here("export", str(lone / "m.keras"), "--int8", str(data)).stdout
+    assert (lone / "m.int8.onnx").exists() and not (lone / "m.int8.json").exists()
+    assert "int8: same class as float32" in printed and "flip averaging" not in printed
+    shown = float(printed.split("validation accuracy ")[1].split()[0])
+    fervid_here("evaluate", str(lone / "m.int8.onnx"), str(data), "--json", str(lone / "scores.json"))
+    scored = json.loads((lone / "scores.json").read_text())
+    assert scored["flip_tta"] is False and shown == pytest.approx(scored["accuracy"], abs=1e-4)
+
 
 def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
     run, data = trained_run
@@ -840,6 +853,12 @@ def test_metrics_match_a_hand_computation():
     assert absent.macro_f1 == pytest.approx(report.macro_f1)
     macro = absent.table().splitlines()[-1]  # every macro column averages the classes with faces alike
     assert macro == f"| **macro** | {2 / 3:.3f} | {(2 / 3 + 0.5 + 1) / 3:.3f} | {sum(f1) / 3:.3f} | 6 |"
+    # A class without faces that the model predicts counts, with F1 0 (scikit-learn's default).
+    wrong = classification_report(true, np.array([0, 0, 4, 1, 2, 2]), num_classes=7)
+    assert wrong.averaged.tolist() == [True, True, True, False, True, False, False]
+    expected = [2 * 1 * (2 / 3) / (1 + 2 / 3), 2 * 1 * 0.5 / 1.5, 2 * 0.5 * 1 / 1.5, 0.0]
+    assert wrong.macro_f1 == pytest.approx(sum(expected) / 4)
+    assert wrong.to_dict()["averaged_classes"] == ["angry", "disgust", "fear", "neutral"]
 
 
 def test_calibration_matches_a_hand_computation():
@@ -916,6 +935,9 @@ def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
     result = fervid_here("train", str(data), "--teacher", str(tmp_path / "broken.onnx"), "--out", str(tmp_path / "run"), check=False)
     assert result.returncode == 2 and "broken.onnx: not a loadable ONNX model" in result.stderr
     assert "teachers: scoring" not in result.stdout and not (tmp_path / "run").exists()
+    (tmp_path / "broken.json").write_text("{}")  # the card given instead of the model beside it
+    result = fervid_here("evaluate", str(tmp_path / "broken.json"), str(data), check=False)
+    assert result.returncode == 2 and result.stderr.strip().endswith("; the model is broken.onnx beside it")
     before = sorted(data.rglob("*"))
     result = fervid_here("train", str(data), "--out", str(data / "train" / "happy" / "run"), check=False)
     assert result.returncode == 2 and "inside the dataset" in result.stderr, "its plots would be read as happy faces"
@@ -1251,3 +1273,22 @@ def test_cpu_has_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
         assert fit.cpu_has_bf16() is expected, flags
     cpuinfo.unlink()
     assert fit.cpu_has_bf16() is False  # no /proc/cpuinfo (macOS, Windows): float32
+
+
+def test_evaluate_and_train_say_what_the_read_left_out(tmp_path):
+    """Rows without a usable label and images outside a class folder are not scored; evaluate must say
+    so (data inspect's dropped lines), or a user scores a smaller set than they think."""
+    from conftest import write_fer_csv
+
+    csv_path = write_fer_csv(tmp_path / "faces.csv", {"PublicTest": 2})
+    rows = csv_path.read_text().splitlines()
+    pixels = rows[1].split(",")[1]
+    csv_path.write_text("\n".join([*rows, f"7,{pixels},PublicTest", f"happy,{pixels},PublicTest", f",{pixels},PublicTest"]) + "\n")
+    result = fervid_here("evaluate", "fervid-vgg", str(csv_path))
+    assert "left out: rows without an emotion 0-6 (out of range, empty or not a number) (3)" in result.stderr
+    assert "14 images" in result.stdout
+
+    folder = write_folder_dataset(tmp_path / "ds", 1, {"validation": 1})
+    (folder / "validation" / "loose.png").write_bytes((folder / "validation" / "happy" / "0000.png").read_bytes())
+    result = fervid_here("evaluate", "fervid-vgg", str(folder))
+    assert "left out: validation (images in a split folder with no class folder) (1)" in result.stderr

@@ -65,6 +65,13 @@ class DatasetIndex:
     unreadable: dict[str, str] = field(default_factory=dict)
     members: dict[str, str] = field(default_factory=dict)
 
+    def dropped_note(self) -> str | None:
+        """What the read left out, in one line, or None: a model trained or scored on fewer faces than
+        the dataset holds must say so (``data inspect`` lists the same on its ``dropped:`` lines)."""
+        if not self.dropped:
+            return None
+        return "left out: " + "; ".join(f"{name} ({count})" for name, count in self.dropped.items())
+
     def split(self, name: str) -> pd.DataFrame:
         """Rows of one split: train, validation or test, or any alias of them (``val``, ``dev``...)."""
         return self.frame[self.frame["split"] == split_name(name)]
@@ -371,7 +378,7 @@ def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, 
     names = pd.Series([f"line {number}" for number in lines], index=table.index) if len(lines) == len(table) else \
         "row " + table.index.astype(str).to_series(index=table.index)
     frame = pd.DataFrame({"source": names, "label": labels, "split": split, "row": table.index})
-    dropped = {"rows with an emotion outside 0-6": int(bad.sum())} if bad.any() else {}
+    dropped = {"rows without an emotion 0-6 (out of range, empty or not a number)": int(bad.sum())} if bad.any() else {}
     unreadable = {names[row]: reason for row, reason in reasons[~bad & (reasons != "")].items()}
     return frame[~bad].reset_index(drop=True), dropped, unreadable
 

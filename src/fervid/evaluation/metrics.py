@@ -72,6 +72,13 @@ class ClassificationReport:
     correct: np.ndarray | None = None  # per face, top class == label (for paired comparisons)
 
     @property
+    def averaged(self) -> np.ndarray:
+        """The classes macro averages are taken over: those with faces or predictions (scikit-learn's
+        default). A class with neither says nothing; one only predicted counts with F1 0, so a model
+        that calls faces of a three-class dataset "neutral" is not scored as if it never did."""
+        return (self.support > 0) | (self.confusion.sum(axis=0) > 0)
+
+    @property
     def normalized_confusion(self) -> np.ndarray:
         """Confusion rows divided by their totals (recall on the diagonal)."""
         totals = self.confusion.sum(axis=1, keepdims=True)
@@ -90,7 +97,9 @@ class ClassificationReport:
                 }
                 for i, name in enumerate(EXPRESSIONS)
             },
-            "confusion": self.confusion.tolist(),
+            "classes": list(EXPRESSIONS),  # the order of the confusion matrix's rows and columns
+            "averaged_classes": [name for name, kept in zip(EXPRESSIONS, self.averaged) if kept],
+            "confusion": self.confusion.tolist(),  # counts; rows: true class, columns: predicted
             **({"calibration": self.calibration.to_dict()} if self.calibration else {}),
         }
 
@@ -99,7 +108,7 @@ class ClassificationReport:
         lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
         for i, name in enumerate(EXPRESSIONS):
             lines.append(f"| {name} | {self.precision[i]:.3f} | {self.recall[i]:.3f} | {self.f1[i]:.3f} | {self.support[i]} |")
-        present = self.support > 0  # averaged over the classes with faces, as macro-F1 is
+        present = self.averaged  # as macro-F1 is
         precision, recall = (float(v[present].mean()) if present.any() else 0.0 for v in (self.precision, self.recall))
         lines.append(f"| **macro** | {precision:.3f} | {recall:.3f} | {self.macro_f1:.3f} | {self.support.sum()} |")
         return "\n".join(lines)
@@ -118,10 +127,10 @@ def classification_report(true: np.ndarray, predicted: np.ndarray, num_classes: 
     recall = np.divide(hits, support, out=np.zeros(num_classes), where=support > 0)
     denominator = precision + recall
     f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0)
-    present = support > 0
+    averaged = (support > 0) | (predicted_totals > 0)  # see ClassificationReport.averaged
     return ClassificationReport(
         accuracy=float(hits.sum() / max(len(true), 1)),
-        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+        macro_f1=float(f1[averaged].mean()) if averaged.any() else 0.0,
         precision=precision,
         recall=recall,
         f1=f1,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fervid.console import warn
 from fervid.evaluation.evaluate import evaluate, load_predictor, scored_model
 from fervid.evaluation.metrics import ClassificationReport, mcnemar_p
 from fervid.preprocess import check_input_blur
@@ -111,6 +112,8 @@ def evaluate_model(
     predictor = load_predictor(model, input_blur=input_blur, temperature=temperature)
     other_predictor = load_predictor(other) if other else None
     index = read_dataset(data, unknown=unknown, mapping=mapping)  # type: ignore[arg-type]
+    if dropped := index.dropped_note():
+        warn(f"{data}: {dropped}")
     held = held_out_faces(index, predictor.card) if split == "validation" and "validation" not in index.splits else None
     arrays = held if held is not None else load_split(index, split)
     inputs = arrays.inputs()

@@ -29,14 +29,17 @@ class ExportResult:
     difference: float  # max |ONNX Runtime float32 - Keras| on 16 random faces
     card: dict | None = None
     int8_agreement: float | None = None  # share of validation faces where int8 and float32 pick the same class
+    int8_accuracy: tuple[float, float] | None = None  # validation accuracy of int8 and float32, run as the runtime runs them
+    flip_tta: bool = False  # whether those accuracies average the flipped face in (the card's inference.flip_tta)
 
     def describe(self) -> list[str]:
         """What ``fervid export`` prints: the file and its agreement with Keras, and for int8 with float32."""
         lines = [f"wrote {self.path} (float32 ONNX Runtime vs Keras max difference {self.difference:.2e})"]
-        if self.int8_agreement is not None and self.card:
-            metrics = self.card["metrics"]
+        if self.int8_agreement is not None and self.int8_accuracy is not None:
+            int8, float32 = self.int8_accuracy
+            views = " with flip averaging" if self.flip_tta else ""
             lines.append(f"int8: same class as float32 on {self.int8_agreement:.1%} of validation faces; validation accuracy "
-                         f"{metrics['accuracy_flip_tta']:.4f} with flip averaging (float32 {metrics['float32_accuracy_flip_tta']:.4f})")
+                         f"{int8:.4f}{views} (float32 {float32:.4f})")
         return lines
 
 
@@ -125,9 +128,13 @@ def _quantized(float32_path: Path, target: Path, data, exported: ExportResult, s
 
     inputs, labels = validation.inputs(), validation.labels
     float32, int8 = load_predictor(float32_path), load_predictor(target)
-    scored, _, _ = card_metrics(int8, inputs, labels, data.validation_source)
     agreement = float((predict(int8, inputs).argmax(1) == predict(float32, inputs).argmax(1)).mean())
-    card = dict(exported.card or {})
+    flip = float32.flip_tta
+    accuracies = (evaluate(int8, inputs, labels, flip_tta=flip).accuracy, evaluate(float32, inputs, labels, flip_tta=flip).accuracy)
+    if exported.card is None:  # a bare .keras: exported without a card, as its float32 export is
+        return ExportResult(target, exported.difference, None, agreement, accuracies, flip)
+    scored, _, _ = card_metrics(int8, inputs, labels, data.validation_source)
+    card = dict(exported.card)
     previous = card.get("metrics", {})
     card["precision"] = "int8"
     card["metrics"] = {
@@ -139,4 +146,4 @@ def _quantized(float32_path: Path, target: Path, data, exported: ExportResult, s
         "training_minutes": previous.get("training_minutes"),
     }
     write_card(target, card)
-    return ExportResult(target, exported.difference, card, agreement)
+    return ExportResult(target, exported.difference, card, agreement, accuracies, flip)

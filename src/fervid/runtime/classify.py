@@ -93,7 +93,9 @@ def describe_bundled_models() -> list[str]:
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    return lines + ["accuracy and macro-F1 with flip averaging (the runtime default); use one with --model NAME"]
+    folder = bundled_model_path(DEFAULT_MODEL).parent
+    return lines + ["accuracy and macro-F1 with flip averaging (the runtime default); use one with --model NAME",
+                    f"files (.onnx, and the model card as .json): {folder}"]
 
 
 def average_with_mirror(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray) -> np.ndarray:
@@ -190,7 +192,9 @@ class ExpressionClassifier:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ONNX Runtime raises its own opaque types for bad files
-            raise FervidError(f"{self.path}: not a loadable ONNX model ({str(error).splitlines()[0]})") from None
+            beside = Path(self.path).with_suffix(".onnx")
+            hint = f"; the model is {beside.name} beside it" if beside != Path(self.path) and beside.is_file() else ""
+            raise FervidError(f"{self.path}: not a loadable ONNX model ({str(error).splitlines()[0]}){hint}") from None
         self.input_name = self.session.get_inputs()[0].name
         self._check_shapes()
         self.card: dict = self._read_card()

@@ -75,8 +75,10 @@ def resolve_precision(requested: str) -> str:
 def load_training_data(config: TrainConfig) -> TrainingData:
     """The dataset's train split and its validation split, or a stratified holdout when it has none."""
     index = read_dataset(config.data, unknown=config.unknown, mapping=config.mapping)  # type: ignore[arg-type]
+    if dropped := index.dropped_note():
+        warn(f"{config.data}: {dropped}")
     train = load_split(index, "train")  # warns of unreadable images itself
-    notes = [note for note in [unreadable_note(train, "train")] if note]
+    notes = [note for note in [dropped, unreadable_note(train, "train")] if note]
     if "validation" in index.splits:
         validation = load_arrays(index, "validation")
         source = "validation split"
