@@ -124,6 +124,8 @@ def test_summary_per_face(video_run) -> None:
         assert sum(face["shares"].values()) == pytest.approx(1.0, abs=1e-3)
         assert face["frames"] == sum(row["track_id"] == face["track_id"] for row in rows)
         assert face["dominant"] == max(face["shares"], key=face["shares"].get)
+        shown = [row["expression"] for row in rows if row["track_id"] == face["track_id"]]  # the labels drawn
+        assert face["shares"] == {name: pytest.approx(shown.count(name) / len(shown), abs=1e-4) for name in EXPRESSIONS}
     pytest.importorskip("matplotlib")
     plot = cv2.imread(str(folder / "out-summary.png"))
     assert plot is not None and plot.shape[0] > 100
@@ -151,8 +153,10 @@ def test_a_video_without_faces_gives_no_rows_and_no_error(recognizer: Recognizer
     assert frame_count(tmp_path / "out.mp4") == 8
 
 
-def test_a_stream_that_ends_mid_way_still_leaves_a_playable_file(two_face_video, recognizer: Recognizer, tmp_path: Path) -> None:
-    """A LiveSource over a file behaves like a stream that dies after its last frame."""
+def test_a_stream_that_ends_mid_way_still_leaves_a_playable_file(
+    two_face_video, recognizer: Recognizer, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A LiveSource over a file behaves like a stream that dies after its last frame: it says so."""
     video, truth = two_face_video
     source = LiveSource(str(video), "stream")
     with source, VideoSink(tmp_path / "recording.mp4", source.fps) as sink:
@@ -162,6 +166,7 @@ def test_a_stream_that_ends_mid_way_still_leaves_a_playable_file(two_face_video,
             delivered += 1
     assert 0 < delivered <= len(truth)
     assert frame_count(tmp_path / "recording.mp4") == delivered
+    assert "stream: the stream ended (no more frames)" in capsys.readouterr().err
 
 
 def test_live_sources_drop_frames_instead_of_queueing(two_face_video) -> None:
@@ -355,15 +360,19 @@ def test_a_one_frame_video_shows_its_faces(tmp_path: Path, recognizer: Recognize
     assert report.frames == 1 and report.rows == 1 and len(report.faces) == 1
 
 
-def test_videos_in_a_folder_source_are_named_not_silently_left_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_videos_in_a_folder_source_are_named_not_silently_left_out(tmp_path: Path, recognizer: Recognizer, capsys: pytest.CaptureFixture) -> None:
     write_video(tmp_path / "clip.mp4", [textured_background(120, 160)] * 3, fps=15.0)
     with pytest.raises(FervidError, match=r"holds 1 video\(s\) and no images; play one with --source .*clip\.mp4, or analyse them all with fervid analyze"):
         open_source(tmp_path)
     cv2.imwrite(str(tmp_path / "a.png"), textured_background(120, 160))
     capsys.readouterr()
     with open_source(tmp_path) as source:
-        assert source.total == 1
+        assert source.total == 1 and len(list(source)) == 1
     assert "its 1 video(s) are not played, only its images" in capsys.readouterr().err
+    (tmp_path / "clip.mp4").unlink()  # a run's own recording in the folder is not warned of on a rerun
+    for _ in range(2):
+        run_live(tmp_path, recognizer, display=False, output=tmp_path / "out.mp4")
+    assert "not played" not in capsys.readouterr().err
 
 
 def test_closing_a_stalled_stream_does_not_release_the_capture_under_its_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -556,3 +565,123 @@ def test_the_clock_counts_on_where_a_capture_gives_no_timestamps() -> None:
     assert [clock.time(Silent(), index) for index in range(3)] == pytest.approx([0.0, 0.1, 0.2])
     clock.reset()  # after a seek to frame 50: the average rate places it
     assert [clock.time(Silent(), index) for index in (50, 51)] == pytest.approx([5.0, 5.1])
+
+
+@pytest.fixture()
+def http_server(tmp_path: Path):
+    """A local web server: ``/clip.mp4`` (with byte ranges, as web servers and buckets serve videos),
+    ``/mjpeg`` (an MJPEG camera: 20 frames at 15 fps) and ``/silent`` (accepts, then sends nothing)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    video = write_video(tmp_path / "clip.mp4", [textured_background(120, 160, seed=i) for i in range(20)], fps=15.0).read_bytes()
+    jpegs = [cv2.imencode(".jpg", textured_background(120, 160, seed=i))[1].tobytes() for i in range(20)]
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/silent":
+                release.wait(30)
+                return
+            if self.path == "/mjpeg":
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for jpeg in jpegs:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg))
+                    time.sleep(1 / 15)
+                return
+            first, last = 0, len(video) - 1
+            if ranged := self.headers.get("Range"):
+                start, end = ranged.split("=")[1].split("-")
+                first, last = int(start or 0), int(end) if end else len(video) - 1
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(video)}")
+            else:
+                self.send_response(200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(last - first + 1))
+            self.end_headers()
+            self.wfile.write(video[first : last + 1])
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    release.set()
+    server.shutdown()
+
+
+def test_a_video_at_a_url_is_read_whole_and_a_camera_at_a_url_as_a_stream(http_server: str) -> None:
+    """A recorded clip behind http:// has a frame count: every frame is read, none dropped (read as a
+    stream, all but two of 150 frames were dropped). An MJPEG camera has none: newest frame only."""
+    with open_source(f"{http_server}/clip.mp4") as source:
+        frames = list(source)
+    assert not source.live and source.total == 20 and [frame.index for frame in frames] == list(range(20))
+    with open_source(f"{http_server}/mjpeg") as source:
+        assert source.live and sum(1 for _ in source) >= 1
+
+
+def test_a_url_that_does_not_answer_fails_in_time_and_ctrl_c_stops_the_wait(http_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import _thread
+    import threading
+
+    monkeypatch.setattr("fervid.runtime.sources.URL_TIMEOUT_S", 1.5)
+    started = time.monotonic()
+    with pytest.raises(FervidError, match=r"/silent could not be opened \(no answer within 1\.5 s\)"):
+        open_source(f"{http_server}/silent")
+    assert time.monotonic() - started < 6
+    monkeypatch.setattr("fervid.runtime.sources.URL_TIMEOUT_S", 20.0)
+    threading.Timer(0.3, _thread.interrupt_main).start()  # Ctrl+C while OpenCV waits in C
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        open_source(f"{http_server}/silent")
+    assert time.monotonic() - started < 3
+
+
+def test_a_recording_keeps_the_sources_timing(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable-frame-rate video is recorded at its average rate with each frame at its own time,
+    and a camera that sent nothing for 2 s (a stall, or fewer frames than its header's rate) is
+    filled for those 2 s, so the recording lines up with the source (and its audio)."""
+    output = tmp_path / "vfr.mp4"
+    run_live(VFR_CLIP, recognizer, display=False, output=output)
+    capture = cv2.VideoCapture(str(output))
+    recorded = []
+    while (read := capture.read())[0]:
+        recorded.append(float(read[1].mean()))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    assert fps == pytest.approx(3.125, abs=0.01) and len(recorded) == round(3.1 * 3.125) + 1
+    previous = -1
+    for number, time_s in enumerate(VFR_TIMES):  # the clip's frames are grey levels 0, 20, 40, ...
+        # at its own time, or right after the frame before when frames come faster than the rate
+        position = max(round(time_s * 3.125), previous + 1)
+        assert abs(recorded[position] - 20 * number) < 6, (number, time_s)
+        gap = recorded[previous + 1 : position]  # filled with the frame before
+        assert all(abs(shown - 20 * (number - 1)) < 6 for shown in gap), (number, gap)
+        previous = position
+
+    class Stalled(FakeLive):
+        def __iter__(self):
+            for index, time_s in enumerate([0.0, 1 / 15, 2 / 15, 2 + 3 / 15, 2 + 4 / 15]):
+                yield Frame(textured_background(120, 160), index, time_s)
+
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: Stalled([]))
+    run_live(0, recognizer, display=False, output=tmp_path / "stalled.mp4")
+    assert frame_count(tmp_path / "stalled.mp4") == 30 + 4 + 1  # 2 s and 4 frames at 15 fps, and the first
+
+
+def test_a_rerun_without_faces_leaves_no_earlier_plot_beside_its_summary(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    summary = tmp_path / "x-summary.json"
+    summary.write_text(json.dumps({"faces": [{"track_id": 1}]}))  # an earlier run's, with its plot
+    (tmp_path / "x-summary.png").write_bytes(b"the earlier run's faces")
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: FakeFile([0, 1, 2]))
+    run_live("clip.mp4", recognizer, display=False, timeline=tmp_path / "x.jsonl")
+    assert json.loads(summary.read_text()) == {"faces": []}
+    plot = cv2.imread(str(tmp_path / "x-summary.png"))
+    assert plot is not None and plot.shape[1] > 500, "a plot saying no face was followed, not the old one"

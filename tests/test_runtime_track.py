@@ -151,6 +151,8 @@ def test_between_scans_only_confirmed_faces_are_followed() -> None:
     tracker.update([face, false_alarm], [HAPPY, SAD], 0.0)
     assert tracker.pending() and tracker.search_boxes(0.033).shape == (0, 4)
     tracker.update([[102, 100, 120, 120]], [HAPPY], 0.066)  # the second scan confirms the face only
+    assert tracker.pending(), "the false alarm gets one more scan: a real face can be missed once"
+    tracker.update([[102, 100, 120, 120]], [HAPPY], 0.083)
     assert not tracker.pending()
     (search,) = tracker.search_boxes(0.1)
     assert iou_matrix(np.array([search]), np.array([face]))[0, 0] > 0.8

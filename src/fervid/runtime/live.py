@@ -17,7 +17,7 @@ from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
-from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, summary_plot_path
+from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, is_live_summary, summary_plot_path
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
 from fervid.runtime.sources import ImageFolderSource, open_source
 
@@ -121,7 +121,9 @@ def run_live(
         total = frames.total if max_frames is None or frames.total is None else min(frames.total, max_frames)
         iterator = iter(frames) if frames.live else progress(frames, total, f"{Path(frames.name).name}")
         started = time.perf_counter()
-        previous: int | None = None  # the last frame's index, to fill dropped or damaged frames in the video
+        first_s: float | None = None  # the first frame's time; the recording keeps the source's timing from it
+        written = 0  # frames written to the recording, copies included
+        last = None  # the last frame written, to fill the recording up to the next frame's time
         try:
             for frame in iterator:
                 faces = processor.process(frame)
@@ -133,8 +135,12 @@ def run_live(
                 if draw and (video or show):
                     annotate(frame.image, faces, fps if frames.live or show else None)
                 if video:
-                    video.write(frame.image, _copies(frame.index, previous))
-                previous = frame.index
+                    first_s = frame.time_s if first_s is None else first_s
+                    if last is not None and (gap := _gap(frame.time_s - first_s, frames.fps, written)):
+                        video.write(last, gap)
+                        written += gap
+                    video.write(frame.image)
+                    written, last = written + 1, frame.image
                 report.frames += 1
                 if show:
                     shown = _show(frame.image)
@@ -161,11 +167,14 @@ def run_live(
         summary = _default_summary(output, timeline, None)
     if summary is not None:
         summary = Path(summary)
+        plot = summary_plot_path(summary)
+        earlier_plot = plot.exists() and is_live_summary(summary)  # an earlier run's, beside its summary
         history.write_json(summary)
         report.outputs.append(str(summary))
-        plot = summary_plot_path(summary)
         if history.write_plot(plot):
             report.outputs.append(str(plot))
+        elif earlier_plot:  # no plot this time (no matplotlib): the old one would describe other faces
+            plot.unlink(missing_ok=True)
     return report
 
 
@@ -179,13 +188,17 @@ def _default_summary(output: str | Path | None, timeline: str | Path | None, sum
     return first.with_name(f"{first.stem}-summary.json")
 
 
-def _copies(index: int, previous: int | None) -> int:
-    """How many times to write a frame to the video: once, and once more per frame missing before it
-    (the gap in frame numbers: frames a camera or stream dropped, a video's damaged frames, a folder's
-    unreadable images), so the recording keeps the source's timing and length."""
-    if previous is None:
-        return 1
-    return max(1, index - previous)
+def _gap(elapsed_s: float, fps: float, written: int) -> int:
+    """How many copies of the last frame to write before a frame that came ``elapsed_s`` after the
+    first, so that it lands at its own time in a recording of ``written`` frames at ``fps`` (0 when
+    frames come faster than that: each then follows the last).
+
+    So the recording keeps the source's timing and length whatever was missing: frames a camera or
+    stream dropped, or time it sent nothing (a stall, or an MJPEG camera slower than the 25 fps FFmpeg
+    assumes for it), a video's damaged frames, a folder's unreadable images, and the uneven frame
+    times of a variable-frame-rate video, recorded at a constant rate.
+    """
+    return max(0, round(elapsed_s * fps) - written)
 
 
 def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> None:

@@ -172,17 +172,18 @@ class TimelineSink(_DiscardOnError):
 
 @dataclass
 class FaceHistory:
-    """What one tracked face did: its times and smoothed probabilities frame by frame."""
+    """What one tracked face did: its times, smoothed probabilities and shown labels frame by frame."""
 
     track_id: int
     times: list[float] = field(default_factory=list)
     probabilities: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)  # the expression drawn and written to the timeline
 
     def summary(self) -> dict:
-        """Seconds on screen, share of frames per expression (by the smoothed label) and mean probabilities."""
+        """Seconds on screen, share of frames per expression (the label shown, as on the video and in
+        the timeline) and mean probabilities."""
         stacked = np.array(self.probabilities)
-        labels = stacked.argmax(axis=1)
-        shares = np.bincount(labels, minlength=len(EXPRESSIONS)) / len(labels)
+        shares = np.bincount(np.array(self.labels), minlength=len(EXPRESSIONS)) / len(self.labels)
         return {
             "track_id": self.track_id,
             "frames": len(self.times),
@@ -221,6 +222,7 @@ class Summary:
             history = self.faces.setdefault(face.track_id, FaceHistory(face.track_id))
             history.times.append(time_s)
             history.probabilities.append(np.array([face.probabilities[name] for name in EXPRESSIONS], dtype=np.float32))
+            history.labels.append(EXPRESSIONS.index(face.expression))
 
     def to_dict(self) -> list[dict]:
         kept = [history for history in self.faces.values() if len(history.times) >= self.min_frames]
@@ -230,7 +232,8 @@ class Summary:
         write_text_atomically(target, json.dumps({"faces": self.to_dict()}, indent=2) + "\n")
 
     def write_plot(self, target: str | Path, max_faces: int = 6) -> bool:
-        """A stacked-area plot of each face's smoothed probabilities over time; False (with a note) without matplotlib.
+        """A stacked-area plot of each face's smoothed probabilities over time (a line saying so when no
+        face was followed long enough); False (with a note) without matplotlib.
 
         Drawn on a ``Figure`` of its own, not through pyplot: ``run_live`` in a notebook or a GUI app must
         not switch the caller's matplotlib backend (``matplotlib.use``) or leave figures open.
@@ -245,8 +248,12 @@ class Summary:
         histories = sorted(
             (h for h in self.faces.values() if len(h.times) >= self.min_frames), key=lambda h: -len(h.times)
         )[:max_faces]
-        if not histories:
-            return False
+        if not histories:  # still a plot: one left by an earlier run there would show its faces as these
+            figure = Figure(figsize=(9, 1.2))
+            figure.text(0.5, 0.5, f"no face was followed for {self.min_frames} frames or more", ha="center", va="center")
+            with atomic_path(target) as temporary:
+                figure.savefig(temporary, dpi=110)
+            return True
         histories.sort(key=lambda h: h.track_id)
         figure = Figure(figsize=(9, 1.9 * len(histories) + 0.6))
         axes = figure.subplots(len(histories), 1, squeeze=False, sharex=True)  # one time axis: who was there when

@@ -69,6 +69,7 @@ class FrameClock:
         return self.last
 
 
+URL_TIMEOUT_S = 10.0  # how long a URL may take to open, and a read from it to answer
 DAMAGED_RUN = 5  # video frames in a row that may fail to decode with decodable ones after them; one more is the end
 
 
@@ -125,6 +126,44 @@ def open_capture(target: int | str) -> cv2.VideoCapture | None:
     return None
 
 
+def open_url(url: str, timeout_s: float | None = None) -> cv2.VideoCapture:
+    """A stream or a video at a URL, opened within ``timeout_s`` (FFmpeg's own wait is 30 s, and a
+    read that stalls waits as long), with Ctrl+C working while it connects.
+
+    OpenCV blocks in C while it connects, where Python cannot deliver Ctrl+C; so the open runs on a
+    thread and this one waits for it in short steps. An open abandoned by Ctrl+C is released by its
+    thread when it ends.
+    """
+    timeout_s = URL_TIMEOUT_S if timeout_s is None else timeout_s
+    milliseconds = int(timeout_s * 1000)
+    parameters = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds, cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds]
+    result: list[cv2.VideoCapture] = []
+    abandoned = threading.Event()
+
+    def connect() -> None:
+        with quiet_opencv():
+            capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, parameters)
+        if abandoned.is_set() or not capture.isOpened():
+            capture.release()
+            return
+        result.append(capture)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=connect, name="fervid-connect", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(timeout=0.1)
+    except BaseException:
+        abandoned.set()
+        raise
+    if result:
+        return result[0]
+    if time.monotonic() - started >= timeout_s - 0.5:
+        raise FervidError(f"{url} could not be opened (no answer within {timeout_s:g} s)")
+    raise FervidError(f"{url} could not be opened (a wrong address, a refused connection, or not a video)")
+
+
 def open_source(source: str | int | Path) -> Source:
     """A webcam index (0), a video or image file, a folder of images, or a stream URL (rtsp://, http://...)."""
     text = str(source).strip()
@@ -136,10 +175,17 @@ def open_source(source: str | int | Path) -> Source:
         scheme = urlparse(text).scheme.lower()
         if scheme not in STREAM_SCHEMES:
             raise FervidError(f"{text}: unsupported URL scheme '{scheme}' (use one of {', '.join(STREAM_SCHEMES)})")
-        return LiveSource(text, text)
+        capture = open_url(text)
+        # A recorded video at a URL (a web server, a bucket link) has a frame count; a camera or live
+        # stream has none. Read as a stream, a file would be read at network speed and all but a
+        # few of its frames dropped.
+        if capture.get(cv2.CAP_PROP_FRAME_COUNT) > 0:
+            return VideoFileSource(text, capture=capture)
+        return LiveSource(text, text, capture=capture)
     path = Path(text).expanduser()
     if path.is_dir():
-        return ImageFolderSource(sorted(_folder_images(path), key=frame_order), str(path))
+        images, videos = _folder_media(path)
+        return ImageFolderSource(sorted(images, key=frame_order), str(path), videos=videos)
     if not path.exists():
         raise FervidError(f"{path}: no such file, folder or camera")
     if is_image_name(path):
@@ -147,18 +193,16 @@ def open_source(source: str | int | Path) -> Source:
     return VideoFileSource(path)
 
 
-def _folder_images(folder: Path) -> list[Path]:
-    """A folder's images, the frames of a folder source. Videos in it are not played (a source is one
-    video): a warning names them, and a folder of videos only is an error that says what to run."""
+def _folder_media(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A folder's images, the frames of a folder source, and its videos, which are not played (a
+    source is one video): a folder of videos only is an error that says what to run."""
     files = [path for path in walk_files(folder) if not is_hidden(path.relative_to(folder).parts)]
     images = [path for path in files if is_image_name(path)]
     videos = sorted(path for path in files if path.suffix.lower() in VIDEO_SUFFIXES)
     if videos and not images:
         raise FervidError(f"{folder}: holds {len(videos)} video(s) and no images; play one with --source {videos[0]}, "
                           f"or analyse them all with fervid analyze {folder}")
-    if videos:
-        warn(f"{folder}: its {len(videos)} video(s) are not played, only its images (play one with --source {videos[0]})")
-    return images
+    return images, videos
 
 
 def _camera_index(text: str) -> bool:
@@ -179,10 +223,10 @@ class LiveSource(Source):
     live = True
     close_wait_s = 2.0  # how long ``close`` waits for a read in progress
 
-    def __init__(self, target: int | str, name: str, *, stall_s: float = 10.0) -> None:
+    def __init__(self, target: int | str, name: str, *, stall_s: float = 10.0, capture: cv2.VideoCapture | None = None) -> None:
         self.name = name
         self.stall_s = stall_s
-        capture = open_capture(target)
+        capture = capture if capture is not None else open_capture(target)
         if capture is None:
             hint = " (no webcam here? try --source clip.mp4 or a folder of photos)" if isinstance(target, int) else ""
             raise FervidError(f"{name} could not be opened{hint}")
@@ -224,7 +268,8 @@ class LiveSource(Source):
                     warn(f"{self.name}: no frame for {self.stall_s:.0f} s, stopping")
                     return
                 frame, self._latest = self._latest, None
-            if frame is None:
+            if frame is None:  # the capture gave no more frames: on a server, say so (the camera or stream died)
+                warn(f"{self.name}: the stream ended (no more frames)")
                 return
             yield frame
 
@@ -240,9 +285,10 @@ class LiveSource(Source):
 class VideoFileSource(Source):
     """Every frame of a video file, decoded ahead on a thread into a small queue."""
 
-    def __init__(self, path: Path, *, read_ahead: int = 4) -> None:
+    def __init__(self, path: Path | str, *, read_ahead: int = 4, capture: cv2.VideoCapture | None = None) -> None:
+        """``capture``: one already open (a video at a URL, opened by ``open_url``); else ``path`` is opened."""
         self.name = str(path)
-        capture = open_capture(str(path))
+        capture = capture if capture is not None else open_capture(str(path))
         if capture is None:
             raise FervidError(f"{path}: not a readable video or image")
         self.capture = capture
@@ -309,12 +355,13 @@ class VideoFileSource(Source):
 class ImageFolderSource(Source):
     """Image files as frames, in name order; unreadable ones are skipped with a warning (a lone one is the error)."""
 
-    def __init__(self, paths: list[Path], name: str) -> None:
+    def __init__(self, paths: list[Path], name: str, videos: list[Path] | None = None) -> None:
         if not paths:
             raise FervidError(f"{name}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
         self.paths = paths
         self.name = name
         self.total = len(paths)
+        self.videos = videos or []  # in the folder but not played: named in a warning when playing starts
 
     def skip(self, outputs: list[str | Path]) -> None:
         """Leave out this run's outputs and earlier runs' summary plots that sit among the images.
@@ -335,8 +382,12 @@ class ImageFolderSource(Source):
         if not kept:
             raise FervidError(f"{self.name}: no images found besides this run's own outputs")
         self.paths, self.total = kept, len(kept)
+        self.videos = [path for path in self.videos if path.resolve() not in own]  # a rerun's own recording
 
     def __iter__(self) -> Iterator[Frame]:
+        if self.videos:
+            warn(f"{self.name}: its {len(self.videos)} video(s) are not played, only its images "
+                 f"(play one with --source {self.videos[0]})")
         for index, path in enumerate(self.paths):
             try:
                 image = read_image(path)

@@ -106,8 +106,10 @@ class FaceTracker:
         return [track for track in self.tracks if track.hits >= self.min_hits and track.missed <= 1]
 
     def pending(self) -> bool:
-        """Whether a face found by the last scan still waits for the scan that confirms it."""
-        return any(track.hits < self.min_hits and track.missed == 0 for track in self.tracks)
+        """Whether a face found by a recent scan still waits for the scan that confirms it: it gets two
+        (a cascade misses a real face in one frame of many, and the next regular scan can be a
+        second away), so a false detection costs two extra scans."""
+        return any(track.hits < self.min_hits and track.missed <= 1 for track in self.tracks)
 
     def search_strict(self) -> list[bool]:
         """Per confirmed track, whether a face near it must pass a full scan's test: true once the last
