@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import json
 import re
 import tempfile
 import threading
@@ -533,3 +534,85 @@ def test_load_test_reports_latency_and_rewrites_only_its_section(tmp_path: Path)
     page.write_text(page.read_text() + "\n## Later section\n\nstays\n")
     write_section(page, "## Web server load test\n\nnewest numbers\n")
     assert page.read_text() == "# Performance\n\n## Classifier\n\nkeep me\n\n## Web server load test\n\nnewest numbers\n\n## Later section\n\nstays\n"
+
+
+def test_silent_clients_are_closed_and_websockets_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that sends nothing, or stops part-way through an upload, held a slot for good:
+    64 of them locked everyone out (503). Closed after the idle time; a quiet WebSocket stays."""
+    import socket
+    import time
+
+    import websockets.sync.client
+
+    from fervid.serve.protocol import IdleTimeoutProtocol
+    from fervid.serve.server import running_server
+
+    monkeypatch.setattr(IdleTimeoutProtocol, "idle_s", 1.0)
+    with running_server(create_app(workers=1)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stalled.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                        b"Content-Length: 100000\r\n\r\n--x\r\n")
+        with websockets.sync.client.connect(url.replace("http", "ws") + "/ws") as stream:
+            started = time.monotonic()
+            assert silent.recv(1) == b"" and time.monotonic() - started < 5  # closed by the server
+            assert stalled.recv(4096).startswith(b"HTTP/1.1 400") or stalled.recv(1) == b""
+            time.sleep(0.5)  # the WebSocket has been quiet past the idle time too: still served
+            for _ in range(2):  # the second frame confirms the face
+                stream.send(encoded(face_photo()[0], ".jpg"))
+                reply = json.loads(stream.recv(timeout=30))
+            assert len(reply["faces"]) == 1
+        silent.close()
+        stalled.close()
+
+
+def test_a_stop_does_not_wait_for_a_client_still_sending_its_upload() -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    server = subprocess.Popen([sys.executable, "-m", "fervid", "serve", "--port", "0", "--workers", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(re.match(r"fervid: serving on http://127\.0\.0\.1:(\d+) ", server.stderr.readline()).group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+            stalled.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                            b"Content-Length: 100000\r\n\r\n--x\r\n")
+            time.sleep(1.0)
+            started = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            server.wait(20)
+            assert time.monotonic() - started < 4, "the stop waited for the stalled upload"
+    finally:
+        server.kill()
+    assert "Traceback" not in server.stderr.read()
+
+
+def test_any_loopback_address_keeps_the_host_check_and_origins_are_compared_as_browsers_send_them() -> None:
+    from fervid.serve.guards import allowed_hosts_for, checked_origins, is_loopback
+
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("LocalHost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
+    assert allowed_hosts_for("127.0.0.2") == ("127.0.0.1", "::1", "localhost", "[::1]", "127.0.0.2")
+    assert allowed_hosts_for("0.0.0.0") == ("*",)
+    with TestClient(create_app(workers=1, allowed_hosts=allowed_hosts_for("127.0.0.2")), base_url="http://127.0.0.2:8000") as local:
+        assert local.get("/api/health").status_code == 200
+        assert local.get("/api/health", headers={"Host": "attacker.example"}).status_code == 400
+    assert checked_origins(["http://LocalHost:3000/", "https://App.Example.com:443", "http://localhost:80", "http://[::1]:3000"]) == (
+        "http://localhost:3000", "https://app.example.com", "http://localhost", "http://[::1]:3000")
+    for bad in ["http://localhost:99999", "http://user@localhost", "ftp://localhost"]:
+        with pytest.raises(FervidError, match="give a page's origin"):
+            checked_origins([bad])
+
+
+def test_replies_have_one_shape_and_every_error_is_one_sentence(client: TestClient) -> None:
+    photo = encoded(face_photo()[0], ".jpg")
+    reply = client.post("/api/predict", files={"file": ("p.jpg", photo, "image/jpeg")}).json()
+    assert set(reply) == {"faces", "width", "height", "ms"} and reply["faces"][0]["track_id"] is None
+    bad = client.post("/api/predict?crops=maybe", files={"file": ("p.jpg", photo, "image/jpeg")})
+    assert bad.status_code == 422 and bad.json() == {"detail": "crops (query): Input should be a valid boolean, unable to interpret input"}
+    for method in (client.get, client.head):
+        plain = method("/ws")
+        assert plain.status_code == 426 and plain.headers["upgrade"] == "websocket"

@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket
-from fastapi.responses import FileResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -88,6 +89,14 @@ async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False
     return reply
 
 
+async def one_sentence(request: Request, error: RequestValidationError) -> JSONResponse:
+    """A bad query parameter (``?crops=maybe``) as every other error is: ``{"detail": "<sentence>"}``,
+    not FastAPI's list of objects (a front end printing ``detail`` showed ``[object Object]``)."""
+    problems = [f"{'.'.join(map(str, problem['loc'][1:])) or problem['loc'][0]} ({problem['loc'][0]}): {problem['msg']}"
+                for problem in error.errors()]
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
 def create_app(
     model: str | Path | None = None,
     *,
@@ -131,6 +140,7 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"])
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_exception_handler(RequestValidationError, one_sentence)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -152,13 +162,16 @@ def create_app(
     @app.post(
         "/api/predict",
         response_model=Prediction,
+        response_model_exclude_unset=True,  # ``note`` only when there is one, as over the WebSocket
         summary="Faces and their expressions in one photo",
         openapi_extra=UPLOAD_BODY,
         responses={
             403: {"description": "Sent by a page of another site (its Origin is not this server)."},
             413: {"description": f"Upload over the size limit ({max_upload_bytes:,} bytes)."},
             415: {"description": "Not multipart/form-data, or the file is not a readable image."},
-            422: {"description": "No 'file' field, an empty file, a malformed multipart body, or an image over the pixel limit."},
+            422: {"description": "No 'file' field, an empty file, a malformed multipart body, an image over the pixel limit, "
+                                 "or a bad query parameter.", "content": {"application/json": {"schema": {
+                                     "type": "object", "properties": {"detail": {"type": "string"}}}}}},
         },
     )
     async def predict(request: Request, crops: bool = False) -> dict:
@@ -168,9 +181,10 @@ def create_app(
                                      "of a --allow-origin, or without a browser")
         return await recognize_photo(pool, await read_upload(request, max_upload_bytes), crops)
 
-    @app.get("/ws", include_in_schema=False, status_code=426)
+    @app.api_route("/ws", methods=["GET", "HEAD"], include_in_schema=False, status_code=426)
     async def websocket_over_http() -> None:
-        raise HTTPException(426, "/ws is a WebSocket: connect with ws:// and send JPEG frames as binary messages")
+        raise HTTPException(426, "/ws is a WebSocket: connect with ws:// and send JPEG frames as binary messages",
+                            headers={"Upgrade": "websocket", "Connection": "Upgrade"})  # RFC 9110: 426 names the protocol
 
     @app.websocket("/ws")
     async def frames(websocket: WebSocket) -> None:

@@ -9,6 +9,7 @@ browser request from another page (its ``Origin``) is refused.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -19,6 +20,17 @@ LOCAL_HOSTS = (*LOOPBACK, "[::1]")  # the Host names a browser uses for them
 ANY_HOST = ("*",)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` serves this machine only: ``localhost`` or any loopback address
+    (all of 127.0.0.0/8, and ::1), so ``--host 127.0.0.2`` keeps the Host check too."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def allowed_hosts_for(bind_host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
     """The Host names to answer when listening on ``bind_host``: this machine's own names on loopback,
     and ``extra`` (the public name a TLS reverse proxy on this machine passes on); any name once the
@@ -27,7 +39,10 @@ def allowed_hosts_for(bind_host: str, extra: Sequence[str] = ()) -> tuple[str, .
     for name in extra:
         if not name or "*" in name[1:] or (name.startswith("*") and not name.startswith("*.")):
             raise FervidError(f"--allow-host {name!r}: give a host name such as fervid.example.com (or *.example.com)")
-    return (*LOCAL_HOSTS, *extra) if bind_host in LOOPBACK else ANY_HOST
+    if not is_loopback(bind_host):
+        return ANY_HOST
+    own = (bind_host, f"[{bind_host}]") if ":" in bind_host else (bind_host,)  # the name a browser sends for it
+    return tuple(dict.fromkeys((*LOCAL_HOSTS, *own, *extra)))
 
 
 def same_origin(headers: Mapping[str, str], allowed: Sequence[str] = ()) -> bool:
@@ -37,12 +52,24 @@ def same_origin(headers: Mapping[str, str], allowed: Sequence[str] = ()) -> bool
     return origin is None or urlsplit(origin).netloc == headers.get("host") or origin.rstrip("/") in allowed
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def checked_origins(origins: Sequence[str]) -> tuple[str, ...]:
-    """``--allow-origin`` values as browsers send them (scheme://host[:port], no path), or a FervidError."""
+    """``--allow-origin`` values written as browsers send them, or a FervidError: scheme://host[:port],
+    no path, in lower case, without the scheme's default port (``http://LocalHost:80`` is sent as
+    ``http://localhost``; compared as typed, it would never match)."""
     checked = []
     for origin in origins:
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+        parts = urlsplit(origin.strip())
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query \
+                or parts.username or port == -1:
             raise FervidError(f"--allow-origin {origin!r}: give a page's origin such as http://localhost:3000 (scheme, host, port)")
-        checked.append(origin.rstrip("/"))
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        checked.append(f"{scheme}://{host}" + (f":{port}" if port is not None and port != DEFAULT_PORTS[scheme] else ""))
     return tuple(checked)

@@ -17,11 +17,13 @@ from fastapi import FastAPI
 from fervid.errors import FervidError
 from fervid.serve.app import create_app
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES
-from fervid.serve.guards import LOOPBACK, allowed_hosts_for, checked_origins
+from fervid.serve.guards import allowed_hosts_for, checked_origins, is_loopback
 from fervid.serve.pool import DEFAULT_WORKERS
+from fervid.serve.protocol import IdleTimeoutProtocol
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
 MAX_CONNECTIONS = 64  # open connections and WebSockets together; a local app has a few tabs
+STOP_WAIT_S = 5  # a stop (Ctrl+C, SIGTERM) waits this long for requests in progress, then ends them
 WS_QUEUED_FRAMES = 4  # frames a socket may have waiting: the page sends the next one only after a reply
 WILDCARD = ("0.0.0.0", "::", "")
 
@@ -41,11 +43,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 def server_config(app: FastAPI) -> uvicorn.Config:
     """uvicorn settings that bound what clients can make the server hold: at most
-    ``MAX_CONNECTIONS`` connections (more get 503), and WebSocket messages over the app's frame
-    limit refused (1009) before they are buffered, a few queued per socket."""
+    ``MAX_CONNECTIONS`` connections (more get 503), each closed once its client has sent nothing
+    for ``IDLE_S`` while the server waited for it; WebSocket messages over the app's frame limit
+    refused (1009) before they are buffered, a few queued per socket; and a stop that waits at most
+    ``STOP_WAIT_S`` for the requests in progress."""
     return uvicorn.Config(
-        app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS,
+        app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS, http=IdleTimeoutProtocol,
         ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES), ws_max_queue=WS_QUEUED_FRAMES,
+        timeout_graceful_shutdown=STOP_WAIT_S,
     )
 
 
@@ -77,7 +82,7 @@ def serve(
             signal.signal(stop, lambda signum, frame: setattr(server, "should_exit", True))
     shown = f"[{host}]" if ":" in host else host
     print(f"fervid: serving on http://{shown}:{listener.getsockname()[1]}  (API docs at /docs; Ctrl+C stops)", file=sys.stderr)
-    if host not in LOOPBACK:
+    if not is_loopback(host):
         print("fervid: note: reachable from the network; browsers give pages the webcam only on localhost or HTTPS", file=sys.stderr)
     if host in WILDCARD:  # http://0.0.0.0 is not an address a browser treats as this machine
         print(f"fervid: on this machine open http://127.0.0.1:{listener.getsockname()[1]} (the webcam needs it)", file=sys.stderr)

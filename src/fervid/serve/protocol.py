@@ -1,0 +1,66 @@
+"""uvicorn's HTTP protocol with an idle timeout, so silent clients cannot hold the server's connections.
+
+uvicorn times out only a kept-alive connection between requests. A client that connects and sends
+nothing, or stops part-way through an upload, holds its connection for good: 64 of them fill the
+server's connection limit (everyone else gets 503), and one of them keeps ``fervid serve`` from
+stopping on Ctrl+C, since a stop waits for the requests in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+IDLE_S = 15.0  # seconds a client may send nothing while the server waits for its request or body
+
+
+class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """Closes a connection whose client sent nothing for ``IDLE_S`` while the server waited for it
+    (before a request, or during its body); never while the app works on a request or answers it,
+    and never a WebSocket (the upgrade hands the connection on). A server stopping closes at once
+    the connections still waiting for a client."""
+
+    idle_s = IDLE_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._last_data = self.loop.time()
+        self._idle_check: asyncio.TimerHandle | None = self.loop.call_later(self.idle_s, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = self.loop.time()
+        super().data_received(data)
+
+    def _waiting_for_client(self) -> bool:
+        cycle = self.cycle
+        return cycle is None or cycle.response_complete or cycle.more_body
+
+    def _check_idle(self) -> None:
+        self._idle_check = None
+        if self.transport.is_closing():
+            return
+        quiet = self.loop.time() - self._last_data
+        if quiet >= self.idle_s and self._waiting_for_client():
+            self.transport.close()
+            return
+        self._idle_check = self.loop.call_later(max(self.idle_s - quiet, 0.5), self._check_idle)
+
+    def _cancel_idle_check(self) -> None:
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
+
+    def handle_websocket_upgrade(self, *args) -> None:
+        self._cancel_idle_check()
+        super().handle_websocket_upgrade(*args)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_idle_check()
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        if self.cycle is not None and not self.cycle.response_complete and self.cycle.more_body:
+            self.transport.close()  # a client still sending its request would hold the stop
+            return
+        super().shutdown()
