@@ -1292,3 +1292,28 @@ def test_evaluate_and_train_say_what_the_read_left_out(tmp_path):
     (folder / "validation" / "loose.png").write_bytes((folder / "validation" / "happy" / "0000.png").read_bytes())
     result = fervid_here("evaluate", "fervid-vgg", str(folder))
     assert "left out: validation (images in a split folder with no class folder) (1)" in result.stderr
+
+
+def test_evaluate_writes_each_faces_prediction_wrong_ones_first(trained_run, tmp_path):
+    run, data = trained_run
+    table, metrics = tmp_path / "faces.csv", tmp_path / "m.json"
+    fervid_here("evaluate", str(run), str(data), "--predictions", str(table), "--json", str(metrics))
+    import csv
+
+    from fervid.labels import EXPRESSIONS
+
+    rows = list(csv.DictReader(table.open()))
+    scores = json.loads(metrics.read_text())
+    assert len(rows) == scores["images"] and len({row["source"] for row in rows}) == len(rows)
+    correct = [row["correct"] == "true" for row in rows]
+    assert sum(correct) / len(rows) == pytest.approx(scores["accuracy"], abs=1e-9)
+    assert correct == sorted(correct), "the wrong ones first"
+    wrong = [float(row["confidence"]) for row in rows if row["correct"] == "false"]
+    assert wrong == sorted(wrong, reverse=True), "most confident mistakes first"
+    for row in rows:
+        probabilities = {name: float(row[f"prob_{name}"]) for name in EXPRESSIONS}
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+        assert row["predicted"] == max(probabilities, key=probabilities.get) and row["label"] in EXPRESSIONS
+        assert (data / row["source"]).is_file() and row["source"].split("/")[1] == row["label"]  # names the face's file
+    refused = fervid_here("evaluate", str(run), str(data), "--predictions", str(tmp_path / "faces.json"), check=False)
+    assert refused.returncode == 2 and "give a path ending in .csv" in refused.stderr

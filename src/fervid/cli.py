@@ -273,6 +273,7 @@ def evaluate(
     temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01), help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
+    predictions: Annotated[Optional[Path], typer.Option(help="Write one CSV row per face here (source, label, predicted, confidence, probabilities), the wrong ones first.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model (.onnx or .keras, a run folder or a bundled model name) on the same faces (exact McNemar test).")] = None,
     unknown: UnknownOption = "error",
     map: MapOption = None,
@@ -282,6 +283,7 @@ def evaluate(
     Examples:
       fervid evaluate runs/vgg/model.onnx ../shared/data/fer2013.zip --split validation --flip-tta
       fervid evaluate runs/new/model.onnx ../shared/data/fer2013.zip --flip-tta --against fervid-vgg
+      fervid evaluate fervid-vgg my-faces/ --predictions faces.csv     # each face's prediction, wrong ones first
     """
     _needs("data", "pandas")
     if confusion:
@@ -291,7 +293,9 @@ def evaluate(
     from fervid.evaluation.evaluate import scored_model
 
     inputs = {"the dataset": data, **{f"the model {name}": _model_file(scored_model(name)) for name in (model, against) if name}}
-    for path, option in ((json_out, "--json"), (confusion, "--confusion")):
+    if predictions is not None and predictions.suffix.lower() != ".csv":
+        raise FervidError(f"--predictions {predictions}: the predictions are a CSV file; give a path ending in .csv")
+    for path, option in ((json_out, "--json"), (confusion, "--confusion"), (predictions, "--predictions")):
         if path is not None:  # now, not after the scoring
             check_writable(path, option)
             check_not_an_input(path, option, inputs)
@@ -314,6 +318,9 @@ def evaluate(
 
         plot_confusion(result.report.normalized_confusion, confusion, f"{Path(result.model).name} on {result.split}")
         written.append(f"confusion matrix: {confusion}")
+    if predictions:
+        result.write_predictions(predictions)
+        written.append(f"predictions per face: {predictions}")
     out.print("\n".join([*result.describe(), *written]), highlight=False)
 
 

@@ -105,6 +105,7 @@ def evaluate(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, fl
     report = classification_report(labels, predicted)
     report.calibration = calibration(probabilities, labels)
     report.correct = predicted == labels
+    report.probabilities = probabilities
     return report
 
 

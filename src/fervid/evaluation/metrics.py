@@ -70,6 +70,7 @@ class ClassificationReport:
     confusion: np.ndarray  # rows: true class, columns: predicted class (counts)
     calibration: Calibration | None = None  # set when the probabilities were at hand
     correct: np.ndarray | None = None  # per face, top class == label (for paired comparisons)
+    probabilities: np.ndarray | None = None  # per face (N, 7), as scored (for the per-face predictions)
 
     @property
     def averaged(self) -> np.ndarray:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from fervid.console import warn
 from fervid.evaluation.evaluate import evaluate, load_predictor, scored_model
 from fervid.evaluation.metrics import ClassificationReport, mcnemar_p
@@ -52,6 +54,8 @@ class Evaluation:
     report: ClassificationReport
     against: Comparison | None = None
     split_source: str | None = None  # set when the split is the run's own holdout of the train split
+    sources: np.ndarray | None = None  # each scored face's name in the dataset, in the report's order
+    labels: np.ndarray | None = None
 
     def describe(self) -> list[str]:
         """What ``fervid evaluate`` prints: how the model was run, the per-class and calibration
@@ -73,6 +77,28 @@ class Evaluation:
                 f"exact McNemar p = {other.mcnemar_p:.3g} ({other.verdict} at p < {SIGNIFICANCE})"
             )
         return lines
+
+    def write_predictions(self, target: str | Path) -> None:
+        """One CSV row per face: its name in the dataset, true and predicted class, confidence, whether
+        it was right, and the seven probabilities as scored; the wrong ones first, most confident
+        first, which is where labelling errors and the model's blind spots show."""
+        import csv
+        import io
+
+        from fervid.fileio import write_text_atomically
+        from fervid.labels import EXPRESSIONS
+
+        probabilities = self.report.probabilities
+        predicted = probabilities.argmax(axis=1)
+        confidence = probabilities.max(axis=1)
+        order = np.lexsort((-confidence, predicted == self.labels))
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["source", "label", "predicted", "confidence", "correct", *(f"prob_{name}" for name in EXPRESSIONS)])
+        for row in order:
+            writer.writerow([self.sources[row], EXPRESSIONS[self.labels[row]], EXPRESSIONS[predicted[row]], f"{confidence[row]:.4f}",
+                             str(bool(predicted[row] == self.labels[row])).lower(), *(f"{p:.4f}" for p in probabilities[row])])
+        write_text_atomically(target, text.getvalue())
 
     def to_dict(self) -> dict:
         payload = {"model": self.model, "data": self.data, "split": self.split, "split_source": self.split_source or self.split,
@@ -126,7 +152,7 @@ def evaluate_model(
         comparison = Comparison(str(other), other_report.accuracy, only_this, only_other, p_value)
     source = predictor.card["dataset"]["validation_source"] if held is not None else None
     return Evaluation(str(model), str(data), split, flip_tta, predictor.input_blur, predictor.temperature,
-                      len(arrays), report, comparison, source)
+                      len(arrays), report, comparison, source, arrays.sources, arrays.labels)
 
 
 def held_out_faces(index: DatasetIndex, card: dict) -> FaceArrays | None:
