@@ -490,6 +490,9 @@ def test_when_nothing_can_be_read_the_error_gives_the_most_common_reason(tmp_pat
     path = _csv_without_usage_values(tmp_path / "fer.csv")
     arrays = load_arrays(read_dataset(path), "train")
     assert len(arrays) == 0 and arrays.common_failure() == "most often: no Usage value (5 of 5)"
+    arrays.failed = [("line 2", "no Usage value"), ("line 3", "a row cut short")]  # no reason repeats
+    assert arrays.common_failure() == "each for its own reason, e.g. no Usage value"
+    arrays.failed = []
     result = subprocess.run([sys.executable, "-m", "fervid", "data", "inspect", str(path), "--grid", str(tmp_path / "g.png")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [

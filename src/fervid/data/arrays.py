@@ -60,6 +60,8 @@ class FaceArrays:
         if not self.failed:
             return "nothing failed to read"
         reason, count = Counter(reason for _, reason in self.failed).most_common(1)[0]
+        if count == 1 and len(self.failed) > 1:  # every reason differs: none is "most often"
+            return f"each for its own reason, e.g. {reason}"
         return f"most often: {reason} ({count} of {len(self.failed)})"
 
 
