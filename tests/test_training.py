@@ -1317,3 +1317,6 @@ def test_evaluate_writes_each_faces_prediction_wrong_ones_first(trained_run, tmp
         assert (data / row["source"]).is_file() and row["source"].split("/")[1] == row["label"]  # names the face's file
     refused = fervid_here("evaluate", str(run), str(data), "--predictions", str(tmp_path / "faces.json"), check=False)
     assert refused.returncode == 2 and "give a path ending in .csv" in refused.stderr
+    inside = data / "validation" / "happy" / "faces.csv"
+    refused = fervid_here("evaluate", str(run), str(data), "--predictions", str(inside), check=False)
+    assert refused.returncode == 2 and "would report it as a stray file among the faces" in refused.stderr and not inside.exists()

@@ -327,7 +327,7 @@ def evaluate(
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A .keras model or a finished run folder (its model.keras).")],
-    output: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="ONNX file to write (default: beside the model, as .onnx).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="ONNX file to write (default: beside the model, as .onnx; with --int8, as .int8.onnx).")] = None,
     int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split.")] = None,
 ) -> None:
     """Export a Keras model to ONNX (dynamic batch) and check ONNX Runtime agrees with Keras to 1e-4.
@@ -417,7 +417,7 @@ def live(
     source: Annotated[str, typer.Option("--source", "-s", help="Webcam index (0), video file, image file or folder, or stream URL (rtsp://, http://).")] = "0",
     output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Write the annotated video here (.mp4).")] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Per-frame timeline, one row per face (.jsonl or .csv).")] = None,
-    summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it) (default: beside --output/--jsonl for files).")] = None,
+    summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it) (default: beside --output/--jsonl for files and folders).")] = None,
     display: Annotated[Optional[bool], typer.Option("--display/--no-display", help="Show a window (q or Esc quits) (default: when a display exists).", show_default=False)] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     detect_every: Annotated[int, typer.Option(help="Scan the whole frame for faces every K-th frame; in between, tracked faces are searched for only near where they were.")] = 10,

@@ -72,8 +72,15 @@ def check_outside_dataset(target: str | Path, data: str | Path, option: str, *, 
     root, where = root.resolve(), Path(target).expanduser().resolve()
     holder = where if folder else where.parent
     if holder.is_relative_to(root) and (folder or holder != root):
-        raise FervidError(f"{option} {target}: inside the dataset {data}, whose next read would take "
-                          f"{'its images for faces' if folder else 'it for a face'}; write it elsewhere")
+        from fervid.images import is_image_name  # here: importing fileio must not load OpenCV (fervid --help)
+
+        if folder:
+            taken = "take its images for faces"
+        elif is_image_name(target):
+            taken = "take it for a face"
+        else:
+            taken = "report it as a stray file among the faces"
+        raise FervidError(f"{option} {target}: inside the dataset {data}, whose next read would {taken}; write it elsewhere")
 
 
 @contextmanager
