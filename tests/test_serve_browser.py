@@ -227,3 +227,51 @@ def test_a_face_at_the_right_edge_keeps_its_whole_label(browser, server_url: str
     assert middle > 500 and abs(edge - middle) <= 0.02 * middle, painted
     assert errors == []
     page.close()
+
+
+def test_a_server_that_stops_answering_is_said_and_its_boxes_cleared(browser, server_url: str) -> None:
+    """A hung server or a dead link never closes the socket: the page must not go on showing the last
+    answer as live. Frames are dropped on the way here (send does nothing), as a stalled network does."""
+    page, errors = open_page(browser, server_url)
+    page.focus("#start")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#faces li[data-expression]", timeout=40_000)
+    assert page.evaluate("document.activeElement.id") == "stop", "the keyboard focus moves to Stop, not the page"
+    page.evaluate("live.socket.send = () => {}")  # the next frames vanish
+    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('no answer from the server')",
+                           timeout=15_000)
+    assert page.eval_on_selector_all("#faces li", "items => items.length") == 0 and page.text_content("#fps") == "0.0"
+    assert painted_pixels(page, "#overlay") == 0
+    page.keyboard.press("Enter")  # Stop: the focus goes back to Start
+    assert page.evaluate("document.activeElement.id") == "start" and page.text_content("#status") == "idle"
+    assert errors == []
+    page.close()
+
+
+def test_a_live_connection_refused_at_the_handshake_is_explained(browser, server_url: str) -> None:
+    """A proxy that does not pass on the Host header gets the WebSocket refused with 403 before it
+    opens: the browser only reports 1006. The page asks /api/health and says what is wrong."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script("""
+        window.WebSocket = class extends EventTarget {
+            static OPEN = 1;
+            constructor() { super(); this.readyState = 0; setTimeout(() => { this.readyState = 3; this.onclose({ code: 1006, reason: "" }); }, 50); }
+            send() {}
+            close() {}
+        };
+    """)
+    page.goto(server_url)
+    page.click("#start")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('refused the live connection')", timeout=20_000)
+    assert "must pass on the Host header" in page.text_content("#status") and "trying again in" in page.text_content("#status")
+    page.close()
+
+
+def test_without_a_secure_context_the_camera_button_is_off_and_says_why(browser, server_url: str) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script("Object.defineProperty(window, 'isSecureContext', { get: () => false })")  # as on http://192.168.x.y
+    page.goto(server_url)
+    assert page.is_disabled("#start")
+    status = page.text_content("#status")
+    assert status.startswith("browsers give the camera only to pages on localhost or HTTPS") and "Photos work here" in status
+    page.close()

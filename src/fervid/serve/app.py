@@ -68,7 +68,7 @@ UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary", "description": "A photo: JPEG, PNG, WebP, BMP or TIFF."}},
+                    "properties": {"file": {"type": "string", "format": "binary", "description": "A photo: JPEG, PNG, WebP, BMP, TIFF or GIF (its first frame)."}},
                 }
             }
         },

@@ -12,9 +12,17 @@ const COLORS = {  // the same colours as the desktop renderer (fervid.runtime.re
 const FRAME_WIDTH = 640;      // frames wider than this are shrunk before sending
 const JPEG_QUALITY = 0.8;
 const PHOTO_WIDTH = 1280;     // photos are shown at most this wide
-const RETRY_MS = 2000;
-const BARS_MIN_WIDTH = 480;  // CSS pixels of view below which the overlay draws no probability bars
+const RETRY_MS = 2000;       // the first wait before reconnecting; doubled after each refusal, up to RETRY_MAX_MS
+const RETRY_MAX_MS = 30000;
+const STALL_MS = 5000;        // no answer to a frame for this long: the server or the network hangs; say so
+const GIVE_UP_MS = 20000;     // no answer for this long: drop the connection and open a new one
+const UPLOAD_TIMEOUT_MS = 60000;
+const BARS_MIN_WIDTH = 400;  // CSS pixels of view below which the overlay draws no probability bars (a phone)
 const CLOSE_POLICY = 1008;    // the server refused this page: retrying will not help
+const CLOSE_REASONS = {       // what a close code means to a user; the server's own reason, when it gives one, is shown too
+  1001: "the server is stopping", 1006: "connection lost", 1011: "server error", 1012: "the server is restarting",
+  1013: "the server is busy",
+};
 
 const $ = (id) => document.getElementById(id);
 const percent = (value) => `${Math.round(value * 100)}%`;
@@ -27,14 +35,18 @@ const live = {
   faces: [],
   frame: { width: 1, height: 1 },
   roundTrips: [],
+  serverTimes: [],
   answeredAt: [],
   retry: null,
+  retries: 0,   // connections in a row that closed before they opened (refused at the handshake, or no server)
+  watchdog: null,
   answered: 0,  // frames answered since the page opened (data-frames on <body>, for tests and curious users)
 };
 const capture = document.createElement("canvas");
 
 function setStatus(element, text, isError = false) {
-  element.textContent = text;
+  // Written only when it changes: a role="status" element is read out by screen readers at every change.
+  if (element.textContent !== text) element.textContent = text;
   element.classList.toggle("error", isError);
 }
 
@@ -127,9 +139,8 @@ function bar(name, value) {
 async function startCamera() {
   const status = $("status");
   if (live.stream) return;
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    const port = location.port ? `:${location.port}` : "";
-    setStatus(status, `no camera access on this address: open http://127.0.0.1${port} or http://localhost${port}, or use HTTPS`, true);
+  if (!cameraAllowedHere()) {
+    setStatus(status, NO_CAMERA_HERE, true);
     return;
   }
   $("start").disabled = true;
@@ -138,6 +149,7 @@ async function startCamera() {
     live.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
   } catch (error) {
     $("start").disabled = false;
+    $("start").focus();  // disabling it dropped the keyboard focus on the page itself
     const hint = error.name === "NotAllowedError" ? "; allow the camera for this page in the browser's site settings"
       : error.name === "NotFoundError" ? "; connect a camera" : error.name === "NotReadableError" ? "; another app may be using it" : "";
     setStatus(status, `no camera: ${error.name}${error.message ? ` (${error.message})` : ""}${hint}`, true);
@@ -154,7 +166,10 @@ async function startCamera() {
   await video.play().catch(() => {});
   $("placeholder").hidden = true;
   $("stop").disabled = false;
+  $("stop").focus();  // Start is disabled now: keep the keyboard (and a screen reader) on the controls
+  live.retries = 0;
   connect();
+  live.watchdog = setInterval(watchAnswers, 1000);
   requestAnimationFrame(drawLoop);
 }
 
@@ -163,6 +178,7 @@ function stopCamera() {
   live.stream.getTracks().forEach((track) => track.stop());
   live.stream = null;
   clearTimeout(live.retry);
+  clearInterval(live.watchdog);
   const socket = live.socket;
   live.socket = null;
   if (socket) socket.close(1000, "camera stopped");
@@ -171,6 +187,7 @@ function stopCamera() {
   $("placeholder").hidden = false;
   $("start").disabled = false;
   $("stop").disabled = true;
+  if (document.activeElement === $("stop") || document.activeElement === document.body) $("start").focus();
   clearResults();
   setStatus($("status"), "idle");
 }
@@ -178,6 +195,7 @@ function stopCamera() {
 function clearResults() {
   live.faces = [];
   live.roundTrips = [];
+  live.serverTimes = [];
   live.answeredAt = [];
   listFaces($("faces"), []);
   document.body.dataset.faces = "0";
@@ -193,22 +211,58 @@ function connect() {
   live.socket = socket;
   live.inFlight = false;
   setStatus($("status"), "connecting…");
+  let opened = false;
   socket.onopen = () => {
+    opened = true;
+    live.retries = 0;
     setStatus($("status"), "live");
     sendFrame();
   };
   socket.onmessage = (event) => onReply(JSON.parse(event.data));
-  socket.onclose = (event) => {
+  socket.onclose = async (event) => {
     if (live.socket !== socket) return;  // stopped, or already replaced
     live.socket = null;
     live.inFlight = false;
     if (!live.stream) return;
     clearResults();  // the last reply's boxes would hover over a moving picture
-    const reason = event.reason ? `: ${event.reason}` : "";
-    const retrying = event.code !== CLOSE_POLICY;
-    setStatus($("status"), `disconnected (${event.code}${reason})${retrying ? "; retrying…" : ""}`, true);
-    if (retrying) live.retry = setTimeout(connect, RETRY_MS);
+    if (event.code === CLOSE_POLICY) {
+      setStatus($("status"), `the server refused this page${event.reason ? `: ${event.reason}` : ""}`, true);
+      return;
+    }
+    const wait = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** live.retries);
+    let why = `${CLOSE_REASONS[event.code] || `closed (${event.code})`}${event.reason ? `: ${event.reason}` : ""}`;
+    if (!opened) {
+      // Refused before it opened: the browser gives no reason (always 1006). The page itself loads,
+      // so ask the server whether it is there at all.
+      live.retries += 1;
+      const answering = await fetch("api/health", { cache: "no-store" }).then((response) => response.ok, () => false);
+      if (!live.stream || live.socket) return;  // stopped or reconnected while asking
+      why = answering
+        ? "the server answers but refused the live connection (behind a proxy? it must pass on the Host header and the WebSocket upgrade)"
+        : "the server does not answer (stopped, or the network is down)";
+    }
+    setStatus($("status"), `${why}; trying again in ${Math.round(wait / 1000)} s…`, true);
+    live.retry = setTimeout(connect, wait);
   };
+}
+
+function watchAnswers() {
+  // The display changes only when an answer comes: a hung server or a dead network link would leave
+  // the last boxes and numbers on screen as if live. Say so, and after a while reconnect.
+  const socket = live.socket;
+  if (!live.stream || !socket || socket.readyState !== WebSocket.OPEN || !live.inFlight) return;
+  const waited = performance.now() - live.sentAt;
+  if (waited > GIVE_UP_MS) {
+    socket.close(4000, "no answer");
+    live.socket = null;
+    live.inFlight = false;
+    setStatus($("status"), `no answer from the server for ${Math.round(waited / 1000)} s; reconnecting…`, true);
+    connect();
+  } else if (waited > STALL_MS) {
+    if (live.faces.length) clearResults();
+    $("fps").textContent = "0.0";
+    setStatus($("status"), `no answer from the server for ${Math.round(waited / 1000)} s; waiting…`, true);
+  }
 }
 
 function sendFrame() {
@@ -245,16 +299,20 @@ function onReply(reply) {
   live.faces = reply.faces;
   live.frame = { width: reply.width, height: reply.height };
   live.roundTrips.push(now - live.sentAt);
+  live.serverTimes.push(reply.ms);
   if (live.roundTrips.length > 10) live.roundTrips.shift();
+  if (live.serverTimes.length > 10) live.serverTimes.shift();  // the same frames as the round trip: a share of it
   live.answeredAt.push(now);
   while (live.answeredAt[0] < now - 2000) live.answeredAt.shift();
 
-  const mean = live.roundTrips.reduce((sum, value) => sum + value, 0) / live.roundTrips.length;
-  $("latency").textContent = `${Math.round(mean)} ms`;
-  $("server-ms").textContent = `${Math.round(reply.ms)} ms`;
+  const mean = (values) => values.reduce((sum, value) => sum + value, 0) / values.length;
+  $("latency").textContent = `${Math.round(mean(live.roundTrips))} ms`;
+  $("server-ms").textContent = `${Math.round(mean(live.serverTimes))} ms`;
   const span = live.answeredAt[live.answeredAt.length - 1] - live.answeredAt[0];
   if (live.answeredAt.length > 1 && span > 0) $("fps").textContent = (((live.answeredAt.length - 1) * 1000) / span).toFixed(1);
-  listFaces($("faces"), reply.faces);
+  // Listed left to right as the user sees them: in the mirrored view the face on the right of the image comes first.
+  const mirrored = $("mirror").checked;
+  listFaces($("faces"), [...reply.faces].sort((a, b) => (mirrored ? b.box[0] - a.box[0] : a.box[0] - b.box[0])));
   document.body.dataset.faces = String(reply.faces.length);
   document.body.dataset.frames = String(++live.answered);
   setStatus($("status"), reply.faces.length ? `live: ${reply.faces.length} face${reply.faces.length > 1 ? "s" : ""}` : "live: no face in view");
@@ -304,13 +362,15 @@ async function predictPhoto(file) {
   let response;
   let payload = {};
   try {
-    response = await fetch("api/predict", { method: "POST", body });
+    response = await fetch("api/predict", { method: "POST", body, signal: AbortSignal.timeout(UPLOAD_TIMEOUT_MS) });
     payload = await response.json().catch(() => ({}));
   } catch (error) {
     URL.revokeObjectURL(url);
     if (request !== photoRequest) return;
     clearPhoto();
-    setStatus(status, `upload failed: ${error.message}`, true);
+    const why = error.name === "TimeoutError" ? `no answer in ${UPLOAD_TIMEOUT_MS / 1000} s (the server is stuck or overloaded)`
+      : "the server did not answer (is fervid serve still running?)";
+    setStatus(status, `${file.name}: upload failed: ${why}`, true);
     return;
   }
   URL.revokeObjectURL(url);
@@ -318,8 +378,10 @@ async function predictPhoto(file) {
   if (!response.ok) {
     // The server's message is written for API users ("...: curl -F file=@photo.jpg"): the page keeps the reason.
     const detail = typeof payload.detail === "string" ? payload.detail.split("; send")[0].split(": curl")[0] : response.statusText;
+    // On the server's own page a 403 means a proxy changed the Host header the browser sent.
+    const hint = response.status === 403 ? " (behind a proxy? it must pass on the browser's Host header)" : "";
     clearPhoto();
-    setStatus(status, `${file.name}: ${response.status} ${detail}`, true);
+    setStatus(status, `${file.name}: ${response.status} ${detail}${hint}`, true);
     return;
   }
   const canvas = $("photo");
@@ -348,6 +410,18 @@ function clearPhoto() {
 }
 
 // --- Wiring ---
+
+const NO_CAMERA_HERE = "browsers give the camera only to pages on localhost or HTTPS: on the machine running fervid open "
+  + `http://127.0.0.1:${location.port || 80}; from another machine, serve it over HTTPS (see docs/web.md). Photos work here.`;
+
+function cameraAllowedHere() {
+  return Boolean(window.isSecureContext && navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+}
+
+if (!cameraAllowedHere()) {  // said before anyone presses a button that cannot work
+  $("start").disabled = true;
+  setStatus($("status"), NO_CAMERA_HERE, true);
+}
 
 $("start").addEventListener("click", startCamera);
 $("stop").addEventListener("click", stopCamera);
