@@ -324,3 +324,15 @@ def test_scans_a_second_apart_keep_the_id_of_a_face_walking_across() -> None:
     assert ids == {1}
     faces = tracker.update([[850, 100, 100, 100], [850, 500, 100, 100]], [HAPPY, SAD], 6.0)
     assert sorted(face.track_id for face in faces) == [1, 2]
+
+
+def test_a_newcomer_does_not_take_the_id_of_a_face_that_left() -> None:
+    """The wider reach is for faces the last scan saw: a face gone for two scans keeps a one-side
+    reach, so a different face appearing 2.3 sides away is a new one, not the old id and label."""
+    tracker = FaceTracker(min_hits=1, max_missed_s=3.0)
+    for step in range(4):
+        tracker.update([[100, 100, 100, 100]], [HAPPY], step / 3)
+    for step in range(4, 8):  # gone for 1.67 s: a reach by elapsed time alone would be 2.5 sides
+        tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), step / 3)
+    (face,) = tracker.update([[330, 100, 100, 100]], [SAD], 8 / 3)
+    assert face.track_id == 2

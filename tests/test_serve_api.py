@@ -557,7 +557,7 @@ def test_silent_clients_are_closed_and_websockets_are_not(monkeypatch: pytest.Mo
         with websockets.sync.client.connect(url.replace("http", "ws") + "/ws") as stream:
             started = time.monotonic()
             assert silent.recv(1) == b"" and time.monotonic() - started < 5  # closed by the server
-            assert stalled.recv(4096).startswith(b"HTTP/1.1 400") or stalled.recv(1) == b""
+            assert stalled.recv(4096) == b"" and time.monotonic() - started < 5  # closed mid-upload, no answer
             time.sleep(0.5)  # the WebSocket has been quiet past the idle time too: still served
             for _ in range(2):  # the second frame confirms the face
                 stream.send(encoded(face_photo()[0], ".jpg"))

@@ -93,7 +93,7 @@ def load_boxes(path: str | Path) -> BoxTable:
             frame = int(record.get("frame") or 0)
             box = record["box"] if "box" in record else [record[k] for k in ("x", "y", "w", "h")]
             x, y, w, h = (int(round(float(v))) for v in box)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an infinite coordinate
             raise FervidError(f"--boxes {path}: entry {number} needs {needs}") from None
         if not source or w <= 0 or h <= 0 or frame < 0:
             raise FervidError(f"--boxes {path}: entry {number} has an empty source, a non-positive size or a negative frame")

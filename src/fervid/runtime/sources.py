@@ -46,26 +46,31 @@ class FrameClock:
     Phones record at a variable frame rate, so ``frame / fps`` (the header's average rate) drifts
     from the real time; OpenCV gives the presentation time of the frame just read as
     ``CAP_PROP_POS_MSEC``. Where that says nothing (0 past the first frame, or not after the last
-    time), the frame is placed one average frame after the last (``frame / fps`` at the start or
-    after a seek), so times always move forward and a constant-rate file keeps ``frame / fps``.
+    time), the frame is placed by its number, at the header's rate, after the last stamped frame
+    (``frame / fps`` where none was), so times always move forward, a constant-rate file keeps
+    ``frame / fps``, and a file read straight through and one sought into get the same times.
     """
 
     def __init__(self, fps: float) -> None:
         self.fps = fps
         self.last: float | None = None
+        self.anchor: tuple[int, float | None] = (0, None)  # the last stamped frame and its time; None: frame / fps
 
     def reset(self) -> None:
         """Forget the last time: the next frame is not the one after it (a seek)."""
         self.last = None
+        self.anchor = (0, None)
 
     def time(self, capture: cv2.VideoCapture, index: int) -> float:
         """The time of frame ``index``, just read from ``capture``."""
         msec = capture.get(cv2.CAP_PROP_POS_MSEC)
         stamped = msec / 1000 if math.isfinite(msec) and (msec > 0 or (msec == 0 and index == 0)) else None
         if stamped is not None and (self.last is None or stamped > self.last):
+            self.anchor = (index, stamped)
             self.last = stamped
-        else:
-            self.last = index / self.fps if self.last is None else self.last + 1 / self.fps
+            return stamped
+        anchored, at = self.anchor
+        self.last = index / self.fps if at is None else at + (index - anchored) / self.fps
         return self.last
 
 
@@ -152,11 +157,14 @@ def open_url(url: str, timeout_s: float | None = None) -> cv2.VideoCapture:
     thread = threading.Thread(target=connect, name="fervid-connect", daemon=True)
     thread.start()
     try:
-        while thread.is_alive():
+        # FFmpeg's own timeout does not cover every step (a name lookup, some protocols): stop waiting anyway
+        while thread.is_alive() and time.monotonic() - started < timeout_s + 2:
             thread.join(timeout=0.1)
     except BaseException:
         abandoned.set()
         raise
+    if thread.is_alive():
+        abandoned.set()  # the thread releases the capture if it still opens
     if result:
         return result[0]
     if time.monotonic() - started >= timeout_s - 0.5:
@@ -288,6 +296,7 @@ class VideoFileSource(Source):
     def __init__(self, path: Path | str, *, read_ahead: int = 4, capture: cv2.VideoCapture | None = None) -> None:
         """``capture``: one already open (a video at a URL, opened by ``open_url``); else ``path`` is opened."""
         self.name = str(path)
+        self.remote = capture is not None  # read over a network: a read that times out is a dead link
         capture = capture if capture is not None else open_capture(str(path))
         if capture is None:
             raise FervidError(f"{path}: not a readable video or image")
@@ -314,9 +323,13 @@ class VideoFileSource(Source):
         index, failed = 0, []
         try:
             while not self._stop.is_set():
+                started = time.monotonic()
                 ok, image = self.capture.read()
                 index += 1
                 if not ok or image is None:
+                    if self.remote and time.monotonic() - started >= 0.8 * URL_TIMEOUT_S:  # a dead link, not damage
+                        warn(f"{self.name}: no data for {URL_TIMEOUT_S:g} s, stopping")
+                        break
                     failed.append(index)
                     if len(failed) > DAMAGED_RUN:
                         break
@@ -333,6 +346,8 @@ class VideoFileSource(Source):
                         continue
         finally:
             self._put_end()
+            if self._stop.is_set():
+                self.capture.release()  # close() gave it to this thread: no read is running now
 
     def _put_end(self) -> None:
         while not self._stop.is_set():
@@ -347,9 +362,12 @@ class VideoFileSource(Source):
             yield frame
 
     def close(self) -> None:
+        """Stop the reader; release the capture here only when no read is running (a read from a URL
+        can block for seconds, and releasing under it can crash OpenCV): else the reader releases it."""
         self._stop.set()
         self._thread.join(timeout=2.0)
-        self.capture.release()
+        if not self._thread.is_alive():
+            self.capture.release()
 
 
 class ImageFolderSource(Source):

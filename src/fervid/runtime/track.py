@@ -171,7 +171,10 @@ class FaceTracker:
                 matched_tracks.add(int(t))
                 matched_boxes.add(int(b))
                 self._follow(self.tracks[t], boxes[b], probabilities[b], time_s)
-            reach = np.array([min(MAX_REACH, max(1.0, REACH_PER_S * (time_s - track.detected_time_s))) for track in self.tracks])
+            # Wider only for faces the last scan saw: a face gone for a while must not lend its id to a
+            # newcomer a few sides away.
+            reach = np.array([min(MAX_REACH, max(1.0, REACH_PER_S * (time_s - track.detected_time_s))) if track.missed == 0 else 1.0
+                              for track in self.tracks])
             for t, b in self._nearby(predicted, boxes, matched_tracks, matched_boxes, reach):
                 matched_tracks.add(t)
                 matched_boxes.add(b)
@@ -194,9 +197,9 @@ class FaceTracker:
         within ``reach[t]`` box sides of where the track was predicted. A head that starts moving fast
         (a quick turn, 70 pixels a frame from rest for a 100-pixel face: IoU 0.18) leaves its
         zero-velocity prediction with too little overlap, and would otherwise become a new face with
-        a new id. The reach is one side, growing with the time since the face was last seen
-        (``REACH_PER_S``, up to ``MAX_REACH``): scans a second apart (``fervid analyze --every 30``)
-        see a walking face move further than one side. Closest pairs first; each track and box at most once."""
+        a new id. The reach is one side, growing with the time between scans (``REACH_PER_S``, up
+        to ``MAX_REACH``) for a face the last scan found: scans a second apart (``fervid analyze
+        --every 30``) see a walking face move further than one side; a face missed since keeps one. Closest pairs first; each track and box at most once."""
         pairs = []
         for t in sorted(set(range(len(predicted))) - matched_tracks):
             side = max(predicted[t, 2], predicted[t, 3])
