@@ -37,6 +37,7 @@ class Unit:
     fps: float = DEFAULT_FPS
     frames: int = 0  # frames it is expected to analyse, for the progress bar
     frame_count: int | None = None  # the video's frame count as its header gives it (None: unknown)
+    seekable: bool = True  # a constant frame rate: a frame number can be sought (see video_probe)
     boxes: dict | None = None  # {source name: {frame: [box, ...]}} with --boxes; None: run the detector
     error: str | None = None  # a video that could not be opened while planning
 
@@ -89,7 +90,7 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
             continue
         flush_images()
         try:
-            fps, count = video_probe(item.path)
+            fps, count, steady = video_probe(item.path)
         except FervidError as error:
             units.append(make("video", [item], error=str(error), frames=0))
             continue
@@ -101,6 +102,6 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
             start, end = segment * length, (segment + 1) * length if segment < segments - 1 else None
             expected = analysed_frames(start, end if end is not None else (count or start + 1), options.every)
             units.append(make("video", [item], segment=segment, start_frame=start, end_frame=end, fps=fps, frames=expected,
-                              frame_count=count))
+                              frame_count=count, seekable=steady))
     flush_images()
     return units

@@ -13,19 +13,51 @@ from fervid.errors import FervidError
 from fervid.runtime.sources import DAMAGED_RUN, FrameClock, frame_rate, open_capture
 
 
-def video_probe(path: str) -> tuple[float, int | None]:
-    """(fps, frame count or None) of a video; FervidError with the reason when it does not open."""
+STEADY_RUNS = ((0.0, 60), (0.25, 30), (0.5, 30), (0.75, 30))  # (where, as a share of the video; frames read there)
+STEADY_TOLERANCE = 0.1  # a frame's time may differ from one frame period after the last by this share of a period
+
+
+def video_probe(path: str) -> tuple[float, int | None, bool]:
+    """(fps, frame count or None, steady) of a video; FervidError with the reason when it does not open.
+
+    ``steady``: the frames are one period apart (a constant frame rate), so seeking to a frame number
+    lands on that frame. In a variable-frame-rate file (phones) OpenCV turns the number into a time
+    at the average rate and lands on another frame: such a file is read from its start instead of
+    sought into, or a Ray worker would analyse other frames than the local engine under the same
+    numbers. Judged from runs of frames at the start and at a quarter, half and three quarters of
+    the file (a seek by time lands somewhere there; consecutive frames from it show the rate).
+    """
     if os.path.getsize(path) == 0:
         raise FervidError("empty file (0 bytes)")
     capture = open_capture(path)
     if capture is None:
         raise FervidError("not a readable video (it could not be opened; truncated or not a video?)")
     try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = frame_rate(capture.get(cv2.CAP_PROP_FPS))
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        steady = _steady(capture, fps, count)
     finally:
         capture.release()
-    return frame_rate(fps), (count if count > 0 else None)
+    return fps, (count if count > 0 else None), steady
+
+
+def _steady(capture: cv2.VideoCapture, fps: float, count: int) -> bool:
+    period_ms = 1000 / fps
+    gaps = []
+    for where, frames in STEADY_RUNS:
+        if where:
+            if count <= 0:
+                break
+            capture.set(cv2.CAP_PROP_POS_MSEC, where * count * period_ms)
+        stamps = []
+        for _ in range(frames):
+            if not capture.grab():
+                break
+            stamps.append(capture.get(cv2.CAP_PROP_POS_MSEC))
+        gaps.extend(np.diff(stamps))
+    gaps = np.asarray(gaps)
+    gaps = gaps[gaps > 0]  # a file without timestamps reports 0 throughout: frame / fps is all there is
+    return bool(len(gaps) == 0 or np.abs(gaps - period_ms).max() <= STEADY_TOLERANCE * period_ms)
 
 
 class VideoReader:
@@ -39,8 +71,8 @@ class VideoReader:
     frame in an archived video costs that frame, not the rest of the video.
     """
 
-    def __init__(self, path: str, every: int, fps: float) -> None:
-        self.path, self.every = path, every
+    def __init__(self, path: str, every: int, fps: float, seekable: bool = True) -> None:
+        self.path, self.every, self.seekable = path, every, seekable  # not seekable: read up to a frame, never jump
         self.clock = FrameClock(fps)  # a frame's time from its timestamp: right for variable-frame-rate files too
         self.capture: cv2.VideoCapture | None = None
         self.position = 0
@@ -48,16 +80,16 @@ class VideoReader:
         self.damaged: set[int] = set()  # frames that did not decode but had decodable frames after them
         self.failed: list[int] = []  # the frames read since the last one that decoded, all failed
 
-    def frames(self, start: int, end: int | None, timings: dict[str, float]) -> Iterator[tuple[int, float, np.ndarray]]:
+    def frames(self, start: int, end: int | None, timings: dict[str, float], analyse: bool = True) -> Iterator[tuple[int, float, np.ndarray]]:
         """(frame number, time in seconds, BGR image) for each analysed frame in [start, end); decoding
-        time is added to ``timings``."""
+        time is added to ``timings``. ``analyse=False`` only moves through them (grabbed, not converted)."""
         if self.end is None or start < self.end:
             self._seek(start)
         while (end is None or self.position < end) and (self.end is None or self.position < self.end):
             assert self.capture is not None
             started = time.perf_counter()
             index = self.position
-            if index % self.every:
+            if index % self.every or not analyse:
                 ok, image = self.capture.grab(), None
             else:
                 ok, image = self.capture.read()
@@ -86,6 +118,10 @@ class VideoReader:
             self.position = 0
             if self.capture is None:
                 raise FervidError("not a readable video (it could not be opened)")
+        if frame > self.position and not self.seekable:  # decode up to it (grab only), as a straight read would
+            for _ in self.frames(self.position, frame, {"decode": 0.0}, analyse=False):
+                pass
+            return
         if frame > self.position:
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
             landed = int(self.capture.get(cv2.CAP_PROP_POS_FRAMES))
