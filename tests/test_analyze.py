@@ -147,7 +147,10 @@ def test_a_file_given_by_two_paths_is_one_source_and_a_rerun_from_elsewhere_resu
     monkeypatch.chdir(tmp_path)
     again = analyze([archive / "photos"], out, AnalyzeOptions(image_batch=2))
     assert again.skipped_units == again.units == 2 and again.frames == 0
-    assert sorted(again.summary["source"].to_pylist()) == sorted(first.summary["source"].to_pylist())
+    # The kept rows take this run's names: one name per file in the summary and the table, never two.
+    names = sorted(str(archive / name) for name in first.summary["source"].to_pylist())
+    assert sorted(again.summary["source"].to_pylist()) == names
+    assert set(pd.read_parquet(out)["source"]) <= set(names) and len(pd.read_parquet(out)) == sum(first.summary["faces"].to_pylist())
 
 
 def test_videos_inside_zips_are_named_not_silently_dropped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

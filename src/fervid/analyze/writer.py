@@ -26,7 +26,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, SHARE_COLUMNS, SORT_KEYS, SUMMARY_SCHEMA
-from fervid.analyze.units import UnitResult
+from fervid.analyze.units import Unit, UnitResult
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, check_writable, check_writable_folder, remove_temporaries
 
@@ -137,6 +137,28 @@ class ResultStore:
                 path.unlink(missing_ok=True)
                 removed += path.parent == self.ledger
         return removed
+
+    def rename(self, unit: Unit) -> bool:
+        """Give a complete unit's rows and ledger the names its sources have in this run; True if any changed.
+
+        A unit is found by its sources' absolute paths, so the same command run from another folder
+        resumes it, but its parts carry the names the first run gave (``photos/a.jpg``, now
+        ``../photos/a.jpg``): left so, a video would have two summary rows, one per name. The part is
+        rewritten before the ledger, so a kill between the two leaves a unit a rerun renames again.
+        """
+        path = self.ledger / f"{unit.id}.parquet"
+        ledger = pq.read_table(path)
+        old, new = ledger["source"].to_pylist(), [source.name for source in unit.sources]
+        if old == new or len(old) != len(new):  # one ledger row per source, in the unit's order
+            return False
+        names = dict(zip(old, new))
+        part = self.parts / f"part-{unit.id}.parquet"
+        if part.exists():
+            rows = pq.read_table(part, schema=ROW_SCHEMA)
+            renamed = pa.array([names.get(name, name) for name in rows["source"].to_pylist()], pa.string())
+            _write_parquet(rows.set_column(rows.schema.get_field_index("source"), "source", renamed), part)
+        _write_parquet(ledger.set_column(ledger.schema.get_field_index("source"), "source", pa.array(new, pa.string())), path)
+        return True
 
     def write(self, result: UnitResult) -> None:
         """The unit's rows, then its ledger; each atomically, so a kill leaves the unit complete or absent."""
