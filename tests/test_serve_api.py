@@ -616,3 +616,27 @@ def test_replies_have_one_shape_and_every_error_is_one_sentence(client: TestClie
     for method in (client.get, client.head):
         plain = method("/ws")
         assert plain.status_code == 426 and plain.headers["upgrade"] == "websocket"
+
+
+def test_a_client_trickling_its_upload_is_closed_at_the_request_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    from fervid.serve.protocol import IdleTimeoutProtocol
+    from fervid.serve.server import running_server
+
+    monkeypatch.setattr(IdleTimeoutProtocol, "idle_s", 1.0)
+    monkeypatch.setattr(IdleTimeoutProtocol, "request_s", 2.0)
+    with running_server(create_app(workers=1)) as url:
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as slow:
+            slow.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                         b"Content-Length: 100000\r\n\r\n")
+            started = time.monotonic()
+            closed = False
+            while time.monotonic() - started < 8 and not closed:  # a byte every 0.3 s: never idle for 1 s
+                try:
+                    slow.sendall(b"x")
+                except OSError:
+                    closed = True
+                time.sleep(0.3)
+            assert closed and 1.5 < time.monotonic() - started < 5

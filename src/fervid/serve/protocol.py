@@ -13,23 +13,29 @@ import asyncio
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 IDLE_S = 15.0  # seconds a client may send nothing while the server waits for its request or body
+REQUEST_S = 120.0  # seconds a client may take to send one request, headers and body (10 MB at 1 Mbit/s: 80 s)
 
 
 class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """Closes a connection whose client sent nothing for ``IDLE_S`` while the server waited for it
-    (before a request, or during its body); never while the app works on a request or answers it,
-    and never a WebSocket (the upgrade hands the connection on). A server stopping closes at once
-    the connections still waiting for a client."""
+    (before a request, or during its body), or took over ``REQUEST_S`` to send one request (a byte
+    now and then keeps a connection from idling); never while the app works on a request or answers
+    it, and never a WebSocket (the upgrade hands the connection on). A server stopping closes at
+    once the connections still waiting for a client."""
 
     idle_s = IDLE_S
+    request_s = REQUEST_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._last_data = self.loop.time()
+        self._request_started: float | None = None  # the first byte of the request being received
         self._idle_check: asyncio.TimerHandle | None = self.loop.call_later(self.idle_s, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self.loop.time()
+        if self._request_started is None and self._waiting_for_client():
+            self._request_started = self._last_data
         super().data_received(data)
 
     def _waiting_for_client(self) -> bool:
@@ -40,11 +46,14 @@ class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         self._idle_check = None
         if self.transport.is_closing():
             return
-        quiet = self.loop.time() - self._last_data
-        if quiet >= self.idle_s and self._waiting_for_client():
+        now = self.loop.time()
+        quiet = now - self._last_data
+        if not self._waiting_for_client():
+            self._request_started = None  # the request is in: the app has it
+        elif quiet >= self.idle_s or (self._request_started is not None and now - self._request_started >= self.request_s):
             self.transport.close()
             return
-        self._idle_check = self.loop.call_later(max(self.idle_s - quiet, 0.5), self._check_idle)
+        self._idle_check = self.loop.call_later(min(max(self.idle_s - quiet, 0.5), self.request_s), self._check_idle)
 
     def _cancel_idle_check(self) -> None:
         if self._idle_check is not None:
