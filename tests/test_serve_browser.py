@@ -275,3 +275,14 @@ def test_without_a_secure_context_the_camera_button_is_off_and_says_why(browser,
     status = page.text_content("#status")
     assert status.startswith("browsers give the camera only to pages on localhost or HTTPS") and "Photos work here" in status
     page.close()
+
+
+def test_an_upload_to_a_server_that_is_gone_says_so(browser, server_url: str, tmp_path: Path) -> None:
+    page, _ = open_page(browser, server_url)
+    page.route("**/api/predict", lambda route: route.abort("connectionrefused"))  # as when fervid serve has stopped
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), textured_background(120, 160))
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#photo-status.error", timeout=20_000)
+    assert page.text_content("#photo-status") == "face.png: upload failed: the server did not answer (is fervid serve still running?)"
+    page.close()

@@ -362,13 +362,15 @@ async function predictPhoto(file) {
   let response;
   let payload = {};
   try {
-    response = await fetch("api/predict", { method: "POST", body, signal: AbortSignal.timeout(UPLOAD_TIMEOUT_MS) });
+    const controller = new AbortController();  // not AbortSignal.timeout: Safari before 16 lacks it
+    const timer = setTimeout(() => controller.abort(), UPLOAD_TIMEOUT_MS);
+    response = await fetch("api/predict", { method: "POST", body, signal: controller.signal }).finally(() => clearTimeout(timer));
     payload = await response.json().catch(() => ({}));
   } catch (error) {
     URL.revokeObjectURL(url);
     if (request !== photoRequest) return;
     clearPhoto();
-    const why = error.name === "TimeoutError" ? `no answer in ${UPLOAD_TIMEOUT_MS / 1000} s (the server is stuck or overloaded)`
+    const why = error.name === "AbortError" ? `no answer in ${UPLOAD_TIMEOUT_MS / 1000} s (the server is stuck or overloaded)`
       : "the server did not answer (is fervid serve still running?)";
     setStatus(status, `${file.name}: upload failed: ${why}`, true);
     return;
