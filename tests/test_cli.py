@@ -20,6 +20,7 @@ def test_help_lists_every_command_and_version_prints():
     assert result.returncode == 0
     for command in ["train", "evaluate", "export", "data", "predict", "live", "bench", "models", "serve", "analyze"]:
         assert command in result.stdout
+    assert fervid("-h").stdout == result.stdout and "fervid predict [OPTIONS]" in fervid("predict", "-h").stdout
     version = fervid("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"fervid {__version__}"
     from fervid.runtime.classify import DEFAULT_MODEL

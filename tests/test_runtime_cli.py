@@ -85,6 +85,9 @@ def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_pat
     assert annotated == ["empty.png", "face.jpg"]
     assert sorted((tmp_path / "annotated" / ".fervid-predict").read_text().split()) == annotated  # what a rerun skips
     assert cv2.imread(str(tmp_path / "annotated" / "face.jpg")).shape == photo.shape
+    # A later run over the folder that holds them skips the annotated copies, with --no-save too.
+    again = fervid("predict", str(tmp_path), "--no-save", "--out", str(tmp_path / "annotated"))
+    assert [json.loads(line)["image"] for line in again.stdout.splitlines()] == [str(folder / "face.jpg")], again.stderr
 
     to_file = fervid("predict", str(folder / "face.jpg"), "--no-save", "--json", str(tmp_path / "faces.json"))
     assert to_file.returncode == 0 and to_file.stdout == ""

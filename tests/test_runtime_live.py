@@ -686,3 +686,13 @@ def test_a_rerun_without_faces_leaves_no_earlier_plot_beside_its_summary(recogni
     assert json.loads(summary.read_text()) == {"faces": []}
     plot = cv2.imread(str(tmp_path / "x-summary.png"))
     assert plot is not None and plot.shape[1] > 500, "a plot saying no face was followed, not the old one"
+
+
+def test_a_headless_run_without_outputs_says_how_to_keep_something(
+    recognizer: Recognizer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: FakeFile([0, 1, 2]))
+    lines = run_live("clip.mp4", recognizer, display=False).describe()
+    assert lines[-1].startswith("nothing was saved: add --output out.mp4")
+    kept = run_live("clip.mp4", recognizer, display=False, timeline=tmp_path / "t.jsonl").describe()
+    assert not any(line.startswith("nothing was saved") for line in kept) and kept[-1].startswith("wrote ")

@@ -43,5 +43,6 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    """The module's names with the lazy ones, so ``dir(fervid)`` and completion list them before first use."""
-    return sorted({*globals(), *_LAZY})
+    """The public names, lazy ones included, so ``dir(fervid)`` and completion list them before first
+    use (and not this module's own imports, such as ``TYPE_CHECKING``)."""
+    return sorted(__all__)

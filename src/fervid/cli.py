@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # imported inside the commands: `fervid --help` must not load
 
 app = typer.Typer(
     help="Real-time facial expression recognition: train, evaluate, export and run expression models.",
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -108,6 +109,8 @@ def data_inspect(
     map: MapOption = None,
 ) -> None:
     """Counts per class and split, imbalance, unreadable files, exact duplicates, and a grid of sample faces.
+
+    Needs the 'data' extra (README, Install options).
 
     Example: fervid data inspect ../shared/data/fer2013.zip
     """
@@ -212,6 +215,8 @@ def train(
 ) -> None:
     """Train a CNN from scratch, then export ONNX and write the report into the run folder.
 
+    Needs the 'train' extra (README, Install options).
+
     Examples:
       fervid train ../shared/data/fer2013.zip --out runs/vgg
       fervid train --resume --out runs/vgg
@@ -280,6 +285,8 @@ def evaluate(
 ) -> None:
     """Accuracy, macro-F1, a per-class table and a confusion matrix of a model on a dataset split.
 
+    Needs the 'data' extra (README, Install options). A .keras model needs 'train'.
+
     Examples:
       fervid evaluate runs/vgg/model.onnx ../shared/data/fer2013.zip --split validation --flip-tta
       fervid evaluate runs/new/model.onnx ../shared/data/fer2013.zip --flip-tta --against fervid-vgg
@@ -331,6 +338,8 @@ def export(
     int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split.")] = None,
 ) -> None:
     """Export a Keras model to ONNX (dynamic batch) and check ONNX Runtime agrees with Keras to 1e-4.
+
+    Needs the 'train' extra (README, Install options).
 
     Examples:
       fervid export runs/vgg/model.keras --out vgg.onnx
@@ -405,7 +414,8 @@ def predict(
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
     on_record = None if json_out else (lambda record: print(json.dumps(record), flush=True))
     report = predict_images(
-        images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=json_out, crops=crops
+        images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=json_out, crops=crops,
+        copies_in=out_dir,  # with --no-save too: an earlier run's copies there are not photos to recognise
     )
     print("\n".join(report.describe()), file=sys.stderr)
     if report.interrupted:
@@ -499,6 +509,8 @@ def serve(
 ) -> None:
     """Serve the web app: live webcam expressions in the browser, photo uploads, a REST API and its docs at /docs.
 
+    Needs the 'serve' extra (README, Install options).
+
     Examples:
       fervid serve                                   # then open http://127.0.0.1:8000
       fervid serve --port 8080 --model runs/vgg
@@ -556,6 +568,8 @@ def analyze(
     min_size: MinSizeOption = 40,
 ) -> None:
     """Analyse photo folders and video archives into one table: a row per face per analysed frame, and a summary per file.
+
+    Needs the 'scale' extra (README, Install options).
 
     Examples:
       fervid analyze photos/ --out faces.parquet

@@ -58,6 +58,7 @@ class LiveReport:
     faces: list[dict] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     interrupted: bool = False  # Ctrl+C (or SIGTERM through the CLI) stopped it; the outputs are finished
+    shown: bool = False  # a window showed the frames
 
     @property
     def fps(self) -> float:
@@ -71,7 +72,11 @@ class LiveReport:
         for face in self.faces:
             shares = sorted(face["shares"].items(), key=lambda kv: -kv[1])
             main = ", ".join(f"{name} {share:.0%}" for name, share in shares if share >= 0.05)
-            lines.append(f"face #{face['track_id']}: {face['first_s']:.1f}-{face['last_s']:.1f} s, {face['dominant']} ({main})")
+            lines.append(f"face #{face['track_id']}: {face['first_s']:.1f}-{face['last_s']:.1f} s, {face['dominant']} "
+                         f"({main} of its frames)")
+        if not self.outputs and not self.shown:  # a headless run over a whole file, and nothing to show for it
+            lines.append("nothing was saved: add --output out.mp4 (annotated video), --jsonl out.jsonl (timeline) "
+                         "or --summary s.json")
         return lines + [f"wrote {path}" for path in self.outputs]
 
 
@@ -155,6 +160,7 @@ def run_live(
         finally:
             report.seconds = time.perf_counter() - started
             report.dropped = frames.dropped
+            report.shown = show
         if report.frames == 0:
             if rows:
                 rows.discard()  # an empty timeline must not replace the one a previous run wrote there

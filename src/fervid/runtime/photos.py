@@ -89,6 +89,7 @@ def predict_images(
     on_record: Callable[[dict], None] | None = None,
     records_to: str | Path | None = None,
     crops: bool = False,
+    copies_in: str | Path | None = None,
 ) -> PhotoReport:
     """Recognise every face in ``inputs``; ``on_record(record)`` is called per face as it is found.
 
@@ -101,11 +102,13 @@ def predict_images(
     ``records_to`` the records are written there at the end (``write_records``), a path checked
     before the first photo: not a folder, not one of the inputs. Ctrl+C stops the run, writes the
     records so far and returns what was done (``interrupted``); a run stopped before its first photo
-    leaves an earlier records file as it was.
+    leaves an earlier records file as it was. ``copies_in``: a folder whose earlier annotated copies
+    are not inputs although nothing is written there now (``--no-save`` with the default ``--out``).
     """
     report = PhotoReport(out_dir=None if out_dir is None else str(out_dir))
     names: set[str] = set()
-    listed = annotated_before(out_dir) if out_dir is not None else set()
+    written_to = out_dir if out_dir is not None else copies_in
+    listed = annotated_before(written_to) if written_to is not None else set()
     paths = list(expand_images(inputs, skip=listed))
     if out_dir is not None:
         _check_out_dir(Path(out_dir), paths)

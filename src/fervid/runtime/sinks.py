@@ -241,7 +241,7 @@ class Summary:
         try:
             from matplotlib.figure import Figure
         except ImportError:
-            warn(f"matplotlib is not installed, so no summary plot ({install_hint('data')})")
+            warn(f"matplotlib is not installed, so no summary plot; for one: {install_hint('data')}")
             return False
         from fervid.runtime.render import COLORS
 
