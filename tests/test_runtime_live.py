@@ -696,3 +696,19 @@ def test_a_headless_run_without_outputs_says_how_to_keep_something(
     assert lines[-1].startswith("nothing was saved: add --output out.mp4")
     kept = run_live("clip.mp4", recognizer, display=False, timeline=tmp_path / "t.jsonl").describe()
     assert not any(line.startswith("nothing was saved") for line in kept) and kept[-1].startswith("wrote ")
+
+
+def test_panels_of_faces_side_by_side_cover_no_face_and_no_other_panel() -> None:
+    """Two faces with no room for both panels at their right: the second went left, over the first's
+    panel; now it goes where it covers nothing (below), and a lone face keeps its panel at its right."""
+    from fervid.runtime.render import place_panels
+
+    def overlap(a, b) -> int:
+        return max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])) * max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+
+    boxes = [(60, 80, 150, 150), (380, 120, 150, 150)]
+    panels = place_panels(boxes, (480, 640, 3))
+    assert overlap(panels[0], panels[1]) == 0
+    assert all(overlap(panel, box) == 0 for panel in panels for box in boxes)
+    assert all(0 <= x and x + w <= 640 and 0 <= y and y + h <= 480 for x, y, w, h in panels)
+    assert place_panels([(100, 100, 120, 120)], (480, 640, 3))[0][:2] == (226, 100)  # right of the box, 6 px apart

@@ -26,7 +26,11 @@ SCALE_FROM = 480  # images up to this many pixels on their short side get the si
 def ui_scale(frame: np.ndarray) -> float:
     """How much larger to draw text and panels than on a 640x480 frame: on a 4000x3000 photo the
     fixed sizes would be a few hundredths of the picture, unreadable once it is shown to fit a screen."""
-    return max(1.0, min(frame.shape[:2]) / SCALE_FROM)
+    return _scale(frame.shape)
+
+
+def _scale(shape: tuple[int, ...]) -> float:
+    return max(1.0, min(shape[:2]) / SCALE_FROM)
 
 
 def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, color=(255, 255, 255), weight: float = 1.0) -> None:
@@ -35,8 +39,12 @@ def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, c
     cv2.putText(frame, text, origin, FONT, scale, color, max(1, round(weight)), cv2.LINE_AA)
 
 
-def draw_face(frame: np.ndarray, face: Face, *, panel: bool = True) -> None:
-    """The box and 'label 87%' (with the track id when there is one), and the probability panel beside it."""
+Rect = tuple[int, int, int, int]  # x, y, w, h
+
+
+def draw_face(frame: np.ndarray, face: Face, *, panel: bool = True, panel_at: Rect | None = None) -> None:
+    """The box and 'label 87%' (with the track id when there is one), and the probability panel beside
+    it (at ``panel_at`` when given: ``place_panels`` keeps the panels of several faces apart)."""
     x, y, w, h = face.box
     color = COLORS[face.expression]
     size = ui_scale(frame)
@@ -49,19 +57,52 @@ def draw_face(frame: np.ndarray, face: Face, *, panel: bool = True) -> None:
     left = max(0, min(x, frame.shape[1] - text_width))  # a face at the right edge keeps its whole label
     _text(frame, label, (left, max(round(12 * size), y - round(6 * size))), 0.5 * size, color, size)
     if panel:
-        draw_probability_panel(frame, face.probabilities, (x, y, w, h))
+        draw_probability_panel(frame, face.probabilities, panel_at or place_panels([face.box], frame.shape)[0])
 
 
-def draw_probability_panel(frame: np.ndarray, probabilities: dict[str, float], box: tuple[int, int, int, int]) -> None:
-    """One bar per class, right of the box (left when there is no room, inside as a last resort)."""
-    x, y, w, h = box
-    height, width = frame.shape[:2]
+def _panel_size(frame_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    size = _scale(frame_shape)
+    return round(PANEL_WIDTH * size), round(PANEL_ROW * size) * len(EXPRESSIONS) + round(4 * size), round(6 * size)
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    width = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    height = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(0, width) * max(0, height)
+
+
+def place_panels(boxes: list[tuple[int, int, int, int]], frame_shape: tuple[int, ...]) -> list[Rect]:
+    """Where each face's probability panel goes: right of its box, else left, below or above, the
+    first place that covers no face (with its label) and no panel placed before it; where every
+    place covers something, the one that covers least. Two faces side by side would otherwise draw
+    their panels over each other, or over the other face's label."""
+    height, width = frame_shape[:2]
+    panel_width, panel_height, gap = _panel_size(frame_shape)
+    label = round(18 * _scale(frame_shape))
+    faces = [(x, max(0, y - label), w, h + min(y, label)) for x, y, w, h in boxes]  # each box with its label above it
+    placed: list[Rect] = []
+    for x, y, w, h in boxes:
+        top = int(np.clip(y, 0, max(0, height - panel_height)))
+        middle = int(np.clip(x + (w - panel_width) // 2, 0, max(0, width - panel_width)))
+        candidates = [(x + w + gap, top), (x - gap - panel_width, top), (middle, y + h + gap), (middle, y - label - gap - panel_height)]
+        best: tuple[int, Rect] | None = None
+        for left, upper in candidates:
+            rect = (int(np.clip(left, 0, max(0, width - panel_width))), int(np.clip(upper, 0, max(0, height - panel_height))),
+                    panel_width, panel_height)
+            covered = sum(_overlap(rect, other) for other in (*faces, *placed))
+            if best is None or covered < best[0]:
+                best = (covered, rect)
+            if covered == 0:
+                break
+        placed.append(best[1])
+    return placed
+
+
+def draw_probability_panel(frame: np.ndarray, probabilities: dict[str, float], at: Rect) -> None:
+    """One bar per class in the rectangle ``at`` (from ``place_panels``)."""
     size = ui_scale(frame)
-    row_height, panel_width, gap = round(PANEL_ROW * size), round(PANEL_WIDTH * size), round(6 * size)
-    panel_height = row_height * len(EXPRESSIONS) + round(4 * size)
-    left = x + w + gap if x + w + gap + panel_width <= width else x - gap - panel_width
-    left = left if left >= 0 else max(0, min(x + 2, width - panel_width))
-    top = int(np.clip(y, 0, max(0, height - panel_height)))
+    left, top, panel_width, panel_height = at
+    row_height = round(PANEL_ROW * size)
     region = frame[top : top + panel_height, left : left + panel_width]
     region[:] = (region * 0.45).astype(frame.dtype)  # darken for contrast
     for row, name in enumerate(EXPRESSIONS):
@@ -82,8 +123,9 @@ def draw_fps(frame: np.ndarray, fps: float) -> None:
 
 def annotate(frame: np.ndarray, faces: list[Face], fps: float | None = None, *, panel: bool = True) -> np.ndarray:
     """Draw every face (and the FPS when given) onto ``frame`` in place; returns it."""
-    for face in faces:
-        draw_face(frame, face, panel=panel)
+    places = place_panels([face.box for face in faces], frame.shape) if panel else [None] * len(faces)
+    for face, place in zip(faces, places):
+        draw_face(frame, face, panel=panel, panel_at=place)
     if fps is not None:
         draw_fps(frame, fps)
     return frame
