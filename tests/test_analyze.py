@@ -249,24 +249,24 @@ def test_a_variable_frame_rate_video_is_timed_by_its_timestamps(tmp_path: Path) 
         rows = rows_of(analyze([clip], tmp_path / f"{options.every}.parquet", options).outputs[0])
         assert list(rows["frame"]) == list(range(0, 10, options.every))
         np.testing.assert_allclose(rows["time_s"], times[:: options.every], atol=1e-6)
-    # A Ray worker starts each segment with a reader of its own: the same frames and times. In a
-    # variable-frame-rate file a seek by frame number lands on another frame (OpenCV converts the
-    # number at the average rate), so such a file is read up to the segment instead.
-    from fervid.analyze.video import video_probe
+    # In a variable-frame-rate file a seek by frame number lands on another frame (OpenCV converts the
+    # number at the average rate): such a video is one unit, read straight through, whatever
+    # --segment-s, so a Ray worker analyses the frames the local engine does.
+    from fervid.analyze.video import video_is_steady, video_probe
 
     steady = write_video(tmp_path / "steady.mp4", [textured_background(48, 64, seed=i) for i in range(20)], fps=15.0)
-    assert video_probe(str(steady))[2] is True and video_probe(str(clip))[2] is False
+    assert video_is_steady(str(steady), *video_probe(str(steady))) and not video_is_steady(str(clip), *video_probe(str(clip)))
     clip = Path(__file__).parent / "data" / "vfr-gops.mp4"  # 48 frames, a keyframe every 6, 60 then 20 fps
-    options = AnalyzeOptions(crops=True, segment_s=0.25, every=2)  # 7-frame segments at the average 29 fps
+    options = AnalyzeOptions(crops=True, segment_s=0.25, every=2)  # 7-frame segments, were it steady
     local = rows_of(analyze([clip], tmp_path / "gops.parquet", options).outputs[0])
-    units = plan_units(expand_inputs([clip]), options, "model")
-    assert len(units) == 7 and not any(unit.seekable for unit in units)
-    analyzer = Analyzer(options, Recognizer())
-    alone = rows_of(pa.concat_tables([analyzer.run(unit).rows for unit in units]))  # a reader per segment, as Ray
-    pd.testing.assert_frame_equal(alone, local)  # the same pictures: the same probabilities
-    assert list(local["frame"]) == list(range(0, 48, 2))
+    (unit,) = plan_units(expand_inputs([clip]), options, "model")
+    assert unit.start_frame == 0 and unit.end_frame is None and unit.frames == 24
+    alone = rows_of(Analyzer(options, Recognizer()).run(unit).rows)  # a reader of its own, as on Ray
+    pd.testing.assert_frame_equal(alone, local)
+    assert list(local["frame"]) == list(range(0, 48, 2)) and set(local["segment"]) == {0}
     expected = [n / 60 if n < 24 else 0.4 + 0.05 * (n - 24) for n in range(0, 48, 2)]
     np.testing.assert_allclose(local["time_s"], expected, atol=1e-3)
+    assert len(plan_units(expand_inputs([steady]), AnalyzeOptions(segment_s=0.5), "model")) == 3, "a steady video is still cut"
 
 
 def test_summary_has_one_row_per_source_with_error_rows(archive: Path, full_run) -> None:

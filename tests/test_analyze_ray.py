@@ -25,7 +25,7 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.Captu
     fer2013_zip()
     archive = build_archive(tmp_path / "archive")
     # vfr-gops.mp4: a variable frame rate with a keyframe every 6 frames (48 frames, no face), where a
-    # seek by frame number lands on another frame: its second segment must count the same frames.
+    # seek by frame number lands on another frame: one unit, read through, the same frames on Ray.
     vfr = Path(__file__).parent / "data" / "vfr-gops.mp4"
     inputs = [archive / "photos" / "one.png", archive / "photos" / "two.jpg", archive / "clips" / "a.mp4", archive / "broken" / "corrupt.jpg", vfr]
     options = AnalyzeOptions(segment_s=1.0)  # a.mp4 (40 frames at 15 FPS) becomes three segments on different workers
@@ -37,7 +37,7 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.Captu
     assert not ray.is_initialized()
     assert "core_worker" not in capfd.readouterr().err  # no warnings from Ray's C++ core on the terminal
     assert [str(w.message) for w in recwarn if "ray_remote_args" in str(w.message)] == []  # weighed in no_restarts, not shown per run
-    assert distributed.units == local.units == 7 and distributed.frames == local.frames == 42 + 48
+    assert distributed.units == local.units == 6 and distributed.frames == local.frames == 42 + 48
 
     local_rows = pd.read_parquet(tmp_path / "local.parquet")
     ray_rows = pd.read_parquet(tmp_path / "ray.parquet")

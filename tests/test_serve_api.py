@@ -640,3 +640,29 @@ def test_a_client_trickling_its_upload_is_closed_at_the_request_deadline(monkeyp
                     closed = True
                 time.sleep(0.3)
             assert closed and 1.5 < time.monotonic() - started < 5
+
+
+def test_a_kept_alive_connection_in_steady_use_is_not_cut_at_the_request_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline is per request: a client reusing its connection (a requests.Session posting photos)
+    is never closed for the connection's age."""
+    import http.client
+    import time
+
+    from fervid.serve.protocol import IdleTimeoutProtocol
+    from fervid.serve.server import running_server
+
+    monkeypatch.setattr(IdleTimeoutProtocol, "idle_s", 1.0)
+    monkeypatch.setattr(IdleTimeoutProtocol, "request_s", 2.0)
+    with running_server(create_app(workers=1)) as url:
+        connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=10)
+        started = time.monotonic()
+        answered = 0
+        while time.monotonic() - started < 4.5:  # more than twice the deadline, one socket throughout
+            connection.request("GET", "/api/health")
+            response = connection.getresponse()
+            assert response.status == 200 and response.getheader("connection") != "close"
+            response.read()
+            answered += 1
+            time.sleep(0.3)
+        connection.close()
+    assert answered >= 10

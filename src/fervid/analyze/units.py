@@ -19,9 +19,12 @@ from fervid.analyze.boxes import BoxTable
 from fervid.analyze.inputs import SourceItem
 from fervid.analyze.options import AnalyzeOptions
 from fervid.analyze.schema import SCHEMA_VERSION
-from fervid.analyze.video import video_probe
+from fervid.analyze.video import video_is_steady, video_probe
 from fervid.errors import FervidError
 from fervid.runtime.sources import DEFAULT_FPS
+
+
+VIDEO_READER = 2  # how video segments are read: 2 since 2026-12-05 (frame timestamps; variable-rate videos whole)
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
     options.validate()
     salts = {
         kind: json.dumps({"options": options.key(kind), "model": model_key, "boxes": boxes.fingerprint if boxes else None,
-                          "schema": SCHEMA_VERSION}, sort_keys=True)
+                          "schema": SCHEMA_VERSION, **({"reader": VIDEO_READER} if kind == "video" else {})}, sort_keys=True)
         for kind in ("image", "video")
     }
 
@@ -90,14 +93,19 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
             continue
         flush_images()
         try:
-            fps, count, steady = video_probe(item.path)
+            fps, count = video_probe(item.path)
+            length = max(1, round(options.segment_s * fps))
+            # The header's count cuts the segments; a truncated file ends before it, and the segments past
+            # its real end give no rows (and a note), not an error: see VideoReader.
+            segments = math.ceil(count / length) if count else 1
+            # A variable frame rate cannot be sought by frame number: such a video is one unit, read
+            # straight through (a reader per segment would decode all the frames before its own).
+            steady = segments == 1 or video_is_steady(item.path, fps, count)
         except FervidError as error:
             units.append(make("video", [item], error=str(error), frames=0))
             continue
-        length = max(1, round(options.segment_s * fps))
-        # The header's count cuts the segments; a truncated file ends before it, and the segments past
-        # its real end give no rows (and a note), not an error: see VideoReader.
-        segments = math.ceil(count / length) if count else 1
+        if not steady:
+            segments, length = 1, count or 1
         for segment in range(segments):
             start, end = segment * length, (segment + 1) * length if segment < segments - 1 else None
             expected = analysed_frames(start, end if end is not None else (count or start + 1), options.every)

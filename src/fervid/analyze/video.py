@@ -17,16 +17,8 @@ STEADY_RUNS = ((0.0, 60), (0.25, 30), (0.5, 30), (0.75, 30))  # (where, as a sha
 STEADY_TOLERANCE = 0.1  # a frame's time may differ from one frame period after the last by this share of a period
 
 
-def video_probe(path: str) -> tuple[float, int | None, bool]:
-    """(fps, frame count or None, steady) of a video; FervidError with the reason when it does not open.
-
-    ``steady``: the frames are one period apart (a constant frame rate), so seeking to a frame number
-    lands on that frame. In a variable-frame-rate file (phones) OpenCV turns the number into a time
-    at the average rate and lands on another frame: such a file is read from its start instead of
-    sought into, or a Ray worker would analyse other frames than the local engine under the same
-    numbers. Judged from runs of frames at the start and at a quarter, half and three quarters of
-    the file (a seek by time lands somewhere there; consecutive frames from it show the rate).
-    """
+def video_probe(path: str) -> tuple[float, int | None]:
+    """(fps, frame count or None) of a video; FervidError with the reason when it does not open."""
     if os.path.getsize(path) == 0:
         raise FervidError("empty file (0 bytes)")
     capture = open_capture(path)
@@ -35,10 +27,27 @@ def video_probe(path: str) -> tuple[float, int | None, bool]:
     try:
         fps = frame_rate(capture.get(cv2.CAP_PROP_FPS))
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        steady = _steady(capture, fps, count)
     finally:
         capture.release()
-    return fps, (count if count > 0 else None), steady
+    return fps, (count if count > 0 else None)
+
+
+def video_is_steady(path: str, fps: float, count: int | None) -> bool:
+    """Whether the frames are one period apart (a constant frame rate), so that seeking to a frame
+    number lands on that frame. In a variable-frame-rate file (phones) OpenCV turns the number into a
+    time at the average rate and lands on another frame: such a file is planned as one unit, read
+    straight through, or a Ray worker would analyse other frames than the local engine under the
+    same numbers. Judged from runs of frames at the start and at a quarter, half and three quarters
+    of the file (a seek by time lands somewhere there; consecutive frames from it show the rate): a
+    rate that varies only between those places goes unseen.
+    """
+    capture = open_capture(path)
+    if capture is None:
+        raise FervidError("not a readable video (it could not be opened; truncated or not a video?)")
+    try:
+        return _steady(capture, fps, count or 0)
+    finally:
+        capture.release()
 
 
 def _steady(capture: cv2.VideoCapture, fps: float, count: int) -> bool:

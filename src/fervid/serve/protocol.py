@@ -38,6 +38,10 @@ class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             self._request_started = self._last_data
         super().data_received(data)
 
+    def on_response_complete(self) -> None:
+        self._request_started = None  # the next request on a kept-alive connection has its own deadline
+        super().on_response_complete()
+
     def _waiting_for_client(self) -> bool:
         cycle = self.cycle
         return cycle is None or cycle.response_complete or cycle.more_body
