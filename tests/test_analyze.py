@@ -153,6 +153,40 @@ def test_a_file_given_by_two_paths_is_one_source_and_a_rerun_from_elsewhere_resu
     assert set(pd.read_parquet(out)["source"]) <= set(names) and len(pd.read_parquet(out)) == sum(first.summary["faces"].to_pylist())
 
 
+def test_a_renaming_killed_half_way_is_finished_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rerun from elsewhere, a unit's sources ``a`` and ``b`` are now named ``b`` and ``c``: renamed
+    twice (once before a kill, once after), the rows must read b, c, not c, c."""
+    import fervid.analyze.writer as writer
+    from fervid.analyze.inputs import SourceItem
+    from fervid.analyze.schema import LEDGER_SCHEMA
+    from fervid.analyze.units import Unit
+
+    store = writer.ResultStore(tmp_path / "out")
+    store.open()
+    old = [SourceItem(name, "image", f"/data/{name}.jpg", name, "f") for name in ("a", "b")]
+    template = {name: 0 for name in ROW_SCHEMA.names} | {"expression": "happy", "model_name": "m", "model_version": "v"}
+    rows = pa.Table.from_pylist([template | {"source": "a"}, template | {"source": "b"}], schema=ROW_SCHEMA)
+    ledger_row = {name: None for name in LEDGER_SCHEMA.names} | {"kind": "image", "unit": "u" * 20, "status": "ok", "frames": 1, "faces": 1}
+    ledger = pa.Table.from_pylist([ledger_row | {"source": "a"}, ledger_row | {"source": "b"}], schema=LEDGER_SCHEMA)
+    unit = Unit("u" * 20, "image", tuple(old))
+    store.write(type("Result", (), {"unit": unit, "rows": rows, "ledger": ledger})())
+    renamed = Unit(unit.id, "image", tuple(SourceItem(name, "image", item.path, name, "f") for name, item in zip(("b", "c"), old)))
+    write = writer._write_parquet
+
+    def killed_at_the_ledger(table, target):
+        if target.parent == store.ledger:
+            raise KeyboardInterrupt
+        write(table, target)
+
+    monkeypatch.setattr(writer, "_write_parquet", killed_at_the_ledger)
+    with pytest.raises(KeyboardInterrupt):
+        store.rename(renamed)
+    monkeypatch.setattr(writer, "_write_parquet", write)
+    assert store.rename(renamed) and not store.rename(renamed)
+    assert pq.read_table(store.parts / f"part-{unit.id}.parquet")["source"].to_pylist() == ["b", "c"]
+    assert pq.read_table(store.ledger / f"{unit.id}.parquet")["source"].to_pylist() == ["b", "c"]
+
+
 def test_videos_inside_zips_are_named_not_silently_dropped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     only_video = tmp_path / "clips.zip"
     with zipfile.ZipFile(only_video, "w") as bundle:

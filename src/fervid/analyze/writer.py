@@ -16,6 +16,7 @@ temporary files and the ledger never mix with the rows.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, SHARE_COLUMNS, SORT_KEYS, SUMMARY_SCHEMA
 from fervid.analyze.units import Unit, UnitResult
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, check_writable, check_writable_folder, remove_temporaries
+from fervid.fileio import atomic_path, check_writable, check_writable_folder, remove_temporaries, write_text_atomically
 
 EMPTY_PART = "part-empty.parquet"  # keeps a folder with no face at all readable by pandas
 # A part fervid wrote: a unit id (20 hex digits of a SHA-1) or the empty part. Anything else named
@@ -143,21 +144,31 @@ class ResultStore:
 
         A unit is found by its sources' absolute paths, so the same command run from another folder
         resumes it, but its parts carry the names the first run gave (``photos/a.jpg``, now
-        ``../photos/a.jpg``): left so, a video would have two summary rows, one per name. The part is
-        rewritten before the ledger, so a kill between the two leaves a unit a rerun renames again.
+        ``../photos/a.jpg``): left so, a video would have two summary rows, one per name. A note of
+        the old names and of the step reached (``<unit>.renaming.json`` beside the ledger) is
+        written first, so a rerun after a kill mid-way finishes the same renaming, even where a new
+        name is another source's old one.
         """
         path = self.ledger / f"{unit.id}.parquet"
+        note = self.ledger / f"{unit.id}.renaming.json"
         ledger = pq.read_table(path)
-        old, new = ledger["source"].to_pylist(), [source.name for source in unit.sources]
-        if old == new or len(old) != len(new):  # one ledger row per source, in the unit's order
-            return False
-        names = dict(zip(old, new))
+        new = [source.name for source in unit.sources]
+        if note.exists():
+            state = json.loads(note.read_text())
+        else:
+            state = {"old": ledger["source"].to_pylist(), "part_done": False}
+            if state["old"] == new or len(state["old"]) != len(new):  # one ledger row per source, in the unit's order
+                return False
+            write_text_atomically(note, json.dumps(state))
+        names = dict(zip(state["old"], new))
         part = self.parts / f"part-{unit.id}.parquet"
-        if part.exists():
+        if part.exists() and not state["part_done"]:
             rows = pq.read_table(part, schema=ROW_SCHEMA)
             renamed = pa.array([names.get(name, name) for name in rows["source"].to_pylist()], pa.string())
             _write_parquet(rows.set_column(rows.schema.get_field_index("source"), "source", renamed), part)
+            write_text_atomically(note, json.dumps({**state, "part_done": True}))
         _write_parquet(ledger.set_column(ledger.schema.get_field_index("source"), "source", pa.array(new, pa.string())), path)
+        note.unlink()
         return True
 
     def write(self, result: UnitResult) -> None:
