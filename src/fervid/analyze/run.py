@@ -124,14 +124,14 @@ def analyze(
     report = AnalyzeReport(summary=pa.table({}), outputs=[], units=len(units))
     done = store.completed()
     pending = [unit for unit in units if unit.id not in done]
-    for unit in units:
-        if unit.id in done:
-            store.rename(unit)  # a rerun from another folder names the sources as this run does
     report.skipped_units = len(units) - len(pending)
     remaining = Counter(source.name for unit in pending for source in unit.sources)
     started = time.perf_counter()
     ids = {unit.id for unit in units}
     try:
+        for unit in units:
+            if unit.id in done:
+                store.rename(unit)  # a rerun from another folder names the sources as this run does
         with AnalyzeProgress(sum(unit.frames for unit in pending), len(remaining)) as bar:
             if engine == "ray":
                 from fervid.analyze.ray_engine import run_ray
