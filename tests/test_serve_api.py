@@ -626,7 +626,7 @@ def test_a_client_trickling_its_upload_is_closed_at_the_request_deadline(monkeyp
     from fervid.serve.server import running_server
 
     monkeypatch.setattr(IdleTimeoutProtocol, "idle_s", 1.0)
-    monkeypatch.setattr(IdleTimeoutProtocol, "request_s", 2.0)
+    monkeypatch.setattr("fervid.serve.server.request_deadline", lambda max_upload_bytes: 2.0)
     with running_server(create_app(workers=1)) as url:
         with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as slow:
             slow.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
@@ -652,7 +652,7 @@ def test_a_kept_alive_connection_in_steady_use_is_not_cut_at_the_request_deadlin
     from fervid.serve.server import running_server
 
     monkeypatch.setattr(IdleTimeoutProtocol, "idle_s", 1.0)
-    monkeypatch.setattr(IdleTimeoutProtocol, "request_s", 2.0)
+    monkeypatch.setattr("fervid.serve.server.request_deadline", lambda max_upload_bytes: 2.0)
     with running_server(create_app(workers=1)) as url:
         connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=10)
         started = time.monotonic()
@@ -666,3 +666,12 @@ def test_a_kept_alive_connection_in_steady_use_is_not_cut_at_the_request_deadlin
             time.sleep(0.3)
         connection.close()
     assert answered >= 10
+
+
+def test_the_request_deadline_grows_with_the_upload_limit() -> None:
+    """A server taking 50 MB uploads gives a slow link the time to send one (1 Mbit/s, and half again)."""
+    from fervid.serve.protocol import REQUEST_S, request_deadline
+    from fervid.serve.server import server_config
+
+    assert request_deadline(10_000_000) == REQUEST_S == 120.0 and request_deadline(50_000_000) == 600.0
+    assert server_config(create_app(workers=1, max_upload_bytes=50_000_000)).http.request_s == 600.0

@@ -136,6 +136,7 @@ def create_app(
     )
     app.state.pool = pool
     app.state.max_frame_bytes = max_frame_bytes
+    app.state.max_upload_bytes = max_upload_bytes
     if allowed_origins:  # added first, so it runs after the Host check: a refused Host gets no CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"])

@@ -14,6 +14,13 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 IDLE_S = 15.0  # seconds a client may send nothing while the server waits for its request or body
 REQUEST_S = 120.0  # seconds a client may take to send one request, headers and body (10 MB at 1 Mbit/s: 80 s)
+SLOWEST_UPLOAD_BYTES_PER_S = 1_000_000 / 8 / 1.5  # a larger upload limit gets the time 1 Mbit/s needs, and half again
+
+
+def request_deadline(max_upload_bytes: int) -> float:
+    """Seconds a request may take to arrive: ``REQUEST_S``, or longer for a server that takes larger
+    uploads (``--max-upload-mb 50``: 600 s), so the limit it allows can be sent over a slow link."""
+    return max(REQUEST_S, max_upload_bytes / SLOWEST_UPLOAD_BYTES_PER_S)
 
 
 class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]

@@ -19,7 +19,7 @@ from fervid.serve.app import create_app
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES
 from fervid.serve.guards import allowed_hosts_for, checked_origins, is_loopback
 from fervid.serve.pool import DEFAULT_WORKERS
-from fervid.serve.protocol import IdleTimeoutProtocol
+from fervid.serve.protocol import IdleTimeoutProtocol, request_deadline
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
 MAX_CONNECTIONS = 64  # open connections and WebSockets together; a local app has a few tabs
@@ -48,7 +48,8 @@ def server_config(app: FastAPI) -> uvicorn.Config:
     refused (1009) before they are buffered, a few queued per socket; and a stop that waits at most
     ``STOP_WAIT_S`` for the requests in progress."""
     return uvicorn.Config(
-        app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS, http=IdleTimeoutProtocol,
+        app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS,
+        http=type("Protocol", (IdleTimeoutProtocol,), {"request_s": request_deadline(getattr(app.state, "max_upload_bytes", 0))}),
         ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES), ws_max_queue=WS_QUEUED_FRAMES,
         timeout_graceful_shutdown=STOP_WAIT_S,
     )
