@@ -398,6 +398,13 @@ def test_boxes_from_csv_and_json_replace_the_detector(archive: Path, tmp_path: P
     with pytest.raises(FervidError, match=r'entry 1 needs "source" and "box": \[x, y, w, h\] of four numbers') as error:
         analyze([photo], tmp_path / "bad.parquet", boxes=tmp_path / "bad.json")
     assert "\n" not in str(error.value) and not (tmp_path / "bad.parquet.parts").exists()
+    # Excel's "CSV UTF-8" (a byte-order mark, CRLF) reads; its Latin-1 "CSV" is refused in one line.
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfsource,frame,x,y,w,h\r\nnone.png,,10,20,60,60\r\n")
+    analyze([photo], tmp_path / "excel.parquet", boxes=tmp_path / "excel.csv")
+    assert rows_of(tmp_path / "excel.parquet")["x"].tolist() == [10]
+    (tmp_path / "latin1.csv").write_bytes(b"source,frame,x,y,w,h\ncaf\xe9.png,,10,20,60,60\n")
+    with pytest.raises(FervidError, match=r"latin1.csv: not UTF-8 text \(byte 25\); save it as UTF-8"):
+        analyze([photo], tmp_path / "bad.parquet", boxes=tmp_path / "latin1.csv")
 
 
 
@@ -407,13 +414,15 @@ def test_a_box_off_its_frame_is_skipped_with_a_note_and_the_rest_still_give_rows
     photo, clip = archive / "photos" / "none.png", archive / "clips" / "b.mp4"
     (tmp_path / "off.csv").write_text(
         "source,frame,x,y,w,h\nnone.png,,5000,5000,10,10\nnone.png,,10,20,60,60\n"
-        "b.mp4,3,200,100,90,90\nb.mp4,4,-900,100,90,90\nb.mp4,5,200,100,90,90\n"
+        "b.mp4,3,200,100,90,90\nb.mp4,4,-900,100,90,90\nb.mp4,5,200,100,90,90\nb.mp4,5000,200,100,90,90\n"
     )
     report = analyze([photo, clip], tmp_path / "off.parquet", boxes=tmp_path / "off.csv")
     summary = report.summary.to_pandas().set_index("source")
     assert (summary["status"] == "ok").all()
     assert summary.loc[str(photo), "note"] == "1 box(es) from --boxes skipped, e.g. (5000, 5000, 10, 10) lies entirely outside the 320x240 image"
     assert summary.loc[str(clip), "note"].startswith("1 box(es) from --boxes skipped, e.g. frame 4: (-900, 100, 90, 90) lies entirely")
+    assert summary.loc[str(clip), "note"].endswith(
+        "; --boxes gives boxes for 1 frame(s) not analysed, e.g. frame 5000 (past the video's end or damaged)")
     rows = rows_of(tmp_path / "off.parquet")
     assert list(zip(rows["source"], rows["frame"], rows["x"])) == [(str(clip), 3, 200), (str(clip), 5, 200), (str(photo), 0, 10)]
 
@@ -496,8 +505,16 @@ def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(arch
     assert AnalyzeOptions().key() == {"largest_only": False, "crops": False, "scan": 2, "every": 1, "segment_s": 300.0}
     assert "scan" not in AnalyzeOptions(crops=True).key(), "crops are never scanned: their rows stay valid"
     assert default.units >= 1
-    with pytest.raises(FervidError, match="scale factor must be above 1.0"):
+    with pytest.raises(FervidError, match="scale factor must be a finite number above 1.0"):
         AnalyzeOptions(scale_factor=1.0).validate()
+    for options, message in (({"every": "5"}, "every must be a whole number, got '5'"),
+                             ({"segment_s": float("inf")}, "segment_s must be a finite number of seconds, got inf")):
+        with pytest.raises(FervidError, match=message):
+            AnalyzeOptions(**options).validate()
+    with pytest.raises(FervidError, match="^--crops and --boxes both say where the faces are: give one of them$"):
+        analyze(photos, tmp_path / "both.parquet", AnalyzeOptions(crops=True), boxes=tmp_path / "boxes.csv")
+    one = analyze(str(archive / "photos"), tmp_path / "one.parquet")  # one input as a string: that input, not its characters
+    assert one.units == default.units and rows_of(tmp_path / "one.parquet").equals(rows_of(out))
 
 
 def test_an_interrupt_before_the_first_unit_does_not_promise_a_resume(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -610,7 +627,7 @@ def test_cli_detector_options_reach_the_cascade(archive: Path, tmp_path: Path) -
                            "--scale-factor", "1.2", "--min-neighbors", "3"], capture_output=True, text=True, timeout=120)
     assert huge.returncode == 0, huge.stderr
     assert len(pd.read_parquet(out)) == 0 and len(pd.read_parquet(tmp_path / "huge.summary.parquet")) > 0  # read, no face that big
-    for option, value, message in (("--scale-factor", "1.0", "scale factor must be above 1.0"),
+    for option, value, message in (("--scale-factor", "1.0", "scale factor must be a finite number above 1.0"),
                                    ("--min-neighbors", "-1", "min neighbours must be 0 or more, got -1")):
         refused = subprocess.run([FERVID, "analyze", str(archive / "photos"), "--out", str(tmp_path / "x.parquet"), option, value],
                                  capture_output=True, text=True, timeout=120)

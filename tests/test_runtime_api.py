@@ -288,6 +288,7 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
                              ({"min_neighbors": 2.5}, "min_neighbors must be a whole number, got 2.5"),
                              ({"min_size": "a"}, "min_size must be a whole number, got 'a'"),
                              ({"scale_factor": "1.2"}, "scale factor must be a number above 1.0"),
+                             ({"scale_factor": float("nan")}, "scale factor must be a finite number above 1.0, got nan"),
                              ({"margin": "0.2"}, "margin must be a number between 0 and 1, got '0.2'")):
         with pytest.raises(FervidError, match=message):
             Recognizer(**options)

@@ -194,6 +194,19 @@ def test_video_files_deliver_every_frame(two_face_video) -> None:
     assert source.fps == pytest.approx(15.0)
 
 
+def test_an_animated_gif_plays_as_a_video_and_a_still_one_as_an_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((32, 40), 30 * index, np.uint8)) for index in range(6)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(tmp_path / "still.gif")
+    with open_source(tmp_path / "anim.gif") as source:
+        played = [frame.image[0, 0, 0] for frame in source]
+    assert len(played) == 6 and played[0] < played[-1]  # every frame, in order
+    with open_source(tmp_path / "still.gif") as source:
+        assert [frame.index for frame in source] == [0]
+
+
 def test_image_folders_are_sources(tmp_path: Path, recognizer: Recognizer) -> None:
     images, _ = face_video_frames(detectable_faces(1), frames=4, empty=(0, 0))
     for index, image in enumerate(images):

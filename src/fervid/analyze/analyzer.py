@@ -143,9 +143,10 @@ class Analyzer:
         item = unit.sources[0]
         rows, ledger = self._rows(), self._ledger()
         tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0)  # raw rows, ids only
-        frames, error, counts = 0, None, np.zeros(len(EXPRESSIONS), np.int64)
+        frames, error, counts, seen = 0, None, np.zeros(len(EXPRESSIONS), np.int64), set()
         try:
             for index, time_s, image in reader.frames(unit.start_frame, unit.end_frame, self.timings):
+                seen.add(index)
                 boxes, probabilities = self.faces(gray_frame(image), self._given(unit, item, index), f"frame {index}: ")
                 faces = tracker.update(boxes, probabilities, time_s)
                 ids = [unit.segment * SEGMENT_ID_STRIDE + face.track_id for face in faces]
@@ -160,7 +161,10 @@ class Analyzer:
             error = str(failure)
         if error is None and unit.segment == 0 and frames == 0:
             error = "not a readable video (no frame could be decoded)"
-        notes = [note for note in (damaged_frames(reader.damaged, unit), ended_early(reader.end, unit), self._skipped_note()) if note]
+        notes = [damaged_frames(reader.damaged, unit), ended_early(reader.end, unit), self._skipped_note()]
+        if error is None:
+            notes.append(unread_boxes(unit, item, seen, self.options.every))
+        notes = [note for note in notes if note]
         ledger.add(item, unit, frames=frames, counts=counts, error=error, note="; ".join(notes) or None)
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
 
@@ -190,6 +194,18 @@ def damaged_frames(damaged: set[int], unit: Unit) -> str | None:
         return None
     shown = ", ".join(map(str, inside[:5])) + (", ..." if len(inside) > 5 else "")
     return f"{len(inside)} damaged frame(s) skipped ({shown})"
+
+
+def unread_boxes(unit: Unit, item: SourceItem, seen: set[int], every: int) -> str | None:
+    """A note on the --boxes frames of this segment that gave no rows because no such frame was
+    analysed: past the video's end, damaged, or between the frames --every reads."""
+    given = (unit.boxes or {}).get(item.name, {})
+    missed = sorted(frame for frame in given
+                    if frame >= unit.start_frame and (unit.end_frame is None or frame < unit.end_frame) and frame not in seen)
+    if not missed:
+        return None
+    why = "past the video's end or damaged" + (f", or between the frames --every {every} reads" if every > 1 else "")
+    return f"--boxes gives boxes for {len(missed)} frame(s) not analysed, e.g. frame {missed[0]} ({why})"
 
 
 def ended_early(end: int | None, unit: Unit) -> str | None:

@@ -80,9 +80,12 @@ def load_boxes(path: str | Path) -> BoxTable:
     """Read a boxes file (.csv or .json); malformed entries are one-line FervidErrors naming the entry."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's "CSV UTF-8" starts with a byte-order mark
     except OSError as error:
         raise FervidError(f"--boxes {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise FervidError(f"--boxes {path}: not UTF-8 text (byte {error.start + 1}); save it as UTF-8 "
+                          "(Excel: 'CSV UTF-8')") from None
     is_json = path.suffix.lower() == ".json"
     records = _json_records(path, text) if is_json else _csv_records(path, text)
     needs = JSON_NEEDS if is_json else CSV_NEEDS

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 
 from fervid.errors import FervidError
 from fervid.runtime.detect import DetectorConfig
@@ -29,6 +31,12 @@ class AnalyzeOptions:
 
     def validate(self) -> None:
         """Refuse options that would plan no work or loop forever, before any input is read."""
+        for name in ("every", "image_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise FervidError(f"{name} must be a whole number, got {value!r}")
+        if isinstance(self.segment_s, bool) or not isinstance(self.segment_s, Real) or not math.isfinite(self.segment_s):
+            raise FervidError(f"segment_s must be a finite number of seconds, got {self.segment_s!r}")
         if self.every < 1:
             raise FervidError(f"--every must be 1 or more, got {self.every}")
         if self.segment_s <= 0:

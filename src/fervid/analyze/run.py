@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -91,7 +92,7 @@ def model_key(model: str | None) -> str:
 
 
 def analyze(
-    inputs: list[str | Path],
+    inputs: list[str | Path] | str | Path,
     out: str | Path,
     options: AnalyzeOptions | None = None,
     *,
@@ -109,8 +110,12 @@ def analyze(
     Raises :class:`AnalyzeInterrupted` on Ctrl+C, once the units in flight are dropped; the complete
     ones stay for the rerun.
     """
+    if isinstance(inputs, (str, os.PathLike)):  # one input, not the characters of its name
+        inputs = [inputs]
     options = options or AnalyzeOptions()
     options.validate()
+    if options.crops and boxes is not None:
+        raise FervidError("--crops and --boxes both say where the faces are: give one of them")
     if engine not in ENGINES:
         raise FervidError(f"--engine must be one of {', '.join(ENGINES)}, got '{engine}'")
     # a wrong --out is refused before the inputs are read; the --boxes file is an input too

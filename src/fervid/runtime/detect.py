@@ -43,8 +43,8 @@ class DetectorConfig:
                 raise FervidError(f"{name} must be a whole number, got {value!r}")
         if isinstance(self.scale_factor, bool) or not isinstance(self.scale_factor, (int, float, np.floating)):
             raise FervidError(f"scale factor must be a number above 1.0, got {self.scale_factor!r}")
-        if self.scale_factor <= 1.0:
-            raise FervidError(f"scale factor must be above 1.0, got {self.scale_factor}")
+        if not self.scale_factor > 1.0 or not np.isfinite(self.scale_factor):  # `not >` also refuses nan
+            raise FervidError(f"scale factor must be a finite number above 1.0, got {self.scale_factor}")
         if self.min_neighbors < 0:
             raise FervidError(f"min neighbours must be 0 or more, got {self.min_neighbors}")
         if self.min_size < 1:

@@ -196,9 +196,22 @@ def open_source(source: str | int | Path) -> Source:
         return ImageFolderSource(sorted(images, key=frame_order), str(path), videos=videos)
     if not path.exists():
         raise FervidError(f"{path}: no such file, folder or camera")
+    if path.suffix.lower() == ".gif":
+        return _gif_source(path)
     if is_image_name(path):
         return ImageFolderSource([path], str(path))
     return VideoFileSource(path)
+
+
+def _gif_source(path: Path) -> Source:
+    """An animated GIF plays as the video it is (read as an image, only its first frame would be
+    seen); a still GIF, or one FFmpeg cannot open, is read as an image like any photo."""
+    capture = open_capture(str(path))
+    if capture is not None and capture.get(cv2.CAP_PROP_FRAME_COUNT) > 1:
+        return VideoFileSource(path, capture=capture)
+    if capture is not None:
+        capture.release()
+    return ImageFolderSource([path], str(path))
 
 
 def _folder_media(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -294,9 +307,10 @@ class VideoFileSource(Source):
     """Every frame of a video file, decoded ahead on a thread into a small queue."""
 
     def __init__(self, path: Path | str, *, read_ahead: int = 4, capture: cv2.VideoCapture | None = None) -> None:
-        """``capture``: one already open (a video at a URL, opened by ``open_url``); else ``path`` is opened."""
+        """``capture``: one already open (a video at a URL, opened by ``open_url``, or an animated
+        GIF); else ``path`` is opened."""
         self.name = str(path)
-        self.remote = capture is not None  # read over a network: a read that times out is a dead link
+        self.remote = "://" in self.name  # read over a network: a read that times out is a dead link
         capture = capture if capture is not None else open_capture(str(path))
         if capture is None:
             raise FervidError(f"{path}: not a readable video or image")
