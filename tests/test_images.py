@@ -109,6 +109,24 @@ def test_walk_files_follows_symlinked_folders_and_ends_on_a_cycle(tmp_path: Path
     assert sorted(path.relative_to(root).as_posix() for path in find_images(root)) == found
 
 
+def test_folder_searches_leave_out_the_annotated_copies_predict_listed_below_them(tmp_path: Path) -> None:
+    """`fervid predict .` writes its copies into ./runs/predict: analyze, live and a second predict
+    over the same folder must not take them for more photos (each face would count twice)."""
+    from fervid.analyze.inputs import expand_inputs
+    from fervid.runtime.sources import open_source
+
+    copies = tmp_path / "runs" / "predict"
+    copies.mkdir(parents=True)
+    for path in (tmp_path / "photo.png", copies / "photo.png", copies / "mine.png"):
+        cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
+    (copies / ".fervid-predict").write_text("photo.png\n")  # mine.png was put there by hand: still a photo
+    assert [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)] == ["photo.png", "runs/predict/mine.png"]
+    assert sorted(item.relative for item in expand_inputs([tmp_path])) == ["photo.png", "runs/predict/mine.png"]
+    with open_source(tmp_path) as source:
+        assert sum(1 for _ in source) == 2
+    assert [p.name for p in find_images(copies)] == ["mine.png", "photo.png"]  # the folder itself, asked for: read whole
+
+
 def test_expand_inputs_finds_images_in_symlinked_folders(tmp_path: Path) -> None:
     from fervid.analyze.inputs import expand_inputs
 

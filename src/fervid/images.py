@@ -50,18 +50,36 @@ def is_image_name(name: str | Path) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
+ANNOTATED_LIST = ".fervid-predict"  # in a predict --out folder: the annotated copies written there, one name per line
+
+
+def annotated_copies(folder: str | Path) -> set[str]:
+    """The names of the annotated copies ``fervid predict`` wrote in ``folder`` (its ``.fervid-predict``
+    list), none if it has no list."""
+    try:
+        return {name for name in (Path(folder) / ANNOTATED_LIST).read_text().splitlines() if name}
+    except (OSError, UnicodeDecodeError):
+        return set()
+
+
 def walk_files(folder: str | Path) -> Iterator[Path]:
     """Every file under ``folder``, recursively, following symlinked folders (``Path.rglob`` on
     Python 3.11 does not, which silently left out a dataset's linked ``validation/``).
 
     Paths are ``folder`` joined with the path walked (never resolved), so ``relative_to(folder)``
     works. A link back to a folder it is already inside (a cycle) is not entered again: that would
-    walk forever. Broken links and links to anything but a file are not files.
+    walk forever. Broken links and links to anything but a file are not files. The annotated copies
+    ``fervid predict`` listed in a folder below ``folder`` are its outputs, not more photos: left
+    out, so that ``fervid predict .`` followed by ``fervid analyze .`` does not count every face
+    twice (a folder given itself, ``fervid analyze runs/predict``, is read whole).
     """
     root = os.fspath(folder)
     chains = {root: (os.path.realpath(root),)}  # each folder walked -> real paths of it and its ancestors
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         chain = chains.pop(dirpath)
+        if dirpath != root and ANNOTATED_LIST in filenames:
+            copies = annotated_copies(dirpath)
+            filenames = [name for name in filenames if name not in copies]
         entered = []
         for name in sorted(dirnames):
             child = os.path.join(dirpath, name)

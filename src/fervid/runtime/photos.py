@@ -12,7 +12,7 @@ import cv2
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
-from fervid.images import find_images, read_image
+from fervid.images import ANNOTATED_LIST, annotated_copies, find_images, read_image
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 
@@ -45,16 +45,11 @@ class PhotoReport:
 
 
 SMALL_IMAGE = 160  # pixels: an image no larger is more likely a cropped face than a photo with one in it
-MARKER = ".fervid-predict"  # in --out: the names of the annotated copies written there, one per line
 
 
 def annotated_before(out_dir: str | Path) -> set[Path]:
-    """The annotated copies earlier runs wrote in ``out_dir`` (as listed in its marker file)."""
-    try:
-        names = (Path(out_dir) / MARKER).read_text().splitlines()
-    except OSError:
-        return set()
-    return {(Path(out_dir) / name).expanduser().resolve() for name in names if name}
+    """The annotated copies earlier runs wrote in ``out_dir`` (as listed in its ``.fervid-predict``)."""
+    return {(Path(out_dir) / name).expanduser().resolve() for name in annotated_copies(out_dir)}
 
 
 def expand_images(inputs: list[str | Path], *, skip: set[Path] | None = None) -> Iterator[Path]:
@@ -155,7 +150,7 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             if ok:
                 if target.resolve() not in listed:  # listed before it exists: a copy is never taken for a photo
                     Path(out_dir).mkdir(parents=True, exist_ok=True)
-                    with open(Path(out_dir) / MARKER, "a") as marker:
+                    with open(Path(out_dir) / ANNOTATED_LIST, "a") as marker:
                         marker.write(target.name + "\n")
                     listed.add(target.resolve())
                 write_bytes_atomically(target, encoded.tobytes())
