@@ -249,7 +249,12 @@ def test_exif_orientation_is_honoured(recognizer: Recognizer, tmp_path: Path) ->
     tagged = tmp_path / "tagged.jpg"
     tagged.write_bytes(exif_oriented_jpeg(sideways, orientation=6))  # 6: show rotated 90 degrees clockwise
     assert recognizer.predict(plain) == []  # the cascade cannot see a sideways face
-    assert len(recognizer.predict(tagged)) == 1
+    found = recognizer.predict(tagged)
+    assert len(found) == 1
+    image_module = pytest.importorskip("PIL.Image")
+    with image_module.open(tagged) as opened:  # Image.open keeps the stored pixels: the tag must still be applied
+        assert recognizer.predict(opened) == found
+        assert np.allclose(recognizer.classify(opened), recognizer.classify(cv2.imread(str(tagged))), atol=0.02)
 
 
 def test_a_recognizer_says_which_model_it_runs(recognizer: Recognizer) -> None:

@@ -139,6 +139,22 @@ def read_image(path: str | Path) -> np.ndarray:
         raise type(error)(f"{path}: {error}") from None  # TooManyPixels stays TooManyPixels
 
 
+def is_pil_image(image: object) -> bool:
+    """Whether ``image`` is a PIL image, known by its interface, so that fervid never imports PIL."""
+    return not isinstance(image, np.ndarray) and hasattr(image, "mode") and callable(getattr(image, "convert", None))
+
+
+def pil_upright(image: object) -> object:
+    """A PIL image turned by its EXIF orientation, as ``read_image`` turns a file: a phone's portrait
+    photo opened with ``Image.open`` is stored on its side, where no face is found and any box would
+    be in the stored pixels' coordinates. Anything else comes back as it is."""
+    if not is_pil_image(image) or not callable(getattr(image, "getexif", None)):
+        return image
+    from PIL import ImageOps  # present: this is a PIL image
+
+    return ImageOps.exif_transpose(image)
+
+
 def pil_as_gray(image: object) -> np.ndarray | None:
     """A PIL image as 8-bit gray by its own mode, or None for anything else.
 
@@ -146,7 +162,7 @@ def pil_as_gray(image: object) -> np.ndarray | None:
     colours, and would be classified without a word; PIL's own conversion knows each mode. PIL is
     recognised by its interface, so fervid never imports it.
     """
-    if isinstance(image, np.ndarray) or not (hasattr(image, "mode") and callable(getattr(image, "convert", None))):
+    if not is_pil_image(image):
         return None
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit gray: PIL's "L" would clip it; read by dtype instead
         return None

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.images import Color, as_bgr, channel_order, gray_frame, image_path, pil_as_gray, read_image
+from fervid.images import Color, as_bgr, channel_order, gray_frame, image_path, pil_as_gray, pil_upright, read_image
 from fervid.preprocess import FACE_SIZE, to_gray
 from fervid.runtime.classify import ExpressionClassifier
 from fervid.runtime.detect import DetectorConfig, FaceDetector
@@ -126,11 +126,12 @@ class Recognizer:
         which gives one row. Crops are read by dtype as ``predict`` reads images; an empty crop is
         a FervidError.
         """
+        faces = pil_upright(faces)
         if (gray := pil_as_gray(faces)) is not None:
             faces = gray
         elif not isinstance(faces, np.ndarray):
             try:
-                faces = [face if (gray := pil_as_gray(face)) is None else gray for face in faces]
+                faces = [face if (gray := pil_as_gray(face)) is None else gray for face in map(pil_upright, faces)]
             except TypeError:
                 raise FervidError(f"expected face crops (an array or a list of them), got {type(faces).__name__}") from None
         if channel_order(color) == "rgb":
@@ -162,6 +163,7 @@ class Recognizer:
         channel_order(color)  # a wrong color is refused for paths too, not ignored
         if (path := image_path(image)) is not None:
             return to_gray(read_image(path))
+        image = pil_upright(image)  # EXIF orientation, as for a path
         if (gray := pil_as_gray(image)) is not None:  # a PIL image knows its own mode: color does not apply
             return gray
         if isinstance(image, (bytes, bytearray, memoryview)):
