@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -757,7 +758,7 @@ def test_a_source_in_error_with_rows_is_not_nothing_processed(archive: Path, tmp
     assert report.summary["frames"].to_pylist() == [15] and len(pd.read_csv(tmp_path / "r.csv")) == report.faces > 0
 
 
-def test_an_out_that_is_or_holds_an_input_is_refused_before_anything_is_written(archive: Path, tmp_path: Path) -> None:
+def test_an_out_that_is_or_holds_an_input_is_refused_before_anything_is_written(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The parts would be mixed with the inputs (pandas.read_parquet(OUT) then fails on a photo), or replace one."""
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -798,12 +799,21 @@ def test_an_out_that_is_or_holds_an_input_is_refused_before_anything_is_written(
     for name, summary in (("participants.csv", "participants.summary.csv"), ("mine.parquet", "mine.summary.parquet")):
         for existing in (tmp_path / name, tmp_path / summary):
             existing.write_text("participant,age\nP1,23\n")
-            with pytest.raises(FervidError, match=f"{existing} already exists and no fervid analysis wrote it"):
+            with pytest.raises(FervidError, match=f"{existing} already exists and is not a fervid analysis table"):
                 analyze([photos], tmp_path / name, AnalyzeOptions(crops=True))
             assert existing.read_text() == "participant,age\nP1,23\n"
             existing.unlink()
     analyze([photos], tmp_path / "r.csv", AnalyzeOptions(crops=True))
     assert analyze([photos], tmp_path / "r.csv", AnalyzeOptions(crops=True)).skipped_units >= 1, "its own results: a rerun resumes"
+    # Its own results with the parts folder deleted once done (as the docs allow): analysed again, replaced.
+    for out, read in ((tmp_path / "r.csv", pd.read_csv), (tmp_path / "r.parquet", pd.read_parquet)):
+        analyze([photos], out, AnalyzeOptions(crops=True))
+        expected = read(out)
+        shutil.rmtree(out.with_name(out.name + ".parts"))
+        capsys.readouterr()
+        assert analyze([photos], out, AnalyzeOptions(crops=True)).skipped_units == 0
+        assert f"no {out.name}.parts beside it to resume from (deleted?): every source is analysed again" in capsys.readouterr().err
+        pd.testing.assert_frame_equal(read(out), expected)
     for out in ("/proc/r.parquet", "/proc/results"):  # refused before any input is read
         with pytest.raises(FervidError, match=f"--out {out}: cannot write in /proc"):
             analyze([photos], Path(out), AnalyzeOptions(crops=True))

@@ -16,6 +16,7 @@ temporary files and the ledger never mix with the rows.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, SHARE_COLUMNS, SORT_KEYS, SUMMARY_SCHEMA
 from fervid.analyze.units import Unit, UnitResult
+from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, check_writable, check_writable_folder, remove_temporaries, write_text_atomically
 
@@ -35,6 +37,22 @@ EMPTY_PART = "part-empty.parquet"  # keeps a folder with no face at all readable
 # A part fervid wrote: a unit id (20 hex digits of a SHA-1) or the empty part. Anything else named
 # part-*.parquet (Spark's part-00000-....snappy.parquet) is someone else's, never pruned.
 OWN_PART = re.compile(r"part-(?:[0-9a-f]{20}|empty)\.parquet")
+
+
+FERVID_COLUMNS = {"source", "model_name", "model_version", "schema_version"}  # in every face and summary table, all versions
+
+
+def is_fervid_table(path: Path) -> bool:
+    """Whether ``path`` is a face or summary table a fervid analysis wrote (Parquet or CSV), by its columns."""
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8") as table:
+                names = next(csv.reader(table), [])
+        else:
+            names = pq.read_schema(path).names
+    except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException):
+        return False
+    return FERVID_COLUMNS <= set(names)
 
 
 class ResultStore:
@@ -103,17 +121,22 @@ class ResultStore:
                 )
 
     def _refuse_foreign_outputs(self) -> None:
-        """Refuse a file ``out``, or the summary beside it, that exists without the run's parts folder:
-        no fervid analysis wrote it (``participants.csv``), and the results would replace it, the
-        summary without the user ever naming it."""
+        """Refuse a file ``out``, or the summary beside it, that exists without the run's parts folder
+        and is not a fervid table (``participants.csv``): the results would replace it, the summary
+        without the user ever naming it. Fervid's own results whose parts folder was deleted (as the
+        docs allow once a run is done) are analysed again and replaced, with a warning."""
         if self.format == "folder" or self.parts.is_dir():
             return
-        for path in (self.out, self.summary_path):
-            if path.exists():
+        existing = [path for path in (self.out, self.summary_path) if path.exists()]
+        for path in existing:
+            if not is_fervid_table(path):
                 raise FervidError(
-                    f"--out {self.out}: {path} already exists and no fervid analysis wrote it (no {self.parts.name} beside it); "
+                    f"--out {self.out}: {path} already exists and is not a fervid analysis table; "
                     "it would be replaced: give another --out, or delete it first"
                 )
+        if existing:
+            warn(f"--out {self.out}: no {self.parts.name} beside it to resume from (deleted?): "
+                 f"every source is analysed again and {', '.join(path.name for path in existing)} replaced")
 
     def open(self) -> None:
         """Create the parts and ledger folders (before the first unit is written)."""
