@@ -58,8 +58,10 @@ def test_decode_image_reads_what_it_wrote_and_names_what_it_cannot() -> None:
 def test_read_image_says_what_the_path_is_instead(tmp_path: Path) -> None:
     (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
     (tmp_path / "broken.jpg").write_bytes(b"nope")
+    (tmp_path / "faces.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip
     for path, message in [(tmp_path, "a folder, not an image"), (tmp_path / "gone.jpg", "no such file"),
-                          (tmp_path / "clip.mp4", "a video, not an image"), (tmp_path / "broken.jpg", "broken.jpg: not a readable image")]:
+                          (tmp_path / "clip.mp4", "a video, not an image"), (tmp_path / "broken.jpg", "broken.jpg: not a readable image"),
+                          (tmp_path / "faces.zip", r"faces.zip: a zip, not an image \(fervid analyze .*faces.zip reads the images in a zip\)")]:
         with pytest.raises(FervidError, match=message):
             read_image(path)
 

@@ -114,6 +114,10 @@ def test_predict_with_nothing_readable_fails_in_one_line(two_face_video, tmp_pat
         f"warning: {video}: a video, not an image (fervid live --source {video} reads videos)",
         "fervid: error: no image could be read",
     ]
+    cv2.imwrite(str(tmp_path / "blank.png"), textured_background(64, 64, seed=1))
+    mixed = fervid("predict", str(tmp_path / "blank.png"), str(video), "--no-save")
+    assert mixed.returncode == 0, mixed.stderr  # a video beside the photos is counted as what it is, not as a damaged image
+    assert mixed.stderr.strip().splitlines()[-1] == "1 image(s), 0 face(s); 1 without a face; 1 not an image (video or zip)"
 
 
 def test_live_on_a_video_file_headless(two_face_video, tmp_path: Path) -> None:

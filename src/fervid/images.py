@@ -31,6 +31,11 @@ UNREADABLE_WHY = "corrupt, cut short, or a format OpenCV cannot read"
 Color = Literal["bgr", "rgb", "BGR", "RGB"]  # any case is accepted; these are the spellings type checkers know
 
 
+class NotAnImage(FervidError):
+    """A file of another kind (a video, a zip) given where an image is read: a pointer to the command
+    that reads it, not a damaged image."""
+
+
 class UnreadableImage(FervidError):
     """Bytes or a file that OpenCV cannot decode as an image."""
 
@@ -130,7 +135,9 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise FervidError(f"{path}: {'a folder, not an image' if path.is_dir() else 'no such file'}")
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        raise FervidError(f"{path}: a video, not an image (fervid live --source {path} reads videos)")
+        raise NotAnImage(f"{path}: a video, not an image (fervid live --source {path} reads videos)")
+    if path.suffix.lower() == ".zip":
+        raise NotAnImage(f"{path}: a zip, not an image (fervid analyze {path} reads the images in a zip)")
     try:
         return decode_image(path.read_bytes())
     except OSError as error:

@@ -12,7 +12,7 @@ import cv2
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
-from fervid.images import ANNOTATED_LIST, annotated_copies, find_images, read_image
+from fervid.images import ANNOTATED_LIST, NotAnImage, annotated_copies, find_images, read_image
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 
@@ -24,6 +24,7 @@ class PhotoReport:
     processed: int = 0
     without_face: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    not_images: list[str] = field(default_factory=list)  # videos and zips named as inputs: other commands read them
     records: list[dict] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     out_dir: str | None = None  # where annotated copies go
@@ -37,6 +38,8 @@ class PhotoReport:
             notes.append(f"{len(self.without_face)} without a face")
         if self.unreadable:
             notes.append(f"{len(self.unreadable)} unreadable")
+        if self.not_images:
+            notes.append(f"{len(self.not_images)} not an image (video or zip)")
         if self.written:
             notes.append(f"annotated images in {self.out_dir}")
         if self.records_path:
@@ -131,7 +134,7 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             if len(paths) == 1:  # the only photo: its own one-line error, not a note and then "no image could be read"
                 raise
             warn(str(error))
-            report.unreadable.append(str(path))
+            (report.not_images if isinstance(error, NotAnImage) else report.unreadable).append(str(path))
             continue
         faces = recognizer.predict(image, boxes=[0, 0, image.shape[1], image.shape[0]] if crops else None)
         report.processed += 1
