@@ -92,6 +92,9 @@ def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_pat
     to_file = fervid("predict", str(folder / "face.jpg"), "--no-save", "--json", str(tmp_path / "faces.json"))
     assert to_file.returncode == 0 and to_file.stdout == ""
     assert json.loads((tmp_path / "faces.json").read_text())[0]["box"] == records[0]["box"]
+    dash = fervid("predict", str(folder / "face.jpg"), "--no-save", "--json", "-", cwd=tmp_path)  # '-' is stdout
+    assert [json.loads(line)["box"] for line in dash.stdout.splitlines()] == [records[0]["box"]]
+    assert not (tmp_path / "-").exists()
 
     (tmp_path / "other").mkdir()  # a second photo named face.jpg: its annotated copy must not replace the first's
     cv2.imwrite(str(tmp_path / "other" / "face.jpg"), photo)
