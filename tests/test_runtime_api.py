@@ -287,6 +287,13 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
     for bad in (None, 5):
         with pytest.raises(FervidError, match="expected face crops"):
             recognizer.classify(bad)
+    for paths in ("photo.png", [Path("a.png"), Path("b.png")]):  # a path's characters were taken for crops of shape ()
+        with pytest.raises(FervidError, match=r"^classify takes face crops \(arrays or PIL images\), not file paths"):
+            recognizer.classify(paths)
+    with pytest.raises(FervidError, match=r"^predict takes one image, got a list of 2 paths: call it once per path"):
+        recognizer.predict(["a.jpg", "b.jpg"])
+    with pytest.raises(FervidError, match=r"got nested lists of unequal lengths$"):
+        recognizer.predict([[1, 2], [3]])
     for options, message in (({"threads": 0}, "threads must be a whole number of 1 or more"),
                              ({"flip_tta": "yes"}, "flip_tta must be True, False or None"),
                              ({"model": 5}, "model must be a bundled model name"),

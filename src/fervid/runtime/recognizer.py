@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from fervid.preprocess import FACE_SIZE, to_gray
 from fervid.runtime.classify import ExpressionClassifier
 from fervid.runtime.detect import DetectorConfig, FaceDetector
 from fervid.runtime.face import Face
+
+
+def _holds_paths(value: object) -> bool:
+    """Whether ``value`` is a file path or a list or tuple of them (given where images are expected)."""
+    if isinstance(value, (str, os.PathLike)):
+        return True
+    return isinstance(value, (list, tuple)) and any(isinstance(item, (str, os.PathLike)) for item in value)
 
 
 def crop_face(gray: np.ndarray, box: Sequence[int] | np.ndarray, margin: float = 0.0) -> np.ndarray:
@@ -126,6 +134,9 @@ class Recognizer:
         which gives one row. Crops are read by dtype as ``predict`` reads images; an empty crop is
         a FervidError.
         """
+        if _holds_paths(faces):
+            raise FervidError("classify takes face crops (arrays or PIL images), not file paths: predict(path) finds and "
+                              "classifies the faces in a photo (fervid.images.read_image reads one as an array)")
         faces = pil_upright(faces)
         if (gray := pil_as_gray(faces)) is not None:
             faces = gray
@@ -169,9 +180,15 @@ class Recognizer:
         if isinstance(image, (bytes, bytearray, memoryview)):
             raise FervidError(f"expected an image path or array, got {type(image).__name__}; decode the bytes first "
                               "(fervid.images.decode_image) or pass the file's path")
-        if np.ndim(image) == 0:  # None, a number: say what came, not that its shape is ()
-            raise FervidError(f"expected an image path or array, got {type(image).__name__}")
-        image = np.asarray(image)
+        if isinstance(image, (list, tuple)) and _holds_paths(image):
+            raise FervidError(f"predict takes one image, got a list of {len(image)} paths: call it once per path "
+                              "(fervid.analyze reads many files into one table)")
+        try:
+            if np.ndim(image) == 0:  # None, a number: say what came, not that its shape is ()
+                raise FervidError(f"expected an image path or array, got {type(image).__name__}")
+            image = np.asarray(image)
+        except ValueError:  # a ragged nested list
+            raise FervidError("expected an image array (H, W) or (H, W, C), got nested lists of unequal lengths") from None
         if image.ndim not in (2, 3) or image.size == 0:
             raise FervidError(f"expected an image array (H, W) or (H, W, C), got shape {image.shape}")
         return gray_frame(image, color)
