@@ -207,6 +207,24 @@ def test_an_animated_gif_plays_as_a_video_and_a_still_one_as_an_image(tmp_path: 
         assert [frame.index for frame in source] == [0]
 
 
+def test_a_video_cut_short_is_played_to_its_end_and_said_to_end_early(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """analyze notes a truncated file; live used to play the part that is left without a word."""
+    full = tmp_path / "full.avi"  # MJPG in AVI: the header's frame count survives a cut-off tail
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 15, (64, 48))
+    for index in range(90):
+        writer.write(np.full((48, 64, 3), index, np.uint8))
+    writer.release()
+    data = full.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 3])
+    with open_source(tmp_path / "cut.avi") as source:
+        played = sum(1 for _ in source)
+    assert 10 < played < 60
+    assert f"cut.avi: the video ends at frame {played}, before the 90 frames its header gives (truncated?)" in capsys.readouterr().err
+    with open_source(full) as source:
+        assert sum(1 for _ in source) == 90
+    assert "the video ends" not in capsys.readouterr().err
+
+
 def test_image_folders_are_sources(tmp_path: Path, recognizer: Recognizer) -> None:
     images, _ = face_video_frames(detectable_faces(1), frames=4, empty=(0, 0))
     for index, image in enumerate(images):

@@ -358,6 +358,10 @@ class VideoFileSource(Source):
                         break
                     except queue.Full:
                         continue
+            end = failed[0] if failed else None  # the first frame that did not come: where the file ended
+            if not self._stop.is_set() and end is not None and self.total and self.total - end > max(1, round(self.fps)):
+                # as analyze notes it: a header count estimated from the duration can be a frame or two off
+                warn(f"{self.name}: the video ends at frame {end}, before the {self.total} frames its header gives (truncated?)")
         finally:
             self._put_end()
             if self._stop.is_set():
