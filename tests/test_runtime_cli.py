@@ -104,6 +104,8 @@ def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_pat
     assert sorted(p.name for p in (tmp_path / "both").iterdir() if not p.name.startswith(".")) == ["face-2.jpg", "face.jpg"]
     lines = (tmp_path / "faces.jsonl").read_text().splitlines()  # any suffix but .json: JSON Lines
     assert [json.loads(line)["image"] for line in lines] == [str(folder / "face.jpg"), str(tmp_path / "other" / "face.jpg")]
+    assert [json.loads(line)["annotated"] for line in lines] == [str(tmp_path / "both" / "face.jpg"), str(tmp_path / "both" / "face-2.jpg")]
+    assert "annotated" not in json.loads(dash.stdout.splitlines()[0])  # --no-save: no copy to name
 
 
 def test_predict_with_nothing_readable_fails_in_one_line(two_face_video, tmp_path: Path) -> None:

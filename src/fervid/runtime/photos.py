@@ -142,22 +142,30 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             small = max(image.shape[:2]) <= SMALL_IMAGE
             warn(f"{path}: no face found" + ("; if it is a cropped face, --crops classifies the whole image" if small else ""))
             report.without_face.append(str(path))
+        copy = None if out_dir is None else _write_copy(path, image, faces, Path(out_dir), names, listed)
+        if copy is not None:
+            report.written.append(str(copy))
         for face in faces:
-            record = {"image": str(path), **face.to_dict()}
+            # "annotated" ties the record to its copy, whose name can differ (photo-2.jpg for a second photo.jpg)
+            record = {"image": str(path), **({"annotated": str(copy)} if copy is not None else {}), **face.to_dict()}
             report.records.append(record)
             if on_record is not None:
                 on_record(record)
-        if out_dir is not None:
-            target = Path(out_dir) / _unique_name(path, names)
-            ok, encoded = cv2.imencode(target.suffix, annotate(image, faces))
-            if ok:
-                if target.resolve() not in listed:  # listed before it exists: a copy is never taken for a photo
-                    Path(out_dir).mkdir(parents=True, exist_ok=True)
-                    with open(Path(out_dir) / ANNOTATED_LIST, "a") as marker:
-                        marker.write(target.name + "\n")
-                    listed.add(target.resolve())
-                write_bytes_atomically(target, encoded.tobytes())
-                report.written.append(str(target))
+
+
+def _write_copy(path: Path, image, faces: list, out_dir: Path, names: set[str], listed: set[Path]) -> Path | None:
+    """The annotated copy of ``path`` written in ``out_dir`` (None if it could not be encoded)."""
+    target = out_dir / _unique_name(path, names)
+    ok, encoded = cv2.imencode(target.suffix, annotate(image, faces))
+    if not ok:
+        return None
+    if target.resolve() not in listed:  # listed before it exists: a copy is never taken for a photo
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / ANNOTATED_LIST, "a") as marker:
+            marker.write(target.name + "\n")
+        listed.add(target.resolve())
+    write_bytes_atomically(target, encoded.tobytes())
+    return target
 
 
 def _check_records_path(target: Path, images: list[Path]) -> None:
