@@ -294,7 +294,15 @@ def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
     boxes = tmp_path / "boxes.csv"
     boxes.write_text(f"source,frame,x,y,w,h\n{photo},0,0,0,48,48\n")
     class_folder = data / "train" / "happy"
+    run = tmp_path / "run"  # a training run: what evaluate writes must not replace its model or resume state
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "model.keras").write_bytes(b"the trained model")
     cases = [
+        (["evaluate", str(model), str(data), "--json", str(run / "model.keras")],
+         f"--json {run / 'model.keras'}: is model.keras of the training run {run}, which this output would overwrite"),
+        (["evaluate", str(model), str(data), "--predictions", str(run / "history.csv")], "is history.csv of the training run"),
+        (["evaluate", str(model), str(data), "--json", str(run / "checkpoint" / "state.json")], "is checkpoint/state.json of the training run"),
         (["evaluate", str(model), str(csv_data), "--json", str(csv_data)], f"--json {csv_data}: is the dataset"),
         (["evaluate", str(model), str(data), "--json", str(model)], f"--json {model}: is the model {model}"),
         (["evaluate", "fervid-compact", str(data), "--against", str(model), "--json", str(model)], f"--json {model}: is the model {model}"),
@@ -303,7 +311,7 @@ def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
         (["predict", str(photo), "--crops", "--no-save", "--model", str(model), "--json", str(model)], f"--json {model}: is the model"),
         (["analyze", str(photo), "--boxes", str(boxes), "--out", str(boxes)], f"--out {boxes}: is the input {boxes}"),
     ]
-    before = {path: path.read_bytes() for path in (csv_data, model, boxes)}
+    before = {path: path.read_bytes() for path in (csv_data, model, boxes, run / "model.keras", run / "config.json")}
     files = sorted(class_folder.iterdir())
     for args, message in cases:
         result = fervid(*args)

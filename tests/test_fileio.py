@@ -79,3 +79,21 @@ def test_a_long_legal_name_is_written(tmp_path: Path) -> None:
         target = tmp_path / f"{stem}.png"
         write_text_atomically(target, "grid")
         assert target.read_text() == "grid"
+
+
+def test_an_output_onto_a_training_runs_own_files_is_refused_except_its_own_export(tmp_path: Path) -> None:
+    """evaluate --json RUN/model.keras replaced the trained model; export --out OTHER/config.onnx put
+    its card over another run's config.json."""
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    for name in ("model.keras", "config.json", "model.json", "report.md", "checkpoint/state.json", "checkpoint/teacher.npz"):
+        with pytest.raises(FervidError, match=f"^--json {run / name}: is {name} of the training run {run}, which this output"):
+            check_writable(run / name, "--json")
+    check_writable(run / "scores.json", "--json")  # a new file beside the run's is the user's to write
+    check_writable(run / "model.onnx", "--out", own_run=run)  # `fervid export RUN` rewrites its own model and card
+    check_writable(run / "model.json", "--out", own_run=run)
+    with pytest.raises(FervidError, match="is model.onnx of the training run"):
+        check_writable(run / "model.onnx", "--out", own_run=tmp_path / "another-run")
+    (tmp_path / "plain").mkdir()
+    check_writable(tmp_path / "plain" / "config.json", "--json")  # no run there: an ordinary folder

@@ -27,16 +27,41 @@ def file_in_the_way(target: str | Path) -> Path | None:
     return None
 
 
-def check_writable(target: str | Path, option: str = "") -> None:
+# What a training run writes into its folder, besides checkpoint/ (its resume state).
+RUN_OUTPUTS = ("config.json", "history.csv", "model.keras", "model.onnx", "model.json", "metrics.json", "report.md",
+               "curves.png", "confusion.png", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5")
+
+
+def check_writable(target: str | Path, option: str = "", *, own_run: Path | None = None) -> None:
     """Refuse now an output that could only fail when it is written, at the end of a run, its results
     lost: a folder in its place, a file where one of its folders must be, or a folder it cannot be
-    written in (read-only, no permission). Its folders are not created yet. ``option`` (``--json``)
-    names it in the message."""
+    written in (read-only, no permission); or one that would replace a training run's own file
+    (``check_not_a_run_file``). Its folders are not created yet. ``option`` (``--json``) names it in
+    the message."""
     target = Path(target).expanduser()
     name = f"{option} {target}" if option else str(target)
     if target.is_dir():
         raise FervidError(f"{name}: a folder, not a file; give a file path for this output")
+    check_not_a_run_file(target, name, own_run=own_run)
     check_writable_folder(target.parent, name=name)
+
+
+def check_not_a_run_file(target: Path, name: str, *, own_run: Path | None = None) -> None:
+    """Refuse an output that is a file of a training run folder (its model, card, config, history,
+    report or checkpoints): ``evaluate --json RUN/model.keras`` lost the trained model, and a
+    replaced ``config.json`` or ``checkpoint/state.json`` broke ``--resume``. ``own_run``: the run
+    whose ``model.onnx`` and ``model.json`` this command writes by design (``fervid export RUN``)."""
+    where = target.resolve()
+    for run in (where.parent, where.parent.parent):
+        if not ((run / "config.json").is_file() and (run / "checkpoint").is_dir()):
+            continue
+        relative = where.relative_to(run).as_posix()
+        if relative not in RUN_OUTPUTS and not relative.startswith("checkpoint/"):
+            continue
+        if own_run is not None and run == own_run.expanduser().resolve() and relative in ("model.onnx", "model.json"):
+            continue
+        raise FervidError(f"{name}: is {relative} of the training run {run}, which this output would overwrite; "
+                          "write it elsewhere")
 
 
 def check_writable_folder(folder: str | Path, option: str = "", *, name: str = "") -> None:

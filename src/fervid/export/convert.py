@@ -74,9 +74,10 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
             f"describes it; write the int8 model elsewhere (default: {default.name})"
         )
     card = card_beside(model_path)
-    check_writable(target, "--out")  # now, not after the conversion (and the int8 scoring)
+    # now, not after the conversion (and the int8 scoring); a run's own model.onnx is this export's to write
+    check_writable(target, "--out", own_run=model_path.parent)
     if card is not None:
-        check_writable(target.with_suffix(".json"))  # the card beside it
+        check_writable(target.with_suffix(".json"), f"--out {target}: its card", own_run=model_path.parent)
     model = load_classifier(model_path)
     with tempfile.TemporaryDirectory() as scratch:
         # Everything is built in scratch and moved onto ``target`` only once checked (and scored), so a

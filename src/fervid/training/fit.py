@@ -26,7 +26,7 @@ from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
 from fervid.data.arrays import fingerprint, readable_counts, unreadable_note
 from fervid.data.holdout import stratified_holdout, subset
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, check_outside_dataset, check_writable_folder, write_text_atomically
+from fervid.fileio import RUN_OUTPUTS, atomic_path, check_outside_dataset, check_writable_folder, write_text_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
@@ -312,18 +312,13 @@ def warm_start(classifier: keras.Model, source: str) -> None:
     classifier.set_weights(weights)
 
 
-# What a run writes into its folder (beside the teachers' cached probabilities, which a user may put
-# there first): a folder holding any of them without a run's config.json holds someone else's files.
-RUN_OUTPUTS = ("config.json", "history.csv", "model.keras", "model.onnx", "model.json", "metrics.json", "report.md",
-               "curves.png", "confusion.png", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5")
-
-
 def check_no_foreign_outputs(run: Path) -> None:
     """Refuse a new run in a folder whose files it would overwrite, unless they are a run's own.
 
     A folder with ``config.json`` and no finished epoch is a run stopped in its first epoch, so
     starting again there replaces only what that run wrote; anywhere else a ``model.onnx`` or
-    ``report.md`` is the user's (another model, their notes) and must not be replaced silently.
+    ``report.md`` is the user's (another model, their notes) and must not be replaced silently (the
+    teachers' cached probabilities, which a user may put there first, are not among ``RUN_OUTPUTS``).
     """
     if (run / "config.json").is_file():
         return
