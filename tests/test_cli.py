@@ -303,6 +303,8 @@ def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
          f"--json {run / 'model.keras'}: is model.keras of the training run {run}, which this output would overwrite"),
         (["evaluate", str(model), str(data), "--predictions", str(run / "history.csv")], "is history.csv of the training run"),
         (["evaluate", str(model), str(data), "--json", str(run / "checkpoint" / "state.json")], "is checkpoint/state.json of the training run"),
+        (["evaluate", str(model), str(data), "--json", str(tmp_path / "same.csv"), "--predictions", str(tmp_path / "same.csv")],
+         f"--json and --predictions are both {tmp_path / 'same.csv'}; give each output its own file"),
         (["evaluate", str(model), str(csv_data), "--json", str(csv_data)], f"--json {csv_data}: is the dataset"),
         (["evaluate", str(model), str(data), "--json", str(model)], f"--json {model}: is the model {model}"),
         (["evaluate", "fervid-compact", str(data), "--against", str(model), "--json", str(model)], f"--json {model}: is the model {model}"),

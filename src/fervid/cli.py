@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -302,11 +303,15 @@ def evaluate(
     inputs = {"the dataset": data, **{f"the model {name}": _model_file(scored_model(name)) for name in (model, against) if name}}
     if predictions is not None and predictions.suffix.lower() != ".csv":
         raise FervidError(f"--predictions {predictions}: the predictions are a CSV file; give a path ending in .csv")
-    for path, option in ((json_out, "--json"), (confusion, "--confusion"), (predictions, "--predictions")):
-        if path is not None:  # now, not after the scoring
-            check_writable(path, option)
-            check_not_an_input(path, option, inputs)
-            check_outside_dataset(path, data, option)
+    outputs = [(path, option) for path, option in ((json_out, "--json"), (confusion, "--confusion"), (predictions, "--predictions"))
+               if path is not None]
+    for (first, first_option), (second, second_option) in itertools.combinations(outputs, 2):
+        if first.expanduser().resolve() == second.expanduser().resolve():  # the second written would replace the first
+            raise FervidError(f"{first_option} and {second_option} are both {first}; give each output its own file")
+    for path, option in outputs:  # now, not after the scoring
+        check_writable(path, option)
+        check_not_an_input(path, option, inputs)
+        check_outside_dataset(path, data, option)
 
     if any(scored_model(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
