@@ -323,3 +323,15 @@ def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
 
     top = fervid("evaluate", str(model), str(data), "--confusion", str(data / "confusion.png"))  # no class is read from the top
     assert top.returncode == 0 and (data / "confusion.png").exists(), top.stderr
+
+
+@pytest.mark.parametrize(("args", "after"), [
+    (["train", "data", "--out", ""], "--out"),  # OUT unset: click read '' as '.', and trained into the current folder
+    (["evaluate", "", "data"], "evaluate"),
+    (["predict", "photo.jpg", "--json= "], "--json"),
+])
+def test_an_empty_argument_is_refused_before_it_becomes_the_current_folder(tmp_path, args, after) -> None:
+    result = subprocess.run([sys.executable, "-m", "fervid", *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"fervid: error: an empty argument after {after} (an unset shell variable?); give a value"
+    assert list(tmp_path.iterdir()) == []

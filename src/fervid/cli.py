@@ -608,6 +608,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def refuse_empty_arguments(arguments: list[str]) -> None:
+    """Refuse an empty argument: click reads an empty path as ".", so `fervid train data --out "$OUT"`
+    with OUT unset trained into the current folder, and an empty DATA or MODEL read the folder here."""
+    for position, argument in enumerate(arguments):
+        option, _, value = argument.partition("=") if argument.startswith("--") else ("", "", argument)
+        if option and "=" not in argument:
+            continue
+        if not value.strip():
+            after = option or (arguments[position - 1] if position else "fervid")
+            raise FervidError(f"an empty argument after {after} (an unset shell variable?); give a value")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2.
 
@@ -622,6 +634,7 @@ def main() -> None:
     click_errors = sys.modules[typer.BadParameter.__module__]
     no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())
     try:
+        refuse_empty_arguments(sys.argv[1:])
         code = app(standalone_mode=False)  # None (the command ran) or an exit code: --help, --version, Ctrl+C
         if code == 130:  # typer turns Ctrl+C (and SIGTERM, above) into a silent exit 130
             print("fervid: interrupted", file=sys.stderr)
