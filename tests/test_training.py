@@ -895,7 +895,10 @@ def test_class_weights_and_holdout():
     "args, message",
     [
         (["--arch", "resnet9000"], "--arch must be one of"),
-        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--epochs", "0"], "--epochs must be between 1 and 100,000"),
+        (["--epochs", "99999999999999999999"], "--epochs must be between 1 and 100,000"),  # a TensorFlow TypeError before
+        (["--batch-size", "99999999999999999999"], "--batch-size must be between 1 and 65,536"),
+        (["--lr", "1e30"], "--lr must be above 0 and at most 1"),  # trained to a nan loss and exported it
         (["--imbalance", "magic"], "--imbalance must be one of"),
         (["--erasing", "1.5"], "--erasing must be a probability"),
         (["--warp", "twice"], "--warp must be one of"),
@@ -956,6 +959,36 @@ def test_a_damaged_checkpoint_state_is_one_line_on_resume(tmp_path):
     result = fervid_here("train", "--resume", "--out", str(run), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"fervid: error: {run / 'checkpoint' / 'state.json'}: damaged (")
+
+
+def test_a_run_whose_files_have_another_shape_is_one_line_on_resume(tmp_path):
+    """Valid JSON of the wrong shape (replaced by hand or by another program) and a cut-short weights
+    file were tracebacks from dataclasses, Keras or h5py."""
+    from fervid.training.config import TrainConfig
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    config = TrainConfig(data=str(write_folder_dataset(tmp_path / "d", 0, {"train": 2, "validation": 1})), arch="compact", epochs=2, warmup_epochs=0)
+    state = {"epochs_done": 1, "best_epoch": 1, "best_val_accuracy": 0.2, "history": []}
+
+    def resume_error() -> str:
+        result = fervid_here("train", "--resume", "--out", str(run), check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        return result.stderr.strip()
+
+    (run / "checkpoint" / "state.json").write_text(json.dumps(state))
+    for text, message in (("{}", "not a fervid run's config"), ("[]", "not a fervid run's config"),
+                          (json.dumps({**json.loads(json.dumps(config.__dict__)), "epochs": "x"}), "not a usable run config")):
+        (run / "config.json").write_text(text)
+        assert resume_error().startswith(f"fervid: error: {run / 'config.json'}: {message}")
+    config.save(run / "config.json")
+    (run / "checkpoint" / "state.json").write_text("[]")
+    assert resume_error() == f"fervid: error: {run / 'checkpoint' / 'state.json'}: not a fervid run's resume state; start a new run with another --out"
+    (run / "checkpoint" / "state.json").write_text(json.dumps(state))
+    (run / "checkpoint" / "last.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n cut short")
+    message = resume_error()
+    assert message.startswith(f"fervid: error: {run / 'checkpoint' / 'last.weights.h5'}: cannot be loaded (")
+    assert message.endswith("the checkpoint is damaged or missing: start a new run with another --out")
 
 
 def test_export_writes_only_onnx_and_a_failed_check_keeps_the_model_already_there(tmp_path, monkeypatch):

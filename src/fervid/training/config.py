@@ -13,6 +13,8 @@ from fervid.model.specs import ARCHITECTURES, WARPS
 SCHEDULES = ("cosine", "plateau")
 IMBALANCE = ("none", "weights", "sampling")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+MAX_EPOCHS = 100_000  # far beyond any schedule; a 20-digit number failed deep in TensorFlow
+MAX_BATCH = 65_536
 
 
 @dataclass
@@ -59,9 +61,10 @@ class TrainConfig:
         """Reject impossible settings with one clear line before any data is read."""
         checks = [
             (self.arch in ARCHITECTURES, f"--arch must be one of {', '.join(ARCHITECTURES)}"),
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.learning_rate > 0, "--lr must be positive"),
+            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be between 1 and {MAX_EPOCHS:,}"),
+            (1 <= self.batch_size <= MAX_BATCH, f"--batch-size must be between 1 and {MAX_BATCH:,}"),
+            # Adam's steps are about the rate's size: above 1 every weight jumps by more than itself, loss nan
+            (0 < self.learning_rate <= 1.0, "--lr must be above 0 and at most 1"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.imbalance in IMBALANCE, f"--imbalance must be one of {', '.join(IMBALANCE)}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
@@ -96,9 +99,18 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
+        """A run's saved config, checked as a new one is: a config.json of another shape (replaced by
+        hand or by another program) is a one-line error, not a traceback deep in Keras."""
         try:
             values: dict[str, Any] = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise FervidError(f"{path}: cannot read the run's config ({error})") from None
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        if not isinstance(values, dict) or "data" not in values:
+            raise FervidError(f"{path}: not a fervid run's config (a JSON object of fervid train's options was expected)")
+        try:
+            config = cls(**{k: v for k, v in values.items() if k in known})  # options of older versions dropped
+            config.validate()
+        except (TypeError, FervidError) as error:  # TypeError: a value of the wrong type, e.g. "epochs": "x"
+            raise FervidError(f"{path}: not a usable run config ({error})") from None
+        return config

@@ -368,9 +368,27 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
         check_no_foreign_outputs(run)
         return {"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}, False
     try:
-        return json.loads(state_path.read_text()), True
+        state = json.loads(state_path.read_text())
     except ValueError as error:
         raise FervidError(f"{state_path}: damaged ({error}); start a new run with another --out") from None
+    if not (isinstance(state, dict) and all(isinstance(state.get(key), kind) for key, kind in STATE_FIELDS.items())):
+        raise FervidError(f"{state_path}: not a fervid run's resume state; start a new run with another --out")
+    return state, True
+
+
+# What resuming reads from checkpoint/state.json, with the types it must have.
+STATE_FIELDS = {"epochs_done": int, "best_epoch": int, "best_val_accuracy": (int, float), "history": list}
+
+
+def load_checkpoint(model: keras.Model, path: Path) -> None:
+    """The weights a resume continues from; a missing or cut-short file is a one-line error naming
+    it, not h5py's own message."""
+    try:
+        model.load_weights(str(path))
+    except (OSError, ValueError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise FervidError(f"{path}: cannot be loaded ({reason}); the checkpoint is damaged or missing: "
+                          "start a new run with another --out") from None
 
 
 def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per_epoch: int) -> keras.Model:
@@ -419,7 +437,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
     stopped_early = config.patience and state["epochs_done"] - state["best_epoch"] >= config.patience
     if resume and remaining > 0 and not stopped_early:
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(str(run / "checkpoint" / "last.weights.h5"))
+        load_checkpoint(model, run / "checkpoint" / "last.weights.h5")
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
     callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
@@ -450,7 +468,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
                       initial_epoch=state["epochs_done"], validation_data=validation, sample_weight=per_face,
                       shuffle=True, callbacks=callbacks, verbose=verbose)
     if state["best_epoch"]:
-        classifier.load_weights(str(run / "checkpoint" / "best.weights.h5"))
+        load_checkpoint(classifier, run / "checkpoint" / "best.weights.h5")
     state.setdefault("precision", precision)
     state.setdefault("keras_backend", keras.backend.backend())
     return classifier, data, state
