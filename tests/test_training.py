@@ -1353,3 +1353,31 @@ def test_evaluate_writes_each_faces_prediction_wrong_ones_first(trained_run, tmp
     inside = data / "validation" / "happy" / "faces.csv"
     refused = fervid_here("evaluate", str(run), str(data), "--predictions", str(inside), check=False)
     assert refused.returncode == 2 and "would report it as a stray file among the faces" in refused.stderr and not inside.exists()
+
+
+def test_a_diverged_epoch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    """A nan loss used to be trained on to the end, exported, and scored as a calibrated model."""
+    from fervid.errors import FervidError
+    from fervid.training.fit import RunCheckpoint
+
+    state = {"epochs_done": 4, "best_epoch": 3, "best_val_accuracy": 0.4, "history": [{"epoch": 4}]}
+    checkpoint = RunCheckpoint(tmp_path, None, state, total_epochs=10, patience=0)
+    logs = {"loss": float("nan"), "accuracy": 0.1, "val_loss": float("nan"), "val_accuracy": 0.14, "learning_rate": 1e-3}
+    with pytest.raises(FervidError, match=r"^epoch 5: the training loss became nan .* the checkpoint of epoch 4 is kept, nothing was exported$"):
+        checkpoint.on_epoch_end(4, logs)
+    assert state == {"epochs_done": 4, "best_epoch": 3, "best_val_accuracy": 0.4, "history": [{"epoch": 4}]}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_a_checkpoint_waits_for_the_whole_checkpoint(tmp_path):
+    """Weights written and state.json not yet: a resume ran the schedule one epoch ahead."""
+    from fervid.training.fit import signals_deferred
+
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal is delivered here, and must not stop the block
+            written.append("state.json")
+    assert written == ["state.json"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual Ctrl+C again

@@ -13,8 +13,13 @@ Run folder layout (``out``)::
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -233,6 +238,25 @@ class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
         self.state["plateau"] = {"best": best, "wait": int(self.wait), "cooldown": int(self.cooldown_counter)}
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl+C and SIGTERM back until the block is done, then stop as they asked: a checkpoint is
+    several files (best and last weights, state.json), and a resume must find them from one epoch."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+    caught: list[int] = []
+    previous = {number: signal.signal(number, lambda signum, frame: caught.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Per epoch: one summary line, history, last and best checkpoints, all written atomically."""
 
@@ -254,20 +278,26 @@ class RunCheckpoint(keras.callbacks.Callback):
             "val_loss": float(logs.get("val_loss", np.nan)),
             "val_accuracy": float(logs.get("val_accuracy", np.nan)),
             # the rate this epoch ran at: a plateau callback before this one may have just lowered it
-            "learning_rate": float(logs.get("learning_rate", current_learning_rate(self.model.optimizer))),
+            "learning_rate": float(logs["learning_rate"] if "learning_rate" in logs else current_learning_rate(self.model.optimizer)),
             "seconds": round(time.monotonic() - self.started, 1),
         }
-        self.state["history"].append(row)
-        self.state["epochs_done"] = epoch + 1
+        if not math.isfinite(row["loss"]):  # diverged: its weights are nan, and so would be everything after
+            raise FervidError(
+                f"epoch {epoch + 1}: the training loss became {row['loss']} (the training diverged; a lower --lr "
+                f"helps); the checkpoint of epoch {self.state['epochs_done']} is kept, nothing was exported"
+            )
         improved = row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0)
-        if improved:
-            self.state.update(best_val_accuracy=row["val_accuracy"], best_epoch=epoch + 1)
-            with atomic_path(self.run / "checkpoint" / "best.weights.h5") as temporary:
-                self.classifier.save_weights(str(temporary))
-        with atomic_path(self.run / "checkpoint" / "last.weights.h5") as temporary:
-            self.model.save_weights(str(temporary))
-        write_text_atomically(self.run / "checkpoint" / "state.json", json.dumps(self.state, indent=1))
-        write_history(self.run / "history.csv", self.state["history"])
+        with signals_deferred():  # Ctrl+C or SIGTERM here would leave the weights one epoch ahead of state.json
+            self.state["history"].append(row)
+            self.state["epochs_done"] = epoch + 1
+            if improved:
+                self.state.update(best_val_accuracy=row["val_accuracy"], best_epoch=epoch + 1)
+                with atomic_path(self.run / "checkpoint" / "best.weights.h5") as temporary:
+                    self.classifier.save_weights(str(temporary))
+            with atomic_path(self.run / "checkpoint" / "last.weights.h5") as temporary:
+                self.model.save_weights(str(temporary))
+            write_text_atomically(self.run / "checkpoint" / "state.json", json.dumps(self.state, indent=1))
+            write_history(self.run / "history.csv", self.state["history"])
         print(
             f"epoch {epoch + 1}/{self.total_epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}{' *' if improved else '  '}  "
@@ -441,7 +471,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
     callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
-    callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience))
+    # TerminateOnNaN ends a diverged epoch at its first nan batch; RunCheckpoint then stops the run.
+    callbacks += [keras.callbacks.TerminateOnNaN(), RunCheckpoint(run, classifier, state, config.epochs, config.patience)]
 
     if remaining > 0 and not stopped_early:
         state.update(precision=precision, keras_backend=keras.backend.backend())
