@@ -1381,3 +1381,24 @@ def test_ctrl_c_during_a_checkpoint_waits_for_the_whole_checkpoint(tmp_path):
             written.append("state.json")
     assert written == ["state.json"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual Ctrl+C again
+
+
+def test_a_run_still_training_refuses_a_second_process(tmp_path):
+    """A resume started while the run still trains (a lost SSH session) mixed both runs' files."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.lock import RunLock
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    TrainConfig(data=str(write_folder_dataset(tmp_path / "d", 0, {"train": 2, "validation": 1})), arch="compact",
+                epochs=2, warmup_epochs=0).save(run / "config.json")
+    (run / "checkpoint" / "state.json").write_text(json.dumps({"epochs_done": 1, "best_epoch": 1, "best_val_accuracy": 0.2, "history": []}))
+    with RunLock(run) as lock:
+        lock.acquire()  # this process is "the run that still trains"
+        result = fervid_here("train", "--resume", "--out", str(run), check=False)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"fervid: error: {run}: is being trained by process {os.getpid()} now; wait for it to end (or stop it) "
+        "before resuming, or train into another --out")
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["epochs_done"] == 1
+    with RunLock(run) as lock:  # released when the holder's block ended (and by the kernel when a process dies)
+        lock.acquire()

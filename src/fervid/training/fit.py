@@ -36,6 +36,7 @@ from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
 from fervid.training.config import TrainConfig
+from fervid.training.lock import RunLock
 from fervid.training.distill import (
     TEACHER_FILE,
     TEACHER_VIEWS_FILE,
@@ -448,10 +449,17 @@ def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per
     return model
 
 
-def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.Model, TrainingData, dict]:
-    """Train (or continue) the run in ``run``; returns the best-epoch classifier, the data and the state."""
+def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock | None = None) -> tuple[keras.Model, TrainingData, dict]:
+    """Train (or continue) the run in ``run``; returns the best-epoch classifier, the data and the state.
+
+    ``lock`` is taken as soon as the run folder exists (before the data is read when resuming), and
+    left to the caller to release, after whatever else it writes into the run.
+    """
     config.validate()
+    lock = lock or RunLock(run)
     state, resume = open_run(config, run, resume)
+    if run.is_dir():  # a resume, or a run stopped in its first epoch: refuse a second process before reading data
+        lock.acquire()
     keras.utils.set_random_seed(config.seed + state["epochs_done"])
     precision = resolve_precision(config.precision)
     classifier = build_classifier(config.arch, dtype=precision)
@@ -461,6 +469,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False) -> tuple[keras.
     same_data_on_resume(state, data.fingerprint, config.data)
     state["data_fingerprint"] = data.fingerprint
     config.save(run / "config.json")  # only now: data that cannot be read leaves no half-made run folder behind
+    lock.acquire()
     x_train, y_train = data.train.inputs(), data.train.one_hot()
     model = compile_for_training(config, classifier, int(np.ceil(len(x_train) / config.batch_size)))
     remaining = config.epochs - state["epochs_done"]

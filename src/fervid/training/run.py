@@ -22,6 +22,7 @@ from fervid.model.backend import keras
 from fervid.preprocess import FACE_SIZE
 from fervid.training.config import TrainConfig
 from fervid.training.fit import TrainingData, fit
+from fervid.training.lock import RunLock
 from fervid.training.matched_blur import augmentation_blur, choose_input_blur, view_blur
 
 
@@ -164,7 +165,12 @@ def onnx_export_available() -> bool:
 
 def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
     """Train, export and evaluate; returns the model card (also written to ``run/model.json``)."""
-    classifier, data, state = fit(config, run, resume=resume)
+    with RunLock(run) as lock:  # held until the last file of the run is written
+        return _train(config, run, resume, lock)
+
+
+def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
+    classifier, data, state = fit(config, run, resume=resume, lock=lock)
     deployable = float32_twin(classifier, config.arch)
     with atomic_path(run / "model.keras") as temporary:
         deployable.save(str(temporary))

@@ -1,0 +1,56 @@
+"""One process per run folder: a second ``fervid train --resume`` on a run that is still training
+(a lost SSH session, a second terminal) would mix the two runs' checkpoints, history and model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+from fervid.errors import FervidError
+
+LOCK_FILE = ".lock"  # hidden: not a run output, not a file the dataset or image readers see
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN/.lock``, held from :meth:`acquire` until the ``with`` block ends.
+
+    The kernel drops the lock when the process dies, so a killed run never leaves its folder locked;
+    the file itself holds the owner's PID for the message. Where ``fcntl`` does not exist (Windows)
+    nothing is locked.
+    """
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (once the run folder exists), or refuse with the PID of the process that holds it."""
+        if self._fd is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(self.run / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise FervidError(f"{self.run}: is being trained by process {owner} now; wait for it to end "
+                              "(or stop it) before resuming, or train into another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file releases the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.release()
