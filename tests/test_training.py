@@ -1402,3 +1402,17 @@ def test_a_run_still_training_refuses_a_second_process(tmp_path):
     assert json.loads((run / "checkpoint" / "state.json").read_text())["epochs_done"] == 1
     with RunLock(run) as lock:  # released when the holder's block ended (and by the kernel when a process dies)
         lock.acquire()
+
+
+def test_a_keras_backend_that_is_not_there_is_one_line(tmp_path):
+    """KERAS_BACKEND=jax without JAX (or a typo) gave Keras's import traceback."""
+    from importlib.util import find_spec
+
+    cases = [("foo", "fervid: error: KERAS_BACKEND=foo: not a Keras backend (use tensorflow, jax, torch, numpy, or unset it for tensorflow)")]
+    cases += [(name, f"fervid: error: KERAS_BACKEND={name}: its package is not installed ({name}); install {name}, "
+                     "or unset KERAS_BACKEND for tensorflow") for name in ("jax", "torch") if find_spec(name) is None]
+    for backend, message in cases:
+        result = subprocess.run([*FERVID, "train", str(tmp_path / "data"), "--out", str(tmp_path / "run")], capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": backend})
+        assert result.returncode == 2 and result.stderr.strip() == message, result.stderr
+    assert not (tmp_path / "run").exists()

@@ -27,9 +27,23 @@ def _stderr_silenced() -> Iterator[None]:
             os.close(saved)
 
 
+from fervid.errors import FervidError  # noqa: E402
+
+# The package each Keras backend needs (KERAS_BACKEND=jax without JAX failed with Keras's traceback).
+BACKEND_PACKAGES = {"tensorflow": "tensorflow-cpu (the 'train' extra)", "jax": "jax", "torch": "torch", "numpy": "numpy"}
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-with _stderr_silenced():
-    import keras  # noqa: E402
+_backend = os.environ["KERAS_BACKEND"]
+if _backend not in BACKEND_PACKAGES and _backend != "openvino":
+    raise FervidError(f"KERAS_BACKEND={_backend}: not a Keras backend (use {', '.join(BACKEND_PACKAGES)}, or unset it for tensorflow)")
+try:
+    with _stderr_silenced():
+        import keras  # noqa: E402
+except ImportError as error:
+    if error.name in ("keras", None):
+        raise
+    raise FervidError(f"KERAS_BACKEND={_backend}: its package is not installed ({error.name}); install "
+                      f"{BACKEND_PACKAGES.get(_backend, error.name)}, or unset KERAS_BACKEND for tensorflow") from None
 
 __all__ = ["keras"]
