@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -1416,3 +1417,31 @@ def test_a_keras_backend_that_is_not_there_is_one_line(tmp_path):
                                 text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": backend})
         assert result.returncode == 2 and result.stderr.strip() == message, result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+    """A full disk: h5py's message spanned lines and named the temporary file, and the interpreter's
+    teardown then crashed in h5py (a segfault, exit 139) after it."""
+    from fervid.errors import WriteFailedInLibrary
+    from fervid.training.fit import save_weights
+
+    class FullDisk:
+        def save_weights(self, path: str) -> None:
+            Path(path).write_bytes(b"half")
+            raise OSError("Can't synchronously write data (file write failed: time = Sat Dec  5\n, errno = 28, "
+                          "error message = 'No space left on device')")
+
+    target = tmp_path / "checkpoint" / "last.weights.h5"
+    target.parent.mkdir()
+    target.write_bytes(b"the epoch before")
+    with pytest.raises(WriteFailedInLibrary, match=rf"^{re.escape(str(target))}: could not be written \(no space left on device\); "
+                                                   "the checkpoint before it is kept$"):
+        save_weights(FullDisk(), target)
+    assert target.read_bytes() == b"the epoch before" and [p.name for p in target.parent.iterdir()] == ["last.weights.h5"]
+    code = ("import sys, atexit, fervid.cli as cli\n"
+            "from fervid.errors import WriteFailedInLibrary\n"
+            "atexit.register(lambda: print('teardown ran', file=sys.stderr))\n"
+            "def app(**kwargs): raise WriteFailedInLibrary('x.h5: could not be written (no space left on device)')\n"
+            "cli.app = app\ncli.main()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr == "fervid: error: x.h5: could not be written (no space left on device)\n"

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from fervid.errors import FervidError, Interrupted, install_hint
+from fervid.errors import FervidError, Interrupted, WriteFailedInLibrary, install_hint
 from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable
 from fervid.model.specs import ARCHITECTURES
 
@@ -654,6 +654,10 @@ def main() -> None:
         sys.exit(130)
     except FervidError as error:
         print(f"fervid: error: {error}", file=sys.stderr)
+        if isinstance(error, WriteFailedInLibrary):  # the interpreter's teardown would crash in that library
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         sys.exit(2)
     except OSError as error:  # a path the system refused (unwritable, missing parent, disk full): the user's to fix
         where = f"{error.filename}: " if error.filename else ""

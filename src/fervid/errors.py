@@ -5,6 +5,12 @@ class FervidError(Exception):
     """A user-facing error: bad path, unreadable data, wrong option. Never a bug."""
 
 
+class WriteFailedInLibrary(FervidError):
+    """A write that failed inside a C library (h5py on a full disk) and left it in a state that
+    crashes the interpreter's teardown (a segfault, exit 139, after the message): the CLI ends the
+    process at once, with its files already closed or atomic, so the exit status is still 2."""
+
+
 class Interrupted(Exception):
     """A run stopped by Ctrl+C or SIGTERM; the message says what was kept and how to go on."""
 

@@ -12,6 +12,7 @@ Run folder layout (``out``)::
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from fervid.console import warn
 from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
 from fervid.data.arrays import fingerprint, readable_counts, unreadable_note
 from fervid.data.holdout import stratified_holdout, subset
-from fervid.errors import FervidError
+from fervid.errors import FervidError, WriteFailedInLibrary
 from fervid.fileio import RUN_OUTPUTS, atomic_path, check_outside_dataset, check_writable_folder, write_text_atomically
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
@@ -239,6 +240,18 @@ class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
         self.state["plateau"] = {"best": best, "wait": int(self.wait), "cooldown": int(self.cooldown_counter)}
 
 
+def save_weights(model: keras.Model, target: Path) -> None:
+    """``model``'s weights written atomically to ``target``; a failed write (a full disk) is one line
+    naming ``target``, where h5py's message spans lines and names the temporary file."""
+    try:
+        with atomic_path(target) as temporary:
+            model.save_weights(str(temporary))
+    except OSError as error:
+        text = " ".join(str(error).split())
+        reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
+        raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept") from None
+
+
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold Ctrl+C and SIGTERM back until the block is done, then stop as they asked: a checkpoint is
@@ -293,10 +306,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.state["epochs_done"] = epoch + 1
             if improved:
                 self.state.update(best_val_accuracy=row["val_accuracy"], best_epoch=epoch + 1)
-                with atomic_path(self.run / "checkpoint" / "best.weights.h5") as temporary:
-                    self.classifier.save_weights(str(temporary))
-            with atomic_path(self.run / "checkpoint" / "last.weights.h5") as temporary:
-                self.model.save_weights(str(temporary))
+                save_weights(self.classifier, self.run / "checkpoint" / "best.weights.h5")
+            save_weights(self.model, self.run / "checkpoint" / "last.weights.h5")
             write_text_atomically(self.run / "checkpoint" / "state.json", json.dumps(self.state, indent=1))
             write_history(self.run / "history.csv", self.state["history"])
         print(
