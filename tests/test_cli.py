@@ -335,3 +335,31 @@ def test_an_empty_argument_is_refused_before_it_becomes_the_current_folder(tmp_p
     assert result.returncode == 2
     assert result.stderr.strip() == f"fervid: error: an empty argument after {after} (an unset shell variable?); give a value"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_reads_a_dataset_with_the_models_training_map(tmp_path):
+    """A model trained with --map contempt=disgust scored on the same kind of data used to fail on its
+    contempt folder unless --map was given again (export --int8 already reused it)."""
+    import json
+
+    import cv2
+
+    from fervid.runtime.classify import bundled_model_path
+
+    data = write_folder_dataset(tmp_path / "data", 0, {"validation": 1})
+    (data / "validation" / "contempt").mkdir()
+    cv2.imwrite(str(data / "validation" / "contempt" / "c.png"), cv2.imread(str(data / "validation" / "disgust" / "0000.png")))
+    model = tmp_path / "mapped.onnx"
+    shutil.copy(bundled_model_path("fervid-compact"), model)
+    card = json.loads(bundled_model_path("fervid-compact").with_suffix(".json").read_text())
+    card["training"]["mapping"] = {"contempt": "disgust"}
+    pytest.importorskip("onnx", reason="writing a model card into an ONNX file needs onnx (the 'train' extra)")
+    from fervid.export.onnx import write_card
+
+    write_card(model, card)
+    result = fervid("evaluate", str(model), str(data), "--json", str(tmp_path / "m.json"))
+    assert result.returncode == 0, result.stderr
+    assert f"{data}: read with the model's training --map contempt=disgust (--map overrides it)" in result.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["images"] == 8  # the contempt face counted as disgust
+    plain = fervid("evaluate", "fervid-compact", str(data))
+    assert plain.returncode == 2 and "contempt" in plain.stderr

@@ -137,6 +137,13 @@ def evaluate_model(
     model, other = scored_model(model), scored_model(against) if against else None
     predictor = load_predictor(model, input_blur=input_blur, temperature=temperature)
     other_predictor = load_predictor(other) if other else None
+    # A model trained with --map/--unknown reads a dataset as its training did, unless told otherwise
+    training = (predictor.card or {}).get("training") or {}
+    if not mapping and training.get("mapping"):
+        mapping = training["mapping"]
+        warn(f"{data}: read with the model's training --map {','.join(f'{k}={v}' for k, v in mapping.items())} (--map overrides it)")
+    if unknown == "error" and training.get("unknown", "error") != "error":
+        unknown = training["unknown"]
     index = read_dataset(data, unknown=unknown, mapping=mapping)  # type: ignore[arg-type]
     if dropped := index.dropped_note():
         warn(f"{data}: {dropped}")

@@ -317,7 +317,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             flush=True,
         )
         if self.patience and epoch + 1 - self.state["best_epoch"] >= self.patience:
-            print(f"early stop: no better validation accuracy for {self.patience} epochs", flush=True)
+            print(f"early stop: no better validation accuracy for {self.patience} epoch{'s' if self.patience > 1 else ''}", flush=True)
             self.model.stop_training = True
 
 
