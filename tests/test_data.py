@@ -519,3 +519,13 @@ def test_symlinked_split_and_class_folders_are_read_and_a_symlink_cycle_ends(tmp
     assert index.splits == ["train", "validation"]
     assert index.counts()["train"].tolist() == [1] * 7 and index.counts()["validation"].tolist() == [1] * 7
     assert len(load_arrays(index)) == 14
+
+
+def test_a_binary_file_named_csv_is_refused_without_printing_its_bytes(tmp_path):
+    """Its "header" was echoed whole: control bytes and NULs that garble the terminal."""
+    path = tmp_path / "faces.csv"
+    path.write_bytes(b"\x00\x01\x02garbage\xc3\xbf\x1b[31m" * 40)  # valid UTF-8, full of control bytes
+    with pytest.raises(FervidError, match=r"faces.csv: CSV needs columns emotion,pixels\[,Usage\]") as error:
+        read_dataset(path)
+    message = str(error.value)
+    assert message.isprintable() and len(message) < len(str(path)) + 200

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -344,6 +344,14 @@ def _refuse_archives(location: Path, names: list[str]) -> None:
     raise FervidError(f"{location}: holds {listed} but no images in class folders; {advice}")
 
 
+def _shown_columns(columns: Sequence[object], limit: int = 80) -> str:
+    """A header's columns for an error line: printable, and short (a binary file's "header" is a
+    screenful of control bytes that would garble the terminal)."""
+    text = ", ".join(map(str, columns))
+    text = "".join(char if char.isprintable() else "?" for char in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, str]]:
     """FER2013's CSV: ``emotion`` is a class number in FER2013's own order, ``Usage`` the split."""
     try:
@@ -355,7 +363,7 @@ def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, 
     if missing:
         raise FervidError(
             f"{location}: CSV needs columns emotion,pixels[,Usage]; missing {', '.join(missing)} "
-            f"(found {', '.join(map(str, header.columns))})"
+            f"(found {_shown_columns(header.columns)})"
         )
     usage = columns.get("usage")
     usecols = [columns["emotion"], *([usage] if usage else [])]
