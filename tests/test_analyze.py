@@ -152,6 +152,16 @@ def test_a_file_given_by_two_paths_is_one_source_and_a_rerun_from_elsewhere_resu
     names = sorted(str(archive / name) for name in first.summary["source"].to_pylist())
     assert sorted(again.summary["source"].to_pylist()) == names
     assert set(pd.read_parquet(out)["source"]) <= set(names) and len(pd.read_parquet(out)) == sum(first.summary["faces"].to_pylist())
+    # Names that sort in another order (`../b` before `x.png`) cut the same image batches: nothing is redone.
+    photos = [archive / "photos" / name for name in ("one.png", "two.jpg", "none.png")]
+    for folder, chosen in (("a", photos[:2]), ("b", photos[2:])):
+        (tmp_path / folder).mkdir()
+        for photo in chosen:
+            shutil.copyfile(photo, tmp_path / folder / photo.name)
+    first = analyze(["a", "b"], tmp_path / "ab.parquet", AnalyzeOptions(image_batch=2))
+    monkeypatch.chdir(tmp_path / "a")
+    again = analyze([".", "../b"], tmp_path / "ab.parquet", AnalyzeOptions(image_batch=2))
+    assert first.units == 2 and again.skipped_units == again.units == 2 and again.frames == 0
 
 
 def test_a_renaming_killed_half_way_is_finished_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -150,4 +150,5 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     if zipped_videos:
         warn(f"{len(zipped_videos)} video(s) inside zips skipped (videos are read only from files; extract them), "
              f"e.g. {zipped_videos[0]}")
-    return sorted(items.values(), key=lambda item: item.name)
+    # by absolute path: image batches (and so unit ids) stay the same however the inputs are written
+    return sorted(items.values(), key=lambda item: item.key)
