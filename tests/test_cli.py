@@ -359,7 +359,14 @@ def test_evaluate_reads_a_dataset_with_the_models_training_map(tmp_path):
     write_card(model, card)
     result = fervid("evaluate", str(model), str(data), "--json", str(tmp_path / "m.json"))
     assert result.returncode == 0, result.stderr
-    assert f"{data}: read with the model's training --map contempt=disgust (--map overrides it)" in result.stderr
+    assert f"{data}: read with the model's training --map contempt=disgust (give your own to override)" in result.stderr
     assert json.loads((tmp_path / "m.json").read_text())["images"] == 8  # the contempt face counted as disgust
     plain = fervid("evaluate", "fervid-compact", str(data))
     assert plain.returncode == 2 and "contempt" in plain.stderr
+    card["training"].update(mapping={}, unknown="drop")  # trained with --unknown drop: dropped here too, unless told
+    write_card(model, card)
+    dropped = fervid("evaluate", str(model), str(data), "--json", str(tmp_path / "m.json"))
+    assert dropped.returncode == 0 and "read with the model's training --unknown drop" in dropped.stderr, dropped.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["images"] == 7
+    told = fervid("evaluate", str(model), str(data), "--unknown", "error")
+    assert told.returncode == 2 and "contempt" in told.stderr

@@ -1364,7 +1364,8 @@ def test_a_diverged_epoch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     state = {"epochs_done": 4, "best_epoch": 3, "best_val_accuracy": 0.4, "history": [{"epoch": 4}]}
     checkpoint = RunCheckpoint(tmp_path, None, state, total_epochs=10, patience=0)
     logs = {"loss": float("nan"), "accuracy": 0.1, "val_loss": float("nan"), "val_accuracy": 0.14, "learning_rate": 1e-3}
-    with pytest.raises(FervidError, match=r"^epoch 5: the training loss became nan .* the checkpoint of epoch 4 is kept, nothing was exported$"):
+    with pytest.raises(FervidError, match=r"^epoch 5: the training loss became nan \(the training diverged\); the checkpoint of "
+                                          r"epoch 4 is kept, nothing was exported; start a new run with a lower --lr and another --out$"):
         checkpoint.on_epoch_end(4, logs)
     assert state == {"epochs_done": 4, "best_epoch": 3, "best_val_accuracy": 0.4, "history": [{"epoch": 4}]}
     assert list(tmp_path.iterdir()) == []
@@ -1410,13 +1411,16 @@ def test_a_keras_backend_that_is_not_there_is_one_line(tmp_path):
     from importlib.util import find_spec
 
     cases = [("foo", "fervid: error: KERAS_BACKEND=foo: not a Keras backend (use tensorflow, jax, torch, numpy, or unset it for tensorflow)")]
-    cases += [(name, f"fervid: error: KERAS_BACKEND={name}: its package is not installed ({name}); install {name}, "
+    cases += [(name, f"fervid: error: KERAS_BACKEND={name}: a package it needs is not installed ({name}); install {name}, "
                      "or unset KERAS_BACKEND for tensorflow") for name in ("jax", "torch") if find_spec(name) is None]
     for backend, message in cases:
         result = subprocess.run([*FERVID, "train", str(tmp_path / "data"), "--out", str(tmp_path / "run")], capture_output=True,
                                 text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": backend})
         assert result.returncode == 2 and result.stderr.strip() == message, result.stderr
     assert not (tmp_path / "run").exists()
+    empty = subprocess.run([*FERVID, "train", str(tmp_path / "data"), "--out", str(tmp_path / "run")], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": ""})  # set but empty: TensorFlow, as Keras reads it
+    assert empty.returncode == 2 and "KERAS_BACKEND" not in empty.stderr and "no such" in empty.stderr.lower(), empty.stderr
 
 
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
@@ -1431,13 +1435,21 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
             raise OSError("Can't synchronously write data (file write failed: time = Sat Dec  5\n, errno = 28, "
                           "error message = 'No space left on device')")
 
-    target = tmp_path / "checkpoint" / "last.weights.h5"
-    target.parent.mkdir()
-    target.write_bytes(b"the epoch before")
-    with pytest.raises(WriteFailedInLibrary, match=rf"^{re.escape(str(target))}: could not be written \(no space left on device\); "
+    class Fine:
+        def save_weights(self, path: str) -> None:
+            Path(path).write_bytes(b"this epoch")
+
+    best, last = tmp_path / "checkpoint" / "best.weights.h5", tmp_path / "checkpoint" / "last.weights.h5"
+    best.parent.mkdir()
+    best.write_bytes(b"the epoch before")
+    last.write_bytes(b"the epoch before")
+    with pytest.raises(WriteFailedInLibrary, match=rf"^{re.escape(str(last))}: could not be written \(no space left on device\); "
                                                    "the checkpoint before it is kept$"):
-        save_weights(FullDisk(), target)
-    assert target.read_bytes() == b"the epoch before" and [p.name for p in target.parent.iterdir()] == ["last.weights.h5"]
+        save_weights({best: Fine(), last: FullDisk()})  # best written, last not: neither may be replaced
+    assert best.read_bytes() == last.read_bytes() == b"the epoch before"
+    assert sorted(p.name for p in best.parent.iterdir()) == ["best.weights.h5", "last.weights.h5"]
+    save_weights({best: Fine(), last: Fine()})
+    assert best.read_bytes() == last.read_bytes() == b"this epoch"
     code = ("import sys, atexit, fervid.cli as cli\n"
             "from fervid.errors import WriteFailedInLibrary\n"
             "atexit.register(lambda: print('teardown ran', file=sys.stderr))\n"

@@ -281,7 +281,7 @@ def evaluate(
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option(help="Write one CSV row per face here (source, label, predicted, confidence, probabilities), the wrong ones first.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model (.onnx or .keras, a run folder or a bundled model name) on the same faces (exact McNemar test).")] = None,
-    unknown: UnknownOption = "error",
+    unknown: Annotated[Optional[str], typer.Option("--unknown", help="Folders that are not expression classes: 'error' or 'drop' (default: the model's training setting, else error).", show_default=False)] = None,
     map: MapOption = None,
 ) -> None:
     """Accuracy, macro-F1, a per-class table and a confusion matrix of a model on a dataset split.

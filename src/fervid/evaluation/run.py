@@ -110,6 +110,27 @@ class Evaluation:
         return payload
 
 
+def training_reading(card: dict | None, data: str | Path, mapping: Mapping[str, str] | None,
+                     unknown: str | None) -> tuple[Mapping[str, str] | None, str]:
+    """``--map`` and ``--unknown`` for reading ``data``: the ones given, else the model's training
+    ones from its card (a model trained with ``--map contempt=disgust`` reads such data as it was
+    trained on it), else the defaults. Taking the card's is said in a warning."""
+    training = (card or {}).get("training")
+    training = training if isinstance(training, dict) else {}
+    card_map, card_unknown = training.get("mapping"), training.get("unknown")
+    taken = []
+    if not mapping and isinstance(card_map, dict) and card_map and all(isinstance(v, str) for v in card_map.values()):
+        mapping = card_map
+        taken.append("--map " + ",".join(f"{k}={v}" for k, v in card_map.items()))
+    if unknown is None and card_unknown in ("error", "drop"):
+        unknown = card_unknown
+        if card_unknown != "error":
+            taken.append(f"--unknown {card_unknown}")
+    if taken:
+        warn(f"{data}: read with the model's training {' '.join(taken)} (give your own to override)")
+    return mapping, unknown or "error"
+
+
 def evaluate_model(
     model: str,
     data: str | Path,
@@ -119,7 +140,7 @@ def evaluate_model(
     input_blur: float | None = None,
     temperature: float | None = None,
     against: str | None = None,
-    unknown: str = "error",
+    unknown: str | None = None,
     mapping: Mapping[str, str] | None = None,
 ) -> Evaluation:
     """Score ``model`` (a file, run folder or bundled name) on ``split`` of the dataset at ``data``.
@@ -137,13 +158,7 @@ def evaluate_model(
     model, other = scored_model(model), scored_model(against) if against else None
     predictor = load_predictor(model, input_blur=input_blur, temperature=temperature)
     other_predictor = load_predictor(other) if other else None
-    # A model trained with --map/--unknown reads a dataset as its training did, unless told otherwise
-    training = (predictor.card or {}).get("training") or {}
-    if not mapping and training.get("mapping"):
-        mapping = training["mapping"]
-        warn(f"{data}: read with the model's training --map {','.join(f'{k}={v}' for k, v in mapping.items())} (--map overrides it)")
-    if unknown == "error" and training.get("unknown", "error") != "error":
-        unknown = training["unknown"]
+    mapping, unknown = training_reading(predictor.card, data, mapping, unknown)
     index = read_dataset(data, unknown=unknown, mapping=mapping)  # type: ignore[arg-type]
     if dropped := index.dropped_note():
         warn(f"{data}: {dropped}")

@@ -8,6 +8,8 @@ import sys
 from contextlib import contextmanager
 from collections.abc import Iterator
 
+from fervid.errors import FervidError
+
 
 @contextmanager
 def _stderr_silenced() -> Iterator[None]:
@@ -27,12 +29,11 @@ def _stderr_silenced() -> Iterator[None]:
             os.close(saved)
 
 
-from fervid.errors import FervidError  # noqa: E402
-
 # The package each Keras backend needs (KERAS_BACKEND=jax without JAX failed with Keras's traceback).
 BACKEND_PACKAGES = {"tensorflow": "tensorflow-cpu (the 'train' extra)", "jax": "jax", "torch": "torch", "numpy": "numpy"}
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if not os.environ.get("KERAS_BACKEND", "").strip():  # set but empty (ENV KERAS_BACKEND= in a Dockerfile): Keras's default
+    os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _backend = os.environ["KERAS_BACKEND"]
 if _backend not in BACKEND_PACKAGES and _backend != "openvino":
@@ -43,7 +44,8 @@ try:
 except ImportError as error:
     if error.name in ("keras", None):
         raise
-    raise FervidError(f"KERAS_BACKEND={_backend}: its package is not installed ({error.name}); install "
-                      f"{BACKEND_PACKAGES.get(_backend, error.name)}, or unset KERAS_BACKEND for tensorflow") from None
+    wanted = BACKEND_PACKAGES.get(_backend, error.name) if error.name.split(".")[0] == _backend else error.name
+    raise FervidError(f"KERAS_BACKEND={_backend}: a package it needs is not installed ({error.name}); install "
+                      f"{wanted}, or unset KERAS_BACKEND for tensorflow") from None
 
 __all__ = ["keras"]

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
 from fervid.images import ANNOTATED_LIST, NotAnImage, annotated_copies, find_images, read_image
+from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 
@@ -153,7 +155,7 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
                 on_record(record)
 
 
-def _write_copy(path: Path, image, faces: list, out_dir: Path, names: set[str], listed: set[Path]) -> Path | None:
+def _write_copy(path: Path, image: np.ndarray, faces: list[Face], out_dir: Path, names: set[str], listed: set[Path]) -> Path | None:
     """The annotated copy of ``path`` written in ``out_dir`` (None if it could not be encoded)."""
     target = out_dir / _unique_name(path, names)
     ok, encoded = cv2.imencode(target.suffix, annotate(image, faces))

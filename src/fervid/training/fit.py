@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -240,16 +240,19 @@ class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
         self.state["plateau"] = {"best": best, "wait": int(self.wait), "cooldown": int(self.cooldown_counter)}
 
 
-def save_weights(model: keras.Model, target: Path) -> None:
-    """``model``'s weights written atomically to ``target``; a failed write (a full disk) is one line
-    naming ``target``, where h5py's message spans lines and names the temporary file."""
-    try:
-        with atomic_path(target) as temporary:
-            model.save_weights(str(temporary))
-    except OSError as error:
-        text = " ".join(str(error).split())
-        reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
-        raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept") from None
+def save_weights(weights: dict[Path, keras.Model]) -> None:
+    """Each model's weights written to its target, all replaced together once every file is written:
+    a failed write (a full disk) leaves the checkpoint before as it was, best and last alike, and is
+    one line naming the target (h5py's message spans lines and names the temporary file)."""
+    with ExitStack() as stack:
+        for target, model in weights.items():
+            temporary = stack.enter_context(atomic_path(target))  # replaced when the stack closes without error
+            try:
+                model.save_weights(str(temporary))
+            except OSError as error:
+                text = " ".join(str(error).split())
+                reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
+                raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept") from None
 
 
 @contextmanager
@@ -260,8 +263,9 @@ def signals_deferred() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    previous = {number: signal.signal(number, lambda signum, frame: caught.append(signum))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    # A signal ignored (a background job's SIGINT under a non-interactive shell) stays ignored.
+    held = [number for number in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(number) is not signal.SIG_IGN]
+    previous = {number: signal.signal(number, lambda signum, frame: caught.append(signum)) for number in held}
     try:
         yield
     finally:
@@ -283,6 +287,11 @@ class RunCheckpoint(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.monotonic()
 
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """End a diverged epoch at its first nan batch (quietly: on_epoch_end says it in one line)."""
+        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         row = {
@@ -296,18 +305,21 @@ class RunCheckpoint(keras.callbacks.Callback):
             "seconds": round(time.monotonic() - self.started, 1),
         }
         if not math.isfinite(row["loss"]):  # diverged: its weights are nan, and so would be everything after
+            done = self.state["epochs_done"]
+            kept = f"the checkpoint of epoch {done} is kept" if done else "no epoch had finished"
             raise FervidError(
-                f"epoch {epoch + 1}: the training loss became {row['loss']} (the training diverged; a lower --lr "
-                f"helps); the checkpoint of epoch {self.state['epochs_done']} is kept, nothing was exported"
+                f"epoch {epoch + 1}: the training loss became {row['loss']} (the training diverged); {kept}, nothing "
+                "was exported; start a new run with a lower --lr and another --out"
             )
         improved = row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0)
         with signals_deferred():  # Ctrl+C or SIGTERM here would leave the weights one epoch ahead of state.json
             self.state["history"].append(row)
             self.state["epochs_done"] = epoch + 1
+            weights = {self.run / "checkpoint" / "last.weights.h5": self.model}
             if improved:
                 self.state.update(best_val_accuracy=row["val_accuracy"], best_epoch=epoch + 1)
-                save_weights(self.classifier, self.run / "checkpoint" / "best.weights.h5")
-            save_weights(self.model, self.run / "checkpoint" / "last.weights.h5")
+                weights[self.run / "checkpoint" / "best.weights.h5"] = self.classifier
+            save_weights(weights)
             write_text_atomically(self.run / "checkpoint" / "state.json", json.dumps(self.state, indent=1))
             write_history(self.run / "history.csv", self.state["history"])
         print(
@@ -464,10 +476,13 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     """Train (or continue) the run in ``run``; returns the best-epoch classifier, the data and the state.
 
     ``lock`` is taken as soon as the run folder exists (before the data is read when resuming), and
-    left to the caller to release, after whatever else it writes into the run.
+    left to the caller to release, after whatever else it writes into the run; without one, the run
+    is locked for this call only.
     """
+    if lock is None:
+        with RunLock(run) as own:
+            return fit(config, run, resume=resume, lock=own)
     config.validate()
-    lock = lock or RunLock(run)
     state, resume = open_run(config, run, resume)
     if run.is_dir():  # a resume, or a run stopped in its first epoch: refuse a second process before reading data
         lock.acquire()
@@ -491,8 +506,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
     callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
-    # TerminateOnNaN ends a diverged epoch at its first nan batch; RunCheckpoint then stops the run.
-    callbacks += [keras.callbacks.TerminateOnNaN(), RunCheckpoint(run, classifier, state, config.epochs, config.patience)]
+    callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience))
 
     if remaining > 0 and not stopped_early:
         state.update(precision=precision, keras_backend=keras.backend.backend())

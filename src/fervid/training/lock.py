@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from types import TracebackType
 
+from fervid.console import warn
 from fervid.errors import FervidError
 
 LOCK_FILE = ".lock"  # hidden: not a run output, not a file the dataset or image readers see
@@ -16,8 +18,8 @@ class RunLock:
     """An exclusive ``flock`` on ``RUN/.lock``, held from :meth:`acquire` until the ``with`` block ends.
 
     The kernel drops the lock when the process dies, so a killed run never leaves its folder locked;
-    the file itself holds the owner's PID for the message. Where ``fcntl`` does not exist (Windows)
-    nothing is locked.
+    the file itself holds the owner's PID for the message. Where ``fcntl`` does not exist (Windows),
+    or the file system has no locks, nothing is locked.
     """
 
     def __init__(self, run: Path) -> None:
@@ -35,18 +37,24 @@ class RunLock:
         fd = os.open(self.run / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             owner = os.read(fd, 32).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise FervidError(f"{self.run}: is being trained by process {owner} now; wait for it to end "
                               "(or stop it) before resuming, or train into another --out") from None
+        except OSError as error:  # a file system without locks (some network mounts): train unlocked, and say so
+            os.close(fd)
+            warn(f"{self.run}: cannot be locked ({error.strerror or error}); nothing stops a second process training into it")
+            return
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        self._closer = weakref.finalize(self, os.close, fd)  # a lock object dropped unreleased still lets go
 
     def release(self) -> None:
+        """Let go of the lock (closing the file releases the flock); the file stays, for the next run."""
         if self._fd is not None:
-            os.close(self._fd)  # closing the file releases the flock
+            self._closer()
             self._fd = None
 
     def __enter__(self) -> RunLock:

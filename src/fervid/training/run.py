@@ -170,6 +170,7 @@ def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
 
 
 def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
+    """``train`` under the run's lock: fit, then the model, card, metrics, plots and report."""
     classifier, data, state = fit(config, run, resume=resume, lock=lock)
     deployable = float32_twin(classifier, config.arch)
     with atomic_path(run / "model.keras") as temporary:
