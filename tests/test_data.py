@@ -529,3 +529,12 @@ def test_a_binary_file_named_csv_is_refused_without_printing_its_bytes(tmp_path)
         read_dataset(path)
     message = str(error.value)
     assert message.isprintable() and len(message) < len(str(path)) + 200
+
+
+def test_a_dataset_only_in_a_hidden_folder_says_it_was_left_out(tmp_path):
+    """A zip of .faces/train/... read as empty, with no word of the images it skipped as hidden."""
+    write_folder_dataset(tmp_path / "d" / ".faces", 0, {"train": 1})
+    archive = zip_folder(tmp_path / "d", tmp_path / "hidden.zip")
+    with pytest.raises(FervidError, match=r"no images in class folders .*; 7 image\(s\) in hidden folders such as \.faces/ "
+                                          r"were left out \(names starting with '\.' are never read\)$"):
+        read_dataset(archive)

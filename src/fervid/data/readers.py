@@ -319,9 +319,15 @@ def _refuse_empty(
             f"<split>/<class>/ or <class>/ (classes: {', '.join(EXPRESSIONS)})"
         )
     _refuse_archives(location, names)
+    hidden = sorted(PurePosixPath(name) for name in names if is_image_name(name) and is_hidden(PurePosixPath(name).parts)
+                    and "__MACOSX" not in PurePosixPath(name).parts)
+    note = ""
+    if hidden:  # a dataset kept in .faces/ (or the like) would otherwise look like an empty download
+        folder = next(part for part in hidden[0].parts if part.startswith("."))
+        note = f"; {len(hidden)} image(s) in hidden folders such as {folder}/ were left out (names starting with '.' are never read)"
     raise FervidError(
         f"{location}: no images in class folders (expected <class>/*.jpg, optionally under "
-        f"train/validation/test; classes: {', '.join(EXPRESSIONS)})"
+        f"train/validation/test; classes: {', '.join(EXPRESSIONS)}){note}"
     )
 
 
