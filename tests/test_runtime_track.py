@@ -214,6 +214,53 @@ def test_a_face_the_near_search_misses_is_checked_by_a_scan_of_that_frame() -> N
     assert processor.process(Frame(image, 6, 6 / 30)) == []
 
 
+def test_a_near_search_that_lands_on_the_neighbouring_face_counts_as_a_miss() -> None:
+    """Two faces side by side: the search around the second found only the first (its own face lay
+    outside the sizes searched); that box was dropped as the first track's, and the second face
+    blinked out without the scan a miss gets (the web page's box flickered on a still image)."""
+    from fervid.runtime.pipeline import FrameProcessor
+    from fervid.runtime.sources import Frame
+
+    faces = np.array([[20, 40, 160, 160], [190, 30, 190, 190]])
+
+    class Detector:
+        scans = 0
+
+        def detect(self, gray):
+            self.scans += 1
+            return faces
+
+        def detect_near(self, gray, box, strict=False):
+            return faces[0]  # whichever face it searches around, it finds the first one
+
+    class Recognizer:
+        detector = Detector()
+
+        def classify_boxes(self, gray, boxes):
+            return np.array([HAPPY] * len(boxes))
+
+    recognizer = Recognizer()
+    processor = FrameProcessor(recognizer, FaceTracker(min_hits=1), detect_every=10)
+    image = np.zeros((360, 480, 3), np.uint8)
+    shown = [len(processor.process(Frame(image, index, index / 30))) for index in range(6)]
+    assert shown == [2] * 6 and recognizer.detector.scans == 6  # each such frame is scanned: both faces stay
+
+
+def test_the_near_search_returns_only_a_face_overlapping_its_box() -> None:
+    """The crop around a face can hold its neighbour: that one is not "the face near this box"."""
+    from conftest import detectable_faces, paste_face, textured_background
+    from fervid.runtime.detect import FaceDetector
+
+    frame = textured_background(300, 520, seed=2)
+    first = paste_face(frame, detectable_faces(1, size=150)[0], 20, 60, 150)
+    gray = frame[:, :, 0] if frame.ndim == 3 else frame
+    detector = FaceDetector()
+    found = detector.detect_near(gray, np.array(first))
+    assert found is not None and iou_matrix(np.array([first]), np.array([found]))[0, 0] > 0.5
+    beside = np.array([first[0] + 110, first[1], first[2], first[3]])  # a place beside the face, its crop holding the face
+    assert detector.detect_near(gray, beside) is None
+
+
 def test_a_weak_false_detection_is_not_kept_boxed_by_lax_searches_near_it() -> None:
     """A face-like patch that full scans found twice passes the near search's laxer test on every
     frame; once a scan misses it, only a scan's evidence may show it again."""

@@ -10,12 +10,17 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
+from fervid.runtime.track import iou_matrix
 
 CASCADE = "haarcascade_frontalface_default.xml"
 CASCADE_PATH = Path(cv2.data.haarcascades) / CASCADE
 CASCADE_WINDOW = 24  # the frontal-face cascade's own window: the smallest face it can see, in scanned pixels
 NEAR_FACE_SIDE = 56  # a face searched for near its last box is scaled to about this many pixels
 NEAR_MIN_NEIGHBORS = 3  # evidence needed there: less than a full scan, which must also rule out the rest of the frame
+# A face found near a box must overlap it this much (IoU): the crop around one face can hold the
+# next face, which the search once returned as "nearest" when its own face sat outside the sizes
+# searched. 0.2 still takes a face that moved two thirds of its side since the box.
+NEAR_MIN_IOU = 0.2
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,6 @@ class FaceDetector:
         if len(found) == 0:
             return None
         boxes = np.asarray(found, dtype=np.float64) / scale + np.array([x0, y0, 0, 0])
-        centre = np.array([x + w / 2, y + h / 2])
-        nearest = np.argmin(np.linalg.norm(boxes[:, :2] + boxes[:, 2:] / 2 - centre, axis=1))
-        return np.rint(boxes[nearest]).astype(np.int32)
+        overlaps = iou_matrix(np.array([x, y, w, h]), boxes)[0]
+        best = int(np.argmax(overlaps))  # the most overlapping: nearest in place and in size alike
+        return np.rint(boxes[best]).astype(np.int32) if overlaps[best] >= NEAR_MIN_IOU else None

@@ -45,7 +45,8 @@ class FrameProcessor:
             return tracker.update(boxes, recognizer.classify_boxes(gray, boxes), frame.time_s)
         self.since_scan += 1
         searches = zip(tracker.search_boxes(frame.time_s), tracker.search_strict())
-        found = [detector.detect_near(gray, box, strict) for box, strict in searches]
+        # Checked after dropping a box found for two tracks: the face that lost it was missed too.
+        found = tracker.deduplicated([detector.detect_near(gray, box, strict) for box, strict in searches])
         if any(box is None for box in found):
             # Left, or missed by the near search (a face near the detector's threshold)? A scan of this
             # frame tells: a face still there stays boxed instead of blinking out for a frame, and one

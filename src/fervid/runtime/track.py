@@ -123,7 +123,7 @@ class FaceTracker:
     def follow_boxes(self, found: list[np.ndarray | None]) -> np.ndarray:
         """The boxes to classify on a frame between full scans: those found near their tracks, in the
         order ``follow`` expects (a box that duplicates an older track's is dropped)."""
-        boxes = [box for box in self._deduplicated(found) if box is not None]
+        boxes = [box for box in self.deduplicated(found) if box is not None]
         return np.asarray(boxes, dtype=np.int32).reshape(-1, 4)
 
     def follow(self, found: list[np.ndarray | None], probabilities: np.ndarray, time_s: float) -> list[Face]:
@@ -137,13 +137,13 @@ class FaceTracker:
         count as misses or clear them.
         """
         rows = iter(np.asarray(probabilities, dtype=np.float64))
-        for track, box in zip(self.confirmed(), self._deduplicated(found)):
+        for track, box in zip(self.confirmed(), self.deduplicated(found)):
             if box is not None:
                 self._follow(track, np.asarray(box, dtype=np.float64), next(rows), time_s)
             track.lost = box is None
         return self._faces()
 
-    def _deduplicated(self, found: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    def deduplicated(self, found: list[np.ndarray | None]) -> list[np.ndarray | None]:
         """Drop a found box that mostly overlaps one found for an older track (two tracks, one face)."""
         kept: list[np.ndarray | None] = []
         for box in found:
