@@ -675,3 +675,39 @@ def test_the_request_deadline_grows_with_the_upload_limit() -> None:
 
     assert request_deadline(10_000_000) == REQUEST_S == 120.0 and request_deadline(50_000_000) == 600.0
     assert server_config(create_app(workers=1, max_upload_bytes=50_000_000)).http.request_s == 600.0
+
+
+def test_a_request_ended_by_a_stop_is_answered_503_and_said_in_one_line(capsys) -> None:
+    """A stop that waited its 5 s cancelled the requests still running: each printed a CancelledError
+    traceback and its client got a bare text 500; uvicorn's own ERROR line said tasks were cancelled."""
+    import asyncio
+    import logging
+    import time as clock
+
+    from fastapi import HTTPException
+
+    from fervid.serve.app import recognize_photo
+    from fervid.serve.server import STOP_WAIT_S, StopNotice
+
+    class SlowPool:
+        def recognize(self, data, stream, crops):
+            clock.sleep(0.3)
+            return {"faces": [], "width": 640, "height": 480, "ms": 300.0}
+
+    async def stopped() -> HTTPException:
+        task = asyncio.ensure_future(recognize_photo(SlowPool(), b"photo"))
+        await asyncio.sleep(0.05)
+        task.cancel("Task cancelled, timeout graceful shutdown exceeded")
+        with pytest.raises(HTTPException) as error:
+            await task
+        return error.value
+
+    error = asyncio.run(stopped())
+    assert error.status_code == 503 and error.detail == "the server is stopping; send the photo again once it is back"
+    record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1,
+                               "Cancel %s running task(s), timeout graceful shutdown exceeded", (2,), None)
+    assert StopNotice().filter(record) is False
+    assert capsys.readouterr().err == (f"fervid: stopping: 2 request(s) still running after {STOP_WAIT_S} s were ended "
+                                       "(503 'the server is stopping')\n")
+    other = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "something else", (), None)
+    assert StopNotice().filter(other) is True

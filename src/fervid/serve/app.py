@@ -7,6 +7,7 @@ The routes are declared here; the work behind them is in ``pool`` (the Recognize
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -80,6 +81,8 @@ async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False
     """The /api/predict reply for an uploaded photo; a file that is no image, or too large a one, becomes 415 or 422."""
     try:
         reply = await run_in_threadpool(pool.recognize, data, None, crops)
+    except asyncio.CancelledError:  # a stop that waited its STOP_WAIT_S: an answer, not a traceback and a bare 500
+        raise HTTPException(503, "the server is stopping; send the photo again once it is back") from None
     except TooManyPixels as error:
         raise HTTPException(422, f"the uploaded file is {error}; send a smaller one") from None
     except UnreadableImage as error:

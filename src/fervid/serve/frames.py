@@ -6,6 +6,7 @@ what was wrong; the server and other clients carry on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -24,6 +25,7 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
+CLOSE_GOING_AWAY = 1001
 
 
 class StreamSlots:
@@ -86,3 +88,5 @@ async def _answer_frames(websocket: WebSocket, pool: RecognizerPool, max_frame_b
             await websocket.send_json(reply)
     except WebSocketDisconnect:
         return
+    except asyncio.CancelledError:  # a stop that waited its STOP_WAIT_S: closed as "going away", not a traceback
+        await websocket.close(CLOSE_GOING_AWAY, "the server is stopping")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import sys
@@ -47,12 +48,29 @@ def server_config(app: FastAPI) -> uvicorn.Config:
     for ``IDLE_S`` while the server waited for it; WebSocket messages over the app's frame limit
     refused (1009) before they are buffered, a few queued per socket; and a stop that waits at most
     ``STOP_WAIT_S`` for the requests in progress."""
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS,
         http=type("Protocol", (IdleTimeoutProtocol,), {"request_s": request_deadline(getattr(app.state, "max_upload_bytes", 0))}),
         ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES), ws_max_queue=WS_QUEUED_FRAMES,
         timeout_graceful_shutdown=STOP_WAIT_S,
     )
+    errors = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config: the filter goes on after it
+    if not any(isinstance(existing, StopNotice) for existing in errors.filters):
+        errors.addFilter(StopNotice())
+    return config
+
+
+class StopNotice(logging.Filter):
+    """uvicorn's "ERROR: Cancel 2 running task(s), timeout graceful shutdown exceeded", said in fervid's
+    words: those requests are answered 503 by the app, and nothing went wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Cancel %s running task(s)"):
+            running = record.args[0] if isinstance(record.args, tuple) and record.args else "the"
+            print(f"fervid: stopping: {running} request(s) still running after {STOP_WAIT_S} s were ended "
+                  "(503 'the server is stopping')", file=sys.stderr)
+            return False
+        return True
 
 
 def serve(
