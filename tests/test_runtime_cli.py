@@ -214,6 +214,7 @@ def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
         (["evaluate", "FOLDER", "DATA"], "a folder without model.onnx"),
         (["evaluate", "fervid-vgg", "DATA", "--against", "nope"], "no bundled model named 'nope'"),
         (["evaluate", "runs/typo", "DATA"], "runs/typo: no such model file or run folder"),
+        (["evaluate", "./fervid-vgg", "DATA"], "./fervid-vgg: no such model file or run folder"),  # ./NAME is a path here
         (["live", "--model", "KERAS", "--source", "0"], "a Keras model; this needs its ONNX export (fervid export"),
     ],
 )

@@ -469,6 +469,7 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path) -> Non
         (["--loadtest", "--port", "9000"], "--port: not used with --loadtest (the load test serves on a private 127.0.0.1 port)"),
         (["--loadtest", "--allow-host", "fervid.example.com"], "--allow-host: not used with --loadtest"),
         (["--allow-origin", "localhost:3000"], "--allow-origin 'localhost:3000': give a page's origin such as http://localhost:3000"),
+        (["--allow-origin", "http://*.example.com"], "--allow-origin 'http://*.example.com': name each page's origin in full"),
         (["--loadtest", "--faces-from", "/nowhere/fer2013.zip"], "--faces-from /nowhere/fer2013.zip: no such file"),
         (["--loadtest", "--faces-from", __file__], "not a zip file (give the FER2013 zip)"),
         (["--loadtest", "--faces-from", str(faces), "--output", str(tmp_path)], "a folder, not a file"),
@@ -493,6 +494,16 @@ def test_serve_on_a_taken_port_is_one_clear_error() -> None:
         result = CliRunner().invoke(app, ["serve", "--host", "127.0.0.1", "--port", str(port)])
     assert isinstance(result.exception, FervidError), result.output
     assert f"cannot listen on 127.0.0.1:{port}" in str(result.exception) and "pick another --port" in str(result.exception)
+    from fervid.serve.server import bind
+
+    if socket.has_ipv6:  # an IPv6 address in a URL's brackets, as fervid prints it, is that address
+        try:
+            listener = bind("[::1]", 0)
+        except FervidError as error:
+            assert str(error).startswith("cannot listen on [::1]:0 (")  # no IPv6 loopback here: said with its brackets
+        else:
+            assert listener.getsockname()[0] == "::1"
+            listener.close()
 
 
 def test_serving_on_every_interface_prints_the_address_that_gets_the_webcam() -> None:

@@ -529,7 +529,7 @@ def serve(
     unused = {"host", "port", "max_upload_mb", "allow_host", "allow_origin"} if loadtest else {"clients", "seconds", "faces_from", "output"}
     if given := [name for name in _given(ctx) if name in unused]:
         names = ", ".join("--" + name.replace("_", "-") for name in given)
-        why = "the load test serves on a private 127.0.0.1 port" if loadtest else "they set up --loadtest"
+        why = "the load test serves on a private 127.0.0.1 port" if loadtest else ("they are load test settings" if len(given) > 1 else "it is a load test setting")
         raise FervidError(f"{names}: not used {'with' if loadtest else 'without'} --loadtest ({why})")
     if max_upload_mb * 1_000_000 < 1:  # under a byte is no limit (nan and inf are refused by the option's callback)
         raise FervidError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")

@@ -165,8 +165,8 @@ def resolve_model(model: str | Path | None) -> Path:
         if not path.exists():
             raise FervidError(f"{path}: no such model file")
         return path
-    if len(path.parts) > 1:  # runs/typo is a path, not a bundled model's name
-        raise FervidError(f"{path}: no such model file or run folder")
+    if len(path.parts) > 1 or any(separator in str(model) for separator in "/\\"):  # runs/typo or ./NAME: a path
+        raise FervidError(f"{model}: no such model file or run folder")
     return bundled_model_path(str(model))
 
 

@@ -83,7 +83,7 @@ async def _answer_frames(websocket: WebSocket, pool: RecognizerPool, max_frame_b
                 reply = await run_in_threadpool(pool.recognize, data, stream)
             except UnreadableImage as error:
                 code = CLOSE_TOO_BIG if isinstance(error, TooManyPixels) else CLOSE_INVALID
-                await websocket.close(code, f"frame is {error}"[:120])
+                await websocket.close(code, f"the frame: {error}"[:120])  # "the frame: empty file (0 bytes)"
                 return
             await websocket.send_json(reply)
     except WebSocketDisconnect:

@@ -70,6 +70,9 @@ def checked_origins(origins: Sequence[str]) -> tuple[str, ...]:
         if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query \
                 or parts.username or port == -1:
             raise FervidError(f"--allow-origin {origin!r}: give a page's origin such as http://localhost:3000 (scheme, host, port)")
+        if "*" in parts.hostname:  # origins are compared whole: a pattern would be accepted and match nothing
+            raise FervidError(f"--allow-origin {origin!r}: name each page's origin in full (give --allow-origin once per origin); "
+                              "wildcards are for --allow-host")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         checked.append(f"{scheme}://{host}" + (f":{port}" if port is not None and port != DEFAULT_PORTS[scheme] else ""))
     return tuple(checked)

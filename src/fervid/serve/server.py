@@ -29,8 +29,15 @@ WS_QUEUED_FRAMES = 4  # frames a socket may have waiting: the page sends the nex
 WILDCARD = ("0.0.0.0", "::", "")
 
 
+def unbracketed(host: str) -> str:
+    """``[::1]`` (an IPv6 address as URLs and fervid's own messages write it) as the address itself."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; a taken port or a bad address becomes one clear FervidError."""
+    """A listening TCP socket; a taken port or a bad address becomes one clear FervidError. An IPv6
+    address may come in the brackets of a URL (``[::1]``), as the address printed shows it."""
+    host = unbracketed(host)
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -38,7 +45,8 @@ def bind(host: str, port: int) -> socket.socket:
         listener.bind((host, port))
         listener.listen(128)
     except OSError as error:
-        raise FervidError(f"cannot listen on {host}:{port} ({error.strerror or error}); pick another --port or --host") from None
+        shown = f"[{host}]" if ":" in host else host
+        raise FervidError(f"cannot listen on {shown}:{port} ({error.strerror or error}); pick another --port or --host") from None
     return listener
 
 
@@ -89,6 +97,7 @@ def serve(
     if not 0 <= port <= 65535:
         raise FervidError(f"port must be between 1 and 65535 (or 0 for any free one), got {port}")
     checked_origins(allow_origins)  # a bad origin fails before the port is taken and the model loads
+    host = unbracketed(host)
     listener = bind(host, port)
     app = create_app(model, workers=workers, max_upload_bytes=max_upload_bytes, allowed_hosts=allowed_hosts_for(host, allow_hosts),
                      allowed_origins=allow_origins, detector=detector)
