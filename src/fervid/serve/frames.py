@@ -66,7 +66,7 @@ async def serve_frames(websocket: WebSocket, pool: RecognizerPool, max_frame_byt
         return
     await websocket.accept()
     if slots.open >= slots.limit:
-        await websocket.close(CLOSE_TRY_AGAIN, f"busy: {slots.limit} live streams are open; try again later")
+        await websocket.close(CLOSE_TRY_AGAIN, f"{slots.limit} live streams are open; try again later")
         return
     slots.open += 1  # one event loop: no lock needed
     try:
