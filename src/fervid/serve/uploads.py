@@ -50,12 +50,12 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
         raise HTTPException(400, "the upload ended before its last byte") from None
     except MultiPartException as error:
         if error.message.startswith("Part exceeded maximum size"):  # a part without a filename is a text field, limited to 1 MB
-            raise HTTPException(422, TEXT_FIELD) from None
+            raise HTTPException(422, f"a text field (no filename) is over 1 MB; send the photo as a file: {SEND_AS_FILE}") from None
         raise HTTPException(422, f"malformed multipart body ({error.message.rstrip('.')}); send the photo as one file field: {SEND_AS_FILE}") from None
     try:
         upload = form.get("file")
         if upload is None:
-            raise HTTPException(422, f"no multipart field 'file'; send the photo in it: {SEND_AS_FILE}")
+            raise HTTPException(422, f"no multipart field 'file' (or the body ended before it); send the photo in it: {SEND_AS_FILE}")
         if not isinstance(upload, UploadFile):
             raise HTTPException(422, TEXT_FIELD)
         data = await upload.read()
