@@ -1037,6 +1037,8 @@ def test_resume_after_a_stop_in_the_first_epoch_starts_it_and_refuses_changed_op
     TrainConfig(data=str(data.resolve()), arch="compact", epochs=1, batch_size=8).save(run / "config.json")  # as a stop in epoch 1 leaves it
     changed = fervid_here("train", "--resume", "--out", str(run), "--epochs", "16", "--lr", "1e-4", check=False)
     assert changed.returncode == 2 and "so --epochs, --lr cannot change it" in changed.stderr, "silently ignored before"
+    unflipped = fervid_here("train", "--resume", "--out", str(run), "--no-flip", check=False)
+    assert unflipped.returncode == 2 and "so --no-flip cannot change it" in unflipped.stderr  # named as given, not --flip
     same = ("--arch", "compact", "--epochs", "1", "--batch-size", "8")  # the first command with --resume added
     result = fervid_here("train", str(data), "--resume", "--out", str(run), *same, "--name", "renamed")
     assert "no finished epoch to resume from; starting at epoch 1" in result.stderr

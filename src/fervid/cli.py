@@ -171,7 +171,8 @@ def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: 
             continue
         field, convert = as_config.get(name, (name, lambda value: value))
         if convert(ctx.params[name]) != getattr(config, field):
-            changed.append("--" + name.replace("_", "-"))
+            off = ctx.params[name] is False  # a --x/--no-x flag given as --no-x is named so
+            changed.append(("--no-" if off else "--") + name.replace("_", "-"))
     if changed:
         raise FervidError(
             f"--resume continues {out_dir} as its config.json says, so {', '.join(changed)} cannot change it; to train "
