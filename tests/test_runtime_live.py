@@ -743,3 +743,12 @@ def test_panels_of_faces_side_by_side_cover_no_face_and_no_other_panel() -> None
     assert all(overlap(panel, box) == 0 for panel in panels for box in boxes)
     assert all(0 <= x and x + w <= 640 and 0 <= y and y + h <= 480 for x, y, w, h in panels)
     assert place_panels([(100, 100, 120, 120)], (480, 640, 3))[0][:2] == (226, 100)  # right of the box, 6 px apart
+
+
+def test_the_closing_line_reads_as_english_for_one_frame_and_one_box() -> None:
+    from fervid.runtime.live import LiveReport
+
+    report = LiveReport(source="clip.mp4", frames=1, rows=1, seconds=0.5)
+    assert report.describe()[0] == "1 frame in 0.5 s (2.0 FPS); 1 face box across them"
+    report.frames, report.rows = 45, 28
+    assert report.describe()[0].startswith("45 frames in 0.5 s") and report.describe()[0].endswith("; 28 face boxes across them")

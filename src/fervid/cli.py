@@ -103,7 +103,7 @@ def _needs(extra: str, module: str) -> None:
 
 @data_app.command("inspect")
 def data_inspect(
-    path: Annotated[Path, typer.Argument(help="Dataset: a folder, a .zip or a FER2013 .csv.")],
+    path: Annotated[Path, typer.Argument(metavar="DATA", help="Dataset: a folder, a .zip or a FER2013 .csv.")],
     grid: Annotated[Optional[Path], typer.Option(help="Where to write the sample grid PNG (default: <name>-samples.png).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List unreadable files and duplicate groups.")] = False,
     unknown: UnknownOption = "error",
@@ -113,7 +113,7 @@ def data_inspect(
 
     Needs the 'data' extra (README, Install options).
 
-    Example: fervid data inspect ../shared/data/fer2013.zip
+    Example: fervid data inspect fer2013.zip
     """
     _needs("data", "pandas")
     from fervid.data import read_dataset
@@ -183,7 +183,7 @@ def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: 
 @app.command()
 def train(
     ctx: typer.Context,
-    data: Annotated[Optional[Path], typer.Argument(help="Dataset (folder, .zip or FER2013 .csv); optional with --resume.")] = None,
+    data: Annotated[Optional[Path], typer.Argument(metavar="DATA", help="Dataset (folder, .zip or FER2013 .csv); optional with --resume.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "--output", "-o", help="Run folder for checkpoints, model and report.")] = Path("runs/train"),
     arch: Annotated[str, typer.Option(help=f"Architecture: {', '.join(ARCHITECTURES)}.")] = "vgg",
     epochs: Annotated[int, typer.Option(help="Epochs (the schedule's length).")] = 50,
@@ -220,10 +220,10 @@ def train(
     Needs the 'train' extra (README, Install options).
 
     Examples:
-      fervid train ../shared/data/fer2013.zip --out runs/vgg
+      fervid train fer2013.zip --out runs/vgg
       fervid train --resume --out runs/vgg
       fervid train my-faces/ --init-from runs/vgg --lr 2e-4 --out runs/vgg-mine
-      fervid train ../shared/data/fer2013.zip --teacher fervid-vgg --teacher runs/vgg --out runs/student
+      fervid train fer2013.zip --teacher fervid-vgg --teacher runs/vgg --out runs/student
     """
     _needs("train", "keras")
     from fervid.labels import parse_mapping
@@ -272,8 +272,8 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Argument(help="A .onnx or .keras model, a run folder, or a bundled model name.")],
-    data: Annotated[Path, typer.Argument(help="Dataset (folder, .zip or FER2013 .csv).")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A .onnx or .keras model, a run folder, or a bundled model name.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Dataset (folder, .zip or FER2013 .csv).")],
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image (default: as the model card says the runtime does).", show_default=False)] = None,
     input_blur: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.0), help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
@@ -290,8 +290,8 @@ def evaluate(
     Needs the 'data' extra (README, Install options). A .keras model needs 'train'.
 
     Examples:
-      fervid evaluate runs/vgg/model.onnx ../shared/data/fer2013.zip --split validation --flip-tta
-      fervid evaluate runs/new/model.onnx ../shared/data/fer2013.zip --flip-tta --against fervid-vgg
+      fervid evaluate runs/vgg/model.onnx fer2013.zip --split validation --flip-tta
+      fervid evaluate runs/new/model.onnx fer2013.zip --flip-tta --against fervid-vgg
       fervid evaluate fervid-vgg my-faces/ --predictions faces.csv     # each face's prediction, wrong ones first
     """
     _needs("data", "pandas")
@@ -339,7 +339,7 @@ def evaluate(
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Argument(help="A .keras model or a finished run folder (its model.keras).")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="A .keras model or a finished run folder (its model.keras).")],
     output: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="ONNX file to write (default: beside the model, as .onnx; with --int8, as .int8.onnx).")] = None,
     int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split.")] = None,
 ) -> None:
@@ -349,7 +349,7 @@ def export(
 
     Examples:
       fervid export runs/vgg/model.keras --out vgg.onnx
-      fervid export runs/vgg/model.keras --int8 ../shared/data/fer2013.zip --out src/fervid/models/fervid-vgg.onnx
+      fervid export runs/vgg/model.keras --int8 fer2013.zip --out fervid-vgg.int8.onnx
     """
     _needs("train", "keras")
     from fervid.export.convert import export_checked
@@ -396,7 +396,7 @@ def _recognizer(model: Optional[str], scale_factor: float, min_neighbors: int, m
 
 @app.command()
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    images: Annotated[list[Path], typer.Argument(metavar="PHOTOS", help="Image files and/or folders of images.")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="Folder for the annotated images.")] = Path("runs/predict"),
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write annotated images.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the records here (.json: an array; else JSON Lines) instead of stdout ('-': stdout).")] = None,
@@ -433,7 +433,7 @@ def predict(
 @app.command()
 def live(
     source: Annotated[str, typer.Option("--source", "-s", help="Webcam index (0), video file, image file or folder, or stream URL (rtsp://, http://).")] = "0",
-    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Write the annotated video here (.mp4).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Write the annotated video here (.mp4, .m4v or .mov).")] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Per-frame timeline, one row per face (.jsonl or .csv).")] = None,
     summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it) (default: beside --output/--jsonl for files and folders).")] = None,
     display: Annotated[Optional[bool], typer.Option("--display/--no-display", help="Show a window (q or Esc quits) (default: when a display exists).", show_default=False)] = None,
@@ -561,7 +561,7 @@ def serve(
 
 @app.command()
 def analyze(
-    inputs: Annotated[list[Path], typer.Argument(help="Image and video files, folders (searched recursively) and zips of images.")],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUTS", help="Image and video files, folders (searched recursively) and zips of images.")],
     out_path: Annotated[Path, typer.Option("--out", "--output", "-o", help="A folder or .parquet file (Parquet), or a .csv file; rerunning with the same --out resumes.")],
     engine: Annotated[str, typer.Option(help="local (one process) or ray (Ray Data: a local Ray, or a cluster with --ray-address).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of starting a local Ray.")] = None,

@@ -105,7 +105,8 @@ class ResultStore:
             if any(path.is_relative_to(target) for target in targets):
                 relation = "is" if path in targets else "holds"
                 raise FervidError(
-                    f"--out {self.out}: {relation} the input {given}, which the results would mix with; give an --out outside the inputs"
+                    f"--out {self.out}: {relation} the input {given}, which the results would "
+                    f"{'replace' if relation == 'is' else 'mix with'}; give an --out outside the inputs"
                 )
 
     def _refuse_foreign_files(self) -> None:

@@ -45,6 +45,11 @@ class FpsMeter:
         return (len(self.stamps) - 1) / max(self.stamps[-1] - self.stamps[0], 1e-9)
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 frame``, ``2 frames``: a closing line reads as English for any count."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
 @dataclass
 class LiveReport:
     """What a run did: frames processed and dropped, faces found over all frames (one timeline row
@@ -68,7 +73,8 @@ class LiveReport:
         """Lines for the end of a run: frames and speed, each face's time span and main expressions
         (those over 5% of its frames), and the files written."""
         dropped = f", {self.dropped} dropped" if self.dropped else ""
-        lines = [f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} FPS){dropped}; {self.rows} faces found across the frames"]
+        lines = [f"{plural(self.frames, 'frame')} in {self.seconds:.1f} s ({self.fps:.1f} FPS){dropped}; "
+                 f"{plural(self.rows, 'face box', 'face boxes')} across them"]
         for face in self.faces:
             shares = sorted(face["shares"].items(), key=lambda kv: -kv[1])
             main = ", ".join(f"{name} {share:.0%}" for name, share in shares if share >= 0.05)
@@ -169,6 +175,7 @@ def run_live(
             raise FervidError(f"{report.source}: no frame could be read")
     report.faces = history.to_dict()
     report.outputs = [str(path) for path in (output, timeline) if path]
+    asked = summary is not None  # --summary given: a plot it cannot draw is worth a warning; a default one is not
     if summary is None and not frames.live:
         summary = _default_summary(output, timeline, None)
     if summary is not None:
@@ -177,7 +184,7 @@ def run_live(
         earlier_plot = plot.exists() and is_live_summary(summary)  # an earlier run's, beside its summary
         history.write_json(summary)
         report.outputs.append(str(summary))
-        if history.write_plot(plot):
+        if history.write_plot(plot, warn_without_matplotlib=asked):
             report.outputs.append(str(plot))
         elif earlier_plot:  # no plot this time (no matplotlib): the old one would describe other faces
             plot.unlink(missing_ok=True)

@@ -231,9 +231,10 @@ class Summary:
     def write_json(self, target: str | Path) -> None:
         write_text_atomically(target, json.dumps({"faces": self.to_dict()}, indent=2) + "\n")
 
-    def write_plot(self, target: str | Path, max_faces: int = 6) -> bool:
+    def write_plot(self, target: str | Path, max_faces: int = 6, *, warn_without_matplotlib: bool = True) -> bool:
         """A stacked-area plot of each face's smoothed probabilities over time (a line saying so when no
-        face was followed long enough); False (with a note) without matplotlib.
+        face was followed long enough); False without matplotlib (with a note if ``warn_without_matplotlib``:
+        a plot asked for, not one that would only have gone beside the outputs).
 
         Drawn on a ``Figure`` of its own, not through pyplot: ``run_live`` in a notebook or a GUI app must
         not switch the caller's matplotlib backend (``matplotlib.use``) or leave figures open.
@@ -241,7 +242,8 @@ class Summary:
         try:
             from matplotlib.figure import Figure
         except ImportError:
-            warn(f"matplotlib is not installed, so no summary plot; for one: {install_hint('data')}")
+            if warn_without_matplotlib:
+                warn(f"matplotlib is not installed, so no summary plot; for one: {install_hint('data')}")
             return False
         from fervid.runtime.render import COLORS
 

@@ -249,7 +249,8 @@ class LiveSource(Source):
         self.stall_s = stall_s
         capture = capture if capture is not None else open_capture(target)
         if capture is None:
-            hint = " (no webcam here? try --source clip.mp4 or a folder of photos)" if isinstance(target, int) else ""
+            hint = (" (no webcam here? try --source clip.mp4 --output out.mp4 --no-display, or fervid predict photo.jpg)"
+                    if isinstance(target, int) else "")
             raise FervidError(f"{name} could not be opened{hint}")
         self.capture = capture
         fps = self.capture.get(cv2.CAP_PROP_FPS)
