@@ -749,6 +749,6 @@ def test_the_closing_line_reads_as_english_for_one_frame_and_one_box() -> None:
     from fervid.runtime.live import LiveReport
 
     report = LiveReport(source="clip.mp4", frames=1, rows=1, seconds=0.5)
-    assert report.describe()[0] == "1 frame in 0.5 s (2.0 FPS); 1 face box across them"
+    assert report.describe()[0] == "1 frame in 0.5 s (2.0 FPS); 1 face box"
     report.frames, report.rows = 45, 28
-    assert report.describe()[0].startswith("45 frames in 0.5 s") and report.describe()[0].endswith("; 28 face boxes across them")
+    assert report.describe()[0].startswith("45 frames in 0.5 s") and report.describe()[0].endswith("; 28 face boxes")

@@ -721,6 +721,6 @@ def test_a_request_ended_by_a_stop_is_answered_503_and_said_in_one_line(capsys) 
                                "Cancel %s running task(s), timeout graceful shutdown exceeded", (2,), None)
     assert StopNotice().filter(record) is False
     assert capsys.readouterr().err == (f"fervid: stopping: 2 request(s) still running after {STOP_WAIT_S} s were ended "
-                                       "(503 'the server is stopping')\n")
+                                       "(photos answered 503 'the server is stopping')\n")
     other = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "something else", (), None)
     assert StopNotice().filter(other) is True

@@ -19,8 +19,9 @@ NEAR_FACE_SIDE = 56  # a face searched for near its last box is scaled to about 
 NEAR_MIN_NEIGHBORS = 3  # evidence needed there: less than a full scan, which must also rule out the rest of the frame
 # A face found near a box must overlap it this much (IoU): the crop around one face can hold the
 # next face, which the search once returned as "nearest" when its own face sat outside the sizes
-# searched. 0.2 still takes a face that moved two thirds of its side since the box.
-NEAR_MIN_IOU = 0.2
+# searched (it overlapped the box by 0.04-0.09). 0.1 still takes a face that moved four fifths of
+# its side straight, or over half of it diagonally, past its predicted box (a head that turns back).
+NEAR_MIN_IOU = 0.1
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class LiveReport:
         (those over 5% of its frames), and the files written."""
         dropped = f", {self.dropped} dropped" if self.dropped else ""
         lines = [f"{plural(self.frames, 'frame')} in {self.seconds:.1f} s ({self.fps:.1f} FPS){dropped}; "
-                 f"{plural(self.rows, 'face box', 'face boxes')} across them"]
+                 f"{plural(self.rows, 'face box', 'face boxes')}"]
         for face in self.faces:
             shares = sorted(face["shares"].items(), key=lambda kv: -kv[1])
             main = ", ".join(f"{name} {share:.0%}" for name, share in shares if share >= 0.05)

@@ -25,7 +25,6 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
-CLOSE_GOING_AWAY = 1001
 
 
 class StreamSlots:
@@ -88,5 +87,5 @@ async def _answer_frames(websocket: WebSocket, pool: RecognizerPool, max_frame_b
             await websocket.send_json(reply)
     except WebSocketDisconnect:
         return
-    except asyncio.CancelledError:  # a stop that waited its STOP_WAIT_S: closed as "going away", not a traceback
-        await websocket.close(CLOSE_GOING_AWAY, "the server is stopping")
+    except asyncio.CancelledError:  # a stop that waited its STOP_WAIT_S: uvicorn has closed the socket (1012) already
+        return

@@ -76,7 +76,7 @@ class StopNotice(logging.Filter):
         if str(record.msg).startswith("Cancel %s running task(s)"):
             running = record.args[0] if isinstance(record.args, tuple) and record.args else "the"
             print(f"fervid: stopping: {running} request(s) still running after {STOP_WAIT_S} s were ended "
-                  "(503 'the server is stopping')", file=sys.stderr)
+                  "(photos answered 503 'the server is stopping')", file=sys.stderr)
             return False
         return True
 

@@ -244,15 +244,16 @@ def save_weights(weights: dict[Path, keras.Model]) -> None:
     """Each model's weights written to its target, all replaced together once every file is written:
     a failed write (a full disk) leaves the checkpoint before as it was, best and last alike, and is
     one line naming the target (h5py's message spans lines and names the temporary file)."""
-    with ExitStack() as stack:
-        for target, model in weights.items():
-            temporary = stack.enter_context(atomic_path(target))  # replaced when the stack closes without error
-            try:
+    target = next(iter(weights))
+    try:
+        with ExitStack() as stack:
+            for target, model in weights.items():
+                temporary = stack.enter_context(atomic_path(target))  # replaced when the stack closes without error
                 model.save_weights(str(temporary))
-            except OSError as error:
-                text = " ".join(str(error).split())
-                reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
-                raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept") from None
+    except OSError as error:  # making a temporary, writing it (h5py), or moving it into place
+        text = " ".join(str(error).split())
+        reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
+        raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept") from None
 
 
 @contextmanager

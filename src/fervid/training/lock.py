@@ -25,10 +25,11 @@ class RunLock:
     def __init__(self, run: Path) -> None:
         self.run = run
         self._fd: int | None = None
+        self._unlockable = False
 
     def acquire(self) -> None:
         """Take the lock (once the run folder exists), or refuse with the PID of the process that holds it."""
-        if self._fd is not None:
+        if self._fd is not None or self._unlockable:
             return
         try:
             import fcntl
@@ -45,6 +46,7 @@ class RunLock:
         except OSError as error:  # a file system without locks (some network mounts): train unlocked, and say so
             os.close(fd)
             warn(f"{self.run}: cannot be locked ({error.strerror or error}); nothing stops a second process training into it")
+            self._unlockable = True  # said once: fit asks again once the run folder exists
             return
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
