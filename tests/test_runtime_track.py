@@ -145,6 +145,18 @@ def test_searches_between_scans_look_where_the_velocity_leads() -> None:
     assert face.track_id == 1 and abs(face.box[0] - predicted[0]) <= 1
 
 
+def test_a_box_that_only_grows_around_a_still_face_gives_no_velocity() -> None:
+    """The detector gives a still face a slightly larger box each time: its corner moves up and left,
+    its centre not. Taken as motion, that sent the next search off towards the corner (the box
+    drifted and grew between scans on a still image)."""
+    tracker = FaceTracker(min_hits=1, box_smoothing=0.0)
+    for frame, side in enumerate(range(190, 240, 10)):  # centre fixed at (300, 120)
+        tracker.update([[300 - side / 2, 120 - side / 2, side, side]], [HAPPY], frame / 30)
+    (predicted,) = tracker.search_boxes(8 / 30)
+    assert predicted[0] + predicted[2] / 2 == pytest.approx(300, abs=1)
+    assert predicted[1] + predicted[3] / 2 == pytest.approx(120, abs=1)
+
+
 def test_between_scans_only_confirmed_faces_are_followed() -> None:
     tracker = FaceTracker(min_hits=2)
     face, false_alarm = [100, 100, 120, 120], [400, 300, 50, 50]

@@ -26,6 +26,11 @@ BOX_SMOOTHING_FRAME_S = 1 / 30  # the frame time ``box_smoothing`` is given for
 REACH_PER_S, MAX_REACH = 1.5, 3.0  # box sides a face may move per second between scans (a brisk walk at arm's length)
 
 
+def centre(box: np.ndarray) -> np.ndarray:
+    """The centre (x, y) of an (x, y, w, h) box."""
+    return box[:2] + box[2:] / 2
+
+
 @dataclass
 class Track:
     """One followed face: its box (float x, y, w, h), velocity (pixels per second) and smoothed probabilities.
@@ -224,7 +229,9 @@ class FaceTracker:
         new_box = keep * track.box_at(time_s) + (1 - keep) * box
         since_detected = time_s - track.detected_time_s
         if since_detected > 0:
-            velocity = (new_box[:2] - track.detected_box[:2]) / since_detected
+            # of the centre: a box the detector gives larger or smaller moves its corner, not the face
+            # (taken as motion, each such jitter sent the next search off towards that corner)
+            velocity = (centre(new_box) - centre(track.detected_box)) / since_detected
             # the first estimate is taken whole: halving it against the zero it starts from lost fast faces
             track.velocity = velocity if track.hits == 1 else 0.5 * track.velocity + 0.5 * velocity
         track.box, track.detected_box, track.detected_time_s = new_box, new_box.copy(), time_s
