@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import textwrap
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from fervid.serve.pool import DEFAULT_WORKERS
 from fervid.serve.server import running_server
 
 SECTION = "## Web server load test"
+DOC_COLUMNS = 100  # the docs' prose width: the section lands in docs/performance.md
 JPEG_QUALITY = 80  # what the page sends (canvas.toBlob quality 0.8)
 
 
@@ -147,16 +149,21 @@ def section(report: LoadReport, pool, load_before: float) -> str:
     classifier = pool.recognizers[0].classifier
     return (
         f"{SECTION}\n\n"
-        "Measured with `fervid serve --loadtest` (the numbers below were written by it): the server on a private "
-        "127.0.0.1 port in the same process as the clients, each client sending the next frame only when the "
-        "reply to the last one came back, as the page does.\n\n"
+        + textwrap.fill(
+            "Measured with `fervid serve --loadtest` (the numbers below were written by it): the server on a private "
+            "127.0.0.1 port in the same process as the clients, each client sending the next frame only when the "
+            "reply to the last one came back, as the page does.", DOC_COLUMNS)
+        + "\n\n"
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores; load average {load_before:.1f} just before the run\n"
         f"- model: {classifier.name} {classifier.version}; {len(pool.recognizers)} recognizer workers\n\n"
         f"{report.table()}\n"
-        "Each connection is tracked like a live video (a full scan every 10th frame, a search near each known "
-        "face in between; see docs/realtime.md), so most frames cost a JPEG decode and a few milliseconds per "
-        "face; the p99 is a full scan while the other clients wait for a worker. The face moves 40 px per "
-        "frame and turns back at both ends, where a search near its predicted box can miss it until the next scan.\n"
+        + textwrap.fill(
+            "Each connection is tracked like a live video (a full scan every 10th frame, a search near each known "
+            "face in between; see docs/realtime.md), so most frames cost a JPEG decode and a few milliseconds per "
+            "face; the p99 is a full scan while the other clients wait for a worker. The face moves 40 px per "
+            "frame and turns back at both ends, where a search near its predicted box can miss it until the next "
+            "scan.", DOC_COLUMNS)
+        + "\n"
     )
 
 
