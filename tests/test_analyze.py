@@ -862,3 +862,24 @@ def test_small_images_without_a_face_point_to_crops(tmp_path: Path) -> None:
     assert not notes[str(folder / "photo.png")], "a photo-sized image without a face is just that"
     with_crops = analyze([folder], tmp_path / "c.csv", AnalyzeOptions(crops=True))
     assert not any(with_crops.summary["note"].to_pylist())
+
+
+def test_zips_inside_zips_and_links_that_point_nowhere_are_named_not_dropped_silently(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(tmp_path / "a.png"), textured_background(60, 60, seed=1))
+    with zipfile.ZipFile(tmp_path / "inner.zip", "w") as inner:
+        inner.write(tmp_path / "a.png", "a.png")
+    with zipfile.ZipFile(folder / "outer.zip", "w") as outer:
+        outer.write(tmp_path / "inner.zip", "inner.zip")
+        outer.write(tmp_path / "a.png", "b.png")
+    (folder / "dead.jpg").symlink_to(tmp_path / "gone.jpg")
+    items = expand_inputs([folder])
+    assert [item.relative for item in items] == ["b.png"]
+    err = capsys.readouterr().err
+    assert f"1 zip(s) inside zips skipped (extract them and give the folder), e.g. {folder / 'outer.zip'}!inner.zip" in err
+    assert f"1 link(s) that point nowhere skipped, e.g. {folder / 'dead.jpg'}" in err
+    with zipfile.ZipFile(tmp_path / "only.zip", "w") as only:
+        only.write(tmp_path / "inner.zip", "inner.zip")
+    with pytest.raises(FervidError, match=r"^no images found; 1 zip\(s\) inside zips, e\.g\. .*only\.zip!inner\.zip, are not opened"):
+        expand_inputs([tmp_path / "only.zip"])

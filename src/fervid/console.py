@@ -31,3 +31,8 @@ def progress(items: Iterable[T], total: int | None, description: str) -> Iterato
     )
     with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
         yield from bar.track(items, total=total, description=escape(description))
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 frame``, ``2 frames``: a closing line reads as English for any count."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"

@@ -67,7 +67,7 @@ def annotated_copies(folder: str | Path) -> set[str]:
         return set()
 
 
-def walk_files(folder: str | Path) -> Iterator[Path]:
+def walk_files(folder: str | Path, broken: list[Path] | None = None) -> Iterator[Path]:
     """Every file under ``folder``, recursively, following symlinked folders (``Path.rglob`` on
     Python 3.11 does not, which silently left out a dataset's linked ``validation/``).
 
@@ -76,7 +76,8 @@ def walk_files(folder: str | Path) -> Iterator[Path]:
     walk forever. Broken links and links to anything but a file are not files. The annotated copies
     ``fervid predict`` listed in a folder below ``folder`` are its outputs, not more photos: left
     out, so that ``fervid predict .`` followed by ``fervid analyze .`` does not count every face
-    twice (a folder given itself, ``fervid analyze runs/predict``, is read whole).
+    twice (a folder given itself, ``fervid analyze runs/predict``, is read whole). ``broken``, if
+    given, collects the links that point nowhere, for a caller that says what it left out.
     """
     root = os.fspath(folder)
     chains = {root: (os.path.realpath(root),)}  # each folder walked -> real paths of it and its ancestors
@@ -97,6 +98,8 @@ def walk_files(folder: str | Path) -> Iterator[Path]:
             path = os.path.join(dirpath, name)
             if os.path.isfile(path):
                 yield Path(path)
+            elif broken is not None and os.path.islink(path) and not os.path.exists(path):
+                broken.append(Path(path))
 
 
 def find_images(folder: str | Path) -> list[Path]:

@@ -82,8 +82,8 @@ def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | N
 
 
 def _zip_members(path: Path) -> tuple[list[SourceItem], list[str]]:
-    """The images inside a zip, and the names of the videos in it (not analysed: a video is decoded
-    from a file, so it has to be extracted first)."""
+    """The images inside a zip, and the names of the videos and zips in it (not analysed: a video is
+    decoded from a file, and a zip in a zip is not opened, so they have to be extracted first)."""
     try:
         with zipfile.ZipFile(path) as archive:
             # Names with "/" whatever the zip used (PowerShell 5.1 writes "\\"); read by the real name.
@@ -93,7 +93,7 @@ def _zip_members(path: Path) -> tuple[list[SourceItem], list[str]]:
                 info, kind = named[relative], kind_of(relative)
                 if relative.endswith("/") or is_hidden(PurePosixPath(relative).parts):
                     continue
-                if kind == "video":
+                if kind in ("video", "zip"):  # read only from files: named in a warning
                     videos.append(f"{path}{ZIP_SEPARATOR}{relative}")
                 if kind != "image":
                     continue
@@ -122,16 +122,19 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     """
     items: dict[str, SourceItem] = {}  # by key: the first mention wins
     zipped_videos: list[str] = []
+    zipped_zips: list[str] = []
+    broken: list[Path] = []
 
     def add(found: tuple[list[SourceItem], list[str]]) -> None:
         for item in found[0]:
             items.setdefault(item.key, item)
-        zipped_videos.extend(found[1])
+        for name in found[1]:
+            (zipped_zips if name.lower().endswith(".zip") else zipped_videos).append(name)
 
     for given in inputs:
         path = Path(given).expanduser()
         if path.is_dir():
-            children = (p for p in walk_files(path) if not is_hidden(p.relative_to(path).parts))
+            children = (p for p in walk_files(path, broken) if not is_hidden(p.relative_to(path).parts))
             for child in sorted(children):
                 kind = kind_of(child)
                 relative = child.relative_to(path).as_posix()
@@ -141,7 +144,10 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
             add(_zip_members(path) if kind == "zip" else ([_file(path, path.name, kind or "video")], []))
         else:
             raise FervidError(f"{path}: no such file or folder")
-    zipped_videos = sorted(set(zipped_videos))
+    zipped_videos, zipped_zips = sorted(set(zipped_videos)), sorted(set(zipped_zips))
+    if not items and zipped_zips:
+        raise FervidError(f"no images found; {len(zipped_zips)} zip(s) inside zips, e.g. {zipped_zips[0]}, are not opened: "
+                          "extract them and give the folder")
     if not items and zipped_videos:
         raise FervidError(f"no images found; {len(zipped_videos)} video(s) inside zips, e.g. {zipped_videos[0]}, are read "
                           "only from files: extract them and give the folder")
@@ -150,5 +156,9 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     if zipped_videos:
         warn(f"{len(zipped_videos)} video(s) inside zips skipped (videos are read only from files; extract them), "
              f"e.g. {zipped_videos[0]}")
+    if zipped_zips:
+        warn(f"{len(zipped_zips)} zip(s) inside zips skipped (extract them and give the folder), e.g. {zipped_zips[0]}")
+    if broken := [link for link in broken if not is_hidden(link.parts)]:
+        warn(f"{len(broken)} link(s) that point nowhere skipped, e.g. {broken[0]}")
     # by absolute path: image batches (and so unit ids) stay the same however the inputs are written
     return sorted(items.values(), key=lambda item: item.key)

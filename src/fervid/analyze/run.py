@@ -19,7 +19,7 @@ from fervid.analyze.options import AnalyzeOptions
 from fervid.analyze.progress import AnalyzeProgress
 from fervid.analyze.units import UnitResult, plan_units
 from fervid.analyze.writer import ResultStore
-from fervid.console import warn
+from fervid.console import plural, warn
 from fervid.errors import FervidError
 from fervid.runtime.classify import ExpressionClassifier
 
@@ -62,11 +62,11 @@ class AnalyzeReport:
         if len(errors) > errors_listed:
             lines.append(f"... and {len(errors) - errors_listed} more errors (see the summary)")
         rate = f" ({self.frames / self.seconds:.1f} frames/s)" if self.seconds > 0 and self.frames else ""
-        counted = f"{len(errors)} error" + ("" if len(errors) == 1 else "s")
-        work = f"{self.frames} frames, {self.faces} faces in {self.seconds:.1f} s{rate}"
+        counted = plural(len(errors), "error")
+        work = f"{plural(self.frames, 'frame')}, {plural(self.faces, 'face')} in {self.seconds:.1f} s{rate}"
         if self.skipped_units:  # the counts are this run's work; the table holds the earlier runs' rows too
             work = f"{self.skipped_units} of {self.units} units already complete; this run: {work}"
-        lines.append(f"{self.summary.num_rows} sources: {self.ok} ok, {counted}; {work}")
+        lines.append(f"{plural(self.summary.num_rows, 'source')}: {self.ok} ok, {counted}; {work}")
         return lines + [f"wrote {self.outputs[0]} (summary: {self.outputs[1]})"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cv2
 
-from fervid.console import progress, warn
+from fervid.console import plural, progress, warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.runtime.recognizer import Recognizer
@@ -43,11 +43,6 @@ class FpsMeter:
         if len(self.stamps) < 2:
             return 0.0
         return (len(self.stamps) - 1) / max(self.stamps[-1] - self.stamps[0], 1e-9)
-
-
-def plural(count: int, one: str, many: str | None = None) -> str:
-    """``1 frame``, ``2 frames``: a closing line reads as English for any count."""
-    return f"{count} {one if count == 1 else (many or one + 's')}"
 
 
 @dataclass
