@@ -538,3 +538,19 @@ def test_a_dataset_only_in_a_hidden_folder_says_it_was_left_out(tmp_path):
     with pytest.raises(FervidError, match=r"no images in class folders .*; 7 image\(s\) in hidden folders such as \.faces/ "
                                           r"were left out \(names starting with '\.' are never read\)$"):
         read_dataset(archive)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_download_holding_a_zip_says_to_pass_the_zip(tmp_path, packed):
+    """A folder (or a zip) whose only content is the dataset's own zip looked like an empty dataset."""
+    inner = zip_folder(write_folder_dataset(tmp_path / "faces", 0, {"train": 1}), tmp_path / "faces.zip")
+    folder = tmp_path / "download"
+    folder.mkdir()
+    shutil.copyfile(inner, folder / "faces.zip")
+    path = zip_folder(folder, tmp_path / "download.zip") if packed else folder
+    with pytest.raises(FervidError) as error:
+        read_dataset(path)
+    message = str(error.value)
+    assert "holds faces.zip but no images in class folders;" in message
+    assert message.endswith("pass the .zip (fervid reads a zip of class folders directly)")
+    assert ("extract it and pass" in message) is packed

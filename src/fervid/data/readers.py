@@ -332,10 +332,10 @@ def _refuse_empty(
 
 
 def _refuse_archives(location: Path, names: list[str]) -> None:
-    """Stop, naming them, when the input holds CSV files or tarballs: the data is inside those."""
+    """Stop, naming them, when the input holds CSV files, zips or tarballs: the data is inside those."""
     found = sorted(
         PurePosixPath(name).name for name in names
-        if not is_hidden(PurePosixPath(name).parts) and name.lower().endswith((".csv", *TAR_SUFFIXES))
+        if not is_hidden(PurePosixPath(name).parts) and name.lower().endswith((".csv", ".zip", *TAR_SUFFIXES))
     )
     if not found:
         return
@@ -343,6 +343,8 @@ def _refuse_archives(location: Path, names: list[str]) -> None:
     listed = ", ".join(found[:ARCHIVES_LISTED]) + (f" and {more} more" if more > 0 else "")
     if any(name.lower().endswith(".csv") for name in found):
         advice = "pass the .csv (fervid reads FER2013's CSV directly)"
+    elif any(name.lower().endswith(".zip") for name in found):
+        advice = "pass the .zip (fervid reads a zip of class folders directly)"
     else:
         advice = "extract the tarball and pass the folder it makes"
     if location.is_file():  # a zip: its members cannot be passed as they are
