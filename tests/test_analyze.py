@@ -864,7 +864,8 @@ def test_small_images_without_a_face_point_to_crops(tmp_path: Path) -> None:
     assert not any(with_crops.summary["note"].to_pylist())
 
 
-def test_zips_inside_zips_and_links_that_point_nowhere_are_named_not_dropped_silently(tmp_path: Path, capsys) -> None:
+def test_zips_inside_zips_and_links_that_point_nowhere_are_named_not_dropped_silently(tmp_path: Path, capsys,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(tmp_path / "a.png"), textured_background(60, 60, seed=1))
@@ -881,5 +882,19 @@ def test_zips_inside_zips_and_links_that_point_nowhere_are_named_not_dropped_sil
     assert f"1 link(s) that point nowhere skipped, e.g. {folder / 'dead.jpg'}" in err
     with zipfile.ZipFile(tmp_path / "only.zip", "w") as only:
         only.write(tmp_path / "inner.zip", "inner.zip")
-    with pytest.raises(FervidError, match=r"^no images found; 1 zip\(s\) inside zips, e\.g\. .*only\.zip!inner\.zip, are not opened"):
+    with zipfile.ZipFile(tmp_path / "only.zip", "a") as only:
+        only.writestr("clip.MP4", b"not read")
+    with pytest.raises(FervidError, match=r"^no images found; 1 zip\(s\) inside zips, e\.g\. .*only\.zip!inner\.zip and 1 "
+                                          r"video\(s\) inside zips, e\.g\. .*only\.zip!clip\.MP4, are read only from files"):
         expand_inputs([tmp_path / "only.zip"])
+    # The same folder named three ways, from a folder beside it: one link, counted once; a dead link
+    # not named like a source (a lock file) is not one the run would have read.
+    (folder / "lock").symlink_to("host:123")
+    (tmp_path / "beside").mkdir()
+    monkeypatch.chdir(tmp_path / "beside")
+    capsys.readouterr()
+    expand_inputs(["../in", str(folder), "../in/"])
+    assert "1 link(s) that point nowhere skipped, e.g. ../in/dead.jpg" in capsys.readouterr().err
+    (folder / "outer.zip").unlink()
+    with pytest.raises(FervidError, match=r"^no images or videos found in the inputs \(1 link\(s\) there point nowhere, e\.g\. "):
+        expand_inputs(["../in"])

@@ -117,13 +117,13 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     Files are taken whatever their suffix (unknown suffixes are tried as videos); folders are searched
     recursively, through symlinked folders, for images, videos and zips of images; other files in
     folders, and anything hidden in them or in a zip (``.cache/``, ``__MACOSX/._photo.jpg``), are
-    ignored. Videos inside zips are not analysed: a warning names them, and the error when nothing
-    else was found says to extract them.
+    ignored. Videos and zips inside zips are not analysed, and links that point nowhere are left out:
+    a warning counts them, and the error when nothing else was found says so.
     """
     items: dict[str, SourceItem] = {}  # by key: the first mention wins
     zipped_videos: list[str] = []
     zipped_zips: list[str] = []
-    broken: list[Path] = []
+    broken: dict[str, Path] = {}  # links that point nowhere, named like a source, by absolute path
 
     def add(found: tuple[list[SourceItem], list[str]]) -> None:
         for item in found[0]:
@@ -134,7 +134,11 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     for given in inputs:
         path = Path(given).expanduser()
         if path.is_dir():
-            children = (p for p in walk_files(path, broken) if not is_hidden(p.relative_to(path).parts))
+            dead: list[Path] = []
+            children = [p for p in walk_files(path, dead) if not is_hidden(p.relative_to(path).parts)]
+            for link in dead:
+                if kind_of(link) and not is_hidden(link.relative_to(path).parts):
+                    broken.setdefault(os.path.abspath(link), link)
             for child in sorted(children):
                 kind = kind_of(child)
                 relative = child.relative_to(path).as_posix()
@@ -145,20 +149,19 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
         else:
             raise FervidError(f"{path}: no such file or folder")
     zipped_videos, zipped_zips = sorted(set(zipped_videos)), sorted(set(zipped_zips))
-    if not items and zipped_zips:
-        raise FervidError(f"no images found; {len(zipped_zips)} zip(s) inside zips, e.g. {zipped_zips[0]}, are not opened: "
-                          "extract them and give the folder")
-    if not items and zipped_videos:
-        raise FervidError(f"no images found; {len(zipped_videos)} video(s) inside zips, e.g. {zipped_videos[0]}, are read "
-                          "only from files: extract them and give the folder")
+    links = sorted(broken.values())
+    if not items and (zipped_zips or zipped_videos):
+        nested = [f"{len(found)} {what}(s) inside zips, e.g. {found[0]}" for what, found in (("zip", zipped_zips), ("video", zipped_videos)) if found]
+        raise FervidError(f"no images found; {' and '.join(nested)}, are read only from files: extract them and give the folder")
     if not items:
-        raise FervidError("no images or videos found in the inputs")
+        dead = f" ({len(links)} link(s) there point nowhere, e.g. {links[0]})" if links else ""
+        raise FervidError(f"no images or videos found in the inputs{dead}")
     if zipped_videos:
         warn(f"{len(zipped_videos)} video(s) inside zips skipped (videos are read only from files; extract them), "
              f"e.g. {zipped_videos[0]}")
     if zipped_zips:
         warn(f"{len(zipped_zips)} zip(s) inside zips skipped (extract them and give the folder), e.g. {zipped_zips[0]}")
-    if broken := [link for link in broken if not is_hidden(link.parts)]:
-        warn(f"{len(broken)} link(s) that point nowhere skipped, e.g. {broken[0]}")
+    if links:
+        warn(f"{len(links)} link(s) that point nowhere skipped, e.g. {links[0]}")
     # by absolute path: image batches (and so unit ids) stay the same however the inputs are written
     return sorted(items.values(), key=lambda item: item.key)
