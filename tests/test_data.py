@@ -441,6 +441,14 @@ def test_zip_members_with_backslash_separators_are_indexed_with_slashes_and_read
     assert fingerprint(index) == fingerprint(read_dataset(target))
 
 
+def download_error(folder, packed: bool) -> str:
+    """The error reading ``folder`` as a dataset gives, as it is or zipped beside it (``packed``)."""
+    path = zip_folder(folder, folder.with_suffix(".zip")) if packed else folder
+    with pytest.raises(FervidError) as error:
+        read_dataset(path)
+    return str(error.value)
+
+
 @pytest.mark.parametrize("packed", [True, False])
 def test_a_download_holding_a_csv_and_a_tarball_says_to_pass_the_csv(tmp_path, packed):
     """Kaggle's FER2013 challenge download: icml_face_data.csv and fer2013.tar.gz, no image folders."""
@@ -448,10 +456,7 @@ def test_a_download_holding_a_csv_and_a_tarball_says_to_pass_the_csv(tmp_path, p
     folder.mkdir()
     (folder / "icml_face_data.csv").write_text("emotion, Usage, pixels\n")
     (folder / "fer2013.tar.gz").write_bytes(b"\x1f\x8b")
-    path = zip_folder(folder, tmp_path / "challenge.zip") if packed else folder
-    with pytest.raises(FervidError) as error:
-        read_dataset(path)
-    message = str(error.value)
+    message = download_error(folder, packed)
     assert "holds fer2013.tar.gz, icml_face_data.csv but no images in class folders;" in message
     assert message.endswith("pass the .csv (fervid reads FER2013's CSV directly)")
     assert ("extract it and pass" in message) is packed
@@ -547,10 +552,7 @@ def test_a_download_holding_a_zip_says_to_pass_the_zip(tmp_path, packed):
     folder = tmp_path / "download"
     folder.mkdir()
     shutil.copyfile(inner, folder / "faces.zip")
-    path = zip_folder(folder, tmp_path / "download.zip") if packed else folder
-    with pytest.raises(FervidError) as error:
-        read_dataset(path)
-    message = str(error.value)
+    message = download_error(folder, packed)
     assert "holds faces.zip but no images in class folders;" in message
     assert message.endswith("pass the .zip (fervid reads a zip of class folders directly)")
     assert ("extract it and pass" in message) is packed

@@ -193,69 +193,58 @@ def test_two_tracks_that_converge_on_one_face_show_one_box() -> None:
     assert face.track_id == 1
 
 
-def test_a_face_the_near_search_misses_is_checked_by_a_scan_of_that_frame() -> None:
-    """A still face near the detector's threshold must not blink out when the near search misses it;
-    a face that left is still hidden at once."""
+class FakeDetector:
+    """Full scans find ``faces``; a search near a box answers ``near(box)``; scans are counted."""
+
+    def __init__(self, faces, near) -> None:
+        self.faces, self.near, self.scans = np.asarray(faces), near, 0
+
+    def detect(self, gray):
+        self.scans += 1
+        return self.faces
+
+    def detect_near(self, gray, box, strict=False):
+        return self.near(box)
+
+
+class FakeRecognizer:
+    def __init__(self, detector: FakeDetector) -> None:
+        self.detector = detector
+
+    def classify_boxes(self, gray, boxes):
+        return np.array([HAPPY] * len(boxes))
+
+
+def faces_shown(detector: FakeDetector, frames: int = 6):
+    """The processor over ``frames`` still frames, and how many faces each frame reported."""
     from fervid.runtime.pipeline import FrameProcessor
     from fervid.runtime.sources import Frame
 
-    class Detector:
-        def __init__(self) -> None:
-            self.faces = np.array([[100, 100, 120, 120]])
-            self.scans = 0
-
-        def detect(self, gray):
-            self.scans += 1
-            return self.faces
-
-        def detect_near(self, gray, box, strict=False):
-            return None  # the near search never finds it
-
-    class Recognizer:
-        detector = Detector()
-
-        def classify_boxes(self, gray, boxes):
-            return np.array([HAPPY] * len(boxes))
-
-    recognizer = Recognizer()
-    processor = FrameProcessor(recognizer, FaceTracker(min_hits=1), detect_every=10)
+    processor = FrameProcessor(FakeRecognizer(detector), FaceTracker(min_hits=1), detect_every=10)
     image = np.zeros((360, 480, 3), np.uint8)
-    shown = [len(processor.process(Frame(image, index, index / 30))) for index in range(6)]
-    assert shown == [1] * 6 and recognizer.detector.scans == 6  # every miss answered by a scan: no blink
-    recognizer.detector.faces = np.zeros((0, 4))  # the face leaves
-    assert processor.process(Frame(image, 6, 6 / 30)) == []
+    return processor, [len(processor.process(Frame(image, index, index / 30))) for index in range(frames)]
+
+
+def test_a_face_the_near_search_misses_is_checked_by_a_scan_of_that_frame() -> None:
+    """A still face near the detector's threshold must not blink out when the near search misses it;
+    a face that left is still hidden at once."""
+    from fervid.runtime.sources import Frame
+
+    detector = FakeDetector([[100, 100, 120, 120]], near=lambda box: None)  # the near search never finds it
+    processor, shown = faces_shown(detector)
+    assert shown == [1] * 6 and detector.scans == 6  # every miss answered by a scan: no blink
+    detector.faces = np.zeros((0, 4))  # the face leaves
+    assert processor.process(Frame(np.zeros((360, 480, 3), np.uint8), 6, 6 / 30)) == []
 
 
 def test_a_near_search_that_lands_on_the_neighbouring_face_counts_as_a_miss() -> None:
     """Two faces side by side: the search around the second found only the first (its own face lay
     outside the sizes searched); that box was dropped as the first track's, and the second face
     blinked out without the scan a miss gets (the web page's box flickered on a still image)."""
-    from fervid.runtime.pipeline import FrameProcessor
-    from fervid.runtime.sources import Frame
-
     faces = np.array([[20, 40, 160, 160], [190, 30, 190, 190]])
-
-    class Detector:
-        scans = 0
-
-        def detect(self, gray):
-            self.scans += 1
-            return faces
-
-        def detect_near(self, gray, box, strict=False):
-            return faces[0]  # whichever face it searches around, it finds the first one
-
-    class Recognizer:
-        detector = Detector()
-
-        def classify_boxes(self, gray, boxes):
-            return np.array([HAPPY] * len(boxes))
-
-    recognizer = Recognizer()
-    processor = FrameProcessor(recognizer, FaceTracker(min_hits=1), detect_every=10)
-    image = np.zeros((360, 480, 3), np.uint8)
-    shown = [len(processor.process(Frame(image, index, index / 30))) for index in range(6)]
-    assert shown == [2] * 6 and recognizer.detector.scans == 6  # each such frame is scanned: both faces stay
+    detector = FakeDetector(faces, near=lambda box: faces[0])  # whichever face it searches around, it finds the first
+    _, shown = faces_shown(detector)
+    assert shown == [2] * 6 and detector.scans == 6  # each such frame is scanned: both faces stay
 
 
 def test_the_near_search_returns_only_a_face_overlapping_its_box() -> None:
