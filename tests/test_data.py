@@ -130,6 +130,9 @@ def test_color_depth_and_alpha_become_gray(tmp_path):
     red_gray = decode_image_bytes(cv2.imencode(".png", rgb)[1].tobytes())
     assert red_gray.shape == (48, 48) and abs(int(red_gray.mean()) - 76) <= 1  # 0.299 * 255
     assert np.array_equal(decode_image_bytes(cv2.imencode(".png", rgba)[1].tobytes()), red_gray)
+    rgba[:, 48:, 3] = 0  # right half transparent: white, as a viewer shows it, not the red under it
+    cut_out = decode_image_bytes(cv2.imencode(".png", rgba)[1].tobytes())
+    assert abs(int(cut_out[:, :23].mean()) - 76) <= 1 and cut_out[:, 25:].min() == 255
     assert decode_image_bytes(cv2.imencode(".png", deep)[1].tobytes()).min() == 255
     palette = tmp_path / "palette.gif"
     from PIL import Image

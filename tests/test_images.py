@@ -13,8 +13,11 @@ import pytest
 
 from fervid.errors import FervidError
 from fervid.images import (
-    UNREADABLE_WHY, UnreadableImage, decode_image, find_images, is_hidden, is_image_name, read_image, walk_files,
+    UNREADABLE_WHY, UnreadableImage, decode_image, find_images, is_hidden, is_image_name, pil_as_gray, read_image,
+    walk_files,
 )
+from fervid.preprocess import to_gray
+from fervid.transparency import may_be_transparent
 
 
 @pytest.mark.parametrize(
@@ -140,3 +143,60 @@ def test_expand_inputs_finds_images_in_symlinked_folders(tmp_path: Path) -> None
     (tmp_path / "album" / "shared" / "self").symlink_to(tmp_path / "album", target_is_directory=True)
     items = expand_inputs([tmp_path / "album"])
     assert [item.relative for item in items] == ["own.png", "shared/a.jpg"]
+
+
+def transparent_picture() -> tuple[np.ndarray, np.ndarray]:
+    """A 40x60 BGRA picture whose hidden pixels are noise, and how a viewer shows it (on white)."""
+    rng = np.random.default_rng(3)
+    picture = rng.integers(0, 256, (40, 60, 4), dtype=np.uint8)
+    picture[..., 3] = 0
+    picture[:20, :, 3] = 255  # top half opaque
+    picture[20:, :10, 3] = 128  # a half-transparent strip
+    alpha = picture[..., 3:].astype(np.float32) / 255
+    shown = (picture[..., :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+    return picture, shown
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("suffix", ["PNG", "WEBP"])
+def test_transparent_images_are_read_on_white_and_upright_by_their_exif_orientation(suffix: str, orientation: int) -> None:
+    """A cut-out portrait was read with the pixels under its transparent parts (often black or old
+    background), which no viewer shows; OpenCV's alpha-keeping decode also ignores the EXIF turn."""
+    image_module = pytest.importorskip("PIL.Image")
+    ops = pytest.importorskip("PIL.ImageOps")
+    import io
+
+    picture, _ = transparent_picture()
+    exif = image_module.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image_module.fromarray(picture[..., [2, 1, 0, 3]], "RGBA").save(buffer, suffix, exif=exif, lossless=True)
+    data = buffer.getvalue()
+    upright = np.asarray(ops.exif_transpose(image_module.open(io.BytesIO(data))).convert("RGBA")).astype(np.float32)
+    alpha = upright[..., 3:] / 255
+    expected = (upright[..., 2::-1] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)  # as PIL turns it, on white
+    decoded = decode_image(data)
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded.astype(int) - expected).max() <= 1
+    loaded = decode_image(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)  # the dataset loader's flags
+    assert np.abs(to_gray(loaded).astype(int) - to_gray(expected)).max() <= 1
+    assert decode_image(data, cv2.IMREAD_UNCHANGED).shape == (40, 60, 4), "UNCHANGED keeps the alpha as it is"
+
+
+def test_only_files_that_can_be_transparent_are_decoded_twice() -> None:
+    picture, shown = transparent_picture()
+    opaque_png = cv2.imencode(".png", picture[..., :3])[1].tobytes()
+    assert not may_be_transparent(opaque_png) and not may_be_transparent(cv2.imencode(".jpg", shown)[1].tobytes())
+    assert not may_be_transparent(cv2.imencode(".webp", shown)[1].tobytes())
+    assert may_be_transparent(cv2.imencode(".png", picture)[1].tobytes())
+    assert may_be_transparent(cv2.imencode(".webp", picture, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes())  # lossless
+    deep = cv2.imencode(".png", picture.astype(np.uint16) * 257)[1].tobytes()  # 16-bit RGBA
+    assert np.abs(decode_image(deep).astype(int) - shown).max() <= 1
+
+
+def test_a_transparent_pil_image_is_read_on_white_as_its_file_is() -> None:
+    image_module = pytest.importorskip("PIL.Image")
+    picture, shown = transparent_picture()
+    pil = image_module.fromarray(picture[..., [2, 1, 0, 3]], "RGBA")
+    assert np.abs(pil_as_gray(pil).astype(int) - to_gray(shown)).max() <= 1
+    assert np.abs(pil_as_gray(pil.convert("LA")).astype(int) - to_gray(shown)).max() <= 2

@@ -18,6 +18,7 @@ import numpy as np
 
 from fervid.errors import FervidError
 from fervid.preprocess import to_gray
+from fervid.transparency import decode_on_white, on_white
 
 # .jfif and .jpe are JPEG under other names (Windows saves browser downloads as .jfif); .avif needs an
 # OpenCV built with it, and otherwise is listed as unreadable, never silently left out.
@@ -115,7 +116,8 @@ def find_images(folder: str | Path) -> list[Path]:
 def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Encoded image bytes (JPEG, PNG, WebP, BMP, TIFF...) as an array; BGR and upright by default.
 
-    ``flags`` are OpenCV's ``imdecode`` flags. Every failure, including OpenCV's own exceptions for a
+    ``flags`` are OpenCV's ``imdecode`` flags. Transparent parts come out white, as a viewer shows
+    them (``fervid.transparency``), unless ``flags`` is ``IMREAD_UNCHANGED``. Every failure, including OpenCV's own exceptions for a
     header it rejects or an image over its pixel limit, is an ``UnreadableImage`` with a short reason.
     """
     if not data:
@@ -129,7 +131,7 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
         image = None
     if image is None or image.size == 0:
         raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
-    return image
+    return image if flags < 0 else decode_on_white(data, image)  # flags < 0: IMREAD_UNCHANGED, alpha kept
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -166,7 +168,7 @@ def pil_upright(image: object) -> object:
 
 
 def pil_as_gray(image: object) -> np.ndarray | None:
-    """A PIL image as 8-bit gray by its own mode, or None for anything else.
+    """A PIL image as 8-bit gray by its own mode (transparent parts white), or None for anything else.
 
     ``np.asarray`` of a palette ("P"), CMYK or YCbCr image gives numbers that are not BGR or RGB
     colours, and would be classified without a word; PIL's own conversion knows each mode. PIL is
@@ -176,6 +178,8 @@ def pil_as_gray(image: object) -> np.ndarray | None:
         return None
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit gray: PIL's "L" would clip it; read by dtype instead
         return None
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in getattr(image, "info", {}):
+        return to_gray(on_white(np.asarray(image.convert("RGBA"))[:, :, [2, 1, 0, 3]]))  # as a file is read
     return np.asarray(image.convert("L"))
 
 

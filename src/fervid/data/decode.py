@@ -11,7 +11,6 @@ from fervid.errors import FervidError
 from fervid.images import UnreadableImage, decode_image
 from fervid.preprocess import FACE_SIZE, prepare_face
 
-JPEG_START = b"\xff\xd8"
 MIN_CSV_SIDE = FACE_SIZE  # CSV datasets in FER2013's format (FER2013, FER+) are 48x48, the model's input
 
 __all__ = ["UnreadableImage", "decode_image_bytes", "decode_pixel_string"]
@@ -22,9 +21,9 @@ def decode_image_bytes(data: bytes) -> np.ndarray:
 
     An ``UnreadableImage`` is one entry the loader skips and counts, not a failed load.
     """
-    # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores a JPEG's EXIF orientation, which would
-    # train on a phone's portrait shots lying on their side; a JPEG has no alpha to keep.
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if data[:2] == JPEG_START else cv2.IMREAD_UNCHANGED
+    # Any depth and colour, turned upright by its EXIF orientation (IMREAD_UNCHANGED would leave a
+    # phone's portrait shot on its side), transparent parts white as a viewer shows them.
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
     image = decode_image(data, flags)
     try:
         return prepare_face(image)
