@@ -95,6 +95,9 @@ def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_pat
     dash = fervid("predict", str(folder / "face.jpg"), "--no-save", "--json", "-", cwd=tmp_path)  # '-' is stdout
     assert [json.loads(line)["box"] for line in dash.stdout.splitlines()] == [records[0]["box"]]
     assert not (tmp_path / "-").exists()
+    named_dash = fervid("predict", str(folder / "face.jpg"), "--no-save", "--json", "./-", cwd=tmp_path)  # a file named '-'
+    assert named_dash.returncode == 0 and named_dash.stdout == "", named_dash.stderr
+    assert [json.loads(line)["box"] for line in (tmp_path / "-").read_text().splitlines()] == [records[0]["box"]]
 
     (tmp_path / "other").mkdir()  # a second photo named face.jpg: its annotated copy must not replace the first's
     cv2.imwrite(str(tmp_path / "other" / "face.jpg"), photo)

@@ -399,7 +399,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(metavar="PHOTOS", help="Image files and/or folders of images.")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="Folder for the annotated images.")] = Path("runs/predict"),
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write annotated images.")] = False,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the records here (.json: an array; else JSON Lines) instead of stdout ('-': stdout).")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the records here (.json: an array; else JSON Lines) instead of stdout ('-': stdout).")] = None,
     model: ModelOption = None,
     scale_factor: ScaleFactorOption = 1.1,
     min_neighbors: MinNeighborsOption = 5,
@@ -415,8 +415,9 @@ def predict(
     """
     from fervid.runtime.photos import predict_images
 
-    if json_out == Path("-"):  # the usual spelling of stdout, where records go anyway (not a file named '-')
-        json_out = None
+    # '-' is the usual spelling of stdout, where records go anyway; './-' is a file named '-' (read as
+    # a Path, both would be Path('-'), so the text is compared before it becomes one).
+    json_out = None if json_out in (None, "-") else Path(json_out)
     if json_out:
         check_not_an_input(json_out, "--json", {"the model": _model_file(model)})
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
