@@ -280,7 +280,7 @@ def evaluate(
     temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01), help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
-    predictions: Annotated[Optional[Path], typer.Option(help="Write one CSV row per face here (source, label, predicted, correct, confidence, probabilities), the wrong ones first.")] = None,
+    predictions: Annotated[Optional[Path], typer.Option(help="Write one CSV row per face here (source, label, predicted, confidence, correct, probabilities), the wrong ones first.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model (.onnx or .keras, a run folder or a bundled model name) on the same faces (exact McNemar test).")] = None,
     unknown: Annotated[Optional[str], typer.Option("--unknown", help="Folders that are not expression classes: 'error' or 'drop' (default: the model's training setting, else error).", show_default=False)] = None,
     map: MapOption = None,
