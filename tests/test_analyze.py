@@ -639,7 +639,7 @@ def test_cli_detector_options_reach_the_cascade(archive: Path, tmp_path: Path) -
     assert huge.returncode == 0, huge.stderr
     assert len(pd.read_parquet(out)) == 0 and len(pd.read_parquet(tmp_path / "huge.summary.parquet")) > 0  # read, no face that big
     for option, value, message in (("--scale-factor", "1.0", "scale factor must be a finite number above 1.0"),
-                                   ("--min-neighbors", "-1", "min neighbours must be 0 or more, got -1")):
+                                   ("--min-neighbors", "-1", "min neighbours must be 0 to 1000, got -1")):
         refused = subprocess.run([FERVID, "analyze", str(archive / "photos"), "--out", str(tmp_path / "x.parquet"), option, value],
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and message in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr

@@ -370,3 +370,11 @@ def test_evaluate_reads_a_dataset_with_the_models_training_map(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["images"] == 7
     told = fervid("evaluate", str(model), str(data), "--unknown", "error")
     assert told.returncode == 2 and "contempt" in told.stderr
+
+
+def test_evaluate_refuses_a_temperature_that_would_change_the_winning_class():
+    """At T = 1e8 every tempered probability of a face rounds to 1/7 in float32 and accuracy fell
+    from 62% to 22%; fitted temperatures lie in 0.25-4."""
+    result = fervid("evaluate", "fervid-vgg", "data.zip", "--temperature", "1e8")
+    assert result.returncode == 2 and "1e+08 is above the largest allowed, 100" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

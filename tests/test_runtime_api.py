@@ -299,6 +299,9 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
                              ({"model": 5}, "model must be a bundled model name"),
                              ({"min_neighbors": 2.5}, "min_neighbors must be a whole number, got 2.5"),
                              ({"min_size": "a"}, "min_size must be a whole number, got 'a'"),
+                             ({"min_neighbors": 3_000_000_000}, "min neighbours must be 0 to 1000, got 3000000000"),
+                             ({"min_size": 2**40}, "min size must be 1 to 1,000,000 pixels"),
+                             ({"detection_width": 2**40}, "detection width must be 64 to 1,000,000 pixels"),
                              ({"scale_factor": "1.2"}, "scale factor must be a number above 1.0"),
                              ({"scale_factor": float("nan")}, "scale factor must be a finite number above 1.0, got nan"),
                              ({"margin": "0.2"}, "margin must be a number between 0 and 1, got '0.2'")):

@@ -179,6 +179,38 @@ def test_predict_refuses_an_out_folder_that_holds_its_inputs(tmp_path: Path) -> 
     assert (folder / "annotated" / "b.png").read_bytes() == kept
     (tmp_path / "notes.txt").write_text("a file")
     assert_one_line_error(fervid("predict", str(folder), "--out", str(tmp_path / "notes.txt")), "a file, not a folder")
+    assert_one_line_error(fervid("predict", str(folder / "a.png"), "--out", str(tmp_path / "annotated.jpg")),
+                          "give a folder for the annotated copies")  # was made as a folder named like a photo
+    assert not (tmp_path / "annotated.jpg").exists()
+    out = folder / "annotated"
+    listed = (out / ".fervid-predict").read_bytes()
+    for own in ("a.png", ".fervid-predict"):  # the run's own outputs in --out: the records replaced them
+        assert_one_line_error(fervid("predict", str(folder / "b.png"), "--out", str(out), "--json", str(out / own)),
+                              "is named like an annotated copy or their list in --out")
+    assert (out / ".fervid-predict").read_bytes() == listed
+    assert fervid("predict", str(folder / "b.png"), "--out", str(out), "--json", str(out / "faces.json")).returncode == 0
+
+
+def test_predict_names_copies_so_the_file_system_and_the_list_of_copies_take_them(tmp_path: Path) -> None:
+    """A newline in a photo's name split the list of copies in two (the copy was then read back as a
+    photo); '-2' on a 253-byte name failed after the first photo and lost every record."""
+    from fervid.runtime import photos
+
+    long_name = "x" * 251 + ".png"
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / long_name), textured_background(120, 160, seed=2))
+    cv2.imwrite(str(tmp_path / "a" / "two\nlines.png"), textured_background(120, 160, seed=3))
+    taken: set[str] = set()
+    names = [photos._unique_name(Path(name), taken) for name in (long_name, long_name, "two\nlines.png", "two\rlines.png")]
+    assert names == [long_name, "x" * 249 + "-2.png", "two_lines.png", "two_lines-2.png"]
+    result = fervid("predict", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out"), "--json",
+                    str(tmp_path / "faces.json"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([".fervid-predict", *names[:3]])
+    assert sorted((tmp_path / "out" / ".fervid-predict").read_text().splitlines()) == sorted(names[:3])
+    again = fervid("predict", str(tmp_path / "a"), "--out", str(tmp_path / "out"))  # the copies are not read back as photos
+    assert again.returncode == 0 and again.stderr.strip().splitlines()[-1].startswith("2 image(s)"), again.stderr
 
 
 def test_bad_options_are_one_line_not_a_panel(tmp_path: Path) -> None:
@@ -433,3 +465,33 @@ def test_live_on_a_file_skips_a_damaged_frame_with_a_note(tmp_path: Path) -> Non
     capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12, "the damaged frame is filled: the recording keeps the length"
     capture.release()
+
+
+def test_a_copy_that_cannot_be_written_stops_predict_with_the_records_done_kept(tmp_path: Path, monkeypatch) -> None:
+    """A full disk on the third copy ended the run with 'No space left on device' (no path) and no
+    records file, though two photos were done."""
+    import errno
+
+    import fervid.fileio
+    from fervid.errors import FervidError
+    from fervid.runtime import photos
+    from fervid.runtime.recognizer import Recognizer
+
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / f"{index}.png"), textured_background(120, 160, seed=index))
+    real_write, calls = photos.write_bytes_atomically, []
+
+    def fills_up(target, data):
+        calls.append(target)
+        if len(calls) == 3:
+            with fervid.fileio.atomic_path(target) as temporary:  # as a write on a full disk fails
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(target, data)
+
+    monkeypatch.setattr(photos, "write_bytes_atomically", fills_up)
+    with pytest.raises(FervidError) as stopped:
+        photos.predict_images([tmp_path], Recognizer(), out_dir=tmp_path / "out", records_to=tmp_path / "faces.json")
+    assert str(stopped.value) == (f"{tmp_path / 'out' / '2.png'}: No space left on device; the records of the 2 images "
+                                  f"done are in {tmp_path / 'faces.json'}")
+    assert json.loads((tmp_path / "faces.json").read_text()) == []  # written: the backgrounds hold no face
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".fervid-predict", "0.png", "1.png"]

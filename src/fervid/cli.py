@@ -77,13 +77,20 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-def _finite_at_least(minimum: float):
-    """``_finite``, then a lower bound: typer's own ``min=`` runs first and calls nan "not >= 0"."""
+# Fitted temperatures lie in 0.25-4; far above 100 the tempered probabilities of a face round to
+# the same float32 number, and accuracy drops as ties are broken by class order.
+MAX_TEMPERATURE = 100.0
+
+
+def _finite_at_least(minimum: float, maximum: float = math.inf):
+    """``_finite``, then bounds: typer's own ``min=`` runs first and calls nan "not >= 0"."""
 
     def check(value: float | None) -> float | None:
         value = _finite(value)
         if value is not None and value < minimum:
             raise typer.BadParameter(f"{value:g} is below the smallest allowed, {minimum:g}")
+        if value is not None and value > maximum:
+            raise typer.BadParameter(f"{value:g} is above the largest allowed, {maximum:g}")
         return value
 
     return check
@@ -277,7 +284,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image (default: as the model card says the runtime does).", show_default=False)] = None,
     input_blur: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.0), help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01), help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01, MAX_TEMPERATURE), help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option(help="Write one CSV row per face here (source, label, predicted, confidence, correct, probabilities), the wrong ones first.")] = None,
@@ -399,7 +406,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(metavar="PHOTOS", help="Image files and/or folders of images.")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="Folder for the annotated images.")] = Path("runs/predict"),
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write annotated images.")] = False,
-    json_out: Annotated[Optional[str], typer.Option("--json", metavar="PATH", help="Write the records here (.json: an array; else JSON Lines) instead of stdout ('-': stdout).")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", metavar="<path>", help="Write the records here (.json: an array; else JSON Lines) instead of stdout ('-': stdout).")] = None,
     model: ModelOption = None,
     scale_factor: ScaleFactorOption = 1.1,
     min_neighbors: MinNeighborsOption = 5,

@@ -130,6 +130,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, target)
+    except OSError as error:
+        # A write that fails (a full disk) names no file, or the temporary one: name the user's path.
+        if error.errno is not None and error.filename in (None, str(temporary)):
+            raise type(error)(error.errno, error.strerror, str(target)) from None
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -24,6 +24,12 @@ NEAR_MIN_NEIGHBORS = 3  # evidence needed there: less than a full scan, which mu
 NEAR_MIN_IOU = 0.1
 
 
+# OpenCV takes these as C ints: a larger number was a cv2.error traceback. A face needs a handful
+# of neighbouring hits (3-10); no image is a million pixels wide.
+MAX_NEIGHBORS = 1000
+MAX_SIDE = 1_000_000
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Haar cascade settings; sizes are in pixels of the original frame.
@@ -51,12 +57,12 @@ class DetectorConfig:
             raise FervidError(f"scale factor must be a number above 1.0, got {self.scale_factor!r}")
         if not self.scale_factor > 1.0 or not np.isfinite(self.scale_factor):  # `not >` also refuses nan
             raise FervidError(f"scale factor must be a finite number above 1.0, got {self.scale_factor}")
-        if self.min_neighbors < 0:
-            raise FervidError(f"min neighbours must be 0 or more, got {self.min_neighbors}")
-        if self.min_size < 1:
-            raise FervidError(f"min size must be at least 1 pixel, got {self.min_size}")
-        if self.detection_width is not None and self.detection_width < 64:
-            raise FervidError(f"detection width must be at least 64 pixels, got {self.detection_width}")
+        if not 0 <= self.min_neighbors <= MAX_NEIGHBORS:
+            raise FervidError(f"min neighbours must be 0 to {MAX_NEIGHBORS}, got {self.min_neighbors}")
+        if not 1 <= self.min_size <= MAX_SIDE:
+            raise FervidError(f"min size must be 1 to {MAX_SIDE:,} pixels, got {self.min_size}")
+        if self.detection_width is not None and not 64 <= self.detection_width <= MAX_SIDE:
+            raise FervidError(f"detection width must be 64 to {MAX_SIDE:,} pixels, got {self.detection_width}")
 
 
 class FaceDetector:

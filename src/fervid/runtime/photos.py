@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fervid.console import warn
+from fervid.console import plural, warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
-from fervid.images import ANNOTATED_LIST, NotAnImage, annotated_copies, find_images, read_image
+from fervid.images import ANNOTATED_LIST, NotAnImage, annotated_copies, find_images, is_image_name, read_image
 from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
@@ -113,18 +113,38 @@ def predict_images(
     if out_dir is not None:
         _check_out_dir(Path(out_dir), paths)
     if records_to is not None:
-        _check_records_path(Path(records_to), paths)
+        _check_records_path(Path(records_to), paths, None if out_dir is None else Path(out_dir))
     try:
         _predict_each(paths, recognizer, report, names, out_dir, on_record, listed, crops)
     except KeyboardInterrupt:
         warn(f"interrupted after {report.processed} image(s); keeping their results")
         report.interrupted = True
+    except (FervidError, OSError) as error:  # a copy that cannot be written (a full disk): keep what was done
+        if not report.processed:
+            raise
+        raise _stopped_by(error, report, records_to) from None
     if report.processed == 0 and not report.interrupted:
         raise FervidError("no image could be read" if report.unreadable else "no images found in the inputs")
     if records_to is not None and report.processed:
         write_records(report.records, records_to)
         report.records_path = str(records_to)
     return report
+
+
+def _stopped_by(error: FervidError | OSError, report: PhotoReport, records_to: str | Path | None) -> FervidError:
+    """The one-line error that ends a run part-way, the records of the photos done written first
+    (when they go to a file), as Ctrl+C keeps them."""
+    if isinstance(error, OSError):
+        message = f"{error.filename}: {error.strerror or error}" if error.filename else str(error.strerror or error)
+    else:
+        message = str(error)
+    if records_to is not None:
+        try:
+            write_records(report.records, records_to)
+            message += f"; the records of the {plural(report.processed, 'image')} done are in {records_to}"
+        except OSError:
+            pass
+    return FervidError(message)
 
 
 def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport, names: set[str], out_dir, on_record,
@@ -139,7 +159,6 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             (report.not_images if isinstance(error, NotAnImage) else report.unreadable).append(str(path))
             continue
         faces = recognizer.predict(image, boxes=[0, 0, image.shape[1], image.shape[0]] if crops else None)
-        report.processed += 1
         if not faces:
             small = max(image.shape[:2]) <= SMALL_IMAGE
             warn(f"{path}: no face found" + ("; if it is a cropped face, --crops classifies the whole image" if small else ""))
@@ -153,6 +172,7 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             report.records.append(record)
             if on_record is not None:
                 on_record(record)
+        report.processed += 1  # last: a photo whose copy failed is not done, and its records are not kept
 
 
 def _write_copy(path: Path, image: np.ndarray, faces: list[Face], out_dir: Path, names: set[str], listed: set[Path]) -> Path | None:
@@ -170,11 +190,17 @@ def _write_copy(path: Path, image: np.ndarray, faces: list[Face], out_dir: Path,
     return target
 
 
-def _check_records_path(target: Path, images: list[Path]) -> None:
-    """Refuse a ``--json`` that is a folder, inside a file, or one of the photos: the records are written
-    at the end, so it would fail (or replace the photo) only after every photo was recognised."""
+def _check_records_path(target: Path, images: list[Path], out_dir: Path | None) -> None:
+    """Refuse a ``--json`` that is a folder, inside a file, one of the photos, or where this run's own
+    outputs go in ``out_dir`` (an annotated copy's name, the list of copies): the records are written
+    at the end, so it would fail or replace the file only after every photo was recognised."""
     check_writable(target, "--json")
     resolved = target.expanduser().resolve()
+    if out_dir is not None and resolved.parent == out_dir.expanduser().resolve() and (
+        resolved.name == ANNOTATED_LIST or is_image_name(resolved.name)
+    ):
+        raise FervidError(f"--json {target}: is named like an annotated copy or their list in --out {out_dir}, "
+                          "which the records would replace; give the records another name")
     for image in images:
         if image.resolve() == resolved:
             raise FervidError(f"--json {target}: is the input {image}, which the records would overwrite; write them elsewhere")
@@ -184,6 +210,9 @@ def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
     """Refuse an ``--out`` that cannot be written (else the first annotated copy fails mid-run), or that
     holds a photo named as an input: its annotated copy would replace it."""
     check_writable_folder(out_dir, "--out")
+    if out_dir.suffix and not out_dir.is_dir():  # annotated.jpg would silently become a folder named like a photo
+        raise FervidError(f"--out {out_dir}: give a folder for the annotated copies (to use a folder name with a dot, "
+                          "create it first)")
     folder = out_dir.resolve()
     for image in images:
         if image.is_file() and image.resolve().parent == folder:
@@ -193,15 +222,26 @@ def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
             )
 
 
+NAME_BYTES = 255  # the longest file name most file systems take
+
+
 def _unique_name(path: Path, taken: set[str]) -> str:
-    """The file's name (as .jpg unless it is .png), with -2, -3... when two inputs share a name."""
+    """The file's name (as .jpg unless it is .png), with -2, -3... when two inputs share a name.
+
+    Control characters (a newline) become ``_``: the copy is listed one name per line in
+    ``.fervid-predict``. The name is cut to fit ``NAME_BYTES`` with its number: ``-2`` on a
+    253-byte name would fail after the first photo.
+    """
     suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
-    name, number = f"{path.stem}{suffix}", 1
-    while name in taken:
+    stem = "".join("_" if ord(char) < 32 or ord(char) == 127 else char for char in path.stem)
+    number = 1
+    while True:
+        tail = (f"-{number}" if number > 1 else "") + suffix
+        name = stem.encode()[: NAME_BYTES - len(tail.encode())].decode(errors="ignore") + tail
+        if name not in taken:
+            taken.add(name)
+            return name
         number += 1
-        name = f"{path.stem}-{number}{suffix}"
-    taken.add(name)
-    return name
 
 
 def write_records(records: list[dict], target: str | Path) -> None:

@@ -172,12 +172,19 @@ def open_url(url: str, timeout_s: float | None = None) -> cv2.VideoCapture:
     raise FervidError(f"{url} could not be opened (a wrong address, a refused connection, or not a video)")
 
 
+# OpenCV's largest indices add a backend's base to the device number (1400 + n: Media Foundation);
+# beyond a C int the index was a traceback, so anything past this is refused as a typo.
+MAX_CAMERA_INDEX = 99_999
+
+
 def open_source(source: str | int | Path) -> Source:
     """A webcam index (0), a video or image file, a folder of images, or a stream URL (rtsp://, http://...)."""
     text = str(source).strip()
     if not text:  # an empty "$VIDEO" would otherwise be the current folder, read recursively
         raise FervidError("the source is empty: give a webcam index, a video file, an image folder or a stream URL")
     if isinstance(source, int) or _camera_index(text):
+        if not 0 <= int(text) <= MAX_CAMERA_INDEX:
+            raise FervidError(f"camera {text}: cameras are numbered from 0 (0 is the first), up to {MAX_CAMERA_INDEX}")
         return LiveSource(int(text), f"camera {text}")
     if "://" in text:
         scheme = urlparse(text).scheme.lower()
