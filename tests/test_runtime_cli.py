@@ -484,7 +484,7 @@ def test_a_copy_that_cannot_be_written_stops_predict_with_the_records_done_kept(
     def fills_up(target, data):
         calls.append(target)
         if len(calls) == 3:
-            with fervid.fileio.atomic_path(target) as temporary:  # as a write on a full disk fails
+            with fervid.fileio.atomic_path(target):  # as a write on a full disk fails
                 raise OSError(errno.ENOSPC, "No space left on device")
         real_write(target, data)
 
