@@ -378,3 +378,23 @@ def test_evaluate_refuses_a_temperature_that_would_change_the_winning_class():
     result = fervid("evaluate", "fervid-vgg", "data.zip", "--temperature", "1e8")
     assert result.returncode == 2 and "1e+08 is above the largest allowed, 100" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_ctrl_c_while_the_cli_is_still_loading_is_one_line():
+    """Loading typer and rich takes about 0.1 s; a Ctrl+C then printed a KeyboardInterrupt traceback
+    through the import. The console script now catches it around that import."""
+    from importlib.metadata import entry_points
+
+    assert entry_points(group="console_scripts")["fervid"].value == "fervid.entry:main"
+    interrupt_the_import = (
+        "import sys, importlib.abc\n"
+        "class Stop(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'fervid.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "from fervid.entry import main\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", interrupt_the_import], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130 and result.stderr == "fervid: interrupted\n", result.stderr

@@ -1,5 +1,5 @@
 """``python -m fervid`` runs the CLI."""
 
-from fervid.cli import main
+from fervid.entry import main
 
 main()
