@@ -1,5 +1,6 @@
 """The `fervid` command as users run it: help, version, and one-line errors for bad data."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -54,6 +55,17 @@ def test_inspect_of_the_current_folder_names_the_grid_after_it(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "sample grid: faces-samples.png" in result.stdout and (data / "faces-samples.png").stat().st_size > 0
+
+
+def test_inspect_writes_its_grid_even_for_a_reader_that_stops_early(tmp_path):
+    """`fervid data inspect DATA | head -3` ended at the table's first line that found the pipe
+    closed, before the grid was written."""
+    data = write_folder_dataset(tmp_path / "data", 2)
+    process = subprocess.Popen([sys.executable, "-m", "fervid", "data", "inspect", str(data), "--grid", str(tmp_path / "g.png")],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process.stdout.close()  # as `head` does once it has its lines: every print then fails
+    process.wait(timeout=300)
+    assert (tmp_path / "g.png").exists()
 
 
 def test_inspect_refuses_a_grid_that_is_not_png_before_reading(tmp_path):
@@ -398,3 +410,29 @@ def test_ctrl_c_while_the_cli_is_still_loading_is_one_line():
     )
     result = subprocess.run([sys.executable, "-c", interrupt_the_import], capture_output=True, text=True, timeout=60)
     assert result.returncode == 130 and result.stderr == "fervid: interrupted\n", result.stderr
+
+
+def test_ctrl_c_while_evaluate_writes_its_files_leaves_all_of_them_from_this_run(tmp_path):
+    """Ctrl+C between the metrics and the predictions left a new metrics file beside an earlier
+    run's predictions; now the files are finished first, then the run exits 130."""
+    data = write_folder_dataset(tmp_path / "data", 0, {"train": 1, "validation": 2})
+    (tmp_path / "faces.csv").write_text("an earlier run's predictions\n")
+    interrupt_after_the_metrics = (
+        "import os, signal, sys, time\n"
+        "import fervid.fileio\n"
+        "write = fervid.fileio.write_text_atomically\n"
+        "def write_then_ctrl_c(target, text):\n"
+        "    write(target, text)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.05)\n"
+        "fervid.fileio.write_text_atomically = write_then_ctrl_c\n"
+        "from fervid.cli import main\n"
+        f"sys.argv = ['fervid', 'evaluate', 'fervid-compact', {str(data)!r}, '--json', {str(tmp_path / 'm.json')!r},\n"
+        f"            '--predictions', {str(tmp_path / 'faces.csv')!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", interrupt_after_the_metrics], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130 and result.stderr.strip().splitlines()[-1] == "fervid: interrupted", result.stderr
+    assert f"predictions per face: {tmp_path / 'faces.csv'}" in result.stdout
+    assert (tmp_path / "faces.csv").read_text().startswith("source,label,predicted")
+    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] >= 0

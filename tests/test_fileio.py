@@ -97,3 +97,20 @@ def test_an_output_onto_a_training_runs_own_files_is_refused_except_its_own_expo
         check_writable(run / "model.onnx", "--out", own_run=tmp_path / "another-run")
     (tmp_path / "plain").mkdir()
     check_writable(tmp_path / "plain" / "config.json", "--json")  # no run there: an ordinary folder
+
+
+def test_signals_held_back_are_reported_and_raised_only_when_asked():
+    import os
+    import signal
+    import time
+
+    from fervid.fileio import signals_deferred
+
+    with signals_deferred(raise_after=False) as caught:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # delivered here, held back
+    assert caught == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers as they were
+    with signals_deferred() as caught:
+        pass
+    assert caught == []

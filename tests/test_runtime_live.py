@@ -720,6 +720,33 @@ def test_a_rerun_without_faces_leaves_no_earlier_plot_beside_its_summary(recogni
     assert plot is not None and plot.shape[1] > 500, "a plot saying no face was followed, not the old one"
 
 
+def test_ctrl_c_while_the_outputs_are_finished_waits_for_all_of_them(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second Ctrl+C while the summary was written stopped before its plot: the last run's plot
+    stayed beside the new summary, describing other faces."""
+    import os
+    import signal
+
+    from fervid.runtime.sinks import Summary
+
+    pytest.importorskip("matplotlib")
+    (tmp_path / "x-summary.json").write_text(json.dumps({"faces": [{"track_id": 1}]}))  # an earlier run's, with its plot
+    (tmp_path / "x-summary.png").write_bytes(b"the earlier run's faces")
+    write_json = Summary.write_json
+
+    def interrupted_while_writing(self, path):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # delivered here
+        write_json(self, path)
+
+    monkeypatch.setattr(Summary, "write_json", interrupted_while_writing)
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: FakeFile([0, 1, 2]))
+    report = run_live("clip.mp4", recognizer, display=False, timeline=tmp_path / "x.jsonl")
+    assert report.interrupted and report.outputs[-1] == str(tmp_path / "x-summary.png")
+    assert json.loads((tmp_path / "x-summary.json").read_text()) == {"faces": []}
+    assert cv2.imread(str(tmp_path / "x-summary.png")) is not None, "the new plot, not the old one"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_headless_run_without_outputs_says_how_to_keep_something(
     recognizer: Recognizer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

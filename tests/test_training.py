@@ -1375,7 +1375,7 @@ def test_a_diverged_epoch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_ctrl_c_during_a_checkpoint_waits_for_the_whole_checkpoint(tmp_path):
     """Weights written and state.json not yet: a resume ran the schedule one epoch ahead."""
-    from fervid.training.fit import signals_deferred
+    from fervid.fileio import signals_deferred
 
     written = []
     with pytest.raises(KeyboardInterrupt):

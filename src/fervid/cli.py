@@ -134,6 +134,7 @@ def data_inspect(
     summary, arrays = summarize(index)
     if len(arrays) == 0:  # a table of zeros would only hide the reason
         raise FervidError(f"{path}: none of the {len(index.frame)} images could be read; {arrays.common_failure()}")
+    sample_grid(arrays, target)  # first: a reader that stops early (`| head`) must not cost the user the grid
     table = Table(title=f"{path} ({index.kind})")
     table.add_column("class")
     for split in summary.counts.columns:
@@ -145,7 +146,6 @@ def data_inspect(
     table.add_row(*(Text(cell, style="bold") for cell in ("total", *(f"{int(v):,}" for v in totals), f"{int(totals.sum()):,}")))
     out.print(table)
     out.print("\n".join(summary.describe(verbose)), highlight=False)
-    sample_grid(arrays, target)
     out.print(f"sample grid: {target}")
 
 
@@ -324,24 +324,27 @@ def evaluate(
     if any(scored_model(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
     from fervid.evaluation.run import evaluate_model
-    from fervid.fileio import write_text_atomically
+    from fervid.fileio import signals_deferred, write_text_atomically
     from fervid.labels import parse_mapping
 
     result = evaluate_model(model, data, split=split, flip_tta=flip_tta, input_blur=input_blur, temperature=temperature,
                             against=against, unknown=unknown, mapping=parse_mapping(map))
     written = []  # files first: a reader that stops early (`| head`) must not cost the user a file
-    if json_out:
-        write_text_atomically(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-        written.append(f"metrics: {json_out}")
-    if confusion:
-        from fervid.evaluation.plots import plot_confusion
+    with signals_deferred(raise_after=False) as caught:  # all from this run, not some new beside some old
+        if json_out:
+            write_text_atomically(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
+            written.append(f"metrics: {json_out}")
+        if confusion:
+            from fervid.evaluation.plots import plot_confusion
 
-        plot_confusion(result.report.normalized_confusion, confusion, f"{Path(result.model).name} on {result.split}")
-        written.append(f"confusion matrix: {confusion}")
-    if predictions:
-        result.write_predictions(predictions)
-        written.append(f"predictions per face: {predictions}")
+            plot_confusion(result.report.normalized_confusion, confusion, f"{Path(result.model).name} on {result.split}")
+            written.append(f"confusion matrix: {confusion}")
+        if predictions:
+            result.write_predictions(predictions)
+            written.append(f"predictions per face: {predictions}")
     out.print("\n".join([*result.describe(), *written]), highlight=False)
+    if caught:  # Ctrl+C while the files were written: they are whole, and the exit status says it was pressed
+        raise typer.Exit(130)
 
 
 @app.command()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,6 +108,29 @@ def check_outside_dataset(target: str | Path, data: str | Path, option: str, *, 
         else:
             taken = "report it as a stray file among the faces"
         raise FervidError(f"{option} {target}: inside the dataset {data}, whose next read would {taken}; write it elsewhere")
+
+
+@contextmanager
+def signals_deferred(*, raise_after: bool = True) -> Iterator[list[int]]:
+    """Hold Ctrl+C and SIGTERM back until the block is done: outputs that belong together (a
+    checkpoint's weights and state.json; a run's summary and its plot, or evaluate's files) are all
+    from one run, never half new and half old. Yields the signals caught; after the block they stop
+    the program (``KeyboardInterrupt``) unless ``raise_after`` is False, for a caller that was ending
+    anyway and says so itself."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield caught
+        return
+    # A signal ignored (a background job's SIGINT under a non-interactive shell) stays ignored.
+    held = [number for number in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(number) is not signal.SIG_IGN]
+    previous = {number: signal.signal(number, lambda signum, frame: caught.append(signum)) for number in held}
+    try:
+        yield caught
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if caught and raise_after:
+        raise KeyboardInterrupt
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import cv2
 
 from fervid.console import plural, progress, warn
 from fervid.errors import FervidError
-from fervid.fileio import check_writable
+from fervid.fileio import check_writable, signals_deferred
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, is_live_summary, summary_plot_path
@@ -110,79 +110,86 @@ def run_live(
         show = False
     fps_meter = FpsMeter()
     history = Summary()
-    with ExitStack() as stack:
-        frames = stack.enter_context(open_source(source))
-        report = LiveReport(frames.name)
-        if summary is None and not frames.live:  # the summary goes beside the outputs: refused now, not at the end
-            _check_outputs(source, _default_summary(output, timeline, None))
-        if isinstance(frames, ImageFolderSource):
-            # a rerun must not read the plot or annotated frames of the last one as frames
-            frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
-        if frames.total == 1 and not frames.live:  # a still or a 1-frame clip: no next frame to confirm a face on
-            processor.tracker.min_hits = history.min_frames = 1
-        video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
-        rows = stack.enter_context(TimelineSink(timeline)) if timeline else None
-        if show:
-            stack.callback(cv2.destroyAllWindows)
-        total = frames.total if max_frames is None or frames.total is None else min(frames.total, max_frames)
-        iterator = iter(frames) if frames.live else progress(frames, total, f"{Path(frames.name).name}")
-        started = time.perf_counter()
-        first_s: float | None = None  # the first frame's time; the recording keeps the source's timing from it
-        written = 0  # frames written to the recording, copies included
-        last = None  # the last frame written, to fill the recording up to the next frame's time
-        try:
-            for frame in iterator:
-                faces = processor.process(frame)
-                fps = fps_meter.tick()
-                history.add(frame.time_s, faces)
-                report.rows += len(faces)
-                if rows:
-                    rows.write(frame.index, frame.time_s, faces)
-                if draw and (video or show):
-                    annotate(frame.image, faces, fps if frames.live or show else None)
-                if video:
-                    first_s = frame.time_s if first_s is None else first_s
-                    if last is not None and (gap := _gap(frame.time_s - first_s, frames.fps, written)):
-                        video.write(last, gap)
-                        written += gap
-                    video.write(frame.image)
-                    written, last = written + 1, frame.image
-                report.frames += 1
-                if show:
-                    shown = _show(frame.image)
-                    if shown == "quit":
+    with ExitStack() as finishing:  # closes last: see below
+        with ExitStack() as stack:
+            frames = stack.enter_context(open_source(source))
+            report = LiveReport(frames.name)
+            if summary is None and not frames.live:  # the summary goes beside the outputs: refused now, not at the end
+                _check_outputs(source, _default_summary(output, timeline, None))
+            if isinstance(frames, ImageFolderSource):
+                # a rerun must not read the plot or annotated frames of the last one as frames
+                frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
+            if frames.total == 1 and not frames.live:  # a still or a 1-frame clip: no next frame to confirm a face on
+                processor.tracker.min_hits = history.min_frames = 1
+            video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
+            rows = stack.enter_context(TimelineSink(timeline)) if timeline else None
+            if show:
+                stack.callback(cv2.destroyAllWindows)
+            total = frames.total if max_frames is None or frames.total is None else min(frames.total, max_frames)
+            iterator = iter(frames) if frames.live else progress(frames, total, f"{Path(frames.name).name}")
+            started = time.perf_counter()
+            first_s: float | None = None  # the first frame's time; the recording keeps the source's timing from it
+            written = 0  # frames written to the recording, copies included
+            last = None  # the last frame written, to fill the recording up to the next frame's time
+            try:
+                for frame in iterator:
+                    faces = processor.process(frame)
+                    fps = fps_meter.tick()
+                    history.add(frame.time_s, faces)
+                    report.rows += len(faces)
+                    if rows:
+                        rows.write(frame.index, frame.time_s, faces)
+                    if draw and (video or show):
+                        annotate(frame.image, faces, fps if frames.live or show else None)
+                    if video:
+                        first_s = frame.time_s if first_s is None else first_s
+                        if last is not None and (gap := _gap(frame.time_s - first_s, frames.fps, written)):
+                            video.write(last, gap)
+                            written += gap
+                        video.write(frame.image)
+                        written, last = written + 1, frame.image
+                    report.frames += 1
+                    if show:
+                        shown = _show(frame.image)
+                        if shown == "quit":
+                            break
+                        show = shown == "shown"  # no window could be opened: carry on headless
+                    if max_frames is not None and report.frames >= max_frames:
                         break
-                    show = shown == "shown"  # no window could be opened: carry on headless
-                if max_frames is not None and report.frames >= max_frames:
-                    break
-        except KeyboardInterrupt:
-            warn("interrupted; finishing the outputs")
-            report.interrupted = True
-        finally:
-            report.seconds = time.perf_counter() - started
-            report.dropped = frames.dropped
-            report.shown = show
-        if report.frames == 0:
-            if rows:
-                rows.discard()  # an empty timeline must not replace the one a previous run wrote there
-            if report.interrupted:  # stopped while waiting for the first frame: nothing to finish
-                raise KeyboardInterrupt
-            raise FervidError(f"{report.source}: no frame could be read")
-    report.faces = history.to_dict()
-    report.outputs = [str(path) for path in (output, timeline) if path]
-    asked = summary is not None  # --summary given: a plot it cannot draw is worth a warning; a default one is not
-    if summary is None and not frames.live:
-        summary = _default_summary(output, timeline, None)
-    if summary is not None:
-        summary = Path(summary)
-        plot = summary_plot_path(summary)
-        earlier_plot = plot.exists() and is_live_summary(summary)  # an earlier run's, beside its summary
-        history.write_json(summary)
-        report.outputs.append(str(summary))
-        if history.write_plot(plot, warn_without_matplotlib=asked):
-            report.outputs.append(str(plot))
-        elif earlier_plot:  # no plot this time (no matplotlib): the old one would describe other faces
-            plot.unlink(missing_ok=True)
+            except KeyboardInterrupt:
+                warn("interrupted; finishing the outputs")
+                report.interrupted = True
+            finally:
+                report.seconds = time.perf_counter() - started
+                report.dropped = frames.dropped
+                report.shown = show
+            # From here the outputs are finished (the recording and timeline closed, the summary and its
+            # plot written) with Ctrl+C held back: a second one there left a new summary beside the
+            # last run's plot. ``finishing`` closes after ``stack``, so it covers the sinks' closing.
+            caught = finishing.enter_context(signals_deferred(raise_after=False))
+            if report.frames == 0:
+                if rows:
+                    rows.discard()  # an empty timeline must not replace the one a previous run wrote there
+                if report.interrupted:  # stopped while waiting for the first frame: nothing to finish
+                    raise KeyboardInterrupt
+                raise FervidError(f"{report.source}: no frame could be read")
+        report.faces = history.to_dict()
+        report.outputs = [str(path) for path in (output, timeline) if path]
+        asked = summary is not None  # --summary given: a plot it cannot draw is worth a warning; a default one is not
+        if summary is None and not frames.live:
+            summary = _default_summary(output, timeline, None)
+        if summary is not None:
+            summary = Path(summary)
+            plot = summary_plot_path(summary)
+            earlier_plot = plot.exists() and is_live_summary(summary)  # an earlier run's, beside its summary
+            history.write_json(summary)
+            report.outputs.append(str(summary))
+            if history.write_plot(plot, warn_without_matplotlib=asked):
+                report.outputs.append(str(plot))
+            elif earlier_plot:  # no plot this time (no matplotlib): the old one would describe other faces
+                plot.unlink(missing_ok=True)
+    if caught:  # a second Ctrl+C while finishing: the outputs are whole, and the run says it was cut short
+        report.interrupted = True
     return report
 
 

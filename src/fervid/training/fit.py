@@ -16,11 +16,8 @@ import errno
 import json
 import math
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,7 +29,9 @@ from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
 from fervid.data.arrays import fingerprint, readable_counts, unreadable_note
 from fervid.data.holdout import stratified_holdout, subset
 from fervid.errors import FervidError, WriteFailedInLibrary
-from fervid.fileio import RUN_OUTPUTS, atomic_path, check_outside_dataset, check_writable_folder, write_text_atomically
+from fervid.fileio import (
+    RUN_OUTPUTS, atomic_path, check_outside_dataset, check_writable_folder, signals_deferred, write_text_atomically,
+)
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
@@ -254,26 +253,6 @@ def save_weights(weights: dict[Path, keras.Model]) -> None:
         text = " ".join(str(error).split())
         reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
         raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept") from None
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl+C and SIGTERM back until the block is done, then stop as they asked: a checkpoint is
-    several files (best and last weights, state.json), and a resume must find them from one epoch."""
-    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
-        yield
-        return
-    caught: list[int] = []
-    # A signal ignored (a background job's SIGINT under a non-interactive shell) stays ignored.
-    held = [number for number in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(number) is not signal.SIG_IGN]
-    previous = {number: signal.signal(number, lambda signum, frame: caught.append(signum)) for number in held}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if caught:
-        raise KeyboardInterrupt
 
 
 class RunCheckpoint(keras.callbacks.Callback):
