@@ -146,13 +146,15 @@ def test_live_on_a_video_file_headless(two_face_video, tmp_path: Path) -> None:
         (["live", "--source", "7", "--no-display"], "camera 7 could not be opened"),
         (["live", "--source", "ftp://example.com/a.mp4", "--no-display"], "unsupported URL scheme 'ftp'"),
         (["live", "--source", "BROKEN", "--no-display"], "not a readable video"),
+        (["live", "--source", "EMPTY", "--no-display"], "empty.mp4: empty file (0 bytes)"),  # as predict and analyze say
         (["live", "--source", "missing.mp4", "--no-display"], "no such file"),
         (["live", "--source", "²", "--no-display"], "no such file"),  # a digit to str.isdigit, not a camera index
     ],
 )
 def test_bad_live_inputs_exit_non_zero_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
-    args = [str(tmp_path / "broken.mp4") if arg == "BROKEN" else arg for arg in args]
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    args = [str(tmp_path / f"{arg.lower()}.mp4") if arg in ("BROKEN", "EMPTY") else arg for arg in args]
     assert_one_line_error(fervid(*args, cwd=tmp_path), message)
 
 

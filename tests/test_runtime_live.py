@@ -535,6 +535,18 @@ def test_a_recording_letterboxes_frames_of_another_shape(tmp_path: Path) -> None
     assert frames[1][120, 160].mean() > 200 and frames[1][120, 20].mean() < 30, "the portrait in the middle, bars at the sides"
 
 
+@pytest.mark.parametrize(("width", "height"), [(9000, 100), (1, 1), (100, 8192)])
+def test_a_recording_of_frames_the_encoder_cannot_take_says_their_size(tmp_path: Path, width: int, height: int) -> None:
+    """A readable 9000x1000 panorama was 'OpenCV could not open an mp4 writer', naming no cause."""
+    with pytest.raises(FervidError, match=rf"the frames are {width}x{height} pixels, and the mp4 encoder takes 2 to 8191 a side"):
+        with VideoSink(tmp_path / "pano.mp4", 15.0) as sink:
+            sink.write(np.zeros((height, width, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    with VideoSink(tmp_path / "edge.mp4", 15.0) as sink:  # the largest side it takes
+        sink.write(np.zeros((8, 8191, 3), np.uint8))
+    assert (tmp_path / "edge.mp4").stat().st_size > 0
+
+
 def test_the_summary_plot_shows_every_face_over_the_whole_time_it_covers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The panels share one time axis; setting it per face left every panel on the last face's span."""
     from matplotlib.figure import Figure

@@ -70,6 +70,9 @@ def letterboxed(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
+MP4_SIDES = (2, 8191)  # the frame sides OpenCV's MPEG-4 ("mp4v") writer opens for (measured with OpenCV 4.x)
+
+
 class VideoSink(_DiscardOnError):
     """An mp4 (codec 'mp4v') of the annotated frames; its writer opens on the first frame, ``close`` finalises it.
 
@@ -92,6 +95,10 @@ class VideoSink(_DiscardOnError):
             raise FervidError(f"{self.target}: the video is already closed")
         if self._writer is None:
             height, width = frame.shape[:2]
+            if not (MP4_SIDES[0] <= width <= MP4_SIDES[1] and MP4_SIDES[0] <= height <= MP4_SIDES[1]):
+                self.discard()
+                raise FervidError(f"{self.target}: the frames are {width}x{height} pixels, and the mp4 encoder takes "
+                                  f"{MP4_SIDES[0]} to {MP4_SIDES[1]} a side; record a source of another size, or leave out --output")
             writer = cv2.VideoWriter(str(self._file.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not writer.isOpened():
                 self.discard()

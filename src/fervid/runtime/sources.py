@@ -321,7 +321,8 @@ class VideoFileSource(Source):
         self.remote = "://" in self.name  # read over a network: a read that times out is a dead link
         capture = capture if capture is not None else open_capture(str(path))
         if capture is None:
-            raise FervidError(f"{path}: not a readable video or image")
+            empty = not self.remote and Path(path).is_file() and Path(path).stat().st_size == 0
+            raise FervidError(f"{path}: {'empty file (0 bytes)' if empty else 'not a readable video or image'}")
         self.capture = capture
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = frame_rate(fps)
