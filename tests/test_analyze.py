@@ -164,6 +164,36 @@ def test_a_file_given_by_two_paths_is_one_source_and_a_rerun_from_elsewhere_resu
     assert first.units == 2 and again.skipped_units == again.units == 2 and again.frames == 0
 
 
+def test_a_file_reached_by_a_link_is_one_source_named_by_the_path_sorting_first(tmp_path: Path, capsys) -> None:
+    """A symlink to a photo, a hard link, a linked folder and a linked zip reach files already found:
+    each file is one source (a link once doubled its faces), named by the path that sorts first
+    whatever the order given, and a rerun resumes every unit with no row twice."""
+    folder = tmp_path / "f4"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), textured_background(60, 60, seed=1))
+    (folder / "alias.jpg").symlink_to("a.jpg")
+    os.link(folder / "a.jpg", folder / "hard.jpg")
+    (folder / "sub").mkdir()
+    cv2.imwrite(str(folder / "sub" / "b.png"), textured_background(60, 60, seed=2))
+    (folder / "z-linked-sub").symlink_to("sub")
+    with zipfile.ZipFile(folder / "bundle.zip", "w") as bundle:
+        bundle.writestr("c.png", cv2.imencode(".png", textured_background(60, 60, seed=3))[1].tobytes())
+        bundle.writestr("clip.mp4", b"not read")
+    (folder / "linked.zip").symlink_to("bundle.zip")
+    expected = [f"{folder / 'a.jpg'}", f"{folder / 'bundle.zip'}!c.png", f"{folder / 'sub' / 'b.png'}"]
+    capsys.readouterr()
+    assert [item.name for item in expand_inputs([folder])] == expected
+    assert "1 video(s) inside zips skipped" in capsys.readouterr().err  # the linked zip's video too: once
+    for given in ([folder / "alias.jpg", folder / "a.jpg"], [folder / "a.jpg", folder / "alias.jpg"]):
+        assert [item.name for item in expand_inputs(given)] == [str(folder / "a.jpg")]
+    out = tmp_path / "f4.csv"
+    first = analyze([folder], out, AnalyzeOptions(crops=True, image_batch=2))
+    assert first.summary["source"].to_pylist() == expected and first.faces == 3
+    again = analyze([folder / "sub", folder], out, AnalyzeOptions(crops=True, image_batch=2))
+    assert again.skipped_units == again.units == first.units and again.frames == 0
+    assert sorted(pd.read_csv(out)["source"]) == expected
+
+
 def test_a_renaming_killed_half_way_is_finished_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rerun from elsewhere, a unit's sources ``a`` and ``b`` are now named ``b`` and ``c``: renamed
     twice (once before a kill, once after), the rows must read b, c, not c, c."""
@@ -215,6 +245,26 @@ def test_videos_inside_zips_are_named_not_silently_dropped(tmp_path: Path, capsy
     broken.write_bytes(b"PK not really")
     summary = analyze([broken, mixed], tmp_path / "out").summary.to_pandas().set_index("source")
     assert summary.loc[str(broken), "kind"] == "zip" and summary.loc[str(broken), "status"] == "error"
+
+
+def test_zip_members_named_with_dot_dot_or_from_the_root_are_read_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``../up.jpg`` and ``/abs.jpg`` inside a zip are names, not places: each is a source of its own
+    (they were silently dropped as hidden), read from the zip, and nothing is written outside --out."""
+    work = tmp_path / "deep" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    photo = cv2.imencode(".png", textured_background(60, 60, seed=4))[1].tobytes()
+    with zipfile.ZipFile("f5.zip", "w") as bundle:
+        for name in ("../up.png", "ok.png", "/abs.png", "../../twice.png", "../.cache/hidden.png"):
+            bundle.writestr(name, photo)
+    items = expand_inputs(["f5.zip"])
+    assert [item.relative for item in items] == ["../../twice.png", "../up.png", "/abs.png", "ok.png"]
+    before = sorted(tmp_path.rglob("*"))
+    report = analyze(["f5.zip"], "f5.csv", AnalyzeOptions(crops=True))
+    assert report.summary["source"].to_pylist() == [f"f5.zip!{item.relative}" for item in items] and report.ok == 4
+    assert sorted(pd.read_csv("f5.csv")["source"]) == sorted(f"f5.zip!{item.relative}" for item in items)
+    written = {path for path in tmp_path.rglob("*") if path not in before}
+    assert written and all(path.name.startswith("f5.") or work / "f5.csv.parts" in path.parents for path in written), written
 
 
 def test_fingerprints_see_every_byte_of_small_files_and_the_samples_of_big_ones(tmp_path: Path) -> None:
@@ -338,6 +388,10 @@ def test_summary_has_one_row_per_source_with_error_rows(archive: Path, full_run)
     }
     shares = ok[ok["faces"] > 0][[f"share_{name}" for name in EXPRESSIONS]].sum(axis=1)
     np.testing.assert_allclose(shares, 1.0)
+    for source in ok[ok["faces"] > 0]["source"]:  # each class's share is that class's, not another's
+        own = rows[rows["source"] == source]["expression"]
+        for name in EXPRESSIONS:
+            assert by_source.loc[source, f"share_{name}"] == pytest.approx((own == name).mean(), abs=1e-6), (source, name)
     assert summary.loc[summary["source"] == str(archive / "photos" / "none.png"), "share_happy"].isna().all()
     assert report.ok == 6 and len(report.errors) == 3 and report.frames == 74 and report.faces == len(rows)
 
@@ -516,7 +570,7 @@ def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(arch
     assert AnalyzeOptions().key() == {"largest_only": False, "crops": False, "scan": 2, "every": 1, "segment_s": 300.0}
     assert "scan" not in AnalyzeOptions(crops=True).key(), "crops are never scanned: their rows stay valid"
     assert default.units >= 1
-    with pytest.raises(FervidError, match="scale factor must be a finite number above 1.0"):
+    with pytest.raises(FervidError, match="scale factor must be 1.01 to 100, got 1.0"):
         AnalyzeOptions(scale_factor=1.0).validate()
     for options, message in (({"every": "5"}, "every must be a whole number, got '5'"),
                              ({"segment_s": float("inf")}, "segment_s must be a finite number of seconds, got inf")):
@@ -638,12 +692,31 @@ def test_cli_detector_options_reach_the_cascade(archive: Path, tmp_path: Path) -
                            "--scale-factor", "1.2", "--min-neighbors", "3"], capture_output=True, text=True, timeout=120)
     assert huge.returncode == 0, huge.stderr
     assert len(pd.read_parquet(out)) == 0 and len(pd.read_parquet(tmp_path / "huge.summary.parquet")) > 0  # read, no face that big
-    for option, value, message in (("--scale-factor", "1.0", "scale factor must be a finite number above 1.0"),
+    for option, value, message in (("--scale-factor", "1.0", "scale factor must be 1.01 to 100, got 1.0"),
                                    ("--min-neighbors", "-1", "min neighbours must be 0 to 1000, got -1")):
         refused = subprocess.run([FERVID, "analyze", str(archive / "photos"), "--out", str(tmp_path / "x.parquet"), option, value],
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and message in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_float_options_too_big_to_count_frames_or_pixels_are_refused_in_one_line(tmp_path: Path) -> None:
+    """--segment-s 1e308 made a frame count of inf and --scale-factor 1e308 a window side past a C int:
+    tracebacks (OverflowError, cv2.error). Both have an upper bound now, checked before any input is read."""
+    clip = write_video(tmp_path / "clip.mp4", [textured_background(64, 64, seed=index) for index in range(4)])
+    for option, value, message in (("--segment-s", "1e308", "--segment-s must be at most 1,000,000 s (11.6 days), got 1e+308"),
+                                   ("--segment-s", "1000001", "--segment-s must be at most 1,000,000 s"),
+                                   ("--scale-factor", "1e308", "scale factor must be 1.01 to 100, got 1e+308")):
+        refused = subprocess.run([FERVID, "analyze", str(clip), "--out", str(tmp_path / "x.csv"), option, value],
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"fervid: error: {message}"), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not list(tmp_path.glob("x.*"))
+    with pytest.raises(FervidError, match="scale factor must be 1.01 to 100"):
+        analyze([clip], tmp_path / "y.csv", AnalyzeOptions(scale_factor=1e9))
+    AnalyzeOptions(segment_s=1_000_000, scale_factor=100).validate()  # the bounds themselves are allowed
+    report = analyze([clip], tmp_path / "z.csv", AnalyzeOptions(segment_s=1_000_000))
+    assert report.ok == 1 and report.summary["segments"].to_pylist() == [1]
 
 
 def test_an_input_no_longer_given_loses_its_parts_so_out_mirrors_the_inputs(tmp_path: Path) -> None:

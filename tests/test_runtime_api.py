@@ -302,8 +302,10 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
                              ({"min_neighbors": 3_000_000_000}, "min neighbours must be 0 to 1000, got 3000000000"),
                              ({"min_size": 2**40}, "min size must be 1 to 1,000,000 pixels"),
                              ({"detection_width": 2**40}, "detection width must be 64 to 1,000,000 pixels"),
-                             ({"scale_factor": "1.2"}, "scale factor must be a number above 1.0"),
-                             ({"scale_factor": float("nan")}, "scale factor must be a finite number above 1.0, got nan"),
+                             ({"scale_factor": "1.2"}, "scale factor must be a number from 1.01 to 100"),
+                             ({"scale_factor": float("nan")}, "scale factor must be 1.01 to 100, got nan"),
+                             ({"scale_factor": 1.0000000001}, "scale factor must be 1.01 to 100, got 1.0000000001"),
+                             ({"scale_factor": 1e308}, r"scale factor must be 1.01 to 100, got 1e\+308"),
                              ({"margin": "0.2"}, "margin must be a number between 0 and 1, got '0.2'")):
         with pytest.raises(FervidError, match=message):
             Recognizer(**options)

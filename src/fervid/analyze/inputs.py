@@ -21,8 +21,9 @@ SAMPLE_BYTES = 1 << 20
 class SourceItem:
     """One image or video to analyse: ``name`` is the ``source`` column, the path as given; ``relative``
     is its name inside the input it came from (used to match ``--boxes``); ``member`` is set for images
-    inside a zip. ``key`` is the absolute path (and member): the same file given as ``photos/a.jpg``
-    and ``/home/me/photos/a.jpg`` is one source, and a rerun from another folder finds its units."""
+    inside a zip. ``key`` is the absolute path (and member), not resolved: sources are sorted by it and
+    unit ids hold it, so a rerun from another folder finds its units. Which paths are one file is
+    decided by ``file_identity``, not by the key (a link has a key of its own)."""
 
     name: str
     kind: str  # "image" or "video"
@@ -47,6 +48,19 @@ def kind_of(path: str | Path) -> str | None:
     if suffix == ".zip":
         return "zip"
     return None
+
+
+def file_identity(path: str | Path) -> tuple:
+    """What two paths share when they reach the same file: its device and inode, so a symlink to it,
+    a hard link, a symlinked folder above it or another spelling of its name (on a case-insensitive
+    disk) is one file, analysed once (``fervid predict`` also reads a linked photo once). Where the
+    system gives no inode (a path it cannot stat, an inode of 0 on some network disks) the real path
+    stands in."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return (status.st_dev, status.st_ino) if status.st_ino else ("path", os.path.realpath(path))
 
 
 def file_fingerprint(path: Path) -> str:
@@ -81,26 +95,32 @@ def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | N
     return archives[item.path].read(item.member)
 
 
-def _zip_members(path: Path) -> tuple[list[SourceItem], list[str]]:
-    """The images inside a zip, and the names of the videos and zips in it (not analysed: a video is
-    decoded from a file, and a zip in a zip is not opened, so they have to be extracted first)."""
+def _zip_members(path: Path) -> tuple[list[SourceItem], list[SourceItem]]:
+    """The images inside a zip, and the videos and zips in it (not analysed: a video is decoded from a
+    file, and a zip in a zip is not opened, so they have to be extracted first; named in a warning).
+
+    A member named with ``..`` or from the root (``../up.jpg``, ``/abs.jpg``) is an image like any
+    other: it is only a name inside the zip, read in place by that name and never extracted, so it
+    cannot reach outside the zip, and ``photos.zip!../up.jpg`` names it apart from ``photos.zip!up.jpg``.
+    ``..`` is no hidden name (leaving it out silently dropped such photos); ``../.cache/a.jpg`` is.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             # Names with "/" whatever the zip used (PowerShell 5.1 writes "\\"); read by the real name.
             named = {info.filename.replace("\\", "/"): info for info in archive.infolist() if not info.is_dir()}
-            items, videos = [], []
+            items, skipped = [], []
             for relative in sorted(named):
                 info, kind = named[relative], kind_of(relative)
-                if relative.endswith("/") or is_hidden(PurePosixPath(relative).parts):
+                parts = tuple(part for part in PurePosixPath(relative).parts if part != "..")
+                if relative.endswith("/") or is_hidden(parts) or kind not in ("image", "video", "zip"):
                     continue
-                if kind in ("video", "zip"):  # read only from files: named in a warning
-                    videos.append(f"{path}{ZIP_SEPARATOR}{relative}")
-                if kind != "image":
+                name = f"{path}{ZIP_SEPARATOR}{relative}"
+                if kind != "image":  # read only from files: named in a warning
+                    skipped.append(SourceItem(name, kind, str(path), relative, "", info.filename))
                     continue
                 digest = hashlib.sha1(f"{info.file_size}:{info.CRC:08x}".encode()).hexdigest()
-                name = f"{path}{ZIP_SEPARATOR}{relative}"
                 items.append(SourceItem(name, "image", str(path), relative, digest, info.filename))
-            return items, videos
+            return items, skipped
     except (zipfile.BadZipFile, OSError):
         # A broken zip is one source that fails; the run goes on.
         return [SourceItem(str(path), "zip", str(path), path.name, file_fingerprint(path))], []
@@ -119,17 +139,29 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     folders, and anything hidden in them or in a zip (``.cache/``, ``__MACOSX/._photo.jpg``), are
     ignored. Videos and zips inside zips are not analysed, and links that point nowhere are left out:
     a warning counts them, and the error when nothing else was found says so.
+
+    Paths that reach one file (a symlink to it, a hard link, a linked folder, ``a.jpg`` and
+    ``/home/me/a.jpg``) are one source, by ``file_identity``: named by the path whose absolute form
+    sorts first, whatever order the inputs came in, so a rerun picks the same name and the same unit
+    ids (the same path given twice keeps the name it was first given).
     """
-    items: dict[str, SourceItem] = {}  # by key: the first mention wins
-    zipped_videos: list[str] = []
-    zipped_zips: list[str] = []
+    items: dict[tuple, SourceItem] = {}  # by file (and member)
+    skipped: dict[tuple, SourceItem] = {}  # videos and zips inside zips, likewise
+    identities: dict[str, tuple] = {}  # path -> file_identity, once per file (a zip's members share it)
     broken: dict[str, Path] = {}  # links that point nowhere, named like a source, by absolute path
 
-    def add(found: tuple[list[SourceItem], list[str]]) -> None:
-        for item in found[0]:
-            items.setdefault(item.key, item)
-        for name in found[1]:
-            (zipped_zips if name.lower().endswith(".zip") else zipped_videos).append(name)
+    def keep(found: list[SourceItem], into: dict[tuple, SourceItem]) -> None:
+        for item in found:
+            if item.path not in identities:
+                identities[item.path] = file_identity(item.path)
+            identity = (identities[item.path], item.member)
+            kept = into.get(identity)
+            if kept is None or item.key < kept.key:  # an equal key is the same path given again: first name stays
+                into[identity] = item
+
+    def add(found: tuple[list[SourceItem], list[SourceItem]]) -> None:
+        keep(found[0], items)
+        keep(found[1], skipped)
 
     for given in inputs:
         path = Path(given).expanduser()
@@ -148,7 +180,8 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
             add(_zip_members(path) if kind == "zip" else ([_file(path, path.name, kind or "video")], []))
         else:
             raise FervidError(f"{path}: no such file or folder")
-    zipped_videos, zipped_zips = sorted(set(zipped_videos)), sorted(set(zipped_zips))
+    zipped_videos = sorted(item.name for item in skipped.values() if item.kind == "video")
+    zipped_zips = sorted(item.name for item in skipped.values() if item.kind == "zip")
     links = sorted(broken.values())
     if not items and (zipped_zips or zipped_videos):
         nested = [f"{len(found)} {what}(s) inside zips, e.g. {found[0]}" for what, found in (("zip", zipped_zips), ("video", zipped_videos)) if found]

@@ -13,6 +13,11 @@ from fervid.runtime.detect import DetectorConfig
 # min_size needs, capped at 1280 px wide, instead of shrunk to 320 px; 2026-12-05).
 DETECTOR_SCAN = 2
 
+# A segment becomes a frame count (segment_s * fps, rounded): 1e308 was an OverflowError traceback.
+# A million seconds is 11.6 days of video in one segment, far beyond any useful setting. (The
+# detector's own bounds, --scale-factor's among them, are DetectorConfig's.)
+MAX_SEGMENT_S = 1_000_000.0
+
 
 @dataclass(frozen=True)
 class AnalyzeOptions:
@@ -30,7 +35,7 @@ class AnalyzeOptions:
     min_size: int = 40
 
     def validate(self) -> None:
-        """Refuse options that would plan no work or loop forever, before any input is read."""
+        """Refuse options that would plan no work, loop forever or overflow a count, before any input is read."""
         for name in ("every", "image_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral):
@@ -41,6 +46,8 @@ class AnalyzeOptions:
             raise FervidError(f"--every must be 1 or more, got {self.every}")
         if self.segment_s <= 0:
             raise FervidError(f"--segment-s must be above 0, got {self.segment_s}")
+        if self.segment_s > MAX_SEGMENT_S:
+            raise FervidError(f"--segment-s must be at most {MAX_SEGMENT_S:,.0f} s (11.6 days), got {self.segment_s}")
         if self.image_batch < 1:
             raise FervidError(f"the image batch must be 1 or more, got {self.image_batch}")
         self.detector().validate()

@@ -28,6 +28,13 @@ NEAR_MIN_IOU = 0.1
 # of neighbouring hits (3-10); no image is a million pixels wide.
 MAX_NEIGHBORS = 1000
 MAX_SIDE = 1_000_000
+# Each step of OpenCV's pyramid shrinks the frame by the scale factor: at 1.0000000001 it planned
+# billions of steps (std::bad_alloc), and even 1.001 takes minutes a frame. 1.01 is already far
+# finer than the 1.05-1.4 used in practice. Past 100 the second window (2,400 px) is wider than any
+# scan (1,280 px): a larger factor scans the same single window size, but OpenCV's window side
+# overflowed a C int at 1e308.
+MIN_SCALE_FACTOR = 1.01
+MAX_SCALE_FACTOR = 100.0
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,9 @@ class DetectorConfig:
             if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)) and not (name == "detection_width" and value is None):
                 raise FervidError(f"{name} must be a whole number, got {value!r}")
         if isinstance(self.scale_factor, bool) or not isinstance(self.scale_factor, (int, float, np.floating)):
-            raise FervidError(f"scale factor must be a number above 1.0, got {self.scale_factor!r}")
-        if not self.scale_factor > 1.0 or not np.isfinite(self.scale_factor):  # `not >` also refuses nan
-            raise FervidError(f"scale factor must be a finite number above 1.0, got {self.scale_factor}")
+            raise FervidError(f"scale factor must be a number from {MIN_SCALE_FACTOR:g} to {MAX_SCALE_FACTOR:g}, got {self.scale_factor!r}")
+        if not MIN_SCALE_FACTOR <= self.scale_factor <= MAX_SCALE_FACTOR:  # `not <=` also refuses nan
+            raise FervidError(f"scale factor must be {MIN_SCALE_FACTOR:g} to {MAX_SCALE_FACTOR:g}, got {self.scale_factor}")
         if not 0 <= self.min_neighbors <= MAX_NEIGHBORS:
             raise FervidError(f"min neighbours must be 0 to {MAX_NEIGHBORS}, got {self.min_neighbors}")
         if not 1 <= self.min_size <= MAX_SIDE:
