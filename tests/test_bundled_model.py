@@ -71,6 +71,23 @@ def test_bundled_model_reaches_its_documented_validation_accuracy(name):
     assert abs(report.macro_f1 - documented["macro_f1_flip_tta"]) <= 0.005
 
 
+def test_the_readme_and_model_docs_quote_the_shipped_cards():
+    """The CI accuracy test checks each model against its card; this keeps the numbers users read
+    (README, docs/model.md) those of the cards, so a new model cannot ship under the old figures."""
+    readme = (ROOT / "README.md").read_text()
+    model_doc = " ".join((ROOT / "docs" / "model.md").read_text().split())
+    quoted = {"fervid-vgg": "`fervid-vgg`: a", "fervid-compact": "`fervid-compact` (`--model fervid-compact`)"}
+    for name, start in quoted.items():
+        metrics = ExpressionClassifier(name).card["metrics"]
+        accuracy, macro_f1 = metrics["accuracy_flip_tta"], metrics["macro_f1_flip_tta"]
+        paragraph = " ".join(readme[readme.index(start):].split("\n\n")[0].split())
+        assert f"{accuracy:.1%} accuracy and {macro_f1:.2f} macro-F1" in paragraph, name
+    vgg = ExpressionClassifier("fervid-vgg").card["metrics"]
+    assert f"(shipped default)** | **{vgg['accuracy_flip_tta']:.4f}** | **{vgg['macro_f1_flip_tta']:.4f}** |" in model_doc
+    compact = ExpressionClassifier("fervid-compact").card["metrics"]
+    assert f"**{compact['accuracy_flip_tta']:.2%} accuracy, macro-F1 {compact['macro_f1_flip_tta']:.3f}**" in model_doc
+
+
 def test_bundled_model_loads_from_an_installed_wheel(tmp_path):
     # Built from a copy of what a clean checkout holds: setuptools reuses a checkout's build/ folder,
     # which can still hold modules since removed from src/.

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import exif_oriented_jpeg, pattern_face, write_fer_csv, write_folder_dataset, zip_folder
 from fervid.data import load_arrays, read_dataset
-from fervid.data.arrays import cache_dir, fingerprint
+from fervid.data.arrays import _load_cached, cache_dir, fingerprint
 from fervid.data.decode import UnreadableImage, decode_image_bytes
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
@@ -243,7 +243,9 @@ def test_decoded_arrays_are_cached_by_content(tmp_path):
     first = load_arrays(index, "train")
     original = fingerprint(index)
     assert [p.stem for p in cache_dir().glob("*.npz")] == [original]
-    again = load_arrays(read_dataset(archive), "train")
+    with pytest.MonkeyPatch.context() as patch:  # the second read is the cache's: nothing is decoded
+        patch.setattr("fervid.data.arrays._decode_all", lambda index: pytest.fail("decoded again, not read from the cache"))
+        again = load_arrays(read_dataset(archive), "train")
     assert np.array_equal(first.images, again.images)
     # New content (one image redrawn) means a new fingerprint, never stale arrays.
     cv2.imwrite(str(folder / "train" / "angry" / "0000.png"), np.zeros((48, 48), np.uint8))
@@ -259,6 +261,9 @@ def test_a_folder_dataset_is_decoded_afresh_when_a_file_changes_in_place(tmp_pat
 
     folder = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
     first = load_arrays(read_dataset(folder), "train")
+    with pytest.MonkeyPatch.context() as patch:  # unchanged, the folder is read from the cache
+        patch.setattr("fervid.data.arrays._decode_all", lambda index: pytest.fail("decoded again, not read from the cache"))
+        load_arrays(read_dataset(folder), "train")
     image = folder / "train" / "angry" / "0000.png"
     stat = image.stat()
     size = stat.st_size
@@ -279,6 +284,7 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     expected = load_arrays(index).images
     (cache_dir() / f"{fingerprint(index)}.npz").write_bytes(b"garbage")
     assert np.array_equal(load_arrays(index).images, expected)
+    assert _load_cached(cache_dir() / f"{fingerprint(index)}.npz", len(index.frame)) is not None, "rebuilt whole"
 
 
 def test_csv_usage_takes_folder_split_names_and_refuses_unknown_ones(tmp_path):
@@ -347,6 +353,7 @@ def test_a_cache_entry_that_is_a_valid_npz_but_not_whole_is_rebuilt(tmp_path, da
         "images": np.zeros((3, 48, 48), np.uint8), "reasons": np.array([""] * 3), "digests": np.array(["x"] * 3)}
     np.savez(cache_dir() / f"{fingerprint(index)}.npz", **arrays)
     assert np.array_equal(load_arrays(index).images, expected)
+    assert _load_cached(cache_dir() / f"{fingerprint(index)}.npz", len(index.frame)) is not None, "rebuilt whole"
 
 
 def test_inspect_counts_readable_images_and_lists_unreadable_apart(tmp_path):

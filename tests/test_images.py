@@ -183,8 +183,18 @@ def test_transparent_images_are_read_on_white_and_upright_by_their_exif_orientat
     assert decode_image(data, cv2.IMREAD_UNCHANGED).shape == (40, 60, 4), "UNCHANGED keeps the alpha as it is"
 
 
-def test_only_files_that_can_be_transparent_are_decoded_twice() -> None:
+def test_only_files_that_can_be_transparent_are_decoded_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fervid.transparency
+
     picture, shown = transparent_picture()
+    decodes = []
+    real_decode = cv2.imdecode
+    monkeypatch.setattr(fervid.transparency.cv2, "imdecode", lambda *args: decodes.append(1) or real_decode(*args))
+    for opaque in (".png", ".jpg", ".webp"):
+        decode_image(cv2.imencode(opaque, shown)[1].tobytes())
+    assert len(decodes) == 3, "an opaque image is decoded once"
+    decode_image(cv2.imencode(".png", picture)[1].tobytes())
+    assert len(decodes) == 5, "a transparent one twice: its colours upright, then its alpha"
     opaque_png = cv2.imencode(".png", picture[..., :3])[1].tobytes()
     assert not may_be_transparent(opaque_png) and not may_be_transparent(cv2.imencode(".jpg", shown)[1].tobytes())
     assert not may_be_transparent(cv2.imencode(".webp", shown)[1].tobytes())

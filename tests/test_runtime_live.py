@@ -124,11 +124,34 @@ def test_summary_per_face(video_run) -> None:
         assert sum(face["shares"].values()) == pytest.approx(1.0, abs=1e-3)
         assert face["frames"] == sum(row["track_id"] == face["track_id"] for row in rows)
         assert face["dominant"] == max(face["shares"], key=face["shares"].get)
-        shown = [row["expression"] for row in rows if row["track_id"] == face["track_id"]]  # the labels drawn
+        own = [row for row in rows if row["track_id"] == face["track_id"]]
+        shown = [row["expression"] for row in own]  # the labels drawn
         assert face["shares"] == {name: pytest.approx(shown.count(name) / len(shown), abs=1e-4) for name in EXPRESSIONS}
+        assert (face["first_s"], face["last_s"]) == (pytest.approx(own[0]["time_s"], abs=1e-3), pytest.approx(own[-1]["time_s"], abs=1e-3))
+        assert face["mean_probabilities"] == {
+            name: pytest.approx(np.mean([row["probabilities"][name] for row in own]), abs=2e-4) for name in EXPRESSIONS
+        }
     pytest.importorskip("matplotlib")
     plot = cv2.imread(str(folder / "out-summary.png"))
     assert plot is not None and plot.shape[0] > 100
+
+
+def test_the_summary_leaves_out_faces_followed_for_fewer_than_three_frames() -> None:
+    """Shorter tracks are usually the detector's false positives."""
+    from fervid.runtime.face import Face
+    from fervid.runtime.sinks import Summary
+
+    summary = Summary()
+    probabilities = np.eye(len(EXPRESSIONS))[3]
+    for time_s in (0.0, 0.1, 0.2):
+        faces = [Face.from_probabilities((0, 0, 10, 10), probabilities, track_id=1)]
+        if time_s < 0.2:
+            faces.append(Face.from_probabilities((20, 0, 10, 10), probabilities, track_id=2))
+        summary.add(time_s, faces)
+    assert [face["track_id"] for face in summary.to_dict()] == [1]
+    assert summary.to_dict()[0] | {"shares": None, "mean_probabilities": None} == {
+        "track_id": 1, "frames": 3, "first_s": 0.0, "last_s": 0.2, "dominant": EXPRESSIONS[3], "shares": None,
+        "mean_probabilities": None}
 
 
 def test_csv_timeline_and_max_frames(two_face_video, recognizer: Recognizer, tmp_path: Path) -> None:

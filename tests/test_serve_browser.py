@@ -119,8 +119,10 @@ def test_webcam_and_photo_show_faces_with_expressions(browser, server_url: str, 
     page, errors = open_page(browser, server_url)
     page.click("#start")
     page.wait_for_selector("#faces li[data-expression]", timeout=40_000)
+    # The camera shows two faces, found in every frame: both get a line (not just one of them).
+    page.wait_for_function("() => document.querySelectorAll('#faces li[data-expression]').length === 2", timeout=20_000)
     expressions = page.eval_on_selector_all("#faces li", "items => items.map(item => item.dataset.expression)")
-    assert expressions and set(expressions) <= set(EXPRESSIONS)
+    assert len(expressions) == 2 and set(expressions) <= set(EXPRESSIONS)
     assert page.text_content("#faces li .label").split()[0] in EXPRESSIONS
     page.wait_for_function("() => Number(document.body.dataset.frames) >= 3", timeout=30_000)
     assert page.text_content("#latency").endswith(" ms") and float(page.text_content("#fps")) > 0
