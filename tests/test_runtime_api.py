@@ -231,6 +231,17 @@ def test_no_face_gives_an_empty_list(recognizer: Recognizer) -> None:
     assert recognizer.predict(textured_background(240, 320)) == []
 
 
+def test_a_recognizers_margin_widens_the_boxes_it_classifies(photo) -> None:
+    """Recognizer(margin=...) for another detector's tight boxes: each box is widened before its crop."""
+    frame, truth = photo
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    boxes = np.array(truth)
+    wide = Recognizer(margin=0.2)
+    expected = wide.classify([crop_face(gray, box, 0.2) for box in boxes])
+    assert np.allclose(wide.classify_boxes(gray, boxes), expected, atol=1e-6)
+    assert not np.allclose(Recognizer().classify_boxes(gray, boxes), expected, atol=1e-3)
+
+
 def test_crop_margin_and_frame_edges() -> None:
     gray = np.arange(100 * 100, dtype=np.uint32).reshape(100, 100).astype(np.uint8)
     assert crop_face(gray, (10, 20, 30, 40)).shape == (40, 30)

@@ -392,6 +392,41 @@ def test_a_camera_recording_plays_at_the_real_speed(recognizer: Recognizer, tmp_
     report = run_live(0, recognizer, display=False, output=tmp_path / "rec.mp4")
     assert report.frames == 4
     assert frame_count(tmp_path / "rec.mp4") == 7  # capture numbers 2 to 8
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["rec.mp4"], "a camera's summary only with --summary"
+
+
+def test_a_stream_that_stops_sending_ends_the_run_with_its_outputs_finished(
+    recognizer: Recognizer, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A camera unplugged or a stream that stalls without closing: after stall_s without a frame the
+    run ends with a warning, and the recording is whole."""
+    import threading
+
+    class Stalls:  # cv2.VideoCapture's interface: two frames, then a read that never returns
+        released = threading.Event()
+
+        def __init__(self) -> None:
+            self.frames = 0
+
+        def get(self, prop: int) -> float:
+            return 15.0
+
+        def read(self):
+            self.frames += 1
+            if self.frames > 2:
+                self.released.wait(30)
+                return False, None
+            return True, textured_background(120, 160, seed=self.frames)
+
+        def release(self) -> None:
+            self.released.set()
+
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: LiveSource(0, "camera 9", stall_s=1.0, capture=Stalls()))
+    started = time.monotonic()
+    report = run_live(0, recognizer, display=False, output=tmp_path / "rec.mp4")
+    assert report.frames >= 1 and time.monotonic() - started < 15  # a live source keeps only the newest frame
+    assert "warning: camera 9: no frame for 1 s, stopping" in capsys.readouterr().err
+    assert frame_count(tmp_path / "rec.mp4") >= 1 and not list(tmp_path.glob(".*tmp*"))
 
 
 class FakeFile(FakeLive):
