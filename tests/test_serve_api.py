@@ -732,3 +732,49 @@ def test_a_request_ended_by_a_stop_is_answered_503_and_said_in_one_line(capsys) 
                                        "(photos answered 503 'the server is stopping')\n")
     other = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "something else", (), None)
     assert StopNotice().filter(other) is True
+
+
+def test_a_stop_answers_photos_still_being_recognised_503_and_closes_live_streams_1012(monkeypatch: pytest.MonkeyPatch, capfd) -> None:
+    """Ctrl+C while a photo and a live frame are being recognised: after the stop's wait the photo
+    gets a 503 JSON answer (not a bare 500 and a traceback), the stream a 1012 close ('service
+    restart', so a page knows to reconnect later), and stderr one line saying so."""
+    import contextlib
+    import threading
+    import time
+
+    import httpx
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from fervid.serve import server as server_module
+    from fervid.serve.pool import RecognizerPool
+    from fervid.serve.server import running_server
+
+    monkeypatch.setattr(server_module, "STOP_WAIT_S", 0.5)
+    recognize = RecognizerPool.recognize
+
+    started = threading.Semaphore(0)
+
+    def slow(self, data, stream=None, crop=False):
+        started.release()
+        time.sleep(3.0)  # still running when the stop's wait is over
+        return recognize(self, data, stream, crop)
+
+    monkeypatch.setattr(RecognizerPool, "recognize", slow)
+    photo = cv2.imencode(".jpg", textured_background(120, 160))[1].tobytes()
+    replies: list[httpx.Response] = []
+    with contextlib.ExitStack() as sockets:  # outlives the server: its close is the server's, not ours
+        with running_server(create_app(workers=2)) as url:
+            socket = sockets.enter_context(connect(url.replace("http://", "ws://") + "/ws"))
+            socket.send(photo)
+            poster = threading.Thread(target=lambda: replies.append(
+                httpx.post(f"{url}/api/predict", files={"file": ("a.jpg", photo, "image/jpeg")}, timeout=30)))
+            poster.start()
+            assert started.acquire(timeout=20) and started.acquire(timeout=20)  # both are being recognised
+        poster.join(30)  # the server has stopped: leaving its block stopped it
+        assert len(replies) == 1 and replies[0].status_code == 503
+        assert replies[0].json()["detail"].startswith("the server is stopping")
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    assert "request(s) still running after 0.5 s were ended" in capfd.readouterr().err
