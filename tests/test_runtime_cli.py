@@ -62,6 +62,12 @@ def test_predict_crops_classifies_each_image_whole(tmp_path: Path) -> None:
     for record, row in zip(records, expected):
         assert list(record["probabilities"].values()) == pytest.approx(row.tolist(), abs=1e-4)
     assert cv2.imread(str(tmp_path / "annotated" / "b.png")).shape[:2] == (64, 56)
+    assert "hardly a face crop" not in result.stderr
+    for name, shape in (("dot.png", (1, 1)), ("strip.png", (2, 300)), ("long.png", (20, 100))):
+        cv2.imwrite(str(tmp_path / name), np.full(shape, 128, np.uint8))
+        odd = fervid("predict", str(tmp_path / name), "--crops", "--no-save")
+        assert odd.returncode == 0 and len(odd.stdout.splitlines()) == 1, odd.stderr  # still classified, as asked
+        assert f"{tmp_path / name}: a {shape[1]}x{shape[0]} image is hardly a face crop; classified anyway" in odd.stderr
 
 
 def test_predict_writes_records_annotated_images_and_notes_faceless_ones(tmp_path: Path) -> None:

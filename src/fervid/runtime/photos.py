@@ -49,6 +49,15 @@ class PhotoReport:
         return ["; ".join(notes)]
 
 
+# A crop under 8 pixels a side, or more than 4 times as long as wide, holds no face the model can
+# read (it sees 48x48), yet gets a label like any other: --crops says so instead of staying silent.
+MIN_CROP_SIDE, MAX_CROP_ASPECT = 8, 4.0
+
+
+def _could_be_a_face(width: int, height: int) -> bool:
+    return min(width, height) >= MIN_CROP_SIDE and max(width, height) <= MAX_CROP_ASPECT * min(width, height)
+
+
 SMALL_IMAGE = 160  # pixels: an image no larger is more likely a cropped face than a photo with one in it
 
 
@@ -158,6 +167,8 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             warn(str(error))
             (report.not_images if isinstance(error, NotAnImage) else report.unreadable).append(str(path))
             continue
+        if crops and not _could_be_a_face(image.shape[1], image.shape[0]):
+            warn(f"{path}: a {image.shape[1]}x{image.shape[0]} image is hardly a face crop; classified anyway")
         faces = recognizer.predict(image, boxes=[0, 0, image.shape[1], image.shape[0]] if crops else None)
         if not faces:
             small = max(image.shape[:2]) <= SMALL_IMAGE
