@@ -34,6 +34,9 @@ RUN_OUTPUTS = ("config.json", "history.csv", "model.keras", "model.onnx", "model
                "curves.png", "confusion.png", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5")
 
 
+NAME_BYTES = 255  # the longest file name most file systems take
+
+
 def check_writable(target: str | Path, option: str = "", *, own_run: Path | None = None) -> None:
     """Refuse now an output that could only fail when it is written, at the end of a run, its results
     lost: a folder in its place, a file where one of its folders must be, or a folder it cannot be
@@ -42,6 +45,8 @@ def check_writable(target: str | Path, option: str = "", *, own_run: Path | None
     the message."""
     target = Path(target).expanduser()
     name = f"{option} {target}" if option else str(target)
+    if len(target.name.encode()) > NAME_BYTES:  # a default named after a long input: fails only when written
+        raise FervidError(f"{name}: a file name over {NAME_BYTES} bytes, longer than file systems take; give a shorter one")
     if target.is_dir():
         raise FervidError(f"{name}: a folder, not a file; give a file path for this output")
     check_not_a_run_file(target, name, own_run=own_run)

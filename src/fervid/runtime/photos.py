@@ -12,7 +12,7 @@ import numpy as np
 
 from fervid.console import plural, warn
 from fervid.errors import FervidError
-from fervid.fileio import check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
+from fervid.fileio import NAME_BYTES, check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
 from fervid.images import ANNOTATED_LIST, NotAnImage, annotated_copies, find_images, is_image_name, read_image
 from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer
@@ -231,9 +231,6 @@ def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
                 f"--out {out_dir}: holds the input {image}, which its annotated copy would overwrite; "
                 "give another folder (or --no-save)"
             )
-
-
-NAME_BYTES = 255  # the longest file name most file systems take
 
 
 def _unique_name(path: Path, taken: set[str]) -> str:
