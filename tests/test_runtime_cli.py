@@ -503,3 +503,14 @@ def test_a_copy_that_cannot_be_written_stops_predict_with_the_records_done_kept(
                                   f"done are in {tmp_path / 'faces.json'}")
     assert json.loads((tmp_path / "faces.json").read_text()) == []  # written: the backgrounds hold no face
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".fervid-predict", "0.png", "1.png"]
+
+
+def test_a_file_name_with_a_newline_keeps_warnings_and_errors_on_one_line(tmp_path: Path) -> None:
+    """A newline in a name split 'warning: ...' in two, the second half read as a message of its own."""
+    (tmp_path / "bad\nname.jpg").write_bytes(b"not a jpeg")
+    cv2.imwrite(str(tmp_path / "good.png"), textured_background(120, 160, seed=2))
+    run = fervid("predict", str(tmp_path), "--no-save")
+    assert run.returncode == 0, run.stderr
+    assert f"warning: {tmp_path}/bad\\nname.jpg: not a readable image" in run.stderr.splitlines()[0], run.stderr
+    alone = fervid("predict", str(tmp_path / "bad\nname.jpg"), "--no-save")
+    assert_one_line_error(alone, f"{tmp_path}/bad\\nname.jpg: not a readable image")

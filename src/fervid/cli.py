@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fervid.console import one_line
 from fervid.errors import FervidError, Interrupted, WriteFailedInLibrary, install_hint
 from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable
 from fervid.model.specs import ARCHITECTURES
@@ -662,10 +663,10 @@ def main() -> None:
         print("fervid: interrupted", file=sys.stderr)
         sys.exit(130)
     except Interrupted as error:
-        print(f"fervid: interrupted; {error}", file=sys.stderr)
+        print(f"fervid: interrupted; {one_line(str(error))}", file=sys.stderr)
         sys.exit(130)
     except FervidError as error:
-        print(f"fervid: error: {error}", file=sys.stderr)
+        print(f"fervid: error: {one_line(str(error))}", file=sys.stderr)
         if isinstance(error, WriteFailedInLibrary):  # the interpreter's teardown would crash in that library
             sys.stdout.flush()
             sys.stderr.flush()
@@ -673,7 +674,7 @@ def main() -> None:
         sys.exit(2)
     except OSError as error:  # a path the system refused (unwritable, missing parent, disk full): the user's to fix
         where = f"{error.filename}: " if error.filename else ""
-        print(f"fervid: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"fervid: error: {one_line(f'{where}{error.strerror or error}')}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("fervid: interrupted", file=sys.stderr)

@@ -13,10 +13,16 @@ T = TypeVar("T")
 stderr = Console(stderr=True)
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters written as escapes (a newline as ``\\n``): a file named
+    with a newline split a message in two, and the next line read as another message."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def warn(message: str) -> None:
     """A one-line warning on stderr; the message is printed as it is (a path like ``a[1].jpg`` or a
-    hint like ``fervid[data]`` is not read as rich markup)."""
-    stderr.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+    hint like ``fervid[data]`` is not read as rich markup), control characters escaped."""
+    stderr.print(f"[yellow]warning:[/yellow] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 
 def progress(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
