@@ -183,7 +183,10 @@ def test_a_file_reached_by_a_link_is_one_source_named_by_the_path_sorting_first(
     expected = [f"{folder / 'a.jpg'}", f"{folder / 'bundle.zip'}!c.png", f"{folder / 'sub' / 'b.png'}"]
     capsys.readouterr()
     assert [item.name for item in expand_inputs([folder])] == expected
-    assert "1 video(s) inside zips skipped" in capsys.readouterr().err  # the linked zip's video too: once
+    err = capsys.readouterr().err
+    assert "1 video(s) inside zips skipped" in err  # the linked zip's video too: once
+    assert (f"4 path(s) reach a file already found under another name (a link), analysed once under that name, "
+            f"e.g. {folder / 'alias.jpg'} as {folder / 'a.jpg'}") in err  # alias, hard link, linked folder and zip
     for given in ([folder / "alias.jpg", folder / "a.jpg"], [folder / "a.jpg", folder / "alias.jpg"]):
         assert [item.name for item in expand_inputs(given)] == [str(folder / "a.jpg")]
     out = tmp_path / "f4.csv"

@@ -437,3 +437,10 @@ def test_ctrl_c_while_evaluate_writes_its_files_leaves_all_of_them_from_this_run
     assert f"predictions per face: {tmp_path / 'faces.csv'}" in result.stdout
     assert (tmp_path / "faces.csv").read_text().startswith("source,label,predicted")
     assert json.loads((tmp_path / "m.json").read_text())["accuracy"] >= 0
+
+
+def test_one_line_escapes_what_breaks_a_line_and_keeps_what_reads_as_text():
+    from fervid.console import one_line
+
+    assert one_line("a\nb\u2028c\x85d\udce9e") == "a\\nb\\u2028c\\x85d\\udce9e"
+    assert one_line("Ana\xa0Smith 👩\u200d💻 café.jpg") == "Ana\xa0Smith 👩\u200d💻 café.jpg"  # copied and pasted as they are

@@ -117,3 +117,4 @@ def test_signals_held_back_are_reported_and_raised_only_when_asked():
     with signals_deferred() as caught:
         pass
     assert caught == []
+

@@ -204,6 +204,14 @@ def test_only_files_that_can_be_transparent_are_decoded_twice(monkeypatch: pytes
     assert np.abs(decode_image(deep).astype(int) - shown).max() <= 1
 
 
+def test_an_alpha_never_set_is_ignored_not_a_blank_white_picture() -> None:
+    """Some exporters write RGBA with alpha 0 everywhere; laid on white, the whole photo vanished."""
+    picture, _ = transparent_picture()
+    picture[..., 3] = 0
+    decoded = decode_image(cv2.imencode(".png", picture)[1].tobytes())
+    assert np.array_equal(decoded, picture[..., :3])
+
+
 def test_a_transparent_pil_image_is_read_on_white_as_its_file_is() -> None:
     image_module = pytest.importorskip("PIL.Image")
     picture, shown = transparent_picture()

@@ -190,6 +190,8 @@ def test_predict_refuses_an_out_folder_that_holds_its_inputs(tmp_path: Path) -> 
     assert_one_line_error(fervid("predict", str(folder / "a.png"), "--out", str(tmp_path / "annotated.jpg")),
                           "give a folder for the annotated copies")  # was made as a folder named like a photo
     assert not (tmp_path / "annotated.jpg").exists()
+    assert fervid("predict", str(folder / "a.png"), "--out", str(tmp_path / "v1.2")).returncode == 0  # a folder with a dot
+    assert (tmp_path / "v1.2" / "a.png").is_file()
     out = folder / "annotated"
     listed = (out / ".fervid-predict").read_bytes()
     for own in ("a.png", ".fervid-predict"):  # the run's own outputs in --out: the records replaced them
@@ -210,8 +212,9 @@ def test_predict_names_copies_so_the_file_system_and_the_list_of_copies_take_the
         cv2.imwrite(str(tmp_path / folder / long_name), textured_background(120, 160, seed=2))
     cv2.imwrite(str(tmp_path / "a" / "two\nlines.png"), textured_background(120, 160, seed=3))
     taken: set[str] = set()
-    names = [photos._unique_name(Path(name), taken) for name in (long_name, long_name, "two\nlines.png", "two\rlines.png")]
-    assert names == [long_name, "x" * 249 + "-2.png", "two_lines.png", "two_lines-2.png"]
+    given = (long_name, long_name, "two\nlines.png", "two\rlines.png", "two\u2028lines.png", "é" * 130 + ".png")
+    names = [photos._unique_name(Path(name), taken) for name in given]
+    assert names == [long_name, "x" * 249 + "-2.png", "two_lines.png", "two_lines-2.png", "two_lines-3.png", "é" * 125 + ".png"]
     result = fervid("predict", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out"), "--json",
                     str(tmp_path / "faces.json"))
     assert result.returncode == 0, result.stderr
@@ -514,3 +517,21 @@ def test_a_file_name_with_a_newline_keeps_warnings_and_errors_on_one_line(tmp_pa
     assert f"warning: {tmp_path}/bad\\nname.jpg: not a readable image" in run.stderr.splitlines()[0], run.stderr
     alone = fervid("predict", str(tmp_path / "bad\nname.jpg"), "--no-save")
     assert_one_line_error(alone, f"{tmp_path}/bad\\nname.jpg: not a readable image")
+
+
+def test_a_photo_named_in_bytes_that_are_not_utf8_is_read_copied_and_listed(tmp_path: Path) -> None:
+    """Linux names are bytes: 'caf\\xe9.png' (Latin-1) reached Python with a surrogate escape and
+    crashed the copy's name, the list of copies and the --json check with UnicodeEncodeError."""
+    import os
+
+    folder = os.path.join(os.fsencode(tmp_path), b"in")
+    os.mkdir(folder)
+    cv2.imwrite(str(tmp_path / "x.png"), textured_background(120, 160, seed=2))
+    os.rename(tmp_path / "x.png", os.path.join(folder, b"caf\xe9.png"))
+    records = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"r\xe9sults.jsonl"))
+    first = fervid("predict", os.fsdecode(folder), "--out", str(tmp_path / "out"), "--json", records)
+    assert first.returncode == 0, first.stderr
+    assert sorted(os.listdir(os.path.join(os.fsencode(tmp_path), b"out"))) == [b".fervid-predict", b"caf\xe9.png"]
+    assert "caf\\udce9.png: no face found" in first.stderr  # named in one readable line
+    again = fervid("predict", str(tmp_path), "--no-save")  # the copy below is listed, so not read back as a photo
+    assert again.returncode == 0 and again.stderr.strip().splitlines()[-1].startswith("1 image(s)"), again.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -14,9 +15,10 @@ stderr = Console(stderr=True)
 
 
 def one_line(text: str) -> str:
-    """``text`` with control characters written as escapes (a newline as ``\\n``): a file named
-    with a newline split a message in two, and the next line read as another message."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    """``text`` with control characters, line separators and undecodable bytes written as escapes
+    (a newline as ``\\n``): a file named with a newline split a message in two, and the next line
+    read as another message. Other characters (a no-break space, an emoji) stay as they are."""
+    return "".join(repr(char)[1:-1] if unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") else char for char in text)
 
 
 def warn(message: str) -> None:

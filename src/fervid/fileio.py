@@ -34,7 +34,7 @@ RUN_OUTPUTS = ("config.json", "history.csv", "model.keras", "model.onnx", "model
                "curves.png", "confusion.png", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5")
 
 
-NAME_BYTES = 255  # the longest file name most file systems take
+NAME_BYTES = 255  # the longest file name, in bytes, of Linux and macOS file systems (Windows counts UTF-16 units)
 
 
 def check_writable(target: str | Path, option: str = "", *, own_run: Path | None = None) -> None:
@@ -45,7 +45,7 @@ def check_writable(target: str | Path, option: str = "", *, own_run: Path | None
     the message."""
     target = Path(target).expanduser()
     name = f"{option} {target}" if option else str(target)
-    if len(target.name.encode()) > NAME_BYTES:  # a default named after a long input: fails only when written
+    if os.name == "posix" and len(os.fsencode(target.name)) > NAME_BYTES:  # a default named after a long input
         raise FervidError(f"{name}: a file name over {NAME_BYTES} bytes, longer than file systems take; give a shorter one")
     if target.is_dir():
         raise FervidError(f"{name}: a folder, not a file; give a file path for this output")
@@ -148,7 +148,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, not a folder", str(target))
     suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".weights.h5") else target.suffix
     # The random part and ".tmp" lengthen the name: a short stem keeps a long legal name writable.
-    stem = target.stem.encode()[:TEMPORARY_STEM_BYTES].decode(errors="ignore")
+    stem = os.fsencode(target.stem)[:TEMPORARY_STEM_BYTES].decode(errors="ignore")  # fsencode: names not in UTF-8 too
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.", suffix=f".tmp{suffix}")
@@ -161,9 +161,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield temporary
         os.replace(temporary, target)
     except OSError as error:
-        # A write that fails (a full disk) names no file, or the temporary one: name the user's path.
+        # A write that fails (a full disk) names no file, or the temporary one: name the user's path
+        # (set on the error itself: not every OSError subclass is built from errno, strerror, filename).
         if error.errno is not None and error.filename in (None, str(temporary)):
-            raise type(error)(error.errno, error.strerror, str(target)) from None
+            error.filename = str(target)
         raise
     finally:
         temporary.unlink(missing_ok=True)

@@ -63,7 +63,8 @@ def annotated_copies(folder: str | Path) -> set[str]:
     """The names of the annotated copies ``fervid predict`` wrote in ``folder`` (its ``.fervid-predict``
     list), none if it has no list."""
     try:
-        return {name for name in (Path(folder) / ANNOTATED_LIST).read_text().splitlines() if name}
+        listed = (Path(folder) / ANNOTATED_LIST).read_text(encoding="utf-8", errors="surrogateescape")
+        return {name for name in listed.split("\n") if name}  # not splitlines: U+2028 is no line break here
     except (OSError, UnicodeDecodeError):
         return set()
 
@@ -179,7 +180,9 @@ def pil_as_gray(image: object) -> np.ndarray | None:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit gray: PIL's "L" would clip it; read by dtype instead
         return None
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in getattr(image, "info", {}):
-        return to_gray(on_white(np.asarray(image.convert("RGBA"))[:, :, [2, 1, 0, 3]]))  # as a file is read
+        bgra = np.asarray(image.convert("RGBA"))[:, :, [2, 1, 0, 3]]
+        if bgra[:, :, 3].any():  # as a file is read: an alpha never set is ignored
+            return to_gray(on_white(bgra))
     return np.asarray(image.convert("L"))
 
 

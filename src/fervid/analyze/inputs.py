@@ -53,7 +53,7 @@ def kind_of(path: str | Path) -> str | None:
 def file_identity(path: str | Path) -> tuple:
     """What two paths share when they reach the same file: its device and inode, so a symlink to it,
     a hard link, a symlinked folder above it or another spelling of its name (on a case-insensitive
-    disk) is one file, analysed once (``fervid predict`` also reads a linked photo once). Where the
+    disk) is one file, analysed once, with a warning that counts such paths. Where the
     system gives no inode (a path it cannot stat, an inode of 0 on some network disks) the real path
     stands in."""
     try:
@@ -150,6 +150,8 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
     identities: dict[str, tuple] = {}  # path -> file_identity, once per file (a zip's members share it)
     broken: dict[str, Path] = {}  # links that point nowhere, named like a source, by absolute path
 
+    aliases: dict[str, str] = {}  # a path left out because it reaches a file kept under another -> that name
+
     def keep(found: list[SourceItem], into: dict[tuple, SourceItem]) -> None:
         for item in found:
             if item.path not in identities:
@@ -158,6 +160,9 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
             kept = into.get(identity)
             if kept is None or item.key < kept.key:  # an equal key is the same path given again: first name stays
                 into[identity] = item
+            if into is items and kept is not None and kept.key != item.key:
+                left, named = (kept, item) if item.key < kept.key else (item, kept)
+                aliases[left.key] = named.name
 
     def add(found: tuple[list[SourceItem], list[SourceItem]]) -> None:
         keep(found[0], items)
@@ -196,5 +201,9 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
         warn(f"{len(zipped_zips)} zip(s) inside zips skipped (extract them and give the folder), e.g. {zipped_zips[0]}")
     if links:
         warn(f"{len(links)} link(s) that point nowhere skipped, e.g. {links[0]}")
+    if aliases:  # hard links and symlinks: a photo library's albums, a dated folder linking to the files
+        left = min(aliases)
+        warn(f"{len(aliases)} path(s) reach a file already found under another name (a link), analysed once "
+             f"under that name, e.g. {left} as {aliases[left]}")
     # by absolute path: image batches (and so unit ids) stay the same however the inputs are written
     return sorted(items.values(), key=lambda item: item.key)

@@ -25,6 +25,7 @@ from fervid.runtime.sources import DEFAULT_FPS
 
 
 VIDEO_READER = 2  # how video segments are read: 2 since 2026-12-05 (frame timestamps; variable-rate videos whole)
+IMAGE_READER = 2  # how images are decoded: 2 since 2026-12-05 (transparent parts white, PNG/WebP upright by EXIF)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
     options.validate()
     salts = {
         kind: json.dumps({"options": options.key(kind), "model": model_key, "boxes": boxes.fingerprint if boxes else None,
-                          "schema": SCHEMA_VERSION, **({"reader": VIDEO_READER} if kind == "video" else {})}, sort_keys=True)
+                          "schema": SCHEMA_VERSION, "reader": VIDEO_READER if kind == "video" else IMAGE_READER}, sort_keys=True)
         for kind in ("image", "video")
     }
 

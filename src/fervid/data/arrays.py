@@ -26,7 +26,9 @@ from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS, normalize_name
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
 
-CACHE_FORMAT = 3  # 2: CSV rows with extra fields are unreadable, no longer decoded; 3: JPEGs upright by EXIF
+# 2: CSV rows with extra fields are unreadable, no longer decoded; 3: JPEGs upright by EXIF;
+# 4: transparent parts white, PNG and WebP upright by EXIF too
+CACHE_FORMAT = 4
 CACHE_KEYS = ("images", "reasons", "digests")
 
 

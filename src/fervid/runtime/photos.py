@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,9 @@ import numpy as np
 from fervid.console import plural, warn
 from fervid.errors import FervidError
 from fervid.fileio import NAME_BYTES, check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
-from fervid.images import ANNOTATED_LIST, NotAnImage, annotated_copies, find_images, is_image_name, read_image
+from fervid.images import (
+    ANNOTATED_LIST, IMAGE_SUFFIXES, VIDEO_SUFFIXES, NotAnImage, annotated_copies, find_images, is_image_name, read_image,
+)
 from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
@@ -57,6 +61,8 @@ MIN_CROP_SIDE, MAX_CROP_ASPECT = 8, 4.0
 def _could_be_a_face(width: int, height: int) -> bool:
     return min(width, height) >= MIN_CROP_SIDE and max(width, height) <= MAX_CROP_ASPECT * min(width, height)
 
+
+LINE_BREAKING = ("Cc", "Zl", "Zp")  # control characters (newline, U+0085) and line/paragraph separators
 
 SMALL_IMAGE = 160  # pixels: an image no larger is more likely a cropped face than a photo with one in it
 
@@ -170,11 +176,9 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
         if crops and not _could_be_a_face(image.shape[1], image.shape[0]):
             warn(f"{path}: a {image.shape[1]}x{image.shape[0]} image is hardly a face crop; classified anyway")
         faces = recognizer.predict(image, boxes=[0, 0, image.shape[1], image.shape[0]] if crops else None)
-        if not faces:
-            small = max(image.shape[:2]) <= SMALL_IMAGE
-            warn(f"{path}: no face found" + ("; if it is a cropped face, --crops classifies the whole image" if small else ""))
-            report.without_face.append(str(path))
+        # The copy first: a photo whose copy could not be written is not done, and gets no records.
         copy = None if out_dir is None else _write_copy(path, image, faces, Path(out_dir), names, listed)
+        report.processed += 1
         if copy is not None:
             report.written.append(str(copy))
         for face in faces:
@@ -183,7 +187,10 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             report.records.append(record)
             if on_record is not None:
                 on_record(record)
-        report.processed += 1  # last: a photo whose copy failed is not done, and its records are not kept
+        if not faces:
+            small = max(image.shape[:2]) <= SMALL_IMAGE
+            warn(f"{path}: no face found" + ("; if it is a cropped face, --crops classifies the whole image" if small else ""))
+            report.without_face.append(str(path))
 
 
 def _write_copy(path: Path, image: np.ndarray, faces: list[Face], out_dir: Path, names: set[str], listed: set[Path]) -> Path | None:
@@ -194,7 +201,7 @@ def _write_copy(path: Path, image: np.ndarray, faces: list[Face], out_dir: Path,
         return None
     if target.resolve() not in listed:  # listed before it exists: a copy is never taken for a photo
         out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / ANNOTATED_LIST, "a") as marker:
+        with open(out_dir / ANNOTATED_LIST, "a", encoding="utf-8", errors="surrogateescape") as marker:
             marker.write(target.name + "\n")
         listed.add(target.resolve())
     write_bytes_atomically(target, encoded.tobytes())
@@ -217,12 +224,21 @@ def _check_records_path(target: Path, images: list[Path], out_dir: Path | None) 
             raise FervidError(f"--json {target}: is the input {image}, which the records would overwrite; write them elsewhere")
 
 
+FILE_SUFFIXES = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES, ".json", ".jsonl", ".csv", ".parquet", ".txt", ".zip")
+
+
+def _named_like_a_file(path: Path) -> bool:
+    """Whether ``path`` ends like a file fervid reads or writes (``out.jpg``, ``faces.json``); a
+    dated or versioned folder (``2024.05.01``, ``v1.2``) does not."""
+    return path.suffix.lower() in FILE_SUFFIXES
+
+
 def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
     """Refuse an ``--out`` that cannot be written (else the first annotated copy fails mid-run), or that
     holds a photo named as an input: its annotated copy would replace it."""
     check_writable_folder(out_dir, "--out")
-    if out_dir.suffix and not out_dir.is_dir():  # annotated.jpg would silently become a folder named like a photo
-        raise FervidError(f"--out {out_dir}: give a folder for the annotated copies (to use a folder name with a dot, "
+    if _named_like_a_file(out_dir) and not out_dir.is_dir():  # annotated.jpg would silently become a folder
+        raise FervidError(f"--out {out_dir}: give a folder for the annotated copies (to use a folder named like a file, "
                           "create it first)")
     folder = out_dir.resolve()
     for image in images:
@@ -236,20 +252,33 @@ def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
 def _unique_name(path: Path, taken: set[str]) -> str:
     """The file's name (as .jpg unless it is .png), with -2, -3... when two inputs share a name.
 
-    Control characters (a newline) become ``_``: the copy is listed one name per line in
-    ``.fervid-predict``. The name is cut to fit ``NAME_BYTES`` with its number: ``-2`` on a
-    253-byte name would fail after the first photo.
+    Line breaks and other control characters (a newline, U+2028) become ``_``: the copy is listed
+    one name per line in ``.fervid-predict``. The name is cut to fit ``NAME_BYTES`` with its number:
+    ``-2`` on a 253-byte name would fail after the first photo.
     """
     suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
-    stem = "".join("_" if ord(char) < 32 or ord(char) == 127 else char for char in path.stem)
+    stem = "".join("_" if unicodedata.category(char) in LINE_BREAKING else char for char in path.stem)
     number = 1
     while True:
         tail = (f"-{number}" if number > 1 else "") + suffix
-        name = stem.encode()[: NAME_BYTES - len(tail.encode())].decode(errors="ignore") + tail
+        name = _cut_to_bytes(stem, NAME_BYTES - len(tail.encode())) + tail
         if name not in taken:
             taken.add(name)
             return name
         number += 1
+
+
+def _cut_to_bytes(text: str, limit: int) -> str:
+    """``text`` as the file system stores it, cut to ``limit`` bytes: at a character when it is
+    UTF-8, else byte for byte (a name that is not UTF-8 reaches Python with surrogate escapes)."""
+    raw = os.fsencode(text)
+    if len(raw) <= limit:
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return os.fsdecode(raw[:limit])
+    return raw[:limit].decode(errors="ignore")
 
 
 def write_records(records: list[dict], target: str | Path) -> None:
