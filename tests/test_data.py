@@ -12,7 +12,7 @@ import pytest
 
 from conftest import exif_oriented_jpeg, pattern_face, write_fer_csv, write_folder_dataset, zip_folder
 from fervid.data import load_arrays, read_dataset
-from fervid.data.arrays import _load_cached, cache_dir, fingerprint
+from fervid.data.arrays import _load_cached, cache_dir, cache_path, fingerprint
 from fervid.data.decode import UnreadableImage, decode_image_bytes
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
@@ -242,7 +242,7 @@ def test_decoded_arrays_are_cached_by_content(tmp_path):
     index = read_dataset(archive)
     first = load_arrays(index, "train")
     original = fingerprint(index)
-    assert [p.stem for p in cache_dir().glob("*.npz")] == [original]
+    assert list(cache_dir().glob("*.npz")) == [cache_path(index)] and cache_path(index).stem.startswith(original)
     with pytest.MonkeyPatch.context() as patch:  # the second read is the cache's: nothing is decoded
         patch.setattr("fervid.data.arrays._decode_all", lambda index: pytest.fail("decoded again, not read from the cache"))
         again = load_arrays(read_dataset(archive), "train")
@@ -252,6 +252,25 @@ def test_decoded_arrays_are_cached_by_content(tmp_path):
     changed = read_dataset(zip_folder(folder, tmp_path / "d.zip"))
     assert fingerprint(changed) != original
     assert load_arrays(changed, "train").images[0].max() == 0
+
+
+def test_a_new_decoder_reads_afresh_but_keeps_the_datasets_fingerprint(tmp_path, monkeypatch):
+    """Faces cached by an older decoder are not served (format 4: transparent parts white), but the
+    fingerprint that a run's state and a model card hold stays: a run still resumes, and evaluate
+    still knows a model's own data."""
+    import fervid.data.arrays as arrays_module
+
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    index = read_dataset(folder)
+    before, cached = fingerprint(index), cache_path(index)
+    load_arrays(index)
+    monkeypatch.setattr(arrays_module, "CACHE_FORMAT", arrays_module.CACHE_FORMAT + 1)
+    assert fingerprint(index) == before and cache_path(index) != cached
+    decodes = []
+    real_decode = arrays_module._decode_all
+    monkeypatch.setattr(arrays_module, "_decode_all", lambda index: decodes.append(1) or real_decode(index))
+    load_arrays(index)
+    assert decodes == [1]
 
 
 def test_a_folder_dataset_is_decoded_afresh_when_a_file_changes_in_place(tmp_path):
@@ -282,9 +301,9 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     folder = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
     index = read_dataset(folder)
     expected = load_arrays(index).images
-    (cache_dir() / f"{fingerprint(index)}.npz").write_bytes(b"garbage")
+    (cache_path(index)).write_bytes(b"garbage")
     assert np.array_equal(load_arrays(index).images, expected)
-    assert _load_cached(cache_dir() / f"{fingerprint(index)}.npz", len(index.frame)) is not None, "rebuilt whole"
+    assert _load_cached(cache_path(index), len(index.frame)) is not None, "rebuilt whole"
 
 
 def test_csv_usage_takes_folder_split_names_and_refuses_unknown_ones(tmp_path):
@@ -351,9 +370,9 @@ def test_a_cache_entry_that_is_a_valid_npz_but_not_whole_is_rebuilt(tmp_path, da
     expected = load_arrays(index).images
     arrays = {"images": np.zeros((7, 48, 48), np.uint8)} if damage == "missing_key" else {
         "images": np.zeros((3, 48, 48), np.uint8), "reasons": np.array([""] * 3), "digests": np.array(["x"] * 3)}
-    np.savez(cache_dir() / f"{fingerprint(index)}.npz", **arrays)
+    np.savez(cache_path(index), **arrays)
     assert np.array_equal(load_arrays(index).images, expected)
-    assert _load_cached(cache_dir() / f"{fingerprint(index)}.npz", len(index.frame)) is not None, "rebuilt whole"
+    assert _load_cached(cache_path(index), len(index.frame)) is not None, "rebuilt whole"
 
 
 def test_inspect_counts_readable_images_and_lists_unreadable_apart(tmp_path):

@@ -26,9 +26,13 @@ from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS, normalize_name
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
 
-# 2: CSV rows with extra fields are unreadable, no longer decoded; 3: JPEGs upright by EXIF;
-# 4: transparent parts white, PNG and WebP upright by EXIF too
+# How cached faces were decoded; a new format decodes every dataset afresh. 2: CSV rows with extra
+# fields are unreadable; 3: JPEGs upright by EXIF; 4: transparent parts white, PNG and WebP upright.
 CACHE_FORMAT = 4
+# The dataset fingerprint (what a run's state and a model card record, what --resume and evaluate
+# compare) hashed the cache format until format 3; it stays at 3, so a new decoder neither refuses
+# to resume a run nor scores a model's own data as another dataset.
+FINGERPRINT_FORMAT = 3
 CACHE_KEYS = ("images", "reasons", "digests")
 
 
@@ -82,7 +86,7 @@ def fingerprint(index: DatasetIndex) -> str:
     directory without decompressing), CSV files by their bytes, folders by each file's size and
     modification time (reading every byte would cost more than the decode the cache saves).
     """
-    digest = hashlib.sha256(f"fervid-data-{CACHE_FORMAT}-{FACE_SIZE}".encode())
+    digest = hashlib.sha256(f"fervid-data-{FINGERPRINT_FORMAT}-{FACE_SIZE}".encode())
     if index.kind == "zip":
         with zipfile.ZipFile(index.location) as archive:
             for info in archive.infolist():
@@ -188,9 +192,14 @@ def _load_cached(path: Path, count: int) -> dict[str, np.ndarray] | None:
     return None
 
 
+def cache_path(index: DatasetIndex) -> Path:
+    """Where the decoded faces of ``index`` are cached: its content and the decoder's format."""
+    return cache_dir() / f"{fingerprint(index)}-{CACHE_FORMAT}.npz"
+
+
 def decoded(index: DatasetIndex, *, use_cache: bool = True) -> dict[str, np.ndarray]:
     """Every entry of the index decoded (images, failure reasons, digests), from cache when possible."""
-    path = cache_dir() / f"{fingerprint(index)}.npz" if use_cache else None
+    path = cache_path(index) if use_cache else None
     cached = _load_cached(path, len(index.frame)) if path is not None else None
     if cached is not None:
         return cached
