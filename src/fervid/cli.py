@@ -8,8 +8,9 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +24,7 @@ from fervid.model.specs import ARCHITECTURES
 
 if TYPE_CHECKING:  # imported inside the commands: `fervid --help` must not load OpenCV or Keras
     from fervid.runtime.recognizer import Recognizer
+    from fervid.serve.pool import DetectorSettings
     from fervid.training.config import TrainConfig
 
 app = typer.Typer(
@@ -49,7 +51,7 @@ def _hide_flag_types() -> None:
         return None if getattr(self, "is_flag", False) else shown(self, ctx)
 
     display_type_rich.hides_flags = True  # type: ignore[attr-defined]
-    option.display_type_rich = display_type_rich
+    option.display_type_rich = display_type_rich  # type: ignore[union-attr]
 
 
 _hide_flag_types()
@@ -152,7 +154,7 @@ def data_inspect(
 
 def _given(ctx: typer.Context) -> list[str]:
     """The parameters given on the command line (not left at their defaults), in declaration order."""
-    return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+    return [name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"]  # type: ignore[union-attr]
 
 
 def _teacher_names(teachers: list[str] | None) -> list[str]:
@@ -167,7 +169,7 @@ def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: 
     a moved or copied dataset resumes."""
     from fervid.labels import parse_mapping
 
-    as_config = {
+    as_config: dict[str, tuple[str, Callable[[Any], object]]] = {
         "lr": ("learning_rate", float),
         "map": ("mapping", parse_mapping),
         "teacher": ("teacher", _teacher_names),
@@ -428,13 +430,13 @@ def predict(
 
     # '-' is the usual spelling of stdout, where records go anyway; './-' is a file named '-' (read as
     # a Path, both would be Path('-'), so the text is compared before it becomes one).
-    json_out = None if json_out in (None, "-") else Path(json_out)
-    if json_out:
-        check_not_an_input(json_out, "--json", {"the model": _model_file(model)})
+    records_to = None if json_out in (None, "-") else Path(json_out)
+    if records_to:
+        check_not_an_input(records_to, "--json", {"the model": _model_file(model)})
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
-    on_record = None if json_out else (lambda record: print(json.dumps(record), flush=True))
+    on_record = None if records_to else (lambda record: print(json.dumps(record), flush=True))
     report = predict_images(
-        images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=json_out, crops=crops,
+        images, recognizer, out_dir=None if no_save else out_dir, on_record=on_record, records_to=records_to, crops=crops,
         copies_in=out_dir,  # with --no-save too: an earlier run's copies there are not photos to recognise
     )
     print("\n".join(report.describe()), file=sys.stderr)
@@ -548,7 +550,7 @@ def serve(
         raise FervidError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     if workers < 1:
         raise FervidError(f"--workers must be at least 1, got {workers}")
-    detector = {"scale_factor": scale_factor, "min_neighbors": min_neighbors, "min_size": min_size}
+    detector: DetectorSettings = {"scale_factor": scale_factor, "min_neighbors": min_neighbors, "min_size": min_size}
     if loadtest:
         _needs("serve", "websockets")
         from fervid.serve.loadtest import run_loadtest

@@ -8,7 +8,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,7 +85,7 @@ def check_writable_folder(folder: str | Path, option: str = "", *, name: str = "
         raise FervidError(f"{name}: cannot write in {existing} ({error.strerror or error}); write the output elsewhere") from None
 
 
-def check_not_an_input(target: str | Path, option: str, inputs: dict[str, str | Path | None]) -> None:
+def check_not_an_input(target: str | Path, option: str, inputs: Mapping[str, str | Path | None]) -> None:
     """Refuse an output that is one of the run's own input files (``inputs``: what it is -> its path):
     the output would replace it, the dataset, model or boxes the user gave lost."""
     resolved = Path(target).expanduser().resolve()

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeGuard, TypeVar, overload
 
 import cv2
 import numpy as np
@@ -19,6 +19,9 @@ import numpy as np
 from fervid.errors import FervidError
 from fervid.preprocess import to_gray
 from fervid.transparency import decode_on_white, on_white
+
+if TYPE_CHECKING:  # for annotations only: fervid never imports PIL
+    from PIL import Image
 
 # .jfif and .jpe are JPEG under other names (Windows saves browser downloads as .jfif); .avif needs an
 # OpenCV built with it, and otherwise is listed as unreadable, never silently left out.
@@ -82,7 +85,7 @@ def walk_files(folder: str | Path, broken: list[Path] | None = None) -> Iterator
     given, collects the links that point nowhere, for a caller that says what it left out.
     """
     root = os.fspath(folder)
-    chains = {root: (os.path.realpath(root),)}  # each folder walked -> real paths of it and its ancestors
+    chains: dict[str, tuple[str, ...]] = {root: (os.path.realpath(root),)}  # each folder walked -> real paths of it and its ancestors
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         chain = chains.pop(dirpath)
         if dirpath != root and ANNOTATED_LIST in filenames:
@@ -152,11 +155,18 @@ def read_image(path: str | Path) -> np.ndarray:
         raise type(error)(f"{path}: {error}") from None  # TooManyPixels stays TooManyPixels
 
 
-def is_pil_image(image: object) -> bool:
+def is_pil_image(image: object) -> TypeGuard[Image.Image]:
     """Whether ``image`` is a PIL image, known by its interface, so that fervid never imports PIL."""
     return not isinstance(image, np.ndarray) and hasattr(image, "mode") and callable(getattr(image, "convert", None))
 
 
+_T = TypeVar("_T")
+
+
+@overload
+def pil_upright(image: Image.Image) -> Image.Image: ...
+@overload
+def pil_upright(image: _T) -> _T: ...
 def pil_upright(image: object) -> object:
     """A PIL image turned by its EXIF orientation, as ``read_image`` turns a file: a phone's portrait
     photo opened with ``Image.open`` is stored on its side, where no face is found and any box would

@@ -9,7 +9,9 @@ face crossing a segment boundary gets a new ``face_id`` (see docs/batch.md, "The
 from __future__ import annotations
 
 import time
+import zipfile
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import numpy as np
 
@@ -90,7 +92,8 @@ class Analyzer:
     def run_images(self, unit: Unit) -> UnitResult:
         """Rows and ledger of one batch of images; an image that cannot be read is an error row, not a failed unit."""
         rows, ledger = self._rows(), self._ledger()
-        frames, archives = 0, {}
+        frames = 0
+        archives: dict[str, zipfile.ZipFile] = {}  # path -> open zip
         try:
             for item in unit.sources:
                 started = time.perf_counter()
@@ -149,7 +152,7 @@ class Analyzer:
                 seen.add(index)
                 boxes, probabilities = self.faces(gray_frame(image), self._given(unit, item, index), f"frame {index}: ")
                 faces = tracker.update(boxes, probabilities, time_s)
-                ids = [unit.segment * SEGMENT_ID_STRIDE + face.track_id for face in faces]
+                ids = [unit.segment * SEGMENT_ID_STRIDE + cast(int, face.track_id) for face in faces]  # tracked faces have ids
                 tracked = np.array([face.box for face in faces], dtype=np.int32).reshape(-1, 4)
                 tracked_probabilities = np.array([[face.probabilities[name] for name in EXPRESSIONS] for face in faces], np.float32)
                 rows.add(item.name, unit.segment, index, time_s, ids, tracked, tracked_probabilities.reshape(-1, len(EXPRESSIONS)))
@@ -164,8 +167,8 @@ class Analyzer:
         notes = [damaged_frames(reader.damaged, unit), ended_early(reader.end, unit), self._skipped_note()]
         if error is None:
             notes.append(unread_boxes(unit, item, seen, self.options.every))
-        notes = [note for note in notes if note]
-        ledger.add(item, unit, frames=frames, counts=counts, error=error, note="; ".join(notes) or None)
+        kept_notes = [note for note in notes if note]
+        ledger.add(item, unit, frames=frames, counts=counts, error=error, note="; ".join(kept_notes) or None)
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())
 
     def _skipped_note(self) -> str | None:
@@ -222,7 +225,7 @@ def ended_early(end: int | None, unit: Unit) -> str | None:
     return f"the video ends at frame {end}, before the {unit.frame_count} frames its header gives (truncated?)"
 
 
-def read_item_image(item: SourceItem, archives: dict | None = None) -> np.ndarray:
+def read_item_image(item: SourceItem, archives: dict[str, zipfile.ZipFile] | None = None) -> np.ndarray:
     """A BGR image from a file or zip member; FervidError with a one-line reason when it cannot be read."""
     if item.member is None and kind_of(item.path) == "zip":
         raise FervidError("not a readable zip file")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -130,7 +131,7 @@ def _file(path: Path, relative: str, kind: str) -> SourceItem:
     return SourceItem(str(path), kind, str(path), relative, file_fingerprint(path))
 
 
-def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
+def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
     """Every source in ``inputs``, sorted by name, each file once however often or by whatever path
     (relative or absolute) it was given.
 
@@ -192,8 +193,8 @@ def expand_inputs(inputs: list[str | Path]) -> list[SourceItem]:
         nested = [f"{len(found)} {what}(s) inside zips, e.g. {found[0]}" for what, found in (("zip", zipped_zips), ("video", zipped_videos)) if found]
         raise FervidError(f"no images found; {' and '.join(nested)}, are read only from files: extract them and give the folder")
     if not items:
-        dead = f" ({len(links)} link(s) there point nowhere, e.g. {links[0]})" if links else ""
-        raise FervidError(f"no images or videos found in the inputs{dead}")
+        dead_note = f" ({len(links)} link(s) there point nowhere, e.g. {links[0]})" if links else ""
+        raise FervidError(f"no images or videos found in the inputs{dead_note}")
     if zipped_videos:
         warn(f"{len(zipped_videos)} video(s) inside zips skipped (videos are read only from files; extract them), "
              f"e.g. {zipped_videos[0]}")

@@ -94,7 +94,7 @@ def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int
             warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
             results = dataset.map_batches(
                 UnitWorker, fn_constructor_kwargs={"options": options}, batch_size=1, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **restarts,
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, **restarts,  # type: ignore[arg-type]
             )
         for batch in results.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
             for payload in batch["result"]:

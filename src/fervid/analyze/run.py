@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +92,7 @@ def model_key(model: str | None) -> str:
 
 
 def analyze(
-    inputs: list[str | Path] | str | Path,
+    inputs: Sequence[str | Path] | str | Path,
     out: str | Path,
     options: AnalyzeOptions | None = None,
     *,
@@ -165,8 +165,8 @@ def analyze(
     report.seconds = time.perf_counter() - started
     report.summary = store.summary(ids)
     if report.notes:
-        source, note = report.notes[0]
-        warn(f"{len(report.notes)} source(s) with a note in the summary, e.g. {source}: {note}")
+        noted, note = report.notes[0]
+        warn(f"{len(report.notes)} source(s) with a note in the summary, e.g. {noted}: {note}")
     if report.ok == 0 and not pc.sum(report.summary["frames"]).as_py():  # a source in error with rows was still processed
         first = report.errors[0] if report.errors else ("", "no sources")
         if store.has_results():

@@ -52,7 +52,7 @@ def video_is_steady(path: str, fps: float, count: int | None) -> bool:
 
 def _steady(capture: cv2.VideoCapture, fps: float, count: int) -> bool:
     period_ms = 1000 / fps
-    gaps = []
+    diffs: list[float] = []
     for where, frames in STEADY_RUNS:
         if where:
             if count <= 0:
@@ -63,8 +63,8 @@ def _steady(capture: cv2.VideoCapture, fps: float, count: int) -> bool:
             if not capture.grab():
                 break
             stamps.append(capture.get(cv2.CAP_PROP_POS_MSEC))
-        gaps.extend(np.diff(stamps))
-    gaps = np.asarray(gaps)
+        diffs.extend(np.diff(stamps))
+    gaps = np.asarray(diffs)
     gaps = gaps[gaps > 0]  # a file without timestamps reports 0 throughout: frame / fps is all there is
     return bool(len(gaps) == 0 or np.abs(gaps - period_ms).max() <= STEADY_TOLERANCE * period_ms)
 

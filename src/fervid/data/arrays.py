@@ -164,7 +164,7 @@ def _decode_all(index: DatasetIndex) -> dict[str, np.ndarray]:
 
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as temporary, open(temporary, "wb") as stream:
-        np.savez(stream, **arrays)
+        np.savez(stream, **arrays)  # type: ignore[arg-type]
 
 
 def _matches(arrays: dict[str, np.ndarray], count: int) -> bool:

@@ -149,7 +149,7 @@ def _zip_members(location: Path) -> dict[str, str]:
         raise FervidError(f"{location}: not a readable zip file ({error})") from None
     if any(info.flag_bits & 0x1 for info in infos):
         raise FervidError(f"{location}: password-protected (encrypted) zip: extract it first and pass the folder")
-    members = {}
+    members: dict[str, str] = {}
     for info in infos:
         name = info.filename.replace("\\", "/")
         if not name.endswith("/"):

@@ -113,6 +113,7 @@ def card_metrics(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, s
     """The validation scores a model card carries (single view and flip averaging), with both reports."""
     single = evaluate(predictor, inputs, labels)
     flipped = evaluate(predictor, inputs, labels, flip_tta=True)
+    assert flipped.calibration is not None  # evaluate sets it
     metrics = {
         "split": split,
         "accuracy": single.accuracy,

@@ -61,6 +61,7 @@ class Evaluation:
         """What ``fervid evaluate`` prints: how the model was run, the per-class and calibration
         tables, the headline scores, and the comparison when there is one."""
         report = self.report
+        assert report.calibration is not None  # evaluate_model's report comes from evaluate, which sets it
         lines = [
             f"{self.model} on {self.data} [{self.split}{': ' + self.split_source if self.split_source else ''}], "
             f"{self.images:,} images{' (flip averaging)' if self.flip_tta else ''}; "
@@ -89,6 +90,7 @@ class Evaluation:
         from fervid.labels import EXPRESSIONS
 
         probabilities = self.report.probabilities
+        assert probabilities is not None and self.sources is not None and self.labels is not None  # evaluate_model sets them
         predicted = probabilities.argmax(axis=1)
         confidence = probabilities.max(axis=1)
         order = np.lexsort((-confidence, predicted == self.labels))
@@ -170,6 +172,7 @@ def evaluate_model(
     comparison = None
     if other_predictor is not None:
         other_report = evaluate(other_predictor, inputs, arrays.labels, flip_tta=flip_tta)
+        assert report.correct is not None and other_report.correct is not None  # evaluate sets them
         only_this, only_other, p_value = mcnemar_p(report.correct, other_report.correct)
         comparison = Comparison(str(other), other_report.accuracy, only_this, only_other, p_value)
     source = predictor.card["dataset"]["validation_source"] if held is not None else None

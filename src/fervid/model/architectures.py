@@ -124,7 +124,7 @@ def build_augmenter(
     if warp not in WARPS:
         raise ValueError(f"warp must be one of {WARPS}, not {warp!r}")
     seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
-    augmentations: list[layers.Layer] = []
+    augmentations: list[keras.layers.Layer] = []
     if flip:
         augmentations.append(layers.RandomFlip("horizontal", seed=next(seeds), dtype=dtype))
     if warp == "once" and (rotation or zoom or shift):

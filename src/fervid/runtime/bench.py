@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Literal, overload
 
 import cv2
 import numpy as np
@@ -64,6 +65,10 @@ def background(seed: int = 0) -> np.ndarray:
     return np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
+@overload
+def faces_zip(faces_from: str | Path | None, *, required: Literal[True]) -> Path: ...
+@overload
+def faces_zip(faces_from: str | Path | None, *, required: bool = False) -> Path | None: ...
 def faces_zip(faces_from: str | Path | None, *, required: bool = False) -> Path | None:
     """Where the benchmarks take real faces from: ``--faces-from``, else ``$FERVID_FER2013_ZIP``, else None
     (or, when ``required``, a FervidError saying how to give it). A path given that is no zip file is
@@ -126,7 +131,7 @@ def _decode_gray(archive: zipfile.ZipFile, name: str, zip_path: Path) -> np.ndar
 def face_video(target: Path, faces: list[np.ndarray], frames: int, fps: float = 30.0) -> Path:
     """A 640x480 mp4 with the faces in a 2x2 grid drifting slowly, so tracking has something to follow."""
     base = background()
-    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (WIDTH, HEIGHT))  # type: ignore[attr-defined]
     slots = [(40, 40), (360, 40), (40, 280), (360, 280)]
     for index in range(frames):
         frame = base.copy()
@@ -214,9 +219,9 @@ def run_bench(
                     fps, mean_faces = end_to_end(video, recognizer, detect_every)
                     if count == 1 and detect_every == 1:
                         every_frame_fps = fps
-                    default = " (default)" if detect_every == DETECT_EVERY else ""
+                    default_mark = " (default)" if detect_every == DETECT_EVERY else ""
                     rows.append(Row(
-                        f"end-to-end, 640x480 video, {count} face{'s' if count > 1 else ''}, full scan every {detect_every} frame{'s' if detect_every > 1 else ''}{default}",
+                        f"end-to-end, 640x480 video, {count} face{'s' if count > 1 else ''}, full scan every {detect_every} frame{'s' if detect_every > 1 else ''}{default_mark}",
                         f"{fps:.1f} FPS",
                         f"decode + detect + classify + track + draw; {mean_faces:.2f} faces reported per frame",
                     ))

@@ -13,7 +13,7 @@ from fervid.errors import FervidError
 from fervid.runtime.track import iou_matrix
 
 CASCADE = "haarcascade_frontalface_default.xml"
-CASCADE_PATH = Path(cv2.data.haarcascades) / CASCADE
+CASCADE_PATH = Path(cv2.data.haarcascades) / CASCADE  # type: ignore[attr-defined]
 CASCADE_WINDOW = 24  # the frontal-face cascade's own window: the smallest face it can see, in scanned pixels
 NEAR_FACE_SIDE = 56  # a face searched for near its last box is scaled to about this many pixels
 NEAR_MIN_NEIGHBORS = 3  # evidence needed there: less than a full scan, which must also rule out the rest of the frame

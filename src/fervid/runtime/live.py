@@ -197,9 +197,9 @@ def _default_summary(output: str | Path | None, timeline: str | Path | None, sum
     """The summary path: as given, else beside the first file output (``out.mp4`` -> ``out-summary.json``)."""
     if summary is not None:
         return Path(summary)
-    if not (output or timeline):
+    if not (given := output or timeline):
         return None
-    first = Path(output or timeline)
+    first = Path(given)
     return first.with_name(f"{first.stem}-summary.json")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +72,7 @@ def annotated_before(out_dir: str | Path) -> set[Path]:
     return {(Path(out_dir) / name).expanduser().resolve() for name in annotated_copies(out_dir)}
 
 
-def expand_images(inputs: list[str | Path], *, skip: set[Path] | None = None) -> Iterator[Path]:
+def expand_images(inputs: Sequence[str | Path], *, skip: set[Path] | None = None) -> Iterator[Path]:
     """Files as given (whatever their suffix) and the images inside folders (``fervid.images.find_images``).
 
     Folders are searched without the files in ``skip`` (resolved paths: the annotated copies an
@@ -97,7 +97,7 @@ def expand_images(inputs: list[str | Path], *, skip: set[Path] | None = None) ->
 
 
 def predict_images(
-    inputs: list[str | Path],
+    inputs: Sequence[str | Path],
     recognizer: Recognizer,
     *,
     out_dir: str | Path | None = None,

@@ -174,6 +174,7 @@ class Recognizer:
         channel_order(color)  # a wrong color is refused for paths too, not ignored
         if (path := image_path(image)) is not None:
             return to_gray(read_image(path))
+        assert not isinstance(image, (str, os.PathLike))  # image_path took those
         image = pil_upright(image)  # EXIF orientation, as for a path
         if (gray := pil_as_gray(image)) is not None:  # a PIL image knows its own mode: color does not apply
             return gray

@@ -94,6 +94,7 @@ def place_panels(boxes: list[tuple[int, int, int, int]], frame_shape: tuple[int,
                 best = (covered, rect)
             if covered == 0:
                 break
+        assert best is not None  # there is always a candidate
         placed.append(best[1])
     return placed
 

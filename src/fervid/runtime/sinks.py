@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Self, TextIO
 
 import cv2
 import numpy as np
@@ -44,6 +45,9 @@ class _DiscardOnError:
     """A ``with`` block that finishes the output (``close``) unless it ends in an error, which
     ``discard``s it: a failed run must not replace an earlier file with a part of its own. Ctrl+C is
     not an error here: what was written so far is kept. Subclasses define ``close`` and ``discard``."""
+
+    close: Callable[[], None]
+    discard: Callable[[], None]
 
     def __enter__(self) -> Self:
         return self
@@ -99,7 +103,8 @@ class VideoSink(_DiscardOnError):
                 self.discard()
                 raise FervidError(f"{self.target}: the frames are {width}x{height} pixels, and the mp4 encoder takes "
                                   f"{MP4_SIDES[0]} to {MP4_SIDES[1]} a side; record a source of another size, or leave out --output")
-            writer = cv2.VideoWriter(str(self._file.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            writer = cv2.VideoWriter(str(self._file.path), cv2.VideoWriter_fourcc(*"mp4v"),  # type: ignore[attr-defined]
+                                     self.fps, (width, height))
             if not writer.isOpened():
                 self.discard()
                 raise FervidError(f"{self.target}: OpenCV could not open an mp4 writer")
@@ -116,6 +121,7 @@ class VideoSink(_DiscardOnError):
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            assert self._file is not None  # a writer is opened only on an open file
             self._file.commit()
         elif self._file is not None:
             self._file.discard()
@@ -145,7 +151,7 @@ class TimelineSink(_DiscardOnError):
         if self.format not in ("jsonl", "csv"):
             raise FervidError(f"{self.target}: the timeline must end in .jsonl or .csv")
         self._file = _AtomicFile(self.target)
-        self._handle = open(self._file.path, "w", newline="")
+        self._handle: TextIO | None = open(self._file.path, "w", newline="")
         if self.format == "csv":
             self._csv = csv.writer(self._handle)
             self._csv.writerow(TIMELINE_FIELDS)
@@ -154,6 +160,7 @@ class TimelineSink(_DiscardOnError):
         for face in faces:
             record = {"frame": frame, "time_s": round(time_s, 4), **face.to_dict()}
             if self.format == "jsonl":
+                assert self._handle is not None  # written only between opening and close or discard
                 self._handle.write(json.dumps(record) + "\n")
             else:
                 probabilities = record["probabilities"]

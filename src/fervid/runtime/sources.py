@@ -357,8 +357,8 @@ class VideoFileSource(Source):
                     if len(failed) > DAMAGED_RUN:
                         break
                     continue
-                for frame in failed:
-                    warn(f"{self.name}: frame {frame} could not be decoded (damaged?), skipped")
+                for number in failed:
+                    warn(f"{self.name}: frame {number} could not be decoded (damaged?), skipped")
                 failed = []
                 frame = Frame(image, index, self.clock.time(self.capture, index))
                 while not self._stop.is_set():

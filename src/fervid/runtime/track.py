@@ -228,6 +228,7 @@ class FaceTracker:
         keep = self.box_smoothing ** (elapsed / BOX_SMOOTHING_FRAME_S) if elapsed > 0 else self.box_smoothing
         new_box = keep * track.box_at(time_s) + (1 - keep) * box
         since_detected = time_s - track.detected_time_s
+        assert track.detected_box is not None  # set by Track.__post_init__
         if since_detected > 0:
             # of the centre: a box the detector gives larger or smaller moves its corner, not the face
             # (taken as motion, each such jitter sent the next search off towards that corner)

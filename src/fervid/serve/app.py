@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from fervid.labels import EXPRESSIONS
 from fervid.runtime.photos import SMALL_IMAGE
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES, MAX_STREAMS, StreamSlots, serve_frames
 from fervid.serve.guards import LOCAL_HOSTS, checked_origins, same_origin
-from fervid.serve.pool import DEFAULT_WORKERS, RecognizerPool
+from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings, RecognizerPool
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES, read_upload
 
 STATIC = Path(str(resources.files("fervid.serve") / "static"))
@@ -108,7 +108,7 @@ def create_app(
     workers: int = DEFAULT_WORKERS,
     allowed_hosts: Sequence[str] = LOCAL_HOSTS,
     allowed_origins: Sequence[str] = (),
-    detector: Mapping[str, float] | None = None,
+    detector: DetectorSettings | None = None,
     max_streams: int = MAX_STREAMS,
 ) -> FastAPI:
     """The FastAPI app; the model is loaded (``workers`` times) and warmed up here, before the first request.
@@ -144,7 +144,7 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"])
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    app.add_exception_handler(RequestValidationError, one_sentence)
+    app.add_exception_handler(RequestValidationError, one_sentence)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

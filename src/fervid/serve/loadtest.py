@@ -13,7 +13,6 @@ import os
 import platform
 import textwrap
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from fervid.fileio import check_writable
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, faces_zip, real_faces
 from fervid.serve.app import create_app
-from fervid.serve.pool import DEFAULT_WORKERS
+from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings
 from fervid.serve.server import running_server
 
 SECTION = "## Web server load test"
@@ -117,7 +116,7 @@ def run_loadtest(
     faces_from: str | Path | None = None,
     workers: int = DEFAULT_WORKERS,
     output: str | Path | None = None,
-    detector: Mapping[str, float] | None = None,
+    detector: DetectorSettings | None = None,
 ) -> LoadReport:
     """Start the app on 127.0.0.1, drive it with ``clients`` WebSocket clients for ``seconds``, return the report.
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -20,6 +21,15 @@ from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.sources import Frame
 
 DEFAULT_WORKERS = 2
+
+
+class DetectorSettings(TypedDict, total=False):
+    """Haar cascade settings, as ``Recognizer`` takes them (``fervid.runtime.detect.DetectorConfig``)."""
+
+    scale_factor: float
+    min_neighbors: int
+    min_size: int
+    detection_width: int | None
 
 
 class LiveStream:
@@ -45,7 +55,7 @@ class RecognizerPool:
     """
 
     def __init__(self, model: str | Path | None = None, workers: int = DEFAULT_WORKERS,
-                 detector: Mapping[str, float] | None = None) -> None:
+                 detector: DetectorSettings | None = None) -> None:
         """``detector``: Haar cascade settings for every Recognizer (``scale_factor``, ``min_neighbors``, ``min_size``)."""
         if workers < 1:
             raise FervidError(f"workers must be at least 1, got {workers}")

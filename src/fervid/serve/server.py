@@ -8,7 +8,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from fervid.errors import FervidError
 from fervid.serve.app import create_app
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES
 from fervid.serve.guards import allowed_hosts_for, checked_origins, is_loopback
-from fervid.serve.pool import DEFAULT_WORKERS
+from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings
 from fervid.serve.protocol import IdleTimeoutProtocol, request_deadline
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
@@ -88,7 +88,7 @@ def serve(
     model: str | Path | None = None,
     workers: int = DEFAULT_WORKERS,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    detector: Mapping[str, float] | None = None,
+    detector: DetectorSettings | None = None,
     allow_hosts: Sequence[str] = (),
     allow_origins: Sequence[str] = (),
 ) -> None:

@@ -10,7 +10,7 @@ how to send it right.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
@@ -23,7 +23,7 @@ SEND_AS_FILE = "curl -F file=@photo.jpg"
 TEXT_FIELD = f"the field 'file' came as a text field (no filename); send it as a file: {SEND_AS_FILE}"
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int, message: str) -> AsyncIterator[bytes]:
+async def _limited(stream: AsyncIterator[bytes], limit: int, message: str) -> AsyncGenerator[bytes, None]:
     """The request body, cut off with 413 once it passes ``limit`` bytes (for bodies without Content-Length)."""
     received = 0
     async for chunk in stream:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def teacher_probabilities(teachers: Sequence[str], inputs: np.ndarray) -> np.nda
     from fervid.runtime.classify import ExpressionClassifier
 
     total = sum(predict(ExpressionClassifier(teacher).predict_inputs, inputs).astype(np.float64) for teacher in teachers)
-    return (total / len(teachers)).astype(np.float32)
+    return (cast(np.ndarray, total) / len(teachers)).astype(np.float32)  # sum's start, 0, only for no teachers (never given)
 
 
 def distilled_targets(one_hot: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:

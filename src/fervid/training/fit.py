@@ -411,7 +411,9 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
 
 
 # What resuming reads from checkpoint/state.json, with the types it must have.
-STATE_FIELDS = {"epochs_done": int, "best_epoch": int, "best_val_accuracy": (int, float), "history": list}
+STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epochs_done": int, "best_epoch": int, "best_val_accuracy": (int, float), "history": list,
+}
 
 
 def load_checkpoint(model: keras.Model, path: Path) -> None:

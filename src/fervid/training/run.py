@@ -212,6 +212,7 @@ def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
     write_text_atomically(run / "metrics.json", json.dumps({"single": single.to_dict(), "flip_tta": flipped.to_dict()}, indent=2) + "\n")
     plot_history(state["history"], run / "curves.png")
     plot_confusion(flipped.normalized_confusion, run / "confusion.png", f"{name}: validation (flip averaging)")
+    assert flipped.calibration is not None  # card_metrics's reports come from evaluate, which sets it
     write_report(run, card, single.table(), flipped.table(), flipped.calibration.table())
     return card
 

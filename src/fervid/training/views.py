@@ -92,7 +92,7 @@ def render_views(faces: np.ndarray, parameters: np.ndarray, seeds: np.ndarray) -
     mean = out.mean(axis=(1, 2), keepdims=True)
     out = np.clip((out - mean) * contrast[:, None, None].astype(np.float32) + mean, 0.0, 1.0)
     texture = _noise_texture(height, width)
-    for row in np.flatnonzero(erase):
+    for row in np.flatnonzero(erase).tolist():
         h = int(min(height, max(1, round(math.sqrt(area[row] * height * width * aspect[row])))))
         w = int(min(width, max(1, round(math.sqrt(area[row] * height * width / aspect[row])))))
         top, left = round(ey[row] * (height - h)), round(ex[row] * (width - w))
