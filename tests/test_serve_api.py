@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import json
 import re
@@ -81,6 +82,16 @@ def test_health_and_model_card(client: TestClient) -> None:
     card = client.get("/api/model").json()
     assert card["classes"] == list(EXPRESSIONS)
     assert card["name"] == DEFAULT_MODEL and "version" in card
+
+
+def test_a_wrong_address_or_method_says_where_to_go(client: TestClient) -> None:
+    """A page showing `detail` printed just "Not Found" or "Method Not Allowed"."""
+    missing = client.get("/api/predictions")
+    assert missing.status_code == 404 and missing.json()["detail"].startswith("nothing at /api/predictions; the page is GET /")
+    typed = client.get("/api/predict")  # the API's address typed into a browser
+    assert typed.status_code == 405 and typed.headers["allow"] == "POST"
+    assert typed.json()["detail"].startswith("/api/predict takes POST, not GET; the page is GET /, the API POST /api/predict")
+    assert client.post("/api/predict", json={}).json()["detail"].startswith("send the image as multipart/form-data")  # own details kept
 
 
 def test_page_docs_and_static_files_work_offline(client: TestClient) -> None:
@@ -207,6 +218,8 @@ def test_upload_over_the_limit_gets_413(client: TestClient, how: str) -> None:
         ({"files": {"file": ("notes.txt", b"just some text", "text/plain")}}, 415, "the uploaded file is not a readable image"),
         ({"files": {"file": ("fake.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg")}}, 415, "the uploaded file is not a readable image"),
         ({"json": {"image": "base64..."}}, 415, "multipart/form-data in the field 'file'"),
+        ({"content": b"--x\r\n", "headers": {"content-type": "multipart/form-datax; boundary=x"}}, 415,
+         "multipart/form-data in the field 'file'"),  # another media type, not a prefix of one
         ({"files": {"photo": ("face.png", b"\x89PNG", "image/png")}}, 422, "no multipart field 'file'"),
         ({"files": {"file": ("empty.png", b"", "image/png")}}, 422, "file is empty"),
         ({"files": {"file": (None, b"\x89PNG", "image/png")}}, 422, "came as a text field (no filename)"),
@@ -214,7 +227,7 @@ def test_upload_over_the_limit_gets_413(client: TestClient, how: str) -> None:
         # A large note beside a proper file: the note is named as a text field, not 'file'.
         ({"data": {"note": "x" * 1_100_000}, "files": {"file": ("face.png", b"\x89PNG", "image/png")}}, 422, "a text field (no filename) is over 1 MB"),
     ],
-    ids=["text-file", "broken-jpeg", "json-body", "wrong-field", "empty-file", "no-filename", "no-filename-over-1mb", "big-note"],
+    ids=["text-file", "broken-jpeg", "json-body", "prefixed-type", "wrong-field", "empty-file", "no-filename", "no-filename-over-1mb", "big-note"],
 )
 def test_bad_uploads_get_a_clear_message(client: TestClient, request_kwargs: dict, status: int, message: str) -> None:
     response = client.post("/api/predict", **request_kwargs)
@@ -616,6 +629,12 @@ def test_any_loopback_address_keeps_the_host_check_and_origins_are_compared_as_b
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.com")
     assert allowed_hosts_for("127.0.0.2") == ("127.0.0.1", "::1", "localhost", "[::1]", "127.0.0.2")
     assert allowed_hosts_for("0.0.0.0") == ("*",)
+    # On the network with its names given: only those (and this machine's), so a rebinding page's name is refused.
+    assert allowed_hosts_for("0.0.0.0", ["192.168.1.5", "fervid.lan"]) == (*LOCAL_HOSTS, "192.168.1.5", "fervid.lan")
+    assert allowed_hosts_for("192.168.1.5", ["fervid.lan"]) == (*LOCAL_HOSTS, "192.168.1.5", "fervid.lan")
+    with TestClient(create_app(workers=1, allowed_hosts=allowed_hosts_for("0.0.0.0", ["fervid.lan"])),
+                    base_url="http://attacker.example:8000") as rebound:
+        assert rebound.get("/api/health").status_code == 400
     with TestClient(create_app(workers=1, allowed_hosts=allowed_hosts_for("127.0.0.2")), base_url="http://127.0.0.2:8000") as local:
         assert local.get("/api/health").status_code == 200
         assert local.get("/api/health", headers={"Host": "attacker.example"}).status_code == 400
@@ -659,6 +678,27 @@ def test_a_client_trickling_its_upload_is_closed_at_the_request_deadline(monkeyp
                     closed = True
                 time.sleep(0.3)
             assert closed and 1.5 < time.monotonic() - started < 5
+
+
+def test_request_headers_over_64_kb_are_refused_431_not_read_whole() -> None:
+    """uvicorn's httptools parser read a 100 MB header into memory and answered 200."""
+    import http.client
+    import socket
+
+    from fervid.serve.server import running_server
+
+    with running_server(create_app(workers=1)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+            with contextlib.suppress(OSError):  # the server may close while the rest is still being sent
+                for _ in range(40):
+                    client.sendall(b"a" * 10_000)
+            reply = client.recv(1000)
+        assert reply.startswith(b"HTTP/1.1 431 ") and b"the request headers are over 64 KB" in reply
+        normal = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        normal.request("GET", "/api/health", headers={"X-Fine": "a" * 8000})  # a large but real request is served
+        assert normal.getresponse().status == 200
 
 
 def test_a_kept_alive_connection_in_steady_use_is_not_cut_at_the_request_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -711,8 +751,8 @@ def test_a_request_ended_by_a_stop_is_answered_503_and_said_in_one_line(capsys) 
     from fervid.serve.server import STOP_WAIT_S, StopNotice
 
     class SlowPool:
-        def recognize(self, data, stream, crops):
-            clock.sleep(0.3)
+        async def recognize_in_turn(self, data, stream, crops):  # a recognition on a worker thread, 0.3 s long
+            await asyncio.to_thread(clock.sleep, 0.3)
             return {"faces": [], "width": 640, "height": 480, "ms": 300.0}
 
     async def stopped() -> HTTPException:
@@ -778,3 +818,34 @@ def test_a_stop_answers_photos_still_being_recognised_503_and_closes_live_stream
             socket.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
     assert "request(s) still running after 0.5 s were ended" in capfd.readouterr().err
+
+
+def test_requests_wait_for_a_recognizer_without_holding_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each waiting photo held one of the 40 threads that also serve the page: 40 queued uploads kept
+    GET / waiting for seconds. Now they wait on the event loop, and only `workers` threads recognise."""
+    import asyncio
+    import threading
+    import time
+
+    from fervid.serve.pool import RecognizerPool
+
+    running, most = [], [0]
+    lock = threading.Lock()
+
+    def slow(self, data, stream=None, crop=False):
+        with lock:
+            running.append(1)
+            most[0] = max(most[0], len(running))
+        time.sleep(0.1)
+        with lock:
+            running.pop()
+        return {"faces": []}
+
+    monkeypatch.setattr(RecognizerPool, "recognize", slow)
+    pool = RecognizerPool(workers=2)
+
+    async def many() -> list[dict]:
+        return await asyncio.gather(*(pool.recognize_in_turn(b"photo") for _ in range(8)))
+
+    assert asyncio.run(many()) == [{"faces": []}] * 8
+    assert most[0] == 2, "threads in use at once: the workers', not one per waiting request"

@@ -17,10 +17,10 @@ from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from fervid import __version__
 from fervid.errors import FervidError
@@ -80,7 +80,7 @@ UPLOAD_BODY = {
 async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False) -> dict:
     """The /api/predict reply for an uploaded photo; a file that is no image, or too large a one, becomes 415 or 422."""
     try:
-        reply = await run_in_threadpool(pool.recognize, data, None, crops)
+        reply = await pool.recognize_in_turn(data, None, crops)
     except asyncio.CancelledError:  # a stop that waited its STOP_WAIT_S: an answer, not a traceback and a bare 500
         raise HTTPException(503, "the server is stopping; send the photo again once it is back") from None
     except TooManyPixels as error:
@@ -90,6 +90,21 @@ async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False
     if not reply["faces"] and max(reply["width"], reply["height"]) <= SMALL_IMAGE:  # as `fervid predict` says it
         reply["note"] = "no face found; if the photo is a cropped face, POST it to /api/predict?crops=true to classify the whole image"
     return reply
+
+
+ROUTES = "the page is GET /, the API POST /api/predict, GET /api/health and /api/model, the WebSocket /ws (see /docs)"
+
+
+async def wrong_address(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Starlette's bare "Not Found" and "Method Not Allowed" as sentences that say where to go (a
+    page showing ``detail`` printed just that); every other error keeps its own detail."""
+    detail = error.detail
+    if error.status_code == 404 and detail == "Not Found":
+        detail = f"nothing at {request.url.path}; {ROUTES}"
+    elif error.status_code == 405 and detail == "Method Not Allowed":
+        allowed = next((value for name, value in (error.headers or {}).items() if name.lower() == "allow"), "")
+        detail = f"{request.url.path} takes {allowed or 'other methods'}, not {request.method}; {ROUTES}"
+    return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
 
 
 async def one_sentence(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -145,6 +160,7 @@ def create_app(
                            allow_headers=["*"])
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_exception_handler(RequestValidationError, one_sentence)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, wrong_address)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

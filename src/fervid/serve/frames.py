@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Sequence
 
 from fastapi import WebSocket, WebSocketDisconnect
-from starlette.concurrency import run_in_threadpool
 
 from fervid.images import TooManyPixels, UnreadableImage
 from fervid.serve.guards import same_origin
@@ -79,7 +78,7 @@ async def _answer_frames(websocket: WebSocket, pool: RecognizerPool, max_frame_b
     try:
         while (data := await _next_frame(websocket, max_frame_bytes)) is not None:
             try:
-                reply = await run_in_threadpool(pool.recognize, data, stream)
+                reply = await pool.recognize_in_turn(data, stream)
             except UnreadableImage as error:
                 code = CLOSE_TOO_BIG if isinstance(error, TooManyPixels) else CLOSE_INVALID
                 await websocket.close(code, f"the frame: {error}"[:120])  # "the frame: empty file (0 bytes)"

@@ -34,14 +34,17 @@ def is_loopback(host: str) -> bool:
 def allowed_hosts_for(bind_host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
     """The Host names to answer when listening on ``bind_host``: this machine's own names on loopback,
     and ``extra`` (the public name a TLS reverse proxy on this machine passes on); any name once the
-    user opens the server to the network (clients then reach it by names of their own). A name may
+    user opens the server to the network (clients then reach it by names of their own), unless
+    ``extra`` names them: then only those, which keeps DNS rebinding out there too. A name may
     start with ``*.`` (every subdomain); a ``*`` anywhere else is refused, as Starlette would at start-up."""
     for name in extra:
         if not name or "*" in name[1:] or (name.startswith("*") and not name.startswith("*.")):
             raise FervidError(f"--allow-host {name!r}: give a host name such as fervid.example.com (or *.example.com)")
-    if not is_loopback(bind_host):
+    if not is_loopback(bind_host) and not extra:
         return ANY_HOST
-    own = (bind_host, f"[{bind_host}]") if ":" in bind_host else (bind_host,)  # the name a browser sends for it
+    own: tuple[str, ...] = (bind_host, f"[{bind_host}]") if ":" in bind_host else (bind_host,)  # as a browser sends it
+    if bind_host in ("0.0.0.0", "::", ""):  # every address: none of them is a name a browser sends
+        own = ()
     return tuple(dict.fromkeys((*LOCAL_HOSTS, *own, *extra)))
 
 

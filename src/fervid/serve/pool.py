@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from fervid.errors import FervidError
 from fervid.images import decode_image
@@ -64,12 +66,23 @@ class RecognizerPool:
         self._idle: queue.SimpleQueue[Recognizer] = queue.SimpleQueue()
         for recognizer in self.recognizers:
             self._idle.put(recognizer)
+        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None  # per event loop
 
     @property
     def card(self) -> dict:
         """The model card of the loaded model (class order, version, training summary)."""
         classifier = self.recognizers[0].classifier
         return {"name": classifier.name, "version": classifier.version, "classes": list(EXPRESSIONS), **classifier.card}
+
+    async def recognize_in_turn(self, data: bytes, stream: LiveStream | None = None, crop: bool = False) -> dict:
+        """``recognize`` on a worker thread once a Recognizer is free. Requests wait their turn here,
+        on the event loop: waiting on a thread held one of the 40 threads that also serve the page
+        and its files, so 40 queued photos kept ``GET /`` waiting for seconds."""
+        loop = asyncio.get_running_loop()
+        if self._turns is None or self._turns[0] is not loop:  # a semaphore serves the loop it first waited on
+            self._turns = (loop, asyncio.Semaphore(len(self.recognizers)))
+        async with self._turns[1]:
+            return await run_in_threadpool(self.recognize, data, stream, crop)
 
     @contextmanager
     def _borrowed(self) -> Iterator[Recognizer]:

@@ -14,6 +14,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 IDLE_S = 15.0  # seconds a client may send nothing while the server waits for its request or body
 REQUEST_S = 120.0  # seconds a client may take to send one request, headers and body (10 MB at 1 Mbit/s: 80 s)
+MAX_HEADER_BYTES = 64 * 1024  # a request's line and headers (browsers send a few KB; h11's own limit is 16 KB)
 SLOWEST_UPLOAD_BYTES_PER_S = 1_000_000 / 8 / 1.5  # a larger upload limit gets the time 1 Mbit/s needs, and half again
 
 
@@ -37,6 +38,7 @@ class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().connection_made(transport)
         self._last_data = self.loop.time()
         self._request_started: float | None = None  # the first byte of the request being received
+        self._header_bytes = 0  # received while this request's headers have not ended
         self._idle_check: asyncio.TimerHandle | None = self.loop.call_later(self.idle_s, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
@@ -44,6 +46,25 @@ class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         if self._request_started is None and self._waiting_for_client():
             self._request_started = self._last_data
         super().data_received(data)
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:  # still before this request's headers end
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse_headers()
+        else:
+            self._header_bytes = 0
+
+    def _refuse_headers(self) -> None:
+        """431 and close: uvicorn's httptools parser buffers headers of any size (a 100 MB header
+        was read whole, and 64 such connections could take gigabytes)."""
+        body = b'{"detail":"the request headers are over 64 KB; send a smaller request"}'
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
 
     def on_response_complete(self) -> None:
         self._request_started = None  # the next request on a kept-alive connection has its own deadline

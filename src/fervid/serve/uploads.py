@@ -36,7 +36,8 @@ async def _limited(stream: AsyncIterator[bytes], limit: int, message: str) -> As
 async def read_upload(request: Request, max_bytes: int) -> bytes:
     """The bytes of the multipart field ``file``, held in memory only; 413, 415 or 422 with a clear message."""
     too_big = f"the upload is larger than the limit of {max_bytes:,} bytes; send a smaller photo, or start the server with a larger --max-upload-mb"
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):  # media types ignore case
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()  # media types ignore case
+    if media_type != "multipart/form-data":  # not a prefix: multipart/form-datax is another type
         raise HTTPException(415, f"send the image as multipart/form-data in the field 'file' ({SEND_AS_FILE})")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
