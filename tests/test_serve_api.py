@@ -701,6 +701,23 @@ def test_request_headers_over_64_kb_are_refused_431_not_read_whole() -> None:
         assert normal.getresponse().status == 200
 
 
+def test_a_request_with_two_host_headers_is_refused_whichever_comes_first() -> None:
+    """The Host check read the first of two (RFC 9112 asks for 400): a proxy routing by the last
+    could pass on a request for another name."""
+    import socket
+
+    from fervid.serve.server import running_server
+
+    with running_server(create_app(workers=1)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for hosts in ([b"127.0.0.1"], [b"localhost", b"evil.example"], [b"evil.example", b"localhost"]):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(b"GET /api/health HTTP/1.1\r\n" + b"".join(b"Host: " + host + b"\r\n" for host in hosts)
+                               + b"Connection: close\r\n\r\n")
+                status = client.recv(100).split(b"\r\n")[0]
+            assert status == (b"HTTP/1.1 200 OK" if len(hosts) == 1 else b"HTTP/1.1 400 Bad Request"), hosts
+
+
 def test_a_kept_alive_connection_in_steady_use_is_not_cut_at_the_request_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """The deadline is per request: a client reusing its connection (a requests.Session posting photos)
     is never closed for the connection's age."""

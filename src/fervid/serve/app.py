@@ -19,7 +19,6 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pydantic import BaseModel, Field
 
 from fervid import __version__
@@ -28,7 +27,7 @@ from fervid.images import TooManyPixels, UnreadableImage
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.photos import SMALL_IMAGE
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES, MAX_STREAMS, StreamSlots, serve_frames
-from fervid.serve.guards import LOCAL_HOSTS, checked_origins, same_origin
+from fervid.serve.guards import LOCAL_HOSTS, OneHostMiddleware, checked_origins, same_origin
 from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings, RecognizerPool
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES, read_upload
 
@@ -158,7 +157,7 @@ def create_app(
     if allowed_origins:  # added first, so it runs after the Host check: a refused Host gets no CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"])
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(OneHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_exception_handler(RequestValidationError, one_sentence)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, wrong_address)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -13,6 +13,10 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+
 from fervid.errors import FervidError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")  # addresses that serve this machine only
@@ -79,3 +83,15 @@ def checked_origins(origins: Sequence[str]) -> tuple[str, ...]:
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         checked.append(f"{scheme}://{host}" + (f":{port}" if port is not None and port != DEFAULT_PORTS[scheme] else ""))
     return tuple(checked)
+
+
+class OneHostMiddleware(TrustedHostMiddleware):
+    """Starlette's Host check, refusing also a request with two ``Host`` headers (RFC 9112: 400).
+    The check read the first; a proxy in front that routes by the last would send through a request
+    whose other name passed."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and sum(name == b"host" for name, _ in scope["headers"]) > 1:
+            await PlainTextResponse("Invalid host header", status_code=400)(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
