@@ -204,6 +204,18 @@ def test_only_files_that_can_be_transparent_are_decoded_twice(monkeypatch: pytes
     assert np.abs(decode_image(deep).astype(int) - shown).max() <= 1
 
 
+@pytest.mark.parametrize("shape", [(257, 1), (257, 9), (3000, 2000), (20, 30)])
+def test_the_turn_is_found_for_thin_small_and_photo_sized_pictures(shape: tuple[int, int]) -> None:
+    """Shrinking to 32 px before turning picked no turn for a 257x1 strip turned 180 degrees."""
+    from fervid.transparency import TURNS, turn_between
+
+    picture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), (3, 3), 0)
+    for index in (1, 2, 4, 7):
+        turned = TURNS[index](picture)
+        found = turn_between(picture, turned)
+        assert found is not None and np.array_equal(found(picture), turned), index
+
+
 def test_an_alpha_never_set_is_ignored_not_a_blank_white_picture() -> None:
     """Some exporters write RGBA with alpha 0 everywhere; laid on white, the whole photo vanished."""
     picture, _ = transparent_picture()

@@ -699,6 +699,22 @@ def test_request_headers_over_64_kb_are_refused_431_not_read_whole() -> None:
         normal = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         normal.request("GET", "/api/health", headers={"X-Fine": "a" * 8000})  # a large but real request is served
         assert normal.getresponse().status == 200
+        # The rest of a body answered early (413 before the upload is read) is no header: it was counted
+        # as one, and the client got a reset instead of its 413.
+        upload = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        upload.request("POST", "/api/predict", body=b"x" * 20_000_000, headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert upload.getresponse().status == 413
+        # A request pipelined behind a running one is counted too.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+            with contextlib.suppress(OSError):
+                for _ in range(40):
+                    client.sendall(b"a" * 10_000)
+            replies = b""
+            with contextlib.suppress(OSError):
+                while chunk := client.recv(4096):
+                    replies += chunk
+        assert b"HTTP/1.1 431 " in replies  # (the first request's answer may not get out before the close)
 
 
 def test_a_request_with_two_host_headers_is_refused_whichever_comes_first() -> None:

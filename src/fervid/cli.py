@@ -516,7 +516,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on. The default serves this machine only; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port; the address is printed).")] = 8000,
     allow_origin: Annotated[Optional[list[str]], typer.Option("--allow-origin", help="Let pages of this origin (e.g. http://localhost:3000, your own front end) call the API and open the WebSocket, with CORS headers (repeatable).")] = None,
-    allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="Also answer requests for this host name (repeatable): the public name a TLS reverse proxy on this machine passes on. Only this machine's names are answered on 127.0.0.1 otherwise.")] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="Also answer requests for this host name (repeatable): the public name a TLS reverse proxy on this machine passes on. Only this machine's names are answered on 127.0.0.1 otherwise; on a network --host, any name unless names are given here, then only those and this machine's (keeps DNS rebinding out).")] = None,
     model: ModelOption = None,
     workers: Annotated[int, typer.Option(help="Recognizers working in parallel (frames from several tabs at once).")] = 2,
     max_upload_mb: Annotated[float, typer.Option(callback=_finite, help="Largest photo upload accepted, in MB; larger ones get HTTP 413.")] = 10.0,

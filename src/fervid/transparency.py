@@ -87,14 +87,18 @@ def turn_between(image: np.ndarray, reference: np.ndarray) -> Callable[[np.ndarr
     """
     square = (MATCH_SIDE, MATCH_SIDE)
     small = cv2.resize(reference, square, interpolation=cv2.INTER_AREA).astype(np.float32)
-    shrunk = cv2.resize(image, square, interpolation=cv2.INTER_AREA)
     height, width = image.shape[:2]
+    # A side under MATCH_SIDE is stretched, not shrunk, and stretching does not commute with turning:
+    # such a (small) image is turned whole first.
+    thin = min(height, width) < MATCH_SIDE
+    shrunk = image if thin else cv2.resize(image, square, interpolation=cv2.INTER_AREA)
     best, best_difference = None, np.inf
     for index, turn in enumerate(TURNS):
         sides = (width, height) if index in SIDEWAYS else (height, width)
         if sides != reference.shape[:2]:
             continue
-        difference = float(np.abs(turn(shrunk).astype(np.float32) - small).mean())
+        candidate = cv2.resize(turn(image), square, interpolation=cv2.INTER_AREA) if thin else turn(shrunk)
+        difference = float(np.abs(candidate.astype(np.float32) - small).mean())
         if difference < best_difference:
             best, best_difference = turn, difference
     return best

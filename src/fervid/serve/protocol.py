@@ -38,7 +38,8 @@ class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().connection_made(transport)
         self._last_data = self.loop.time()
         self._request_started: float | None = None  # the first byte of the request being received
-        self._header_bytes = 0  # received while this request's headers have not ended
+        self._in_headers = False  # between a request's first byte and the end of its headers
+        self._header_bytes = 0  # received in that time
         self._idle_check: asyncio.TimerHandle | None = self.loop.call_later(self.idle_s, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
@@ -46,15 +47,21 @@ class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         if self._request_started is None and self._waiting_for_client():
             self._request_started = self._last_data
         super().data_received(data)
-        if self.transport.is_closing():
-            return
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:  # still before this request's headers end
+        if self._in_headers and not self.transport.is_closing():  # a chunk within a request line and headers
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse_headers()
-        else:
-            self._header_bytes = 0
+
+    # httptools calls these as it parses (h11 never does: it refuses headers over 16 KB itself). Only
+    # what arrives between them is counted: not the rest of a body the app answered early (a 413
+    # before the upload is read), and also a request pipelined behind one still running.
+    def on_message_begin(self) -> None:
+        self._in_headers, self._header_bytes = True, 0
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        super().on_headers_complete()
 
     def _refuse_headers(self) -> None:
         """431 and close: uvicorn's httptools parser buffers headers of any size (a 100 MB header
