@@ -221,13 +221,15 @@ def test_upload_over_the_limit_gets_413(client: TestClient, how: str) -> None:
         ({"content": b"--x\r\n", "headers": {"content-type": "multipart/form-datax; boundary=x"}}, 415,
          "multipart/form-data in the field 'file'"),  # another media type, not a prefix of one
         ({"files": {"photo": ("face.png", b"\x89PNG", "image/png")}}, 422, "no multipart field 'file'"),
+        ({"files": [("file", ("a.png", b"\x89PNG", "image/png")), ("thumb", ("b.png", b"\x89PNG", "image/png"))]}, 422,
+         "more than one file in the form; send one photo per request, in the field 'file'"),
         ({"files": {"file": ("empty.png", b"", "image/png")}}, 422, "file is empty"),
         ({"files": {"file": (None, b"\x89PNG", "image/png")}}, 422, "came as a text field (no filename)"),
         ({"files": {"file": (None, b"\xff" * 1_100_000, "image/png")}}, 422, "a text field (no filename) is over 1 MB; send the photo as a file"),
         # A large note beside a proper file: the note is named as a text field, not 'file'.
         ({"data": {"note": "x" * 1_100_000}, "files": {"file": ("face.png", b"\x89PNG", "image/png")}}, 422, "a text field (no filename) is over 1 MB"),
     ],
-    ids=["text-file", "broken-jpeg", "json-body", "prefixed-type", "wrong-field", "empty-file", "no-filename", "no-filename-over-1mb", "big-note"],
+    ids=["text-file", "broken-jpeg", "json-body", "prefixed-type", "wrong-field", "two-files", "empty-file", "no-filename", "no-filename-over-1mb", "big-note"],
 )
 def test_bad_uploads_get_a_clear_message(client: TestClient, request_kwargs: dict, status: int, message: str) -> None:
     response = client.post("/api/predict", **request_kwargs)

@@ -52,6 +52,8 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     except MultiPartException as error:
         if error.message.startswith("Part exceeded maximum size"):  # a part without a filename is a text field, limited to 1 MB
             raise HTTPException(422, f"a text field (no filename) is over 1 MB; send the photo as a file: {SEND_AS_FILE}") from None
+        if error.message.startswith("Too many files"):  # a form's other file input counts, even left empty
+            raise HTTPException(422, f"more than one file in the form; send one photo per request, in the field 'file': {SEND_AS_FILE}") from None
         raise HTTPException(422, f"malformed multipart body ({error.message.rstrip('.')}); send the photo as one file field: {SEND_AS_FILE}") from None
     try:
         upload = form.get("file")
