@@ -287,7 +287,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image (default: as the model card says the runtime does).", show_default=False)] = None,
     input_blur: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.0), help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01, MAX_TEMPERATURE), help="Softmax temperature of the probabilities (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01, MAX_TEMPERATURE), help="Softmax temperature of the probabilities, 0.01-100 (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here.")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option(help="Write one CSV row per face here (source, label, predicted, confidence, correct, probabilities), the wrong ones first.")] = None,
@@ -395,9 +395,9 @@ def _model_file(model: str | None) -> Path | None:
 
 
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx file, a run folder or a bundled model name (`fervid models` lists them; default: fervid-vgg).")]
-ScaleFactorOption = Annotated[float, typer.Option(callback=_finite, help="Haar cascade scale step between detection sizes (> 1; smaller finds more, slower).")]
-MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (higher: fewer false faces).")]
-MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels.")]
+ScaleFactorOption = Annotated[float, typer.Option(callback=_finite, help="Haar cascade scale step between detection sizes (1.01-100; smaller finds more, slower).")]
+MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (0-1000; higher: fewer false faces).")]
+MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels (1-1,000,000).")]
 CropsOption = Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector.")]
 
 
@@ -583,7 +583,7 @@ def analyze(
     largest_only: Annotated[bool, typer.Option("--largest-only", help="Keep only the largest face per image or frame.")] = False,
     crops: CropsOption = False,
     boxes: Annotated[Optional[Path], typer.Option(help="Precomputed boxes (CSV source,frame,x,y,w,h or JSON); the detector does not run.")] = None,
-    segment_s: Annotated[float, typer.Option(callback=_finite, help="Video segment length in seconds: the unit of parallel work and of resuming; track ids restart at each segment.")] = 300.0,
+    segment_s: Annotated[float, typer.Option(callback=_finite, help="Video segment length in seconds (at most 1,000,000): the unit of parallel work and of resuming; track ids restart at each segment.")] = 300.0,
     model: ModelOption = None,
     scale_factor: ScaleFactorOption = 1.1,
     min_neighbors: MinNeighborsOption = 5,

@@ -81,8 +81,11 @@ class RecognizerPool:
         loop = asyncio.get_running_loop()
         if self._turns is None or self._turns[0] is not loop:  # a semaphore serves the loop it first waited on
             self._turns = (loop, asyncio.Semaphore(len(self.recognizers)))
+        start = time.perf_counter()
         async with self._turns[1]:
-            return await run_in_threadpool(self.recognize, data, stream, crop)
+            reply = await run_in_threadpool(self.recognize, data, stream, crop)
+        reply["ms"] = round((time.perf_counter() - start) * 1000, 1)  # the wait for a Recognizer included, as before
+        return reply
 
     @contextmanager
     def _borrowed(self) -> Iterator[Recognizer]:
