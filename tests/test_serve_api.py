@@ -74,7 +74,7 @@ def assert_face_result(face: dict, truth: tuple[int, int, int, int], tracked: bo
 def test_health_and_model_card(client: TestClient) -> None:
     health = client.get("/api/health")
     assert health.status_code == 200
-    assert client.head("/api/health").status_code == 200 and client.head("/").status_code == 200  # uptime checkers
+    assert all(client.head(path).status_code == 200 for path in ("/", "/api/health", "/api/model"))  # uptime checkers
     websocket_over_http = client.get("/ws")
     assert websocket_over_http.status_code == 426 and "is a WebSocket" in websocket_over_http.json()["detail"]
     assert health.json() == {"status": "ok", "model": DEFAULT_MODEL, "model_version": client.get("/api/model").json()["version"],

@@ -171,12 +171,12 @@ def create_app(
         classifier = pool.recognizers[0].classifier
         return {"status": "ok", "model": classifier.name, "model_version": classifier.version, "fervid": __version__}
 
-    for path, endpoint in (("/", page), ("/api/health", health)):  # HEAD, for uptime checkers
-        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
-
     @app.get("/api/model", summary="The model card: classes in order, input, version, training summary")
     async def model_card() -> dict:
         return pool.card
+
+    for path, endpoint in (("/", page), ("/api/health", health), ("/api/model", model_card)):  # HEAD, for uptime checkers
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post(
         "/api/predict",
