@@ -84,6 +84,13 @@ def test_health_and_model_card(client: TestClient) -> None:
     assert card["name"] == DEFAULT_MODEL and "version" in card
 
 
+def test_a_query_parameter_given_twice_is_refused_not_the_last_taken(client: TestClient) -> None:
+    photo = encoded(textured_background(120, 160), ".png")
+    for query in ("crops=maybe&crops=true", "crops=true&crops=false"):
+        reply = client.post(f"/api/predict?{query}", files={"file": ("a.png", photo, "image/png")})
+        assert reply.status_code == 422 and reply.json()["detail"] == "crops (query): given more than once; give it once, true or false"
+
+
 def test_a_wrong_address_or_method_says_where_to_go(client: TestClient) -> None:
     """A page showing `detail` printed just "Not Found" or "Method Not Allowed"."""
     missing = client.get("/api/predictions")

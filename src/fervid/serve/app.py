@@ -198,6 +198,8 @@ def create_app(
         if not same_origin(request.headers, allowed_origins):
             raise HTTPException(403, "cross-origin upload refused: send photos from this server's own page, from a page "
                                      "of a --allow-origin, or without a browser")
+        if len(request.query_params.getlist("crops")) > 1:  # FastAPI took the last silently: ?crops=maybe&crops=true passed
+            raise HTTPException(422, "crops (query): given more than once; give it once, true or false")
         return await recognize_photo(pool, await read_upload(request, max_upload_bytes), crops)
 
     @app.api_route("/ws", methods=["GET", "HEAD"], include_in_schema=False, status_code=426)
