@@ -230,3 +230,15 @@ def test_a_transparent_pil_image_is_read_on_white_as_its_file_is() -> None:
     pil = image_module.fromarray(picture[..., [2, 1, 0, 3]], "RGBA")
     assert np.abs(pil_as_gray(pil).astype(int) - to_gray(shown)).max() <= 1
     assert np.abs(pil_as_gray(pil.convert("LA")).astype(int) - to_gray(shown)).max() <= 2
+
+
+def test_a_float_pfm_image_is_read_by_the_float_rule_not_as_black() -> None:
+    """OpenCV's 8-bit decode of a PFM truncated its 0..1 floats to 0 and 1: a black picture that was
+    classified without a word. Now 0..1 is scaled like any float image, and other ranges refused."""
+    picture = np.random.default_rng(0).random((20, 30, 3)).astype(np.float32)
+    data = cv2.imencode(".pfm", picture)[1].tobytes()
+    assert np.abs(decode_image(data).astype(int) - (picture * 255 + 0.5).astype(np.uint8)).max() == 0
+    assert decode_image(data, cv2.IMREAD_GRAYSCALE).shape == (20, 30)
+    assert decode_image(cv2.imencode(".pfm", picture[..., 0])[1].tobytes()).shape == (20, 30, 3)
+    with pytest.raises(UnreadableImage, match="float32 image with values"):
+        decode_image(cv2.imencode(".pfm", picture * 1000)[1].tobytes())

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.preprocess import to_gray
+from fervid.preprocess import to_gray, to_uint8
 from fervid.transparency import decode_on_white, on_white
 
 if TYPE_CHECKING:  # for annotations only: fervid never imports PIL
@@ -121,11 +121,14 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Encoded image bytes (JPEG, PNG, WebP, BMP, TIFF...) as an array; BGR and upright by default.
 
     ``flags`` are OpenCV's ``imdecode`` flags. Transparent parts come out white, as a viewer shows
-    them (``fervid.transparency``), unless ``flags`` is ``IMREAD_UNCHANGED``. Every failure, including OpenCV's own exceptions for a
-    header it rejects or an image over its pixel limit, is an ``UnreadableImage`` with a short reason.
+    them (``fervid.transparency``), unless ``flags`` is ``IMREAD_UNCHANGED``. Every failure,
+    including OpenCV's own exceptions for a header it rejects or an image over its pixel limit, is
+    an ``UnreadableImage`` with a short reason.
     """
     if not data:
         raise UnreadableImage("empty file (0 bytes)")
+    if data[:2] in (b"PF", b"Pf") and data[2:3] in (b"\n", b"\r") and flags >= 0:
+        return _float_map(data, flags)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as error:
@@ -136,6 +139,23 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     if image is None or image.size == 0:
         raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
     return image if flags < 0 else decode_on_white(data, image)  # flags < 0: IMREAD_UNCHANGED, alpha kept
+
+
+def _float_map(data: bytes, flags: int) -> np.ndarray:
+    """A PFM image (floats) in 8 bits by fervid's float rule (0..1, or 0..255): OpenCV's 8-bit decode
+    of one truncated 0..1 to 0 and 1, a black picture classified without a word."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if image is None or image.size == 0:
+        raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
+    try:
+        image = to_uint8(image)
+    except FervidError as error:
+        raise UnreadableImage(str(error)) from None
+    if flags & cv2.IMREAD_ANYCOLOR:  # the channels as stored
+        return image
+    if flags & cv2.IMREAD_COLOR:
+        return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return to_gray(image)  # IMREAD_GRAYSCALE
 
 
 def read_image(path: str | Path) -> np.ndarray:
