@@ -25,6 +25,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from conftest import detectable_faces, face_video_frames, fer2013_zip, paste_face, textured_background, write_video  # noqa: E402
 from fervid.analyze import ROW_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA, AnalyzeInterrupted, AnalyzeOptions, analyze  # noqa: E402
 from fervid.analyze.analyzer import SEGMENT_ID_STRIDE, Analyzer  # noqa: E402
+from fervid.analyze.boxes import load_boxes  # noqa: E402
 from fervid.analyze.inputs import expand_inputs  # noqa: E402
 from fervid.analyze.units import plan_units  # noqa: E402
 from fervid.errors import FervidError  # noqa: E402
@@ -507,6 +508,14 @@ def test_a_boxes_name_that_fits_two_sources_is_refused_and_two_names_for_one_sou
     (tmp_path / "named.csv").write_text(f"source,x,y,w,h\n{twin / 'none.png'},10,20,60,60\nnone.png,100,40,80,80\n")
     rows = rows_of(analyze([twin], tmp_path / "named.parquet", boxes=tmp_path / "named.csv").outputs[0])
     assert sorted(rows["x"]) == [10, 100] and set(rows["source"]) == {str(twin / "none.png")}
+    # A link to the photo is analysed once, under the photo's name; boxes named by the link's path
+    # (or its name) still reach it, and are not reported as matching no input.
+    (twin / "z-link.png").symlink_to("none.png")
+    (tmp_path / "linked.csv").write_text(f"source,x,y,w,h\n{twin / 'z-link.png'},10,20,60,60\nz-link.png,100,40,80,80\n")
+    report = analyze([twin], tmp_path / "linked.parquet", boxes=tmp_path / "linked.csv")
+    rows = rows_of(report.outputs[0])
+    assert sorted(rows["x"]) == [10, 100] and set(rows["source"]) == {str(twin / "none.png")}
+    assert load_boxes(tmp_path / "linked.csv").unmatched(expand_inputs([twin])) == []
 
 
 def test_resume_skips_complete_units_and_redoes_changed_sources(archive: Path, full_run, tmp_path: Path) -> None:

@@ -49,8 +49,9 @@ class BoxTable:
         """
         levels: list[dict[str, list[SourceItem]]] = [defaultdict(list) for _ in range(3)]
         for item in items:
-            for level, name in zip(levels, _names(item)):
-                level[name].append(item)
+            for level, name in _names(item):
+                if item not in levels[level][name]:  # a link's name may repeat the file's own
+                    levels[level][name].append(item)
         found: dict[str, dict[int, list[Box]]] = {}
         for key, frames in self.entries.items():
             matched = next((level[key] for level in levels if key in level), [])
@@ -67,13 +68,15 @@ class BoxTable:
 
     def unmatched(self, items: list[SourceItem]) -> list[str]:
         """Sources named in the file that match no input (usually a typo or a different path)."""
-        keys = {name for item in items for name in _names(item)}
+        keys = {name for item in items for _, name in _names(item)}
         return sorted(set(self.entries) - keys)
 
 
-def _names(item: SourceItem) -> tuple[str, str, str]:
-    """The names a --boxes key may give a source by, most specific first."""
-    return item.name, item.relative, Path(item.relative).name
+def _names(item: SourceItem) -> list[tuple[int, str]]:
+    """The names a --boxes key may give a source by, with their level (0 most specific): its own,
+    and those of the links that reach the same file (analysed once, under one name)."""
+    return [(level, name) for full, relative in ((item.name, item.relative), *item.aliases)
+            for level, name in enumerate((full, relative, Path(relative).name))]
 
 
 def load_boxes(path: str | Path) -> BoxTable:

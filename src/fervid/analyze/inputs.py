@@ -6,7 +6,7 @@ import hashlib
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from fervid.console import warn
@@ -32,6 +32,7 @@ class SourceItem:
     relative: str
     fingerprint: str
     member: str | None = None
+    aliases: tuple[tuple[str, str], ...] = ()  # (name, relative) of other paths to this file (links): --boxes may use them
 
     @property
     def key(self) -> str:
@@ -159,11 +160,13 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
                 identities[item.path] = file_identity(item.path)
             identity = (identities[item.path], item.member)
             kept = into.get(identity)
-            if kept is None or item.key < kept.key:  # an equal key is the same path given again: first name stays
+            if kept is None:
                 into[identity] = item
-            if into is items and kept is not None and kept.key != item.key:
+            elif kept.key != item.key:  # an equal key is the same path given again: first name stays
                 left, named = (kept, item) if item.key < kept.key else (item, kept)
-                aliases[left.key] = named.name
+                into[identity] = replace(named, aliases=(*named.aliases, (left.name, left.relative), *left.aliases))
+                if into is items:
+                    aliases[left.key] = named.name
 
     def add(found: tuple[list[SourceItem], list[SourceItem]]) -> None:
         keep(found[0], items)
