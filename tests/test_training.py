@@ -1459,3 +1459,12 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
             "cli.app = app\ncli.main()\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr == "fervid: error: x.h5: could not be written (no space left on device)\n"
+
+
+def test_the_resume_seed_stays_one_numpy_takes():
+    """--seed allows up to 2**32 - 1; seed + epochs done went past it and every resume failed."""
+    from fervid.training.fit import resume_seed
+
+    assert resume_seed(42, 168) == 210
+    assert resume_seed(2**32 - 1, 3) == 2
+    np.random.seed(resume_seed(2**32 - 1, 300))  # accepted

@@ -255,6 +255,12 @@ def save_weights(weights: dict[Path, keras.Model]) -> None:
         raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept") from None
 
 
+def resume_seed(seed: int, epochs_done: int) -> int:
+    """The random seed a run (re)starts with: new random numbers at each resume, the same ones for
+    the same epoch; below 2**32, as NumPy takes them (a --seed near 2**32 broke every resume)."""
+    return (seed + epochs_done) % 2**32
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Per epoch: one summary line, history, last and best checkpoints, all written atomically."""
 
@@ -468,7 +474,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     state, resume = open_run(config, run, resume)
     if run.is_dir():  # a resume, or a run stopped in its first epoch: refuse a second process before reading data
         lock.acquire()
-    keras.utils.set_random_seed(config.seed + state["epochs_done"])
+    keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))
     precision = resolve_precision(config.precision)
     classifier = build_classifier(config.arch, dtype=precision)
     if config.init_from and state["epochs_done"] == 0:
