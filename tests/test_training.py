@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import shlex
 import shutil
@@ -130,6 +131,47 @@ def test_resume_continues_the_same_schedule(trained_run):
         progress = (step - warmup) / (total - warmup)
         expected = peak * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
         assert float(row[5]) == pytest.approx(expected, rel=1e-3, abs=1e-7), f"epoch {epoch}"
+
+
+def a_copy_whose_state_ends_at(run: Path, target: Path, epochs_done: int) -> Path:
+    """The run as a kill between writing the weights and writing state.json leaves it: the state of
+    an earlier epoch beside the last epoch's weights."""
+    shutil.copytree(run, target)
+    state = json.loads((target / "checkpoint" / "state.json").read_text())
+    history = state["history"][:epochs_done]
+    best = max(history, key=lambda row: row["val_accuracy"])
+    state.update(epochs_done=epochs_done, history=history, best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"])
+    (target / "checkpoint" / "state.json").write_text(json.dumps(state))
+    return target
+
+
+def test_weights_saved_one_epoch_ahead_of_the_state_resume_as_that_epoch(trained_run, tmp_path):
+    """A SIGKILL between the weights and state.json left the weights one epoch ahead, and a resume
+    trained them once more as if they were the epoch before: one epoch too many, quietly."""
+    run, _ = trained_run
+    finished = json.loads((run / "checkpoint" / "state.json").read_text())
+    behind = a_copy_whose_state_ends_at(run, tmp_path / "behind", EPOCHS - 1)
+    result = fervid_here("train", "--resume", "--out", str(behind))
+    assert f"{behind / 'checkpoint' / 'last.weights.h5'}: holds epoch {EPOCHS}, one more than checkpoint/state.json" in result.stderr
+    assert f"epoch {EPOCHS}/{EPOCHS}" not in result.stdout, "the last epoch is done already: nothing is trained again"
+    state = json.loads((behind / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == EPOCHS and [row["epoch"] for row in state["history"]] == list(range(1, EPOCHS + 1))
+    last, measured = finished["history"][-1], state["history"][-1]
+    assert measured["val_accuracy"] == pytest.approx(last["val_accuracy"]) and math.isnan(measured["loss"])
+    assert measured["learning_rate"] == pytest.approx(last["learning_rate"], rel=1e-4)
+    assert (state["best_epoch"], state["best_val_accuracy"]) == pytest.approx((finished["best_epoch"], finished["best_val_accuracy"]))
+    card = json.loads((behind / "model.json").read_text())
+    assert card["epochs_trained"] == EPOCHS and math.isfinite(card["metrics"]["training_minutes"])
+
+    two_behind = a_copy_whose_state_ends_at(run, tmp_path / "two-behind", EPOCHS - 2)
+    before = (two_behind / "checkpoint" / "state.json").read_bytes()
+    result = fervid_here("train", "--resume", "--out", str(two_behind), check=False)
+    steps = int(np.ceil(TRAIN_PER_CLASS * 7 / BATCH))
+    assert result.returncode == 2 and result.stderr == (
+        f"fervid: error: {two_behind / 'checkpoint' / 'last.weights.h5'}: holds training step {EPOCHS * steps}, but "
+        f"checkpoint/state.json ends at epoch {EPOCHS - 2} (step {(EPOCHS - 2) * steps}); the two files come from "
+        "different runs: start a new run with another --out\n")
+    assert (two_behind / "checkpoint" / "state.json").read_bytes() == before
 
 
 def test_run_folder_has_every_artifact(trained_run):

@@ -305,9 +305,10 @@ class RunCheckpoint(keras.callbacks.Callback):
             if improved:
                 self.state.update(best_val_accuracy=row["val_accuracy"], best_epoch=epoch + 1)
                 weights[self.run / "checkpoint" / "best.weights.h5"] = self.classifier
+            # Replaced in reverse order, best before last: a kill after this (SIGKILL, power loss) leaves
+            # state.json one epoch behind, which catch_up_with_weights repairs on resume.
             save_weights(weights)
-            write_text_atomically(self.run / "checkpoint" / "state.json", json.dumps(self.state, indent=1))
-            write_history(self.run / "history.csv", self.state["history"])
+            save_state(self.run, self.state)
         print(
             f"epoch {epoch + 1}/{self.total_epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}{' *' if improved else '  '}  "
@@ -317,6 +318,44 @@ class RunCheckpoint(keras.callbacks.Callback):
         if self.patience and epoch + 1 - self.state["best_epoch"] >= self.patience:
             print(f"early stop: no better validation accuracy for {self.patience} epoch{'s' if self.patience > 1 else ''}", flush=True)
             self.model.stop_training = True
+
+
+def save_state(run: Path, state: dict) -> None:
+    """The resume state and the history table, each replaced atomically."""
+    write_text_atomically(run / "checkpoint" / "state.json", json.dumps(state, indent=1))
+    write_history(run / "history.csv", state["history"])
+
+
+def catch_up_with_weights(model: keras.Model, state: dict, steps_per_epoch: int, validation: tuple, run: Path) -> None:
+    """Make the resume state agree with the weights just loaded, by the optimizer step they hold.
+
+    Each epoch's weights are replaced just before state.json (best before last), so a run killed
+    between the two (SIGKILL, power loss) holds the weights of one epoch more than its state: that
+    epoch is kept, its validation measured again (its training loss and time are lost) and, if it
+    beat the best, recorded as the best, as its weights were then saved as such. Any other step
+    means the files come from different runs, and resuming would quietly train on another schedule.
+    """
+    done, path = state["epochs_done"], run / "checkpoint" / "last.weights.h5"
+    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    if step == done * steps_per_epoch:
+        return
+    if step != (done + 1) * steps_per_epoch:
+        raise FervidError(
+            f"{path}: holds training step {step}, but checkpoint/state.json ends at epoch {done} (step "
+            f"{done * steps_per_epoch}); the two files come from different runs: start a new run with another --out"
+        )
+    scores = model.evaluate(*validation, verbose=0, return_dict=True)
+    row = {"epoch": done + 1, "loss": math.nan, "accuracy": math.nan, "val_loss": float(scores["loss"]),
+           "val_accuracy": float(scores["accuracy"]), "learning_rate": current_learning_rate(model.optimizer),
+           "seconds": math.nan}
+    state["history"].append(row)
+    state["epochs_done"] = done + 1
+    if row["val_accuracy"] > state["best_val_accuracy"]:
+        state.update(best_val_accuracy=row["val_accuracy"], best_epoch=done + 1)
+    save_state(run, state)
+    warn(f"{path}: holds epoch {done + 1}, one more than checkpoint/state.json (the run was stopped while saving it); "
+         f"continuing after epoch {done + 1}, its validation accuracy measured again ({row['val_accuracy']:.4f}), "
+         "its training loss not recorded")
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -485,24 +524,29 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     config.save(run / "config.json")  # only now: data that cannot be read leaves no half-made run folder behind
     lock.acquire()
     x_train, y_train = data.train.inputs(), data.train.one_hot()
-    model = compile_for_training(config, classifier, int(np.ceil(len(x_train) / config.batch_size)))
-    remaining = config.epochs - state["epochs_done"]
-    stopped_early = config.patience and state["epochs_done"] - state["best_epoch"] >= config.patience
-    if resume and remaining > 0 and not stopped_early:
+    steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
+    model = compile_for_training(config, classifier, steps_per_epoch)
+    validation = (data.validation.inputs(), data.validation.one_hot())
+
+    def stopped_early() -> bool:
+        return bool(config.patience) and state["epochs_done"] - state["best_epoch"] >= config.patience
+
+    if resume and config.epochs > state["epochs_done"] and not stopped_early():
         model.optimizer.build(model.trainable_variables)
         load_checkpoint(model, run / "checkpoint" / "last.weights.h5")
+        catch_up_with_weights(model, state, steps_per_epoch, validation, run)
+    remaining = config.epochs - state["epochs_done"]
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
     callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
     callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience))
 
-    if remaining > 0 and not stopped_early:
+    if remaining > 0 and not stopped_early():
         state.update(precision=precision, keras_backend=keras.backend.backend())
         if config.teacher and not config.teacher_views:
             teacher = cached_teacher_probabilities(run, config.teacher, x_train, data.fingerprint)
             y_train = distilled_targets(y_train, teacher, config.distill)
         verbose = 1 if os.isatty(1) else 0
-        validation = (data.validation.inputs(), data.validation.one_hot())
         if config.teacher_views:
             recipe = config.view_recipe()
             teacher = cached_teacher_view_probabilities(run, config.teacher, x_train, data.fingerprint, recipe, config.teacher_views)

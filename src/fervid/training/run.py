@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import platform
 from dataclasses import asdict
 from functools import partial
@@ -203,7 +204,7 @@ def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
         **scored,
         "input_blur_check": check,
         "temperature_check": temperature_check,
-        "training_minutes": round(sum(row["seconds"] for row in state["history"]) / 60, 1),
+        "training_minutes": round(sum(row["seconds"] for row in state["history"] if math.isfinite(row["seconds"])) / 60, 1),
     }
     card = model_card(config, data, state, deployable.count_params(), metrics, name, input_blur=input_blur, temperature=temperature)
     if exports:
