@@ -20,6 +20,7 @@ from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.runtime import classify as classify_module
 from fervid.runtime.face import Face
+from fervid.runtime.classify import bundled_model_path
 from fervid.runtime.recognizer import Recognizer, crop_face
 from fervid.runtime.track import iou_matrix
 
@@ -305,7 +306,11 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
         recognizer.predict(["a.jpg", "b.jpg"])
     with pytest.raises(FervidError, match=r"got nested lists of unequal lengths$"):
         recognizer.predict([[1, 2], [3]])
-    for options, message in (({"threads": 0}, "threads must be a whole number of 1 or more"),
+    with pytest.raises(FervidError, match=r"^face 0: expected a crop \(H, W\) or \(H, W, C\), got nested lists of unequal lengths$"):
+        recognizer.classify([[[1, 2], [3]]])
+    with pytest.raises(FervidError, match="^the image path is an empty string$"):  # was read as the current folder
+        recognizer.predict("")
+    for options, message in (({"threads": 0}, r"threads must be None \(up to 4\) or a whole number of 1 or more, got 0"),
                              ({"flip_tta": "yes"}, "flip_tta must be True, False or None"),
                              ({"model": 5}, "model must be a bundled model name"),
                              ({"min_neighbors": 2.5}, "min_neighbors must be a whole number, got 2.5"),
@@ -317,7 +322,11 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
                              ({"scale_factor": float("nan")}, "scale factor must be 1.01 to 100, got nan"),
                              ({"scale_factor": 1.0000000001}, "scale factor must be 1.01 to 100, got 1.0000000001"),
                              ({"scale_factor": 1e308}, r"scale factor must be 1.01 to 100, got 1e\+308"),
-                             ({"margin": "0.2"}, "margin must be a number between 0 and 1, got '0.2'")):
+                             ({"margin": "0.2"}, "margin must be a number from 0 to 1, got '0.2'"),
+                             ({"margin": np.True_}, "margin must be a number from 0 to 1, got np.True_"),
+                             ({"threads": np.float64(2)}, "threads must be None"),
+                             ({"model": ""}, "^model is an empty string; give a bundled model name"),
+                             ({"model": "fervid-vgg.onnx"}, r"^fervid-vgg.onnx: no such model file \(the bundled model is named fervid-vgg, without .onnx\)$")):
         with pytest.raises(FervidError, match=message):
             Recognizer(**options)
 
@@ -348,6 +357,77 @@ def test_pil_images_are_read_by_their_own_mode(recognizer: Recognizer, photo) ->
             assert [face.expression for face in found] == expected, mode
     crops = [rgb.crop((x, y, x + w, y + h)).convert("YCbCr") for x, y, w, h in truth]
     assert np.allclose(recognizer.classify(crops), recognizer.classify_boxes(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), np.array(truth)), atol=0.02)
+
+
+def test_pil_images_of_deep_modes_are_read_by_dtype_by_predict_and_classify(recognizer: Recognizer, photo, tmp_path: Path) -> None:
+    """A float 0..1 picture (mode "F", as Pillow opens a 32-bit float TIFF) went through PIL's "L",
+    which clipped it to black; a single 16-bit crop was refused by classify; big-endian 16 bit
+    ("I;16B") was refused as an integer type other than uint16."""
+    image_module = pytest.importorskip("PIL.Image")
+    frame, truth = photo
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    expected = [face.expression for face in recognizer.predict(gray)]
+    sixteen = gray.astype(">u2") * 257
+    deep = {
+        "F 0..1": image_module.fromarray(gray.astype(np.float32) / 255),
+        "F 0..255": image_module.fromarray(gray.astype(np.float32)),
+        "I;16": image_module.fromarray(gray.astype(np.uint16) * 257),
+        "I;16B": image_module.frombytes("I;16B", gray.shape[::-1], sixteen.tobytes()),
+        "I": image_module.fromarray(gray.astype(np.int32)),
+    }
+    assert deep["I;16B"].mode == "I;16B" and deep["F 0..1"].mode == "F"
+    x, y, w, h = truth[0]
+    one_crop = recognizer.classify(gray[y : y + h, x : x + w])
+    for name, image in deep.items():
+        found = recognizer.predict(image)
+        assert_matches(found, truth)
+        assert [face.expression for face in found] == expected, name
+        single = recognizer.classify(image.crop((x, y, x + w, y + h)))
+        assert single.shape == (1, 7) and single == pytest.approx(one_crop, abs=0.02), name
+    with pytest.raises(FervidError, match=r"^float32 image with values 0\.\.1020: float images must hold 0\.\.1"):
+        recognizer.predict(image_module.fromarray(gray.astype(np.float32) * 4))
+
+
+def test_what_pil_cannot_read_is_a_one_line_error(recognizer: Recognizer, photo, tmp_path: Path) -> None:
+    """PIL's own ValueError, OSError and AssertionError came through as tracebacks."""
+    image_module = pytest.importorskip("PIL.Image")
+    frame, _ = photo
+    cv2.imwrite(str(tmp_path / "photo.jpg"), frame)
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "photo.jpg").read_bytes()[:3000])
+    with image_module.open(tmp_path / "photo.jpg") as closed:
+        pass
+    unreadable = {"LAB": image_module.new("LAB", (64, 64)), "cut short": image_module.open(tmp_path / "cut.jpg"), "closed": closed}
+    for name, image in unreadable.items():
+        for call in (recognizer.predict, recognizer.classify, lambda image: recognizer.classify([image])):
+            with pytest.raises(FervidError, match=r"^a PIL image that PIL cannot read or convert \(.+\)$"):
+                call(image)
+
+
+def test_classify_refuses_a_gray_and_alpha_crop_rather_than_read_48_faces_2_pixels_wide(recognizer: Recognizer) -> None:
+    with pytest.raises(FervidError, match=r"^cannot read a crop of shape \(48, 48, 2\): 2 channels \(gray \+ alpha\?\)"):
+        recognizer.classify(np.zeros((48, 48, 2), np.uint8))
+
+
+def test_numpy_scalars_and_path_likes_are_taken_as_settings(photo) -> None:
+    frame, truth = photo
+
+    class Where:  # an os.PathLike that is not a pathlib.Path
+        def __fspath__(self) -> str:
+            return str(bundled_model_path("fervid-compact"))
+
+    recognizer = Recognizer(Where(), margin=np.float32(0.0), threads=np.int64(1), flip_tta=np.True_)
+    assert recognizer.classifier.name == "fervid-compact" and recognizer.flip_tta is True
+    assert type(recognizer.margin) is float
+    assert_matches(recognizer.predict(frame), truth)
+
+
+def test_faces_are_values_that_hash_and_need_seven_probabilities() -> None:
+    row = np.array([0.1, 0.0, 0.1, 0.6, 0.1, 0.05, 0.05])
+    first, again = Face.from_probabilities((1, 2, 3, 4), row), Face.from_probabilities((1, 2, 3, 4), row.copy())
+    assert first == again and hash(first) == hash(again) and len({first, again}) == 1
+    assert Face.from_probabilities((1, 2, 3, 5), row) not in {first}
+    with pytest.raises(FervidError, match=r"^expected 7 probabilities, one per expression \(angry, .+\), got shape \(2,\)$"):
+        Face.from_probabilities((1, 2, 3, 4), [0.5, 0.5])
 
 
 def test_unrounded_face_dicts_keep_the_probabilities() -> None:

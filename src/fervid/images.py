@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeGuard, TypeVar, overload
+from typing import TYPE_CHECKING, Literal, TypeGuard, TypeVar, Union, overload
 
 import cv2
 import numpy as np
@@ -33,6 +34,8 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 UNREADABLE_WHY = "corrupt, cut short, or a format OpenCV cannot read"
 
 Color = Literal["bgr", "rgb", "BGR", "RGB"]  # any case is accepted; these are the spellings type checkers know
+# What predict and detect read: a path, an array (by dtype) or a PIL image (by its mode).
+ImageInput = Union[np.ndarray, str, "os.PathLike[str]", "Image.Image"]
 
 
 class NotAnImage(FervidError):
@@ -195,7 +198,19 @@ def pil_upright(image: object) -> object:
         return image
     from PIL import ImageOps  # present: this is a PIL image
 
-    return ImageOps.exif_transpose(image)
+    with pil_errors():
+        return ImageOps.exif_transpose(image)
+
+
+@contextmanager
+def pil_errors() -> Iterator[None]:
+    """PIL's own exceptions while it reads a PIL image (a truncated file, a mode it cannot convert,
+    a closed file) as one-line ``UnreadableImage`` errors, as the same file given by path gives."""
+    try:
+        yield
+    except (OSError, ValueError, AssertionError, AttributeError) as error:
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        raise UnreadableImage(f"a PIL image that PIL cannot read or convert ({reason})") from None
 
 
 def pil_as_gray(image: object) -> np.ndarray | None:
@@ -207,13 +222,25 @@ def pil_as_gray(image: object) -> np.ndarray | None:
     """
     if not is_pil_image(image):
         return None
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit gray: PIL's "L" would clip it; read by dtype instead
+    if image.mode in PIL_MODES_BY_DTYPE:
         return None
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in getattr(image, "info", {}):
-        bgra = np.asarray(image.convert("RGBA"))[:, :, [2, 1, 0, 3]]
-        if bgra[:, :, 3].any():  # as a file is read: an alpha never set is ignored
-            return to_gray(on_white(bgra))
-    return np.asarray(image.convert("L"))
+    with pil_errors():
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in getattr(image, "info", {}):
+            bgra = np.asarray(image.convert("RGBA"))[:, :, [2, 1, 0, 3]]
+            if bgra[:, :, 3].any():  # as a file is read: an alpha never set is ignored
+                return to_gray(on_white(bgra))
+        return np.asarray(image.convert("L"))
+
+
+# 16/32-bit integer and 32-bit float gray: PIL's "L" would clip them (a 0..1 float picture to black),
+# so they are read as arrays, by dtype, as np.asarray gives them.
+PIL_MODES_BY_DTYPE = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def pil_array(image: Image.Image) -> np.ndarray:
+    """A PIL image of a mode read by dtype as its array (``PIL_MODES_BY_DTYPE``)."""
+    with pil_errors():
+        return np.asarray(image)
 
 
 def image_path(image: object) -> Path | None:
@@ -224,6 +251,8 @@ def image_path(image: object) -> Path | None:
     text = os.fspath(image)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
+    if not text:  # an unset variable: not the current folder
+        raise FervidError("the image path is an empty string")
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
         raise FervidError(f"{text}: a URL; fervid reads image files (download it first; fervid live --source URL reads streams)")
     return Path(text).expanduser()

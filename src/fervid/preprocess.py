@@ -36,7 +36,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     """
     if image.dtype == np.uint8:
         return image
-    if image.dtype == np.uint16:
+    if image.dtype.kind == "u" and image.dtype.itemsize == 2:  # either byte order (PIL's "I;16B" is big-endian)
         return (image >> 8).astype(np.uint8)
     if image.dtype.kind not in "iuf":
         raise FervidError(f"an array of dtype {image.dtype} is not an image; {DTYPES_TO_PASS}")

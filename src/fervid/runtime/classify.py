@@ -150,6 +150,8 @@ def resolve_model(model: str | Path | None) -> Path:
     folder of the same name (``./fervid-vgg`` names that one)."""
     if model is None:
         return bundled_model_path()
+    if not str(model):  # an unset variable: not the current folder
+        raise FervidError("model is an empty string; give a bundled model name, an .onnx path or a run folder")
     if isinstance(model, str) and model in available_bundled_models():  # not shadowed by ./fervid-vgg; write ./NAME for that
         return bundled_model_path(model)
     path = Path(model).expanduser()
@@ -163,7 +165,8 @@ def resolve_model(model: str | Path | None) -> Path:
         raise FervidError(f"{path}: a Keras model; this needs its ONNX export (fervid export {path})")
     if path.suffix.lower() == ".onnx" or path.exists():
         if not path.exists():
-            raise FervidError(f"{path}: no such model file")
+            named = f" (the bundled model is named {path.stem}, without .onnx)" if len(path.parts) == 1 and path.stem in available_bundled_models() else ""
+            raise FervidError(f"{path}: no such model file{named}")
         return path
     if len(path.parts) > 1 or any(separator in str(model) for separator in "/\\"):  # runs/typo or ./NAME: a path
         raise FervidError(f"{model}: no such model file or run folder")
@@ -291,12 +294,23 @@ def face_crops(faces: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
     stack. Iterating a single crop instead would classify each of its rows as a face.
     """
     if not isinstance(faces, np.ndarray):
-        return [np.asarray(face) for face in faces]
+        return [crop_array(number, face) for number, face in enumerate(faces)]
     if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (1, 3, 4)):
         return [faces]
+    if faces.ndim == 3 and faces.shape[2] == 2:  # gray + alpha, refused by predict too; never 48 faces 2 px wide
+        raise FervidError(f"cannot read a crop of shape {faces.shape}: 2 channels (gray + alpha?); give (H, W) gray "
+                          "or (H, W, C) with 1, 3 or 4 channels")
     if faces.ndim in (3, 4):
         return list(faces)
     raise FervidError(f"expected face crops (a list of (H, W) or (H, W, C) arrays), got an array of shape {faces.shape}")
+
+
+def crop_array(number: int, face: object) -> np.ndarray:
+    """One crop of a list as an array; nested lists of unequal lengths are a one-line error naming it."""
+    try:
+        return np.asarray(face)
+    except ValueError:
+        raise FervidError(f"face {number}: expected a crop (H, W) or (H, W, C), got nested lists of unequal lengths") from None
 
 
 def prepared_crop(number: int, crop: np.ndarray) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 
 
@@ -22,11 +24,22 @@ class Face:
     probabilities: dict[str, float]
     track_id: int | None = None
 
+    def __hash__(self) -> int:
+        """Faces are values: equal faces hash alike, so they can be set members and dict keys (the
+        probabilities dict is hashed as its items)."""
+        return hash((self.box, self.expression, self.confidence, tuple(self.probabilities.items()), self.track_id))
+
     @classmethod
-    def from_probabilities(cls, box, probabilities: np.ndarray, track_id: int | None = None, label: int | None = None) -> Face:
+    def from_probabilities(
+        cls, box: Sequence[float] | np.ndarray, probabilities: Sequence[float] | np.ndarray,
+        track_id: int | None = None, label: int | None = None,
+    ) -> Face:
         """A Face from a box and a probability row in :data:`EXPRESSIONS` order, labelled with the most
         probable expression, or with ``label`` (an index) where a tracker holds a label through a near tie."""
         probabilities = np.asarray(probabilities, dtype=np.float64)
+        if probabilities.shape != (len(EXPRESSIONS),):
+            raise FervidError(f"expected {len(EXPRESSIONS)} probabilities, one per expression ({', '.join(EXPRESSIONS)}), "
+                              f"got shape {probabilities.shape}")
         best = int(np.argmax(probabilities)) if label is None else int(label)
         x, y, w, h = (int(round(float(v))) for v in box)
         return cls(

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Union, cast
 
 import numpy as np
 
 from fervid.errors import FervidError
-from fervid.images import Color, as_bgr, channel_order, gray_frame, image_path, pil_as_gray, pil_upright, read_image
+from fervid.images import (
+    Color, ImageInput, as_bgr, channel_order, gray_frame, image_path, is_pil_image, pil_array, pil_as_gray, pil_upright, read_image,
+)
 from fervid.preprocess import FACE_SIZE, to_gray
 from fervid.runtime.classify import ExpressionClassifier
 from fervid.runtime.detect import DetectorConfig, FaceDetector
 from fervid.runtime.face import Face
+
+if TYPE_CHECKING:  # for annotations only: fervid never imports PIL
+    from PIL import Image
 
 
 def _holds_paths(value: object) -> bool:
@@ -21,6 +28,12 @@ def _holds_paths(value: object) -> bool:
     if isinstance(value, (str, os.PathLike)):
         return True
     return isinstance(value, (list, tuple)) and any(isinstance(item, (str, os.PathLike)) for item in value)
+
+
+def _is_a(value: object, kind: type) -> bool:
+    """Whether ``value`` is a number of ``kind`` (``numbers.Real``, ``numbers.Integral``), NumPy scalars
+    included (np.float32(0.1), np.int64(2)), as DetectorConfig takes them; never a bool."""
+    return isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
 
 
 def crop_face(gray: np.ndarray, box: Sequence[int] | np.ndarray, margin: float = 0.0) -> np.ndarray:
@@ -75,6 +88,20 @@ def box_problem(box: np.ndarray | tuple[int, int, int, int], frame_shape: tuple[
     return None
 
 
+# What classify reads: one crop or a stack (an array), or a list of crops (arrays or PIL images).
+FaceCrops = Union[np.ndarray, "Image.Image", Sequence[Union[np.ndarray, "Image.Image"]]]
+# What predict's boxes= reads: one (x, y, w, h) or rows of them, in pixels.
+BoxesInput = Union[np.ndarray, Sequence[float], Sequence[Sequence[float]]]
+
+
+def pil_crop(image: Image.Image) -> np.ndarray:
+    """A PIL image as an array fervid reads: turned upright by its EXIF orientation (as a path is),
+    then gray by its own mode, or by dtype for 16/32-bit and float modes (``pil_as_gray``)."""
+    image = pil_upright(image)
+    gray = pil_as_gray(image)
+    return pil_array(image) if gray is None else gray
+
+
 class Recognizer:
     """Faces and their expressions in images and frames; the model and the cascade are loaded once.
 
@@ -91,7 +118,7 @@ class Recognizer:
 
     def __init__(
         self,
-        model: str | Path | None = None,
+        model: str | os.PathLike[str] | None = None,
         *,
         scale_factor: float = 1.1,
         min_neighbors: int = 5,
@@ -101,18 +128,20 @@ class Recognizer:
         flip_tta: bool | None = None,
         threads: int | None = None,
     ) -> None:
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin <= 1.0:
-            raise FervidError(f"margin must be a number between 0 and 1, got {margin!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise FervidError(f"threads must be a whole number of 1 or more (or None: up to 4), got {threads!r}")
-        if flip_tta is not None and not isinstance(flip_tta, bool):
+        if not (_is_a(margin, numbers.Real) and 0.0 <= margin <= 1.0):
+            raise FervidError(f"margin must be a number from 0 to 1, got {margin!r}")
+        if threads is not None and not (_is_a(threads, numbers.Integral) and threads >= 1):
+            raise FervidError(f"threads must be None (up to 4) or a whole number of 1 or more, got {threads!r}")
+        if flip_tta is not None and not isinstance(flip_tta, (bool, np.bool_)):
             raise FervidError(f"flip_tta must be True, False or None (the model card's), got {flip_tta!r}")
+        if isinstance(model, os.PathLike) and not isinstance(model, Path):
+            model = Path(os.fsdecode(os.fspath(model)))
         if model is not None and not isinstance(model, (str, Path)):
             raise FervidError(f"model must be a bundled model name, an .onnx path or a run folder, got {type(model).__name__}")
-        self.classifier = ExpressionClassifier(model, threads=threads)
+        self.classifier = ExpressionClassifier(model, threads=None if threads is None else int(threads))
         self.detector = FaceDetector(DetectorConfig(scale_factor, min_neighbors, min_size, detection_width))
-        self.margin = margin
-        self.flip_tta = self.classifier.flip_tta if flip_tta is None else flip_tta
+        self.margin = float(margin)
+        self.flip_tta = self.classifier.flip_tta if flip_tta is None else bool(flip_tta)
         self.warm_up()
 
     def __repr__(self) -> str:
@@ -123,11 +152,11 @@ class Recognizer:
         self.classify([np.zeros((FACE_SIZE, FACE_SIZE), np.uint8)] * 2)
         self.detector.detect(np.zeros((240, 320), np.uint8))
 
-    def detect(self, image: np.ndarray | str | Path, color: Color = "bgr") -> np.ndarray:
+    def detect(self, image: ImageInput, color: Color = "bgr") -> np.ndarray:
         """Face boxes (N, 4) x, y, w, h in an image or frame."""
         return self.detector.detect(self._gray(image, color))
 
-    def classify(self, faces: Sequence[np.ndarray] | np.ndarray, *, color: Color = "bgr") -> np.ndarray:
+    def classify(self, faces: FaceCrops, *, color: Color = "bgr") -> np.ndarray:
         """Probabilities (N, 7) for face crops of any size (gray, or ``color`` BGR/RGB), in one batched model call.
 
         ``faces`` is a list of crops, a stacked batch (N, H, W[, C]), or one crop (H, W) or (H, W, C),
@@ -137,24 +166,26 @@ class Recognizer:
         if _holds_paths(faces):
             raise FervidError("classify takes face crops (arrays or PIL images), not file paths: predict(path) finds and "
                               "classifies the faces in a photo (fervid.images.read_image reads one as an array)")
-        faces = pil_upright(faces)
-        if (gray := pil_as_gray(faces)) is not None:
-            faces = gray
-        elif not isinstance(faces, np.ndarray):
+        crops: np.ndarray | list[np.ndarray]
+        if isinstance(faces, np.ndarray):
+            crops = faces
+        elif is_pil_image(faces):
+            crops = pil_crop(faces)
+        else:
             try:
-                faces = [face if (gray := pil_as_gray(face)) is None else gray for face in map(pil_upright, faces)]
+                crops = [pil_crop(face) if is_pil_image(face) else face for face in cast(Sequence, faces)]
             except TypeError:
                 raise FervidError(f"expected face crops (an array or a list of them), got {type(faces).__name__}") from None
         if channel_order(color) == "rgb":
-            faces = as_bgr(faces, color) if isinstance(faces, np.ndarray) else [as_bgr(face, color) for face in faces]
-        return self.classifier.classify(faces, flip_tta=self.flip_tta)
+            crops = as_bgr(crops, color) if isinstance(crops, np.ndarray) else [as_bgr(crop, color) for crop in crops]
+        return self.classifier.classify(crops, flip_tta=self.flip_tta)
 
     def classify_boxes(self, gray: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Probabilities (N, 7) for the boxes of a gray frame, all in one batched call."""
         return self.classify([crop_face(gray, box, self.margin) for box in boxes])
 
-    def predict(self, image: np.ndarray | str | Path, boxes=None, *, color: Color = "bgr") -> list[Face]:
-        """The faces in an image (a path, or a BGR, RGB or gray array), each with its expression.
+    def predict(self, image: ImageInput, boxes: BoxesInput | None = None, *, color: Color = "bgr") -> list[Face]:
+        """The faces in an image (a path, a BGR, RGB or gray array, or a PIL image), each with its expression.
 
         Arrays are read by dtype: uint8 0..255; uint16 0..65535; float 0..1, or 0..255 once values
         reach 2 (``image.astype(np.float32)``); other integer types (PIL mode "I") 0..255. Values
@@ -170,14 +201,17 @@ class Recognizer:
         return [Face.from_probabilities(box, row) for box, row in zip(boxes, probabilities)]
 
     @staticmethod
-    def _gray(image: np.ndarray | str | Path, color: Color) -> np.ndarray:
+    def _gray(image: ImageInput, color: Color) -> np.ndarray:
         channel_order(color)  # a wrong color is refused for paths too, not ignored
         if (path := image_path(image)) is not None:
             return to_gray(read_image(path))
         assert not isinstance(image, (str, os.PathLike))  # image_path took those
-        image = pil_upright(image)  # EXIF orientation, as for a path
-        if (gray := pil_as_gray(image)) is not None:  # a PIL image knows its own mode: color does not apply
-            return gray
+        if is_pil_image(image):  # a PIL image knows its own mode: color does not apply
+            pixels = pil_crop(image)
+            if pixels.size == 0:
+                raise FervidError(f"expected an image of at least 1x1 pixels, got an empty PIL image of shape {pixels.shape}")
+            return to_gray(pixels)
+        image = cast(np.ndarray, image)  # or anything else a caller passed: checked below
         if isinstance(image, (bytes, bytearray, memoryview)):
             raise FervidError(f"expected an image path or array, got {type(image).__name__}; decode the bytes first "
                               "(fervid.images.decode_image) or pass the file's path")
