@@ -523,6 +523,8 @@ def test_one_flat_box_and_boxes_partly_outside_are_kept(recognizer: Recognizer, 
     frame, truth = photo
     assert [f.box for f in recognizer.predict(frame, boxes=truth[0])] == [truth[0]]
     assert [f.box for f in recognizer.predict(frame, boxes=[(-50, -50, 100, 100)])] == [(-50, -50, 100, 100)]
+    x, y, w, h = truth[0]  # another detector's fractional box: the nearest pixels, not truncated
+    assert [f.box for f in recognizer.predict(frame, boxes=(x + 0.6, y - 0.6, w + 0.7, h - 0.2))] == [(x + 1, y - 1, w + 1, h)]
 
 
 def test_classify_counts_a_single_crop_as_one_face(recognizer: Recognizer, photo) -> None:

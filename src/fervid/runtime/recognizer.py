@@ -68,6 +68,7 @@ def checked_boxes(boxes: object, frame_shape: tuple[int, ...]) -> np.ndarray:
         raise FervidError(f"boxes must be (x, y, w, h) rows, got shape {array.shape}")
     if not (np.isfinite(array).all() and np.abs(array).max() < 2**31):
         raise FervidError("boxes must be pixel coordinates, got NaN, infinity or a value past 2**31")
+    array = np.rint(array)  # a detector's fractional box to the nearest pixels, not truncated towards 0
     for number, box in enumerate(array.astype(np.int64)):
         if problem := box_problem(box, frame_shape):
             raise FervidError(f"box {number} {problem}")
