@@ -242,3 +242,16 @@ def test_a_float_pfm_image_is_read_by_the_float_rule_not_as_black() -> None:
     assert decode_image(cv2.imencode(".pfm", picture[..., 0])[1].tobytes()).shape == (20, 30, 3)
     with pytest.raises(UnreadableImage, match="float32 image with values"):
         decode_image(cv2.imencode(".pfm", picture * 1000)[1].tobytes())
+
+
+def test_a_float_tiff_is_read_by_the_float_rule_not_refused() -> None:
+    """OpenCV's 8-bit decode refuses 32-bit float samples: a float TIFF was 'not a readable image'."""
+    picture = np.random.default_rng(1).random((20, 30, 3)).astype(np.float32)
+    expected = (picture * 255 + 0.5).astype(np.uint8)
+    assert np.abs(decode_image(cv2.imencode(".tiff", picture)[1].tobytes()).astype(int) - expected).max() == 0
+    gray = decode_image(cv2.imencode(".tiff", picture[..., 0] * 255)[1].tobytes(), cv2.IMREAD_GRAYSCALE)  # 0..255 floats
+    assert gray.shape == (20, 30) and np.abs(gray.astype(int) - expected[..., 0]).max() <= 1
+    with pytest.raises(UnreadableImage, match="float32 image with values"):
+        decode_image(cv2.imencode(".tiff", picture * 1000)[1].tobytes())
+    with pytest.raises(UnreadableImage, match="not a readable image"):
+        decode_image(b"II*\0" + bytes(40))

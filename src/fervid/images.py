@@ -139,14 +139,17 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
             limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
             raise TooManyPixels(f"an image over {limit:,} pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS") from None
         image = None
+    if (image is None or image.size == 0) and data[:4] in (b"II*\0", b"MM\0*") and flags >= 0:
+        return _float_map(data, flags)  # a 32-bit float TIFF: OpenCV decodes it only at its own depth
     if image is None or image.size == 0:
         raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
     return image if flags < 0 else decode_on_white(data, image)  # flags < 0: IMREAD_UNCHANGED, alpha kept
 
 
 def _float_map(data: bytes, flags: int) -> np.ndarray:
-    """A PFM image (floats) in 8 bits by fervid's float rule (0..1, or 0..255): OpenCV's 8-bit decode
-    of one truncated 0..1 to 0 and 1, a black picture classified without a word."""
+    """A PFM image or a float TIFF in 8 bits by fervid's float rule (0..1, or 0..255): OpenCV's 8-bit
+    decode truncated a PFM's 0..1 to 0 and 1, a black picture classified without a word, and refused
+    a float TIFF."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None or image.size == 0:
         raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
