@@ -255,3 +255,27 @@ def test_a_float_tiff_is_read_by_the_float_rule_not_refused() -> None:
         decode_image(cv2.imencode(".tiff", picture * 1000)[1].tobytes())
     with pytest.raises(UnreadableImage, match="not a readable image"):
         decode_image(b"II*\0" + bytes(40))
+
+
+def png_chunk(kind: bytes, body: bytes, checksum: int | None = None) -> bytes:
+    import zlib
+
+    return len(body).to_bytes(4, "big") + kind + body + (zlib.crc32(kind + body) if checksum is None else checksum).to_bytes(4, "big")
+
+
+def test_a_damaged_png_is_one_line_and_libpng_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    """libpng wrote its own 'libpng error: ...' line on stderr, past OpenCV's log level, beside
+    fervid's one-line error; a damaged PNG is now told from its chunks before OpenCV decodes it."""
+    picture = np.random.default_rng(2).integers(0, 256, (40, 50, 3), np.uint8)
+    data = cv2.imencode(".png", picture)[1].tobytes()
+    flipped = bytearray(data)
+    flipped[60] ^= 0xFF  # inside the image data
+    for damaged, reason in ((data[:-12], "a PNG cut short"), (data[: len(data) // 2], "a PNG cut short"),
+                            (bytes(flipped), "a damaged PNG: its IDAT chunk fails its checksum")):
+        with pytest.raises(UnreadableImage, match=rf"^not a readable image \({reason}\)$"):
+            decode_image(damaged)
+    assert capfd.readouterr().err == ""
+    end_of_header = 8 + 25  # a damaged text chunk is skipped by libpng, and the image still read
+    with_bad_text = data[:end_of_header] + png_chunk(b"tEXt", b"a\0b", checksum=123) + data[end_of_header:]
+    assert np.array_equal(decode_image(with_bad_text), picture)
+    assert np.array_equal(decode_image(data + b"trailing bytes"), picture)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,6 +121,30 @@ def find_images(folder: str | Path) -> list[Path]:
     )
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_damage(data: bytes) -> str | None:
+    """Why a PNG cannot be decoded (cut short, or a critical chunk's checksum wrong), found before
+    OpenCV decodes it: libpng prints its own "libpng error: ..." line on stderr for these, past
+    OpenCV's log level, beside fervid's one-line error. None for a whole PNG. Ancillary chunks (text,
+    colour profiles) are left to libpng, which skips a damaged one and still decodes the image."""
+    view, at = memoryview(data), len(PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length = int.from_bytes(view[at : at + 4], "big")
+        kind = bytes(view[at + 4 : at + 8])
+        end = at + 12 + length
+        if end > len(data):
+            break
+        critical = kind[:1].isupper()
+        if critical and zlib.crc32(view[at + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            return f"a damaged PNG: its {kind.decode('latin-1')} chunk fails its checksum"
+        if kind == b"IEND":
+            return None
+        at = end
+    return "a PNG cut short"
+
+
 def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Encoded image bytes (JPEG, PNG, WebP, BMP, TIFF...) as an array; BGR and upright by default.
 
@@ -132,6 +157,8 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
         raise UnreadableImage("empty file (0 bytes)")
     if data[:2] in (b"PF", b"Pf") and data[2:3] in (b"\n", b"\r") and flags >= 0:
         return _float_map(data, flags)
+    if bytes(data[:8]) == PNG_SIGNATURE and (damage := png_damage(data)):
+        raise UnreadableImage(f"not a readable image ({damage})")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as error:

@@ -25,7 +25,7 @@ from fervid.runtime.sources import DEFAULT_FPS
 
 
 VIDEO_READER = 2  # how video segments are read: 2 since 2026-12-05 (frame timestamps; variable-rate videos whole)
-IMAGE_READER = 2  # how images are decoded: 2 since 2026-12-05 (transparent parts white, PNG/WebP upright by EXIF)
+IMAGE_READER = 3  # how images are decoded: 2 since 2026-12-05 (transparent parts white, PNG/WebP upright by EXIF), 3 float TIFFs read
 
 
 @dataclass(frozen=True)
