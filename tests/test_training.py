@@ -500,7 +500,7 @@ def test_evaluate_against_another_model_is_a_paired_test(trained_run, tmp_path):
     assert against["only_this_right"] > against["only_other_right"] and against["mcnemar_p"] < 0.05
     assert "a real difference" in printed
     mine = json.loads(result.read_text())["accuracy"]
-    assert f"against fervid-vgg: accuracy {mine:.4f} for this model vs {against['accuracy']:.4f}; " in " ".join(printed.split())
+    assert f"against fervid-vgg (flip averaging, input blur 0.7, temperature 1): accuracy {mine:.4f} for this model vs {against['accuracy']:.4f}; " in " ".join(printed.split())
 
 
 def test_mcnemar_matches_the_binomial_tail():
@@ -1185,6 +1185,17 @@ def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path):
     assert card["metrics"]["input_blur_check"].get("flip_tta", False) is False
     assert ExpressionClassifier(tmp_path / "run").flip_tta is False
     assert "off in the runtime: trained with --no-flip" in (tmp_path / "run" / "report.md").read_text()
+    # --against scores the other model as its own card runs it: the bundled one with flip averaging,
+    # not with this card's single views (which under-rated it in the paired test)
+    scores, alone = tmp_path / "against.json", tmp_path / "alone.json"
+    printed = fervid_here("evaluate", str(tmp_path / "run"), str(data), "--against", "fervid-vgg", "--json", str(scores)).stdout
+    fervid_here("evaluate", "fervid-vgg", str(data), "--json", str(alone))
+    against, bundled = json.loads(scores.read_text())["against"], json.loads(alone.read_text())
+    assert json.loads(scores.read_text())["flip_tta"] is False and against["flip_tta"] is True
+    assert (against["accuracy"], against["input_blur"], against["temperature"]) == (bundled["accuracy"], bundled["input_blur"], bundled["temperature"])
+    assert "against fervid-vgg (flip averaging, input blur 0.7, temperature 1)" in " ".join(printed.split())
+    fervid_here("evaluate", str(tmp_path / "run"), str(data), "--against", "fervid-vgg", "--no-flip-tta", "--json", str(scores))
+    assert json.loads(scores.read_text())["against"]["flip_tta"] is False, "a flip setting given applies to both"
 
 
 def test_a_warm_up_as_long_as_the_run_is_named(capsys):

@@ -30,6 +30,9 @@ class Comparison:
     only_this_right: int
     only_other_right: int
     mcnemar_p: float
+    flip_tta: bool  # how the other model was run: its own card's views, blur and temperature
+    input_blur: float
+    temperature: float
 
     @property
     def verdict(self) -> str:
@@ -37,7 +40,8 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "accuracy": self.accuracy, "only_this_right": self.only_this_right,
-                "only_other_right": self.only_other_right, "mcnemar_p": self.mcnemar_p}
+                "only_other_right": self.only_other_right, "mcnemar_p": self.mcnemar_p, "flip_tta": self.flip_tta,
+                "input_blur": self.input_blur, "temperature": self.temperature}
 
 
 @dataclass
@@ -73,7 +77,8 @@ class Evaluation:
         ]
         if (other := self.against) is not None:
             lines.append(
-                f"against {other.model}: accuracy {report.accuracy:.4f} for this model vs {other.accuracy:.4f}; only this "
+                f"against {other.model} ({'flip averaging, ' if other.flip_tta else ''}input blur {other.input_blur:g}, "
+                f"temperature {other.temperature:g}): accuracy {report.accuracy:.4f} for this model vs {other.accuracy:.4f}; only this "
                 f"model right on {other.only_this_right:,} faces, only {other.model} on {other.only_other_right:,}; "
                 f"exact McNemar p = {other.mcnemar_p:.3g} ({other.verdict} at p < {SIGNIFICANCE})"
             )
@@ -148,8 +153,10 @@ def evaluate_model(
     """Score ``model`` (a file, run folder or bundled name) on ``split`` of the dataset at ``data``.
 
     Unset, ``flip_tta``, ``input_blur`` and ``temperature`` are the model card's, so the scores are
-    what the runtime gives. ``against`` is scored on the same faces and views, and compared with an
-    exact McNemar test. Both models load before the data: a wrong name fails in seconds.
+    what the runtime gives. ``against`` is scored on the same faces as its own card says the runtime
+    runs it (a ``flip_tta`` given applies to both), and compared with an exact McNemar test: each
+    model as users get it, so a card without flip averaging does not take it from the other. Both
+    models load before the data: a wrong name fails in seconds.
     """
     from fervid.data import load_split, read_dataset
     from fervid.data.readers import split_name
@@ -167,16 +174,18 @@ def evaluate_model(
     held = held_out_faces(index, predictor.card) if split == "validation" and "validation" not in index.splits else None
     arrays = held if held is not None else load_split(index, split)
     inputs = arrays.inputs()
-    flip_tta = predictor.flip_tta if flip_tta is None else flip_tta
-    report = evaluate(predictor, inputs, arrays.labels, flip_tta=flip_tta)
+    this_flip = predictor.flip_tta if flip_tta is None else flip_tta
+    report = evaluate(predictor, inputs, arrays.labels, flip_tta=this_flip)
     comparison = None
     if other_predictor is not None:
-        other_report = evaluate(other_predictor, inputs, arrays.labels, flip_tta=flip_tta)
+        other_flip = other_predictor.flip_tta if flip_tta is None else flip_tta
+        other_report = evaluate(other_predictor, inputs, arrays.labels, flip_tta=other_flip)
         assert report.correct is not None and other_report.correct is not None  # evaluate sets them
         only_this, only_other, p_value = mcnemar_p(report.correct, other_report.correct)
-        comparison = Comparison(str(other), other_report.accuracy, only_this, only_other, p_value)
+        comparison = Comparison(str(other), other_report.accuracy, only_this, only_other, p_value,
+                                other_flip, other_predictor.input_blur, other_predictor.temperature)
     source = predictor.card["dataset"]["validation_source"] if held is not None else None
-    return Evaluation(str(model), str(data), split, flip_tta, predictor.input_blur, predictor.temperature,
+    return Evaluation(str(model), str(data), split, this_flip, predictor.input_blur, predictor.temperature,
                       len(arrays), report, comparison, source, arrays.sources, arrays.labels)
 
 
