@@ -585,3 +585,65 @@ def test_a_download_holding_a_zip_says_to_pass_the_zip(tmp_path, packed):
     assert "holds faces.zip but no images in class folders;" in message
     assert message.endswith("pass the .zip (fervid reads a zip of class folders directly)")
     assert ("extract it and pass" in message) is packed
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_collections_whose_files_share_names_but_not_content_are_both_read(tmp_path, capsys, packed):
+    """2019/ and 2020/ each numbering their files 0000.png... were taken for one copy of the other:
+    half the data left out, with a warning that said 'file for file'."""
+    write_folder_dataset(tmp_path / "two" / "2019", 0, {"train": 2}, seed=1)
+    write_folder_dataset(tmp_path / "two" / "2020", 0, {"train": 2}, seed=2)
+    data = zip_folder(tmp_path / "two", tmp_path / "two.zip") if packed else tmp_path / "two"
+    assert read_dataset(data).counts()["train"].tolist() == [4] * 7
+    assert capsys.readouterr().err == ""
+
+
+def test_images_whose_names_are_not_utf8_are_counted_as_dropped_not_a_crash(tmp_path):
+    """A Latin-1 name (b'caf\\xe9.png') was a UnicodeEncodeError traceback from pandas/pyarrow."""
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    shutil.copy(data / "train" / "happy" / "0000.png", bytes(data / "train" / "happy") + b"/caf\xe9.png")
+    index = read_dataset(data)
+    assert index.counts()["train"].tolist() == [1] * 7
+    assert index.dropped == {"images whose file names are not UTF-8 (rename them, e.g. with convmv, to read them)": 1}
+
+
+def test_links_that_point_nowhere_are_counted_as_dropped(tmp_path):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    (data / "train" / "sad" / "gone.png").symlink_to(tmp_path / "missing.png")
+    index = read_dataset(data)
+    assert index.counts()["train"].tolist() == [1] * 7 and index.dropped == {"links that point nowhere": 1}
+
+
+def test_a_class_folder_beside_split_folders_is_read_as_train_with_a_warning(tmp_path, capsys):
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 1, "val": 1})
+    shutil.copytree(data / "val" / "happy", data / "happy")
+    index = read_dataset(data)
+    assert index.counts()["train"]["happy"] == 2
+    assert capsys.readouterr().err == (f"warning: {data}: class folders beside the split folders, read as train: happy (1) "
+                                       "(move them into a split folder to say which split they are)\n")
+
+
+def test_an_image_a_reader_refuses_is_one_unreadable_face_not_a_failed_load(tmp_path):
+    """A TIFF of negative int16 raised a plain FervidError from the decoder: the whole load failed
+    with a message naming no file."""
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    cv2.imwrite(str(data / "train" / "sad" / "negative.tiff"), np.full((48, 48, 4), -3, np.int16))
+    arrays = load_arrays(read_dataset(data), "train")
+    assert len(arrays) == 7 and len(arrays.failed) == 1
+    source, reason = arrays.failed[0]
+    assert source.endswith("negative.tiff") and "int16 image with values -3..-3" in reason
+
+
+def test_csv_rows_that_are_big_too_long_a_number_or_after_a_quoted_blank_line_are_read_right(tmp_path):
+    """A 200x200 row passed Python csv's 131,072-character field limit (the whole file refused); a
+    20-digit token was an OverflowError traceback; a line holding only "" is a row to pandas but
+    was skipped when fields were counted, so the stray field of one row was blamed on the row before."""
+    good = " ".join(["100"] * 2304)
+    big = " ".join(["90"] * 200 * 200)
+    path = tmp_path / "fer.csv"
+    path.write_text(f'emotion,pixels,Usage\n""\n3,{good},Training\n0,{good},Training,x\n5,{big},Training\n'
+                    f"4,99999999999999999999 {good[4:]},Training\n")
+    index = read_dataset(path)
+    arrays = load_arrays(index, "train")
+    assert len(arrays) == 2 and sorted(arrays.labels.tolist()) == [EXPRESSIONS.index("happy"), EXPRESSIONS.index("surprise")]
+    assert sorted(arrays.failed) == [("line 4", "more fields than the header's 3"), ("line 6", "pixels are not integers")]

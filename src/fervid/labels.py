@@ -24,8 +24,6 @@ ALIASES: dict[str, str] = {
     "happiness": "happy",
     "joy": "happy",
     "smile": "happy",
-    "calm": "neutral",
-    "none": "neutral",
     "sadness": "sad",
     "unhappy": "sad",
     "surprised": "surprise",

@@ -24,10 +24,11 @@ def decode_image_bytes(data: bytes) -> np.ndarray:
     # Any depth and colour, turned upright by its EXIF orientation (IMREAD_UNCHANGED would leave a
     # phone's portrait shot on its side), transparent parts white as a viewer shows them.
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
-    image = decode_image(data, flags)
     try:
-        return prepare_face(image)
-    except FervidError as error:  # e.g. a float TIFF outside 0..1 and 0..255: this file only, not the whole load
+        return prepare_face(decode_image(data, flags))
+    except UnreadableImage:
+        raise
+    except FervidError as error:  # e.g. a TIFF of negative int16 or floats past 255: this file only, not the whole load
         raise UnreadableImage(str(error)) from None
 
 
@@ -35,7 +36,7 @@ def decode_pixel_string(pixels: str) -> np.ndarray:
     """FER2013 CSV pixels ('70 80 82 ...', a square image row by row) into a 48x48 uint8 face."""
     try:
         values = np.array(str(pixels).split(), dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a 19-20 digit run where spaces were lost
         raise UnreadableImage("pixels are not integers") from None
     side = math.isqrt(values.size)
     if values.size == 0 or side * side != values.size:

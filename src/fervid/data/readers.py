@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -119,13 +119,16 @@ def read_dataset(
     if not location.exists():
         raise FervidError(f"{location}: no such file or folder")
     if location.is_dir():
-        names = [p.relative_to(location).as_posix() for p in walk_files(location)]  # symlinked folders too
-        frame, dropped = _index_paths(names, location, unknown, mapping)
+        broken: list[Path] = []
+        names = [p.relative_to(location).as_posix() for p in walk_files(location, broken)]  # symlinked folders too
+        frame, dropped = _index_paths(names, location, unknown, mapping, lambda name: _file_size(location / name))
+        if broken:
+            dropped["links that point nowhere"] = len(broken)
         return DatasetIndex(location, "folder", frame, dropped)
     suffix = location.suffix.lower()
     if suffix == ".zip":
-        members = _zip_members(location)
-        frame, dropped = _index_paths(list(members), location, unknown, mapping)
+        members, stored = _zip_members(location)
+        frame, dropped = _index_paths(list(members), location, unknown, mapping, stored.__getitem__)
         renamed = {name: real for name, real in members.items() if name != real}
         return DatasetIndex(location, "zip", frame, dropped, members=renamed)
     if suffix == ".csv":
@@ -135,8 +138,18 @@ def read_dataset(
     raise FervidError(f"{location}: expected a folder, a .zip or a FER2013-style .csv")
 
 
-def _zip_members(location: Path) -> dict[str, str]:
-    """A zip's files as {name with ``/`` separators: real member name}; an encrypted zip is refused.
+def _file_size(path: Path) -> int:
+    """A file's size, or -1 where it cannot be read (a link pointing nowhere): never equal to a file's."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+    """A zip's files as {name with ``/`` separators: real member name}, and each name's size and
+    CRC-32 (what tells a copy of a file from another file of the same name); an encrypted zip is
+    refused.
 
     Windows PowerShell 5.1's Compress-Archive writes ``\\`` separators, which would hide every class
     folder. Python's zipfile cannot decrypt without a password (and then only slowly), so a
@@ -150,11 +163,12 @@ def _zip_members(location: Path) -> dict[str, str]:
     if any(info.flag_bits & 0x1 for info in infos):
         raise FervidError(f"{location}: password-protected (encrypted) zip: extract it first and pass the folder")
     members: dict[str, str] = {}
+    stored: dict[str, tuple[int, int]] = {}
     for info in infos:
         name = info.filename.replace("\\", "/")
-        if not name.endswith("/"):
-            members.setdefault(name, info.filename)
-    return members
+        if not name.endswith("/") and name not in members:
+            members[name], stored[name] = info.filename, (info.file_size, info.CRC)
+    return members, stored
 
 
 def _split_of(parts: tuple[str, ...]) -> tuple[int, str] | None:
@@ -166,13 +180,14 @@ def _split_of(parts: tuple[str, ...]) -> tuple[int, str] | None:
     return None
 
 
-def _without_copies(location: Path, images: list) -> list:
+def _without_copies(location: Path, images: list, identity: Callable[[str], object]) -> list:
     """The images, less those under split folders that repeat another set of split folders file for file.
 
     Kaggle's face-expression download holds ``images/train|validation`` and again
     ``images/images/train|validation`` with the same files; read twice, every count doubles and every
     face is its own duplicate. The shallower copy is read; different collections (``2019/train``,
-    ``2020/train``) are both kept.
+    ``2020/train``) are both kept, even when their files have the same names (``0.png``,
+    ``1.png``...): a copy must also match in each file's ``identity`` (size; in a zip, size and CRC).
     """
     roots: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
     for _, parts, found in images:
@@ -182,7 +197,9 @@ def _without_copies(location: Path, images: list) -> list:
     ordered = sorted(roots, key=lambda root: (len(root), root))
     for number, root in enumerate(ordered):
         for other in ordered[number + 1 :]:
-            if root not in copies and other not in copies and roots[other] == roots[root]:
+            if root not in copies and other not in copies and roots[other] == roots[root] and all(
+                identity("/".join(root + inside)) == identity("/".join(other + inside)) for inside in roots[root]
+            ):
                 copies.add(other)
                 warn(f"{location}: {'/'.join(other)}/ repeats {'/'.join(root) + '/' if root else 'its top level'} "
                      f"file for file ({len(roots[root]):,} images); read once")
@@ -215,6 +232,7 @@ def _index_paths(
     location: Path,
     unknown: UnknownPolicy,
     mapping: Mapping[str, str] | None,
+    identity: Callable[[str], object],
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Find each image's class folder and split folder from its path.
 
@@ -224,21 +242,25 @@ def _index_paths(
     """
     images = []
     other_suffixes: dict[str, int] = {}  # files in class folders that are not images, by suffix
+    not_utf8 = 0  # names no table, cache or report can hold (a Latin-1 name on a UTF-8 system)
     for name in names:
         parts = PurePosixPath(name).parts
         if len(parts) < 2 or is_hidden(parts):
             continue
-        if is_image_name(name):
+        if is_image_name(name) and not name.isascii() and not _is_utf8(name):
+            not_utf8 += 1
+        elif is_image_name(name):
             images.append((name, parts, _split_of(parts)))
         elif canonical_label(parts[-2], mapping) is not None:
             suffix = PurePosixPath(name).suffix.lower() or "no suffix"
             other_suffixes[suffix] = other_suffixes.get(suffix, 0) + 1
-    images = _without_copies(location, images)
+    images = _without_copies(location, images, identity)
     split_parents = {parts[:found[0]] for _, parts, found in images if found and found[0] < len(parts) - 2}
     rows: list[tuple[str, str, str]] = []
     unknown_counts: dict[str, int] = {}
     beside_counts: dict[str, int] = {}
     classless: dict[str, int] = {}  # split folder -> images loose in it
+    loose_classes: dict[str, int] = {}  # class folder beside split folders -> its images
     for name, parts, found in images:
         folder = parts[-2]
         if found and found[0] == len(parts) - 2:
@@ -255,7 +277,13 @@ def _index_paths(
             key = "/".join(parts[:-1])
             unknown_counts[key] = unknown_counts.get(key, 0) + 1
             continue
+        if not found and parts[:-2] in split_parents:  # happy/ next to train/ and val/: which split was meant?
+            key = "/".join(parts[:-1])
+            loose_classes[key] = loose_classes.get(key, 0) + 1
         rows.append((name, label, found[1] if found else "train"))
+    if loose_classes:
+        warn(f"{location}: class folders beside the split folders, read as train: {_listed(loose_classes)} "
+             "(move them into a split folder to say which split they are)")
     _warn_unused_mapping(location, mapping, {normalize_name(parts[-2]) for _, parts, _ in images})
     if unknown == "error":
         _refuse_unknown(location, unknown_counts, beside_counts)
@@ -270,7 +298,18 @@ def _index_paths(
     if other_suffixes:
         key = f"files in class folders without an image suffix ({_suffixes(other_suffixes)})"
         dropped[key] = sum(other_suffixes.values())
+    if not_utf8:
+        dropped["images whose file names are not UTF-8 (rename them, e.g. with convmv, to read them)"] = not_utf8
     return frame.sort_values(["split", "label", "source"], kind="stable").reset_index(drop=True), dropped
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a file name decoded from the file system is UTF-8 (undecodable bytes come as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _listed(counts: dict[str, int]) -> str:
@@ -386,7 +425,8 @@ def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, 
         raise FervidError(f"{location}: no row has an emotion between 0 and 6")
     labels = emotion.where(~bad, 0).astype(int).map(dict(enumerate(FER2013_CSV_CLASSES)))
     reasons = pd.Series("", index=table.index)
-    reasons.iloc[extra] = f"more fields than the header's {len(header.columns)}"
+    if len(lines) == len(table):  # the rows line up; otherwise an index could name another row
+        reasons.iloc[extra] = f"more fields than the header's {len(header.columns)}"
     if usage:
         split = _csv_splits(location, table[usage], reasons, bad)
     else:
@@ -409,6 +449,7 @@ def _scan_rows(location: Path, width: int) -> tuple[list[int], list[int]]:
     """
     lines: list[int] = []
     extra: list[int] = []
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a big face's pixels: 200x200 is 181,000 characters
     with open(location, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header_read = False
@@ -417,8 +458,8 @@ def _scan_rows(location: Path, width: int) -> tuple[list[int], list[int]]:
             row = next(reader, None)
             if row is None:
                 return lines, extra
-            if not (len(row) > 1 or (row and row[0].strip())):  # pandas skips blank lines
-                continue
+            if not row or (len(row) == 1 and row[0] and not row[0].strip(" \t")):  # the lines pandas skips:
+                continue  # empty or only spaces and tabs (a quoted "" or a form feed is a row to pandas)
             if header_read:
                 if len(row) > width:
                     extra.append(len(lines))
