@@ -119,6 +119,29 @@ def test_a_new_run_into_a_finished_run_folder_is_refused_and_leaves_it_alone(tra
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
 
 
+def test_a_finished_run_without_its_checkpoint_or_a_foreign_config_is_not_taken_for_a_run_stopped_early(trained_run, tmp_path):
+    """Any config.json exempted the folder: a finished run whose checkpoint/ was deleted had its
+    model and report replaced by a new run, and so had a folder of the user's with a config.json."""
+    from fervid.errors import FervidError
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import fit
+
+    run, data = trained_run
+    finished = tmp_path / "finished"
+    shutil.copytree(run, finished, ignore=shutil.ignore_patterns("checkpoint"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "config.json").write_text('{"lr": 0.1}')
+    config = TrainConfig(data=str(data), arch="compact", epochs=1)
+    for folder, holds in ((finished, "config.json, history.csv, model.keras, model.onnx"), (notes, "config.json,")):
+        before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+        with pytest.raises(FervidError, match=f"^--out {re.escape(str(folder))}: holds {holds}"):
+            fit(config, folder)
+        assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+    with pytest.raises(FervidError, match="the checkpoint folder of the run"):
+        fit(config, run / "checkpoint")
+
+
 def test_resume_continues_the_same_schedule(trained_run):
     run, _ = trained_run
     history = [row.split(",") for row in (run / "history.csv").read_text().split("\n")[1:] if row]
@@ -661,7 +684,8 @@ def test_init_from_starts_where_the_trained_model_ended(trained_run, tmp_path):
     mismatch = fervid_here("train", str(data), "--arch", "vgg", "--init-from", str(run), "--out", str(tmp_path / "x"),
                           check=False)
     assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr
-    assert "--arch" in mismatch.stderr and len(mismatch.stderr.strip().splitlines()) == 1
+    assert mismatch.stderr.strip().endswith("-parameter one; give --arch compact"), "named from the model's card"
+    assert len(mismatch.stderr.strip().splitlines()) == 1
     missing = fervid_here("train", str(data), "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "y"),
                          check=False)
     assert missing.returncode == 2 and "no trained model to start from" in missing.stderr
@@ -973,8 +997,13 @@ def test_unreadable_training_data_leaves_no_run_folder(tmp_path):
 def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
     result = fervid_here("train", "--resume", "--out", str(tmp_path / "nothing"), check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"fervid: error: {tmp_path / 'nothing'}: no run to resume (no config.json); give the dataset to start one there"
+    assert result.stderr.strip() == (f"fervid: error: {tmp_path / 'nothing'}: no run to resume (no config.json); give the dataset "
+                                     "and leave out --resume to start one there")
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    result = fervid_here("train", str(data), "--resume", "--out", str(tmp_path / "typo"), check=False)  # started a new run
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"fervid: error: {tmp_path / 'typo'}: no run to resume (no config.json); leave out --resume to start one there")
+    assert not (tmp_path / "typo").exists()
     result = fervid_here("evaluate", str(tmp_path / "missing.onnx"), str(data), check=False)
     assert result.returncode == 2 and "missing.onnx" in result.stderr and "Traceback" not in result.stderr
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
@@ -1020,10 +1049,16 @@ def test_a_run_whose_files_have_another_shape_is_one_line_on_resume(tmp_path):
         return result.stderr.strip()
 
     (run / "checkpoint" / "state.json").write_text(json.dumps(state))
+    saved = json.loads(json.dumps(config.__dict__))
     for text, message in (("{}", "not a fervid run's config"), ("[]", "not a fervid run's config"),
-                          (json.dumps({**json.loads(json.dumps(config.__dict__)), "epochs": "x"}), "not a usable run config")):
+                          (json.dumps({**saved, "epochs": "x"}), "not a usable run config"),
+                          # each a traceback from Keras or pandas once the data was read
+                          (json.dumps({**saved, "seed": 42.5}), r"not a usable run config \(seed must be int, got 42.5\)"),
+                          (json.dumps({**saved, "mapping": ["a=happy"]}), r"not a usable run config \(mapping must be dict\[str, str\]"),
+                          (json.dumps({**saved, "flip": 1}), r"not a usable run config \(flip must be bool, got 1\)")):
         (run / "config.json").write_text(text)
-        assert resume_error().startswith(f"fervid: error: {run / 'config.json'}: {message}")
+        error = resume_error()
+        assert re.match(re.escape(f"fervid: error: {run / 'config.json'}: ") + message, error), error
     config.save(run / "config.json")
     (run / "checkpoint" / "state.json").write_text("[]")
     assert resume_error() == f"fervid: error: {run / 'checkpoint' / 'state.json'}: not a fervid run's resume state; start a new run with another --out"
@@ -1478,6 +1513,19 @@ def test_a_keras_backend_that_is_not_there_is_one_line(tmp_path):
     assert empty.returncode == 2 and "KERAS_BACKEND" not in empty.stderr and "no such" in empty.stderr.lower(), empty.stderr
 
 
+def test_a_keras_backend_without_fit_is_refused_before_the_run_folder_is_made(tmp_path, monkeypatch):
+    """Keras runs models on numpy (and openvino) but has no fit there: a traceback after config.json was written."""
+    from fervid.errors import FervidError
+    from fervid.training import fit as fit_module
+    from fervid.training.config import TrainConfig
+
+    data = write_folder_dataset(tmp_path / "faces", 0, {"train": 1})
+    monkeypatch.setattr(fit_module.keras.backend, "backend", lambda: "numpy")
+    with pytest.raises(FervidError, match=r"^KERAS_BACKEND=numpy cannot train \(Keras has no fit on it\); use tensorflow, jax, torch "):
+        fit_module.fit(TrainConfig(data=str(data), arch="compact", epochs=1), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
     """A full disk: h5py's message spanned lines and named the temporary file, and the interpreter's
     teardown then crashed in h5py (a segfault, exit 139) after it."""
@@ -1521,3 +1569,16 @@ def test_the_resume_seed_stays_one_numpy_takes():
     assert resume_seed(42, 168) == 210
     assert resume_seed(2**32 - 1, 3) == 2
     np.random.seed(resume_seed(2**32 - 1, 300))  # accepted
+
+
+def test_a_val_fraction_the_data_does_not_use_is_named(tmp_path, capsys):
+    """--val-fraction on data with a validation split did nothing, silently."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import load_training_data
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 1})
+    assert load_training_data(TrainConfig(data=str(data))).validation_source == "validation split"
+    assert capsys.readouterr().err == ""
+    assert len(load_training_data(TrainConfig(data=str(data), val_fraction=0.3)).validation) == 7
+    assert capsys.readouterr().err == (f"warning: {data}: has a validation split, which is used; --val-fraction 0.3 applies "
+                                       "only to data without one\n")

@@ -186,7 +186,7 @@ def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: 
     if changed:
         raise FervidError(
             f"--resume continues {out_dir} as its config.json says, so {', '.join(changed)} cannot change it; to train "
-            f"on with other settings start a new run from it: --init-from {out_dir} --out NEW"
+            f"on with other settings start a new run from it: fervid train DATA --init-from {out_dir} --out NEW"
         )
 
 
@@ -249,8 +249,9 @@ def train(
                               f"fervid train NEW_PATH --resume --out {out_dir}")
         out.print(f"resuming {out_dir} ({config.arch}, {config.epochs} epochs, data {config.data})")
     else:
-        if data is None and resume:
-            raise FervidError(f"{out_dir}: no run to resume (no config.json); give the dataset to start one there")
+        if resume:  # a mistyped --out would otherwise start a new run of the default recipe there
+            start = "leave out --resume to start one there" if data else "give the dataset and leave out --resume to start one there"
+            raise FervidError(f"{out_dir}: no run to resume (no config.json); {start}")
         if data is None:
             raise FervidError("give the dataset to train on (or --resume with an existing --out)")
         given = _given(ctx)  # options that would do nothing are refused, as config.validate refuses wrong ones

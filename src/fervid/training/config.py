@@ -108,9 +108,31 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         if not isinstance(values, dict) or "data" not in values:
             raise FervidError(f"{path}: not a fervid run's config (a JSON object of fervid train's options was expected)")
+        wrong = [name for name in fields(cls) if name.name in values and not _well_typed(str(name.type), values[name.name])]
+        if wrong:  # "seed": 42.5 or "mapping": [...] failed deep in Keras or pandas, as tracebacks
+            field_ = wrong[0]
+            raise FervidError(f"{path}: not a usable run config ({field_.name} must be {field_.type}, got "
+                              f"{json.dumps(values[field_.name])[:60]})")
         try:
             config = cls(**{k: v for k, v in values.items() if k in known})  # options of older versions dropped
             config.validate()
         except (TypeError, FervidError) as error:  # TypeError: a value of the wrong type, e.g. "epochs": "x"
             raise FervidError(f"{path}: not a usable run config ({error})") from None
         return config
+
+
+def _well_typed(annotation: str, value: object) -> bool:
+    """Whether a config.json value has its field's type (``annotation`` as written in TrainConfig);
+    JSON's true is not a number, and a whole number is a float's value too."""
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    kinds: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "str | None": (str, type(None))}
+    if annotation in kinds:
+        return isinstance(value, kinds[annotation])
+    if annotation == "dict[str, str]":
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if annotation == "list[str]":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    raise AssertionError(f"TrainConfig field of type {annotation} has no JSON check")  # a new field's type: add it above

@@ -35,6 +35,7 @@ from fervid.fileio import (
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
+from fervid.model.specs import ARCHITECTURES as ARCHITECTURE_NAMES
 from fervid.training.config import TrainConfig
 from fervid.training.lock import RunLock
 from fervid.training.distill import (
@@ -47,6 +48,8 @@ from fervid.training.distill import (
 )
 from fervid.training.views import ViewRecipe, render_views, view_parameters, view_seeds
 
+VAL_FRACTION_DEFAULT = TrainConfig.__dataclass_fields__["val_fraction"].default
+TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
@@ -86,6 +89,9 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     train = load_split(index, "train")  # warns of unreadable images itself
     notes = [note for note in [dropped, unreadable_note(train, "train")] if note]
     if "validation" in index.splits:
+        if config.val_fraction != VAL_FRACTION_DEFAULT:  # as options that do nothing are refused or named
+            warn(f"{config.data}: has a validation split, which is used; --val-fraction {config.val_fraction:g} applies "
+                 "only to data without one")
         validation = load_arrays(index, "validation")
         source = "validation split"
         if note := unreadable_note(validation, "validation"):
@@ -384,9 +390,16 @@ def warm_start(classifier: keras.Model, source: str) -> None:
     trained = load_classifier(path)
     weights = trained.get_weights()
     if [w.shape for w in weights] != [tuple(v.shape) for v in classifier.weights]:
+        card = path.with_suffix(".json")
+        try:
+            trained_arch = json.loads(card.read_text()).get("architecture") if card.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            trained_arch = None
+        arch = f"--arch {trained_arch}" if isinstance(trained_arch, str) and trained_arch in ARCHITECTURE_NAMES else \
+            "--arch the architecture it was trained with"
         raise FervidError(
             f"{path}: a {trained.count_params():,}-parameter model cannot start a {classifier.count_params():,}-parameter "
-            "one; give --arch the architecture it was trained with"
+            f"one; give {arch}"
         )
     classifier.set_weights(weights)
 
@@ -394,18 +407,28 @@ def warm_start(classifier: keras.Model, source: str) -> None:
 def check_no_foreign_outputs(run: Path) -> None:
     """Refuse a new run in a folder whose files it would overwrite, unless they are a run's own.
 
-    A folder with ``config.json`` and no finished epoch is a run stopped in its first epoch, so
+    A folder whose only run file is a run's ``config.json`` is a run stopped in its first epoch, so
     starting again there replaces only what that run wrote; anywhere else a ``model.onnx`` or
-    ``report.md`` is the user's (another model, their notes) and must not be replaced silently (the
-    teachers' cached probabilities, which a user may put there first, are not among ``RUN_OUTPUTS``).
+    ``report.md`` (a finished run whose checkpoint was deleted, another model, the user's notes) or
+    a ``config.json`` that is not a run's must not be replaced silently (the teachers' cached
+    probabilities, which a user may put there first, are not among ``RUN_OUTPUTS``).
     """
-    if (run / "config.json").is_file():
-        return
     clashes = [name for name in RUN_OUTPUTS if (run / name).exists()]
+    if clashes == ["config.json"] and _is_run_config(run / "config.json"):
+        return
     if clashes:
         raise FervidError(
             f"--out {run}: holds {', '.join(clashes)}, which the run would overwrite; give a new or empty folder"
         )
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a fervid run's config.json (one ``TrainConfig.load`` reads)."""
+    try:
+        TrainConfig.load(path)
+    except FervidError:
+        return False
+    return True
 
 
 def same_data_on_resume(state: dict, content: str, data: str) -> None:
@@ -439,6 +462,8 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
         check_teachers(config.teacher)  # a missing teacher fails now, before any data is read
     if run.exists() and not run.is_dir():
         raise FervidError(f"--out {run}: a file, not a run folder")
+    if run.resolve().name == "checkpoint" and (run.resolve().parent / "config.json").is_file():
+        raise FervidError(f"--out {run}: the checkpoint folder of the run {run.resolve().parent}; give a folder of its own")
     check_writable_folder(run, "--out")  # now, not when the first file is written after the data is read
     check_outside_dataset(run, config.data, "--out", folder=True)  # its plots (curves.png, confusion.png) would be read as faces
     if not resume:
@@ -509,6 +534,9 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     if lock is None:
         with RunLock(run) as own:
             return fit(config, run, resume=resume, lock=own)
+    if keras.backend.backend() not in TRAINING_BACKENDS:  # numpy and openvino run models but have no fit
+        raise FervidError(f"KERAS_BACKEND={keras.backend.backend()} cannot train (Keras has no fit on it); "
+                          f"use {', '.join(TRAINING_BACKENDS)} (unset KERAS_BACKEND for tensorflow)")
     config.validate()
     state, resume = open_run(config, run, resume)
     if run.is_dir():  # a resume, or a run stopped in its first epoch: refuse a second process before reading data
@@ -521,8 +549,9 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     data = load_training_data(config)
     same_data_on_resume(state, data.fingerprint, config.data)
     state["data_fingerprint"] = data.fingerprint
-    config.save(run / "config.json")  # only now: data that cannot be read leaves no half-made run folder behind
-    lock.acquire()
+    run.mkdir(parents=True, exist_ok=True)  # only now: data that cannot be read leaves no half-made run folder behind
+    lock.acquire()  # before config.json: two runs started into one new folder would write each other's
+    config.save(run / "config.json")
     x_train, y_train = data.train.inputs(), data.train.one_hot()
     steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
     model = compile_for_training(config, classifier, steps_per_epoch)
