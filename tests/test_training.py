@@ -1069,6 +1069,31 @@ def test_a_run_whose_files_have_another_shape_is_one_line_on_resume(tmp_path):
     assert message.endswith("the checkpoint is damaged or missing: start a new run with another --out")
 
 
+def test_export_refuses_a_model_that_is_not_a_face_classifier_and_checks_int8_data_first(tmp_path):
+    """A (32, 32, 3) model ended in Keras's traceback and a 10-way one was exported, then refused by
+    every command that loads it; a missing --int8 dataset was found after the whole conversion, and
+    --out in its class folders was written."""
+    from fervid.model.backend import keras
+
+    def saved(shape: tuple[int, ...], classes: int, name: str) -> Path:
+        model = keras.Sequential([keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(classes, activation="softmax")])
+        model.save(str(tmp_path / name))
+        return tmp_path / name
+
+    for model, message in ((saved((32, 32, 3), 7, "colour.keras"), r"takes \(32, 32, 3\), not one batch of \(48, 48, 1\) gray faces"),
+                           (saved((48, 48, 1), 10, "ten.keras"), "gives 10 outputs, not one of 7 expression probabilities")):
+        result = fervid_here("export", str(model), "--out", str(tmp_path / "out.onnx"), check=False)
+        assert result.returncode == 2 and result.stderr.strip() == f"fervid: error: {model}: {message.replace(chr(92), '')}; not a fervid expression model"
+    assert not (tmp_path / "out.onnx").exists()
+    good = saved((48, 48, 1), 7, "good.keras")
+    missing = fervid_here("export", str(good), "--int8", str(tmp_path / "nowhere"), "--out", str(tmp_path / "q.onnx"), check=False)
+    assert missing.returncode == 2 and "--int8" in missing.stderr and "no such file or folder" in missing.stderr
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
+    inside = fervid_here("export", str(good), "--int8", str(data), "--out", str(data / "train" / "angry" / "m.onnx"), check=False)
+    assert inside.returncode == 2 and "inside the dataset" in inside.stderr
+    assert sorted(path.name for path in (data / "train" / "angry").iterdir()) == ["0000.png"]
+
+
 def test_export_writes_only_onnx_and_a_failed_check_keeps_the_model_already_there(tmp_path, monkeypatch):
     from fervid.errors import FervidError
     from fervid.export import convert
@@ -1208,18 +1233,33 @@ def test_a_new_run_never_overwrites_files_that_are_not_a_runs_own(tmp_path):
     assert open_run(config, stopped, resume=False)[1] is False
 
 
-def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path):
+def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path, monkeypatch):
     from fervid.runtime.classify import ExpressionClassifier
+    from fervid.training import run as run_module
 
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
+    choose_temperature, scored_with_a_model_in_the_run = run_module.choose_temperature, []
+
+    def spy(*args, **kwargs):  # the scoring happens on a provisional export, which was run/model.onnx itself
+        scored_with_a_model_in_the_run.append((tmp_path / "run" / "model.onnx").exists())
+        return choose_temperature(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "choose_temperature", spy)
     printed = fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--batch-size", "8", "--no-flip", "--out", str(tmp_path / "run")).stdout
+    assert scored_with_a_model_in_the_run == [False], "a stop while scoring left a model.onnx with a provisional card"
     assert "validation accuracy" in printed and "flip averaging" not in printed, "the score printed is the one the runtime gives"
     card = json.loads((tmp_path / "run" / "model.json").read_text())
     assert card["inference"]["flip_tta"] is False
     assert card["metrics"]["temperature_check"]["flip_tta"] is False, "calibrated on the single view the runtime uses"
     assert card["metrics"]["input_blur_check"].get("flip_tta", False) is False
     assert ExpressionClassifier(tmp_path / "run").flip_tta is False
-    assert "off in the runtime: trained with --no-flip" in (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "off in the runtime: trained with --no-flip" in report
+    # the report, the plot and the card describe the single views the runtime uses, not flip averaging
+    assert "## Calibration (validation, single view, as the runtime runs it)" in report and "## Calibration (validation, flip" not in report
+    assert f"Expected calibration error {card['metrics']['ece']:.4f}" in report
+    single = json.loads((tmp_path / "run" / "metrics.json").read_text())["single"]
+    assert card["metrics"]["per_class"] == single["per_class"]
     # --against scores the other model as its own card runs it: the bundled one with flip averaging,
     # not with this card's single views (which under-rated it in the paired test)
     scores, alone = tmp_path / "against.json", tmp_path / "alone.json"

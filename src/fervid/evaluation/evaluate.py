@@ -109,18 +109,25 @@ def evaluate(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, fl
     return report
 
 
-def card_metrics(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, split: str) -> tuple[dict, ClassificationReport, ClassificationReport]:
-    """The validation scores a model card carries (single view and flip averaging), with both reports."""
+def card_metrics(
+    predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, split: str, *, flip_tta: bool = True,
+) -> tuple[dict, ClassificationReport, ClassificationReport]:
+    """The validation scores a model card carries (single view and flip averaging), with both reports.
+
+    ``flip_tta`` is how the runtime runs the model (the card's ``inference.flip_tta``): its view gives
+    the per-class table, so a net trained with ``--no-flip`` is not described by flip averaging it
+    never gets."""
     single = evaluate(predictor, inputs, labels)
     flipped = evaluate(predictor, inputs, labels, flip_tta=True)
-    assert flipped.calibration is not None  # evaluate sets it
+    assert single.calibration is not None and flipped.calibration is not None  # evaluate sets them
     metrics = {
         "split": split,
         "accuracy": single.accuracy,
         "macro_f1": single.macro_f1,
         "accuracy_flip_tta": flipped.accuracy,
         "macro_f1_flip_tta": flipped.macro_f1,
+        "ece": single.calibration.ece,
         "ece_flip_tta": flipped.calibration.ece,
-        "per_class": flipped.to_dict()["per_class"],
+        "per_class": (flipped if flip_tta else single).to_dict()["per_class"],
     }
     return metrics, single, flipped

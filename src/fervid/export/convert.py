@@ -13,7 +13,8 @@ import numpy as np
 
 from fervid.errors import FervidError
 from fervid.export.onnx import export_onnx, write_card
-from fervid.fileio import atomic_path, check_writable
+from fervid.fileio import atomic_path, check_outside_dataset, check_writable
+from fervid.labels import EXPRESSIONS
 from fervid.preprocess import INPUT_SHAPE, smooth
 from fervid.runtime.classify import card_beside, card_input_blur
 
@@ -78,7 +79,12 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     check_writable(target, "--out", own_run=model_path.parent)
     if card is not None:
         check_writable(target.with_suffix(".json"), f"--out {target}: its card", own_run=model_path.parent)
+    if int8_data is not None:  # now, not after seconds of conversion
+        if not Path(int8_data).expanduser().exists():
+            raise FervidError(f"--int8 {int8_data}: no such file or folder (the dataset to calibrate and score the int8 model on)")
+        check_outside_dataset(target, int8_data, "--out")
     model = load_classifier(model_path)
+    check_face_classifier(model, model_path)
     with tempfile.TemporaryDirectory() as scratch:
         # Everything is built in scratch and moved onto ``target`` only once checked (and scored), so a
         # failed export leaves the model already there, such as the shipped one, as it was.
@@ -104,6 +110,22 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
                 card_temporary.write_text(json.dumps(result.card, indent=2) + "\n")
         result.path = target
     return result
+
+
+def check_face_classifier(model, model_path: Path) -> None:
+    """Refuse a Keras model that is not a fervid face classifier, before it is converted: one input of
+    48x48x1 gray faces and one output of 7 probabilities (another input size failed with Keras's
+    traceback; a 10-way output was exported, then refused by every fervid command that loads it)."""
+    inputs, outputs = model.inputs, model.outputs
+    shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else None
+    classes = outputs[0].shape[-1] if len(outputs) == 1 else None
+    if shape != INPUT_SHAPE:
+        seen = shape if shape is not None else f"{len(inputs)} inputs"
+        raise FervidError(f"{model_path}: takes {seen}, not one batch of {INPUT_SHAPE} gray faces; not a fervid expression model")
+    if classes != len(EXPRESSIONS):
+        seen = f"{classes} outputs" if classes is not None else f"{len(outputs)} output tensors"
+        raise FervidError(f"{model_path}: gives {seen}, not one of {len(EXPRESSIONS)} expression probabilities; "
+                          "not a fervid expression model")
 
 
 def _calibration_data(model_path: Path, data: Path):
@@ -134,7 +156,7 @@ def _quantized(float32_path: Path, target: Path, data, exported: ExportResult, s
     accuracies = (evaluate(int8, inputs, labels, flip_tta=flip).accuracy, evaluate(float32, inputs, labels, flip_tta=flip).accuracy)
     if exported.card is None:  # a bare .keras: exported without a card, as its float32 export is
         return ExportResult(target, exported.difference, None, agreement, accuracies, flip)
-    scored, _, _ = card_metrics(int8, inputs, labels, data.validation_source)
+    scored, _, _ = card_metrics(int8, inputs, labels, data.validation_source, flip_tta=flip)
     card = dict(exported.card)
     previous = card.get("metrics", {})
     card["precision"] = "int8"

@@ -6,6 +6,7 @@ import datetime
 import json
 import math
 import platform
+import tempfile
 from dataclasses import asdict
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -13,6 +14,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from fervid.evaluation.evaluate import card_metrics, keras_predictor, load_predictor, predict
+from fervid.evaluation.metrics import ClassificationReport
 from fervid.evaluation.plots import plot_confusion, plot_history
 from fervid.evaluation.temperature import choose_temperature
 from fervid.export.onnx import export_onnx, float32_twin
@@ -114,8 +116,11 @@ def temperature_reason(check: dict) -> str:
 
 
 def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str) -> None:
-    """The run folder's report.md: the card's metrics, the per-class and calibration tables, how to use the model."""
+    """The run folder's report.md: the card's metrics, the per-class and calibration tables, how to use
+    the model. The calibration is of the views the runtime uses (single views for a --no-flip net)."""
     metrics = card["metrics"]
+    flip = card["inference"]["flip_tta"]
+    views, ece = ("flip averaging", metrics["ece_flip_tta"]) if flip else ("single view, as the runtime runs it", metrics["ece"])
     lines = [
         f"# Training report: {card['name']}",
         "",
@@ -139,9 +144,9 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         "",
         tta_table,
         "",
-        "## Calibration (validation, flip averaging)",
+        f"## Calibration (validation, {views})",
         "",
-        f"Expected calibration error {metrics['ece_flip_tta']:.4f} (10 bins): the face-weighted gap between "
+        f"Expected calibration error {ece:.4f} (10 bins): the face-weighted gap between "
         "the confidence (top probability) and the accuracy of the faces given it.",
         "",
         calibration_table,
@@ -177,11 +182,31 @@ def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
     with atomic_path(run / "model.keras") as temporary:
         deployable.save(str(temporary))
     name = config.name or run.resolve().name  # not fervid-<arch>: a user's run would pass for a bundled model
-    provisional = model_card(config, data, state, deployable.count_params(), {}, name)
     exports = onnx_export_available()
+    with tempfile.TemporaryDirectory() as scratch:  # the provisional export is scored there, never left as run/model.onnx
+        card, single, flipped = _scored_card(config, run, data, state, deployable, name, exports, Path(scratch))
+    runtime = flipped if config.flip else single  # the views the runtime uses: single ones for a --no-flip net
     if exports:
-        export_onnx(deployable, run / "model.onnx", provisional)
-        predictor_for = partial(load_predictor, run / "model.onnx")
+        export_onnx(deployable, run / "model.onnx", card)
+    write_text_atomically(run / "model.json", json.dumps(card, indent=2) + "\n")
+    write_text_atomically(run / "metrics.json", json.dumps({"single": single.to_dict(), "flip_tta": flipped.to_dict()}, indent=2) + "\n")
+    plot_history(state["history"], run / "curves.png")
+    plot_confusion(runtime.normalized_confusion, run / "confusion.png",
+                   f"{name}: validation ({'flip averaging' if config.flip else 'single view'})")
+    assert runtime.calibration is not None  # card_metrics's reports come from evaluate, which sets it
+    write_report(run, card, single.table(), flipped.table(), runtime.calibration.table())
+    return card
+
+
+def _scored_card(config: TrainConfig, run: Path, data: TrainingData, state: dict, deployable: keras.Model, name: str,
+                 exports: bool, scratch: Path) -> tuple[dict, ClassificationReport, ClassificationReport]:
+    """The model card with its validation scores, the input blur and the temperature chosen, and the
+    single-view and flip-averaged reports; the model is scored as exported (ONNX in ``scratch``)
+    where the backend exports, else through Keras."""
+    if exports:
+        provisional = scratch / "model.onnx"
+        export_onnx(deployable, provisional, model_card(config, data, state, deployable.count_params(), {}, name))
+        predictor_for = partial(load_predictor, provisional)
     else:
         print(
             f"no ONNX export on the {keras.backend.backend()} backend: scored the Keras model; finish with "
@@ -199,7 +224,8 @@ def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
     untempered = predict(predictor_for(input_blur=input_blur, temperature=1.0), inputs, flip_tta=config.flip)
     temperature, temperature_check = choose_temperature(untempered, labels)
     temperature_check["flip_tta"] = config.flip
-    scored, single, flipped = card_metrics(predictor_for(input_blur=input_blur, temperature=temperature), inputs, labels, data.validation_source)
+    scored, single, flipped = card_metrics(predictor_for(input_blur=input_blur, temperature=temperature), inputs, labels,
+                                           data.validation_source, flip_tta=config.flip)
     metrics = {
         **scored,
         "input_blur_check": check,
@@ -207,15 +233,7 @@ def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
         "training_minutes": round(sum(row["seconds"] for row in state["history"] if math.isfinite(row["seconds"])) / 60, 1),
     }
     card = model_card(config, data, state, deployable.count_params(), metrics, name, input_blur=input_blur, temperature=temperature)
-    if exports:
-        export_onnx(deployable, run / "model.onnx", card)
-    write_text_atomically(run / "model.json", json.dumps(card, indent=2) + "\n")
-    write_text_atomically(run / "metrics.json", json.dumps({"single": single.to_dict(), "flip_tta": flipped.to_dict()}, indent=2) + "\n")
-    plot_history(state["history"], run / "curves.png")
-    plot_confusion(flipped.normalized_confusion, run / "confusion.png", f"{name}: validation (flip averaging)")
-    assert flipped.calibration is not None  # card_metrics's reports come from evaluate, which sets it
-    write_report(run, card, single.table(), flipped.table(), flipped.calibration.table())
-    return card
+    return card, single, flipped
 
 
 def describe_run(card: dict, run: Path) -> list[str]:
