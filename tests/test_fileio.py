@@ -119,3 +119,34 @@ def test_signals_held_back_are_reported_and_raised_only_when_asked():
         pass
     assert caught == []
 
+
+
+def test_an_atomic_write_goes_through_a_symlink_and_keeps_the_files_permissions(tmp_path: Path) -> None:
+    """The link was replaced by a regular file (its target left stale) and a 664 page came back 644."""
+    from fervid.fileio import write_text_atomically
+
+    page = tmp_path / "pages" / "performance.md"
+    page.parent.mkdir()
+    page.write_text("old")
+    page.chmod(0o664)
+    link = tmp_path / "link.md"
+    link.symlink_to(page)
+    write_text_atomically(link, "new")
+    assert link.is_symlink() and page.read_text() == "new"
+    assert page.stat().st_mode & 0o777 == 0o664
+
+
+def test_an_output_that_is_a_device_or_pipe_is_refused_not_replaced(tmp_path: Path) -> None:
+    """As root, `-o /dev/null` would have replaced the device with a regular file."""
+    import os
+
+    from fervid.errors import FervidError
+    from fervid.fileio import check_writable, write_text_atomically
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(FervidError, match=r"^--json .*pipe: not a regular file \(a device, pipe or socket\)"):
+        check_writable(pipe, "--json")
+    with pytest.raises(OSError, match="not a regular file"):
+        write_text_atomically(pipe, "text")
+    assert pipe.exists() and not pipe.is_file()

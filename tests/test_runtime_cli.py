@@ -250,11 +250,16 @@ def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["bench", "--frames", "0"], "--frames must be 1 or more"),
+        (["bench", "--frames", "0"], "--frames must be 1 to 100,000, got 0"),
+        (["bench", "--frames", "99999999999999999999"], "--frames must be 1 to 100,000"),  # each run's video is written first
         (["bench", "--faces-from", "NOTZIP"], "not a zip file (give the FER2013 zip)"),
         (["bench", "--faces-from", "FOLDER"], "a folder; give the FER2013 zip itself"),
         (["bench", "--faces-from", "missing.zip"], "--faces-from missing.zip: no such file"),
-        (["bench", "--output", "NOTZIP"], "not a text (Markdown) file"),
+        (["bench", "--output", "NOTZIP"], "--output NOTZIP: not a Markdown page; give a .md file"),
+        (["bench", "--output", "BINARY_MD"], "--output BINARY_MD: not a text (Markdown) file"),
+        (["bench", "--output", "CARD"], "--output CARD: not a Markdown page"),  # a model card: its JSON broken by a section
+        (["bench", "--output", "DEVICE"], "--output DEVICE: not a Markdown page"),
+        (["bench", "--output"], "Option '--output' requires an argument. (see 'fervid bench --help')"),
         (["bench", "--output", "INSIDE_NOTZIP"], "not.zip is a file, not a folder"),
         (["evaluate", "MODEL", "DATA"], "not a fervid expression model"),
         (["evaluate", "FOLDER", "DATA"], "a folder without model.onnx"),
@@ -268,8 +273,13 @@ def test_bad_model_and_benchmark_inputs_fail_before_any_work(args: list[str], me
     (tmp_path / "not.zip").write_bytes(b"\x1f\x8b binary, not a zip")
     (tmp_path / "folder").mkdir()
     (tmp_path / "model.keras").write_bytes(b"PK")
+    (tmp_path / "binary.md").write_bytes(b"\xff\xfe\x00 not text")
+    (tmp_path / "card.json").write_text('{"name": "fervid-vgg"}')
     paths = {
         "NOTZIP": tmp_path / "not.zip",
+        "BINARY_MD": tmp_path / "binary.md",
+        "CARD": tmp_path / "card.json",
+        "DEVICE": Path("/dev/null"),
         "INSIDE_NOTZIP": tmp_path / "not.zip" / "performance.md",
         "MODEL": write_non_face_onnx(tmp_path / "flat.onnx"),
         "FOLDER": tmp_path / "folder",
@@ -277,6 +287,8 @@ def test_bad_model_and_benchmark_inputs_fail_before_any_work(args: list[str], me
         "DATA": write_folder_dataset(tmp_path / "d", 0, {"train": 1, "validation": 1}),
     }
     result = fervid(*[str(paths.get(arg, arg)) for arg in args], cwd=tmp_path)
+    for name, path in paths.items():
+        message = message.replace(name, str(path))
     assert_one_line_error(result, message)
     assert "accuracy" not in result.stdout  # a wrong --against is found before the first model is scored
 
@@ -399,6 +411,8 @@ def test_bench_with_a_zip_without_faces_says_so(tmp_path: Path) -> None:
             archive.writestr(f"crops/validation/happy/{index:02d}.png", contents.get(index, image))
     result = fervid("bench", "--faces-from", str(tmp_path / "crops.zip"), "--frames", "1", "--output", str(tmp_path / "perf.md"))
     assert result.returncode == 0, result.stderr
+    assert f"wrote the 'Real-time pipeline (`fervid bench`)' section of {tmp_path / 'perf.md'}" in result.stderr
+    assert "end-to-end runs of" not in (tmp_path / "perf.md").read_text(), "no end-to-end run: no frame count claimed"
     assert "warning: crops.zip has fewer than 4 validation faces the detector finds" in result.stderr
     assert "no FER2013 zip" not in result.stderr + result.stdout
     import re
@@ -406,6 +420,19 @@ def test_bench_with_a_zip_without_faces_says_so(tmp_path: Path) -> None:
     page = (tmp_path / "perf.md").read_text()  # its prose quotes this run's scan, not a number from another day
     scan_ms = float(re.search(r"scanned as min_size 40 needs \(default\) \| p50 ([\d.]+) ms", page).group(1))
     assert f"A full Haar scan costs {scan_ms:.0f} ms here (p50)." in page and "~45 ms" not in page
+
+
+def test_bench_takes_validation_faces_by_the_readers_split_names_and_names_a_section_per_model() -> None:
+    """Faces were taken only from '/validation/' paths (none in a val/ or PublicTest/ zip), and
+    --model fervid-compact --output replaced the fervid-vgg section."""
+    from fervid.runtime.bench import SECTION, section_heading, split_of
+
+    for name, split in (("fer2013/validation/happy/1.png", "validation"), ("images/val/sad/2.jpg", "validation"),
+                        ("PublicTest/angry/3.png", "validation"), ("fer2013/train/happy/1.png", "train"),
+                        ("test/fear/1.png", "test"), ("happy/1.png", None), ("validation/train/happy/1.png", "train")):
+        assert split_of(name) == split, name
+    assert section_heading("fervid-vgg") == SECTION == "## Real-time pipeline (`fervid bench`)"
+    assert section_heading("fervid-compact") == "## Real-time pipeline (`fervid bench`, fervid-compact)"
 
 
 def test_predict_refuses_outputs_inside_a_file_before_the_first_photo(tmp_path: Path) -> None:

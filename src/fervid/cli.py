@@ -422,6 +422,8 @@ def predict(
 ) -> None:
     """Find the faces in photos and their expressions: one JSON record per face, annotated copies in --out.
 
+    Records go to stdout unless --json names a file.
+
     Examples:
       fervid predict photo.jpg
       fervid predict holiday/ --out runs/holiday --json faces.json
@@ -461,6 +463,8 @@ def live(
 ) -> None:
     """Live expressions on a webcam, a video file or a stream: boxes, labels, probability bars and FPS.
 
+    In the window, q or Esc quits.
+
     Examples:
       fervid live                                   # webcam 0, in a window
       fervid live --source clip.mp4 --output out.mp4 --jsonl out.jsonl --no-display
@@ -491,10 +495,10 @@ def models() -> None:
 
 @app.command()
 def bench(
-    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Also write the Markdown table to this file (e.g. docs/performance.md).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Also write the results into this Markdown page (e.g. docs/performance.md): its 'Real-time pipeline' section (one per model) is replaced, or appended, and the rest of the page kept.")] = None,
     model: ModelOption = None,
-    faces_from: Annotated[Optional[Path], typer.Option(help="FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP).")] = None,
-    frames: Annotated[int, typer.Option(help="Frames per end-to-end run.")] = 300,
+    faces_from: Annotated[Optional[Path], typer.Option(help="FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP); without one the end-to-end FPS rows and the near-search row are skipped and the detector times an empty frame.")] = None,
+    frames: Annotated[int, typer.Option(help="Frames per end-to-end run (1 to 100,000).")] = 300,
 ) -> None:
     """Measure per-face classification latency, detector time and end-to-end FPS; print a Markdown table.
 
@@ -636,6 +640,19 @@ def refuse_empty_arguments(arguments: list[str]) -> None:
             raise FervidError(f"an empty argument after {after} (an unset shell variable?); give a value")
 
 
+def _command_path(args: list[str]) -> str:
+    """``fervid bench`` or ``fervid data inspect``: the (sub)command the arguments name, for an error
+    that click raises without its context (an option missing its value), so that the help it
+    points to is the command's own."""
+    path, command = ["fervid"], typer.main.get_command(app)
+    for arg in args:
+        command = getattr(command, "commands", {}).get(arg)
+        if command is None:
+            break
+        path.append(arg)
+    return " ".join(path)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2.
 
@@ -660,7 +677,8 @@ def main() -> None:
     except click_errors.ClickException as error:
         context = getattr(error, "ctx", None)
         message = " ".join(error.format_message().split())
-        print(f"fervid: error: {message} (see '{context.command_path if context else 'fervid'} --help')", file=sys.stderr)
+        print(f"fervid: error: {message} (see '{context.command_path if context else _command_path(sys.argv[1:])} --help')",
+              file=sys.stderr)
         sys.exit(error.exit_code)
     except typer.Abort:
         print("fervid: interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -49,6 +50,8 @@ def check_writable(target: str | Path, option: str = "", *, own_run: Path | None
         raise FervidError(f"{name}: a file name over {NAME_BYTES} bytes, longer than file systems take; give a shorter one")
     if target.is_dir():
         raise FervidError(f"{name}: a folder, not a file; give a file path for this output")
+    if target.exists() and not target.is_file():  # replaced by a file, /dev/null would be gone (as root)
+        raise FervidError(f"{name}: not a regular file (a device, pipe or socket); give a file path for this output")
     check_not_a_run_file(target, name, own_run=own_run)
     check_writable_folder(target.parent, name=name)
 
@@ -140,8 +143,16 @@ def signals_deferred(*, raise_after: bool = True) -> Iterator[list[int]]:
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success."""
+    """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success.
+
+    A symlink is written through, as ``>`` writes: the file it points to is replaced and the link
+    stays. A file replaced keeps its permissions (a group-writable page stays group-writable). A
+    device, pipe or socket is refused: replaced by a file, ``/dev/null`` would be gone."""
     target = Path(target)
+    if target.is_symlink() and not target.is_dir():
+        target = Path(os.path.realpath(target))
+    if target.exists() and not target.is_file() and not target.is_dir():
+        raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket)", str(target))
     if target.is_dir():  # else os.replace fails at the end, naming the temporary file instead of the user's path
         raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(target))
     if blocker := file_in_the_way(target):  # mkdir would say "File exists", naming neither path
@@ -159,6 +170,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temporary.unlink()  # writers such as Keras refuse to overwrite; they create it afresh
     try:
         yield temporary
+        if target.is_file() and temporary.exists():
+            shutil.copymode(target, temporary)
         os.replace(temporary, target)
     except OSError as error:
         # A write that fails (a full disk) names no file, or the temporary one: name the user's path

@@ -30,6 +30,21 @@ ALIASES: dict[str, str] = {
     "suprise": "surprise",
 }
 
+# Split folder names (normalized) and the split each means; here, not in the dataset readers, so
+# that the inference path (bench's faces) reads splits as training does without pandas.
+SPLIT_NAMES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "dev": "validation",  # the machine-learning name for it ("dev set"), never a class
+    "publictest": "validation",
+    "test": "test",
+    "testing": "test",
+    "privatetest": "test",
+}
+
 # FER2013's CSV numbers its classes in a different order from the canonical one.
 FER2013_CSV_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 

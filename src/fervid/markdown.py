@@ -10,18 +10,21 @@ from fervid.errors import FervidError
 from fervid.fileio import write_text_atomically
 
 
-def read_markdown_page(path: str | Path) -> str:
-    """The text of a Markdown page ("" when it does not exist yet); FervidError when it is not a text file.
+def read_markdown_page(path: str | Path, option: str = "--output") -> str:
+    """The text of a Markdown page ("" when it does not exist yet); FervidError when it is not a
+    ``.md`` text file (a model card, a device: the section would be appended to it or replace it).
 
     Benchmarks call it before measuring too, so a wrong ``--output`` fails in seconds, not after the run.
     """
     path = Path(path)
+    if path.suffix.lower() not in (".md", ".markdown"):
+        raise FervidError(f"{option} {path}: not a Markdown page; give a .md file to write the section into")
     if not path.exists():
         return ""
     try:
         return path.read_text()
     except UnicodeDecodeError:
-        raise FervidError(f"{path}: not a text (Markdown) file; give a .md page to write the table into") from None
+        raise FervidError(f"{option} {path}: not a text (Markdown) file; give a .md page to write the section into") from None
 
 
 def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:

@@ -20,21 +20,9 @@ import pandas as pd
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.images import is_hidden, is_image_name, walk_files
-from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, canonical_label, normalize_name
+from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, SPLIT_NAMES, canonical_label, normalize_name
 
 UNKNOWN_LISTED = 8  # unknown class folders named in the error; a wrong root can hold hundreds
-SPLIT_NAMES = {
-    "train": "train",
-    "training": "train",
-    "validation": "validation",
-    "val": "validation",
-    "valid": "validation",
-    "dev": "validation",  # the machine-learning name for it ("dev set"), never a class
-    "publictest": "validation",
-    "test": "test",
-    "testing": "test",
-    "privatetest": "test",
-}
 CSV_COLUMNS = ("emotion", "pixels")
 USAGES_LISTED = 5  # unknown Usage values named in the error
 SUFFIXES_LISTED = 3  # suffixes named in the dropped line for files without an image suffix

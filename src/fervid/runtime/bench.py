@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import tempfile
 import time
 import zipfile
@@ -25,13 +26,16 @@ from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.images import UnreadableImage, decode_image, is_hidden, is_image_name
+from fervid.labels import SPLIT_NAMES, normalize_name
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
+from fervid.runtime.classify import DEFAULT_MODEL
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sources import VideoFileSource
 
-SECTION = "## Real-time pipeline (`fervid bench`)"
+SECTION = "## Real-time pipeline (`fervid bench`)"  # the default model's; another model's names it
+MAX_FRAMES = 100_000  # about an hour of video at 30 FPS
 
 WIDTH, HEIGHT = 640, 480
 FACE_SIDE = 140
@@ -89,8 +93,19 @@ def faces_zip(faces_from: str | Path | None, *, required: bool = False) -> Path 
     return path
 
 
+def split_of(name: str) -> str | None:
+    """The split of a zip member, by its nearest folder with a split name as the dataset readers
+    name them (``validation``, ``val``, ``dev``, ``PublicTest``...), or None."""
+    for part in reversed(PurePosixPath(name).parts[:-1]):
+        if (split := SPLIT_NAMES.get(normalize_name(part))) is not None:
+            return split
+    return None
+
+
 def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.ndarray]:
-    """The first ``count`` FER2013 validation faces (name order) that the detector finds at FACE_SIDE pixels.
+    """``count`` validation faces the detector finds at FACE_SIDE pixels: every 11th validation image
+    in name order, so that they come from every class (the validation split as the dataset readers
+    find it: ``validation/``, ``val/``, ``PublicTest/``..., test faces where there is none).
 
     Entries that are not images are passed over; a damaged archive is a FervidError.
     """
@@ -101,7 +116,10 @@ def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.nd
     except (zipfile.BadZipFile, OSError) as error:
         raise FervidError(f"{zip_path}: not a readable zip file ({error})") from None
     with archive:
-        names = sorted(n for n in archive.namelist() if "/validation/" in n and is_image_name(n) and not is_hidden(PurePosixPath(n).parts))
+        images = sorted(n for n in archive.namelist() if is_image_name(n) and not is_hidden(PurePosixPath(n).parts))
+        splits = {name: split_of(name.replace("\\", "/")) for name in images}
+        held_out = "validation" if "validation" in splits.values() else "test"
+        names = [name for name in images if splits[name] == held_out]
         for name in names[::11]:
             face = _decode_gray(archive, name, zip_path)
             if face is None:
@@ -164,8 +182,8 @@ def run_bench(
     *, model: str | Path | None = None, output: str | Path | None = None, faces_from: str | Path | None = None, frames: int = 300
 ) -> str:
     """Measure, return the Markdown table, and write it (with a header) to ``output`` when given."""
-    if frames < 1:
-        raise FervidError(f"--frames must be 1 or more, got {frames}")
+    if not 1 <= frames <= MAX_FRAMES:  # each end-to-end video is written to a temporary file first
+        raise FervidError(f"--frames must be 1 to {MAX_FRAMES:,}, got {frames}")
     zip_path = faces_zip(faces_from)
     if output:
         check_writable(output, "--output")  # a page that cannot be written or read fails now, not after minutes of measuring
@@ -204,6 +222,7 @@ def run_bench(
         times = timings_ms(lambda: recognizer.detector.detect_near(gray, box), repeats=300)
         rows.append(Row("search near a tracked face (between scans)", f"p50 {np.percentile(times, 50):.2f} ms, p99 {np.percentile(times, 99):.2f} ms",
                         f"{FACE_SIDE} px face: a crop 2x its size, sizes 0.7-1.4x (a wider retry only when that finds nothing)"))
+    faces_ran = False
     if len(faces) < 4:
         if zip_path and zip_path.is_file():
             why = f"{zip_path.name} has fewer than 4 validation faces the detector finds (a FER2013 zip has thousands)"
@@ -212,6 +231,7 @@ def run_bench(
         warn(f"{why}: end-to-end rows skipped")
         rows.append(Row("end-to-end FPS, 640x480 video", "skipped", f"needs 4 real faces: {why}"))
     else:
+        faces_ran = True
         with tempfile.TemporaryDirectory() as folder:
             for count in (1, 4):
                 video = face_video(Path(folder) / f"faces-{count}.mp4", faces[:count], frames)
@@ -227,27 +247,36 @@ def run_bench(
                     ))
     table = "| measure | result | notes |\n|---|---|---|\n" + "".join(f"| {r.measure} | {r.value} | {r.note} |\n" for r in rows)
     if output:
-        replace_markdown_section(output, SECTION, _section(table, recognizer, frames, scan_ms, every_frame_fps))
+        replace_markdown_section(output, section_heading(recognizer.classifier.name),
+                                 _section(table, recognizer, frames if faces_ran else None, scan_ms, every_frame_fps))
+        written = f"wrote the '{section_heading(recognizer.classifier.name)[3:]}' section of {output}"
+        print(written, file=sys.stderr)  # stdout holds the table alone
     return table
 
 
-def _section(table: str, recognizer: Recognizer, frames: int, scan_ms: float, every_frame_fps: float | None) -> str:
+def section_heading(model: str) -> str:
+    """The page section a model's results go to: the default model's, or one named for another
+    model (``--model fervid-compact`` once replaced the fervid-vgg section)."""
+    return SECTION if model == DEFAULT_MODEL else f"{SECTION[:-1]}, {model})"
+
+
+def _section(table: str, recognizer: Recognizer, frames: int | None, scan_ms: float, every_frame_fps: float | None) -> str:
     """The page's section: the table with its set-up, and prose that quotes this run's numbers only
     (a fixed '~45 ms' here once contradicted a table measuring 79 ms)."""
     threads = recognizer.classifier.session.get_session_options().intra_op_num_threads
     cap = f", so scanning every frame holds one face to {every_frame_fps:.1f} FPS" if every_frame_fps else ""
     return (
-        f"{SECTION}\n\n"
+        f"{section_heading(recognizer.classifier.name)}\n\n"
         "Measured with `fervid bench` (the numbers below were written by it).\n\n"
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}\n"
         f"- model: {recognizer.classifier.name} {recognizer.classifier.version} ({recognizer.classifier.path.name}), "
         f"ONNX Runtime CPU, {threads} intra-op threads\n"
-        f"- OpenCV {cv2.__version__}, end-to-end runs of {frames} frames\n\n"
+        f"- OpenCV {cv2.__version__}{f', end-to-end runs of {frames} frames' if frames else ''}\n\n"
         f"{table}\n"
         "Goals on a 2-core machine: classification p50 <= 1 ms per face (the release model's target allows\n"
         "2 ms, docs/model.md), end-to-end >= 60 FPS with one face.\n\n"
         f"A full Haar scan costs {scan_ms:.0f} ms here (p50){cap}.\n"
-        "By default the whole frame is scanned every 10th frame while faces are shown (every 2nd while\n"
+        f"By default the whole frame is scanned every {DETECT_EVERY}th frame while faces are shown (every 2nd while\n"
         "none is); in between, each tracked face is searched for only near its predicted box (the 'search\n"
         "near a tracked face' row). Each extra face adds one such search and one classification per frame.\n"
         "How it works: docs/realtime.md.\n"
