@@ -646,10 +646,11 @@ def _command_path(args: list[str]) -> str:
     points to is the command's own."""
     path, command = ["fervid"], typer.main.get_command(app)
     for arg in args:
-        command = getattr(command, "commands", {}).get(arg)
-        if command is None:
+        found = getattr(command, "commands", {}).get(arg)
+        if found is None:
             break
         path.append(arg)
+        command = found
     return " ".join(path)
 
 
