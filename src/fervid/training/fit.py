@@ -407,19 +407,23 @@ def warm_start(classifier: keras.Model, source: str) -> None:
 def check_no_foreign_outputs(run: Path) -> None:
     """Refuse a new run in a folder whose files it would overwrite, unless they are a run's own.
 
-    A folder whose only run file is a run's ``config.json`` is a run stopped in its first epoch, so
+    A folder whose only run files are a run's ``config.json`` (and history) is a run stopped in its first epoch, so
     starting again there replaces only what that run wrote; anywhere else a ``model.onnx`` or
     ``report.md`` (a finished run whose checkpoint was deleted, another model, the user's notes) or
     a ``config.json`` that is not a run's must not be replaced silently (the teachers' cached
     probabilities, which a user may put there first, are not among ``RUN_OUTPUTS``).
     """
     clashes = [name for name in RUN_OUTPUTS if (run / name).exists()]
-    if clashes == ["config.json"] and _is_run_config(run / "config.json"):
+    if "config.json" in clashes and set(clashes) <= STOPPED_RUN_FILES and _is_run_config(run / "config.json"):
         return
     if clashes:
         raise FervidError(
             f"--out {run}: holds {', '.join(clashes)}, which the run would overwrite; give a new or empty folder"
         )
+
+
+# What a run stopped before its first checkpoint may have written: starting again replaces only these.
+STOPPED_RUN_FILES = {"config.json", "history.csv"}
 
 
 def _is_run_config(path: Path) -> bool:
