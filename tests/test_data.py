@@ -598,6 +598,19 @@ def test_collections_whose_files_share_names_but_not_content_are_both_read(tmp_p
     assert capsys.readouterr().err == ""
 
 
+def test_a_zip_whose_member_names_start_with_dot_slash_still_reads_its_copy_once(tmp_path, capsys):
+    """Names rebuilt from their parts ('images/train/...') missed './images/train/...' in the size
+    table: a KeyError traceback."""
+    kaggle = write_folder_dataset(tmp_path / "k" / "images", 0, {"train": 1, "validation": 1})
+    shutil.copytree(kaggle, kaggle / "images")
+    archive = tmp_path / "kaggle.zip"
+    with zipfile.ZipFile(archive, "w") as packed:  # writestr keeps the name as given (write() normalizes it)
+        for path in sorted((tmp_path / "k").rglob("*.png")):
+            packed.writestr("./" + path.relative_to(tmp_path / "k").as_posix(), path.read_bytes())
+    assert read_dataset(archive).counts()["train"].tolist() == [1] * 7
+    assert "repeats images/ file for file" in capsys.readouterr().err
+
+
 def test_images_whose_names_are_not_utf8_are_counted_as_dropped_not_a_crash(tmp_path):
     """A Latin-1 name (b'caf\\xe9.png') was a UnicodeEncodeError traceback from pandas/pyarrow."""
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
@@ -610,6 +623,8 @@ def test_images_whose_names_are_not_utf8_are_counted_as_dropped_not_a_crash(tmp_
 def test_links_that_point_nowhere_are_counted_as_dropped(tmp_path):
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 1})
     (data / "train" / "sad" / "gone.png").symlink_to(tmp_path / "missing.png")
+    (data / "train" / "sad" / "notes.txt").symlink_to(tmp_path / "missing.txt")  # not an image: not counted as one
+    (data / "train" / "sad" / ".hidden.png").symlink_to(tmp_path / "missing.png")
     index = read_dataset(data)
     assert index.counts()["train"].tolist() == [1] * 7 and index.dropped == {"links that point nowhere": 1}
 

@@ -121,19 +121,24 @@ def test_signals_held_back_are_reported_and_raised_only_when_asked():
 
 
 
-def test_an_atomic_write_goes_through_a_symlink_and_keeps_the_files_permissions(tmp_path: Path) -> None:
-    """The link was replaced by a regular file (its target left stale) and a 664 page came back 644."""
+def test_an_atomic_write_keeps_the_files_permissions_and_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    """A 664 page came back 644. A symlink is replaced, its target left alone: written through, a run
+    folder linked to another run's files (cp -rs) would overwrite that run's checkpoints."""
     from fervid.fileio import write_text_atomically
 
     page = tmp_path / "pages" / "performance.md"
     page.parent.mkdir()
     page.write_text("old")
     page.chmod(0o664)
-    link = tmp_path / "link.md"
-    link.symlink_to(page)
-    write_text_atomically(link, "new")
-    assert link.is_symlink() and page.read_text() == "new"
-    assert page.stat().st_mode & 0o777 == 0o664
+    write_text_atomically(page, "new")
+    assert page.read_text() == "new" and page.stat().st_mode & 0o777 == 0o664
+    other_run = tmp_path / "other" / "state.json"
+    other_run.parent.mkdir()
+    other_run.write_text("theirs")
+    link = tmp_path / "state.json"
+    link.symlink_to(other_run)
+    write_text_atomically(link, "mine")
+    assert not link.is_symlink() and link.read_text() == "mine" and other_run.read_text() == "theirs"
 
 
 def test_an_output_that_is_a_device_or_pipe_is_refused_not_replaced(tmp_path: Path) -> None:

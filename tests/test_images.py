@@ -255,6 +255,10 @@ def test_a_float_tiff_is_read_by_the_float_rule_not_refused() -> None:
         decode_image(cv2.imencode(".tiff", picture * 1000)[1].tobytes())
     with pytest.raises(UnreadableImage, match="not a readable image"):
         decode_image(b"II*\0" + bytes(40))
+    cut_out = np.zeros((10, 12, 4), np.float32)  # a float TIFF with alpha: laid on white as every format is
+    cut_out[..., :3], cut_out[:5, :, 3] = 0.2, 1.0
+    laid = decode_image(cv2.imencode(".tiff", cut_out)[1].tobytes())
+    assert laid.shape == (10, 12, 3) and (laid[:5] == 51).all() and (laid[5:] == 255).all()
 
 
 def png_chunk(kind: bytes, body: bytes, checksum: int | None = None) -> bytes:

@@ -426,6 +426,8 @@ def test_faces_are_values_that_hash_and_need_seven_probabilities() -> None:
     first, again = Face.from_probabilities((1, 2, 3, 4), row), Face.from_probabilities((1, 2, 3, 4), row.copy())
     assert first == again and hash(first) == hash(again) and len({first, again}) == 1
     assert Face.from_probabilities((1, 2, 3, 5), row) not in {first}
+    reordered = Face(first.box, first.expression, first.confidence, dict(reversed(first.probabilities.items())))
+    assert reordered == first and hash(reordered) == hash(first), "equal dicts in another order are equal faces"
     with pytest.raises(FervidError, match=r"^expected 7 probabilities, one per expression \(angry, .+\), got shape \(2,\)$"):
         Face.from_probabilities((1, 2, 3, 4), [0.5, 0.5])
 

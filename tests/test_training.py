@@ -1231,6 +1231,10 @@ def test_a_new_run_never_overwrites_files_that_are_not_a_runs_own(tmp_path):
     config.save(stopped / "config.json")
     (stopped / "history.csv").write_text("epoch\n")
     assert open_run(config, stopped, resume=False)[1] is False
+    (stopped / "checkpoint").mkdir()  # killed between its first weights and state.json: the same
+    for name in ("best.weights.h5", "last.weights.h5"):
+        (stopped / "checkpoint" / name).write_bytes(b"weights")
+    assert open_run(config, stopped, resume=True)[1] is False
 
 
 def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path, monkeypatch):

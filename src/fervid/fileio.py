@@ -145,12 +145,11 @@ def signals_deferred(*, raise_after: bool = True) -> Iterator[list[int]]:
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); it replaces ``target`` only on success.
 
-    A symlink is written through, as ``>`` writes: the file it points to is replaced and the link
-    stays. A file replaced keeps its permissions (a group-writable page stays group-writable). A
-    device, pipe or socket is refused: replaced by a file, ``/dev/null`` would be gone."""
+    A file replaced keeps its permissions (a group-writable page stays group-writable). A symlink is
+    replaced by the file, its target left as it was (written through, a run folder linked to another
+    run's files would overwrite that run's checkpoints). A device, pipe or socket is refused:
+    replaced by a file, ``/dev/null`` would be gone."""
     target = Path(target)
-    if target.is_symlink() and not target.is_dir():
-        target = Path(os.path.realpath(target))
     if target.exists() and not target.is_file() and not target.is_dir():
         raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket)", str(target))
     if target.is_dir():  # else os.replace fails at the end, naming the temporary file instead of the user's path

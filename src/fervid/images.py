@@ -177,7 +177,10 @@ def _float_map(data: bytes, flags: int) -> np.ndarray:
     """A PFM image or a float TIFF in 8 bits by fervid's float rule (0..1, or 0..255): OpenCV's 8-bit
     decode truncated a PFM's 0..1 to 0 and 1, a black picture classified without a word, and refused
     a float TIFF."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    encoded = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(encoded, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if image is None or image.size == 0:  # a float TIFF with alpha decodes only as it is stored
+        image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
     try:
@@ -186,6 +189,10 @@ def _float_map(data: bytes, flags: int) -> np.ndarray:
         raise UnreadableImage(str(error)) from None
     if flags & cv2.IMREAD_ANYCOLOR:  # the channels as stored
         return image
+    if image.ndim == 3 and image.shape[2] == 2:  # gray + alpha: as BGRA
+        image = np.dstack([image[:, :, 0]] * 3 + [image[:, :, 1]])
+    if image.ndim == 3 and image.shape[2] == 4:  # transparent parts white, as every other format's (an alpha never set ignored)
+        image = on_white(image) if image[:, :, 3].any() else np.ascontiguousarray(image[:, :, :3])
     if flags & cv2.IMREAD_COLOR:
         return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     return to_gray(image)  # IMREAD_GRAYSCALE

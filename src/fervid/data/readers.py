@@ -110,13 +110,13 @@ def read_dataset(
         broken: list[Path] = []
         names = [p.relative_to(location).as_posix() for p in walk_files(location, broken)]  # symlinked folders too
         frame, dropped = _index_paths(names, location, unknown, mapping, lambda name: _file_size(location / name))
-        if broken:
-            dropped["links that point nowhere"] = len(broken)
+        if pointless := [link for link in broken if is_image_name(link.name) and not is_hidden(link.relative_to(location).parts)]:
+            dropped["links that point nowhere"] = len(pointless)
         return DatasetIndex(location, "folder", frame, dropped)
     suffix = location.suffix.lower()
     if suffix == ".zip":
         members, stored = _zip_members(location)
-        frame, dropped = _index_paths(list(members), location, unknown, mapping, stored.__getitem__)
+        frame, dropped = _index_paths(list(members), location, unknown, mapping, lambda name: stored.get(name, object()))
         renamed = {name: real for name, real in members.items() if name != real}
         return DatasetIndex(location, "zip", frame, dropped, members=renamed)
     if suffix == ".csv":
@@ -155,7 +155,10 @@ def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, i
     for info in infos:
         name = info.filename.replace("\\", "/")
         if not name.endswith("/") and name not in members:
-            members[name], stored[name] = info.filename, (info.file_size, info.CRC)
+            members[name] = info.filename
+            # keyed as the readers rebuild names from their parts too ("./images/a.png" is "images/a.png")
+            for key in (name, "/".join(PurePosixPath(name).parts)):
+                stored.setdefault(key, (info.file_size, info.CRC))
     return members, stored
 
 

@@ -27,7 +27,7 @@ class Face:
     def __hash__(self) -> int:
         """Faces are values: equal faces hash alike, so they can be set members and dict keys (the
         probabilities dict is hashed as its items)."""
-        return hash((self.box, self.expression, self.confidence, tuple(self.probabilities.items()), self.track_id))
+        return hash((tuple(self.box), self.expression, self.confidence, frozenset(self.probabilities.items()), self.track_id))
 
     @classmethod
     def from_probabilities(

@@ -307,12 +307,13 @@ class RunCheckpoint(keras.callbacks.Callback):
         with signals_deferred():  # Ctrl+C or SIGTERM here would leave the weights one epoch ahead of state.json
             self.state["history"].append(row)
             self.state["epochs_done"] = epoch + 1
-            weights = {self.run / "checkpoint" / "last.weights.h5": self.model}
+            weights: dict[Path, keras.Model] = {}
             if improved:
                 self.state.update(best_val_accuracy=row["val_accuracy"], best_epoch=epoch + 1)
                 weights[self.run / "checkpoint" / "best.weights.h5"] = self.classifier
-            # Replaced in reverse order, best before last: a kill after this (SIGKILL, power loss) leaves
-            # state.json one epoch behind, which catch_up_with_weights repairs on resume.
+            weights[self.run / "checkpoint" / "last.weights.h5"] = self.model
+            # Replaced in reverse order, last before best: a kill from here on (SIGKILL, power loss) leaves
+            # last one epoch ahead of state.json at most, which catch_up_with_weights repairs on resume.
             save_weights(weights)
             save_state(self.run, self.state)
         print(
@@ -332,36 +333,47 @@ def save_state(run: Path, state: dict) -> None:
     write_history(run / "history.csv", state["history"])
 
 
-def catch_up_with_weights(model: keras.Model, state: dict, steps_per_epoch: int, validation: tuple, run: Path) -> None:
-    """Make the resume state agree with the weights just loaded, by the optimizer step they hold.
+def catch_up_with_weights(model: keras.Model, classifier: keras.Model, state: dict, steps_per_epoch: int,
+                          validation: tuple, batch_size: int, run: Path) -> bool:
+    """Make the resume state agree with the weights just loaded, by the optimizer step they hold;
+    True when it moved on an epoch.
 
-    Each epoch's weights are replaced just before state.json (best before last), so a run killed
-    between the two (SIGKILL, power loss) holds the weights of one epoch more than its state: that
+    Each epoch's weights are replaced just before state.json (last before best), so a run killed
+    between them (SIGKILL, power loss) holds the weights of one epoch more than its state: that
     epoch is kept, its validation measured again (its training loss and time are lost) and, if it
-    beat the best, recorded as the best, as its weights were then saved as such. Any other step
-    means the files come from different runs, and resuming would quietly train on another schedule.
+    beat the best, recorded as the best with its weights saved as such (whether or not the kill
+    came before they were). Any other step means the files come from different runs, and resuming
+    would quietly train on another schedule.
     """
     done, path = state["epochs_done"], run / "checkpoint" / "last.weights.h5"
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     if step == done * steps_per_epoch:
-        return
+        return False
     if step != (done + 1) * steps_per_epoch:
         raise FervidError(
             f"{path}: holds training step {step}, but checkpoint/state.json ends at epoch {done} (step "
             f"{done * steps_per_epoch}); the two files come from different runs: start a new run with another --out"
         )
-    scores = model.evaluate(*validation, verbose=0, return_dict=True)
+    scores = model.evaluate(*validation, batch_size=batch_size, verbose=0, return_dict=True)  # as fit validates
     row = {"epoch": done + 1, "loss": math.nan, "accuracy": math.nan, "val_loss": float(scores["loss"]),
            "val_accuracy": float(scores["accuracy"]), "learning_rate": current_learning_rate(model.optimizer),
            "seconds": math.nan}
     state["history"].append(row)
     state["epochs_done"] = done + 1
-    if row["val_accuracy"] > state["best_val_accuracy"]:
+    improved = row["val_accuracy"] > state["best_val_accuracy"]
+    if improved:
         state.update(best_val_accuracy=row["val_accuracy"], best_epoch=done + 1)
+        save_weights({run / "checkpoint" / "best.weights.h5": classifier})
+    if plateau := state.get("plateau"):  # the plateau schedule's count, as its callback would have moved it
+        if improved:
+            plateau.update(best=row["val_accuracy"], wait=0)
+        else:
+            plateau["wait"] += 1
     save_state(run, state)
     warn(f"{path}: holds epoch {done + 1}, one more than checkpoint/state.json (the run was stopped while saving it); "
          f"continuing after epoch {done + 1}, its validation accuracy measured again ({row['val_accuracy']:.4f}), "
          "its training loss not recorded")
+    return True
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -422,8 +434,9 @@ def check_no_foreign_outputs(run: Path) -> None:
         )
 
 
-# What a run stopped before its first checkpoint may have written: starting again replaces only these.
-STOPPED_RUN_FILES = {"config.json", "history.csv"}
+# What a run stopped before its first checkpoint was whole may have written (killed between its
+# first weights and state.json): starting again replaces only these.
+STOPPED_RUN_FILES = {"config.json", "history.csv", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5"}
 
 
 def _is_run_config(path: Path) -> bool:
@@ -567,7 +580,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     if resume and config.epochs > state["epochs_done"] and not stopped_early():
         model.optimizer.build(model.trainable_variables)
         load_checkpoint(model, run / "checkpoint" / "last.weights.h5")
-        catch_up_with_weights(model, state, steps_per_epoch, validation, run)
+        if catch_up_with_weights(model, classifier, state, steps_per_epoch, validation, config.batch_size, run):
+            keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))  # the next epoch's numbers
     remaining = config.epochs - state["epochs_done"]
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
