@@ -283,3 +283,13 @@ def test_a_damaged_png_is_one_line_and_libpng_prints_nothing(capfd: pytest.Captu
     with_bad_text = data[:end_of_header] + png_chunk(b"tEXt", b"a\0b", checksum=123) + data[end_of_header:]
     assert np.array_equal(decode_image(with_bad_text), picture)
     assert np.array_equal(decode_image(data + b"trailing bytes"), picture)
+
+
+def test_a_pfm_whose_header_opencv_rejects_is_unreadable_or_too_big_not_a_crash() -> None:
+    """OpenCV raised its own cv2.error from the PFM branch: a 500 with a traceback in fervid serve."""
+    from fervid.images import TooManyPixels
+
+    with pytest.raises(UnreadableImage, match="not a readable image"):
+        decode_image(b"PF\nabc def\n-1.0\n" + bytes(1000))
+    with pytest.raises(TooManyPixels, match="pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS"):
+        decode_image(b"PF\n90000 90000\n-1.0\n" + bytes(1000))

@@ -393,6 +393,10 @@ def test_only_this_machines_names_are_answered_and_other_sites_cannot_upload() -
     with TestClient(create_app(workers=1, allowed_hosts=proxied), base_url="http://127.0.0.1:8000") as behind_proxy:
         assert behind_proxy.get("/api/health", headers={"host": "fervid.example.com"}).status_code == 200
         assert behind_proxy.get("/api/health", headers={"host": "evil.example"}).status_code == 400
+    with TestClient(create_app(workers=1, allowed_hosts=allowed_hosts_for("0.0.0.0", ["www.fervid.lan"])),
+                    base_url="http://127.0.0.1:8000", follow_redirects=False) as named:  # Starlette redirected it to www.
+        refused = named.get("/api/health", headers={"host": "fervid.lan"})
+        assert refused.status_code == 400 and refused.text == "Invalid host header"
     for bad in ("", "fervid.*.com", "*example.com"):
         with pytest.raises(FervidError, match="--allow-host"):
             allowed_hosts_for("127.0.0.1", [bad])

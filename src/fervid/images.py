@@ -159,13 +159,7 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
         return _float_map(data, flags)
     if bytes(data[:8]) == PNG_SIGNATURE and (damage := png_damage(data)):
         raise UnreadableImage(f"not a readable image ({damage})")
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error as error:
-        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
-            limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
-            raise TooManyPixels(f"an image over {limit:,} pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS") from None
-        image = None
+    image = _imdecode(np.frombuffer(data, np.uint8), flags)
     if (image is None or image.size == 0) and data[:4] in (b"II*\0", b"MM\0*") and flags >= 0:
         return _float_map(data, flags)  # a 32-bit float TIFF: OpenCV decodes it only at its own depth
     if image is None or image.size == 0:
@@ -173,14 +167,26 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     return image if flags < 0 else decode_on_white(data, image)  # flags < 0: IMREAD_UNCHANGED, alpha kept
 
 
+def _imdecode(encoded: np.ndarray, flags: int) -> np.ndarray | None:
+    """``cv2.imdecode``, None where OpenCV cannot decode; its exceptions (a header it rejects, such
+    as a PFM's "abc def" size) are None too, and an image over its pixel limit ``TooManyPixels``."""
+    try:
+        return cv2.imdecode(encoded, flags)
+    except cv2.error as error:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+            raise TooManyPixels(f"an image over {limit:,} pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS") from None
+        return None
+
+
 def _float_map(data: bytes, flags: int) -> np.ndarray:
     """A PFM image or a float TIFF in 8 bits by fervid's float rule (0..1, or 0..255): OpenCV's 8-bit
     decode truncated a PFM's 0..1 to 0 and 1, a black picture classified without a word, and refused
     a float TIFF."""
     encoded = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(encoded, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    image = _imdecode(encoded, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None or image.size == 0:  # a float TIFF with alpha decodes only as it is stored
-        image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+        image = _imdecode(encoded, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
     try:

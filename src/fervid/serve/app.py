@@ -157,7 +157,8 @@ def create_app(
     if allowed_origins:  # added first, so it runs after the Host check: a refused Host gets no CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"])
-    app.add_middleware(OneHostMiddleware, allowed_hosts=list(allowed_hosts))
+    # www_redirect off: a Host the check refuses is 400, never a redirect to its www. name
+    app.add_middleware(OneHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
     app.add_exception_handler(RequestValidationError, one_sentence)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, wrong_address)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
