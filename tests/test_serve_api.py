@@ -98,6 +98,19 @@ def test_a_wrong_address_or_method_says_where_to_go(client: TestClient) -> None:
     typed = client.get("/api/predict")  # the API's address typed into a browser
     assert typed.status_code == 405 and typed.headers["allow"] == "POST"
     assert typed.json()["detail"].startswith("/api/predict takes POST, not GET; the page is GET /, the API POST /api/predict")
+    put = client.put("/api/health")  # HEAD is answered there too (uptime checkers): Allow said GET only
+    assert put.status_code == 405 and put.headers["allow"] == "GET, HEAD"
+    assert put.json()["detail"].startswith("/api/health takes GET, HEAD, not PUT;")
+    assert client.head("/api/health").status_code == 200
+
+
+def test_a_file_field_given_twice_is_refused_whatever_the_order(client: TestClient) -> None:
+    """A text and a file field both named 'file' were decided by their order: 200 one way, 422 the other."""
+    photo = encoded(textured_background(120, 160))
+    for fields in ([("file", (None, "hello")), ("file", ("a.png", photo, "image/png"))],
+                   [("file", ("a.png", photo, "image/png")), ("file", (None, "hello"))]):
+        reply = client.post("/api/predict", files=fields)
+        assert reply.status_code == 422 and reply.json()["detail"].startswith("the field 'file' is given more than once")
     assert client.post("/api/predict", json={}).json()["detail"].startswith("send the image as multipart/form-data")  # own details kept
 
 

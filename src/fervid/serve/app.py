@@ -94,6 +94,9 @@ async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False
 ROUTES = "the page is GET /, the API POST /api/predict, GET /api/health and /api/model, the WebSocket /ws (see /docs)"
 
 
+HEAD_PATHS = ("/", "/api/health", "/api/model")  # answered to HEAD too, each by a route of its own
+
+
 async def wrong_address(request: Request, error: StarletteHTTPException) -> JSONResponse:
     """Starlette's bare "Not Found" and "Method Not Allowed" as sentences that say where to go (a
     page showing ``detail`` printed just that); every other error keeps its own detail."""
@@ -101,8 +104,15 @@ async def wrong_address(request: Request, error: StarletteHTTPException) -> JSON
     if error.status_code == 404 and detail == "Not Found":
         detail = f"nothing at {request.url.path}; {ROUTES}"
     elif error.status_code == 405 and detail == "Method Not Allowed":
-        allowed = next((value for name, value in (error.headers or {}).items() if name.lower() == "allow"), "")
-        detail = f"{request.url.path} takes {allowed or 'other methods'}, not {request.method}; {ROUTES}"
+        headers = dict(error.headers or {})
+        allow = next((name for name in headers if name.lower() == "allow"), "allow")
+        methods = [method.strip() for method in headers.get(allow, "").split(",") if method.strip()]
+        if request.url.path in HEAD_PATHS and "HEAD" not in methods:  # served by a route of its own beside GET
+            methods.append("HEAD")
+        if methods:
+            headers[allow] = ", ".join(methods)
+        detail = f"{request.url.path} takes {', '.join(methods) or 'other methods'}, not {request.method}; {ROUTES}"
+        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)
     return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
 
 
@@ -176,7 +186,7 @@ def create_app(
     async def model_card() -> dict:
         return pool.card
 
-    for path, endpoint in (("/", page), ("/api/health", health), ("/api/model", model_card)):  # HEAD, for uptime checkers
+    for path, endpoint in zip(HEAD_PATHS, (page, health, model_card)):  # HEAD, for uptime checkers
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post(

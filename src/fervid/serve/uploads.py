@@ -56,6 +56,8 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
             raise HTTPException(422, f"more than one file in the form; send one photo per request, in the field 'file': {SEND_AS_FILE}") from None
         raise HTTPException(422, f"malformed multipart body ({error.message.rstrip('.')}); send the photo as one file field: {SEND_AS_FILE}") from None
     try:
+        if len(form.getlist("file")) > 1:  # a text and a file field both named 'file': decided by their order
+            raise HTTPException(422, f"the field 'file' is given more than once; send the photo in it once: {SEND_AS_FILE}")
         upload = form.get("file")
         if upload is None:
             raise HTTPException(422, f"no multipart field 'file' (or the body ended before it); send the photo in it: {SEND_AS_FILE}")
