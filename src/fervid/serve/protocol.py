@@ -39,29 +39,45 @@ class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         self._last_data = self.loop.time()
         self._request_started: float | None = None  # the first byte of the request being received
         self._in_headers = False  # between a request's first byte and the end of its headers
-        self._header_bytes = 0  # received in that time
+        self._in_message = False  # between a request's first byte and its last (its body read)
+        self._header_bytes = 0  # of the request line and headers being received
+        self._tail = b""  # the last bytes counted, to find a CRLF CRLF split across two reads
         self._idle_check: asyncio.TimerHandle | None = self.loop.call_later(self.idle_s, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self.loop.time()
         if self._request_started is None and self._waiting_for_client():
             self._request_started = self._last_data
-        super().data_received(data)
-        if self._in_headers and not self.transport.is_closing():  # a chunk within a request line and headers
-            self._header_bytes += len(data)
+        if self._in_headers or not self._in_message:  # a request line and headers: counted before the parser reads them
+            self._header_bytes += self._header_part(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse_headers()
+                return
+        super().data_received(data)
+
+    def _header_part(self, data: bytes) -> int:
+        """How many bytes of ``data`` belong to the headers being received: up to the CRLF CRLF that
+        ends them (found across two reads too), or all of it. Counting whole reads let a request whose
+        headers ended in the read that carried them past the limit through (64 KB plus one read)."""
+        joined = self._tail + data
+        end = joined.find(b"\r\n\r\n")
+        self._tail = joined[-3:]
+        return len(data) if end < 0 else max(0, end + 4 - (len(joined) - len(data)))
 
     # httptools calls these as it parses (h11 never does: it refuses headers over 16 KB itself). Only
-    # what arrives between them is counted: not the rest of a body the app answered early (a 413
-    # before the upload is read), and also a request pipelined behind one still running.
+    # what arrives outside a message's body is counted: not the rest of a body the app answered early
+    # (a 413 before the upload is read), and also a request pipelined behind one still running.
     def on_message_begin(self) -> None:
-        self._in_headers, self._header_bytes = True, 0
+        self._in_headers = self._in_message = True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
+        self._in_headers, self._header_bytes, self._tail = False, 0, b""
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        super().on_message_complete()
 
     def _refuse_headers(self) -> None:
         """431 and close: uvicorn's httptools parser buffers headers of any size (a 100 MB header
