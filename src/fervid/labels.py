@@ -45,6 +45,16 @@ SPLIT_NAMES: dict[str, str] = {
     "privatetest": "test",
 }
 
+def split_folder(parts: tuple[str, ...]) -> tuple[int, str] | None:
+    """The nearest folder of a file's path ``parts`` (the file last) with a split name, as
+    (position in ``parts``, split), or None: how the dataset readers and bench find a face's split."""
+    for position in range(len(parts) - 2, -1, -1):
+        name = normalize_name(parts[position])
+        if name in SPLIT_NAMES:
+            return position, SPLIT_NAMES[name]
+    return None
+
+
 # FER2013's CSV numbers its classes in a different order from the canonical one.
 FER2013_CSV_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 

@@ -20,7 +20,7 @@ import pandas as pd
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.images import is_hidden, is_image_name, walk_files
-from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, SPLIT_NAMES, canonical_label, normalize_name
+from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, SPLIT_NAMES, canonical_label, normalize_name, split_folder
 
 UNKNOWN_LISTED = 8  # unknown class folders named in the error; a wrong root can hold hundreds
 CSV_COLUMNS = ("emotion", "pixels")
@@ -162,15 +162,6 @@ def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, i
     return members, stored
 
 
-def _split_of(parts: tuple[str, ...]) -> tuple[int, str] | None:
-    """The nearest ancestor folder with a split name, as (position in ``parts``, split), or None."""
-    for position in range(len(parts) - 2, -1, -1):
-        name = normalize_name(parts[position])
-        if name in SPLIT_NAMES:
-            return position, SPLIT_NAMES[name]
-    return None
-
-
 def _without_copies(location: Path, images: list, identity: Callable[[str], object]) -> list:
     """The images, less those under split folders that repeat another set of split folders file for file.
 
@@ -241,7 +232,7 @@ def _index_paths(
         if is_image_name(name) and not name.isascii() and not _is_utf8(name):
             not_utf8 += 1
         elif is_image_name(name):
-            images.append((name, parts, _split_of(parts)))
+            images.append((name, parts, split_folder(parts)))
         elif canonical_label(parts[-2], mapping) is not None:
             suffix = PurePosixPath(name).suffix.lower() or "no suffix"
             other_suffixes[suffix] = other_suffixes.get(suffix, 0) + 1

@@ -26,7 +26,7 @@ from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.images import UnreadableImage, decode_image, is_hidden, is_image_name
-from fervid.labels import SPLIT_NAMES, normalize_name
+from fervid.labels import split_folder
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
 from fervid.runtime.classify import DEFAULT_MODEL
@@ -96,10 +96,8 @@ def faces_zip(faces_from: str | Path | None, *, required: bool = False) -> Path 
 def split_of(name: str) -> str | None:
     """The split of a zip member, by its nearest folder with a split name as the dataset readers
     name them (``validation``, ``val``, ``dev``, ``PublicTest``...), or None."""
-    for part in reversed(PurePosixPath(name).parts[:-1]):
-        if (split := SPLIT_NAMES.get(normalize_name(part))) is not None:
-            return split
-    return None
+    found = split_folder(PurePosixPath(name).parts)
+    return found[1] if found else None
 
 
 def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.ndarray]:
