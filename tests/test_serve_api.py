@@ -248,8 +248,10 @@ def test_upload_over_the_limit_gets_413(client: TestClient, how: str) -> None:
         ({"files": {"file": (None, b"\xff" * 1_100_000, "image/png")}}, 422, "a text field (no filename) is over 1 MB; send the photo as a file"),
         # A large note beside a proper file: the note is named as a text field, not 'file'.
         ({"data": {"note": "x" * 1_100_000}, "files": {"file": ("face.png", b"\x89PNG", "image/png")}}, 422, "a text field (no filename) is over 1 MB"),
+        ({"data": {f"f{i}": "x" for i in range(9)}, "files": {"file": ("face.png", b"\x89PNG", "image/png")}}, 422,
+         "more than 8 text fields in the form; send only the photo"),
     ],
-    ids=["text-file", "broken-jpeg", "json-body", "prefixed-type", "wrong-field", "two-files", "empty-file", "no-filename", "no-filename-over-1mb", "big-note"],
+    ids=["text-file", "broken-jpeg", "json-body", "prefixed-type", "wrong-field", "two-files", "empty-file", "no-filename", "no-filename-over-1mb", "big-note", "many-fields"],
 )
 def test_bad_uploads_get_a_clear_message(client: TestClient, request_kwargs: dict, status: int, message: str) -> None:
     response = client.post("/api/predict", **request_kwargs)
@@ -352,6 +354,9 @@ def test_an_allowed_origin_may_call_the_api_with_cors_and_others_still_may_not()
             assert socket.receive_json()["faces"] == []
         refused = client.post("/api/predict", files=photo, headers={"origin": "http://evil.example"})
         assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+        # Compared whole, as the CORS answer compares it: let through, it would have had no CORS header.
+        slashed = client.post("/api/predict", files=photo, headers={"origin": front_end + "/"})
+        assert slashed.status_code == 403 and "access-control-allow-origin" not in slashed.headers
     with pytest.raises(FervidError, match="--allow-origin 'localhost:3000': give a page's origin"):
         create_app(allowed_origins=["localhost:3000"])
 

@@ -54,9 +54,11 @@ def allowed_hosts_for(bind_host: str, extra: Sequence[str] = ()) -> tuple[str, .
 
 def same_origin(headers: Mapping[str, str], allowed: Sequence[str] = ()) -> bool:
     """Whether a request comes from this server's own page, from no page (curl and scripts send no
-    Origin), or from a page whose origin the user allowed (``--allow-origin``: their own front end)."""
+    Origin), or from a page whose origin the user allowed (``--allow-origin``: their own front end).
+    An allowed origin is compared whole, as the CORS answer compares it: ``http://localhost:3000/``
+    (browsers never send the slash) passing here would reach the model and get no CORS header back."""
     origin = headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == headers.get("host") or origin.rstrip("/") in allowed
+    return origin is None or urlsplit(origin).netloc == headers.get("host") or origin in allowed
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}

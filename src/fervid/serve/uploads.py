@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1000 * 1000
 MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the file in an upload
 SEND_AS_FILE = "curl -F file=@photo.jpg"
+MAX_FIELDS = 8  # text fields a form may carry beside the photo (a browser form's hidden inputs); more is a flood
 TEXT_FIELD = f"the field 'file' came as a text field (no filename); send it as a file: {SEND_AS_FILE}"
 
 
@@ -43,7 +44,7 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     if declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
         raise HTTPException(413, too_big)
     body = _limited(request.stream(), max_bytes + MULTIPART_OVERHEAD, too_big)
-    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=8)
+    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=MAX_FIELDS)
     parser.spool_max_size = max_bytes + MULTIPART_OVERHEAD  # keep the file in memory: never spooled to disk
     try:
         form = await parser.parse()
@@ -54,6 +55,8 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
             raise HTTPException(422, f"a text field (no filename) is over 1 MB; send the photo as a file: {SEND_AS_FILE}") from None
         if error.message.startswith("Too many files"):  # a form's other file input counts, even left empty
             raise HTTPException(422, f"more than one file in the form; send one photo per request, in the field 'file': {SEND_AS_FILE}") from None
+        if error.message.startswith("Too many fields"):  # well formed, but more text fields than a photo upload needs
+            raise HTTPException(422, f"more than {MAX_FIELDS} text fields in the form; send only the photo, in the field 'file': {SEND_AS_FILE}") from None
         raise HTTPException(422, f"malformed multipart body ({error.message.rstrip('.')}); send the photo as one file field: {SEND_AS_FILE}") from None
     try:
         if len(form.getlist("file")) > 1:  # a text and a file field both named 'file': decided by their order
