@@ -562,3 +562,24 @@ def test_a_photo_named_in_bytes_that_are_not_utf8_is_read_copied_and_listed(tmp_
     assert "caf\\udce9.png: no face found" in first.stderr  # named in one readable line
     again = fervid("predict", str(tmp_path), "--no-save")  # the copy below is listed, so not read back as a photo
     assert again.returncode == 0 and again.stderr.strip().splitlines()[-1].startswith("1 image(s)"), again.stderr
+
+
+def test_bench_end_to_end_leaves_its_warm_up_frames_out_of_the_count(tmp_path: Path) -> None:
+    """The first frames (slow first calls) were timed and counted; now ``untimed`` of them are not:
+    a video blank for 10 frames, then with a face for 10, reports a face in every counted frame."""
+    from fervid.runtime.bench import end_to_end
+    from fervid.runtime.recognizer import Recognizer
+
+    face = detectable_faces(1)[0]
+    blank = textured_background(480, 640)
+    writer = cv2.VideoWriter(str(tmp_path / "v.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    for index in range(20):
+        frame = blank.copy()
+        if index >= 10:
+            paste_face(frame, face, 250, 170, 140)
+        writer.write(frame)
+    writer.release()
+    recognizer = Recognizer()
+    assert end_to_end(tmp_path / "v.mp4", recognizer, detect_every=1)[1] <= 0.6
+    fps, faces_per_frame = end_to_end(tmp_path / "v.mp4", recognizer, detect_every=1, untimed=10)
+    assert faces_per_frame >= 0.9 and fps > 0
