@@ -1626,3 +1626,21 @@ def test_a_val_fraction_the_data_does_not_use_is_named(tmp_path, capsys):
     assert len(load_training_data(TrainConfig(data=str(data), val_fraction=0.3)).validation) == 7
     assert capsys.readouterr().err == (f"warning: {data}: has a validation split, which is used; --val-fraction 0.3 applies "
                                        "only to data without one\n")
+
+
+def test_auto_precision_is_decided_when_a_run_starts_and_kept_at_each_resume(tmp_path, monkeypatch):
+    """A run started where auto meant mixed_bfloat16 and resumed where it means float32 switched
+    precision mid-schedule, and its card named only the last one."""
+    from fervid.training import fit as fitting
+    from fervid.training.config import TrainConfig
+
+    monkeypatch.setattr(fitting.keras.backend, "backend", lambda: "tensorflow")
+    data = write_unimprovable_dataset(tmp_path / "d")
+    config = TrainConfig(data=str(data), arch="compact", epochs=1, batch_size=8)
+    monkeypatch.setattr(fitting, "cpu_has_bf16", lambda: True)
+    fitting.fit(config, tmp_path / "run")
+    monkeypatch.setattr(fitting, "cpu_has_bf16", lambda: False)
+    classifier, _, state = fitting.fit(dataclasses.replace(config, epochs=2), tmp_path / "run", resume=True)
+    convs = [layer for layer in classifier.layers if isinstance(layer, fitting.keras.layers.Conv2D)]
+    assert state["precision"] == "mixed_bfloat16" and {layer.dtype_policy.name for layer in convs} == {"mixed_bfloat16"}
+    assert fitting.run_precision("auto", {}) == "float32" and fitting.run_precision("float32", state) == "float32"

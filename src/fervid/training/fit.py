@@ -36,7 +36,7 @@ from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
 from fervid.model.specs import ARCHITECTURES as ARCHITECTURE_NAMES
-from fervid.training.config import TrainConfig
+from fervid.training.config import PRECISIONS, TrainConfig
 from fervid.training.lock import RunLock
 from fervid.training.distill import (
     TEACHER_FILE,
@@ -79,6 +79,14 @@ def resolve_precision(requested: str) -> str:
     if requested != "auto":
         return requested
     return "mixed_bfloat16" if keras.backend.backend() == "tensorflow" and cpu_has_bf16() else "float32"
+
+
+def run_precision(requested: str, state: dict) -> str:
+    """The precision a run trains in: ``auto`` is decided when the run starts and kept at each resume
+    (state.json records it), so a run continued on another machine or backend does not switch
+    mid-schedule, and its card names the one precision all its epochs used."""
+    recorded = state.get("precision")
+    return recorded if requested == "auto" and recorded in PRECISIONS[1:] else resolve_precision(requested)
 
 
 def load_training_data(config: TrainConfig) -> TrainingData:
@@ -559,7 +567,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     if run.is_dir():  # a resume, or a run stopped in its first epoch: refuse a second process before reading data
         lock.acquire()
     keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))
-    precision = resolve_precision(config.precision)
+    precision = run_precision(config.precision, state if resume else {})
     classifier = build_classifier(config.arch, dtype=precision)
     if config.init_from and state["epochs_done"] == 0:
         warm_start(classifier, config.init_from)
