@@ -279,10 +279,14 @@ def test_a_damaged_png_is_one_line_and_libpng_prints_nothing(capfd: pytest.Captu
         with pytest.raises(UnreadableImage, match=rf"^not a readable image \({reason}\)$"):
             decode_image(damaged)
     assert capfd.readouterr().err == ""
-    end_of_header = 8 + 25  # a damaged text chunk is skipped by libpng, and the image still read
+    end_of_header = 8 + 25  # a damaged text chunk is dropped (libpng skipped it, with its own warning line)
     with_bad_text = data[:end_of_header] + png_chunk(b"tEXt", b"a\0b", checksum=123) + data[end_of_header:]
     assert np.array_equal(decode_image(with_bad_text), picture)
     assert np.array_equal(decode_image(data + b"trailing bytes"), picture)
+    transparent = cv2.imencode(".png", np.dstack([picture, np.full((40, 50), 255, np.uint8)]))[1].tobytes()
+    bad_twice = png_chunk(b"tEXt", b"a\0b", checksum=1) + png_chunk(b"zTXt", b"c\0\0x", checksum=2)
+    assert np.array_equal(decode_image(transparent[:end_of_header] + bad_twice + transparent[end_of_header:]), picture)
+    assert capfd.readouterr().err == "", "libpng printed 'libpng warning: tEXt: CRC error'"
 
 
 def test_a_pfm_whose_header_opencv_rejects_is_unreadable_or_too_big_not_a_crash() -> None:

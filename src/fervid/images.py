@@ -124,25 +124,34 @@ def find_images(folder: str | Path) -> list[Path]:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def png_damage(data: bytes) -> str | None:
-    """Why a PNG cannot be decoded (cut short, or a critical chunk's checksum wrong), found before
-    OpenCV decodes it: libpng prints its own "libpng error: ..." line on stderr for these, past
-    OpenCV's log level, beside fervid's one-line error. None for a whole PNG. Ancillary chunks (text,
-    colour profiles) are left to libpng, which skips a damaged one and still decodes the image."""
+def checked_png(data: bytes) -> bytes:
+    """A PNG's bytes as OpenCV should decode them, or an ``UnreadableImage`` when it cannot be decoded
+    (cut short, or a critical chunk's checksum wrong), found before OpenCV decodes it: libpng prints
+    its own "libpng error: ..." line on stderr for these, past OpenCV's log level, beside fervid's
+    one-line error. An ancillary chunk (text, colour profile, EXIF) that fails its checksum is
+    dropped: libpng would skip it and decode the image, printing "libpng warning: tEXt: CRC error"."""
     view, at = memoryview(data), len(PNG_SIGNATURE)
+    damaged: list[tuple[int, int]] = []
     while at + 12 <= len(data):
         length = int.from_bytes(view[at : at + 4], "big")
         kind = bytes(view[at + 4 : at + 8])
         end = at + 12 + length
         if end > len(data):
             break
-        critical = kind[:1].isupper()
-        if critical and zlib.crc32(view[at + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
-            return f"a damaged PNG: its {kind.decode('latin-1')} chunk fails its checksum"
+        if zlib.crc32(view[at + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            if kind[:1].isupper():
+                raise UnreadableImage(f"not a readable image (a damaged PNG: its {kind.decode('latin-1')} chunk fails its checksum)")
+            damaged.append((at, end))
         if kind == b"IEND":
-            return None
+            if not damaged:
+                return data
+            kept, start = bytearray(), 0
+            for first, last in damaged:
+                kept += view[start:first]
+                start = last
+            return bytes(kept + view[start:])
         at = end
-    return "a PNG cut short"
+    raise UnreadableImage("not a readable image (a PNG cut short)")
 
 
 def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
@@ -157,8 +166,8 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
         raise UnreadableImage("empty file (0 bytes)")
     if data[:2] in (b"PF", b"Pf") and data[2:3] in (b"\n", b"\r") and flags >= 0:
         return _float_map(data, flags)
-    if bytes(data[:8]) == PNG_SIGNATURE and (damage := png_damage(data)):
-        raise UnreadableImage(f"not a readable image ({damage})")
+    if bytes(data[:8]) == PNG_SIGNATURE:
+        data = checked_png(data)
     image = _imdecode(np.frombuffer(data, np.uint8), flags)
     if (image is None or image.size == 0) and data[:4] in (b"II*\0", b"MM\0*") and flags >= 0:
         return _float_map(data, flags)  # a 32-bit float TIFF: OpenCV decodes it only at its own depth
