@@ -983,3 +983,20 @@ def test_zips_inside_zips_and_links_that_point_nowhere_are_named_not_dropped_sil
     (folder / "outer.zip").unlink()
     with pytest.raises(FervidError, match=r"^no images or videos found in the inputs \(1 link\(s\) there point nowhere, e\.g\. "):
         expand_inputs(["../in"])
+
+
+def test_a_file_name_that_is_not_utf8_is_analysed_and_named_with_its_bytes_escaped(tmp_path: Path) -> None:
+    """Parquet strings are UTF-8: an old Latin-1 archive's caf\\xe9.png stopped the whole run (and every
+    rerun) with a UnicodeEncodeError. It is now analysed, named with the byte escaped, and resumed."""
+    folder = tmp_path / "latin"
+    folder.mkdir()
+    latin = os.fsdecode(os.fsencode(folder) + b"/caf\xe9.png")
+    cv2.imwrite(str(folder / "plain.png"), textured_background(48, 48, seed=1))
+    shutil.copy(folder / "plain.png", latin)
+    options = AnalyzeOptions(crops=True)
+    first = analyze([folder], tmp_path / "faces.parquet", options)
+    rows = rows_of(tmp_path / "faces.parquet")
+    assert list(rows["source"]) == [f"{folder}/caf\\xe9.png", f"{folder}/plain.png"] and first.ok == 2
+    np.testing.assert_allclose(rows[PROBABILITIES].to_numpy()[0], rows[PROBABILITIES].to_numpy()[1], atol=1e-6)
+    again = analyze([folder], tmp_path / "faces.parquet", options)
+    assert again.skipped_units == again.units

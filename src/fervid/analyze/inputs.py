@@ -40,6 +40,13 @@ class SourceItem:
         return absolute if self.member is None else f"{absolute}{ZIP_SEPARATOR}{self.member}"
 
 
+def shown_name(path: str | Path) -> str:
+    """A path as the ``source`` column holds it: a name that is not UTF-8 (an old Latin-1 archive's
+    ``caf\xe9.png``, which reaches Python with surrogate escapes) with its undecodable bytes written
+    as ``\xe9``, since Parquet strings must be UTF-8 (the run stopped with a UnicodeEncodeError)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def kind_of(path: str | Path) -> str | None:
     """'image', 'video' or 'zip' by the file's suffix; None for anything else."""
     suffix = Path(path).suffix.lower()
@@ -116,7 +123,7 @@ def _zip_members(path: Path) -> tuple[list[SourceItem], list[SourceItem]]:
                 parts = tuple(part for part in PurePosixPath(relative).parts if part != "..")
                 if relative.endswith("/") or is_hidden(parts) or kind not in ("image", "video", "zip"):
                     continue
-                name = f"{path}{ZIP_SEPARATOR}{relative}"
+                name = f"{shown_name(path)}{ZIP_SEPARATOR}{relative}"
                 if kind != "image":  # read only from files: named in a warning
                     skipped.append(SourceItem(name, kind, str(path), relative, "", info.filename))
                     continue
@@ -125,11 +132,11 @@ def _zip_members(path: Path) -> tuple[list[SourceItem], list[SourceItem]]:
             return items, skipped
     except (zipfile.BadZipFile, OSError):
         # A broken zip is one source that fails; the run goes on.
-        return [SourceItem(str(path), "zip", str(path), path.name, file_fingerprint(path))], []
+        return [SourceItem(shown_name(path), "zip", str(path), path.name, file_fingerprint(path))], []
 
 
 def _file(path: Path, relative: str, kind: str) -> SourceItem:
-    return SourceItem(str(path), kind, str(path), relative, file_fingerprint(path))
+    return SourceItem(shown_name(path), kind, str(path), relative, file_fingerprint(path))
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
