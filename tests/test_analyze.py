@@ -1000,3 +1000,40 @@ def test_a_file_name_that_is_not_utf8_is_analysed_and_named_with_its_bytes_escap
     np.testing.assert_allclose(rows[PROBABILITIES].to_numpy()[0], rows[PROBABILITIES].to_numpy()[1], atol=1e-6)
     again = analyze([folder], tmp_path / "faces.parquet", options)
     assert again.skipped_units == again.units
+
+
+def test_a_damaged_results_file_is_analysed_again_not_a_traceback_on_every_rerun(tmp_path: Path, capsys) -> None:
+    """A part or ledger emptied (a power loss after the rename, or by hand) made every rerun stop with
+    pyarrow's 'Parquet file size is 0 bytes' traceback; its unit is now analysed again."""
+    folders = {name: tmp_path / name for name in ("a", "b")}
+    for seed, folder in enumerate(folders.values()):
+        folder.mkdir()
+        cv2.imwrite(str(folder / "0.png"), textured_background(48, 48, seed=seed))
+    out, options = tmp_path / "faces.parquet", AnalyzeOptions(crops=True, image_batch=1)
+    analyze(list(folders.values()), out, options)
+    expected = rows_of(out)
+    ledgers = sorted((tmp_path / "faces.parquet.parts" / "_sources").glob("*.parquet"))
+    parts = sorted((tmp_path / "faces.parquet.parts").glob("part-*.parquet"))
+    assert len(ledgers) == len(parts) == 2
+    ledgers[0].write_bytes(b"")
+    parts[1].write_bytes(parts[1].read_bytes()[:100])
+    capsys.readouterr()
+    again = analyze(list(folders.values()), out, options)
+    assert again.skipped_units == 0 and again.ok == 2
+    assert "2 unit(s) with a damaged results file (unreadable Parquet) are analysed again" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(rows_of(out), expected)
+
+
+def test_an_out_with_a_tilde_or_a_colon_is_a_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out=~/r.parquet reached fervid unexpanded: the parts went to ./~/, pyarrow read them back from
+    $HOME, and the run failed at its end; a relative file:r.parquet was read as a URI."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), textured_background(48, 48))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    analyze([folder], "~/r.parquet", AnalyzeOptions(crops=True))
+    assert len(rows_of(tmp_path / "home" / "r.parquet")) == 1 and not (tmp_path / "~").exists()
+    for _ in range(2):  # the second run resumes from the parts it reads back
+        report = analyze([folder], "file:r.parquet", AnalyzeOptions(crops=True))
+    assert report.skipped_units == report.units and len(rows_of(tmp_path / "file:r.parquet")) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -258,7 +259,7 @@ def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
         (["bench", "--output", "NOTZIP"], "--output NOTZIP: not a Markdown page; give a .md file"),
         (["bench", "--output", "BINARY_MD"], "--output BINARY_MD: not a text (Markdown) file"),
         (["bench", "--output", "CARD"], "--output CARD: not a Markdown page"),  # a model card: its JSON broken by a section
-        (["bench", "--output", "DEVICE"], "--output DEVICE: not a Markdown page"),
+        (["bench", "--output", "DEVICE"], "--output DEVICE: not a regular file (a device, pipe or socket)"),
         (["bench", "--output"], "Option '--output' requires an argument. (see 'fervid bench --help')"),
         (["bench", "--output", "INSIDE_NOTZIP"], "not.zip is a file, not a folder"),
         (["evaluate", "MODEL", "DATA"], "not a fervid expression model"),
@@ -275,11 +276,12 @@ def test_bad_model_and_benchmark_inputs_fail_before_any_work(args: list[str], me
     (tmp_path / "model.keras").write_bytes(b"PK")
     (tmp_path / "binary.md").write_bytes(b"\xff\xfe\x00 not text")
     (tmp_path / "card.json").write_text('{"name": "fervid-vgg"}')
+    os.mkfifo(tmp_path / "pipe.md")
     paths = {
         "NOTZIP": tmp_path / "not.zip",
         "BINARY_MD": tmp_path / "binary.md",
         "CARD": tmp_path / "card.json",
-        "DEVICE": Path("/dev/null"),
+        "DEVICE": tmp_path / "pipe.md",  # a pipe named as a page: the real /dev/null is never put at risk
         "INSIDE_NOTZIP": tmp_path / "not.zip" / "performance.md",
         "MODEL": write_non_face_onnx(tmp_path / "flat.onnx"),
         "FOLDER": tmp_path / "folder",

@@ -169,8 +169,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temporary.unlink()  # writers such as Keras refuse to overwrite; they create it afresh
     try:
         yield temporary
-        if target.is_file() and temporary.exists():
-            shutil.copymode(target, temporary)
+        if temporary.exists():
+            _flush_to_disk(temporary)
+            if target.is_file():
+                shutil.copymode(target, temporary)
         os.replace(temporary, target)
     except OSError as error:
         # A write that fails (a full disk) names no file, or the temporary one: name the user's path
@@ -180,6 +182,14 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _flush_to_disk(path: Path) -> None:
+    """The file's bytes on disk before it is renamed over the target: after a power loss, a renamed
+    file whose data was still in the page cache can be left empty, where the old one was whole."""
+    if path.is_file():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
 
 
 def remove_temporaries(folder: str | Path) -> int:

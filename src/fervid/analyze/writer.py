@@ -49,7 +49,7 @@ def is_fervid_table(path: Path) -> bool:
             with open(path, newline="", encoding="utf-8") as table:
                 names = next(csv.reader(table), [])
         else:
-            names = pq.read_schema(path).names
+            names = pq.read_schema(path.absolute()).names  # absolute: never taken for a URI
     except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException):
         return False
     return FERVID_COLUMNS <= set(names)
@@ -62,7 +62,9 @@ class ResultStore:
     """
 
     def __init__(self, out: str | Path, inputs: Iterable[str | Path] = ()) -> None:
-        self.out = Path(out)
+        # ~ expanded as the inputs' is (--out=~/r.parquet reaches fervid unexpanded; pyarrow expanded
+        # it when reading the parts back, and the run failed at its end).
+        self.out = Path(out).expanduser()
         suffix = self.out.suffix.lower()
         if suffix == ".csv":
             self.format = "csv"
@@ -144,8 +146,21 @@ class ResultStore:
         self.ledger.mkdir(parents=True, exist_ok=True)
 
     def completed(self) -> set[str]:
-        """Ids of units whose ledger was written (their rows part, if any, was written before it)."""
-        return {path.stem for path in _visible(self.ledger, "*.parquet")}
+        """Ids of units whose ledger was written (their rows part, if any, was written before it) and
+        whose files Parquet can read. A damaged ledger or part (emptied by a power loss, or by hand)
+        stopped every rerun with a traceback: its unit's files are removed, and it is analysed again."""
+        complete, damaged = set(), []
+        for path in _visible(self.ledger, "*.parquet"):
+            part = self.parts / f"part-{path.stem}.parquet"
+            if all(_readable(file) for file in (path, part) if file.exists()):
+                complete.add(path.stem)
+            else:
+                damaged.append(path.stem)
+                for file in (part, path):
+                    file.unlink(missing_ok=True)
+        if damaged:
+            warn(f"--out {self.out}: {len(damaged)} unit(s) with a damaged results file (unreadable Parquet) are analysed again")
+        return complete
 
     def prune(self, units: set[str]) -> int:
         """Remove the parts of units not in this run (other inputs, changed files, another model or options); returns how many units.
@@ -175,7 +190,7 @@ class ResultStore:
         """
         path = self.ledger / f"{unit.id}.parquet"
         note = self.ledger / f"{unit.id}.renaming.json"
-        ledger = pq.read_table(path)
+        ledger = _read_table(path)
         new = [source.name for source in unit.sources]
         if note.exists():
             state = json.loads(note.read_text())
@@ -187,7 +202,7 @@ class ResultStore:
         names = dict(zip(state["old"], new))
         part = self.parts / f"part-{unit.id}.parquet"
         if part.exists() and not state["part_done"]:
-            rows = pq.read_table(part, schema=ROW_SCHEMA)
+            rows = _read_table(part, schema=ROW_SCHEMA)
             renamed = pa.array([names.get(name, name) for name in rows["source"].to_pylist()], pa.string())
             _write_parquet(rows.set_column(rows.schema.get_field_index("source"), "source", renamed), part)
             write_text_atomically(note, json.dumps({**state, "part_done": True}))
@@ -203,7 +218,7 @@ class ResultStore:
 
     def summary(self, units: set[str]) -> pa.Table:
         """One row per source of the complete ``units``, read from their ledgers; writes nothing."""
-        ledgers = [pq.read_table(self.ledger / f"{unit}.parquet") for unit in sorted(units & self.completed())]
+        ledgers = [_read_table(self.ledger / f"{unit}.parquet") for unit in sorted(units & self.completed())]
         return summarize(pa.concat_tables(ledgers) if ledgers else LEDGER_SCHEMA.empty_table())
 
     def has_results(self) -> bool:
@@ -225,10 +240,25 @@ class ResultStore:
             if not [part for part in parts if part != empty]:
                 _write_parquet(ROW_SCHEMA.empty_table(), empty)
         else:
-            rows = pa.concat_tables([pq.read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
+            rows = pa.concat_tables([_read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
             rows = rows.sort_by(SORT_KEYS)
             (_write_parquet if self.format == "parquet" else _write_csv)(rows, self.out)
         self.write_summary(summary)
+
+
+def _read_table(path: Path, **options) -> pa.Table:
+    """``pq.read_table`` by absolute path: pyarrow takes a relative ``file:r.parquet.parts/...`` or
+    ``s3:...`` for a URI, where fervid wrote local files."""
+    return pq.read_table(path.absolute(), **options)
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` is a whole Parquet file (its footer reads); cheap, the rows are not read."""
+    try:
+        pq.read_metadata(path.absolute())
+    except (OSError, pa.ArrowException):
+        return False
+    return True
 
 
 def _visible(folder: Path, pattern: str) -> list[Path]:
@@ -266,9 +296,9 @@ def summarize(ledger: pa.Table) -> pa.Table:
 
 def _write_parquet(table: pa.Table, target: Path) -> None:
     with atomic_path(target) as temporary:
-        pq.write_table(table, temporary)
+        pq.write_table(table, temporary.absolute())
 
 
 def _write_csv(table: pa.Table, target: Path) -> None:
     with atomic_path(target) as temporary:
-        pa_csv.write_csv(table, temporary)
+        pa_csv.write_csv(table, temporary.absolute())
