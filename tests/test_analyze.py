@@ -20,6 +20,7 @@ import pytest
 
 pa = pytest.importorskip("pyarrow", reason="fervid analyze needs pyarrow (the 'scale' extra)")
 pd = pytest.importorskip("pandas", reason="fervid analyze needs pandas (the 'scale' extra)")
+import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from conftest import detectable_faces, face_video_frames, fer2013_zip, paste_face, textured_background, write_video  # noqa: E402
@@ -1037,3 +1038,26 @@ def test_an_out_with_a_tilde_or_a_colon_is_a_local_path(tmp_path: Path, monkeypa
     for _ in range(2):  # the second run resumes from the parts it reads back
         report = analyze([folder], "file:r.parquet", AnalyzeOptions(crops=True))
     assert report.skipped_units == report.units and len(rows_of(tmp_path / "file:r.parquet")) == 1
+
+
+def test_the_summary_note_merges_every_segments_note_whatever_their_order() -> None:
+    """The summary took the alphabetically first segment note: a truncated video's 'the video ends
+    at ...' was lost behind a segment's '1 damaged frame(s) ...', and which note survived
+    depended on --segment-s."""
+    from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA
+    from fervid.analyze.writer import summarize
+
+    ends = "the video ends at frame 116, before the 250 frames its header gives (truncated?)"
+    notes = {2: f"1 damaged frame(s) skipped (200); 1 box(es) from --boxes skipped, e.g. frame 201: off; {ends}",
+             0: "5 damaged frame(s) skipped (1, 2, 3, 4, 5)", 1: None, 3: ends}
+    blank = dict.fromkeys(COUNT_COLUMNS, 0)
+    ledger = pa.Table.from_pylist([
+        {"source": "v.avi", "kind": "video", "unit": f"u{segment}", "segment": segment, "status": "ok", "error": None,
+         "note": note, "frames": 10, "faces": 0, **blank, "fingerprint": "f", "model_name": "m", "model_version": "1",
+         "schema_version": 2}
+        for segment, note in notes.items()
+    ], schema=LEDGER_SCHEMA)
+    summary = summarize(ledger).to_pylist()
+    assert len(summary) == 1 and summary[0]["segments"] == 4 and summary[0]["frames"] == 40
+    assert summary[0]["note"] == ("6 damaged frame(s) skipped (1, 2, 3, 4, 5, ...); "
+                                  f"1 box(es) from --boxes skipped, e.g. frame 201: off; {ends}")

@@ -270,15 +270,17 @@ def _visible(folder: Path, pattern: str) -> list[Path]:
 def summarize(ledger: pa.Table) -> pa.Table:
     """One row per source from the ledger rows of its units (a video has one per segment)."""
     sums = [(column, "sum") for column in ("frames", "faces", *COUNT_COLUMNS)]
-    firsts = [(column, "min") for column in ("kind", "status", "error", "note", "fingerprint", "model_name", "model_version")]
-    grouped = ledger.group_by("source").aggregate([*sums, *firsts, ("segment", "count")]).sort_by("source")
+    firsts = [(column, "min") for column in ("kind", "status", "error", "fingerprint", "model_name", "model_version")]
+    ledger = ledger.sort_by([("source", "ascending"), ("segment", "ascending")])  # notes in the video's order
+    grouped = ledger.group_by("source", use_threads=False).aggregate([*sums, *firsts, ("note", "list"), ("segment", "count")])
+    grouped = grouped.sort_by("source")
     faces = grouped["faces_sum"]
     columns = {
         "source": grouped["source"],
         "kind": grouped["kind_min"],
         "status": grouped["status_min"],  # "error" sorts before "ok": one failed segment fails the source
         "error": grouped["error_min"],
-        "note": grouped["note_min"],
+        "note": pa.array([merged_note(notes) for notes in grouped["note_list"].to_pylist()], pa.string()),
         "frames": grouped["frames_sum"],
         "faces": faces,
         **{
@@ -292,6 +294,44 @@ def summarize(ledger: pa.Table) -> pa.Table:
         "schema_version": pa.array([SCHEMA_VERSION] * grouped.num_rows, pa.int16()),
     }
     return pa.table(columns, schema=SUMMARY_SCHEMA)
+
+
+# Notes a video's segments each give for their own frames, merged into one for the whole video:
+# (pattern, what the merged note says given the counts summed and the examples in order).
+DAMAGED = re.compile(r"(\d+) damaged frame\(s\) skipped \((.*)\)")
+SKIPPED_BOXES = re.compile(r"(\d+) box\(es\) from --boxes skipped, e\.g\. (.*)")
+UNREAD_BOXES = re.compile(r"--boxes gives boxes for (\d+) frame\(s\) not analysed, e\.g\. (.*)")
+
+
+def merged_note(notes: list[str | None]) -> str | None:
+    """One source's note from its segments' notes (in segment order): counts summed, the first
+    examples kept, other notes once each. Taking one segment's note, as the summary did, lost the
+    others (a truncated video's note behind a damaged frame's), and so depended on --segment-s."""
+    merged: dict[str, list] = {}  # pattern or note -> [count, examples]
+    for note in notes:
+        for piece in (note or "").split("; "):
+            if not piece:
+                continue
+            for pattern in (DAMAGED, SKIPPED_BOXES, UNREAD_BOXES):
+                if found := pattern.fullmatch(piece):
+                    entry = merged.setdefault(pattern.pattern, [0, []])
+                    entry[0] += int(found[1])
+                    entry[1].append(found[2])
+                    break
+            else:
+                merged.setdefault(piece, [0, []])
+    pieces = []
+    for key, (count, examples) in merged.items():
+        if key == DAMAGED.pattern:
+            frames = [frame for shown in examples for frame in shown.split(", ") if frame != "..."]
+            pieces.append(f"{count} damaged frame(s) skipped ({', '.join(frames[:5])}{', ...' if count > 5 else ''})")
+        elif key == SKIPPED_BOXES.pattern:
+            pieces.append(f"{count} box(es) from --boxes skipped, e.g. {examples[0]}")
+        elif key == UNREAD_BOXES.pattern:
+            pieces.append(f"--boxes gives boxes for {count} frame(s) not analysed, e.g. {examples[0]}")
+        else:
+            pieces.append(key)
+    return "; ".join(pieces) or None
 
 
 def _write_parquet(table: pa.Table, target: Path) -> None:
