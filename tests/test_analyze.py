@@ -1061,3 +1061,20 @@ def test_the_summary_note_merges_every_segments_note_whatever_their_order() -> N
     assert len(summary) == 1 and summary[0]["segments"] == 4 and summary[0]["frames"] == 40
     assert summary[0]["note"] == ("6 damaged frame(s) skipped (1, 2, 3, 4, 5, ...); "
                                   f"1 box(es) from --boxes skipped, e.g. frame 201: off; {ends}")
+
+
+def test_a_face_the_detector_misses_for_under_a_second_keeps_its_id(tmp_path: Path) -> None:
+    """analyze's tracker dropped a face after 5 missed analysed frames (0.2 s at 25 fps), where live
+    keeps its id for a second: the same face came back as a second face_id."""
+    face = detectable_faces(1)[0]
+    frames = []
+    for index in range(60):
+        frame = textured_background(360, 480)
+        if not 20 <= index < 30:  # gone for 0.4 s
+            paste_face(frame, face, 170, 110, 130)
+        frames.append(frame)
+    video = write_video(tmp_path / "gap.mp4", frames, fps=25.0)
+    analyze([video], tmp_path / "gap.parquet", AnalyzeOptions())
+    rows = rows_of(tmp_path / "gap.parquet")
+    assert rows["frame"].min() < 20 and rows["frame"].max() >= 50
+    assert rows["face_id"].nunique() == 1, rows.groupby("face_id")["frame"].agg(["min", "max"])

@@ -25,7 +25,7 @@ from fervid.images import decode_image, gray_frame
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.photos import SMALL_IMAGE
 from fervid.runtime.recognizer import Recognizer, box_problem
-from fervid.runtime.track import FaceTracker
+from fervid.runtime.track import KEEP_ID_S, FaceTracker
 
 SEGMENT_ID_STRIDE = 1_000_000  # face_id = segment * stride + track id, so ids are unique within a video
 STAGES = ("decode", "detect", "classify", "write")
@@ -145,7 +145,9 @@ class Analyzer:
         """
         item = unit.sources[0]
         rows, ledger = self._rows(), self._ledger()
-        tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0)  # raw rows, ids only
+        # Raw rows, ids only; an id kept through a miss of up to a second, as live keeps it (a face the
+        # detector missed for 5 analysed frames, 0.2 s at 25 fps, came back under a new id).
+        tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0, max_missed_s=KEEP_ID_S)
         frames, error, counts, seen = 0, None, np.zeros(len(EXPRESSIONS), np.int64), set()
         try:
             for index, time_s, image in reader.frames(unit.start_frame, unit.end_frame, self.timings):

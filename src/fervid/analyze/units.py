@@ -24,7 +24,7 @@ from fervid.errors import FervidError
 from fervid.runtime.sources import DEFAULT_FPS
 
 
-VIDEO_READER = 2  # how video segments are read: 2 since 2026-12-05 (frame timestamps; variable-rate videos whole)
+VIDEO_READER = 3  # how video segments are read and tracked: 2 since 2026-12-05 (frame timestamps; variable-rate videos whole), 3 ids kept through a 1 s miss
 IMAGE_READER = 3  # how images are decoded: 2 since 2026-12-05 (transparent parts white, PNG/WebP upright by EXIF), 3 float TIFFs read
 
 

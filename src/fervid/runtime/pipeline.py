@@ -7,10 +7,9 @@ from fervid.images import gray_frame
 from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.sources import Frame
-from fervid.runtime.track import FaceTracker
+from fervid.runtime.track import KEEP_ID_S, FaceTracker
 
 DETECT_EVERY = 10
-KEEP_ID_S = 1.0  # a face the detector misses keeps its id for at least this long, at any frame rate
 
 
 class FrameProcessor:

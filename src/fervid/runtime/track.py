@@ -22,6 +22,7 @@ def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 MAX_PREDICTION_S = 0.5  # how far ahead a track's box is moved along its velocity
+KEEP_ID_S = 1.0  # a face the detector misses keeps its id for at least this long, at any frame rate (live and analyze)
 BOX_SMOOTHING_FRAME_S = 1 / 30  # the frame time ``box_smoothing`` is given for
 REACH_PER_S, MAX_REACH = 1.5, 3.0  # box sides a face may move per second between scans (a brisk walk at arm's length)
 
