@@ -895,10 +895,19 @@ def test_an_out_that_is_or_holds_an_input_is_refused_before_anything_is_written(
     for name, summary in (("participants.csv", "participants.summary.csv"), ("mine.parquet", "mine.summary.parquet")):
         for existing in (tmp_path / name, tmp_path / summary):
             existing.write_text("participant,age\nP1,23\n")
-            with pytest.raises(FervidError, match=f"{existing} already exists and is not a fervid analysis table"):
+            with pytest.raises(FervidError, match=f"{existing} already exists and is not a fervid analysis (table|summary)"):
                 analyze([photos], tmp_path / name, AnalyzeOptions(crops=True))
             assert existing.read_text() == "participant,age\nP1,23\n"
             existing.unlink()
+    # Another run's summary is fervid's, but not face rows: taken as --out, it was replaced by them.
+    analyze([photos], tmp_path / "s1.parquet", AnalyzeOptions(crops=True))
+    kept = (tmp_path / "s1.summary.parquet").read_bytes()
+    with pytest.raises(FervidError, match="s1.summary.parquet already exists and is not a fervid analysis table"):
+        analyze([photos], tmp_path / "s1.summary.parquet", AnalyzeOptions(crops=True))
+    shutil.copy(tmp_path / "s1.parquet", tmp_path / "t.summary.parquet")  # face rows where t.parquet's summary would go
+    with pytest.raises(FervidError, match="t.summary.parquet already exists and is not a fervid analysis summary"):
+        analyze([photos], tmp_path / "t.parquet", AnalyzeOptions(crops=True))
+    assert (tmp_path / "s1.summary.parquet").read_bytes() == kept
     analyze([photos], tmp_path / "r.csv", AnalyzeOptions(crops=True))
     assert analyze([photos], tmp_path / "r.csv", AnalyzeOptions(crops=True)).skipped_units >= 1, "its own results: a rerun resumes"
     # Its own results with the parts folder deleted once done (as the docs allow): analysed again, replaced.

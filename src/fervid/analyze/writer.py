@@ -40,10 +40,13 @@ OWN_PART = re.compile(r"part-(?:[0-9a-f]{20}|empty)\.parquet")
 
 
 FERVID_COLUMNS = {"source", "model_name", "model_version", "schema_version"}  # in every face and summary table, all versions
+TABLE_COLUMNS = {"rows": FERVID_COLUMNS | {"face_id"}, "summary": FERVID_COLUMNS | {"status"}}
 
 
-def is_fervid_table(path: Path) -> bool:
-    """Whether ``path`` is a face or summary table a fervid analysis wrote (Parquet or CSV), by its columns."""
+def is_fervid_table(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a face table (``kind`` "rows") or a summary a fervid analysis wrote
+    (Parquet or CSV), by its columns. The kind matters: ``--out s1.summary.parquet`` would have
+    replaced another run's summary with face rows."""
     try:
         if path.suffix.lower() == ".csv":
             with open(path, newline="", encoding="utf-8") as table:
@@ -52,7 +55,7 @@ def is_fervid_table(path: Path) -> bool:
             names = pq.read_schema(path.absolute()).names  # absolute: never taken for a URI
     except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException):
         return False
-    return FERVID_COLUMNS <= set(names)
+    return TABLE_COLUMNS[kind] <= set(names)
 
 
 class ResultStore:
@@ -130,11 +133,12 @@ class ResultStore:
         docs allow once a run is done) are analysed again and replaced, with a warning."""
         if self.format == "folder" or self.parts.is_dir():
             return
-        existing = [path for path in (self.out, self.summary_path) if path.exists()]
-        for path in existing:
-            if not is_fervid_table(path):
+        existing = {path: kind for path, kind in ((self.out, "rows"), (self.summary_path, "summary")) if path.exists()}
+        for path, kind in existing.items():
+            if not is_fervid_table(path, kind):
+                what = "a fervid analysis table" if kind == "rows" else "a fervid analysis summary"
                 raise FervidError(
-                    f"--out {self.out}: {path} already exists and is not a fervid analysis table; "
+                    f"--out {self.out}: {path} already exists and is not {what}; "
                     "it would be replaced: give another --out, or delete it first"
                 )
         if existing:
