@@ -1087,3 +1087,21 @@ def test_a_face_the_detector_misses_for_under_a_second_keeps_its_id(tmp_path: Pa
     rows = rows_of(tmp_path / "gap.parquet")
     assert rows["frame"].min() < 20 and rows["frame"].max() >= 50
     assert rows["face_id"].nunique() == 1, rows.groupby("face_id")["frame"].agg(["min", "max"])
+
+
+def test_an_images_boxes_are_numbered_left_to_right_and_frames_it_lacks_are_noted(archive: Path, tmp_path: Path) -> None:
+    """--boxes face ids followed the file's order (face_id 1 at x=100 here), boxes for frame 3 of a
+    photo gave nothing without a word, and JSON's frame 1.7 or true was taken as frame 1."""
+    photo = archive / "photos" / "none.png"
+    (tmp_path / "boxes.csv").write_text("source,frame,x,y,w,h\nnone.png,,100,40,80,80\nnone.png,,10,20,60,60\nnone.png,3,5,5,40,40\n")
+    analyze([photo], tmp_path / "b.parquet", boxes=tmp_path / "boxes.csv")
+    rows = rows_of(tmp_path / "b.parquet")
+    assert list(zip(rows["face_id"], rows["x"])) == [(1, 10), (2, 100)]
+    note = pd.read_parquet(tmp_path / "b.summary.parquet")["note"].tolist()
+    assert note == ["--boxes gives boxes for frame 3 of an image (not used: an image is frame 0; leave frame empty)"]
+    for frame in (1.7, True, "x"):
+        (tmp_path / "bad.json").write_text(json.dumps([{"source": "none.png", "frame": frame, "box": [1, 2, 30, 30]}]))
+        with pytest.raises(FervidError, match="entry 1 needs"):
+            load_boxes(tmp_path / "bad.json")
+    (tmp_path / "whole.json").write_text(json.dumps([{"source": "none.png", "frame": 30.0, "box": [1, 2, 30, 30]}]))
+    assert load_boxes(tmp_path / "whole.json").entries == {"none.png": {30: [(1, 2, 30, 30)]}}

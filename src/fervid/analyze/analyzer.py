@@ -74,7 +74,8 @@ class Analyzer:
                 self.skipped.append(f"{where}{problem}")
             else:
                 kept.append(box)
-        return np.array(kept, dtype=np.int32).reshape(-1, 4)
+        boxes = np.array(kept, dtype=np.int32).reshape(-1, 4)
+        return boxes[np.argsort(boxes[:, 0], kind="stable")]  # left to right, as the detector's: an image's face_id 1 is leftmost
 
     @staticmethod
     def _given(unit: Unit, item: SourceItem, frame: int) -> list | None:
@@ -107,7 +108,8 @@ class Analyzer:
                     ledger.add(item, unit, error=str(error))
                     continue
                 rows.add(item.name, 0, 0, 0.0, range(1, len(boxes) + 1), boxes, probabilities)
-                note = self._skipped_note() or self._crop_hint(gray, boxes, given)
+                notes = [self._skipped_note() or self._crop_hint(gray, boxes, given), image_frames_given(unit, item)]
+                note = "; ".join(note for note in notes if note) or None
                 ledger.add(item, unit, frames=1, counts=expression_counts(probabilities), note=note)
                 frames += 1
         finally:
@@ -199,6 +201,15 @@ def damaged_frames(damaged: set[int], unit: Unit) -> str | None:
         return None
     shown = ", ".join(map(str, inside[:5])) + (", ..." if len(inside) > 5 else "")
     return f"{len(inside)} damaged frame(s) skipped ({shown})"
+
+
+def image_frames_given(unit: Unit, item: SourceItem) -> str | None:
+    """A note when --boxes gives an image boxes for frames other than 0 (an image's only frame):
+    they give no rows, which went unsaid, where a video's frames never analysed are noted."""
+    frames = sorted(frame for frame in (unit.boxes or {}).get(item.name, {}) if frame != 0)
+    if not frames:
+        return None
+    return f"--boxes gives boxes for frame {frames[0]}{' and others' if len(frames) > 1 else ''} of an image (not used: an image is frame 0; leave frame empty)"
 
 
 def unread_boxes(unit: Unit, item: SourceItem, seen: set[int], every: int) -> str | None:

@@ -96,7 +96,7 @@ def load_boxes(path: str | Path) -> BoxTable:
     for number, record in enumerate(records, start=1):
         try:
             source = str(record["source"]).strip()
-            frame = int(record.get("frame") or 0)
+            frame = _frame(record.get("frame"))
             box = record["box"] if "box" in record else [record[k] for k in ("x", "y", "w", "h")]
             x, y, w, h = (int(round(float(v))) for v in box)
         except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an infinite coordinate
@@ -106,6 +106,16 @@ def load_boxes(path: str | Path) -> BoxTable:
         entries[source][frame].append((x, y, w, h))
     fingerprint = hashlib.sha1(text.encode()).hexdigest()
     return BoxTable({source: dict(frames) for source, frames in entries.items()}, fingerprint)
+
+
+def _frame(value: object) -> int:
+    """A frame number as the file gives it: empty or absent is 0 (an image); a whole number, also
+    written 30.0 in JSON. JSON's 1.7 and true were taken as frame 1, where CSV's 1.5 was refused."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"not a frame number: {value!r}")
+    return int(value.strip()) if isinstance(value, str) else int(value)  # type: ignore[call-overload]
 
 
 def _csv_records(path: Path, text: str) -> list[dict]:

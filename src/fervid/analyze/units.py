@@ -24,6 +24,7 @@ from fervid.errors import FervidError
 from fervid.runtime.sources import DEFAULT_FPS
 
 
+BOXES_READER = 2  # how --boxes boxes are used: 2 since 2026-12-05 (an image's boxes numbered left to right, not in the file's order)
 VIDEO_READER = 3  # how video segments are read and tracked: 2 since 2026-12-05 (frame timestamps; variable-rate videos whole), 3 ids kept through a 1 s miss
 IMAGE_READER = 3  # how images are decoded: 2 since 2026-12-05 (transparent parts white, PNG/WebP upright by EXIF), 3 float TIFFs read
 
@@ -66,7 +67,7 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
     """Image batches and video segments for ``items``, in source order; ids are content-addressed."""
     options.validate()
     salts = {
-        kind: json.dumps({"options": options.key(kind), "model": model_key, "boxes": boxes.fingerprint if boxes else None,
+        kind: json.dumps({"options": options.key(kind), "model": model_key, "boxes": [BOXES_READER, boxes.fingerprint] if boxes else None,
                           "schema": SCHEMA_VERSION, "reader": VIDEO_READER if kind == "video" else IMAGE_READER}, sort_keys=True)
         for kind in ("image", "video")
     }
