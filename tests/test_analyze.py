@@ -1105,3 +1105,19 @@ def test_an_images_boxes_are_numbered_left_to_right_and_frames_it_lacks_are_note
             load_boxes(tmp_path / "bad.json")
     (tmp_path / "whole.json").write_text(json.dumps([{"source": "none.png", "frame": 30.0, "box": [1, 2, 30, 30]}]))
     assert load_boxes(tmp_path / "whole.json").entries == {"none.png": {30: [(1, 2, 30, 30)]}}
+
+
+def test_an_input_that_holds_nothing_is_named_and_a_folder_named_like_a_csv_is_a_folder(tmp_path: Path, capsys) -> None:
+    """An empty folder or a zip of text files given by name added nothing without a word, and
+    --out results.csv/, a folder created first as the docs say, was 'not a fervid analysis table'."""
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), textured_background(48, 48))
+    (tmp_path / "empty").mkdir()
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as bundle:
+        bundle.writestr("readme.txt", "x")
+    items = expand_inputs([photo, tmp_path / "empty", tmp_path / "notes.zip", photo])
+    assert [item.name for item in items] == [str(photo)]
+    assert "warning: 2 input(s) hold no image or video, e.g. " + str(tmp_path / "empty") in capsys.readouterr().err
+    (tmp_path / "results.csv").mkdir()
+    analyze([photo], tmp_path / "results.csv", AnalyzeOptions(crops=True))
+    assert len(pd.read_parquet(tmp_path / "results.csv")) == 1

@@ -175,12 +175,15 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
                 if into is items:
                     aliases[left.key] = named.name
 
-    def add(found: tuple[list[SourceItem], list[SourceItem]]) -> None:
+    def add(found: tuple[list[SourceItem], list[SourceItem]]) -> int:
         keep(found[0], items)
         keep(found[1], skipped)
+        return len(found[0]) + len(found[1])
 
+    empty: list[Path] = []  # inputs named that hold nothing to analyse (an empty folder, a zip of text files)
     for given in inputs:
         path = Path(given).expanduser()
+        count = 0
         if path.is_dir():
             dead: list[Path] = []
             children = [p for p in walk_files(path, dead) if not is_hidden(p.relative_to(path).parts)]
@@ -190,12 +193,14 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
             for child in sorted(children):
                 kind = kind_of(child)
                 relative = child.relative_to(path).as_posix()
-                add(_zip_members(child) if kind == "zip" else ([_file(child, relative, kind)] if kind else [], []))
+                count += add(_zip_members(child) if kind == "zip" else ([_file(child, relative, kind)] if kind else [], []))
         elif path.is_file():
             kind = kind_of(path)
-            add(_zip_members(path) if kind == "zip" else ([_file(path, path.name, kind or "video")], []))
+            count += add(_zip_members(path) if kind == "zip" else ([_file(path, path.name, kind or "video")], []))
         else:
             raise FervidError(f"{path}: no such file or folder")
+        if not count:
+            empty.append(path)
     zipped_videos = sorted(item.name for item in skipped.values() if item.kind == "video")
     zipped_zips = sorted(item.name for item in skipped.values() if item.kind == "zip")
     links = sorted(broken.values())
@@ -205,6 +210,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
     if not items:
         dead_note = f" ({len(links)} link(s) there point nowhere, e.g. {links[0]})" if links else ""
         raise FervidError(f"no images or videos found in the inputs{dead_note}")
+    if empty:
+        warn(f"{len(empty)} input(s) hold no image or video, e.g. {empty[0]}")
     if zipped_videos:
         warn(f"{len(zipped_videos)} video(s) inside zips skipped (videos are read only from files; extract them), "
              f"e.g. {zipped_videos[0]}")

@@ -69,7 +69,7 @@ class ResultStore:
         # it when reading the parts back, and the run failed at its end).
         self.out = Path(out).expanduser()
         suffix = self.out.suffix.lower()
-        if suffix == ".csv":
+        if suffix == ".csv" and not self.out.is_dir():  # a folder named x.csv, created first, is a folder
             self.format = "csv"
         elif suffix == ".parquet" and not self.out.is_dir():
             self.format = "parquet"
