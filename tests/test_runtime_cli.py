@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import detectable_faces, paste_face, textured_background, write_folder_dataset, write_non_face_onnx
+from conftest import detectable_faces, paste_face, textured_background, write_folder_dataset, write_non_face_onnx, write_video
 from fervid.images import UNREADABLE_WHY
 
 FERVID = str(Path(sys.executable).parent / "fervid")
@@ -401,6 +401,23 @@ def test_live_asked_for_a_window_without_a_display_runs_headless(tmp_path: Path)
                             capture_output=True, text=True, timeout=120, env=environment)
     assert result.returncode == 0, result.stderr
     assert "no display here" in result.stderr and (tmp_path / "t.jsonl").exists()
+
+
+@pytest.mark.parametrize("display", [{"DISPLAY": ":97"}, {"WAYLAND_DISPLAY": "wayland-97"}])
+def test_live_given_a_display_that_cannot_be_opened_runs_headless_not_aborted(tmp_path: Path, display: dict) -> None:
+    """A stale DISPLAY (SSH forwarding gone, a container) or Wayland without XWayland: OpenCV's Qt
+    aborted the process (SIGABRT), outputs lost and temporary files left behind."""
+    import os
+
+    video = write_video(tmp_path / "clip.mp4", [textured_background(240, 320, seed=i) for i in range(5)])
+    environment = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run([FERVID, "live", "--source", str(video), "--jsonl", str(tmp_path / "t.jsonl"), "-o", str(tmp_path / "o.mp4")],
+                            capture_output=True, text=True, timeout=120, env={**environment, **display})
+    assert result.returncode == 0, result.stderr
+    where = next(iter(display.values()))
+    assert f"the display {where} cannot be opened; running headless" in result.stderr
+    assert (tmp_path / "t.jsonl").exists() and (tmp_path / "o.mp4").exists()
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]
 
 
 def test_bench_with_a_zip_without_faces_says_so(tmp_path: Path) -> None:

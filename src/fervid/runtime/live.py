@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import sys
 import time
 from collections import deque
@@ -25,11 +27,32 @@ WINDOW = "fervid (q or Esc quits)"
 QUIT_KEYS = (ord("q"), ord("Q"), 27)
 
 
-def display_available() -> bool:
-    """Whether a window can be shown: a desktop session on Linux; assumed on macOS and Windows."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+# Opens and closes a window in a child process: OpenCV's Qt aborts the whole process (SIGABRT, no
+# exception to catch) when the display it is given cannot be opened.
+WINDOW_PROBE = "import cv2; cv2.namedWindow('fervid'); cv2.waitKey(1); cv2.destroyAllWindows()"
+PROBE_TIMEOUT_S = 15.0
+
+
+@functools.cache
+def display_problem() -> str | None:
+    """Why no window can be shown here, or None: on Linux, no desktop session, or one whose display
+    cannot be opened (a stale DISPLAY over SSH or in a container, or Wayland without XWayland, which
+    OpenCV's Qt cannot use): either would have aborted the process, its outputs lost. A window is
+    assumed possible on macOS and Windows."""
+    if not sys.platform.startswith("linux"):
+        return None
+    where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not where:
+        return "no display here (DISPLAY and WAYLAND_DISPLAY are not set)"
+    try:
+        probe = subprocess.run([sys.executable, "-c", WINDOW_PROBE], capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"the display {where} did not answer within {PROBE_TIMEOUT_S:.0f} s"
+    if b"not implemented" in probe.stderr:  # opencv-python-headless: no GUI at all
+        return "this OpenCV build cannot open windows"
+    if probe.returncode != 0:
+        return f"the display {where} cannot be opened"
+    return None
 
 
 class FpsMeter:
@@ -104,9 +127,10 @@ def run_live(
     _check_outputs(source, output, timeline, summary)
     if summary is not None and Path(summary).suffix.lower() != ".json":  # its plot goes beside it as .png
         raise FervidError(f"{summary}: the summary is JSON (its plot is written beside it as .png); give a path ending in .json")
-    show = display_available() if display is None else display
-    if show and not display_available():  # OpenCV's Qt would abort the process, outputs and all
-        warn("no display here (DISPLAY and WAYLAND_DISPLAY are not set); running headless")
+    show = display is not False
+    if show and (problem := display_problem()):  # OpenCV's Qt would abort the process, outputs and all
+        if display or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):  # a window was expected
+            warn(f"{problem}; running headless")
         show = False
     fps_meter = FpsMeter()
     history = Summary()
