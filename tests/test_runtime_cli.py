@@ -513,11 +513,12 @@ def test_analyze_skips_a_damaged_frame_and_reads_the_rest(tmp_path: Path, every:
     assert summary["note"] == "1 damaged frame(s) skipped (3)", summary
 
 
-def test_live_on_a_file_skips_a_damaged_frame_with_a_note(tmp_path: Path) -> None:
-    video = write_video_with_a_damaged_frame(tmp_path / "damaged.avi", frames=12, damaged=5)
+@pytest.mark.parametrize("damaged", [5, 0])  # 0: the whole file was refused, "no frame could be decoded"
+def test_live_on_a_file_skips_a_damaged_frame_with_a_note(tmp_path: Path, damaged: int) -> None:
+    video = write_video_with_a_damaged_frame(tmp_path / "damaged.avi", frames=12, damaged=damaged)
     result = fervid("live", "--source", str(video), "--no-display", "--output", str(tmp_path / "out.mp4"))
     assert result.returncode == 0, result.stderr
-    assert f"warning: {video}: frame 5 could not be decoded (damaged?), skipped" in result.stderr
+    assert f"warning: {video}: frame {damaged} could not be decoded (damaged?), skipped" in result.stderr
     assert "11 frames" in result.stderr, "the frames after the damaged one are read too"
     capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12, "the damaged frame is filled: the recording keeps the length"

@@ -166,8 +166,13 @@ def run_live(
                     if draw and (video or show):
                         annotate(frame.image, faces, fps if frames.live or show else None)
                     if video:
-                        first_s = frame.time_s if first_s is None else first_s
-                        if last is not None and (gap := _gap(frame.time_s - first_s, frames.fps, written)):
+                        if first_s is None:  # a file's frames that did not decode before this one: its copies stand in
+                            lead = 0 if frames.live else frame.index
+                            first_s = frame.time_s - lead / frames.fps
+                            if lead:
+                                video.write(frame.image, lead)
+                                written += lead
+                        elif last is not None and (gap := _gap(frame.time_s - first_s, frames.fps, written)):
                             video.write(last, gap)
                             written += gap
                         video.write(frame.image)

@@ -328,13 +328,21 @@ class VideoFileSource(Source):
         self.fps = frame_rate(fps)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.total = count if count > 0 else None
-        ok, first = self.capture.read()
+        # A damaged first frame is skipped like any other (up to DAMAGED_RUN in a row): the whole
+        # file was refused for it, where OpenCV decodes the frames after it.
+        first_index, (ok, first) = 0, self.capture.read()
+        while (not ok or first is None) and not self.remote and first_index < DAMAGED_RUN:
+            first_index += 1
+            ok, first = self.capture.read()
         if not ok or first is None:
             self.capture.release()
             raise FervidError(f"{path}: not a readable video (no frame could be decoded)")
+        for number in range(first_index):
+            warn(f"{self.name}: frame {number} could not be decoded (damaged?), skipped")
+        self.first_index = first_index
         self.clock = FrameClock(self.fps)
         self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=read_ahead)
-        self._queue.put(Frame(first, 0, self.clock.time(self.capture, 0)))
+        self._queue.put(Frame(first, first_index, self.clock.time(self.capture, first_index)))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="fervid-video-reader", daemon=True)
         self._thread.start()
@@ -343,7 +351,7 @@ class VideoFileSource(Source):
         """Decode frames into the queue, each with its time (``FrameClock``). A damaged frame fails to
         decode and FFmpeg goes on with the next: up to ``DAMAGED_RUN`` failures in a row are skipped
         with a note (frame numbers and times stay the file's), one more is the end of the file."""
-        index, failed = 0, []
+        index, failed = self.first_index, []
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
