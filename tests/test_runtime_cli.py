@@ -603,3 +603,22 @@ def test_bench_end_to_end_leaves_its_warm_up_frames_out_of_the_count(tmp_path: P
     assert end_to_end(tmp_path / "v.mp4", recognizer, detect_every=1)[1] <= 0.6
     fps, faces_per_frame = end_to_end(tmp_path / "v.mp4", recognizer, detect_every=1, untimed=10)
     assert faces_per_frame >= 0.9 and fps > 0
+
+
+def test_a_summary_plot_never_replaces_a_png_that_is_not_an_earlier_runs_plot(tmp_path: Path) -> None:
+    """--summary one.json wrote its plot over one.png, a photo of the user's, without a word (and
+    -o talk.mp4 over talk-summary.png); a plot an earlier run left beside its summary is still replaced."""
+    video = write_video(tmp_path / "clip.mp4", [textured_background(240, 320, seed=i) for i in range(4)])
+    photo = tmp_path / "one.png"
+    cv2.imwrite(str(photo), textured_background(60, 80))
+    kept = photo.read_bytes()
+    for args in (["--summary", str(tmp_path / "one.json")], ["-o", str(tmp_path / "one.mp4")]):
+        if args[0] == "-o":
+            photo = photo.rename(tmp_path / "one-summary.png")
+        result = fervid("live", "--source", str(video), "--no-display", *args)
+        assert_one_line_error(result, f"{photo}: exists and is not the plot of a fervid live summary")
+        assert photo.read_bytes() == kept and not (tmp_path / "one.mp4").exists()
+    photo.unlink()
+    for _ in range(2):  # the second run replaces the first run's plot
+        result = fervid("live", "--source", str(video), "--no-display", "--summary", str(tmp_path / "s.json"))
+        assert result.returncode == 0, result.stderr

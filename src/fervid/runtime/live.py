@@ -253,7 +253,13 @@ def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> Non
     (``.png`` beside it) is checked with it.
     """
     path = Path(str(source)).expanduser()
-    outputs += tuple(summary_plot_path(output) for output in outputs if output and Path(output).suffix.lower() == ".json")
+    summaries = [Path(output) for output in outputs if output and Path(output).suffix.lower() == ".json"]
+    for summary in summaries:  # the plot is never named by the user: only an earlier run's is replaced
+        plot = summary_plot_path(summary)
+        if plot.is_file() and not is_live_summary(summary):
+            raise FervidError(f"{plot}: exists and is not the plot of a fervid live summary ({summary.name} beside it); "
+                              "the summary's plot would replace it: give another --summary, or move it")
+    outputs += tuple(summary_plot_path(summary) for summary in summaries)
     for output in outputs:
         if output is None:
             continue
