@@ -246,6 +246,10 @@ def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
     assert live.stderr.strip().splitlines() == [f"fervid: error: {tmp_path / 'damaged.jpg'}: not a readable image ({UNREADABLE_WHY})"]
     missing = fervid("predict", str(tmp_path / "missing.jpg"))
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [f"fervid: error: {tmp_path / 'missing.jpg'}: no such file"]
+    # Taken as a Path, a URL lost a slash ("https:/example.com/a.jpg: no such file"); '-' is not stdin.
+    url = fervid("predict", "https://example.com/a.jpg", "--no-save")
+    assert_one_line_error(url, "https://example.com/a.jpg: a URL; fervid reads image files (download it first")
+    assert_one_line_error(fervid("predict", "-", "--no-save", cwd=tmp_path), "-: fervid predict reads image files, not standard input")
 
 
 @pytest.mark.parametrize(

@@ -410,7 +410,7 @@ def _recognizer(model: Optional[str], scale_factor: float, min_neighbors: int, m
 
 @app.command()
 def predict(
-    images: Annotated[list[Path], typer.Argument(metavar="PHOTOS", help="Image files and/or folders of images.")],
+    images: Annotated[list[str], typer.Argument(metavar="PHOTOS", help="Image files and/or folders of images.")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="Folder for the annotated images.")] = Path("runs/predict"),
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not write annotated images.")] = False,
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="<path>", help="Write the records here (.json: an array; else JSON Lines) instead of stdout ('-': stdout).")] = None,

@@ -16,7 +16,7 @@ from fervid.console import plural, warn
 from fervid.errors import FervidError
 from fervid.fileio import NAME_BYTES, check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
 from fervid.images import (
-    ANNOTATED_LIST, IMAGE_SUFFIXES, VIDEO_SUFFIXES, NotAnImage, annotated_copies, find_images, is_image_name, read_image,
+    ANNOTATED_LIST, IMAGE_SUFFIXES, VIDEO_SUFFIXES, NotAnImage, annotated_copies, find_images, image_path, is_image_name, read_image,
 )
 from fervid.runtime.face import Face
 from fervid.runtime.recognizer import Recognizer
@@ -83,7 +83,11 @@ def expand_images(inputs: Sequence[str | Path], *, skip: set[Path] | None = None
     skip = skip or set()
     seen: set[Path] = set()
     for item in inputs:
-        path = Path(item).expanduser()
+        path = image_path(item)  # a URL is named as one: as a Path, https://x/a.jpg was "https:/x/a.jpg: no such file"
+        if path is None:
+            raise FervidError(f"{item!r}: not an image path")
+        if str(item) == "-" and not path.exists():
+            raise FervidError("-: fervid predict reads image files, not standard input; save the image to a file first")
         if path.is_dir():
             images = [image for image in find_images(path) if image.resolve() not in skip]
             if not images:
