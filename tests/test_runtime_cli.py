@@ -626,3 +626,16 @@ def test_a_summary_plot_never_replaces_a_png_that_is_not_an_earlier_runs_plot(tm
     for _ in range(2):  # the second run replaces the first run's plot
         result = fervid("live", "--source", str(video), "--no-display", "--summary", str(tmp_path / "s.json"))
         assert result.returncode == 0, result.stderr
+
+
+def test_predict_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """`fervid predict photos/ | head -1` printed "fervid: error: Broken pipe": the closed pipe was
+    taken for a failed output. 300 records (about 90 KB) are more than a pipe holds, so the pipe closes
+    before the last is written."""
+    image = cv2.imencode(".png", textured_background(48, 48))[1].tobytes()
+    for index in range(300):
+        (tmp_path / f"{index:03d}.png").write_bytes(image)
+    result = subprocess.run(f"'{FERVID}' predict '{tmp_path}' --crops --no-save | head -1", shell=True,
+                            capture_output=True, text=True, timeout=120, executable="/bin/bash")
+    assert json.loads(result.stdout)["image"].endswith("000.png")
+    assert result.stderr == ""

@@ -138,6 +138,8 @@ def predict_images(
     except KeyboardInterrupt:
         warn(f"interrupted after {report.processed} image(s); keeping their results")
         report.interrupted = True
+    except BrokenPipeError:  # the reader of the records on stdout closed it (| head): click ends quietly, status 1
+        raise
     except (FervidError, OSError) as error:  # a copy that cannot be written (a full disk): keep what was done
         if not report.processed:
             raise
