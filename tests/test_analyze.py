@@ -743,6 +743,7 @@ def test_an_input_no_longer_given_loses_its_parts_so_out_mirrors_the_inputs(tmp_
     assert both.removed_parts == 0 and set(rows_of(out)["source"].map(lambda name: Path(name).parent.name)) == {"a", "b"}
     only_a = analyze([folders["a"]], out, options)
     assert only_a.skipped_units == only_a.units and only_a.removed_parts >= 1
+    assert "removed the results of 1 unit of an earlier run that this run does not hold" in only_a.describe()[-2]
     assert set(rows_of(out)["source"].map(lambda name: Path(name).parent.name)) == {"a"}
     pd.testing.assert_frame_equal(rows_of(out), rows_of(analyze([folders["a"]], tmp_path / "fresh", options).outputs[0]))
 

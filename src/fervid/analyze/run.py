@@ -67,6 +67,9 @@ class AnalyzeReport:
         if self.skipped_units:  # the counts are this run's work; the table holds the earlier runs' rows too
             work = f"{self.skipped_units} of {self.units} units already complete; this run: {work}"
         lines.append(f"{plural(self.summary.num_rows, 'source')}: {self.ok} ok, {counted}; {work}")
+        if self.removed_parts:  # out mirrors the inputs: say so when that dropped earlier rows
+            lines.append(f"removed the results of {plural(self.removed_parts, 'unit')} of an earlier run that this run "
+                         "does not hold (inputs not given, or files or options changed)")
         return lines + [f"wrote {self.outputs[0]} (summary: {self.outputs[1]})"]
 
 
