@@ -484,7 +484,7 @@ def live(
 
 @app.command()
 def models() -> None:
-    """List the models shipped inside the package: name, size, validation accuracy with flip averaging.
+    """List the models shipped inside the package: name, size, validation accuracy as the runtime runs them.
 
     Example: fervid live --model NAME (a name from this list)
     """

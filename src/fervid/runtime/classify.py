@@ -94,7 +94,8 @@ def describe_bundled_models() -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     folder = bundled_model_path(DEFAULT_MODEL).parent
-    return lines + ["accuracy and macro-F1 with flip averaging (the runtime default); use one with --model NAME",
+    return lines + ["accuracy and macro-F1 as the runtime runs each model (flip averaging and its card's input blur); "
+                    "use one with --model NAME",
                     f"files (.onnx, and the model card as .json): {folder}"]
 
 
