@@ -297,3 +297,30 @@ def test_a_pfm_whose_header_opencv_rejects_is_unreadable_or_too_big_not_a_crash(
         decode_image(b"PF\nabc def\n-1.0\n" + bytes(1000))
     with pytest.raises(TooManyPixels, match="pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS"):
         decode_image(b"PF\n90000 90000\n-1.0\n" + bytes(1000))
+
+
+@pytest.mark.parametrize("value", ["64M", "1e9", " 5", "-5", "0", "", "99999999999999999999999"])
+def test_a_pixel_limit_opencv_cannot_parse_is_one_line_not_an_abort(value: str, tmp_path: Path) -> None:
+    """OpenCV parses OPENCV_IO_MAX_IMAGE_PIXELS in C++ at its first decode, and a value it cannot
+    parse aborted the process (SIGABRT) with no fervid line: `fervid serve` never started."""
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), np.zeros((20, 20), np.uint8))
+    result = subprocess.run([sys.executable, "-m", "fervid", "predict", str(photo), "--crops", "--no-save"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": value})
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"fervid: error: OPENCV_IO_MAX_IMAGE_PIXELS={value!r}: give a whole number of pixels, 1 or more, such as 100000000 "
+        "(OpenCV also reads 64MB as 64 x 1024 x 1024 pixels)"]
+
+
+def test_the_pixel_limit_is_read_as_opencv_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fervid.errors import FervidError
+    from fervid.pixel_limit import pixel_limit
+
+    monkeypatch.delenv("OPENCV_IO_MAX_IMAGE_PIXELS", raising=False)
+    assert pixel_limit() == 1 << 30
+    for value, pixels in (("100", 100), ("64MB", 64 << 20), ("3kb", 3 << 10), ("007", 7)):
+        monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", value)
+        assert pixel_limit() == pixels
+    monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "64Mi")
+    with pytest.raises(FervidError, match="give a whole number of pixels"):
+        decode_image(cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes())

@@ -20,6 +20,7 @@ from rich.text import Text
 from fervid.console import one_line
 from fervid.errors import FervidError, Interrupted, WriteFailedInLibrary, install_hint
 from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable
+from fervid.pixel_limit import pixel_limit
 from fervid.model.specs import ARCHITECTURES
 
 if TYPE_CHECKING:  # imported inside the commands: `fervid --help` must not load OpenCV or Keras
@@ -669,6 +670,7 @@ def main() -> None:
     no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())
     try:
         refuse_empty_arguments(sys.argv[1:])
+        pixel_limit()  # a value OpenCV cannot parse aborts the process at the first decode: refused first
         code = app(standalone_mode=False)  # None (the command ran) or an exit code: --help, --version, Ctrl+C
         if code == 130:  # typer turns Ctrl+C (and SIGTERM, above) into a silent exit 130
             print("fervid: interrupted", file=sys.stderr)

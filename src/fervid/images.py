@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import FervidError
+from fervid.pixel_limit import pixel_limit
 from fervid.preprocess import to_gray, to_uint8
 from fervid.transparency import decode_on_white, on_white
 
@@ -179,11 +180,11 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
 def _imdecode(encoded: np.ndarray, flags: int) -> np.ndarray | None:
     """``cv2.imdecode``, None where OpenCV cannot decode; its exceptions (a header it rejects, such
     as a PFM's "abc def" size) are None too, and an image over its pixel limit ``TooManyPixels``."""
+    limit = pixel_limit()  # a value OpenCV cannot parse would abort the process in imdecode
     try:
         return cv2.imdecode(encoded, flags)
     except cv2.error as error:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
-            limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
             raise TooManyPixels(f"an image over {limit:,} pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS") from None
         return None
 

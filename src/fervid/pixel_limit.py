@@ -1,0 +1,30 @@
+"""``OPENCV_IO_MAX_IMAGE_PIXELS``, the pixel limit OpenCV applies before it unpacks an image, read as
+OpenCV reads it. OpenCV parses the variable in C++ at its first decode and, for a value it cannot
+parse (``64M``, ``1e9``, `` 5``), aborts the whole process (SIGABRT, no exception to catch): fervid
+checks it first, without importing OpenCV, so a bad value is one line."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from fervid.errors import FervidError
+
+VARIABLE = "OPENCV_IO_MAX_IMAGE_PIXELS"
+OPENCV_DEFAULT = 1 << 30
+# OpenCV's own form: ASCII digits, optionally one of its six size suffixes (KB/Kb/kb x1024, MB/Mb/mb x1024^2).
+FORM = re.compile(r"([0-9]+)(KB|Kb|kb|MB|Mb|mb)?")
+SCALE = {None: 1, "KB": 1 << 10, "Kb": 1 << 10, "kb": 1 << 10, "MB": 1 << 20, "Mb": 1 << 20, "mb": 1 << 20}
+
+
+def pixel_limit() -> int:
+    """The limit in pixels (OpenCV's default, 2^30, when the variable is unset), or a FervidError
+    naming a value OpenCV could not parse (it would abort) or 0 (no image could be read)."""
+    value = os.environ.get(VARIABLE)
+    if value is None:
+        return OPENCV_DEFAULT
+    found = FORM.fullmatch(value)
+    if found is None or int(found[1]) >= 1 << 64 or int(found[1]) == 0:
+        raise FervidError(f"{VARIABLE}={value!r}: give a whole number of pixels, 1 or more, such as 100000000 "
+                          "(OpenCV also reads 64MB as 64 x 1024 x 1024 pixels)")
+    return int(found[1]) * SCALE[found[2]]
