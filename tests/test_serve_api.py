@@ -653,6 +653,57 @@ def test_a_stop_does_not_wait_for_a_client_still_sending_its_upload() -> None:
     assert "Traceback" not in server.stderr.read()
 
 
+def test_a_second_ctrl_c_while_photos_are_still_recognised_stops_without_a_traceback(tmp_path: Path) -> None:
+    """uvicorn's lifespan task, which this app does not use, printed a CancelledError traceback when a
+    second Ctrl+C came during the stop's wait for the requests in progress."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+
+    y, x = np.mgrid[0:8000, 0:8000]  # 64 megapixels in 2 MB: about a second each to recognise, one at a time
+    big = encoded(cv2.merge([((x // 7 + y // 5) % 256).astype(np.uint8)] * 3), ".jpg", cv2.IMWRITE_JPEG_QUALITY, 70)
+    boundary = "fervid-test"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + big + f"\r\n--{boundary}--\r\n".encode()
+    server = subprocess.Popen([sys.executable, "-m", "fervid", "serve", "--port", "0", "--workers", "1"], stderr=subprocess.PIPE, text=True)
+    statuses: list[int] = []
+
+    def upload(port: int) -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", data=body,
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                statuses.append(reply.status)
+        except urllib.error.HTTPError as error:
+            statuses.append(error.code)
+        except OSError:
+            statuses.append(0)
+
+    try:
+        port = int(re.match(r"fervid: serving on http://127\.0\.0\.1:(\d+) ", server.stderr.readline()).group(1))
+        clients = [threading.Thread(target=upload, args=(port,)) for _ in range(6)]
+        for client in clients:
+            client.start()
+        time.sleep(1.0)
+        server.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+        for client in clients:
+            client.join(60)
+    finally:
+        server.kill()
+    log = server.stderr.read()
+    assert "Traceback" not in log and "CancelledError" not in log, log
+    assert 503 in statuses, f"the stop came while photos were still waiting: {statuses}"
+
+
 def test_any_loopback_address_keeps_the_host_check_and_origins_are_compared_as_browsers_send_them() -> None:
     from fervid.serve.guards import allowed_hosts_for, checked_origins, is_loopback
 

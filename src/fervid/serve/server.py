@@ -61,6 +61,9 @@ def server_config(app: FastAPI) -> uvicorn.Config:
         http=type("Protocol", (IdleTimeoutProtocol,), {"request_s": request_deadline(getattr(app.state, "max_upload_bytes", 0))}),
         ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES), ws_max_queue=WS_QUEUED_FRAMES,
         timeout_graceful_shutdown=STOP_WAIT_S,
+        # The app has no start-up or shutdown step; uvicorn's lifespan task only waited, and a second
+        # Ctrl+C during the stop printed its CancelledError traceback.
+        lifespan="off",
     )
     errors = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config: the filter goes on after it
     if not any(isinstance(existing, StopNotice) for existing in errors.filters):
