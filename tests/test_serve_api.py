@@ -357,8 +357,9 @@ def test_an_allowed_origin_may_call_the_api_with_cors_and_others_still_may_not()
         # Compared whole, as the CORS answer compares it: let through, it would have had no CORS header.
         slashed = client.post("/api/predict", files=photo, headers={"origin": front_end + "/"})
         assert slashed.status_code == 403 and "access-control-allow-origin" not in slashed.headers
-    with pytest.raises(FervidError, match="--allow-origin 'localhost:3000': give a page's origin"):
-        create_app(allowed_origins=["localhost:3000"])
+    for bad in ("localhost:3000", "http://[::1"):  # the broken IPv6 address was a ValueError traceback
+        with pytest.raises(FervidError, match=f"--allow-origin {re.escape(repr(bad))}: give a page's origin"):
+            create_app(allowed_origins=[bad])
 
 
 def test_a_cropped_face_is_classified_whole_with_crops_and_a_small_photo_without_one_says_so(client: TestClient) -> None:
@@ -415,9 +416,15 @@ def test_only_this_machines_names_are_answered_and_other_sites_cannot_upload() -
                     base_url="http://127.0.0.1:8000", follow_redirects=False) as named:  # Starlette redirected it to www.
         refused = named.get("/api/health", headers={"host": "fervid.lan"})
         assert refused.status_code == 400 and refused.text == "Invalid host header"
-    for bad in ("", "fervid.*.com", "*example.com"):
-        with pytest.raises(FervidError, match="--allow-host"):
+    for bad in ("", "fervid.*.com", "*example.com", "HTTP://other.example.com", "a b", "fervid.example.com/"):
+        with pytest.raises(FervidError, match="--allow-host .*: give a host name such as fervid.example.com"):
             allowed_hosts_for("127.0.0.1", [bad])
+    # Names that matched no request (every request then 400): the check drops a Host's port, and browsers lower-case it.
+    with pytest.raises(FervidError, match=r"--allow-host 'fervid.example.com:443': give the name without its port \(fervid.example.com\)"):
+        allowed_hosts_for("127.0.0.1", ["fervid.example.com:443"])
+    with TestClient(create_app(workers=1, allowed_hosts=allowed_hosts_for("127.0.0.1", ["Fervid.Example.COM"])),
+                    base_url="http://127.0.0.1:8000") as mixed_case:
+        assert mixed_case.get("/api/health", headers={"host": "fervid.example.com:443"}).status_code == 200
 
 
 def test_detector_settings_reach_every_recognizer_of_the_server() -> None:

@@ -10,6 +10,7 @@ browser request from another page (its ``Origin``) is refused.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -22,6 +23,22 @@ from fervid.errors import FervidError
 LOOPBACK = ("127.0.0.1", "::1", "localhost")  # addresses that serve this machine only
 LOCAL_HOSTS = (*LOOPBACK, "[::1]")  # the Host names a browser uses for them
 ANY_HOST = ("*",)
+
+
+HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+
+
+def checked_host(name: str) -> str:
+    """An ``--allow-host`` value as the Host check compares it (lower case, as browsers send it), or
+    a FervidError: a name with a port, a scheme or a space was accepted and matched no request
+    (the check drops the Host's port before comparing), so every request was refused with 400."""
+    lowered = name.strip().lower()
+    if HOST_NAME.fullmatch(lowered):
+        return lowered
+    if ":" in lowered and "://" not in lowered and HOST_NAME.fullmatch(lowered.rsplit(":", 1)[0]):
+        raise FervidError(f"--allow-host {name!r}: give the name without its port ({lowered.rsplit(':', 1)[0]}); "
+                          "the Host check compares names only")
+    raise FervidError(f"--allow-host {name!r}: give a host name such as fervid.example.com (or *.example.com)")
 
 
 def is_loopback(host: str) -> bool:
@@ -41,9 +58,7 @@ def allowed_hosts_for(bind_host: str, extra: Sequence[str] = ()) -> tuple[str, .
     user opens the server to the network (clients then reach it by names of their own), unless
     ``extra`` names them: then only those, which keeps DNS rebinding out there too. A name may
     start with ``*.`` (every subdomain); a ``*`` anywhere else is refused, as Starlette would at start-up."""
-    for name in extra:
-        if not name or "*" in name[1:] or (name.startswith("*") and not name.startswith("*.")):
-            raise FervidError(f"--allow-host {name!r}: give a host name such as fervid.example.com (or *.example.com)")
+    extra = [checked_host(name) for name in extra]
     if not is_loopback(bind_host) and not extra:
         return ANY_HOST
     own: tuple[str, ...] = (bind_host, f"[{bind_host}]") if ":" in bind_host else (bind_host,)  # as a browser sends it
@@ -70,11 +85,11 @@ def checked_origins(origins: Sequence[str]) -> tuple[str, ...]:
     ``http://localhost``; compared as typed, it would never match)."""
     checked = []
     for origin in origins:
-        parts = urlsplit(origin.strip())
         try:
+            parts = urlsplit(origin.strip())
             port = parts.port
-        except ValueError:
-            port = -1
+        except ValueError:  # a port out of range, or a broken IPv6 address ("http://[::1")
+            parts, port = urlsplit(""), -1
         scheme = parts.scheme.lower()
         if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query \
                 or parts.username or port == -1:
