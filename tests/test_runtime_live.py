@@ -850,3 +850,35 @@ def test_the_closing_line_reads_as_english_for_one_frame_and_one_box() -> None:
     assert report.describe()[0] == "1 frame in 0.5 s (2.0 FPS); 1 face box"
     report.frames, report.rows = 45, 28
     assert report.describe()[0].startswith("45 frames in 0.5 s") and report.describe()[0].endswith("; 28 face boxes")
+
+
+def test_a_face_leaving_by_the_left_edge_is_boxed_inside_the_frame() -> None:
+    """The WebSocket reported [-1, 106, 181, 181] then [-9, 108, 178, 178] for a face sliding out
+    to the left: the tracked box is smoothed towards where the face is going, past the edge the
+    detector's own boxes never cross. A detector that finds the face 20 px further left each frame,
+    stopping at the edge, shows it."""
+    from fervid.runtime.pipeline import FrameProcessor
+    from fervid.runtime.sources import Frame
+
+    class EdgeDetector:
+        x = 120
+
+        def detect(self, gray: np.ndarray) -> np.ndarray:
+            return np.array([[self.x, 150, 100, 100]])
+
+        def detect_near(self, gray: np.ndarray, box, strict: bool = False) -> np.ndarray:
+            return np.array([self.x, 150, 100, 100])
+
+    class StubRecognizer:
+        detector = EdgeDetector()
+
+        def classify_boxes(self, gray: np.ndarray, boxes) -> np.ndarray:
+            return np.full((len(boxes), len(EXPRESSIONS)), 1 / len(EXPRESSIONS))
+
+    recognizer = StubRecognizer()
+    processor, boxes = FrameProcessor(recognizer), []  # type: ignore[arg-type]
+    for index in range(12):
+        recognizer.detector.x = max(0, 120 - 20 * index)
+        boxes += [found.box for found in processor.process(Frame(np.zeros((480, 640, 3), np.uint8), index, index / 30))]
+    assert len(boxes) >= 10 and min(x for x, _, _, _ in boxes) == 0, boxes
+    assert all(x >= 0 and y >= 0 and x + w <= 640 and y + h <= 480 for x, y, w, h in boxes), boxes

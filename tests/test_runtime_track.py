@@ -384,3 +384,19 @@ def test_a_newcomer_does_not_take_the_id_of_a_face_that_left() -> None:
         tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), step / 3)
     (face,) = tracker.update([[330, 100, 100, 100]], [SAD], 8 / 3)
     assert face.track_id == 2
+
+
+def test_a_tracked_box_is_reported_inside_the_frame() -> None:
+    """The box is smoothed towards where a face is going: at the left edge it was reported as
+    [-9, 108, 178, 178] in a 640x480 frame, so a client's crop image[y:y+h, x:x+w] went wrong."""
+    from fervid.runtime.face import Face
+    from fervid.runtime.pipeline import inside
+
+    def face(box: tuple[int, int, int, int]) -> Face:
+        return Face.from_probabilities(box, [0.1, 0.1, 0.1, 0.4, 0.1, 0.1, 0.1], track_id=1)
+
+    assert inside(face((-9, 108, 178, 178)), (480, 640)).box == (0, 108, 169, 178)
+    assert inside(face((600, 400, 100, 100)), (480, 640)).box == (600, 400, 40, 80)
+    kept = face((10, 20, 30, 40))
+    assert inside(kept, (480, 640)) is kept
+    assert inside(face((700, -50, 20, 20)), (480, 640)).box == (639, 0, 1, 1)  # all outside: a pixel at the edge, never empty
