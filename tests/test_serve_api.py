@@ -259,6 +259,19 @@ def test_bad_uploads_get_a_clear_message(client: TestClient, request_kwargs: dic
     assert message in response.json()["detail"]
 
 
+def test_a_websocket_to_another_address_is_404_naming_the_frame_websocket(client: TestClient) -> None:
+    """/ws/ (a trailing slash) or /api/health were refused 403 at the handshake, which the docs give
+    for a page of another site."""
+    from starlette.testclient import WebSocketDenialResponse
+
+    for path in ("/ws/", "/api/health", "/"):
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            with client.websocket_connect(path):
+                pass
+        assert refused.value.status_code == 404
+        assert json.loads(refused.value.content) == {"detail": f"no WebSocket at {path}; the frame WebSocket is /ws"}
+
+
 def test_websocket_answers_each_frame_with_faces(client: TestClient) -> None:
     photo, truth = face_photo()
     frame = encoded(photo, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90)
@@ -347,6 +360,10 @@ def test_an_allowed_origin_may_call_the_api_with_cors_and_others_still_may_not()
     with TestClient(create_app(allowed_hosts=["testserver"], allowed_origins=[front_end + "/"])) as client:
         preflight = client.options("/api/predict", headers={"origin": front_end, "access-control-request-method": "POST"})
         assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == front_end
+        # Chrome's private-network preflight (a public page calling a server on this machine) was refused 400.
+        private = client.options("/api/predict", headers={"origin": front_end, "access-control-request-method": "POST",
+                                                          "access-control-request-private-network": "true"})
+        assert private.status_code == 200 and private.headers["access-control-allow-private-network"] == "true"
         reply = client.post("/api/predict", files=photo, headers={"origin": front_end})
         assert reply.status_code == 200 and reply.headers["access-control-allow-origin"] == front_end and reply.json()["faces"]
         with client.websocket_connect("/ws", headers={"origin": front_end}) as socket:

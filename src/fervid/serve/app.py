@@ -165,8 +165,10 @@ def create_app(
     app.state.max_frame_bytes = max_frame_bytes
     app.state.max_upload_bytes = max_upload_bytes
     if allowed_origins:  # added first, so it runs after the Host check: a refused Host gets no CORS headers
+        # Private network access: a public page the user named (https://app.example.com) may call this
+        # server on their own machine; Chrome asks first, and without the answer refuses the call.
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["GET", "HEAD", "POST"],
-                           allow_headers=["*"])
+                           allow_headers=["*"], allow_private_network=True)
     # www_redirect off: a Host the check refuses is 400, never a redirect to its www. name
     app.add_middleware(OneHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
     app.add_exception_handler(RequestValidationError, one_sentence)  # type: ignore[arg-type]
@@ -222,5 +224,12 @@ def create_app(
     async def frames(websocket: WebSocket) -> None:
         """One binary message per frame (JPEG bytes) in, one JSON reply (the /api/predict shape) out."""
         await serve_frames(websocket, pool, max_frame_bytes, slots, allowed_origins)
+
+    @app.websocket("/{path:path}")
+    async def no_such_websocket(websocket: WebSocket, path: str) -> None:
+        """A WebSocket to another address (``/ws/``, ``/api/health``) was refused 403 at the
+        handshake, as a page of another site is: a 404 that names the frame WebSocket instead."""
+        await websocket.send_denial_response(JSONResponse(
+            {"detail": f"no WebSocket at /{path}; the frame WebSocket is /ws"}, status_code=404))
 
     return app
