@@ -539,7 +539,8 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path, monkey
     assert isinstance(result.exception, FervidError) and "port must be between 1 and 65535 (or 0 for any free one)" in str(result.exception)
     for args, message in [
         (["--max-upload-mb", "1e-7"], "--max-upload-mb must be a positive number"),  # under a byte (nan: test_cli)
-        (["--workers", "0"], "--workers must be at least 1"),
+        (["--workers", "0"], "--workers must be 1 to 64, got 0"),
+        (["--workers", "100000"], "--workers must be 1 to 64, got 100000"),  # each loads the model: minutes, memory growing
         (["--loadtest", "--seconds", "0"], "--seconds must be a positive number"),
         (["--clients", "3", "--output", "perf.md"], "--clients, --output: not used without --loadtest"),  # would just serve
         (["--loadtest", "--port", "9000"], "--port: not used with --loadtest (the load test serves on a private 127.0.0.1 port)"),

@@ -554,8 +554,8 @@ def serve(
         raise FervidError(f"{names}: not used {'with' if loadtest else 'without'} --loadtest ({why})")
     if max_upload_mb * 1_000_000 < 1:  # under a byte is no limit (nan and inf are refused by the option's callback)
         raise FervidError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
-    if workers < 1:
-        raise FervidError(f"--workers must be at least 1, got {workers}")
+    if not 1 <= workers <= 64:  # fervid.serve.pool.MAX_WORKERS: the CLI imports no server code before its checks
+        raise FervidError(f"--workers must be 1 to 64, got {workers}")
     detector: DetectorSettings = {"scale_factor": scale_factor, "min_neighbors": min_neighbors, "min_size": min_size}
     if loadtest:
         _needs("serve", "websockets")

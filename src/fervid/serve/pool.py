@@ -23,6 +23,9 @@ from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.sources import Frame
 
 DEFAULT_WORKERS = 2
+# Each worker holds a model and can unpack one photo at a time: more than the server's 64 connections
+# could never be busy, and --workers 100000 spent minutes loading models, memory growing.
+MAX_WORKERS = 64
 
 
 class DetectorSettings(TypedDict, total=False):
@@ -59,8 +62,8 @@ class RecognizerPool:
     def __init__(self, model: str | Path | None = None, workers: int = DEFAULT_WORKERS,
                  detector: DetectorSettings | None = None) -> None:
         """``detector``: Haar cascade settings for every Recognizer (``scale_factor``, ``min_neighbors``, ``min_size``)."""
-        if workers < 1:
-            raise FervidError(f"workers must be at least 1, got {workers}")
+        if not 1 <= workers <= MAX_WORKERS:
+            raise FervidError(f"workers must be 1 to {MAX_WORKERS}, got {workers}")
         threads = max(1, (os.cpu_count() or 1) // workers)
         self.recognizers = [Recognizer(model, threads=threads, **(detector or {})) for _ in range(workers)]
         self._idle: queue.SimpleQueue[Recognizer] = queue.SimpleQueue()
