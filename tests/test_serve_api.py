@@ -84,6 +84,27 @@ def test_health_and_model_card(client: TestClient) -> None:
     assert card["name"] == DEFAULT_MODEL and "version" in card
 
 
+def test_the_served_model_card_names_training_files_without_their_folders(tmp_path: Path) -> None:
+    """/api/model published the card as it is: a model trained here, served with --host 0.0.0.0,
+    told the network where the user keeps their data, teachers and runs."""
+    import shutil
+
+    from fervid.export.onnx import write_card
+    from fervid.runtime.classify import bundled_model_cards, bundled_model_path
+
+    model = tmp_path / "mine.onnx"
+    shutil.copy(bundled_model_path(DEFAULT_MODEL), model)
+    card = bundled_model_cards()[DEFAULT_MODEL]
+    card["training"] = {**card["training"], "data": "/home/ana/private/faces.zip", "init_from": "/home/ana/runs/a/model.keras",
+                        "teacher": ["/home/ana/t/one.onnx", "C:\\Users\\ana\\two.onnx"], "arch": "vgg"}
+    write_card(model, card)
+    with TestClient(create_app(model, workers=1, allowed_hosts=["testserver"])) as local:
+        served = local.get("/api/model").json()["training"]
+    assert (served["data"], served["init_from"], served["teacher"], served["arch"]) == (
+        "faces.zip", "model.keras", ["one.onnx", "two.onnx"], "vgg")
+    assert "/home/ana" not in json.dumps(served)
+
+
 def test_a_query_parameter_given_twice_is_refused_not_the_last_taken(client: TestClient) -> None:
     photo = encoded(textured_background(120, 160), ".png")
     for query in ("crops=maybe&crops=true", "crops=true&crops=false"):

@@ -8,7 +8,7 @@ import queue
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TypedDict
 
 import numpy as np
@@ -26,6 +26,16 @@ DEFAULT_WORKERS = 2
 # Each worker holds a model and can unpack one photo at a time: more than the server's 64 connections
 # could never be busy, and --workers 100000 spent minutes loading models, memory growing.
 MAX_WORKERS = 64
+TRAINING_PATHS = ("data", "teacher", "init_from", "mapping")  # card["training"] keys that may hold local paths
+
+
+def _file_names(value: object) -> object:
+    """A path, or a list of them, as file names only (``/home/me/data/fer.zip`` -> ``fer.zip``)."""
+    if isinstance(value, str):
+        return PurePath(value.replace("\\", "/")).name if ("/" in value or "\\" in value) else value
+    if isinstance(value, list):
+        return [_file_names(item) for item in value]
+    return value
 
 
 class DetectorSettings(TypedDict, total=False):
@@ -73,9 +83,14 @@ class RecognizerPool:
 
     @property
     def card(self) -> dict:
-        """The model card of the loaded model (class order, version, training summary)."""
+        """The model card of the loaded model (class order, version, training summary), with the
+        training's file paths cut to their names: the server may answer the network, and a model
+        trained here would tell it where the user keeps their data and runs (/home/...)."""
         classifier = self.recognizers[0].classifier
-        return {"name": classifier.name, "version": classifier.version, "classes": list(EXPRESSIONS), **classifier.card}
+        card = {"name": classifier.name, "version": classifier.version, "classes": list(EXPRESSIONS), **classifier.card}
+        if isinstance(training := card.get("training"), dict):
+            card["training"] = {key: _file_names(value) if key in TRAINING_PATHS else value for key, value in training.items()}
+        return card
 
     async def recognize_in_turn(self, data: bytes, stream: LiveStream | None = None, crop: bool = False) -> dict:
         """``recognize`` on a worker thread once a Recognizer is free. Requests wait their turn here,
