@@ -256,7 +256,8 @@ def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> Non
     summaries = [Path(output) for output in outputs if output and Path(output).suffix.lower() == ".json"]
     for summary in summaries:  # the plot is never named by the user: only an earlier run's is replaced
         plot = summary_plot_path(summary)
-        if plot.is_file() and not is_live_summary(summary):
+        in_source = path.is_dir() and plot.resolve().is_relative_to(path.resolve())  # the folder source names its own images
+        if plot.is_file() and not is_live_summary(summary) and not in_source:
             raise FervidError(f"{plot}: exists and is not the plot of a fervid live summary ({summary.name} beside it); "
                               "the summary's plot would replace it: give another --summary, or move it")
     outputs += tuple(summary_plot_path(summary) for summary in summaries)
