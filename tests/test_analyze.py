@@ -1013,7 +1013,7 @@ def test_a_file_name_that_is_not_utf8_is_analysed_and_named_with_its_bytes_escap
     assert again.skipped_units == again.units
 
 
-def test_a_damaged_results_file_is_analysed_again_not_a_traceback_on_every_rerun(tmp_path: Path, capsys) -> None:
+def test_a_damaged_results_file_is_analysed_again_not_a_traceback_on_every_rerun(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     """A part or ledger emptied (a power loss after the rename, or by hand) made every rerun stop with
     pyarrow's 'Parquet file size is 0 bytes' traceback; its unit is now analysed again."""
     folders = {name: tmp_path / name for name in ("a", "b")}
@@ -1033,6 +1033,17 @@ def test_a_damaged_results_file_is_analysed_again_not_a_traceback_on_every_rerun
     assert again.skipped_units == 0 and again.ok == 2
     assert "2 unit(s) with a damaged results file (unreadable Parquet) are analysed again" in capsys.readouterr().err
     pd.testing.assert_frame_equal(rows_of(out), expected)
+    # A file that cannot be read for another reason (a permission, a network disk) is not damage: kept.
+    import pyarrow.parquet
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pyarrow.parquet, "read_metadata", refused)
+    kept = sorted(path.name for path in (tmp_path / "faces.parquet.parts").rglob("*.parquet"))
+    with pytest.raises(FervidError, match="could not be read \\(Permission denied\\); the results there are kept"):
+        analyze(list(folders.values()), out, options)
+    assert sorted(path.name for path in (tmp_path / "faces.parquet.parts").rglob("*.parquet")) == kept
 
 
 def test_an_out_with_a_tilde_or_a_colon_is_a_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1099,7 +1110,7 @@ def test_an_images_boxes_are_numbered_left_to_right_and_frames_it_lacks_are_note
     rows = rows_of(tmp_path / "b.parquet")
     assert list(zip(rows["face_id"], rows["x"])) == [(1, 10), (2, 100)]
     note = pd.read_parquet(tmp_path / "b.summary.parquet")["note"].tolist()
-    assert note == ["--boxes gives boxes for frame 3 of an image (not used: an image is frame 0; leave frame empty)"]
+    assert note == ["--boxes gives boxes for frame 3 of an image (not used: an image is frame 0, so leave frame empty)"]
     for frame in (1.7, True, "x"):
         (tmp_path / "bad.json").write_text(json.dumps([{"source": "none.png", "frame": frame, "box": [1, 2, 30, 30]}]))
         with pytest.raises(FervidError, match="entry 1 needs"):

@@ -324,3 +324,7 @@ def test_the_pixel_limit_is_read_as_opencv_reads_it(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "64Mi")
     with pytest.raises(FervidError, match="give a whole number of pixels"):
         decode_image(cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes())
+    from fervid.runtime.recognizer import Recognizer
+
+    with pytest.raises(FervidError, match="give a whole number of pixels"):  # Python API users: once, at the start
+        Recognizer()

@@ -285,7 +285,7 @@ def test_a_websocket_to_another_address_is_404_naming_the_frame_websocket(client
     for a page of another site."""
     from starlette.testclient import WebSocketDenialResponse
 
-    for path in ("/ws/", "/api/health", "/"):
+    for path in ("/ws/", "/api/health", "/", "/static/app.js"):
         with pytest.raises(WebSocketDenialResponse) as refused:
             with client.websocket_connect(path):
                 pass
@@ -463,6 +463,8 @@ def test_only_this_machines_names_are_answered_and_other_sites_cannot_upload() -
     with TestClient(create_app(workers=1, allowed_hosts=allowed_hosts_for("127.0.0.1", ["Fervid.Example.COM"])),
                     base_url="http://127.0.0.1:8000") as mixed_case:
         assert mixed_case.get("/api/health", headers={"host": "fervid.example.com:443"}).status_code == 200
+    # An IPv6 address, bracketed or not, is the bracketed name a browser sends.
+    assert allowed_hosts_for("::", ["[2001:db8::5]", "2001:DB8::6"])[-2:] == ("[2001:db8::5]", "[2001:db8::6]")
 
 
 def test_detector_settings_reach_every_recognizer_of_the_server() -> None:
@@ -747,7 +749,7 @@ def test_a_second_ctrl_c_while_photos_are_still_recognised_stops_without_a_trace
         server.kill()
     log = server.stderr.read()
     assert "Traceback" not in log and "CancelledError" not in log, log
-    assert 503 in statuses, f"the stop came while photos were still waiting: {statuses}"
+    assert any(status != 200 for status in statuses), f"the stop came while photos were still waiting: {statuses}"
 
 
 def test_any_loopback_address_keeps_the_host_check_and_origins_are_compared_as_browsers_send_them() -> None:

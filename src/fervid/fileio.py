@@ -187,9 +187,16 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def _flush_to_disk(path: Path) -> None:
     """The file's bytes on disk before it is renamed over the target: after a power loss, a renamed
     file whose data was still in the page cache can be left empty, where the old one was whole."""
-    if path.is_file():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
+    if not path.is_file():
+        return
+    handle = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows flushes only a handle open for writing
+    try:
+        os.fsync(handle)
+    except OSError as error:  # a file system that cannot flush (some network and FUSE mounts): written all the same
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EROFS):
+            raise
+    finally:
+        os.close(handle)
 
 
 def remove_temporaries(folder: str | Path) -> int:

@@ -209,7 +209,7 @@ def image_frames_given(unit: Unit, item: SourceItem) -> str | None:
     frames = sorted(frame for frame in (unit.boxes or {}).get(item.name, {}) if frame != 0)
     if not frames:
         return None
-    return f"--boxes gives boxes for frame {frames[0]}{' and others' if len(frames) > 1 else ''} of an image (not used: an image is frame 0; leave frame empty)"
+    return f"--boxes gives boxes for frame {frames[0]}{' and others' if len(frames) > 1 else ''} of an image (not used: an image is frame 0, so leave frame empty)"
 
 
 def unread_boxes(unit: Unit, item: SourceItem, seen: set[int], every: int) -> str | None:

@@ -69,7 +69,7 @@ class AnalyzeReport:
         lines.append(f"{plural(self.summary.num_rows, 'source')}: {self.ok} ok, {counted}; {work}")
         if self.removed_parts:  # out mirrors the inputs: say so when that dropped earlier rows
             lines.append(f"removed the results of {plural(self.removed_parts, 'unit')} of an earlier run that this run "
-                         "does not hold (inputs not given, or files or options changed)")
+                         "does not hold (inputs not given, files or options changed, or an older fervid's)")
         return lines + [f"wrote {self.outputs[0]} (summary: {self.outputs[1]})"]
 
 

@@ -89,6 +89,7 @@ class ResultStore:
             self.parts = self.out.with_name(self.out.name + ".parts")
             self.summary_path = self.out.with_name(f"{self.out.stem}.summary{self.out.suffix}")
         self.ledger = self.parts / "_sources"
+        self._complete: set[str] | None = None  # by completed(), once
         self._refuse_inputs(inputs)
         self._refuse_foreign_files()
         self._refuse_foreign_outputs()
@@ -152,19 +153,22 @@ class ResultStore:
     def completed(self) -> set[str]:
         """Ids of units whose ledger was written (their rows part, if any, was written before it) and
         whose files Parquet can read. A damaged ledger or part (emptied by a power loss, or by hand)
-        stopped every rerun with a traceback: its unit's files are removed, and it is analysed again."""
-        complete, damaged = set(), []
-        for path in _visible(self.ledger, "*.parquet"):
-            part = self.parts / f"part-{path.stem}.parquet"
-            if all(_readable(file) for file in (path, part) if file.exists()):
-                complete.add(path.stem)
-            else:
-                damaged.append(path.stem)
-                for file in (part, path):
-                    file.unlink(missing_ok=True)
-        if damaged:
-            warn(f"--out {self.out}: {len(damaged)} unit(s) with a damaged results file (unreadable Parquet) are analysed again")
-        return complete
+        stopped every rerun with a traceback: its unit's files are removed, and it is analysed again.
+        Checked once per run (each file's footer is opened); units written since are added by ``write``."""
+        if self._complete is None:
+            complete, damaged = set(), []
+            for path in _visible(self.ledger, "*.parquet"):
+                part = self.parts / f"part-{path.stem}.parquet"
+                if all(_readable(file) for file in (path, part) if file.exists()):
+                    complete.add(path.stem)
+                else:
+                    damaged.append(path.stem)
+                    for file in (part, path, self.ledger / f"{path.stem}.renaming.json"):
+                        file.unlink(missing_ok=True)
+            if damaged:
+                warn(f"--out {self.out}: {len(damaged)} unit(s) with a damaged results file (unreadable Parquet) are analysed again")
+            self._complete = complete
+        return set(self._complete)
 
     def prune(self, units: set[str]) -> int:
         """Remove the parts of units not in this run (other inputs, changed files, another model or options); returns how many units.
@@ -180,6 +184,8 @@ class ResultStore:
             if unit not in units:
                 path.unlink(missing_ok=True)
                 removed += path.parent == self.ledger
+                if self._complete is not None:
+                    self._complete.discard(unit)
         return removed
 
     def rename(self, unit: Unit) -> bool:
@@ -219,6 +225,8 @@ class ResultStore:
         if result.rows.num_rows:
             _write_parquet(result.rows, self.parts / f"part-{result.unit.id}.parquet")
         _write_parquet(result.ledger, self.ledger / f"{result.unit.id}.parquet")
+        if self._complete is not None:
+            self._complete.add(result.unit.id)
 
     def summary(self, units: set[str]) -> pa.Table:
         """One row per source of the complete ``units``, read from their ledgers; writes nothing."""
@@ -260,8 +268,10 @@ def _readable(path: Path) -> bool:
     """Whether ``path`` is a whole Parquet file (its footer reads); cheap, the rows are not read."""
     try:
         pq.read_metadata(path.absolute())
-    except (OSError, pa.ArrowException):
+    except pa.ArrowInvalid:  # emptied, cut short, overwritten: not a Parquet file
         return False
+    except OSError as error:  # a permission or a network disk's error is not damage: its results are kept
+        raise FervidError(f"--out {path}: could not be read ({error.strerror or error}); the results there are kept") from None
     return True
 
 

@@ -17,6 +17,7 @@ import cv2
 from fervid.console import plural, progress, warn
 from fervid.errors import FervidError
 from fervid.fileio import check_writable, signals_deferred
+from fervid.images import is_hidden
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, is_live_summary, summary_plot_path
@@ -39,7 +40,7 @@ def display_problem() -> str | None:
     cannot be opened (a stale DISPLAY over SSH or in a container, or Wayland without XWayland, which
     OpenCV's Qt cannot use): either would have aborted the process, its outputs lost. A window is
     assumed possible on macOS and Windows."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or getattr(sys, "frozen", False):  # frozen: no Python to probe with
         return None
     where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     if not where:
@@ -124,7 +125,7 @@ def run_live(
     if max_frames is not None and max_frames < 1:
         raise FervidError(f"--max-frames must be 1 or more, got {max_frames}")
     processor = FrameProcessor(recognizer, detect_every=detect_every)
-    _check_outputs(source, output, timeline, summary)
+    _check_outputs(source, output, timeline, summary=summary)
     if summary is not None and Path(summary).suffix.lower() != ".json":  # its plot goes beside it as .png
         raise FervidError(f"{summary}: the summary is JSON (its plot is written beside it as .png); give a path ending in .json")
     show = display is not False
@@ -139,7 +140,7 @@ def run_live(
             frames = stack.enter_context(open_source(source))
             report = LiveReport(frames.name)
             if summary is None and not frames.live:  # the summary goes beside the outputs: refused now, not at the end
-                _check_outputs(source, _default_summary(output, timeline, None))
+                _check_outputs(source, summary=_default_summary(output, timeline, None))
             if isinstance(frames, ImageFolderSource):
                 # a rerun must not read the plot or annotated frames of the last one as frames
                 frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
@@ -245,7 +246,7 @@ def _gap(elapsed_s: float, fps: float, written: int) -> int:
     return max(0, round(elapsed_s * fps) - written)
 
 
-def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> None:
+def _check_outputs(source: str | int | Path, *outputs: str | Path | None, summary: str | Path | None = None) -> None:
     """Refuse, before the first frame, an output that is a folder, inside a file, or the source file itself.
 
     The source: the annotated copy would replace the original video. A folder or a file in its
@@ -253,20 +254,28 @@ def _check_outputs(source: str | int | Path, *outputs: str | Path | None) -> Non
     (``.png`` beside it) is checked with it.
     """
     path = Path(str(source)).expanduser()
-    summaries = [Path(output) for output in outputs if output and Path(output).suffix.lower() == ".json"]
-    for summary in summaries:  # the plot is never named by the user: only an earlier run's is replaced
+    if summary is not None and Path(summary).suffix.lower() == ".json":
+        summary = Path(summary)
         plot = summary_plot_path(summary)
-        in_source = path.is_dir() and plot.resolve().is_relative_to(path.resolve())  # the folder source names its own images
-        if plot.is_file() and not is_live_summary(summary) and not in_source:
+        if plot.is_file() and not is_live_summary(summary) and not _read_by_folder(path, plot):
+            # the plot is never named by the user: only an earlier run's is replaced
             raise FervidError(f"{plot}: exists and is not the plot of a fervid live summary ({summary.name} beside it); "
                               "the summary's plot would replace it: give another --summary, or move it")
-    outputs += tuple(summary_plot_path(summary) for summary in summaries)
+        outputs += (summary, plot)
     for output in outputs:
         if output is None:
             continue
         check_writable(output)
         if path.is_file() and Path(output).expanduser().resolve() == path.resolve():
             raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
+
+
+def _read_by_folder(source: Path, plot: Path) -> bool:
+    """Whether ``plot`` is one of the images a folder ``source`` reads: that source refuses it with its
+    own message (one of the source's images); a hidden one it does not read is checked here."""
+    if not source.is_dir() or not plot.resolve().is_relative_to(source.resolve()):
+        return False
+    return not is_hidden(plot.resolve().relative_to(source.resolve()).parts)
 
 
 def _show(image) -> str:

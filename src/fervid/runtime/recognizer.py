@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Union, cast
 import numpy as np
 
 from fervid.errors import FervidError
+from fervid.pixel_limit import pixel_limit
 from fervid.images import (
     Color, ImageInput, as_bgr, channel_order, gray_frame, image_path, is_pil_image, pil_array, pil_as_gray, pil_upright, read_image,
 )
@@ -129,6 +130,7 @@ class Recognizer:
         flip_tta: bool | None = None,
         threads: int | None = None,
     ) -> None:
+        pixel_limit()  # a bad OPENCV_IO_MAX_IMAGE_PIXELS fails here, once, not at every image it would decode
         if not (_is_a(margin, numbers.Real) and 0.0 <= margin <= 1.0):
             raise FervidError(f"margin must be a number from 0 to 1, got {margin!r}")
         if threads is not None and not (_is_a(threads, numbers.Integral) and threads >= 1):

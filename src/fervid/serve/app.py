@@ -173,7 +173,6 @@ def create_app(
     app.add_middleware(OneHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
     app.add_exception_handler(RequestValidationError, one_sentence)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, wrong_address)  # type: ignore[arg-type]
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -232,4 +231,6 @@ def create_app(
         await websocket.send_denial_response(JSONResponse(
             {"detail": f"no WebSocket at /{path}; the frame WebSocket is /ws"}, status_code=404))
 
+    # Mounted after the WebSocket routes: a WebSocket to /static/... reached the files and was refused 403.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -35,6 +35,10 @@ def checked_host(name: str) -> str:
     lowered = name.strip().lower()
     if HOST_NAME.fullmatch(lowered):
         return lowered
+    try:  # an IPv6 address, as a browser writes it in Host: in brackets
+        return f"[{ipaddress.IPv6Address(lowered.removeprefix('[').removesuffix(']'))}]"
+    except ValueError:
+        pass
     if ":" in lowered and "://" not in lowered and HOST_NAME.fullmatch(lowered.rsplit(":", 1)[0]):
         raise FervidError(f"--allow-host {name!r}: give the name without its port ({lowered.rsplit(':', 1)[0]}); "
                           "the Host check compares names only")
