@@ -312,20 +312,25 @@ def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
     (run / "config.json").write_text("{}")
     (run / "model.keras").write_bytes(b"the trained model")
     cases = [
-        (["evaluate", str(model), str(data), "--json", str(run / "model.keras")],
-         f"--json {run / 'model.keras'}: is model.keras of the training run {run}, which this output would overwrite"),
+        (["evaluate", str(model), str(data), "--json", str(run / "model.json")],
+         f"--json {run / 'model.json'}: is model.json of the training run {run}, which this output would overwrite"),
+        (["evaluate", str(model), str(data), "--json", str(tmp_path / "model.int8.onnx")],  # it replaced a model
+         f"--json {tmp_path / 'model.int8.onnx'}: the metrics are JSON; give a path ending in .json"),
         (["evaluate", str(model), str(data), "--predictions", str(run / "history.csv")], "is history.csv of the training run"),
         (["evaluate", str(model), str(data), "--json", str(run / "checkpoint" / "state.json")], "is checkpoint/state.json of the training run"),
-        (["evaluate", str(model), str(data), "--json", str(tmp_path / "same.csv"), "--predictions", str(tmp_path / "same.csv")],
-         f"--json and --predictions are both {tmp_path / 'same.csv'}; give each output its own file"),
+        (["evaluate", str(model), str(data), "--json", str(tmp_path / "same.json"), "--predictions", str(tmp_path / "same.csv")],
+         f"--json and --predictions are both {tmp_path / 'same.json'}; give each output its own file"),  # same.csv links to it
         (["evaluate", str(model), str(csv_data), "--json", str(csv_data)], f"--json {csv_data}: is the dataset"),
-        (["evaluate", str(model), str(data), "--json", str(model)], f"--json {model}: is the model {model}"),
-        (["evaluate", "fervid-compact", str(data), "--against", str(model), "--json", str(model)], f"--json {model}: is the model {model}"),
+        (["evaluate", str(model), str(data), "--json", str(model.with_suffix(".json"))],
+         f"--json {model.with_suffix('.json')}: is where the model card of {model} is read from"),  # it was replaced
+        (["evaluate", "fervid-compact", str(data), "--against", str(model), "--json", str(model.with_suffix(".json"))],
+         f"--json {model.with_suffix('.json')}: is where the model card of {model} is read from"),
         (["evaluate", str(model), str(data), "--confusion", str(class_folder / "c.png")], f"--confusion {class_folder / 'c.png'}: inside the dataset"),
         (["data", "inspect", str(data), "--grid", str(class_folder / "g.png")], f"--grid {class_folder / 'g.png'}: inside the dataset"),
         (["predict", str(photo), "--crops", "--no-save", "--model", str(model), "--json", str(model)], f"--json {model}: is the model"),
         (["analyze", str(photo), "--boxes", str(boxes), "--out", str(boxes)], f"--out {boxes}: is the input {boxes}"),
     ]
+    (tmp_path / "same.csv").symlink_to(tmp_path / "same.json")
     before = {path: path.read_bytes() for path in (csv_data, model, boxes, run / "model.keras", run / "config.json")}
     files = sorted(class_folder.iterdir())
     for args, message in cases:

@@ -100,6 +100,14 @@ def test_an_output_onto_a_training_runs_own_files_is_refused_except_its_own_expo
         check_writable(run / "model.onnx", "--out", own_run=tmp_path / "another-run")
     (tmp_path / "plain").mkdir()
     check_writable(tmp_path / "plain" / "config.json", "--json")  # no run there: an ordinary folder
+    with pytest.raises(FervidError, match=r"is \.lock of the training run"):  # replaced, a second process could train it
+        check_writable(run / ".lock", "--json")
+    finished = tmp_path / "finished"  # its checkpoint/ deleted once done, as the docs allow: still a run
+    finished.mkdir()
+    (finished / "config.json").write_text("{}")
+    (finished / "model.keras").write_bytes(b"model")
+    with pytest.raises(FervidError, match="is model.json of the training run"):
+        check_writable(finished / "model.json", "--json")
 
 
 def test_signals_held_back_are_reported_and_raised_only_when_asked():

@@ -313,7 +313,9 @@ def evaluate(
             raise FervidError(f"--confusion {confusion}: the confusion matrix is a PNG; give a path ending in .png")
     from fervid.evaluation.evaluate import scored_model
 
-    inputs = {"the dataset": data, **{f"the model {name}": _model_file(scored_model(name)) for name in (model, against) if name}}
+    scored = {name: _model_file(scored_model(name)) for name in (model, against) if name}
+    inputs = {"the dataset": data, **{f"the model {name}": path for name, path in scored.items()}}
+    cards = {Path(path).expanduser().resolve().with_suffix(".json"): name for name, path in scored.items() if path}
     if predictions is not None and predictions.suffix.lower() != ".csv":
         raise FervidError(f"--predictions {predictions}: the predictions are a CSV file; give a path ending in .csv")
     outputs = [(path, option) for path, option in ((json_out, "--json"), (confusion, "--confusion"), (predictions, "--predictions"))
@@ -325,6 +327,10 @@ def evaluate(
         check_writable(path, option)
         check_not_an_input(path, option, inputs)
         check_outside_dataset(path, data, option)
+        if (card := cards.get(path.expanduser().resolve())) is not None:  # read as the model's card (x.keras -> x.json)
+            raise FervidError(f"{option} {path}: is where the model card of {card} is read from; write it elsewhere")
+    if json_out is not None and json_out.suffix.lower() != ".json":  # --json model.int8.onnx replaced a model
+        raise FervidError(f"--json {json_out}: the metrics are JSON; give a path ending in .json")
 
     if any(scored_model(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")

@@ -33,6 +33,7 @@ def file_in_the_way(target: str | Path) -> Path | None:
 # What a training run writes into its folder, besides checkpoint/ (its resume state).
 RUN_OUTPUTS = ("config.json", "history.csv", "model.keras", "model.onnx", "model.json", "metrics.json", "report.md",
                "curves.png", "confusion.png", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5")
+RUN_LOCK = ".lock"  # fervid.training.lock.LOCK_FILE: replaced, a second process could train the run beside the first
 
 
 NAME_BYTES = 255  # the longest file name, in bytes, of Linux and macOS file systems (Windows counts UTF-16 units)
@@ -63,10 +64,11 @@ def check_not_a_run_file(target: Path, name: str, *, own_run: Path | None = None
     whose ``model.onnx`` and ``model.json`` this command writes by design (``fervid export RUN``)."""
     where = target.resolve()
     for run in (where.parent, where.parent.parent):
-        if not ((run / "config.json").is_file() and (run / "checkpoint").is_dir()):
+        # a finished run whose checkpoint/ was deleted (as the docs allow) still has its model and history
+        if not ((run / "config.json").is_file() and any((run / name).exists() for name in ("checkpoint", "model.keras", "history.csv"))):
             continue
         relative = where.relative_to(run).as_posix()
-        if relative not in RUN_OUTPUTS and not relative.startswith("checkpoint/"):
+        if relative not in (*RUN_OUTPUTS, RUN_LOCK) and not relative.startswith("checkpoint/"):
             continue
         if own_run is not None and run == own_run.expanduser().resolve() and relative in ("model.onnx", "model.json"):
             continue

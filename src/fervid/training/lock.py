@@ -10,8 +10,9 @@ from types import TracebackType
 
 from fervid.console import warn
 from fervid.errors import FervidError
+from fervid.fileio import RUN_LOCK
 
-LOCK_FILE = ".lock"  # hidden: not a run output, not a file the dataset or image readers see
+LOCK_FILE = RUN_LOCK  # hidden: not a run output, not a file the dataset or image readers see
 
 
 class RunLock:
