@@ -654,14 +654,19 @@ def test_a_keras_models_card_is_the_json_of_its_own_name(tmp_path: Path) -> None
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "model.json").write_text(json.dumps({"name": "the-run", "inference": {"input_blur": 0.7}}))
-    assert card_beside(run / "model.keras") == {"name": "the-run", "inference": {"input_blur": 0.7}}
+    card = {"name": "the-run", "classes": ["angry"], "input": {"shape": [None, 48, 48, 1]}, "inference": {"input_blur": 0.7}}
+    (run / "model.json").write_text(json.dumps(card))
+    assert card_beside(run / "model.keras") == card
     assert card_beside(run / "other.keras") is None
     (run / "other.json").write_text("[1, 2]")
     with pytest.raises(FervidError, match=re.escape("other.json: the model card beside other.keras is not a JSON object")):
         card_beside(run / "other.keras")
     (run / "other.json").write_text("{cut short")
     with pytest.raises(FervidError, match=re.escape("other.json: the model card beside other.keras is not valid JSON")):
+        card_beside(run / "other.keras")
+    # evaluate's metrics over a run's card were taken for it: flip averaging went off without a word
+    (run / "other.json").write_text(json.dumps({"model": "x", "accuracy": 0.5, "classes": ["angry"]}))
+    with pytest.raises(FervidError, match=re.escape("other.json: the JSON beside other.keras is not a model card")):
         card_beside(run / "other.keras")
 
 

@@ -131,7 +131,13 @@ def card_beside(model: Path) -> dict | None:
     path = model.with_suffix(".json")
     if not path.exists():
         return None
-    return parse_card(path.read_bytes(), f"{path}: the model card beside {model.name}")
+    card = parse_card(path.read_bytes(), f"{path}: the model card beside {model.name}")
+    if not (isinstance(card.get("classes"), list) and isinstance(card.get("input"), dict)):
+        # another JSON there (evaluate's metrics once replaced a run's card): taken as the card, its
+        # missing settings turned flip averaging off without a word, in export and evaluate alike
+        raise FervidError(f"{path}: the JSON beside {model.name} is not a model card (no 'classes' and 'input'); "
+                          "move it away, or put the run's model.json back")
+    return card
 
 
 def parse_card(text: str | bytes, where: str) -> dict:
