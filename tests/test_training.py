@@ -771,6 +771,16 @@ def test_teacher_probabilities_are_cached_per_run_teachers_and_data(tmp_path, mo
     distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces[:4], "data-2")
     assert calls == [["a.onnx"], ["b.onnx"], ["b.onnx"], ["b.onnx"]]
     assert not list((tmp_path / "checkpoint").glob(".*tmp*")), "no temporary files are left behind"
+    # A cache put there by hand that is damaged, not an .npz, or lacks a field was a KeyError traceback.
+    cache = tmp_path / "checkpoint" / "teacher.npz"
+    for damaged in (b"", b"not an npz", None):
+        if damaged is None:
+            np.savez(cache, probabilities=np.zeros((5, 7)))  # no fingerprint, no teachers
+        else:
+            cache.write_bytes(damaged)
+        scores = distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces, "data-2")
+        assert scores.shape == (5, 7) and calls[-1] == ["b.onnx"]
+    assert len(calls) == 7 and distill.read_cache(cache) is not None, "scored again, and the cache written whole"
 
 
 def test_teacher_views_are_fixed_by_the_seed_and_warp_as_random_warp_does():

@@ -16,12 +16,14 @@ run folder, so ``--resume`` reuses them.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
 import numpy as np
 
+from fervid.console import warn
 from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS
 from fervid.training.views import ViewRecipe, view_of
@@ -61,6 +63,24 @@ def distilled_targets(one_hot: np.ndarray, teacher: np.ndarray, weight: float) -
     return ((1.0 - weight) * one_hot + weight * teacher).astype(np.float32)
 
 
+CACHE_KEYS = ("probabilities", "fingerprint", "teachers")
+
+
+def read_cache(path: Path, extra: Sequence[str] = ()) -> dict[str, np.ndarray] | None:
+    """A teachers' cache as its arrays, or None when there is none or it cannot be used: a file a
+    user put there (as the docs allow) that is damaged, not an .npz, or lacks a field was a
+    traceback (KeyError) after the data had been read; it is now scored again, with a warning."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as cached:
+            return {key: cached[key] for key in (*CACHE_KEYS, *extra)}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        why = f"no '{error.args[0].split()[0]}' field" if isinstance(error, KeyError) else type(error).__name__
+        warn(f"{path}: not a usable teachers' cache ({why}); scoring the teachers again")
+        return None
+
+
 def cached_teacher_probabilities(run: Path, teachers: Sequence[str], inputs: np.ndarray, data_fingerprint: str) -> np.ndarray:
     """The teachers' probabilities on these training faces, computed once per run folder.
 
@@ -69,15 +89,12 @@ def cached_teacher_probabilities(run: Path, teachers: Sequence[str], inputs: np.
     copied into a new run folder is used too: that is how a machine without ONNX Runtime distills.
     """
     path = run / "checkpoint" / TEACHER_FILE
-    if path.exists():
-        with np.load(path) as cached:
-            same = (
-                str(cached["fingerprint"]) == data_fingerprint
-                and cached["teachers"].tolist() == list(teachers)
-                and cached["probabilities"].shape == (len(inputs), len(EXPRESSIONS))
-            )
-            if same:
-                return cached["probabilities"]
+    if (cached := read_cache(path)) is not None and (
+        str(cached["fingerprint"]) == data_fingerprint
+        and cached["teachers"].tolist() == list(teachers)
+        and cached["probabilities"].shape == (len(inputs), len(EXPRESSIONS))
+    ):
+        return cached["probabilities"]
     print(f"teachers: scoring {len(inputs):,} training faces with {', '.join(teachers)}", flush=True)
     probabilities = teacher_probabilities(teachers, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,15 +117,13 @@ def cached_teacher_view_probabilities(
     """
     path = run / "checkpoint" / TEACHER_VIEWS_FILE
     recipe_json = json.dumps(recipe.as_dict(), sort_keys=True)
-    if path.exists():
-        with np.load(path) as cached:
-            if (
-                str(cached["fingerprint"]) == data_fingerprint
-                and cached["teachers"].tolist() == list(teachers)
-                and str(cached["recipe"]) == recipe_json
-                and cached["probabilities"].shape == (count, len(inputs), len(EXPRESSIONS))
-            ):
-                return cached["probabilities"].astype(np.float32)
+    if (cached := read_cache(path, ("recipe",))) is not None and (
+        str(cached["fingerprint"]) == data_fingerprint
+        and cached["teachers"].tolist() == list(teachers)
+        and str(cached["recipe"]) == recipe_json
+        and cached["probabilities"].shape == (count, len(inputs), len(EXPRESSIONS))
+    ):
+        return cached["probabilities"].astype(np.float32)
     print(f"teachers: scoring {count} views of {len(inputs):,} training faces with {', '.join(teachers)}", flush=True)
     stored = np.stack([teacher_probabilities(teachers, view_of(inputs, recipe, view)) for view in range(count)]).astype(np.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
