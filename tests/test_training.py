@@ -1199,7 +1199,8 @@ def test_evaluate_scores_a_run_on_the_faces_it_held_out_of_data_without_a_valida
 
     (data / "train" / "happy" / "0000.png").unlink()  # other data: the seed would pick faces the model learned
     other = fervid_here("evaluate", str(run), str(data), check=False)
-    assert other.returncode == 2 and "no 'validation' split (found: train)" in other.stderr
+    assert other.returncode == 2 and "no validation split, and not the data" in other.stderr
+    assert "--split train would count faces it trained on" in other.stderr, "not sent to --split train without a warning"
 
 
 def test_faces_left_out_and_classes_missing_are_said_and_reported(tmp_path):

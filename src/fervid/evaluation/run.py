@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fervid.console import warn
+from fervid.errors import FervidError
 from fervid.evaluation.evaluate import evaluate, load_predictor, scored_model
 from fervid.evaluation.metrics import ClassificationReport, mcnemar_p
 from fervid.preprocess import check_input_blur
@@ -172,6 +173,13 @@ def evaluate_model(
     if dropped := index.dropped_note():
         warn(f"{data}: {dropped}")
     held = held_out_faces(index, predictor.card) if split == "validation" and "validation" not in index.splits else None
+    if held is None and split == "validation" and "validation" not in index.splits and "train" in index.splits \
+            and str((predictor.card.get("dataset") or {}).get("validation_source", "")).startswith("stratified"):
+        # load_split's hint, --split train, would count faces this model trained on
+        raise FervidError(f"{data}: no validation split, and not the data {model}'s run set its validation faces aside "
+                          "from as it was then (a copy made without keeping file times, cp -r, differs): score it on "
+                          "that data (or a cp -a copy), or on data with a validation split; --split train would count "
+                          "faces it trained on")
     arrays = held if held is not None else load_split(index, split)
     inputs = arrays.inputs()
     this_flip = predictor.flip_tta if flip_tta is None else flip_tta
