@@ -681,3 +681,17 @@ def test_a_bundled_name_is_not_shadowed_by_a_folder_of_that_name(tmp_path: Path,
     for missing in ("nothere.ONNX", "gone.keras"):
         with pytest.raises(FervidError, match=f"{missing}: no such model file"):
             resolve_model(missing)
+
+
+def test_an_upper_case_keras_suffix_is_told_to_be_renamed_everywhere(tmp_path: Path) -> None:
+    """evaluate said to run `fervid export M.KERAS`, and export then said it expected a .keras model:
+    Keras itself reads only the lower-case suffix."""
+    from fervid.model.architectures import keras_model_path
+    from fervid.runtime.classify import resolve_model
+
+    model = tmp_path / "M.KERAS"
+    model.write_bytes(b"PK")
+    with pytest.raises(FervidError, match=re.escape("(rename it to M.keras first: Keras reads only that suffix)")):
+        resolve_model(model)
+    with pytest.raises(FervidError, match=re.escape("M.KERAS: Keras reads a model only from a name ending in .keras (lower case); rename it")):
+        keras_model_path(model)

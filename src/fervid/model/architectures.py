@@ -168,6 +168,8 @@ def keras_model_path(source: str | Path) -> Path:
         return path / "model.keras"
     if not path.is_file():
         raise FervidError(f"{source}: no such model file")
+    if path.suffix.lower() == ".keras" and path.suffix != ".keras":  # Keras itself refuses M.KERAS
+        raise FervidError(f"{source}: Keras reads a model only from a name ending in .keras (lower case); rename it")
     if path.suffix != ".keras":
         raise FervidError(f"{source}: expected a .keras model or a run folder")
     return path

@@ -169,7 +169,8 @@ def resolve_model(model: str | Path | None) -> Path:
     if path.suffix.lower() == ".keras":
         if not path.exists():
             raise FervidError(f"{path}: no such model file")
-        raise FervidError(f"{path}: a Keras model; this needs its ONNX export (fervid export {path})")
+        lower = "" if path.suffix == ".keras" else f" (rename it to {path.with_suffix('.keras').name} first: Keras reads only that suffix)"
+        raise FervidError(f"{path}: a Keras model; this needs its ONNX export (fervid export {path}){lower}")
     if path.suffix.lower() == ".onnx" or path.exists():
         if not path.exists():
             named = f" (the bundled model is named {path.stem}, without .onnx)" if len(path.parts) == 1 and path.stem in available_bundled_models() else ""
