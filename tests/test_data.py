@@ -574,6 +574,18 @@ def test_a_dataset_only_in_a_hidden_folder_says_it_was_left_out(tmp_path):
         read_dataset(archive)
 
 
+def test_images_loose_in_a_split_folder_are_named_when_nothing_else_is_found(tmp_path):
+    """train/*.png with no class folders between said only 'no images in class folders'."""
+    import cv2
+
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / "d" / "train" / f"{index}.png"), np.zeros((48, 48), np.uint8))
+    with pytest.raises(FervidError, match=r"no images in class folders .*; images lie in split folders with no class "
+                                          r"folder: train \(3\) \(move each into its class's folder\)$"):
+        read_dataset(tmp_path / "d")
+
+
 @pytest.mark.parametrize("packed", [True, False])
 def test_a_download_holding_a_zip_says_to_pass_the_zip(tmp_path, packed):
     """A folder (or a zip) whose only content is the dataset's own zip looked like an empty dataset."""

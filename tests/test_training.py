@@ -1655,3 +1655,15 @@ def test_auto_precision_is_decided_when_a_run_starts_and_kept_at_each_resume(tmp
     convs = [layer for layer in classifier.layers if isinstance(layer, fitting.keras.layers.Conv2D)]
     assert state["precision"] == "mixed_bfloat16" and {layer.dtype_policy.name for layer in convs} == {"mixed_bfloat16"}
     assert fitting.run_precision("auto", {}) == "float32" and fitting.run_precision("float32", state) == "float32"
+
+
+def test_data_too_small_to_hold_faces_out_says_why(tmp_path):
+    """One image per class and no validation split: 'no validation images could be set aside', with
+    no word of why (a class needs two, one to train on and one to hold out)."""
+    from fervid.errors import FervidError
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import load_training_data
+
+    data = write_folder_dataset(tmp_path / "one", 0, splits={"train": 1})
+    with pytest.raises(FervidError, match="a class needs at least 2 images for one to be held out, and the largest has 1"):
+        load_training_data(TrainConfig(data=str(data), arch="compact"))

@@ -346,6 +346,8 @@ def _refuse_empty(
     if hidden:  # a dataset kept in .faces/ (or the like) would otherwise look like an empty download
         folder = next(part for part in hidden[0].parts if part.startswith("."))
         note = f"; {len(hidden)} image(s) in hidden folders such as {folder}/ were left out (names starting with '.' are never read)"
+    if classless:  # images straight in train/: the class folders between were never made
+        note += f"; images lie in split folders with no class folder: {_listed(classless)} (move each into its class's folder)"
     raise FervidError(
         f"{location}: no images in class folders (expected <class>/*.jpg, optionally under "
         f"train/validation/test; classes: {', '.join(EXPRESSIONS)}){note}"

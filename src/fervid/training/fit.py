@@ -109,8 +109,12 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         held = stratified_holdout(train.labels, config.val_fraction, config.seed)
         validation, train = subset(train, held), subset(train, ~held)
         source = f"stratified {config.val_fraction:.0%} of train (seed {config.seed})"
-    if len(validation) == 0:
-        raise FervidError(f"{config.data}: no validation images could be set aside")
+    if len(validation) == 0 and source == "validation split":
+        raise FervidError(f"{config.data}: its validation split holds no readable images")
+    if len(validation) == 0:  # each class keeps at least one training face: a class of one gives none
+        raise FervidError(f"{config.data}: no validation images could be set aside: a class needs at least 2 images for "
+                          f"one to be held out, and the largest has {int(np.bincount(train.labels).max(initial=0))}; "
+                          "add images, or give a dataset with a validation split")
     missing = [name for label, name in enumerate(EXPRESSIONS) if not np.any(train.labels == label)]
     if missing:
         note = (f"no training faces of {', '.join(missing)}: the model keeps those outputs but never learns them "
