@@ -674,3 +674,25 @@ def test_csv_rows_that_are_big_too_long_a_number_or_after_a_quoted_blank_line_ar
     arrays = load_arrays(index, "train")
     assert len(arrays) == 2 and sorted(arrays.labels.tolist()) == [EXPRESSIONS.index("happy"), EXPRESSIONS.index("surprise")]
     assert sorted(arrays.failed) == [("line 4", "more fields than the header's 3"), ("line 6", "pixels are not integers")]
+
+
+def test_a_zip_entry_repeating_a_name_is_counted_and_the_read_copy_is_the_one_checked(tmp_path):
+    """A zip appended to holds train/happy/0.png twice: one row was kept without a word, its size
+    and CRC from the first entry while zipfile reads the last."""
+    import warnings
+    import zipfile
+
+    import cv2
+
+    first, second = (cv2.imencode(".png", np.full((48, 48), value, np.uint8))[1].tobytes() for value in (10, 200))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name, as it should
+        with zipfile.ZipFile(tmp_path / "twice.zip", "w") as archive:
+            archive.writestr("train/happy/0.png", first)
+            archive.writestr("train/happy/0.png", second)
+            archive.writestr("train/sad/1.png", first)
+    index = read_dataset(tmp_path / "twice.zip")
+    assert len(index.frame) == 2
+    assert index.dropped == {"zip entries whose name an earlier entry already has (the last entry of each name is read)": 1}
+    happy = load_arrays(index, "train")
+    assert happy.images[list(happy.sources).index("train/happy/0.png")].mean() > 0.5, "the entry read is the last one"

@@ -115,8 +115,10 @@ def read_dataset(
         return DatasetIndex(location, "folder", frame, dropped)
     suffix = location.suffix.lower()
     if suffix == ".zip":
-        members, stored = _zip_members(location)
+        members, stored, repeated = _zip_members(location)
         frame, dropped = _index_paths(list(members), location, unknown, mapping, lambda name: stored.get(name, object()))
+        if repeated:  # one row per name: the other entries of a name are never read
+            dropped["zip entries whose name an earlier entry already has (the last entry of each name is read)"] = repeated
         renamed = {name: real for name, real in members.items() if name != real}
         return DatasetIndex(location, "zip", frame, dropped, members=renamed)
     if suffix == ".csv":
@@ -134,10 +136,11 @@ def _file_size(path: Path) -> int:
         return -1
 
 
-def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
-    """A zip's files as {name with ``/`` separators: real member name}, and each name's size and
-    CRC-32 (what tells a copy of a file from another file of the same name); an encrypted zip is
-    refused.
+def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, int]], int]:
+    """A zip's files as {name with ``/`` separators: real member name}, each name's size and CRC-32
+    (what tells a copy of a file from another file of the same name), and how many entries repeat a
+    name (a zip appended to: Python's zipfile reads the last entry of a name, so its size and CRC
+    are the ones kept); an encrypted zip is refused.
 
     Windows PowerShell 5.1's Compress-Archive writes ``\\`` separators, which would hide every class
     folder. Python's zipfile cannot decrypt without a password (and then only slowly), so a
@@ -152,14 +155,19 @@ def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, i
         raise FervidError(f"{location}: password-protected (encrypted) zip: extract it first and pass the folder")
     members: dict[str, str] = {}
     stored: dict[str, tuple[int, int]] = {}
+    repeated = 0
     for info in infos:
         name = info.filename.replace("\\", "/")
-        if not name.endswith("/") and name not in members:
+        if name.endswith("/"):
+            continue
+        if name in members:
+            repeated += 1
+        else:
             members[name] = info.filename
-            # keyed as the readers rebuild names from their parts too ("./images/a.png" is "images/a.png")
-            for key in (name, "/".join(PurePosixPath(name).parts)):
-                stored.setdefault(key, (info.file_size, info.CRC))
-    return members, stored
+        # keyed as the readers rebuild names from their parts too ("./images/a.png" is "images/a.png")
+        for key in (name, "/".join(PurePosixPath(name).parts)):
+            stored[key] = (info.file_size, info.CRC)
+    return members, stored, repeated
 
 
 def _without_copies(location: Path, images: list, identity: Callable[[str], object]) -> list:
