@@ -57,7 +57,7 @@ def test_an_output_that_could_not_be_written_is_refused_before_the_work(tmp_path
     (tmp_path / "photo.jpg").write_bytes(b"x")
     with pytest.raises(FervidError, match=r"photo.jpg is a file, not a folder"):
         check_writable(tmp_path / "photo.jpg" / "m.json")
-    with pytest.raises(FervidError, match=r"/proc/m.json: cannot write in /proc \("):  # refuses files even to root
+    with pytest.raises(FervidError, match=r"/proc/m.json: cannot write in /proc \(files cannot be created there\)"):  # even as root
         check_writable("/proc/m.json")
     check_writable(tmp_path / ("é" * 125 + ".png"))  # 255 bytes: the longest name taken
     with pytest.raises(FervidError, match=r"--grid .*-samples.png: a file name over 255 bytes"):  # a default after a long folder name

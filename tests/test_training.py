@@ -1029,6 +1029,10 @@ def test_resume_without_a_run_and_missing_models_fail_cleanly(tmp_path):
     unwritable = fervid_here("train", str(tmp_path / "missing"), "--out", "/proc/run", check=False)  # before the data
     assert unwritable.returncode == 2 and unwritable.stderr.startswith("fervid: error: --out /proc/run: cannot write in /proc ("), unwritable.stderr
     assert sorted(data.rglob("*")) == before
+    (tmp_path / "blocked").mkdir()  # the first checkpoint, after a whole epoch, would have failed on it
+    (tmp_path / "blocked" / "checkpoint").write_text("a file")
+    blocked = fervid_here("train", str(data), "--out", str(tmp_path / "blocked"), check=False)
+    assert blocked.returncode == 2 and "checkpoint is a file, not a folder" in blocked.stderr, blocked.stderr
 
 
 def test_a_damaged_checkpoint_state_is_one_line_on_resume(tmp_path):

@@ -87,7 +87,9 @@ def check_writable_folder(folder: str | Path, option: str = "", *, name: str = "
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise FervidError(f"{name}: cannot write in {existing} ({error.strerror or error}); write the output elsewhere") from None
+        # /proc exists but takes no new file: its ENOENT said "No such file or directory" of a folder that is there
+        why = "files cannot be created there" if error.errno == errno.ENOENT and existing.is_dir() else error.strerror or error
+        raise FervidError(f"{name}: cannot write in {existing} ({why}); write the output elsewhere") from None
 
 
 def check_not_an_input(target: str | Path, option: str, inputs: Mapping[str, str | Path | None]) -> None:

@@ -494,6 +494,7 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
     if run.resolve().name == "checkpoint" and (run.resolve().parent / "config.json").is_file():
         raise FervidError(f"--out {run}: the checkpoint folder of the run {run.resolve().parent}; give a folder of its own")
     check_writable_folder(run, "--out")  # now, not when the first file is written after the data is read
+    check_writable_folder(run / "checkpoint", "--out", name=f"--out {run}")  # a file named checkpoint there: after epoch 1
     check_outside_dataset(run, config.data, "--out", folder=True)  # its plots (curves.png, confusion.png) would be read as faces
     if not resume:
         if state_path.exists():
