@@ -288,3 +288,103 @@ def test_an_upload_to_a_server_that_is_gone_says_so(browser, server_url: str, tm
     page.wait_for_selector("#photo-status.error", timeout=20_000)
     assert page.text_content("#photo-status") == "face.png: upload failed: the server did not answer (is fervid serve still running?)"
     page.close()
+
+
+def test_the_live_view_fits_a_short_window_and_its_boxes_stay_on_the_faces(browser, server_url: str) -> None:
+    """On a phone turned sideways (844x390) the view was 775x581 CSS pixels, the lower face and the
+    status off screen: it is letterboxed into the window, and the boxes are drawn on the picture."""
+    page = browser.new_page(viewport={"width": 844, "height": 390})
+    page.goto(server_url)
+    page.click("#start")
+    page.wait_for_function("() => live.faces.length === 2", timeout=40_000)
+    video = page.eval_on_selector("#video", "video => video.getBoundingClientRect().height")
+    assert video <= 0.8 * 390 + 1, video
+    inside = page.evaluate(
+        """() => {
+            const video = document.querySelector("#video"), overlay = document.querySelector("#overlay");
+            const scale = Math.min(video.clientWidth / live.frame.width, video.clientHeight / live.frame.height);
+            const left = video.offsetLeft + (video.clientWidth - live.frame.width * scale) / 2;
+            const top = video.offsetTop + (video.clientHeight - live.frame.height * scale) / 2;
+            const ratio = window.devicePixelRatio || 1;
+            const pixels = overlay.getContext("2d").getImageData(0, 0, overlay.width, overlay.height);
+            return live.faces.map((face) => {  // the middle of each box's left edge is painted
+                let [x, y, w, h] = face.box.map((value) => value * scale);
+                if (document.querySelector("#mirror").checked) x = live.frame.width * scale - x - w;
+                const px = Math.round((left + x) * ratio), py = Math.round((top + y + h / 2) * ratio);
+                return pixels.data[(py * overlay.width + px) * 4 + 3] > 0;
+            });
+        }"""
+    )
+    assert inside == [True, True], inside
+    page.close()
+
+
+def test_a_photo_is_drawn_again_when_the_view_changes_size_and_a_small_ones_note_is_shown(browser, server_url: str) -> None:
+    """A photo shown at 1280 px kept its labels and bars sized for it after the window became a
+    phone's (labels 7 px tall, bars where the docs promise none); and a 48x48 face's server note,
+    that it may be a cropped face, was dropped."""
+    page, errors = open_page(browser, server_url)
+    photo = webcam_frames(detectable_faces(2), count=1)[0]
+    page.set_input_files("#file", files=[{"name": "two.png", "mimeType": "image/png", "buffer": cv2.imencode(".png", photo)[1].tobytes()}])
+    page.wait_for_selector("#photo-faces li[data-expression]", timeout=20_000)
+    page.evaluate("""() => {
+        window.units = [];
+        const original = drawResults;
+        drawResults = (...args) => { units.push(args[5]); return original(...args); };
+    }""")
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.wait_for_function("() => units.length > 0", timeout=10_000)
+    width = page.eval_on_selector("#photo", "canvas => canvas.getBoundingClientRect().width")
+    assert page.evaluate("units[units.length - 1]") == pytest.approx(640 / width, rel=0.05)
+
+    face48 = cv2.imencode(".png", cv2.resize(detectable_faces(1)[0], (48, 48)))[1].tobytes()
+    page.set_input_files("#file", files=[{"name": "face48.png", "mimeType": "image/png", "buffer": face48}])
+    page.wait_for_function("() => document.querySelector('#photo-status').textContent.startsWith('face48.png:')", timeout=20_000)
+    assert "?crops=true" in page.text_content("#photo-status")
+    assert errors == []
+    page.close()
+
+
+def test_a_hidden_tab_sends_no_frames_until_it_is_shown(browser, server_url: str) -> None:
+    page, errors = open_page(browser, server_url)
+    page.click("#start")
+    page.wait_for_function("() => Number(document.body.dataset.frames) >= 2", timeout=40_000)
+    page.evaluate("""() => {
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    page.wait_for_timeout(800)  # a frame in flight is still answered
+    paused = int(page.evaluate("document.body.dataset.frames"))
+    page.wait_for_timeout(1500)
+    assert int(page.evaluate("document.body.dataset.frames")) == paused
+    assert page.text_content("#status") == "paused while the tab is hidden"
+    page.evaluate("""() => {
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    page.wait_for_function(f"() => Number(document.body.dataset.frames) > {paused}", timeout=20_000)
+    assert errors == []
+    page.close()
+
+
+def test_a_busy_server_that_closes_right_after_opening_is_retried_ever_more_slowly(browser, server_url: str) -> None:
+    """A 1013 close right after the socket opened reset the count: the page retried every 2 s for ever."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script("""
+        window.WebSocket = class extends EventTarget {
+            static OPEN = 1; static CONNECTING = 0;
+            constructor() {
+                super(); this.readyState = 0;
+                setTimeout(() => { this.readyState = 1; this.onopen(); }, 20);
+                setTimeout(() => { this.readyState = 3; this.onclose({ code: 1013, reason: "too many live streams" }); }, 60);
+            }
+            send() {}
+            close() {}
+        };
+    """)
+    page.goto(server_url)
+    page.click("#start")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('trying again in 2 s')", timeout=20_000)
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('trying again in 4 s')", timeout=20_000)
+    assert page.text_content("#status").startswith("the server is busy: too many live streams")
+    page.close()

@@ -9,18 +9,22 @@ const COLORS = {  // the same colours as the desktop renderer (fervid.runtime.re
   angry: "#dc2828", disgust: "#3c8c28", fear: "#a03ca0", happy: "#f0c828",
   neutral: "#c8c8c8", sad: "#2878c8", surprise: "#dca0f0",
 };
+// Label text readable on each colour (WCAG AA, 4.5:1): white on angry 4.8, fear 5.8, sad 4.6; black on
+// disgust 5.0 (white gives it 4.2); near-black on the light ones. #111 gave fear 3.3.
+const TEXT_ON = { angry: "#fff", disgust: "#000", fear: "#fff", sad: "#fff" };
 const FRAME_WIDTH = 640;      // frames wider than this are shrunk before sending
 const JPEG_QUALITY = 0.8;
 const PHOTO_WIDTH = 1280;     // photos are shown at most this wide
 const RETRY_MS = 2000;       // the first wait before reconnecting; doubled after each refusal, up to RETRY_MAX_MS
 const RETRY_MAX_MS = 30000;
 const STALL_MS = 5000;        // no answer to a frame for this long: the server or the network hangs; say so
-const GIVE_UP_MS = 20000;     // no answer for this long: drop the connection and open a new one
+const GIVE_UP_MS = 20000;
+const HANDSHAKE_MS = 10000;   // a connection not open by then is given up and tried again     // no answer for this long: drop the connection and open a new one
 const UPLOAD_TIMEOUT_MS = 60000;
 const BARS_MIN_WIDTH = 400;  // CSS pixels of view below which the overlay draws no probability bars (a phone)
 const CLOSE_POLICY = 1008;    // the server refused this page: retrying will not help
 const CLOSE_REASONS = {       // what a close code means to a user; the server's own reason, when it gives one, is shown too
-  1001: "the server is stopping", 1006: "connection lost", 1011: "server error", 1012: "the server is restarting",
+  1001: "the server is stopping", 1006: "connection lost", 1011: "server error", 1012: "the server stopped or is restarting",
   1013: "the server is busy",
 };
 
@@ -70,7 +74,7 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     const labelLeft = Math.max(0, Math.min(x - context.lineWidth / 2, bounds.width - labelWidth));
     context.fillStyle = color;
     context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
-    context.fillStyle = "#111";
+    context.fillStyle = TEXT_ON[face.expression] || "#111";
     context.fillText(label, labelLeft + context.lineWidth / 2 + 4 * unit, labelTop + 16 * unit);
 
     // The bars need about half of a phone's width: there, the list under the view shows them instead.
@@ -210,16 +214,25 @@ function connect() {
   const socket = new WebSocket(url);
   live.socket = socket;
   live.inFlight = false;
-  setStatus($("status"), "connecting…");
+  if (!live.retries) setStatus($("status"), "connecting…");  // after a failure, its message stays up while retrying
   let opened = false;
+  let answered = false;
+  // A server that hangs (stopped, not gone) never finishes the handshake, and the browser waits minutes.
+  const handshake = setTimeout(() => { if (socket.readyState === WebSocket.CONNECTING) socket.close(); }, HANDSHAKE_MS);
   socket.onopen = () => {
     opened = true;
-    live.retries = 0;
+    clearTimeout(handshake);
     setStatus($("status"), "live");
     sendFrame();
   };
-  socket.onmessage = (event) => onReply(JSON.parse(event.data));
+  socket.onmessage = (event) => {
+    // Only an answer shows the server works: a busy server (1013) opens the socket and closes it at once.
+    answered = true;
+    live.retries = 0;
+    onReply(JSON.parse(event.data));
+  };
   socket.onclose = async (event) => {
+    clearTimeout(handshake);
     if (live.socket !== socket) return;  // stopped, or already replaced
     live.socket = null;
     live.inFlight = false;
@@ -231,11 +244,14 @@ function connect() {
     }
     const wait = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** live.retries);
     let why = `${CLOSE_REASONS[event.code] || `closed (${event.code})`}${event.reason ? `: ${event.reason}` : ""}`;
+    if (!answered) live.retries += 1;  // closed before any answer: wait longer next time
     if (!opened) {
       // Refused before it opened: the browser gives no reason (always 1006). The page itself loads,
       // so ask the server whether it is there at all.
-      live.retries += 1;
-      const answering = await fetch("api/health", { cache: "no-store" }).then((response) => response.ok, () => false);
+      const asking = new AbortController();  // a hung server would leave this question open for minutes
+      const timer = setTimeout(() => asking.abort(), HANDSHAKE_MS);
+      const answering = await fetch("api/health", { cache: "no-store", signal: asking.signal })
+        .then((response) => response.ok, () => false).finally(() => clearTimeout(timer));
       if (!live.stream || live.socket) return;  // stopped or reconnected while asking
       why = answering
         ? "the server answers but refused the live connection (behind a proxy? it must pass on the Host header and the WebSocket upgrade)"
@@ -261,7 +277,8 @@ function watchAnswers() {
   } else if (waited > STALL_MS) {
     if (live.faces.length) clearResults();
     $("fps").textContent = "0.0";
-    setStatus($("status"), `no answer from the server for ${Math.round(waited / 1000)} s; waiting…`, true);
+    // One text for the whole wait: the status is read out at every change, and a count would be read each second.
+    setStatus($("status"), `no answer from the server for over ${STALL_MS / 1000} s; waiting…`, true);
   }
 }
 
@@ -269,6 +286,10 @@ function sendFrame() {
   const socket = live.socket;
   const video = $("video");
   if (!live.stream || !socket || socket.readyState !== WebSocket.OPEN || live.inFlight) return;
+  if (document.hidden) {  // a hidden tab sends nothing (no one sees it); "visibilitychange" starts it again
+    setStatus($("status"), "paused while the tab is hidden");
+    return;
+  }
   if (!video.videoWidth) {
     setTimeout(sendFrame, 50);  // the camera has not delivered a frame yet
     return;
@@ -332,7 +353,14 @@ function drawOverlay() {
   context.setTransform(ratio, 0, 0, ratio, 0, 0);
   context.clearRect(0, 0, width, height);
   if (!live.stream) return;
-  drawResults(context, live.faces, width / live.frame.width, { width, height }, $("mirror").checked, 1);
+  // The video is letterboxed (object-fit: contain) where the window is shorter than its picture, and
+  // the stage can be taller than the video: the boxes go on the picture, not on either element's box.
+  const video = $("video");
+  const scale = Math.min(video.clientWidth / live.frame.width, video.clientHeight / live.frame.height);
+  const shownWidth = live.frame.width * scale;
+  const shownHeight = live.frame.height * scale;
+  context.translate(video.offsetLeft + (video.clientWidth - shownWidth) / 2, video.offsetTop + (video.clientHeight - shownHeight) / 2);
+  drawResults(context, live.faces, scale, { width: shownWidth, height: shownHeight }, $("mirror").checked, 1);
 }
 
 function drawLoop() {
@@ -378,33 +406,47 @@ async function predictPhoto(file) {
   URL.revokeObjectURL(url);
   if (request !== photoRequest) return;  // a photo chosen since has its own answer coming
   if (!response.ok) {
-    // The server's message is written for API users ("...: curl -F file=@photo.jpg"): the page keeps the reason.
-    const detail = typeof payload.detail === "string" ? payload.detail.split("; send")[0].split(": curl")[0] : response.statusText;
+    // The server's message is written for API users: the page drops only the curl example, keeping the advice.
+    const detail = typeof payload.detail === "string" ? payload.detail.split(": curl")[0].split(" (curl")[0] : response.statusText;
     // On the server's own page a 403 means a proxy changed the Host header the browser sent.
     const hint = response.status === 403 ? " (behind a proxy? it must pass on the browser's Host header)" : "";
     clearPhoto();
     setStatus(status, `${file.name}: ${response.status} ${detail}${hint}`, true);
     return;
   }
+  shownPhoto = { payload, image: shown ? image : null };
+  renderPhoto();
+  listFaces($("photo-faces"), payload.faces);
+  const count = payload.faces.length;
+  // The server's note says why a small photo has no face (it may be a face already cropped).
+  const note = payload.note ? ` (${payload.note.replace(/; if the photo.*$/, "")}: a photo that is one cropped face needs the API's ?crops=true)` : "";
+  setStatus(status, `${file.name}: ${count ? `${count} face${count > 1 ? "s" : ""}` : "no face found"} in ${payload.width}×${payload.height}, ${Math.round(payload.ms)} ms on the server${note}`);
+}
+
+let shownPhoto = null;  // the photo on show and its answer: drawn again when the view changes size
+
+function renderPhoto() {
+  // Labels and bars are sized in CSS pixels of the view, so a resize (a phone turned) redraws them.
+  if (!shownPhoto) return;
+  const { payload, image } = shownPhoto;
   const canvas = $("photo");
   const scale = Math.min(1, PHOTO_WIDTH / payload.width);
   canvas.width = Math.round(payload.width * scale);
   canvas.height = Math.round(payload.height * scale);
   const context = canvas.getContext("2d");
-  if (shown) {
+  if (image) {
     context.drawImage(image, 0, 0, canvas.width, canvas.height);
   } else {
     context.fillStyle = "#222";
     context.fillRect(0, 0, canvas.width, canvas.height);
   }
-  const unit = canvas.width / (canvas.getBoundingClientRect().width || canvas.width);
-  drawResults(context, payload.faces, scale, { width: canvas.width, height: canvas.height }, false, unit);
-  listFaces($("photo-faces"), payload.faces);
-  const count = payload.faces.length;
-  setStatus(status, `${file.name}: ${count ? `${count} face${count > 1 ? "s" : ""}` : "no face found"} in ${payload.width}×${payload.height}, ${Math.round(payload.ms)} ms on the server`);
+  const rect = canvas.getBoundingClientRect();  // the picture is letterboxed (object-fit: contain) in a short window
+  const shownScale = Math.min(rect.width / canvas.width, rect.height / canvas.height) || 1;
+  drawResults(context, payload.faces, scale, { width: canvas.width, height: canvas.height }, false, 1 / shownScale);
 }
 
 function clearPhoto() {
+  shownPhoto = null;
   const canvas = $("photo");
   canvas.width = 0;
   canvas.height = 0;
@@ -446,6 +488,11 @@ photoPanel.addEventListener("drop", (event) => {
   photoPanel.classList.remove("dragging");
   predictPhoto(event.dataTransfer.files[0]);
 });
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden && live.stream && live.socket && !live.inFlight) setStatus($("status"), "paused while the tab is hidden");
+  if (!document.hidden) sendFrame();
+});
+window.addEventListener("resize", renderPhoto);
 // A file dropped anywhere else would make the browser open it in place of the page, camera and all.
 for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
 
