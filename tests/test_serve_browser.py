@@ -301,6 +301,7 @@ def test_the_live_view_fits_a_short_window_and_its_boxes_stay_on_the_faces(brows
     assert video <= 0.8 * 390 + 1, video
     inside = page.evaluate(
         """() => {
+            drawOverlay();  // from the faces read below: the drawing loop may be a reply behind
             const video = document.querySelector("#video"), overlay = document.querySelector("#overlay");
             const scale = Math.min(video.clientWidth / live.frame.width, video.clientHeight / live.frame.height);
             const left = video.offsetLeft + (video.clientWidth - live.frame.width * scale) / 2;
@@ -387,4 +388,33 @@ def test_a_busy_server_that_closes_right_after_opening_is_retried_ever_more_slow
     page.wait_for_function("() => document.querySelector('#status').textContent.includes('trying again in 2 s')", timeout=20_000)
     page.wait_for_function("() => document.querySelector('#status').textContent.includes('trying again in 4 s')", timeout=20_000)
     assert page.text_content("#status").startswith("the server is busy: too many live streams")
+    page.close()
+
+
+def test_a_panel_of_bars_is_placed_where_it_covers_no_other_face(browser, server_url: str) -> None:
+    """Two faces side by side: the left one's bars went to its right, over the other face."""
+    page, errors = open_page(browser, server_url)
+    panels = page.evaluate(
+        """() => {
+            const canvas = document.createElement("canvas");
+            canvas.width = 600; canvas.height = 300;
+            const context = canvas.getContext("2d");
+            const placed = [];
+            const original = drawBars;
+            drawBars = (...args) => { const rect = original(...args); placed.push(rect); return rect; };
+            const face = (x) => ({box: [x, 40, 100, 100], expression: "happy", confidence: 0.6, probabilities: {happy: 0.6}});
+            drawResults(context, [face(40), face(170)], 1, {width: 600, height: 300}, false, 1);
+            drawBars = original;
+            return placed;
+        }"""
+    )
+    faces = [[40, 40, 100, 100], [170, 40, 100, 100]]
+
+    def overlap(a, b) -> bool:
+        return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+    assert len(panels) == 2
+    assert not any(overlap(panel, face) for panel in panels for face in faces), panels
+    assert not overlap(panels[0], panels[1]) and all(panel[0] >= 0 and panel[0] + panel[2] <= 600 for panel in panels)
+    assert errors == []
     page.close()

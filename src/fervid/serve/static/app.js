@@ -57,10 +57,14 @@ function setStatus(element, text, isError = false) {
 // --- Drawing: shared by the live overlay and the photo ---
 
 function drawResults(context, faces, scale, bounds, mirrored, unit) {
-  for (const face of faces) {
+  const boxes = faces.map((face) => {
+    const [x, y, w, h] = face.box.map((value) => value * scale);
+    return [mirrored ? bounds.width - x - w : x, y, w, h];
+  });
+  const taken = [...boxes];  // where a panel of bars must not go: the faces, then the panels placed
+  faces.forEach((face, index) => {
     const color = COLORS[face.expression] || "#4fb3ff";
-    let [x, y, w, h] = face.box.map((value) => value * scale);
-    if (mirrored) x = bounds.width - x - w;
+    const [x, y, w, h] = boxes[index];
     context.lineWidth = 2.5 * unit;
     context.strokeStyle = color;
     context.strokeRect(x, y, w, h);
@@ -78,18 +82,26 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     context.fillText(label, labelLeft + context.lineWidth / 2 + 4 * unit, labelTop + 16 * unit);
 
     // The bars need about half of a phone's width: there, the list under the view shows them instead.
-    if (bounds.width >= BARS_MIN_WIDTH * unit) drawBars(context, face.probabilities, [x, y, w, h], bounds, unit);
-  }
+    if (bounds.width >= BARS_MIN_WIDTH * unit) {
+      taken.push(drawBars(context, face.probabilities, [x, y, w, h], bounds, unit, taken.filter((_, other) => other !== index)));
+    }
+  });
 }
 
-function drawBars(context, probabilities, [x, y, w], bounds, unit) {
+const overlaps = ([ax, ay, aw, ah], [bx, by, bw, bh]) => ax < bx + bw && bx < ax + aw && ay < by + bh && by < ay + ah;
+
+function drawBars(context, probabilities, [x, y, w, h], bounds, unit, others = []) {
+  // Right of the face, else left, below or above: the first place inside the view that covers no
+  // other face or panel (as the desktop renderer places them); the right, kept inside, if none is free.
   const row = 15 * unit;
   const panelWidth = 150 * unit;
   const panelHeight = row * EXPRESSIONS.length + 8 * unit;
-  let left = x + w + 8 * unit;
-  if (left + panelWidth > bounds.width) left = x - 8 * unit - panelWidth;
-  if (left < 0) left = Math.max(0, Math.min(x + 4 * unit, bounds.width - panelWidth));
-  const top = Math.min(Math.max(y, 0), Math.max(0, bounds.height - panelHeight));
+  const inside = ([left, top]) => [Math.max(0, Math.min(left, bounds.width - panelWidth)),
+    Math.max(0, Math.min(top, bounds.height - panelHeight)), panelWidth, panelHeight];
+  const fits = ([left, top]) => left >= 0 && top >= 0 && left + panelWidth <= bounds.width && top + panelHeight <= bounds.height;
+  const places = [[x + w + 8 * unit, y], [x - 8 * unit - panelWidth, y], [x, y + h + 8 * unit], [x, y - 8 * unit - panelHeight]];
+  const free = places.find((place) => fits(place) && !others.some((other) => overlaps(inside(place), other)));
+  const [left, top] = inside(free || places.find(fits) || places[0]);
   context.fillStyle = "rgba(0, 0, 0, 0.6)";
   context.fillRect(left, top, panelWidth, panelHeight);
   context.font = `${11 * unit}px system-ui, sans-serif`;
@@ -102,6 +114,7 @@ function drawBars(context, probabilities, [x, y, w], bounds, unit) {
     context.fillStyle = COLORS[name];
     context.fillRect(barLeft, rowTop + 3 * unit, barWidth * (probabilities[name] || 0), row - 6 * unit);
   });
+  return [left, top, panelWidth, panelHeight];
 }
 
 function listFaces(list, faces) {
