@@ -254,14 +254,16 @@ def _check_outputs(source: str | int | Path, *outputs: str | Path | None, summar
     (``.png`` beside it) is checked with it.
     """
     path = Path(str(source)).expanduser()
-    if summary is not None and Path(summary).suffix.lower() == ".json":
+    if summary is not None:
         summary = Path(summary)
+        outputs += (summary,)
+    if summary is not None and summary.suffix.lower() == ".json":
         plot = summary_plot_path(summary)
         if plot.is_file() and not is_live_summary(summary) and not _read_by_folder(path, plot):
             # the plot is never named by the user: only an earlier run's is replaced
             raise FervidError(f"{plot}: exists and is not the plot of a fervid live summary ({summary.name} beside it); "
                               "the summary's plot would replace it: give another --summary, or move it")
-        outputs += (summary, plot)
+        outputs += (plot,)
     for output in outputs:
         if output is None:
             continue
