@@ -1045,6 +1045,14 @@ def test_a_damaged_results_file_is_analysed_again_not_a_traceback_on_every_rerun
         analyze(list(folders.values()), out, options)
     assert sorted(path.name for path in (tmp_path / "faces.parquet.parts").rglob("*.parquet")) == kept
 
+    def garbled(path, *args, **kwargs):  # pyarrow's own OSError, with no errno, for a footer it cannot parse
+        raise OSError("Couldn't deserialize thrift: TProtocolException: Invalid data")
+
+    monkeypatch.setattr(pyarrow.parquet, "read_metadata", garbled)
+    from fervid.analyze.writer import _readable
+
+    assert _readable(ledgers[0]) is False
+
 
 def test_an_out_with_a_tilde_or_a_colon_is_a_local_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--out=~/r.parquet reached fervid unexpanded: the parts went to ./~/, pyarrow read them back from

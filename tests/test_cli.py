@@ -307,6 +307,8 @@ def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
     boxes = tmp_path / "boxes.csv"
     boxes.write_text(f"source,frame,x,y,w,h\n{photo},0,0,0,48,48\n")
     class_folder = data / "train" / "happy"
+    keras = tmp_path / "k.keras"  # its card is k.json beside it
+    keras.write_bytes(b"PK")
     run = tmp_path / "run"  # a training run: what evaluate writes must not replace its model or resume state
     (run / "checkpoint").mkdir(parents=True)
     (run / "config.json").write_text("{}")
@@ -321,10 +323,10 @@ def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
         (["evaluate", str(model), str(data), "--json", str(tmp_path / "same.json"), "--predictions", str(tmp_path / "same.csv")],
          f"--json and --predictions are both {tmp_path / 'same.json'}; give each output its own file"),  # same.csv links to it
         (["evaluate", str(model), str(csv_data), "--json", str(csv_data)], f"--json {csv_data}: is the dataset"),
-        (["evaluate", str(model), str(data), "--json", str(model.with_suffix(".json"))],
-         f"--json {model.with_suffix('.json')}: is where the model card of {model} is read from"),  # it was replaced
-        (["evaluate", "fervid-compact", str(data), "--against", str(model), "--json", str(model.with_suffix(".json"))],
-         f"--json {model.with_suffix('.json')}: is where the model card of {model} is read from"),
+        (["evaluate", str(keras), str(data), "--json", str(keras.with_suffix(".json"))],
+         f"--json {keras.with_suffix('.json')}: is the model card of {keras}, read with it"),  # it was replaced
+        (["evaluate", "fervid-compact", str(data), "--against", str(keras), "--json", str(keras.with_suffix(".json"))],
+         f"--json {keras.with_suffix('.json')}: is the model card of {keras}, read with it"),
         (["evaluate", str(model), str(data), "--confusion", str(class_folder / "c.png")], f"--confusion {class_folder / 'c.png'}: inside the dataset"),
         (["data", "inspect", str(data), "--grid", str(class_folder / "g.png")], f"--grid {class_folder / 'g.png'}: inside the dataset"),
         (["predict", str(photo), "--crops", "--no-save", "--model", str(model), "--json", str(model)], f"--json {model}: is the model"),

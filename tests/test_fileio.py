@@ -102,6 +102,11 @@ def test_an_output_onto_a_training_runs_own_files_is_refused_except_its_own_expo
     check_writable(tmp_path / "plain" / "config.json", "--json")  # no run there: an ordinary folder
     with pytest.raises(FervidError, match=r"is \.lock of the training run"):  # replaced, a second process could train it
         check_writable(run / ".lock", "--json")
+    project = tmp_path / "project"  # a Keras project's config.json and CSVLogger history: not a fervid run
+    project.mkdir()
+    (project / "config.json").write_text("{}")
+    (project / "history.csv").write_text("epoch\n")
+    check_writable(project / "report.md", "--json")
     finished = tmp_path / "finished"  # its checkpoint/ deleted once done, as the docs allow: still a run
     finished.mkdir()
     (finished / "config.json").write_text("{}")
@@ -193,3 +198,13 @@ def test_an_atomic_write_is_flushed_to_disk_before_it_is_renamed(tmp_path: Path,
     monkeypatch.setattr(fileio.os, "fsync", unsupported)
     fileio.write_text_atomically(tmp_path / "b.txt", "more")
     assert (tmp_path / "b.txt").read_text() == "more"
+    real_open = os.open  # a temporary its writer made read-only (umask 0222), for a user other than root
+
+    def read_only(path, flags, *args):
+        if flags & os.O_ACCMODE == os.O_RDWR and not flags & os.O_CREAT:  # the flush's open, not mkstemp's
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(fileio.os, "open", read_only)
+    fileio.write_text_atomically(tmp_path / "c.txt", "read-only")
+    assert (tmp_path / "c.txt").read_text() == "read-only"

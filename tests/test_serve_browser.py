@@ -354,7 +354,7 @@ def test_a_hidden_tab_sends_no_frames_until_it_is_shown(browser, server_url: str
         Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
         document.dispatchEvent(new Event("visibilitychange"));
     }""")
-    page.wait_for_timeout(800)  # a frame in flight is still answered
+    page.wait_for_function("() => !live.inFlight", timeout=20_000)  # a frame in flight is still answered
     paused = int(page.evaluate("document.body.dataset.frames"))
     page.wait_for_timeout(1500)
     assert int(page.evaluate("document.body.dataset.frames")) == paused
@@ -402,19 +402,21 @@ def test_a_panel_of_bars_is_placed_where_it_covers_no_other_face(browser, server
             const placed = [];
             const original = drawBars;
             drawBars = (...args) => { const rect = original(...args); placed.push(rect); return rect; };
-            const face = (x) => ({box: [x, 40, 100, 100], expression: "happy", confidence: 0.6, probabilities: {happy: 0.6}});
-            drawResults(context, [face(40), face(170)], 1, {width: 600, height: 300}, false, 1);
+            const face = (x, y) => ({box: [x, y, 100, 100], expression: "happy", confidence: 0.6, probabilities: {happy: 0.6}});
+            // side by side, and a third low in the view, where only "above" fits and must clear its label
+            drawResults(context, [face(40, 40), face(170, 40), face(420, 190)], 1, {width: 600, height: 300}, false, 1);
             drawBars = original;
             return placed;
         }"""
     )
-    faces = [[40, 40, 100, 100], [170, 40, 100, 100]]
+    faces = [[40, 18, 100, 122], [170, 18, 100, 122], [420, 168, 100, 122]]  # each box with its 22-pixel label above
 
     def overlap(a, b) -> bool:
         return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
-    assert len(panels) == 2
+    assert len(panels) == 3
     assert not any(overlap(panel, face) for panel in panels for face in faces), panels
-    assert not overlap(panels[0], panels[1]) and all(panel[0] >= 0 and panel[0] + panel[2] <= 600 for panel in panels)
+    assert not any(overlap(a, b) for i, a in enumerate(panels) for b in panels[i + 1:])
+    assert all(0 <= panel[0] and panel[0] + panel[2] <= 600 and 0 <= panel[1] and panel[1] + panel[3] <= 300 for panel in panels)
     assert errors == []
     page.close()

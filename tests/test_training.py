@@ -773,14 +773,25 @@ def test_teacher_probabilities_are_cached_per_run_teachers_and_data(tmp_path, mo
     assert not list((tmp_path / "checkpoint").glob(".*tmp*")), "no temporary files are left behind"
     # A cache put there by hand that is damaged, not an .npz, or lacks a field was a KeyError traceback.
     cache = tmp_path / "checkpoint" / "teacher.npz"
-    for damaged in (b"", b"not an npz", None):
+    import io
+    import zipfile
+
+    single = io.BytesIO()
+    np.save(single, np.zeros((5, 7)))  # an .npy under the .npz's name
+    compressed = io.BytesIO()
+    np.savez_compressed(compressed, probabilities=np.zeros((5, 7)), fingerprint=np.array("data-2"), teachers=np.array(["b.onnx"]))
+    with zipfile.ZipFile(io.BytesIO(compressed.getvalue())) as archive:  # its deflate data damaged, its sizes and names kept
+        start = archive.getinfo("probabilities.npy").header_offset + 30 + len("probabilities.npy") + 10
+    damaged_deflate = bytearray(compressed.getvalue())
+    damaged_deflate[start : start + 20] = bytes(20)
+    for damaged in (b"", b"not an npz", None, single.getvalue(), bytes(damaged_deflate)):
         if damaged is None:
             np.savez(cache, probabilities=np.zeros((5, 7)))  # no fingerprint, no teachers
         else:
             cache.write_bytes(damaged)
         scores = distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces, "data-2")
         assert scores.shape == (5, 7) and calls[-1] == ["b.onnx"]
-    assert len(calls) == 7 and distill.read_cache(cache) is not None, "scored again, and the cache written whole"
+    assert len(calls) == 9 and distill.read_cache(cache) is not None, "scored again, and the cache written whole"
 
 
 def test_teacher_views_are_fixed_by_the_seed_and_warp_as_random_warp_does():

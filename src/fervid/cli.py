@@ -315,7 +315,9 @@ def evaluate(
 
     scored = {name: _model_file(scored_model(name)) for name in (model, against) if name}
     inputs = {"the dataset": data, **{f"the model {name}": path for name, path in scored.items()}}
-    cards = {Path(path).expanduser().resolve().with_suffix(".json"): name for name, path in scored.items() if path}
+    # a .keras model's card is the .json of its own name, as given (a link's, not its target's)
+    cards = {Path(path).expanduser().absolute().with_suffix(".json").resolve(): name for name, path in scored.items()
+             if path and Path(path).suffix == ".keras"}
     if predictions is not None and predictions.suffix.lower() != ".csv":
         raise FervidError(f"--predictions {predictions}: the predictions are a CSV file; give a path ending in .csv")
     outputs = [(path, option) for path, option in ((json_out, "--json"), (confusion, "--confusion"), (predictions, "--predictions"))
@@ -328,7 +330,7 @@ def evaluate(
         check_not_an_input(path, option, inputs)
         check_outside_dataset(path, data, option)
         if (card := cards.get(path.expanduser().resolve())) is not None:  # read as the model's card (x.keras -> x.json)
-            raise FervidError(f"{option} {path}: is where the model card of {card} is read from; write it elsewhere")
+            raise FervidError(f"{option} {path}: is the model card of {card}, read with it; write it elsewhere")
     if json_out is not None and json_out.suffix.lower() != ".json":  # --json model.int8.onnx replaced a model
         raise FervidError(f"--json {json_out}: the metrics are JSON; give a path ending in .json")
 

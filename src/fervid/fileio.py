@@ -65,7 +65,7 @@ def check_not_a_run_file(target: Path, name: str, *, own_run: Path | None = None
     where = target.resolve()
     for run in (where.parent, where.parent.parent):
         # a finished run whose checkpoint/ was deleted (as the docs allow) still has its model and history
-        if not ((run / "config.json").is_file() and any((run / name).exists() for name in ("checkpoint", "model.keras", "history.csv"))):
+        if not ((run / "config.json").is_file() and any((run / name).exists() for name in ("checkpoint", "model.keras"))):
             continue
         relative = where.relative_to(run).as_posix()
         if relative not in (*RUN_OUTPUTS, RUN_LOCK) and not relative.startswith("checkpoint/"):
@@ -193,7 +193,10 @@ def _flush_to_disk(path: Path) -> None:
     file whose data was still in the page cache can be left empty, where the old one was whole."""
     if not path.is_file():
         return
-    handle = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows flushes only a handle open for writing
+    try:
+        handle = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows flushes only a handle open for writing
+    except PermissionError:  # a file its writer made read-only (umask 0222): POSIX flushes it read-only too
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         os.fsync(handle)
     except OSError as error:  # a file system that cannot flush (some network and FUSE mounts): written all the same

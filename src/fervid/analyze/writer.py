@@ -268,10 +268,13 @@ def _readable(path: Path) -> bool:
     """Whether ``path`` is a whole Parquet file (its footer reads); cheap, the rows are not read."""
     try:
         pq.read_metadata(path.absolute())
-    except pa.ArrowInvalid:  # emptied, cut short, overwritten: not a Parquet file
-        return False
-    except OSError as error:  # a permission or a network disk's error is not damage: its results are kept
+    except OSError as error:
+        if error.errno is None:  # pyarrow's own: a garbled footer ("Couldn't deserialize thrift") is damage
+            return False
+        # a permission or a network disk's error is not damage: its results are kept
         raise FervidError(f"--out {path}: could not be read ({error.strerror or error}); the results there are kept") from None
+    except pa.ArrowException:  # emptied, cut short, overwritten: not a Parquet file
+        return False
     return True
 
 

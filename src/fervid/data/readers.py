@@ -160,10 +160,8 @@ def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, i
         name = info.filename.replace("\\", "/")
         if name.endswith("/"):
             continue
-        if name in members:
-            repeated += 1
-        else:
-            members[name] = info.filename
+        repeated += name in members
+        members[name] = info.filename  # the last entry of a name, in both: zipfile reads that one
         # keyed as the readers rebuild names from their parts too ("./images/a.png" is "images/a.png")
         for key in (name, "/".join(PurePosixPath(name).parts)):
             stored[key] = (info.file_size, info.CRC)

@@ -177,9 +177,9 @@ def evaluate_model(
             and str((predictor.card.get("dataset") or {}).get("validation_source", "")).startswith("stratified"):
         # load_split's hint, --split train, would count faces this model trained on
         raise FervidError(f"{data}: no validation split, and not the data {model}'s run set its validation faces aside "
-                          "from as it was then (a copy made without keeping file times, cp -r, differs): score it on "
-                          "that data (or a cp -a copy), or on data with a validation split; --split train would count "
-                          "faces it trained on")
+                          "from as it was then. If it is that data, changed or copied without its file times (cp -r), "
+                          "score the run on the data as it read it (or a cp -a copy): --split train would count faces "
+                          "it trained on; if it is other data, --split train scores all of it")
     arrays = held if held is not None else load_split(index, split)
     inputs = arrays.inputs()
     this_flip = predictor.flip_tta if flip_tta is None else flip_tta

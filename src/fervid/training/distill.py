@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -73,9 +74,12 @@ def read_cache(path: Path, extra: Sequence[str] = ()) -> dict[str, np.ndarray] |
     if not path.exists():
         return None
     try:
-        with np.load(path) as cached:
+        loaded = np.load(path)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a single .npy saved under the name
+            raise ValueError("an .npy array, not an .npz archive")
+        with loaded as cached:
             return {key: cached[key] for key in (*CACHE_KEYS, *extra)}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         why = f"no '{error.args[0].split()[0]}' field" if isinstance(error, KeyError) else type(error).__name__
         warn(f"{path}: not a usable teachers' cache ({why}); scoring the teachers again")
         return None

@@ -18,9 +18,12 @@ const PHOTO_WIDTH = 1280;     // photos are shown at most this wide
 const RETRY_MS = 2000;       // the first wait before reconnecting; doubled after each refusal, up to RETRY_MAX_MS
 const RETRY_MAX_MS = 30000;
 const STALL_MS = 5000;        // no answer to a frame for this long: the server or the network hangs; say so
-const GIVE_UP_MS = 20000;
-const HANDSHAKE_MS = 10000;   // a connection not open by then is given up and tried again     // no answer for this long: drop the connection and open a new one
+const GIVE_UP_MS = 20000;     // no answer for this long: drop the connection and open a new one
+const HANDSHAKE_MS = 10000;   // a connection not open by then is given up and tried again
 const UPLOAD_TIMEOUT_MS = 60000;
+const LABEL_HEIGHT = 22;      // CSS pixels of a face's label; a panel of bars is PANEL_WIDTH wide, a row PANEL_ROW high
+const PANEL_WIDTH = 150;
+const PANEL_ROW = 15;
 const BARS_MIN_WIDTH = 400;  // CSS pixels of view below which the overlay draws no probability bars (a phone)
 const CLOSE_POLICY = 1008;    // the server refused this page: retrying will not help
 const CLOSE_REASONS = {       // what a close code means to a user; the server's own reason, when it gives one, is shown too
@@ -42,7 +45,7 @@ const live = {
   serverTimes: [],
   answeredAt: [],
   retry: null,
-  retries: 0,   // connections in a row that closed before they opened (refused at the handshake, or no server)
+  retries: 0,   // connections in a row that closed before answering a frame (refused, busy, or no server)
   watchdog: null,
   answered: 0,  // frames answered since the page opened (data-frames on <body>, for tests and curious users)
 };
@@ -61,7 +64,6 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     const [x, y, w, h] = face.box.map((value) => value * scale);
     return [mirrored ? bounds.width - x - w : x, y, w, h];
   });
-  const taken = [...boxes];  // where a panel of bars must not go: the faces, then the panels placed
   faces.forEach((face, index) => {
     const color = COLORS[face.expression] || "#4fb3ff";
     const [x, y, w, h] = boxes[index];
@@ -72,7 +74,7 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     const label = `${face.expression} ${percent(face.confidence)}`;
     context.font = `600 ${15 * unit}px system-ui, sans-serif`;
     const labelWidth = context.measureText(label).width + 10 * unit;
-    const labelHeight = 22 * unit;
+    const labelHeight = LABEL_HEIGHT * unit;
     const labelTop = y >= labelHeight ? y - labelHeight : y;
     // kept inside the view: a face at its right edge would show "angry 4" on a narrow screen
     const labelLeft = Math.max(0, Math.min(x - context.lineWidth / 2, bounds.width - labelWidth));
@@ -80,28 +82,45 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
     context.fillStyle = TEXT_ON[face.expression] || "#111";
     context.fillText(label, labelLeft + context.lineWidth / 2 + 4 * unit, labelTop + 16 * unit);
-
-    // The bars need about half of a phone's width: there, the list under the view shows them instead.
-    if (bounds.width >= BARS_MIN_WIDTH * unit) {
-      taken.push(drawBars(context, face.probabilities, [x, y, w, h], bounds, unit, taken.filter((_, other) => other !== index)));
-    }
   });
+  // The bars need about half of a phone's width: there, the list under the view shows them instead.
+  if (bounds.width < BARS_MIN_WIDTH * unit) return;
+  placePanels(boxes, bounds, unit).forEach((rect, index) => drawBars(context, faces[index].probabilities, rect, unit));
 }
 
-const overlaps = ([ax, ay, aw, ah], [bx, by, bw, bh]) => ax < bx + bw && bx < ax + aw && ay < by + bh && by < ay + ah;
+const overlapArea = ([ax, ay, aw, ah], [bx, by, bw, bh]) =>
+  Math.max(0, Math.min(ax + aw, bx + bw) - Math.max(ax, bx)) * Math.max(0, Math.min(ay + ah, by + bh) - Math.max(ay, by));
 
-function drawBars(context, probabilities, [x, y, w, h], bounds, unit, others = []) {
-  // Right of the face, else left, below or above: the first place inside the view that covers no
-  // other face or panel (as the desktop renderer places them); the right, kept inside, if none is free.
-  const row = 15 * unit;
-  const panelWidth = 150 * unit;
-  const panelHeight = row * EXPRESSIONS.length + 8 * unit;
-  const inside = ([left, top]) => [Math.max(0, Math.min(left, bounds.width - panelWidth)),
-    Math.max(0, Math.min(top, bounds.height - panelHeight)), panelWidth, panelHeight];
-  const fits = ([left, top]) => left >= 0 && top >= 0 && left + panelWidth <= bounds.width && top + panelHeight <= bounds.height;
-  const places = [[x + w + 8 * unit, y], [x - 8 * unit - panelWidth, y], [x, y + h + 8 * unit], [x, y - 8 * unit - panelHeight]];
-  const free = places.find((place) => fits(place) && !others.some((other) => overlaps(inside(place), other)));
-  const [left, top] = inside(free || places.find(fits) || places[0]);
+function placePanels(boxes, bounds, unit) {
+  // As the desktop renderer places them (fervid.runtime.render.place_panels): right of the face, else
+  // left, below or above (above its label), the first place inside the view that covers no face, no
+  // label and no panel placed before it; where every place covers something, the one covering least.
+  const panelWidth = PANEL_WIDTH * unit;
+  const panelHeight = (PANEL_ROW * EXPRESSIONS.length + 8) * unit;
+  const gap = 8 * unit;
+  const label = LABEL_HEIGHT * unit;
+  const clamp = (value, most) => Math.max(0, Math.min(value, Math.max(0, most)));
+  const faces = boxes.map(([x, y, w, h]) => [x, Math.max(0, y - label), w, h + Math.min(y, label)]);  // with the label
+  const placed = [];
+  for (const [x, y, w, h] of boxes) {
+    const top = clamp(y, bounds.height - panelHeight);
+    const middle = clamp(x + (w - panelWidth) / 2, bounds.width - panelWidth);
+    const candidates = [[x + w + gap, top], [x - gap - panelWidth, top], [middle, y + h + gap], [middle, y - label - gap - panelHeight]];
+    let best = null;
+    for (const [left, upper] of candidates) {
+      const rect = [clamp(left, bounds.width - panelWidth), clamp(upper, bounds.height - panelHeight), panelWidth, panelHeight];
+      const covered = [...faces, ...placed].reduce((sum, other) => sum + overlapArea(rect, other), 0);
+      if (!best || covered < best.covered) best = { covered, rect };
+      if (covered === 0) break;
+    }
+    placed.push(best.rect);
+  }
+  return placed;
+}
+
+function drawBars(context, probabilities, rect, unit) {
+  const [left, top, panelWidth, panelHeight] = rect;
+  const row = PANEL_ROW * unit;
   context.fillStyle = "rgba(0, 0, 0, 0.6)";
   context.fillRect(left, top, panelWidth, panelHeight);
   context.font = `${11 * unit}px system-ui, sans-serif`;
@@ -114,7 +133,7 @@ function drawBars(context, probabilities, [x, y, w, h], bounds, unit, others = [
     context.fillStyle = COLORS[name];
     context.fillRect(barLeft, rowTop + 3 * unit, barWidth * (probabilities[name] || 0), row - 6 * unit);
   });
-  return [left, top, panelWidth, panelHeight];
+  return rect;
 }
 
 function listFaces(list, faces) {
@@ -221,6 +240,14 @@ function clearResults() {
 }
 
 function connect() {
+  // One connection at a time: a retry timer left from a failure (Stop then Start while it waited) or
+  // an older socket would otherwise open a second one, holding a server slot until the page closes.
+  clearTimeout(live.retry);
+  if (live.socket) {
+    const old = live.socket;
+    live.socket = null;
+    old.close();
+  }
   // Relative to the page, so the app also works mounted under a prefix (main.mount("/fer", create_app())).
   const url = new URL("ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
