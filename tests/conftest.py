@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,11 @@ import numpy as np
 import pytest
 
 from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES
+
+# A suite started in the background by a non-interactive shell (`nohup bash .ci/run &`) inherits
+# SIGINT ignored (POSIX), so the Ctrl+C tests saw nothing. Python's own handler here, and the
+# default in the commands the tests start (a handled signal is reset at exec; an ignored one is not).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
