@@ -960,6 +960,22 @@ def test_small_images_without_a_face_point_to_crops(tmp_path: Path) -> None:
     assert not any(with_crops.summary["note"].to_pylist())
 
 
+def test_crops_too_small_or_too_long_for_a_face_are_classified_with_a_note(tmp_path: Path) -> None:
+    """A 1x1 or 4x100 image taken whole still gets a confident label; its note says so, as predict warns."""
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for name, shape in (("dot.png", (1, 1)), ("strip.png", (4, 100)), ("face.png", (48, 48))):
+        cv2.imwrite(str(folder / name), np.full(shape, 128, np.uint8))
+    clip = write_video(tmp_path / "thin.mp4", [np.full((16, 96, 3), 128, np.uint8)] * 3)
+    report = analyze([folder, clip], tmp_path / "c.csv", AnalyzeOptions(crops=True))
+    notes = dict(zip(report.summary["source"].to_pylist(), report.summary["note"].to_pylist()))
+    assert notes[str(folder / "dot.png")] == "a 1x1 image is hardly a face crop; classified anyway"
+    assert notes[str(folder / "strip.png")] == "a 100x4 image is hardly a face crop; classified anyway"
+    assert notes[str(clip)] == "a 96x16 image is hardly a face crop; classified anyway"
+    assert not notes[str(folder / "face.png")]
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 6, "each image and each frame still gets its row"
+
+
 def test_zips_inside_zips_and_links_that_point_nowhere_are_named_not_dropped_silently(tmp_path: Path, capsys,
                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "in"

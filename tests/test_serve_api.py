@@ -138,6 +138,10 @@ def test_a_file_field_given_twice_is_refused_whatever_the_order(client: TestClie
 def test_page_docs_and_static_files_work_offline(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and 'src="static/app.js"' in page.text, "relative: the app may be mounted under a prefix"
+    # The page's links are relative to it: opened from /static/ it had no script or style, so it is sent to the page.
+    moved = client.get("/static/index.html", follow_redirects=False)
+    assert moved.status_code == 301 and moved.headers["location"] == "../"
+    assert client.get("/static/index.html").url.path == "/"
     for name in ("index.html", "app.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
         text = (STATIC / name).read_text()
@@ -159,6 +163,7 @@ def test_the_app_mounted_under_a_prefix_serves_its_page_its_files_and_its_api() 
         assert page.status_code == 200 and links and all(not link.startswith("/") for link in links), links
         for link in links:
             assert client.get(f"/fer/{link}").status_code == 200, link
+        assert client.get("/fer/static/index.html").url.path == "/fer/"
         photo = {"file": ("face.png", encoded(face_photo()[0]), "image/png")}
         assert client.post("/fer/api/predict", files=photo).json()["faces"]
         with client.websocket_connect("/fer/ws") as socket:
@@ -408,6 +413,9 @@ def test_a_cropped_face_is_classified_whole_with_crops_and_a_small_photo_without
     assert [face["box"] for face in whole["faces"]] == [[0, 0, 48, 48]] and whole.get("note") is None
     big = client.post("/api/predict", files={"file": ("wall.png", encoded(textured_background(360, 480)), "image/png")}).json()
     assert big["faces"] == [] and big.get("note") is None, "a photo-sized image without a face is just that"
+    for shape in ((1, 1), (4, 100)):  # classified as asked, yet no face crop: the note says so, as predict --crops warns
+        odd = client.post("/api/predict?crops=true", files={"file": ("odd.png", encoded(np.full(shape, 128, np.uint8)), "image/png")}).json()
+        assert len(odd["faces"]) == 1 and odd["note"] == f"a {shape[1]}x{shape[0]} image is hardly a face crop; classified anyway"
 
 
 def test_recognition_runs_off_the_event_loop(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ from fervid.errors import FervidError
 from fervid.images import decode_image, gray_frame
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.photos import SMALL_IMAGE
-from fervid.runtime.recognizer import Recognizer, box_problem
+from fervid.runtime.recognizer import Recognizer, box_problem, crop_doubt
 from fervid.runtime.track import KEEP_ID_S, FaceTracker
 
 SEGMENT_ID_STRIDE = 1_000_000  # face_id = segment * stride + track id, so ids are unique within a video
@@ -119,8 +119,11 @@ class Analyzer:
 
     def _crop_hint(self, gray: np.ndarray, boxes: np.ndarray, given: list | None) -> str | None:
         """A note for a small image where the detector found no face: it is likely a cropped face, as
-        a dataset's 48x48 images are, which the cascade cannot see without the frame around it."""
-        if len(boxes) or self.options.crops or given is not None or max(gray.shape[:2]) > SMALL_IMAGE:
+        a dataset's 48x48 images are, which the cascade cannot see without the frame around it; with
+        --crops, a note for an image too small or too long to be a face crop."""
+        if self.options.crops:
+            return crop_doubt(gray.shape[1], gray.shape[0])
+        if len(boxes) or given is not None or max(gray.shape[:2]) > SMALL_IMAGE:
             return None
         return "no face found in a small image; if it is a cropped face, --crops classifies the whole image"
 
@@ -151,9 +154,11 @@ class Analyzer:
         # detector missed for 5 analysed frames, 0.2 s at 25 fps, came back under a new id).
         tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0, max_missed_s=KEEP_ID_S)
         frames, error, counts, seen = 0, None, np.zeros(len(EXPRESSIONS), np.int64), set()
+        shape: tuple[int, ...] | None = None
         try:
             for index, time_s, image in reader.frames(unit.start_frame, unit.end_frame, self.timings):
                 seen.add(index)
+                shape = image.shape
                 boxes, probabilities = self.faces(gray_frame(image), self._given(unit, item, index), f"frame {index}: ")
                 faces = tracker.update(boxes, probabilities, time_s)
                 ids = [unit.segment * SEGMENT_ID_STRIDE + cast(int, face.track_id) for face in faces]  # tracked faces have ids
@@ -169,6 +174,8 @@ class Analyzer:
         if error is None and unit.segment == 0 and frames == 0:
             error = "not a readable video (no frame could be decoded)"
         notes = [damaged_frames(reader.damaged, unit), ended_early(reader.end, unit), self._skipped_note()]
+        if self.options.crops and shape is not None:
+            notes.append(crop_doubt(shape[1], shape[0]))
         if error is None:
             notes.append(unread_boxes(unit, item, seen, self.options.every))
         kept_notes = [note for note in notes if note]

@@ -19,7 +19,7 @@ from fervid.images import (
     ANNOTATED_LIST, IMAGE_SUFFIXES, VIDEO_SUFFIXES, NotAnImage, annotated_copies, find_images, image_path, is_image_name, read_image,
 )
 from fervid.runtime.face import Face
-from fervid.runtime.recognizer import Recognizer
+from fervid.runtime.recognizer import Recognizer, crop_doubt
 from fervid.runtime.render import annotate
 
 
@@ -51,15 +51,6 @@ class PhotoReport:
         if self.records_path:
             notes.append(f"records in {self.records_path}")
         return ["; ".join(notes)]
-
-
-# A crop under 8 pixels a side, or more than 4 times as long as wide, holds no face the model can
-# read (it sees 48x48), yet gets a label like any other: --crops says so instead of staying silent.
-MIN_CROP_SIDE, MAX_CROP_ASPECT = 8, 4.0
-
-
-def _could_be_a_face(width: int, height: int) -> bool:
-    return min(width, height) >= MIN_CROP_SIDE and max(width, height) <= MAX_CROP_ASPECT * min(width, height)
 
 
 LINE_BREAKING = ("Cc", "Zl", "Zp")  # control characters (newline, U+0085) and line/paragraph separators
@@ -179,8 +170,9 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
             warn(str(error))
             (report.not_images if isinstance(error, NotAnImage) else report.unreadable).append(str(path))
             continue
-        if crops and not _could_be_a_face(image.shape[1], image.shape[0]):
-            warn(f"{path}: a {image.shape[1]}x{image.shape[0]} image is hardly a face crop; classified anyway")
+        doubt = crop_doubt(image.shape[1], image.shape[0]) if crops else None
+        if doubt:
+            warn(f"{path}: {doubt}")
         faces = recognizer.predict(image, boxes=[0, 0, image.shape[1], image.shape[0]] if crops else None)
         # The copy first: a photo whose copy could not be written is not done, and gets no records.
         copy = None if out_dir is None else _write_copy(path, image, faces, Path(out_dir), names, listed)

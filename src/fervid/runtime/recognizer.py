@@ -90,6 +90,19 @@ def box_problem(box: np.ndarray | tuple[int, int, int, int], frame_shape: tuple[
     return None
 
 
+# A crop under 8 pixels a side, or more than 4 times as long as wide, holds no face the model can
+# read (it sees 48x48), yet gets a label like any other: every way to classify whole images
+# (predict --crops, analyze --crops, the API's ?crops=true) says so instead of staying silent.
+MIN_CROP_SIDE, MAX_CROP_ASPECT = 8, 4.0
+
+
+def crop_doubt(width: int, height: int) -> str | None:
+    """Why a ``width`` x ``height`` image taken whole as a face crop is hardly one, or None."""
+    if min(width, height) >= MIN_CROP_SIDE and max(width, height) <= MAX_CROP_ASPECT * min(width, height):
+        return None
+    return f"a {width}x{height} image is hardly a face crop; classified anyway"
+
+
 # What classify reads: one crop or a stack (an array), or a list of crops (arrays or PIL images).
 FaceCrops = Union[np.ndarray, "Image.Image", Sequence[Union[np.ndarray, "Image.Image"]]]
 # What predict's boxes= reads: one (x, y, w, h) or rows of them, in pixels.

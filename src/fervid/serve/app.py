@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -26,6 +26,7 @@ from fervid.errors import FervidError
 from fervid.images import TooManyPixels, UnreadableImage
 from fervid.labels import EXPRESSIONS
 from fervid.runtime.photos import SMALL_IMAGE
+from fervid.runtime.recognizer import crop_doubt
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES, MAX_STREAMS, StreamSlots, serve_frames
 from fervid.serve.guards import LOCAL_HOSTS, OneHostMiddleware, checked_origins, same_origin
 from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings, RecognizerPool
@@ -50,7 +51,8 @@ class Prediction(BaseModel):
     width: int = Field(description="Width of the decoded image in pixels.")
     height: int = Field(description="Height of the decoded image in pixels.")
     ms: float = Field(description="Server time to decode and recognise, in milliseconds.")
-    note: str | None = Field(None, description="Set when no face was found in a small photo: it may be a cropped face (?crops=true).")
+    note: str | None = Field(None, description="Set when no face was found in a small photo (it may be a cropped face: ?crops=true), "
+                             "or when a ?crops=true photo is hardly a face crop (under 8 pixels a side, or over 4 times as long as wide).")
 
 
 class Health(BaseModel):
@@ -86,7 +88,9 @@ async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False
         raise HTTPException(422, f"the uploaded file is {error}; send a smaller one") from None
     except UnreadableImage as error:
         raise HTTPException(415, f"the uploaded file is {error}") from None
-    if not reply["faces"] and max(reply["width"], reply["height"]) <= SMALL_IMAGE:  # as `fervid predict` says it
+    if crops:  # as `fervid predict --crops` warns: a 1x1 or 4x100 image still gets a confident label
+        reply["note"] = crop_doubt(reply["width"], reply["height"])
+    elif not reply["faces"] and max(reply["width"], reply["height"]) <= SMALL_IMAGE:  # as `fervid predict` says it
         reply["note"] = "no face found; if the photo is a cropped face, POST it to /api/predict?crops=true to classify the whole image"
     return reply
 
@@ -177,6 +181,12 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/static/index.html", include_in_schema=False)
+    async def page_elsewhere() -> RedirectResponse:
+        """The page's links are relative to its own address (so a prefix mount works); opened as
+        /static/index.html it found no script or style, and sent frames nowhere: sent to the page."""
+        return RedirectResponse("../", status_code=301)
 
     @app.get("/api/health", response_model=Health, summary="Liveness and the loaded model")
     async def health() -> dict:
