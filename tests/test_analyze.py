@@ -571,7 +571,7 @@ def test_another_model_or_crops_redoes_every_unit(archive: Path, tmp_path: Path)
     pd.testing.assert_frame_equal(rows_of(analyze(photos, tmp_path / "fresh.parquet").outputs[0]), expected)
 
 
-def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(archive: Path, tmp_path: Path) -> None:
+def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--min-size and the other cascade settings work as in predict and live; rows made with other
     settings, or by an earlier version of the detector's scan, are redone."""
     photos, out = [archive / "photos"], tmp_path / "r.parquet"
@@ -586,9 +586,17 @@ def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(arch
     with pytest.raises(FervidError, match="scale factor must be 1.01 to 100, got 1.0"):
         AnalyzeOptions(scale_factor=1.0).validate()
     for options, message in (({"every": "5"}, "every must be a whole number, got '5'"),
-                             ({"segment_s": float("inf")}, "segment_s must be a finite number of seconds, got inf")):
+                             ({"segment_s": float("inf")}, "segment_s must be a finite number of seconds, got inf"),
+                             ({"crops": "false"}, "crops must be True or False, got 'false'"),  # was true: whole images
+                             ({"largest_only": 0}, "largest_only must be True or False, got 0")):
         with pytest.raises(FervidError, match=message):
             AnalyzeOptions(**options).validate()
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with pytest.raises(FervidError, match="^out is empty: give a folder, a .parquet or a .csv file$"):
+        analyze(photos, "")  # Path("") is ".": the results were written into the current folder
+    assert list(here.iterdir()) == []
     with pytest.raises(FervidError, match="^--crops and --boxes both say where the faces are: give one of them$"):
         analyze(photos, tmp_path / "both.parquet", AnalyzeOptions(crops=True), boxes=tmp_path / "boxes.csv")
     one = analyze(str(archive / "photos"), tmp_path / "one.parquet")  # one input as a string: that input, not its characters

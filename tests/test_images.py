@@ -312,6 +312,18 @@ def test_a_pixel_limit_opencv_cannot_parse_is_one_line_not_an_abort(value: str, 
         "(OpenCV also reads 64MB as 64 x 1024 x 1024 pixels)"]
 
 
+@pytest.mark.parametrize("code", ["import fervid; fervid.Recognizer", "from fervid.runtime.recognizer import Recognizer",
+                                  "import fervid.analyze.run"])
+def test_a_pixel_limit_opencv_cannot_parse_is_an_error_in_python_not_an_abort(code: str) -> None:
+    """OpenCV 4.14 parses the variable as `import cv2` loads it: the Python API, which imports cv2
+    before any fervid code runs, aborted the interpreter (SIGABRT) with OpenCV's `stoull` line."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "64M"})
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        "fervid.errors.FervidError: OPENCV_IO_MAX_IMAGE_PIXELS='64M': give a whole number of pixels, 1 or more, such as "
+        "100000000 (OpenCV also reads 64MB as 64 x 1024 x 1024 pixels)"), result.stderr
+
+
 def test_the_pixel_limit_is_read_as_opencv_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from fervid.errors import FervidError
     from fervid.pixel_limit import pixel_limit

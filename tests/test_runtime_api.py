@@ -310,7 +310,8 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
         recognizer.classify([[[1, 2], [3]]])
     with pytest.raises(FervidError, match="^the image path is an empty string$"):  # was read as the current folder
         recognizer.predict("")
-    for options, message in (({"threads": 0}, r"threads must be None \(up to 4\) or a whole number of 1 or more, got 0"),
+    for options, message in (({"threads": 0}, r"threads must be None \(up to 4\) or a whole number from 1 to 1024, got 0"),
+                             ({"threads": 2**40}, r"threads must be None \(up to 4\) or a whole number from 1 to 1024, got 1099511627776"),
                              ({"flip_tta": "yes"}, "flip_tta must be True, False or None"),
                              ({"model": 5}, "model must be a bundled model name"),
                              ({"min_neighbors": 2.5}, "min_neighbors must be a whole number, got 2.5"),

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
+from fervid.pixel_limit import check_before_opencv
+
+check_before_opencv()  # a bad OPENCV_IO_MAX_IMAGE_PIXELS: a FervidError at `import cv2`, not OpenCV's abort
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports these on first use
     from fervid.runtime.face import Face

@@ -1,12 +1,15 @@
 """``OPENCV_IO_MAX_IMAGE_PIXELS``, the pixel limit OpenCV applies before it unpacks an image, read as
-OpenCV reads it. OpenCV parses the variable in C++ at its first decode and, for a value it cannot
-parse (``64M``, ``1e9``, `` 5``), aborts the whole process (SIGABRT, no exception to catch): fervid
-checks it first, without importing OpenCV, so a bad value is one line."""
+OpenCV reads it. OpenCV parses the variable in C++ (4.14: as ``import cv2`` loads it; older: at its
+first decode) and, for a value it cannot parse (``64M``, ``1e9``, `` 5``), aborts the whole process
+(SIGABRT, no exception to catch): fervid checks it first, without importing OpenCV, so a bad value
+is one line in the CLI and a ``FervidError`` in Python."""
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import re
+import sys
 
 from fervid.errors import FervidError
 
@@ -28,3 +31,19 @@ def pixel_limit() -> int:
         raise FervidError(f"{VARIABLE}={value!r}: give a whole number of pixels, 1 or more, such as 100000000 "
                           "(OpenCV also reads 64MB as 64 x 1024 x 1024 pixels)")
     return int(found[1]) * SCALE[found[2]]
+
+
+class _CheckedOpenCV(importlib.abc.MetaPathFinder):
+    """Checks the variable as OpenCV is first imported, by any module, and finds nothing itself: the
+    Python API (``from fervid.runtime.recognizer import Recognizer``) imports cv2 before any fervid
+    code could check it, and ``import cv2`` aborted the interpreter."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "cv2":
+            pixel_limit()
+
+
+def check_before_opencv() -> None:
+    """Install the check once (``import fervid`` does), ahead of the finders that would load OpenCV."""
+    if not any(isinstance(finder, _CheckedOpenCV) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _CheckedOpenCV())

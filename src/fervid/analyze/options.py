@@ -36,6 +36,9 @@ class AnalyzeOptions:
 
     def validate(self) -> None:
         """Refuse options that would plan no work, loop forever or overflow a count, before any input is read."""
+        for name in ("largest_only", "crops"):  # the string "false" is true: it classified whole images unasked
+            if not isinstance(getattr(self, name), bool):
+                raise FervidError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("every", "image_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral):

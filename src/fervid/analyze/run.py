@@ -115,6 +115,8 @@ def analyze(
     """
     if isinstance(inputs, (str, os.PathLike)):  # one input, not the characters of its name
         inputs = [inputs]
+    if isinstance(out, str) and not out.strip():  # Path("") is "." and wrote the results into the current folder
+        raise FervidError("out is empty: give a folder, a .parquet or a .csv file")
     options = options or AnalyzeOptions()
     options.validate()
     if options.crops and boxes is not None:

@@ -90,6 +90,8 @@ def box_problem(box: np.ndarray | tuple[int, int, int, int], frame_shape: tuple[
     return None
 
 
+MAX_THREADS = 1024
+
 # A crop under 8 pixels a side, or more than 4 times as long as wide, holds no face the model can
 # read (it sees 48x48), yet gets a label like any other: every way to classify whole images
 # (predict --crops, analyze --crops, the API's ?crops=true) says so instead of staying silent.
@@ -143,11 +145,12 @@ class Recognizer:
         flip_tta: bool | None = None,
         threads: int | None = None,
     ) -> None:
-        pixel_limit()  # a bad OPENCV_IO_MAX_IMAGE_PIXELS fails here, once, not at every image it would decode
+        pixel_limit()  # a bad OPENCV_IO_MAX_IMAGE_PIXELS set after OpenCV was imported fails here, not at a decode
         if not (_is_a(margin, numbers.Real) and 0.0 <= margin <= 1.0):
             raise FervidError(f"margin must be a number from 0 to 1, got {margin!r}")
-        if threads is not None and not (_is_a(threads, numbers.Integral) and threads >= 1):
-            raise FervidError(f"threads must be None (up to 4) or a whole number of 1 or more, got {threads!r}")
+        # Past 1024 (2**40 was ONNX Runtime's pybind TypeError) no CPU has the cores to run them.
+        if threads is not None and not (_is_a(threads, numbers.Integral) and 1 <= threads <= MAX_THREADS):
+            raise FervidError(f"threads must be None (up to 4) or a whole number from 1 to {MAX_THREADS}, got {threads!r}")
         if flip_tta is not None and not isinstance(flip_tta, (bool, np.bool_)):
             raise FervidError(f"flip_tta must be True, False or None (the model card's), got {flip_tta!r}")
         if isinstance(model, os.PathLike) and not isinstance(model, Path):

@@ -183,7 +183,8 @@ def open_source(source: str | int | Path) -> Source:
     if not text:  # an empty "$VIDEO" would otherwise be the current folder, read recursively
         raise FervidError("the source is empty: give a webcam index, a video file, an image folder or a stream URL")
     if isinstance(source, int) or _camera_index(text):
-        if not -1 <= int(text) <= MAX_CAMERA_INDEX:  # -1: OpenCV's "any camera" on some backends
+        # Not -1, OpenCV's "any camera": with no camera attached its V4L backend crashed the process (SIGSEGV).
+        if not 0 <= int(text) <= MAX_CAMERA_INDEX:
             raise FervidError(f"camera {text}: cameras are numbered from 0 (0 is the first), up to {MAX_CAMERA_INDEX}")
         return LiveSource(int(text), f"camera {text}")
     if "://" in text:
