@@ -139,6 +139,24 @@ def test_models_command_lists_every_bundled_model_with_its_card_accuracy():
     assert Path(folder) == bundled_model_path(DEFAULT_MODEL).parent  # where to copy the files from
 
 
+def test_a_replaced_bundled_card_is_an_error_not_a_row_of_nan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate's metrics once replaced a card: `fervid models` showed "? 0 nan% nan" and exited 0."""
+    import fervid.runtime.classify as classify
+    from fervid.errors import FervidError
+
+    for name in BUNDLED:
+        shutil.copy(bundled_model_path(name), tmp_path / f"{name}.onnx")
+        shutil.copy(bundled_model_path(name).with_suffix(".json"), tmp_path / f"{name}.json")
+    monkeypatch.setattr(classify, "bundled_model_path", lambda name=DEFAULT_MODEL: tmp_path / f"{name}.onnx")
+    assert len(classify.describe_bundled_models()) == len(BUNDLED) + 3  # header, a row each, two closing lines
+    (tmp_path / f"{DEFAULT_MODEL}.json").write_text(json.dumps({"accuracy": 0.7, "macro_f1": 0.68, "images": 3589}))
+    with pytest.raises(FervidError, match=f"the card of the bundled model {DEFAULT_MODEL} is not a model card .*; reinstall fervid$"):
+        classify.describe_bundled_models()
+    (tmp_path / f"{DEFAULT_MODEL}.json").write_text("{")
+    with pytest.raises(FervidError, match=f"the card of the bundled model {DEFAULT_MODEL} is not valid JSON"):
+        classify.describe_bundled_models()
+
+
 @pytest.mark.parametrize("name", BUNDLED)
 def test_the_documented_plain_onnxruntime_recipe_reproduces_fervid(name: str) -> None:
     """docs/model.md's code for running the ONNX file without fervid gives fervid's probabilities."""

@@ -327,13 +327,18 @@ def test_no_output_replaces_an_input_or_lands_in_a_class_folder(tmp_path):
          f"--json {keras.with_suffix('.json')}: is the model card of {keras}, read with it"),  # it was replaced
         (["evaluate", "fervid-compact", str(data), "--against", str(keras), "--json", str(keras.with_suffix(".json"))],
          f"--json {keras.with_suffix('.json')}: is the model card of {keras}, read with it"),
+        (["evaluate", str(model), str(data), "--json", str(model.with_suffix(".json"))],  # an .onnx model's card too (was replaced)
+         f"--json {model.with_suffix('.json')}: is the model card of {model}, read with it"),
+        (["evaluate", "fervid-compact", str(data), "--against", str(model), "--json", str(model.with_suffix(".json"))],
+         f"--json {model.with_suffix('.json')}: is the model card of {model}, read with it"),
         (["evaluate", str(model), str(data), "--confusion", str(class_folder / "c.png")], f"--confusion {class_folder / 'c.png'}: inside the dataset"),
         (["data", "inspect", str(data), "--grid", str(class_folder / "g.png")], f"--grid {class_folder / 'g.png'}: inside the dataset"),
         (["predict", str(photo), "--crops", "--no-save", "--model", str(model), "--json", str(model)], f"--json {model}: is the model"),
         (["analyze", str(photo), "--boxes", str(boxes), "--out", str(boxes)], f"--out {boxes}: is the input {boxes}"),
     ]
     (tmp_path / "same.csv").symlink_to(tmp_path / "same.json")
-    before = {path: path.read_bytes() for path in (csv_data, model, boxes, run / "model.keras", run / "config.json")}
+    shutil.copy(bundled_model_path("fervid-compact").with_suffix(".json"), model.with_suffix(".json"))
+    before = {path: path.read_bytes() for path in (csv_data, model, model.with_suffix(".json"), boxes, run / "model.keras", run / "config.json")}
     files = sorted(class_folder.iterdir())
     for args, message in cases:
         result = fervid(*args)
@@ -392,12 +397,39 @@ def test_evaluate_reads_a_dataset_with_the_models_training_map(tmp_path):
     assert told.returncode == 2 and "contempt" in told.stderr
 
 
+def test_a_class_without_faces_in_the_split_is_named_not_shown_as_never_recognised(tmp_path):
+    """Its confusion row was all 0.00, as a class the model never gets right looks, without a word."""
+    import numpy as np
+
+    from fervid.evaluation.plots import confusion_text
+
+    data = write_folder_dataset(tmp_path / "data", 0, {"validation": 1})
+    shutil.rmtree(data / "validation" / "fear")
+    shutil.rmtree(data / "validation" / "disgust")
+    result = fervid("evaluate", "fervid-compact", str(data), "--confusion", str(tmp_path / "c.png"))
+    assert result.returncode == 0 and (tmp_path / "c.png").exists(), result.stderr
+    assert f"{data}: no validation faces of disgust, fear: their recall is not measured (support 0 in the table)" in result.stderr
+    whole = fervid("evaluate", "fervid-compact", str(write_folder_dataset(tmp_path / "all", 0, {"validation": 1})))
+    assert whole.returncode == 0 and "recall is not measured" not in whole.stderr
+    normalized = np.eye(7)
+    normalized[2] = 0  # fear: no faces
+    rows, cells = confusion_text(normalized)
+    assert rows[2] == "fear (no faces)" and cells[2] == ["-"] * 7
+    assert rows[1] == "disgust" and cells[1][1] == "1.00" and cells[1][0] == "0.00"
+
+
 def test_evaluate_refuses_a_temperature_that_would_change_the_winning_class():
     """At T = 1e8 every tempered probability of a face rounds to 1/7 in float32 and accuracy fell
     from 62% to 22%; fitted temperatures lie in 0.25-4."""
     result = fervid("evaluate", "fervid-vgg", "data.zip", "--temperature", "1e8")
     assert result.returncode == 2 and "1e+08 is above the largest allowed, 100" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    blur = fervid("evaluate", "fervid-vgg", "data.zip", "--input-blur", "11")  # as the runtime's own bound, named as an option's
+    assert blur.returncode == 2 and "Invalid value for '--input-blur': 11 is above the largest allowed, 10" in blur.stderr, blur.stderr
+    from fervid.cli import MAX_INPUT_BLUR
+    from fervid.preprocess import MAX_INPUT_BLUR as RUNTIME_MAX_INPUT_BLUR
+
+    assert MAX_INPUT_BLUR == RUNTIME_MAX_INPUT_BLUR
 
 
 def test_ctrl_c_while_the_cli_is_still_loading_is_one_line():

@@ -297,10 +297,29 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     fervid_here("export", str(copy), "--int8", str(data))
     assert json.loads((copy / "model.int8.json").read_text())["precision"] == "int8" and (copy / "model.int8.onnx").exists()
     assert (copy / "model.onnx").read_bytes() == float32 and (copy / "model.json").read_text() == card
-    flat = write_folder_dataset(tmp_path / "flat", 6)  # class folders only: calibrated and scored on a seeded holdout
-    held_out = fervid_here("export", str(copy), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
-    assert "int8: same class as float32" in held_out.stdout
+    flat = write_folder_dataset(tmp_path / "flat", 6)  # class folders only: other data than the model's
+    refused = fervid_here("export", str(copy), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"), check=False)
+    assert refused.returncode == 2 and not (tmp_path / "flat.onnx").exists(), "its card named the model's data, scored on these"
+    assert refused.stderr.startswith(f"fervid: error: --int8 {flat}: not the data the model was trained on (") and \
+        "validated on its stratified 10% of train (seed 42); its card: data, 280 training faces, validated on its validation split)" in refused.stderr
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import load_training_data
+
+    trained_on_flat = tmp_path / "flat-model"  # a model whose card says it trained on those folders: scored on the same holdout
+    trained_on_flat.mkdir()
+    shutil.copy(copy / "model.keras", trained_on_flat / "m.keras")
+    flat_data = load_training_data(TrainConfig(data=str(flat)))
+    flat_card = json.loads(card)
+    flat_card["dataset"].update(counts=flat_data.counts, validation_source=flat_data.validation_source)
+    (trained_on_flat / "m.json").write_text(json.dumps(flat_card))
+    held_out = fervid_here("export", str(trained_on_flat / "m.keras"), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
+    assert "of the faces of the stratified 10% of train (seed 42); accuracy there" in held_out.stdout
+    assert f"wrote {tmp_path / 'flat.onnx'} and its card flat.json" in " ".join(held_out.stdout.split())
     assert json.loads((tmp_path / "flat.json").read_text())["metrics"]["split"].startswith("stratified 10% of train")
+    (tmp_path / "notes.json").write_text('{"mine": true}')  # a JSON of the user's where the card would go
+    refused = fervid_here("export", str(copy), "--out", str(tmp_path / "notes.onnx"), check=False)
+    assert refused.returncode == 2 and "notes.json beside it is not a model card" in refused.stderr
+    assert (tmp_path / "notes.json").read_text() == '{"mine": true}' and not (tmp_path / "notes.onnx").exists()
     ours = copy / "model.ONNX"  # another file than model.onnx, but its card would be the run's model.json
     refused = fervid_here("export", str(copy), "--int8", str(data), "--out", str(ours), check=False)
     assert refused.returncode == 2 and "write the int8 model elsewhere" in refused.stderr and not ours.exists()
@@ -343,7 +362,17 @@ def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
     printed = fervid_here("export", str(lone / "m.keras"), "--int8", str(data)).stdout
     assert (lone / "m.int8.onnx").exists() and not (lone / "m.int8.json").exists()
     assert "int8: same class as float32" in printed and "flip averaging" not in printed
-    shown = float(printed.split("validation accuracy ")[1].split()[0])
+    extra = tmp_path / "extra"  # the model's data and a folder that is no expression: read as training would be told to
+    shutil.copytree(data, extra)
+    (extra / "train" / "contempt").mkdir()
+    shutil.copy(next((extra / "train" / "happy").iterdir()), extra / "train" / "contempt" / "c.png")
+    refused = fervid_here("export", str(run / "model.keras"), "--int8", str(extra), "--out", str(tmp_path / "x.onnx"), check=False)
+    assert refused.returncode == 2 and "drop them with --unknown drop" in refused.stderr, refused.stderr
+    fervid_here("export", str(run / "model.keras"), "--int8", str(extra), "--unknown", "drop", "--out", str(tmp_path / "x.onnx"))
+    assert json.loads((tmp_path / "x.json").read_text())["metrics"]["accuracy"] == card["metrics"]["accuracy"], "the same faces"
+    refused = fervid_here("export", str(run / "model.keras"), "--map", "contempt=disgust", check=False)
+    assert refused.returncode == 2 and "without --int8 no data is read" in refused.stderr
+    shown = float(printed.split("accuracy there ")[1].split()[0])
     fervid_here("evaluate", str(lone / "m.int8.onnx"), str(data), "--json", str(lone / "scores.json"))
     scored = json.loads((lone / "scores.json").read_text())
     assert scored["flip_tta"] is False and shown == pytest.approx(scored["accuracy"], abs=1e-4)
@@ -371,8 +400,8 @@ def test_evaluate_onnx_and_keras_models_agree(trained_run, tmp_path):
     fervid_here("evaluate", str(keras_only), str(data), "--json", str(keras_json))
     assert json.loads(keras_json.read_text())["confusion"] == onnx_metrics["confusion"]
     blurred_flat = fervid_here("evaluate", str(run / "model.onnx"), str(data), "--input-blur", "1e9", check=False)
-    assert blurred_flat.returncode == 2 and blurred_flat.stderr.strip() == (
-        "fervid: error: input blur 1e+09 is outside 0-10 pixels (sigma on a 48x48 face)")
+    assert blurred_flat.returncode == 2 and blurred_flat.stderr.startswith(
+        "fervid: error: Invalid value for '--input-blur': 1e+09 is above the largest allowed, 10 (see ")
     assert "macro-F1" in printed and (tmp_path / "c.png").stat().st_size > 0
     assert f"on {data} [validation], " in " ".join(printed.split()), "the split is printed, not eaten as Rich markup"
 

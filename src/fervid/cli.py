@@ -84,6 +84,7 @@ def _finite(value: float | None) -> float | None:
 # Fitted temperatures lie in 0.25-4; far above 100 the tempered probabilities of a face round to
 # the same float32 number, and accuracy drops as ties are broken by class order.
 MAX_TEMPERATURE = 100.0
+MAX_INPUT_BLUR = 10.0  # fervid.preprocess.MAX_INPUT_BLUR (not imported: it loads NumPy and OpenCV)
 
 
 def _finite_at_least(minimum: float, maximum: float = math.inf):
@@ -288,7 +289,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(metavar="DATA", help="Dataset (folder, .zip or FER2013 .csv).")],
     split: Annotated[str, typer.Option(help="Split to score: validation, test or train.")] = "validation",
     flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image (default: as the model card says the runtime does).", show_default=False)] = None,
-    input_blur: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.0), help="Gaussian blur (sigma, pixels) on faces before the model (default: the model card's, as the runtime does; 0 = sharp).")] = None,
+    input_blur: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.0, MAX_INPUT_BLUR), help="Gaussian blur (sigma, pixels) on faces before the model, 0-10 (default: the model card's, as the runtime does; 0 = sharp).")] = None,
     temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01, MAX_TEMPERATURE), help="Softmax temperature of the probabilities, 0.01-100 (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here (a path ending in .json).")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
@@ -315,9 +316,10 @@ def evaluate(
 
     scored = {name: _model_file(scored_model(name)) for name in (model, against) if name}
     inputs = {"the dataset": data, **{f"the model {name}": path for name, path in scored.items()}}
-    # a .keras model's card is the .json of its own name, as given (a link's, not its target's)
+    # a model's card is the .json of its own name, as given (a link's, not its target's): a .keras
+    # model's, and an .onnx model's, which `fervid models` and people read (the bundled cards too)
     cards = {Path(path).expanduser().absolute().with_suffix(".json").resolve(): name for name, path in scored.items()
-             if path and Path(path).suffix == ".keras"}
+             if path and Path(path).suffix.lower() in (".keras", ".onnx")}
     if predictions is not None and predictions.suffix.lower() != ".csv":
         raise FervidError(f"--predictions {predictions}: the predictions are a CSV file; give a path ending in .csv")
     outputs = [(path, option) for path, option in ((json_out, "--json"), (confusion, "--confusion"), (predictions, "--predictions"))
@@ -364,7 +366,9 @@ def evaluate(
 def export(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="A .keras model or a finished run folder (its model.keras).")],
     output: Annotated[Optional[Path], typer.Option("--out", "--output", "-o", help="ONNX file to write (default: beside the model, as .onnx; with --int8, as .int8.onnx).")] = None,
-    int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split.")] = None,
+    int8: Annotated[Optional[Path], typer.Option("--int8", help="Quantize to int8, calibrated on this dataset's train split and scored on its validation split (the data the model was trained on: the scores replace its card's).")] = None,
+    unknown: Annotated[Optional[str], typer.Option("--unknown", help="With --int8: folders of the dataset that are not expression classes, 'error' or 'drop' (default: the model's training setting, else error).", show_default=False)] = None,
+    map: MapOption = None,
 ) -> None:
     """Export a Keras model to ONNX (dynamic batch) and check ONNX Runtime agrees with Keras to 1e-4.
 
@@ -376,8 +380,10 @@ def export(
     """
     _needs("train", "keras")
     from fervid.export.convert import export_checked
+    from fervid.labels import parse_mapping
 
-    out.print("\n".join(export_checked(model, output, int8_data=int8).describe()))
+    result = export_checked(model, output, int8_data=int8, unknown=unknown, mapping=parse_mapping(map))
+    out.print("\n".join(result.describe()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,20 +19,32 @@ def _pyplot():
     return plt
 
 
+def confusion_text(normalized: np.ndarray) -> tuple[list[str], list[list[str]]]:
+    """The row labels and cell texts of a row-normalised confusion matrix. A class with no faces in
+    the split has a row of zeros, which read as a class never recognised: it is labelled "(no
+    faces)" and its cells "-"."""
+    empty = normalized.sum(axis=1) == 0
+    rows = [f"{name} (no faces)" if empty[row] else name for row, name in enumerate(EXPRESSIONS)]
+    cells = [["-" if empty[row] else f"{value:.2f}" for value in normalized[row]] for row in range(normalized.shape[0])]
+    return rows, cells
+
+
 def plot_confusion(normalized: np.ndarray, target: Path, title: str) -> None:
     """A row-normalised confusion matrix with the share in every cell."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 5.6))
     image = axes.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    rows, cells = confusion_text(normalized)
     axes.set_xticks(range(len(EXPRESSIONS)), EXPRESSIONS, rotation=45, ha="right")
-    axes.set_yticks(range(len(EXPRESSIONS)), EXPRESSIONS)
+    axes.set_yticks(range(len(EXPRESSIONS)), rows)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title)
     for row in range(normalized.shape[0]):
         for column in range(normalized.shape[1]):
             value = normalized[row, column]
-            axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.5 else "black")
+            axes.text(column, row, cells[row][column], ha="center", va="center", fontsize=8,
+                      color="white" if value > 0.5 else "black")
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
     with atomic_path(target) as temporary:

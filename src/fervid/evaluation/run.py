@@ -13,6 +13,7 @@ from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.evaluation.evaluate import evaluate, load_predictor, scored_model
 from fervid.evaluation.metrics import ClassificationReport, mcnemar_p
+from fervid.labels import EXPRESSIONS
 from fervid.preprocess import check_input_blur
 
 if TYPE_CHECKING:
@@ -93,7 +94,6 @@ class Evaluation:
         import io
 
         from fervid.fileio import write_text_atomically
-        from fervid.labels import EXPRESSIONS
 
         probabilities = self.report.probabilities
         assert probabilities is not None and self.sources is not None and self.labels is not None  # evaluate_model sets them
@@ -181,6 +181,9 @@ def evaluate_model(
                           "score the run on the data as it read it (or a cp -a copy): --split train would count faces "
                           "it trained on; if it is other data, --split train scores all of it")
     arrays = held if held is not None else load_split(index, split)
+    missing = [name for label, name in enumerate(EXPRESSIONS) if len(arrays) and not np.any(arrays.labels == label)]
+    if missing:  # their recall is unmeasured, and macro-F1 averages the classes present (or predicted)
+        warn(f"{data}: no {split} faces of {', '.join(missing)}: their recall is not measured (support 0 in the table)")
     inputs = arrays.inputs()
     this_flip = predictor.flip_tta if flip_tta is None else flip_tta
     report = evaluate(predictor, inputs, arrays.labels, flip_tta=this_flip)

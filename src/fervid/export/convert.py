@@ -6,6 +6,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +33,22 @@ class ExportResult:
     int8_agreement: float | None = None  # share of validation faces where int8 and float32 pick the same class
     int8_accuracy: tuple[float, float] | None = None  # validation accuracy of int8 and float32, run as the runtime runs them
     flip_tta: bool = False  # whether those accuracies average the flipped face in (the card's inference.flip_tta)
+    scored_on: str = "validation split"  # the faces those numbers are on (a stratified holdout without a validation split)
 
     def describe(self) -> list[str]:
         """What ``fervid export`` prints: the file and its agreement with Keras, and for int8 with float32."""
-        lines = [f"wrote {self.path} (float32 ONNX Runtime vs Keras max difference {self.difference:.2e})"]
+        card = f" and its card {self.path.with_suffix('.json').name}" if self.card is not None else ""
+        lines = [f"wrote {self.path}{card} (float32 ONNX Runtime vs Keras max difference {self.difference:.2e})"]
         if self.int8_agreement is not None and self.int8_accuracy is not None:
             int8, float32 = self.int8_accuracy
             views = " with flip averaging" if self.flip_tta else ""
-            lines.append(f"int8: same class as float32 on {self.int8_agreement:.1%} of validation faces; validation accuracy "
-                         f"{int8:.4f}{views} (float32 {float32:.4f})")
+            lines.append(f"int8: same class as float32 on {self.int8_agreement:.1%} of the faces of the {self.scored_on}; "
+                         f"accuracy there {int8:.4f}{views} (float32 {float32:.4f})")
         return lines
 
 
-def export_checked(model_path: Path, target: Path | None = None, *, int8_data: Path | None = None, seed: int = 0) -> ExportResult:
+def export_checked(model_path: Path, target: Path | None = None, *, int8_data: Path | None = None, seed: int = 0,
+                   unknown: str | None = None, mapping: Mapping[str, str] | None = None) -> ExportResult:
     """Export ``model_path`` (a ``.keras`` model or a run folder) to ``target`` (default: beside it, as
     ``.onnx``, or ``.int8.onnx`` with ``int8_data``: the run's float32 model and card stay as they are);
     refuse if ONNX Runtime and Keras differ by more than 1e-4.
@@ -53,7 +57,9 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     beside the ONNX file. With ``int8_data`` the float32 export is quantized to int8, calibrated on
     512 training faces of that dataset (blurred as the card's ``input_blur`` says, as the runtime
     will feed them) and scored on its validation split; those scores replace the
-    card's metrics, so the card describes the file that is shipped.
+    card's metrics, so the card describes the file that is shipped: that dataset must be the one the
+    card says the model was trained on. ``unknown`` and ``mapping`` read it as ``fervid train`` does
+    (default: the run's, else the card's training settings).
     """
     # The card goes beside it as .json: a .keras or .json target would lose a file. Checked before
     # TensorFlow's seconds of import; the default targets end in .onnx.
@@ -79,10 +85,24 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     check_writable(target, "--out", own_run=model_path.parent)
     if card is not None:
         check_writable(target.with_suffix(".json"), f"--out {target}: its card", own_run=model_path.parent)
+        if target.with_suffix(".json").is_file():  # replaced without a word: a JSON of the user's that shared the name
+            try:
+                card_beside(target)
+            except FervidError:
+                raise FervidError(f"--out {target}: {target.with_suffix('.json').name} beside it is not a model card, and "
+                                  "this model's card would replace it; write the model elsewhere") from None
     if int8_data is not None:  # now, not after seconds of conversion
         if not Path(int8_data).expanduser().exists():
             raise FervidError(f"--int8 {int8_data}: no such file or folder (the dataset to calibrate and score the int8 model on)")
         check_outside_dataset(target, int8_data, "--out")
+    elif unknown is not None or mapping:
+        raise FervidError("--unknown and --map say how to read the --int8 dataset; without --int8 no data is read")
+    # read and checked before the conversion: a wrong dataset is refused in a second, not after it
+    calibration = None
+    if int8_data is not None:
+        calibration = _calibration_data(model_path, int8_data, card, unknown, mapping)
+        if card is not None:
+            check_card_data(card, calibration, int8_data)
     model = load_classifier(model_path)
     check_face_classifier(model, model_path)
     with tempfile.TemporaryDirectory() as scratch:
@@ -98,9 +118,9 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
             raise FervidError(f"ONNX export disagrees with Keras by {difference:.2e} (> {TOLERANCE}); nothing written")
         result = ExportResult(target, difference, card)
         final = float32_path
-        if int8_data is not None:
+        if calibration is not None:
             final = Path(scratch) / "int8.onnx"
-            result = _quantized(float32_path, final, _calibration_data(model_path, int8_data), result, seed)
+            result = _quantized(float32_path, final, calibration, result, seed)
         # The model and its card replace the old pair together: the card is moved into place first,
         # and a card that cannot be written leaves the old model too.
         with atomic_path(target) as onnx_temporary, contextlib.ExitStack() as stack:
@@ -128,16 +148,45 @@ def check_face_classifier(model, model_path: Path) -> None:
                           "not a fervid expression model")
 
 
-def _calibration_data(model_path: Path, data: Path):
-    """``data`` read as training read its own: the run's ``--unknown``/``--map`` and, without a
-    validation split, the same seeded stratified holdout (defaults for a model outside a run folder)."""
+def _calibration_data(model_path: Path, data: Path, card: dict | None, unknown: str | None, mapping: Mapping[str, str] | None):
+    """``data`` read as training read its own: ``unknown``/``mapping`` as given, else the run's (a model
+    outside a run folder: its card's training settings, else the defaults) and, without a validation
+    split, the same seeded stratified holdout."""
+    from fervid.evaluation.run import training_reading
     from fervid.training.config import TrainConfig
     from fervid.training.fit import load_training_data
 
     run_config = model_path.parent / "config.json"
-    config = TrainConfig.load(run_config) if run_config.exists() else TrainConfig(data=str(data))
+    if run_config.exists():
+        config = TrainConfig.load(run_config)
+        config.unknown = unknown or config.unknown
+        config.mapping = dict(mapping or config.mapping)
+    else:
+        read_map, read_unknown = training_reading(card, data, mapping, unknown)
+        config = TrainConfig(data=str(data), unknown=read_unknown, mapping=dict(read_map or {}))
     config.data = str(data)
     return load_training_data(config)
+
+
+def check_card_data(card: dict, data, path: Path) -> None:
+    """Refuse int8 scoring on other data than the card's: the int8 scores replace the card's, which
+    then named FER2013 (its path, counts and fingerprint) beside scores on 2 faces of another folder,
+    or on a holdout cut from a validation folder given as the dataset."""
+    dataset = card.get("dataset")
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("counts"), dict):
+        return  # a card from before counts were kept: nothing to compare
+    if dataset["counts"] == data.counts and dataset.get("validation_source") == data.validation_source:
+        return
+
+    def faces(counts: dict, source: object) -> str:
+        train = sum(counts.get("train", {}).values())
+        return f"{train:,} training faces, validated on its {source}"
+
+    raise FervidError(
+        f"--int8 {path}: not the data the model was trained on ({faces(data.counts, data.validation_source)}; its card: "
+        f"{dataset.get('path', '?')}, {faces(dataset['counts'], dataset.get('validation_source', '?'))}); the int8 scores "
+        "replace the card's, so give that dataset"
+    )
 
 
 def _quantized(float32_path: Path, target: Path, data, exported: ExportResult, seed: int) -> ExportResult:
@@ -155,7 +204,7 @@ def _quantized(float32_path: Path, target: Path, data, exported: ExportResult, s
     flip = float32.flip_tta
     accuracies = (evaluate(int8, inputs, labels, flip_tta=flip).accuracy, evaluate(float32, inputs, labels, flip_tta=flip).accuracy)
     if exported.card is None:  # a bare .keras: exported without a card, as its float32 export is
-        return ExportResult(target, exported.difference, None, agreement, accuracies, flip)
+        return ExportResult(target, exported.difference, None, agreement, accuracies, flip, data.validation_source)
     scored, _, _ = card_metrics(int8, inputs, labels, data.validation_source, flip_tta=flip)
     card = dict(exported.card)
     previous = card.get("metrics", {})
@@ -169,4 +218,4 @@ def _quantized(float32_path: Path, target: Path, data, exported: ExportResult, s
         "training_minutes": previous.get("training_minutes"),
     }
     write_card(target, card)
-    return ExportResult(target, exported.difference, card, agreement, accuracies, flip)
+    return ExportResult(target, exported.difference, card, agreement, accuracies, flip, data.validation_source)

@@ -34,8 +34,17 @@ def available_bundled_models() -> list[str]:
 
 
 def bundled_model_cards() -> dict[str, dict]:
-    """Each bundled model's card (the JSON beside its ONNX file), read without loading the model."""
-    return {name: json.loads(bundled_model_path(name).with_suffix(".json").read_text()) for name in available_bundled_models()}
+    """Each bundled model's card (the JSON beside its ONNX file), read without loading the model; a
+    damaged or replaced one is a FervidError (`fervid models` printed "nan%" for it, and exited 0)."""
+    cards = {}
+    for name in available_bundled_models():
+        path = bundled_model_path(name).with_suffix(".json")
+        card = parse_card(path.read_bytes(), f"{path}: the card of the bundled model {name}")
+        if not isinstance(card.get("classes"), list) or not isinstance(card.get("metrics"), dict):
+            raise FervidError(f"{path}: the card of the bundled model {name} is not a model card (no 'classes' and "
+                              "'metrics'); reinstall fervid")
+        cards[name] = card
+    return cards
 
 
 def _inference(card: dict | None) -> dict:
