@@ -512,6 +512,10 @@ def test_arrays_of_unclear_scale_or_shape_are_refused(recognizer: Recognizer, im
         ([1, 2, 3, 4, 5, 6, 7, 8], r"got shape \(8,\)"),
         ([(1, 2, 3, 4), (1, 2, 3)], "rows of numbers"),
         ([("a", 2, 3, 4)], "rows of numbers"),
+        ([("20", "40", "130", "130")], "rows of numbers"),  # text, True and None were read as numbers
+        ([(True, True, True, True)], "rows of numbers"),
+        ([(None, 1, 2, 3)], "rows of numbers"),
+        ([(20, 40, 130, 2**70)], "NaN, infinity or a value past 2"),  # a Python int past int64: still a number
         ([(np.nan, 2, 30, 40)], "NaN, infinity"),
         ([(0, 0, 10**9, 10**9)], "over 4 times the size of the 560x360 image"),
     ],

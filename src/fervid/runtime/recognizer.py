@@ -58,7 +58,11 @@ def checked_boxes(boxes: object, frame_shape: tuple[int, ...]) -> np.ndarray:
     outside is kept (``crop_face`` repeats the frame's edge).
     """
     try:
-        array = np.asarray(boxes, dtype=np.float64)
+        given = np.asarray(boxes)
+        # text ("10"), True and None were taken as numbers (None as NaN, named as such)
+        if given.dtype.kind not in "iufO" or (given.dtype.kind == "O" and not all(_is_a(value, numbers.Real) for value in given.flat)):
+            raise TypeError
+        array = given.astype(np.float64)
     except (TypeError, ValueError):
         raise FervidError("boxes must be (x, y, w, h) rows of numbers") from None
     if array.size == 0:
