@@ -490,6 +490,7 @@ def test_every_dtype_is_read_at_its_documented_scale(recognizer: Recognizer, pho
         (np.full((60, 60), np.nan, np.float32), "NaN or infinite"),
         (np.full((60, 60), 4095, np.int32), r"int32 image with values 4095\.\.4095: .*uint16 \(0\.\.65535\)"),  # 12-bit
         (np.full((60, 60), -1, np.int16), r"int16 image with values -1\.\.-1"),
+        (np.arange(3600, dtype=np.uint16).reshape(60, 60) % 200, r"uint16 image with values 0\.\.199: .*8-bit picture in uint16"),
         (np.ones((60, 60), bool), "dtype bool is not an image"),
         (np.zeros((60, 60, 2), np.uint8), r"image of shape \(60, 60, 2\)"),
     ],

@@ -31,12 +31,18 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     uint8 is 0..255 and uint16 is 0..65535 (16-bit PNG and TIFF as OpenCV reads them). Other
     integer types (int32 from a PIL mode "I" image, int64 from a list of ints) must hold 0..255.
     Floats are 0..1, or 0..255 once their largest value reaches ``FLOAT_255_FROM``. Anything else
-    (negative values, NaN, a float just above 1, a 12-bit image in int32, bool) is a one-line
+    (negative values, NaN, a float just above 1, a 12-bit image in int32, an 8-bit image in uint16,
+    bool) is a one-line
     ``FervidError``: reading it at a guessed scale gives confident wrong expressions, or no faces.
     """
     if image.dtype == np.uint8:
         return image
     if image.dtype.kind == "u" and image.dtype.itemsize == 2:  # either byte order (PIL's "I;16B" is big-endian)
+        # 0 < max <= 255 of 65535 is black to the eye: an 8-bit picture in uint16 (astype, or PIL's
+        # convert("I;16") of an "L" image), read as 16-bit it found no face, or a confident label.
+        if image.size and 0 < (high := int(image.max())) <= 255:
+            raise FervidError(f"{image.dtype} image with values {int(image.min())}..{high}: 16-bit values of at most 255 "
+                              "are an 8-bit picture in uint16; convert it with .astype(np.uint8), or scale it to 0..65535")
         return (image >> 8).astype(np.uint8)
     if image.dtype.kind not in "iuf":
         raise FervidError(f"an array of dtype {image.dtype} is not an image; {DTYPES_TO_PASS}")
