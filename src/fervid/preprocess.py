@@ -40,8 +40,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype.kind == "u" and image.dtype.itemsize == 2:  # either byte order (PIL's "I;16B" is big-endian)
         # 0 < max <= 255 of 65535 is black to the eye: an 8-bit picture in uint16 (astype, or PIL's
         # convert("I;16") of an "L" image), read as 16-bit it found no face, or a confident label.
-        if image.size and 0 < (high := int(image.max())) <= 255:
-            raise FervidError(f"{image.dtype} image with values {int(image.min())}..{high}: 16-bit values of at most 255 "
+        if image.size and 0 < (top := int(image.max())) <= 255:
+            raise FervidError(f"{image.dtype} image with values {int(image.min())}..{top}: 16-bit values of at most 255 "
                               "are an 8-bit picture in uint16; convert it with .astype(np.uint8), or scale it to 0..65535")
         return (image >> 8).astype(np.uint8)
     if image.dtype.kind not in "iuf":
