@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -13,8 +14,13 @@ from conftest import write_folder_dataset
 from fervid import __version__
 
 
+# The commands run in an empty folder of their own: a relative output a test expects to be refused
+# (`c.png`, `run/model.keras`) would otherwise land in the checkout, should the refusal regress.
+HERE = tempfile.mkdtemp(prefix="fervid-cli-")
+
+
 def fervid(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fervid", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fervid", *args], capture_output=True, text=True, timeout=300, cwd=HERE)
 
 
 def test_help_lists_every_command_and_version_prints():
@@ -131,7 +137,7 @@ def test_inspect_bad_input_is_one_line_and_exit_2(tmp_path, case):
 def fervid_without(hidden: list[str], *args: str) -> subprocess.CompletedProcess:
     """`fervid ARGS` in a Python where the ``hidden`` packages cannot be imported, as on a smaller install."""
     script = f"import sys\nfor name in {hidden!r}:\n    sys.modules[name] = None\nfrom fervid.cli import main\nmain()"
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300, cwd=HERE)
 
 
 def test_evaluating_an_onnx_model_needs_no_tensorflow(tmp_path):

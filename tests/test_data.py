@@ -209,8 +209,14 @@ def test_a_wrong_root_names_its_biggest_unknown_folders_and_counts_the_rest(tmp_
     assert "album06 (1) and 4 more;" in message and "album07" not in message
 
 
-@pytest.mark.parametrize("make", ["missing", "empty", "no_classes", "bad_zip", "other_file"])
-def test_unusable_inputs_raise_one_line_errors(tmp_path, make):
+@pytest.mark.parametrize(("make", "message"), [
+    ("missing", "input: no such file or folder"),
+    ("empty", "input: no images in class folders (expected <class>/*.jpg"),
+    ("no_classes", "input: no images in class folders (expected <class>/*.jpg"),
+    ("bad_zip", "input.zip: not a readable zip file"),
+    ("other_file", "input.txt: expected a folder, a .zip or a FER2013-style .csv"),
+])
+def test_unusable_inputs_raise_one_line_errors(tmp_path, make, message):
     path = tmp_path / "input"
     if make == "empty":
         path.mkdir()
@@ -227,7 +233,8 @@ def test_unusable_inputs_raise_one_line_errors(tmp_path, make):
         path.write_text("hello")
     with pytest.raises(FervidError) as error:
         read_dataset(path, unknown="drop" if make == "no_classes" else "error")
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(error.value) and str(error.value).startswith(f"{tmp_path / message.split(':')[0]}:")
+    assert message in str(error.value)
 
 
 def test_an_unknown_policy_that_is_neither_error_nor_drop_is_refused(tmp_path):

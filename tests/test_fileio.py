@@ -131,7 +131,14 @@ def test_signals_held_back_are_reported_and_raised_only_when_asked():
     with signals_deferred() as caught:
         pass
     assert caught == []
-
+    finished = []
+    with pytest.raises(KeyboardInterrupt):  # the default: the block ends, then the program stops
+        with signals_deferred() as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            finished.append("the block ran to its end")
+    assert caught == [signal.SIGTERM] and finished == ["the block ran to its end"]
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_an_atomic_write_keeps_the_files_permissions_and_never_writes_through_a_symlink(tmp_path: Path) -> None:

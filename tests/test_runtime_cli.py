@@ -623,9 +623,12 @@ def test_a_summary_plot_never_replaces_a_png_that_is_not_an_earlier_runs_plot(tm
         assert_one_line_error(result, f"{photo}: exists and is not the plot of a fervid live summary")
         assert photo.read_bytes() == kept and not (tmp_path / "one.mp4").exists()
     photo.unlink()
+    plot, files = tmp_path / "s.png", []
     for _ in range(2):  # the second run replaces the first run's plot
         result = fervid("live", "--source", str(video), "--no-display", "--summary", str(tmp_path / "s.json"))
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0 and plot.exists(), result.stderr
+        files.append(plot.stat().st_ino)  # written atomically: a new file each time
+    assert files[0] != files[1], "the earlier run's plot was replaced"
 
 
 def test_predict_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:

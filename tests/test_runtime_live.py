@@ -119,6 +119,7 @@ def test_faces_are_counted_without_a_timeline(video_run, two_face_video, recogni
 def test_summary_per_face(video_run) -> None:
     report, rows, _, folder = video_run
     summary = json.loads((folder / "out-summary.json").read_text())["faces"]
+    assert summary and rows, "the video's faces: else the checks below check nothing"
     assert sorted(face["track_id"] for face in summary) == sorted({row["track_id"] for row in rows})
     for face in summary:
         assert sum(face["shares"].values()) == pytest.approx(1.0, abs=1e-3)
@@ -739,10 +740,14 @@ def test_a_url_that_does_not_answer_fails_in_time_and_ctrl_c_stops_the_wait(http
         open_source(f"{http_server}/silent")
     assert time.monotonic() - started < 6
     monkeypatch.setattr("fervid.runtime.sources.URL_TIMEOUT_S", 20.0)
-    threading.Timer(0.3, _thread.interrupt_main).start()  # Ctrl+C while OpenCV waits in C
+    interrupt = threading.Timer(0.3, _thread.interrupt_main)  # Ctrl+C while OpenCV waits in C
+    interrupt.start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        open_source(f"{http_server}/silent")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            open_source(f"{http_server}/silent")
+    finally:
+        interrupt.cancel()  # should the open fail first, the Ctrl+C must not land in the next test
     assert time.monotonic() - started < 3
 
 
