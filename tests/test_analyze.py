@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -144,6 +145,9 @@ def test_a_file_given_by_two_paths_is_one_source_and_a_rerun_from_elsewhere_resu
     monkeypatch.chdir(archive)
     items = expand_inputs(["photos/one.png", archive / "photos" / "one.png", "./photos/../photos/one.png"])
     assert [item.name for item in items] == ["photos/one.png"]
+    # opened by its absolute path: a Ray worker on another machine reads from a working folder of its own
+    assert [item.path for item in items] == [str(archive / "photos" / "one.png")]
+    assert [item.path for item in expand_inputs(["photos"]) if item.member is None][0].startswith(str(archive))
     out = tmp_path / "r.parquet"
     first = analyze(["photos"], out, AnalyzeOptions(image_batch=2))
     assert first.skipped_units == 0 and first.units == 2
@@ -581,6 +585,7 @@ def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(arch
     assert huge.skipped_units == 0 and len(rows_of(out)) == 0
     assert analyze(photos, out).skipped_units == 0, "back to the defaults: those rows were replaced, so redone"
     assert AnalyzeOptions().key() == {"largest_only": False, "crops": False, "scan": 2, "every": 1, "segment_s": 300.0}
+    assert json.dumps(AnalyzeOptions(segment_s=300).key()) == json.dumps(AnalyzeOptions().key()), "the API's 300 is the CLI's 300.0"
     assert "scan" not in AnalyzeOptions(crops=True).key(), "crops are never scanned: their rows stay valid"
     assert default.units >= 1
     with pytest.raises(FervidError, match="scale factor must be 1.01 to 100, got 1.0"):
@@ -601,6 +606,23 @@ def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(arch
         analyze(photos, tmp_path / "both.parquet", AnalyzeOptions(crops=True), boxes=tmp_path / "boxes.csv")
     one = analyze(str(archive / "photos"), tmp_path / "one.parquet")  # one input as a string: that input, not its characters
     assert one.units == default.units and rows_of(tmp_path / "one.parquet").equals(rows_of(out))
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_writes(archive: Path, tmp_path: Path) -> None:
+    """Two runs into one --out: the second pruned the first one's finished results, and the first
+    then failed on its own ledger, leaving a summary that did not cover the rows beside it."""
+    from fervid.training.lock import RunLock
+
+    out = tmp_path / "r"
+    analyze([archive / "photos"], out)
+    before = sorted(path.name for path in out.rglob("*") if path.is_file())
+    with RunLock(out, "busy {owner}") as first:  # as the first run holds it while it writes
+        first.acquire()
+        with pytest.raises(FervidError, match=f"^{re.escape(str(out))}: is being written by another fervid analyze "
+                                              rf"\(process {os.getpid()}\) now; wait for it to end, or give another --out$"):
+            analyze([archive / "clips"], out)
+        assert sorted(path.name for path in out.rglob("*") if path.is_file()) == before, "nothing pruned or written"
+    assert analyze([archive / "clips"], out).units >= 1, "once the first has ended"
 
 
 def test_an_interrupt_before_the_first_unit_does_not_promise_a_resume(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

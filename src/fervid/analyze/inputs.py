@@ -28,7 +28,7 @@ class SourceItem:
 
     name: str
     kind: str  # "image" or "video"
-    path: str
+    path: str  # absolute: a Ray worker on another machine opens it from a working directory of its own
     relative: str
     fingerprint: str
     member: str | None = None
@@ -125,18 +125,18 @@ def _zip_members(path: Path) -> tuple[list[SourceItem], list[SourceItem]]:
                     continue
                 name = f"{shown_name(path)}{ZIP_SEPARATOR}{relative}"
                 if kind != "image":  # read only from files: named in a warning
-                    skipped.append(SourceItem(name, kind, str(path), relative, "", info.filename))
+                    skipped.append(SourceItem(name, kind, os.path.abspath(path), relative, "", info.filename))
                     continue
                 digest = hashlib.sha1(f"{info.file_size}:{info.CRC:08x}".encode()).hexdigest()
-                items.append(SourceItem(name, "image", str(path), relative, digest, info.filename))
+                items.append(SourceItem(name, "image", os.path.abspath(path), relative, digest, info.filename))
             return items, skipped
     except (zipfile.BadZipFile, OSError):
         # A broken zip is one source that fails; the run goes on.
-        return [SourceItem(shown_name(path), "zip", str(path), path.name, file_fingerprint(path))], []
+        return [SourceItem(shown_name(path), "zip", os.path.abspath(path), path.name, file_fingerprint(path))], []
 
 
 def _file(path: Path, relative: str, kind: str) -> SourceItem:
-    return SourceItem(shown_name(path), kind, str(path), relative, file_fingerprint(path))
+    return SourceItem(shown_name(path), kind, os.path.abspath(path), relative, file_fingerprint(path))
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:

@@ -74,4 +74,5 @@ class AnalyzeOptions:
             key["scan"] = DETECTOR_SCAN  # the detector's own version: rows found the old way are not reused
         if not self.crops and self.detector() != DetectorConfig():  # the defaults keep earlier runs' ids
             key["detector"] = [self.scale_factor, self.min_neighbors, self.min_size]
-        return key if kind == "image" else {**key, "every": self.every, "segment_s": self.segment_s}
+        # segment_s as a float: the API's 300 and the CLI's 300.0 cut the same units (an id of 300 redid them all)
+        return key if kind == "image" else {**key, "every": self.every, "segment_s": float(self.segment_s)}

@@ -22,6 +22,7 @@ from fervid.analyze.writer import ResultStore
 from fervid.console import plural, warn
 from fervid.errors import FervidError
 from fervid.runtime.classify import ExpressionClassifier
+from fervid.training.lock import RunLock
 
 ENGINES = ("local", "ray")
 
@@ -94,6 +95,9 @@ def model_key(model: str | None) -> str:
     return f"{classifier.name}:{classifier.version}:{file_fingerprint(Path(classifier.path))}"
 
 
+ANALYZING = "is being written by another fervid analyze (process {owner}) now; wait for it to end, or give another --out"
+
+
 def analyze(
     inputs: Sequence[str | Path] | str | Path,
     out: str | Path,
@@ -131,56 +135,58 @@ def analyze(
         warn(f"--boxes: {len(unmatched)} source(s) match no input, e.g. {unmatched[0]}")
     units = plan_units(items, options, model_key(options.model), box_table)
     store.open()
-    report = AnalyzeReport(summary=pa.table({}), outputs=[], units=len(units))
-    done = store.completed()
-    pending = [unit for unit in units if unit.id not in done]
-    report.skipped_units = len(units) - len(pending)
-    remaining = Counter(source.name for unit in pending for source in unit.sources)
-    started = time.perf_counter()
-    ids = {unit.id for unit in units}
-    try:
-        for unit in units:
-            if unit.id in done:
-                store.rename(unit)  # a rerun from another folder names the sources as this run does
-        with AnalyzeProgress(sum(unit.frames for unit in pending), len(remaining)) as bar:
-            if engine == "ray":
-                from fervid.analyze.ray_engine import run_ray
+    with RunLock(store.parts, ANALYZING) as lock:  # a second run into this --out pruned this one's results
+        lock.acquire()
+        report = AnalyzeReport(summary=pa.table({}), outputs=[], units=len(units))
+        done = store.completed()
+        pending = [unit for unit in units if unit.id not in done]
+        report.skipped_units = len(units) - len(pending)
+        remaining = Counter(source.name for unit in pending for source in unit.sources)
+        started = time.perf_counter()
+        ids = {unit.id for unit in units}
+        try:
+            for unit in units:
+                if unit.id in done:
+                    store.rename(unit)  # a rerun from another folder names the sources as this run does
+            with AnalyzeProgress(sum(unit.frames for unit in pending), len(remaining)) as bar:
+                if engine == "ray":
+                    from fervid.analyze.ray_engine import run_ray
 
-                results = run_ray(pending, options, bar.frames, address=ray_address, cpus=ray_cpus)
+                    results = run_ray(pending, options, bar.frames, address=ray_address, cpus=ray_cpus)
+                else:
+                    from fervid.analyze.local import run_local
+
+                    results = run_local(pending, options, bar.frames)
+                for result in results:
+                    written = time.perf_counter()
+                    store.write(result)
+                    result.timings["write"] += time.perf_counter() - written
+                    for stage, seconds in result.timings.items():
+                        report.timings[stage] += seconds
+                    report.frames += result.frames
+                    report.faces += result.rows.num_rows
+                    for source in result.unit.sources:
+                        remaining[source.name] -= 1
+                        if remaining[source.name] == 0:
+                            bar.files()
+                    if on_result is not None:
+                        on_result(result)
+        except KeyboardInterrupt as interrupt:
+            raise AnalyzeInterrupted(len(ids & store.completed()), len(units), store.parts) from interrupt
+        report.seconds = time.perf_counter() - started
+        report.summary = store.summary(ids)
+        if report.notes:
+            noted, note = report.notes[0]
+            warn(f"{len(report.notes)} source(s) with a note in the summary, e.g. {noted}: {note}")
+        if report.ok == 0 and not pc.sum(report.summary["frames"]).as_py():  # a source in error with rows was still processed
+            first = report.errors[0] if report.errors else ("", "no sources")
+            if store.has_results():
+                where = "nothing written over " + " or ".join(str(path) for path in (store.out, store.summary_path) if path.exists())
             else:
-                from fervid.analyze.local import run_local
-
-                results = run_local(pending, options, bar.frames)
-            for result in results:
-                written = time.perf_counter()
-                store.write(result)
-                result.timings["write"] += time.perf_counter() - written
-                for stage, seconds in result.timings.items():
-                    report.timings[stage] += seconds
-                report.frames += result.frames
-                report.faces += result.rows.num_rows
-                for source in result.unit.sources:
-                    remaining[source.name] -= 1
-                    if remaining[source.name] == 0:
-                        bar.files()
-                if on_result is not None:
-                    on_result(result)
-    except KeyboardInterrupt as interrupt:
-        raise AnalyzeInterrupted(len(ids & store.completed()), len(units), store.parts) from interrupt
-    report.seconds = time.perf_counter() - started
-    report.summary = store.summary(ids)
-    if report.notes:
-        noted, note = report.notes[0]
-        warn(f"{len(report.notes)} source(s) with a note in the summary, e.g. {noted}: {note}")
-    if report.ok == 0 and not pc.sum(report.summary["frames"]).as_py():  # a source in error with rows was still processed
-        first = report.errors[0] if report.errors else ("", "no sources")
-        if store.has_results():
-            where = "nothing written over " + " or ".join(str(path) for path in (store.out, store.summary_path) if path.exists())
-        else:
-            store.write_summary(report.summary)
-            where = f"summary in {store.summary_path}"
-        raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); {where}")
-    report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results
-    store.finish(report.summary)
-    report.outputs = [str(store.out), str(store.summary_path)]
-    return report
+                store.write_summary(report.summary)
+                where = f"summary in {store.summary_path}"
+            raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); {where}")
+        report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results
+        store.finish(report.summary)
+        report.outputs = [str(store.out), str(store.summary_path)]
+        return report

@@ -1,5 +1,6 @@
 """One process per run folder: a second ``fervid train --resume`` on a run that is still training
-(a lost SSH session, a second terminal) would mix the two runs' checkpoints, history and model."""
+(a lost SSH session, a second terminal) would mix the two runs' checkpoints, history and model; a
+second ``fervid analyze`` into the same --out would prune the first one's results."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fervid.errors import FervidError
 from fervid.fileio import RUN_LOCK
 
 LOCK_FILE = RUN_LOCK  # hidden: not a run output, not a file the dataset or image readers see
+TRAINING = "is being trained by process {owner} now; wait for it to end (or stop it) before resuming, or train into another --out"
 
 
 class RunLock:
@@ -23,8 +25,8 @@ class RunLock:
     or the file system has no locks, nothing is locked.
     """
 
-    def __init__(self, run: Path) -> None:
-        self.run = run
+    def __init__(self, run: Path, busy: str = TRAINING) -> None:
+        self.run, self.busy = run, busy  # busy: what the holder does, with {owner}: its PID
         self._fd: int | None = None
         self._unlockable = False
 
@@ -42,11 +44,10 @@ class RunLock:
         except BlockingIOError:
             owner = os.read(fd, 32).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise FervidError(f"{self.run}: is being trained by process {owner} now; wait for it to end "
-                              "(or stop it) before resuming, or train into another --out") from None
+            raise FervidError(f"{self.run}: {self.busy.format(owner=owner)}") from None
         except OSError as error:  # a file system without locks (some network mounts): train unlocked, and say so
             os.close(fd)
-            warn(f"{self.run}: cannot be locked ({error.strerror or error}); nothing stops a second process training into it")
+            warn(f"{self.run}: cannot be locked ({error.strerror or error}); nothing stops a second process writing into it")
             self._unlockable = True  # said once: fit asks again once the run folder exists
             return
         os.ftruncate(fd, 0)
