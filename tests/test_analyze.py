@@ -867,6 +867,55 @@ def test_a_truncated_video_gives_the_same_result_whatever_the_segments(tmp_path:
     assert [result.rows.num_rows for result in results][2:] == [0, 0] and ledgers["note"].to_pylist() == [None, None, note, note]
 
 
+def damaged_video(path: Path, damaged: list[int], frames: int = 100, fps: float = 10.0) -> Path:
+    """An MJPG .avi of distinct frames whose JPEG data is zeroed for the ``damaged`` frames (they fail
+    to decode; FFmpeg goes on with the next)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (96, 72))
+    for number in range(frames):
+        writer.write(textured_background(72, 96, seed=number))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    chunks = [at for at in range(len(data) - 10) if data[at:at + 4] == b"00dc" and data[at + 8:at + 10] == b"\xff\xd8"]
+    assert len(chunks) == frames
+    for number in damaged:
+        size = int.from_bytes(data[chunks[number] + 4:chunks[number] + 8], "little")
+        data[chunks[number] + 8:chunks[number] + 8 + size] = bytes(size)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(("damaged", "every", "rows", "note"), [
+    ([0], 1, 99, "1 damaged frame(s) skipped (0)"),  # Ray's frame 30 held frame 44, and its later segments "ended"
+    ([28, 29], 1, 98, "2 damaged frame(s) skipped (28, 29)"),  # at a segment's end: were never noted
+    ([50], 1, 99, "1 damaged frame(s) skipped (50)"),  # a seek to 60 failed: the whole source was an error
+    ([27, 28, 29, 30, 31, 32], 1, 67, "the video ends at frame 27, before the 100 frames its header gives (truncated?)"),
+    ([0], 40, 2, "1 damaged frame(s) skipped (0)"),  # segment 0 analysed only frame 0: "not a readable video"
+])
+def test_a_damaged_video_gives_the_same_rows_and_notes_on_both_engines(tmp_path: Path, recognizer: Recognizer,
+                                                                        damaged: list[int], every: int, rows: int, note: str) -> None:
+    """The local engine reads segments in turn; a Ray worker seeks to its segment's first frame with a
+    reader of its own. After a damaged frame OpenCV's seek landed elsewhere while reporting the frame
+    asked for: wrong frames under right numbers, or segments dropped as truncated."""
+    from fervid.analyze.local import run_local
+    from fervid.analyze.writer import summarize
+
+    video = damaged_video(tmp_path / "d.avi", damaged)
+    options = AnalyzeOptions(crops=True, segment_s=3.0, every=every)  # 30-frame segments
+    units = plan_units(expand_inputs([video]), options, "model")
+    assert len(units) == 4 and all(unit.seekable for unit in units)
+    local = list(run_local(units, options))
+    alone = [Analyzer(options, recognizer).run(unit) for unit in units]  # a reader of its own per segment, as on Ray
+    tables = [pa.concat_tables([result.rows for result in results]).sort_by("frame").to_pandas() for results in (local, alone)]
+    assert len(tables[0]) == rows
+    same = ["frame", "time_s", "x", "y", "w", "h", "expression"]
+    pd.testing.assert_frame_equal(tables[0][same], tables[1][same])
+    np.testing.assert_allclose(tables[0][PROBABILITIES].to_numpy(), tables[1][PROBABILITIES].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(tables[0]["time_s"], tables[0]["frame"] / 10.0, atol=1e-6)  # each row is its own frame
+    summaries = [summarize(pa.concat_tables([result.ledger for result in results])).to_pylist()[0] for results in (local, alone)]
+    for summary in summaries:
+        assert (summary["status"], summary["error"], summary["note"], summary["frames"]) == ("ok", None, note, rows)
+
+
 def test_a_source_in_error_with_rows_is_not_nothing_processed(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A video whose later segments fail (a seek in a damaged file) still gave rows: the run writes them and succeeds."""
     from fervid.analyze.video import VideoReader

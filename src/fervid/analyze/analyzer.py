@@ -155,6 +155,7 @@ class Analyzer:
         tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0, max_missed_s=KEEP_ID_S)
         frames, error, counts, seen = 0, None, np.zeros(len(EXPRESSIONS), np.int64), set()
         shape: tuple[int, ...] | None = None
+        decoded = reader.decoded
         try:
             for index, time_s, image in reader.frames(unit.start_frame, unit.end_frame, self.timings):
                 seen.add(index)
@@ -171,7 +172,9 @@ class Analyzer:
                     on_frames(1)
         except FervidError as failure:  # a seek that fails, in a damaged or variable-frame-rate file
             error = str(failure)
-        if error is None and unit.segment == 0 and frames == 0:
+        # decoded, not analysed: with --every 40 the first segment analyses frame 0 alone, and a video
+        # whose frame 0 was damaged was called unreadable beside the rows of its other frames
+        if error is None and unit.segment == 0 and reader.decoded == decoded:
             error = "not a readable video (no frame could be decoded)"
         notes = [damaged_frames(reader.damaged, unit), ended_early(reader.end, unit), self._skipped_note()]
         if self.options.crops and shape is not None:

@@ -88,12 +88,15 @@ class VideoReader:
         self.end: int | None = None
         self.damaged: set[int] = set()  # frames that did not decode but had decodable frames after them
         self.failed: list[int] = []  # the frames read since the last one that decoded, all failed
+        self.decoded = 0  # frames read that decoded (analysed or only grabbed)
 
     def frames(self, start: int, end: int | None, timings: dict[str, float], analyse: bool = True) -> Iterator[tuple[int, float, np.ndarray]]:
         """(frame number, time in seconds, BGR image) for each analysed frame in [start, end); decoding
         time is added to ``timings``. ``analyse=False`` only moves through them (grabbed, not converted)."""
         if self.end is None or start < self.end:
             self._seek(start)
+        elif self.seekable and start > self.end:
+            self._past_the_end(start)
         while (end is None or self.position < end) and (self.end is None or self.position < self.end):
             assert self.capture is not None
             started = time.perf_counter()
@@ -112,9 +115,43 @@ class VideoReader:
                 continue
             self.damaged.update(self.failed)  # a frame decoded after them: they were damaged, not the end
             self.failed = []
+            self.decoded += 1
             time_s = self.clock.time(self.capture, index)  # skipped frames too: the clock counts on from them
             if image is not None:
                 yield index, time_s, image
+        if analyse and self.failed and self.end is None:
+            self._read_ahead(timings)
+
+    def _read_ahead(self, timings: dict[str, float]) -> None:
+        """The segment ended on frames that failed: read on until one decodes (they were damaged, and
+        this segment's note says so) or the run of failures is too long (the end). Decided here, not
+        by the next segment, which a Ray worker reads without knowing of them: frames 28-29 damaged
+        before a segment starting at 30 went unnoted, and the note differed with --segment-s."""
+        assert self.capture is not None
+        while self.failed and self.end is None:
+            started = time.perf_counter()
+            ok = self.capture.grab()
+            timings["decode"] += time.perf_counter() - started
+            if ok:
+                self.damaged.update(self.failed)
+                self.failed = []
+            else:
+                self.failed.append(self.position)
+                if len(self.failed) > DAMAGED_RUN:
+                    self.end = self.failed[0]
+            self.position += 1
+
+    def _past_the_end(self, start: int) -> None:
+        """A run of failed frames ended an earlier segment: this later one is read if a checked jump
+        reaches it, as a Ray worker, which starts at this segment, reads it (and where the jump fails,
+        its read from the start meets the same run, and ends there too)."""
+        if self.capture is None:
+            self.capture = open_capture(self.path)
+            if self.capture is None:
+                raise FervidError("not a readable video (it could not be opened)")
+        self.clock.reset()
+        if self._jump(start):
+            self.position, self.end, self.failed = start, None, []
 
     def _seek(self, frame: int) -> None:
         if self.capture is not None and self.position == frame:
@@ -127,19 +164,34 @@ class VideoReader:
             self.position = 0
             if self.capture is None:
                 raise FervidError("not a readable video (it could not be opened)")
-        if frame > self.position and not self.seekable:  # decode up to it (grab only), as a straight read would
+        if frame > self.position and self.seekable:
+            if self._jump(frame):
+                self.position = frame
+                return
+            self.close()  # where the capture stands is not known: from the start
+            self.capture = open_capture(self.path)
+            self.position = 0
+            if self.capture is None:
+                raise FervidError("not a readable video (it could not be opened)")
+        if frame > self.position:  # decode up to it (grab only), as a straight read would
             for _ in self.frames(self.position, frame, {"decode": 0.0}, analyse=False):
                 pass
-            return
-        if frame > self.position:
-            self.capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
-            landed = int(self.capture.get(cv2.CAP_PROP_POS_FRAMES))
-            if landed < frame and not self.capture.grab():  # the file ends before ``frame``: no frames, not an error
-                self.position = self.end = landed
-                return
-            if landed != frame:
-                raise FervidError(f"could not seek to frame {frame} (a variable-frame-rate or damaged file?)")
-            self.position = frame
+
+    def _jump(self, frame: int) -> bool:
+        """Seek to ``frame`` and check that it is there: its timestamp one period per frame from the
+        start. After a damaged frame OpenCV reports the frame number asked for while standing on
+        another (frame 30 held frame 44, 1.4 s later), or stops short (at 96 for 120) as at the end of
+        the file: a Ray worker took frame 44's face for frame 30's, or dropped its segment as
+        truncated. False: read up to the frame instead, as the local engine does, counting the same."""
+        assert self.capture is not None
+        self.capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+        if int(self.capture.get(cv2.CAP_PROP_POS_FRAMES)) != frame or not self.capture.grab():
+            return False
+        stamp = self.capture.get(cv2.CAP_PROP_POS_MSEC)  # 0: a file without timestamps, nothing to check
+        if stamp > 0 and abs(stamp - frame * 1000 / self.clock.fps) > 500 / self.clock.fps:
+            return False
+        self.capture.set(cv2.CAP_PROP_POS_FRAMES, frame)  # back onto it: frames() reads it next
+        return int(self.capture.get(cv2.CAP_PROP_POS_FRAMES)) == frame
 
     def close(self) -> None:
         """Release the capture; a later ``frames`` call opens it again."""
