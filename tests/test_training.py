@@ -799,9 +799,20 @@ def test_teacher_probabilities_are_cached_per_run_teachers_and_data(tmp_path, mo
     distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces, "data-2")
     distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces[:4], "data-2")
     assert calls == [["a.onnx"], ["b.onnx"], ["b.onnx"], ["b.onnx"]]
+    # Other faces of the same data and count (another --seed's holdout): taken for these, the teachers'
+    # answers were attached to the wrong faces without a word.
+    distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces[:4], "data-2")
+    distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces[1:], "data-2")
+    assert calls == [["a.onnx"], ["b.onnx"], ["b.onnx"], ["b.onnx"], ["b.onnx"]]
+    shuffled = faces[[1, 0, 2, 3, 4]]
+    distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], shuffled, "data-2")
+    assert len(calls) == 6, "the same faces in another order are other rows"
+    cache = tmp_path / "checkpoint" / "teacher.npz"
+    np.savez(cache, probabilities=np.zeros((5, 7)), fingerprint=np.array("data-2"), teachers=np.array(["b.onnx"]))
+    distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces, "data-2")
+    assert len(calls) == 6, "a cache from before the faces were recorded is taken as it always was"
     assert not list((tmp_path / "checkpoint").glob(".*tmp*")), "no temporary files are left behind"
     # A cache put there by hand that is damaged, not an .npz, or lacks a field was a KeyError traceback.
-    cache = tmp_path / "checkpoint" / "teacher.npz"
     import io
     import zipfile
 
@@ -820,7 +831,7 @@ def test_teacher_probabilities_are_cached_per_run_teachers_and_data(tmp_path, mo
             cache.write_bytes(damaged)
         scores = distill.cached_teacher_probabilities(tmp_path, ["b.onnx"], faces, "data-2")
         assert scores.shape == (5, 7) and calls[-1] == ["b.onnx"]
-    assert len(calls) == 9 and distill.read_cache(cache) is not None, "scored again, and the cache written whole"
+    assert len(calls) == 11 and distill.read_cache(cache) is not None, "scored again, and the cache written whole"
 
 
 def test_teacher_views_are_fixed_by_the_seed_and_warp_as_random_warp_does():
@@ -1403,6 +1414,27 @@ def test_the_plateau_schedule_halves_the_learning_rate_after_five_epochs_without
     fit(dataclasses.replace(config, epochs=12), tmp_path / "run", resume=True)
     rates = [row["learning_rate"] for row in history_rows(tmp_path / "run")]
     assert rates == pytest.approx([1e-3] * 6 + [5e-4] * 5 + [2.5e-4], rel=1e-5), rates
+
+
+def test_a_kill_between_the_weights_and_the_state_as_the_plateau_halves_does_not_halve_it_again_early(tmp_path):
+    """The weights of epoch 6 (the rate halved at its end) were saved, state.json still ended at epoch
+    5: the repair counted the plateau on to 5 where the callback had reset it, so epoch 8 halved again
+    (four epochs early), and its history row showed the halved rate instead of the one epoch 6 ran at."""
+    import shutil
+
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import fit
+
+    data = write_unimprovable_dataset(tmp_path / "d")
+    config = TrainConfig(data=str(data), arch="compact", epochs=5, batch_size=8, learning_rate=1e-3, schedule="plateau")
+    run = tmp_path / "run"
+    fit(config, run)
+    shutil.copy(run / "checkpoint" / "state.json", tmp_path / "state-5.json")
+    fit(dataclasses.replace(config, epochs=6), run, resume=True)  # epoch 6 halves the rate at its end
+    shutil.copy(tmp_path / "state-5.json", run / "checkpoint" / "state.json")  # killed before state.json was written
+    fit(dataclasses.replace(config, epochs=12), run, resume=True)
+    rates = [row["learning_rate"] for row in history_rows(run)]
+    assert rates == pytest.approx([1e-3] * 6 + [5e-4] * 5 + [2.5e-4], rel=1e-5), rates  # as the run left alone
 
 
 def test_balanced_batches_draw_every_class_equally_often_and_resume_on_the_same_draws():

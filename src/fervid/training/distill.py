@@ -15,6 +15,7 @@ run folder, so ``--resume`` reuses them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 import zlib
@@ -78,11 +79,25 @@ def read_cache(path: Path, extra: Sequence[str] = ()) -> dict[str, np.ndarray] |
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a single .npy saved under the name
             raise ValueError("an .npy array, not an .npz archive")
         with loaded as cached:
-            return {key: cached[key] for key in (*CACHE_KEYS, *extra)}
+            fields = {key: cached[key] for key in (*CACHE_KEYS, *extra)}
+            return fields | ({"faces": cached["faces"]} if "faces" in cached.files else {})
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         why = f"no '{error.args[0].split()[0]}' field" if isinstance(error, KeyError) else type(error).__name__
         warn(f"{path}: not a usable teachers' cache ({why}); scoring the teachers again")
         return None
+
+
+def faces_digest(inputs: np.ndarray) -> str:
+    """The training faces in their order. The data's fingerprint alone let a cache made under another
+    --seed through: without a validation split the seed picks the training faces, the count per class
+    does not change, and the teachers' answers were attached to other faces without a word."""
+    return hashlib.sha1(np.ascontiguousarray(inputs).view(np.uint8)).hexdigest()[:20]
+
+
+def same_faces(cached: dict[str, np.ndarray], digest: str) -> bool:
+    """Whether a cache was made on these faces; caches written before the digest was kept are taken
+    on their fingerprint and count, as they always were."""
+    return "faces" not in cached or str(cached["faces"]) == digest
 
 
 def cached_teacher_probabilities(run: Path, teachers: Sequence[str], inputs: np.ndarray, data_fingerprint: str) -> np.ndarray:
@@ -93,17 +108,20 @@ def cached_teacher_probabilities(run: Path, teachers: Sequence[str], inputs: np.
     copied into a new run folder is used too: that is how a machine without ONNX Runtime distills.
     """
     path = run / "checkpoint" / TEACHER_FILE
+    digest = faces_digest(inputs)
     if (cached := read_cache(path)) is not None and (
         str(cached["fingerprint"]) == data_fingerprint
         and cached["teachers"].tolist() == list(teachers)
         and cached["probabilities"].shape == (len(inputs), len(EXPRESSIONS))
+        and same_faces(cached, digest)
     ):
         return cached["probabilities"]
     print(f"teachers: scoring {len(inputs):,} training faces with {', '.join(teachers)}", flush=True)
     probabilities = teacher_probabilities(teachers, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, probabilities=probabilities, fingerprint=np.array(data_fingerprint), teachers=np.array(list(teachers)))
+        np.savez(handle, probabilities=probabilities, fingerprint=np.array(data_fingerprint), teachers=np.array(list(teachers)),
+                 faces=np.array(digest))
     return probabilities
 
 
@@ -121,11 +139,13 @@ def cached_teacher_view_probabilities(
     """
     path = run / "checkpoint" / TEACHER_VIEWS_FILE
     recipe_json = json.dumps(recipe.as_dict(), sort_keys=True)
+    digest = faces_digest(inputs)
     if (cached := read_cache(path, ("recipe",))) is not None and (
         str(cached["fingerprint"]) == data_fingerprint
         and cached["teachers"].tolist() == list(teachers)
         and str(cached["recipe"]) == recipe_json
         and cached["probabilities"].shape == (count, len(inputs), len(EXPRESSIONS))
+        and same_faces(cached, digest)
     ):
         return cached["probabilities"].astype(np.float32)
     print(f"teachers: scoring {count} views of {len(inputs):,} training faces with {', '.join(teachers)}", flush=True)
@@ -133,5 +153,5 @@ def cached_teacher_view_probabilities(
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, probabilities=stored, fingerprint=np.array(data_fingerprint),
-                 teachers=np.array(list(teachers)), recipe=np.array(recipe_json))
+                 teachers=np.array(list(teachers)), recipe=np.array(recipe_json), faces=np.array(digest))
     return stored.astype(np.float32)  # as a resumed run reads them back

@@ -237,13 +237,17 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(keras.ops.convert_to_numpy(rate))
 
 
+PLATEAU_PATIENCE, PLATEAU_MIN_DELTA = 5, 1e-4  # Keras's own min_delta, named: step_plateau repeats the test
+
+
 class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
     """Halve the learning rate after 5 epochs without a better validation accuracy, keeping the count
     in the run's state: a fresh callback on ``--resume`` would start counting again, and a resumed run
     would then halve later than the same run left alone."""
 
     def __init__(self, state: dict) -> None:
-        super().__init__(monitor="val_accuracy", mode="max", factor=0.5, patience=5, min_lr=1e-6)
+        super().__init__(monitor="val_accuracy", mode="max", factor=0.5, patience=PLATEAU_PATIENCE, min_lr=1e-6,
+                         min_delta=PLATEAU_MIN_DELTA)
         self.state = state
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -255,6 +259,25 @@ class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
         super().on_epoch_end(epoch, logs)  # records the epoch's rate in logs before it halves it
         best = None if self.best is None else float(self.best)
         self.state["plateau"] = {"best": best, "wait": int(self.wait), "cooldown": int(self.cooldown_counter)}
+
+
+def step_plateau(plateau: dict, val_accuracy: float, *, halved: bool) -> bool:
+    """Move the plateau schedule's saved count over one epoch as ``ResumablePlateau`` (Keras's
+    ReduceLROnPlateau) moves it, for an epoch whose end it saw but whose count was lost (a kill
+    between the weights and state.json); ``halved``: the weights hold a halved rate. Counting only
+    ``wait += 1`` left 5 where the callback had reset it with the halving, and the next epoch
+    without progress halved the rate again, four epochs early. Returns ``halved``."""
+    if plateau["cooldown"] > 0:
+        plateau["cooldown"] -= 1
+        plateau["wait"] = 0
+    best = plateau["best"]
+    if best is None or val_accuracy - PLATEAU_MIN_DELTA > best:
+        plateau.update(best=val_accuracy, wait=0)
+    elif plateau["cooldown"] == 0:
+        plateau["wait"] += 1
+        if plateau["wait"] >= PLATEAU_PATIENCE and halved:
+            plateau["wait"] = 0  # its cooldown is 0, as ResumablePlateau sets it
+    return halved
 
 
 def save_weights(weights: dict[Path, keras.Model]) -> None:
@@ -376,11 +399,10 @@ def catch_up_with_weights(model: keras.Model, classifier: keras.Model, state: di
     if improved:
         state.update(best_val_accuracy=row["val_accuracy"], best_epoch=done + 1)
         save_weights({run / "checkpoint" / "best.weights.h5": classifier})
-    if plateau := state.get("plateau"):  # the plateau schedule's count, as its callback would have moved it
-        if improved:
-            plateau.update(best=row["val_accuracy"], wait=0)
-        else:
-            plateau["wait"] += 1
+    if plateau := state.get("plateau"):  # the plateau schedule's count, moved as its callback moved it
+        ran_at = state["history"][-2]["learning_rate"] if len(state["history"]) > 1 else row["learning_rate"]
+        if step_plateau(plateau, row["val_accuracy"], halved=row["learning_rate"] < ran_at):
+            row["learning_rate"] = ran_at  # as the callback logs it: the rate the epoch ran at, not the halved one
     save_state(run, state)
     warn(f"{path}: holds epoch {done + 1}, one more than checkpoint/state.json (the run was stopped while saving it); "
          f"continuing after epoch {done + 1}, its validation accuracy measured again ({row['val_accuracy']:.4f}), "
