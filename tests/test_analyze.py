@@ -608,6 +608,23 @@ def test_detector_settings_reach_the_detector_and_their_rows_are_not_reused(arch
     assert one.units == default.units and rows_of(tmp_path / "one.parquet").equals(rows_of(out))
 
 
+def test_photos_are_batched_apart_from_the_videos_beside_them(tmp_path: Path) -> None:
+    """Batches were cut at each video in path order: a folder of photos and clips gave many small
+    batches, and a clip added or removed re-cut (and redid) the photo batches after it."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "x.png", "y.png"):
+        cv2.imwrite(str(folder / name), textured_background(60, 80))
+    write_video(folder / "m.mp4", [textured_background(60, 80, seed=i) for i in range(3)])
+    options = AnalyzeOptions(image_batch=4)
+    with_clip = plan_units(expand_inputs([folder]), options, "model")
+    batches = [[source.relative for source in unit.sources] for unit in with_clip if unit.kind == "image"]
+    assert batches == [["a.png", "b.png", "x.png", "y.png"]]
+    (folder / "m.mp4").unlink()
+    alone = plan_units(expand_inputs([folder]), options, "model")
+    assert [unit.id for unit in alone] == [unit.id for unit in with_clip if unit.kind == "image"], "the photos' unit kept"
+
+
 def test_a_second_run_into_the_same_out_is_refused_while_the_first_writes(archive: Path, tmp_path: Path) -> None:
     """Two runs into one --out: the second pruned the first one's finished results, and the first
     then failed on its own ledger, leaving a summary that did not cover the rows beside it."""

@@ -90,10 +90,12 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
         images.clear()
 
     for item in items:
-        if item.kind != "video":  # images, and a zip that could not be read (its batch records the error)
+        # Images (and a zip that could not be read: its batch records the error) are batched together
+        # after the videos: cut at each video, a folder of photos and clips gave many small batches,
+        # and a video added or removed re-cut the photo batches after it (redone for nothing).
+        if item.kind != "video":
             images.append(item)
             continue
-        flush_images()
         try:
             fps, count = video_probe(item.path)
             length = max(1, round(options.segment_s * fps))
