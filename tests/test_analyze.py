@@ -725,6 +725,8 @@ def test_cli_reports_errors_in_one_line_and_fails_only_when_nothing_worked(archi
     assert mixed.returncode == 0, mixed.stderr
     assert "7 sources: 4 ok, 3 errors" in mixed.stderr and mixed.stderr.count("error: ") == 3
     assert pd.read_parquet(tmp_path / "m.parquet")["source"].nunique() == 3
+    assert (f"wrote {tmp_path / 'm.parquet'} (summary: {tmp_path / 'm.summary.parquet'}; {tmp_path / 'm.parquet.parts'}/ keeps "
+            "the parts to resume or extend the run: delete it when done)") in " ".join(mixed.stderr.split()), "the folder it left is named"
 
     broken = subprocess.run([FERVID, "analyze", str(archive / "broken"), "--out", str(tmp_path / "b.parquet")],
                             capture_output=True, text=True, timeout=120)
@@ -791,6 +793,7 @@ def test_an_input_no_longer_given_loses_its_parts_so_out_mirrors_the_inputs(tmp_
     only_a = analyze([folders["a"]], out, options)
     assert only_a.skipped_units == only_a.units and only_a.removed_parts >= 1
     assert "removed the results of 1 unit of an earlier run that this run does not hold" in only_a.describe()[-2]
+    assert only_a.describe()[-1] == f"wrote {out} (summary: {out / '_summary.parquet'})", "a folder --out holds its parts itself"
     assert set(rows_of(out)["source"].map(lambda name: Path(name).parent.name)) == {"a"}
     pd.testing.assert_frame_equal(rows_of(out), rows_of(analyze([folders["a"]], tmp_path / "fresh", options).outputs[0]))
 

@@ -467,7 +467,7 @@ def live(
     source: Annotated[str, typer.Option("--source", "-s", help="Webcam index (0), video file, image file or folder, or stream URL (rtsp://, http://).")] = "0",
     output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Write the annotated video here (.mp4, .m4v or .mov).")] = None,
     jsonl: Annotated[Optional[Path], typer.Option("--jsonl", help="Per-frame timeline, one row per face (.jsonl or .csv).")] = None,
-    summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it) (default: beside --output/--jsonl for files and folders).")] = None,
+    summary: Annotated[Optional[Path], typer.Option(help="Per-face summary JSON (+ plot PNG beside it where matplotlib is installed: the 'data' extra) (default: beside --output/--jsonl for files and folders).")] = None,
     display: Annotated[Optional[bool], typer.Option("--display/--no-display", help="Show a window (q or Esc quits) (default: when a display exists).", show_default=False)] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
     detect_every: Annotated[int, typer.Option(help="Scan the whole frame for faces every K-th frame; in between, tracked faces are searched for only near where they were.")] = 10,

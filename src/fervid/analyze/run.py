@@ -36,6 +36,7 @@ class AnalyzeReport:
     units: int = 0
     skipped_units: int = 0
     removed_parts: int = 0
+    parts: str | None = None  # for a .parquet or .csv --out: the folder of parts kept beside it to resume
     frames: int = 0
     faces: int = 0
     seconds: float = 0.0
@@ -71,7 +72,8 @@ class AnalyzeReport:
         if self.removed_parts:  # out mirrors the inputs: say so when that dropped earlier rows
             lines.append(f"removed the results of {plural(self.removed_parts, 'unit')} of an earlier run that this run "
                          "does not hold (inputs not given, files or options changed, or an older fervid's)")
-        return lines + [f"wrote {self.outputs[0]} (summary: {self.outputs[1]})"]
+        kept = f"; {self.parts} keeps the parts to resume or extend the run: delete it when done" if self.parts else ""
+        return lines + [f"wrote {self.outputs[0]} (summary: {self.outputs[1]}{kept})"]
 
 
 class AnalyzeInterrupted(KeyboardInterrupt):
@@ -189,4 +191,5 @@ def analyze(
         report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results
         store.finish(report.summary)
         report.outputs = [str(store.out), str(store.summary_path)]
+        report.parts = None if store.format == "folder" else f"{store.parts}/"
         return report
