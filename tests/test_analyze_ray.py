@@ -37,7 +37,7 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.Captu
     assert not ray.is_initialized()
     assert "core_worker" not in capfd.readouterr().err  # no warnings from Ray's C++ core on the terminal
     assert [str(w.message) for w in recwarn if "ray_remote_args" in str(w.message)] == []  # weighed in no_restarts, not shown per run
-    assert distributed.units == local.units == 6 and distributed.frames == local.frames == 42 + 48
+    assert distributed.units == local.units == 5 and distributed.frames == local.frames == 42 + 48  # one photo batch, 4 video units
 
     local_rows = pd.read_parquet(tmp_path / "local.parquet")
     ray_rows = pd.read_parquet(tmp_path / "ray.parquet")
