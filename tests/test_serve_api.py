@@ -931,7 +931,7 @@ def test_a_request_ended_by_a_stop_is_answered_503_and_said_in_one_line(capsys) 
     from fervid.serve.server import STOP_WAIT_S, StopNotice
 
     class SlowPool:
-        async def recognize_in_turn(self, data, stream, crops):  # a recognition on a worker thread, 0.3 s long
+        async def recognize_in_turn(self, data, stream, crops, gone=None):  # a recognition on a worker thread, 0.3 s long
             await asyncio.to_thread(clock.sleep, 0.3)
             return {"faces": [], "width": 640, "height": 480, "ms": 300.0}
 
@@ -1031,3 +1031,94 @@ def test_requests_wait_for_a_recognizer_without_holding_a_thread(monkeypatch: py
     assert [reply["faces"] for reply in replies] == [[]] * 8
     assert most[0] == 2, "threads in use at once: the workers', not one per waiting request"
     assert max(reply["ms"] for reply in replies) >= 350, "ms counts the wait for a recognizer too (4 turns of 0.1 s)"
+
+
+def test_a_client_that_stops_reading_replies_loses_its_stream_and_refusals_are_counted_not_each_logged(monkeypatch, capsys) -> None:
+    """A send that never completes held the stream (and its slot) forever; uvicorn's "Exceeded
+    concurrency limit." line came once per refused connection, filling the terminal."""
+    import asyncio
+    import logging
+    import time as clock
+
+    import fervid.serve.frames as frames
+    from fervid.serve.frames import _answer_frames
+    from fervid.serve.server import BusyNotice
+
+    class Deaf:  # sends frames, never reads: each send waits for a buffer that never drains
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def receive(self) -> dict:
+            return {"type": "websocket.receive", "bytes": b"jpeg"}
+
+        async def send_json(self, reply: dict) -> None:
+            self.sent += 1
+            await asyncio.Event().wait()
+
+    async def recognized(data, stream=None, crop=False, gone=None) -> dict:
+        return {"faces": [], "width": 4, "height": 4, "ms": 1.0}
+
+    pool = RecognizerPool(workers=1)
+    monkeypatch.setattr(pool, "recognize_in_turn", recognized)
+    monkeypatch.setattr(frames, "SEND_TIMEOUT_S", 0.2)
+    client = Deaf()
+    started = clock.monotonic()
+    asyncio.run(asyncio.wait_for(_answer_frames(client, pool, 1000), 10))  # type: ignore[arg-type]
+    assert client.sent == 1 and clock.monotonic() - started < 5, "the stream ended after one reply that was not taken"
+
+    notice = BusyNotice()
+    busy = logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, "Exceeded concurrency limit.", None, None)
+    other = logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, "something else", None, None)
+    assert [notice.filter(busy) for _ in range(5)] == [False] * 5 and notice.filter(other)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["fervid: 1 connection(s) refused (503): 64 are open, the most this server keeps (said at most every 10 s)"]
+    assert notice.refused == 4, "the others counted for the next line"
+
+
+def test_a_photo_whose_client_left_is_not_recognized_and_recognitions_keep_off_the_page_threads(monkeypatch) -> None:
+    """Abandoned uploads were recognized all the same (the next client waited 10 s behind them), and
+    the recognitions ran on the 40 threads that also serve the page: with 40 or more workers a page
+    load waited behind photos."""
+    import asyncio
+
+    import anyio
+
+    from fervid.serve.pool import ClientGone
+
+    release, calls = threading.Event(), []
+
+    def held(self, data, stream=None, crop=False):
+        calls.append(data)
+        release.wait(10)
+        return {"faces": []}
+
+    monkeypatch.setattr(RecognizerPool, "recognize", held)
+    pool = RecognizerPool(workers=1)
+
+    async def gone() -> bool:
+        return True
+
+    async def run() -> tuple[int, list]:
+        first = asyncio.ensure_future(pool.recognize_in_turn(b"first"))
+        left = asyncio.ensure_future(pool.recognize_in_turn(b"left", gone=gone))  # waits behind the first
+        while not calls:
+            await asyncio.sleep(0.01)
+        borrowed = anyio.to_thread.current_default_thread_limiter().borrowed_tokens  # during a recognition
+        release.set()
+        await first
+        with pytest.raises(ClientGone):
+            await left
+        return borrowed, calls
+
+    borrowed, called = asyncio.run(run())
+    assert called == [b"first"], "the photo of a client that left was not recognized"
+    assert borrowed == 0, "the page's threads stay free"
+
+    from fastapi import HTTPException
+
+    from fervid.serve.app import recognize_photo
+
+    release.set()
+    with pytest.raises(HTTPException) as answer:
+        asyncio.run(recognize_photo(pool, b"photo", False, gone))
+    assert answer.value.status_code == 499 and answer.value.detail == "the client left before its photo's turn"

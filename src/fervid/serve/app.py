@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from fervid.runtime.photos import SMALL_IMAGE
 from fervid.runtime.recognizer import crop_doubt
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES, MAX_STREAMS, StreamSlots, serve_frames
 from fervid.serve.guards import LOCAL_HOSTS, OneHostMiddleware, checked_origins, same_origin
-from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings, RecognizerPool
+from fervid.serve.pool import DEFAULT_WORKERS, ClientGone, DetectorSettings, RecognizerPool
 from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES, read_upload
 
 STATIC = Path(str(resources.files("fervid.serve") / "static"))
@@ -78,10 +78,13 @@ UPLOAD_BODY = {
 }
 
 
-async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False) -> dict:
+async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False,
+                          gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
     """The /api/predict reply for an uploaded photo; a file that is no image, or too large a one, becomes 415 or 422."""
     try:
-        reply = await pool.recognize_in_turn(data, None, crops)
+        reply = await pool.recognize_in_turn(data, None, crops, gone)
+    except ClientGone:  # nobody reads the answer; nginx's "client closed request", for the log
+        raise HTTPException(499, "the client left before its photo's turn") from None
     except asyncio.CancelledError:  # a stop that waited its STOP_WAIT_S: an answer, not a traceback and a bare 500
         raise HTTPException(503, "the server is stopping; send the photo again once it is back") from None
     except TooManyPixels as error:
@@ -222,7 +225,7 @@ def create_app(
                                      "of a --allow-origin, or without a browser")
         if len(request.query_params.getlist("crops")) > 1:  # FastAPI took the last silently: ?crops=maybe&crops=true passed
             raise HTTPException(422, "crops (query): given more than once; give it once, true or false")
-        return await recognize_photo(pool, await read_upload(request, max_upload_bytes), crops)
+        return await recognize_photo(pool, await read_upload(request, max_upload_bytes), crops, request.is_disconnected)
 
     @app.api_route("/ws", methods=["GET", "HEAD"], include_in_schema=False, status_code=426)
     async def websocket_over_http() -> None:

@@ -6,13 +6,13 @@ import asyncio
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import TypedDict
 
+import anyio
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from fervid.errors import FervidError
 from fervid.images import decode_image
@@ -62,6 +62,11 @@ class LiveStream:
         return self.processor.process(frame, recognizer)
 
 
+class ClientGone(Exception):
+    """The client left while its photo waited for a Recognizer: it is not recognized (a queue of
+    abandoned 8000x8000 uploads kept the next client waiting 10 s for answers nobody read)."""
+
+
 class RecognizerPool:
     """``workers`` Recognizers shared by the request threads, each used by one thread at a time.
 
@@ -79,7 +84,8 @@ class RecognizerPool:
         self._idle: queue.SimpleQueue[Recognizer] = queue.SimpleQueue()
         for recognizer in self.recognizers:
             self._idle.put(recognizer)
-        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None  # per event loop
+        # per event loop: the turns, and the threads recognitions run on (a limiter of their own)
+        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore, anyio.CapacityLimiter] | None = None
 
     @property
     def card(self) -> dict:
@@ -92,16 +98,22 @@ class RecognizerPool:
             card["training"] = {key: _file_names(value) if key in TRAINING_PATHS else value for key, value in training.items()}
         return card
 
-    async def recognize_in_turn(self, data: bytes, stream: LiveStream | None = None, crop: bool = False) -> dict:
+    async def recognize_in_turn(self, data: bytes, stream: LiveStream | None = None, crop: bool = False,
+                                gone: Callable[[], Awaitable[bool]] | None = None) -> dict:
         """``recognize`` on a worker thread once a Recognizer is free. Requests wait their turn here,
         on the event loop: waiting on a thread held one of the 40 threads that also serve the page
-        and its files, so 40 queued photos kept ``GET /`` waiting for seconds."""
+        and its files, so 40 queued photos kept ``GET /`` waiting for seconds. The recognitions run
+        on threads of their own (a limiter of ``workers``), not those 40: with more than 40 workers
+        they took them all again. ``gone``, asked once the turn comes: whether the client has left
+        (then ``ClientGone``, and the Recognizer goes to the next in line)."""
         loop = asyncio.get_running_loop()
         if self._turns is None or self._turns[0] is not loop:  # a semaphore serves the loop it first waited on
-            self._turns = (loop, asyncio.Semaphore(len(self.recognizers)))
+            self._turns = (loop, asyncio.Semaphore(len(self.recognizers)), anyio.CapacityLimiter(len(self.recognizers)))
         start = time.perf_counter()
         async with self._turns[1]:
-            reply = await run_in_threadpool(self.recognize, data, stream, crop)
+            if gone is not None and await gone():
+                raise ClientGone
+            reply = await anyio.to_thread.run_sync(self.recognize, data, stream, crop, limiter=self._turns[2])
         reply["ms"] = round((time.perf_counter() - start) * 1000, 1)  # the wait for a Recognizer included, as before
         return reply
 

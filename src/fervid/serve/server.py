@@ -25,7 +25,7 @@ from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
 MAX_CONNECTIONS = 64  # open connections and WebSockets together; a local app has a few tabs
 STOP_WAIT_S = 5  # a stop (Ctrl+C, SIGTERM) waits this long for requests in progress, then ends them
-WS_QUEUED_FRAMES = 4  # frames a socket may have waiting: the page sends the next one only after a reply
+BUSY_NOTICE_S = 10  # connections refused past MAX_CONNECTIONS are counted, and said at most this often
 WILDCARD = ("0.0.0.0", "::", "")
 
 
@@ -54,21 +54,47 @@ def server_config(app: FastAPI) -> uvicorn.Config:
     """uvicorn settings that bound what clients can make the server hold: at most
     ``MAX_CONNECTIONS`` connections (more get 503), each closed once its client has sent nothing
     for ``IDLE_S`` while the server waited for it; WebSocket messages over the app's frame limit
-    refused (1009) before they are buffered, a few queued per socket; and a stop that waits at most
+    refused (1009) before they are buffered, one read's worth queued per socket; and a stop that waits at most
     ``STOP_WAIT_S`` for the requests in progress."""
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS,
         http=type("Protocol", (IdleTimeoutProtocol,), {"request_s": request_deadline(getattr(app.state, "max_upload_bytes", 0))}),
-        ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES), ws_max_queue=WS_QUEUED_FRAMES,
+        # No ws_max_queue: uvicorn's WebSocket protocol (websockets' sans-I/O one) stops reading a socket
+        # once a read gave a whole message, until the app takes it, so a socket's backlog is one read.
+        ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES),
         timeout_graceful_shutdown=STOP_WAIT_S,
         # The app has no start-up or shutdown step; uvicorn's lifespan task only waited, and a second
         # Ctrl+C during the stop printed its CancelledError traceback.
         lifespan="off",
     )
-    errors = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config: the filter goes on after it
-    if not any(isinstance(existing, StopNotice) for existing in errors.filters):
-        errors.addFilter(StopNotice())
+    errors = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config: the filters go on after it
+    for notice in (StopNotice, BusyNotice):
+        if not any(isinstance(existing, notice) for existing in errors.filters):
+            errors.addFilter(notice())
     return config
+
+
+class BusyNotice(logging.Filter):
+    """uvicorn's "WARNING: Exceeded concurrency limit." for each connection refused (503) past
+    ``MAX_CONNECTIONS``: a flood or a retrying client filled the terminal with it. Said once per
+    ``BUSY_NOTICE_S``, with how many were refused since."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: float | None = None
+        self.refused = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg) != "Exceeded concurrency limit.":
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if self.last is not None and now - self.last < BUSY_NOTICE_S:
+            return False
+        print(f"fervid: {self.refused} connection(s) refused (503): {MAX_CONNECTIONS} are open, the most this server "
+              f"keeps (said at most every {BUSY_NOTICE_S} s)", file=sys.stderr)
+        self.last, self.refused = now, 0
+        return False
 
 
 class StopNotice(logging.Filter):
