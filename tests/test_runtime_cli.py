@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
-from conftest import detectable_faces, paste_face, textured_background, write_folder_dataset, write_non_face_onnx, write_video
+from conftest import detectable_faces, face_video_frames, paste_face, textured_background, write_folder_dataset, write_non_face_onnx, write_video
 from fervid.images import UNREADABLE_WHY
 
 FERVID = str(Path(sys.executable).parent / "fervid")
@@ -629,6 +630,40 @@ def test_a_summary_plot_never_replaces_a_png_that_is_not_an_earlier_runs_plot(tm
         assert result.returncode == 0 and plot.exists(), result.stderr
         files.append(plot.stat().st_ino)  # written atomically: a new file each time
     assert files[0] != files[1], "the earlier run's plot was replaced"
+
+
+def test_a_recording_or_timeline_cut_short_by_a_full_disk_is_refused_and_the_earlier_one_kept(tmp_path: Path) -> None:
+    """OpenCV's writer reports no write error: a disk that filled (here, a file size limit) left an
+    mp4 without its index, unplayable, in place of the earlier recording, and the run said "wrote"."""
+    import resource
+
+    noise = np.random.default_rng(0)
+    video = write_video(tmp_path / "noise.mp4", [noise.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(30)])
+    earlier = tmp_path / "rec.mp4"
+    earlier.write_bytes(b"an earlier recording")
+
+    def small_files() -> None:  # in the child: writes past 300 KB fail (EFBIG; Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    result = subprocess.run([FERVID, "live", "--source", str(video), "--output", str(earlier), "--no-display"],
+                            capture_output=True, text=True, timeout=120, preexec_fn=small_files)
+    assert_one_line_error(result, f"{earlier}: the recording could not be read back (disk full, or a file size limit?); "
+                                  "nothing was written over an earlier file")
+    assert earlier.read_bytes() == b"an earlier recording" and not (tmp_path / "rec-summary.json").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["noise.mp4", "rec.mp4"], "no temporary file left"
+
+    faces, _ = face_video_frames(detectable_faces(1), frames=120)  # a face in each frame: a row each, ~300 bytes
+    clip = write_video(tmp_path / "face.mp4", faces)
+    timeline = tmp_path / "t.jsonl"
+    timeline.write_text("the rows of an earlier run\n")
+
+    def tiny_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
+
+    result = subprocess.run([FERVID, "live", "--source", str(clip), "--jsonl", str(timeline), "--no-display"],
+                            capture_output=True, text=True, timeout=120, preexec_fn=tiny_files)
+    assert_one_line_error(result, f"{timeline}: could not be written (File too large); nothing was written over an earlier file")
+    assert timeline.read_text() == "the rows of an earlier run\n"
 
 
 def test_predict_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:

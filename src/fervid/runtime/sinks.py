@@ -77,6 +77,15 @@ def letterboxed(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 MP4_SIDES = (2, 8191)  # the frame sides OpenCV's MPEG-4 ("mp4v") writer opens for (measured with OpenCV 4.x)
 
 
+def _frames_in(path: Path) -> int | None:
+    """The frame count a just-written video's index gives, or None when it does not open."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else None
+    finally:
+        capture.release()
+
+
 class VideoSink(_DiscardOnError):
     """An mp4 (codec 'mp4v') of the annotated frames; its writer opens on the first frame, ``close`` finalises it.
 
@@ -122,6 +131,14 @@ class VideoSink(_DiscardOnError):
             self._writer.release()
             self._writer = None
             assert self._file is not None  # a writer is opened only on an open file
+            if (written := _frames_in(self._file.path)) != self.frames:
+                # OpenCV's writer reports no error: a full disk left a file cut short (no index, unplayable)
+                # that replaced an earlier recording, and the run said "wrote" it.
+                self._file.discard()
+                self._file = None
+                seen = "could not be read back" if written is None else f"holds {written} of the {self.frames} frames written"
+                raise FervidError(f"{self.target}: the recording {seen} (disk full, or a file size limit?); "
+                                  "nothing was written over an earlier file")
             self._file.commit()
         elif self._file is not None:
             self._file.discard()
@@ -157,23 +174,34 @@ class TimelineSink(_DiscardOnError):
             self._csv.writerow(TIMELINE_FIELDS)
 
     def write(self, frame: int, time_s: float, faces: list[Face]) -> None:
-        for face in faces:
-            record = {"frame": frame, "time_s": round(time_s, 4), **face.to_dict()}
-            if self.format == "jsonl":
-                assert self._handle is not None  # written only between opening and close or discard
-                self._handle.write(json.dumps(record) + "\n")
-            else:
-                probabilities = record["probabilities"]
-                self._csv.writerow(
-                    [frame, record["time_s"], face.track_id, *face.box, face.expression, record["confidence"]]
-                    + [probabilities[name] for name in EXPRESSIONS]
-                )
+        try:
+            for face in faces:
+                record = {"frame": frame, "time_s": round(time_s, 4), **face.to_dict()}
+                if self.format == "jsonl":
+                    assert self._handle is not None  # written only between opening and close or discard
+                    self._handle.write(json.dumps(record) + "\n")
+                else:
+                    probabilities = record["probabilities"]
+                    self._csv.writerow(
+                        [frame, record["time_s"], face.track_id, *face.box, face.expression, record["confidence"]]
+                        + [probabilities[name] for name in EXPRESSIONS]
+                    )
+        except OSError as error:
+            raise self._failed(error) from None
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.close()
+            try:
+                self._handle.close()
+            except OSError as error:  # the last rows flushed to a full disk
+                raise self._failed(error) from None
             self._handle = None
             self._file.commit()
+
+    def _failed(self, error: OSError) -> FervidError:
+        """A write error that names the timeline ("fervid: error: File too large" named nothing); the
+        ``with`` block it leaves discards the rows and keeps an earlier file."""
+        return FervidError(f"{self.target}: could not be written ({error.strerror or error}); nothing was written over an earlier file")
 
     def discard(self) -> None:
         """Drop what was written and leave ``target`` as it was (a run that read no frame at all)."""
