@@ -193,6 +193,38 @@ def test_a_stream_that_ends_mid_way_still_leaves_a_playable_file(
     assert "stream: the stream ended (no more frames)" in capsys.readouterr().err
 
 
+def test_a_camera_read_that_fails_once_does_not_end_the_run(capsys: pytest.CaptureFixture) -> None:
+    """A webcam warming up or a lossy RTSP link fails a read now and then: the first failure ended
+    the run. Reads failing for 2 s in a row still end it."""
+
+    class Hiccups:  # cv2.VideoCapture's interface: frames 0-1, a failed read, frames 2-4, then nothing
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def get(self, prop: int) -> float:
+            return 15.0
+
+        def read(self):
+            self.reads += 1
+            if self.reads == 3 or self.reads > 6:
+                return False, None
+            time.sleep(0.02)
+            return True, textured_background(60, 80, seed=self.reads)
+
+        def release(self) -> None:
+            pass
+
+    started = time.monotonic()
+    with LiveSource(0, "camera 9", capture=Hiccups()) as source:
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            time.sleep(0.001)
+    assert len(frames) >= 3 and frames[-1].index >= 3, "frames after the failed read were delivered"
+    assert 1.5 < time.monotonic() - started < 10, "failing reads ended it after 2 s"
+    assert "camera 9: the stream ended (no more frames)" in capsys.readouterr().err
+
+
 def test_live_sources_drop_frames_instead_of_queueing(two_face_video) -> None:
     """A consumer busy with one frame gets the newest frame next, not the ones decoded meanwhile
     (waiting on the reader's drop count, not on a guess of how fast this machine decodes)."""

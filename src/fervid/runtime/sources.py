@@ -246,6 +246,9 @@ def frame_order(path: Path) -> tuple:
     return tuple((int(part), part) if part.isdecimal() else (-1, part) for part in re.split(r"(\d+)", path.as_posix()))
 
 
+FAILED_READS_S = 2.0  # a camera or stream whose reads fail this long in a row has ended
+
+
 class LiveSource(Source):
     """A camera or network stream read on its own thread, keeping only the latest frame."""
 
@@ -272,12 +275,19 @@ class LiveSource(Source):
         self._thread.start()
 
     def _read(self) -> None:
-        index = 0
+        index, failing_since = 0, None
         try:
             while not self._stop.is_set():
                 ok, image = self.capture.read()
                 if not ok or image is None:
-                    break
+                    # A webcam warming up, a V4L2 read that timed out, a lossy RTSP link: one failed read
+                    # ended the run. The source ends once reads have failed for FAILED_READS_S in a row.
+                    failing_since = failing_since if failing_since is not None else time.monotonic()
+                    if time.monotonic() - failing_since >= min(FAILED_READS_S, self.stall_s):
+                        break
+                    self._stop.wait(0.05)
+                    continue
+                failing_since = None
                 with self._condition:
                     if self._latest is not None:
                         self.dropped += 1  # never consumed: the newest frame replaces it
