@@ -193,26 +193,30 @@ def test_a_stream_that_ends_mid_way_still_leaves_a_playable_file(
     assert "stream: the stream ended (no more frames)" in capsys.readouterr().err
 
 
+class FakeCapture:
+    """cv2.VideoCapture's interface for a LiveSource: 15 fps; subclasses say what ``read`` gives."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def get(self, prop: int) -> float:
+        return 15.0
+
+    def release(self) -> None:
+        pass
+
+
 def test_a_camera_read_that_fails_once_does_not_end_the_run(capsys: pytest.CaptureFixture) -> None:
     """A webcam warming up or a lossy RTSP link fails a read now and then: the first failure ended
     the run. Reads failing for 2 s in a row still end it."""
 
-    class Hiccups:  # cv2.VideoCapture's interface: frames 0-1, a failed read, frames 2-4, then nothing
-        def __init__(self) -> None:
-            self.reads = 0
-
-        def get(self, prop: int) -> float:
-            return 15.0
-
+    class Hiccups(FakeCapture):  # frames 0-1, a failed read, frames 2-4, then nothing
         def read(self):
-            self.reads += 1
-            if self.reads == 3 or self.reads > 6:
+            self.frames += 1
+            if self.frames == 3 or self.frames > 6:
                 return False, None
             time.sleep(0.02)
-            return True, textured_background(60, 80, seed=self.reads)
-
-        def release(self) -> None:
-            pass
+            return True, textured_background(60, 80, seed=self.frames)
 
     started = time.monotonic()
     with LiveSource(0, "camera 9", capture=Hiccups()) as source:
@@ -435,14 +439,8 @@ def test_a_stream_that_stops_sending_ends_the_run_with_its_outputs_finished(
     run ends with a warning, and the recording is whole."""
     import threading
 
-    class Stalls:  # cv2.VideoCapture's interface: two frames, then a read that never returns
+    class Stalls(FakeCapture):  # two frames, then a read that never returns
         released = threading.Event()
-
-        def __init__(self) -> None:
-            self.frames = 0
-
-        def get(self, prop: int) -> float:
-            return 15.0
 
         def read(self):
             self.frames += 1
