@@ -166,6 +166,9 @@ def test_csv_timeline_and_max_frames(two_face_video, recognizer: Recognizer, tmp
     assert max(int(row["frame"]) for row in rows) <= 19
     assert len({row["track_id"] for row in rows}) == 2
     assert all(abs(sum(float(row[f"prob_{name}"]) for name in EXPRESSIONS) - 1) < 1e-3 for row in rows)
+    at_once = write_video(tmp_path / "at-once.mp4", face_video_frames(detectable_faces(2), frames=12, empty=(0, 0))[0])
+    first = run_live(at_once, recognizer, timeline=tmp_path / "one.jsonl", display=False, max_frames=1)  # gave no faces
+    assert first.frames == 1 and first.rows >= 1 and len(first.faces) == first.rows, "the first frame alone is a still: its faces shown"
 
 
 def test_a_video_without_faces_gives_no_rows_and_no_error(recognizer: Recognizer, tmp_path: Path) -> None:

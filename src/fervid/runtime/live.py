@@ -144,7 +144,9 @@ def run_live(
             if isinstance(frames, ImageFolderSource):
                 # a rerun must not read the plot or annotated frames of the last one as frames
                 frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
-            if frames.total == 1 and not frames.live:  # a still or a 1-frame clip: no next frame to confirm a face on
+            # a still, a 1-frame clip, or --max-frames 1: no next frame to confirm a face on (a clip cut
+            # to its first frame gave no faces at all)
+            if (frames.total == 1 or max_frames == 1) and not frames.live:
                 processor.tracker.min_hits = history.min_frames = 1
             video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
             rows = stack.enter_context(TimelineSink(timeline)) if timeline else None
