@@ -374,6 +374,21 @@ def test_scans_a_second_apart_keep_the_id_of_a_face_walking_across() -> None:
     assert sorted(face.track_id for face in faces) == [1, 2]
 
 
+def test_a_face_that_comes_back_where_it_was_last_seen_keeps_its_id_after_a_wild_velocity() -> None:
+    """A box 50 px off in 1/30 s (the near search taking background texture for the face as it
+    vanished) gave the track 750 px/s; lost, its prediction ran 3.75 sides away, and the face coming
+    back to the same spot 0.4 s later got a new id."""
+    tracker = FaceTracker(min_hits=1, max_missed_s=1.0, box_smoothing=0.0)
+    for frame in range(4):
+        tracker.update([[100, 100, 100, 100]], [HAPPY], frame / 30)
+    tracker.update([[150, 100, 100, 100]], [HAPPY], 4 / 30)  # the stray box, matched by overlap
+    assert tracker.tracks[0].velocity[0] >= 700  # half of 1500 px/s, smoothed with the 0 before
+    for frame in range(5, 17):
+        tracker.update(np.zeros((0, 4)), np.zeros((0, 7)), frame / 30)
+    (face,) = tracker.update([[100, 100, 100, 100]], [HAPPY], 17 / 30)
+    assert face.track_id == 1
+
+
 def test_a_newcomer_does_not_take_the_id_of_a_face_that_left() -> None:
     """The wider reach is for faces the last scan saw: a face gone for two scans keeps a one-side
     reach, so a different face appearing 2.3 sides away is a new one, not the old id and label."""

@@ -185,6 +185,15 @@ class FaceTracker:
                 matched_tracks.add(t)
                 matched_boxes.add(b)
                 self._follow(self.tracks[t], boxes[b], probabilities[b], time_s)
+            # A face the scans lost may come back where it was last seen rather than where its velocity
+            # leads: a box the near search took for it (background texture, 50 px off in 1/30 s) gave
+            # it a velocity that carried its prediction sides away, and on its return it got a new id.
+            last_seen = np.array([track.detected_box for track in self.tracks])
+            lost = np.array([1.0 if track.missed else -1.0 for track in self.tracks])  # -1: out of reach
+            for t, b in self._nearby(last_seen, boxes, matched_tracks, matched_boxes, lost):
+                matched_tracks.add(t)
+                matched_boxes.add(b)
+                self._follow(self.tracks[t], boxes[b], probabilities[b], time_s)
         for index, track in enumerate(self.tracks):
             found = index in matched_tracks
             track.missed, track.lost = (0, False) if found else (track.missed + 1, True)
