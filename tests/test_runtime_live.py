@@ -879,6 +879,17 @@ def test_panels_of_faces_side_by_side_cover_no_face_and_no_other_panel() -> None
     assert all(overlap(panel, box) == 0 for panel in panels for box in boxes)
     assert all(0 <= x and x + w <= 640 and 0 <= y and y + h <= 480 for x, y, w, h in panels)
     assert place_panels([(100, 100, 120, 120)], (480, 640, 3))[0][:2] == (226, 100)  # right of the box, 6 px apart
+    # A label wider than its box: "#12 surprise 100%" over a 43-pixel face reaches past the next face's
+    # right edge, where the other face's panel went (the label was taken as wide as its box).
+    from fervid.runtime.render import label_rect
+
+    small, big = (251, 220, 43, 43), (324, 196, 73, 73)
+    labels = ["#12 surprise 100%", "#13 happy 90%"]
+    text = label_rect(small, labels[0], (480, 640, 3))
+    assert text[2] > 43 and text[0] + text[2] > 324 + 73, "the label is wider than its box, past the other face"
+    placed = place_panels([small, big], (480, 640, 3), labels)
+    assert all(overlap(panel, label_rect(box, label, (480, 640, 3))) == 0 for panel in placed for box, label in zip([small, big], labels))
+    assert any(overlap(panel, text) for panel in place_panels([small, big], (480, 640, 3))), "without the labels it covered one"
 
 
 def test_the_closing_line_reads_as_english_for_one_frame_and_one_box() -> None:

@@ -418,5 +418,28 @@ def test_a_panel_of_bars_is_placed_where_it_covers_no_other_face(browser, server
     assert not any(overlap(panel, face) for panel in panels for face in faces), panels
     assert not any(overlap(a, b) for i, a in enumerate(panels) for b in panels[i + 1:])
     assert all(0 <= panel[0] and panel[0] + panel[2] <= 600 and 0 <= panel[1] and panel[1] + panel[3] <= 300 for panel in panels)
+
+    # A label wider than its face ("surprise 100%" over a 43-pixel box) reaching past the next face:
+    # the bars of that face went over it, the label taken as wide as its box.
+    drawn = page.evaluate(
+        """() => {
+            const canvas = document.createElement("canvas");
+            canvas.width = 640; canvas.height = 480;
+            const context = canvas.getContext("2d");
+            const labels = [], placed = [];
+            const fill = context.fillRect.bind(context);
+            context.fillRect = (...rect) => { if (!placed.length) labels.push(rect); fill(...rect); };
+            const original = drawBars;
+            drawBars = (...args) => { placed.push(args[2]); return original(...args); };
+            const face = (box, expression, confidence) => ({box, expression, confidence, probabilities: {[expression]: confidence}});
+            drawResults(context, [face([251, 220, 43, 43], "surprise", 1.0), face([280, 196, 60, 60], "happy", 0.9)],
+                        1, {width: 640, height: 480}, false, 1);
+            drawBars = original;
+            return {labels, placed};
+        }"""
+    )
+    assert len(drawn["labels"]) == 2 and drawn["labels"][0][2] > 43 + 60, drawn  # wider than its box, past the other face
+    assert not any(overlap(panel, label) for panel in drawn["placed"] for label in drawn["labels"]), drawn
+    assert not errors
     assert errors == []
     page.close()

@@ -50,14 +50,27 @@ def draw_face(frame: np.ndarray, face: Face, *, panel: bool = True, panel_at: Re
     size = ui_scale(frame)
     thickness = max(1, round(min(frame.shape[:2]) / 300))
     cv2.rectangle(frame, (x, y), (x + w, y + h), color, thickness)
-    label = f"{face.expression} {face.confidence:.0%}"
-    if face.track_id is not None:
-        label = f"#{face.track_id} {label}"
-    (text_width, _), _ = cv2.getTextSize(label, FONT, 0.5 * size, max(3, round(3 * size)))
-    left = max(0, min(x, frame.shape[1] - text_width))  # a face at the right edge keeps its whole label
+    label = label_text(face)
+    left = label_rect(face.box, label, frame.shape)[0]  # a face at the right edge keeps its whole label
     _text(frame, label, (left, max(round(12 * size), y - round(6 * size))), 0.5 * size, color, size)
     if panel:
-        draw_probability_panel(frame, face.probabilities, panel_at or place_panels([face.box], frame.shape)[0])
+        draw_probability_panel(frame, face.probabilities, panel_at or place_panels([face.box], frame.shape, [label])[0])
+
+
+def label_text(face: Face) -> str:
+    """'#2 happy 87%' (without '#2' for a face that has no track id)."""
+    label = f"{face.expression} {face.confidence:.0%}"
+    return label if face.track_id is None else f"#{face.track_id} {label}"
+
+
+def label_rect(box: tuple[int, int, int, int], label: str, frame_shape: tuple[int, ...]) -> Rect:
+    """Where ``draw_face`` writes ``label`` above ``box``: as wide as the text (often wider than the
+    box), moved left to stay inside the frame."""
+    size = _scale(frame_shape)
+    (text_width, _), _ = cv2.getTextSize(label, FONT, 0.5 * size, max(3, round(3 * size)))
+    height = round(18 * size)
+    left = max(0, min(box[0], frame_shape[1] - text_width))
+    return left, max(0, box[1] - height), text_width, min(box[1], height)
 
 
 def _panel_size(frame_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -71,15 +84,19 @@ def _overlap(a: Rect, b: Rect) -> int:
     return max(0, width) * max(0, height)
 
 
-def place_panels(boxes: list[tuple[int, int, int, int]], frame_shape: tuple[int, ...]) -> list[Rect]:
+def place_panels(boxes: list[tuple[int, int, int, int]], frame_shape: tuple[int, ...], labels: list[str] | None = None) -> list[Rect]:
     """Where each face's probability panel goes: right of its box, else left, below or above, the
-    first place that covers no face (with its label) and no panel placed before it; where every
-    place covers something, the one that covers least. Two faces side by side would otherwise draw
-    their panels over each other, or over the other face's label."""
+    first place that covers no face, no label and no panel placed before it; where every place
+    covers something, the one that covers least. Two faces side by side would otherwise draw their
+    panels over each other, or over the other face's label. ``labels``: the text drawn above each
+    box, whose width counts ("#12 surprise 100%" is wider than most boxes: taken as the box's
+    width, a panel went over it)."""
     height, width = frame_shape[:2]
     panel_width, panel_height, gap = _panel_size(frame_shape)
     label = round(18 * _scale(frame_shape))
     faces = [(x, max(0, y - label), w, h + min(y, label)) for x, y, w, h in boxes]  # each box with its label above it
+    if labels is not None:
+        faces += [label_rect(box, text, frame_shape) for box, text in zip(boxes, labels)]
     placed: list[Rect] = []
     for x, y, w, h in boxes:
         top = int(np.clip(y, 0, max(0, height - panel_height)))
@@ -124,7 +141,7 @@ def draw_fps(frame: np.ndarray, fps: float) -> None:
 
 def annotate(frame: np.ndarray, faces: list[Face], fps: float | None = None, *, panel: bool = True) -> np.ndarray:
     """Draw every face (and the FPS when given) onto ``frame`` in place; returns it."""
-    places = place_panels([face.box for face in faces], frame.shape) if panel else [None] * len(faces)
+    places = place_panels([face.box for face in faces], frame.shape, [label_text(face) for face in faces]) if panel else [None] * len(faces)
     for face, place in zip(faces, places):
         draw_face(frame, face, panel=panel, panel_at=place)
     if fps is not None:

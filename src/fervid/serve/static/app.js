@@ -64,6 +64,7 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     const [x, y, w, h] = face.box.map((value) => value * scale);
     return [mirrored ? bounds.width - x - w : x, y, w, h];
   });
+  const labels = [];  // where each label is drawn: the bars keep off them too
   faces.forEach((face, index) => {
     const color = COLORS[face.expression] || "#4fb3ff";
     const [x, y, w, h] = boxes[index];
@@ -78,6 +79,7 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
     const labelTop = y >= labelHeight ? y - labelHeight : y;
     // kept inside the view: a face at its right edge would show "angry 4" on a narrow screen
     const labelLeft = Math.max(0, Math.min(x - context.lineWidth / 2, bounds.width - labelWidth));
+    labels.push([labelLeft, labelTop, labelWidth, labelHeight]);
     context.fillStyle = color;
     context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
     context.fillStyle = TEXT_ON[face.expression] || "#111";
@@ -85,22 +87,23 @@ function drawResults(context, faces, scale, bounds, mirrored, unit) {
   });
   // The bars need about half of a phone's width: there, the list under the view shows them instead.
   if (bounds.width < BARS_MIN_WIDTH * unit) return;
-  placePanels(boxes, bounds, unit).forEach((rect, index) => drawBars(context, faces[index].probabilities, rect, unit));
+  placePanels(boxes, bounds, unit, labels).forEach((rect, index) => drawBars(context, faces[index].probabilities, rect, unit));
 }
 
 const overlapArea = ([ax, ay, aw, ah], [bx, by, bw, bh]) =>
   Math.max(0, Math.min(ax + aw, bx + bw) - Math.max(ax, bx)) * Math.max(0, Math.min(ay + ah, by + bh) - Math.max(ay, by));
 
-function placePanels(boxes, bounds, unit) {
+function placePanels(boxes, bounds, unit, labels = []) {
   // As the desktop renderer places them (fervid.runtime.render.place_panels): right of the face, else
   // left, below or above (above its label), the first place inside the view that covers no face, no
   // label and no panel placed before it; where every place covers something, the one covering least.
+  // labels: where each label was drawn, as wide as its text (wider than most boxes).
   const panelWidth = PANEL_WIDTH * unit;
   const panelHeight = (PANEL_ROW * EXPRESSIONS.length + 8) * unit;
   const gap = 8 * unit;
   const label = LABEL_HEIGHT * unit;
   const clamp = (value, most) => Math.max(0, Math.min(value, Math.max(0, most)));
-  const faces = boxes.map(([x, y, w, h]) => [x, Math.max(0, y - label), w, h + Math.min(y, label)]);  // with the label
+  const faces = boxes.map(([x, y, w, h]) => [x, Math.max(0, y - label), w, h + Math.min(y, label)]).concat(labels);
   const placed = [];
   for (const [x, y, w, h] of boxes) {
     const top = clamp(y, bounds.height - panelHeight);
