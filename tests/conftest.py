@@ -92,6 +92,24 @@ def write_non_face_onnx(target: Path) -> Path:
     return target
 
 
+def write_nan_onnx(target: Path) -> Path:
+    """A face classifier's shape, (N, 48, 48, 1) in and (N, 7) out, whose outputs are all NaN (as a
+    net whose training diverged gives)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.full((2304, 7), np.nan, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])], "nan",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 48, 48, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7])], initializer=[weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(target))
+    return target
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own decode cache, so cached results never leak between tests."""

@@ -24,7 +24,7 @@ from fervid.runtime.classify import bundled_model_path
 from fervid.runtime.recognizer import Recognizer, crop_face
 from fervid.runtime.track import iou_matrix
 
-from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_background, write_non_face_onnx
+from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_background, write_nan_onnx, write_non_face_onnx
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +289,8 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
         Recognizer(margin=2.0)
     with pytest.raises(FervidError, match="not a fervid expression model"):
         Recognizer(write_non_face_onnx(tmp_path / "flat.onnx"))
+    with pytest.raises(FervidError, match=r"nan.onnx: gives NaN or infinite outputs for a plain gray face"):  # passed as probabilities
+        Recognizer(write_nan_onnx(tmp_path / "nan.onnx"))
     with pytest.raises(FervidError, match="a folder without model.onnx"):
         Recognizer(tmp_path)
     for thing, kind in ((None, "NoneType"), (42, "int"), (b"\xff\xd8 jpeg bytes", r"bytes; decode the bytes first"),

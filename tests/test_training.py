@@ -987,6 +987,31 @@ def test_metrics_match_a_hand_computation():
     expected = [2 * 1 * (2 / 3) / (1 + 2 / 3), 2 * 1 * 0.5 / 1.5, 2 * 0.5 * 1 / 1.5, 0.0]
     assert wrong.macro_f1 == pytest.approx(sum(expected) / 4)
     assert wrong.to_dict()["averaged_classes"] == ["angry", "disgust", "fear", "neutral"]
+    with pytest.raises(ValueError, match="labels must be class numbers 0 to 6, got -1..2"):  # -1 was counted as class 6
+        classification_report(np.array([-1, 0, 2]), np.array([6, 0, 2]))
+
+
+def test_non_finite_probabilities_and_a_foreign_class_order_are_refused_not_scored(tmp_path):
+    """A diverged net's NaN rows were scored as "angry" with an ECE of 0; a .keras card listing the
+    classes in another order was scored with fervid's names on its columns."""
+    from fervid.errors import FervidError
+    from fervid.evaluation.evaluate import evaluate, load_predictor
+    from fervid.labels import EXPRESSIONS
+
+    def diverged(inputs):
+        out = np.full((len(inputs), 7), 1 / 7, np.float32)
+        out[::2] = np.nan
+        return out
+
+    faces = np.random.default_rng(0).random((6, 48, 48, 1), dtype=np.float32)
+    with pytest.raises(FervidError, match="gives NaN or infinite probabilities for 3 of 6 faces"):
+        evaluate(diverged, faces, np.zeros(6, np.int64))
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"PK")  # refused before it is loaded
+    card = {"classes": list(reversed(EXPRESSIONS)), "input": {"shape": [48, 48, 1]}}
+    model.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(FervidError, match="are not fervid's, in fervid's order"):
+        load_predictor(model)
 
 
 def test_calibration_matches_a_hand_computation():

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fervid.errors import FervidError
 from fervid.evaluation.metrics import ClassificationReport, calibration, classification_report
+from fervid.labels import EXPRESSIONS
 from fervid.preprocess import smooth
 
 if TYPE_CHECKING:  # Keras is imported only when a .keras model is scored
@@ -62,6 +64,9 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
         from fervid.model.architectures import load_classifier
 
         card = card_beside(path)
+        if card is not None and tuple(card["classes"]) != EXPRESSIONS:  # as an ONNX model's card is checked
+            raise FervidError(f"{path.with_suffix('.json')}: its classes {card['classes']} are not fervid's, in "
+                              f"fervid's order ({', '.join(EXPRESSIONS)}); the scores would pair the wrong names")
         blur = card_input_blur(card) if input_blur is None else input_blur
         return keras_predictor(load_classifier(path), input_blur=blur, flip_tta=card_flip_tta(card), card=card,
                                temperature=card_temperature(card) if temperature is None else temperature)
@@ -95,7 +100,12 @@ def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False,
         batch = inputs[start : start + batch_size]
         probabilities = average_with_mirror(predictor, batch) if flip_tta else predictor(batch)
         outputs.append(temper(probabilities, getattr(predictor, "temperature", 1.0)))
-    return np.concatenate(outputs) if outputs else np.zeros((0, 7), dtype=np.float32)
+    probabilities = np.concatenate(outputs) if outputs else np.zeros((0, 7), dtype=np.float32)
+    if not np.isfinite(probabilities).all():  # a diverged net's NaN: every such face was "angry", ECE 0
+        bad = int((~np.isfinite(probabilities).all(axis=1)).sum())
+        raise FervidError(f"the model gives NaN or infinite probabilities for {bad} of {len(probabilities)} faces "
+                          "(trained weights that diverged?); nothing is scored")
+    return probabilities
 
 
 def evaluate(predictor: Predictor, inputs: np.ndarray, labels: np.ndarray, *, flip_tta: bool = False) -> ClassificationReport:

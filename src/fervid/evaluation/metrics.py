@@ -119,6 +119,9 @@ def classification_report(true: np.ndarray, predicted: np.ndarray, num_classes: 
     """Metrics for integer labels; a class never predicted has precision 0, never a division error."""
     true = np.asarray(true, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
+    for name, values in (("labels", true), ("predictions", predicted)):  # -1 was counted as the last class
+        if len(values) and not (0 <= values.min() and values.max() < num_classes):
+            raise ValueError(f"{name} must be class numbers 0 to {num_classes - 1}, got {values.min()}..{values.max()}")
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (true, predicted), 1)
     hits = np.diag(confusion).astype(np.float64)

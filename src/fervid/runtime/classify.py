@@ -248,6 +248,9 @@ class ExpressionClassifier:
             raise FervidError(f"{self.path}: not a fervid expression model (one [1, {FACE_SIZE}, {FACE_SIZE}, 1] face failed to run: "
                               f"{str(error).splitlines()[0]})") from None
         row = rows[0]
+        if not np.isfinite(row).all():  # NaN passed the comparisons below: every face was then "angry"
+            raise FervidError(f"{self.path}: gives NaN or infinite outputs for a plain gray face (trained weights "
+                              "that diverged?)")
         if row.min() < -1e-4 or abs(float(row.sum()) - 1.0) > 1e-3:
             raise FervidError(f"{self.path}: its outputs are not probabilities (one face's sum to {float(row.sum()):.3g}); "
                               "fervid expects the net to end in a softmax")
