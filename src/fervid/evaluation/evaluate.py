@@ -23,7 +23,10 @@ class ModelPredictor:
     """One view's probabilities (call it), and the softmax temperature ``predict`` puts on them.
 
     The temperature comes after flip averaging, as in the runtime, so that it can never change
-    which class wins; a plain function is a Predictor at temperature 1.
+    which class wins; a plain function is a Predictor at temperature 1. ``run`` takes inputs
+    already blurred: ``predict`` blurs a batch by ``input_blur`` before mirroring it, in the
+    runtime's order (mirrored, then blurred, 44 of 3,589 faces came out up to 0.011 apart, as the
+    int8 model rounds its input).
     """
 
     def __init__(
@@ -32,10 +35,10 @@ class ModelPredictor:
         self.run, self.temperature = run, temperature
         self.card = card or {}  # the model card: which data the model was trained on, and how it held out validation
         self.flip_tta = flip_tta  # whether the runtime averages each face with its mirror image (the card's)
-        self.input_blur = input_blur  # what ``run`` blurs its inputs by: recorded with the scores, which depend on it
+        self.input_blur = input_blur  # what inputs are blurred by before ``run``: recorded with the scores, which depend on it
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        return self.run(inputs)
+        return self.run(smooth(inputs, self.input_blur))
 
 
 def scored_model(model: str) -> str:
@@ -73,7 +76,7 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
 
     classifier = ExpressionClassifier(model)
     return ModelPredictor(
-        lambda inputs: classifier.predict_inputs(inputs, flip_tta=False, input_blur=input_blur, temperature=1.0),
+        lambda inputs: classifier.predict_inputs(inputs, flip_tta=False, input_blur=0.0, temperature=1.0),
         classifier.temperature if temperature is None else temperature,
         classifier.input_blur if input_blur is None else input_blur,
         classifier.flip_tta,
@@ -84,7 +87,7 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
 def keras_predictor(network: keras.Model, *, input_blur: float = 0.0, temperature: float = 1.0, flip_tta: bool = False,
                     card: dict | None = None) -> ModelPredictor:
     """A loaded Keras classifier as a Predictor, its inputs blurred by ``input_blur`` (sigma, pixels)."""
-    return ModelPredictor(lambda inputs: np.asarray(network.predict(smooth(inputs, input_blur), batch_size=256, verbose=0)),
+    return ModelPredictor(lambda inputs: np.asarray(network.predict(inputs, batch_size=256, verbose=0)),
                           temperature, input_blur, flip_tta, card)
 
 
@@ -98,7 +101,11 @@ def predict(predictor: Predictor, inputs: np.ndarray, *, flip_tta: bool = False,
     outputs = []
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size]
-        probabilities = average_with_mirror(predictor, batch) if flip_tta else predictor(batch)
+        if isinstance(predictor, ModelPredictor):  # blurred, then mirrored: the runtime's order
+            batch, run = smooth(batch, predictor.input_blur), predictor.run
+        else:
+            run = predictor
+        probabilities = average_with_mirror(run, batch) if flip_tta else run(batch)
         outputs.append(temper(probabilities, getattr(predictor, "temperature", 1.0)))
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, 7), dtype=np.float32)
     if not np.isfinite(probabilities).all():  # a diverged net's NaN: every such face was "angry", ECE 0
