@@ -319,6 +319,9 @@ def test_a_pixel_limit_opencv_cannot_parse_is_an_error_in_python_not_an_abort(co
     before any fervid code runs, aborted the interpreter (SIGABRT) with OpenCV's `stoull` line."""
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "64M"})
+    zero = subprocess.run([sys.executable, "-c", "import fervid, cv2"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "0"})
+    assert zero.returncode == 0, "0 is a value OpenCV parses: refused where images are read, never at import"
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
         "fervid.errors.FervidError: OPENCV_IO_MAX_IMAGE_PIXELS='64M': give a whole number of pixels, 1 or more, such as "
         "100000000 (OpenCV also reads 64MB as 64 x 1024 x 1024 pixels)"), result.stderr

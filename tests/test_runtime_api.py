@@ -519,6 +519,7 @@ def test_arrays_of_unclear_scale_or_shape_are_refused(recognizer: Recognizer, im
         ([("a", 2, 3, 4)], "rows of numbers"),
         ([("20", "40", "130", "130")], "rows of numbers"),  # text, True and None were read as numbers
         ([(True, True, True, True)], "rows of numbers"),
+        ([(10, True, 50, 50)], "rows of numbers"),  # NumPy made the True among ints a 1
         ([(None, 1, 2, 3)], "rows of numbers"),
         ([(20, 40, 130, 2**70)], "NaN, infinity or a value past 2"),  # a Python int past int64: still a number
         ([(np.nan, 2, 30, 40)], "NaN, infinity"),

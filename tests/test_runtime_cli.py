@@ -664,6 +664,13 @@ def test_a_recording_or_timeline_cut_short_by_a_full_disk_is_refused_and_the_ear
                             capture_output=True, text=True, timeout=120, preexec_fn=tiny_files)
     assert_one_line_error(result, f"{timeline}: could not be written (File too large); nothing was written over an earlier file")
     assert timeline.read_text() == "the rows of an earlier run\n"
+    assert not list(tmp_path.glob(".*")), "no temporary file left"
+    # Both outputs: the recording refused when read back, after the timeline had been finished, left
+    # the earlier timeline replaced.
+    result = subprocess.run([FERVID, "live", "--source", str(video), "--output", str(earlier), "--jsonl", str(timeline),
+                             "--no-display"], capture_output=True, text=True, timeout=120, preexec_fn=small_files)
+    assert_one_line_error(result, "the recording could not be read back")
+    assert timeline.read_text() == "the rows of an earlier run\n" and earlier.read_bytes() == b"an earlier recording"
 
 
 def test_predict_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:

@@ -1033,38 +1033,11 @@ def test_requests_wait_for_a_recognizer_without_holding_a_thread(monkeypatch: py
     assert max(reply["ms"] for reply in replies) >= 350, "ms counts the wait for a recognizer too (4 turns of 0.1 s)"
 
 
-def test_a_client_that_stops_reading_replies_loses_its_stream_and_refusals_are_counted_not_each_logged(monkeypatch, capsys) -> None:
-    """A send that never completes held the stream (and its slot) forever; uvicorn's "Exceeded
-    concurrency limit." line came once per refused connection, filling the terminal."""
-    import asyncio
+def test_refused_connections_are_counted_not_each_logged(capsys) -> None:
+    """uvicorn's "Exceeded concurrency limit." line came once per refused connection, filling the terminal."""
     import logging
-    import time as clock
 
-    import fervid.serve.frames as frames
-    from fervid.serve.frames import _answer_frames
     from fervid.serve.server import BusyNotice
-
-    class Deaf:  # sends frames, never reads: each send waits for a buffer that never drains
-        def __init__(self) -> None:
-            self.sent = 0
-
-        async def receive(self) -> dict:
-            return {"type": "websocket.receive", "bytes": b"jpeg"}
-
-        async def send_json(self, reply: dict) -> None:
-            self.sent += 1
-            await asyncio.Event().wait()
-
-    async def recognized(data, stream=None, crop=False, gone=None) -> dict:
-        return {"faces": [], "width": 4, "height": 4, "ms": 1.0}
-
-    pool = RecognizerPool(workers=1)
-    monkeypatch.setattr(pool, "recognize_in_turn", recognized)
-    monkeypatch.setattr(frames, "SEND_TIMEOUT_S", 0.2)
-    client = Deaf()
-    started = clock.monotonic()
-    asyncio.run(asyncio.wait_for(_answer_frames(client, pool, 1000), 10))  # type: ignore[arg-type]
-    assert client.sent == 1 and clock.monotonic() - started < 5, "the stream ended after one reply that was not taken"
 
     notice = BusyNotice()
     busy = logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, "Exceeded concurrency limit.", None, None)

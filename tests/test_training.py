@@ -308,14 +308,16 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     trained_on_flat = tmp_path / "flat-model"  # a model whose card says it trained on those folders: scored on the same holdout
     trained_on_flat.mkdir()
     shutil.copy(copy / "model.keras", trained_on_flat / "m.keras")
-    flat_data = load_training_data(TrainConfig(data=str(flat)))
+    # trained with --seed 7 --val-fraction 0.2, as its card says: the holdout drawn as its run drew it
+    flat_data = load_training_data(TrainConfig(data=str(flat), seed=7, val_fraction=0.2))
     flat_card = json.loads(card)
     flat_card["dataset"].update(counts=flat_data.counts, validation_source=flat_data.validation_source)
+    flat_card["training"].update(seed=7, val_fraction=0.2)
     (trained_on_flat / "m.json").write_text(json.dumps(flat_card))
     held_out = fervid_here("export", str(trained_on_flat / "m.keras"), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
-    assert "of the faces of the stratified 10% of train (seed 42); accuracy there" in held_out.stdout
+    assert "of the faces of the stratified 20% of train (seed 7); accuracy there" in held_out.stdout
     assert f"wrote {tmp_path / 'flat.onnx'} and its card flat.json" in " ".join(held_out.stdout.split())
-    assert json.loads((tmp_path / "flat.json").read_text())["metrics"]["split"].startswith("stratified 10% of train")
+    assert json.loads((tmp_path / "flat.json").read_text())["metrics"]["split"].startswith("stratified 20% of train")
     (tmp_path / "notes.json").write_text('{"mine": true}')  # a JSON of the user's where the card would go
     refused = fervid_here("export", str(copy), "--out", str(tmp_path / "notes.onnx"), check=False)
     assert refused.returncode == 2 and "notes.json beside it is not a model card" in refused.stderr
@@ -1460,6 +1462,19 @@ def test_a_kill_between_the_weights_and_the_state_as_the_plateau_halves_does_not
     fit(dataclasses.replace(config, epochs=12), run, resume=True)
     rates = [row["learning_rate"] for row in history_rows(run)]
     assert rates == pytest.approx([1e-3] * 6 + [5e-4] * 5 + [2.5e-4], rel=1e-5), rates  # as the run left alone
+
+
+def test_the_plateau_count_repair_moves_as_the_callback_does():
+    """The repair's count: reset by an improvement, reset by the halving it reaches patience with; a
+    rate lowered by the epoch before (the one this epoch ran at) is no halving of this one's."""
+    from fervid.training.fit import step_plateau
+
+    counted = {"best": 0.5, "wait": 0, "cooldown": 0}
+    assert step_plateau(counted, 0.4, halved=True) is False and counted["wait"] == 1, "the epoch after a halving"
+    counted["wait"] = 4
+    assert step_plateau(counted, 0.4, halved=True) is True and counted["wait"] == 0
+    assert step_plateau(counted, 0.50005, halved=False) is False and counted["wait"] == 1, "under min_delta: no progress"
+    assert step_plateau(counted, 0.6, halved=False) is False and counted == {"best": 0.6, "wait": 0, "cooldown": 0}
 
 
 def test_balanced_batches_draw_every_class_equally_often_and_resume_on_the_same_draws():

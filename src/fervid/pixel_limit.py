@@ -20,6 +20,12 @@ FORM = re.compile(r"([0-9]+)(KB|Kb|kb|MB|Mb|mb)?")
 SCALE = {None: 1, "KB": 1 << 10, "Kb": 1 << 10, "kb": 1 << 10, "MB": 1 << 20, "Mb": 1 << 20, "mb": 1 << 20}
 
 
+def parsed_by_opencv(value: str) -> bool:
+    """Whether OpenCV parses ``value`` rather than aborting (0 included: it parses, and reads no image)."""
+    found = FORM.fullmatch(value)
+    return found is not None and int(found[1]) < 1 << 64
+
+
 def pixel_limit() -> int:
     """The limit in pixels (OpenCV's default, 2^30, when the variable is unset), or a FervidError
     naming a value OpenCV could not parse (it would abort) or 0 (no image could be read)."""
@@ -39,8 +45,8 @@ class _CheckedOpenCV(importlib.abc.MetaPathFinder):
     code could check it, and ``import cv2`` aborted the interpreter."""
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "cv2":
-            pixel_limit()
+        if name == "cv2" and (value := os.environ.get(VARIABLE)) is not None and not parsed_by_opencv(value):
+            pixel_limit()  # the one-line FervidError; 0, which OpenCV parses, is refused only where images are read
 
 
 def check_before_opencv() -> None:

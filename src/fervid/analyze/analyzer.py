@@ -135,7 +135,7 @@ class Analyzer:
             ledger.add(units[0].sources[0], units[0], error=units[0].error)
             yield UnitResult(units[0], self._rows().table(), ledger.table(), 0, self._take_timings())
             return
-        reader = VideoReader(units[0].sources[0].path, self.options.every, units[0].fps, units[0].seekable)
+        reader = VideoReader(units[0].sources[0].path, self.options.every, units[0].fps, units[0].seekable, units[0].frame_count)
         try:
             for unit in units:
                 yield self._run_segment(unit, reader, on_frames)

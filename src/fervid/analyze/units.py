@@ -64,7 +64,7 @@ def analysed_frames(start: int, end: int, every: int) -> int:
 
 
 def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str, boxes: BoxTable | None = None) -> list[Unit]:
-    """Image batches and video segments for ``items``, in source order; ids are content-addressed."""
+    """Video segments for ``items`` in source order, then the image batches; ids are content-addressed."""
     options.validate()
     salts = {
         kind: json.dumps({"options": options.key(kind), "model": model_key, "boxes": [BOXES_READER, boxes.fingerprint] if boxes else None,

@@ -76,12 +76,14 @@ class VideoReader:
     ends before the frame count in its header, which cut the segments. Frames past it are not an
     error, just none: a segment there gives no rows whether it was reached by reading (the local
     engine) or by seeking (a Ray worker). A damaged frame does not decode but FFmpeg goes on with the
-    next: up to ``DAMAGED_RUN`` failures in a row are skipped (and listed in ``damaged``), so one bad
-    frame in an archived video costs that frame, not the rest of the video.
+    next: failures short of the header's frame count (``count``; without one, up to ``DAMAGED_RUN``
+    in a row) are skipped and listed in ``damaged``, so bad frames in an archived video cost those
+    frames, not the rest of the video.
     """
 
-    def __init__(self, path: str, every: int, fps: float, seekable: bool = True) -> None:
+    def __init__(self, path: str, every: int, fps: float, seekable: bool = True, count: int | None = None) -> None:
         self.path, self.every, self.seekable = path, every, seekable  # not seekable: read up to a frame, never jump
+        self.count = count  # the header's frame count: a run of failures short of it is damage, not the end
         self.clock = FrameClock(fps)  # a frame's time from its timestamp: right for variable-frame-rate files too
         self.capture: cv2.VideoCapture | None = None
         self.position = 0
@@ -109,7 +111,7 @@ class VideoReader:
             self.position += 1
             if not ok:
                 self.failed.append(index)
-                if len(self.failed) > DAMAGED_RUN:  # the end of the file (or of what of it is readable)
+                if self._ended():  # the end of the file (or of what of it is readable)
                     self.end = self.failed[0]
                     return
                 continue
@@ -137,9 +139,16 @@ class VideoReader:
                 self.failed = []
             else:
                 self.failed.append(self.position)
-                if len(self.failed) > DAMAGED_RUN:
+                if self._ended():
                     self.end = self.failed[0]
             self.position += 1
+
+    def _ended(self) -> bool:
+        """Whether the failed frames since the last good one are the end: more than ``DAMAGED_RUN``
+        of them, reaching the header's frame count where it gives one. Short of the count they are
+        damage: ending there made the rows depend on --segment-s (a later segment's seek reached
+        frames a straight read had given up on) and dropped the frames after a long damaged run."""
+        return len(self.failed) > DAMAGED_RUN and (self.count is None or self.position >= self.count)
 
     def _past_the_end(self, start: int) -> None:
         """A run of failed frames ended an earlier segment: this later one is read if a checked jump

@@ -161,9 +161,13 @@ def _calibration_data(model_path: Path, data: Path, card: dict | None, unknown: 
         config = TrainConfig.load(run_config)
         config.unknown = unknown or config.unknown
         config.mapping = dict(mapping or config.mapping)
-    else:
+    else:  # a model outside its run: the card's training settings, its holdout's seed and fraction too
         read_map, read_unknown = training_reading(card, data, mapping, unknown)
         config = TrainConfig(data=str(data), unknown=read_unknown, mapping=dict(read_map or {}))
+        training = (card or {}).get("training")
+        for name in ("seed", "val_fraction"):  # else a --seed 7 model's holdout was called other data
+            if isinstance(training, dict) and isinstance(training.get(name), (int, float)) and not isinstance(training.get(name), bool):
+                setattr(config, name, training[name])
     config.data = str(data)
     return load_training_data(config)
 

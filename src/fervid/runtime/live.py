@@ -148,8 +148,10 @@ def run_live(
             # to its first frame gave no faces at all)
             if (frames.total == 1 or max_frames == 1) and not frames.live:
                 processor.tracker.min_hits = history.min_frames = 1
-            video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
+            # The timeline first, so that it closes last: a recording refused when it is read back
+            # (a full disk) then leaves the timeline as it was too, not replaced by this run's.
             rows = stack.enter_context(TimelineSink(timeline)) if timeline else None
+            video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
             if show:
                 stack.callback(cv2.destroyAllWindows)
             total = frames.total if max_frames is None or frames.total is None else min(frames.total, max_frames)

@@ -59,8 +59,11 @@ def checked_boxes(boxes: object, frame_shape: tuple[int, ...]) -> np.ndarray:
     """
     try:
         given = np.asarray(boxes)
-        # text ("10"), True and None were taken as numbers (None as NaN, named as such)
-        if given.dtype.kind not in "iufO" or (given.dtype.kind == "O" and not all(_is_a(value, numbers.Real) for value in given.flat)):
+        # text ("10"), True and None were taken as numbers (None as NaN, named as such); a True among
+        # ints comes out of NumPy as the int 1, so a list is checked value by value
+        values = given.flat if isinstance(boxes, np.ndarray) else np.asarray(boxes, dtype=object).flat
+        if given.dtype.kind not in "iufO" or (not isinstance(boxes, np.ndarray) or given.dtype.kind == "O") and not all(
+                _is_a(value, numbers.Real) for value in values):
             raise TypeError
         array = given.astype(np.float64)
     except (TypeError, ValueError):

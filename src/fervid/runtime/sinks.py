@@ -194,6 +194,8 @@ class TimelineSink(_DiscardOnError):
             try:
                 self._handle.close()
             except OSError as error:  # the last rows flushed to a full disk
+                self._handle = None
+                self._file.discard()  # its temporary file too
                 raise self._failed(error) from None
             self._handle = None
             self._file.commit()

@@ -17,7 +17,6 @@ from fervid.serve.pool import LiveStream, RecognizerPool
 
 DEFAULT_MAX_FRAME_BYTES = 2 * 1000 * 1000
 MAX_STREAMS = 48  # live WebSockets at once, so that pages and uploads keep some of the server's 64 connections
-SEND_TIMEOUT_S = 30  # a reply the client does not take within this long ends its stream (it stopped reading)
 
 # WebSocket close codes (RFC 6455) sent when a client breaks the frame protocol.
 CLOSE_POLICY = 1008
@@ -84,10 +83,8 @@ async def _answer_frames(websocket: WebSocket, pool: RecognizerPool, max_frame_b
                 code = CLOSE_TOO_BIG if isinstance(error, TooManyPixels) else CLOSE_INVALID
                 await websocket.close(code, f"the frame: {error}"[:120])  # "the frame: empty file (0 bytes)"
                 return
-            # A client that stops reading replies (its socket's buffer full) held the send, and its
-            # stream slot, forever: the keepalive's close waits for that buffer too.
-            await asyncio.wait_for(websocket.send_json(reply), SEND_TIMEOUT_S)
-    except (WebSocketDisconnect, TimeoutError):
+            await websocket.send_json(reply)
+    except WebSocketDisconnect:
         return
     except asyncio.CancelledError:  # a stop that waited its STOP_WAIT_S: uvicorn has closed the socket (1012) already
         return

@@ -25,6 +25,7 @@ from fervid.serve.uploads import DEFAULT_MAX_UPLOAD_BYTES
 
 MAX_CONNECTIONS = 64  # open connections and WebSockets together; a local app has a few tabs
 STOP_WAIT_S = 5  # a stop (Ctrl+C, SIGTERM) waits this long for requests in progress, then ends them
+WS_QUEUED_FRAMES = 4  # frames a socket may have waiting, where uvicorn's protocol queues them at all
 BUSY_NOTICE_S = 10  # connections refused past MAX_CONNECTIONS are counted, and said at most this often
 WILDCARD = ("0.0.0.0", "::", "")
 
@@ -54,14 +55,15 @@ def server_config(app: FastAPI) -> uvicorn.Config:
     """uvicorn settings that bound what clients can make the server hold: at most
     ``MAX_CONNECTIONS`` connections (more get 503), each closed once its client has sent nothing
     for ``IDLE_S`` while the server waited for it; WebSocket messages over the app's frame limit
-    refused (1009) before they are buffered, one read's worth queued per socket; and a stop that waits at most
+    refused (1009) before they are buffered, few queued per socket; and a stop that waits at most
     ``STOP_WAIT_S`` for the requests in progress."""
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS,
         http=type("Protocol", (IdleTimeoutProtocol,), {"request_s": request_deadline(getattr(app.state, "max_upload_bytes", 0))}),
-        # No ws_max_queue: uvicorn's WebSocket protocol (websockets' sans-I/O one) stops reading a socket
-        # once a read gave a whole message, until the app takes it, so a socket's backlog is one read.
-        ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES),
+        # uvicorn's sans-I/O WebSocket protocol (its default with websockets >= 14) stops reading a
+        # socket once a read gave a whole message, until the app takes it, and ignores ws_max_queue;
+        # the legacy protocol of older uvicorn queues up to ws_max_queue messages (32 by default).
+        ws_max_size=getattr(app.state, "max_frame_bytes", DEFAULT_MAX_FRAME_BYTES), ws_max_queue=WS_QUEUED_FRAMES,
         timeout_graceful_shutdown=STOP_WAIT_S,
         # The app has no start-up or shutdown step; uvicorn's lifespan task only waited, and a second
         # Ctrl+C during the stop printed its CancelledError traceback.

@@ -266,7 +266,9 @@ def step_plateau(plateau: dict, val_accuracy: float, *, halved: bool) -> bool:
     ReduceLROnPlateau) moves it, for an epoch whose end it saw but whose count was lost (a kill
     between the weights and state.json); ``halved``: the weights hold a halved rate. Counting only
     ``wait += 1`` left 5 where the callback had reset it with the halving, and the next epoch
-    without progress halved the rate again, four epochs early. Returns ``halved``."""
+    without progress halved the rate again, four epochs early. Returns whether the callback halved
+    the rate at this epoch's end (the count reached its patience, and the weights hold a lower rate:
+    one lowered by the epoch before is the rate this one ran at)."""
     if plateau["cooldown"] > 0:
         plateau["cooldown"] -= 1
         plateau["wait"] = 0
@@ -277,7 +279,8 @@ def step_plateau(plateau: dict, val_accuracy: float, *, halved: bool) -> bool:
         plateau["wait"] += 1
         if plateau["wait"] >= PLATEAU_PATIENCE and halved:
             plateau["wait"] = 0  # its cooldown is 0, as ResumablePlateau sets it
-    return halved
+            return True
+    return False
 
 
 def save_weights(weights: dict[Path, keras.Model]) -> None:
