@@ -684,7 +684,7 @@ def main() -> None:
     no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())
     try:
         refuse_empty_arguments(sys.argv[1:])
-        pixel_limit()  # a value OpenCV cannot parse aborts the process at the first decode: refused first
+        pixel_limit()  # a value OpenCV cannot parse aborts the process (as cv2 loads, or at a decode): refused first
         code = app(standalone_mode=False)  # None (the command ran) or an exit code: --help, --version, Ctrl+C
         if code == 130:  # typer turns Ctrl+C (and SIGTERM, above) into a silent exit 130
             print("fervid: interrupted", file=sys.stderr)
