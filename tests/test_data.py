@@ -330,6 +330,16 @@ def test_csv_row_with_a_stray_extra_field_is_unreadable_not_a_face(tmp_path):
     assert len(arrays) == 1 and sorted(arrays.failed) == [("line 4", "more fields than the header's 3"), ("line 5", "no Usage value")], "file lines, the blank one counted"
 
 
+@pytest.mark.parametrize(("train", "other", "split"), [("train_set", "test_set", "test"), ("Train Set", "Test Set", "test"),
+                                                    ("trainset", "testset", "test"), ("training_data", "validation_data", "validation"),
+                                                    ("train", "Public Test", "validation")])
+def test_split_folders_named_with_set_or_data_are_splits(tmp_path, train, other, split):
+    """train_set/ and test_set/ were no splits: every face of both, the test faces too, was training data."""
+    write_folder_dataset(tmp_path / "d", 0, {train: 2, other: 1})
+    counts = read_dataset(tmp_path / "d").counts()
+    assert {name: int(column.sum()) for name, column in counts.items()} == {"train": 14, split: 7}
+
+
 def test_dev_folder_is_validation_and_a_folder_beside_splits_is_not_train(tmp_path):
     for split in ["Train", "dev", "Val"]:
         write_folder_dataset(tmp_path / "splits", 0, {split: 1})

@@ -311,8 +311,14 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     # trained with --seed 7 --val-fraction 0.2, as its card says: the holdout drawn as its run drew it
     flat_data = load_training_data(TrainConfig(data=str(flat), seed=7, val_fraction=0.2))
     flat_card = json.loads(card)
-    flat_card["dataset"].update(counts=flat_data.counts, validation_source=flat_data.validation_source)
+    flat_card["dataset"].update(counts=flat_data.counts, validation_source=flat_data.validation_source, fingerprint="0" * 20)
     flat_card["training"].update(seed=7, val_fraction=0.2)
+    (trained_on_flat / "m.json").write_text(json.dumps(flat_card))
+    # the same counts, other files (one renamed): the holdout would hold faces the model trained on
+    refused = fervid_here("export", str(trained_on_flat / "m.keras"), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"),
+                          check=False)
+    assert refused.returncode == 2 and f"its content fingerprint is {flat_data.fingerprint}, the card's {'0' * 20}" in refused.stderr
+    flat_card["dataset"]["fingerprint"] = flat_data.fingerprint
     (trained_on_flat / "m.json").write_text(json.dumps(flat_card))
     held_out = fervid_here("export", str(trained_on_flat / "m.keras"), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
     assert "of the faces of the stratified 20% of train (seed 7); accuracy there" in held_out.stdout

@@ -45,13 +45,28 @@ SPLIT_NAMES: dict[str, str] = {
     "privatetest": "test",
 }
 
+SPLIT_SUFFIXES = ("set", "data", "split")  # train_set, "Test Set", training_data, test-split
+
+
+def folder_split(name: str) -> str | None:
+    """The split a folder's name means, or None. Separators and a trailing set/data/split are
+    ignored: train_set/ and test_set/ (a common layout) were not splits, so every face of both,
+    the test faces too, was read as training data without a word."""
+    key = normalize_name(name).replace("_", "")
+    if key in SPLIT_NAMES:
+        return SPLIT_NAMES[key]
+    for suffix in SPLIT_SUFFIXES:
+        if key.endswith(suffix) and key[: -len(suffix)] in SPLIT_NAMES:
+            return SPLIT_NAMES[key[: -len(suffix)]]
+    return None
+
+
 def split_folder(parts: tuple[str, ...]) -> tuple[int, str] | None:
     """The nearest folder of a file's path ``parts`` (the file last) with a split name, as
     (position in ``parts``, split), or None: how the dataset readers and bench find a face's split."""
     for position in range(len(parts) - 2, -1, -1):
-        name = normalize_name(parts[position])
-        if name in SPLIT_NAMES:
-            return position, SPLIT_NAMES[name]
+        if (split := folder_split(parts[position])) is not None:
+            return position, split
     return None
 
 

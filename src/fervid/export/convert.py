@@ -179,7 +179,14 @@ def check_card_data(card: dict, data, path: Path) -> None:
     dataset = card.get("dataset")
     if not isinstance(dataset, dict) or not isinstance(dataset.get("counts"), dict):
         return  # a card from before counts were kept: nothing to compare
-    if dataset["counts"] == data.counts and dataset.get("validation_source") == data.validation_source:
+    same = dataset["counts"] == data.counts and dataset.get("validation_source") == data.validation_source
+    # A holdout is drawn from the faces themselves: a file renamed keeps the counts and moves a
+    # training face into it, so there the content fingerprint must match too (as evaluate asks).
+    if same and str(data.validation_source).startswith("stratified") and dataset.get("fingerprint") != data.fingerprint:
+        raise FervidError(f"--int8 {path}: not the data the model was trained on (its content fingerprint is "
+                          f"{data.fingerprint}, the card's {dataset.get('fingerprint')}); its validation faces are "
+                          "held out of train, so other files would score faces the model trained on")
+    if same:
         return
 
     def faces(counts: dict, source: object) -> str:
