@@ -717,7 +717,7 @@ def test_init_from_starts_where_the_trained_model_ended(trained_run, tmp_path):
                "--batch-size", str(BATCH), "--init-from", str(run), "--out", str(warm))
     card = json.loads((warm / "model.json").read_text())
     assert card["metrics"]["accuracy"] >= 0.85
-    assert card["training"]["init_from"] == str(run.resolve())
+    assert card["training"]["init_from"] == os.path.relpath(run.resolve())
     mismatch = fervid_here("train", str(data), "--arch", "vgg", "--init-from", str(run), "--out", str(tmp_path / "x"),
                           check=False)
     assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr
@@ -740,7 +740,10 @@ def test_distillation_trains_on_the_teachers_averaged_probabilities(trained_run,
                "--warmup-epochs", "1", "--teacher", str(run), "--teacher", "fervid-vgg", "--distill", "0.4",
                "--out", str(student))
     card = json.loads((student / "model.json").read_text())
-    assert card["training"]["teacher"] == [str(run.resolve()), "fervid-vgg"] and card["training"]["distill"] == 0.4
+    # relative in the card (it ships and is served: /home/... told where the data lives), whole in config.json
+    assert card["training"]["teacher"] == [os.path.relpath(run.resolve()), "fervid-vgg"] and card["training"]["distill"] == 0.4
+    assert json.loads((student / "config.json").read_text())["teacher"] == [str(run.resolve()), "fervid-vgg"]
+    assert not os.path.isabs(card["training"]["data"])
     assert card["name"] == "student", "without --name a run is named for its folder, never for a bundled model"
     assert card["metrics"]["accuracy"] >= 0.7, "chance is 1/7; a fifth of each target is the bundled model's guess"
     assert "distilled from" in (student / "report.md").read_text()
@@ -928,7 +931,11 @@ def test_distilling_from_teacher_views_trains_each_view_to_its_own_target(traine
      (["--teacher", "fervid-vgg", "--teacher-views", "-1"], "--teacher-views must be 0"),
      (["--distill", "0.7"], "--distill is the teachers' share of each target; give the teachers with --teacher"),
      (["--schedule", "plateau", "--warmup-epochs", "5"], "--warmup-epochs belongs to --schedule cosine"),
-     (["--init-from", "fervid-vgg"], "--init-from fervid-vgg: a bundled model is ONNX only and cannot be trained further")],
+     (["--init-from", "fervid-vgg"], "--init-from fervid-vgg: a bundled model is ONNX only and cannot be trained further"),
+     # each failed only after the data had loaded: nan losses, days of scoring, or minutes of scoring for nothing
+     (["--weight-decay", "1e9"], "--weight-decay must be 0 to 1"),
+     (["--teacher", "fervid-vgg", "--teacher-views", "100000000"], "--teacher-views must be 0 (the clean faces) to 64"),
+     (["--teacher", "fervid-vgg", "--distill", "0"], "--distill 0 takes nothing from the teachers")],
 )
 def test_options_that_cannot_work_are_refused_before_any_data_is_read(tmp_path, args, message):
     result = fervid_here("train", str(tmp_path / "missing"), *args, "--out", str(tmp_path / "run"), check=False)

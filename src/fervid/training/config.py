@@ -14,6 +14,8 @@ SCHEDULES = ("cosine", "plateau")
 IMBALANCE = ("none", "weights", "sampling")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 MAX_EPOCHS = 100_000  # far beyond any schedule; a 20-digit number failed deep in TensorFlow
+MAX_WEIGHT_DECAY = 1.0  # AdamW decays by rate x decay a step; 0.05 is already strong
+MAX_TEACHER_VIEWS = 64  # 8 views took 25 minutes of scoring for FER2013 here; 10**8 ran out of memory after loading
 MAX_BATCH = 65_536
 
 
@@ -72,7 +74,8 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
-            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
+            # AdamW shrinks each weight by rate x decay a step: past 1 they flip sign, and the loss goes nan
+            (0 <= self.weight_decay <= MAX_WEIGHT_DECAY, f"--weight-decay must be 0 to {MAX_WEIGHT_DECAY:g}"),
             # Keras's augmentation layers refuse these only once the data is loaded, with a traceback
             (0.0 <= self.rotation <= 1.0, "--rotation must be a fraction of a turn in [0, 1]"),
             (0.0 <= self.zoom < 1.0, "--zoom must be a fraction of the size in [0, 1)"),
@@ -83,7 +86,9 @@ class TrainConfig:
             (0.0 <= self.erasing <= 1.0, "--erasing must be a probability in [0, 1]"),
             (self.warp in WARPS, f"--warp must be one of {', '.join(WARPS)}"),
             (0.0 <= self.distill <= 1.0, "--distill must be a share in [0, 1]"),
-            (self.teacher_views >= 0, "--teacher-views must be 0 (the clean faces) or more"),
+            # each view costs a scoring of every face by every teacher (3 minutes a view for FER2013 here)
+            (0 <= self.teacher_views <= MAX_TEACHER_VIEWS, f"--teacher-views must be 0 (the clean faces) to {MAX_TEACHER_VIEWS}"),
+            (not self.teacher or self.distill > 0, "--distill 0 takes nothing from the teachers; leave out --teacher, or give a share above 0"),
             (not self.teacher_views or self.teacher, "--teacher-views needs --teacher: the views are scored by the teachers"),
             (not self.teacher_views or self.imbalance != "sampling",
              "--teacher-views trains on every face's views in turn; use --imbalance weights or none with it"),

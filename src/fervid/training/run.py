@@ -41,6 +41,29 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+CARD_PATHS = ("data", "teacher", "init_from")  # the config's paths, absolute in config.json
+
+
+def card_paths(training: dict) -> dict:
+    """The run's config for its card, its paths relative to the folder it was trained from
+    (``../shared/data/fer2013.zip``, ``tools/teachers/x.onnx``): the card ships inside the package
+    and is shown by ``/api/model``, and absolute paths told where the trainer kept their data
+    (``/home/me/...``); each shipped card had to be rewritten by hand. config.json keeps them whole."""
+    import os
+
+    def shown(value: object) -> object:
+        if isinstance(value, list):
+            return [shown(item) for item in value]
+        if isinstance(value, str) and os.path.isabs(value):
+            try:
+                return os.path.relpath(value)
+            except ValueError:  # another drive (Windows): the name alone
+                return Path(value).name
+        return value
+
+    return {key: shown(value) if key in CARD_PATHS else value for key, value in training.items()}
+
+
 def model_card(
     config: TrainConfig, data: TrainingData, state: dict, parameters: int, metrics: dict, name: str, *,
     input_blur: float = 0.0, temperature: float = 1.0,
@@ -77,7 +100,8 @@ def model_card(
             "validation_source": data.validation_source,
             "notes": data.notes,
         },
-        "training": {**asdict(config), "precision_used": state.get("precision"), "keras_backend": state.get("keras_backend", keras.backend.backend())},
+        "training": {**card_paths(asdict(config)), "precision_used": state.get("precision"),
+                     "keras_backend": state.get("keras_backend", keras.backend.backend())},
         "epochs_trained": state["epochs_done"],
         "best_epoch": state["best_epoch"],
         "metrics": metrics,
