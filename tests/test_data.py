@@ -331,13 +331,20 @@ def test_csv_row_with_a_stray_extra_field_is_unreadable_not_a_face(tmp_path):
 
 
 @pytest.mark.parametrize(("train", "other", "split"), [("train_set", "test_set", "test"), ("Train Set", "Test Set", "test"),
-                                                    ("trainset", "testset", "test"), ("training_data", "validation_data", "validation"),
-                                                    ("train", "Public Test", "validation")])
-def test_split_folders_named_with_set_or_data_are_splits(tmp_path, train, other, split):
+                                                    ("trainset", "valset", "validation"), ("train", "Public Test", "validation")])
+def test_split_folders_named_with_set_are_splits(tmp_path, train, other, split):
     """train_set/ and test_set/ were no splits: every face of both, the test faces too, was training data."""
     write_folder_dataset(tmp_path / "d", 0, {train: 2, other: 1})
     counts = read_dataset(tmp_path / "d").counts()
     assert {name: int(column.sum()) for name, column in counts.items()} == {"train": 14, split: 7}
+
+
+def test_a_folder_wrapping_a_dataset_is_no_split(tmp_path):
+    """testdata/ or test_data/ around a whole dataset stays a wrapper (a "data" suffix would make all of it test)."""
+    for wrapper in ("testdata", "test_data", "Test Data"):
+        write_folder_dataset(tmp_path / wrapper, 0, {wrapper: 2})  # wrapper/wrapper/<class>/: the dataset inside
+        counts = read_dataset(tmp_path / wrapper).counts()
+        assert {name: int(column.sum()) for name, column in counts.items()} == {"train": 14}, wrapper
 
 
 def test_dev_folder_is_validation_and_a_folder_beside_splits_is_not_train(tmp_path):

@@ -314,10 +314,10 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     flat_card["dataset"].update(counts=flat_data.counts, validation_source=flat_data.validation_source, fingerprint="0" * 20)
     flat_card["training"].update(seed=7, val_fraction=0.2)
     (trained_on_flat / "m.json").write_text(json.dumps(flat_card))
-    # the same counts, other files (one renamed): the holdout would hold faces the model trained on
-    refused = fervid_here("export", str(trained_on_flat / "m.keras"), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"),
-                          check=False)
-    assert refused.returncode == 2 and f"its content fingerprint is {flat_data.fingerprint}, the card's {'0' * 20}" in refused.stderr
+    # the same counts, other content (a file renamed, or only copied): the holdout may hold training faces
+    warned = fervid_here("export", str(trained_on_flat / "m.keras"), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
+    assert f"its content fingerprint ({flat_data.fingerprint}) is not the card's ({'0' * 20}): if files changed" in \
+        " ".join(warned.stderr.split()), "said, not refused: a copy or an older fervid's card differs too"
     flat_card["dataset"]["fingerprint"] = flat_data.fingerprint
     (trained_on_flat / "m.json").write_text(json.dumps(flat_card))
     held_out = fervid_here("export", str(trained_on_flat / "m.keras"), "--int8", str(flat), "--out", str(tmp_path / "flat.onnx"))
@@ -947,6 +947,18 @@ def test_options_that_cannot_work_are_refused_before_any_data_is_read(tmp_path, 
     [("compact", 150_000, 200_000), ("compact-xception", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),
      ("vgg-large", 4_500_000, 5_500_000)],
 )
+
+def test_a_run_config_with_teachers_at_distill_0_still_loads(tmp_path):
+    """--distill 0 with teachers is refused for a new run only: a run's config.json holding it must
+    still resume and export (checked in load, it left such a run stuck)."""
+    from dataclasses import replace
+
+    from fervid.training.config import TrainConfig
+
+    path = tmp_path / "config.json"
+    replace(TrainConfig(data="d"), teacher=["t.onnx"], distill=0.0).save(path)
+    assert TrainConfig.load(path).distill == 0.0
+
 def test_every_architecture_maps_a_face_to_seven_probabilities(arch, low, high):
     """The documented sizes hold (the compact one is the <= 200k variant) and each net ends in a softmax."""
     from fervid.model.architectures import build_classifier

@@ -259,6 +259,8 @@ def train(
         given = _given(ctx)  # options that would do nothing are refused, as config.validate refuses wrong ones
         if "distill" in given and not teacher:
             raise FervidError("--distill is the teachers' share of each target; give the teachers with --teacher")
+        if teacher and distill == 0:  # a new run only: a run's config.json with it still resumes and exports
+            raise FervidError("--distill 0 takes nothing from the teachers; leave out --teacher, or give a share above 0")
         if "warmup_epochs" in given and schedule == "plateau":
             raise FervidError("--warmup-epochs belongs to --schedule cosine; plateau starts at --lr and halves it on plateaus")
         config = TrainConfig(

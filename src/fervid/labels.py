@@ -45,20 +45,14 @@ SPLIT_NAMES: dict[str, str] = {
     "privatetest": "test",
 }
 
-SPLIT_SUFFIXES = ("set", "data", "split")  # train_set, "Test Set", training_data, test-split
-
-
 def folder_split(name: str) -> str | None:
-    """The split a folder's name means, or None. Separators and a trailing set/data/split are
-    ignored: train_set/ and test_set/ (a common layout) were not splits, so every face of both,
-    the test faces too, was read as training data without a word."""
+    """The split a folder's name means, or None. Separators and a trailing "set" are ignored:
+    train_set/ and test_set/ (a common layout) were not splits, so every face of both, the test
+    faces too, was read as training data without a word. Not "data": testdata/ is as often a folder
+    that wraps a whole dataset."""
     key = normalize_name(name).replace("_", "")
-    if key in SPLIT_NAMES:
-        return SPLIT_NAMES[key]
-    for suffix in SPLIT_SUFFIXES:
-        if key.endswith(suffix) and key[: -len(suffix)] in SPLIT_NAMES:
-            return SPLIT_NAMES[key[: -len(suffix)]]
-    return None
+    key = key[: -len("set")] if key.endswith("set") and key[: -len("set")] in SPLIT_NAMES else key
+    return SPLIT_NAMES.get(key)
 
 
 def split_folder(parts: tuple[str, ...]) -> tuple[int, str] | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.export.onnx import export_onnx, write_card
 from fervid.fileio import atomic_path, check_outside_dataset, check_writable
@@ -183,9 +184,9 @@ def check_card_data(card: dict, data, path: Path) -> None:
     # A holdout is drawn from the faces themselves: a file renamed keeps the counts and moves a
     # training face into it, so there the content fingerprint must match too (as evaluate asks).
     if same and str(data.validation_source).startswith("stratified") and dataset.get("fingerprint") != data.fingerprint:
-        raise FervidError(f"--int8 {path}: not the data the model was trained on (its content fingerprint is "
-                          f"{data.fingerprint}, the card's {dataset.get('fingerprint')}); its validation faces are "
-                          "held out of train, so other files would score faces the model trained on")
+        # a warning, not a refusal: a copy (cp -r) or an older fervid's card differs as well
+        warn(f"--int8 {path}: its content fingerprint ({data.fingerprint}) is not the card's "
+             f"({dataset.get('fingerprint')}): if files changed, the held-out faces may include ones the model trained on")
     if same:
         return
 

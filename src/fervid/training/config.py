@@ -88,7 +88,6 @@ class TrainConfig:
             (0.0 <= self.distill <= 1.0, "--distill must be a share in [0, 1]"),
             # each view costs a scoring of every face by every teacher (3 minutes a view for FER2013 here)
             (0 <= self.teacher_views <= MAX_TEACHER_VIEWS, f"--teacher-views must be 0 (the clean faces) to {MAX_TEACHER_VIEWS}"),
-            (not self.teacher or self.distill > 0, "--distill 0 takes nothing from the teachers; leave out --teacher, or give a share above 0"),
             (not self.teacher_views or self.teacher, "--teacher-views needs --teacher: the views are scored by the teachers"),
             (not self.teacher_views or self.imbalance != "sampling",
              "--teacher-views trains on every face's views in turn; use --imbalance weights or none with it"),

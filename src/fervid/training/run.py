@@ -45,10 +45,11 @@ CARD_PATHS = ("data", "teacher", "init_from")  # the config's paths, absolute in
 
 
 def card_paths(training: dict) -> dict:
-    """The run's config for its card, its paths relative to the folder it was trained from
-    (``../shared/data/fer2013.zip``, ``tools/teachers/x.onnx``): the card ships inside the package
-    and is shown by ``/api/model``, and absolute paths told where the trainer kept their data
-    (``/home/me/...``); each shipped card had to be rewritten by hand. config.json keeps them whole."""
+    """The run's config for its card, its paths relative to the folder the card is written from
+    (``../shared/data/fer2013.zip``, ``tools/teachers/x.onnx`` from a checkout): the card ships
+    inside the package and is shown by ``/api/model``, and absolute paths told where the trainer
+    kept their data (``/home/me/...``); each shipped card had to be rewritten by hand. config.json
+    keeps them whole."""
     import os
 
     def shown(value: object) -> object:
@@ -57,7 +58,7 @@ def card_paths(training: dict) -> dict:
         if isinstance(value, str) and os.path.isabs(value):
             try:
                 return os.path.relpath(value)
-            except ValueError:  # another drive (Windows): the name alone
+            except (ValueError, OSError):  # another drive (Windows), or a working folder since removed
                 return Path(value).name
         return value
 
