@@ -942,12 +942,6 @@ def test_options_that_cannot_work_are_refused_before_any_data_is_read(tmp_path, 
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.parametrize(
-    ("arch", "low", "high"),
-    [("compact", 150_000, 200_000), ("compact-xception", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),
-     ("vgg-large", 4_500_000, 5_500_000)],
-)
-
 def test_a_run_config_with_teachers_at_distill_0_still_loads(tmp_path):
     """--distill 0 with teachers is refused for a new run only: a run's config.json holding it must
     still resume and export (checked in load, it left such a run stuck)."""
@@ -959,6 +953,12 @@ def test_a_run_config_with_teachers_at_distill_0_still_loads(tmp_path):
     replace(TrainConfig(data="d"), teacher=["t.onnx"], distill=0.0).save(path)
     assert TrainConfig.load(path).distill == 0.0
 
+
+@pytest.mark.parametrize(
+    ("arch", "low", "high"),
+    [("compact", 150_000, 200_000), ("compact-xception", 150_000, 200_000), ("vgg", 1_000_000, 1_500_000), ("vgg-deep", 2_800_000, 3_400_000),
+     ("vgg-large", 4_500_000, 5_500_000)],
+)
 def test_every_architecture_maps_a_face_to_seven_probabilities(arch, low, high):
     """The documented sizes hold (the compact one is the <= 200k variant) and each net ends in a softmax."""
     from fervid.model.architectures import build_classifier
