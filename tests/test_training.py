@@ -1087,7 +1087,7 @@ def test_class_weights_and_holdout():
         (["--zoom", "2"], "--zoom must be a fraction of the size in [0, 1)"),
         (["--rotation", "-0.1"], "--rotation must be a fraction of a turn"),
         (["--contrast", "1.5"], "--contrast must be in [0, 1]"),
-        (["--weight-decay", "-0.01"], "--weight-decay must be 0 or more"),
+        (["--weight-decay", "-0.01"], "--weight-decay must be 0 to 1"),
         (["--seed", "-1"], "--seed must be in [0, 2**32)"),
     ],
 )
