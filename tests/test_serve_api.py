@@ -743,7 +743,9 @@ def test_a_second_ctrl_c_while_photos_are_still_recognised_stops_without_a_trace
 
     try:
         port = int(re.match(r"fervid: serving on http://127\.0\.0\.1:(\d+) ", server.stderr.readline()).group(1))
-        clients = [threading.Thread(target=upload, args=(port,)) for _ in range(6)]
+        # 16 photos: with the CPU to itself a 64-megapixel one took a quarter of a second, and 6 were
+        # all answered before the first Ctrl+C
+        clients = [threading.Thread(target=upload, args=(port,)) for _ in range(16)]
         for client in clients:
             client.start()
         time.sleep(1.0)

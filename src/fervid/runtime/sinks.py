@@ -131,7 +131,10 @@ class VideoSink(_DiscardOnError):
             self._writer.release()
             self._writer = None
             assert self._file is not None  # a writer is opened only on an open file
-            if (written := _frames_in(self._file.path)) != self.frames:
+            # The index's count is the duration over the frame time, a frame off at times (70 for 69
+            # written): a cut file does not open at all, or holds far fewer.
+            written = _frames_in(self._file.path)
+            if written is None or written < self.frames - max(2, round(self.fps)):
                 # OpenCV's writer reports no error: a full disk left a file cut short (no index, unplayable)
                 # that replaced an earlier recording, and the run said "wrote" it.
                 self._file.discard()
