@@ -168,23 +168,23 @@ class VideoReader:
         self.failed = []  # failures before a jump are not known to be followed by a decodable frame
         self.clock.reset()
         if self.capture is None or frame < self.position:
-            self.close()
-            self.capture = open_capture(self.path)
-            self.position = 0
-            if self.capture is None:
-                raise FervidError("not a readable video (it could not be opened)")
+            self._reopen()
         if frame > self.position and self.seekable:
             if self._jump(frame):
                 self.position = frame
                 return
-            self.close()  # where the capture stands is not known: from the start
-            self.capture = open_capture(self.path)
-            self.position = 0
-            if self.capture is None:
-                raise FervidError("not a readable video (it could not be opened)")
+            self._reopen()  # where the capture stands is not known: from the start
         if frame > self.position:  # decode up to it (grab only), as a straight read would
             for _ in self.frames(self.position, frame, {"decode": 0.0}, analyse=False):
                 pass
+
+    def _reopen(self) -> None:
+        """The video opened again, at its first frame."""
+        self.close()
+        self.capture = open_capture(self.path)
+        self.position = 0
+        if self.capture is None:
+            raise FervidError("not a readable video (it could not be opened)")
 
     def _jump(self, frame: int) -> bool:
         """Seek to ``frame`` and check that it is there: its timestamp one period per frame from the
