@@ -489,3 +489,21 @@ def test_one_line_escapes_what_breaks_a_line_and_keeps_what_reads_as_text():
 
     assert one_line("a\nb\u2028c\x85d\udce9e") == "a\\nb\\u2028c\\x85d\\udce9e"
     assert one_line("Ana\xa0Smith 👩\u200d💻 café.jpg") == "Ana\xa0Smith 👩\u200d💻 café.jpg"  # copied and pasted as they are
+
+
+def test_tilde_outputs_of_inspect_and_evaluate_go_to_the_home_folder_where_they_were_checked(tmp_path):
+    """`--grid=~/g.png` and `--json=~/m.json` (the shell leaves a ~ after '=' alone) were checked in
+    the home folder and written in ./~/."""
+    data = write_folder_dataset(tmp_path / "faces", 0, {"validation": 1})
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    for args in (["data", "inspect", str(data), "--grid=~/g.png"],
+                 ["evaluate", "fervid-compact", str(data), "--json=~/m.json", "--predictions=~/p.csv"]):
+        result = subprocess.run([sys.executable, "-m", "fervid", *args], capture_output=True, text=True, timeout=300, cwd=work,
+                                env=env)
+        assert result.returncode == 0, result.stderr
+    assert (home / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "accuracy" in json.loads((home / "m.json").read_text()) and (home / "p.csv").stat().st_size > 0
+    assert list(work.iterdir()) == [], "nothing in ./~"

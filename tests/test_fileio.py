@@ -215,3 +215,88 @@ def test_an_atomic_write_is_flushed_to_disk_before_it_is_renamed(tmp_path: Path,
     monkeypatch.setattr(fileio.os, "open", read_only)
     fileio.write_text_atomically(tmp_path / "c.txt", "read-only")
     assert (tmp_path / "c.txt").read_text() == "read-only"
+
+
+def test_a_symlink_loop_as_an_output_is_one_line_not_a_runtime_error(tmp_path: Path) -> None:
+    """Path.resolve() raised RuntimeError("Symlink loop ...") on `--json l1.json` (l1 -> l2 -> l1)
+    and on `--out od1` (od1 -> od2 -> od1): a traceback in the CLI."""
+    from fervid.fileio import check_not_an_input, check_writable_folder
+
+    (tmp_path / "l1.json").symlink_to("l2.json")
+    (tmp_path / "l2.json").symlink_to("l1.json")
+    (tmp_path / "od1").symlink_to("od2")
+    (tmp_path / "od2").symlink_to("od1")
+    loop = r"a symlink loop \(links that lead back to each other, never to a file or folder\); give another path"
+    with pytest.raises(FervidError, match=rf"^--json .*l1.json: {loop}$"):
+        check_writable(tmp_path / "l1.json", "--json")
+    with pytest.raises(FervidError, match=rf"^--json .*l1.json: {loop}$"):
+        check_not_an_input(tmp_path / "l1.json", "--json", {"the model": None})
+    with pytest.raises(FervidError, match=rf"^--out .*od1: {loop}$"):
+        check_writable_folder(tmp_path / "od1", "--out")
+    with pytest.raises(FervidError, match=rf"^--json .*od1/faces.json: {loop}$"):
+        check_writable(tmp_path / "od1" / "faces.json", "--json")
+
+
+def test_an_output_below_a_symlink_to_nothing_is_refused_naming_the_link(tmp_path: Path) -> None:
+    """`--json dl/faces.json` with dl -> /not_mounted/out passed the checks (dl does not "exist") and
+    failed after every photo with "File exists", the records lost."""
+    from fervid.fileio import check_writable_folder
+
+    (tmp_path / "dl").symlink_to(tmp_path / "not_mounted" / "out")
+    named = rf"dl is a symlink to {tmp_path}/not_mounted/out, which does not exist \(not mounted\?\)"
+    with pytest.raises(FervidError, match=rf"^--json .*dl/faces.json: .*{named}; make its target, or write the output elsewhere"):
+        check_writable(tmp_path / "dl" / "faces.json", "--json")
+    with pytest.raises(FervidError, match=rf"^--out .*dl/ann: .*{named}"):
+        check_writable_folder(tmp_path / "dl" / "ann", "--out")
+    with pytest.raises(FileExistsError, match="which does not exist") as error:  # the write itself names the user's path
+        write_text_atomically(tmp_path / "dl" / "faces.json", "[]")
+    assert error.value.filename == str(tmp_path / "dl" / "faces.json")
+    assert not (tmp_path / "not_mounted").exists()
+
+
+def test_a_long_legal_name_whose_suffix_is_most_of_it_is_written(tmp_path: Path) -> None:
+    """`--json faces.xxx...` (255 bytes, the suffix 241 of them) passed the check, then failed at the
+    end: the temporary carried the whole suffix after its random part and '.tmp'."""
+    for name in ("faces." + "x" * 249, "f." + "é" * 126, "." + "y" * 254):
+        assert len(name.encode()) <= 255
+        check_writable(tmp_path / name, "--json")
+        write_text_atomically(tmp_path / name, "[]")
+        assert (tmp_path / name).read_text() == "[]"
+    assert remove_temporaries(tmp_path) == 0
+
+
+def test_another_users_file_in_a_sticky_folder_is_refused_before_the_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of someone else's in /tmp (mode 1777), writable by all, passed the check; the rename that
+    replaces it then failed at the end of the run ("Operation not permitted")."""
+    import os
+
+    sticky = tmp_path / "shared"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    (sticky / "faces.json").write_text("theirs")
+    (sticky / "faces.json").chmod(0o666)
+    owner = (sticky / "faces.json").stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 4242)  # another user, who owns neither the file nor the folder
+    with pytest.raises(FervidError, match=r"^--json .*faces.json: belongs to another user, in the sticky folder .*shared"):
+        check_writable(sticky / "faces.json", "--json")
+    check_writable(sticky / "new.json", "--json")  # a new file may be made there
+    sticky.chmod(0o777)  # not sticky: anyone who may write in the folder may replace the file
+    check_writable(sticky / "faces.json", "--json")
+    sticky.chmod(0o1777)
+    monkeypatch.setattr(os, "geteuid", lambda: owner)  # the owner may
+    check_writable(sticky / "faces.json", "--json")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # and so may root
+    check_writable(sticky / "faces.json", "--json")
+
+
+def test_a_tilde_output_is_written_in_the_home_folder_where_it_was_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--json=~/m.json` (the shell leaves a ~ after '=' alone) was checked in the home folder and
+    written in ./~/m.json."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    check_writable("~/m.json", "--json")
+    write_text_atomically("~/m.json", "{}")
+    assert (home / "m.json").read_text() == "{}" and not (work / "~").exists()

@@ -343,3 +343,138 @@ def test_the_pixel_limit_is_read_as_opencv_reads_it(monkeypatch: pytest.MonkeyPa
 
     with pytest.raises(FervidError, match="give a whole number of pixels"):  # Python API users: once, at the start
         Recognizer()
+
+
+def test_a_pixel_limit_whose_suffix_takes_it_past_64_bits_is_refused_not_wrapped_to_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV multiplies by the suffix in 64 bits without a check: 17592186044416MB (2^64 pixels) was
+    a limit of 0, and every image "too large"; fervid took it for 2^64."""
+    from fervid.pixel_limit import pixel_limit
+
+    monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "17592186044416MB")
+    with pytest.raises(FervidError, match=r"'17592186044416MB': 18,446,744,073,709,551,616 pixels, 2\^64 or more, which OpenCV "
+                                          r"wraps round to 0; give a smaller limit"):
+        pixel_limit()
+    monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "17592186044415MB")  # just under 2^64: taken as it is
+    assert pixel_limit() == (1 << 64) - (1 << 20)
+
+
+def _png(width: int, height: int, depth: int, color_type: int, rows: list[bytes], *chunks: tuple[bytes, bytes]) -> bytes:
+    """A PNG of raw (unfiltered) ``rows``, with ``chunks`` (kind, data) between its header and its pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\x00" + row for row in rows))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + b"".join(chunk(kind, data) for kind, data in chunks)
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("depth", [2, 8, 16])
+def test_a_gray_png_with_a_transparent_gray_key_is_read_on_white(depth: int, tmp_path: Path) -> None:
+    """A gray PNG's tRNS chunk names one gray value as transparent; OpenCV's decode with alpha leaves
+    it out, so the parts a viewer shows white kept their stored black."""
+    import struct
+
+    top = (1 << depth) - 1
+    gray = [0] * 8 + [top * 2 // 3] * 8  # left half: the key (0), transparent; right half: an opaque gray
+    if depth == 16:
+        row = b"".join(struct.pack(">H", value) for value in gray)
+    elif depth == 8:
+        row = bytes(gray)
+    else:  # four 2-bit pixels a byte
+        row = bytes((a << 6) | (b << 4) | (c << 2) | d for a, b, c, d in zip(*[iter(gray)] * 4))
+    data = _png(16, 16, depth, 0, [row] * 16, (b"tRNS", struct.pack(">H", 0)))
+    (tmp_path / "cut-out.png").write_bytes(data)
+    image = read_image(tmp_path / "cut-out.png")
+    assert image[:, :8].min() == 255, "the transparent part is white"
+    assert image[:, 8:].max() == image[:, 8:].min() == 170, "the opaque part as it is stored"
+    assert to_gray(decode_image(data, cv2.IMREAD_GRAYSCALE))[:, :8].min() == 255
+    plain = _png(16, 16, depth, 0, [row] * 16)  # the same picture without the key: nothing laid on white
+    assert decode_image(plain)[:, :8].max() == 0
+
+
+def test_an_avif_with_alpha_is_read_on_white() -> None:
+    """OpenCV decodes an AVIF's alpha, but the header check never asked for it: the transparent parts
+    kept their stored colour."""
+    picture = np.zeros((16, 16, 4), np.uint8)
+    picture[:, 8:] = (100, 100, 100, 255)
+    try:
+        ok, encoded = cv2.imencode(".avif", picture)
+    except cv2.error:
+        ok = False
+    if not ok or cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) is None:
+        pytest.skip("this OpenCV has no AVIF codec")
+    data = encoded.tobytes()
+    assert may_be_transparent(data)
+    image = decode_image(data)
+    assert image[:, :6].min() >= 250 and abs(int(image[:, 10:].mean()) - 100) <= 3
+    opaque = cv2.imencode(".avif", picture[:, :, :3])[1].tobytes()
+    assert not may_be_transparent(opaque), "an AVIF without an alpha plane is decoded once"
+
+
+def test_a_file_of_values_no_rule_reads_is_named_and_gets_no_numpy_advice(tmp_path: Path) -> None:
+    """A 16-bit RGBA PNG holding 0..255 said "uint16 image with values 100..200: ... convert it with
+    .astype(np.uint8)" without the file's name; an int32 TIFF, "pass uint8 ...": advice for arrays."""
+    low = np.dstack([np.full((8, 8, 3), 200, np.uint16), np.full((8, 8), 100, np.uint16)])
+    cv2.imwrite(str(tmp_path / "low16.png"), low)
+    cv2.imwrite(str(tmp_path / "big32.tif"), np.full((8, 8), 70000, np.int32))
+    with pytest.raises(UnreadableImage, match=rf"^{tmp_path / 'low16.png'}: uint16 image with values 100\.\.200: .*saved as "
+                                              r"16-bit; save it as 8-bit, or scale it to 0\.\.65535$"):
+        read_image(tmp_path / "low16.png")
+    with pytest.raises(UnreadableImage, match=rf"^{tmp_path / 'big32.tif'}: int32 image with values 70000\.\.70000: .*; save it "
+                                              r"as 8-bit \(0\.\.255\), 16-bit \(0\.\.65535\) or float \(0\.\.1\)$"):
+        read_image(tmp_path / "big32.tif")
+
+
+def test_a_device_pipe_or_symlink_loop_is_named_for_what_it_is_not_missing(tmp_path: Path) -> None:
+    """`fervid predict /dev/null`, a FIFO and `<(cat x.png)` said "no such file" of a path that is
+    there; a symlink loop said it too (and predict's listing raised Path.resolve's RuntimeError)."""
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "loop1.jpg").symlink_to("loop2.jpg")
+    (tmp_path / "loop2.jpg").symlink_to("loop1.jpg")
+    (tmp_path / "dangling.jpg").symlink_to("nowhere.jpg")
+    for path, message in [("/dev/null", "not a regular file (a device, pipe or socket); save the image to a file and give that"),
+                          (tmp_path / "pipe.png", "not a regular file (a device, pipe or socket)"),
+                          (tmp_path / "loop1.jpg", "a symlink loop (links that lead back to each other, never to a file)"),
+                          (tmp_path / "dangling.jpg", "a symlink to nowhere.jpg, which does not exist")]:
+        with pytest.raises(FervidError) as error:
+            read_image(path)
+        assert str(error.value).startswith(f"{path}: {message}")
+
+
+def test_a_folder_lists_pfm_and_heic_photos_and_a_heic_is_named_as_unreadable(tmp_path: Path) -> None:
+    """A .pfm was read when named but left out of a folder ("no images in this folder"); a .heic was
+    silently left out, where an .avif OpenCV cannot read is listed as unreadable."""
+    cv2.imwrite(str(tmp_path / "a.pfm"), np.full((8, 8, 3), 0.5, np.float32))
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+    (tmp_path / "b.HEIC").write_bytes(heic)
+    (tmp_path / "c.heif").write_bytes(heic)
+    (tmp_path / "notes.txt").write_text("no photo")
+    assert [path.name for path in find_images(tmp_path)] == ["a.pfm", "b.HEIC", "c.heif"]
+    assert read_image(tmp_path / "a.pfm").max() == 128
+    with pytest.raises(UnreadableImage, match=r"b.HEIC: not a readable image \(a HEIC/HEIF photo, a format OpenCV cannot read; "
+                                              r"convert it to JPEG or PNG\)"):
+        read_image(tmp_path / "b.HEIC")
+
+
+def test_a_folder_that_cannot_be_listed_is_named_in_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A subfolder without read permission was left out without a word (os.walk drops errors unless
+    asked); it is named as an unreadable file is. (Refused by os.scandir here: as root, permissions
+    refuse nothing.)"""
+    for name in ("open", "closed"):
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "a.png"), np.zeros((4, 4), np.uint8))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.fspath(path) == str(tmp_path / "closed"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert find_images(tmp_path) == [tmp_path / "open" / "a.png"]
+    assert f"warning: {tmp_path / 'closed'}: could not be read (Permission denied); the files in it are left out" in capsys.readouterr().err

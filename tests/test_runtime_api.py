@@ -582,21 +582,29 @@ def test_color_is_read_in_any_case(recognizer: Recognizer, photo, tmp_path: Path
 
 
 def _tiny_onnx(target: Path, *, card: str | None = None, softmax: bool = True, batch: object = "N",
-               element=None, outputs: int = 1) -> Path:
-    """A face model by hand: (batch, 48, 48, 1) in, a linear layer of 7, a softmax unless told not."""
+               element=None, outputs: int = 1, classes: int = 7, width: object = 7) -> Path:
+    """A face model by hand: (batch, 48, 48, 1) in, a linear layer of ``classes`` (declared ``width``
+    wide), a softmax unless told not."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     element = element or TensorProto.FLOAT
-    weights = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.01, (2304, 7)).astype(np.float32), "w")
+    weights = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.01, (2304, classes)).astype(np.float32), "w")
     nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["xf"], ["flat"]),
              helper.make_node("MatMul", ["flat", "w"], ["logits"])]
-    nodes.append(helper.make_node("Softmax", ["logits"], ["y"]) if softmax else helper.make_node("Identity", ["logits"], ["y"]))
-    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 7])]
+    last = "y" if isinstance(width, int) else "probabilities"  # a named width: reshaped, so no shape inference fixes it
+    nodes.append(helper.make_node("Softmax", ["logits"], [last]) if softmax else helper.make_node("Identity", ["logits"], [last]))
+    initializers = [weights]
+    if last != "y":  # to (batch, -1) with the batch taken from the input at run time: inference cannot fold it
+        nodes += [helper.make_node("Shape", ["x"], ["batch"], start=0, end=1),
+                  helper.make_node("Concat", ["batch", "rest"], ["rows"], axis=0),
+                  helper.make_node("Reshape", ["probabilities", "rows"], ["y"])]
+        initializers.append(numpy_helper.from_array(np.array([-1], np.int64), "rest"))
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, width])]
     if outputs == 2:
         outs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 7]))
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", element, [batch, 48, 48, 1])], outs, [weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", element, [batch, 48, 48, 1])], outs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])  # Shape(start, end) is opset 15
     model.ir_version = 8
     if card is not None:
         helper.set_model_props(model, {"fervid": card})
@@ -630,6 +638,9 @@ def test_a_hand_made_model_is_checked_before_it_gives_silently_wrong_probabiliti
         "fixed batch": (dict(batch=1), "its batch size is fixed to 1"),
         "uint8 input": (dict(element=TensorProto.UINT8), "not a fervid expression model"),
         "two outputs": (dict(outputs=2), "not a fervid expression model"),
+        # a width known only when it ran passed the shape check: 6 probabilities sat under 7 class names
+        "six named": (dict(classes=6, width="K"), "one face gave outputs of shape [1, 6]; expected one row of 7 probabilities"),
+        "eight named": (dict(classes=8, width="K"), "one face gave outputs of shape [1, 8]"),
     }
     for name, (settings, message) in refused.items():
         with pytest.raises(FervidError, match=re.escape(message)):

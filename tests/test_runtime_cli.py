@@ -256,8 +256,8 @@ def test_a_damaged_image_header_gets_fervids_line_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["bench", "--frames", "0"], "--frames must be 1 to 100,000, got 0"),
-        (["bench", "--frames", "99999999999999999999"], "--frames must be 1 to 100,000"),  # each run's video is written first
+        (["bench", "--frames", "19"], "--frames must be 20 to 100,000, got 19"),
+        (["bench", "--frames", "99999999999999999999"], "--frames must be 20 to 100,000"),  # each run's video is written first
         (["bench", "--faces-from", "NOTZIP"], "not a zip file (give the FER2013 zip)"),
         (["bench", "--faces-from", "FOLDER"], "a folder; give the FER2013 zip itself"),
         (["bench", "--faces-from", "missing.zip"], "--faces-from missing.zip: no such file"),
@@ -433,7 +433,7 @@ def test_bench_with_a_zip_without_faces_says_so(tmp_path: Path) -> None:
         contents = {0: b"", 11: b"not a png", 22: image}  # it reads every 11th name: an empty and a foreign file are passed over
         for index in range(23):
             archive.writestr(f"crops/validation/happy/{index:02d}.png", contents.get(index, image))
-    result = fervid("bench", "--faces-from", str(tmp_path / "crops.zip"), "--frames", "1", "--output", str(tmp_path / "perf.md"))
+    result = fervid("bench", "--faces-from", str(tmp_path / "crops.zip"), "--frames", "20", "--output", str(tmp_path / "perf.md"))
     assert result.returncode == 0, result.stderr
     assert f"wrote the 'Real-time pipeline (`fervid bench`)' section of {tmp_path / 'perf.md'}" in result.stderr
     assert "end-to-end runs of" not in (tmp_path / "perf.md").read_text(), "no end-to-end run: no frame count claimed"
@@ -699,3 +699,92 @@ def test_a_summary_plot_in_a_hidden_folder_of_the_source_is_checked_too(tmp_path
     result = fervid("live", "--source", str(photos), "--no-display", "--summary", str(photos / ".x" / "s.json"))
     assert_one_line_error(result, f"{mine}: exists and is not the plot of a fervid live summary")
     assert mine.read_bytes() == kept
+
+
+def test_symlink_loops_as_photos_or_outputs_are_one_line_errors(tmp_path: Path) -> None:
+    """`ln -s loop2.jpg loop1.jpg; ln -s loop1.jpg loop2.jpg; fervid predict loop1.jpg` ended in
+    Path.resolve's RuntimeError traceback; so did a --json or --out that loops."""
+    cv2.imwrite(str(tmp_path / "photo.png"), textured_background(60, 80))
+    for first, second in (("loop1.jpg", "loop2.jpg"), ("l1.json", "l2.json"), ("od1", "od2")):
+        (tmp_path / first).symlink_to(second)
+        (tmp_path / second).symlink_to(first)
+    loop = "a symlink loop (links that lead back to each other, never to a file"
+    assert_one_line_error(fervid("predict", "loop1.jpg", "--no-save", cwd=tmp_path), f"loop1.jpg: {loop})")
+    assert_one_line_error(fervid("predict", "photo.png", "--no-save", "--json", "l1.json", cwd=tmp_path), f"--json l1.json: {loop} or folder)")
+    assert_one_line_error(fervid("predict", "photo.png", "--out", "od1", cwd=tmp_path), f"--out od1: {loop} or folder)")
+    both = fervid("predict", "photo.png", "loop1.jpg", "--no-save", cwd=tmp_path)  # among other photos: a note, as any unreadable one
+    assert both.returncode == 0 and f"warning: loop1.jpg: {loop})" in both.stderr, both.stderr
+    # where no check names it first (analyze's --boxes file), the CLI still says it in one line
+    boxes = fervid("analyze", "photo.png", "--out", "faces.csv", "--boxes", "loop1.jpg", cwd=tmp_path)
+    assert_one_line_error(boxes, f"loop1.jpg: {loop} or folder)")
+
+
+def test_an_output_below_a_symlink_to_nothing_is_refused_before_the_first_photo(tmp_path: Path) -> None:
+    """`ln -s /not_mounted/out dl`: `--json dl/faces.json` failed after every photo ("File exists"),
+    the records lost, and `--out dl/ann` after the first."""
+    cv2.imwrite(str(tmp_path / "photo.png"), textured_background(60, 80))
+    (tmp_path / "dl").symlink_to(tmp_path / "not_mounted" / "out")
+    named = f"dl is a symlink to {tmp_path / 'not_mounted' / 'out'}, which does not exist (not mounted?)"
+    result = fervid("predict", "photo.png", "--no-save", "--json", "dl/faces.json", cwd=tmp_path)
+    assert_one_line_error(result, f"--json dl/faces.json: {named}; make its target, or write the output elsewhere")
+    assert "no face found" not in result.stderr, "refused before the first photo"
+    result = fervid("predict", "photo.png", "--out", "dl/ann", cwd=tmp_path)
+    assert_one_line_error(result, f"--out dl/ann: {named}")
+    assert "no face found" not in result.stderr
+
+
+def test_tilde_outputs_are_written_in_the_home_folder_where_they_were_checked(tmp_path: Path) -> None:
+    """`--out=~/res --json=~/res.json` (the shell leaves a ~ after '=' alone) were checked in the home
+    folder and written in ./~/res; live's --jsonl and --summary likewise."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    cv2.imwrite(str(work / "photo.png"), textured_background(60, 80))
+    env = {**os.environ, "HOME": str(home)}
+    result = subprocess.run([FERVID, "predict", "photo.png", "--out=~/res", "--json=~/res.json"], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (home / "res" / "photo.png").is_file() and json.loads((home / "res.json").read_text()) == []
+    assert (home / "res" / ".fervid-predict").read_text() == "photo.png\n"
+    assert f"annotated images in {home / 'res'}" in result.stderr
+    result = subprocess.run([FERVID, "live", "--source", "photo.png", "--no-display", "--jsonl=~/t.jsonl", "--summary=~/s.json"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (home / "t.jsonl").is_file() and "faces" in json.loads((home / "s.json").read_text())
+    assert sorted(path.name for path in work.iterdir()) == ["photo.png"], "nothing in ./~"
+
+
+def test_an_annotated_copy_too_large_to_encode_is_noted_and_not_claimed(tmp_path: Path) -> None:
+    """A 70000x20 photo's copy (JPEG takes 65,500 pixels a side) was silently not written."""
+    cv2.imwrite(str(tmp_path / "wide.bmp"), np.full((20, 70000, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "small.bmp"), textured_background(60, 80))
+    out = tmp_path / "annotated"
+    result = fervid("predict", str(tmp_path / "wide.bmp"), str(tmp_path / "small.bmp"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {tmp_path / 'wide.bmp'}: no annotated copy written: OpenCV could not encode its 70000x20 pixels" in result.stderr
+    assert sorted(path.name for path in out.iterdir()) == [".fervid-predict", "small.jpg"]
+    assert result.stderr.strip().splitlines()[-1] == (f"2 image(s), 0 face(s); 2 without a face; annotated images in {out}; "
+                                                      "1 annotated copy not written (too large to encode)")
+    alone = fervid("predict", str(tmp_path / "wide.bmp"), "--out", str(tmp_path / "none"))
+    assert alone.returncode == 0 and "annotated images in" not in alone.stderr, alone.stderr
+
+
+def test_a_list_of_copies_that_cannot_grow_is_named_and_left_whole(tmp_path: Path) -> None:
+    """A full disk said "fervid: error: No space left on device" of no file, and a name appended in
+    part to .fervid-predict ran into the next one. A file size limit fails the same write (EFBIG)."""
+    import resource
+
+    cv2.imwrite(str(tmp_path / "photo.png"), textured_background(60, 80))
+    out = tmp_path / "annotated"
+    out.mkdir()
+    listing = out / ".fervid-predict"
+    listing.write_text("x" * 4090 + ".png\n")  # 4,095 bytes: one more name crosses 4,096
+
+    def small_files() -> None:  # in the child: writes past 4 KB fail (EFBIG; Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    result = subprocess.run([FERVID, "predict", str(tmp_path / "photo.png"), "--out", str(out)], capture_output=True, text=True,
+                            timeout=120, preexec_fn=small_files, env={**os.environ, "HOME": str(tmp_path)})
+    assert_one_line_error(result, f"{listing}: File too large")
+    assert listing.read_text() == "x" * 4090 + ".png\n", "no name in part"
+    assert sorted(path.name for path in out.iterdir()) == [".fervid-predict"]

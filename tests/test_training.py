@@ -573,6 +573,10 @@ def test_mcnemar_matches_the_binomial_tail():
     b = np.array([True] * 277 + [False] * 252)
     assert mcnemar_p(b, ~b)[2] == pytest.approx(0.2967202641108667, rel=1e-9)
     assert mcnemar_p(b, b) == (0, 0, 1.0)
+    # AffectNet-sized disagreement (each coefficient is built from the last, not math.comb afresh):
+    # the two-sided tail from log-gamma terms, 0.1970755162...
+    b = np.array([True] * 12000 + [False] * 11800)
+    assert mcnemar_p(b, ~b) == (12000, 11800, pytest.approx(0.19707551621, rel=1e-9))
 
 
 def textures(count: int = 64, seed: int = 0) -> np.ndarray:
@@ -1303,6 +1307,27 @@ def test_evaluate_scores_a_run_on_the_faces_it_held_out_of_data_without_a_valida
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["split_source"].startswith("stratified 10% of train") and metrics["images"] == card["dataset"]["validation_images"]
     assert metrics["accuracy"] == pytest.approx(card["metrics"]["accuracy_flip_tta"]), "the very faces training scored"
+
+    # another run on this folder held out other faces (--seed 7): scored on these, it would be tested
+    # partly on faces it learned, and the McNemar test would favour it
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(run / "model.onnx"))
+    entry = next(prop for prop in model.metadata_props if prop.key == "fervid")
+    reseeded = json.loads(entry.value)
+    reseeded["training"]["seed"] = 7
+    entry.value = json.dumps(reseeded)
+    onnx.save(model, str(tmp_path / "seed7.onnx"))
+    from fervid.data import load_split, read_dataset
+    from fervid.data.holdout import stratified_holdout
+
+    train = load_split(read_dataset(data), "train")
+    learned = int(np.sum(stratified_holdout(train.labels, 0.1, 42) & ~stratified_holdout(train.labels, 0.1, 7)))
+    assert learned > 0, "the two seeds must hold out different faces for this test"
+    refused = fervid_here("evaluate", str(run), str(data), "--against", str(tmp_path / "seed7.onnx"), check=False)
+    assert refused.returncode == 2 and f"seed7.onnx (--against) trained on {learned} of the 7 faces" in refused.stderr
+    assert "(it held out --val-fraction 0.1 with --seed 7)" in refused.stderr
+    same = fervid_here("evaluate", str(run), str(data), "--against", str(run / "model.onnx"))
+    assert "only this model right on 0 faces" in " ".join(same.stdout.split()), "the same held-out faces compare"
 
     (data / "train" / "happy" / "0000.png").unlink()  # other data: the seed would pick faces the model learned
     other = fervid_here("evaluate", str(run), str(data), check=False)

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from fervid.console import one_line
 from fervid.errors import FervidError, Interrupted, WriteFailedInLibrary, install_hint
-from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable
+from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable, real_path
 from fervid.pixel_limit import pixel_limit
 from fervid.model.specs import ARCHITECTURES
 
@@ -132,7 +132,8 @@ def data_inspect(
     from fervid.data.inspect import check_grid_path, sample_grid, summarize
     from fervid.labels import parse_mapping
 
-    target = grid or Path(f"{path.resolve().stem or 'dataset'}-samples.png")  # `data inspect .` names the grid after the folder
+    # `data inspect .` names the grid after the folder; ~ expanded as its check reads it (--grid=~/g.png)
+    target = grid.expanduser() if grid else Path(f"{path.resolve().stem or 'dataset'}-samples.png")
     check_grid_path(target)  # before reading the data
     check_outside_dataset(target, path, "--grid")
     index = read_dataset(path, unknown=unknown, mapping=parse_mapping(map))  # type: ignore[arg-type]
@@ -241,6 +242,7 @@ def train(
     from fervid.labels import parse_mapping
     from fervid.training.config import TrainConfig
 
+    out_dir = out_dir.expanduser()  # as its checks read it: --out=~/runs/x, which the shell leaves alone
     if resume and (out_dir / "config.json").exists():
         config = TrainConfig.load(out_dir / "config.json")
         _refuse_changes_on_resume(ctx, config, out_dir)
@@ -310,6 +312,8 @@ def evaluate(
       fervid evaluate fervid-vgg my-faces/ --predictions faces.csv     # each face's prediction, wrong ones first
     """
     _needs("data", "pandas")
+    # ~ expanded as the checks read it, so each file goes where it was checked (--json=~/m.json)
+    json_out, confusion, predictions = (path.expanduser() if path else None for path in (json_out, confusion, predictions))
     if confusion:
         _needs("data", "matplotlib")
         if confusion.suffix.lower() != ".png":  # checked now, not after the scoring
@@ -327,7 +331,8 @@ def evaluate(
     outputs = [(path, option) for path, option in ((json_out, "--json"), (confusion, "--confusion"), (predictions, "--predictions"))
                if path is not None]
     for (first, first_option), (second, second_option) in itertools.combinations(outputs, 2):
-        if first.expanduser().resolve() == second.expanduser().resolve():  # the second written would replace the first
+        # the second written would replace the first
+        if real_path(first, f"{first_option} {first}") == real_path(second, f"{second_option} {second}"):
             raise FervidError(f"{first_option} and {second_option} are both {first}; give each output its own file")
     for path, option in outputs:  # now, not after the scoring
         check_writable(path, option)
@@ -515,7 +520,7 @@ def bench(
     output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Also write the results into this Markdown page (e.g. docs/performance.md): its 'Real-time pipeline' section (one per model) is replaced, or appended, and the rest of the page kept.")] = None,
     model: ModelOption = None,
     faces_from: Annotated[Optional[Path], typer.Option(help="FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP); without one the end-to-end FPS rows and the near-search row are skipped and the detector times an empty frame.")] = None,
-    frames: Annotated[int, typer.Option(help="Frames per end-to-end run (1 to 100,000).")] = 300,
+    frames: Annotated[int, typer.Option(help="Frames per end-to-end run (20 to 100,000; the first 10 are untimed).")] = 300,
 ) -> None:
     """Measure per-face classification latency, detector time and end-to-end FPS; print a Markdown table.
 
@@ -719,3 +724,12 @@ def main() -> None:
     except KeyboardInterrupt:
         print("fervid: interrupted", file=sys.stderr)
         sys.exit(130)
+    except RuntimeError as error:
+        # Path.resolve() on a symlink loop (Python 3.12 and older), where no check refused it first:
+        # the user's path to fix, not a bug
+        if not str(error).startswith("Symlink loop from"):
+            raise
+        where = str(error).removeprefix("Symlink loop from ").strip("'")  # pathlib quotes the path with repr()
+        print(f"fervid: error: {one_line(where)}: a symlink loop (links that lead back to each other, never to a file or "
+              "folder); give another path", file=sys.stderr)
+        sys.exit(2)

@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 from fervid.errors import FervidError
 
 TEMPORARY_STEM_BYTES = 64
+TEMPORARY_RANDOM_BYTES = 8  # what mkstemp puts between a temporary's prefix and suffix
 
 
 def file_in_the_way(target: str | Path) -> Path | None:
@@ -49,12 +51,74 @@ def check_writable(target: str | Path, option: str = "", *, own_run: Path | None
     name = f"{option} {target}" if option else str(target)
     if os.name == "posix" and len(os.fsencode(target.name)) > NAME_BYTES:  # a default named after a long input
         raise FervidError(f"{name}: a file name over {NAME_BYTES} bytes, longer than file systems take; give a shorter one")
+    refuse_symlink_loop(target, name)
     if target.is_dir():
         raise FervidError(f"{name}: a folder, not a file; give a file path for this output")
     if target.exists() and not target.is_file():  # replaced by a file, /dev/null would be gone (as root)
         raise FervidError(f"{name}: not a regular file (a device, pipe or socket); give a file path for this output")
     check_not_a_run_file(target, name, own_run=own_run)
     check_writable_folder(target.parent, name=name)
+    check_replaceable(target, name)
+
+
+def symlink_loop(path: str | Path) -> bool:
+    """Whether ``path``, or a folder on the way to it, is a symlink that leads back to itself
+    (``a -> b``, ``b -> a``): it names no file or folder, and can never be made one."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    except ValueError:  # a NUL byte in the name: no loop, the write says what is wrong
+        return False
+    return False
+
+
+def refuse_symlink_loop(path: str | Path, name: str = "") -> None:
+    """Refuse a path that is a symlink loop (``symlink_loop``) with one line: ``Path.resolve`` raised
+    Python's ``RuntimeError("Symlink loop ...")`` on it (3.12 and older), a traceback in the CLI."""
+    if symlink_loop(path):
+        raise FervidError(f"{name or path}: a symlink loop (links that lead back to each other, never to a file or "
+                          "folder); give another path")
+
+
+def real_path(path: str | Path, name: str = "") -> Path:
+    """``path`` with ``~`` expanded and every symlink followed (``Path.resolve``), or a one-line
+    FervidError naming ``name`` (or the path) where it is a symlink loop."""
+    path = Path(path).expanduser()
+    refuse_symlink_loop(path, name)
+    try:
+        return path.resolve()
+    except RuntimeError:  # a loop that appeared since the check (Python 3.12 and older)
+        raise FervidError(f"{name or path}: a symlink loop; give another path") from None
+
+
+def dangling_link_in_the_way(target: str | Path) -> Path | None:
+    """The symlink to nothing (``out -> /mnt/disk/out``, the disk not mounted) standing where a folder
+    of ``target``'s path must be, else None. Its folder could not be made ("File exists", naming
+    neither path), and the write would fail only at the end of a run, its results lost."""
+    for parent in Path(target).expanduser().parents:
+        if parent.is_symlink() and not parent.exists():
+            return parent
+        if parent.exists():
+            return None
+    return None
+
+
+def check_replaceable(target: Path, name: str) -> None:
+    """Refuse a file that only its owner may replace: another user's file in a sticky folder such as
+    ``/tmp`` (mode 1777). It may be writable by all, but the rename that puts the new file in place
+    fails there ("Operation not permitted") unless the file or the folder is ours, or we are root:
+    at the end of a run, its results lost."""
+    if not hasattr(os, "geteuid"):  # Windows has no sticky folders
+        return
+    try:
+        file, folder = os.lstat(target), os.stat(target.parent)
+    except OSError:  # no file there yet: a new file may be created in any folder we can write in
+        return
+    us = os.geteuid()
+    if folder.st_mode & stat.S_ISVTX and us != 0 and us not in (file.st_uid, folder.st_uid):
+        raise FervidError(f"{name}: belongs to another user, in the sticky folder {target.parent} (like /tmp), where only "
+                          "its owner may replace it; write the output elsewhere")
 
 
 def check_not_a_run_file(target: Path, name: str, *, own_run: Path | None = None) -> None:
@@ -62,7 +126,7 @@ def check_not_a_run_file(target: Path, name: str, *, own_run: Path | None = None
     report or checkpoints): ``evaluate --json RUN/model.keras`` lost the trained model, and a
     replaced ``config.json`` or ``checkpoint/state.json`` broke ``--resume``. ``own_run``: the run
     whose ``model.onnx`` and ``model.json`` this command writes by design (``fervid export RUN``)."""
-    where = target.resolve()
+    where = real_path(target, name)
     for run in (where.parent, where.parent.parent):
         # a finished run whose checkpoint/ was deleted (as the docs allow) still has its model and history
         if not ((run / "config.json").is_file() and any((run / name).exists() for name in ("checkpoint", "model.keras"))):
@@ -70,7 +134,7 @@ def check_not_a_run_file(target: Path, name: str, *, own_run: Path | None = None
         relative = where.relative_to(run).as_posix()
         if relative not in (*RUN_OUTPUTS, RUN_LOCK) and not relative.startswith("checkpoint/"):
             continue
-        if own_run is not None and run == own_run.expanduser().resolve() and relative in ("model.onnx", "model.json"):
+        if own_run is not None and run == real_path(own_run) and relative in ("model.onnx", "model.json"):
             continue
         raise FervidError(f"{name}: is {relative} of the training run {run}, which this output would overwrite; "
                           "write it elsewhere")
@@ -80,8 +144,12 @@ def check_writable_folder(folder: str | Path, option: str = "", *, name: str = "
     """Refuse now an output folder that could not be made or written in (see ``check_writable``)."""
     folder = Path(folder).expanduser()
     name = name or (f"{option} {folder}" if option else str(folder))
+    refuse_symlink_loop(folder, name)
     if blocker := file_in_the_way(folder / "_"):
         raise FervidError(f"{name}: {blocker} is a file, not a folder; write the output elsewhere")
+    if link := dangling_link_in_the_way(folder / "_"):
+        raise FervidError(f"{name}: {link} is a symlink to {os.readlink(link)}, which does not exist (not mounted?); "
+                          "make its target, or write the output elsewhere")
     existing = next((path for path in (folder, *folder.parents) if path.exists()), Path.cwd())
     try:
         with tempfile.TemporaryFile(dir=existing):
@@ -95,7 +163,7 @@ def check_writable_folder(folder: str | Path, option: str = "", *, name: str = "
 def check_not_an_input(target: str | Path, option: str, inputs: Mapping[str, str | Path | None]) -> None:
     """Refuse an output that is one of the run's own input files (``inputs``: what it is -> its path):
     the output would replace it, the dataset, model or boxes the user gave lost."""
-    resolved = Path(target).expanduser().resolve()
+    resolved = real_path(target, f"{option} {target}")
     for what, path in inputs.items():
         if path is not None and Path(path).expanduser().is_file() and Path(path).expanduser().resolve() == resolved:
             raise FervidError(f"{option} {target}: is {what}, which this output would overwrite; write it elsewhere")
@@ -108,7 +176,7 @@ def check_outside_dataset(target: str | Path, data: str | Path, option: str, *, 
     root = Path(data).expanduser()
     if not root.is_dir():
         return
-    root, where = root.resolve(), Path(target).expanduser().resolve()
+    root, where = root.resolve(), real_path(target, f"{option} {target}")
     holder = where if folder else where.parent
     if holder.is_relative_to(root) and (folder or holder != root):
         from fervid.images import is_image_name  # here: importing fileio must not load OpenCV (fervid --help)
@@ -152,20 +220,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     A file replaced keeps its permissions (a group-writable page stays group-writable). A symlink is
     replaced by the file, its target left as it was (written through, a run folder linked to another
     run's files would overwrite that run's checkpoints). A device, pipe or socket is refused:
-    replaced by a file, ``/dev/null`` would be gone."""
-    target = Path(target)
+    replaced by a file, ``/dev/null`` would be gone. A ``~`` at its start is the home folder, as
+    ``check_writable`` reads it: the file checked is the file written."""
+    target = Path(target).expanduser()
     if target.exists() and not target.is_file() and not target.is_dir():
         raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket)", str(target))
     if target.is_dir():  # else os.replace fails at the end, naming the temporary file instead of the user's path
         raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(target))
     if blocker := file_in_the_way(target):  # mkdir would say "File exists", naming neither path
         raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, not a folder", str(target))
-    suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".weights.h5") else target.suffix
-    # The random part and ".tmp" lengthen the name: a short stem keeps a long legal name writable.
-    stem = os.fsencode(target.stem)[:TEMPORARY_STEM_BYTES].decode(errors="ignore")  # fsencode: names not in UTF-8 too
+    if link := dangling_link_in_the_way(target):  # so would mkdir here
+        raise FileExistsError(errno.EEXIST, f"{link} is a symlink to {os.readlink(link)}, which does not exist", str(target))
+    prefix, suffix = temporary_affixes(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{stem}.", suffix=f".tmp{suffix}")
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=suffix)
     except OSError as error:  # named for the user's path, not the temporary one
         raise type(error)(error.errno, error.strerror, str(target)) from None
     os.close(handle)
@@ -186,6 +255,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def temporary_affixes(target: Path) -> tuple[str, str]:
+    """The prefix and suffix of ``target``'s temporary (``.stem.`` and ``.tmp.suffix``), cut so that
+    the temporary's name fits ``NAME_BYTES`` whenever the target's does: the random part and
+    ``.tmp`` lengthen it, and a long legal name (``faces.xxx...``, whose suffix is most of it) was
+    checked, then failed at the end of the run. The stem is cut first, to ``TEMPORARY_STEM_BYTES``;
+    the suffix only where it alone is too long (no writer picks a format by such a suffix)."""
+    suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".weights.h5") else target.suffix
+    raw_suffix = os.fsencode(f".tmp{suffix}")  # fsencode: names not in UTF-8 too
+    room = NAME_BYTES - TEMPORARY_RANDOM_BYTES - 2  # the dots around the stem
+    raw_suffix = raw_suffix[:room]
+    raw_stem = os.fsencode(target.stem)[: min(TEMPORARY_STEM_BYTES, room - len(raw_suffix))]
+    # a character cut in two, or a byte that is not UTF-8, is left out: the name only has to be unique
+    return f".{raw_stem.decode(errors='ignore')}.", raw_suffix.decode(errors="ignore")
 
 
 def _flush_to_disk(path: Path) -> None:

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Literal, TypeGuard, TypeVar, Union, overload
 import cv2
 import numpy as np
 
+from fervid.console import warn
 from fervid.errors import FervidError
+from fervid.fileio import symlink_loop
 from fervid.pixel_limit import pixel_limit
 from fervid.preprocess import to_gray, to_uint8
 from fervid.transparency import decode_on_white, on_white
@@ -27,10 +29,15 @@ if TYPE_CHECKING:  # for annotations only: fervid never imports PIL
     from PIL import Image
 
 # .jfif and .jpe are JPEG under other names (Windows saves browser downloads as .jfif); .avif needs an
-# OpenCV built with it, and otherwise is listed as unreadable, never silently left out.
+# OpenCV built with it, and otherwise is listed as unreadable, never silently left out; .pfm (float)
+# is read by fervid's float rule.
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".avif", ".tif", ".tiff", ".jp2", ".pgm", ".ppm", ".gif",
+    ".pfm",
 )
+# Photos OpenCV cannot decode (iPhones save HEIC): listed with a folder's images, so that each is
+# named as unreadable, with what to do, never silently left out. Datasets count them as dropped.
+FOREIGN_PHOTO_SUFFIXES = (".heic", ".heif")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 
 UNREADABLE_WHY = "corrupt, cut short, or a format OpenCV cannot read"
@@ -64,6 +71,12 @@ def is_image_name(name: str | Path) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_photo_name(name: str | Path) -> bool:
+    """Whether a folder walk lists the file as a photo: an image suffix, or a photo format OpenCV
+    cannot read (``FOREIGN_PHOTO_SUFFIXES``), which is then reported as unreadable."""
+    return Path(name).suffix.lower() in (*IMAGE_SUFFIXES, *FOREIGN_PHOTO_SUFFIXES)
+
+
 ANNOTATED_LIST = ".fervid-predict"  # in a predict --out folder: the annotated copies written there, one name per line
 
 
@@ -87,11 +100,13 @@ def walk_files(folder: str | Path, broken: list[Path] | None = None) -> Iterator
     ``fervid predict`` listed in a folder below ``folder`` are its outputs, not more photos: left
     out, so that ``fervid predict .`` followed by ``fervid analyze .`` does not count every face
     twice (a folder given itself, ``fervid analyze runs/predict``, is read whole). ``broken``, if
-    given, collects the links that point nowhere, for a caller that says what it left out.
+    given, collects the links that point nowhere, for a caller that says what it left out. A folder
+    that cannot be listed (no permission) gets a one-line warning, as an unreadable file does: it
+    was left out without a word.
     """
     root = os.fspath(folder)
     chains: dict[str, tuple[str, ...]] = {root: (os.path.realpath(root),)}  # each folder walked -> real paths of it and its ancestors
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unlisted):
         chain = chains.pop(dirpath)
         if dirpath != root and ANNOTATED_LIST in filenames:
             copies = annotated_copies(dirpath)
@@ -112,13 +127,19 @@ def walk_files(folder: str | Path, broken: list[Path] | None = None) -> Iterator
                 broken.append(Path(path))
 
 
+def _unlisted(error: OSError) -> None:
+    """Say which folder a walk could not list, and why; its files are left out."""
+    warn(f"{error.filename}: could not be read ({error.strerror or error}); the files in it are left out")
+
+
 def find_images(folder: str | Path) -> list[Path]:
-    """The image files under ``folder`` (recursively, in name order, through symlinked folders),
-    without hidden files and folders."""
+    """The photo files under ``folder`` (recursively, in name order, through symlinked folders),
+    without hidden files and folders: images, and photos OpenCV cannot read (``is_photo_name``),
+    which reading names as unreadable."""
     folder = Path(folder)
     return sorted(
         path for path in walk_files(folder)
-        if is_image_name(path) and not is_hidden(path.relative_to(folder).parts)
+        if is_photo_name(path) and not is_hidden(path.relative_to(folder).parts)
     )
 
 
@@ -173,8 +194,29 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     if (image is None or image.size == 0) and data[:4] in (b"II*\0", b"MM\0*") and flags >= 0:
         return _float_map(data, flags)  # a 32-bit float TIFF: OpenCV decodes it only at its own depth
     if image is None or image.size == 0:
-        raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
-    return image if flags < 0 else decode_on_white(data, image)  # flags < 0: IMREAD_UNCHANGED, alpha kept
+        raise UnreadableImage(f"not a readable image ({_why_unreadable(data)})")
+    if flags < 0:  # IMREAD_UNCHANGED, alpha kept
+        return image
+    try:
+        return decode_on_white(data, image)
+    except UnreadableImage:
+        raise
+    except FervidError as error:  # values no rule reads (a 16-bit image holding 0..255): said of the file
+        raise UnreadableImage(str(error)) from None
+
+
+# ISO base media brands of HEIC/HEIF stills and sequences, which OpenCV has no decoder for.
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _why_unreadable(data: bytes) -> str:
+    """Why OpenCV decoded nothing: a format it lacks, said as such where the header tells, else
+    ``UNREADABLE_WHY``."""
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
+        return "an AVIF image this OpenCV cannot decode (built without AVIF, or a damaged file); convert it to JPEG or PNG"
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        return "a HEIC/HEIF photo, a format OpenCV cannot read; convert it to JPEG or PNG"
+    return UNREADABLE_WHY
 
 
 def _imdecode(encoded: np.ndarray, flags: int) -> np.ndarray | None:
@@ -200,7 +242,7 @@ def _float_map(data: bytes, flags: int) -> np.ndarray:
     if image is None or image.size == 0:
         raise UnreadableImage(f"not a readable image ({UNREADABLE_WHY})")
     try:
-        image = to_uint8(image)
+        image = to_uint8(image, in_file=True)
     except FervidError as error:
         raise UnreadableImage(str(error)) from None
     if flags & cv2.IMREAD_ANYCOLOR:  # the channels as stored
@@ -218,7 +260,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """An image file as a BGR array, turned upright by its EXIF orientation."""
     path = Path(path)
     if not path.is_file():
-        raise FervidError(f"{path}: {'a folder, not an image' if path.is_dir() else 'no such file'}")
+        raise FervidError(f"{path}: {_not_a_file(path)}")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         raise NotAnImage(f"{path}: a video, not an image (fervid live --source {path} reads videos)")
     if path.suffix.lower() == ".zip":
@@ -229,6 +271,21 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FervidError(f"{path}: could not be read ({error.strerror or error})") from None
     except UnreadableImage as error:
         raise type(error)(f"{path}: {error}") from None  # TooManyPixels stays TooManyPixels
+
+
+def _not_a_file(path: Path) -> str:
+    """What ``path`` is, where it is not a regular file to read: a device, a pipe (``<(cat x.png)``) or
+    a socket is not "no such file", though it has no image to read whole (a pipe's bytes can only be
+    read once, with no size known: save them to a file)."""
+    if path.is_dir():
+        return "a folder, not an image"
+    if symlink_loop(path):
+        return "a symlink loop (links that lead back to each other, never to a file)"
+    if path.is_symlink() and not path.exists():
+        return f"a symlink to {os.readlink(path)}, which does not exist"
+    if path.exists():
+        return "not a regular file (a device, pipe or socket); save the image to a file and give that"
+    return "no such file"
 
 
 def is_pil_image(image: object) -> TypeGuard[Image.Image]:

@@ -15,8 +15,9 @@ def read_markdown_page(path: str | Path, option: str = "--output") -> str:
     ``.md`` text file (a model card, a device: the section would be appended to it or replace it).
 
     Benchmarks call it before measuring too, so a wrong ``--output`` fails in seconds, not after the run.
+    A ``~`` at its start is the home folder, as the output checks read it.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.suffix.lower() not in (".md", ".markdown"):
         raise FervidError(f"{option} {path}: not a Markdown page; give a .md file to write the section into")
     if not path.exists():
@@ -32,7 +33,7 @@ def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:
 
     Several benchmarks write to one page (docs/performance.md); each owns only its own section.
     """
-    path = Path(path)
+    path = Path(path).expanduser()  # the page read and checked (--output=~/perf.md), not ./~/perf.md
     page = read_markdown_page(path)
     pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(page):

@@ -28,7 +28,9 @@ def parsed_by_opencv(value: str) -> bool:
 
 def pixel_limit() -> int:
     """The limit in pixels (OpenCV's default, 2^30, when the variable is unset), or a FervidError
-    naming a value OpenCV could not parse (it would abort) or 0 (no image could be read)."""
+    naming a value OpenCV could not parse (it would abort), 0, or a value whose size suffix takes it
+    to 2^64 or more (OpenCV wraps it round, to 0 for 2^64): no image could be read, or not the
+    limit meant."""
     value = os.environ.get(VARIABLE)
     if value is None:
         return OPENCV_DEFAULT
@@ -36,7 +38,11 @@ def pixel_limit() -> int:
     if found is None or int(found[1]) >= 1 << 64 or int(found[1]) == 0:
         raise FervidError(f"{VARIABLE}={value!r}: give a whole number of pixels, 1 or more, such as 100000000 "
                           "(OpenCV also reads 64MB as 64 x 1024 x 1024 pixels)")
-    return int(found[1]) * SCALE[found[2]]
+    limit = int(found[1]) * SCALE[found[2]]
+    if limit >= 1 << 64:  # OpenCV multiplies by the suffix in 64 bits, unchecked: 2^64 pixels became a limit of 0
+        raise FervidError(f"{VARIABLE}={value!r}: {limit:,} pixels, 2^64 or more, which OpenCV wraps round to "
+                          f"{limit % (1 << 64):,}; give a smaller limit")
+    return limit
 
 
 class _CheckedOpenCV(importlib.abc.MetaPathFinder):

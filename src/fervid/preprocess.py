@@ -23,9 +23,10 @@ MAX_INPUT_BLUR = 10.0  # sigma in pixels; far beyond this a 48x48 face is one fl
 FLOAT_255_FROM = 2.0
 FLOAT_SLACK = 1e-3  # rounding error past either end of a range is clipped, not refused
 DTYPES_TO_PASS = "pass uint8 (0..255), uint16 (0..65535) or float (0..1)"
+DEPTHS_TO_SAVE = "save it as 8-bit (0..255), 16-bit (0..65535) or float (0..1)"  # the same, said of a file
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
+def to_uint8(image: np.ndarray, *, in_file: bool = False) -> np.ndarray:
     """An image of any supported dtype as uint8 0..255, refusing values whose scale is unclear.
 
     uint8 is 0..255 and uint16 is 0..65535 (16-bit PNG and TIFF as OpenCV reads them). Other
@@ -34,28 +35,32 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     (negative values, NaN, a float just above 1, a 12-bit image in int32, an 8-bit image in uint16,
     bool) is a one-line
     ``FervidError``: reading it at a guessed scale gives confident wrong expressions, or no faces.
+    ``in_file``: the image was decoded from a file, so the message says how to save it, not which
+    NumPy call converts an array.
     """
+    advice = DEPTHS_TO_SAVE if in_file else DTYPES_TO_PASS
     if image.dtype == np.uint8:
         return image
     if image.dtype.kind == "u" and image.dtype.itemsize == 2:  # either byte order (PIL's "I;16B" is big-endian)
         # 0 < max <= 255 of 65535 is black to the eye: an 8-bit picture in uint16 (astype, or PIL's
         # convert("I;16") of an "L" image), read as 16-bit it found no face, or a confident label.
         if image.size and 0 < (top := int(image.max())) <= 255:
+            held, fix = ("saved as 16-bit", "save it as 8-bit") if in_file else ("in uint16", "convert it with .astype(np.uint8)")
             raise FervidError(f"{image.dtype} image with values {int(image.min())}..{top}: 16-bit values of at most 255 "
-                              "are an 8-bit picture in uint16; convert it with .astype(np.uint8), or scale it to 0..65535")
+                              f"are an 8-bit picture {held}; {fix}, or scale it to 0..65535")
         return (image >> 8).astype(np.uint8)
     if image.dtype.kind not in "iuf":
-        raise FervidError(f"an array of dtype {image.dtype} is not an image; {DTYPES_TO_PASS}")
+        raise FervidError(f"an array of dtype {image.dtype} is not an image; {advice}")
     if image.size == 0:
         return image.astype(np.uint8)
     low, high = image.min(), image.max()
     if image.dtype.kind in "iu":
         if low < 0 or high > 255:
-            raise FervidError(f"{image.dtype} image with values {low}..{high}: integer images other than uint16 must hold 0..255; {DTYPES_TO_PASS}")
+            raise FervidError(f"{image.dtype} image with values {low}..{high}: integer images other than uint16 must hold 0..255; {advice}")
         return image.astype(np.uint8)
     low, high = float(low), float(high)
     if not (np.isfinite(low) and np.isfinite(high)):
-        raise FervidError(f"{image.dtype} image with NaN or infinite values; {DTYPES_TO_PASS}")
+        raise FervidError(f"{image.dtype} image with NaN or infinite values; {advice}")
     if low >= -FLOAT_SLACK and high <= 1 + FLOAT_SLACK:
         scale = 255.0
     elif low >= -255 * FLOAT_SLACK and FLOAT_255_FROM <= high <= 255 * (1 + FLOAT_SLACK):
@@ -63,7 +68,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     else:
         raise FervidError(
             f"{image.dtype} image with values {low:g}..{high:g}: float images must hold 0..1, or 0..255 with values "
-            f"reaching {FLOAT_255_FROM:g}; {DTYPES_TO_PASS}"
+            f"reaching {FLOAT_255_FROM:g}; {advice}"
         )
     return np.clip(np.asarray(image, dtype=np.float32) * np.float32(scale) + 0.5, 0, 255).astype(np.uint8)
 

@@ -7,6 +7,11 @@ saw. So a file that can hold transparency is decoded a second time with its alph
 and turned the way OpenCV turned the colour decode (``IMREAD_UNCHANGED`` ignores the EXIF
 orientation that ``IMREAD_COLOR`` applies). Only files whose header says they may be transparent
 pay for the second decode.
+
+Two kinds of transparency OpenCV's decode with alpha leaves out are added here: a gray PNG's
+``tRNS`` key (one gray value that stands for "transparent"; OpenCV expands it to an alpha channel
+for palette and RGB PNGs only) and an AVIF's alpha, which it decodes once the header says there
+is one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from fervid.preprocess import to_gray, to_uint8
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_ALPHA_COLOR_TYPES = (4, 6)  # gray + alpha, RGB + alpha; a palette or plain image may add a tRNS chunk
+PNG_GRAY = 0  # the colour type of plain gray, whose tRNS chunk holds the one gray value that is transparent
+AVIF_BRANDS = (b"avif", b"avis")  # the ftyp brands of an AVIF still and sequence
+# The auxC types of an AVIF's alpha plane (the second, HEVC's, from encoders before the AVIF spec settled).
+AVIF_ALPHA_TYPES = (b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha", b"urn:mpeg:hevc:2015:auxid:1")
 WEBP_VP8X_ALPHA = 0x10  # the VP8X flags byte's alpha bit
 WEBP_VP8L_ALPHA = 0x10  # the alpha_is_used bit of a lossless WebP's header, in its fifth byte
 
@@ -42,7 +51,7 @@ MATCH_SIDE = 32  # images are compared at this size to find the turn: cheap for 
 
 def may_be_transparent(data: bytes) -> bool:
     """Whether encoded image bytes can hold transparency, from their header alone (PNG colour type
-    or ``tRNS`` chunk, WebP alpha flags; TIFF and GIF are always checked)."""
+    or ``tRNS`` chunk, WebP alpha flags, an AVIF's alpha plane; TIFF and GIF are always checked)."""
     if data[:8] == PNG_SIGNATURE:
         first_pixels = data.find(b"IDAT")
         return len(data) > 25 and (
@@ -54,7 +63,48 @@ def may_be_transparent(data: bytes) -> bool:
         if data[12:16] == b"VP8L":
             return bool(data[24] & WEBP_VP8L_ALPHA)
         return False
+    if data[4:8] == b"ftyp" and data[8:12] in AVIF_BRANDS:
+        return _avif_alpha(data)
     return data[:4] in (b"II*\x00", b"MM\x00*") or data[:4] == b"GIF8"
+
+
+def _avif_alpha(data: bytes) -> bool:
+    """Whether an AVIF's ``meta`` box declares an alpha plane (an auxiliary image of an alpha type)."""
+    at = data.find(b"meta")
+    if at < 4:
+        return False
+    end = at - 4 + int.from_bytes(data[at - 4 : at], "big")
+    return any(kind in data[at:end] for kind in AVIF_ALPHA_TYPES)
+
+
+def png_gray_key(data: bytes) -> int | None:
+    """The gray value a plain gray PNG's ``tRNS`` chunk marks transparent, as OpenCV decodes that
+    gray (1, 2 and 4-bit stretched to 0..255; 16-bit kept), else None. OpenCV's decode with alpha
+    leaves such a key out, so its transparent parts kept their stored gray (often black), where a
+    viewer shows white. A key out of the depth's range is ignored, as libpng ignores it."""
+    if data[:8] != PNG_SIGNATURE or len(data) < 33 or data[25] != PNG_GRAY:
+        return None
+    depth, at = data[24], len(PNG_SIGNATURE)
+    if depth not in (1, 2, 4, 8, 16):
+        return None
+    while at + 10 <= len(data):
+        length, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        if kind in (b"IDAT", b"IEND"):  # tRNS comes before the pixels
+            return None
+        if kind == b"tRNS" and length >= 2:
+            key, top = int.from_bytes(data[at + 8 : at + 10], "big"), (1 << depth) - 1
+            if key > top:
+                return None
+            return key * (255 // top) if depth < 8 else key
+        at += 12 + length
+    return None
+
+
+def keyed_alpha(gray: np.ndarray, key: int) -> np.ndarray:
+    """A gray image as BGRA whose alpha is 0 where the gray is ``key`` and opaque elsewhere."""
+    opaque = np.iinfo(gray.dtype).max
+    alpha = np.where(gray == key, 0, opaque).astype(gray.dtype)
+    return np.dstack([gray, gray, gray, alpha])
 
 
 def on_white(image: np.ndarray) -> np.ndarray:
@@ -115,9 +165,11 @@ def decode_on_white(data: bytes, decoded: np.ndarray) -> np.ndarray:
         full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         return decoded
+    if full is not None and full.ndim == 2 and full.dtype.kind == "u" and (key := png_gray_key(data)) is not None:
+        full = keyed_alpha(full, key)
     if full is None or full.ndim != 3 or full.shape[2] != 4 or not full[:, :, 3].any():
         return decoded
-    full = to_uint8(full)  # once, and the 16-bit copy let go: two more 16-bit copies took 1.7 GB for 67 MP
+    full = to_uint8(full, in_file=True)  # once, and the 16-bit copy let go: two more 16-bit copies took 1.7 GB for 67 MP
     turn = turn_between(to_gray(full), to_gray(decoded))
     if turn is None:
         return decoded

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, walk_files
+from fervid.images import FOREIGN_PHOTO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, walk_files
 
 ZIP_SEPARATOR = "!"  # "photos.zip!faces/0001.jpg" names a member of a zip
 WHOLE_FILE_LIMIT = 8 << 20  # files up to this size are hashed whole; bigger ones by size and three samples
@@ -50,7 +50,7 @@ def shown_name(path: str | Path) -> str:
 def kind_of(path: str | Path) -> str | None:
     """'image', 'video' or 'zip' by the file's suffix; None for anything else."""
     suffix = Path(path).suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
+    if suffix in IMAGE_SUFFIXES or suffix in FOREIGN_PHOTO_SUFFIXES:  # a HEIC photo is named as unreadable, not left out
         return "image"
     if suffix in VIDEO_SUFFIXES:
         return "video"

@@ -31,7 +31,9 @@ from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHE
 from fervid.analyze.units import Unit, UnitResult
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, check_writable, check_writable_folder, remove_temporaries, write_text_atomically
+from fervid.fileio import (
+    atomic_path, check_writable, check_writable_folder, refuse_symlink_loop, remove_temporaries, write_text_atomically,
+)
 
 EMPTY_PART = "part-empty.parquet"  # keeps a folder with no face at all readable by pandas
 # A part fervid wrote: a unit id (20 hex digits of a SHA-1) or the empty part. Anything else named
@@ -68,6 +70,7 @@ class ResultStore:
         # ~ expanded as the inputs' is (--out=~/r.parquet reaches fervid unexpanded; pyarrow expanded
         # it when reading the parts back, and the run failed at its end).
         self.out = Path(out).expanduser()
+        refuse_symlink_loop(self.out, f"--out {self.out}")  # before it is resolved: Path.resolve raised RuntimeError
         suffix = self.out.suffix.lower()
         if suffix == ".csv" and not self.out.is_dir():  # a folder named x.csv, created first, is a folder
             self.format = "csv"

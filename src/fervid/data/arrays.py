@@ -28,8 +28,9 @@ from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
 
 # How cached faces were decoded; a new format decodes every dataset afresh. 2: CSV rows with extra
 # fields are unreadable; 3: JPEGs upright by EXIF; 4: transparent parts white, PNG and WebP upright;
-# 5: 16-bit images holding only 0..255 unreadable (they were read as black faces).
-CACHE_FORMAT = 5
+# 5: 16-bit images holding only 0..255 unreadable (they were read as black faces); 6: the transparent
+# parts of gray PNGs (their tRNS key) and of AVIFs white.
+CACHE_FORMAT = 6
 # The dataset fingerprint (what a run's state and a model card record, what --resume and evaluate
 # compare) hashed the cache format until format 3; it stays at 3, so a new decoder neither refuses
 # to resume a run nor scores a model's own data as another dataset.

@@ -181,6 +181,8 @@ def evaluate_model(
                           "score the run on the data as it read it (or a cp -a copy): --split train would count faces "
                           "it trained on; if it is other data, --split train scores all of it")
     arrays = held if held is not None else load_split(index, split)
+    if held is not None and other_predictor is not None:
+        check_not_trained_on(index, held, other_predictor.card, predictor.card, f"{other} (--against)", str(model))
     missing = [name for label, name in enumerate(EXPRESSIONS) if len(arrays) and not np.any(arrays.labels == label)]
     if missing:  # their recall is unmeasured, and macro-F1 averages the classes present (or predicted)
         warn(f"{data}: no {split} faces of {', '.join(missing)}: their recall is not measured (support 0 in the table)")
@@ -219,3 +221,27 @@ def held_out_faces(index: DatasetIndex, card: dict) -> FaceArrays | None:
         return None
     train = load_split(index, "train")
     return subset(train, stratified_holdout(train.labels, training["val_fraction"], training["seed"]))
+
+
+def check_not_trained_on(index: DatasetIndex, faces: FaceArrays, card: dict, holder_card: dict, name: str, holder: str) -> None:
+    """Refuse to compare on ``holder``'s held-out ``faces`` a model whose run trained on some of them.
+
+    Two runs on one folder with different ``--seed`` or ``--val-fraction`` held out different faces;
+    scored on the first's, the second would be tested partly on faces it learned, and the McNemar
+    test would favour it. Runs on other data, or without a card, cannot be checked.
+    """
+    def holdout(of: dict) -> tuple:
+        training = of.get("training") or {}
+        return (of.get("dataset") or {}).get("fingerprint"), training.get("seed"), training.get("val_fraction")
+
+    if holdout(card) == holdout(holder_card):  # the same faces held out: nothing to decode again
+        return
+    other = held_out_faces(index, card)
+    if other is None:
+        return
+    learned = len(set(faces.sources.tolist()) - set(other.sources.tolist()))
+    if learned:
+        seed, fraction = holdout(card)[1:]
+        raise FervidError(f"{name} trained on {learned:,} of the {len(faces):,} faces {holder}'s run held out of this data "
+                          f"(it held out --val-fraction {fraction} with --seed {seed}): compare runs that held out the same "
+                          "faces, or score both on a validation split")

@@ -73,7 +73,7 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     model_path = keras_model_path(model_path)
     float32_beside = model_path.with_suffix(".onnx")  # a run folder's own model.onnx, with model.json
     default = model_path.with_name(f"{model_path.stem}.int8.onnx") if int8_data is not None else float32_beside
-    target = Path(target) if target is not None else default
+    target = Path(target).expanduser() if target is not None else default  # written where checked: --out=~/m.onnx
     # The card goes beside the target as .json: model.ONNX is not model.onnx, but its card is model.json.
     card_path = target.expanduser().resolve().with_suffix(".json")
     if int8_data is not None and card_path == float32_beside.resolve().with_suffix(".json"):

@@ -247,6 +247,9 @@ class ExpressionClassifier:
         except Exception as error:  # ONNX Runtime's own exception types
             raise FervidError(f"{self.path}: not a fervid expression model (one [1, {FACE_SIZE}, {FACE_SIZE}, 1] face failed to run: "
                               f"{str(error).splitlines()[0]})") from None
+        if rows.shape != (1, len(EXPRESSIONS)):  # a width known only when it runs passes _check_shapes
+            raise FervidError(f"{self.path}: not a fervid expression model (one face gave outputs of shape {list(rows.shape)}; "
+                              f"expected one row of {len(EXPRESSIONS)} probabilities)")
         row = rows[0]
         if not np.isfinite(row).all():  # NaN passed the comparisons below: every face was then "angry"
             raise FervidError(f"{self.path}: gives NaN or infinite outputs for a plain gray face (trained weights "

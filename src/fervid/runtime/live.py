@@ -124,6 +124,9 @@ def run_live(
     """
     if max_frames is not None and max_frames < 1:
         raise FervidError(f"--max-frames must be 1 or more, got {max_frames}")
+    # ~ expanded as the checks read it, so each output goes where it was checked (--jsonl=~/t.jsonl,
+    # which the shell leaves alone, was checked in the home folder and written in ./~)
+    output, timeline, summary = (None if path is None else Path(path).expanduser() for path in (output, timeline, summary))
     processor = FrameProcessor(recognizer, detect_every=detect_every)
     _check_outputs(source, output, timeline, summary=summary)
     if summary is not None and Path(summary).suffix.lower() != ".json":  # its plot goes beside it as .png
@@ -177,11 +180,13 @@ def run_live(
                             if lead:
                                 video.write(frame.image, lead)
                                 written += lead
-                        elif last is not None and (gap := _gap(frame.time_s - first_s, frames.fps, written)):
-                            video.write(last, gap)
-                            written += gap
-                        video.write(frame.image)
-                        written, last = written + 1, frame.image
+                        slot = _slot(frame.time_s - first_s, frames.fps)
+                        if slot >= written:  # else its slot is taken: left out, but a gap after it shows it
+                            if last is not None and slot > written:
+                                video.write(last, slot - written)
+                            video.write(frame.image)
+                            written = slot + 1
+                        last = frame.image
                     report.frames += 1
                     if show:
                         shown = _show(frame.image)
@@ -237,17 +242,18 @@ def _default_summary(output: str | Path | None, timeline: str | Path | None, sum
     return first.with_name(f"{first.stem}-summary.json")
 
 
-def _gap(elapsed_s: float, fps: float, written: int) -> int:
-    """How many copies of the last frame to write before a frame that came ``elapsed_s`` after the
-    first, so that it lands at its own time in a recording of ``written`` frames at ``fps`` (0 when
-    frames come faster than that: each then follows the last).
+def _slot(elapsed_s: float, fps: float) -> int:
+    """The recording's frame number for a frame that came ``elapsed_s`` after the first, at ``fps``.
 
-    So the recording keeps the source's timing and length whatever was missing: frames a camera or
-    stream dropped, or time it sent nothing (a stall, or an MJPEG camera slower than the 25 fps FFmpeg
-    assumes for it), a video's damaged frames, a folder's unreadable images, and the uneven frame
-    times of a variable-frame-rate video, recorded at a constant rate.
+    Each frame goes to its own slot and a gap is filled with the frame before it, so the recording
+    keeps the source's timing and length whatever was missing: frames a camera or stream dropped, or
+    time it sent nothing (a stall, or an MJPEG camera slower than the 25 fps FFmpeg assumes for it),
+    a video's damaged frames, a folder's unreadable images. A frame whose slot an earlier one took
+    (a variable-frame-rate video's faster stretch, a header rate under the real one) is left out of
+    the recording: written after the frame before, it put a phone clip's 30 fps stretch 1.3 s behind
+    its audio by the next 15 fps one.
     """
-    return max(0, round(elapsed_s * fps) - written)
+    return round(elapsed_s * fps)
 
 
 def _check_outputs(source: str | int | Path, *outputs: str | Path | None, summary: str | Path | None = None) -> None:

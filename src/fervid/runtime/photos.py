@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import unicodedata
@@ -14,7 +16,9 @@ import numpy as np
 
 from fervid.console import plural, warn
 from fervid.errors import FervidError
-from fervid.fileio import NAME_BYTES, check_writable, check_writable_folder, write_bytes_atomically, write_text_atomically
+from fervid.fileio import (
+    NAME_BYTES, check_writable, check_writable_folder, symlink_loop, write_bytes_atomically, write_text_atomically,
+)
 from fervid.images import (
     ANNOTATED_LIST, IMAGE_SUFFIXES, VIDEO_SUFFIXES, NotAnImage, annotated_copies, find_images, image_path, is_image_name, read_image,
 )
@@ -33,6 +37,7 @@ class PhotoReport:
     not_images: list[str] = field(default_factory=list)  # videos and zips named as inputs: other commands read them
     records: list[dict] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+    not_written: list[str] = field(default_factory=list)  # photos whose annotated copy could not be encoded (too large)
     out_dir: str | None = None  # where annotated copies go
     records_path: str | None = None  # where the records were written (None: not written to a file)
     interrupted: bool = False  # Ctrl+C: the report holds the images done so far
@@ -48,6 +53,9 @@ class PhotoReport:
             notes.append(f"{len(self.not_images)} not an image (video or zip)")
         if self.written:
             notes.append(f"annotated images in {self.out_dir}")
+        if self.not_written:
+            copies = plural(len(self.not_written), "annotated copy", "annotated copies")
+            notes.append(f"{copies} not written (too large to encode)")
         if self.records_path:
             notes.append(f"records in {self.records_path}")
         return ["; ".join(notes)]
@@ -60,7 +68,16 @@ SMALL_IMAGE = 160  # pixels: an image no larger is more likely a cropped face th
 
 def annotated_before(out_dir: str | Path) -> set[Path]:
     """The annotated copies earlier runs wrote in ``out_dir`` (as listed in its ``.fervid-predict``)."""
-    return {(Path(out_dir) / name).expanduser().resolve() for name in annotated_copies(out_dir)}
+    return {identity(Path(out_dir).expanduser() / name) for name in annotated_copies(Path(out_dir).expanduser())}
+
+
+def identity(path: Path) -> Path:
+    """``path`` with its links followed, to tell two spellings of one file apart; a symlink loop, which
+    names no file (``read_image`` says so), as it is, made absolute: ``Path.resolve`` raised
+    ``RuntimeError`` on it (Python 3.12 and older), a traceback in the CLI."""
+    if symlink_loop(path):
+        return path.absolute()
+    return path.resolve()
 
 
 def expand_images(inputs: Sequence[str | Path], *, skip: set[Path] | None = None) -> Iterator[Path]:
@@ -80,14 +97,14 @@ def expand_images(inputs: Sequence[str | Path], *, skip: set[Path] | None = None
         if str(item) == "-" and not path.exists():
             raise FervidError("-: fervid predict reads image files, not standard input; save the image to a file first")
         if path.is_dir():
-            images = [image for image in find_images(path) if image.resolve() not in skip]
+            images = [image for image in find_images(path) if identity(image) not in skip]
             if not images:
                 warn(f"{path}: no images in this folder")
         else:
             images = [path]
         for image in images:
-            if image.resolve() not in seen:
-                seen.add(image.resolve())
+            if identity(image) not in seen:
+                seen.add(identity(image))
                 yield image
 
 
@@ -115,6 +132,9 @@ def predict_images(
     leaves an earlier records file as it was. ``copies_in``: a folder whose earlier annotated copies
     are not inputs although nothing is written there now (``--no-save`` with the default ``--out``).
     """
+    # ~ expanded as the checks read it, so the copies and records go where the checks looked
+    # (--out=~/res, which the shell leaves alone, was checked in the home folder and written in ./~/res)
+    out_dir, records_to, copies_in = (None if given is None else Path(given).expanduser() for given in (out_dir, records_to, copies_in))
     report = PhotoReport(out_dir=None if out_dir is None else str(out_dir))
     names: set[str] = set()
     written_to = out_dir if out_dir is not None else copies_in
@@ -179,6 +199,10 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
         report.processed += 1
         if copy is not None:
             report.written.append(str(copy))
+        elif out_dir is not None:
+            height, width = image.shape[:2]  # JPEG, the copies' format unless the photo is a PNG, takes 65,500 a side
+            warn(f"{path}: no annotated copy written: OpenCV could not encode its {width}x{height} pixels")
+            report.not_written.append(str(path))
         for face in faces:
             # "annotated" ties the record to its copy, whose name can differ (photo-2.jpg for a second photo.jpg)
             record = {"image": str(path), **({"annotated": str(copy)} if copy is not None else {}), **face.to_dict()}
@@ -192,25 +216,54 @@ def _predict_each(paths: list[Path], recognizer: Recognizer, report: PhotoReport
 
 
 def _write_copy(path: Path, image: np.ndarray, faces: list[Face], out_dir: Path, names: set[str], listed: set[Path]) -> Path | None:
-    """The annotated copy of ``path`` written in ``out_dir`` (None if it could not be encoded)."""
+    """The annotated copy of ``path`` written in ``out_dir``; None if it could not be encoded (a JPEG
+    over 65,500 pixels a side), which the caller notes: nothing is written or listed for it."""
     target = out_dir / _unique_name(path, names)
-    ok, encoded = cv2.imencode(target.suffix, annotate(image, faces))
-    if not ok:
+    try:
+        ok, encoded = cv2.imencode(target.suffix, annotate(image, faces))
+    except cv2.error:  # a size or depth OpenCV's encoder refuses, raised rather than returned by some versions
+        ok = False
+    if not ok:  # a JPEG over 65,500 pixels a side
         return None
-    if target.resolve() not in listed:  # listed before it exists: a copy is never taken for a photo
+    if identity(target) not in listed:  # listed before it exists: a copy is never taken for a photo
         out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / ANNOTATED_LIST, "a", encoding="utf-8", errors="surrogateescape") as marker:
-            marker.write(target.name + "\n")
-        listed.add(target.resolve())
+        append_line(out_dir / ANNOTATED_LIST, target.name)
+        listed.add(identity(target))
     write_bytes_atomically(target, encoded.tobytes())
     return target
+
+
+def append_line(listing: Path, name: str) -> None:
+    """Add ``name`` as a line to ``listing`` whole or not at all, an error naming ``listing``: a full
+    disk said "No space left on device" of no file, and a line written in part (``photo.j``) would
+    run into the next name appended, both copies then read as photos by a later run. What a failed
+    write added is cut off again."""
+    line = (name + "\n").encode("utf-8", "surrogateescape")
+    try:
+        handle = os.open(listing, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(listing)) from None
+    try:
+        size = os.fstat(handle).st_size
+        try:
+            while line:  # a short write (the disk full within the line): the next one says why
+                written = os.write(handle, line)
+                if not written:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                line = line[written:]
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(handle, size)
+            raise OSError(error.errno, error.strerror, str(listing)) from None
+    finally:
+        os.close(handle)
 
 
 def _check_records_path(target: Path, images: list[Path], out_dir: Path | None) -> None:
     """Refuse a ``--json`` that is a folder, inside a file, one of the photos, or where this run's own
     outputs go in ``out_dir`` (an annotated copy's name, the list of copies): the records are written
     at the end, so it would fail or replace the file only after every photo was recognised."""
-    check_writable(target, "--json")
+    check_writable(target, "--json")  # a symlink loop refused here, before it is resolved
     resolved = target.expanduser().resolve()
     if out_dir is not None and resolved.parent == out_dir.expanduser().resolve() and (
         resolved.name == ANNOTATED_LIST or is_image_name(resolved.name)
@@ -218,7 +271,7 @@ def _check_records_path(target: Path, images: list[Path], out_dir: Path | None) 
         raise FervidError(f"--json {target}: is named like an annotated copy or their list in --out {out_dir}, "
                           "which the records would replace; give the records another name")
     for image in images:
-        if image.resolve() == resolved:
+        if identity(image) == resolved:
             raise FervidError(f"--json {target}: is the input {image}, which the records would overwrite; write them elsewhere")
 
 
@@ -234,7 +287,7 @@ def _named_like_a_file(path: Path) -> bool:
 def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
     """Refuse an ``--out`` that cannot be written (else the first annotated copy fails mid-run), or that
     holds a photo named as an input: its annotated copy would replace it."""
-    check_writable_folder(out_dir, "--out")
+    check_writable_folder(out_dir, "--out")  # a symlink loop refused here, before it is resolved
     if _named_like_a_file(out_dir) and not out_dir.is_dir():  # annotated.jpg would silently become a folder
         raise FervidError(f"--out {out_dir}: give a folder for the annotated copies (to use a folder named like a file, "
                           "create it first)")

@@ -23,7 +23,7 @@ import numpy as np
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, is_image_name, read_image, walk_files
+from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, is_image_name, is_photo_name, read_image, walk_files
 from fervid.runtime.sinks import is_live_summary, summary_plot_path
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -226,7 +226,7 @@ def _folder_media(folder: Path) -> tuple[list[Path], list[Path]]:
     """A folder's images, the frames of a folder source, and its videos, which are not played (a
     source is one video): a folder of videos only is an error that says what to run."""
     files = [path for path in walk_files(folder) if not is_hidden(path.relative_to(folder).parts)]
-    images = [path for path in files if is_image_name(path)]
+    images = [path for path in files if is_photo_name(path)]  # a HEIC photo is skipped with a warning, not left out unsaid
     videos = sorted(path for path in files if path.suffix.lower() in VIDEO_SUFFIXES)
     if videos and not images:
         raise FervidError(f"{folder}: holds {len(videos)} video(s) and no images; play one with --source {videos[0]}, "
@@ -235,9 +235,11 @@ def _folder_media(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _camera_index(text: str) -> bool:
-    """Whether ``text`` names a webcam: ASCII digits ('²' is a digit to str.isdigit, not to int()) that
-    are not the name of a file or folder here (a folder of photos called 2024 is that folder)."""
-    return text.isascii() and text.isdigit() and not Path(text).exists()
+    """Whether ``text`` names a webcam: ASCII digits ('²' is a digit to str.isdigit, not to int()), a
+    minus sign allowed so that -1 is refused as a camera number, that are not the name of a file or
+    folder here (a folder of photos called 2024 is that folder)."""
+    digits = text.removeprefix("-")
+    return text.isascii() and digits.isdigit() and not Path(text).exists()
 
 
 def frame_order(path: Path) -> tuple:

@@ -92,7 +92,8 @@ async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False
     except UnreadableImage as error:
         raise HTTPException(415, f"the uploaded file is {error}") from None
     if crops:  # as `fervid predict --crops` warns: a 1x1 or 4x100 image still gets a confident label
-        reply["note"] = crop_doubt(reply["width"], reply["height"])
+        if (doubt := crop_doubt(reply["width"], reply["height"])) is not None:  # a None set here was sent as "note": null
+            reply["note"] = doubt
     elif not reply["faces"] and max(reply["width"], reply["height"]) <= SMALL_IMAGE:  # as `fervid predict` says it
         reply["note"] = "no face found; if the photo is a cropped face, POST it to /api/predict?crops=true to classify the whole image"
     return reply

@@ -195,7 +195,10 @@ def onnx_export_available() -> bool:
 
 
 def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
-    """Train, export and evaluate; returns the model card (also written to ``run/model.json``)."""
+    """Train, export and evaluate; returns the model card (also written to ``run/model.json``).
+    A ``~`` at the start of ``run`` is the home folder, as its checks read it: every file of the run
+    goes there, not some into ``./~``."""
+    run = Path(run).expanduser()
     with RunLock(run) as lock:  # held until the last file of the run is written
         return _train(config, run, resume, lock)
 
