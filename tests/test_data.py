@@ -181,6 +181,14 @@ def test_kaggles_nested_second_copy_is_read_once(tmp_path, capsys):
     write_folder_dataset(tmp_path / "two" / "2020", 0, {"train": 2})
     assert read_dataset(tmp_path / "two").counts()["train"].tolist() == [3] * 7, "two collections are both read"
     assert capsys.readouterr().err == ""
+    # same names, same sizes (an uncompressed format's files all have one), other faces: not a copy
+    write_folder_dataset(tmp_path / "bmp" / "2019", 0, {"train": 1}, seed=1, ext=".bmp")
+    write_folder_dataset(tmp_path / "bmp" / "2020", 0, {"train": 1}, seed=2, ext=".bmp")
+    assert read_dataset(tmp_path / "bmp").counts()["train"].tolist() == [2] * 7, "a folder copy is judged by content"
+    assert capsys.readouterr().err == ""
+    shutil.copytree(tmp_path / "bmp" / "2019", tmp_path / "bmp" / "copy")  # a real copy still is one
+    assert read_dataset(tmp_path / "bmp").counts()["train"].tolist() == [2] * 7
+    assert "bmp: copy/ repeats 2019/ file for file (7 images); read once" in capsys.readouterr().err
 
 
 def test_a_map_whose_folder_is_not_there_is_named(tmp_path, capsys):
@@ -280,6 +288,48 @@ def test_a_new_decoder_reads_afresh_but_keeps_the_datasets_fingerprint(tmp_path,
     assert decodes == [1]
 
 
+def test_failures_of_this_machine_not_of_the_bytes_are_not_cached(tmp_path, monkeypatch):
+    """A file not readable now (a chmod later fixes it, its size and time unchanged) or an image over
+    this run's pixel limit was cached as unreadable: the cache, keyed by content, kept the face out
+    once the file was readable or the limit unset."""
+    from pathlib import Path
+
+    import fervid.data.arrays as arrays_module
+    from fervid.images import TooManyPixels
+
+    folder = write_folder_dataset(tmp_path / "d", 0, {"train": 2})
+    locked = folder / "train" / "angry" / "0000.png"
+    real_read = Path.read_bytes
+
+    def read_bytes(path):
+        if path == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_read(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "read_bytes", read_bytes)
+        arrays = load_arrays(read_dataset(folder), "train")
+    assert len(arrays) == 13 and arrays.failed == [("train/angry/0000.png", "could not be read (Permission denied)")]
+    assert not cache_path(read_dataset(folder)).exists(), "a failure of this machine was cached"
+    assert len(load_arrays(read_dataset(folder), "train")) == 14, "readable now: read"
+
+    cache_path(read_dataset(folder)).unlink()
+    real_decode = arrays_module.decode_image_bytes
+    calls = []
+
+    def over_the_limit(data):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TooManyPixels("an image over 100 pixels, the limit set by OPENCV_IO_MAX_IMAGE_PIXELS")
+        return real_decode(data)
+
+    monkeypatch.setattr(arrays_module, "decode_image_bytes", over_the_limit)
+    assert len(load_arrays(read_dataset(folder), "train")) == 13
+    assert not cache_path(read_dataset(folder)).exists(), "a pixel-limit refusal was cached"
+    monkeypatch.setattr(arrays_module, "decode_image_bytes", real_decode)
+    assert len(load_arrays(read_dataset(folder), "train")) == 14
+
+
 def test_a_folder_dataset_is_decoded_afresh_when_a_file_changes_in_place(tmp_path):
     """Folders are fingerprinted by size and modification time: an image redrawn at the same size
     (same name, same byte count) must still not be served from the stale cache."""
@@ -316,6 +366,9 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
 def test_csv_usage_takes_folder_split_names_and_refuses_unknown_ones(tmp_path):
     path = write_fer_csv(tmp_path / "fer.csv", {"Training": 1, "Validation": 1, "test": 1})
     assert read_dataset(path).splits == ["train", "validation", "test"]
+    write_fer_csv(path, {"train_set": 1, "Public_Test": 1, "Test Set": 1})  # as split folders so named are read
+    assert read_dataset(path).splits == ["train", "validation", "test"]
+    assert len(load_arrays(read_dataset(path), "public_test")) == 7, "--split takes those spellings too"
     write_fer_csv(path, {"Training": 1, "Dev2": 1})
     with pytest.raises(FervidError, match=r"Usage 'Dev2' is not a split: use Training, PublicTest, PrivateTest \(or train"):
         read_dataset(path)
@@ -328,6 +381,11 @@ def test_csv_row_with_a_stray_extra_field_is_unreadable_not_a_face(tmp_path):
     index = read_dataset(path)
     arrays = load_arrays(index, "train")
     assert len(arrays) == 1 and sorted(arrays.failed) == [("line 4", "more fields than the header's 3"), ("line 5", "no Usage value")], "file lines, the blank one counted"
+    # on the first data row, the stray field made pandas take the emotions for an index: "no row has an emotion"
+    path.write_text(f"emotion,pixels,Usage\n0,{good},Training,x\n3,{good},Training\n5,{good},Training\n")
+    arrays = load_arrays(read_dataset(path), "train")
+    assert arrays.labels.tolist() == [EXPRESSIONS.index("happy"), EXPRESSIONS.index("surprise")]
+    assert arrays.failed == [("line 2", "more fields than the header's 3")]
 
 
 @pytest.mark.parametrize(("train", "other", "split"), [("train_set", "test_set", "test"), ("Train Set", "Test Set", "test"),
@@ -376,6 +434,22 @@ def test_images_in_a_split_folder_without_class_folders_are_dropped_and_named(tm
     (tmp_path / "cf2" / "happy").rename(tmp_path / "cf2" / "sad" / "train")  # class-first: sad/train, sad/test
     with pytest.raises(FervidError, match=r"split folders inside class folders \(sad/test/...\): fervid expects <split>/<class>/"):
         read_dataset(tmp_path / "cf2")
+
+
+def test_images_at_the_top_level_are_counted_as_dropped_and_named_when_nothing_else_is_there(tmp_path):
+    """Photos beside the class folders, or a class folder given itself, were left out without a word."""
+    image = pattern_face(0, np.random.default_rng(0))
+    (tmp_path / "d" / "happy").mkdir(parents=True)
+    for name in ["happy/0.png", "top0.png", "top1.jpg", ".hidden.png"]:
+        cv2.imwrite(str(tmp_path / "d" / name), image)
+    (tmp_path / "d" / "notes.txt").write_text("not an image")
+    assert read_dataset(tmp_path / "d").dropped == {"images at the top level, in no class folder": 2}
+    zipped = zip_folder(tmp_path / "d", tmp_path / "d.zip")  # a zip's top level too
+    assert read_dataset(zipped).dropped == {"images at the top level, in no class folder": 2}
+    (tmp_path / "d" / "happy" / "0.png").rename(tmp_path / "d" / "top2.png")
+    (tmp_path / "d" / "happy").rmdir()
+    with pytest.raises(FervidError, match=r"; 3 image\(s\) lie at the top level, in no class folder \(give the folder that holds"):
+        read_dataset(tmp_path / "d")
 
 
 def test_unknown_folders_in_several_splits_add_up_when_dropped(tmp_path):

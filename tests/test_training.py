@@ -93,6 +93,10 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     interrupted_at = json.loads(state.read_text())["epochs_done"]
     assert 3 <= interrupted_at < EPOCHS, f"the run should have been killed mid-way:\n{log.read_text()[-3000:]}"
     assert not (run / "model.onnx").exists()
+    # what a kill during a checkpoint's or the card's write leaves (atomic_path's temporaries): the
+    # resume removes them, or each kill left the weights' size behind for good
+    (run / "checkpoint" / ".last.weights.k1ll3d.tmp.weights.h5").write_bytes(b"half a checkpoint")
+    (run / ".history.k1ll3d.tmp.csv").write_text("epoch\n")
     with pytest.MonkeyPatch.context() as patch:  # module-scoped: the per-test cache fixture is not set up yet
         patch.setenv("FERVID_CACHE_DIR", str(root / "cache"))
         fervid_here("train", "--resume", "--out", str(run))  # a new process's job, done by this one: nothing survives the kill
@@ -105,6 +109,11 @@ def test_training_learns_learnable_patterns(trained_run):
     assert card["metrics"]["accuracy"] >= 0.9
     assert card["parameters"] <= 200_000 and card["architecture"] == "compact"
     assert card["name"] == "fervid-patterns", "--resume keeps the name the run was started with"
+
+
+def test_a_resume_removes_what_a_kill_mid_write_left(trained_run):
+    run, _ = trained_run
+    assert not [path.name for path in [*run.glob(".*"), *(run / "checkpoint").glob(".*")] if ".tmp" in path.name]
 
 
 def test_a_new_run_into_a_finished_run_folder_is_refused_and_leaves_it_alone(trained_run):
@@ -140,6 +149,11 @@ def test_a_finished_run_without_its_checkpoint_or_a_foreign_config_is_not_taken_
         assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
     with pytest.raises(FervidError, match="the checkpoint folder of the run"):
         fit(config, run / "checkpoint")
+    # resumed, it warned "no finished epoch to resume from; starting at epoch 1", then refused its files
+    resumed = fervid_here("train", "--resume", "--out", str(finished), check=False)
+    assert resumed.returncode == 2 and resumed.stderr == (f"fervid: error: {finished}: a finished run whose checkpoint/ was "
+                                                          "deleted: there is nothing to resume (its model is there); start a "
+                                                          "new run with another --out\n")
 
 
 def test_resume_continues_the_same_schedule(trained_run):
@@ -1747,15 +1761,26 @@ def test_a_keras_backend_without_fit_is_refused_before_the_run_folder_is_made(tm
     assert not (tmp_path / "run").exists()
 
 
-def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsys):
     """A full disk: h5py's message spanned lines and named the temporary file, and the interpreter's
     teardown then crashed in h5py (a segfault, exit 139) after it."""
     from fervid.errors import WriteFailedInLibrary
     from fervid.training.fit import save_weights
 
+    # h5py's objects of the failed write complain as they are freed, through both hooks as Cython
+    # reports errors in __dealloc__: a traceback each around the one line (seen on a full tmpfs)
+    h5py = {}
+    exec(compile("class ObjectID:\n    def __del__(self):\n        raise RuntimeError(\"Can't decrement id ref count\")\n",
+                 "h5py/_objects.pyx", "exec"), h5py)
+
     class FullDisk:
         def save_weights(self, path: str) -> None:
             Path(path).write_bytes(b"half")
+            try:
+                h5py["ObjectID"]().__del__()
+            except RuntimeError as error:
+                sys.excepthook(type(error), error, error.__traceback__)
+            h5py["ObjectID"]()  # freed at once: its error goes to sys.unraisablehook
             raise OSError("Can't synchronously write data (file write failed: time = Sat Dec  5\n, errno = 28, "
                           "error message = 'No space left on device')")
 
@@ -1764,12 +1789,15 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
             Path(path).write_bytes(b"this epoch")
 
     best, last = tmp_path / "checkpoint" / "best.weights.h5", tmp_path / "checkpoint" / "last.weights.h5"
+    hooks = sys.excepthook, sys.unraisablehook
     best.parent.mkdir()
     best.write_bytes(b"the epoch before")
     last.write_bytes(b"the epoch before")
     with pytest.raises(WriteFailedInLibrary, match=rf"^{re.escape(str(last))}: could not be written \(no space left on device\); "
                                                    "the checkpoint before it is kept$"):
         save_weights({best: Fine(), last: FullDisk()})  # best written, last not: neither may be replaced
+    assert capsys.readouterr().err == "", "h5py's noise around the one line"
+    assert (sys.excepthook, sys.unraisablehook) == hooks, "the hooks are put back"
     assert best.read_bytes() == last.read_bytes() == b"the epoch before"
     assert sorted(p.name for p in best.parent.iterdir()) == ["best.weights.h5", "last.weights.h5"]
     save_weights({best: Fine(), last: Fine()})
@@ -1781,6 +1809,45 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
             "cli.app = app\ncli.main()\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr == "fervid: error: x.h5: could not be written (no space left on device)\n"
+
+
+def test_a_run_stopped_while_writing_its_model_and_card_is_refused_with_the_command_that_finishes_it(tmp_path):
+    """Killed between model.keras and model.json, a run was exported as a bare model (no flip
+    averaging, blur or temperature from its card), and evaluate sent its user to --split train."""
+    data = write_folder_dataset(tmp_path / "d", 2)
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": str(data), "arch": "compact"}))
+    (run / "checkpoint" / "state.json").write_text(json.dumps({"epochs_done": 3}))
+    (run / "model.keras").write_bytes(b"the weights, written before the card")
+    expected = f"{run}: a training run that did not finish (stopped while writing its model and card: no model.json); " \
+               f"finish it with: fervid train --resume --out {run}"
+    for command in (["evaluate", str(run), str(data)], ["export", str(run)]):
+        refused = fervid_here(*command, check=False)
+        assert refused.returncode == 2 and " ".join(refused.stderr.split()) == f"fervid: error: {expected}", command
+    assert sorted(path.name for path in run.iterdir()) == ["checkpoint", "config.json", "model.keras"], "nothing written"
+
+
+def test_a_run_that_finished_into_the_folder_while_the_data_was_read_is_not_overwritten(tmp_path, monkeypatch):
+    """The 'already holds a training run' check ran before the data was read, and nothing looked
+    again under the lock: a run that finished there meanwhile was replaced without a word."""
+    import fervid.training.fit as fit_module
+
+    data = write_folder_dataset(tmp_path / "d", 2)
+    run = tmp_path / "run"
+    real_load = fit_module.load_training_data
+
+    def finished_meanwhile(config):
+        (run / "checkpoint").mkdir(parents=True)
+        (run / "checkpoint" / "state.json").write_text(json.dumps({"epochs_done": 6}))
+        (run / "config.json").write_text(json.dumps({"data": "the other run's"}))
+        return real_load(config)
+
+    monkeypatch.setattr(fit_module, "load_training_data", finished_meanwhile)
+    refused = fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--out", str(run), check=False)
+    assert refused.returncode == 2 and "already holds a training run; use --resume" in refused.stderr
+    assert json.loads((run / "config.json").read_text()) == {"data": "the other run's"}
+    assert json.loads((run / "checkpoint" / "state.json").read_text()) == {"epochs_done": 6}
 
 
 def test_the_resume_seed_stays_one_numpy_takes():

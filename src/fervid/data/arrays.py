@@ -23,6 +23,7 @@ from fervid.data.decode import UnreadableImage, decode_image_bytes, decode_pixel
 from fervid.data.readers import SPLIT_NAMES, DatasetIndex, split_name
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path
+from fervid.images import TooManyPixels
 from fervid.labels import EXPRESSIONS, normalize_name
 from fervid.preprocess import FACE_SIZE, one_hot, to_model_input
 
@@ -129,7 +130,7 @@ def _entries(index: DatasetIndex) -> Iterator[bytes | str | UnreadableImage]:
         column = next(c for c in header if c.strip().lower() == "pixels")
         # Only the pixels column, as the index read only its own: a row with extra fields is then one
         # unreadable face (the index marks it), not a parser error for the whole file.
-        pixels = pd.read_csv(index.location, usecols=[column])[column]
+        pixels = pd.read_csv(index.location, usecols=[column], index_col=False)[column]
         for row in index.frame["row"]:
             value = pixels.iat[int(row)]
             yield value if isinstance(value, str) else ""  # an empty field reads as NaN
@@ -138,11 +139,19 @@ def _entries(index: DatasetIndex) -> Iterator[bytes | str | UnreadableImage]:
             try:
                 yield (index.location / source).read_bytes()
             except OSError as error:
-                yield UnreadableImage(f"could not be read ({error.strerror or type(error).__name__})")
+                yield NotReadNow(f"could not be read ({error.strerror or type(error).__name__})")
 
 
-def _decode_all(index: DatasetIndex) -> dict[str, np.ndarray]:
+class NotReadNow(UnreadableImage):
+    """A file that could not be read this time (permissions, an I/O error): not its bytes' doing."""
+
+
+def _decode_all(index: DatasetIndex) -> tuple[dict[str, np.ndarray], bool]:
+    """Every entry decoded, and whether the result may be cached: not when a failure came from this
+    machine rather than the bytes (a file not readable now, an image over this run's pixel limit),
+    or the cache, keyed by content, would keep the face out after a chmod or with the limit unset."""
     count = len(index.frame)
+    cacheable = True
     images = np.zeros((count, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
     reasons = np.full(count, "", dtype=object)
     digests = np.full(count, "", dtype=object)
@@ -151,6 +160,7 @@ def _decode_all(index: DatasetIndex) -> dict[str, np.ndarray]:
     for position, (source, entry) in enumerate(zip(index.frame["source"], entries)):
         if isinstance(entry, UnreadableImage):  # no bytes to decode or to hash
             reasons[position] = str(entry)
+            cacheable = cacheable and not isinstance(entry, NotReadNow)
             continue
         raw = entry.encode() if isinstance(entry, str) else entry
         digests[position] = hashlib.blake2b(raw, digest_size=10).hexdigest()
@@ -161,7 +171,8 @@ def _decode_all(index: DatasetIndex) -> dict[str, np.ndarray]:
             images[position] = decode_pixel_string(entry) if isinstance(entry, str) else decode_image_bytes(entry)
         except UnreadableImage as error:
             reasons[position] = str(error)
-    return {"images": images, "reasons": reasons.astype(str), "digests": digests.astype(str)}
+            cacheable = cacheable and not isinstance(error, TooManyPixels)
+    return {"images": images, "reasons": reasons.astype(str), "digests": digests.astype(str)}, cacheable
 
 
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -205,8 +216,8 @@ def decoded(index: DatasetIndex, *, use_cache: bool = True) -> dict[str, np.ndar
     cached = _load_cached(path, len(index.frame)) if path is not None else None
     if cached is not None:
         return cached
-    arrays = _decode_all(index)
-    if path is not None:
+    arrays, cacheable = _decode_all(index)
+    if path is not None and cacheable:
         try:
             _save_atomically(path, arrays)
         except OSError:

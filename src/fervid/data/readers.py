@@ -7,6 +7,7 @@ as Kaggle's ``images/train|validation/<class>`` or ``train|test/<class>``), the 
 
 from __future__ import annotations
 
+import hashlib
 import csv
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ import pandas as pd
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.images import is_hidden, is_image_name, walk_files
-from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, SPLIT_NAMES, canonical_label, normalize_name, split_folder
+from fervid.labels import EXPRESSIONS, FER2013_CSV_CLASSES, SPLIT_NAMES, canonical_label, folder_split, normalize_name, split_folder
 
 UNKNOWN_LISTED = 8  # unknown class folders named in the error; a wrong root can hold hundreds
 CSV_COLUMNS = ("emotion", "pixels")
@@ -82,8 +83,9 @@ class DatasetIndex:
 
 def split_name(name: str) -> str:
     """The split ``name`` stands for (``val`` and ``Validation`` are ``validation``), as folder names
-    are read; an unknown name is an error, since selecting it would silently give no images."""
-    split = SPLIT_NAMES.get(normalize_name(str(name)))
+    are read (``train_set``, ``Public_Test``); an unknown name is an error, since selecting it would
+    silently give no images."""
+    split = folder_split(str(name))
     if split is None:
         aliases = ", ".join(alias for alias in SPLIT_NAMES if alias not in ("train", "validation", "test"))
         raise FervidError(f"unknown split '{name}': use train, validation or test (or an alias: {aliases})")
@@ -109,7 +111,7 @@ def read_dataset(
     if location.is_dir():
         broken: list[Path] = []
         names = [p.relative_to(location).as_posix() for p in walk_files(location, broken)]  # symlinked folders too
-        frame, dropped = _index_paths(names, location, unknown, mapping, lambda name: _file_size(location / name))
+        frame, dropped = _index_paths(names, location, unknown, mapping, lambda name: _file_identity(location / name))
         if pointless := [link for link in broken if is_image_name(link.name) and not is_hidden(link.relative_to(location).parts)]:
             dropped["links that point nowhere"] = len(pointless)
         return DatasetIndex(location, "folder", frame, dropped)
@@ -128,12 +130,19 @@ def read_dataset(
     raise FervidError(f"{location}: expected a folder, a .zip or a FER2013-style .csv")
 
 
-def _file_size(path: Path) -> int:
-    """A file's size, or -1 where it cannot be read (a link pointing nowhere): never equal to a file's."""
+def _file_identity(path: Path) -> tuple[int, str] | object:
+    """A file's size and content hash, what tells a copy of a file from another file of the same name,
+    or a fresh object where it cannot be read (a link pointing nowhere): never equal to another's.
+
+    The size alone said every same-named 48x48 BMP of two collections was a copy (an uncompressed
+    format's files all have one size), and one collection was left out. Only files whose folders
+    repeat another's names are compared, so a dataset without such folders reads no file here.
+    """
     try:
-        return path.stat().st_size
+        data = path.read_bytes()
     except OSError:
-        return -1
+        return object()
+    return len(data), hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, int]], int]:
@@ -175,7 +184,8 @@ def _without_copies(location: Path, images: list, identity: Callable[[str], obje
     ``images/images/train|validation`` with the same files; read twice, every count doubles and every
     face is its own duplicate. The shallower copy is read; different collections (``2019/train``,
     ``2020/train``) are both kept, even when their files have the same names (``0.png``,
-    ``1.png``...): a copy must also match in each file's ``identity`` (size; in a zip, size and CRC).
+    ``1.png``...): a copy must also match in each file's ``identity`` (in a folder, size and content
+    hash; in a zip, size and CRC).
     """
     roots: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
     for _, parts, found in images:
@@ -231,9 +241,13 @@ def _index_paths(
     images = []
     other_suffixes: dict[str, int] = {}  # files in class folders that are not images, by suffix
     not_utf8 = 0  # names no table, cache or report can hold (a Latin-1 name on a UTF-8 system)
+    top_level = 0  # images beside the class folders, in none: left out, and said (they were not)
     for name in names:
         parts = PurePosixPath(name).parts
-        if len(parts) < 2 or is_hidden(parts):
+        if is_hidden(parts):
+            continue
+        if len(parts) < 2:
+            top_level += is_image_name(name)
             continue
         if is_image_name(name) and not name.isascii() and not _is_utf8(name):
             not_utf8 += 1
@@ -276,7 +290,7 @@ def _index_paths(
     if unknown == "error":
         _refuse_unknown(location, unknown_counts, beside_counts)
     if not rows:
-        _refuse_empty(location, classless, mapping, names)
+        _refuse_empty(location, classless, mapping, names, top_level)
     frame = pd.DataFrame(rows, columns=["source", "label", "split"])
     dropped: dict[str, int] = {}
     for key, count in {**unknown_counts, **beside_counts}.items():  # train/contempt and test/contempt add up
@@ -286,6 +300,8 @@ def _index_paths(
     if other_suffixes:
         key = f"files in class folders without an image suffix ({_suffixes(other_suffixes)})"
         dropped[key] = sum(other_suffixes.values())
+    if top_level:
+        dropped["images at the top level, in no class folder"] = top_level
     if not_utf8:
         dropped["images whose file names are not UTF-8 (rename them, e.g. with convmv, to read them)"] = not_utf8
     return frame.sort_values(["split", "label", "source"], kind="stable").reset_index(drop=True), dropped
@@ -333,7 +349,7 @@ def _refuse_unknown(location: Path, unknown_counts: dict[str, int], beside_count
 
 
 def _refuse_empty(
-    location: Path, classless: dict[str, int], mapping: Mapping[str, str] | None, names: list[str]
+    location: Path, classless: dict[str, int], mapping: Mapping[str, str] | None, names: list[str], top_level: int = 0
 ) -> None:
     """No image is in a class folder: explain a class-first layout (``happy/train/``), the usual cause,
     or name the CSV files and tarballs it holds (Kaggle's FER2013 challenge download is a zip of
@@ -354,6 +370,8 @@ def _refuse_empty(
         note = f"; {len(hidden)} image(s) in hidden folders such as {folder}/ were left out (names starting with '.' are never read)"
     if classless:  # images straight in train/: the class folders between were never made
         note += f"; images lie in split folders with no class folder: {_listed(classless)} (move each into its class's folder)"
+    if top_level:  # a class folder passed itself, or photos not yet sorted
+        note += f"; {top_level:,} image(s) lie at the top level, in no class folder (give the folder that holds the class folders)"
     raise FervidError(
         f"{location}: no images in class folders (expected <class>/*.jpg, optionally under "
         f"train/validation/test; classes: {', '.join(EXPRESSIONS)}){note}"
@@ -405,7 +423,9 @@ def _index_csv(location: Path) -> tuple[pd.DataFrame, dict[str, int], dict[str, 
     usage = columns.get("usage")
     usecols = [columns["emotion"], *([usage] if usage else [])]
     try:
-        table = pd.read_csv(location, usecols=usecols)
+        # index_col=False: with more fields on its first row than the header, pandas took the first
+        # column for the index, and read every emotion from the pixels column
+        table = pd.read_csv(location, usecols=usecols, index_col=False)
         lines, extra = _scan_rows(location, len(header.columns))
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as error:  # a bad row further down than the header
         raise FervidError(f"{location}: not a readable CSV ({str(error).strip()})") from None
@@ -467,7 +487,7 @@ def _csv_splits(location: Path, usage: pd.Series, reasons: pd.Series, bad: pd.Se
     """
     names = usage.map(lambda value: normalize_name(str(value)) if pd.notna(value) else "")
     reasons[(names == "") & (reasons == "")] = "no Usage value"
-    split = names.map(SPLIT_NAMES)
+    split = names.map(lambda name: folder_split(name) if name else None)  # as split folders are read: train_set too
     unknown = usage[split.isna() & (reasons == "") & ~bad].astype(str).value_counts()
     if len(unknown):
         values = ", ".join(f"'{value}'" for value in unknown.index[:USAGES_LISTED])

@@ -136,9 +136,18 @@ def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 def card_beside(model: Path) -> dict | None:
     """The model card saved next to a Keras model file, if there is one: the ``.json`` of the same name
     (a run folder's ``model.json`` for its ``model.keras``). Only that name: another ``.keras`` file in
-    a run folder is not the run's model, and the run's card would describe the wrong weights."""
+    a run folder is not the run's model, and the run's card would describe the wrong weights.
+
+    A run's ``model.keras`` without its card is a run stopped while it wrote them: taken as a bare
+    model, it was exported without its card's settings, and evaluate sent its user to score it on
+    faces it trained on; it is refused, with the command that finishes it.
+    """
     path = model.with_suffix(".json")
     if not path.exists():
+        run = model.parent
+        if model.name == "model.keras" and (run / "config.json").is_file() and (run / "checkpoint" / "state.json").is_file():
+            raise FervidError(f"{run}: a training run that did not finish (stopped while writing its model and card: no "
+                              f"{path.name}); finish it with: fervid train --resume --out {run}")
         return None
     card = parse_card(path.read_bytes(), f"{path}: the model card beside {model.name}")
     if not (isinstance(card.get("classes"), list) and isinstance(card.get("input"), dict)):

@@ -13,14 +13,19 @@ Run folder layout (``out``)::
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import math
 import os
+import sys
 import time
-from contextlib import ExitStack
+import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
@@ -30,7 +35,8 @@ from fervid.data.arrays import fingerprint, readable_counts, unreadable_note
 from fervid.data.holdout import stratified_holdout, subset
 from fervid.errors import FervidError, WriteFailedInLibrary
 from fervid.fileio import (
-    RUN_OUTPUTS, atomic_path, check_outside_dataset, check_writable_folder, signals_deferred, write_text_atomically,
+    RUN_OUTPUTS, atomic_path, check_outside_dataset, check_writable_folder, remove_temporaries, signals_deferred,
+    write_text_atomically,
 )
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
@@ -288,15 +294,47 @@ def save_weights(weights: dict[Path, keras.Model]) -> None:
     a failed write (a full disk) leaves the checkpoint before as it was, best and last alike, and is
     one line naming the target (h5py's message spans lines and names the temporary file)."""
     target = next(iter(weights))
+    reason = None
+    with h5py_write_failures_quiet():
+        try:
+            with ExitStack() as stack:
+                for target, model in weights.items():
+                    temporary = stack.enter_context(atomic_path(target))  # replaced when the stack closes without error
+                    model.save_weights(str(temporary))
+        except OSError as error:  # making a temporary, writing it (h5py), or moving it into place
+            text = " ".join(str(error).split())
+            reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
+    if reason is not None:
+        raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept")
+
+
+@contextmanager
+def h5py_write_failures_quiet() -> Iterator[None]:
+    """Silence h5py's objects of a failed write as they are freed: on a full disk each printed a
+    traceback ("Exception ignored in: h5py._objects.ObjectID.__dealloc__ ... errno = 28") around the
+    one line that says what failed. Cython prints such an error through ``sys.excepthook`` and then
+    ``sys.unraisablehook``; both pass on anything not raised in h5py. The objects are freed here,
+    with the failure's traceback."""
+    def from_h5py(trace: TracebackType | None, where: object = None) -> bool:
+        frames = traceback.extract_tb(trace) if trace is not None else []
+        return "h5py" in repr(where) or any("h5py" in frame.filename for frame in frames)
+
+    hooks = sys.excepthook, sys.unraisablehook
+
+    def excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        if not from_h5py(trace):
+            hooks[0](kind, error, trace)
+
+    def unraisablehook(unraisable: sys.UnraisableHookArgs) -> None:
+        if not from_h5py(unraisable.exc_traceback, unraisable.object):
+            hooks[1](unraisable)
+
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
     try:
-        with ExitStack() as stack:
-            for target, model in weights.items():
-                temporary = stack.enter_context(atomic_path(target))  # replaced when the stack closes without error
-                model.save_weights(str(temporary))
-    except OSError as error:  # making a temporary, writing it (h5py), or moving it into place
-        text = " ".join(str(error).split())
-        reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
-        raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept") from None
+        yield
+        gc.collect()  # objects in reference cycles, freed now rather than at some later collection
+    finally:
+        sys.excepthook, sys.unraisablehook = hooks
 
 
 def resume_seed(seed: int, epochs_done: int) -> int:
@@ -508,6 +546,10 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
     finished epoch starts afresh.
     """
     state_path = run / "checkpoint" / "state.json"
+    if resume and not state_path.exists() and any((run / name).exists() for name in ("model.keras", "model.json")):
+        # not "starting at epoch 1" and then a refusal of the folder's files: it finished
+        raise FervidError(f"{run}: a finished run whose checkpoint/ was deleted: there is nothing to resume (its model is "
+                          "there); start a new run with another --out")
     if resume and not state_path.exists():  # stopped during its first epoch
         warn(f"{run}: no finished epoch to resume from; starting at epoch 1")
         resume = False
@@ -522,9 +564,7 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
     check_writable_folder(run / "checkpoint", "--out", name=f"--out {run}")  # a file named checkpoint there: after epoch 1
     check_outside_dataset(run, config.data, "--out", folder=True)  # its plots (curves.png, confusion.png) would be read as faces
     if not resume:
-        if state_path.exists():
-            raise FervidError(f"{run}: already holds a training run; use --resume to continue it or another --out")
-        check_no_foreign_outputs(run)
+        check_new_run_folder(run)
         return {"epochs_done": 0, "best_epoch": 0, "best_val_accuracy": -1.0, "history": []}, False
     try:
         state = json.loads(state_path.read_text())
@@ -533,6 +573,13 @@ def open_run(config: TrainConfig, run: Path, resume: bool) -> tuple[dict, bool]:
     if not (isinstance(state, dict) and all(isinstance(state.get(key), kind) for key, kind in STATE_FIELDS.items())):
         raise FervidError(f"{state_path}: not a fervid run's resume state; start a new run with another --out")
     return state, True
+
+
+def check_new_run_folder(run: Path) -> None:
+    """Refuse a new run into a folder that holds a run, or files a run would overwrite."""
+    if (run / "checkpoint" / "state.json").exists():
+        raise FervidError(f"{run}: already holds a training run; use --resume to continue it or another --out")
+    check_no_foreign_outputs(run)
 
 
 # What resuming reads from checkpoint/state.json, with the types it must have.
@@ -606,6 +653,11 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     state["data_fingerprint"] = data.fingerprint
     run.mkdir(parents=True, exist_ok=True)  # only now: data that cannot be read leaves no half-made run folder behind
     lock.acquire()  # before config.json: two runs started into one new folder would write each other's
+    if not resume:  # checked again under the lock: another run may have finished there while the data was read
+        check_new_run_folder(run)
+    else:  # what a kill mid-write left (a checkpoint's temporary weighs as much as the weights)
+        remove_temporaries(run)
+        remove_temporaries(run / "checkpoint")
     config.save(run / "config.json")
     x_train, y_train = data.train.inputs(), data.train.one_hot()
     steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
