@@ -656,6 +656,19 @@ def test_augmentation_keeps_faces_in_the_input_range_and_is_off_at_inference(war
     assert np.array_equal(np.asarray(augmenter(faces, training=False)), faces)
 
 
+def test_contrast_is_lowered_as_often_as_raised():
+    """Keras 3 reads RandomContrast(0.2) as factors 1..1.2: every training face got more contrast
+    than the runtime's, never less (the teacher views draw 1 +- 0.2, as the docs say)."""
+    from fervid.model.architectures import build_augmenter
+
+    ramp = np.tile(np.linspace(0.3, 0.7, 48, dtype=np.float32), (512, 48, 1))[..., None]  # no clipping at +-20%
+    augmenter = build_augmenter(flip=False, rotation=0, zoom=0, shift=0, contrast=0.2, seed=1, dtype="float32", warp="each")
+    changed = np.asarray(augmenter(ramp, training=True))
+    slopes = (changed[:, 0, -1, 0] - changed[:, 0, 0, 0]) / (ramp[:, 0, -1, 0] - ramp[:, 0, 0, 0])
+    assert 0.8 - 1e-3 <= slopes.min() < 0.85 and 1.15 < slopes.max() <= 1.2 + 1e-3
+    assert 0.4 < (slopes < 1).mean() < 0.6
+
+
 def blob_centres(faces: np.ndarray) -> np.ndarray:
     """(x, y) centre of mass of each face."""
     weights = faces[..., 0] / faces[..., 0].sum(axis=(1, 2), keepdims=True)

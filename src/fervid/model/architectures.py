@@ -139,7 +139,8 @@ def build_augmenter(
     if brightness:
         augmentations.append(layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=next(seeds), dtype=dtype))
     if contrast:
-        augmentations.append(layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=next(seeds), dtype=dtype))
+        # (c, c): Keras 3 reads a single float as (0, c), contrast only ever raised (the views' draw is +-c)
+        augmentations.append(layers.RandomContrast((contrast, contrast), value_range=(0.0, 1.0), seed=next(seeds), dtype=dtype))
     if erasing:
         augmentations.append(
             layers.RandomErasing(factor=(erasing, erasing), scale=(0.02, 0.25), value_range=(0.0, 1.0), seed=next(seeds), dtype=dtype)
