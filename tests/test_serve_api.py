@@ -1035,10 +1035,13 @@ def test_requests_wait_for_a_recognizer_without_holding_a_thread(monkeypatch: py
     assert max(reply["ms"] for reply in replies) >= 350, "ms counts the wait for a recognizer too (4 turns of 0.1 s)"
 
 
-def test_refused_connections_are_counted_not_each_logged(capsys) -> None:
-    """uvicorn's "Exceeded concurrency limit." line came once per refused connection, filling the terminal."""
+def test_refused_connections_are_counted_not_each_logged(capsys, monkeypatch) -> None:
+    """uvicorn's "Exceeded concurrency limit." line came once per refused connection, filling the
+    terminal; then the ones after a line were said only if another came after the interval."""
     import logging
+    import time
 
+    from fervid.serve import server
     from fervid.serve.server import BusyNotice
 
     notice = BusyNotice()
@@ -1048,6 +1051,19 @@ def test_refused_connections_are_counted_not_each_logged(capsys) -> None:
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["fervid: 1 connection(s) refused (503): 64 are open, the most this server keeps (said at most every 10 s)"]
     assert notice.refused == 4, "the others counted for the next line"
+    monkeypatch.setattr(server, "BUSY_NOTICE_S", 0.3)  # a burst that then stops: said when its interval ends
+    notice = BusyNotice()
+    assert [notice.filter(busy) for _ in range(3)] == [False] * 3
+    assert capsys.readouterr().err.startswith("fervid: 1 connection(s) refused (503)")
+    time.sleep(0.6)
+    assert capsys.readouterr().err.startswith("fervid: 2 connection(s) refused (503)")
+    notice.filter(busy)  # a new interval: said at once
+    notice.filter(busy)
+    capsys.readouterr()
+    notice.flush()  # the server stopping: the count not yet said is said
+    assert capsys.readouterr().err.startswith("fervid: 1 connection(s) refused (503)")
+    time.sleep(0.5)
+    assert capsys.readouterr().err == "", "said once, not again by the timer"
 
 
 def test_a_photo_whose_client_left_is_not_recognized_and_recognitions_keep_off_the_page_threads(monkeypatch) -> None:

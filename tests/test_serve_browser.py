@@ -145,6 +145,33 @@ def test_webcam_and_photo_show_faces_with_expressions(browser, server_url: str, 
     page.close()
 
 
+def test_each_camera_frame_is_sent_once_and_small_or_transparent_photos_are_drawn_sharp_on_white(browser, server_url: str) -> None:
+    """Answered faster than the camera made frames, the page sent each picture again (50 frames a
+    second from a 15 fps camera here); a 160 px photo was drawn at 160 px and stretched, its labels
+    blurred blocks; a transparent photo showed the stage's black where the server reads white."""
+    page, errors = open_page(browser, server_url)
+    page.click("#start")
+    page.wait_for_function("() => Number(document.body.dataset.frames) >= 3", timeout=40_000)
+    start = page.evaluate("[Number(document.body.dataset.frames), performance.now()]")
+    page.wait_for_timeout(3000)
+    end = page.evaluate("[Number(document.body.dataset.frames), performance.now()]")
+    rate = (end[0] - start[0]) * 1000 / (end[1] - start[1])  # one answer per frame sent
+    assert 0 < rate <= 15 * 1.25, f"{rate:.1f} frames a second sent from a 15 fps camera"
+    page.click("#stop")
+
+    small = np.zeros((160, 160, 4), np.uint8)  # a transparent photo: a face in the middle, nothing around it
+    small[16:144, 16:144, :3] = cv2.cvtColor(cv2.resize(detectable_faces(1)[0], (128, 128)), cv2.COLOR_GRAY2BGR)
+    small[16:144, 16:144, 3] = 255
+    page.set_input_files("#file", files=[{"name": "small.png", "mimeType": "image/png", "buffer": cv2.imencode(".png", small)[1].tobytes()}])
+    page.wait_for_function("() => document.querySelector('#photo-status').textContent.includes('on the server')", timeout=20_000)
+    bitmap, shown = page.eval_on_selector("#photo", "canvas => [canvas.width, canvas.getBoundingClientRect().width * devicePixelRatio]")
+    assert bitmap >= shown - 1 and bitmap > 160, (bitmap, shown)
+    corner = page.eval_on_selector("#photo", "canvas => Array.from(canvas.getContext('2d').getImageData(2, 2, 1, 1).data)")
+    assert corner == [255, 255, 255, 255], corner
+    assert errors == []
+    page.close()
+
+
 def test_two_tabs_are_served_at_once(browser, server_url: str) -> None:
     tabs = [open_page(browser, server_url) for _ in range(2)]
     for page, _ in tabs:

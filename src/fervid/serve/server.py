@@ -79,24 +79,41 @@ def server_config(app: FastAPI) -> uvicorn.Config:
 class BusyNotice(logging.Filter):
     """uvicorn's "WARNING: Exceeded concurrency limit." for each connection refused (503) past
     ``MAX_CONNECTIONS``: a flood or a retrying client filled the terminal with it. Said once per
-    ``BUSY_NOTICE_S``, with how many were refused since."""
+    ``BUSY_NOTICE_S``, with how many were refused since; those refused after a line are said when
+    the interval ends (a timer) or the server stops (``flush``), not only if another comes later."""
 
     def __init__(self) -> None:
         super().__init__()
         self.last: float | None = None
         self.refused = 0
+        self.timer: threading.Timer | None = None
+        self.lock = threading.Lock()  # the event loop counts, the timer's thread says
 
     def filter(self, record: logging.LogRecord) -> bool:
         if str(record.msg) != "Exceeded concurrency limit.":
             return True
-        self.refused += 1
-        now = time.monotonic()
-        if self.last is not None and now - self.last < BUSY_NOTICE_S:
-            return False
+        with self.lock:
+            self.refused += 1
+            now = time.monotonic()
+            if self.last is None or now - self.last >= BUSY_NOTICE_S:
+                self._say(now)
+            elif self.timer is None:
+                self.timer = threading.Timer(self.last + BUSY_NOTICE_S - now, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
+        return False
+
+    def flush(self) -> None:
+        """Say the refusals not yet said."""
+        with self.lock:
+            self.timer = None
+            if self.refused:
+                self._say(time.monotonic())
+
+    def _say(self, now: float) -> None:
         print(f"fervid: {self.refused} connection(s) refused (503): {MAX_CONNECTIONS} are open, the most this server "
               f"keeps (said at most every {BUSY_NOTICE_S} s)", file=sys.stderr)
         self.last, self.refused = now, 0
-        return False
 
 
 class StopNotice(logging.Filter):
@@ -145,7 +162,12 @@ def serve(
         print("fervid: note: reachable from the network; browsers give pages the webcam only on localhost or HTTPS", file=sys.stderr)
     if host in WILDCARD:  # http://0.0.0.0 is not an address a browser treats as this machine
         print(f"fervid: on this machine open http://127.0.0.1:{listener.getsockname()[1]} (the webcam needs it)", file=sys.stderr)
-    server.run(sockets=[listener])
+    try:
+        server.run(sockets=[listener])
+    finally:
+        for notice in logging.getLogger("uvicorn.error").filters:
+            if isinstance(notice, BusyNotice):
+                notice.flush()
 
 
 @contextmanager

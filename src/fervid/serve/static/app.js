@@ -48,6 +48,10 @@ const live = {
   retries: 0,   // connections in a row that closed before answering a frame (refused, busy, or no server)
   watchdog: null,
   answered: 0,  // frames answered since the page opened (data-frames on <body>, for tests and curious users)
+  videoFrames: 0,      // frames the camera has shown, where the browser counts them (requestVideoFrameCallback)
+  sentVideoFrame: -1,  // which of them was sent last: each is sent once
+  waitingForFrame: false,
+  frameWatch: null,    // the current stream's frame counter, so an old one stops
 };
 const capture = document.createElement("canvas");
 
@@ -207,9 +211,35 @@ async function startCamera() {
   $("stop").disabled = false;
   $("stop").focus();  // Start is disabled now: keep the keyboard (and a screen reader) on the controls
   live.retries = 0;
+  watchVideoFrames(video);
   connect();
   live.watchdog = setInterval(watchAnswers, 1000);
   requestAnimationFrame(drawLoop);
+}
+
+function watchVideoFrames(video) {
+  // Count the frames the camera shows, so that each is sent once: answered faster than the camera
+  // makes frames (18 ms a round trip, a 30 fps camera), the page sent each picture twice, doubling
+  // the work of the recognizers other tabs share. Browsers without requestVideoFrameCallback send
+  // as answers come, as before.
+  live.sentVideoFrame = -1;
+  live.waitingForFrame = false;
+  if (!video.requestVideoFrameCallback) {
+    live.frameWatch = null;
+    return;
+  }
+  const watch = {};
+  live.frameWatch = watch;
+  const shown = (now, metadata) => {
+    if (live.frameWatch !== watch || !live.stream) return;  // stopped, or a newer stream's counter runs
+    live.videoFrames = metadata.presentedFrames;
+    if (live.waitingForFrame) {
+      live.waitingForFrame = false;
+      sendFrame();
+    }
+    video.requestVideoFrameCallback(shown);
+  };
+  video.requestVideoFrameCallback(shown);
 }
 
 function stopCamera() {
@@ -316,6 +346,7 @@ function watchAnswers() {
     live.socket = null;
     live.inFlight = false;
     setStatus($("status"), `no answer from the server for ${Math.round(waited / 1000)} s; reconnecting…`, true);
+    live.retries += 1;  // kept on screen ("connecting…" replaced it at once) until the new socket answers
     connect();
   } else if (waited > STALL_MS) {
     if (live.faces.length) clearResults();
@@ -337,6 +368,11 @@ function sendFrame() {
     setTimeout(sendFrame, 50);  // the camera has not delivered a frame yet
     return;
   }
+  if (live.frameWatch && live.videoFrames === live.sentVideoFrame) {
+    live.waitingForFrame = true;  // this picture was sent: the camera's next one goes when it comes
+    return;
+  }
+  live.sentVideoFrame = live.videoFrames;
   const width = Math.min(FRAME_WIDTH, video.videoWidth);
   const height = Math.round((video.videoHeight * width) / video.videoWidth);
   if (capture.width !== width || capture.height !== height) {
@@ -345,6 +381,7 @@ function sendFrame() {
   }
   capture.getContext("2d").drawImage(video, 0, 0, width, height);
   live.inFlight = true;
+  live.sentAt = performance.now();  // now, not only once encoded: the watchdog may look in between
   capture.toBlob((blob) => {
     if (live.socket !== socket) return;
     if (!blob || socket.readyState !== WebSocket.OPEN) {
@@ -473,11 +510,18 @@ function renderPhoto() {
   if (!shownPhoto) return;
   const { payload, image } = shownPhoto;
   const canvas = $("photo");
-  const scale = Math.min(1, PHOTO_WIDTH / payload.width);
+  // As many pixels as the photo has (up to PHOTO_WIDTH), and at least as many as the screen shows it
+  // on: a 160 px photo drawn at its own size was stretched 3-6 times, its labels blurred blocks.
+  const maxHeight = parseFloat(getComputedStyle(canvas).maxHeight) || Infinity;
+  const shownWidth = Math.min(canvas.parentElement.clientWidth, (maxHeight * payload.width) / payload.height);
+  const onScreen = (shownWidth * (window.devicePixelRatio || 1)) / payload.width;
+  const scale = Math.max(Math.min(1, PHOTO_WIDTH / payload.width), onScreen || 0);
   canvas.width = Math.round(payload.width * scale);
   canvas.height = Math.round(payload.height * scale);
   const context = canvas.getContext("2d");
   if (image) {
+    context.fillStyle = "#fff";  // transparent parts on white, as the server reads them (the stage is black)
+    context.fillRect(0, 0, canvas.width, canvas.height);
     context.drawImage(image, 0, 0, canvas.width, canvas.height);
   } else {
     context.fillStyle = "#222";
