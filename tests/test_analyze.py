@@ -781,6 +781,30 @@ def test_float_options_too_big_to_count_frames_or_pixels_are_refused_in_one_line
     assert report.ok == 1 and report.summary["segments"].to_pylist() == [1]
 
 
+def test_options_that_would_do_nothing_are_refused_not_taken_silently(tmp_path: Path) -> None:
+    """--ray-address without --engine ray ran in one local process, the cluster never asked; detector
+    settings with --crops or --boxes, where no detector runs, looked applied."""
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), textured_background(48, 48))
+    (tmp_path / "boxes.csv").write_text(f"source,frame,x,y,w,h\n{photo},0,0,0,48,48\n")
+    for args, message in (
+        (["--ray-address", "10.0.0.1:6379"], "--ray-address 10.0.0.1:6379 joins a Ray cluster only with --engine ray"),
+        (["--crops", "--min-size", "500"], "--min-size: the face detector does not run with --crops, so it does nothing"),
+        (["--boxes", str(tmp_path / "boxes.csv"), "--scale-factor", "2", "--min-neighbors", "9"],
+         "--scale-factor, --min-neighbors: the face detector does not run with --boxes, so they do nothing"),
+    ):
+        refused = subprocess.run([FERVID, "analyze", str(photo), "--out", str(tmp_path / "x.csv"), *args],
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"fervid: error: {message}"), refused.stderr
+    assert not list(tmp_path.glob("x.*"))
+    predicted = subprocess.run([FERVID, "predict", str(photo), "--crops", "--no-save", "--min-size", "500"],
+                               capture_output=True, text=True, timeout=120)
+    assert predicted.returncode == 2 and "--min-size: the face detector does not run with --crops" in predicted.stderr
+    kept = subprocess.run([FERVID, "analyze", str(photo), "--out", str(tmp_path / "x.csv"), "--crops", "--min-size", "40"],
+                          capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0, "the default value, given, does no harm"
+
+
 def test_an_input_no_longer_given_loses_its_parts_so_out_mirrors_the_inputs(tmp_path: Path) -> None:
     folders = {name: tmp_path / name for name in ("a", "b")}
     for seed, folder in enumerate(folders.values()):

@@ -368,6 +368,48 @@ def test_an_empty_argument_is_refused_before_it_becomes_the_current_folder(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("args", "option", "following"), [
+    (["analyze", "photos", "--out", "--largest-only"], "--out", "--largest-only"),  # wrote a table named --largest-only
+    (["predict", "a.png", "--crops", "--json", "--no-save"], "--json", "--no-save"),  # records in a file named --no-save
+    (["train", "data", "--out", "-o", "runs/x"], "--out", "-o"),
+    (["data", "inspect", "data", "--grid", "--map=contempt=disgust"], "--grid", "--map=contempt=disgust"),
+])
+def test_an_option_whose_value_is_another_option_is_refused(tmp_path, args, option, following) -> None:
+    """`--out $OUT --largest-only` with OUT unset: click took the flag for the value, without a word."""
+    result = subprocess.run([sys.executable, "-m", "fervid", *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"fervid: error: {option} has no value: {following} after it is an option (an unset shell "
+                             f"variable?); give a value, or ./{following} for a file so named\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_value_that_only_looks_like_an_option_is_kept() -> None:
+    from fervid.cli import refuse_options_as_values
+
+    refuse_options_as_values(["live", "--source", "-1"])  # not an option name: cameras say what is wrong with it
+    refuse_options_as_values(["predict", "a.png", "--json=--no-save"])  # given with "=", the value is meant
+    refuse_options_as_values(["train", "data", "--map", "contempt=disgust", "--out", "./--no-flip"])
+    refuse_options_as_values(["predict", "a.png", "--crops", "--no-save"])  # flags take no value
+
+
+def test_a_console_zero_or_few_columns_wide_still_gets_every_result_and_number(tmp_path) -> None:
+    """COLUMNS=0 (some Docker consoles) made rich print nothing, results, warnings and help alike,
+    with exit status 0; at 30 columns data inspect cut its own counts to "1,…"."""
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 1000 // 7 + 1, "validation": 1})
+
+    def run(columns: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fervid", *args], capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path, env={**os.environ, "COLUMNS": columns})
+
+    assert re.search(r"^│ predict +\S", run("0", "--help").stdout, re.MULTILINE), "the help, commands and all"
+    for columns in ("0", "30", "x"):
+        result = run(columns, "data", "inspect", str(data), "--grid", str(tmp_path / "grid.png"))
+        assert result.returncode == 0 and "validation" in result.stdout and "1,008" in result.stdout, (columns, result.stdout)
+    (data / "train" / "happy" / "notes.txt").write_text("not a face")
+    assert "files in class folders without an image suffix" in run("0", "data", "inspect", str(data), "--grid",
+                                                                   str(tmp_path / "grid.png")).stdout
+
+
 def test_evaluate_reads_a_dataset_with_the_models_training_map(tmp_path):
     """A model trained with --map contempt=disgust scored on the same kind of data used to fail on its
     contempt folder unless --map was given again (export --int8 already reused it)."""

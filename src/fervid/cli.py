@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -150,7 +151,13 @@ def data_inspect(
         table.add_row(str(label), *(f"{int(v):,}" for v in row), f"{int(row.sum()):,}")
     totals = summary.counts.sum()
     table.add_row(*(Text(cell, style="bold") for cell in ("total", *(f"{int(v):,}" for v in totals), f"{int(totals.sum()):,}")))
-    out.print(table)
+    # at its own width however narrow the terminal: at 40 columns rich cut the counts to "10,5…"
+    width = out.width
+    out.width = max(width, Measurement.get(out, out.options.update_width(1000), table).maximum)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
     out.print("\n".join(summary.describe(verbose)), highlight=False)
     out.print(f"sample grid: {target}")
 
@@ -421,6 +428,16 @@ ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx fil
 ScaleFactorOption = Annotated[float, typer.Option(callback=_finite, help="Haar cascade scale step between detection sizes (1.01-100; smaller finds more, slower).")]
 MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (0-1000; higher: fewer false faces).")]
 MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels (1-1,000,000).")]
+
+
+def refuse_unused_detector_options(scale_factor: float, min_neighbors: int, min_size: int, why: str) -> None:
+    """Refuse detector settings given where no detector runs (``--crops``, ``--boxes``): accepted
+    without a word, they looked applied."""
+    given = [name for name, value, default in (("--scale-factor", scale_factor, 1.1), ("--min-neighbors", min_neighbors, 5),
+                                              ("--min-size", min_size, 40)) if value != default]
+    if given:
+        raise FervidError(f"{', '.join(given)}: the face detector does not run with {why}, so "
+                          f"{'it does' if len(given) == 1 else 'they do'} nothing; leave {'it' if len(given) == 1 else 'them'} out")
 CropsOption = Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector.")]
 
 
@@ -458,6 +475,8 @@ def predict(
     records_to = None if json_out in (None, "-") else Path(json_out)
     if records_to:
         check_not_an_input(records_to, "--json", {"the model": _model_file(model)})
+    if crops:
+        refuse_unused_detector_options(scale_factor, min_neighbors, min_size, "--crops")
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
     on_record = None if records_to else (lambda record: print(json.dumps(record), flush=True))
     report = predict_images(
@@ -627,6 +646,11 @@ def analyze(
       fervid analyze /shared/archive --out /shared/results --engine ray --ray-address auto
     """
     _needs("scale", "pyarrow")
+    if ray_address is not None and engine != "ray":  # asked for a cluster, it ran in one local process
+        raise FervidError(f"--ray-address {ray_address} joins a Ray cluster only with --engine ray; add it, or leave the "
+                          "address out to run here")
+    if crops or boxes is not None:
+        refuse_unused_detector_options(scale_factor, min_neighbors, min_size, "--crops" if crops else "--boxes")
     if engine == "ray":
         _needs("scale", "ray")
     from fervid.analyze import AnalyzeOptions
@@ -662,6 +686,24 @@ def refuse_empty_arguments(arguments: list[str]) -> None:
             raise FervidError(f"an empty argument after {after} (an unset shell variable?); give a value")
 
 
+def refuse_options_as_values(arguments: list[str]) -> None:
+    """Refuse an option whose value is another of the command's options: click takes the next
+    argument as the value, so `fervid analyze photos --out $OUT --largest-only` with OUT unset wrote
+    a table named "--largest-only", the flag never applied. A file so named is given as ./--name."""
+    command = typer.main.get_command(app)
+    position = 0
+    while position < len(arguments) and arguments[position] in getattr(command, "commands", {}):
+        command = command.commands[arguments[position]]
+        position += 1
+    options = [param for param in command.params if getattr(param, "param_type_name", "") == "option"]
+    names = {name for option in options for name in (*option.opts, *option.secondary_opts)}
+    valued = {name for option in options if not (option.is_flag or option.count) for name in option.opts}
+    for argument, following in zip(arguments[position:], arguments[position + 1:]):
+        if argument in valued and following.partition("=")[0] in names:
+            raise FervidError(f"{argument} has no value: {following} after it is an option (an unset shell variable?); "
+                              f"give a value, or ./{following} for a file so named")
+
+
 def _command_path(args: list[str]) -> str:
     """``fervid bench`` or ``fervid data inspect``: the (sub)command the arguments name, for an error
     that click raises without its context (an option missing its value), so that the help it
@@ -691,6 +733,7 @@ def main() -> None:
     no_args_is_help = getattr(click_errors, "NoArgsIsHelpError", ())
     try:
         refuse_empty_arguments(sys.argv[1:])
+        refuse_options_as_values(sys.argv[1:])
         pixel_limit()  # a value OpenCV cannot parse aborts the process (as cv2 loads, or at a decode): refused first
         code = app(standalone_mode=False)  # None (the command ran) or an exit code: --help, --version, Ctrl+C
         if code == 130:  # typer turns Ctrl+C (and SIGTERM, above) into a silent exit 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -11,6 +12,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
+MIN_COLUMNS = 20  # a COLUMNS below this (0 in some Docker consoles) made rich print nothing at all
+
+
+def sane_columns() -> None:
+    """Drop a ``COLUMNS`` no text fits in: rich takes ``COLUMNS=0`` as a console 0 wide and printed
+    no result, warning or help (exit status 0); without it, the terminal's own width (or 80)."""
+    columns = os.environ.get("COLUMNS")
+    if columns is not None and not (columns.strip().isdigit() and int(columns) >= MIN_COLUMNS):
+        del os.environ["COLUMNS"]
+
+
+sane_columns()
 stderr = Console(stderr=True)
 
 
