@@ -693,11 +693,12 @@ def refuse_options_as_values(arguments: list[str]) -> None:
     command = typer.main.get_command(app)
     position = 0
     while position < len(arguments) and arguments[position] in getattr(command, "commands", {}):
-        command = command.commands[arguments[position]]
+        command = getattr(command, "commands")[arguments[position]]
         position += 1
     options = [param for param in command.params if getattr(param, "param_type_name", "") == "option"]
     names = {name for option in options for name in (*option.opts, *option.secondary_opts)}
-    valued = {name for option in options if not (option.is_flag or option.count) for name in option.opts}
+    valued = {name for option in options if not (getattr(option, "is_flag", False) or getattr(option, "count", False))
+              for name in option.opts}
     for argument, following in zip(arguments[position:], arguments[position + 1:]):
         if argument in valued and following.partition("=")[0] in names:
             raise FervidError(f"{argument} has no value: {following} after it is an option (an unset shell variable?); "
