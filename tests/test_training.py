@@ -1815,11 +1815,13 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, ca
     assert sorted(p.name for p in best.parent.iterdir()) == ["best.weights.h5", "last.weights.h5"]
     save_weights({best: Fine(), last: Fine()})
     assert best.read_bytes() == last.read_bytes() == b"this epoch"
-    code = ("import sys, atexit, fervid.cli as cli\n"
+    code = ("import sys, atexit, typer, fervid.cli as cli\n"
             "from fervid.errors import WriteFailedInLibrary\n"
             "atexit.register(lambda: print('teardown ran', file=sys.stderr))\n"
-            "def app(**kwargs): raise WriteFailedInLibrary('x.h5: could not be written (no space left on device)')\n"
-            "cli.app = app\ncli.main()\n")
+            "app = typer.Typer()\n"
+            "@app.command()\n"
+            "def train(): raise WriteFailedInLibrary('x.h5: could not be written (no space left on device)')\n"
+            "cli.app = app\nsys.argv = ['fervid']\ncli.main()\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr == "fervid: error: x.h5: could not be written (no space left on device)\n"
 
