@@ -375,13 +375,23 @@ def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
     assert target.stat().st_size < (run / "model.onnx").stat().st_size
     probabilities = classifier.predict_inputs(np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32))
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)  # the softmax is not quantized
+    import onnx
+
+    graph = onnx.load(str(target)).graph  # nor are the logits it takes (a uint8 pair there clipped them)
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    softmax = next(node for node in graph.node if node.op_type == "Softmax")
+    assert made_by[softmax.input[0]] in ("Gemm", "MatMul", "Add"), made_by[softmax.input[0]]
 
     # A .keras with no card beside it: no card for the int8 file either, and the printed score is the
     # one the runtime gives it (single view: nothing tells the runtime to average flips).
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copyfile(run / "model.keras", lone / "m.keras")
-    printed = fervid_here("export", str(lone / "m.keras"), "--int8", str(data)).stdout
+    # the card of a model exported there before: left, it described this one (flip averaging, blur)
+    shutil.copyfile(target.with_suffix(".json"), lone / "m.int8.json")
+    exported = fervid_here("export", str(lone / "m.keras"), "--int8", str(data))
+    printed = exported.stdout
+    assert f"{lone / 'm.int8.json'}: removed: the card of the model m.int8.onnx replaced" in " ".join(exported.stderr.split())
     assert (lone / "m.int8.onnx").exists() and not (lone / "m.int8.json").exists()
     assert "int8: same class as float32" in printed and "flip averaging" not in printed
     extra = tmp_path / "extra"  # the model's data and a folder that is no expression: read as training would be told to

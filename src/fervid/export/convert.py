@@ -129,8 +129,26 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
             if result.card is not None:
                 card_temporary = stack.enter_context(atomic_path(target.with_suffix(".json")))
                 card_temporary.write_text(json.dumps(result.card, indent=2) + "\n")
+        if result.card is None:
+            _drop_stale_card(target)
         result.path = target
     return result
+
+
+def _drop_stale_card(target: Path) -> None:
+    """Remove the model card beside ``target`` that described the model this card-less export replaced:
+    left there, it told a user reading the file without fervid (docs/model.md) to average flips, blur
+    and temper a model that needs none of it. A JSON of the user's that is no card stays."""
+    stale = target.with_suffix(".json")
+    if not stale.is_file():
+        return
+    try:
+        card = card_beside(target)
+    except FervidError:  # not a model card: the user's own file
+        return
+    if card is not None:
+        stale.unlink()
+        warn(f"{stale}: removed: the card of the model {target.name} replaced ({target.name} has none)")
 
 
 def check_face_classifier(model, model_path: Path) -> None:
