@@ -351,14 +351,21 @@ def _stop_after_first_line(command: list[str], marker: str) -> tuple[subprocess.
 def test_sigterm_mid_predict_keeps_the_records_so_far(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
-    for index in range(400):
-        cv2.imwrite(str(folder / f"{index:03d}.jpg"), textured_background(360, 480, seed=index % 5))
+    face = detectable_faces(1)[0]
+    for index in range(400):  # a face in the first photo: the records of the photos done are not empty
+        photo = textured_background(360, 480, seed=index % 5)
+        if index == 0:
+            paste_face(photo, face, 175, 115, 130)
+        cv2.imwrite(str(folder / f"{index:03d}.jpg"), photo)
     records = tmp_path / "records.json"
+    # "no face found" is said of 001.jpg: 000.jpg, with its face, is done by then
     process, stderr = _stop_after_first_line([FERVID, "predict", str(folder), "--no-save", "--json", str(records)], "no face found")
     assert process.returncode == 130, stderr
     assert "interrupted after" in stderr and "keeping their results" in stderr
     assert stderr.strip().splitlines()[-1] == "fervid: interrupted"
-    assert json.loads(records.read_text()) == []  # written (as JSON), with the faces of the photos done: none here
+    kept = json.loads(records.read_text())  # written (as JSON), with the faces of the photos done
+    assert kept and Path(kept[0]["image"]).name == "000.jpg", kept
+    assert all(Path(record["image"]).name == "000.jpg" for record in kept), "only the photo with a face has records"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["photos", "records.json"]  # no temporary left behind
 
 
@@ -540,8 +547,12 @@ def test_a_copy_that_cannot_be_written_stops_predict_with_the_records_done_kept(
     from fervid.runtime import photos
     from fervid.runtime.recognizer import Recognizer
 
-    for index in range(3):
-        cv2.imwrite(str(tmp_path / f"{index}.png"), textured_background(120, 160, seed=index))
+    face = detectable_faces(1)[0]
+    for index in range(3):  # faces in 0 and 2: the records kept are 0's, and 2's, whose copy failed, are not claimed
+        photo = textured_background(360, 480, seed=index)
+        if index != 1:
+            paste_face(photo, face, 175, 115, 130)
+        cv2.imwrite(str(tmp_path / f"{index}.png"), photo)
     real_write, calls = photos.write_bytes_atomically, []
 
     def fills_up(target, data):
@@ -556,7 +567,8 @@ def test_a_copy_that_cannot_be_written_stops_predict_with_the_records_done_kept(
         photos.predict_images([tmp_path], Recognizer(), out_dir=tmp_path / "out", records_to=tmp_path / "faces.json")
     assert str(stopped.value) == (f"{tmp_path / 'out' / '2.png'}: No space left on device; the records of the 2 images "
                                   f"done are in {tmp_path / 'faces.json'}")
-    assert json.loads((tmp_path / "faces.json").read_text()) == []  # written: the backgrounds hold no face
+    records = json.loads((tmp_path / "faces.json").read_text())
+    assert [Path(record["image"]).name for record in records] == ["0.png"], records
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".fervid-predict", "0.png", "1.png"]
 
 

@@ -75,6 +75,7 @@ def test_without_smoothing_the_latest_probabilities_are_reported() -> None:
     tracker.update([[0, 0, 50, 50]], [HAPPY], 0.0)
     (face,) = tracker.update([[0, 0, 50, 50]], [SAD], 0.033)
     assert face.expression == "sad"
+    assert face.probabilities == pytest.approx(dict(zip(EXPRESSIONS, SAD))), "the latest, not a blend that still ranks sad first"
 
 
 def test_tracks_hide_when_missed_and_expire_after_max_missed() -> None:

@@ -1608,19 +1608,34 @@ def test_balanced_class_weights_give_every_class_the_same_total_weight():
     assert per_face.mean() == pytest.approx(1.0)
 
 
-def test_training_on_balanced_batches_runs_through_keras(tmp_path):
-    """--imbalance sampling feeds Keras the balanced stream (a PyDataset) for every epoch asked."""
+def test_training_on_balanced_batches_runs_through_keras(tmp_path, monkeypatch):
+    """--imbalance sampling feeds Keras the balanced stream (a PyDataset) for every epoch asked:
+    the batches trained on hold the classes in about equal shares, not happy's 5 in 11."""
+    from fervid.labels import EXPRESSIONS
+    from fervid.training import fit as fit_module
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import fit
 
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 3, "validation": 1})
     for extra in range(12):  # happy, 5x the faces of every other class
         shutil.copy(data / "train" / "happy" / "0000.png", data / "train" / "happy" / f"x{extra}.png")
+    served = []
+    real_item = fit_module.BalancedBatches.__getitem__
+
+    def item(self, batch):
+        inputs, targets = real_item(self, batch)
+        served.append(np.asarray(targets).argmax(axis=1))
+        return inputs, targets
+
+    monkeypatch.setattr(fit_module.BalancedBatches, "__getitem__", item)
     run = tmp_path / "run"
-    fit(TrainConfig(data=str(data), arch="compact", epochs=2, batch_size=8, warmup_epochs=0, imbalance="sampling"), run)
+    fit_module.fit(TrainConfig(data=str(data), arch="compact", epochs=2, batch_size=8, warmup_epochs=0, imbalance="sampling"), run)
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["epochs_done"] == 2 and [row["epoch"] for row in state["history"]] == [1, 2]
     assert all(np.isfinite(row["loss"]) for row in state["history"])
+    labels = np.concatenate(served)  # 33 faces a epoch, 2 epochs (and Keras may peek at a batch first)
+    assert len(labels) >= 2 * 33, len(labels)
+    happy_share = np.mean(labels == EXPRESSIONS.index("happy"))
+    assert happy_share < 0.3, f"happy is {happy_share:.2f} of the faces trained on; 15 of 33 without balancing"
 
 
 def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
@@ -1719,17 +1734,30 @@ def test_a_diverged_epoch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_during_a_checkpoint_waits_for_the_whole_checkpoint(tmp_path):
-    """Weights written and state.json not yet: a resume ran the schedule one epoch ahead."""
-    from fervid.fileio import signals_deferred
+def test_ctrl_c_during_a_checkpoint_waits_for_the_whole_checkpoint(tmp_path, capsys):
+    """Weights written and state.json not yet: a resume ran the schedule one epoch ahead. The
+    epoch's line is printed too (it was lost, though the epoch was kept)."""
+    from fervid.training.fit import RunCheckpoint
 
-    written = []
+    class Weights:
+        def save_weights(self, path: str) -> None:
+            Path(path).write_bytes(b"epoch 5")
+            if Path(path).name.startswith(".last"):  # Ctrl+C while the checkpoint is written
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal is delivered here, and must not stop the checkpoint
+
+    (tmp_path / "checkpoint").mkdir()
+    state = {"epochs_done": 4, "best_epoch": 3, "best_val_accuracy": 0.4, "history": []}
+    checkpoint = RunCheckpoint(tmp_path, Weights(), state, total_epochs=10, patience=0)
+    checkpoint.set_model(Weights())
+    logs = {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.45, "learning_rate": 1e-3}
     with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal is delivered here, and must not stop the block
-            written.append("state.json")
-    assert written == ["state.json"]
+        checkpoint.on_epoch_end(4, logs)
+    saved = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert saved["epochs_done"] == 5 and saved["best_epoch"] == 5, "state.json written with the weights of its epoch"
+    assert (tmp_path / "checkpoint" / "last.weights.h5").read_bytes() == b"epoch 5"
+    assert (tmp_path / "checkpoint" / "best.weights.h5").read_bytes() == b"epoch 5"
+    assert "epoch 5/10  loss 1.0000" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual Ctrl+C again
 
 

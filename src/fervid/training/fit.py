@@ -392,12 +392,12 @@ class RunCheckpoint(keras.callbacks.Callback):
             # last one epoch ahead of state.json at most, which catch_up_with_weights repairs on resume.
             save_weights(weights)
             save_state(self.run, self.state)
-        print(
-            f"epoch {epoch + 1}/{self.total_epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
-            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}{' *' if improved else '  '}  "
-            f"lr {row['learning_rate']:.2e}  {row['seconds']:.0f}s",
-            flush=True,
-        )
+            print(  # in the block: a Ctrl+C held back while the epoch was saved is raised after its line, not before
+                f"epoch {epoch + 1}/{self.total_epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
+                f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}{' *' if improved else '  '}  "
+                f"lr {row['learning_rate']:.2e}  {row['seconds']:.0f}s",
+                flush=True,
+            )
         if self.patience and epoch + 1 - self.state["best_epoch"] >= self.patience:
             print(f"early stop: no better validation accuracy for {self.patience} epoch{'s' if self.patience > 1 else ''}", flush=True)
             self.model.stop_training = True
