@@ -803,6 +803,25 @@ def test_options_that_would_do_nothing_are_refused_not_taken_silently(tmp_path: 
     kept = subprocess.run([FERVID, "analyze", str(photo), "--out", str(tmp_path / "x.csv"), "--crops", "--min-size", "40"],
                           capture_output=True, text=True, timeout=120)
     assert kept.returncode == 0, "the default value, given, does no harm"
+    with pytest.raises(FervidError, match="--ray-address auto joins a Ray cluster only with --engine ray"):  # Python too
+        analyze([photo], tmp_path / "y.csv", ray_address="auto")
+    with pytest.raises(FervidError, match="--min-size: the face detector does not run with --crops"):
+        analyze([photo], tmp_path / "y.csv", AnalyzeOptions(crops=True, min_size=500))
+    assert not list(tmp_path.glob("y.*"))
+    # The summary, written last, is checked with the table: another user's in a sticky folder (/tmp)
+    # was accepted, and the run failed at its end
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    analyze([photo], sticky / "z.csv")
+    (sticky / "z.csv").unlink()
+    sticky.chmod(0o1777)
+    import os
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "geteuid", lambda: 1000)  # not root, not the owner of the summary or the folder
+        with pytest.raises(FervidError, match=r"z.csv: its summary .*z.summary.csv: belongs to another user, in the sticky folder"):
+            analyze([photo], sticky / "z.csv")
+    assert not (sticky / "z.csv").exists()
 
 
 def test_an_input_no_longer_given_loses_its_parts_so_out_mirrors_the_inputs(tmp_path: Path) -> None:

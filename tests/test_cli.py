@@ -385,11 +385,15 @@ def test_an_option_whose_value_is_another_option_is_refused(tmp_path, args, opti
 
 def test_a_value_that_only_looks_like_an_option_is_kept() -> None:
     from fervid.cli import refuse_options_as_values
+    from fervid.errors import FervidError
 
     refuse_options_as_values(["live", "--source", "-1"])  # not an option name: cameras say what is wrong with it
     refuse_options_as_values(["predict", "a.png", "--json=--no-save"])  # given with "=", the value is meant
     refuse_options_as_values(["train", "data", "--map", "contempt=disgust", "--out", "./--no-flip"])
     refuse_options_as_values(["predict", "a.png", "--crops", "--no-save"])  # flags take no value
+    refuse_options_as_values(["predict", "--", "--json", "--crops"])  # after "--", file names
+    with pytest.raises(FervidError, match="--out has no value: --help after it is an option"):
+        refuse_options_as_values(["predict", "a.png", "--out", "--help"])
 
 
 def test_a_console_zero_or_few_columns_wide_still_gets_every_result_and_number(tmp_path) -> None:

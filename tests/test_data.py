@@ -444,6 +444,9 @@ def test_images_at_the_top_level_are_counted_as_dropped_and_named_when_nothing_e
         cv2.imwrite(str(tmp_path / "d" / name), image)
     (tmp_path / "d" / "notes.txt").write_text("not an image")
     assert read_dataset(tmp_path / "d").dropped == {"images at the top level, in no class folder": 2}
+    cv2.imwrite(str(tmp_path / "d" / "d-samples.png"), image)  # data inspect's own grid there is no stray face
+    assert read_dataset(tmp_path / "d").dropped == {"images at the top level, in no class folder": 2}
+    (tmp_path / "d" / "d-samples.png").unlink()
     zipped = zip_folder(tmp_path / "d", tmp_path / "d.zip")  # a zip's top level too
     assert read_dataset(zipped).dropped == {"images at the top level, in no class folder": 2}
     (tmp_path / "d" / "happy" / "0.png").rename(tmp_path / "d" / "top2.png")

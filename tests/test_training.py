@@ -393,6 +393,11 @@ def test_int8_export_is_scored_and_carries_its_card(trained_run, tmp_path):
     printed = exported.stdout
     assert f"{lone / 'm.int8.json'}: removed: the card of the model m.int8.onnx replaced" in " ".join(exported.stderr.split())
     assert (lone / "m.int8.onnx").exists() and not (lone / "m.int8.json").exists()
+    copy = tmp_path / "copy"  # in a run folder the card beside model.onnx is its model.keras's too: kept
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoint"))
+    shutil.copyfile(run / "model.keras", copy / "other.keras")
+    fervid_here("export", str(copy / "other.keras"), "--out", str(copy / "model.onnx"))
+    assert (copy / "model.json").read_text() == (run / "model.json").read_text()
     assert "int8: same class as float32" in printed and "flip averaging" not in printed
     extra = tmp_path / "extra"  # the model's data and a folder that is no expression: read as training would be told to
     shutil.copytree(data, extra)

@@ -431,14 +431,14 @@ MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels (
 
 
 def refuse_unused_detector_options(scale_factor: float, min_neighbors: int, min_size: int, why: str) -> None:
-    """Refuse detector settings given where no detector runs (``--crops``, ``--boxes``): accepted
-    without a word, they looked applied."""
+    """Refuse detector settings given where no detector runs (``predict --crops``): accepted without
+    a word, they looked applied. (``fervid.analyze`` refuses them itself, for its Python API too.)"""
     given = [name for name, value, default in (("--scale-factor", scale_factor, 1.1), ("--min-neighbors", min_neighbors, 5),
                                               ("--min-size", min_size, 40)) if value != default]
     if given:
         raise FervidError(f"{', '.join(given)}: the face detector does not run with {why}, so "
                           f"{'it does' if len(given) == 1 else 'they do'} nothing; leave {'it' if len(given) == 1 else 'them'} out")
-CropsOption = Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector.")]
+CropsOption = Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector (so no detector options).")]
 
 
 def _recognizer(model: Optional[str], scale_factor: float, min_neighbors: int, min_size: int) -> Recognizer:
@@ -624,11 +624,11 @@ def analyze(
     inputs: Annotated[list[Path], typer.Argument(metavar="INPUTS", help="Image and video files, folders (searched recursively) and zips of images.")],
     out_path: Annotated[Path, typer.Option("--out", "--output", "-o", help="A folder or .parquet file (Parquet), or a .csv file; rerunning with the same --out resumes.")],
     engine: Annotated[str, typer.Option(help="local (one process) or ray (Ray Data: a local Ray, or a cluster with --ray-address).")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of starting a local Ray.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="With --engine ray: join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of starting a local Ray.")] = None,
     every: Annotated[int, typer.Option(help="Analyse every K-th video frame.")] = 1,
     largest_only: Annotated[bool, typer.Option("--largest-only", help="Keep only the largest face per image or frame.")] = False,
     crops: CropsOption = False,
-    boxes: Annotated[Optional[Path], typer.Option(help="Precomputed boxes (CSV source,frame,x,y,w,h or JSON); the detector does not run.")] = None,
+    boxes: Annotated[Optional[Path], typer.Option(help="Precomputed boxes (CSV source,frame,x,y,w,h or JSON); the detector does not run (so no detector options).")] = None,
     segment_s: Annotated[float, typer.Option(callback=_finite, help="Video segment length in seconds (at most 1,000,000): the unit of parallel work and of resuming; track ids restart at each segment.")] = 300.0,
     model: ModelOption = None,
     scale_factor: ScaleFactorOption = 1.1,
@@ -646,11 +646,6 @@ def analyze(
       fervid analyze /shared/archive --out /shared/results --engine ray --ray-address auto
     """
     _needs("scale", "pyarrow")
-    if ray_address is not None and engine != "ray":  # asked for a cluster, it ran in one local process
-        raise FervidError(f"--ray-address {ray_address} joins a Ray cluster only with --engine ray; add it, or leave the "
-                          "address out to run here")
-    if crops or boxes is not None:
-        refuse_unused_detector_options(scale_factor, min_neighbors, min_size, "--crops" if crops else "--boxes")
     if engine == "ray":
         _needs("scale", "ray")
     from fervid.analyze import AnalyzeOptions
@@ -699,7 +694,10 @@ def refuse_options_as_values(arguments: list[str]) -> None:
     names = {name for option in options for name in (*option.opts, *option.secondary_opts)}
     valued = {name for option in options if not (getattr(option, "is_flag", False) or getattr(option, "count", False))
               for name in option.opts}
-    for argument, following in zip(arguments[position:], arguments[position + 1:]):
+    names |= {"--help", "-h"}  # click adds these outside the command's params
+    rest = arguments[position:]
+    rest = rest[: rest.index("--")] if "--" in rest else rest  # after "--" every argument is a name, not an option
+    for argument, following in zip(rest, rest[1:]):
         if argument in valued and following.partition("=")[0] in names:
             raise FervidError(f"{argument} has no value: {following} after it is an option (an unset shell variable?); "
                               f"give a value, or ./{following} for a file so named")

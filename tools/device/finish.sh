@@ -3,6 +3,7 @@
 # (ONNX, evaluation, plots, report) and export its int8 model (runs/NAME/NAME.onnx + .json).
 set -euo pipefail
 FILES=$(realpath "${1:?usage: finish.sh FOLDER_WITH_RUN_TGZ_PARTS}")
+[ -z "${ZIP:-}" ] || ZIP=$(realpath "$ZIP")  # given from wherever this is started
 cd "$(dirname "$0")/../.."  # runs/, .gpu/ and the default ZIP are the checkout's, wherever this is started
 git checkout -- tools/teachers  # prepare.sh took the tracked teachers out of the work tree for the device call
 ZIP=${ZIP:-../shared/data/fer2013.zip}

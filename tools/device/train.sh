@@ -46,10 +46,13 @@ train() {  # RUN ARGS...: train into /tmp/RUN until the budget ends, pack it int
   # Cut short: keep what `--resume` needs to finish elsewhere (the last weights with the optimizer, 37 MB for
   # vgg-deep), while the call's return (64 MiB, 8 files) has room: a second cut-short run returns its best weights only.
   # The teachers' caches stay here: finish.sh takes them from .gpu/teacher.
-  [ $rc -eq 0 ] || [ "$(du -sm $OUT | cut -f1)" -ge 20 ] || last=checkpoint/last.weights.h5
+  # Runs cut short by the budget end together: one at a time (a lock outside $OUT, whose files all come back) decides
+  # and packs, so the second sees the first's pieces.
   echo "$name rc $rc after $(( $(date +%s) - T0 ))s"; grep "^epoch" $OUT/$name.log | tail -3; tail -1 $OUT/$name.log
-  (cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 $last \
-     $(ls report.md model.json metrics.json history.csv 2>/dev/null) | split -b 15M - $OUT/$name.tgz.)
+  (flock 9
+   [ $rc -eq 0 ] || [ "$(du -sm $OUT | cut -f1)" -ge 20 ] || last=checkpoint/last.weights.h5
+   cd /tmp/$name && tar czf - config.json checkpoint/state.json checkpoint/best.weights.h5 $last \
+     $(ls report.md model.json metrics.json history.csv 2>/dev/null) | split -b 15M - $OUT/$name.tgz.) 9>/tmp/fervid-pack.lock
 }
 IFS=';' read -ra specs <<< "$RUNS"
 for spec in "${specs[@]}"; do

@@ -100,6 +100,7 @@ class ResultStore:
             check_writable_folder(self.out, "--out")
         else:
             check_writable(self.out, "--out")
+            check_writable(self.summary_path, f"--out {self.out}: its summary")  # written last: refused now, not at the end
 
     def _refuse_inputs(self, inputs: Iterable[str | Path]) -> None:
         """Refuse an ``out`` (or its parts folder or summary) that is an input or holds one.

@@ -246,8 +246,8 @@ def _index_paths(
         parts = PurePosixPath(name).parts
         if is_hidden(parts):
             continue
-        if len(parts) < 2:
-            top_level += is_image_name(name)
+        if len(parts) < 2:  # fervid's own sample grid (data inspect's default, NAME-samples.png) is no stray face
+            top_level += is_image_name(name) and not name.endswith("-samples.png")
             continue
         if is_image_name(name) and not name.isascii() and not _is_utf8(name):
             not_utf8 += 1

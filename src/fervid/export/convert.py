@@ -140,7 +140,7 @@ def _drop_stale_card(target: Path) -> None:
     left there, it told a user reading the file without fervid (docs/model.md) to average flips, blur
     and temper a model that needs none of it. A JSON of the user's that is no card stays."""
     stale = target.with_suffix(".json")
-    if not stale.is_file():
+    if not stale.is_file() or (target.parent / "config.json").is_file():  # a run's card is its model.keras's too
         return
     try:
         card = card_beside(target)
