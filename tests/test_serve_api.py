@@ -1037,13 +1037,26 @@ def test_requests_wait_for_a_recognizer_without_holding_a_thread(monkeypatch: py
 
 def test_refused_connections_are_counted_not_each_logged(capsys, monkeypatch) -> None:
     """uvicorn's "Exceeded concurrency limit." line came once per refused connection, filling the
-    terminal; then the ones after a line were said only if another came after the interval."""
+    terminal; then the ones after a line were said only if another came after the interval. On a
+    clock and timers of the test's own: nothing waits, and no timer outlives the test."""
     import logging
-    import time
+    import threading
+    from types import SimpleNamespace
 
     from fervid.serve import server
     from fervid.serve.server import BusyNotice
 
+    clock, timers = [100.0], []
+
+    class Timer:
+        def __init__(self, interval: float, function) -> None:
+            self.interval, self.function, self.daemon = interval, function, False
+
+        def start(self) -> None:
+            timers.append(self)
+
+    monkeypatch.setattr(server, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(server, "threading", SimpleNamespace(Lock=threading.Lock, Timer=Timer))
     notice = BusyNotice()
     busy = logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, "Exceeded concurrency limit.", None, None)
     other = logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, "something else", None, None)
@@ -1051,24 +1064,17 @@ def test_refused_connections_are_counted_not_each_logged(capsys, monkeypatch) ->
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["fervid: 1 connection(s) refused (503): 64 are open, the most this server keeps (said at most every 10 s)"]
     assert notice.refused == 4, "the others counted for the next line"
-    monkeypatch.setattr(server, "BUSY_NOTICE_S", 0.3)  # a burst that then stops: said when its interval ends
-    notice = BusyNotice()
-    assert [notice.filter(busy) for _ in range(3)] == [False] * 3
-    assert capsys.readouterr().err.startswith("fervid: 1 connection(s) refused (503)")
-    said, deadline = "", time.monotonic() + 10  # the timer's line, however loaded the machine
-    while not said and time.monotonic() < deadline:
-        time.sleep(0.05)
-        said = capsys.readouterr().err
-    assert said.startswith("fervid: 2 connection(s) refused (503)"), said
-    time.sleep(0.4)
-    notice.filter(busy)  # a new interval: said at once
-    notice.filter(busy)
-    capsys.readouterr()
+    assert [timer.interval for timer in timers] == [10.0] and timers[0].daemon, "one timer, for the interval's end"
+    clock[0] += 10
+    timers[0].function()  # the interval ends: a burst that then stopped is said now
+    assert capsys.readouterr().err.startswith("fervid: 4 connection(s) refused (503)")
+    clock[0] += 3
+    notice.filter(busy)  # 3 s after the last line: counted, to be said when the interval ends
+    assert capsys.readouterr().err == "" and len(timers) == 2
     notice.flush()  # the server stopping: the count not yet said is said
     assert capsys.readouterr().err.startswith("fervid: 1 connection(s) refused (503)")
-    time.sleep(0.5)
-    assert capsys.readouterr().err == "", "said once, not again by the timer"
-
+    timers[1].function()  # its timer, firing later, has nothing left to say
+    assert capsys.readouterr().err == ""
 
 def test_a_photo_whose_client_left_is_not_recognized_and_recognitions_keep_off_the_page_threads(monkeypatch) -> None:
     """Abandoned uploads were recognized all the same (the next client waited 10 s behind them), and
