@@ -225,8 +225,15 @@ def test_run_folder_has_every_artifact(trained_run):
     assert not list(run.rglob("*.tmp*")), "no temporary files may be left behind"
     report = (run / "report.md").read_text()
     assert "macro" in report and "## Calibration" in report
-    calibration = json.loads((run / "metrics.json").read_text())["flip_tta"]["calibration"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    calibration = metrics["flip_tta"]["calibration"]
     assert sum(row["faces"] for row in calibration["bins"]) == card["dataset"]["validation_images"]
+    # what the scores were measured on and how, as evaluate --json says it
+    assert metrics["measured"] == {"split_source": card["dataset"]["validation_source"], "images": card["dataset"]["validation_images"],
+                                   "input_blur": card["inference"]["input_blur"], "temperature": card["inference"]["temperature"],
+                                   "flip_tta": True}
+    assert "The curves' validation accuracy is as training selects the best epoch (sharp faces, one view)" in report
+    assert f"- training time {card['metrics']['training_seconds']:.0f} s" in report or card["metrics"]["training_seconds"] >= 60
     assert card["metrics"]["ece_flip_tta"] == pytest.approx(calibration["ece"])
     check = card["metrics"]["input_blur_check"]
     assert check["measured"] > 0, "the default recipe warps (blurs) training faces"
@@ -1906,6 +1913,15 @@ def test_a_run_that_finished_into_the_folder_while_the_data_was_read_is_not_over
     assert refused.returncode == 2 and "already holds a training run; use --resume" in refused.stderr
     assert json.loads((run / "config.json").read_text()) == {"data": "the other run's"}
     assert json.loads((run / "checkpoint" / "state.json").read_text()) == {"epochs_done": 6}
+
+
+def test_a_temperature_fitted_at_the_search_limit_is_flagged_in_the_report():
+    """A fit of 3.998 against the 4.0 ceiling was reported like any other: the fit did not settle."""
+    from fervid.training.run import temperature_reason
+
+    check = {"temperature": 3.998, "ece_flip_tta_at_1": 0.2, "ece_flip_tta_fitted": 0.1, "kept": True}
+    assert "at the search's limit (0.25-4): the fit did not settle" in temperature_reason(check)
+    assert "limit" not in temperature_reason({**check, "temperature": 1.3})
 
 
 def test_the_resume_seed_stays_one_numpy_takes():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def plot_confusion(normalized: np.ndarray, target: Path, title: str) -> None:
             value = normalized[row, column]
             axes.text(column, row, cells[row][column], ha="center", va="center", fontsize=8,
                       color="white" if value > 0.5 else "black")
-    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.colorbar(image, ax=axes, fraction=0.046).set_label("share of the true class's faces (recall on the diagonal)")
     figure.tight_layout()
     with atomic_path(target) as temporary:
         figure.savefig(temporary, dpi=110, format="png")
@@ -53,23 +54,33 @@ def plot_confusion(normalized: np.ndarray, target: Path, title: str) -> None:
 
 
 def plot_history(history: list[dict], target: Path) -> None:
-    """Loss and accuracy per epoch, training and validation, with the learning rate."""
+    """Loss and accuracy per epoch, training and validation, with the learning rate and the best
+    epoch marked. Validation here is as training selects the epoch (sharp faces, one view), so it
+    reads below the report's scores, which are the runtime's (input blur, flip averaging)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
+    best = max(history, key=lambda row: row["val_accuracy"] if math.isfinite(row["val_accuracy"]) else -1.0)["epoch"]
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
     loss_axes.plot(epochs, [r["loss"] for r in history], label="train")
     loss_axes.plot(epochs, [r["val_loss"] for r in history], label="validation")
-    loss_axes.set_xlabel("epoch")
+    loss_axes.set_title("loss")
+    accuracy_axes.plot(epochs, [r["accuracy"] for r in history], label="train")
+    accuracy_axes.plot(epochs, [r["val_accuracy"] for r in history], label="validation (sharp faces, one view)")
+    accuracy_axes.set_title("accuracy")
+    for axes in (loss_axes, accuracy_axes):
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
+        axes.axvline(best, color="black", linewidth=0.8, alpha=0.4, label=f"best epoch ({best})")
     loss_axes.set_ylabel("loss")
     loss_axes.legend()
-    accuracy_axes.plot(epochs, [r["accuracy"] for r in history], label="train")
-    accuracy_axes.plot(epochs, [r["val_accuracy"] for r in history], label="validation")
-    accuracy_axes.set_xlabel("epoch")
     accuracy_axes.set_ylabel("accuracy")
-    accuracy_axes.legend(loc="lower right")
     rate_axes = accuracy_axes.twinx()
     rate_axes.plot(epochs, [r["learning_rate"] for r in history], color="gray", linestyle=":", label="learning rate")
     rate_axes.set_ylabel("learning rate", color="gray")
+    handles = [handle for axes in (accuracy_axes, rate_axes) for handle in axes.get_legend_handles_labels()[0]]
+    rate_axes.legend(handles, [str(handle.get_label()) for handle in handles], loc="lower right", fontsize=8)
     figure.tight_layout()
     with atomic_path(target) as temporary:
         figure.savefig(temporary, dpi=110, format="png")

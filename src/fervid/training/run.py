@@ -16,7 +16,7 @@ from pathlib import Path
 from fervid.evaluation.evaluate import card_metrics, keras_predictor, load_predictor, predict
 from fervid.evaluation.metrics import ClassificationReport
 from fervid.evaluation.plots import plot_confusion, plot_history
-from fervid.evaluation.temperature import choose_temperature
+from fervid.evaluation.temperature import HIGHEST, LOWEST, choose_temperature
 from fervid.export.onnx import export_onnx, float32_twin
 from fervid.fileio import atomic_path, write_text_atomically
 from fervid.labels import EXPRESSIONS
@@ -137,7 +137,15 @@ def temperature_reason(check: dict) -> str:
     """Why the card has its temperature: the fit on validation and the calibration error it left."""
     fitted = f"fitted on validation by log-likelihood: {check['temperature']}"
     errors = f"calibration error {check['ece_flip_tta_at_1']:.4f} at temperature 1, {check['ece_flip_tta_fitted']:.4f} at {check['temperature']}"
-    return f"{fitted}, {errors}" + ("" if check["kept"] else "; not kept, as it did not lower the error")
+    limit = min(abs(check["temperature"] - LOWEST), abs(check["temperature"] - HIGHEST)) < 0.01
+    at_limit = f"; at the search's limit ({LOWEST:g}-{HIGHEST:g}): the fit did not settle, the validation faces too few or the model broken" if limit else ""
+    return f"{fitted}, {errors}" + ("" if check["kept"] else "; not kept, as it did not lower the error") + at_limit
+
+
+def _duration(metrics: dict) -> str:
+    """Minutes, or seconds for a run under one ("0.0 min" said nothing)."""
+    seconds = metrics.get("training_seconds")
+    return f"{seconds:.0f} s" if seconds is not None and seconds < 60 else f"{metrics['training_minutes']:.1f} min"
 
 
 def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str) -> None:
@@ -159,7 +167,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"- with horizontal-flip averaging ({'the runtime default' if card['inference']['flip_tta'] else 'off in the runtime: trained with --no-flip'}): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
         f"- input blur {card['inference']['input_blur']} px, applied by the runtime and in every score here ({blur_reason(metrics['input_blur_check'])})",
         f"- confidence temperature {card['inference']['temperature']}, applied by the runtime ({temperature_reason(metrics['temperature_check'])})",
-        f"- training time {metrics['training_minutes']:.1f} min",
+        f"- training time {_duration(metrics)}",
         "",
         "## Per class (validation, single view)",
         "",
@@ -177,6 +185,9 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         calibration_table,
         "",
         "![training curves](curves.png)",
+        "",
+        "The curves' validation accuracy is as training selects the best epoch (sharp faces, one view); "
+        "the scores above are as the runtime runs the model (input blur, flip averaging).",
         "",
         "![confusion matrix](confusion.png)",
         "",
@@ -217,7 +228,11 @@ def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
     if exports:
         export_onnx(deployable, run / "model.onnx", card)
     write_text_atomically(run / "model.json", json.dumps(card, indent=2) + "\n")
-    write_text_atomically(run / "metrics.json", json.dumps({"single": single.to_dict(), "flip_tta": flipped.to_dict()}, indent=2) + "\n")
+    measured = {"split_source": card["dataset"]["validation_source"], "images": card["dataset"]["validation_images"],
+                "input_blur": card["inference"]["input_blur"], "temperature": card["inference"]["temperature"],
+                "flip_tta": card["inference"]["flip_tta"]}  # what the scores were measured on and how, as evaluate --json says
+    write_text_atomically(run / "metrics.json", json.dumps({"measured": measured, "single": single.to_dict(),
+                                                            "flip_tta": flipped.to_dict()}, indent=2) + "\n")
     plot_history(state["history"], run / "curves.png")
     plot_confusion(runtime.normalized_confusion, run / "confusion.png",
                    f"{name}: validation ({'flip averaging' if config.flip else 'single view'})")
@@ -259,6 +274,7 @@ def _scored_card(config: TrainConfig, run: Path, data: TrainingData, state: dict
         "input_blur_check": check,
         "temperature_check": temperature_check,
         "training_minutes": round(sum(row["seconds"] for row in state["history"] if math.isfinite(row["seconds"])) / 60, 1),
+        "training_seconds": round(sum(row["seconds"] for row in state["history"] if math.isfinite(row["seconds"])), 1),
     }
     card = model_card(config, data, state, deployable.count_params(), metrics, name, input_blur=input_blur, temperature=temperature)
     return card, single, flipped
@@ -269,6 +285,9 @@ def describe_run(card: dict, run: Path) -> list[str]:
     metrics = card["metrics"]
     model_file = "model.onnx" if (run / "model.onnx").exists() else "model.keras"  # no ONNX export on JAX or PyTorch
     flip = f" (flip averaging {metrics['accuracy_flip_tta']:.4f})" if card.get("inference", {}).get("flip_tta", True) else ""
-    return [f"validation accuracy {metrics['accuracy']:.4f}{flip}, "
-            f"macro-F1 {metrics['macro_f1']:.4f}; wrote {run}/{model_file} and {run}/report.md"]
+    dataset = card.get("dataset", {})
+    faces = f" on {dataset['validation_images']:,} faces ({dataset['validation_source']})" if "validation_images" in dataset else ""
+    return [f"validation accuracy {metrics['accuracy']:.4f}{flip}, macro-F1 {metrics['macro_f1']:.4f}{faces}; "
+            f"wrote {run}/{model_file} and {run}/report.md (and model.json, metrics.json, history.csv, curves.png, "
+            "confusion.png)"]
 
