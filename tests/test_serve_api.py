@@ -572,7 +572,8 @@ def test_serve_rejects_a_bad_port_before_loading_anything(tmp_path: Path, monkey
         (["--max-upload-mb", "1e-7"], "--max-upload-mb must be a positive number"),  # under a byte (nan: test_cli)
         (["--workers", "0"], "--workers must be 1 to 64, got 0"),
         (["--workers", "100000"], "--workers must be 1 to 64, got 100000"),  # each loads the model: minutes, memory growing
-        (["--loadtest", "--seconds", "0"], "--seconds must be a positive number"),
+        (["--loadtest", "--seconds", "0.5"], "--seconds must be at least 1 (a shorter run may answer no frame), got 0.5"),
+        (["--loadtest", "--clients", "49"], "--clients must be 1 to 48 (the live streams the server takes at once), got 49"),
         (["--clients", "3", "--output", "perf.md"], "--clients, --output: not used without --loadtest"),  # would just serve
         (["--loadtest", "--port", "9000"], "--port: not used with --loadtest (the load test serves on a private 127.0.0.1 port)"),
         (["--loadtest", "--allow-host", "fervid.example.com"], "--allow-host: not used with --loadtest"),
@@ -648,6 +649,19 @@ def test_load_test_reports_latency_and_rewrites_only_its_section(tmp_path: Path)
     text = page.read_text()
     assert text.startswith("# Performance\n\n## Classifier\n\nkeep me\n\n## Web server load test\n")
     assert "| round-trip latency | p50 " in text and "| errors | 0 |" in text
+    assert report.elapsed >= 1.0 and f"({report.frames / max(report.elapsed, 2.0):.1f} frames/s in total)" in text
+
+    import fervid.serve.loadtest as loadtest  # a run that answers nothing writes nothing (it wrote "p50 nan ms")
+    before = page.read_text()
+
+    async def nothing(url, frames, clients, seconds):
+        return loadtest.LoadReport(clients, seconds, errors=["closed 1013: 48 live streams are open; try again later"])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loadtest, "_drive", nothing)
+        with pytest.raises(FervidError, match=r"no frame was answered in 1 s \(closed 1013: 48 live streams are open"):
+            run_loadtest(clients=1, seconds=1.0, output=page, workers=1)
+    assert page.read_text() == before
 
     write_section(page, "## Web server load test\n\nnew numbers\n")
     page.write_text(page.read_text() + "\n## Later section\n\nstays\n")

@@ -24,12 +24,15 @@ from fervid.fileio import check_writable
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, faces_zip, real_faces
 from fervid.serve.app import create_app
+from fervid.serve.frames import MAX_STREAMS
 from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings
 from fervid.serve.server import running_server
 
 SECTION = "## Web server load test"
 DOC_COLUMNS = 100  # the docs' prose width: the section lands in docs/performance.md
 JPEG_QUALITY = 80  # what the page sends (canvas.toBlob quality 0.8)
+MIN_SECONDS = 1.0  # 0.001 s answered no frame and wrote "p50 nan ms" over the page's section
+REPLY_TIMEOUT_S = 30.0  # a reply stuck longer is an error, not a run that never ends
 
 
 @dataclass
@@ -38,6 +41,7 @@ class LoadReport:
 
     clients: int
     seconds: float
+    elapsed: float = 0.0  # from the start to the last reply: a reply to a frame sent before the deadline comes after it
     latencies_ms: list[float] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)
     faces: int = 0
@@ -54,7 +58,7 @@ class LoadReport:
         rows = [
             ("clients", f"{self.clients} WebSocket client{'s' if self.clients != 1 else ''}, one frame in flight each", "640x480 JPEG (quality 80): one real face drifting back and forth"),
             ("duration", f"{self.seconds:.0f} s", ""),
-            ("frames answered", f"{self.frames:,} ({self.frames / self.seconds:.1f} frames/s in total)", f"{self.faces / max(self.frames, 1):.2f} faces found per frame"),
+            ("frames answered", f"{self.frames:,} ({self.frames / max(self.elapsed, self.seconds):.1f} frames/s in total)", f"{self.faces / max(self.frames, 1):.2f} faces found per frame"),
             ("round-trip latency", f"p50 {self.percentile(self.latencies_ms, 50):.0f} ms, p99 {self.percentile(self.latencies_ms, 99):.0f} ms", "send -> JSON reply, as the page measures it"),
             ("server time per frame", f"p50 {self.percentile(self.server_ms, 50):.0f} ms, p99 {self.percentile(self.server_ms, 99):.0f} ms", "the reply's `ms`: JPEG decode, wait for a free recognizer, detect, classify"),
             ("errors", f"{len(self.errors)}", "; ".join(sorted(set(self.errors)))[:200]),
@@ -80,9 +84,10 @@ def face_frames(faces: list[np.ndarray], count: int = 8) -> list[bytes]:
 
 
 async def _client(url: str, frames: list[bytes], deadline: float, report: LoadReport, offset: int) -> None:
-    """Send, wait for the reply, repeat until ``deadline``; a failed connection is counted and reopened."""
+    """Send, wait for the reply, repeat until ``deadline``; a failed connection is counted and reopened.
+    A reply that does not come within ``REPLY_TIMEOUT_S`` is an error (it held the run past its end)."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import WebSocketException
+    from websockets.exceptions import ConnectionClosed, WebSocketException
 
     index = offset
     while time.perf_counter() < deadline:
@@ -91,11 +96,17 @@ async def _client(url: str, frames: list[bytes], deadline: float, report: LoadRe
                 while time.perf_counter() < deadline:
                     start = time.perf_counter()
                     await socket.send(frames[index % len(frames)])
-                    reply = json.loads(await socket.recv())
+                    reply = json.loads(await asyncio.wait_for(socket.recv(), REPLY_TIMEOUT_S))
+                    served, faces = float(reply["ms"]), len(reply["faces"])  # both read before either is counted
                     report.latencies_ms.append((time.perf_counter() - start) * 1000)
-                    report.server_ms.append(float(reply["ms"]))
-                    report.faces += len(reply["faces"])
+                    report.server_ms.append(served)
+                    report.faces += faces
+                    report.elapsed = max(report.elapsed, time.perf_counter() - (deadline - report.seconds))
                     index += 1
+        except ConnectionClosed as error:  # with the server's reason: 1013 "48 live streams are open" says why
+            closed = error.rcvd
+            report.errors.append(f"closed {closed.code}: {closed.reason}" if closed else type(error).__name__)
+            await asyncio.sleep(0.1)
         except (OSError, WebSocketException, asyncio.TimeoutError, KeyError, ValueError) as error:
             report.errors.append(type(error).__name__)
             await asyncio.sleep(0.1)
@@ -122,10 +133,10 @@ def run_loadtest(
 
     With ``output``, the section "Web server load test" of that Markdown file is replaced (or appended).
     """
-    if clients < 1:
-        raise FervidError(f"--clients must be at least 1, got {clients}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise FervidError(f"--seconds must be a positive number, got {seconds}")
+    if not 1 <= clients <= MAX_STREAMS:  # past the server's live streams, each extra client is refused (1013) and retries
+        raise FervidError(f"--clients must be 1 to {MAX_STREAMS} (the live streams the server takes at once), got {clients}")
+    if not math.isfinite(seconds) or seconds < MIN_SECONDS:
+        raise FervidError(f"--seconds must be at least {MIN_SECONDS:g} (a shorter run may answer no frame), got {seconds}")
     zip_path = faces_zip(faces_from, required=True)  # the load test sends real faces
     if output:
         check_writable(output, "--output")  # a page that cannot be written or read fails now, not after the run
@@ -138,6 +149,9 @@ def run_loadtest(
     load_before = os.getloadavg()[0]
     with running_server(app) as base:
         report = asyncio.run(_drive(base.replace("http://", "ws://") + "/ws", frames, clients, seconds))
+    if report.frames == 0:  # nothing measured: an earlier section is kept, not replaced by nan
+        raise FervidError(f"no frame was answered in {seconds:g} s ({'; '.join(sorted(set(report.errors))) or 'no error'}); "
+                          "nothing written")
     if output:
         write_section(Path(output), section(report, app.state.pool, load_before))
     return report
