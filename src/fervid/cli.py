@@ -428,16 +428,6 @@ ModelOption = Annotated[Optional[str], typer.Option("--model", help="A .onnx fil
 ScaleFactorOption = Annotated[float, typer.Option(callback=_finite, help="Haar cascade scale step between detection sizes (1.01-100; smaller finds more, slower).")]
 MinNeighborsOption = Annotated[int, typer.Option(help="Haar cascade neighbours a face needs (0-1000; higher: fewer false faces).")]
 MinSizeOption = Annotated[int, typer.Option(help="Smallest face side in pixels (1-1,000,000).")]
-
-
-def refuse_unused_detector_options(scale_factor: float, min_neighbors: int, min_size: int, why: str) -> None:
-    """Refuse detector settings given where no detector runs (``predict --crops``): accepted without
-    a word, they looked applied. (``fervid.analyze`` refuses them itself, for its Python API too.)"""
-    given = [name for name, value, default in (("--scale-factor", scale_factor, 1.1), ("--min-neighbors", min_neighbors, 5),
-                                              ("--min-size", min_size, 40)) if value != default]
-    if given:
-        raise FervidError(f"{', '.join(given)}: the face detector does not run with {why}, so "
-                          f"{'it does' if len(given) == 1 else 'they do'} nothing; leave {'it' if len(given) == 1 else 'them'} out")
 CropsOption = Annotated[bool, typer.Option("--crops", help="Inputs are already-cropped faces (e.g. 48x48 dataset images): no detector (so no detector options).")]
 
 
@@ -476,7 +466,9 @@ def predict(
     if records_to:
         check_not_an_input(records_to, "--json", {"the model": _model_file(model)})
     if crops:
-        refuse_unused_detector_options(scale_factor, min_neighbors, min_size, "--crops")
+        from fervid.runtime.detect import DetectorConfig
+
+        DetectorConfig(scale_factor, min_neighbors, min_size).refuse_unused("--crops")
     recognizer = _recognizer(model, scale_factor, min_neighbors, min_size)
     on_record = None if records_to else (lambda record: print(json.dumps(record), flush=True))
     report = predict_images(

@@ -22,7 +22,6 @@ from fervid.analyze.writer import ResultStore
 from fervid.console import plural, warn
 from fervid.errors import FervidError
 from fervid.runtime.classify import ExpressionClassifier
-from fervid.runtime.detect import DetectorConfig
 from fervid.training.lock import RunLock
 
 ENGINES = ("local", "ray")
@@ -101,17 +100,6 @@ def model_key(model: str | None) -> str:
 ANALYZING = "is being written by another fervid analyze (process {owner}) now; wait for it to end, or give another --out"
 
 
-def refuse_unused_detector_settings(config: DetectorConfig, why: str) -> None:
-    """Refuse detector settings given where no detector runs (``--crops``, ``--boxes``): accepted
-    without a word, they looked applied."""
-    default = DetectorConfig()
-    given = [option for option, field in (("--scale-factor", "scale_factor"), ("--min-neighbors", "min_neighbors"),
-                                         ("--min-size", "min_size")) if getattr(config, field) != getattr(default, field)]
-    if given:
-        raise FervidError(f"{', '.join(given)}: the face detector does not run with {why}, so "
-                          f"{'it does' if len(given) == 1 else 'they do'} nothing; leave {'it' if len(given) == 1 else 'them'} out")
-
-
 def analyze(
     inputs: Sequence[str | Path] | str | Path,
     out: str | Path,
@@ -145,7 +133,7 @@ def analyze(
         raise FervidError(f"--ray-address {ray_address} joins a Ray cluster only with --engine ray; add it, or leave the "
                           "address out to run here")
     if options.crops or boxes is not None:
-        refuse_unused_detector_settings(options.detector(), "--crops" if options.crops else "--boxes")
+        options.detector().refuse_unused("--crops" if options.crops else "--boxes")
     # a wrong --out is refused before the inputs are read; the --boxes file is an input too
     store = ResultStore(out, [*inputs, *([boxes] if boxes is not None else [])])
     items = expand_inputs(inputs)

@@ -55,6 +55,17 @@ class DetectorConfig:
     min_size: int = 40
     detection_width: int | None = 1280  # the widest scan (None: min_size alone decides, at any cost)
 
+    def refuse_unused(self, why: str) -> None:
+        """Refuse settings given where no detector runs (``--crops``, ``--boxes``): accepted without a
+        word, they looked applied. Given means other than the defaults."""
+        default = DetectorConfig()
+        given = [option for option, field in (("--scale-factor", "scale_factor"), ("--min-neighbors", "min_neighbors"),
+                                             ("--min-size", "min_size")) if getattr(self, field) != getattr(default, field)]
+        if given:
+            one = len(given) == 1
+            raise FervidError(f"{', '.join(given)}: the face detector does not run with {why}, so "
+                              f"{'it does' if one else 'they do'} nothing; leave {'it' if one else 'them'} out")
+
     def validate(self) -> None:
         for name in ("min_neighbors", "min_size", "detection_width"):
             value = getattr(self, name)
