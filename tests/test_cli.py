@@ -116,6 +116,22 @@ def test_evaluate_scores_the_split_it_is_given(tmp_path):
     assert result.returncode == 2 and "no 'validation' split (found: train, test)" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+
+def test_evaluate_json_dash_is_stdout_alone(tmp_path):
+    """`--json -` pipes the metrics (`| jq .accuracy`): stdout is the JSON and nothing else, the
+    report goes to stderr; `./-` is still a file, and one without .json is refused."""
+    data = write_folder_dataset(tmp_path / "data", 0, splits={"validation": 2})
+    result = fervid("evaluate", "fervid-compact", str(data), "--json", "-")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["images"] == 14 and 0.0 <= metrics["accuracy"] <= 1.0, metrics
+    assert "accuracy" in result.stderr and "macro" in result.stderr.lower(), result.stderr
+    plain = fervid("evaluate", "fervid-compact", str(data))
+    assert plain.returncode == 0 and not plain.stdout.lstrip().startswith("{"), plain.stdout
+    dot = fervid("evaluate", "fervid-compact", str(data), "--json", "./-")
+    assert dot.returncode == 2 and "give a path ending in .json" in dot.stderr, dot.stderr
+    assert not os.path.exists(os.path.join(HERE, "-"))
+
 @pytest.mark.parametrize("case", ["missing", "empty", "unknown_classes", "all_corrupt"])
 def test_inspect_bad_input_is_one_line_and_exit_2(tmp_path, case):
     path = tmp_path / "data"

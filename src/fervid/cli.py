@@ -302,7 +302,7 @@ def evaluate(
     flip_tta: Annotated[Optional[bool], typer.Option("--flip-tta/--no-flip-tta", help="Average each face with its mirror image (default: as the model card says the runtime does).", show_default=False)] = None,
     input_blur: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.0, MAX_INPUT_BLUR), help="Gaussian blur (sigma, pixels) on faces before the model, 0-10 (default: the model card's, as the runtime does; 0 = sharp).")] = None,
     temperature: Annotated[Optional[float], typer.Option(callback=_finite_at_least(0.01, MAX_TEMPERATURE), help="Softmax temperature of the probabilities, 0.01-100 (default: the model card's, as the runtime does; 1 = the net's own).")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the metrics as JSON here (a path ending in .json).")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", metavar="<path>", help="Write the metrics as JSON here (a path ending in .json; '-': stdout, the report then on stderr).")] = None,
     confusion: Annotated[Optional[Path], typer.Option(help="Write the normalised confusion matrix PNG here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option(help="Write one CSV row per face here (source, label, predicted, confidence, correct, probabilities), the wrong ones first.")] = None,
     against: Annotated[Optional[str], typer.Option(help="Compare with this model (.onnx or .keras, a run folder or a bundled model name) on the same faces (exact McNemar test).")] = None,
@@ -319,8 +319,11 @@ def evaluate(
       fervid evaluate fervid-vgg my-faces/ --predictions faces.csv     # each face's prediction, wrong ones first
     """
     _needs("data", "pandas")
+    # '-' is stdout (`--json - | jq .accuracy`), './-' a file named '-' (as a Path both are Path('-'))
+    json_to_stdout = json_out == "-"
     # ~ expanded as the checks read it, so each file goes where it was checked (--json=~/m.json)
-    json_out, confusion, predictions = (path.expanduser() if path else None for path in (json_out, confusion, predictions))
+    json_file = None if json_out in (None, "-") else Path(json_out).expanduser()
+    confusion, predictions = (path.expanduser() if path else None for path in (confusion, predictions))
     if confusion:
         _needs("data", "matplotlib")
         if confusion.suffix.lower() != ".png":  # checked now, not after the scoring
@@ -335,7 +338,7 @@ def evaluate(
              if path and Path(path).suffix.lower() in (".keras", ".onnx")}
     if predictions is not None and predictions.suffix.lower() != ".csv":
         raise FervidError(f"--predictions {predictions}: the predictions are a CSV file; give a path ending in .csv")
-    outputs = [(path, option) for path, option in ((json_out, "--json"), (confusion, "--confusion"), (predictions, "--predictions"))
+    outputs = [(path, option) for path, option in ((json_file, "--json"), (confusion, "--confusion"), (predictions, "--predictions"))
                if path is not None]
     for (first, first_option), (second, second_option) in itertools.combinations(outputs, 2):
         # the second written would replace the first
@@ -347,8 +350,8 @@ def evaluate(
         check_outside_dataset(path, data, option)
         if (card := cards.get(path.expanduser().resolve())) is not None:  # read as the model's card (x.keras -> x.json)
             raise FervidError(f"{option} {path}: is the model card of {card}, read with it; write it elsewhere")
-    if json_out is not None and json_out.suffix.lower() != ".json":  # --json model.int8.onnx replaced a model
-        raise FervidError(f"--json {json_out}: the metrics are JSON; give a path ending in .json")
+    if json_file is not None and json_file.suffix.lower() != ".json":  # --json model.int8.onnx replaced a model
+        raise FervidError(f"--json {json_file}: the metrics are JSON; give a path ending in .json ('-' for stdout)")
 
     if any(scored_model(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
@@ -360,9 +363,9 @@ def evaluate(
                             against=against, unknown=unknown, mapping=parse_mapping(map))
     written = []  # files first: a reader that stops early (`| head`) must not cost the user a file
     with signals_deferred(raise_after=False) as caught:  # all from this run, not some new beside some old
-        if json_out:
-            write_text_atomically(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-            written.append(f"metrics: {json_out}")
+        if json_file:
+            write_text_atomically(json_file, json.dumps(result.to_dict(), indent=2) + "\n")
+            written.append(f"metrics: {json_file}")
         if confusion:
             from fervid.evaluation.plots import plot_confusion
 
@@ -371,7 +374,12 @@ def evaluate(
         if predictions:
             result.write_predictions(predictions)
             written.append(f"predictions per face: {predictions}")
-    out.print("\n".join([*result.describe(), *written]), highlight=False)
+    report = "\n".join([*result.describe(), *written])
+    if json_to_stdout:  # stdout holds the JSON alone, for a pipe
+        print(report, file=sys.stderr)
+        print(json.dumps(result.to_dict(), indent=2), flush=True)
+    else:
+        out.print(report, highlight=False)
     if caught:  # Ctrl+C while the files were written: they are whole, and the exit status says it was pressed
         raise typer.Exit(130)
 
