@@ -129,7 +129,7 @@ def test_evaluate_json_dash_is_stdout_alone(tmp_path):
     plain = fervid("evaluate", "fervid-compact", str(data))
     assert plain.returncode == 0 and not plain.stdout.lstrip().startswith("{"), plain.stdout
     dot = fervid("evaluate", "fervid-compact", str(data), "--json", "./-")
-    assert dot.returncode == 2 and "give a path ending in .json" in dot.stderr, dot.stderr
+    assert dot.returncode == 2 and "--json ./-: the metrics are JSON; give a path ending in .json" in dot.stderr, dot.stderr
     assert not os.path.exists(os.path.join(HERE, "-"))
 
 @pytest.mark.parametrize("case", ["missing", "empty", "unknown_classes", "all_corrupt"])

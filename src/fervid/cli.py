@@ -351,7 +351,7 @@ def evaluate(
         if (card := cards.get(path.expanduser().resolve())) is not None:  # read as the model's card (x.keras -> x.json)
             raise FervidError(f"{option} {path}: is the model card of {card}, read with it; write it elsewhere")
     if json_file is not None and json_file.suffix.lower() != ".json":  # --json model.int8.onnx replaced a model
-        raise FervidError(f"--json {json_file}: the metrics are JSON; give a path ending in .json ('-' for stdout)")
+        raise FervidError(f"--json {json_out}: the metrics are JSON; give a path ending in .json ('-' for stdout)")
 
     if any(scored_model(name).endswith(".keras") for name in (model, against) if name):
         _needs("train", "keras")
