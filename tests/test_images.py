@@ -429,6 +429,28 @@ def test_a_file_of_values_no_rule_reads_is_named_and_gets_no_numpy_advice(tmp_pa
         read_image(tmp_path / "big32.tif")
 
 
+
+@pytest.mark.parametrize("name, channels", [("low16.png", 3), ("low16-gray.png", 1), ("low16.tif", 3)])
+def test_an_opaque_16_bit_file_holding_0_to_255_is_refused_not_read_black(tmp_path: Path, name: str, channels: int) -> None:
+    """Without alpha such a file went through OpenCV's 8-bit decode, which keeps the high byte: a
+    black picture (0..1), classified as a confident expression or found faceless, exit 0. The
+    same picture at 16-bit scale (x257) still reads as itself."""
+    rng = np.random.default_rng(0)
+    picture = rng.integers(30, 230, (24, 24, channels) if channels == 3 else (24, 24)).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / name), picture)
+    for flags in (cv2.IMREAD_COLOR, cv2.IMREAD_GRAYSCALE):
+        with pytest.raises(UnreadableImage, match=r"^uint16 image with values \d+\.\.\d+: .*saved as 16-bit; save it as 8-bit"):
+            decode_image((tmp_path / name).read_bytes(), flags)
+    with pytest.raises(UnreadableImage, match=rf"^{tmp_path / name}: uint16 image"):
+        read_image(tmp_path / name)
+    cv2.imwrite(str(tmp_path / ("full-" + name)), picture * 257)
+    full = read_image(tmp_path / ("full-" + name))
+    expected = picture if channels == 3 else np.dstack([picture] * 3)
+    assert full.dtype == np.uint8 and np.array_equal(full, expected.astype(np.uint8))
+    black = np.zeros_like(picture)
+    cv2.imwrite(str(tmp_path / ("black-" + name)), black)
+    assert read_image(tmp_path / ("black-" + name)).max() == 0, "an all-black 16-bit file is a black picture, not refused"
+
 def test_a_device_pipe_or_symlink_loop_is_named_for_what_it_is_not_missing(tmp_path: Path) -> None:
     """`fervid predict /dev/null`, a FIFO and `<(cat x.png)` said "no such file" of a path that is
     there; a symlink loop said it too (and predict's listing raised Path.resolve's RuntimeError)."""

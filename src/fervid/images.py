@@ -197,12 +197,28 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
         raise UnreadableImage(f"not a readable image ({_why_unreadable(data)})")
     if flags < 0:  # IMREAD_UNCHANGED, alpha kept
         return image
+    if not flags & cv2.IMREAD_ANYDEPTH and image.dtype == np.uint8:
+        _refuse_8_bits_saved_as_16(data, image)
     try:
         return decode_on_white(data, image)
     except UnreadableImage:
         raise
     except FervidError as error:  # values no rule reads (a 16-bit image holding 0..255): said of the file
         raise UnreadableImage(str(error)) from None
+
+
+def _refuse_8_bits_saved_as_16(data: bytes, decoded: np.ndarray) -> None:
+    """An ``UnreadableImage`` when ``data`` is a 16-bit PNG or TIFF holding only 0..255: OpenCV's
+    8-bit decode (``decoded``) keeps the high byte, so such a picture came out all 0s (or 0..1) and
+    was classified, or found faceless, without a word. Only a nearly black decode is read again."""
+    if not (bytes(data[:8]) == PNG_SIGNATURE or data[:4] in (b"II*\0", b"MM\0*")) or decoded.size == 0 or decoded.max() > 1:
+        return
+    stored = _imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # alpha too: all the values stored
+    if stored is not None and stored.dtype == np.uint16:
+        try:
+            to_uint8(stored, in_file=True)
+        except FervidError as error:
+            raise UnreadableImage(str(error)) from None
 
 
 # ISO base media brands of HEIC/HEIF stills and sequences, which OpenCV has no decoder for.
