@@ -41,13 +41,15 @@ STATIC = Path(str(resources.files("fervid.serve") / "static"))
 class FaceResult(BaseModel):
     track_id: int | None = Field(None, description="Null for an uploaded photo; over the WebSocket, the face's id, stable across the connection's frames.")
     box: list[int] = Field(description="x, y, width, height in pixels of the upright image.", min_length=4, max_length=4)
-    expression: str = Field(description=f"The most probable of: {', '.join(EXPRESSIONS)}.")
+    expression: str = Field(description=f"The most probable of: {', '.join(EXPRESSIONS)}; over the WebSocket, held through near ties "
+                            "(another must lead it by more than 0.1 in the smoothed probabilities), so it may be the second most probable.")
     confidence: float = Field(description="Probability of that expression.")
     probabilities: dict[str, float] = Field(description="All seven probabilities (they sum to 1).")
 
 
 class Prediction(BaseModel):
-    faces: list[FaceResult] = Field(description="One entry per face found, left to right; empty when there is none.")
+    faces: list[FaceResult] = Field(description="One entry per face found, empty when there is none: left to right for an uploaded photo, "
+                                    "over the WebSocket in the order the faces were first seen.")
     width: int = Field(description="Width of the decoded image in pixels.")
     height: int = Field(description="Height of the decoded image in pixels.")
     ms: float = Field(description="Server time to decode and recognise, in milliseconds.")
