@@ -127,7 +127,7 @@ class FaceDetector:
     def detect_near(self, gray: np.ndarray, box: np.ndarray, strict: bool = False) -> np.ndarray | None:
         """The face nearest ``box`` (x, y, w, h), searched for only around it and only at sizes close to it.
 
-        A full scan of a 640x480 frame costs about 63 ms on a 2-core CPU (docs/performance.md); this search, on a crop half a box wider on
+        A full scan of a 640x480 frame costs about 50-63 ms on a 2-core CPU (docs/performance.md); this search, on a crop half a box wider on
         each side, scaled so the face is ~56 px, over sizes 0.7-1.4x the box, costs about 2.4 ms. If it
         finds nothing it looks once more, wider and over sizes 0.5-2x (Haar boxes jitter in size).
         It is what lets the live loop follow every face on every frame between full scans. With 3
