@@ -781,6 +781,34 @@ def test_init_from_starts_where_the_trained_model_ended(trained_run, tmp_path):
     assert missing.returncode == 2 and "no trained model to start from" in missing.stderr
 
 
+def test_init_from_a_stopped_run_starts_from_its_best_epoch_so_far(trained_run, tmp_path):
+    """`--resume` refuses new settings and points to `--init-from RUN`, which needed the model.keras
+    only a finished run has: a stopped run now gives its best weights so far (checkpoint/)."""
+    run, data = trained_run
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run, stopped, ignore=shutil.ignore_patterns("model.*", "report.md", "*.png", "metrics.json"))
+    assert not (stopped / "model.keras").exists() and (stopped / "checkpoint" / "best.weights.h5").is_file()
+    warm = tmp_path / "warm"
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--lr", "1e-9", "--warmup-epochs", "0",
+               "--batch-size", str(BATCH), "--init-from", str(stopped), "--out", str(warm))
+    assert json.loads((warm / "model.json").read_text())["metrics"]["accuracy"] >= 0.85, "random weights are at chance (1/7)"
+    mismatch = fervid_here("train", str(data), "--arch", "vgg", "--init-from", str(stopped), "--out", str(tmp_path / "x"),
+                          check=False)
+    assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr, mismatch.stderr
+    assert mismatch.stderr.strip().endswith("give --arch compact") and len(mismatch.stderr.strip().splitlines()) == 1, mismatch.stderr
+
+
+def test_a_teacher_named_like_a_bundled_model_is_that_model_beside_a_folder_of_its_name(tmp_path, monkeypatch):
+    """Every command reads a bundled name as the bundled model even beside ./fervid-vgg, but the
+    teachers were recorded as that folder's absolute path, and the run learned from it instead."""
+    from fervid.cli import _teacher_names
+
+    (tmp_path / "fervid-vgg").mkdir()
+    (tmp_path / "mine.onnx").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert _teacher_names(["fervid-vgg", "./fervid-vgg", "mine.onnx", "elsewhere.onnx"]) == [
+        "fervid-vgg", str(tmp_path / "fervid-vgg"), str(tmp_path / "mine.onnx"), "elsewhere.onnx"]
+
 def test_distillation_trains_on_the_teachers_averaged_probabilities(trained_run, tmp_path):
     """A student of two teachers (the trained run and the bundled model) learns the patterns, and the
     targets it trained on are the mix of its labels with the two teachers' averaged probabilities."""

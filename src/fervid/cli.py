@@ -168,8 +168,13 @@ def _given(ctx: typer.Context) -> list[str]:
 
 
 def _teacher_names(teachers: list[str] | None) -> list[str]:
-    """Teacher files as absolute paths (the run may be resumed from elsewhere); bundled names as given."""
-    return [str(Path(t).resolve()) if Path(t).exists() else t for t in teachers or []]
+    """Teacher files as absolute paths (the run may be resumed from elsewhere); bundled names as given,
+    also where the current folder holds a file or folder of that name (as every command reads them:
+    ``./fervid-vgg`` names that one), so the run learns from the teacher the name means."""
+    from fervid.runtime.classify import available_bundled_models
+
+    bundled = set(available_bundled_models())
+    return [t if t in bundled else str(Path(t).resolve()) if Path(t).exists() else t for t in teachers or []]
 
 
 def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: Path) -> None:
@@ -227,7 +232,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
     name: Annotated[Optional[str], typer.Option(help="Model name in the model card (default: the run folder's name).")] = None,
-    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model (.keras or run folder) of the same --arch: fine-tuning or a second schedule.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model of the same --arch (.keras, or a run folder: a finished run's model, a stopped run's best epoch so far): fine-tuning, a second schedule or new settings.")] = None,
     teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Distill from this trained model (.onnx, run folder or bundled name); repeat it to distill from the average of several.")] = None,
     distill: Annotated[float, typer.Option(callback=_finite, help="With --teacher: the teachers' share of each training target (the label keeps the rest).")] = 0.5,
     teacher_views: Annotated[int, typer.Option("--teacher-views", help="With --teacher: score the teachers on this many fixed augmented views of each face and train each view to its own target (0 = the clean faces).")] = 0,

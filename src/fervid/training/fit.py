@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -462,8 +463,15 @@ def warm_start(classifier: keras.Model, source: str) -> None:
 
     This is how a researcher fine-tunes fervid's net on their own faces, and how a finished run gets a
     second warm-up + cosine cycle (a warm restart) when its schedule proved too short. ``source`` is a
-    ``.keras`` model or a finished run folder (its ``model.keras``) of the same architecture.
+    ``.keras`` model or a run folder of the same architecture: a finished run's ``model.keras``, or
+    a stopped run's best epoch so far (``checkpoint/best.weights.h5``), so that a run whose settings
+    need changing (`--resume` refuses that) goes on from where it stopped.
     """
+    folder = Path(source).expanduser()
+    best = folder / "checkpoint" / "best.weights.h5"
+    if folder.is_dir() and not (folder / "model.keras").is_file() and best.is_file():
+        _start_from_checkpoint(classifier, folder, best)
+        return
     try:
         path = keras_model_path(source)
     except FervidError as error:
@@ -489,6 +497,24 @@ def warm_start(classifier: keras.Model, source: str) -> None:
             f"one; give {arch}"
         )
     classifier.set_weights(weights)
+
+
+def _start_from_checkpoint(classifier: keras.Model, run: Path, best: Path) -> None:
+    """A stopped run's best weights so far; another architecture's are refused naming the run's
+    ``--arch`` (from its ``config.json``), as for a finished run."""
+    try:
+        with warnings.catch_warnings():  # Keras warns of each layer it could not fill before it raises
+            warnings.simplefilter("ignore")
+            classifier.load_weights(str(best))
+    except (OSError, ValueError) as error:
+        try:
+            arch = json.loads((run / "config.json").read_text()).get("arch")
+        except (OSError, ValueError, AttributeError):
+            arch = None
+        if isinstance(arch, str) and arch in ARCHITECTURE_NAMES:
+            raise FervidError(f"{best}: the weights of a stopped --arch {arch} run cannot start this one; give --arch {arch}") from None
+        reason = " ".join(str(error).split())[:160]
+        raise FervidError(f"{best}: cannot be loaded ({reason})") from None
 
 
 def check_no_foreign_outputs(run: Path) -> None:
