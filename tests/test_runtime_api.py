@@ -307,6 +307,8 @@ def test_bad_inputs_are_clear_errors(recognizer: Recognizer, tmp_path: Path) -> 
             recognizer.classify(paths)
     with pytest.raises(FervidError, match=r"^predict takes one image, got a list of 2 paths: call it once per path"):
         recognizer.predict(["a.jpg", "b.jpg"])
+    with pytest.raises(FervidError, match=r"^detect takes one image, got a list of 2 paths"):  # it said "predict takes"
+        recognizer.detect(["a.jpg", "b.jpg"])
     with pytest.raises(FervidError, match=r"got nested lists of unequal lengths$"):
         recognizer.predict([[1, 2], [3]])
     with pytest.raises(FervidError, match=r"^face 0: expected a crop \(H, W\) or \(H, W, C\), got nested lists of unequal lengths$"):
@@ -436,6 +438,60 @@ def test_faces_are_values_that_hash_and_need_seven_probabilities() -> None:
         Face.from_probabilities((1, 2, 3, 4), [0.5, 0.5])
 
 
+def test_a_faces_probabilities_are_read_only_and_its_arguments_checked() -> None:
+    """A Face hashed by its probabilities could be changed in place: it left its set, and its
+    expression and confidence no longer matched. A label index out of range, NaN probabilities or
+    a box of NaN or three numbers were IndexError/ValueError tracebacks, label -1 silently 'surprise'."""
+    import copy
+    import pickle
+
+    row = [0.1, 0.0, 0.1, 0.6, 0.1, 0.05, 0.05]
+    face = Face.from_probabilities((1, 2, 3, 4), row)
+    held = {face}
+    with pytest.raises(TypeError, match="read-only"):
+        face.probabilities["sad"] = 0.9
+    for change in (lambda p: p.update(sad=0.9), lambda p: p.pop("sad"), lambda p: p.clear(), lambda p: p.setdefault("x", 1.0)):
+        with pytest.raises(TypeError, match="read-only"):
+            change(face.probabilities)
+    assert face in held and face.probabilities["sad"] == 0.05 and face.to_dict()["probabilities"]["sad"] == 0.05
+    assert Face(face.box, face.expression, face.confidence, dict(face.probabilities)).probabilities.get("happy") == 0.6
+    for twin in (pickle.loads(pickle.dumps(face)), copy.deepcopy(face)):
+        assert twin == face and hash(twin) == hash(face)
+    assert json.loads(json.dumps(face.probabilities)) == dict(face.probabilities)
+    for bad, message in (({"label": 9}, "label must be an index from 0 to 6"), ({"label": -1}, "label must be an index"),
+                         ({"label": 1.5}, "label must be an index")):
+        with pytest.raises(FervidError, match=message):
+            Face.from_probabilities((1, 2, 3, 4), row, **bad)
+    assert Face.from_probabilities((1, 2, 3, 4), row, label=np.int64(0)).expression == "angry"
+    with pytest.raises(FervidError, match="probabilities must be finite numbers"):
+        Face.from_probabilities((1, 2, 3, 4), [np.nan] * 7)
+    for box in ((1, 2, np.nan, 4), (1, 2, 3)):
+        with pytest.raises(FervidError, match="box must be 4 finite numbers"):
+            Face.from_probabilities(box, row)
+
+
+def test_a_recognizer_pickles_as_its_arguments_for_process_pools(photo, tmp_path: Path) -> None:
+    """ONNX Runtime's session cannot be pickled, so ProcessPoolExecutor and multiprocessing failed
+    with its TypeError; a bundled model travels by name, another by its file's absolute path."""
+    import copy
+    import pickle
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    frame = photo[0]
+    named = Recognizer("fervid-compact", min_size=60, flip_tta=False)
+    twin = pickle.loads(pickle.dumps(named))
+    assert twin.classifier.name == "fervid-compact" and twin.flip_tta is False and twin.detector.config.min_size == 60
+    assert named.__reduce__()[1] == ("fervid-compact",)
+    assert [f.to_dict() for f in twin.predict(frame)] == [f.to_dict() for f in named.predict(frame)]
+    shutil.copy(bundled_model_path("fervid-compact"), tmp_path / "mine.onnx")
+    shutil.copy(bundled_model_path("fervid-compact").with_suffix(".json"), tmp_path / "mine.json")
+    mine = Recognizer(tmp_path / "mine.onnx")
+    assert mine.__reduce__()[1] == (str(tmp_path / "mine.onnx"),) and copy.deepcopy(mine).classifier.path == mine.classifier.path
+    with ProcessPoolExecutor(1) as pool:
+        assert pool.submit(named.classify, frame[40:170, 20:150]).result() == pytest.approx(named.classify(frame[40:170, 20:150]), abs=1e-6)
+
+
 def test_unrounded_face_dicts_keep_the_probabilities() -> None:
     face = Face.from_probabilities((1, 2, 3, 4), np.array([0.123456789, 0.5, 0.1, 0.1, 0.1, 0.05, 0.026543211]))
     assert face.to_dict(None)["probabilities"]["angry"] == 0.123456789 and face.to_dict(None)["confidence"] == 0.5
@@ -524,6 +580,7 @@ def test_arrays_of_unclear_scale_or_shape_are_refused(recognizer: Recognizer, im
         ([(20, 40, 130, 2**70)], "NaN, infinity or a value past 2"),  # a Python int past int64: still a number
         ([(np.nan, 2, 30, 40)], "NaN, infinity"),
         ([(0, 0, 10**9, 10**9)], "over 4 times the size of the 560x360 image"),
+        ([[]], r"\(x, y, w, h\) rows, got shape \(1, 0\)"),  # a box of no numbers was no boxes: []
     ],
 )
 def test_malformed_boxes_are_clear_errors(recognizer: Recognizer, photo, boxes, message: str) -> None:
@@ -535,6 +592,7 @@ def test_malformed_boxes_are_clear_errors(recognizer: Recognizer, photo, boxes, 
 def test_one_flat_box_and_boxes_partly_outside_are_kept(recognizer: Recognizer, photo) -> None:
     frame, truth = photo
     assert [f.box for f in recognizer.predict(frame, boxes=truth[0])] == [truth[0]]
+    assert recognizer.predict(frame, boxes=[]) == [] and recognizer.predict(frame, boxes=np.zeros((0, 4))) == []
     assert [f.box for f in recognizer.predict(frame, boxes=[(-50, -50, 100, 100)])] == [(-50, -50, 100, 100)]
     x, y, w, h = truth[0]  # another detector's fractional box: the nearest pixels, not truncated
     assert [f.box for f in recognizer.predict(frame, boxes=(x + 0.6, y - 0.6, w + 0.7, h - 0.2))] == [(x + 1, y - 1, w + 1, h)]
@@ -566,6 +624,9 @@ def test_classify_refuses_crops_that_are_not_images(recognizer: Recognizer) -> N
         recognizer.classify([face, np.zeros(150, np.uint8)])
     with pytest.raises(FervidError, match=r"a list of \(H, W\) or \(H, W, C\) arrays"):
         recognizer.classify(np.zeros(150, np.uint8))
+    for given in (b"\xff\xd8 jpeg bytes", bytearray(4), {"a": face}, None):  # iterated: "face 0: ... got shape ()"
+        with pytest.raises(FervidError, match=rf"^expected face crops \(an array, a PIL image or a list of them\), got {type(given).__name__}$"):
+            recognizer.classify(given)
 
 
 def test_color_is_read_in_any_case(recognizer: Recognizer, photo, tmp_path: Path) -> None:

@@ -930,3 +930,19 @@ def test_a_face_leaving_by_the_left_edge_is_boxed_inside_the_frame() -> None:
         boxes += [found.box for found in processor.process(Frame(np.zeros((480, 640, 3), np.uint8), index, index / 30))]
     assert len(boxes) >= 10 and min(x for x, _, _, _ in boxes) == 0, boxes
     assert all(x >= 0 and y >= 0 and x + w <= 640 and y + h <= 480 for x, y, w, h in boxes), boxes
+
+
+def test_run_live_checks_its_python_arguments_before_the_first_frame(recognizer: Recognizer, tmp_path: Path) -> None:
+    """From Python, max_frames="3" was a TypeError traceback, 2.5 ran 3 frames, and a recognizer of
+    None failed part-way into the first frame; the messages name both spellings."""
+    video = tmp_path / "v.mp4"
+    write_video(video, [textured_background(120, 160, seed=i) for i in range(3)])
+    for arguments, message in (({"max_frames": "3"}, r"max_frames \(--max-frames\) must be a whole number, 1 or more, got '3'"),
+                               ({"max_frames": 2.5}, "got 2.5"), ({"max_frames": True}, "got True"), ({"max_frames": 0}, "got 0"),
+                               ({"detect_every": 1.5}, r"detect_every \(--detect-every\) must be a whole number, 1 or more, got 1.5")):
+        with pytest.raises(FervidError, match=message):
+            run_live(video, recognizer, display=False, timeline=tmp_path / "t.jsonl", **arguments)
+    with pytest.raises(FervidError, match="recognizer must be a fervid.Recognizer, got NoneType"):
+        run_live(video, None, display=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "t.jsonl").exists()
+    assert run_live(video, recognizer, display=False, max_frames=np.int64(2)).frames == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,20 @@ import numpy as np
 
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
+
+
+class Probabilities(dict):
+    """A face's seven probabilities, read-only: a Face is a value (hashed by them, its expression
+    and confidence taken from them), so changing one in place would leave it inconsistent and lose
+    it from the sets and dicts that hold it. It is a dict for everything else (JSON, ``==``)."""
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("a Face's probabilities are read-only; copy them first: dict(face.probabilities)")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:
+        return (Probabilities, (dict(self),))  # unpickled whole, not item by item through __setitem__
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,10 @@ class Face:
     confidence: float
     probabilities: dict[str, float]
     track_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.probabilities, Probabilities):
+            object.__setattr__(self, "probabilities", Probabilities(self.probabilities))
 
     def __hash__(self) -> int:
         """Faces are values: equal faces hash alike, so they can be set members and dict keys (the
@@ -40,8 +59,15 @@ class Face:
         if probabilities.shape != (len(EXPRESSIONS),):
             raise FervidError(f"expected {len(EXPRESSIONS)} probabilities, one per expression ({', '.join(EXPRESSIONS)}), "
                               f"got shape {probabilities.shape}")
+        if not np.isfinite(probabilities).all():
+            raise FervidError(f"probabilities must be finite numbers, got {probabilities.tolist()}")
+        if label is not None and not (isinstance(label, numbers.Integral) and 0 <= label < len(EXPRESSIONS)):
+            raise FervidError(f"label must be an index from 0 to {len(EXPRESSIONS) - 1} into {', '.join(EXPRESSIONS)}, got {label!r}")
         best = int(np.argmax(probabilities)) if label is None else int(label)
-        x, y, w, h = (int(round(float(v))) for v in box)
+        corners = np.asarray(box, dtype=np.float64).ravel()
+        if corners.shape != (4,) or not np.isfinite(corners).all():
+            raise FervidError(f"box must be 4 finite numbers x, y, w, h, got {box!r}")
+        x, y, w, h = (int(round(float(v))) for v in corners)
         return cls(
             box=(x, y, w, h),
             expression=EXPRESSIONS[best],

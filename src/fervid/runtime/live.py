@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from fervid.console import plural, progress, warn
 from fervid.errors import FervidError
@@ -105,6 +107,11 @@ class LiveReport:
         return lines + [f"wrote {path}" for path in self.outputs]
 
 
+def _whole(value: object) -> bool:
+    """An int or NumPy integer, not a bool, a float or a str."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def run_live(
     source: str | int | Path,
     recognizer: Recognizer,
@@ -122,8 +129,10 @@ def run_live(
     ``display=None`` shows a window when a display exists. ``summary`` (a .json path; a .png plot is
     written beside it) defaults to beside ``output`` or ``timeline`` for video files and folders.
     """
-    if max_frames is not None and max_frames < 1:
-        raise FervidError(f"--max-frames must be 1 or more, got {max_frames}")
+    if not isinstance(recognizer, Recognizer):  # None failed part-way into the first frame
+        raise FervidError(f"recognizer must be a fervid.Recognizer, got {type(recognizer).__name__}")
+    if max_frames is not None and not (_whole(max_frames) and max_frames >= 1):  # "3" raised TypeError, 2.5 ran 3 frames
+        raise FervidError(f"max_frames (--max-frames) must be a whole number, 1 or more, got {max_frames!r}")
     # ~ expanded as the checks read it, so each output goes where it was checked (--jsonl=~/t.jsonl,
     # which the shell leaves alone, was checked in the home folder and written in ./~)
     output, timeline, summary = (None if path is None else Path(path).expanduser() for path in (output, timeline, summary))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import replace
 
 import numpy as np
@@ -37,8 +38,9 @@ class FrameProcessor:
     full scan, so a face that leaves loses its box at once and one the near search missed keeps it."""
 
     def __init__(self, recognizer: Recognizer, tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
-        if detect_every < 1:
-            raise FervidError(f"--detect-every must be 1 or more, got {detect_every}")
+        given: object = detect_every  # from Python, anything: checked as such
+        if not (isinstance(given, numbers.Integral) and not isinstance(given, (bool, np.bool_)) and int(given) >= 1):
+            raise FervidError(f"detect_every (--detect-every) must be a whole number, 1 or more, got {detect_every!r}")
         self.recognizer = recognizer
         self.tracker = tracker or FaceTracker(max_missed_s=KEEP_ID_S)
         self.detect_every = detect_every

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from fervid.images import (
     Color, ImageInput, as_bgr, channel_order, gray_frame, image_path, is_pil_image, pil_array, pil_as_gray, pil_upright, read_image,
 )
 from fervid.preprocess import FACE_SIZE, to_gray
-from fervid.runtime.classify import ExpressionClassifier
+from fervid.runtime.classify import ExpressionClassifier, available_bundled_models
 from fervid.runtime.detect import DetectorConfig, FaceDetector
 from fervid.runtime.face import Face
 
@@ -68,7 +69,7 @@ def checked_boxes(boxes: object, frame_shape: tuple[int, ...]) -> np.ndarray:
         array = given.astype(np.float64)
     except (TypeError, ValueError):
         raise FervidError("boxes must be (x, y, w, h) rows of numbers") from None
-    if array.size == 0:
+    if array.size == 0 and array.shape in ((0,), (0, 4)):  # no boxes; [[]] is a box of no numbers
         return np.zeros((0, 4), np.int32)
     if array.shape == (4,):
         array = array[None]
@@ -168,7 +169,19 @@ class Recognizer:
         self.detector = FaceDetector(DetectorConfig(scale_factor, min_neighbors, min_size, detection_width))
         self.margin = float(margin)
         self.flip_tta = self.classifier.flip_tta if flip_tta is None else bool(flip_tta)
+        # a bundled model by name (another machine installs the package elsewhere), a file by its absolute path
+        bundled = model is None or (isinstance(model, str) and model in available_bundled_models())
+        self._arguments: tuple[str | os.PathLike[str] | None, dict[str, Any]] = (model if bundled else str(self.classifier.path), dict(
+            scale_factor=float(scale_factor), min_neighbors=int(min_neighbors), min_size=int(min_size),
+            detection_width=detection_width, margin=self.margin, flip_tta=self.flip_tta, threads=threads))
         self.warm_up()
+
+    def __reduce__(self) -> tuple:
+        """Pickled as the arguments it was made with (a bundled model by name, a file by its path), so a process pool
+        (``ProcessPoolExecutor``, ``multiprocessing``) gets a recognizer of its own in each worker:
+        ONNX Runtime's session itself cannot be pickled."""
+        path, options = self._arguments
+        return (functools.partial(Recognizer, **options), (path,))
 
     def __repr__(self) -> str:
         return f"Recognizer(model={self.classifier.name!r}, path={str(self.classifier.path)!r}, flip_tta={self.flip_tta})"
@@ -180,18 +193,21 @@ class Recognizer:
 
     def detect(self, image: ImageInput, color: Color = "bgr") -> np.ndarray:
         """Face boxes (N, 4) x, y, w, h in an image or frame."""
-        return self.detector.detect(self._gray(image, color))
+        return self.detector.detect(self._gray(image, color, "detect"))
 
     def classify(self, faces: FaceCrops, *, color: Color = "bgr") -> np.ndarray:
         """Probabilities (N, 7) for face crops of any size (gray, or ``color`` BGR/RGB), in one batched model call.
 
         ``faces`` is a list of crops, a stacked batch (N, H, W[, C]), or one crop (H, W) or (H, W, C),
         which gives one row. Crops are read by dtype as ``predict`` reads images; an empty crop is
-        a FervidError.
+        a FervidError. Every crop gets a label, whatever it holds (a 2x2 crop too): the model reads
+        any image as a face; ``crop_doubt(width, height)`` says when one is hardly a face crop.
         """
         if _holds_paths(faces):
             raise FervidError("classify takes face crops (arrays or PIL images), not file paths: predict(path) finds and "
                               "classifies the faces in a photo (fervid.images.read_image reads one as an array)")
+        if isinstance(faces, (bytes, bytearray, memoryview, dict)) or faces is None:  # iterated, bytes and keys were "crops of shape ()"
+            raise FervidError(f"expected face crops (an array, a PIL image or a list of them), got {type(faces).__name__}")
         crops: np.ndarray | list[np.ndarray]
         if isinstance(faces, np.ndarray):
             crops = faces
@@ -221,13 +237,13 @@ class Recognizer:
         Give ``boxes`` (x, y, w, h rows, or one such box) to classify known faces and skip
         detection; a box of no area or entirely outside the image is a FervidError.
         """
-        gray = self._gray(image, color)
+        gray = self._gray(image, color, "predict")
         boxes = self.detector.detect(gray) if boxes is None else checked_boxes(boxes, gray.shape)
         probabilities = self.classify_boxes(gray, boxes)
         return [Face.from_probabilities(box, row) for box, row in zip(boxes, probabilities)]
 
     @staticmethod
-    def _gray(image: ImageInput, color: Color) -> np.ndarray:
+    def _gray(image: ImageInput, color: Color, caller: str) -> np.ndarray:
         channel_order(color)  # a wrong color is refused for paths too, not ignored
         if (path := image_path(image)) is not None:
             return to_gray(read_image(path))
@@ -242,7 +258,7 @@ class Recognizer:
             raise FervidError(f"expected an image path or array, got {type(image).__name__}; decode the bytes first "
                               "(fervid.images.decode_image) or pass the file's path")
         if isinstance(image, (list, tuple)) and _holds_paths(image):
-            raise FervidError(f"predict takes one image, got a list of {len(image)} paths: call it once per path "
+            raise FervidError(f"{caller} takes one image, got a list of {len(image)} paths: call it once per path "
                               "(fervid.analyze reads many files into one table)")
         try:
             if np.ndim(image) == 0:  # None, a number: say what came, not that its shape is ()
