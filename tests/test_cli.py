@@ -117,6 +117,32 @@ def test_evaluate_scores_the_split_it_is_given(tmp_path):
 
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "{tmp}/no-data"], "{tmp}/no-data: no such file or folder"),
+    (["train", "{data}", "--unknown", "foo"], "--unknown must be 'error' or 'drop', got 'foo'"),
+    (["train", "{data}", "--init-from", "{tmp}/nope"], "--init-from {tmp}/nope: no such model file or run folder"),
+    (["train", "{data}", "--init-from", "fervid-vgg"], "--init-from fervid-vgg: a bundled model is ONNX only"),
+    (["train", "{data}", "--teacher", "nosuchmodel"], "--teacher nosuchmodel: no such model file, run folder or bundled model name"),
+    (["export", "{tmp}/nope.keras"], "{tmp}/nope.keras: no such model file"),
+    (["export", "{tmp}/m.keras", "--unknown", "drop"], "--unknown and --map say how to read the --int8 dataset; without --int8 no data is read"),
+])
+def test_train_and_export_refuse_missing_inputs_before_tensorflow_loads(tmp_path, args, message):
+    """A typo in a path waited through TensorFlow's import (and for train a model build) before its
+    error: a stand-in TensorFlow and Keras that exit with status 99 prove the refusal comes first."""
+    stub = tmp_path / "stub"
+    for package in ("tensorflow", "keras"):
+        (stub / package).mkdir(parents=True)
+        (stub / package / "__init__.py").write_text("import sys\nsys.exit(99)\n")
+    data = write_folder_dataset(tmp_path / "data", 0, {"train": 1, "validation": 1})
+    (tmp_path / "m.keras").write_bytes(b"")
+    fill = {"tmp": str(tmp_path), "data": str(data)}
+    out = tmp_path / ("out.onnx" if args[0] == "export" else "out")
+    result = subprocess.run([sys.executable, "-m", "fervid", *(a.format(**fill) for a in args), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120, cwd=HERE, env={**os.environ, "PYTHONPATH": str(stub)})
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stderr.startswith(f"fervid: error: {message.format(**fill)}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
 def test_evaluate_json_dash_is_stdout_alone(tmp_path):
     """`--json -` pipes the metrics (`| jq .accuracy`): stdout is the JSON and nothing else, the
     report goes to stderr; `./-` is still a file, and one without .json is refused."""

@@ -778,7 +778,7 @@ def test_init_from_starts_where_the_trained_model_ended(trained_run, tmp_path):
     assert len(mismatch.stderr.strip().splitlines()) == 1
     missing = fervid_here("train", str(data), "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "y"),
                          check=False)
-    assert missing.returncode == 2 and "no trained model to start from" in missing.stderr
+    assert missing.returncode == 2 and f"--init-from {tmp_path / 'nope'}: no such model file or run folder" in missing.stderr
 
 
 def test_init_from_a_stopped_run_starts_from_its_best_epoch_so_far(trained_run, tmp_path):

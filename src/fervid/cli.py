@@ -177,6 +177,30 @@ def _teacher_names(teachers: list[str] | None) -> list[str]:
     return [t if t in bundled else str(Path(t).resolve()) if Path(t).exists() else t for t in teachers or []]
 
 
+def _refuse_missing_inputs(data: Path, init_from: Path | None, teachers: list[str], out_dir: Path) -> None:
+    """A new run's dataset, --init-from and teachers that are not there, said before TensorFlow
+    loads and a model is built (which took a minute's wait for a typo). Only whether each is there:
+    the files themselves are read later, and ONNX Runtime is not imported (a GPU machine may lack it).
+    Teachers whose scores were copied into the run folder first need not be there (the GPU machine's
+    way: the teachers' files do not travel); the run checks that cache against them."""
+    from importlib import resources
+
+    def is_bundled(name: str) -> bool:
+        return "/" not in name and resources.files("fervid").joinpath("models", f"{name}.onnx").is_file()
+
+    if init_from is not None and not init_from.expanduser().exists():
+        bundled = is_bundled(str(init_from))
+        raise FervidError(f"--init-from {init_from}: " + ("a bundled model is ONNX only and cannot be trained further; give a "
+                          f".keras model or a run folder, or learn from it with --teacher {init_from}" if bundled else
+                          "no such model file or run folder"))
+    cached = any((out_dir / "checkpoint" / name).is_file() for name in ("teacher.npz", "teacher-views.npz"))
+    for teacher in [] if cached else teachers:
+        if not (is_bundled(teacher) or Path(teacher).expanduser().exists()):
+            raise FervidError(f"--teacher {teacher}: no such model file, run folder or bundled model name")
+    if not data.expanduser().exists():
+        raise FervidError(f"{data}: no such file or folder")
+
+
 def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: Path) -> None:
     """A resumed run follows its config.json; an option given with --resume that would change it is
     refused rather than silently ignored. Its own values repeated (the first command with --resume
@@ -287,6 +311,9 @@ def train(
             teacher_views=teacher_views,
         )
     config.validate()
+    if not resume:  # after the options (each wrong one is said as such), before TensorFlow loads
+        assert data is not None
+        _refuse_missing_inputs(data, init_from, teacher or [], out_dir)
     from fervid.training.run import describe_run
     from fervid.training.run import train as run_training
 
@@ -574,7 +601,7 @@ def serve(
     loadtest: Annotated[bool, typer.Option("--loadtest", help="Do not serve: load-test the server on a private 127.0.0.1 port and print a Markdown table.")] = False,
     clients: Annotated[int, typer.Option(help="--loadtest: concurrent WebSocket clients (1 to 48).")] = 4,
     seconds: Annotated[float, typer.Option(callback=_finite, help="--loadtest: duration in seconds (1 or more).")] = 20.0,
-    faces_from: Annotated[Optional[Path], typer.Option(help="--loadtest: FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP).")] = None,
+    faces_from: Annotated[Optional[Path], typer.Option(help="--loadtest: FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP; the load test needs one).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="--loadtest: also write the table into this Markdown file's 'Web server load test' section.")] = None,
     scale_factor: ScaleFactorOption = 1.1,
     min_neighbors: MinNeighborsOption = 5,
@@ -587,7 +614,7 @@ def serve(
     Examples:
       fervid serve                                   # then open http://127.0.0.1:8000
       fervid serve --port 8080 --model runs/vgg
-      fervid serve --loadtest --output docs/performance.md   # 4 WebSocket clients for 20 s on loopback
+      fervid serve --loadtest --faces-from fer2013.zip --output docs/performance.md   # 4 WebSocket clients, 20 s, real faces
     """
     _needs("serve", "fastapi")
     _needs("serve", "uvicorn")
@@ -627,7 +654,7 @@ def serve(
 @app.command()
 def analyze(
     inputs: Annotated[list[Path], typer.Argument(metavar="INPUTS", help="Image and video files, folders (searched recursively) and zips of images.")],
-    out_path: Annotated[Path, typer.Option("--out", "--output", "-o", help="A folder or .parquet file (Parquet), or a .csv file; rerunning with the same --out resumes.")],
+    out_path: Annotated[Path, typer.Option("--out", "--output", "-o", help="A folder or .parquet file (Parquet), or a .csv file; rerunning with the same --out resumes (the table then holds that run's inputs only).")],
     engine: Annotated[str, typer.Option(help="local (one process) or ray (Ray Data: a local Ray, or a cluster with --ray-address).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="With --engine ray: join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of starting a local Ray.")] = None,
     every: Annotated[int, typer.Option(help="Analyse every K-th video frame.")] = 1,

@@ -66,6 +66,10 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
     # TensorFlow's seconds of import; the default targets end in .onnx.
     if target is not None and Path(target).suffix.lower() != ".onnx":
         raise FervidError(f"--out {target}: the ONNX file must end in .onnx")
+    if not Path(model_path).expanduser().exists():
+        raise FervidError(f"{model_path}: no such model file")
+    if int8_data is None and (unknown is not None or mapping):
+        raise FervidError("--unknown and --map say how to read the --int8 dataset; without --int8 no data is read")
     import onnxruntime as ort
 
     from fervid.model.architectures import keras_model_path, load_classifier
@@ -96,8 +100,6 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         if not Path(int8_data).expanduser().exists():
             raise FervidError(f"--int8 {int8_data}: no such file or folder (the dataset to calibrate and score the int8 model on)")
         check_outside_dataset(target, int8_data, "--out")
-    elif unknown is not None or mapping:
-        raise FervidError("--unknown and --map say how to read the --int8 dataset; without --int8 no data is read")
     # read and checked before the conversion: a wrong dataset is refused in a second, not after it
     calibration = None
     if int8_data is not None:

@@ -85,6 +85,7 @@ class TrainConfig:
             (0 <= self.seed < 2**32, "--seed must be in [0, 2**32)"),
             (0.0 <= self.erasing <= 1.0, "--erasing must be a probability in [0, 1]"),
             (self.warp in WARPS, f"--warp must be one of {', '.join(WARPS)}"),
+            (self.unknown in ("error", "drop"), f"--unknown must be 'error' or 'drop', got '{self.unknown}'"),
             (0.0 <= self.distill <= 1.0, "--distill must be a share in [0, 1]"),
             # each view costs a scoring of every face by every teacher (3 minutes a view for FER2013 here)
             (0 <= self.teacher_views <= MAX_TEACHER_VIEWS, f"--teacher-views must be 0 (the clean faces) to {MAX_TEACHER_VIEWS}"),
