@@ -300,3 +300,64 @@ def test_a_tilde_output_is_written_in_the_home_folder_where_it_was_checked(tmp_p
     check_writable("~/m.json", "--json")
     write_text_atomically("~/m.json", "{}")
     assert (home / "m.json").read_text() == "{}" and not (work / "~").exists()
+
+
+def test_a_file_that_cannot_be_moved_into_place_is_named_and_kept_when_it_cannot_be_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder made read-only during a run: the move failed, then removing the temporary failed too,
+    and that second error (naming the hidden temporary) replaced the first; a finished recording
+    sat in `.out.x.tmp.mp4` and nothing said so."""
+    import errno
+    import os
+
+    import fervid.fileio as fileio
+
+    def refused(*args: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.os, "replace", lambda source, target: refused(source, target))
+    unlink = Path.unlink
+    def written_stays(self: Path, missing_ok: bool = False) -> None:  # mkstemp's empty file may go
+        if ".tmp" in self.name and self.is_file() and self.stat().st_size:
+            refused()
+        unlink(self, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", written_stays)
+    target = tmp_path / "out.mp4"
+    with pytest.raises(PermissionError) as raised:
+        with atomic_path(target) as temporary:
+            temporary.write_bytes(b"a finished recording")
+    left = [path for path in tmp_path.iterdir() if path.name.startswith(".out.")]
+    assert raised.value.filename == str(target) and len(left) == 1 and left[0].read_bytes() == b"a finished recording"
+    assert raised.value.strerror == f"Operation not permitted; the finished file is left as {left[0]}"
+    monkeypatch.setattr(Path, "unlink", unlink)  # removable: removed, and the error says only what failed
+    with pytest.raises(PermissionError) as again:
+        with atomic_path(tmp_path / "b.mp4") as temporary:
+            temporary.write_bytes(b"x")
+    assert again.value.strerror == "Operation not permitted" and again.value.filename == str(tmp_path / "b.mp4")
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".b.")] and not os.path.exists(tmp_path / "b.mp4")
+
+
+def test_signals_deferred_holds_a_hang_up_unless_it_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hang-up during the finishing of outputs killed the process between them; under nohup
+    (SIGHUP ignored) it stays ignored."""
+    import os
+    import signal
+
+    from fervid import fileio
+    from fervid.fileio import signals_deferred
+
+    left: list[bool] = []
+    monkeypatch.setattr(fileio, "leave_closed_terminal", lambda: left.append(True))
+    before = signal.getsignal(signal.SIGHUP)
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with signals_deferred(raise_after=False) as caught:
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert caught == [signal.SIGHUP] and left == [True]
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with signals_deferred(raise_after=False) as caught:
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert caught == [] and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)

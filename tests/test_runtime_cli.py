@@ -369,7 +369,10 @@ def test_sigterm_mid_predict_keeps_the_records_so_far(tmp_path: Path) -> None:
     assert sorted(path.name for path in tmp_path.iterdir()) == ["photos", "records.json"]  # no temporary left behind
 
 
-def test_sigterm_mid_live_finishes_a_playable_video(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP", "SIGHUP under nohup"])
+def test_sigterm_mid_live_finishes_a_playable_video(tmp_path: Path, stop: str) -> None:
+    """SIGTERM (kill, timeout) and a hang-up (the terminal closed, SSH dropped: it killed the process,
+    the recording lost) finish the outputs; under nohup a hang-up stays ignored."""
     from conftest import write_video
 
     frames = [textured_background(240, 320, seed=index % 7) for index in range(1500)]
@@ -386,14 +389,20 @@ def test_sigterm_mid_live_finishes_a_playable_video(tmp_path: Path) -> None:
         return False
 
     log = tmp_path / "stderr.txt"
+    nohup = stop.endswith("nohup")
     with log.open("w") as errors:  # a file, not a pipe: nothing reads it while the test waits
-        process = subprocess.Popen(command, stderr=errors, text=True)
+        process = subprocess.Popen(command, stderr=errors, text=True,
+                                   preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None)
     deadline = time.monotonic() + 300
     while not writing():
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "no frame written in 300 s"
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, stop.split()[0]))
+    if nohup:
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(1)  # still running: the hang-up is ignored
+        process.send_signal(signal.SIGTERM)
     process.wait(60)
     stderr = log.read_text()
     assert process.returncode == 130, stderr

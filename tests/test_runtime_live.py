@@ -946,3 +946,41 @@ def test_run_live_checks_its_python_arguments_before_the_first_frame(recognizer:
         run_live(video, None, display=False)  # type: ignore[arg-type]
     assert not (tmp_path / "t.jsonl").exists()
     assert run_live(video, recognizer, display=False, max_frames=np.int64(2)).frames == 2
+
+
+def test_a_summary_that_cannot_be_written_leaves_the_recording_and_timeline_as_they_were(
+        recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summary was written after the recording and timeline were moved into place: a folder made
+    read-only (or a full disk) then failed the run with status 2, its new video and timeline beside
+    the last run's summary. Now all stay as they were; and a recording refused at its close leaves
+    the summary and its plot as they were too."""
+    from fervid.runtime import sinks
+
+    video = tmp_path / "v.mp4"
+    write_video(video, [textured_background(120, 160, seed=i) for i in range(6)])
+    out = tmp_path / "out"
+    run_live(video, recognizer, output=out / "o.mp4", timeline=out / "o.jsonl", display=False, max_frames=3)
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert sorted(earlier) == ["o-summary.json", "o-summary.png", "o.jsonl", "o.mp4"]
+
+    def full_disk(self, target) -> None:
+        raise OSError(28, "No space left on device", str(target))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sinks.Summary, "write_json", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            run_live(video, recognizer, output=out / "o.mp4", timeline=out / "o.jsonl", display=False)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier, "nothing replaced, no temporary left"
+
+    def cut_short(self) -> None:
+        self.discard()
+        raise FervidError(f"{self.target}: the recording could not be read back")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sinks.VideoSink, "close", cut_short)
+        with pytest.raises(FervidError, match="could not be read back"):
+            run_live(video, recognizer, output=out / "o.mp4", timeline=out / "o.jsonl", display=False)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+    report = run_live(video, recognizer, output=out / "o.mp4", timeline=out / "o.jsonl", display=False)
+    assert report.outputs == [str(out / name) for name in ("o.mp4", "o.jsonl", "o-summary.json", "o-summary.png")]
+    assert (out / "o.mp4").read_bytes() != earlier["o.mp4"], "six frames now, not three"

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from fervid.console import one_line
 from fervid.errors import FervidError, Interrupted, WriteFailedInLibrary, install_hint
-from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable, real_path
+from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable, leave_closed_terminal, real_path, stopping_signals
 from fervid.pixel_limit import pixel_limit
 from fervid.model.specs import ARCHITECTURES
 
@@ -695,9 +695,12 @@ def analyze(
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM (kill, timeout, systemd, a closed terminal's session) stops a run as Ctrl+C does: the
-    commands then finish what they wrote (a playable video, the records so far, complete parts) instead
-    of leaving half-written temporaries."""
+    """SIGTERM (kill, timeout, systemd) and SIGHUP (a closed terminal, a dropped SSH session) stop a
+    run as Ctrl+C does: the commands then finish what they wrote (a playable video, the records so far,
+    complete parts) instead of leaving half-written temporaries (a hang-up killed the process outright:
+    a camera's recording over SSH was lost when the connection dropped)."""
+    if signum == signal.SIGHUP:
+        leave_closed_terminal()
     raise KeyboardInterrupt
 
 
@@ -755,7 +758,9 @@ def main() -> None:
     Typer runs outside its standalone mode, so that a bad option or argument reaches this function
     and is printed as the same one line as every other user error, not as typer's boxed panel.
     """
-    signal.signal(signal.SIGTERM, _interrupt)
+    for number in stopping_signals():  # SIGHUP left ignored under nohup
+        if number != signal.SIGINT:
+            signal.signal(number, _interrupt)
     # FFmpeg prints its decoder errors ("[mjpeg @ 0x...] overread 8") straight to stderr; a damaged
     # video gets fervid's own note instead. Set the variable to another level to see FFmpeg's.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")

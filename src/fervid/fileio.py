@@ -3,6 +3,7 @@ crash or a full disk never leaves a half-written model, table or report."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -190,9 +191,29 @@ def check_outside_dataset(target: str | Path, data: str | Path, option: str, *, 
         raise FervidError(f"{option} {target}: inside the dataset {data}, whose next read would {taken}; write it elsewhere")
 
 
+def leave_closed_terminal() -> None:
+    """Point stdout and stderr that are the terminal at /dev/null after a hang-up (SIGHUP: the window
+    closed, the SSH session dropped): the terminal is gone, and a progress bar or note written to it
+    would fail the finishing of the outputs. A stdout redirected to a file keeps its records."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for descriptor in (1, 2):
+            with contextlib.suppress(OSError):
+                if os.isatty(descriptor):
+                    os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
+
+
+def stopping_signals() -> list[int]:
+    """The signals that stop a run as Ctrl+C does: SIGINT, SIGTERM and SIGHUP, each unless ignored
+    (``nohup`` ignores SIGHUP, a background job under a non-interactive shell SIGINT): those stay ignored."""
+    return [number for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(number) is not signal.SIG_IGN]
+
+
 @contextmanager
 def signals_deferred(*, raise_after: bool = True) -> Iterator[list[int]]:
-    """Hold Ctrl+C and SIGTERM back until the block is done: outputs that belong together (a
+    """Hold Ctrl+C, SIGTERM and a hang-up back until the block is done: outputs that belong together (a
     checkpoint's weights and state.json; a run's summary and its plot, or evaluate's files) are all
     from one run, never half new and half old. Yields the signals caught; after the block they stop
     the program (``KeyboardInterrupt``) unless ``raise_after`` is False, for a caller that was ending
@@ -201,9 +222,12 @@ def signals_deferred(*, raise_after: bool = True) -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
         yield caught
         return
-    # A signal ignored (a background job's SIGINT under a non-interactive shell) stays ignored.
-    held = [number for number in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(number) is not signal.SIG_IGN]
-    previous = {number: signal.signal(number, lambda signum, frame: caught.append(signum)) for number in held}
+    def hold(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            leave_closed_terminal()
+        caught.append(signum)
+
+    previous = {number: signal.signal(number, hold) for number in stopping_signals()}
     try:
         yield caught
     finally:
@@ -246,7 +270,14 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             _flush_to_disk(temporary)
             if target.is_file():
                 shutil.copymode(target, temporary)
-        os.replace(temporary, target)
+        try:
+            os.replace(temporary, target)
+        except OSError as error:  # whole, only not moved into place (a folder made read-only meanwhile)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            if temporary.exists() and error.strerror:  # it cannot be removed either: a finished recording is worth keeping
+                error.strerror += f"; the finished file is left as {temporary}"
+            raise
     except OSError as error:
         # A write that fails (a full disk) names no file, or the temporary one: name the user's path
         # (set on the error itself: not every OSError subclass is built from errno, strerror, filename).
@@ -254,7 +285,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             error.filename = str(target)
         raise
     finally:
-        temporary.unlink(missing_ok=True)
+        # quietly: a removal refused too (the folder made read-only) must not replace the error that
+        # says which file could not be written with one naming the temporary
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
 def temporary_affixes(target: Path) -> tuple[str, str]:

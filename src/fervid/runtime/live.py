@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import numbers
 import os
 import subprocess
@@ -18,7 +19,7 @@ import numpy as np
 
 from fervid.console import plural, progress, warn
 from fervid.errors import FervidError
-from fervid.fileio import check_writable, signals_deferred
+from fervid.fileio import atomic_path, check_writable, signals_deferred
 from fervid.images import is_hidden
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
@@ -221,21 +222,31 @@ def run_live(
                 if report.interrupted:  # stopped while waiting for the first frame: nothing to finish
                     raise KeyboardInterrupt
                 raise FervidError(f"{report.source}: no frame could be read")
-        report.faces = history.to_dict()
-        report.outputs = [str(path) for path in (output, timeline) if path]
-        asked = summary is not None  # --summary given: a plot it cannot draw is worth a warning; a default one is not
-        if summary is None and not frames.live:
-            summary = _default_summary(output, timeline, None)
-        if summary is not None:
-            summary = Path(summary)
-            plot = summary_plot_path(summary)
-            earlier_plot = plot.exists() and is_live_summary(summary)  # an earlier run's, beside its summary
-            history.write_json(summary)
-            report.outputs.append(str(summary))
-            if history.write_plot(plot, warn_without_matplotlib=asked):
-                report.outputs.append(str(plot))
-            elif earlier_plot:  # no plot this time (no matplotlib): the old one would describe other faces
-                plot.unlink(missing_ok=True)
+            report.faces = history.to_dict()
+            report.outputs = [str(path) for path in (output, timeline) if path]
+            asked = summary is not None  # --summary given: a plot it cannot draw is worth a warning; a default one is not
+            if summary is None and not frames.live:
+                summary = _default_summary(output, timeline, None)
+            # The summary and its plot are written now, into temporaries that ``finishing`` moves into
+            # place only after the recording and timeline are: a summary that cannot be written (a
+            # full disk, a folder made read-only) then leaves all of them as they were, and a
+            # recording refused at its close leaves the summary too, never one run's beside another's.
+            drawn = earlier_plot = False
+            if summary is not None:
+                summary = Path(summary)
+                plot = summary_plot_path(summary)
+                earlier_plot = plot.exists() and is_live_summary(summary)  # an earlier run's, beside its summary
+                history.write_json(finishing.enter_context(atomic_path(summary)))
+                if importlib.util.find_spec("matplotlib") is None:
+                    history.write_plot(plot, warn_without_matplotlib=asked)  # only its note: nothing is drawn
+                else:
+                    drawn = history.write_plot(finishing.enter_context(atomic_path(plot)), warn_without_matplotlib=asked)
+    if summary is not None:  # all in place now
+        report.outputs.append(str(summary))
+        if drawn:
+            report.outputs.append(str(plot))
+        elif earlier_plot:  # no plot this time (no matplotlib): the old one would describe other faces
+            plot.unlink(missing_ok=True)
     if caught:  # a second Ctrl+C while finishing: the outputs are whole, and the run says it was cut short
         report.interrupted = True
     return report

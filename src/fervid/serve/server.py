@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from fervid.errors import FervidError
+from fervid.fileio import leave_closed_terminal, stopping_signals
 from fervid.serve.app import create_app
 from fervid.serve.frames import DEFAULT_MAX_FRAME_BYTES
 from fervid.serve.guards import allowed_hosts_for, checked_origins, is_loopback
@@ -153,9 +154,15 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         # Ctrl+C or SIGTERM before uvicorn installs its own handlers (a client may connect, and a
         # supervisor stop, the moment the address is printed) asks it to stop, as after: raised as
-        # KeyboardInterrupt inside its start-up instead, it could leave the server hanging.
-        for stop in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(stop, lambda signum, frame: setattr(server, "should_exit", True))
+        # KeyboardInterrupt inside its start-up instead, it could leave the server hanging. A hang-up
+        # (the terminal closed; not under nohup) stops it the same way, uvicorn leaving SIGHUP to us.
+        def stop(signum: int, frame: object) -> None:
+            if signum == signal.SIGHUP:
+                leave_closed_terminal()
+            server.should_exit = True
+
+        for number in stopping_signals():
+            signal.signal(number, stop)
     shown = f"[{host}]" if ":" in host else host
     print(f"fervid: serving on http://{shown}:{listener.getsockname()[1]}  (API docs at /docs; Ctrl+C stops)", file=sys.stderr)
     if not is_loopback(host):
