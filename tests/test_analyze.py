@@ -1193,7 +1193,7 @@ def test_a_damaged_results_file_is_analysed_again_not_a_traceback_on_every_rerun
     capsys.readouterr()
     again = analyze(list(folders.values()), out, options)
     assert again.skipped_units == 0 and again.ok == 2
-    assert "2 unit(s) with a damaged results file (unreadable Parquet) are analysed again" in capsys.readouterr().err
+    assert "2 unit(s) with a damaged results file (unreadable Parquet) or a missing one are analysed again" in capsys.readouterr().err
     pd.testing.assert_frame_equal(rows_of(out), expected)
     # A file that cannot be read for another reason (a permission, a network disk) is not damage: kept.
     import pyarrow.parquet
@@ -1303,3 +1303,76 @@ def test_an_input_that_holds_nothing_is_named_and_a_folder_named_like_a_csv_is_a
     (tmp_path / "results.csv").mkdir()
     analyze([photo], tmp_path / "results.csv", AnalyzeOptions(crops=True))
     assert len(pd.read_parquet(tmp_path / "results.csv")) == 1
+
+
+def _two_folders(root: Path) -> dict[str, Path]:
+    """Folders a/ and b/ of two 48x48 crops each: with ``image_batch=2``, one unit per folder."""
+    folders = {name: root / name for name in ("a", "b")}
+    for seed, folder in enumerate(folders.values()):
+        folder.mkdir()
+        for index in range(2):
+            cv2.imwrite(str(folder / f"{index}.png"), textured_background(48, 48, seed=10 * seed + index))
+    return folders
+
+
+def test_a_stopped_rerun_into_a_folder_never_reads_as_old_rows_beside_new(tmp_path: Path) -> None:
+    """A folder --out is its parts: a changed input's old part was deleted only at the run's end, so a
+    run stopped part-way left old and new rows of the same source side by side (duplicates)."""
+    folders = _two_folders(tmp_path)
+    out, options = tmp_path / "faces", AnalyzeOptions(crops=True, image_batch=2)
+    analyze(list(folders.values()), out, options)
+    assert len(rows_of(out)) == 4
+    cv2.imwrite(str(folders["b"] / "0.png"), textured_background(48, 48, seed=99))  # b's unit is redone
+
+    def stop(result) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(AnalyzeInterrupted):
+        analyze(list(folders.values()), out, options, on_result=stop)
+    rows = rows_of(out)
+    assert len(rows) == 4 and not rows.duplicated(["source", "frame", "face_id"]).any(), rows
+    fresh = analyze(list(folders.values()), tmp_path / "fresh", options).outputs[0]
+    pd.testing.assert_frame_equal(rows_of(out), rows_of(fresh))
+    finished = analyze(list(folders.values()), out, options)
+    assert finished.skipped_units == 2 and not [path for path in out.iterdir() if path.name.endswith(".stale")]
+    pd.testing.assert_frame_equal(rows_of(out), rows_of(fresh))
+
+
+def test_a_unit_whose_part_was_deleted_is_analysed_again(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Its ledger alone made it complete: its faces went missing from the table without a word."""
+    folders = _two_folders(tmp_path)
+    out, options = tmp_path / "faces.parquet", AnalyzeOptions(crops=True, image_batch=2)
+    analyze(list(folders.values()), out, options)
+    parts = sorted((tmp_path / "faces.parquet.parts").glob("part-*.parquet"))
+    assert len(parts) == 2
+    parts[0].unlink()
+    again = analyze(list(folders.values()), out, options)
+    assert again.skipped_units == 1 and len(pd.read_parquet(out)) == 4
+    assert "1 unit(s) with a damaged results file (unreadable Parquet) or a missing one are analysed again" in capsys.readouterr().err
+
+
+def test_an_out_inside_another_analysis_results_is_refused(tmp_path: Path) -> None:
+    """pandas reads every file below a Parquet folder: a table written into a folder --out (or a
+    .parts folder) became rows of that table, 118 duplicates in one case, or made it unreadable (.csv)."""
+    folders = _two_folders(tmp_path)
+    options = AnalyzeOptions(crops=True, image_batch=2)
+    analyze([folders["a"]], tmp_path / "res", options)
+    analyze([folders["a"]], tmp_path / "r.parquet", options)
+    for inside in (tmp_path / "res" / "videos.parquet", tmp_path / "res" / "deeper" / "v.csv", tmp_path / "r.parquet.parts" / "x"):
+        with pytest.raises(FervidError, match=rf"inside {re.escape(str(inside.parent if inside.parent.name != 'deeper' else inside.parent.parent))}, "
+                                              "the results of another fervid analysis"):
+            analyze([folders["b"]], inside, options)
+    assert len(rows_of(tmp_path / "res")) == 2 and analyze([folders["a"]], tmp_path / "res", options).skipped_units == 1
+
+
+def test_a_killed_runs_temporary_table_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    """A kill while the final table was written left a hidden file as large as the table beside it,
+    which no later run removed; another program's hidden file there is left alone."""
+    folders = _two_folders(tmp_path)
+    out, options = tmp_path / "faces.parquet", AnalyzeOptions(crops=True, image_batch=2)
+    leftovers = [tmp_path / ".faces.k1ll3d.tmp.parquet", tmp_path / ".faces.summary.k1ll3d.tmp.parquet"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half a table")
+    (tmp_path / ".other.tmp.parquet").write_bytes(b"not ours")
+    analyze(list(folders.values()), out, options)
+    assert not any(leftover.exists() for leftover in leftovers) and (tmp_path / ".other.tmp.parquet").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
 import signal
@@ -324,9 +325,17 @@ def _flush_to_disk(path: Path) -> None:
         os.close(handle)
 
 
-def remove_temporaries(folder: str | Path) -> int:
-    """Delete what :func:`atomic_path` left in ``folder`` when a process was killed mid-write; returns how many."""
-    leftovers = list(Path(folder).glob(".*.tmp*"))
+def remove_temporaries(folder: str | Path, of: str | Path | None = None) -> int:
+    """Delete what :func:`atomic_path` left in ``folder`` when a process was killed mid-write; returns how many.
+
+    ``of``: only the temporaries of that one file (its folder is the user's, where other programs'
+    hidden files are not fervid's to delete)."""
+    if of is None:
+        pattern = ".*.tmp*"
+    else:
+        prefix, suffix = temporary_affixes(Path(of))
+        pattern = f"{glob.escape(prefix)}*{glob.escape(suffix)}"
+    leftovers = [path for path in Path(folder).glob(pattern) if path.is_file()]
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return len(leftovers)

@@ -145,12 +145,14 @@ def analyze(
     with RunLock(store.parts, ANALYZING) as lock:  # a second run into this --out pruned this one's results
         lock.acquire()
         report = AnalyzeReport(summary=pa.table({}), outputs=[], units=len(units))
+        store.unhide_stale()  # what a stopped run hid: this run decides afresh which parts are stale
         done = store.completed()
         pending = [unit for unit in units if unit.id not in done]
         report.skipped_units = len(units) - len(pending)
         remaining = Counter(source.name for unit in pending for source in unit.sources)
         started = time.perf_counter()
         ids = {unit.id for unit in units}
+        store.hide_stale(ids)
         try:
             for unit in units:
                 if unit.id in done:
@@ -178,8 +180,11 @@ def analyze(
                             bar.files()
                     if on_result is not None:
                         on_result(result)
-        except KeyboardInterrupt as interrupt:
+        except KeyboardInterrupt as interrupt:  # stale parts stay hidden: the folder holds this run's complete units
             raise AnalyzeInterrupted(len(ids & store.completed()), len(units), store.parts) from interrupt
+        except BaseException:  # a failed run never prunes results: the earlier parts are read again
+            store.unhide_stale()
+            raise
         report.seconds = time.perf_counter() - started
         report.summary = store.summary(ids)
         if report.notes:
@@ -192,6 +197,7 @@ def analyze(
             else:
                 store.write_summary(report.summary)
                 where = f"summary in {store.summary_path}"
+            store.unhide_stale()
             raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); {where}")
         report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results
         store.finish(report.summary)

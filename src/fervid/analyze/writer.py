@@ -35,6 +35,7 @@ from fervid.fileio import (
     atomic_path, check_writable, check_writable_folder, refuse_symlink_loop, remove_temporaries, write_text_atomically,
 )
 
+STALE = ".stale"  # a hidden part of a unit not in the running analysis (ResultStore.hide_stale)
 EMPTY_PART = "part-empty.parquet"  # keeps a folder with no face at all readable by pandas
 # A part fervid wrote: a unit id (20 hex digits of a SHA-1) or the empty part. Anything else named
 # part-*.parquet (Spark's part-00000-....snappy.parquet) is someone else's, never pruned.
@@ -93,6 +94,7 @@ class ResultStore:
             self.summary_path = self.out.with_name(f"{self.out.stem}.summary{self.out.suffix}")
         self.ledger = self.parts / "_sources"
         self._complete: set[str] | None = None  # by completed(), once
+        self._refuse_inside_results()
         self._refuse_inputs(inputs)
         self._refuse_foreign_files()
         self._refuse_foreign_outputs()
@@ -101,6 +103,15 @@ class ResultStore:
         else:
             check_writable(self.out, "--out")
             check_writable(self.summary_path, f"--out {self.out}: its summary")  # written last: refused now, not at the end
+
+    def _refuse_inside_results(self) -> None:
+        """Refuse an ``out`` inside another analysis's results (a folder ``--out``, or a ``.parts``
+        folder): pandas reads every file below a Parquet folder, so that table would take this run's
+        table and parts for rows of its own (duplicates, or an unreadable .csv)."""
+        for folder in self.out.expanduser().absolute().parents:
+            if (folder / "_sources").is_dir() and (folder / "_sources").resolve() != self.ledger.expanduser().absolute().resolve():
+                raise FervidError(f"--out {self.out}: inside {folder}, the results of another fervid analysis, which would read "
+                                  "this run's files as rows of its own; give an --out outside it")
 
     def _refuse_inputs(self, inputs: Iterable[str | Path]) -> None:
         """Refuse an ``out`` (or its parts folder or summary) that is an input or holds one.
@@ -163,24 +174,50 @@ class ResultStore:
             complete, damaged = set(), []
             for path in _visible(self.ledger, "*.parquet"):
                 part = self.parts / f"part-{path.stem}.parquet"
-                if all(_readable(file) for file in (path, part) if file.exists()):
+                # a unit with faces whose part is gone (deleted by hand) was taken as complete: its rows went missing
+                lost = not part.exists() and _readable(path) and (pc.sum(_read_table(path)["faces"]).as_py() or 0) > 0
+                if not lost and all(_readable(file) for file in (path, part) if file.exists()):
                     complete.add(path.stem)
                 else:
                     damaged.append(path.stem)
                     for file in (part, path, self.ledger / f"{path.stem}.renaming.json"):
                         file.unlink(missing_ok=True)
             if damaged:
-                warn(f"--out {self.out}: {len(damaged)} unit(s) with a damaged results file (unreadable Parquet) are analysed again")
+                warn(f"--out {self.out}: {len(damaged)} unit(s) with a damaged results file (unreadable Parquet) or a missing one are analysed again")
             self._complete = complete
         return set(self._complete)
+
+    def hide_stale(self, units: set[str]) -> None:
+        """A folder ``--out``: the parts of units not in this run are hidden now (``.part-X.parquet.stale``,
+        which pandas skips), not only deleted at its end, so the folder never reads as the earlier
+        run's rows beside this one's (duplicates for a changed video) while it runs or once stopped.
+        :meth:`prune` deletes them at the end; :meth:`unhide_stale` puts them back where the run
+        failed, and at the next run's start, which decides afresh."""
+        if self.format != "folder":
+            return
+        for path in _visible(self.parts, "part-*.parquet"):
+            if OWN_PART.fullmatch(path.name) and path.name != EMPTY_PART and path.stem.removeprefix("part-") not in units:
+                path.rename(path.with_name(f".{path.name}{STALE}"))
+
+    def unhide_stale(self) -> None:
+        """Parts hidden by :meth:`hide_stale` back in the table."""
+        if self.parts.is_dir():
+            for path in self.parts.glob(f".part-*.parquet{STALE}"):
+                path.rename(path.with_name(path.name[1 : -len(STALE)]))
 
     def prune(self, units: set[str]) -> int:
         """Remove the parts of units not in this run (other inputs, changed files, another model or options); returns how many units.
 
-        Also removes the hidden temporary files that a killed run leaves behind mid-write.
+        Also removes the hidden temporary files that a killed run leaves behind mid-write, its own
+        hidden stale parts, and a killed run's temporaries of the final table and summary.
         """
         for folder in (self.parts, self.ledger):
             remove_temporaries(folder)
+        for stale in self.parts.glob(f".part-*.parquet{STALE}"):
+            stale.unlink(missing_ok=True)
+        if self.format != "folder":
+            for target in (self.out, self.summary_path):
+                remove_temporaries(target.parent, of=target)
         removed = 0
         own_parts = [path for path in _visible(self.parts, "part-*.parquet") if OWN_PART.fullmatch(path.name)]
         for path in [*own_parts, *_visible(self.ledger, "*.parquet")]:
