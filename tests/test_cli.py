@@ -118,7 +118,6 @@ def test_evaluate_scores_the_split_it_is_given(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "{tmp}/no-data"], "{tmp}/no-data: no such file or folder"),
     (["train", "{data}", "--unknown", "foo"], "--unknown must be 'error' or 'drop', got 'foo'"),
     (["train", "{data}", "--init-from", "{tmp}/nope"], "--init-from {tmp}/nope: no such model file or run folder"),
     (["train", "{data}", "--init-from", "fervid-vgg"], "--init-from fervid-vgg: a bundled model is ONNX only"),

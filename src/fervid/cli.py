@@ -177,8 +177,8 @@ def _teacher_names(teachers: list[str] | None) -> list[str]:
     return [t if t in bundled else str(Path(t).resolve()) if Path(t).exists() else t for t in teachers or []]
 
 
-def _refuse_missing_inputs(data: Path, init_from: Path | None, teachers: list[str], out_dir: Path) -> None:
-    """A new run's dataset, --init-from and teachers that are not there, said before TensorFlow
+def _refuse_missing_inputs(init_from: Path | None, teachers: list[str], out_dir: Path) -> None:
+    """A new run's --init-from and teachers that are not there, said before TensorFlow
     loads and a model is built (which took a minute's wait for a typo). Only whether each is there:
     the files themselves are read later, and ONNX Runtime is not imported (a GPU machine may lack it).
     Teachers whose scores were copied into the run folder first need not be there (the GPU machine's
@@ -197,8 +197,6 @@ def _refuse_missing_inputs(data: Path, init_from: Path | None, teachers: list[st
     for teacher in [] if cached else teachers:
         if not (is_bundled(teacher) or Path(teacher).expanduser().exists()):
             raise FervidError(f"--teacher {teacher}: no such model file, run folder or bundled model name")
-    if not data.expanduser().exists():
-        raise FervidError(f"{data}: no such file or folder")
 
 
 def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: Path) -> None:
@@ -312,8 +310,7 @@ def train(
         )
     config.validate()
     if not resume:  # after the options (each wrong one is said as such), before TensorFlow loads
-        assert data is not None
-        _refuse_missing_inputs(data, init_from, teacher or [], out_dir)
+        _refuse_missing_inputs(init_from, teacher or [], out_dir)
     from fervid.training.run import describe_run
     from fervid.training.run import train as run_training
 
