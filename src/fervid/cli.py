@@ -171,7 +171,7 @@ def _teacher_names(teachers: list[str] | None) -> list[str]:
     """Teacher files as absolute paths (the run may be resumed from elsewhere); bundled names as given,
     also where the current folder holds a file or folder of that name (as every command reads them:
     ``./fervid-vgg`` names that one), so the run learns from the teacher the name means."""
-    from fervid.runtime.classify import available_bundled_models
+    from fervid.bundled import available_bundled_models  # not through ONNX Runtime: a GPU machine may lack it
 
     bundled = set(available_bundled_models())
     return [t if t in bundled else str(Path(t).resolve()) if Path(t).exists() else t for t in teachers or []]
@@ -183,19 +183,17 @@ def _refuse_missing_inputs(init_from: Path | None, teachers: list[str], out_dir:
     the files themselves are read later, and ONNX Runtime is not imported (a GPU machine may lack it).
     Teachers whose scores were copied into the run folder first need not be there (the GPU machine's
     way: the teachers' files do not travel); the run checks that cache against them."""
-    from importlib import resources
+    from fervid.bundled import available_bundled_models
 
-    def is_bundled(name: str) -> bool:
-        return "/" not in name and resources.files("fervid").joinpath("models", f"{name}.onnx").is_file()
-
+    bundled_names = set(available_bundled_models())
     if init_from is not None and not init_from.expanduser().exists():
-        bundled = is_bundled(str(init_from))
+        bundled = str(init_from) in bundled_names
         raise FervidError(f"--init-from {init_from}: " + ("a bundled model is ONNX only and cannot be trained further; give a "
                           f".keras model or a run folder, or learn from it with --teacher {init_from}" if bundled else
                           "no such model file or run folder"))
     cached = any((out_dir / "checkpoint" / name).is_file() for name in ("teacher.npz", "teacher-views.npz"))
     for teacher in [] if cached else teachers:
-        if not (is_bundled(teacher) or Path(teacher).expanduser().exists()):
+        if not (teacher in bundled_names or Path(teacher).expanduser().exists()):
             raise FervidError(f"--teacher {teacher}: no such model file, run folder or bundled model name")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from fervid.bundled import available_bundled_models
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE, MAX_INPUT_BLUR, prepare_face, smooth, to_model_input
@@ -26,11 +27,6 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
     if not path.exists():
         raise FervidError(f"no bundled model named '{name}' (bundled: {', '.join(available_bundled_models()) or 'none'})")
     return path
-
-
-def available_bundled_models() -> list[str]:
-    folder = resources.files("fervid") / "models"
-    return sorted(Path(str(p)).stem for p in folder.iterdir() if str(p).endswith(".onnx"))
 
 
 def bundled_model_cards() -> dict[str, dict]:

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from fervid.console import plural, progress, warn
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, check_writable, signals_deferred
 from fervid.images import is_hidden
-from fervid.runtime.recognizer import Recognizer
+from fervid.runtime.recognizer import Recognizer, _is_a
 from fervid.runtime.render import annotate
 from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, is_live_summary, summary_plot_path
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
@@ -108,11 +107,6 @@ class LiveReport:
         return lines + [f"wrote {path}" for path in self.outputs]
 
 
-def _whole(value: object) -> bool:
-    """An int or NumPy integer, not a bool, a float or a str."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
 def run_live(
     source: str | int | Path,
     recognizer: Recognizer,
@@ -132,7 +126,7 @@ def run_live(
     """
     if not isinstance(recognizer, Recognizer):  # None failed part-way into the first frame
         raise FervidError(f"recognizer must be a fervid.Recognizer, got {type(recognizer).__name__}")
-    if max_frames is not None and not (_whole(max_frames) and max_frames >= 1):  # "3" raised TypeError, 2.5 ran 3 frames
+    if max_frames is not None and not (_is_a(max_frames, numbers.Integral) and max_frames >= 1):  # "3" raised TypeError, 2.5 ran 3 frames
         raise FervidError(f"max_frames (--max-frames) must be a whole number, 1 or more, got {max_frames!r}")
     # ~ expanded as the checks read it, so each output goes where it was checked (--jsonl=~/t.jsonl,
     # which the shell leaves alone, was checked in the home folder and written in ./~)

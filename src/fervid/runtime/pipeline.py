@@ -10,7 +10,7 @@ import numpy as np
 from fervid.errors import FervidError
 from fervid.images import gray_frame
 from fervid.runtime.face import Face
-from fervid.runtime.recognizer import Recognizer
+from fervid.runtime.recognizer import Recognizer, _is_a
 from fervid.runtime.sources import Frame
 from fervid.runtime.track import KEEP_ID_S, FaceTracker
 
@@ -39,7 +39,7 @@ class FrameProcessor:
 
     def __init__(self, recognizer: Recognizer, tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
         given: object = detect_every  # from Python, anything: checked as such
-        if not (isinstance(given, numbers.Integral) and not isinstance(given, (bool, np.bool_)) and int(given) >= 1):
+        if not (_is_a(given, numbers.Integral) and int(given) >= 1):  # type: ignore[call-overload]
             raise FervidError(f"detect_every (--detect-every) must be a whole number, 1 or more, got {detect_every!r}")
         self.recognizer = recognizer
         self.tracker = tracker or FaceTracker(max_missed_s=KEEP_ID_S)

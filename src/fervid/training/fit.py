@@ -24,12 +24,12 @@ import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
+from fervid.bundled import available_bundled_models
 from fervid.console import warn
 from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
 from fervid.data.arrays import fingerprint, readable_counts, unreadable_note
@@ -476,7 +476,7 @@ def warm_start(classifier: keras.Model, source: str) -> None:
         path = keras_model_path(source)
     except FervidError as error:
         name = Path(source).name
-        if resources.files("fervid").joinpath("models", f"{name}.onnx").is_file():
+        if name in available_bundled_models():
             raise FervidError(
                 f"--init-from {name}: a bundled model is ONNX only and cannot be trained further; give a .keras model "
                 f"or a run folder, or learn from it with --teacher {name}"
