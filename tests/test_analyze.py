@@ -1376,3 +1376,30 @@ def test_a_killed_runs_temporary_table_is_removed_by_the_next_run(tmp_path: Path
     (tmp_path / ".other.tmp.parquet").write_bytes(b"not ours")
     analyze(list(folders.values()), out, options)
     assert not any(leftover.exists() for leftover in leftovers) and (tmp_path / ".other.tmp.parquet").exists()
+
+
+def test_a_failed_final_write_leaves_the_earlier_table_and_summary_as_a_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table was moved into place before the summary was written: a failure (or a kill) while
+    writing the summary left the new table beside the old summary, which counted other faces."""
+    import fervid.analyze.writer as writer
+
+    folders = _two_folders(tmp_path)
+    out, options = tmp_path / "faces.parquet", AnalyzeOptions(crops=True, image_batch=2)
+    analyze(list(folders.values()), out, options)
+    table, summary = out.read_bytes(), (tmp_path / "faces.summary.parquet").read_bytes()
+    cv2.imwrite(str(folders["b"] / "0.png"), textured_background(48, 48, seed=99))  # b's rows change
+    write_table = writer.pq.write_table
+
+    def full_disk_at_the_summary(rows: pa.Table, where: object, **kwargs: object) -> None:
+        if ".summary." in str(where):
+            raise OSError(28, "No space left on device", str(where))
+        write_table(rows, where, **kwargs)
+
+    monkeypatch.setattr(writer.pq, "write_table", full_disk_at_the_summary)
+    with pytest.raises((OSError, FervidError)):
+        analyze(list(folders.values()), out, options)
+    assert out.read_bytes() == table and (tmp_path / "faces.summary.parquet").read_bytes() == summary
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".faces")], "no temporary file is left"
+    monkeypatch.undo()
+    again = analyze(list(folders.values()), out, options)
+    assert again.skipped_units == 2 and out.read_bytes() != table, "the failed run's analysis is kept, only written out"

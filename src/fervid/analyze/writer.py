@@ -20,6 +20,7 @@ import csv
 import json
 import re
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
@@ -280,23 +281,32 @@ class ResultStore:
 
     def write_summary(self, summary: pa.Table) -> None:
         """The summary alone, in the output's format (a run where nothing could be processed writes only this)."""
-        if self.format == "csv":
-            _write_csv(summary, self.summary_path)
-        else:
-            _write_parquet(summary, self.summary_path)
+        with atomic_path(self.summary_path) as temporary:
+            self._write(summary, temporary)
 
     def finish(self, summary: pa.Table) -> None:
-        """Write the summary and, for .parquet/.csv outputs, the combined file of the rows, sorted."""
+        """Write the summary and, for .parquet/.csv outputs, the combined file of the rows, sorted.
+
+        Both are written to temporary files first and moved into place together: a run stopped or
+        failing while either is written leaves the earlier table and summary as a pair, never a new
+        table beside an old summary that counts other faces."""
         parts = sorted(_visible(self.parts, "part-*.parquet"))
         empty = self.parts / EMPTY_PART
-        if self.format == "folder":
-            if not [part for part in parts if part != empty]:
-                _write_parquet(ROW_SCHEMA.empty_table(), empty)
+        with ExitStack() as staged:  # each replaces its target as the stack closes without an error
+            if self.format == "folder":
+                if not [part for part in parts if part != empty]:
+                    _write_parquet(ROW_SCHEMA.empty_table(), empty)
+            else:
+                rows = pa.concat_tables([_read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
+                self._write(rows.sort_by(SORT_KEYS), staged.enter_context(atomic_path(self.out)))
+            self._write(summary, staged.enter_context(atomic_path(self.summary_path)))
+
+    def _write(self, table: pa.Table, path: Path) -> None:
+        """A table in the output's format (Parquet for a folder's summary)."""
+        if self.format == "csv":
+            pa_csv.write_csv(table, path.absolute())
         else:
-            rows = pa.concat_tables([_read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
-            rows = rows.sort_by(SORT_KEYS)
-            (_write_parquet if self.format == "parquet" else _write_csv)(rows, self.out)
-        self.write_summary(summary)
+            pq.write_table(table, path.absolute())
 
 
 def _read_table(path: Path, **options) -> pa.Table:
@@ -395,8 +405,3 @@ def merged_note(notes: list[str | None]) -> str | None:
 def _write_parquet(table: pa.Table, target: Path) -> None:
     with atomic_path(target) as temporary:
         pq.write_table(table, temporary.absolute())
-
-
-def _write_csv(table: pa.Table, target: Path) -> None:
-    with atomic_path(target) as temporary:
-        pa_csv.write_csv(table, temporary.absolute())
