@@ -798,6 +798,56 @@ def test_init_from_a_stopped_run_starts_from_its_best_epoch_so_far(trained_run, 
     assert mismatch.stderr.strip().endswith("give --arch compact") and len(mismatch.stderr.strip().splitlines()) == 1, mismatch.stderr
 
 
+def test_ema_validates_checkpoints_and_exports_the_moving_average_and_resumes_it(tmp_path):
+    """With --ema the weights that are validated, kept as best and exported are the optimizer's
+    moving average, while training steps on from the trained weights (and a resume goes on from
+    both); each check below fails if the trained weights stood in for the average anywhere."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import averaged_weights, compile_for_training, load_checkpoint, load_training_data
+    from fervid.model.architectures import build_classifier
+
+    data = write_folder_dataset(tmp_path / "data", 0, {"train": 12, "validation": 6})
+    run = tmp_path / "run"
+    # plateau: the rate stays up to the end, so the average stays apart from the trained weights
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "3", "--batch-size", str(BATCH), "--schedule", "plateau",
+                "--ema", "0.9", "--out", str(run))
+    config = TrainConfig.load(run / "config.json")
+    assert config.ema == 0.9
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    training_data = load_training_data(config)
+    validation = (training_data.validation.inputs(), training_data.validation.one_hot())
+    classifier = build_classifier("compact", dtype=state["precision"])
+    model = compile_for_training(config, classifier, int(np.ceil(len(training_data.train.labels) / BATCH)))
+    model.optimizer.build(model.trainable_variables)
+    load_checkpoint(model, run / "checkpoint" / "last.weights.h5")
+
+    def validation_loss() -> float:
+        return float(model.evaluate(*validation, batch_size=BATCH, verbose=0, return_dict=True)["loss"])
+
+    logged = state["history"][-1]["val_loss"]
+    with averaged_weights(model):  # the average, as last.weights.h5's optimizer state keeps it
+        assert validation_loss() == pytest.approx(logged, rel=1e-4)
+        averaged = [np.array(w) for w in classifier.get_weights()]
+    assert validation_loss() != pytest.approx(logged, rel=1e-3), "the trained weights are not what was validated"
+    trained = classifier.get_weights()
+    assert any(not np.allclose(a, t) for a, t in zip(averaged, trained))
+
+    best = state["best_epoch"]
+    load_checkpoint(classifier, run / "checkpoint" / "best.weights.h5")  # the classifier's weights only
+    assert validation_loss() == pytest.approx(state["history"][best - 1]["val_loss"], rel=1e-4)
+    if best == 3:
+        assert all(np.allclose(a, b) for a, b in zip(averaged, classifier.get_weights()))
+
+    # a kill between the weights and state.json: the resume measures epoch 3 again, on the average
+    behind = a_copy_whose_state_ends_at(run, tmp_path / "behind", 2)
+    fervid_here("train", "--resume", "--out", str(behind))
+    measured = json.loads((behind / "checkpoint" / "state.json").read_text())["history"][-1]
+    assert measured["val_loss"] == pytest.approx(logged, rel=1e-4)
+
+    refused = fervid_here("train", "--resume", "--ema", "0.99", "--out", str(run), check=False)
+    assert refused.returncode == 2 and "--ema cannot change it" in refused.stderr
+
+
 def test_a_teacher_named_like_a_bundled_model_is_that_model_beside_a_folder_of_its_name(tmp_path, monkeypatch):
     """Every command reads a bundled name as the bundled model even beside ./fervid-vgg, but the
     teachers were recorded as that folder's absolute path, and the run learned from it instead."""
@@ -1015,6 +1065,8 @@ def test_distilling_from_teacher_views_trains_each_view_to_its_own_target(traine
      (["--init-from", "fervid-vgg"], "--init-from fervid-vgg: a bundled model is ONNX only and cannot be trained further"),
      # each failed only after the data had loaded: nan losses, days of scoring, or minutes of scoring for nothing
      (["--weight-decay", "1e9"], "--weight-decay must be 0 to 1"),
+     (["--ema", "1"], "--ema must be 0 (off) or a decay per step in (0, 1)"),  # 1: an average that never moves
+     (["--ema", "-0.5"], "--ema must be 0 (off) or a decay per step in (0, 1)"),
      (["--teacher", "fervid-vgg", "--teacher-views", "100000000"], "--teacher-views must be 0 (the clean faces) to 64"),
      (["--teacher", "fervid-vgg", "--distill", "0"], "--distill 0 takes nothing from the teachers")],
 )
@@ -1780,6 +1832,8 @@ def test_ctrl_c_during_a_checkpoint_waits_for_the_whole_checkpoint(tmp_path, cap
     from fervid.training.fit import RunCheckpoint
 
     class Weights:
+        optimizer = None  # as a Keras model's before compile: no weight averaging
+
         def save_weights(self, path: str) -> None:
             Path(path).write_bytes(b"epoch 5")
             if Path(path).name.startswith(".last"):  # Ctrl+C while the checkpoint is written

@@ -5,6 +5,7 @@
 # teachers whose probabilities prepare.sh stored in .gpu/teacher (docs/model.md parts 9-11), "kdv" from their
 # probabilities on fixed augmented views of each face (--teacher-views, part 13). The default (part 13): vgg-deep
 # distilled from all six both ways, side by side (the shipped vgg on the views ran on the CPU, 2026-12-05).
+# EXTRA adds fervid train options to every run (such as "--ema 0.999").
 set -u
 T0=$(date +%s); BUDGET=${BUDGET:-570}
 RUNS=${RUNS:-"vgg-deep-kd6 vgg-deep each 5e-4 250 kd;vgg-deep-kdv6 vgg-deep each 5e-4 250 kdv"}
@@ -70,7 +71,8 @@ for spec in "${specs[@]}"; do
     distill+=(--teacher-views "$(cat .gpu/teacher/views.txt)")
   fi
   train fervid-$name --name fervid-$arch --arch $arch --epochs $epochs --batch-size 128 --precision mixed_bfloat16 \
-    --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5 --weight-decay $wd --warp $warp ${distill[@]+"${distill[@]}"} &
+    --brightness 0.2 --contrast 0.2 --erasing 0.5 --warmup-epochs 5 --weight-decay $wd --warp $warp ${distill[@]+"${distill[@]}"} \
+    ${EXTRA:-} &
   [ "$spec" = "${specs[0]}" ] && sleep 20  # the first run decodes the dataset into the shared cache meanwhile
 done
 while sleep 30; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; \

@@ -43,6 +43,7 @@ class TrainConfig:
     erasing: float = 0.0
     val_fraction: float = 0.1
     patience: int = 0
+    ema: float = 0.0  # > 0: validate, keep and export the moving average of the weights, this decay per step
     seed: int = 42
     precision: str = "auto"
     unknown: str = "error"
@@ -73,6 +74,7 @@ class TrainConfig:
             (0.0 < self.val_fraction < 1.0, "--val-fraction must be between 0 and 1"),
             (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
+            (self.ema == 0 or 0 < self.ema < 1, "--ema must be 0 (off) or a decay per step in (0, 1), such as 0.999"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
             # AdamW shrinks each weight by rate x decay a step: past 1 they flip sign, and the loss goes nan
             (0 <= self.weight_decay <= MAX_WEIGHT_DECAY, f"--weight-decay must be 0 to {MAX_WEIGHT_DECAY:g}"),

@@ -5,7 +5,7 @@ Run folder layout (``out``)::
 
     config.json                  resolved TrainConfig (a resumed run reads it back)
     checkpoint/last.weights.h5   training model + optimizer state after the last finished epoch
-    checkpoint/best.weights.h5   classifier weights of the best validation epoch
+    checkpoint/best.weights.h5   classifier weights of the best validation epoch (their moving average with --ema)
     checkpoint/state.json        epochs done, best epoch, history
     model.keras model.onnx model.json history.csv curves.png confusion.png report.md metrics.json
 """
@@ -43,6 +43,7 @@ from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
 from fervid.model.specs import ARCHITECTURES as ARCHITECTURE_NAMES
+from fervid.training.averaging import AveragedClassifier, AveragedValidation, averaged_weights
 from fervid.training.config import PRECISIONS, TrainConfig
 from fervid.training.lock import RunLock
 from fervid.training.distill import (
@@ -290,7 +291,7 @@ def step_plateau(plateau: dict, val_accuracy: float, *, halved: bool) -> bool:
     return False
 
 
-def save_weights(weights: dict[Path, keras.Model]) -> None:
+def save_weights(weights: dict[Path, keras.Model | AveragedClassifier]) -> None:
     """Each model's weights written to its target, all replaced together once every file is written:
     a failed write (a full disk) leaves the checkpoint before as it was, best and last alike, and is
     one line naming the target (h5py's message spans lines and names the temporary file)."""
@@ -384,10 +385,10 @@ class RunCheckpoint(keras.callbacks.Callback):
         with signals_deferred():  # Ctrl+C or SIGTERM here would leave the weights one epoch ahead of state.json
             self.state["history"].append(row)
             self.state["epochs_done"] = epoch + 1
-            weights: dict[Path, keras.Model] = {}
+            weights: dict[Path, keras.Model | AveragedClassifier] = {}
             if improved:
                 self.state.update(best_val_accuracy=row["val_accuracy"], best_epoch=epoch + 1)
-                weights[self.run / "checkpoint" / "best.weights.h5"] = self.classifier
+                weights[self.run / "checkpoint" / "best.weights.h5"] = AveragedClassifier(self.model, self.classifier)
             weights[self.run / "checkpoint" / "last.weights.h5"] = self.model
             # Replaced in reverse order, last before best: a kill from here on (SIGKILL, power loss) leaves
             # last one epoch ahead of state.json at most, which catch_up_with_weights repairs on resume.
@@ -431,7 +432,8 @@ def catch_up_with_weights(model: keras.Model, classifier: keras.Model, state: di
             f"{path}: holds training step {step}, but checkpoint/state.json ends at epoch {done} (step "
             f"{done * steps_per_epoch}); the two files come from different runs: start a new run with another --out"
         )
-    scores = model.evaluate(*validation, batch_size=batch_size, verbose=0, return_dict=True)  # as fit validates
+    with averaged_weights(model):  # as fit validates
+        scores = model.evaluate(*validation, batch_size=batch_size, verbose=0, return_dict=True)
     row = {"epoch": done + 1, "loss": math.nan, "accuracy": math.nan, "val_loss": float(scores["loss"]),
            "val_accuracy": float(scores["accuracy"]), "learning_rate": current_learning_rate(model.optimizer),
            "seconds": math.nan}
@@ -440,7 +442,7 @@ def catch_up_with_weights(model: keras.Model, classifier: keras.Model, state: di
     improved = row["val_accuracy"] > state["best_val_accuracy"]
     if improved:
         state.update(best_val_accuracy=row["val_accuracy"], best_epoch=done + 1)
-        save_weights({run / "checkpoint" / "best.weights.h5": classifier})
+        save_weights({run / "checkpoint" / "best.weights.h5": AveragedClassifier(model, classifier)})
     if plateau := state.get("plateau"):  # the plateau schedule's count, moved as its callback moved it
         ran_at = state["history"][-2]["learning_rate"] if len(state["history"]) > 1 else row["learning_rate"]
         if step_plateau(plateau, row["val_accuracy"], halved=row["learning_rate"] < ran_at):
@@ -642,7 +644,8 @@ def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per
         seed=config.seed,
     )
     model = build_training_model(classifier, augmenter)
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(config, steps_per_epoch), weight_decay=config.weight_decay)
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(config, steps_per_epoch), weight_decay=config.weight_decay,
+                                       use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(
         optimizer=optimizer,
@@ -702,6 +705,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
     callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
+    if config.ema:  # before the checkpoint: validation (which the checkpoint reads) runs on the average
+        callbacks.append(AveragedValidation())
     callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience))
 
     if remaining > 0 and not stopped_early():
