@@ -746,6 +746,26 @@ def test_augmentation_layers_draw_independent_random_numbers():
     assert all(np.array_equal(first[k], again[k]) for k in first), "the same seed gives the same augmentations"
 
 
+def test_a_resumed_run_draws_new_augmentations_not_the_first_epochs_again():
+    """Keras saves no random-number state with the weights: each resume drew the first epoch's
+    rotations, zooms and shifts over again (a run resumed every session repeated them each time)."""
+    from fervid.model.architectures import build_classifier
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import compile_for_training
+
+    faces = np.random.default_rng(0).random((16, 48, 48, 1)).astype(np.float32)
+    config = TrainConfig(data="unused", arch="compact")
+
+    def augmented(epochs_done: int) -> np.ndarray:
+        model = compile_for_training(config, build_classifier("compact"), 10, epochs_done)
+        augmenter = model.layers[1]
+        return np.asarray(augmenter(faces, training=True))
+
+    start = augmented(0)
+    assert np.array_equal(start, augmented(0)), "the same epoch, the same augmentations"
+    assert not np.allclose(start, augmented(3)), "a resume after epoch 3 draws anew"
+
+
 def test_random_erasing_covers_part_of_every_face_only_in_training():
     from fervid.model.architectures import build_augmenter
 

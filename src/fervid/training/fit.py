@@ -627,10 +627,14 @@ def load_checkpoint(model: keras.Model, path: Path) -> None:
                           "start a new run with another --out") from None
 
 
-def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per_epoch: int) -> keras.Model:
+def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per_epoch: int, epochs_done: int = 0) -> keras.Model:
     """The classifier behind the configured augmentation, compiled with AdamW (no weight decay on
     norms and biases), the learning-rate schedule and label-smoothed cross-entropy. With
-    ``--teacher-views`` the faces arrive as their fixed views already, so only flips stay random."""
+    ``--teacher-views`` the faces arrive as their fixed views already, so only flips stay random.
+
+    The augmentation is seeded for the epoch it starts at (``epochs_done``), as the rest of a run's
+    random numbers are: Keras saves no random-number state with the weights, so with the run's own
+    seed every resume drew the first epoch's rotations, zooms and shifts over again."""
     views = bool(config.teacher_views)
     augmenter = build_augmenter(
         flip=config.flip,
@@ -641,7 +645,7 @@ def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per
         brightness=0.0 if views else config.brightness,
         contrast=0.0 if views else config.contrast,
         erasing=0.0 if views else config.erasing,
-        seed=config.seed,
+        seed=resume_seed(config.seed, epochs_done),
     )
     model = build_training_model(classifier, augmenter)
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(config, steps_per_epoch), weight_decay=config.weight_decay,
@@ -690,7 +694,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     config.save(run / "config.json")
     x_train, y_train = data.train.inputs(), data.train.one_hot()
     steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
-    model = compile_for_training(config, classifier, steps_per_epoch)
+    model = compile_for_training(config, classifier, steps_per_epoch, state["epochs_done"])
     validation = (data.validation.inputs(), data.validation.one_hot())
 
     def stopped_early() -> bool:
