@@ -135,6 +135,10 @@ def test_expands_folders_zips_and_skips_what_is_not_media(tmp_path: Path) -> Non
     assert all(len(item.fingerprint) == 40 for item in items)
     with pytest.raises(FervidError, match="no such file or folder"):
         expand_inputs([tmp_path / "missing"])
+    os.mkfifo(tmp_path / "pipe.jpg")  # there (it was called missing), but nothing to read as an image
+    for special in (tmp_path / "pipe.jpg", Path("/dev/null")):
+        with pytest.raises(FervidError, match=r"not a file or folder \(a device, pipe or socket\)"):
+            expand_inputs([special])
 
 
 def test_a_file_given_by_two_paths_is_one_source_and_a_rerun_from_elsewhere_resumes(
@@ -1370,12 +1374,16 @@ def test_a_killed_runs_temporary_table_is_removed_by_the_next_run(tmp_path: Path
     which no later run removed; another program's hidden file there is left alone."""
     folders = _two_folders(tmp_path)
     out, options = tmp_path / "faces.parquet", AnalyzeOptions(crops=True, image_batch=2)
-    leftovers = [tmp_path / ".faces.k1ll3d.tmp.parquet", tmp_path / ".faces.summary.k1ll3d.tmp.parquet"]
+    leftovers = [tmp_path / ".faces.k1ll3d_x.tmp.parquet", tmp_path / ".faces.summary.k1ll3d_x.tmp.parquet"]
     for leftover in leftovers:
         leftover.write_bytes(b"half a table")
-    (tmp_path / ".other.tmp.parquet").write_bytes(b"not ours")
+    # another program's hidden file, and the temporary of another run's --out faces.2024.parquet in the
+    # same folder (deleted, that run failed at its end): neither is this run's
+    others = [tmp_path / ".other.tmp.parquet", tmp_path / ".faces.2024.abcd1234.tmp.parquet", tmp_path / ".faces.v2.keepme.tmp.parquet"]
+    for other in others:
+        other.write_bytes(b"not ours")
     analyze(list(folders.values()), out, options)
-    assert not any(leftover.exists() for leftover in leftovers) and (tmp_path / ".other.tmp.parquet").exists()
+    assert not any(leftover.exists() for leftover in leftovers) and all(other.exists() for other in others)
 
 
 def test_a_failed_final_write_leaves_the_earlier_table_and_summary_as_a_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1403,3 +1411,65 @@ def test_a_failed_final_write_leaves_the_earlier_table_and_summary_as_a_pair(tmp
     monkeypatch.undo()
     again = analyze(list(folders.values()), out, options)
     assert again.skipped_units == 2 and out.read_bytes() != table, "the failed run's analysis is kept, only written out"
+
+
+@pytest.mark.parametrize("moment", ["flush", "move"])
+def test_ctrl_c_while_the_table_and_summary_are_finished_leaves_them_a_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str) -> None:
+    """Each file was flushed (slow for a large table) just before its own move, the summary first: a
+    Ctrl+C during the table's flush left the new summary beside the old table, and said nothing of
+    the units kept. Now a stop while they are flushed keeps the old pair, one while they move
+    finishes both moves first, and either way says that every unit is kept."""
+    import fervid.fileio as fileio
+
+    folders = _two_folders(tmp_path)
+    out, options = tmp_path / "faces.parquet", AnalyzeOptions(crops=True, image_batch=2)
+    analyze(list(folders.values()), out, options)
+    summary_path = tmp_path / "faces.summary.parquet"
+    old = (out.read_bytes(), summary_path.read_bytes())
+    cv2.imwrite(str(folders["b"] / "0.png"), textured_background(48, 48, seed=99))  # b's rows change
+    flush, replace = fileio._flush_to_disk, os.replace
+
+    def ctrl_c_at_the_table(function):
+        def wrapped(*args: object) -> object:
+            if Path(str(args[0])).name.startswith(".faces.") and ".summary." not in str(args[0]):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # delivered here
+            return function(*args)
+        return wrapped
+
+    if moment == "flush":
+        monkeypatch.setattr(fileio, "_flush_to_disk", ctrl_c_at_the_table(flush))
+    else:
+        monkeypatch.setattr(fileio.os, "replace", ctrl_c_at_the_table(replace))
+    with pytest.raises(AnalyzeInterrupted, match="2 of 2 units are complete"):
+        analyze(list(folders.values()), out, options)
+    monkeypatch.undo()
+    pair = (out.read_bytes(), summary_path.read_bytes())
+    fresh = analyze(list(folders.values()), tmp_path / "fresh.parquet", options)
+    if moment == "flush":
+        assert pair == old
+    else:
+        assert pair[0] != old[0] and pair[1] != old[1]
+        pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(fresh.outputs[0]))
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".faces")], "no temporary file is left"
+
+
+def test_the_python_api_takes_numpy_numbers_and_generators_and_refuses_other_types(tmp_path: Path) -> None:
+    """NumPy's int64 options failed as a TypeError (no JSON) deep in the unit plan; a generator of inputs
+    was used up by the check of out and read as no inputs; bytes paths and a dict of options were
+    TypeError/AttributeError tracebacks."""
+    folders = _two_folders(tmp_path)
+    out = tmp_path / "faces.parquet"
+    first = analyze((folder for folder in folders.values()), out, AnalyzeOptions(image_batch=2, min_size=30, scale_factor=1.25))
+    assert (first.units, first.skipped_units) == (2, 0)
+    numpy_options = AnalyzeOptions(image_batch=np.int64(2), min_size=np.int64(30), scale_factor=np.float32(1.25), every=np.int64(5))
+    again = analyze(list(folders.values()), out, numpy_options)
+    assert again.skipped_units == 2, "the same settings as NumPy numbers are the same units"
+    for call, message in (
+        (lambda: analyze([os.fsencode(folders["a"])], tmp_path / "x.parquet"), "each input must be a path"),
+        (lambda: analyze([folders["a"]], os.fsencode(tmp_path / "x.parquet")), "out must be a path"),
+        (lambda: analyze([folders["a"]], tmp_path / "x.parquet", {"crops": True}), "options must be an AnalyzeOptions"),
+    ):
+        with pytest.raises(FervidError, match=message):
+            call()
+    assert not (tmp_path / "x.parquet").exists()

@@ -459,7 +459,7 @@ def test_a_faces_probabilities_are_read_only_and_its_arguments_checked() -> None
         assert twin == face and hash(twin) == hash(face)
     assert json.loads(json.dumps(face.probabilities)) == dict(face.probabilities)
     for bad, message in (({"label": 9}, "label must be an index from 0 to 6"), ({"label": -1}, "label must be an index"),
-                         ({"label": 1.5}, "label must be an index")):
+                         ({"label": 1.5}, "label must be an index"), ({"label": True}, "label must be an index")):
         with pytest.raises(FervidError, match=message):
             Face.from_probabilities((1, 2, 3, 4), row, **bad)
     assert Face.from_probabilities((1, 2, 3, 4), row, label=np.int64(0)).expression == "angry"

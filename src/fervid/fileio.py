@@ -7,13 +7,14 @@ import contextlib
 import errno
 import glob
 import os
+import re
 import shutil
 import signal
 import stat
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from fervid.errors import FervidError
@@ -292,6 +293,22 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             temporary.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_paths(*targets: str | Path) -> Iterator[list[Path]]:
+    """Temporaries for files that belong together (a table and its summary), as :func:`atomic_path`
+    gives one: on success each is on disk first, then all are moved into place one after another
+    (the last target first) with Ctrl+C and SIGTERM held back, so a stop leaves the old files or the
+    new ones, never some of each; on an error none replaces its target."""
+    with ExitStack() as staged:
+        temporaries = [staged.enter_context(atomic_path(target)) for target in targets]
+        yield temporaries
+        for temporary in temporaries:  # the slow part (a large table), done before any of them moves
+            _flush_to_disk(temporary)
+        moves = staged.pop_all()
+    with signals_deferred():
+        moves.close()
+
+
 def temporary_affixes(target: Path) -> tuple[str, str]:
     """The prefix and suffix of ``target``'s temporary (``.stem.`` and ``.tmp.suffix``), cut so that
     the temporary's name fits ``NAME_BYTES`` whenever the target's does: the random part and
@@ -328,14 +345,17 @@ def _flush_to_disk(path: Path) -> None:
 def remove_temporaries(folder: str | Path, of: str | Path | None = None) -> int:
     """Delete what :func:`atomic_path` left in ``folder`` when a process was killed mid-write; returns how many.
 
-    ``of``: only the temporaries of that one file (its folder is the user's, where other programs'
-    hidden files are not fervid's to delete)."""
+    ``of``: only the temporaries of that one file, named exactly as :func:`atomic_path` names them
+    (its folder is the user's, where other programs' hidden files, and the temporaries of another
+    output there such as ``faces.2024.parquet``'s beside ``faces.parquet``, are not this run's to
+    delete)."""
     if of is None:
-        pattern = ".*.tmp*"
+        leftovers = [path for path in Path(folder).glob(".*.tmp*") if path.is_file()]
     else:
         prefix, suffix = temporary_affixes(Path(of))
-        pattern = f"{glob.escape(prefix)}*{glob.escape(suffix)}"
-    leftovers = [path for path in Path(folder).glob(pattern) if path.is_file()]
+        own = re.compile(re.escape(prefix) + f"[a-z0-9_]{{{TEMPORARY_RANDOM_BYTES}}}" + re.escape(suffix))  # mkstemp's letters
+        leftovers = [path for path in Path(folder).glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}")
+                     if own.fullmatch(path.name) and path.is_file()]
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return len(leftovers)

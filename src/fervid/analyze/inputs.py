@@ -197,6 +197,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
         elif path.is_file():
             kind = kind_of(path)
             count += add(_zip_members(path) if kind == "zip" else ([_file(path, path.name, kind or "video")], []))
+        elif path.exists():  # /dev/null, a named pipe or a socket: there, but nothing to analyse
+            raise FervidError(f"{path}: not a file or folder (a device, pipe or socket); give images, videos, zips or folders of them")
         else:
             raise FervidError(f"{path}: no such file or folder")
         if not count:

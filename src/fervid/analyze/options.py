@@ -72,7 +72,8 @@ class AnalyzeOptions:
         key: dict = {"largest_only": self.largest_only, "crops": self.crops}
         if not self.crops:
             key["scan"] = DETECTOR_SCAN  # the detector's own version: rows found the old way are not reused
+        # As Python's numbers (NumPy's int64 is no JSON, and failed as a TypeError), and floats as floats:
+        # the API's 300 and the CLI's 300.0 cut the same units (an id of 300 redid them all)
         if not self.crops and self.detector() != DetectorConfig():  # the defaults keep earlier runs' ids
-            key["detector"] = [self.scale_factor, self.min_neighbors, self.min_size]
-        # segment_s as a float: the API's 300 and the CLI's 300.0 cut the same units (an id of 300 redid them all)
-        return key if kind == "image" else {**key, "every": self.every, "segment_s": float(self.segment_s)}
+            key["detector"] = [float(self.scale_factor), int(self.min_neighbors), int(self.min_size)]
+        return key if kind == "image" else {**key, "every": int(self.every), "segment_s": float(self.segment_s)}

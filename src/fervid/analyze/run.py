@@ -121,9 +121,15 @@ def analyze(
     """
     if isinstance(inputs, (str, os.PathLike)):  # one input, not the characters of its name
         inputs = [inputs]
+    inputs = list(inputs)  # a generator was used up by the check of out, then read as no inputs at all
+    for path, name in [*((item, "each input") for item in inputs), (out, "out")]:
+        if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+            raise FervidError(f"{name} must be a path (str or pathlib.Path), got {path!r}"[:200])
     if isinstance(out, str) and not out.strip():  # Path("") is "." and wrote the results into the current folder
         raise FervidError("out is empty: give a folder, a .parquet or a .csv file")
     options = options or AnalyzeOptions()
+    if not isinstance(options, AnalyzeOptions):  # a dict of them failed as an AttributeError
+        raise FervidError(f"options must be an AnalyzeOptions, such as AnalyzeOptions(every=5), got {type(options).__name__}")
     options.validate()
     if options.crops and boxes is not None:
         raise FervidError("--crops and --boxes both say where the faces are: give one of them")
@@ -199,8 +205,11 @@ def analyze(
                 where = f"summary in {store.summary_path}"
             store.unhide_stale()
             raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); {where}")
-        report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results
-        store.finish(report.summary)
+        try:
+            report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results
+            store.finish(report.summary)
+        except KeyboardInterrupt as interrupt:  # every unit is complete: the rerun only writes the table out
+            raise AnalyzeInterrupted(len(ids & store.completed()), len(units), store.parts) from interrupt
         report.outputs = [str(store.out), str(store.summary_path)]
         report.parts = None if store.format == "folder" else f"{store.parts}/"
         return report

@@ -20,7 +20,6 @@ import csv
 import json
 import re
 from collections.abc import Iterable
-from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,7 +32,8 @@ from fervid.analyze.units import Unit, UnitResult
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import (
-    atomic_path, check_writable, check_writable_folder, refuse_symlink_loop, remove_temporaries, write_text_atomically,
+    atomic_path, atomic_paths, check_writable, check_writable_folder, refuse_symlink_loop, remove_temporaries,
+    write_text_atomically,
 )
 
 STALE = ".stale"  # a hidden part of a unit not in the running analysis (ResultStore.hide_stale)
@@ -287,19 +287,21 @@ class ResultStore:
     def finish(self, summary: pa.Table) -> None:
         """Write the summary and, for .parquet/.csv outputs, the combined file of the rows, sorted.
 
-        Both are written to temporary files first and moved into place together: a run stopped or
-        failing while either is written leaves the earlier table and summary as a pair, never a new
-        table beside an old summary that counts other faces."""
+        Both are written to disk as temporary files first and then moved into place together, Ctrl+C
+        held back between the moves: a run stopped or failing while they are written leaves the
+        earlier table and summary as a pair, never a new table beside an old summary that counts
+        other faces, or the reverse."""
         parts = sorted(_visible(self.parts, "part-*.parquet"))
         empty = self.parts / EMPTY_PART
-        with ExitStack() as staged:  # each replaces its target as the stack closes without an error
-            if self.format == "folder":
-                if not [part for part in parts if part != empty]:
-                    _write_parquet(ROW_SCHEMA.empty_table(), empty)
-            else:
-                rows = pa.concat_tables([_read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
-                self._write(rows.sort_by(SORT_KEYS), staged.enter_context(atomic_path(self.out)))
-            self._write(summary, staged.enter_context(atomic_path(self.summary_path)))
+        if self.format == "folder":
+            if not [part for part in parts if part != empty]:
+                _write_parquet(ROW_SCHEMA.empty_table(), empty)
+            self.write_summary(summary)
+            return
+        rows = pa.concat_tables([_read_table(part, schema=ROW_SCHEMA) for part in parts]) if parts else ROW_SCHEMA.empty_table()
+        with atomic_paths(self.out, self.summary_path) as (table_file, summary_file):
+            self._write(rows.sort_by(SORT_KEYS), table_file)
+            self._write(summary, summary_file)
 
     def _write(self, table: pa.Table, path: Path) -> None:
         """A table in the output's format (Parquet for a folder's summary)."""

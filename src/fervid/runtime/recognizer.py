@@ -231,7 +231,8 @@ class Recognizer:
 
         Arrays are read by dtype: uint8 0..255; uint16 0..65535; float 0..1, or 0..255 once values
         reach 2 (``image.astype(np.float32)``); other integer types (PIL mode "I") 0..255. Values
-        outside those ranges, a float just above 1, NaN and bool are a FervidError, never a guess.
+        outside those ranges, a float just above 1, NaN, bool and a uint16 image whose values are
+        all 1..255 (an 8-bit picture in uint16, black to the eye) are a FervidError, never a guess.
         ``color`` is 'bgr' (OpenCV) or 'rgb' (PIL, matplotlib), in any case.
 
         Give ``boxes`` (x, y, w, h rows, or one such box) to classify known faces and skip
