@@ -211,6 +211,36 @@ def test_weights_saved_one_epoch_ahead_of_the_state_resume_as_that_epoch(trained
     assert (two_behind / "checkpoint" / "state.json").read_bytes() == before
 
 
+def test_a_resume_that_catches_up_an_epoch_trains_on_as_a_clean_resume_does(tmp_path, monkeypatch):
+    """After the repair of a kill between the weights and state.json, dropout and augmentation were
+    seeded for the epoch before (only the shuffle moved on): the next epoch trained otherwise than
+    after a clean stop at the same epoch."""
+    from fervid.training import fit as fit_module
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 8, "validation": 2})
+    stopped = tmp_path / "stopped"
+    on_epoch_end = fit_module.RunCheckpoint.on_epoch_end
+
+    def stop_after_epoch_3(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        if epoch + 1 == 3:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fit_module.RunCheckpoint, "on_epoch_end", stop_after_epoch_3)
+        result = fervid_here("train", str(data), "--arch", "compact", "--epochs", "5", "--batch-size", "8",
+                             "--warmup-epochs", "1", "--out", str(stopped), check=False)
+    assert result.returncode == 130, result.stderr
+    clean = tmp_path / "clean"
+    shutil.copytree(stopped, clean)
+    behind = a_copy_whose_state_ends_at(stopped, tmp_path / "behind", 2)
+    for run in (clean, behind):
+        fervid_here("train", "--resume", "--out", str(run))
+    epoch_4 = [json.loads((run / "checkpoint" / "state.json").read_text())["history"][3] for run in (clean, behind)]
+    assert epoch_4[0]["loss"] == pytest.approx(epoch_4[1]["loss"], rel=1e-6)
+    assert epoch_4[0]["val_loss"] == pytest.approx(epoch_4[1]["val_loss"], rel=1e-6)
+
+
 def test_run_folder_has_every_artifact(trained_run):
     run, _ = trained_run
     for name in ["model.keras", "model.onnx", "model.json", "history.csv", "curves.png", "confusion.png", "report.md",
@@ -816,6 +846,15 @@ def test_init_from_a_stopped_run_starts_from_its_best_epoch_so_far(trained_run, 
                           check=False)
     assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr, mismatch.stderr
     assert mismatch.stderr.strip().endswith("give --arch compact") and len(mismatch.stderr.strip().splitlines()) == 1, mismatch.stderr
+    # what is not a model says what to do: finish the stopped run; give the run, not its checkpoint folder
+    for command in (["evaluate", str(stopped), str(data)], ["export", str(stopped), "--out", str(tmp_path / "m.onnx")]):
+        unfinished = fervid_here(*command, check=False)
+        assert unfinished.returncode == 2 and unfinished.stderr.startswith(
+            f"fervid: error: {stopped}: a training run that has not finished (no model."), unfinished.stderr
+        assert f"finish it with fervid train --resume --out {stopped}" in unfinished.stderr
+    inside = fervid_here("train", str(data), "--arch", "compact", "--init-from", str(stopped / "checkpoint"),
+                         "--out", str(tmp_path / "y"), check=False)
+    assert inside.returncode == 2 and f"the checkpoint folder of the run {stopped}; give the run folder" in inside.stderr, inside.stderr
 
 
 def test_ema_validates_checkpoints_and_exports_the_moving_average_and_resumes_it(tmp_path):
@@ -833,6 +872,7 @@ def test_ema_validates_checkpoints_and_exports_the_moving_average_and_resumes_it
                 "--ema", "0.9", "--out", str(run))
     config = TrainConfig.load(run / "config.json")
     assert config.ema == 0.9
+    assert "- weights: the moving average over about 10 steps (`--ema 0.9`)" in (run / "report.md").read_text()
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     training_data = load_training_data(config)
     validation = (training_data.validation.inputs(), training_data.validation.one_hot())
@@ -1400,6 +1440,35 @@ def test_sigterm_mid_training_says_how_to_resume(tmp_path):
     assert json.loads((run / "checkpoint" / "state.json").read_text())["epochs_done"] >= 1
 
 
+def test_a_ctrl_c_that_a_library_swallows_still_stops_the_run(tmp_path, monkeypatch):
+    """On the JAX backend the main thread waits mostly inside Keras's pythonify_logs, whose bare
+    ``except: pass`` swallowed the KeyboardInterrupt of Ctrl+C or SIGTERM: the run trained on to its
+    last epoch and exited 0. Here the TensorFlow trainer's call of it swallows one the same way."""
+    import keras.src.backend.tensorflow.trainer as tf_trainer
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 8, "validation": 2})
+    run = tmp_path / "run"
+    pythonify_logs, calls = tf_trainer.pythonify_logs, []
+
+    def swallowing(logs):
+        calls.append(1)
+        if len(calls) == 1:  # the first validation: Ctrl+C arrives while the library holds the main thread
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+            except:  # noqa: E722 -- as pythonify_logs does
+                pass
+        return pythonify_logs(logs)
+
+    monkeypatch.setattr(tf_trainer, "pythonify_logs", swallowing)
+    result = fervid_here("train", str(data), "--arch", "compact", "--epochs", "5", "--batch-size", "8", "--out", str(run), check=False)
+    assert result.returncode == 130, result.stdout[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"fervid: interrupted; the finished epochs are kept: fervid train --resume --out {run}"
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == 1, "the epoch that had ended was kept, none after it trained"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_resume_after_a_stop_in_the_first_epoch_starts_it_and_refuses_changed_options(tmp_path):
     from fervid.training.config import TrainConfig
 
@@ -1577,6 +1646,20 @@ def test_a_warm_up_as_long_as_the_run_is_named(capsys):
     assert "--warmup-epochs 3 is not shorter than --epochs 2" in capsys.readouterr().err
     learning_rate(TrainConfig(data="d", epochs=20, warmup_epochs=3), steps_per_epoch=10)
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_too_short_for_its_average_is_warned(capsys):
+    """Keras's average starts at the first step's weights: a 400-step run at --ema 0.999 exported a
+    model at chance (the first weights still two thirds of the average) without a word."""
+    from fervid.training.averaging import warn_if_too_short_to_average
+
+    warn_if_too_short_to_average(0.999, 400)
+    err = capsys.readouterr().err
+    assert "--ema 0.999 averages about 1,000 steps, but the run has 400" in err and "67% of the first steps' weights" in err
+    assert "use --ema 0.9875 or lower" in err
+    for decay, steps in ((0.999, 8980), (0.0, 10)):  # the FER2013 A/B's 20 epochs; no averaging
+        warn_if_too_short_to_average(decay, steps)
+        assert capsys.readouterr().err == ""
 
 
 def write_unimprovable_dataset(root: Path) -> Path:
@@ -2030,9 +2113,14 @@ def test_the_resume_seed_stays_one_numpy_takes():
     """--seed allows up to 2**32 - 1; seed + epochs done went past it and every resume failed."""
     from fervid.training.fit import resume_seed
 
-    assert resume_seed(42, 168) == 210
-    assert resume_seed(2**32 - 1, 3) == 2
+    assert resume_seed(42, 0) == 42, "a new run starts from its own seed"
+    assert resume_seed(42, 168) == (42 + 168 * 0x9E3779B1) % 2**32
     np.random.seed(resume_seed(2**32 - 1, 300))  # accepted
+    # a resumed run's seeds are not another run's: --seed 42 after epoch 1 drew a fresh --seed 43's numbers,
+    # and the augmentation layers take 8 consecutive seeds
+    resumed = {resume_seed(42, epochs) + layer for epochs in range(1, 300) for layer in range(8)}
+    fresh = {seed + layer for seed in range(10_000) for layer in range(8)}
+    assert len(resumed) == 299 * 8 and not resumed & fresh
 
 
 def test_a_val_fraction_the_data_does_not_use_is_named(tmp_path, capsys):

@@ -249,7 +249,7 @@ def train(
     erasing: Annotated[float, typer.Option(callback=_finite, help="Chance of erasing a random rectangle of each face (0 = off).")] = 0.0,
     val_fraction: Annotated[float, typer.Option(callback=_finite, help="Held-out validation fraction when the data has no validation split.")] = 0.1,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation accuracy (0 = never).")] = 0,
-    ema: Annotated[float, typer.Option(callback=_finite, help="Keep a moving average of the weights with this decay per training step and validate, checkpoint and export it instead (0 = off; 0.999 averages about the last 1,000 steps, 2 FER2013 epochs at batch 64).")] = 0.0,
+    ema: Annotated[float, typer.Option(callback=_finite, help="Keep a moving average of the weights with this decay per training step and validate, checkpoint and export it instead (0 = off; 0.999 averages about the last 1,000 steps, 2 FER2013 epochs at batch 64; the run needs several times that many steps).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
     name: Annotated[Optional[str], typer.Option(help="Model name in the model card (default: the run folder's name).")] = None,

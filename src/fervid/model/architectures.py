@@ -19,6 +19,7 @@ from fervid.model.backend import keras
 from fervid.model.specs import ARCHITECTURES, WARPS, VggSpec, XceptionSpec
 from fervid.model.warp import RandomWarp
 from fervid.preprocess import INPUT_SHAPE
+from fervid.run_folders import missing_model_reason
 
 layers = keras.layers
 __all__ = ["ARCHITECTURES", "VggSpec", "XceptionSpec", "build_augmenter", "build_classifier", "build_training_model"]
@@ -165,7 +166,7 @@ def keras_model_path(source: str | Path) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "model.keras").is_file():
-            raise FervidError(f"{source}: a folder without model.keras (give a .keras model or a finished run folder)")
+            raise FervidError(missing_model_reason(Path(source), "model.keras", "a .keras model or a finished run folder"))
         return path / "model.keras"
     if not path.is_file():
         raise FervidError(f"{source}: no such model file")

@@ -16,6 +16,7 @@ from fervid.bundled import available_bundled_models
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.preprocess import FACE_SIZE, MAX_INPUT_BLUR, prepare_face, smooth, to_model_input
+from fervid.run_folders import missing_model_reason
 
 METADATA_KEY = "fervid"
 DEFAULT_MODEL = "fervid-vgg"  # `fervid models` lists every model shipped in the package
@@ -178,7 +179,7 @@ def resolve_model(model: str | Path | None) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model.onnx").exists():
-            raise FervidError(f"{path}: a folder without model.onnx (give a .onnx file, a finished run folder or a bundled model name)")
+            raise FervidError(missing_model_reason(path, "model.onnx", "a .onnx file, a finished run folder or a bundled model name"))
         return path / "model.onnx"
     if path.suffix.lower() == ".keras":
         if not path.exists():

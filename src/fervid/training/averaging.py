@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from fervid.console import warn
 from fervid.model.backend import keras
 
 
@@ -62,3 +63,17 @@ class AveragedClassifier:
     def save_weights(self, path: str) -> None:
         with averaged_weights(self.training_model):
             self.classifier.save_weights(path)
+
+
+def warn_if_too_short_to_average(decay: float, total_steps: int) -> None:
+    """Warn when a run is too short for its ``--ema`` decay. Keras starts the average at the first
+    step's weights, with no correction for that start, which still holds ``decay ** steps`` of the
+    average at the run's end: 67% after 400 steps at 0.999, a model near chance exported from a run
+    whose trained weights were fine."""
+    if not decay or total_steps < 1:
+        return
+    share = decay ** (total_steps - 1)
+    if share > 0.01:
+        warn(f"--ema {decay:g} averages about {1 / (1 - decay):,.0f} steps, but the run has {total_steps:,}: its average "
+             f"(validated and exported) still holds {share:.0%} of the first steps' weights at the end; use --ema "
+             f"{1 - 5 / total_steps:.4g} or lower, or more epochs")

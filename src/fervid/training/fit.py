@@ -43,9 +43,10 @@ from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
 from fervid.model.specs import ARCHITECTURES as ARCHITECTURE_NAMES
-from fervid.training.averaging import AveragedClassifier, AveragedValidation, averaged_weights
+from fervid.training.averaging import AveragedClassifier, AveragedValidation, averaged_weights, warn_if_too_short_to_average
 from fervid.training.config import PRECISIONS, TrainConfig
 from fervid.training.lock import RunLock
+from fervid.training.stopping import StopWhenAsked, stops_remembered
 from fervid.training.distill import (
     TEACHER_FILE,
     TEACHER_VIEWS_FILE,
@@ -339,10 +340,15 @@ def h5py_write_failures_quiet() -> Iterator[None]:
         sys.excepthook, sys.unraisablehook = hooks
 
 
+RESUME_STRIDE = 0x9E3779B1  # odd, far from any seed a user picks: epochs' seeds stay apart from other runs'
+
+
 def resume_seed(seed: int, epochs_done: int) -> int:
     """The random seed a run (re)starts with: new random numbers at each resume, the same ones for
-    the same epoch; below 2**32, as NumPy takes them (a --seed near 2**32 broke every resume)."""
-    return (seed + epochs_done) % 2**32
+    the same epoch; below 2**32, as NumPy takes them (a --seed near 2**32 broke every resume). Epochs
+    step the seed by a large stride, not by 1: a --seed 42 run resumed after epoch 1 drew exactly a
+    fresh --seed 43 run's numbers, and the augmentation layers take seed, seed + 1, ... besides."""
+    return (seed + epochs_done * RESUME_STRIDE) % 2**32
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -695,6 +701,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     x_train, y_train = data.train.inputs(), data.train.one_hot()
     steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
     model = compile_for_training(config, classifier, steps_per_epoch, state["epochs_done"])
+    warn_if_too_short_to_average(config.ema, config.epochs * steps_per_epoch)
     validation = (data.validation.inputs(), data.validation.one_hot())
 
     def stopped_early() -> bool:
@@ -704,7 +711,13 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
         model.optimizer.build(model.trainable_variables)
         load_checkpoint(model, run / "checkpoint" / "last.weights.h5")
         if catch_up_with_weights(model, classifier, state, steps_per_epoch, validation, config.batch_size, run):
-            keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))  # the next epoch's numbers
+            # one epoch on: dropout and augmentation (seeded as the model is built) draw the next epoch's numbers,
+            # as a resume from a state.json that had been written would
+            keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))
+            classifier = build_classifier(config.arch, dtype=precision)
+            model = compile_for_training(config, classifier, steps_per_epoch, state["epochs_done"])
+            model.optimizer.build(model.trainable_variables)
+            load_checkpoint(model, run / "checkpoint" / "last.weights.h5")
     remaining = config.epochs - state["epochs_done"]
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
@@ -712,6 +725,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     if config.ema:  # before the checkpoint: validation (which the checkpoint reads) runs on the average
         callbacks.append(AveragedValidation())
     callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience))
+    stop = StopWhenAsked()
+    callbacks.append(stop)  # last: an epoch that has just ended is checkpointed before a stop
 
     if remaining > 0 and not stopped_early():
         state.update(precision=precision, keras_backend=keras.backend.backend())
@@ -719,23 +734,24 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
             teacher = cached_teacher_probabilities(run, config.teacher, x_train, data.fingerprint)
             y_train = distilled_targets(y_train, teacher, config.distill)
         verbose = 1 if os.isatty(1) else 0
-        if config.teacher_views:
-            recipe = config.view_recipe()
-            teacher = cached_teacher_view_probabilities(run, config.teacher, x_train, data.fingerprint, recipe, config.teacher_views)
-            per_face = face_weights(data.train.labels) if config.imbalance == "weights" else None
-            batches = ViewBatches(x_train, y_train, teacher, config.distill, recipe, config.batch_size, config.seed,
-                                  state["epochs_done"], per_face)
-            model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
-                      validation_data=validation, callbacks=callbacks, verbose=verbose)
-        elif config.imbalance == "sampling":
-            batches = BalancedBatches(x_train, y_train, data.train.labels, config.batch_size, config.seed, state["epochs_done"])
-            model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
-                      validation_data=validation, callbacks=callbacks, verbose=verbose)
-        else:
-            per_face = face_weights(data.train.labels) if config.imbalance == "weights" else None
-            model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
-                      initial_epoch=state["epochs_done"], validation_data=validation, sample_weight=per_face,
-                      shuffle=True, callbacks=callbacks, verbose=verbose)
+        with stops_remembered(stop):
+            if config.teacher_views:
+                recipe = config.view_recipe()
+                teacher = cached_teacher_view_probabilities(run, config.teacher, x_train, data.fingerprint, recipe, config.teacher_views)
+                per_face = face_weights(data.train.labels) if config.imbalance == "weights" else None
+                batches = ViewBatches(x_train, y_train, teacher, config.distill, recipe, config.batch_size, config.seed,
+                                      state["epochs_done"], per_face)
+                model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
+                          validation_data=validation, callbacks=callbacks, verbose=verbose)
+            elif config.imbalance == "sampling":
+                batches = BalancedBatches(x_train, y_train, data.train.labels, config.batch_size, config.seed, state["epochs_done"])
+                model.fit(batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
+                          validation_data=validation, callbacks=callbacks, verbose=verbose)
+            else:
+                per_face = face_weights(data.train.labels) if config.imbalance == "weights" else None
+                model.fit(x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
+                          initial_epoch=state["epochs_done"], validation_data=validation, sample_weight=per_face,
+                          shuffle=True, callbacks=callbacks, verbose=verbose)
     if state["best_epoch"]:
         load_checkpoint(classifier, run / "checkpoint" / "best.weights.h5")
     state.setdefault("precision", precision)

@@ -133,6 +133,15 @@ def distillation_line(training: dict) -> list[str]:
             f"probabilities{scored}"]
 
 
+def averaging_line(training: dict) -> list[str]:
+    """The report's line on weight averaging, if the run kept an average (``--ema``)."""
+    decay = training.get("ema", 0)
+    if not decay:
+        return []
+    return [f"- weights: the moving average over about {1 / (1 - decay):,.0f} steps (`--ema {decay:g}`), validated and "
+            "exported; the curves' validation is the average's, their training accuracy the trained weights'"]
+
+
 def temperature_reason(check: dict) -> str:
     """Why the card has its temperature: the fit on validation and the calibration error it left."""
     fitted = f"fitted on validation by log-likelihood: {check['temperature']}"
@@ -162,6 +171,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"{card['dataset']['train_images']:,} train / {card['dataset']['validation_images']:,} validation ({card['dataset']['validation_source']})",
         *(f"- data note: {note}" for note in card["dataset"].get("notes", [])),
         *distillation_line(card["training"]),
+        *averaging_line(card["training"]),
         f"- epochs: {card['epochs_trained']} trained, best validation epoch {card['best_epoch']}",
         f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
         f"- with horizontal-flip averaging ({'the runtime default' if card['inference']['flip_tta'] else 'off in the runtime: trained with --no-flip'}): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
