@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fervid.checks import is_number
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 
@@ -61,8 +62,7 @@ class Face:
                               f"got shape {probabilities.shape}")
         if not np.isfinite(probabilities).all():
             raise FervidError(f"probabilities must be finite numbers, got {probabilities.tolist()}")
-        if label is not None and (isinstance(label, (bool, np.bool_)) or not (isinstance(label, numbers.Integral)
-                                                                           and 0 <= label < len(EXPRESSIONS))):
+        if label is not None and not (is_number(label, numbers.Integral) and 0 <= label < len(EXPRESSIONS)):
             raise FervidError(f"label must be an index from 0 to {len(EXPRESSIONS) - 1} into {', '.join(EXPRESSIONS)}, got {label!r}")
         best = int(np.argmax(probabilities)) if label is None else int(label)
         corners = np.asarray(box, dtype=np.float64).ravel()

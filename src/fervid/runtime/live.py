@@ -17,10 +17,11 @@ from pathlib import Path
 import cv2
 
 from fervid.console import plural, progress, warn
+from fervid.checks import is_number
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, check_writable, signals_deferred
 from fervid.images import is_hidden
-from fervid.runtime.recognizer import Recognizer, _is_a
+from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, is_live_summary, summary_plot_path
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
@@ -126,7 +127,7 @@ def run_live(
     """
     if not isinstance(recognizer, Recognizer):  # None failed part-way into the first frame
         raise FervidError(f"recognizer must be a fervid.Recognizer, got {type(recognizer).__name__}")
-    if max_frames is not None and not (_is_a(max_frames, numbers.Integral) and max_frames >= 1):  # "3" raised TypeError, 2.5 ran 3 frames
+    if max_frames is not None and not (is_number(max_frames, numbers.Integral) and max_frames >= 1):  # "3" raised TypeError, 2.5 ran 3 frames
         raise FervidError(f"max_frames (--max-frames) must be a whole number, 1 or more, got {max_frames!r}")
     # ~ expanded as the checks read it, so each output goes where it was checked (--jsonl=~/t.jsonl,
     # which the shell leaves alone, was checked in the home folder and written in ./~)

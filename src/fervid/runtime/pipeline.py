@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from fervid.checks import is_number
 from fervid.errors import FervidError
 from fervid.images import gray_frame
 from fervid.runtime.face import Face
-from fervid.runtime.recognizer import Recognizer, _is_a
+from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.sources import Frame
 from fervid.runtime.track import KEEP_ID_S, FaceTracker
 
@@ -39,7 +40,7 @@ class FrameProcessor:
 
     def __init__(self, recognizer: Recognizer, tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
         given: object = detect_every  # from Python, anything: checked as such
-        if not (_is_a(given, numbers.Integral) and int(given) >= 1):  # type: ignore[call-overload]
+        if not (is_number(given, numbers.Integral) and int(given) >= 1):  # type: ignore[call-overload]
             raise FervidError(f"detect_every (--detect-every) must be a whole number, 1 or more, got {detect_every!r}")
         self.recognizer = recognizer
         self.tracker = tracker or FaceTracker(max_missed_s=KEEP_ID_S)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 
+from fervid.checks import is_number
 from fervid.errors import FervidError
 from fervid.pixel_limit import pixel_limit
 from fervid.images import (
@@ -30,12 +31,6 @@ def _holds_paths(value: object) -> bool:
     if isinstance(value, (str, os.PathLike)):
         return True
     return isinstance(value, (list, tuple)) and any(isinstance(item, (str, os.PathLike)) for item in value)
-
-
-def _is_a(value: object, kind: type) -> bool:
-    """Whether ``value`` is a number of ``kind`` (``numbers.Real``, ``numbers.Integral``), NumPy scalars
-    included (np.float32(0.1), np.int64(2)), as DetectorConfig takes them; never a bool."""
-    return isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
 
 
 def crop_face(gray: np.ndarray, box: Sequence[int] | np.ndarray, margin: float = 0.0) -> np.ndarray:
@@ -64,7 +59,7 @@ def checked_boxes(boxes: object, frame_shape: tuple[int, ...]) -> np.ndarray:
         # ints comes out of NumPy as the int 1, so a list is checked value by value
         values = given.flat if isinstance(boxes, np.ndarray) else np.asarray(boxes, dtype=object).flat
         if given.dtype.kind not in "iufO" or (not isinstance(boxes, np.ndarray) or given.dtype.kind == "O") and not all(
-                _is_a(value, numbers.Real) for value in values):
+                is_number(value, numbers.Real) for value in values):
             raise TypeError
         array = given.astype(np.float64)
     except (TypeError, ValueError):
@@ -154,10 +149,10 @@ class Recognizer:
         threads: int | None = None,
     ) -> None:
         pixel_limit()  # a bad OPENCV_IO_MAX_IMAGE_PIXELS set after OpenCV was imported fails here, not at a decode
-        if not (_is_a(margin, numbers.Real) and 0.0 <= margin <= 1.0):
+        if not (is_number(margin, numbers.Real) and 0.0 <= margin <= 1.0):
             raise FervidError(f"margin must be a number from 0 to 1, got {margin!r}")
         # Past 1024 (2**40 was ONNX Runtime's pybind TypeError) no CPU has the cores to run them.
-        if threads is not None and not (_is_a(threads, numbers.Integral) and 1 <= threads <= MAX_THREADS):
+        if threads is not None and not (is_number(threads, numbers.Integral) and 1 <= threads <= MAX_THREADS):
             raise FervidError(f"threads must be None (up to 4) or a whole number from 1 to {MAX_THREADS}, got {threads!r}")
         if flip_tta is not None and not isinstance(flip_tta, (bool, np.bool_)):
             raise FervidError(f"flip_tta must be True, False or None (the model card's), got {flip_tta!r}")

@@ -707,22 +707,24 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     def stopped_early() -> bool:
         return bool(config.patience) and state["epochs_done"] - state["best_epoch"] >= config.patience
 
-    if resume and config.epochs > state["epochs_done"] and not stopped_early():
-        model.optimizer.build(model.trainable_variables)
+    def continue_last_epoch(model: keras.Model) -> None:
+        model.optimizer.build(model.trainable_variables)  # so that the optimizer's state loads too
         load_checkpoint(model, run / "checkpoint" / "last.weights.h5")
+
+    if resume and config.epochs > state["epochs_done"] and not stopped_early():
+        continue_last_epoch(model)
         if catch_up_with_weights(model, classifier, state, steps_per_epoch, validation, config.batch_size, run):
             # one epoch on: dropout and augmentation (seeded as the model is built) draw the next epoch's numbers,
             # as a resume from a state.json that had been written would
             keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))
             classifier = build_classifier(config.arch, dtype=precision)
             model = compile_for_training(config, classifier, steps_per_epoch, state["epochs_done"])
-            model.optimizer.build(model.trainable_variables)
-            load_checkpoint(model, run / "checkpoint" / "last.weights.h5")
+            continue_last_epoch(model)
     remaining = config.epochs - state["epochs_done"]
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
     callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
-    if config.ema:  # before the checkpoint: validation (which the checkpoint reads) runs on the average
+    if config.ema:  # validation, which selects the best epoch the checkpoint keeps, runs on the average
         callbacks.append(AveragedValidation())
     callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience))
     stop = StopWhenAsked()
