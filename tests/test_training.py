@@ -828,7 +828,59 @@ def test_init_from_starts_where_the_trained_model_ended(trained_run, tmp_path):
     assert len(mismatch.stderr.strip().splitlines()) == 1
     missing = fervid_here("train", str(data), "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "y"),
                          check=False)
-    assert missing.returncode == 2 and f"--init-from {tmp_path / 'nope'}: no such model file or run folder" in missing.stderr
+    assert missing.returncode == 2 and f"--init-from {tmp_path / 'nope'}: no such model file, run folder or bundled model name" in missing.stderr
+
+
+def test_init_from_an_onnx_export_starts_from_the_function_it_exported(trained_run, tmp_path):
+    """An ONNX export (a bundled model's, whose Keras weights were never shipped) becomes a trainable
+    model of the same function. The export folded BatchNorm away, statistics and all; each is
+    measured again in training steps, so that in inference the model agrees with the file and a
+    training step normalizes each layer by statistics close to the moving ones (clean faces'
+    statistics, without dropout, are not: a re-estimate in training steps, as --ema makes, then
+    moved an imported vgg-deep by 2.6 points)."""
+    import onnxruntime
+
+    from fervid.data import load_arrays, read_dataset
+    from fervid.model.backend import keras
+    from fervid.model.from_onnx import classifier_from_onnx
+    from fervid.runtime.classify import bundled_model_path
+
+    run, data = trained_run
+    faces = load_arrays(read_dataset(data), "train").inputs()
+
+    def file_probabilities(path: Path) -> np.ndarray:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: faces})[0]
+
+    classifier = classifier_from_onnx(run / "model.onnx", "compact", faces)  # float32: the same function
+    np.testing.assert_allclose(classifier.predict(faces, verbose=0), file_probabilities(run / "model.onnx"), atol=1e-3)
+
+    keras.utils.set_random_seed(0)
+    vgg = classifier_from_onnx(bundled_model_path("fervid-vgg"), "vgg", faces, batch=len(faces))  # int8: rounded weights
+    bundled = file_probabilities(bundled_model_path("fervid-vgg"))
+    assert np.mean(vgg.predict(faces, verbose=0).argmax(1) == bundled.argmax(1)) >= 0.9
+    assert np.abs(vgg.predict(faces, verbose=0) - bundled).mean() < 0.05
+    trained_steps, clean = [], []
+    for norm in [layer for layer in vgg.layers if isinstance(layer, keras.layers.BatchNormalization)][2:]:  # after a dropout
+        probe = keras.Model(vgg.input, norm.input)
+        moving = keras.ops.convert_to_numpy(norm.moving_variance)
+        for ratios, training in ((trained_steps, True), (clean, False)):  # a new dropout draw in the training step
+            x = keras.ops.convert_to_numpy(probe(faces, training=training))
+            ratios.append(np.median(x.reshape(-1, x.shape[-1]).var(axis=0) / moving))
+    assert all(0.95 < ratio < 1.06 for ratio in trained_steps), trained_steps  # 0.996-1.034 measured
+    assert all(ratio < 0.95 for ratio in clean), clean  # 0.866-0.938: dropout adds variance in training steps
+
+    warm = tmp_path / "warm"  # at a near-zero rate one epoch keeps the trained accuracy; from random weights: chance
+    fervid_here("train", str(data), "--arch", "compact", "--epochs", "1", "--lr", "1e-9", "--warmup-epochs", "0",
+                "--batch-size", str(BATCH), "--init-from", str(run / "model.onnx"), "--out", str(warm))
+    assert json.loads((warm / "model.json").read_text())["metrics"]["accuracy"] >= 0.85
+    mismatch = fervid_here("train", str(data), "--arch", "compact", "--init-from", "fervid-vgg", "--out", str(tmp_path / "x"),
+                           check=False)
+    assert mismatch.returncode == 2 and mismatch.stderr.strip().endswith("are not those of --arch compact; give --arch vgg")
+    xception = fervid_here("train", str(data), "--arch", "compact-xception", "--init-from", "fervid-compact", "--out",
+                           str(tmp_path / "y"), check=False)
+    assert xception.returncode == 2 and "the VGG architectures only" in xception.stderr
+    assert len(mismatch.stderr.strip().splitlines()) == len(xception.stderr.strip().splitlines()) == 1
 
 
 def test_init_from_a_stopped_run_starts_from_its_best_epoch_so_far(trained_run, tmp_path):
@@ -862,6 +914,8 @@ def test_ema_validates_checkpoints_and_exports_the_moving_average_and_resumes_it
     moving average, while training steps on from the trained weights (and a resume goes on from
     both); each check below fails if the trained weights stood in for the average anywhere."""
     from fervid.training.config import TrainConfig
+    from fervid.model.backend import keras
+    from fervid.training.averaging import Recalibration, batch_norms, swap_averaged_weights
     from fervid.training.fit import averaged_weights, compile_for_training, load_checkpoint, load_training_data
     from fervid.model.architectures import build_classifier
 
@@ -885,12 +939,20 @@ def test_ema_validates_checkpoints_and_exports_the_moving_average_and_resumes_it
         return float(model.evaluate(*validation, batch_size=BATCH, verbose=0, return_dict=True)["loss"])
 
     logged = state["history"][-1]["val_loss"]
-    with averaged_weights(model):  # the average, as last.weights.h5's optimizer state keeps it
+    recalibration = Recalibration.sample(training_data.train.inputs(), BATCH, config.seed)
+    trained_statistics = [keras.ops.convert_to_numpy(norm.moving_mean) for norm in batch_norms(model)]
+    with averaged_weights(model, recalibration):  # the average, as last.weights.h5's optimizer state keeps it
         assert validation_loss() == pytest.approx(logged, rel=1e-4)
         averaged = [np.array(w) for w in classifier.get_weights()]
+        averaged_statistics = [keras.ops.convert_to_numpy(norm.moving_mean) for norm in batch_norms(model)]
     assert validation_loss() != pytest.approx(logged, rel=1e-3), "the trained weights are not what was validated"
     trained = classifier.get_weights()
     assert any(not np.allclose(a, t) for a, t in zip(averaged, trained))
+    assert all(np.array_equal(keras.ops.convert_to_numpy(norm.moving_mean), s) for norm, s in zip(batch_norms(model), trained_statistics))
+    assert not any(np.allclose(a, t) for a, t in zip(averaged_statistics, trained_statistics)), "the average has statistics of its own"
+    swap_averaged_weights(model)  # the average with the trained weights' statistics: not what was validated
+    assert validation_loss() != pytest.approx(logged, rel=1e-3)
+    swap_averaged_weights(model)
 
     best = state["best_epoch"]
     load_checkpoint(classifier, run / "checkpoint" / "best.weights.h5")  # the classifier's weights only
@@ -1122,7 +1184,7 @@ def test_distilling_from_teacher_views_trains_each_view_to_its_own_target(traine
      (["--teacher", "fervid-vgg", "--teacher-views", "-1"], "--teacher-views must be 0"),
      (["--distill", "0.7"], "--distill is the teachers' share of each target; give the teachers with --teacher"),
      (["--schedule", "plateau", "--warmup-epochs", "5"], "--warmup-epochs belongs to --schedule cosine"),
-     (["--init-from", "fervid-vgg"], "--init-from fervid-vgg: a bundled model is ONNX only and cannot be trained further"),
+     (["--init-from", "fervid-nope"], "--init-from fervid-nope: no such model file, run folder or bundled model name"),
      # each failed only after the data had loaded: nan losses, days of scoring, or minutes of scoring for nothing
      (["--weight-decay", "1e9"], "--weight-decay must be 0 to 1"),
      (["--ema", "1"], "--ema must be 0 (off) or a decay per step in (0, 1)"),  # 1: an average that never moves
@@ -1648,6 +1710,47 @@ def test_a_warm_up_as_long_as_the_run_is_named(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_the_constant_schedule_holds_the_rate_after_its_warm_up(capsys):
+    """--schedule constant (stochastic weight averaging's): the warm-up, then --lr to the last step,
+    where the cosine schedule would have decayed it to 0."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.fit import learning_rate
+
+    rate = learning_rate(TrainConfig(data="d", epochs=10, warmup_epochs=2, learning_rate=5e-4, schedule="constant"), 10)
+    assert float(rate(0)) < 1e-5 and float(rate(10)) == pytest.approx(2.5e-4, rel=0.02)
+    assert [float(rate(step)) for step in (20, 50, 99, 100)] == pytest.approx([5e-4] * 4)
+    cosine = learning_rate(TrainConfig(data="d", epochs=10, warmup_epochs=2, learning_rate=5e-4), 10)
+    assert float(cosine(99)) < 1e-6
+    learning_rate(TrainConfig(data="d", epochs=2, warmup_epochs=3, schedule="constant"), 10)
+    assert capsys.readouterr().err == "", "no decay to lose: a long warm-up is only a ramp"
+
+
+def test_recalibrated_batchnorm_statistics_average_the_batches_and_leave_nothing_changed():
+    """The average's BatchNorm statistics are each batch's statistics averaged over the sample, the
+    same every time (the random draws of dropout are wound back), and the model's own statistics,
+    momentum and random-number state are back after the block."""
+    from fervid.model.backend import keras
+    from fervid.training.averaging import Recalibration, recalibrated_norms, seed_states
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5, seed=1), keras.layers.BatchNormalization(momentum=0.9)])
+    norm = model.layers[-1]
+    faces = np.random.default_rng(0).normal(2.0, 3.0, (10, 3)).astype(np.float32)
+    seed = keras.ops.convert_to_numpy(seed_states(model)[0])
+    measured = []
+    for _ in range(2):
+        with recalibrated_norms(model, Recalibration(faces, 4)):  # batches of 4, 4 and 2
+            measured.append((keras.ops.convert_to_numpy(norm.moving_mean), keras.ops.convert_to_numpy(norm.moving_variance)))
+            assert norm.momentum == 0.9
+        assert np.array_equal(keras.ops.convert_to_numpy(norm.moving_mean), np.zeros(3)) and np.array_equal(keras.ops.convert_to_numpy(norm.moving_variance), np.ones(3))
+        assert np.array_equal(keras.ops.convert_to_numpy(seed_states(model)[0]), seed)
+    assert all(np.array_equal(a, b) for a, b in zip(*measured)), "the same weights got other statistics"
+    without_dropout = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+    with recalibrated_norms(without_dropout, Recalibration(faces, 4)):
+        batches = [faces[:4], faces[4:8], faces[8:]]
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(without_dropout.layers[0].moving_mean), np.mean([b.mean(0) for b in batches], axis=0), rtol=1e-5)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(without_dropout.layers[0].moving_variance), np.mean([b.var(0) for b in batches], axis=0), rtol=1e-5)
+
+
 def test_a_run_too_short_for_its_average_is_warned(capsys):
     """Keras's average starts at the first step's weights: a 400-step run at --ema 0.999 exported a
     model at chance (the first weights still two thirds of the average) without a word."""
@@ -1914,13 +2017,20 @@ def test_evaluate_writes_each_faces_prediction_wrong_ones_first(trained_run, tmp
     assert refused.returncode == 2 and "would report it as a stray file among the faces" in refused.stderr and not inside.exists()
 
 
+def no_recalibration():
+    """What a run without --ema samples for the average's BatchNorm statistics: no faces."""
+    from fervid.training.averaging import Recalibration
+
+    return Recalibration(np.zeros((0, 48, 48, 1), np.float32), BATCH)
+
+
 def test_a_diverged_epoch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     """A nan loss used to be trained on to the end, exported, and scored as a calibrated model."""
     from fervid.errors import FervidError
     from fervid.training.fit import RunCheckpoint
 
     state = {"epochs_done": 4, "best_epoch": 3, "best_val_accuracy": 0.4, "history": [{"epoch": 4}]}
-    checkpoint = RunCheckpoint(tmp_path, None, state, total_epochs=10, patience=0)
+    checkpoint = RunCheckpoint(tmp_path, None, state, total_epochs=10, patience=0, recalibration=no_recalibration())
     logs = {"loss": float("nan"), "accuracy": 0.1, "val_loss": float("nan"), "val_accuracy": 0.14, "learning_rate": 1e-3}
     with pytest.raises(FervidError, match=r"^epoch 5: the training loss became nan \(the training diverged\); the checkpoint of "
                                           r"epoch 4 is kept, nothing was exported; start a new run with a lower --lr and another --out$"):
@@ -1945,7 +2055,7 @@ def test_ctrl_c_during_a_checkpoint_waits_for_the_whole_checkpoint(tmp_path, cap
 
     (tmp_path / "checkpoint").mkdir()
     state = {"epochs_done": 4, "best_epoch": 3, "best_val_accuracy": 0.4, "history": []}
-    checkpoint = RunCheckpoint(tmp_path, Weights(), state, total_epochs=10, patience=0)
+    checkpoint = RunCheckpoint(tmp_path, Weights(), state, total_epochs=10, patience=0, recalibration=no_recalibration())
     checkpoint.set_model(Weights())
     logs = {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.45, "learning_rate": 1e-3}
     with pytest.raises(KeyboardInterrupt):

@@ -11,3 +11,8 @@ def available_bundled_models() -> list[str]:
     """Names of the bundled models (``fervid-vgg``, ``fervid-compact``), sorted."""
     folder = resources.files("fervid") / "models"
     return sorted(Path(str(p)).stem for p in folder.iterdir() if str(p).endswith(".onnx"))
+
+
+def bundled_onnx_path(name: str) -> Path:
+    """The ONNX file of the bundled model ``name`` (one of ``available_bundled_models()``)."""
+    return Path(str(resources.files("fervid") / "models" / f"{name}.onnx"))

@@ -177,6 +177,11 @@ def _teacher_names(teachers: list[str] | None) -> list[str]:
     return [t if t in bundled else str(Path(t).resolve()) if Path(t).exists() else t for t in teachers or []]
 
 
+def _init_from_name(init_from: Path | None) -> str | None:
+    """--init-from as the run records it: a path made absolute, a bundled model's name as given."""
+    return _teacher_names([str(init_from)])[0] if init_from is not None else None
+
+
 def _refuse_missing_inputs(init_from: Path | None, teachers: list[str], out_dir: Path) -> None:
     """A new run's --init-from and teachers that are not there, said before TensorFlow
     loads and a model is built (which took a minute's wait for a typo). Only whether each is there:
@@ -186,11 +191,8 @@ def _refuse_missing_inputs(init_from: Path | None, teachers: list[str], out_dir:
     from fervid.bundled import available_bundled_models
 
     bundled_names = set(available_bundled_models())
-    if init_from is not None and not init_from.expanduser().exists():
-        bundled = str(init_from) in bundled_names
-        raise FervidError(f"--init-from {init_from}: " + ("a bundled model is ONNX only and cannot be trained further; give a "
-                          f".keras model or a run folder, or learn from it with --teacher {init_from}" if bundled else
-                          "no such model file or run folder"))
+    if init_from is not None and str(init_from) not in bundled_names and not Path(init_from).expanduser().exists():
+        raise FervidError(f"--init-from {init_from}: no such model file, run folder or bundled model name")
     cached = any((out_dir / "checkpoint" / name).is_file() for name in ("teacher.npz", "teacher-views.npz"))
     for teacher in [] if cached else teachers:
         if not (teacher in bundled_names or Path(teacher).expanduser().exists()):
@@ -208,7 +210,7 @@ def _refuse_changes_on_resume(ctx: typer.Context, config: TrainConfig, out_dir: 
         "lr": ("learning_rate", float),
         "map": ("mapping", parse_mapping),
         "teacher": ("teacher", _teacher_names),
-        "init_from": ("init_from", lambda path: str(path.resolve()) if path else None),
+        "init_from": ("init_from", _init_from_name),
     }
     changed = []
     for name in _given(ctx):
@@ -235,8 +237,8 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option("--lr", callback=_finite, help="Peak learning rate (AdamW).")] = 2e-3,
     weight_decay: Annotated[float, typer.Option(callback=_finite, help="AdamW weight decay (Keras scales it by the learning rate: 5e-4 is very weak, 0.01-0.05 is the usual range).")] = 5e-4,
-    warmup_epochs: Annotated[int, typer.Option(help="Linear warm-up epochs before cosine decay.")] = 3,
-    schedule: Annotated[str, typer.Option(help="cosine (warm-up + cosine decay) or plateau (halve on a plateau).")] = "cosine",
+    warmup_epochs: Annotated[int, typer.Option(help="Linear warm-up epochs before cosine decay (or the constant rate).")] = 3,
+    schedule: Annotated[str, typer.Option(help="cosine (warm-up + cosine decay), plateau (halve on a plateau) or constant (warm-up, then --lr to the end: with --ema and --init-from, stochastic weight averaging).")] = "cosine",
     label_smoothing: Annotated[float, typer.Option(callback=_finite, help="Label smoothing of the cross-entropy.")] = 0.1,
     imbalance: Annotated[str, typer.Option(help="Class imbalance: none, weights (balanced class weights) or sampling (balanced batches).")] = "none",
     rotation: Annotated[float, typer.Option(callback=_finite, help="Random rotation, fraction of a full turn.")] = 0.05,
@@ -253,7 +255,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     precision: Annotated[str, typer.Option(help="auto, float32 or mixed_bfloat16.")] = "auto",
     name: Annotated[Optional[str], typer.Option(help="Model name in the model card (default: the run folder's name).")] = None,
-    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model of the same --arch (.keras, or a run folder: a finished run's model, a stopped run's best epoch so far): fine-tuning, a second schedule or new settings.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model of the same --arch (.keras; a run folder: a finished run's model, a stopped run's best epoch so far; or a VGG's ONNX export or bundled name, such as fervid-vgg): fine-tuning, a second schedule or new settings.")] = None,
     teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Distill from this trained model (.onnx, run folder or bundled name); repeat it to distill from the average of several.")] = None,
     distill: Annotated[float, typer.Option(callback=_finite, help="With --teacher: the teachers' share of each training target (the label keeps the rest).")] = 0.5,
     teacher_views: Annotated[int, typer.Option("--teacher-views", help="With --teacher: score the teachers on this many fixed augmented views of each face and train each view to its own target (0 = the clean faces).")] = 0,
@@ -297,13 +299,13 @@ def train(
         if teacher and distill == 0:  # a new run only: a run's config.json with it still resumes and exports
             raise FervidError("--distill 0 takes nothing from the teachers; leave out --teacher, or give a share above 0")
         if "warmup_epochs" in given and schedule == "plateau":
-            raise FervidError("--warmup-epochs belongs to --schedule cosine; plateau starts at --lr and halves it on plateaus")
+            raise FervidError("--warmup-epochs belongs to --schedule cosine or constant; plateau starts at --lr and halves it on plateaus")
         config = TrainConfig(
             data=str(data.resolve()), arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=lr,
             weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule, label_smoothing=label_smoothing,
             imbalance=imbalance, flip=flip, rotation=rotation, zoom=zoom, shift=shift, warp=warp, brightness=brightness,
             contrast=contrast, erasing=erasing, val_fraction=val_fraction, patience=patience, ema=ema, seed=seed, precision=precision,
-            unknown=unknown, mapping=parse_mapping(map), init_from=str(init_from.resolve()) if init_from else None, name=name,
+            unknown=unknown, mapping=parse_mapping(map), init_from=_init_from_name(init_from), name=name,
             teacher=_teacher_names(teacher), distill=distill,
             teacher_views=teacher_views,
         )

@@ -10,7 +10,7 @@ from typing import Any
 from fervid.errors import FervidError
 from fervid.model.specs import ARCHITECTURES, WARPS
 
-SCHEDULES = ("cosine", "plateau")
+SCHEDULES = ("cosine", "plateau", "constant")
 IMBALANCE = ("none", "weights", "sampling")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 MAX_EPOCHS = 100_000  # far beyond any schedule; a 20-digit number failed deep in TensorFlow

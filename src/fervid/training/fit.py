@@ -21,7 +21,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from types import TracebackType
 
 import numpy as np
 
-from fervid.bundled import available_bundled_models
+from fervid.bundled import available_bundled_models, bundled_onnx_path
 from fervid.console import warn
 from fervid.data import FaceArrays, load_arrays, load_split, read_dataset
 from fervid.data.arrays import fingerprint, readable_counts, unreadable_note
@@ -42,8 +42,9 @@ from fervid.fileio import (
 from fervid.labels import EXPRESSIONS
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
 from fervid.model.backend import keras
+from fervid.model.from_onnx import STATISTICS_FACES, classifier_from_onnx
 from fervid.model.specs import ARCHITECTURES as ARCHITECTURE_NAMES
-from fervid.training.averaging import AveragedClassifier, AveragedValidation, averaged_weights, warn_if_too_short_to_average
+from fervid.training.averaging import AveragedClassifier, AveragedValidation, Recalibration, averaged_weights, warn_if_too_short_to_average
 from fervid.training.config import PRECISIONS, TrainConfig
 from fervid.training.lock import RunLock
 from fervid.training.stopping import StopWhenAsked, stops_remembered
@@ -223,19 +224,20 @@ class ViewBatches(keras.utils.PyDataset):
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warm-up then cosine decay to zero at the last epoch, as a function of the optimizer step
-    (so a resumed run, whose optimizer step is restored, continues on exactly the same curve)."""
+    """Linear warm-up then cosine decay to zero at the last epoch (or, for ``constant``, no decay:
+    the rate stays at its peak), as a function of the optimizer step (so a resumed run, whose
+    optimizer step is restored, continues on exactly the same curve)."""
     if config.schedule == "plateau":
         return config.learning_rate
     total = config.epochs * steps_per_epoch
     warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
-    if config.warmup_epochs and config.warmup_epochs >= config.epochs:
+    if config.schedule == "cosine" and config.warmup_epochs and config.warmup_epochs >= config.epochs:
         warn(f"--warmup-epochs {config.warmup_epochs} is not shorter than --epochs {config.epochs}: the learning rate "
              "rises until the last step and only then drops to 0, so there is no decay to train in (lower --warmup-epochs)")
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
         decay_steps=max(total - warmup, 1),
-        alpha=0.0,
+        alpha=1.0 if config.schedule == "constant" else 0.0,  # the decay ends at alpha x the peak
         warmup_target=config.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
@@ -354,9 +356,10 @@ def resume_seed(seed: int, epochs_done: int) -> int:
 class RunCheckpoint(keras.callbacks.Callback):
     """Per epoch: one summary line, history, last and best checkpoints, all written atomically."""
 
-    def __init__(self, run: Path, classifier: keras.Model, state: dict, total_epochs: int, patience: int) -> None:
+    def __init__(self, run: Path, classifier: keras.Model, state: dict, total_epochs: int, patience: int,
+                 recalibration: Recalibration) -> None:
         super().__init__()
-        self.run, self.classifier, self.state = run, classifier, state
+        self.run, self.classifier, self.state, self.recalibration = run, classifier, state, recalibration
         self.total_epochs, self.patience = total_epochs, patience
         self.started = time.monotonic()
 
@@ -394,7 +397,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             weights: dict[Path, keras.Model | AveragedClassifier] = {}
             if improved:
                 self.state.update(best_val_accuracy=row["val_accuracy"], best_epoch=epoch + 1)
-                weights[self.run / "checkpoint" / "best.weights.h5"] = AveragedClassifier(self.model, self.classifier)
+                weights[self.run / "checkpoint" / "best.weights.h5"] = AveragedClassifier(self.model, self.classifier, self.recalibration)
             weights[self.run / "checkpoint" / "last.weights.h5"] = self.model
             # Replaced in reverse order, last before best: a kill from here on (SIGKILL, power loss) leaves
             # last one epoch ahead of state.json at most, which catch_up_with_weights repairs on resume.
@@ -418,7 +421,7 @@ def save_state(run: Path, state: dict) -> None:
 
 
 def catch_up_with_weights(model: keras.Model, classifier: keras.Model, state: dict, steps_per_epoch: int,
-                          validation: tuple, batch_size: int, run: Path) -> bool:
+                          validation: tuple, recalibration: Recalibration, run: Path) -> bool:
     """Make the resume state agree with the weights just loaded, by the optimizer step they hold;
     True when it moved on an epoch.
 
@@ -438,8 +441,8 @@ def catch_up_with_weights(model: keras.Model, classifier: keras.Model, state: di
             f"{path}: holds training step {step}, but checkpoint/state.json ends at epoch {done} (step "
             f"{done * steps_per_epoch}); the two files come from different runs: start a new run with another --out"
         )
-    with averaged_weights(model):  # as fit validates
-        scores = model.evaluate(*validation, batch_size=batch_size, verbose=0, return_dict=True)
+    with averaged_weights(model, recalibration):  # as fit validates
+        scores = model.evaluate(*validation, batch_size=recalibration.batch_size, verbose=0, return_dict=True)
     row = {"epoch": done + 1, "loss": math.nan, "accuracy": math.nan, "val_loss": float(scores["loss"]),
            "val_accuracy": float(scores["accuracy"]), "learning_rate": current_learning_rate(model.optimizer),
            "seconds": math.nan}
@@ -448,7 +451,7 @@ def catch_up_with_weights(model: keras.Model, classifier: keras.Model, state: di
     improved = row["val_accuracy"] > state["best_val_accuracy"]
     if improved:
         state.update(best_val_accuracy=row["val_accuracy"], best_epoch=done + 1)
-        save_weights({run / "checkpoint" / "best.weights.h5": AveragedClassifier(model, classifier)})
+        save_weights({run / "checkpoint" / "best.weights.h5": AveragedClassifier(model, classifier, recalibration)})
     if plateau := state.get("plateau"):  # the plateau schedule's count, moved as its callback moved it
         ran_at = state["history"][-2]["learning_rate"] if len(state["history"]) > 1 else row["learning_rate"]
         if step_plateau(plateau, row["val_accuracy"], halved=row["learning_rate"] < ran_at):
@@ -466,16 +469,33 @@ def write_history(path: Path, history: list[dict]) -> None:
     write_text_atomically(path, "\n".join(lines) + "\n")
 
 
-def warm_start(classifier: keras.Model, source: str) -> None:
+def augmented_sample(config: TrainConfig, faces: np.ndarray) -> np.ndarray:
+    """A fixed sample of the training faces as the run's augmentation draws them (its whole recipe,
+    also for a ``--teacher-views`` run, whose views are drawn from the same ranges)."""
+    rows = np.sort(np.random.default_rng(config.seed).permutation(len(faces))[:STATISTICS_FACES])
+    augmenter = build_augmenter(flip=config.flip, rotation=config.rotation, zoom=config.zoom, shift=config.shift, warp=config.warp,
+                                brightness=config.brightness, contrast=config.contrast, erasing=config.erasing, seed=config.seed)
+    return keras.ops.convert_to_numpy(augmenter(faces[rows], training=True))
+
+
+def warm_start(classifier: keras.Model, source: str, arch: str, training_faces: Callable[[], np.ndarray]) -> None:
     """Start from a trained model's weights instead of random ones.
 
     This is how a researcher fine-tunes fervid's net on their own faces, and how a finished run gets a
     second warm-up + cosine cycle (a warm restart) when its schedule proved too short. ``source`` is a
     ``.keras`` model or a run folder of the same architecture: a finished run's ``model.keras``, or
     a stopped run's best epoch so far (``checkpoint/best.weights.h5``), so that a run whose settings
-    need changing (`--resume` refuses that) goes on from where it stopped.
+    need changing (`--resume` refuses that) goes on from where it stopped. It may also be an ONNX
+    export of a VGG architecture or a bundled model's name (``fervid-vgg``): their BatchNorm
+    statistics, folded away by the export, are measured again on ``training_faces()`` (a sample of
+    the run's training faces as its augmentation draws them; model.from_onnx).
     """
     folder = Path(source).expanduser()
+    if source in available_bundled_models() or (folder.suffix.lower() == ".onnx" and folder.is_file()):
+        # a bundled name means the bundled model, also beside a folder of that name (./NAME names the folder)
+        onnx_path = bundled_onnx_path(source) if source in available_bundled_models() else folder
+        classifier.set_weights(classifier_from_onnx(onnx_path, arch, training_faces()).get_weights())
+        return
     best = folder / "checkpoint" / "best.weights.h5"
     if folder.is_dir() and not (folder / "model.keras").is_file() and best.is_file():
         _start_from_checkpoint(classifier, folder, best)
@@ -483,12 +503,6 @@ def warm_start(classifier: keras.Model, source: str) -> None:
     try:
         path = keras_model_path(source)
     except FervidError as error:
-        name = Path(source).name
-        if name in available_bundled_models():
-            raise FervidError(
-                f"--init-from {name}: a bundled model is ONNX only and cannot be trained further; give a .keras model "
-                f"or a run folder, or learn from it with --teacher {name}"
-            ) from None
         raise FervidError(f"no trained model to start from: {error}") from None
     trained = load_classifier(path)
     weights = trained.get_weights()
@@ -685,9 +699,9 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))
     precision = run_precision(config.precision, state if resume else {})
     classifier = build_classifier(config.arch, dtype=precision)
-    if config.init_from and state["epochs_done"] == 0:
-        warm_start(classifier, config.init_from)
     data = load_training_data(config)
+    if config.init_from and state["epochs_done"] == 0:
+        warm_start(classifier, config.init_from, config.arch, lambda: augmented_sample(config, data.train.inputs()))
     same_data_on_resume(state, data.fingerprint, config.data)
     state["data_fingerprint"] = data.fingerprint
     run.mkdir(parents=True, exist_ok=True)  # only now: data that cannot be read leaves no half-made run folder behind
@@ -703,6 +717,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     model = compile_for_training(config, classifier, steps_per_epoch, state["epochs_done"])
     warn_if_too_short_to_average(config.ema, config.epochs * steps_per_epoch)
     validation = (data.validation.inputs(), data.validation.one_hot())
+    # with --ema, the faces that give the average its BatchNorm statistics
+    recalibration = Recalibration.sample(x_train, config.batch_size, config.seed) if config.ema else Recalibration(x_train[:0], config.batch_size)
 
     def stopped_early() -> bool:
         return bool(config.patience) and state["epochs_done"] - state["best_epoch"] >= config.patience
@@ -713,7 +729,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
 
     if resume and config.epochs > state["epochs_done"] and not stopped_early():
         continue_last_epoch(model)
-        if catch_up_with_weights(model, classifier, state, steps_per_epoch, validation, config.batch_size, run):
+        if catch_up_with_weights(model, classifier, state, steps_per_epoch, validation, recalibration, run):
             # one epoch on: dropout and augmentation (seeded as the model is built) draw the next epoch's numbers,
             # as a resume from a state.json that had been written would
             keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))
@@ -725,8 +741,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
     callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
     if config.ema:  # validation, which selects the best epoch the checkpoint keeps, runs on the average
-        callbacks.append(AveragedValidation())
-    callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience))
+        callbacks.append(AveragedValidation(recalibration))
+    callbacks.append(RunCheckpoint(run, classifier, state, config.epochs, config.patience, recalibration))
     stop = StopWhenAsked()
     callbacks.append(stop)  # last: an epoch that has just ended is checkpointed before a stop
 

@@ -138,8 +138,9 @@ def averaging_line(training: dict) -> list[str]:
     decay = training.get("ema", 0)
     if not decay:
         return []
-    return [f"- weights: the moving average over about {1 / (1 - decay):,.0f} steps (`--ema {decay:g}`), validated and "
-            "exported; the curves' validation is the average's, their training accuracy the trained weights'"]
+    return [f"- weights: the moving average over about {1 / (1 - decay):,.0f} steps (`--ema {decay:g}`), with BatchNorm "
+            "statistics re-estimated for it, validated and exported; the curves' validation is the average's, their "
+            "training accuracy the trained weights'"]
 
 
 def temperature_reason(check: dict) -> str:
