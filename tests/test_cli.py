@@ -119,8 +119,7 @@ def test_evaluate_scores_the_split_it_is_given(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "{data}", "--unknown", "foo"], "--unknown must be 'error' or 'drop', got 'foo'"),
-    (["train", "{data}", "--init-from", "{tmp}/nope"], "--init-from {tmp}/nope: no such model file or run folder"),
-    (["train", "{data}", "--init-from", "fervid-vgg"], "--init-from fervid-vgg: a bundled model is ONNX only"),
+    (["train", "{data}", "--init-from", "{tmp}/nope"], "--init-from {tmp}/nope: no such model file, run folder or bundled model name"),
     (["train", "{data}", "--teacher", "nosuchmodel"], "--teacher nosuchmodel: no such model file, run folder or bundled model name"),
     (["export", "{tmp}/nope.keras"], "{tmp}/nope.keras: no such model file"),
     (["export", "{tmp}/m.keras", "--unknown", "drop"], "--unknown and --map say how to read the --int8 dataset; without --int8 no data is read"),
