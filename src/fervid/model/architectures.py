@@ -10,6 +10,7 @@ parameters.
 from __future__ import annotations
 
 import itertools
+import json
 import zipfile
 from pathlib import Path
 
@@ -175,6 +176,17 @@ def keras_model_path(source: str | Path) -> Path:
     if path.suffix != ".keras":
         raise FervidError(f"{source}: expected a .keras model or a run folder")
     return path
+
+
+def card_architecture(model_path: Path) -> str | None:
+    """The architecture named by the model card beside a model file (``NAME.json``), if it names
+    one fervid knows: what a mismatched ``--init-from`` tells the user to give as ``--arch``."""
+    card = model_path.with_suffix(".json")
+    try:
+        arch = json.loads(card.read_text()).get("architecture") if card.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return arch if isinstance(arch, str) and arch in ARCHITECTURES else None
 
 
 def load_classifier(source: str | Path) -> keras.Model:

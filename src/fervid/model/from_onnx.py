@@ -20,7 +20,6 @@ convolutions of ``compact-xception`` are not unfolded.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,17 +107,6 @@ def read_folded_weights(path: Path) -> FoldedWeights:
     return FoldedWeights(convolutions, dense, output)
 
 
-def _trained_arch(path: Path) -> str | None:
-    """The architecture the export's card names, if it names one."""
-    card = path.with_suffix(".json")
-    try:
-        data = json.loads(card.read_text()) if card.is_file() else {}
-        arch = data.get("architecture") or (data.get("training") or {}).get("arch")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return arch if isinstance(arch, str) and arch in ARCHITECTURES else None
-
-
 def _layers(model: keras.Model, kind: type) -> list:
     return [layer for layer in model.layers if isinstance(layer, kind)]
 
@@ -150,7 +138,7 @@ def classifier_from_onnx(path: Path, arch: str, faces: np.ndarray, *, batch: int
     lost 2.6 points of validation accuracy to a training-step re-estimate when its statistics were
     the clean faces'. Each layer is measured after the ones before it are set, as their scale and
     offset shape its input in a training step."""
-    from fervid.model.architectures import build_classifier
+    from fervid.model.architectures import build_classifier, card_architecture
 
     spec = ARCHITECTURES[arch]
     if not isinstance(spec, VggSpec):
@@ -166,7 +154,7 @@ def classifier_from_onnx(path: Path, arch: str, faces: np.ndarray, *, batch: int
     dense_shape = folded.dense[0].shape if folded.dense is not None else None
     if shapes != expected or folded.output[0].shape != tuple(dense_layers[-1].kernel.shape) or \
             (dense_shape != (tuple(dense_layers[0].kernel.shape) if spec.dense else None)):
-        trained = _trained_arch(path)
+        trained = card_architecture(path)
         hint = f"give --arch {trained}" if trained and trained != arch else "give --arch the architecture it was trained with"
         raise FervidError(f"{path}: its {len(shapes)} convolutions and head are not those of --arch {arch}; {hint}")
     scales, offsets = [], []

@@ -40,7 +40,9 @@ from fervid.fileio import (
     write_text_atomically,
 )
 from fervid.labels import EXPRESSIONS
-from fervid.model.architectures import build_augmenter, build_classifier, build_training_model, keras_model_path, load_classifier
+from fervid.model.architectures import (
+    build_augmenter, build_classifier, build_training_model, card_architecture, keras_model_path, load_classifier,
+)
 from fervid.model.backend import keras
 from fervid.model.from_onnx import STATISTICS_FACES, classifier_from_onnx
 from fervid.model.specs import ARCHITECTURES as ARCHITECTURE_NAMES
@@ -473,9 +475,20 @@ def augmented_sample(config: TrainConfig, faces: np.ndarray) -> np.ndarray:
     """A fixed sample of the training faces as the run's augmentation draws them (its whole recipe,
     also for a ``--teacher-views`` run, whose views are drawn from the same ranges)."""
     rows = np.sort(np.random.default_rng(config.seed).permutation(len(faces))[:STATISTICS_FACES])
-    augmenter = build_augmenter(flip=config.flip, rotation=config.rotation, zoom=config.zoom, shift=config.shift, warp=config.warp,
-                                brightness=config.brightness, contrast=config.contrast, erasing=config.erasing, seed=config.seed)
-    return keras.ops.convert_to_numpy(augmenter(faces[rows], training=True))
+    return keras.ops.convert_to_numpy(augmenter_for(config, config.seed, views=False)(faces[rows], training=True))
+
+
+def augmenter_for(config: TrainConfig, seed: int, *, views: bool) -> keras.Sequential:
+    """The run's augmentation layers; with ``views`` (a ``--teacher-views`` run, whose faces arrive
+    as their fixed views already) only the flips stay random."""
+    def unless_views(value: float) -> float:
+        return 0.0 if views else value
+
+    return build_augmenter(
+        flip=config.flip, rotation=unless_views(config.rotation), zoom=unless_views(config.zoom),
+        shift=unless_views(config.shift), warp=config.warp, brightness=unless_views(config.brightness),
+        contrast=unless_views(config.contrast), erasing=unless_views(config.erasing), seed=seed,
+    )
 
 
 def warm_start(classifier: keras.Model, source: str, arch: str, training_faces: Callable[[], np.ndarray]) -> None:
@@ -507,13 +520,8 @@ def warm_start(classifier: keras.Model, source: str, arch: str, training_faces: 
     trained = load_classifier(path)
     weights = trained.get_weights()
     if [w.shape for w in weights] != [tuple(v.shape) for v in classifier.weights]:
-        card = path.with_suffix(".json")
-        try:
-            trained_arch = json.loads(card.read_text()).get("architecture") if card.is_file() else None
-        except (OSError, ValueError, AttributeError):
-            trained_arch = None
-        arch = f"--arch {trained_arch}" if isinstance(trained_arch, str) and trained_arch in ARCHITECTURE_NAMES else \
-            "--arch the architecture it was trained with"
+        trained_arch = card_architecture(path)
+        arch = f"--arch {trained_arch}" if trained_arch else "--arch the architecture it was trained with"
         raise FervidError(
             f"{path}: a {trained.count_params():,}-parameter model cannot start a {classifier.count_params():,}-parameter "
             f"one; give {arch}"
@@ -655,18 +663,7 @@ def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per
     The augmentation is seeded for the epoch it starts at (``epochs_done``), as the rest of a run's
     random numbers are: Keras saves no random-number state with the weights, so with the run's own
     seed every resume drew the first epoch's rotations, zooms and shifts over again."""
-    views = bool(config.teacher_views)
-    augmenter = build_augmenter(
-        flip=config.flip,
-        rotation=0.0 if views else config.rotation,
-        zoom=0.0 if views else config.zoom,
-        shift=0.0 if views else config.shift,
-        warp=config.warp,
-        brightness=0.0 if views else config.brightness,
-        contrast=0.0 if views else config.contrast,
-        erasing=0.0 if views else config.erasing,
-        seed=resume_seed(config.seed, epochs_done),
-    )
+    augmenter = augmenter_for(config, resume_seed(config.seed, epochs_done), views=bool(config.teacher_views))
     model = build_training_model(classifier, augmenter)
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(config, steps_per_epoch), weight_decay=config.weight_decay,
                                        use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
