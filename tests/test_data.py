@@ -636,7 +636,7 @@ def test_when_nothing_can_be_read_the_error_gives_the_most_common_reason(tmp_pat
 
 def test_training_data_that_cannot_be_read_names_the_most_common_reason(tmp_path):
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import load_training_data
+    from fervid.training.dataset import load_training_data
 
     path = _csv_without_usage_values(tmp_path / "fer.csv")
     with pytest.raises(FervidError, match=r"none of the 'train' images could be read; most often: no Usage value \(5 of 5\)$"):

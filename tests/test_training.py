@@ -215,11 +215,11 @@ def test_a_resume_that_catches_up_an_epoch_trains_on_as_a_clean_resume_does(tmp_
     """After the repair of a kill between the weights and state.json, dropout and augmentation were
     seeded for the epoch before (only the shuffle moved on): the next epoch trained otherwise than
     after a clean stop at the same epoch."""
-    from fervid.training import fit as fit_module
+    from fervid.training.checkpoint import RunCheckpoint
 
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 8, "validation": 2})
     stopped = tmp_path / "stopped"
-    on_epoch_end = fit_module.RunCheckpoint.on_epoch_end
+    on_epoch_end = RunCheckpoint.on_epoch_end
 
     def stop_after_epoch_3(self, epoch, logs=None):
         on_epoch_end(self, epoch, logs)
@@ -227,7 +227,7 @@ def test_a_resume_that_catches_up_an_epoch_trains_on_as_a_clean_resume_does(tmp_
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(fit_module.RunCheckpoint, "on_epoch_end", stop_after_epoch_3)
+        patch.setattr(RunCheckpoint, "on_epoch_end", stop_after_epoch_3)
         result = fervid_here("train", str(data), "--arch", "compact", "--epochs", "5", "--batch-size", "8",
                              "--warmup-epochs", "1", "--out", str(stopped), check=False)
     assert result.returncode == 130, result.stderr
@@ -354,7 +354,7 @@ def test_export_takes_a_run_folder_and_names_a_damaged_model_as_damaged(trained_
     assert refused.stderr.startswith(f"fervid: error: --int8 {flat}: not the data the model was trained on (") and \
         "validated on its stratified 10% of train (seed 42); its card: data, 280 training faces, validated on its validation split)" in refused.stderr
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import load_training_data
+    from fervid.training.dataset import load_training_data
 
     trained_on_flat = tmp_path / "flat-model"  # a model whose card says it trained on those folders: scored on the same holdout
     trained_on_flat.mkdir()
@@ -916,7 +916,10 @@ def test_ema_validates_checkpoints_and_exports_the_moving_average_and_resumes_it
     from fervid.training.config import TrainConfig
     from fervid.model.backend import keras
     from fervid.training.averaging import Recalibration, batch_norms, swap_averaged_weights
-    from fervid.training.fit import averaged_weights, compile_for_training, load_checkpoint, load_training_data
+    from fervid.training.averaging import averaged_weights
+    from fervid.training.checkpoint import load_checkpoint
+    from fervid.training.dataset import load_training_data
+    from fervid.training.fit import compile_for_training
     from fervid.model.architectures import build_classifier
 
     data = write_folder_dataset(tmp_path / "data", 0, {"train": 12, "validation": 6})
@@ -1141,7 +1144,7 @@ def test_distilling_from_teacher_views_trains_each_view_to_its_own_target(traine
     from fervid.runtime.classify import ExpressionClassifier
     from fervid.training.config import TrainConfig
     from fervid.training.distill import TEACHER_VIEWS_FILE, distilled_targets
-    from fervid.training.fit import ViewBatches
+    from fervid.training.batches import ViewBatches
 
     run, data = trained_run
     teacher = tmp_path / "teacher.onnx"
@@ -1314,7 +1317,7 @@ def test_calibration_matches_a_hand_computation():
 
 def test_class_weights_and_holdout():
     from fervid.data.holdout import stratified_holdout
-    from fervid.training.fit import class_weights, face_weights
+    from fervid.training.batches import class_weights, face_weights
 
     labels = np.array([0] * 80 + [1] * 20)
     weights = class_weights(labels)
@@ -1634,7 +1637,7 @@ def test_faces_left_out_and_classes_missing_are_said_and_reported(tmp_path):
 def test_a_new_run_never_overwrites_files_that_are_not_a_runs_own(tmp_path):
     from fervid.errors import FervidError
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import open_run
+    from fervid.training.run_folder import open_run
 
     config = TrainConfig(data=str(tmp_path / "data"), arch="compact", epochs=1)
     folder = tmp_path / "models"
@@ -1702,7 +1705,7 @@ def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path, monk
 
 def test_a_warm_up_as_long_as_the_run_is_named(capsys):
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import learning_rate
+    from fervid.training.schedule import learning_rate
 
     learning_rate(TrainConfig(data="d", epochs=2, warmup_epochs=3), steps_per_epoch=10)
     assert "--warmup-epochs 3 is not shorter than --epochs 2" in capsys.readouterr().err
@@ -1714,7 +1717,7 @@ def test_the_constant_schedule_holds_the_rate_after_its_warm_up(capsys):
     """--schedule constant (stochastic weight averaging's): the warm-up, then --lr to the last step,
     where the cosine schedule would have decayed it to 0."""
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import learning_rate
+    from fervid.training.schedule import learning_rate
 
     rate = learning_rate(TrainConfig(data="d", epochs=10, warmup_epochs=2, learning_rate=5e-4, schedule="constant"), 10)
     assert float(rate(0)) < 1e-5 and float(rate(10)) == pytest.approx(2.5e-4, rel=0.02)
@@ -1852,7 +1855,7 @@ def test_a_kill_between_the_weights_and_the_state_as_the_plateau_halves_does_not
 def test_the_plateau_count_repair_moves_as_the_callback_does():
     """The repair's count: reset by an improvement, reset by the halving it reaches patience with; a
     rate lowered by the epoch before (the one this epoch ran at) is no halving of this one's."""
-    from fervid.training.fit import step_plateau
+    from fervid.training.schedule import step_plateau
 
     counted = {"best": 0.5, "wait": 0, "cooldown": 0}
     assert step_plateau(counted, 0.4, halved=True) is False and counted["wait"] == 1, "the epoch after a halving"
@@ -1865,7 +1868,7 @@ def test_the_plateau_count_repair_moves_as_the_callback_does():
 def test_balanced_batches_draw_every_class_equally_often_and_resume_on_the_same_draws():
     """--imbalance sampling: from data where one class has 30x the faces of each other one (and one class has
     none), every present class fills about the same share of the batches; an epoch is as long as the data."""
-    from fervid.training.fit import BalancedBatches
+    from fervid.training.batches import BalancedBatches
 
     labels = np.array([3] * 300 + [c for c in (0, 2, 4, 5, 6) for _ in range(10)])  # no disgust (1) at all
     inputs = np.arange(len(labels), dtype=np.float32)[:, None]  # each face is its row number
@@ -1894,7 +1897,7 @@ def test_balanced_batches_draw_every_class_equally_often_and_resume_on_the_same_
 def test_balanced_class_weights_give_every_class_the_same_total_weight():
     """--imbalance weights: a class 30x rarer weighs 30x more per face, so each present class adds up to the
     same total weight (an absent class gets none) and the mean weight per face stays 1."""
-    from fervid.training.fit import class_weights, face_weights
+    from fervid.training.batches import class_weights, face_weights
 
     labels = np.array([3] * 300 + [c for c in (0, 2, 4, 5, 6) for _ in range(10)])
     weights = class_weights(labels)
@@ -1910,6 +1913,7 @@ def test_training_on_balanced_batches_runs_through_keras(tmp_path, monkeypatch):
     """--imbalance sampling feeds Keras the balanced stream (a PyDataset) for every epoch asked:
     the batches trained on hold the classes in about equal shares, not happy's 5 in 11."""
     from fervid.labels import EXPRESSIONS
+    from fervid.training.batches import BalancedBatches
     from fervid.training import fit as fit_module
     from fervid.training.config import TrainConfig
 
@@ -1917,14 +1921,14 @@ def test_training_on_balanced_batches_runs_through_keras(tmp_path, monkeypatch):
     for extra in range(12):  # happy, 5x the faces of every other class
         shutil.copy(data / "train" / "happy" / "0000.png", data / "train" / "happy" / f"x{extra}.png")
     served = []
-    real_item = fit_module.BalancedBatches.__getitem__
+    real_item = BalancedBatches.__getitem__
 
     def item(self, batch):
         inputs, targets = real_item(self, batch)
         served.append(np.asarray(targets).argmax(axis=1))
         return inputs, targets
 
-    monkeypatch.setattr(fit_module.BalancedBatches, "__getitem__", item)
+    monkeypatch.setattr(BalancedBatches, "__getitem__", item)
     run = tmp_path / "run"
     fit_module.fit(TrainConfig(data=str(data), arch="compact", epochs=2, batch_size=8, warmup_epochs=0, imbalance="sampling"), run)
     state = json.loads((run / "checkpoint" / "state.json").read_text())
@@ -1940,21 +1944,21 @@ def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
     """``--precision auto`` (the default) trains in mixed_bfloat16 on TensorFlow only when the CPU has
     native bf16 (AMX or AVX-512 BF16); elsewhere auto means float32.
     An explicit precision is kept as asked on any CPU."""
-    from fervid.training import fit
+    from fervid.training import precision
 
-    monkeypatch.setattr(fit.keras.backend, "backend", lambda: "tensorflow")
-    monkeypatch.setattr(fit, "cpu_has_bf16", lambda: False)
-    assert fit.resolve_precision("auto") == "float32"
-    assert fit.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
-    monkeypatch.setattr(fit, "cpu_has_bf16", lambda: True)
-    assert fit.resolve_precision("auto") == "mixed_bfloat16"
-    assert fit.resolve_precision("float32") == "float32"
-    monkeypatch.setattr(fit.keras.backend, "backend", lambda: "jax")
-    assert fit.resolve_precision("auto") == "float32"  # bf16 on a CPU is TensorFlow's oneDNN path only
+    monkeypatch.setattr(precision.keras.backend, "backend", lambda: "tensorflow")
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert precision.resolve_precision("auto") == "float32"
+    assert precision.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_precision("auto") == "mixed_bfloat16"
+    assert precision.resolve_precision("float32") == "float32"
+    monkeypatch.setattr(precision.keras.backend, "backend", lambda: "jax")
+    assert precision.resolve_precision("auto") == "float32"  # bf16 on a CPU is TensorFlow's oneDNN path only
 
 
 def test_cpu_has_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
-    from fervid.training import fit
+    from fervid.training import precision
 
     cpuinfo = tmp_path / "cpuinfo"
     real = Path
@@ -1962,12 +1966,12 @@ def test_cpu_has_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
     def fake_path(name, *rest):
         return cpuinfo if str(name) == "/proc/cpuinfo" else real(name, *rest)
 
-    monkeypatch.setattr(fit, "Path", fake_path)
+    monkeypatch.setattr(precision, "Path", fake_path)
     for flags, expected in (("fpu sse avx2 avx512f", False), ("fpu avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True)):
         cpuinfo.write_text(f"processor : 0\nflags : {flags}\n")
-        assert fit.cpu_has_bf16() is expected, flags
+        assert precision.cpu_has_bf16() is expected, flags
     cpuinfo.unlink()
-    assert fit.cpu_has_bf16() is False  # no /proc/cpuinfo (macOS, Windows): float32
+    assert precision.cpu_has_bf16() is False  # no /proc/cpuinfo (macOS, Windows): float32
 
 
 def test_evaluate_and_train_say_what_the_read_left_out(tmp_path):
@@ -2027,7 +2031,7 @@ def no_recalibration():
 def test_a_diverged_epoch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     """A nan loss used to be trained on to the end, exported, and scored as a calibrated model."""
     from fervid.errors import FervidError
-    from fervid.training.fit import RunCheckpoint
+    from fervid.training.checkpoint import RunCheckpoint
 
     state = {"epochs_done": 4, "best_epoch": 3, "best_val_accuracy": 0.4, "history": [{"epoch": 4}]}
     checkpoint = RunCheckpoint(tmp_path, None, state, total_epochs=10, patience=0, recalibration=no_recalibration())
@@ -2042,7 +2046,7 @@ def test_a_diverged_epoch_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
 def test_ctrl_c_during_a_checkpoint_waits_for_the_whole_checkpoint(tmp_path, capsys):
     """Weights written and state.json not yet: a resume ran the schedule one epoch ahead. The
     epoch's line is printed too (it was lost, though the epoch was kept)."""
-    from fervid.training.fit import RunCheckpoint
+    from fervid.training.checkpoint import RunCheckpoint
 
     class Weights:
         optimizer = None  # as a Keras model's before compile: no weight averaging
@@ -2123,7 +2127,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, ca
     """A full disk: h5py's message spanned lines and named the temporary file, and the interpreter's
     teardown then crashed in h5py (a segfault, exit 139) after it."""
     from fervid.errors import WriteFailedInLibrary
-    from fervid.training.fit import save_weights
+    from fervid.training.checkpoint import save_weights
 
     # h5py's objects of the failed write complain as they are freed, through both hooks as Cython
     # reports errors in __dealloc__: a traceback each around the one line (seen on a full tmpfs)
@@ -2236,7 +2240,7 @@ def test_the_resume_seed_stays_one_numpy_takes():
 def test_a_val_fraction_the_data_does_not_use_is_named(tmp_path, capsys):
     """--val-fraction on data with a validation split did nothing, silently."""
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import load_training_data
+    from fervid.training.dataset import load_training_data
 
     data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 1})
     assert load_training_data(TrainConfig(data=str(data))).validation_source == "validation split"
@@ -2250,18 +2254,19 @@ def test_auto_precision_is_decided_when_a_run_starts_and_kept_at_each_resume(tmp
     """A run started where auto meant mixed_bfloat16 and resumed where it means float32 switched
     precision mid-schedule, and its card named only the last one."""
     from fervid.training import fit as fitting
+    from fervid.training import precision
     from fervid.training.config import TrainConfig
 
     monkeypatch.setattr(fitting.keras.backend, "backend", lambda: "tensorflow")
     data = write_unimprovable_dataset(tmp_path / "d")
     config = TrainConfig(data=str(data), arch="compact", epochs=1, batch_size=8)
-    monkeypatch.setattr(fitting, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     fitting.fit(config, tmp_path / "run")
-    monkeypatch.setattr(fitting, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
     classifier, _, state = fitting.fit(dataclasses.replace(config, epochs=2), tmp_path / "run", resume=True)
     convs = [layer for layer in classifier.layers if isinstance(layer, fitting.keras.layers.Conv2D)]
     assert state["precision"] == "mixed_bfloat16" and {layer.dtype_policy.name for layer in convs} == {"mixed_bfloat16"}
-    assert fitting.run_precision("auto", {}) == "float32" and fitting.run_precision("float32", state) == "float32"
+    assert precision.run_precision("auto", {}) == "float32" and precision.run_precision("float32", state) == "float32"
 
 
 def test_data_too_small_to_hold_faces_out_says_why(tmp_path):
@@ -2269,7 +2274,7 @@ def test_data_too_small_to_hold_faces_out_says_why(tmp_path):
     no word of why (a class needs two, one to train on and one to hold out)."""
     from fervid.errors import FervidError
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import load_training_data
+    from fervid.training.dataset import load_training_data
 
     data = write_folder_dataset(tmp_path / "one", 0, splits={"train": 1})
     with pytest.raises(FervidError, match="a class needs at least 2 images for one to be held out, and the largest has 1"):

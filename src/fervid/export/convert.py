@@ -175,7 +175,7 @@ def _calibration_data(model_path: Path, data: Path, card: dict | None, unknown: 
     split, the same seeded stratified holdout."""
     from fervid.evaluation.run import training_reading
     from fervid.training.config import TrainConfig
-    from fervid.training.fit import load_training_data
+    from fervid.training.dataset import load_training_data
 
     run_config = model_path.parent / "config.json"
     if run_config.exists():

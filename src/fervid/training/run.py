@@ -24,7 +24,8 @@ from fervid.model.architectures import ARCHITECTURES
 from fervid.model.backend import keras
 from fervid.preprocess import FACE_SIZE
 from fervid.training.config import TrainConfig
-from fervid.training.fit import TrainingData, fit
+from fervid.training.dataset import TrainingData
+from fervid.training.fit import fit
 from fervid.training.lock import RunLock
 from fervid.training.matched_blur import augmentation_blur, choose_input_blur, view_blur
 
