@@ -341,7 +341,7 @@ def test_rows_follow_the_schema_and_match_the_recognizer(archive: Path, full_run
         assert seen == frames
         shown = {"a.mp4": 2 * 28, "b.mp4": 24}[name]  # faces x frames with them (the clips start and end empty)
         assert len(mine) >= 0.9 * shown, "the faces were found: rows equal to an empty prediction prove nothing"
-        np.testing.assert_allclose(mine["time_s"], mine["frame"] / FPS)
+        np.testing.assert_allclose(mine["time_s"], mine["frame"] / FPS, rtol=0, atol=5e-7)  # to the microsecond
         assert not mine.duplicated(["frame", "face_id"]).any()
         assert (mine["segment"] == 0).all()
     two_faces = rows[rows["source"] == str(archive / "clips" / "a.mp4")]
@@ -375,6 +375,16 @@ def test_a_variable_frame_rate_video_is_timed_by_its_timestamps(tmp_path: Path) 
     expected = [n / 60 if n < 24 else 0.4 + 0.05 * (n - 24) for n in range(0, 48, 2)]
     np.testing.assert_allclose(local["time_s"], expected, atol=1e-3)
     assert len(plan_units(expand_inputs([steady]), AnalyzeOptions(segment_s=0.5), "model")) == 3, "a steady video is still cut"
+
+
+def test_frame_times_are_clean_numbers_a_table_can_be_filtered_on(tmp_path: Path) -> None:
+    """The decoder's milliseconds carry float noise: frame 3 of a 10 fps video came out as
+    0.30000000000000004 s, so rows[rows.time_s == 0.3] found nothing (live's timeline said 0.3)."""
+    clip = write_video(tmp_path / "ten.mp4", [textured_background(48, 64, seed=i) for i in range(20)], fps=10.0)
+    rows = rows_of(analyze([clip], tmp_path / "ten.parquet", AnalyzeOptions(crops=True)).outputs[0])
+    assert list(rows["frame"]) == list(range(20))
+    assert list(rows["time_s"]) == [n / 10 for n in range(20)]  # exactly the numbers written as 0.0, 0.1, ...
+    assert len(rows[rows["time_s"] == 0.3]) == 1
 
 
 def test_summary_has_one_row_per_source_with_error_rows(archive: Path, full_run) -> None:

@@ -25,7 +25,7 @@ from fervid.runtime.sources import DEFAULT_FPS
 
 
 BOXES_READER = 2  # how --boxes boxes are used: 2 since 2026-12-05 (an image's boxes numbered left to right, not in the file's order)
-VIDEO_READER = 5  # how video segments are read and tracked: 2 since 2026-12-05 (frame timestamps; variable-rate videos whole), 3 ids kept through a 1 s miss, 4 seeks checked by timestamp (damaged files), 5 a lost face matched where last seen too
+VIDEO_READER = 6  # how video segments are read and tracked: 2 since 2026-12-05 (frame timestamps; variable-rate videos whole), 3 ids kept through a 1 s miss, 4 seeks checked by timestamp (damaged files), 5 a lost face matched where last seen too, 6 times to the microsecond
 # how images are decoded: 2 since 2026-12-05 (transparent parts white, PNG/WebP upright by EXIF), 3 float TIFFs read,
 # 4 the transparent parts of gray PNGs (their tRNS key) and of AVIFs white too, 5 opaque 16-bit PNGs/TIFFs of 0..255 refused
 IMAGE_READER = 5

@@ -40,6 +40,9 @@ def frame_rate(reported: float) -> float:
     return reported if MIN_FPS <= reported <= MAX_FPS else DEFAULT_FPS
 
 
+TIME_DECIMALS = 6  # frame times to the microsecond
+
+
 class FrameClock:
     """Each decoded frame's time in seconds, from the container's timestamp for it.
 
@@ -49,6 +52,9 @@ class FrameClock:
     time), the frame is placed by its number, at the header's rate, after the last stamped frame
     (``frame / fps`` where none was), so times always move forward, a constant-rate file keeps
     ``frame / fps``, and a file read straight through and one sought into get the same times.
+    Times are rounded to the microsecond: the decoder's milliseconds carry float noise (frame 7 of
+    a 10 fps file read as 0.7000000000000001 s), and a table filtered on ``time_s == 0.7`` found
+    nothing.
     """
 
     def __init__(self, fps: float) -> None:
@@ -68,10 +74,10 @@ class FrameClock:
         if stamped is not None and (self.last is None or stamped > self.last):
             self.anchor = (index, stamped)
             self.last = stamped
-            return stamped
-        anchored, at = self.anchor
-        self.last = index / self.fps if at is None else at + (index - anchored) / self.fps
-        return self.last
+        else:
+            anchored, at = self.anchor
+            self.last = index / self.fps if at is None else at + (index - anchored) / self.fps
+        return round(self.last, TIME_DECIMALS)
 
 
 URL_TIMEOUT_S = 10.0  # how long a URL may take to open, and a read from it to answer
