@@ -341,12 +341,13 @@ def evaluate(
 ) -> None:
     """Accuracy, macro-F1, a per-class table and a confusion matrix of a model on a dataset split.
 
-    Needs the 'data' extra (README, Install options). A .keras model needs 'train'.
+    Needs the 'data' extra (README, Install options); a .keras model needs the 'train' extra. Class folders
+    with no split folders above them are the 'train' split (--split train scores them).
 
     Examples:
       fervid evaluate runs/vgg/model.onnx fer2013.zip --split validation --flip-tta
       fervid evaluate runs/new/model.onnx fer2013.zip --flip-tta --against fervid-vgg
-      fervid evaluate fervid-vgg my-faces/ --predictions faces.csv     # each face's prediction, wrong ones first
+      fervid evaluate fervid-vgg my-faces/ --split train --predictions faces.csv
     """
     _needs("data", "pandas")
     # '-' is stdout (`--json - | jq .accuracy`), './-' a file named '-' (as a Path both are Path('-'))
