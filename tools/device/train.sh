@@ -3,12 +3,13 @@
 # an H100 idle, and their XLA compilations overlap); each is packed into $OUT when it ends.
 # RUNS lists them, ';'-separated, each "NAME ARCH WARP WEIGHT_DECAY [EPOCHS [kd|kdv]]"; "kd" distills from the
 # teachers whose probabilities prepare.sh stored in .gpu/teacher (docs/model.md parts 9-11), "kdv" from their
-# probabilities on fixed augmented views of each face (--teacher-views, part 13). The default (part 13): vgg-deep
-# distilled from all six both ways, side by side (the shipped vgg on the views ran on the CPU, 2026-12-05).
+# probabilities on fixed augmented views of each face (--teacher-views, part 13). The default: vgg-deep distilled
+# from all six the old way (part 11's plan) and vgg-large, the net of the best single model so far, on the views
+# (vgg and vgg-deep on the views ran on the CPU, 2026-12-05/06, both level with fervid-vgg).
 # EXTRA adds fervid train options to every run (such as "--ema 0.999").
 set -u
 T0=$(date +%s); BUDGET=${BUDGET:-570}
-RUNS=${RUNS:-"vgg-deep-kd6 vgg-deep each 5e-4 250 kd;vgg-deep-kdv6 vgg-deep each 5e-4 250 kdv"}
+RUNS=${RUNS:-"vgg-deep-kd6 vgg-deep each 5e-4 250 kd;vgg-large-kdv6 vgg-large each 5e-4 200 kdv"}
 DATA=${DATA:-/work/shared/data/fer2013.zip}
 if ! python3 -c "import keras" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
