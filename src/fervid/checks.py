@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, Union
+
 import numpy as np
+
+# What the public API's number arguments are typed as: NumPy scalars are taken at run time (np.int64
+# from an array's .max(), np.float32 from a model), so type checkers must let them through too.
+Whole = Union[int, "np.integer[Any]"]
+Real = Union[float, "np.floating[Any]", "np.integer[Any]"]
+Flag = Union[bool, "np.bool_"]
 
 
 def is_number(value: object, kind: type) -> bool:

@@ -135,7 +135,7 @@ class Analyzer:
             ledger.add(units[0].sources[0], units[0], error=units[0].error)
             yield UnitResult(units[0], self._rows().table(), ledger.table(), 0, self._take_timings())
             return
-        reader = VideoReader(units[0].sources[0].path, self.options.every, units[0].fps, units[0].seekable, units[0].frame_count)
+        reader = VideoReader(units[0].sources[0].path, int(self.options.every), units[0].fps, units[0].seekable, units[0].frame_count)
         try:
             for unit in units:
                 yield self._run_segment(unit, reader, on_frames)
@@ -180,7 +180,7 @@ class Analyzer:
         if self.options.crops and shape is not None:
             notes.append(crop_doubt(shape[1], shape[0]))
         if error is None:
-            notes.append(unread_boxes(unit, item, seen, self.options.every))
+            notes.append(unread_boxes(unit, item, seen, int(self.options.every)))
         kept_notes = [note for note in notes if note]
         ledger.add(item, unit, frames=frames, counts=counts, error=error, note="; ".join(kept_notes) or None)
         return UnitResult(unit, rows.table(), ledger.table(), frames, self._take_timings())

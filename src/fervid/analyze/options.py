@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 
+from fervid.checks import Real as RealNumber, Whole
 from fervid.errors import FervidError
 from fervid.runtime.detect import DetectorConfig
 
@@ -23,16 +24,16 @@ MAX_SEGMENT_S = 1_000_000.0
 class AnalyzeOptions:
     """What ``fervid analyze`` does to each source; everything here that changes rows is part of unit ids."""
 
-    every: int = 1  # analyse every K-th video frame
+    every: Whole = 1  # analyse every K-th video frame
     largest_only: bool = False  # keep only the largest face per frame
     crops: bool = False  # inputs are already-cropped faces: no detector, the whole image is the face
-    segment_s: float = 300.0  # video time segment: the unit of parallel work, resume and tracking
-    image_batch: int = 64  # images per unit
+    segment_s: RealNumber = 300.0  # video time segment: the unit of parallel work, resume and tracking
+    image_batch: Whole = 64  # images per unit
     model: str | None = None
     # Haar cascade settings, as `fervid predict` and `live` take them (DetectorConfig's defaults)
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_size: int = 40
+    scale_factor: RealNumber = 1.1
+    min_neighbors: Whole = 5
+    min_size: Whole = 40
 
     def validate(self) -> None:
         """Refuse options that would plan no work, loop forever or overflow a count, before any input is read."""

@@ -19,6 +19,7 @@ from fervid.analyze.options import AnalyzeOptions
 from fervid.analyze.progress import AnalyzeProgress
 from fervid.analyze.units import UnitResult, plan_units
 from fervid.analyze.writer import ResultStore
+from fervid.checks import Whole
 from fervid.console import plural, warn
 from fervid.errors import FervidError
 from fervid.runtime.classify import ExpressionClassifier
@@ -108,7 +109,7 @@ def analyze(
     engine: str = "local",
     boxes: str | Path | None = None,
     ray_address: str | None = None,
-    ray_cpus: int | None = None,
+    ray_cpus: Whole | None = None,
     on_result: Callable[[UnitResult], None] | None = None,
 ) -> AnalyzeReport:
     """Analyse images and videos into a face table at ``out`` (folder, .parquet or .csv) plus a per-source summary.
@@ -167,7 +168,7 @@ def analyze(
                 if engine == "ray":
                     from fervid.analyze.ray_engine import run_ray
 
-                    results = run_ray(pending, options, bar.frames, address=ray_address, cpus=ray_cpus)
+                    results = run_ray(pending, options, bar.frames, address=ray_address, cpus=None if ray_cpus is None else int(ray_cpus))
                 else:
                     from fervid.analyze.local import run_local
 

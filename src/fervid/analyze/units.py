@@ -114,7 +114,7 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
             segments, length = 1, count or 1
         for segment in range(segments):
             start, end = segment * length, (segment + 1) * length if segment < segments - 1 else None
-            expected = analysed_frames(start, end if end is not None else (count or start + 1), options.every)
+            expected = analysed_frames(start, end if end is not None else (count or start + 1), int(options.every))
             units.append(make("video", [item], segment=segment, start_frame=start, end_frame=end, fps=fps, frames=expected,
                               frame_count=count, seekable=steady))
     flush_images()

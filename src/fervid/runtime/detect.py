@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fervid.checks import Real, Whole
 from fervid.errors import FervidError
 from fervid.runtime.track import iou_matrix
 
@@ -50,10 +51,10 @@ class DetectorConfig:
     under 144 px in 1920-wide frames: 23 of 60 found at 150 px, against 45 of 60 now.
     """
 
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_size: int = 40
-    detection_width: int | None = 1280  # the widest scan (None: min_size alone decides, at any cost)
+    scale_factor: Real = 1.1
+    min_neighbors: Whole = 5
+    min_size: Whole = 40
+    detection_width: Whole | None = 1280  # the widest scan (None: min_size alone decides, at any cost)
 
     def refuse_unused(self, why: str) -> None:
         """Refuse settings given where no detector runs (``--crops``, ``--boxes``): accepted without a
@@ -117,7 +118,7 @@ class FaceDetector:
         gray = cv2.equalizeHist(gray)
         min_side = max(1, round(config.min_size * scale))
         found = self.cascade.detectMultiScale(
-            gray, scaleFactor=config.scale_factor, minNeighbors=config.min_neighbors, minSize=(min_side, min_side)
+            gray, scaleFactor=float(config.scale_factor), minNeighbors=int(config.min_neighbors), minSize=(min_side, min_side)
         )
         if len(found) == 0:
             return np.zeros((0, 4), dtype=np.int32)
@@ -135,7 +136,7 @@ class FaceDetector:
         ``strict`` asks for a scan's neighbours (``FaceTracker.search_strict``: a track the last scan
         missed). Returns None when no face is found there.
         """
-        neighbours = self.config.min_neighbors if strict else NEAR_MIN_NEIGHBORS
+        neighbours = int(self.config.min_neighbors) if strict else NEAR_MIN_NEIGHBORS
         found = self._search_near(gray, box, 0.5, 0.7, 1.4, neighbours)
         return found if found is not None else self._search_near(gray, box, 0.8, 0.5, 2.0, neighbours)
 
@@ -155,7 +156,7 @@ class FaceDetector:
         smallest = max(1, int(side * scale * smaller))
         largest = max(smallest + 1, int(np.ceil(side * scale * larger)))
         found = self.cascade.detectMultiScale(
-            cv2.equalizeHist(crop), scaleFactor=self.config.scale_factor, minNeighbors=neighbours,
+            cv2.equalizeHist(crop), scaleFactor=float(self.config.scale_factor), minNeighbors=neighbours,
             minSize=(smallest, smallest), maxSize=(largest, largest),
         )
         if len(found) == 0:

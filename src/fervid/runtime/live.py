@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 from fervid.console import plural, progress, warn
-from fervid.checks import is_number
+from fervid.checks import Whole, is_number
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path, check_writable, signals_deferred
 from fervid.images import is_hidden
@@ -116,8 +116,8 @@ def run_live(
     timeline: str | Path | None = None,
     summary: str | Path | None = None,
     display: bool | None = None,
-    max_frames: int | None = None,
-    detect_every: int = DETECT_EVERY,
+    max_frames: Whole | None = None,
+    detect_every: Whole = DETECT_EVERY,
     draw: bool = True,
 ) -> LiveReport:
     """Recognise expressions on every frame of ``source``; write the requested outputs; return a report.
@@ -162,7 +162,7 @@ def run_live(
             video = stack.enter_context(VideoSink(output, frames.fps)) if output else None
             if show:
                 stack.callback(cv2.destroyAllWindows)
-            total = frames.total if max_frames is None or frames.total is None else min(frames.total, max_frames)
+            total = frames.total if max_frames is None or frames.total is None else min(frames.total, int(max_frames))
             iterator = iter(frames) if frames.live else progress(frames, total, f"{Path(frames.name).name}")
             started = time.perf_counter()
             first_s: float | None = None  # the first frame's time; the recording keeps the source's timing from it

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from fervid.checks import is_number
+from fervid.checks import Whole, is_number
 from fervid.errors import FervidError
 from fervid.images import gray_frame
 from fervid.runtime.face import Face
@@ -38,14 +38,14 @@ class FrameProcessor:
     boxes follow moving faces on every frame; when a face is not found near its box, that frame gets a
     full scan, so a face that leaves loses its box at once and one the near search missed keeps it."""
 
-    def __init__(self, recognizer: Recognizer, tracker: FaceTracker | None = None, detect_every: int = DETECT_EVERY) -> None:
+    def __init__(self, recognizer: Recognizer, tracker: FaceTracker | None = None, detect_every: Whole = DETECT_EVERY) -> None:
         given: object = detect_every  # from Python, anything: checked as such
         if not (is_number(given, numbers.Integral) and int(given) >= 1):  # type: ignore[call-overload]
             raise FervidError(f"detect_every (--detect-every) must be a whole number, 1 or more, got {detect_every!r}")
         self.recognizer = recognizer
         self.tracker = tracker or FaceTracker(max_missed_s=KEEP_ID_S)
-        self.detect_every = detect_every
-        self.since_scan = detect_every
+        self.detect_every = int(detect_every)
+        self.since_scan = self.detect_every
 
     def process(self, frame: Frame, recognizer: Recognizer | None = None) -> list[Face]:
         """The faces of the next frame, their boxes inside it. ``recognizer`` lends another Recognizer

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 
-from fervid.checks import is_number
+from fervid.checks import Flag, Real, Whole, is_number
 from fervid.errors import FervidError
 from fervid.pixel_limit import pixel_limit
 from fervid.images import (
@@ -140,13 +140,13 @@ class Recognizer:
         self,
         model: str | os.PathLike[str] | None = None,
         *,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 5,
-        min_size: int = 40,
-        detection_width: int | None = 1280,
-        margin: float = 0.0,
-        flip_tta: bool | None = None,
-        threads: int | None = None,
+        scale_factor: Real = 1.1,
+        min_neighbors: Whole = 5,
+        min_size: Whole = 40,
+        detection_width: Whole | None = 1280,
+        margin: Real = 0.0,
+        flip_tta: Flag | None = None,
+        threads: Whole | None = None,
     ) -> None:
         pixel_limit()  # a bad OPENCV_IO_MAX_IMAGE_PIXELS set after OpenCV was imported fails here, not at a decode
         if not (is_number(margin, numbers.Real) and 0.0 <= margin <= 1.0):
