@@ -13,9 +13,10 @@ import pytest
 
 from fervid.errors import FervidError
 from fervid.images import (
-    UNREADABLE_WHY, UnreadableImage, decode_image, find_images, is_hidden, is_image_name, pil_as_gray, read_image,
+    UNREADABLE_WHY, UnreadableImage, decode_image, find_images, is_hidden, is_image_name, read_image,
     walk_files,
 )
+from fervid.pil_images import pil_as_gray
 from fervid.preprocess import to_gray
 from fervid.transparency import may_be_transparent
 

@@ -15,8 +15,9 @@ from fervid.checks import Flag, Real, Whole, is_number
 from fervid.errors import FervidError
 from fervid.pixel_limit import pixel_limit
 from fervid.images import (
-    Color, ImageInput, as_bgr, channel_order, gray_frame, image_path, is_pil_image, pil_array, pil_as_gray, pil_upright, read_image,
+    Color, ImageInput, as_bgr, channel_order, gray_frame, image_path, read_image,
 )
+from fervid.pil_images import is_pil_image, pil_array, pil_as_gray, pil_upright
 from fervid.preprocess import FACE_SIZE, to_gray
 from fervid.runtime.classify import ExpressionClassifier, available_bundled_models
 from fervid.runtime.detect import DetectorConfig, FaceDetector
