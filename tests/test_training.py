@@ -262,7 +262,7 @@ def test_run_folder_has_every_artifact(trained_run):
     assert metrics["measured"] == {"split_source": card["dataset"]["validation_source"], "images": card["dataset"]["validation_images"],
                                    "input_blur": card["inference"]["input_blur"], "temperature": card["inference"]["temperature"],
                                    "flip_tta": True}
-    assert "The curves' validation accuracy is as training selects the best epoch (sharp faces, one view)" in report
+    assert "The curves' validation accuracy is as training selects the best epoch (sharp faces, one view, the training precision)" in report
     assert f"- training time {card['metrics']['training_seconds']:.0f} s" in report or card["metrics"]["training_seconds"] >= 60
     assert card["metrics"]["ece_flip_tta"] == pytest.approx(calibration["ece"])
     check = card["metrics"]["input_blur_check"]
@@ -2279,3 +2279,50 @@ def test_data_too_small_to_hold_faces_out_says_why(tmp_path):
     data = write_folder_dataset(tmp_path / "one", 0, splits={"train": 1})
     with pytest.raises(FervidError, match="a class needs at least 2 images for one to be held out, and the largest has 1"):
         load_training_data(TrainConfig(data=str(data), arch="compact"))
+
+
+def test_a_run_named_like_a_bundled_model_is_warned_of_and_the_report_names_its_start_and_map(tmp_path):
+    """A run in runs/fervid-vgg was named fervid-vgg and read as the bundled model in analyze's
+    model_name, without a word; the report said nothing of --init-from or --map, as if the model
+    were trained from scratch on the folders as named."""
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 1})
+    (data / "train" / "happy").rename(data / "train" / "hapy")
+    (data / "validation" / "happy").rename(data / "validation" / "hapy")
+    recipe = ["--arch", "compact", "--epochs", "1", "--batch-size", "8", "--warmup-epochs", "0", "--map", "hapy=happy"]
+    first = fervid_here("train", str(data), *recipe, "--out", str(tmp_path / "fervid-compact"))
+    assert ("warning: the model will be named fervid-compact, as the bundled model is: its outputs (analyze's model_name, "
+            "the API's model) will read as the bundled model's") in first.stderr
+    assert json.loads((tmp_path / "fervid-compact" / "model.json").read_text())["name"] == "fervid-compact"
+    second = fervid_here("train", str(data), *recipe, "--init-from", str(tmp_path / "fervid-compact"), "--out", str(tmp_path / "mine"))
+    assert "bundled" not in second.stderr
+    report = (tmp_path / "mine" / "report.md").read_text()
+    start = os.path.relpath(tmp_path / "fervid-compact")  # the card's paths are relative to where it was written
+    assert f"- started from `{start}` (`--init-from`), not from random weights" in report
+    assert "- classes mapped (`--map`): `hapy` as happy" in report
+    assert "started from" not in (tmp_path / "fervid-compact" / "report.md").read_text()
+
+
+def test_classes_without_validation_faces_are_said_and_the_holdout_fraction_is_not_rounded(tmp_path, capsys):
+    """A class with no validation face (none in the split, or a class of one image in a holdout) was
+    trained on without a word, its recall never measured; --val-fraction 0.001 was labelled 0%."""
+    from fervid.training.config import TrainConfig
+    from fervid.training.dataset import load_training_data
+
+    split = write_folder_dataset(tmp_path / "split", 0, {"train": 3, "validation": 1})
+    shutil.rmtree(split / "validation" / "disgust")
+    data = load_training_data(TrainConfig(data=str(split)))
+    expected = ("no validation faces of disgust: trained on, but their recall is not measured (support 0 in the report), "
+                "and they take no part in choosing the best epoch")
+    assert data.notes == [expected] and capsys.readouterr().err == f"warning: {split}: {expected}\n"
+
+    flat = write_folder_dataset(tmp_path / "flat", 0, {"train": 6})
+    for extra in list((flat / "train" / "disgust").iterdir())[1:]:
+        extra.unlink()  # one disgust image: none can be held out
+    data = load_training_data(TrainConfig(data=str(flat), val_fraction=0.001))
+    assert data.validation_source == "stratified 0.1% of train (seed 42)"
+    assert data.notes == ["no validation faces of disgust (a class needs at least 2 images for one to be held out): trained on, "
+                          "but their recall is not measured (support 0 in the report), and they take no part in choosing the best epoch"]
+    assert sorted(set(data.validation.labels)) == [0, 2, 3, 4, 5, 6] and 1 in data.train.labels
+
+    whole = write_folder_dataset(tmp_path / "whole", 0, {"train": 3, "validation": 1})
+    assert load_training_data(TrainConfig(data=str(whole))).notes == []

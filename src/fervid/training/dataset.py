@@ -50,7 +50,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     else:
         held = stratified_holdout(train.labels, config.val_fraction, config.seed)
         validation, train = subset(train, held), subset(train, ~held)
-        source = f"stratified {config.val_fraction:.0%} of train (seed {config.seed})"
+        source = f"stratified {config.val_fraction * 100:g}% of train (seed {config.seed})"  # 0.001: 0.1%, not 0%
     if len(validation) == 0 and source == "validation split":
         raise FervidError(f"{config.data}: its validation split holds no readable images")
     if len(validation) == 0:  # each class keeps at least one training face: a class of one gives none
@@ -61,6 +61,13 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     if missing:
         note = (f"no training faces of {', '.join(missing)}: the model keeps those outputs but never learns them "
                 "(their probabilities mean nothing)")
+        warn(f"{config.data}: {note}")
+        notes.append(note)
+    unvalidated = [name for label, name in enumerate(EXPRESSIONS) if name not in missing and not np.any(validation.labels == label)]
+    if unvalidated:
+        why = " (a class needs at least 2 images for one to be held out)" if source != "validation split" else ""
+        note = (f"no validation faces of {', '.join(unvalidated)}{why}: trained on, but their recall is not measured "
+                "(support 0 in the report), and they take no part in choosing the best epoch")
         warn(f"{config.data}: {note}")
         notes.append(note)
     counts = {split: {k: int(v) for k, v in column.items()} for split, column in readable_counts(index).items()}  # as data inspect counts

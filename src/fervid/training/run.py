@@ -13,6 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 
+from fervid.bundled import available_bundled_models
+from fervid.console import warn
 from fervid.evaluation.evaluate import card_metrics, keras_predictor, load_predictor, predict
 from fervid.evaluation.metrics import ClassificationReport
 from fervid.evaluation.plots import plot_confusion, plot_history
@@ -134,6 +136,17 @@ def distillation_line(training: dict) -> list[str]:
             f"probabilities{scored}"]
 
 
+def provenance_lines(training: dict) -> list[str]:
+    """The report's lines on what changes the model besides the recipe: the weights it started from
+    (``--init-from``) and the class folders read as other classes (``--map``)."""
+    lines = []
+    if start := training.get("init_from"):
+        lines.append(f"- started from `{start}` (`--init-from`), not from random weights")
+    if mapping := training.get("mapping"):
+        lines.append(f"- classes mapped (`--map`): {', '.join(f'`{old}` as {new}' for old, new in mapping.items())}")
+    return lines
+
+
 def averaging_line(training: dict) -> list[str]:
     """The report's line on weight averaging, if the run kept an average (``--ema``)."""
     decay = training.get("ema", 0)
@@ -172,6 +185,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"- data: `{card['dataset']['path']}` (fingerprint {card['dataset']['fingerprint']}), "
         f"{card['dataset']['train_images']:,} train / {card['dataset']['validation_images']:,} validation ({card['dataset']['validation_source']})",
         *(f"- data note: {note}" for note in card["dataset"].get("notes", [])),
+        *provenance_lines(card["training"]),
         *distillation_line(card["training"]),
         *averaging_line(card["training"]),
         f"- epochs: {card['epochs_trained']} trained, best validation epoch {card['best_epoch']}",
@@ -198,7 +212,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         "",
         "![training curves](curves.png)",
         "",
-        "The curves' validation accuracy is as training selects the best epoch (sharp faces, one view); "
+        "The curves' validation accuracy is as training selects the best epoch (sharp faces, one view, the training precision); "
         "the scores above are as the runtime runs the model (input blur, flip averaging).",
         "",
         "![confusion matrix](confusion.png)",
@@ -217,11 +231,27 @@ def onnx_export_available() -> bool:
     return backend in ("tensorflow", "torch") or find_spec("jax2onnx") is not None
 
 
+def model_name(config: TrainConfig, run: Path) -> str:
+    """The name the card gives the model: ``--name``, else the run folder's (not fervid-<arch>: a
+    user's run would pass for a bundled model)."""
+    return config.name or run.resolve().name
+
+
+def warn_if_bundled_name(name: str) -> None:
+    """A run named like a bundled model (by ``--name`` or its folder) is said to be, before it trains:
+    its card's name is what ``analyze``'s ``model_name`` and ``/api/health`` show, so its outputs
+    would read as the bundled model's. Not refused: a run meant to replace that model is named so."""
+    if name in available_bundled_models():
+        warn(f"the model will be named {name}, as the bundled model is: its outputs (analyze's model_name, "
+             "the API's model) will read as the bundled model's; give --name (or another --out) unless it is to replace it")
+
+
 def train(config: TrainConfig, run: Path, *, resume: bool = False) -> dict:
     """Train, export and evaluate; returns the model card (also written to ``run/model.json``).
     A ``~`` at the start of ``run`` is the home folder, as its checks read it: every file of the run
     goes there, not some into ``./~``."""
     run = Path(run).expanduser()
+    warn_if_bundled_name(model_name(config, run))
     with RunLock(run) as lock:  # held until the last file of the run is written
         return _train(config, run, resume, lock)
 
@@ -232,7 +262,7 @@ def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
     deployable = float32_twin(classifier, config.arch)
     with atomic_path(run / "model.keras") as temporary:
         deployable.save(str(temporary))
-    name = config.name or run.resolve().name  # not fervid-<arch>: a user's run would pass for a bundled model
+    name = model_name(config, run)
     exports = onnx_export_available()
     with tempfile.TemporaryDirectory() as scratch:  # the provisional export is scored there, never left as run/model.onnx
         card, single, flipped = _scored_card(config, run, data, state, deployable, name, exports, Path(scratch))
