@@ -667,6 +667,33 @@ def test_an_interrupt_before_the_first_unit_does_not_promise_a_resume(archive: P
     with pytest.raises(AnalyzeInterrupted, match="^none of the 2 units was complete yet; rerunning the same command starts again$"):
         analyze([archive / "clips"], tmp_path / "r.csv")
 
+def test_a_stopped_rerun_into_a_folder_leaves_no_summary_of_other_rows(archive: Path, tmp_path: Path) -> None:
+    """A rerun into a folder --out stopped with Ctrl+C showed its complete units' rows beside the
+    earlier run's summary, which counted a changed source's old rows; the rerun writes the new one."""
+    photos = tmp_path / "photos"
+    shutil.copytree(archive / "photos", photos)
+    out = tmp_path / "results"
+    options = AnalyzeOptions(image_batch=1)  # a unit per photo
+    analyze([photos], out, options)
+    before = pd.read_parquet(out / "_summary.parquet")
+    shutil.copy(photos / "two.jpg", photos / "one.png.jpg")  # a new source
+    shutil.copy(photos / "two.jpg", photos / "one.png")  # a changed one: two faces where one was
+
+    def stop(result) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(AnalyzeInterrupted):
+        analyze([photos], out, options, on_result=stop)
+    assert not (out / "_summary.parquet").exists(), "the earlier summary counts rows the folder no longer holds"
+    stopped = rows_of(out)
+    assert (stopped["source"] == str(photos / "one.png")).sum() in (0, 2), "the changed photo's old row is never shown"
+    report = analyze([photos], out, options)
+    after = pd.read_parquet(out / "_summary.parquet").set_index("source")
+    assert after.loc[str(photos / "one.png"), "faces"] == 2 and str(photos / "one.png.jpg") in after.index
+    assert len(after) == len(before) + 1 and report.summary.num_rows == len(after)
+    assert [path.name for path in out.iterdir() if path.name.endswith(".stale")] == []
+
+
 def test_a_killed_run_resumes_where_it_stopped(archive: Path, tmp_path: Path) -> None:
     """SIGKILL mid-run: what was written stays readable, and the rerun does only the rest."""
     video = tmp_path / "long.mp4"
@@ -1483,3 +1510,16 @@ def test_the_python_api_takes_numpy_numbers_and_generators_and_refuses_other_typ
         with pytest.raises(FervidError, match=message):
             call()
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_ffmpegs_own_lines_stay_off_the_terminal_from_the_python_api_too(tmp_path: Path) -> None:
+    """The CLI kept FFmpeg's lines ("moov atom not found") off the terminal, the API printed them."""
+    broken = tmp_path / "cut.mp4"
+    data = write_video(tmp_path / "whole.mp4", [textured_background(48, 64, seed=i) for i in range(20)], fps=10.0).read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    code = ("from fervid.analyze import analyze\nfrom fervid.errors import FervidError\n"
+            f"try:\n    analyze([{str(broken)!r}], {str(tmp_path / 'out')!r})\nexcept FervidError as error:\n    print(error)\n")
+    env = {key: value for key, value in os.environ.items() if key != "OPENCV_FFMPEG_LOGLEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert "nothing could be processed" in result.stdout, result.stdout + result.stderr
+    assert "moov atom" not in result.stderr and "@ 0x" not in result.stderr, result.stderr

@@ -199,12 +199,12 @@ def analyze(
             warn(f"{len(report.notes)} source(s) with a note in the summary, e.g. {noted}: {note}")
         if report.ok == 0 and not pc.sum(report.summary["frames"]).as_py():  # a source in error with rows was still processed
             first = report.errors[0] if report.errors else ("", "no sources")
+            store.unhide_stale()  # the earlier results, hidden as the run started, count as there
             if store.has_results():
                 where = "nothing written over " + " or ".join(str(path) for path in (store.out, store.summary_path) if path.exists())
             else:
                 store.write_summary(report.summary)
                 where = f"summary in {store.summary_path}"
-            store.unhide_stale()
             raise FervidError(f"nothing could be processed ({len(report.errors)} error(s); first: {first[0]}: {first[1]}); {where}")
         try:
             report.removed_parts = store.prune(ids)  # only now: parts of other inputs are dropped when this run has results

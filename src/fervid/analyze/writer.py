@@ -192,19 +192,29 @@ class ResultStore:
         """A folder ``--out``: the parts of units not in this run are hidden now (``.part-X.parquet.stale``,
         which pandas skips), not only deleted at its end, so the folder never reads as the earlier
         run's rows beside this one's (duplicates for a changed video) while it runs or once stopped.
-        :meth:`prune` deletes them at the end; :meth:`unhide_stale` puts them back where the run
-        failed, and at the next run's start, which decides afresh."""
+        The earlier summary is hidden with them: it counts the earlier rows, so a stopped run leaves
+        its complete units' rows and no summary until the rerun writes one. :meth:`prune` deletes
+        them at the end; :meth:`unhide_stale` puts them back where the run failed, and at the next
+        run's start, which decides afresh."""
         if self.format != "folder":
             return
         for path in _visible(self.parts, "part-*.parquet"):
             if OWN_PART.fullmatch(path.name) and path.name != EMPTY_PART and path.stem.removeprefix("part-") not in units:
                 path.rename(path.with_name(f".{path.name}{STALE}"))
+        if self.summary_path.is_file():
+            self.summary_path.rename(self._hidden_summary)
+
+    @property
+    def _hidden_summary(self) -> Path:
+        return self.summary_path.with_name(f".{self.summary_path.name}{STALE}")
 
     def unhide_stale(self) -> None:
-        """Parts hidden by :meth:`hide_stale` back in the table."""
+        """Parts and the summary hidden by :meth:`hide_stale` back in the table."""
         if self.parts.is_dir():
             for path in self.parts.glob(f".part-*.parquet{STALE}"):
                 path.rename(path.with_name(path.name[1 : -len(STALE)]))
+        if self.format == "folder" and self._hidden_summary.is_file() and not self.summary_path.exists():
+            self._hidden_summary.rename(self.summary_path)
 
     def prune(self, units: set[str]) -> int:
         """Remove the parts of units not in this run (other inputs, changed files, another model or options); returns how many units.
@@ -214,7 +224,7 @@ class ResultStore:
         """
         for folder in (self.parts, self.ledger):
             remove_temporaries(folder)
-        for stale in self.parts.glob(f".part-*.parquet{STALE}"):
+        for stale in [*self.parts.glob(f".part-*.parquet{STALE}"), *([self._hidden_summary] if self.format == "folder" else [])]:
             stale.unlink(missing_ok=True)
         if self.format != "folder":
             for target in (self.out, self.summary_path):

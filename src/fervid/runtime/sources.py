@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import re
 import threading
@@ -25,6 +26,12 @@ from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, is_image_name, is_photo_name, read_image, walk_files
 from fervid.runtime.sinks import is_live_summary, summary_plot_path
+
+# FFmpeg inside OpenCV prints its own lines for broken videos ("moov atom not found"); fervid says
+# what went wrong itself (one error line, the summary's note), from the Python API as from the CLI.
+# OpenCV reads this as its FFmpeg backend opens the first video, so it is set before any capture;
+# a level the user set is kept (OPENCV_FFMPEG_LOGLEVEL=16 shows FFmpeg's lines).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 DEFAULT_FPS = 30.0
