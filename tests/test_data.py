@@ -797,3 +797,34 @@ def test_a_zip_entry_repeating_a_name_is_counted_and_the_read_copy_is_the_one_ch
     assert index.dropped == {"zip entries whose name an earlier entry already has (the last entry of each name is read)": 1}
     happy = load_arrays(index, "train")
     assert happy.images[list(happy.sources).index("train/happy/0.png")].mean() == 200, "the entry read is the last one (200, not 10)"
+
+
+def test_map_does_not_turn_a_folder_beside_the_splits_into_a_class(tmp_path):
+    """--map holdout=happy made holdout/sad/ pass as a class folder, its faces read as train's sad
+    while the warning said the map mapped nothing."""
+    write_folder_dataset(tmp_path / "d", 0, {"train": 1, "val": 1, "holdout": 2})
+    with pytest.raises(FervidError, match=r"beside the split folders .*: d/holdout \(14\); rename them or drop"):
+        read_dataset(tmp_path, mapping={"holdout": "happy"})
+    dropped = read_dataset(tmp_path, unknown="drop", mapping={"holdout": "sad"})
+    assert dropped.dropped == {"holdout": 14} and dropped.counts()["train"].sum() == 7
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_an_image_beside_the_splits_in_a_wrapping_folder_is_dropped_not_a_class(tmp_path, packed):
+    """fer2013/preview.jpg next to fer2013/train/ stopped the read as 'folders that are not
+    expression classes: fer2013', where the same image at the top level is a dropped line."""
+    write_folder_dataset(tmp_path / "wr" / "fer2013", 0, {"train": 1, "validation": 1})
+    cv2.imwrite(str(tmp_path / "wr" / "fer2013" / "preview.jpg"), pattern_face(0, np.random.default_rng(0)))
+    path = zip_folder(tmp_path / "wr", tmp_path / "wr.zip") if packed else tmp_path / "wr"
+    index = read_dataset(path)
+    assert index.dropped == {"images at the top level, in no class folder": 1}
+    assert index.counts()["train"].sum() == 7 and index.counts()["validation"].sum() == 7
+
+
+@pytest.mark.parametrize("tarball", ["fer.tar.bz2", "fer.tbz2", "fer.tar.xz", "fer.txz"])
+def test_every_common_tarball_is_named_in_the_error(tmp_path, tarball):
+    folder = tmp_path / "tb"
+    folder.mkdir()
+    (folder / tarball).write_bytes(b"BZh" if "bz" in tarball else b"\xfd7zXZ")
+    assert download_error(folder, False) == (f"{folder}: holds {tarball} but no images in class folders; extract the "
+                                             "tarball and pass the folder it makes")

@@ -28,7 +28,7 @@ CSV_COLUMNS = ("emotion", "pixels")
 USAGES_LISTED = 5  # unknown Usage values named in the error
 SUFFIXES_LISTED = 3  # suffixes named in the dropped line for files without an image suffix
 ARCHIVES_LISTED = 4  # CSV files and tarballs named when a download holds no images in class folders
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 UnknownPolicy = Literal["error", "drop"]
 
 
@@ -204,15 +204,16 @@ def _without_copies(location: Path, images: list, identity: Callable[[str], obje
     return [image for image in images if not (image[2] and image[1][: image[2][0]] in copies)]
 
 
-def _beside_splits(parts: tuple[str, ...], split_parents: set[tuple[str, ...]], mapping: Mapping[str, str] | None) -> int | None:
+def _beside_splits(parts: tuple[str, ...], split_parents: set[tuple[str, ...]]) -> int | None:
     """Where ``parts`` (an image under no split folder) passes a folder that sits beside split folders
     but is neither a split nor a class (``extra/`` next to ``train/``), or None.
 
     Taking its images as training data would train on whatever it holds (a test set under a name
-    fervid does not know).
+    fervid does not know). ``--map`` renames class folders only: ``--map holdout=happy`` made
+    ``holdout/sad/`` pass as a class folder here, and its faces were read as train's sad ones.
     """
     for position in range(len(parts) - 2):
-        if parts[:position] in split_parents and canonical_label(parts[position], mapping) is None:
+        if parts[:position] in split_parents and canonical_label(parts[position], None) is None:
             return position
     return None
 
@@ -269,7 +270,10 @@ def _index_paths(
             key = "/".join(parts[:-1])
             classless[key] = classless.get(key, 0) + 1  # an image loose in a split folder has no class
             continue
-        beside = None if found else _beside_splits(parts, split_parents, mapping)
+        if not found and parts[:-1] in split_parents:  # beside the split folders in a folder that wraps them
+            top_level += not name.endswith("-samples.png")
+            continue
+        beside = None if found else _beside_splits(parts, split_parents)
         if beside is not None:
             key = "/".join(parts[: beside + 1])
             beside_counts[key] = beside_counts.get(key, 0) + 1
