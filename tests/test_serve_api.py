@@ -169,6 +169,19 @@ def test_the_app_mounted_under_a_prefix_serves_its_page_its_files_and_its_api() 
         with client.websocket_connect("/fer/ws") as socket:
             socket.send_bytes(encoded(textured_background(120, 160)))
             assert socket.receive_json()["faces"] == []
+        # the errors that say where to go give the mounted addresses (they named /api/predict, /ws, ...)
+        routes = ("the page is GET /fer/, the API POST /fer/api/predict, GET /fer/api/health and /fer/api/model, "
+                  "the WebSocket /fer/ws (see /fer/docs)")
+        assert client.get("/fer/nope").json() == {"detail": f"nothing at /fer/nope; {routes}"}
+        wrong_method = client.post("/fer/api/health")
+        assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, HEAD"
+        assert wrong_method.json() == {"detail": f"/fer/api/health takes GET, HEAD, not POST; {routes}"}
+        from starlette.testclient import WebSocketDenialResponse
+
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            with client.websocket_connect("/fer/ws/"):
+                pass
+        assert json.loads(refused.value.content) == {"detail": "no WebSocket at /fer/ws/; the frame WebSocket is /fer/ws"}
 
 
 def test_predict_finds_the_face_and_its_expression(client: TestClient) -> None:

@@ -7,6 +7,7 @@ Chromium on the PATH (no `playwright install`). Set FERVID_UPDATE_SCREENSHOT=1 t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -410,11 +411,56 @@ def test_a_busy_server_that_closes_right_after_opening_is_retried_ever_more_slow
             close() {}
         };
     """)
+    page.add_init_script(STATUS_LOG)
     page.goto(server_url)
     page.click("#start")
     page.wait_for_function("() => document.querySelector('#status').textContent.includes('trying again in 2 s')", timeout=20_000)
     page.wait_for_function("() => document.querySelector('#status').textContent.includes('trying again in 4 s')", timeout=20_000)
     assert page.text_content("#status").startswith("the server is busy: too many live streams")
+    # a screen reader read "live" between each retry's opening and its close: no stream ever ran
+    assert not [status for status in page.evaluate("window.statuses") if status.startswith("live")]
+    page.close()
+
+
+# Every text the status element shows, in order (a screen reader reads each change).
+STATUS_LOG = """
+    window.statuses = [];
+    document.addEventListener("DOMContentLoaded", () => {
+        const status = document.querySelector("#status");
+        new MutationObserver(() => window.statuses.push(status.textContent))
+            .observe(status, { childList: true, characterData: true, subtree: true });
+    });
+"""
+
+
+def test_after_a_live_stream_drops_the_waits_double_from_2_s(browser, server_url: str) -> None:
+    """After a stream that had answered dropped, the page waited 2 s, then 2 s again, then 4, 8:
+    the first failed retry did not count."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script("""
+        let made = 0;
+        window.WebSocket = class extends EventTarget {
+            static OPEN = 1; static CONNECTING = 0;
+            constructor() {
+                super(); this.readyState = 0;
+                if (made++ === 0) {  // the first answers a frame, then drops
+                    setTimeout(() => { this.readyState = 1; this.onopen(); }, 20);
+                    setTimeout(() => this.onmessage({ data: JSON.stringify({ faces: [], width: 640, height: 480, ms: 5 }) }), 40);
+                    setTimeout(() => { this.readyState = 3; this.onclose({ code: 1006, reason: "" }); }, 80);
+                } else {  // the later ones are refused, as by a server that is gone
+                    setTimeout(() => { this.readyState = 3; this.onclose({ code: 1006, reason: "" }); }, 20);
+                }
+            }
+            send() {}
+            close() {}
+        };
+    """)
+    page.add_init_script(STATUS_LOG)
+    page.goto(server_url)
+    page.click("#start")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('trying again in 4 s')", timeout=20_000)
+    waits = [int(found) for status in page.evaluate("window.statuses") for found in re.findall(r"trying again in (\d+) s", status)]
+    assert waits[:2] == [2, 4], page.evaluate("window.statuses")
     page.close()
 
 

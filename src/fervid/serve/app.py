@@ -101,7 +101,11 @@ async def recognize_photo(pool: RecognizerPool, data: bytes, crops: bool = False
     return reply
 
 
-ROUTES = "the page is GET /, the API POST /api/predict, GET /api/health and /api/model, the WebSocket /ws (see /docs)"
+def routes(root: str = "") -> str:
+    """Where the page, the API and the WebSocket are, under ``root`` (the path the app is mounted at,
+    ``main.mount("/fer", create_app())``: its addresses are /fer/..., not /...)."""
+    return (f"the page is GET {root}/, the API POST {root}/api/predict, GET {root}/api/health and {root}/api/model, "
+            f"the WebSocket {root}/ws (see {root}/docs)")
 
 
 HEAD_PATHS = ("/", "/api/health", "/api/model")  # answered to HEAD too, each by a route of its own
@@ -111,17 +115,18 @@ async def wrong_address(request: Request, error: StarletteHTTPException) -> JSON
     """Starlette's bare "Not Found" and "Method Not Allowed" as sentences that say where to go (a
     page showing ``detail`` printed just that); every other error keeps its own detail."""
     detail = error.detail
+    root = request.scope.get("root_path", "")
     if error.status_code == 404 and detail == "Not Found":
-        detail = f"nothing at {request.url.path}; {ROUTES}"
+        detail = f"nothing at {request.url.path}; {routes(root)}"
     elif error.status_code == 405 and detail == "Method Not Allowed":
         headers = dict(error.headers or {})
         allow = next((name for name in headers if name.lower() == "allow"), "allow")
         methods = [method.strip() for method in headers.get(allow, "").split(",") if method.strip()]
-        if request.url.path in HEAD_PATHS and "HEAD" not in methods:  # served by a route of its own beside GET
+        if request.url.path.removeprefix(root) in HEAD_PATHS and "HEAD" not in methods:  # served by a route of its own beside GET
             methods.append("HEAD")
         if methods:
             headers[allow] = ", ".join(methods)
-        detail = f"{request.url.path} takes {', '.join(methods) or 'other methods'}, not {request.method}; {ROUTES}"
+        detail = f"{request.url.path} takes {', '.join(methods) or 'other methods'}, not {request.method}; {routes(root)}"
         return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)
     return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
 
@@ -245,7 +250,8 @@ def create_app(
         """A WebSocket to another address (``/ws/``, ``/api/health``) was refused 403 at the
         handshake, as a page of another site is: a 404 that names the frame WebSocket instead."""
         await websocket.send_denial_response(JSONResponse(
-            {"detail": f"no WebSocket at /{path}; the frame WebSocket is /ws"}, status_code=404))
+            {"detail": f"no WebSocket at {websocket.url.path}; the frame WebSocket is {websocket.scope.get('root_path', '')}/ws"},
+            status_code=404))
 
     # Mounted after the WebSocket routes: a WebSocket to /static/... reached the files and was refused 403.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

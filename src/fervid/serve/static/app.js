@@ -45,7 +45,7 @@ const live = {
   serverTimes: [],
   answeredAt: [],
   retry: null,
-  retries: 0,   // connections in a row that closed before answering a frame (refused, busy, or no server)
+  retries: 0,   // connections closed since the last answer (a live one dropped, then refused, busy, or no server)
   watchdog: null,
   answered: 0,  // frames answered since the page opened (data-frames on <body>, for tests and curious users)
   videoFrames: 0,      // frames the camera has shown, where the browser counts them (requestVideoFrameCallback)
@@ -289,18 +289,18 @@ function connect() {
   live.inFlight = false;
   if (!live.retries) setStatus($("status"), "connecting…");  // after a failure, its message stays up while retrying
   let opened = false;
-  let answered = false;
   // A server that hangs (stopped, not gone) never finishes the handshake, and the browser waits minutes.
   const handshake = setTimeout(() => { if (socket.readyState === WebSocket.CONNECTING) socket.close(); }, HANDSHAKE_MS);
   socket.onopen = () => {
+    // Not "live" yet: a busy server (1013) opens the socket and closes it at once, and a status that
+    // said "live" between each retry's opening and closing was read out twice a retry. The first
+    // answer says "live" (onReply); until then the last status stays.
     opened = true;
     clearTimeout(handshake);
-    setStatus($("status"), "live");
     sendFrame();
   };
   socket.onmessage = (event) => {
     // Only an answer shows the server works: a busy server (1013) opens the socket and closes it at once.
-    answered = true;
     live.retries = 0;
     onReply(JSON.parse(event.data));
   };
@@ -315,9 +315,11 @@ function connect() {
       setStatus($("status"), `the server refused this page${event.reason ? `: ${event.reason}` : ""}`, true);
       return;
     }
+    // 2 s after a connection that answered (an answer resets the count), then 4, 8, ... up to 30 s
+    // while no connection answers: counting only connections that never answered waited 2 s twice.
     const wait = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** live.retries);
     let why = `${CLOSE_REASONS[event.code] || `closed (${event.code})`}${event.reason ? `: ${event.reason}` : ""}`;
-    if (!answered) live.retries += 1;  // closed before any answer: wait longer next time
+    live.retries += 1;
     if (!opened) {
       // Refused before it opened: the browser gives no reason (always 1006). The page itself loads,
       // so ask the server whether it is there at all.
