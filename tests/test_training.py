@@ -1685,6 +1685,7 @@ def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path, monk
     assert ExpressionClassifier(tmp_path / "run").flip_tta is False
     report = (tmp_path / "run" / "report.md").read_text()
     assert "off in the runtime: trained with --no-flip" in report
+    assert "as the runtime runs the model (input blur, single views)" in report and "(input blur, flip averaging)" not in report
     # the report, the plot and the card describe the single views the runtime uses, not flip averaging
     assert "## Calibration (validation, single view, as the runtime runs it)" in report and "## Calibration (validation, flip" not in report
     assert f"Expected calibration error {card['metrics']['ece']:.4f}" in report
@@ -2097,7 +2098,7 @@ def test_a_keras_backend_that_is_not_there_is_one_line(tmp_path):
     """KERAS_BACKEND=jax without JAX (or a typo) gave Keras's import traceback."""
     from importlib.util import find_spec
 
-    cases = [("foo", "fervid: error: KERAS_BACKEND=foo: not a Keras backend (use tensorflow, jax, torch, numpy, or unset it for tensorflow)")]
+    cases = [("foo", "fervid: error: KERAS_BACKEND=foo: not a Keras backend (use tensorflow, jax, torch, numpy, openvino, or unset it for tensorflow)")]
     cases += [(name, f"fervid: error: KERAS_BACKEND={name}: a package it needs is not installed ({name}); install {name}, "
                      "or unset KERAS_BACKEND for tensorflow") for name in ("jax", "torch") if find_spec(name) is None]
     for backend, message in cases:
@@ -2326,3 +2327,46 @@ def test_classes_without_validation_faces_are_said_and_the_holdout_fraction_is_n
 
     whole = write_folder_dataset(tmp_path / "whole", 0, {"train": 3, "validation": 1})
     assert load_training_data(TrainConfig(data=str(whole))).notes == []
+
+
+def test_a_missing_teacher_given_by_a_relative_path_uses_the_scores_copied_for_it(tmp_path, monkeypatch):
+    """The cache records a teacher by its absolute path; the same file given as tfile.onnx from its
+    folder, once deleted, was not matched, and the run asked for the missing file."""
+    from fervid.training.distill import same_teachers
+
+    monkeypatch.chdir(tmp_path)
+    assert same_teachers([str(tmp_path / "tfile.onnx"), "fervid-vgg"], ["tfile.onnx", "fervid-vgg"])
+    assert same_teachers(["elsewhere/t.onnx"], ["elsewhere/t.onnx"])
+    assert not same_teachers([str(tmp_path / "tfile.onnx")], ["other.onnx"])
+    assert not same_teachers(["a.onnx", "b.onnx"], ["b.onnx", "a.onnx"]), "the cache holds the teachers in their order"
+    assert not same_teachers(["a.onnx"], ["a.onnx", "a.onnx"])
+
+
+def test_a_backend_without_fit_is_refused_before_keras_asks_for_its_packages(tmp_path):
+    """KERAS_BACKEND=numpy said to install scipy (openvino: openvino), which would not let it train either."""
+    for backend in ("numpy", "openvino"):
+        result = subprocess.run([*FERVID, "train", str(tmp_path / "data"), "--out", str(tmp_path / "run")], capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": backend})
+        assert result.returncode == 2 and result.stderr.strip() == (
+            f"fervid: error: KERAS_BACKEND={backend} cannot train (Keras has no fit on it); use tensorflow, jax, torch "
+            "(unset KERAS_BACKEND for tensorflow)"), result.stderr
+
+
+def test_a_model_whose_outputs_are_nan_is_not_exported(trained_run, tmp_path):
+    """Its NaN difference from Keras passed the 1e-4 check: the export was written, and --int8 ended
+    in the quantizer's traceback."""
+    from fervid.model.architectures import load_classifier
+
+    run, data = trained_run
+    model = load_classifier(run / "model.keras")
+    weights = model.get_weights()
+    weights[-1] = np.full_like(weights[-1], np.nan)
+    model.set_weights(weights)
+    model.save(str(tmp_path / "nan.keras"))
+    shutil.copy(run / "model.json", tmp_path / "nan.json")
+    for extra in ([], ["--int8", str(data), "--out", str(tmp_path / "nan8.onnx")]):
+        refused = fervid_here("export", str(tmp_path / "nan.keras"), *extra, check=False)
+        assert refused.returncode == 2 and refused.stderr.strip() == (
+            f"fervid: error: {tmp_path / 'nan.keras'}: the model's outputs are not numbers (NaN or infinite weights: a "
+            "diverged training?); nothing written"), refused.stderr
+    assert not (tmp_path / "nan.onnx").exists() and not (tmp_path / "nan8.onnx").exists()

@@ -275,7 +275,10 @@ def train(
     """
     _needs("train", "keras")
     from fervid.labels import parse_mapping
-    from fervid.training.config import TrainConfig
+    from fervid.training.config import MODEL_BACKENDS, TrainConfig, refuse_backend_without_fit
+
+    if (backend := os.environ.get("KERAS_BACKEND", "").strip()) in MODEL_BACKENDS:  # before Keras loads (another: its own error)
+        refuse_backend_without_fit(backend)
 
     out_dir = out_dir.expanduser()  # as its checks read it: --out=~/runs/x, which the shell leaves alone
     if resume and (out_dir / "config.json").exists():

@@ -116,7 +116,11 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         batch = np.random.default_rng(seed).random((16, *INPUT_SHAPE), dtype=np.float32)
         session = ort.InferenceSession(str(float32_path), providers=["CPUExecutionProvider"])
         onnx_output = session.run(None, {session.get_inputs()[0].name: batch})[0]
-        difference = float(np.abs(onnx_output - np.asarray(model.predict(batch, verbose=0))).max())
+        keras_output = np.asarray(model.predict(batch, verbose=0))
+        if not (np.isfinite(onnx_output).all() and np.isfinite(keras_output).all()):  # NaN passed `difference > TOLERANCE`
+            raise FervidError(f"{model_path}: the model's outputs are not numbers (NaN or infinite weights: a diverged "
+                              "training?); nothing written")
+        difference = float(np.abs(onnx_output - keras_output).max())
         if difference > TOLERANCE:
             raise FervidError(f"ONNX export disagrees with Keras by {difference:.2e} (> {TOLERANCE}); nothing written")
         result = ExportResult(target, difference, card)

@@ -37,7 +37,8 @@ if not os.environ.get("KERAS_BACKEND", "").strip():  # set but empty (ENV KERAS_
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _backend = os.environ["KERAS_BACKEND"]
 if _backend not in BACKEND_PACKAGES and _backend != "openvino":
-    raise FervidError(f"KERAS_BACKEND={_backend}: not a Keras backend (use {', '.join(BACKEND_PACKAGES)}, or unset it for tensorflow)")
+    raise FervidError(f"KERAS_BACKEND={_backend}: not a Keras backend (use {', '.join([*BACKEND_PACKAGES, 'openvino'])}, or unset it "
+                      "for tensorflow)")
 try:
     with _stderr_silenced():
         import keras  # noqa: E402

@@ -19,6 +19,18 @@ MAX_TEACHER_VIEWS = 64  # 8 views took 25 minutes of scoring for FER2013 here; 1
 MAX_BATCH = 65_536
 
 
+TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
+MODEL_BACKENDS = (*TRAINING_BACKENDS, "numpy", "openvino")  # the last two run models but have no fit
+
+
+def refuse_backend_without_fit(backend: str) -> None:
+    """Refuse a Keras backend that cannot train, by name, before Keras loads: on numpy or openvino
+    Keras's import asked for scipy or openvino first, sending users to install packages that would
+    not let them train either."""
+    if backend not in TRAINING_BACKENDS:
+        raise FervidError(f"KERAS_BACKEND={backend} cannot train (Keras has no fit on it); "
+                          f"use {', '.join(TRAINING_BACKENDS)} (unset KERAS_BACKEND for tensorflow)")
+
 @dataclass
 class TrainConfig:
     """Everything that decides how a model is trained; defaults are the recipe of the shipped model."""

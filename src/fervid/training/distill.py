@@ -25,6 +25,7 @@ from typing import cast
 
 import numpy as np
 
+from fervid.bundled import available_bundled_models
 from fervid.console import warn
 from fervid.fileio import atomic_path
 from fervid.labels import EXPRESSIONS
@@ -100,6 +101,17 @@ def same_faces(cached: dict[str, np.ndarray], digest: str) -> bool:
     return "faces" not in cached or str(cached["faces"]) == digest
 
 
+def same_teachers(cached: Sequence[str], given: Sequence[str]) -> bool:
+    """Whether a cache's teachers are the ones given, in order: by name, or, for files, by the file a
+    name means here (a teacher given as ``tfile.onnx`` is the cache's ``/home/me/tfile.onnx`` when
+    run from /home/me: its scores copied into the run folder were not found, and the missing file
+    was asked for)."""
+    def where(name: str) -> str:
+        return name if name in available_bundled_models() else str(Path(name).expanduser().resolve())
+
+    return len(cached) == len(given) and all(a == b or where(a) == where(b) for a, b in zip(cached, given))
+
+
 def cached_teacher_probabilities(run: Path, teachers: Sequence[str], inputs: np.ndarray, data_fingerprint: str) -> np.ndarray:
     """The teachers' probabilities on these training faces, computed once per run folder.
 
@@ -111,7 +123,7 @@ def cached_teacher_probabilities(run: Path, teachers: Sequence[str], inputs: np.
     digest = faces_digest(inputs)
     if (cached := read_cache(path)) is not None and (
         str(cached["fingerprint"]) == data_fingerprint
-        and cached["teachers"].tolist() == list(teachers)
+        and same_teachers(cached["teachers"].tolist(), teachers)
         and cached["probabilities"].shape == (len(inputs), len(EXPRESSIONS))
         and same_faces(cached, digest)
     ):
@@ -142,7 +154,7 @@ def cached_teacher_view_probabilities(
     digest = faces_digest(inputs)
     if (cached := read_cache(path, ("recipe",))) is not None and (
         str(cached["fingerprint"]) == data_fingerprint
-        and cached["teachers"].tolist() == list(teachers)
+        and same_teachers(cached["teachers"].tolist(), teachers)
         and str(cached["recipe"]) == recipe_json
         and cached["probabilities"].shape == (count, len(inputs), len(EXPRESSIONS))
         and same_faces(cached, digest)

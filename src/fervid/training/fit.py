@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fervid.errors import FervidError
 from fervid.fileio import remove_temporaries
 from fervid.model.architectures import build_augmenter, build_classifier, build_training_model
 from fervid.model.backend import keras
@@ -20,7 +19,7 @@ from fervid.model.from_onnx import STATISTICS_FACES
 from fervid.training.averaging import AveragedValidation, Recalibration, warn_if_too_short_to_average
 from fervid.training.batches import BalancedBatches, ViewBatches, face_weights
 from fervid.training.checkpoint import RunCheckpoint, catch_up_with_weights, load_checkpoint
-from fervid.training.config import TrainConfig
+from fervid.training.config import TrainConfig, refuse_backend_without_fit
 from fervid.training.dataset import TrainingData, load_training_data
 from fervid.training.distill import cached_teacher_probabilities, cached_teacher_view_probabilities, distilled_targets
 from fervid.training.lock import RunLock
@@ -30,7 +29,6 @@ from fervid.training.schedule import ResumablePlateau, learning_rate
 from fervid.training.stopping import StopWhenAsked, stops_remembered
 from fervid.training.warm_start import warm_start
 
-TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 RESUME_STRIDE = 0x9E3779B1  # odd, far from any seed a user picks: epochs' seeds stay apart from other runs'
 
 
@@ -93,9 +91,7 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
     if lock is None:
         with RunLock(run) as own:
             return fit(config, run, resume=resume, lock=own)
-    if keras.backend.backend() not in TRAINING_BACKENDS:  # numpy and openvino run models but have no fit
-        raise FervidError(f"KERAS_BACKEND={keras.backend.backend()} cannot train (Keras has no fit on it); "
-                          f"use {', '.join(TRAINING_BACKENDS)} (unset KERAS_BACKEND for tensorflow)")
+    refuse_backend_without_fit(keras.backend.backend())
     config.validate()
     state, resume = open_run(config, run, resume)
     if run.is_dir():  # a resume, or a run stopped in its first epoch: refuse a second process before reading data

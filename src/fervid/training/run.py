@@ -213,7 +213,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         "![training curves](curves.png)",
         "",
         "The curves' validation accuracy is as training selects the best epoch (sharp faces, one view, the training precision); "
-        "the scores above are as the runtime runs the model (input blur, flip averaging).",
+        f"the scores above are as the runtime runs the model (input blur, {'flip averaging' if flip else 'single views'}).",
         "",
         "![confusion matrix](confusion.png)",
         "",
