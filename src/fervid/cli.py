@@ -22,7 +22,7 @@ from fervid.console import one_line
 from fervid.errors import FervidError, Interrupted, WriteFailedInLibrary, install_hint
 from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable, leave_closed_terminal, real_path, stopping_signals
 from fervid.pixel_limit import pixel_limit
-from fervid.model.specs import ARCHITECTURES
+from fervid.model.specs import ARCHITECTURES, MODEL_BACKENDS
 
 if TYPE_CHECKING:  # imported inside the commands: `fervid --help` must not load OpenCV or Keras
     from fervid.runtime.recognizer import Recognizer
@@ -275,7 +275,7 @@ def train(
     """
     _needs("train", "keras")
     from fervid.labels import parse_mapping
-    from fervid.training.config import MODEL_BACKENDS, TrainConfig, refuse_backend_without_fit
+    from fervid.training.config import TrainConfig, refuse_backend_without_fit
 
     if (backend := os.environ.get("KERAS_BACKEND", "").strip()) in MODEL_BACKENDS:  # before Keras loads (another: its own error)
         refuse_backend_without_fit(backend)

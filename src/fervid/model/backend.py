@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 
 from fervid.errors import FervidError
+from fervid.model.specs import MODEL_BACKENDS
 
 
 @contextmanager
@@ -36,9 +37,8 @@ if not os.environ.get("KERAS_BACKEND", "").strip():  # set but empty (ENV KERAS_
     os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _backend = os.environ["KERAS_BACKEND"]
-if _backend not in BACKEND_PACKAGES and _backend != "openvino":
-    raise FervidError(f"KERAS_BACKEND={_backend}: not a Keras backend (use {', '.join([*BACKEND_PACKAGES, 'openvino'])}, or unset it "
-                      "for tensorflow)")
+if _backend not in MODEL_BACKENDS:
+    raise FervidError(f"KERAS_BACKEND={_backend}: not a Keras backend (use {', '.join(MODEL_BACKENDS)}, or unset it for tensorflow)")
 try:
     with _stderr_silenced():
         import keras  # noqa: E402

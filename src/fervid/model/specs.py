@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Keras backends, named here so that options can be checked before Keras loads.
+TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
+MODEL_BACKENDS = (*TRAINING_BACKENDS, "numpy", "openvino")  # the last two run models but have no fit
 WARPS = ("each", "once")  # rotation, zoom and shift as three resamples, or as one composed warp
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fervid.errors import FervidError
-from fervid.model.specs import ARCHITECTURES, WARPS
+from fervid.model.specs import ARCHITECTURES, TRAINING_BACKENDS, WARPS
 
 SCHEDULES = ("cosine", "plateau", "constant")
 IMBALANCE = ("none", "weights", "sampling")
@@ -17,10 +17,6 @@ MAX_EPOCHS = 100_000  # far beyond any schedule; a 20-digit number failed deep i
 MAX_WEIGHT_DECAY = 1.0  # AdamW decays by rate x decay a step; 0.05 is already strong
 MAX_TEACHER_VIEWS = 64  # 8 views took 25 minutes of scoring for FER2013 here; 10**8 ran out of memory after loading
 MAX_BATCH = 65_536
-
-
-TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
-MODEL_BACKENDS = (*TRAINING_BACKENDS, "numpy", "openvino")  # the last two run models but have no fit
 
 
 def refuse_backend_without_fit(backend: str) -> None:
