@@ -76,6 +76,14 @@ def write_fer_csv(target: Path, per_class: dict[str, int], seed: int = 0) -> Pat
     return target
 
 
+# Python source for a child process's peak memory, in MiB: VmHWM is its own address space's peak.
+# getrusage's ru_maxrss keeps the larger of the parent's peak across fork and exec on Linux, so in a
+# full test run a child reported the pytest process's 2 GB, whatever it read itself.
+PEAK_MIB_SOURCE = ("def peak_mib():\n"
+                   "    status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+                   "    return int(status.split()[0]) // 1024\n")
+
+
 def write_non_face_onnx(target: Path) -> Path:
     """A valid ONNX model that is not a face classifier: (N, 48, 48, 1) in, (N, 2304) out (a Flatten)."""
     onnx = pytest.importorskip("onnx")

@@ -24,7 +24,7 @@ pd = pytest.importorskip("pandas", reason="fervid analyze needs pandas (the 'sca
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from conftest import detectable_faces, face_video_frames, fer2013_zip, paste_face, textured_background, write_video  # noqa: E402
+from conftest import PEAK_MIB_SOURCE, detectable_faces, face_video_frames, fer2013_zip, paste_face, textured_background, write_video  # noqa: E402
 from fervid.analyze import ROW_SCHEMA, SCHEMA_VERSION, SUMMARY_SCHEMA, AnalyzeInterrupted, AnalyzeOptions, analyze  # noqa: E402
 from fervid.analyze.analyzer import SEGMENT_ID_STRIDE, Analyzer  # noqa: E402
 from fervid.analyze.boxes import load_boxes  # noqa: E402
@@ -1234,7 +1234,7 @@ def test_a_damaged_results_file_is_analysed_again_not_a_traceback_on_every_rerun
     capsys.readouterr()
     again = analyze(list(folders.values()), out, options)
     assert again.skipped_units == 0 and again.ok == 2
-    assert "2 unit(s) with a damaged results file (unreadable Parquet) or a missing one are analysed again" in capsys.readouterr().err
+    assert "2 unit(s) with a damaged results file (unreadable Parquet, or not the table fervid writes there) or a missing one are analysed again" in capsys.readouterr().err
     pd.testing.assert_frame_equal(rows_of(out), expected)
     # A file that cannot be read for another reason (a permission, a network disk) is not damage: kept.
     import pyarrow.parquet
@@ -1389,7 +1389,7 @@ def test_a_unit_whose_part_was_deleted_is_analysed_again(tmp_path: Path, capsys:
     parts[0].unlink()
     again = analyze(list(folders.values()), out, options)
     assert again.skipped_units == 1 and len(pd.read_parquet(out)) == 4
-    assert "1 unit(s) with a damaged results file (unreadable Parquet) or a missing one are analysed again" in capsys.readouterr().err
+    assert "1 unit(s) with a damaged results file (unreadable Parquet, or not the table fervid writes there) or a missing one are analysed again" in capsys.readouterr().err
 
 
 def test_an_out_inside_another_analysis_results_is_refused(tmp_path: Path) -> None:
@@ -1523,3 +1523,98 @@ def test_ffmpegs_own_lines_stay_off_the_terminal_from_the_python_api_too(tmp_pat
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert "nothing could be processed" in result.stdout, result.stdout + result.stderr
     assert "moov atom" not in result.stderr and "@ 0x" not in result.stderr, result.stderr
+
+
+def test_a_zip_bomb_image_is_an_error_row_never_read_into_memory(tmp_path: Path) -> None:
+    """A zipped image unpacking to gigabytes of zeros (1.5 MB deflated) was read whole before any check
+    (3.2 GB of memory for 1.5 GB): it is refused by the size the zip declares, an error row with the
+    reason, and the zip's other photos are analysed."""
+    archive = tmp_path / "z.zip"
+    ok, encoded = cv2.imencode(".png", textured_background(48, 48))
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
+        bundle.writestr("photos/0.png", encoded.tobytes())
+        with bundle.open("photos/bomb.jpg", "w") as member:  # 520 MiB of zeros, over the 512 MiB an image may unpack to
+            for _ in range(520):
+                member.write(bytes(1 << 20))
+    out = tmp_path / "r.csv"
+    code = ("import sys\n" + PEAK_MIB_SOURCE +
+            "from fervid.analyze import AnalyzeOptions, analyze\n"
+            "analyze([sys.argv[1]], sys.argv[2], AnalyzeOptions(crops=True))\n"
+            "print(peak_mib())\n")
+    result = subprocess.run([sys.executable, "-c", code, str(archive), str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = pd.read_csv(tmp_path / "r.summary.csv").set_index("source")
+    assert summary.loc[f"{archive}!photos/0.png", "status"] == "ok"
+    assert summary.loc[f"{archive}!photos/bomb.jpg", "status"] == "error"
+    assert summary.loc[f"{archive}!photos/bomb.jpg", "error"] == ("over 512 MiB unpacked, more than fervid reads of one image in "
+                                                                  "a zip (a zip bomb?); extract it to read it as a file")
+    assert int(result.stdout.strip().splitlines()[-1]) < 500, "the 520 MiB member was read into memory"
+
+
+@pytest.mark.parametrize("name", ["boxes.csv", "boxes.json"])
+def test_a_named_pipe_as_boxes_is_refused_not_waited_on_forever(tmp_path: Path, name: str) -> None:
+    """``--boxes`` naming a pipe with no writer (mkfifo) blocked reading it, forever."""
+    cv2.imwrite(str(tmp_path / "a.png"), textured_background(48, 48))
+    pipe = tmp_path / name
+    os.mkfifo(pipe)
+    # In a child first, with a timeout: read in this process, the old wait would hang the test run.
+    result = subprocess.run([FERVID, "analyze", str(tmp_path / "a.png"), "--out", str(tmp_path / "r.csv"), "--boxes", str(pipe)],
+                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"fervid: error: --boxes {pipe}: not a regular file (a device, pipe or socket); save the boxes to a file and give that"), result.stderr
+    assert not (tmp_path / "r.csv").exists()
+    with pytest.raises(FervidError, match="not a regular file"):
+        load_boxes(pipe)
+
+
+def test_a_part_holding_another_table_is_analysed_again_not_merged_as_empty_rows(tmp_path: Path, capsys) -> None:
+    """A valid Parquet file of another table ({a: [1, 2]}) under a part's name was taken as a complete
+    unit: "already complete", and its faces came out as two all-empty rows (read with the row schema,
+    every column it lacks is null). A ledger holding another table is no proof of a unit either."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in range(3):
+        cv2.imwrite(str(folder / f"{seed}.png"), textured_background(48, 48, seed=seed))
+    out, options = tmp_path / "faces.csv", AnalyzeOptions(crops=True, image_batch=1)
+    analyze([folder], out, options)
+    expected = pd.read_csv(out)
+    parts_folder = tmp_path / "faces.csv.parts"
+    parts, ledgers = sorted(parts_folder.glob("part-*.parquet")), sorted((parts_folder / "_sources").glob("*.parquet"))
+    assert len(parts) == len(ledgers) == 3
+    pq.write_table(pa.table({"a": [1, 2]}), parts[0])
+    pq.write_table(pa.table({"source": ["x"], "faces": [0]}), ledgers[1])
+    capsys.readouterr()
+    again = analyze([folder], out, options)
+    assert again.skipped_units == 1 and again.ok == 3
+    assert ("2 unit(s) with a damaged results file (unreadable Parquet, or not the table fervid writes there) or a missing one "
+            "are analysed again") in capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_csv(out), expected)
+    assert pq.read_schema(parts[0]).names == ROW_SCHEMA.names
+
+
+def test_a_users_file_named_like_a_part_in_a_plain_folder_is_refused_not_replaced(tmp_path: Path) -> None:
+    """A folder --out is fervid's parts folder only where fervid made ``_sources/`` in it: a user's own
+    part-<unit>.parquet (or _summary.parquet) in a plain folder was replaced by the run's part (or hidden
+    and deleted as a stale one) without a word. A fervid table there (a run whose _sources/ was deleted)
+    is still analysed again and replaced."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), textured_background(48, 48))
+    analyze([folder], tmp_path / "first", AnalyzeOptions(crops=True))
+    (name,) = [path.name for path in (tmp_path / "first").glob("part-*.parquet")]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    pq.write_table(pa.table({"participant": ["P1", "P2"]}), mine / name)
+    before = (mine / name).read_bytes()
+    with pytest.raises(FervidError, match=rf"^--out {mine}: {mine} already holds {name}, named like a part of a fervid analysis "
+                                          r"but not one \(not a fervid face table\), which the results would replace"):
+        analyze([folder], mine, AnalyzeOptions(crops=True))
+    assert [path.name for path in mine.iterdir()] == [name] and (mine / name).read_bytes() == before
+    (mine / name).unlink()
+    pq.write_table(pa.table({"participant": ["P1"]}), mine / "_summary.parquet")
+    with pytest.raises(FervidError, match=r"_summary.parquet already exists and is not a fervid analysis summary"):
+        analyze([folder], mine, AnalyzeOptions(crops=True))
+    assert [path.name for path in mine.iterdir()] == ["_summary.parquet"]
+    shutil.rmtree(tmp_path / "first" / "_sources")  # fervid's own parts and summary, without their ledgers
+    again = analyze([folder], tmp_path / "first", AnalyzeOptions(crops=True))
+    assert again.skipped_units == 0 and again.ok == 1 and len(pd.read_parquet(tmp_path / "first")) == 1

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import exif_oriented_jpeg, pattern_face, write_fer_csv, write_folder_dataset, zip_folder
+from conftest import PEAK_MIB_SOURCE, exif_oriented_jpeg, pattern_face, write_fer_csv, write_folder_dataset, zip_folder
 from fervid.data import load_arrays, read_dataset
 from fervid.data.arrays import _load_cached, cache_dir, cache_path, fingerprint
 from fervid.data.decode import UnreadableImage, decode_image_bytes
@@ -828,3 +828,50 @@ def test_every_common_tarball_is_named_in_the_error(tmp_path, tarball):
     (folder / tarball).write_bytes(b"BZh" if "bz" in tarball else b"\xfd7zXZ")
     assert download_error(folder, False) == (f"{folder}: holds {tarball} but no images in class folders; extract the "
                                              "tarball and pass the folder it makes")
+
+
+def _add_zip_bomb(archive: Path, name: str = "train/sad/bomb.jpg", mib: int = 520) -> Path:
+    """Append a member of ``mib`` MiB of zeros (about 2 MB deflated), over the 512 MiB a zipped image may unpack to."""
+    with zipfile.ZipFile(archive, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle, bundle.open(name, "w") as member:
+        block = bytes(1 << 20)
+        for _ in range(mib):
+            member.write(block)
+    return archive
+
+
+def test_a_zip_bomb_member_is_one_unreadable_image_never_read_into_memory(tmp_path):
+    """A member of a few MB that unpacks to gigabytes of zeros was read whole before any check (3.2 GB
+    of memory for a 1.5 GB member): it is now refused by the size the zip declares, one unreadable
+    image with its reason, and the rest of the dataset loads."""
+    archive = _add_zip_bomb(zip_folder(write_folder_dataset(tmp_path / "d", 1), tmp_path / "d.zip"))
+    code = ("import json, sys\n" + PEAK_MIB_SOURCE +
+            "from fervid.data import load_arrays, read_dataset\n"
+            "arrays = load_arrays(read_dataset(sys.argv[1]))\n"
+            "print(json.dumps({'faces': len(arrays), 'failed': arrays.failed,\n"
+            "                  'rss_mib': peak_mib()}))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(archive)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["faces"] == 7
+    assert found["failed"] == [["train/sad/bomb.jpg", "over 512 MiB unpacked, more than fervid reads of one image in a zip "
+                                                      "(a zip bomb?); extract it to read it as a file"]]
+    assert found["rss_mib"] < 450, "the 520 MiB member was read into memory"
+
+
+@pytest.mark.parametrize("name", ["faces.zip", "fer2013.csv"])
+def test_a_named_pipe_given_as_a_dataset_is_refused_not_waited_on_forever(tmp_path, name):
+    """``mkfifo faces.zip; fervid data inspect faces.zip`` (or evaluate, or train) blocked opening the
+    pipe until a writer came, forever."""
+    import os
+
+    pipe = tmp_path / name
+    os.mkfifo(pipe)
+    # In a child first, with a timeout: read in this process, the old wait would hang the test run.
+    result = subprocess.run([sys.executable, "-m", "fervid", "data", "inspect", str(pipe)], capture_output=True, text=True,
+                            timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and result.stderr.strip() == f"fervid: error: {pipe}: not a regular file (a device, pipe or socket); " \
+        "give a folder, a .zip or a .csv file", result.stderr
+    with pytest.raises(FervidError, match=r"not a regular file \(a device, pipe or socket\); give a folder, a .zip or a .csv file$"):
+        read_dataset(pipe)

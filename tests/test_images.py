@@ -288,6 +288,11 @@ def test_a_damaged_png_is_one_line_and_libpng_prints_nothing(capfd: pytest.Captu
     bad_twice = png_chunk(b"tEXt", b"a\0b", checksum=1) + png_chunk(b"zTXt", b"c\0\0x", checksum=2)
     assert np.array_equal(decode_image(transparent[:end_of_header] + bad_twice + transparent[end_of_header:]), picture)
     assert capfd.readouterr().err == "", "libpng printed 'libpng warning: tEXt: CRC error'"
+    for width, height in ((2_000_000, 2_000_000), (0, 40), (50, 1_000_001)):  # libpng printed three lines of its own
+        header = png_chunk(b"IHDR", width.to_bytes(4, "big") + height.to_bytes(4, "big") + data[16:21])
+        with pytest.raises(UnreadableImage, match=rf"a PNG whose header says {width:,}x{height:,} pixels; libpng reads 1 to 1,000,000"):
+            decode_image(data[:8] + header + data[8 + 25 :])
+    assert capfd.readouterr().err == ""
 
 
 def test_a_pfm_whose_header_opencv_rejects_is_unreadable_or_too_big_not_a_crash() -> None:

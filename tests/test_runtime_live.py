@@ -483,6 +483,13 @@ def test_a_one_frame_video_shows_its_faces(tmp_path: Path, recognizer: Recognize
     write_video(tmp_path / "one.mp4", [image], fps=15.0)
     report = run_live(tmp_path / "one.mp4", recognizer, timeline=tmp_path / "t.jsonl", display=False)
     assert report.frames == 1 and report.rows == 1 and len(report.faces) == 1
+    # a photo named .mp4: FFmpeg reads it as one frame of a file whose length it does not know
+    cv2.imwrite(str(tmp_path / "photo.jpg"), image)
+    (tmp_path / "photo.jpg").rename(tmp_path / "photo.mp4")
+    with open_source(tmp_path / "photo.mp4") as source:
+        assert source.total is None, "the case this covers: a frame count that is not known"
+    report = run_live(tmp_path / "photo.mp4", recognizer, timeline=tmp_path / "t.jsonl", display=False)
+    assert report.frames == 1 and report.rows == 1 and len(report.faces) == 1
 
 
 def test_videos_in_a_folder_source_are_named_not_silently_left_out(tmp_path: Path, recognizer: Recognizer, capsys: pytest.CaptureFixture) -> None:

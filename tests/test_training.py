@@ -1469,6 +1469,40 @@ def test_export_refuses_a_model_that_is_not_a_face_classifier_and_checks_int8_da
     assert sorted(path.name for path in (data / "train" / "angry").iterdir()) == ["0000.png"]
 
 
+def test_export_and_evaluate_refuse_what_the_runtime_refuses(tmp_path):
+    """A Keras model ending in logits, or with a card the runtime refuses, was exported (exit 0) and then
+    refused by every command that loads it; evaluate scored a 5-way .keras model as 7 classes
+    ("disgust recall 1.000"), logits with "mean confidence 1.0072", and a 64x64 one with a traceback."""
+    from fervid.labels import EXPRESSIONS
+    from fervid.model.backend import keras
+
+    def saved(name: str, shape: tuple[int, ...] = (48, 48, 1), classes: int = 7, activation: str | None = "softmax",
+              card: dict | None = None) -> Path:
+        model = keras.Sequential([keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(classes, activation=activation)])
+        model.save(str(tmp_path / name))
+        if card is not None:
+            (tmp_path / name).with_suffix(".json").write_text(json.dumps(card))
+        return tmp_path / name
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"validation": 2})
+    logits = saved("logits.keras", activation=None)
+    for model, message in ((logits, "its outputs are not probabilities"),
+                           (saved("five.keras", classes=5), "gives 5 outputs, not one of 7"),
+                           (saved("big.keras", shape=(64, 64, 1)), r"takes \(64, 64, 1\)")):
+        result = fervid_here("evaluate", str(model), str(data), check=False)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert re.search(message, result.stderr) and result.stdout == "", result.stderr
+    result = fervid_here("export", str(logits), "--out", str(tmp_path / "logits.onnx"), check=False)
+    assert result.returncode == 2 and "its outputs are not probabilities" in result.stderr
+    card = {"name": "mine", "classes": list(EXPRESSIONS), "input": {"shape": [48, 48, 1]}, "inference": {"input_blur": "x"}}
+    for name, bad in (("classes.keras", {**card, "classes": ["a"], "inference": {}}), ("blur.keras", card)):
+        model = saved(name, card=bad)
+        result = fervid_here("export", str(model), "--out", str(tmp_path / "out.onnx"), check=False)
+        assert result.returncode == 2 and "would be refused by fervid's runtime" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.onnx").exists() and not (tmp_path / "logits.onnx").exists()
+
+
 def test_export_writes_only_onnx_and_a_failed_check_keeps_the_model_already_there(tmp_path, monkeypatch):
     from fervid.errors import FervidError
     from fervid.export import convert

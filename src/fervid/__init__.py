@@ -19,12 +19,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from fervid.runtime.face import Face
     from fervid.runtime.recognizer import Recognizer
 
+    __version__: str
+
 __all__ = ["EXPRESSIONS", "Face", "FervidError", "Recognizer", "__version__"]
 
 _LAZY = ("Face", "Recognizer")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     """``fervid.Recognizer``, ``fervid.Face`` and ``__version__`` load on first use, so ``import fervid``
     stays light (reading the installed version alone took 51 of its 58 ms)."""
     if name == "__version__":

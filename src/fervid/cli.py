@@ -570,9 +570,9 @@ def models() -> None:
 
 @app.command()
 def bench(
-    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Also write the results into this Markdown page (e.g. docs/performance.md): its 'Real-time pipeline' section (one per model) is replaced, or appended, and the rest of the page kept.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Also write the results into this Markdown page (e.g. docs/performance.md): its 'Real-time pipeline' section (one per model) is replaced, or appended, and the rest of the page kept. Needs real faces (--faces-from).")] = None,
     model: ModelOption = None,
-    faces_from: Annotated[Optional[Path], typer.Option(help="FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP); without one the end-to-end FPS rows and the near-search row are skipped and the detector times an empty frame.")] = None,
+    faces_from: Annotated[Optional[Path], typer.Option(help="FER2013 zip to take real faces from (default: $FERVID_FER2013_ZIP); without one the printed table skips the end-to-end FPS rows and the near-search row and the detector times an empty frame.")] = None,
     frames: Annotated[int, typer.Option(help="Frames per end-to-end run (20 to 100,000; the first 10 are untimed).")] = 300,
 ) -> None:
     """Measure per-face classification latency, detector time and end-to-end FPS; print a Markdown table.

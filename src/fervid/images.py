@@ -13,7 +13,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import cv2
 import numpy as np
@@ -26,7 +26,9 @@ from fervid.preprocess import to_gray, to_uint8
 from fervid.transparency import decode_on_white, on_white
 
 if TYPE_CHECKING:  # for annotations only: fervid never imports PIL
-    from PIL import Image
+    from PIL.Image import Image as PILImage
+else:  # run-time hints (typing.get_type_hints, typeguard, Sphinx) resolve without PIL: any object there
+    PILImage = Any
 
 # .jfif and .jpe are JPEG under other names (Windows saves browser downloads as .jfif); .avif needs an
 # OpenCV built with it, and otherwise is listed as unreadable, never silently left out; .pfm (float)
@@ -44,7 +46,7 @@ UNREADABLE_WHY = "corrupt, cut short, or a format OpenCV cannot read"
 
 Color = Literal["bgr", "rgb", "BGR", "RGB"]  # any case is accepted; these are the spellings type checkers know
 # What predict and detect read: a path, an array (by dtype) or a PIL image (by its mode).
-ImageInput = Union[np.ndarray, str, "os.PathLike[str]", "Image.Image"]
+ImageInput = Union[np.ndarray, str, "os.PathLike[str]", PILImage]
 
 
 class NotAnImage(FervidError):
@@ -144,6 +146,9 @@ def find_images(folder: str | Path) -> list[Path]:
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# libpng's default user limit on a side (PNG_USER_WIDTH_MAX): past it libpng prints "libpng warning:
+# Image width exceeds user limit in IHDR" and "libpng error: Invalid IHDR data" on stderr
+PNG_MAX_SIDE = 1_000_000
 
 
 def checked_png(data: bytes) -> bytes:
@@ -164,6 +169,11 @@ def checked_png(data: bytes) -> bytes:
             if kind[:1].isupper():
                 raise UnreadableImage(f"not a readable image (a damaged PNG: its {kind.decode('latin-1')} chunk fails its checksum)")
             damaged.append((at, end))
+        if kind == b"IHDR" and length >= 8:
+            width, height = int.from_bytes(view[at + 8 : at + 12], "big"), int.from_bytes(view[at + 12 : at + 16], "big")
+            if not (0 < width <= PNG_MAX_SIDE and 0 < height <= PNG_MAX_SIDE):
+                raise UnreadableImage(f"not a readable image (a PNG whose header says {width:,}x{height:,} pixels; "
+                                      f"libpng reads 1 to {PNG_MAX_SIDE:,} a side)")
         if kind == b"IEND":
             if not damaged:
                 return data

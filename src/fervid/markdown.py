@@ -1,5 +1,5 @@
 """Markdown pages that several writers share: each owns one ``## `` section and replaces only that
-(the benchmarks' tables in docs/performance.md)."""
+(the benchmarks' tables in docs/performance.md), up to the next heading of level 1 or 2."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ from pathlib import Path
 
 from fervid.errors import FervidError
 from fervid.fileio import write_text_atomically
+
+# CommonMark's block syntax, as far as finding where a section ends needs it (up to 3 spaces of indent:
+# 4 make an indented code block, whose '# ' lines are code).
+FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+TOP_HEADING = re.compile(r" {0,3}#{1,2}(?:[ \t]|$)")  # '# Title' or '## Title', not '### Title' or '#tag'
+SETEXT_UNDERLINE = re.compile(r" {0,3}(?:=+|-+)[ \t]*")  # under paragraph text: that text is a level 1 or 2 heading
+THEMATIC_BREAK = re.compile(r" {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*")  # '---' or '* * *' with no paragraph text above
+# Paragraph text: not blank, an indented code line, a list item, a quote, an ATX heading, a table row or HTML.
+PARAGRAPH = re.compile(r" {0,3}(?![-*+][ \t]|\d{1,9}[.)][ \t]|#{1,6}(?:[ \t]|$)|[>|<])\S")
 
 
 def read_markdown_page(path: str | Path, option: str = "--output") -> str:
@@ -29,15 +38,56 @@ def read_markdown_page(path: str | Path, option: str = "--output") -> str:
 
 
 def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:
-    """Replace the section that starts with ``heading`` (up to the next '## ') in a Markdown file, or append it.
+    """Replace the section that starts with ``heading`` (``section_span``) in a Markdown file, or append it.
 
     Several benchmarks write to one page (docs/performance.md); each owns only its own section.
     """
     path = Path(path).expanduser()  # the page read and checked (--output=~/perf.md), not ./~/perf.md
     page = read_markdown_page(path)
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(page):
-        page = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", page, count=1).rstrip("\n") + "\n"
+    span = section_span(page, heading)
+    if span:
+        start, end = span
+        page = (page[:start] + text.rstrip("\n") + "\n\n" + page[end:]).rstrip("\n") + "\n"
     else:
         page = (page.rstrip("\n") + "\n\n" if page else "") + text
     write_text_atomically(path, page)
+
+
+def section_span(page: str, heading: str) -> tuple[int, int] | None:
+    """Where the section that starts with the line ``heading`` lies in ``page`` (start, end offsets),
+    or None: it ends where the next heading of level 1 or 2 starts (``# `` or ``## ``, or a line
+    underlined with ``=`` or ``-``), or at the end of the page.
+
+    Ending only at the next ``## `` deleted a ``# Appendix`` after the section, and its text, on each
+    rerun. Lines inside fenced code blocks are not headings: a shell ``# comment`` in a fence within
+    the section must not end it, nor a heading quoted in one start it.
+    """
+    start: int | None = None
+    fence: str | None = None  # the opening fence's run of ` or ~ while inside a fenced code block
+    paragraph: int | None = None  # where the paragraph the last line belongs to starts (None: the last line is no paragraph text)
+    offset = 0
+    for line in page.split("\n"):  # not splitlines: a form feed or U+2028 inside a line ends no Markdown line
+        here, offset = offset, offset + len(line) + 1
+        content = line.rstrip("\r")
+        if fence:
+            closing = FENCE.fullmatch(content)
+            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence) and not closing.group(2).strip():
+                fence = None
+            continue
+        opening = FENCE.fullmatch(content)
+        if opening and not (opening.group(1)[0] == "`" and "`" in opening.group(2)):  # ```code``` inline is no fence
+            fence, paragraph = opening.group(1), None
+            continue
+        if start is None:
+            if content == heading:
+                start, paragraph = here, None
+                continue
+        elif TOP_HEADING.match(content):
+            return start, here
+        elif paragraph is not None and SETEXT_UNDERLINE.fullmatch(content):
+            return start, paragraph  # the paragraph above is the heading's text
+        if not PARAGRAPH.match(content) or THEMATIC_BREAK.fullmatch(content):
+            paragraph = None
+        elif paragraph is None:
+            paragraph = here
+    return (start, len(page)) if start is not None else None

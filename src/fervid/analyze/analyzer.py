@@ -254,6 +254,8 @@ def read_item_image(item: SourceItem, archives: dict[str, zipfile.ZipFile] | Non
         raise FervidError("not a readable zip file")
     try:
         data = read_source_bytes(item, archives)
+    except FervidError:  # its own one-line reason (a member too large to read): not "could not be read (MemberTooLarge: ...)"
+        raise
     except (OSError, KeyError, ValueError) as error:
         raise FervidError(f"could not be read ({error})") from None
     except Exception as error:  # zipfile raises several types for damaged archives

@@ -82,6 +82,9 @@ def _names(item: SourceItem) -> list[tuple[int, str]]:
 def load_boxes(path: str | Path) -> BoxTable:
     """Read a boxes file (.csv or .json); malformed entries are one-line FervidErrors naming the entry."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a folder is IsADirectoryError below
+        # A named pipe blocked opening it until some writer came, forever, and a device is no file of boxes.
+        raise FervidError(f"--boxes {path}: not a regular file (a device, pipe or socket); save the boxes to a file and give that")
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's "CSV UTF-8" starts with a byte-order mark
     except OSError as error:

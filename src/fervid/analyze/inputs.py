@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from fervid.console import warn
+from fervid.data.zipped import read_image_member
 from fervid.errors import FervidError
 from fervid.images import FOREIGN_PHOTO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, walk_files
 
@@ -93,15 +94,19 @@ def file_fingerprint(path: Path) -> str:
 
 def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | None = None) -> bytes:
     """The bytes of an image source (a file, or a member of a zip). Pass ``archives`` (path -> open zip)
-    to keep zips open across calls: reopening a zip re-reads its whole directory."""
+    to keep zips open across calls: reopening a zip re-reads its whole directory.
+
+    A member is read only up to ``ZIP_IMAGE_BYTES`` (``MemberTooLarge`` past it, a ``FervidError``):
+    a zip bomb's gigabytes of zeros were read whole into memory before any check. Only images are
+    read from zips (videos in them are skipped, ``_zip_members``), so one bound serves."""
     if item.member is None:
         return Path(item.path).read_bytes()
     if archives is None:
         with zipfile.ZipFile(item.path) as archive:
-            return archive.read(item.member)
+            return read_image_member(archive, item.member)
     if item.path not in archives:
         archives[item.path] = zipfile.ZipFile(item.path)
-    return archives[item.path].read(item.member)
+    return read_image_member(archives[item.path], item.member)
 
 
 def _zip_members(path: Path) -> tuple[list[SourceItem], list[SourceItem]]:

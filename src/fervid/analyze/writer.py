@@ -133,15 +133,36 @@ class ResultStore:
 
     def _refuse_foreign_files(self) -> None:
         """Refuse a parts folder that already holds files of its own (photos, notes): pandas reads every
-        visible file of a Parquet folder, so ``pandas.read_parquet(OUT)`` would fail on the first."""
+        visible file of a Parquet folder, so ``pandas.read_parquet(OUT)`` would fail on the first.
+
+        A file named like a part (``part-<unit>.parquet``) or, in a folder ``--out``, the summary is
+        taken for fervid's only where fervid wrote the folder: :meth:`open` makes ``_sources/`` before
+        the first part, so a folder without it never held one. There such a file must be a fervid
+        table by its columns (the parts of a run whose ``_sources/`` was deleted are analysed again and
+        replaced, as a file ``--out`` without its parts folder is); a user's own file that merely had
+        the name was replaced by a part, or deleted as a stale one, without a word."""
         if not self.parts.is_dir():
             return
+        written_by_fervid = self.ledger.is_dir()
         for path in sorted(self.parts.iterdir()):
-            if not (path.name.startswith((".", "_")) or OWN_PART.fullmatch(path.name)):
+            if path.name.startswith((".", "_")):
+                continue
+            if not OWN_PART.fullmatch(path.name):
                 raise FervidError(
                     f"--out {self.out}: {self.parts} already holds {path.name}, not a part of a fervid analysis; "
                     "pandas could not read the results beside it: give a new or empty folder"
                 )
+            if not written_by_fervid and not is_fervid_table(path, "rows"):
+                raise FervidError(
+                    f"--out {self.out}: {self.parts} already holds {path.name}, named like a part of a fervid analysis "
+                    "but not one (not a fervid face table), which the results would replace: give a new or empty folder"
+                )
+        if (self.format == "folder" and not written_by_fervid and self.summary_path.exists()
+                and not is_fervid_table(self.summary_path, "summary")):
+            raise FervidError(
+                f"--out {self.out}: {self.summary_path} already exists and is not a fervid analysis summary, which the "
+                "results would replace: give a new or empty folder"
+            )
 
     def _refuse_foreign_outputs(self) -> None:
         """Refuse a file ``out``, or the summary beside it, that exists without the run's parts folder
@@ -168,23 +189,28 @@ class ResultStore:
 
     def completed(self) -> set[str]:
         """Ids of units whose ledger was written (their rows part, if any, was written before it) and
-        whose files Parquet can read. A damaged ledger or part (emptied by a power loss, or by hand)
-        stopped every rerun with a traceback: its unit's files are removed, and it is analysed again.
+        whose files Parquet can read as the ledger and row tables. A damaged ledger or part (emptied by
+        a power loss, or by hand) stopped every rerun with a traceback: its unit's files are removed,
+        and it is analysed again. So is a unit whose part or ledger is another table (a file copied
+        over it): read with the row schema, its missing columns came back as nulls, and the rerun
+        said the unit was complete and wrote empty rows in place of its faces.
         Checked once per run (each file's footer is opened); units written since are added by ``write``."""
         if self._complete is None:
             complete, damaged = set(), []
             for path in _visible(self.ledger, "*.parquet"):
                 part = self.parts / f"part-{path.stem}.parquet"
+                ledger_whole = _readable(path, LEDGER_SCHEMA)
                 # a unit with faces whose part is gone (deleted by hand) was taken as complete: its rows went missing
-                lost = not part.exists() and _readable(path) and (pc.sum(_read_table(path)["faces"]).as_py() or 0) > 0
-                if not lost and all(_readable(file) for file in (path, part) if file.exists()):
+                lost = not part.exists() and ledger_whole and (pc.sum(_read_table(path)["faces"]).as_py() or 0) > 0
+                if not lost and ledger_whole and (not part.exists() or _readable(part, ROW_SCHEMA)):
                     complete.add(path.stem)
                 else:
                     damaged.append(path.stem)
                     for file in (part, path, self.ledger / f"{path.stem}.renaming.json"):
                         file.unlink(missing_ok=True)
             if damaged:
-                warn(f"--out {self.out}: {len(damaged)} unit(s) with a damaged results file (unreadable Parquet) or a missing one are analysed again")
+                warn(f"--out {self.out}: {len(damaged)} unit(s) with a damaged results file (unreadable Parquet, or not "
+                     "the table fervid writes there) or a missing one are analysed again")
             self._complete = complete
         return set(self._complete)
 
@@ -327,10 +353,13 @@ def _read_table(path: Path, **options) -> pa.Table:
     return pq.read_table(path.absolute(), **options)
 
 
-def _readable(path: Path) -> bool:
-    """Whether ``path`` is a whole Parquet file (its footer reads); cheap, the rows are not read."""
+def _readable(path: Path, schema: pa.Schema | None = None) -> bool:
+    """Whether ``path`` is a whole Parquet file (its footer reads) and, given ``schema``, holds that
+    table: its columns' names and types, in order (what ``_write_parquet`` wrote from it). Cheap: the
+    rows are not read. Reading a foreign table with ``schema=`` filled the columns it lacks with nulls."""
     try:
-        pq.read_metadata(path.absolute())
+        metadata = pq.read_metadata(path.absolute())
+        stored = metadata.schema.to_arrow_schema() if schema is not None else None
     except OSError as error:
         if error.errno is None:  # pyarrow's own: a garbled footer ("Couldn't deserialize thrift") is damage
             return False
@@ -338,7 +367,9 @@ def _readable(path: Path) -> bool:
         raise FervidError(f"--out {path}: could not be read ({error.strerror or error}); the results there are kept") from None
     except pa.ArrowException:  # emptied, cut short, overwritten: not a Parquet file
         return False
-    return True
+    if schema is None or stored is None:
+        return True
+    return [(field.name, field.type) for field in stored] == [(field.name, field.type) for field in schema]
 
 
 def _visible(folder: Path, pattern: str) -> list[Path]:

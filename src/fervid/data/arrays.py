@@ -21,6 +21,7 @@ import pandas as pd
 from fervid.console import progress, warn
 from fervid.data.decode import UnreadableImage, decode_image_bytes, decode_pixel_string
 from fervid.data.readers import SPLIT_NAMES, DatasetIndex, split_name
+from fervid.data.zipped import MemberTooLarge, read_image_member
 from fervid.errors import FervidError
 from fervid.fileio import atomic_path
 from fervid.images import TooManyPixels
@@ -108,9 +109,12 @@ def fingerprint(index: DatasetIndex) -> str:
 
 def _read_member(archive: zipfile.ZipFile, name: str) -> bytes | UnreadableImage:
     """One zip member's bytes, or why it cannot be read: one damaged member is one unreadable image,
-    like a corrupt file in a folder, not a failed load."""
+    like a corrupt file in a folder, not a failed load. So is one over ``ZIP_IMAGE_BYTES`` unpacked
+    (a zip bomb was read whole, gigabytes, before any check): never read past that bound."""
     try:
-        return archive.read(name)
+        return read_image_member(archive, name)
+    except MemberTooLarge as error:
+        return error
     except NotImplementedError as error:  # e.g. Deflate64 (method 9), which Python's zipfile lacks
         return UnreadableImage(f"compressed in a way Python's zipfile cannot read ({error})")
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, ValueError) as error:

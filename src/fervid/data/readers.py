@@ -108,6 +108,10 @@ def read_dataset(
     location = Path(path).expanduser()
     if not location.exists():
         raise FervidError(f"{location}: no such file or folder")
+    if not location.is_dir() and not location.is_file():
+        # A named pipe (mkfifo data.zip) blocked opening it until some writer came, forever; a device
+        # or a pipe has no size, and a dataset is read more than once (index, fingerprint, decode).
+        raise FervidError(f"{location}: not a regular file (a device, pipe or socket); give a folder, a .zip or a .csv file")
     if location.is_dir():
         broken: list[Path] = []
         names = [p.relative_to(location).as_posix() for p in walk_files(location, broken)]  # symlinked folders too

@@ -16,9 +16,8 @@ from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.export.onnx import export_onnx, write_card
 from fervid.fileio import atomic_path, check_outside_dataset, check_writable
-from fervid.labels import EXPRESSIONS
 from fervid.preprocess import INPUT_SHAPE, smooth
-from fervid.runtime.classify import card_beside, card_input_blur
+from fervid.runtime.classify import ExpressionClassifier, card_beside, card_input_blur
 
 TOLERANCE = 1e-4
 CALIBRATION_FACES = 512
@@ -72,7 +71,7 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         raise FervidError("--unknown and --map say how to read the --int8 dataset; without --int8 no data is read")
     import onnxruntime as ort
 
-    from fervid.model.architectures import keras_model_path, load_classifier
+    from fervid.model.architectures import keras_model_path, load_face_classifier
 
     model_path = keras_model_path(model_path)
     float32_beside = model_path.with_suffix(".onnx")  # a run folder's own model.onnx, with model.json
@@ -106,8 +105,7 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         calibration = _calibration_data(model_path, int8_data, card, unknown, mapping)
         if card is not None:
             check_card_data(card, calibration, int8_data)
-    model = load_classifier(model_path)
-    check_face_classifier(model, model_path)
+    model = load_face_classifier(model_path)
     with tempfile.TemporaryDirectory() as scratch:
         # Everything is built in scratch and moved onto ``target`` only once checked (and scored), so a
         # failed export leaves the model already there, such as the shipped one, as it was.
@@ -128,6 +126,11 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         if calibration is not None:
             final = Path(scratch) / "int8.onnx"
             result = _quantized(float32_path, final, calibration, result, seed)
+        try:  # as every fervid command will load it: a card it refuses (classes ["a"], input_blur "x") was written
+            ExpressionClassifier(final, threads=1)
+        except FervidError as error:
+            why = str(error).removeprefix(f"{final}: ")
+            raise FervidError(f"{model_path}: its export would be refused by fervid's runtime ({why}); nothing written") from None
         # The model and its card replace the old pair together: the card is moved into place first,
         # and a card that cannot be written leaves the old model too.
         with atomic_path(target) as onnx_temporary, contextlib.ExitStack() as stack:
@@ -155,22 +158,6 @@ def _drop_stale_card(target: Path) -> None:
     if card is not None:
         stale.unlink()
         warn(f"{stale}: removed: the card of the model {target.name} replaced ({target.name} has none)")
-
-
-def check_face_classifier(model, model_path: Path) -> None:
-    """Refuse a Keras model that is not a fervid face classifier, before it is converted: one input of
-    48x48x1 gray faces and one output of 7 probabilities (another input size failed with Keras's
-    traceback; a 10-way output was exported, then refused by every fervid command that loads it)."""
-    inputs, outputs = model.inputs, model.outputs
-    shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else None
-    classes = outputs[0].shape[-1] if len(outputs) == 1 else None
-    if shape != INPUT_SHAPE:
-        seen = shape if shape is not None else f"{len(inputs)} inputs"
-        raise FervidError(f"{model_path}: takes {seen}, not one batch of {INPUT_SHAPE} gray faces; not a fervid expression model")
-    if classes != len(EXPRESSIONS):
-        seen = f"{classes} outputs" if classes is not None else f"{len(outputs)} output tensors"
-        raise FervidError(f"{model_path}: gives {seen}, not one of {len(EXPRESSIONS)} expression probabilities; "
-                          "not a fervid expression model")
 
 
 def _calibration_data(model_path: Path, data: Path, card: dict | None, unknown: str | None, mapping: Mapping[str, str] | None):

@@ -198,3 +198,35 @@ def load_classifier(source: str | Path) -> keras.Model:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad file
         raise FervidError(f"{path}: not a loadable Keras model ({str(error).splitlines()[0]})") from None
+
+
+def load_face_classifier(source: str | Path) -> keras.Model:
+    """``load_classifier``, refusing a model that is not a fervid face classifier (``check_face_classifier``)."""
+    model = load_classifier(source)
+    check_face_classifier(model, keras_model_path(source))
+    return model
+
+
+def check_face_classifier(model: keras.Model, model_path: Path) -> None:
+    """Refuse a Keras model that is not a fervid face classifier, before it is converted or scored: one
+    input of 48x48x1 gray faces and one output of 7 probabilities. Another input size failed with
+    Keras's traceback; a 10-way output was exported, then refused by every fervid command that loads
+    it; a 5-way output was scored as 7 classes, and a net ending in logits scored with confidences
+    over 1. One plain face is run for the last, as the runtime's ``ExpressionClassifier`` does."""
+    import numpy as np
+
+    inputs, outputs = model.inputs, model.outputs
+    shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else None
+    classes = outputs[0].shape[-1] if len(outputs) == 1 else None
+    if shape != INPUT_SHAPE:
+        seen = shape if shape is not None else f"{len(inputs)} inputs"
+        raise FervidError(f"{model_path}: takes {seen}, not one batch of {INPUT_SHAPE} gray faces; not a fervid expression model")
+    if classes != len(EXPRESSIONS):
+        seen = f"{classes} outputs" if classes is not None else f"{len(outputs)} output tensors"
+        raise FervidError(f"{model_path}: gives {seen}, not one of {len(EXPRESSIONS)} expression probabilities; "
+                          "not a fervid expression model")
+    row = np.asarray(model.predict(np.full((1, *INPUT_SHAPE), 0.5, np.float32), verbose=0), dtype=np.float64)[0]
+    # NaN (diverged weights) is for the caller to name: export and evaluate each say what it means to them
+    if np.isfinite(row).all() and (row.min() < -1e-4 or abs(float(row.sum()) - 1.0) > 1e-3):
+        raise FervidError(f"{model_path}: its outputs are not probabilities (one face's sum to {float(row.sum()):.3g}); "
+                          "fervid expects the net to end in a softmax")

@@ -190,6 +190,8 @@ def resolve_model(model: str | Path | None) -> Path:
         if not path.exists():
             named = f" (the bundled model is named {path.stem}, without .onnx)" if len(path.parts) == 1 and path.stem in available_bundled_models() else ""
             raise FervidError(f"{path}: no such model file{named}")
+        if not path.is_file():  # ONNX Runtime waited forever on a pipe
+            raise FervidError(f"{path}: not a regular file (a device, pipe or socket); save the model to a file and give that")
         return path
     if len(path.parts) > 1 or any(separator in str(model) for separator in "/\\"):  # runs/typo or ./NAME: a path
         raise FervidError(f"{model}: no such model file or run folder")
@@ -221,8 +223,8 @@ class ExpressionClassifier:
             beside = Path(self.path).with_suffix(".onnx")
             hint = f"; the model is {beside.name} beside it" if beside != Path(self.path) and beside.is_file() else ""
             raise FervidError(f"{self.path}: not a loadable ONNX model ({str(error).splitlines()[0]}){hint}") from None
-        self.input_name = self.session.get_inputs()[0].name
         self._check_shapes()
+        self.input_name = self.session.get_inputs()[0].name
         self.card: dict = self._read_card()
         classes = self.card.get("classes", list(EXPRESSIONS))
         if not isinstance(classes, list) or tuple(classes) != EXPRESSIONS:
@@ -270,14 +272,18 @@ class ExpressionClassifier:
         Symbolic dimensions (a named batch) pass; only fixed sizes that differ from fervid's are refused.
         """
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or len(outputs) != 1:  # none, several, or a scalar: IndexErrors below
+            given = ", ".join(f"{tensor.type} {tensor.shape}" for tensor in inputs) or "none"
+            raise FervidError(f"{self.path}: not a fervid expression model (inputs: {given}; {len(outputs)} output(s); expected "
+                              f"one float [batch, {FACE_SIZE}, {FACE_SIZE}, 1] input and one output of {len(EXPRESSIONS)} probabilities)")
         faces = [dim if isinstance(dim, int) else None for dim in inputs[0].shape]
         classes = outputs[0].shape[-1] if outputs[0].shape else None
-        if len(inputs) == 1 and isinstance(inputs[0].shape[0], int):  # a fixed batch fails at the first 2 faces (or flip)
+        if isinstance(inputs[0].shape[0], int):  # a fixed batch fails at the first 2 faces (or flip)
             raise FervidError(f"{self.path}: its batch size is fixed to {inputs[0].shape[0]}; export it with a dynamic batch "
                               "(fervid export does)")
-        wrong_input = len(inputs) != 1 or faces[1:] not in ([FACE_SIZE, FACE_SIZE, 1], [None, None, None])
+        wrong_input = faces[1:] not in ([FACE_SIZE, FACE_SIZE, 1], [None, None, None])
         wrong_input = wrong_input or inputs[0].type != "tensor(float)"
-        wrong_output = len(outputs) != 1 or (isinstance(classes, int) and classes != len(EXPRESSIONS))
+        wrong_output = isinstance(classes, int) and classes != len(EXPRESSIONS)
         if wrong_input or wrong_output:
             raise FervidError(
                 f"{self.path}: not a fervid expression model (input {inputs[0].type} {inputs[0].shape}, "

@@ -12,6 +12,10 @@ from fervid.checks import is_number
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 
+PROBABILITY_SLACK = 1e-6  # float32 softmax outputs stray this far past 0 and 1
+SUM_SLACK = 1e-3  # float32 rows of seven sum to 1 within ~1e-6; an int8 model's within ~1e-4
+MAX_DIGITS = 17  # a float64 holds 17 significant digits: more rounds to nothing new
+
 
 class Probabilities(dict):
     """A face's seven probabilities, read-only: a Face is a value (hashed by them, its expression
@@ -62,6 +66,13 @@ class Face:
                               f"got shape {probabilities.shape}")
         if not np.isfinite(probabilities).all():
             raise FervidError(f"probabilities must be finite numbers, got {probabilities.tolist()}")
+        # a softmax row (or a tracker's average of them): scores that are not one, such as logits,
+        # gave a Face with a confidence of 5.0 and a negative probability
+        if probabilities.min() < -PROBABILITY_SLACK or probabilities.max() > 1 + PROBABILITY_SLACK \
+                or abs(probabilities.sum() - 1) > SUM_SLACK:
+            raise FervidError(f"probabilities must be 0 to 1 and sum to 1 (a softmax row), got {probabilities.tolist()}")
+        if track_id is not None and not is_number(track_id, numbers.Integral):
+            raise FervidError(f"track_id must be None or a whole number, got {track_id!r}")
         if label is not None and not (is_number(label, numbers.Integral) and 0 <= label < len(EXPRESSIONS)):
             raise FervidError(f"label must be an index from 0 to {len(EXPRESSIONS) - 1} into {', '.join(EXPRESSIONS)}, got {label!r}")
         best = int(np.argmax(probabilities)) if label is None else int(label)
@@ -74,11 +85,14 @@ class Face:
             expression=EXPRESSIONS[best],
             confidence=float(probabilities[best]),
             probabilities={name: float(p) for name, p in zip(EXPRESSIONS, probabilities)},
-            track_id=track_id,
+            track_id=None if track_id is None else int(track_id),
         )
 
     def to_dict(self, digits: int | None = 4) -> dict:
         """Plain JSON-ready dict: box as [x, y, w, h], probabilities rounded to ``digits`` places (None: unrounded)."""
+        if digits is not None and not (is_number(digits, numbers.Integral) and 0 <= digits <= MAX_DIGITS):
+            raise FervidError(f"digits must be None (unrounded) or a whole number from 0 to {MAX_DIGITS}, got {digits!r}")
+
         def rounded(value: float) -> float:
             return value if digits is None else round(value, digits)
 

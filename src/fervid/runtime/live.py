@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sinks import Summary, TimelineSink, VideoSink, is_live_summary, summary_plot_path
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
-from fervid.runtime.sources import ImageFolderSource, open_source
+from fervid.runtime.sources import Frame, ImageFolderSource, open_source
 
 WINDOW = "fervid (q or Esc quits)"
 QUIT_KEYS = (ord("q"), ord("Q"), 27)
@@ -154,8 +155,11 @@ def run_live(
                 frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
             # a still, a 1-frame clip, or --max-frames 1: no next frame to confirm a face on (a clip cut
             # to its first frame gave no faces at all)
-            if (frames.total == 1 or max_frames == 1) and not frames.live:
+            def confirm_on_one_frame() -> None:
                 processor.tracker.min_hits = history.min_frames = 1
+
+            if (frames.total == 1 or max_frames == 1) and not frames.live:
+                confirm_on_one_frame()
             # The timeline first, so that it closes last: a recording refused when it is read back
             # (a full disk) then leaves the timeline as it was too, not replaced by this run's.
             rows = stack.enter_context(TimelineSink(timeline)) if timeline else None
@@ -163,7 +167,11 @@ def run_live(
             if show:
                 stack.callback(cv2.destroyAllWindows)
             total = frames.total if max_frames is None or frames.total is None else min(frames.total, int(max_frames))
-            iterator = iter(frames) if frames.live else progress(frames, total, f"{Path(frames.name).name}")
+            if frames.live:
+                iterator: Iterator[Frame] = iter(frames)
+            else:  # a file that does not say how many frames it has may still hold one (a photo named .mp4)
+                played = single_frame_seen(frames, confirm_on_one_frame) if frames.total is None else frames
+                iterator = progress(played, total, f"{Path(frames.name).name}")
             started = time.perf_counter()
             first_s: float | None = None  # the first frame's time; the recording keeps the source's timing from it
             written = 0  # frames written to the recording, copies included
@@ -245,6 +253,23 @@ def run_live(
     if caught:  # a second Ctrl+C while finishing: the outputs are whole, and the run says it was cut short
         report.interrupted = True
     return report
+
+
+def single_frame_seen(frames: Iterable[Frame], on_single: Callable[[], None]) -> Iterator[Frame]:
+    """``frames``, read one frame ahead at the start: ``on_single`` is called before the first frame is
+    given when there is no second. A face needs two frames in a row to be confirmed, so a source of
+    unknown length holding a single frame (a photo named .mp4) reported no face at all."""
+    ahead = iter(frames)
+    first = next(ahead, None)
+    if first is None:
+        return
+    second = next(ahead, None)
+    if second is None:
+        on_single()
+    yield first
+    if second is not None:
+        yield second
+        yield from ahead
 
 
 def _default_summary(output: str | Path | None, timeline: str | Path | None, summary: str | Path | None) -> Path | None:

@@ -67,8 +67,23 @@ SMALL_IMAGE = 160  # pixels: an image no larger is more likely a cropped face th
 
 
 def annotated_before(out_dir: str | Path) -> set[Path]:
-    """The annotated copies earlier runs wrote in ``out_dir`` (as listed in its ``.fervid-predict``)."""
-    return {identity(Path(out_dir).expanduser() / name) for name in annotated_copies(Path(out_dir).expanduser())}
+    """The annotated copies earlier runs wrote in ``out_dir`` (as listed in its ``.fervid-predict``).
+
+    Lines that cannot be a copy's name are left out: the list is appended to, and a crash or power
+    loss mid-append leaves a tail of NUL bytes, which stopped every later run into the folder with
+    ``ValueError: embedded null byte``. The list only records what fervid wrote, so a damaged line
+    means that one file is not recognised as a copy, never a failed run."""
+    folder = Path(out_dir).expanduser()
+    return {identity(folder / name) for name in annotated_copies(folder) if could_be_copy_name(name)}
+
+
+def could_be_copy_name(line: str) -> bool:
+    """Whether a line of ``.fervid-predict`` can name a copy ``_write_copy`` wrote: one file name (no
+    ``/``, not ``.`` or ``..``), no NUL byte (no file system takes one), at most ``NAME_BYTES`` long.
+    A name whose bytes are not UTF-8 is a name (listed with surrogate escapes, as it was written)."""
+    if not line or "\0" in line or "/" in line or line in (".", ".."):
+        return False
+    return len(line.encode("utf-8", "surrogateescape")) <= NAME_BYTES
 
 
 def identity(path: Path) -> Path:
@@ -239,6 +254,8 @@ def append_line(listing: Path, name: str) -> None:
     run into the next name appended, both copies then read as photos by a later run. What a failed
     write added is cut off again."""
     line = (name + "\n").encode("utf-8", "surrogateescape")
+    if not _ends_a_line(listing):  # a crash's unfinished tail (NUL bytes): the name starts a line of its own
+        line = b"\n" + line
     try:
         handle = os.open(listing, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as error:
@@ -257,6 +274,22 @@ def append_line(listing: Path, name: str) -> None:
             raise OSError(error.errno, error.strerror, str(listing)) from None
     finally:
         os.close(handle)
+
+
+def _ends_a_line(listing: Path) -> bool:
+    """Whether ``listing`` is empty, missing or ends in a newline. A crash mid-append can leave a tail
+    without one (NUL bytes where the name never reached the disk); a name appended straight after it
+    would share its line, and be ignored with it (``could_be_copy_name``): that copy would then be
+    taken for a photo by the next run. An unreadable list is left to the append to report."""
+    try:
+        with open(listing, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return True
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\n"
+    except OSError:
+        return True
 
 
 def _check_records_path(target: Path, images: list[Path], out_dir: Path | None) -> None:
