@@ -380,6 +380,25 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_first_frame(reco
     assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4", "s.png", "t-summary.json", "t.jsonl"]
 
 
+def test_a_run_removes_what_a_killed_run_left_beside_its_outputs(recognizer: Recognizer, tmp_path: Path) -> None:
+    """A SIGKILL left the hidden temporaries of the recording (as large as the recording) and of the
+    timeline, and no later run removed them; another file's temporaries and the user's files stay."""
+    images, _ = face_video_frames([], frames=4)
+    video = write_video(tmp_path / "clip.mp4", images)
+    out = tmp_path / "out"
+    out.mkdir()
+    left = [out / ".o.k3x9q2ab.tmp.mp4", out / ".t.a1b2c3d4.tmp.jsonl", out / ".o-summary.zz99yy88.tmp.json",
+            out / ".o-summary.qq11ww22.tmp.png"]
+    kept = [out / ".other.k3x9q2ab.tmp.mp4", out / ".o.mp4.bak", out / "notes.txt"]
+    for path in left + kept:
+        path.write_bytes(b"partial")
+    run_live(video, recognizer, display=False, output=out / "o.mp4", timeline=out / "t.jsonl")
+    assert [path.name for path in left if path.exists()] == []
+    assert all(path.read_bytes() == b"partial" for path in kept)
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == [
+        "notes.txt", "o-summary.json", "o-summary.png", "o.mp4", "t.jsonl"]
+
+
 def test_a_run_that_fails_keeps_the_earlier_outputs(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failed run must not replace an earlier timeline with the rows of its first frames."""
     images, _ = face_video_frames([], frames=4)

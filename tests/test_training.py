@@ -2126,6 +2126,15 @@ def test_a_run_still_training_refuses_a_second_process(tmp_path):
     assert json.loads((run / "checkpoint" / "state.json").read_text())["epochs_done"] == 1
     with RunLock(run) as lock:  # released when the holder's block ended (and by the kernel when a process dies)
         lock.acquire()
+    # still in its first epoch (no state.json yet): refused in one line, without first being told
+    # "no finished epoch to resume from; starting at epoch 1"
+    (run / "checkpoint" / "state.json").unlink()
+    with RunLock(run) as lock:
+        lock.acquire()
+        result = fervid_here("train", "--resume", "--out", str(run), check=False)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"fervid: error: {run}: is being trained by process {os.getpid()} now; wait for it to end (or stop it) "
+        "before resuming, or train into another --out"]
 
 
 def test_a_keras_backend_that_is_not_there_is_one_line(tmp_path):

@@ -20,7 +20,7 @@ import cv2
 from fervid.console import plural, progress, warn
 from fervid.checks import Whole, is_number
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, check_writable, signals_deferred
+from fervid.fileio import atomic_path, check_writable, remove_temporaries, signals_deferred
 from fervid.images import is_hidden
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
@@ -137,6 +137,14 @@ def run_live(
     _check_outputs(source, output, timeline, summary=summary)
     if summary is not None and Path(summary).suffix.lower() != ".json":  # its plot goes beside it as .png
         raise FervidError(f"{summary}: the summary is JSON (its plot is written beside it as .png); give a path ending in .json")
+    # What a killed run (SIGKILL, a power loss) left beside these outputs: the recording's temporary
+    # grows with the recording, and nothing else would ever remove it. A second run writing the same
+    # outputs at this moment loses its temporary and fails at its end; the outputs stay whole.
+    default_summary = _default_summary(output, timeline, summary)
+    for path in (output, timeline, default_summary, default_summary and summary_plot_path(default_summary)):
+        if path:
+            target = Path(path).expanduser()
+            remove_temporaries(target.parent, of=target)
     show = display is not False
     if show and (problem := display_problem()):  # OpenCV's Qt would abort the process, outputs and all
         if display or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):  # a window was expected

@@ -93,8 +93,10 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
             return fit(config, run, resume=resume, lock=own)
     refuse_backend_without_fit(keras.backend.backend())
     config.validate()
+    if resume and run.is_dir():  # a run still training is refused before anything is said of it ("starting at
+        lock.acquire()  # epoch 1", then the refusal); a new run's folder gets no lock file until it is checked
     state, resume = open_run(config, run, resume)
-    if run.is_dir():  # a resume, or a run stopped in its first epoch: refuse a second process before reading data
+    if run.is_dir():  # a run stopped in its first epoch: refuse a second process before reading data
         lock.acquire()
     keras.utils.set_random_seed(resume_seed(config.seed, state["epochs_done"]))
     precision = run_precision(config.precision, state if resume else {})
