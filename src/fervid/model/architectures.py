@@ -14,6 +14,8 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from fervid.errors import FervidError
 from fervid.labels import EXPRESSIONS
 from fervid.model.backend import keras
@@ -213,8 +215,6 @@ def check_face_classifier(model: keras.Model, model_path: Path) -> None:
     Keras's traceback; a 10-way output was exported, then refused by every fervid command that loads
     it; a 5-way output was scored as 7 classes, and a net ending in logits scored with confidences
     over 1. One plain face is run for the last, as the runtime's ``ExpressionClassifier`` does."""
-    import numpy as np
-
     inputs, outputs = model.inputs, model.outputs
     shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else None
     classes = outputs[0].shape[-1] if len(outputs) == 1 else None

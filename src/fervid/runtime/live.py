@@ -140,7 +140,7 @@ def run_live(
     # What a killed run (SIGKILL, a power loss) left beside these outputs: the recording's temporary
     # grows with the recording, and nothing else would ever remove it. A second run writing the same
     # outputs at this moment loses its temporary and fails at its end; the outputs stay whole.
-    default_summary = _default_summary(output, timeline, summary)
+    default_summary = _default_summary(output, timeline, summary)  # as given, else beside the first file output
     for path in (output, timeline, default_summary, default_summary and summary_plot_path(default_summary)):
         if path:
             target = Path(path).expanduser()
@@ -157,10 +157,10 @@ def run_live(
             frames = stack.enter_context(open_source(source))
             report = LiveReport(frames.name)
             if summary is None and not frames.live:  # the summary goes beside the outputs: refused now, not at the end
-                _check_outputs(source, summary=_default_summary(output, timeline, None))
+                _check_outputs(source, summary=default_summary)
             if isinstance(frames, ImageFolderSource):
                 # a rerun must not read the plot or annotated frames of the last one as frames
-                frames.skip([path for path in (output, timeline, _default_summary(output, timeline, summary)) if path])
+                frames.skip([path for path in (output, timeline, default_summary) if path])
             # a still, a 1-frame clip, or --max-frames 1: no next frame to confirm a face on (a clip cut
             # to its first frame gave no faces at all)
             def confirm_on_one_frame() -> None:
@@ -237,7 +237,7 @@ def run_live(
             report.outputs = [str(path) for path in (output, timeline) if path]
             asked = summary is not None  # --summary given: a plot it cannot draw is worth a warning; a default one is not
             if summary is None and not frames.live:
-                summary = _default_summary(output, timeline, None)
+                summary = default_summary
             # The summary and its plot are written now, into temporaries that ``finishing`` moves into
             # place only after the recording and timeline are: a summary that cannot be written (a
             # full disk, a folder made read-only) then leaves all of them as they were, and a
