@@ -460,6 +460,35 @@ def test_bench_with_a_zip_whose_faces_the_detector_misses_is_refused_before_meas
     assert result.stdout == "" and page.read_text() == "# Perf\n\n## Real-time pipeline (`fervid bench`)\n\nthe full table\n"
 
 
+def test_a_zip_bomb_among_the_bench_faces_is_passed_over_never_read_into_memory(tmp_path: Path) -> None:
+    """The bench and the load test read each faces-zip member whole (``archive.read``): a member of
+    2 MB that unpacks to 520 MiB of zeros took that much memory before it was found to be no image.
+    It is read bounded now, as datasets' members are, and passed over as any foreign file."""
+    import zipfile
+
+    from conftest import PEAK_MIB_SOURCE
+
+    image = cv2.imencode(".png", textured_background(48, 48))[1].tobytes()
+    with zipfile.ZipFile(tmp_path / "faces.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("faces/validation/happy/00.jpg", "w") as member:  # the first name read
+            block = bytes(1 << 20)
+            for _ in range(520):
+                member.write(block)
+        for index in range(1, 23):
+            archive.writestr(f"faces/validation/happy/{index:02d}.png", image)
+    code = ("import json, sys\n" + PEAK_MIB_SOURCE +
+            "from fervid import Recognizer\n"
+            "from fervid.runtime.bench import real_faces\n"
+            "faces = real_faces(sys.argv[1], 4, Recognizer())\n"
+            "print(json.dumps({'faces': len(faces), 'rss_mib': peak_mib()}))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "faces.zip")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["faces"] == 0  # the bomb and the textured squares hold no face
+    assert found["rss_mib"] < 450, "the 520 MiB member was read into memory"
+
+
 @pytest.mark.parametrize("kind", ["challenge csv", "train only", "no images", "environment"])
 def test_bench_refuses_a_faces_zip_without_validation_or_test_images_before_loading_the_model(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from fervid.console import warn
+from fervid.data.zipped import read_image_member
 from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.images import UnreadableImage, decode_image, is_hidden, is_image_name
@@ -179,15 +180,14 @@ def real_faces(zip_path: Path, count: int, recognizer: Recognizer) -> list[np.nd
 
 
 def _decode_gray(archive: zipfile.ZipFile, name: str, zip_path: Path) -> np.ndarray | None:
-    """An archive's image as gray pixels, None when it is not an image (an empty or foreign file)."""
+    """An archive's image as gray pixels, None when it is not an image (an empty or foreign file, or
+    a member too large to be one: read bounded, so a zip bomb in the zip costs no memory)."""
     try:
-        data = archive.read(name)
-    except (zipfile.BadZipFile, zlib.error, OSError) as error:
-        raise FervidError(f"{zip_path}: a damaged zip file ({name}: {error})") from None
-    try:
-        return decode_image(data, cv2.IMREAD_GRAYSCALE)
+        return decode_image(read_image_member(archive, name), cv2.IMREAD_GRAYSCALE)
     except UnreadableImage:
         return None
+    except (zipfile.BadZipFile, zlib.error, OSError) as error:
+        raise FervidError(f"{zip_path}: a damaged zip file ({name}: {error})") from None
 
 
 def found_on(boxes: np.ndarray, places: np.ndarray) -> int:
