@@ -1592,6 +1592,21 @@ def test_a_part_holding_another_table_is_analysed_again_not_merged_as_empty_rows
     assert pq.read_schema(parts[0]).names == ROW_SCHEMA.names
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_file_where_the_parts_folder_goes_is_refused_in_one_line_and_kept(tmp_path: Path, suffix: str) -> None:
+    """``r.csv.parts`` a file: the run failed with "r.csv.parts/_sources: Not a directory"."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), textured_background(48, 48))
+    out = tmp_path / f"r{suffix}"
+    (tmp_path / f"r{suffix}.parts").write_text("notes")
+    with pytest.raises(FervidError) as refused:
+        analyze([folder], out, AnalyzeOptions(crops=True))
+    assert str(refused.value) == (f"--out {out}: {out}.parts exists and is not a folder, where the run keeps its parts; "
+                                  "move it or give another --out")
+    assert (tmp_path / f"r{suffix}.parts").read_text() == "notes" and not out.exists()
+
+
 def test_a_users_file_named_like_a_part_in_a_plain_folder_is_refused_not_replaced(tmp_path: Path) -> None:
     """A folder --out is fervid's parts folder only where fervid made ``_sources/`` in it: a user's own
     part-<unit>.parquet (or _summary.parquet) in a plain folder was replaced by the run's part (or hidden

@@ -413,6 +413,8 @@ def test_an_empty_argument_is_refused_before_it_becomes_the_current_folder(tmp_p
     (["predict", "a.png", "--crops", "--json", "--no-save"], "--json", "--no-save"),  # records in a file named --no-save
     (["train", "data", "--out", "-o", "runs/x"], "--out", "-o"),
     (["data", "inspect", "data", "--grid", "--map=contempt=disgust"], "--grid", "--map=contempt=disgust"),
+    (["predict", "--no-save", "--json", "--", "a.png"], "--json", "--"),  # `--json $OUT -- a.png`: records in a file named --
+    (["analyze", "--out", "--", "photos"], "--out", "--"),  # a table folder named --
 ])
 def test_an_option_whose_value_is_another_option_is_refused(tmp_path, args, option, following) -> None:
     """`--out $OUT --largest-only` with OUT unset: click took the flag for the value, without a word."""

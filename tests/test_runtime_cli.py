@@ -595,6 +595,31 @@ def test_a_replaced_section_ends_at_the_next_level_1_or_2_heading_outside_code(a
     assert page.read_text() == f"{before}{heading}\n\nnewer table\n\n{after}"
 
 
+def test_a_page_that_cannot_be_written_at_the_end_still_gets_the_table_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A page made immutable (``chattr +i``) during a bench or load test failed after the run with
+    "perf.md: Operation not permitted" and the minutes of measurements were lost: the table is
+    printed first, the error names --output, and the page stays as it was."""
+    import errno
+
+    from fervid import markdown
+    from fervid.cli import _table_kept
+
+    page = tmp_path / "perf.md"
+    page.write_text("# Perf\n\n## X\n\nold\n")
+
+    def refused(path, text):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(markdown, "write_text_atomically", refused)
+    with pytest.raises(markdown.SectionNotWritten) as failed, _table_kept():
+        markdown.replace_markdown_section(page, "## X", "## X\n\nnew\n", table="| measure | result |\n")
+    assert str(failed.value) == f"--output {page}: Operation not permitted; the section was not written"
+    assert capsys.readouterr().out == "| measure | result |\n"
+    assert page.read_text() == "# Perf\n\n## X\n\nold\n"
+
+
 def test_bench_takes_validation_faces_by_the_readers_split_names_and_names_a_section_per_model() -> None:
     """Faces were taken only from '/validation/' paths (none in a val/ or PublicTest/ zip), and
     --model fervid-compact --output replaced the fervid-vgg section."""
@@ -616,6 +641,25 @@ def test_predict_refuses_outputs_inside_a_file_before_the_first_photo(tmp_path: 
         result = fervid("predict", str(photo), *args)
         assert_one_line_error(result, f"{photo} is a file, not a folder")
         assert result.stdout == ""
+
+
+def test_predict_refuses_a_folder_where_an_annotated_copy_goes_before_the_first_photo(tmp_path: Path) -> None:
+    """``--out col`` holding a folder ``col/p2.jpg`` (or ``p2-2.jpg``, the second photo named p2): the
+    run recognised and copied the photos before it, then stopped there; every other output is
+    checked before the work."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for index in range(3):
+            cv2.imwrite(str(tmp_path / folder / f"p{index}.png"), textured_background(120, 160, seed=index))
+    for taken in ("p2.png", "p2-2.png"):
+        out = tmp_path / f"col-{taken}"
+        (out / taken).mkdir(parents=True)
+        result = fervid("predict", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--json", str(tmp_path / "r.json"))
+        image = tmp_path / ("a" if taken == "p2.png" else "b") / "p2.png"
+        assert_one_line_error(result, f"--out {out}: {out / taken} is a folder, where the annotated copy of {image} goes; "
+                                      "move it or give another --out")
+        assert sorted(path.name for path in out.iterdir()) == [taken], "nothing written before the refusal"
+        assert not (tmp_path / "r.json").exists()
 
 
 def write_video_with_a_damaged_frame(target: Path, frames: int = 10, damaged: int = 4) -> Path:

@@ -853,6 +853,22 @@ def test_a_rerun_without_faces_leaves_no_earlier_plot_beside_its_summary(recogni
     assert plot is not None and plot.shape[1] > 500, "a plot saying no face was followed, not the old one"
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".jsonl"])
+def test_a_255_byte_output_name_gets_its_default_summary_beside_it_with_the_name_cut_to_fit(
+    recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """A legal 255-byte ``--output`` (or ``--jsonl``) failed with "File name too long" on its summary,
+    named ``<stem>-summary.json``, 9 bytes longer; the summary's stem is cut to fit now."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr("fervid.runtime.live.open_source", lambda source: FakeFile([0, 1, 2]))
+    stem = "v" * (255 - len(suffix))
+    given = {"output": tmp_path / f"{stem}{suffix}"} if suffix == ".mp4" else {"timeline": tmp_path / f"{stem}{suffix}"}
+    run_live("clip.mp4", recognizer, display=False, **given)
+    cut = "v" * (255 - len("-summary.json"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f"{cut}-summary.json", f"{cut}-summary.png", f"{stem}{suffix}"]
+    assert json.loads((tmp_path / f"{cut}-summary.json").read_text()) == {"faces": []}
+
+
 def test_ctrl_c_while_the_outputs_are_finished_waits_for_all_of_them(recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second Ctrl+C while the summary was written stopped before its plot: the last run's plot
     stayed beside the new summary, describing other faces."""

@@ -23,7 +23,7 @@ pytest.importorskip("fastapi", reason="the web server needs the 'serve' extra: p
 from fastapi.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
-from conftest import detectable_faces, exif_oriented_jpeg, paste_face, textured_background  # noqa: E402
+from conftest import detectable_faces, exif_oriented_jpeg, fer2013_zip, paste_face, textured_background  # noqa: E402
 from fervid.errors import FervidError  # noqa: E402
 from fervid.labels import EXPRESSIONS  # noqa: E402
 from fervid.runtime.classify import DEFAULT_MODEL  # noqa: E402
@@ -116,6 +116,8 @@ def test_a_wrong_address_or_method_says_where_to_go(client: TestClient) -> None:
     """A page showing `detail` printed just "Not Found" or "Method Not Allowed"."""
     missing = client.get("/api/predictions")
     assert missing.status_code == 404 and missing.json()["detail"].startswith("nothing at /api/predictions; the page is GET /")
+    static = client.get("/static/nope.js")  # the app's own mount: its addresses named /static/api/predict
+    assert static.status_code == 404 and static.json()["detail"].startswith("nothing at /static/nope.js; the page is GET /, the API POST /api/predict")
     typed = client.get("/api/predict")  # the API's address typed into a browser
     assert typed.status_code == 405 and typed.headers["allow"] == "POST"
     assert typed.json()["detail"].startswith("/api/predict takes POST, not GET; the page is GET /, the API POST /api/predict")
@@ -176,6 +178,11 @@ def test_the_app_mounted_under_a_prefix_serves_its_page_its_files_and_its_api() 
         wrong_method = client.post("/fer/api/health")
         assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, HEAD"
         assert wrong_method.json() == {"detail": f"/fer/api/health takes GET, HEAD, not POST; {routes}"}
+        # under the app's own /static mount too (they named /fer/static/api/predict, /fer/static/ws, ...)
+        assert client.get("/fer/static/nope.js").json() == {"detail": f"nothing at /fer/static/nope.js; {routes}"}
+        posted = client.post("/fer/static/api/predict")
+        assert posted.status_code == 405 and posted.json() == {
+            "detail": f"/fer/static/api/predict takes GET, HEAD, not POST; {routes}"}
         from starlette.testclient import WebSocketDenialResponse
 
         with pytest.raises(WebSocketDenialResponse) as refused:
@@ -649,7 +656,8 @@ def test_serving_on_every_interface_prints_the_address_that_gets_the_webcam() ->
 
 def test_load_test_reports_latency_and_rewrites_only_its_section(tmp_path: Path) -> None:
     pytest.importorskip("websockets", reason="the load test's clients need the 'websockets' package")
-    from fervid.serve.loadtest import run_loadtest, write_section
+    from fervid.markdown import replace_markdown_section
+    from fervid.serve.loadtest import SECTION, run_loadtest
 
     detectable_faces(1)  # skips without the FER2013 zip
     page = tmp_path / "performance.md"
@@ -676,10 +684,32 @@ def test_load_test_reports_latency_and_rewrites_only_its_section(tmp_path: Path)
             run_loadtest(clients=1, seconds=1.0, output=page, workers=1)
     assert page.read_text() == before
 
-    write_section(page, "## Web server load test\n\nnew numbers\n")
+    replace_markdown_section(page, SECTION, "## Web server load test\n\nnew numbers\n")
     page.write_text(page.read_text() + "\n## Later section\n\nstays\n")
-    write_section(page, "## Web server load test\n\nnewest numbers\n")
+    replace_markdown_section(page, SECTION, "## Web server load test\n\nnewest numbers\n")
     assert page.read_text() == "# Performance\n\n## Classifier\n\nkeep me\n\n## Web server load test\n\nnewest numbers\n\n## Later section\n\nstays\n"
+
+    # Another model's numbers go to a section named for it, never over the default model's (they
+    # replaced it); the duration is the one given, not rounded (1.5 s said "2 s").
+    before = page.read_text()
+    compact = run_loadtest(model="fervid-compact", clients=1, seconds=1.5, output=page, workers=1)
+    assert compact.section == "## Web server load test (fervid-compact)"
+    text = page.read_text()
+    assert text.startswith(before) and "\n## Web server load test (fervid-compact)\n" in text[len(before):]
+    assert "- model: fervid-compact " in text[len(before):] and "| duration | 1.5 s |" in text[len(before):]
+
+
+def test_a_detector_setting_that_finds_no_face_is_named_not_blamed_on_the_zip() -> None:
+    """``--min-size 300`` (the pasted faces are 140 px) said "fer2013.zip: no validation face the
+    detector finds", as if the zip were wrong."""
+    pytest.importorskip("websockets", reason="the load test's clients need the 'websockets' package")
+    from fervid.serve.loadtest import run_loadtest
+
+    zip_path = fer2013_zip()
+    with pytest.raises(FervidError) as refused:
+        run_loadtest(clients=1, seconds=1.0, workers=1, faces_from=zip_path, detector={"min_size": 300, "min_neighbors": 5})
+    assert str(refused.value) == (f"{zip_path}: the detector finds none of its validation faces, pasted 140 px wide on a 640x480 "
+                                  "frame, with --min-size 300, --min-neighbors 5")
 
 
 def test_silent_clients_are_closed_and_websockets_are_not(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,8 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -581,7 +582,21 @@ def bench(
     """
     from fervid.runtime.bench import run_bench
 
-    print(run_bench(model=model, output=output, faces_from=faces_from, frames=frames))
+    with _table_kept():
+        print(run_bench(model=model, output=output, faces_from=faces_from, frames=frames))
+
+
+@contextmanager
+def _table_kept() -> Iterator[None]:
+    """A benchmark whose ``--output`` page could not be written at the end (made read-only or
+    immutable meanwhile, a full disk) prints its measurements before the error, not only the error."""
+    from fervid.markdown import SectionNotWritten
+
+    try:
+        yield
+    except SectionNotWritten as error:
+        print(error.table, end="")
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,11 +650,12 @@ def serve(
         _needs("serve", "websockets")
         from fervid.serve.loadtest import run_loadtest
 
-        report = run_loadtest(model=model, clients=clients, seconds=seconds, faces_from=faces_from, workers=workers, output=output,
-                              detector=detector)
+        with _table_kept():
+            report = run_loadtest(model=model, clients=clients, seconds=seconds, faces_from=faces_from, workers=workers,
+                                  output=output, detector=detector)
         print(report.table(), end="")
-        if output:
-            print(f"wrote the 'Web server load test' section of {output}", file=sys.stderr)
+        if report.section:
+            print(f"wrote the '{report.section.removeprefix('## ')}' section of {output}", file=sys.stderr)
         return
     from fervid.serve.server import serve as run_server
 
@@ -721,7 +737,8 @@ def refuse_empty_arguments(arguments: list[str]) -> None:
 def refuse_options_as_values(arguments: list[str]) -> None:
     """Refuse an option whose value is another of the command's options: click takes the next
     argument as the value, so `fervid analyze photos --out $OUT --largest-only` with OUT unset wrote
-    a table named "--largest-only", the flag never applied. A file so named is given as ./--name."""
+    a table named "--largest-only", the flag never applied. A file so named is given as ./--name.
+    The end of options, ``--``, counts as an option here."""
     command = typer.main.get_command(app)
     position = 0
     while position < len(arguments) and arguments[position] in getattr(command, "commands", {}):
@@ -731,9 +748,11 @@ def refuse_options_as_values(arguments: list[str]) -> None:
     names = {name for option in options for name in (*option.opts, *option.secondary_opts)}
     valued = {name for option in options if not (getattr(option, "is_flag", False) or getattr(option, "count", False))
               for name in option.opts}
-    names |= {"--help", "-h"}  # click adds these outside the command's params
+    names |= {"--help", "-h", "--"}  # click adds the help options outside the command's params
     rest = arguments[position:]
-    rest = rest[: rest.index("--")] if "--" in rest else rest  # after "--" every argument is a name, not an option
+    # after "--" every argument is a name, not an option; "--" itself is never a value (`--json $OUT --
+    # photo.jpg` with OUT unset wrote the records to a file named "--")
+    rest = rest[: rest.index("--") + 1] if "--" in rest else rest
     for argument, following in zip(rest, rest[1:]):
         if argument in valued and following.partition("=")[0] in names:
             raise FervidError(f"{argument} has no value: {following} after it is an option (an unset shell variable?); "

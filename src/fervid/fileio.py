@@ -44,6 +44,19 @@ RUN_LOCK = ".lock"  # fervid.training.lock.LOCK_FILE: replaced, a second process
 NAME_BYTES = 255  # the longest file name, in bytes, of Linux and macOS file systems (Windows counts UTF-16 units)
 
 
+def cut_to_bytes(text: str, limit: int) -> str:
+    """``text`` as the file system stores it, cut to ``limit`` bytes: at a character when it is
+    UTF-8, else byte for byte (a name that is not UTF-8 reaches Python with surrogate escapes)."""
+    raw = os.fsencode(text)
+    if len(raw) <= limit:
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return os.fsdecode(raw[:limit])
+    return raw[:limit].decode(errors="ignore")
+
+
 def check_writable(target: str | Path, option: str = "", *, own_run: Path | None = None) -> None:
     """Refuse now an output that could only fail when it is written, at the end of a run, its results
     lost: a folder in its place, a file where one of its folders must be, or a folder it cannot be

@@ -37,20 +37,34 @@ def read_markdown_page(path: str | Path, option: str = "--output") -> str:
         raise FervidError(f"{option} {path}: not a text (Markdown) file; give a .md page to write the section into") from None
 
 
-def replace_markdown_section(path: str | Path, heading: str, text: str) -> None:
+class SectionNotWritten(FervidError):
+    """A benchmark's section that could not be written at the end of its run (a page made immutable
+    or a disk filled meanwhile): ``table`` keeps the measurements, for the caller to show, so minutes
+    of measuring are not lost with the write."""
+
+    def __init__(self, message: str, table: str) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+def replace_markdown_section(path: str | Path, heading: str, text: str, *, table: str = "", option: str = "--output") -> None:
     """Replace the section that starts with ``heading`` (``section_span``) in a Markdown file, or append it.
 
-    Several benchmarks write to one page (docs/performance.md); each owns only its own section.
+    Several benchmarks write to one page (docs/performance.md); each owns only its own section. A
+    page that cannot be written raises ``SectionNotWritten`` carrying ``table``.
     """
     path = Path(path).expanduser()  # the page read and checked (--output=~/perf.md), not ./~/perf.md
-    page = read_markdown_page(path)
+    page = read_markdown_page(path, option)
     span = section_span(page, heading)
     if span:
         start, end = span
         page = (page[:start] + text.rstrip("\n") + "\n\n" + page[end:]).rstrip("\n") + "\n"
     else:
         page = (page.rstrip("\n") + "\n\n" if page else "") + text
-    write_text_atomically(path, page)
+    try:
+        write_text_atomically(path, page)
+    except OSError as error:
+        raise SectionNotWritten(f"{option} {path}: {error.strerror or error}; the section was not written", table) from None
 
 
 def section_span(page: str, heading: str) -> tuple[int, int] | None:

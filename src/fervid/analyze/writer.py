@@ -93,6 +93,9 @@ class ResultStore:
         else:
             self.parts = self.out.with_name(self.out.name + ".parts")
             self.summary_path = self.out.with_name(f"{self.out.stem}.summary{self.out.suffix}")
+            if self.parts.exists() and not self.parts.is_dir():  # said "r.csv.parts/_sources: Not a directory"
+                raise FervidError(f"--out {self.out}: {self.parts} exists and is not a folder, where the run keeps its "
+                                  "parts; move it or give another --out")
         self.ledger = self.parts / "_sources"
         self._complete: set[str] | None = None  # by completed(), once
         self._refuse_inside_results()

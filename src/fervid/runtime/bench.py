@@ -343,7 +343,8 @@ def run_bench(
     table = "| measure | result | notes |\n|---|---|---|\n" + "".join(f"| {r.measure} | {r.value} | {r.note} |\n" for r in rows)
     if output:
         replace_markdown_section(output, section_heading(recognizer.classifier.name),
-                                 _section(table, recognizer, frames if faces else None, scan_ms, every_frame_fps, near_row=bool(faces)))
+                                 _section(table, recognizer, frames if faces else None, scan_ms, every_frame_fps, near_row=bool(faces)),
+                                 table=table)
         written = f"wrote the '{section_heading(recognizer.classifier.name)[3:]}' section of {output}"
         print(written, file=sys.stderr)  # stdout holds the table alone
     return table

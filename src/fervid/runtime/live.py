@@ -20,7 +20,7 @@ import cv2
 from fervid.console import plural, progress, warn
 from fervid.checks import Whole, is_number
 from fervid.errors import FervidError
-from fervid.fileio import atomic_path, check_writable, remove_temporaries, signals_deferred
+from fervid.fileio import NAME_BYTES, atomic_path, check_writable, cut_to_bytes, remove_temporaries, signals_deferred
 from fervid.images import is_hidden
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
@@ -281,13 +281,15 @@ def single_frame_seen(frames: Iterable[Frame], on_single: Callable[[], None]) ->
 
 
 def _default_summary(output: str | Path | None, timeline: str | Path | None, summary: str | Path | None) -> Path | None:
-    """The summary path: as given, else beside the first file output (``out.mp4`` -> ``out-summary.json``)."""
+    """The summary path: as given, else beside the first file output (``out.mp4`` -> ``out-summary.json``),
+    its stem cut to fit a file name (a legal 255-byte ``--output`` failed on its 264-byte summary)."""
     if summary is not None:
         return Path(summary)
     if not (given := output or timeline):
         return None
     first = Path(given)
-    return first.with_name(f"{first.stem}-summary.json")
+    tail = "-summary.json"
+    return first.with_name(cut_to_bytes(first.stem, NAME_BYTES - len(tail)) + tail)
 
 
 def _slot(elapsed_s: float, fps: float) -> int:
@@ -315,19 +317,21 @@ def _check_outputs(source: str | int | Path, *outputs: str | Path | None, summar
     if summary is not None:
         summary = Path(summary)
         outputs += (summary,)
+    for output in outputs:  # the summary too, before its plot is looked at: a name too long is refused here
+        if output is None:
+            continue
+        check_writable(output)
+        if path.is_file() and Path(output).expanduser().resolve() == path.resolve():
+            raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
     if summary is not None and summary.suffix.lower() == ".json":
         plot = summary_plot_path(summary)
         if plot.is_file() and not is_live_summary(summary) and not _read_by_folder(path, plot):
             # the plot is never named by the user: only an earlier run's is replaced
             raise FervidError(f"{plot}: exists and is not the plot of a fervid live summary ({summary.name} beside it); "
                               "the summary's plot would replace it: give another --summary, or move it")
-        outputs += (plot,)
-    for output in outputs:
-        if output is None:
-            continue
-        check_writable(output)
-        if path.is_file() and Path(output).expanduser().resolve() == path.resolve():
-            raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
+        check_writable(plot)
+        if path.is_file() and plot.expanduser().resolve() == path.resolve():
+            raise FervidError(f"{plot}: is the --source itself, which would be overwritten; write the output elsewhere")
 
 
 def _read_by_folder(source: Path, plot: Path) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 from fervid.console import plural, warn
 from fervid.errors import FervidError
 from fervid.fileio import (
-    NAME_BYTES, check_writable, check_writable_folder, symlink_loop, write_bytes_atomically, write_text_atomically,
+    NAME_BYTES, check_writable, check_writable_folder, cut_to_bytes, symlink_loop, write_bytes_atomically, write_text_atomically,
 )
 from fervid.images import (
     ANNOTATED_LIST, IMAGE_SUFFIXES, VIDEO_SUFFIXES, NotAnImage, annotated_copies, find_images, image_path, is_image_name, read_image,
@@ -157,6 +157,7 @@ def predict_images(
     paths = list(expand_images(inputs, skip=listed))
     if out_dir is not None:
         _check_out_dir(Path(out_dir), paths)
+        _check_copy_targets(Path(out_dir), paths)
     if records_to is not None:
         _check_records_path(Path(records_to), paths, None if out_dir is None else Path(out_dir))
     try:
@@ -333,6 +334,22 @@ def _check_out_dir(out_dir: Path, images: list[Path]) -> None:
             )
 
 
+def _check_copy_targets(out_dir: Path, images: list[Path]) -> None:
+    """Refuse, before the first photo, a folder or device where an annotated copy goes (``--out
+    col`` holding a folder ``col/p3.jpg``): the run stopped at that photo with the others done, the
+    one output not checked up front. Every name a copy can take is checked (``p3-2.jpg`` for a
+    second ``p3.jpg``)."""
+    if not out_dir.is_dir():
+        return
+    taken: set[str] = set()
+    for image in images:
+        target = out_dir / _unique_name(image, taken)
+        if target.is_dir() or (target.exists() and not target.is_file()):
+            kind = "a folder" if target.is_dir() else "not a regular file"
+            raise FervidError(f"--out {out_dir}: {target} is {kind}, where the annotated copy of {image} goes; "
+                              "move it or give another --out")
+
+
 def _unique_name(path: Path, taken: set[str]) -> str:
     """The file's name (as .jpg unless it is .png), with -2, -3... when two inputs share a name.
 
@@ -345,24 +362,11 @@ def _unique_name(path: Path, taken: set[str]) -> str:
     number = 1
     while True:
         tail = (f"-{number}" if number > 1 else "") + suffix
-        name = _cut_to_bytes(stem, NAME_BYTES - len(tail.encode())) + tail
+        name = cut_to_bytes(stem, NAME_BYTES - len(tail.encode())) + tail
         if name not in taken:
             taken.add(name)
             return name
         number += 1
-
-
-def _cut_to_bytes(text: str, limit: int) -> str:
-    """``text`` as the file system stores it, cut to ``limit`` bytes: at a character when it is
-    UTF-8, else byte for byte (a name that is not UTF-8 reaches Python with surrogate escapes)."""
-    raw = os.fsencode(text)
-    if len(raw) <= limit:
-        return text
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return os.fsdecode(raw[:limit])
-    return raw[:limit].decode(errors="ignore")
 
 
 def write_records(records: list[dict], target: str | Path) -> None:

@@ -109,13 +109,27 @@ def routes(root: str = "") -> str:
 
 
 HEAD_PATHS = ("/", "/api/health", "/api/model")  # answered to HEAD too, each by a route of its own
+ROOT_KEY = "fervid.root"
+
+
+class KeepRoot:
+    """Keep the path the app is mounted at as ``scope["fervid.root"]``: the app's own mount,
+    ``/static``, extends ``root_path`` in place, and an error there named every address under
+    /static (a POST to /static/api/predict was told to POST to /static/api/predict)."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        scope.setdefault(ROOT_KEY, scope.get("root_path", ""))
+        await self.app(scope, receive, send)
 
 
 async def wrong_address(request: Request, error: StarletteHTTPException) -> JSONResponse:
     """Starlette's bare "Not Found" and "Method Not Allowed" as sentences that say where to go (a
     page showing ``detail`` printed just that); every other error keeps its own detail."""
     detail = error.detail
-    root = request.scope.get("root_path", "")
+    root = request.scope.get(ROOT_KEY, request.scope.get("root_path", ""))
     if error.status_code == 404 and detail == "Not Found":
         detail = f"nothing at {request.url.path}; {routes(root)}"
     elif error.status_code == 405 and detail == "Method Not Allowed":
@@ -186,6 +200,7 @@ def create_app(
                            allow_headers=["*"], allow_private_network=True)
     # www_redirect off: a Host the check refuses is 400, never a redirect to its www. name
     app.add_middleware(OneHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
+    app.add_middleware(KeepRoot)
     app.add_exception_handler(RequestValidationError, one_sentence)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, wrong_address)  # type: ignore[arg-type]
 

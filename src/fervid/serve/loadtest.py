@@ -23,6 +23,7 @@ from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, faces_zip, real_faces
+from fervid.runtime.classify import DEFAULT_MODEL
 from fervid.serve.app import create_app
 from fervid.serve.frames import MAX_STREAMS
 from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings
@@ -47,6 +48,7 @@ class LoadReport:
     server_ms: list[float] = field(default_factory=list)
     faces: int = 0
     errors: list[str] = field(default_factory=list)
+    section: str = ""  # the heading of the page section written (--output), else ""
 
     @property
     def frames(self) -> int:
@@ -58,7 +60,7 @@ class LoadReport:
     def table(self) -> str:
         rows = [
             ("clients", f"{self.clients} WebSocket client{'s' if self.clients != 1 else ''}, one frame in flight each", "640x480 JPEG (quality 80): one real face drifting back and forth"),
-            ("duration", f"{self.seconds:.0f} s", ""),
+            ("duration", f"{self.seconds:g} s", ""),
             ("frames answered", f"{self.frames:,} ({self.frames / max(self.elapsed, self.seconds):.1f} frames/s in total)", f"{self.faces / max(self.frames, 1):.2f} faces found per frame"),
             ("round-trip latency", f"p50 {self.percentile(self.latencies_ms, 50):.0f} ms, p99 {self.percentile(self.latencies_ms, 99):.0f} ms", "send -> JSON reply, as the page measures it"),
             ("server time per frame", f"p50 {self.percentile(self.server_ms, 50):.0f} ms, p99 {self.percentile(self.server_ms, 99):.0f} ms", "the reply's `ms`: JPEG decode, wait for a free recognizer, detect, classify"),
@@ -132,7 +134,8 @@ def run_loadtest(
 ) -> LoadReport:
     """Start the app on 127.0.0.1, drive it with ``clients`` WebSocket clients for ``seconds``, return the report.
 
-    With ``output``, the section "Web server load test" of that Markdown file is replaced (or appended).
+    With ``output``, the section "Web server load test" of that Markdown file is replaced (or appended);
+    with another model than the default, a section named for it.
     """
     if not 1 <= clients <= MAX_STREAMS:  # past the server's live streams, each extra client is refused (1013) and retries
         raise FervidError(f"--clients must be 1 to {MAX_STREAMS} (the live streams the server takes at once), got {clients}")
@@ -145,7 +148,9 @@ def run_loadtest(
     app = create_app(model, workers=workers, detector=detector)
     faces = real_faces(zip_path, 4, app.state.pool.recognizers[0])
     if not faces:
-        raise FervidError(f"{zip_path}: no validation face the detector finds")
+        settings = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in (detector or {}).items() if value is not None)
+        raise FervidError(f"{zip_path}: the detector finds none of its validation faces, pasted {FACE_SIDE} px wide on a "
+                          f"{WIDTH}x{HEIGHT} frame" + (f", with {settings}" if settings else ""))
     frames = face_frames(faces)
     load_before = os.getloadavg()[0]
     with running_server(app) as base:
@@ -154,15 +159,23 @@ def run_loadtest(
         raise FervidError(f"no frame was answered in {seconds:g} s ({'; '.join(sorted(set(report.errors))) or 'no error'}); "
                           "nothing written")
     if output:
-        write_section(Path(output), section(report, app.state.pool, load_before))
+        name = app.state.pool.recognizers[0].classifier.name
+        replace_markdown_section(output, section_heading(name), section(report, app.state.pool, load_before), table=report.table())
+        report.section = section_heading(name)
     return report
+
+
+def section_heading(model: str) -> str:
+    """The page section a model's load test goes to: the default model's, or one named for another
+    model (``--model fervid-compact`` replaced the default model's numbers), as ``fervid bench`` does."""
+    return SECTION if model == DEFAULT_MODEL else f"{SECTION} ({model})"
 
 
 def section(report: LoadReport, pool, load_before: float) -> str:
     """The Markdown section written into docs/performance.md."""
     classifier = pool.recognizers[0].classifier
     return (
-        f"{SECTION}\n\n"
+        f"{section_heading(classifier.name)}\n\n"
         + textwrap.fill(
             "Measured with `fervid serve --loadtest` (the numbers below were written by it): the server on a private "
             "127.0.0.1 port in the same process as the clients, each client sending the next frame only when the "
@@ -179,8 +192,3 @@ def section(report: LoadReport, pool, load_before: float) -> str:
             "scan.", DOC_COLUMNS)
         + "\n"
     )
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the load-test section of a Markdown page such as docs/performance.md."""
-    replace_markdown_section(path, SECTION, text)

@@ -128,7 +128,7 @@ function placePanels(boxes, bounds, unit, labels = []) {
 function drawBars(context, probabilities, rect, unit) {
   const [left, top, panelWidth, panelHeight] = rect;
   const row = PANEL_ROW * unit;
-  context.fillStyle = "rgba(0, 0, 0, 0.6)";
+  context.fillStyle = "rgba(0, 0, 0, 0.75)";
   context.fillRect(left, top, panelWidth, panelHeight);
   context.font = `${11 * unit}px system-ui, sans-serif`;
   const barLeft = left + 62 * unit;
