@@ -1,9 +1,9 @@
 """Write tests/data/vfr.mp4 and vfr-gops.mp4: tiny variable-frame-rate clips for the timing tests.
 
 OpenCV's VideoWriter can only write a constant frame rate, so the clip is made once with PyAV
-(``pip install av``, not a fervid dependency) and committed. Ten 64x48 frames at the times in
-``TIMES`` (ms): the average rate is about 3 fps, so ``frame / fps`` would put frame 5 at 1.6 s
-instead of 1.5 s and frame 8 at 2.6 s instead of 3.0 s.
+(``pip install av``, not a fervid dependency) and committed. Ten 64x48 frames, frame ``n`` of grey
+level ``20 n``, at the times in ``TIMES`` (ms): the average rate is about 3 fps, so ``frame / fps``
+would put frame 5 at 1.6 s instead of 1.5 s and frame 8 at 2.6 s instead of 3.0 s.
 """
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from __future__ import annotations
 import fractions
 from pathlib import Path
 
-import av
 import numpy as np
+
+try:
+    import av
+except ImportError:
+    raise SystemExit("make_vfr_clip.py needs PyAV, which fervid does not install: pip install av") from None
 
 TIMES = (0, 100, 200, 500, 600, 1500, 1600, 1700, 3000, 3100)
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
@@ -22,7 +26,8 @@ GOP_TIMES = tuple(round(1000 * n / 60) for n in range(24)) + tuple(400 + 50 * n 
 
 
 def write(out: Path, times: tuple[int, ...], gop: int) -> None:
-    """Frames of grey levels 0, 5, 10, ... (frame ``n`` is ``5 n``, readable after a lossy codec) at ``times``."""
+    """Frames of one grey level each at ``times``, readable after a lossy codec: frame ``n`` is ``20 n`` in
+    vfr.mp4 (0, 20, ..., 180) and ``5 n`` in vfr-gops.mp4 (0, 5, ..., 235)."""
     millisecond = fractions.Fraction(1, 1000)
     with av.open(str(out), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)

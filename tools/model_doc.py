@@ -96,5 +96,13 @@ def main(run: Path, card_path: Path, evaluation_path: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
-        raise SystemExit(__doc__)
-    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+        print(f"usage: python tools/model_doc.py RUN CARD EVALUATION\n\n{__doc__}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    except (OSError, ValueError) as error:  # a missing file, or one that is not JSON or CSV as written by fervid
+        print(f"model_doc.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyError as error:
+        print(f"model_doc.py: error: no {error} entry: give RUN, CARD and EVALUATION in that order", file=sys.stderr)
+        sys.exit(2)

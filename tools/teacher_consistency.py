@@ -15,8 +15,7 @@ import sys
 import numpy as np
 
 from fervid.data import load_arrays, read_dataset
-from fervid.model.architectures import build_augmenter
-from fervid.model.backend import keras
+from fervid.errors import FervidError
 from fervid.runtime.classify import ExpressionClassifier
 
 FACES = 2000
@@ -25,6 +24,9 @@ FACES = 2000
 def main(data: str, teachers: list[str]) -> None:
     models = [ExpressionClassifier(teacher) for teacher in teachers]
     arrays = load_arrays(read_dataset(data), "train")
+    from fervid.model.architectures import build_augmenter  # Keras takes seconds to load: after the arguments are checked
+    from fervid.model.backend import keras
+
     rows = np.random.default_rng(0).choice(len(arrays.labels), FACES, replace=False)
     faces, labels = arrays.inputs()[rows].astype(np.float32), arrays.labels[rows]
     augmenter = build_augmenter(flip=True, rotation=0.05, zoom=0.1, shift=0.1, brightness=0.2, contrast=0.2, erasing=0.5,
@@ -46,4 +48,11 @@ def main(data: str, teachers: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    if len(sys.argv) < 3:
+        print(f"usage: python tools/teacher_consistency.py DATA TEACHER [TEACHER ...]\n\n{__doc__}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(sys.argv[1], sys.argv[2:])
+    except (FervidError, OSError) as error:
+        print(f"teacher_consistency.py: error: {error}", file=sys.stderr)
+        sys.exit(2)

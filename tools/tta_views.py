@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from fervid.data import load_arrays, read_dataset
+from fervid.errors import FervidError
 from fervid.evaluation.metrics import classification_report
 from fervid.preprocess import smooth
 from fervid.runtime.classify import ExpressionClassifier
@@ -54,4 +55,11 @@ def main(model: str, data: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if len(sys.argv) != 3:
+        print(f"usage: python tools/tta_views.py MODEL DATA\n\n{__doc__}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(sys.argv[1], sys.argv[2])
+    except (FervidError, OSError) as error:
+        print(f"tta_views.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
