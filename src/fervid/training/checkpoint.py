@@ -43,6 +43,8 @@ def save_weights(weights: dict[Path, keras.Model | AveragedClassifier]) -> None:
         except OSError as error:  # making a temporary, writing it (h5py), or moving it into place
             text = " ".join(str(error).split())
             reason = "no space left on device" if "errno = 28" in text or error.errno == errno.ENOSPC else text[:160]
+        if reason is not None:  # only a failed write leaves such objects: a full collection each epoch cost 0.25 s
+            gc.collect()  # its objects in reference cycles, freed (and silenced) now rather than at some later collection
     if reason is not None:
         raise WriteFailedInLibrary(f"{target}: could not be written ({reason}); the checkpoint before it is kept")
 
@@ -52,8 +54,8 @@ def h5py_write_failures_quiet() -> Iterator[None]:
     """Silence h5py's objects of a failed write as they are freed: on a full disk each printed a
     traceback ("Exception ignored in: h5py._objects.ObjectID.__dealloc__ ... errno = 28") around the
     one line that says what failed. Cython prints such an error through ``sys.excepthook`` and then
-    ``sys.unraisablehook``; both pass on anything not raised in h5py. The objects are freed here,
-    with the failure's traceback."""
+    ``sys.unraisablehook``; both pass on anything not raised in h5py. The caller frees the objects
+    inside the block (``gc.collect``), with the failure's traceback."""
     def from_h5py(trace: TracebackType | None, where: object = None) -> bool:
         frames = traceback.extract_tb(trace) if trace is not None else []
         return "h5py" in repr(where) or any("h5py" in frame.filename for frame in frames)
@@ -71,7 +73,6 @@ def h5py_write_failures_quiet() -> Iterator[None]:
     sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
     try:
         yield
-        gc.collect()  # objects in reference cycles, freed now rather than at some later collection
     finally:
         sys.excepthook, sys.unraisablehook = hooks
 
