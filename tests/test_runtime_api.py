@@ -239,7 +239,9 @@ def test_frames_are_scanned_as_small_as_min_size_allows_up_to_the_width_cap(fram
 def test_a_smaller_min_size_finds_the_faces_just_over_40_px_that_the_default_scan_steps_past() -> None:
     """What DetectorConfig's docstring says: the default scan (shrunk until a 40 px face fills the
     cascade's window) steps past some faces of 1-2x min_size that OpenCV finds in the whole frame;
-    min_size=24 scans a 640x480 frame whole and finds them as OpenCV does."""
+    min_size=24 scans a frame whole and finds them as OpenCV does. (A 320x240 frame: the faces
+    missed are a 640x480 one's, the default finding 12 of these 40 where OpenCV finds 26, against 13
+    of 26 at 640x480, in a seventh of the time.)"""
     import zipfile
 
     from fervid.runtime.detect import CASCADE_PATH
@@ -249,11 +251,11 @@ def test_a_smaller_min_size_finds_the_faces_just_over_40_px_that_the_default_sca
         faces = [cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_GRAYSCALE) for name in names]
     cascade = cv2.CascadeClassifier(str(CASCADE_PATH))
     default, small = Recognizer(), Recognizer(min_size=24)
-    background = cv2.cvtColor(textured_background(480, 640, seed=2), cv2.COLOR_BGR2GRAY)
+    background = cv2.cvtColor(textured_background(240, 320, seed=2), cv2.COLOR_BGR2GRAY)
     found = {"default": 0, "min_size=24": 0, "opencv": 0}
     for index, face in enumerate(faces):
         frame = background.copy()
-        x, y = 60 + index * 97 % 400, 60 + index * 61 % 250
+        x, y = 20 + index * 97 % 240, 20 + index * 61 % 160
         frame[y : y + 52, x : x + 52] = cv2.resize(face, (52, 52), interpolation=cv2.INTER_CUBIC)
         for name, boxes in (("default", default.detect(frame)), ("min_size=24", small.detect(frame)),
                             ("opencv", cascade.detectMultiScale(cv2.equalizeHist(frame), 1.1, 5, minSize=(40, 40)))):
