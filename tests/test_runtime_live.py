@@ -933,6 +933,36 @@ def test_panels_of_faces_side_by_side_cover_no_face_and_no_other_panel() -> None
     assert any(overlap(panel, text) for panel in place_panels([small, big], (480, 640, 3))), "without the labels it covered one"
 
 
+def test_panels_are_drawn_under_every_label_and_left_off_frames_too_narrow_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawn face by face, a crowded frame's later panel darkened the labels drawn before it ("ha[sad]py
+    94%"); every panel now goes under every box and label. On a frame under 400 px wide, as on the
+    web page's narrow views, the panel found no free place and covered its own face (at 120x90 it was
+    larger than the frame): panels are left off there, the label says the expression."""
+    from fervid.runtime import render
+    from fervid.runtime.face import Face
+
+    first = Face.from_probabilities((300, 200, 100, 100), np.eye(7)[3])  # happy
+    second = Face.from_probabilities((60, 60, 100, 100), np.eye(7)[6])  # surprise
+    label = render.label_rect(first.box, render.label_text(first), (480, 640, 3))
+    over_the_first_label = [(label[0], label[1], render.PANEL_WIDTH, 60), (440, 300, render.PANEL_WIDTH, 60)]
+    monkeypatch.setattr(render, "place_panels", lambda boxes, shape, labels=None: over_the_first_label)
+    frame = render.annotate(np.full((480, 640, 3), 128, np.uint8), [first, second])
+    x, y, w, h = label
+    text = frame[y : y + h, x : x + w].reshape(-1, 3)
+    assert (text == render.COLORS["happy"]).all(axis=1).sum() > 20, "the label is drawn over the panel, in its own colour"
+    assert (frame[y + 2 : y + 58, 414 : x + render.PANEL_WIDTH] < 128).all(), "the panel is there, under it (past the box and bars)"
+    monkeypatch.undo()
+
+    def darkened(frame: np.ndarray) -> int:  # pixels a panel darkened: 128 * 0.45
+        return int((frame == 57).all(axis=2).sum())
+
+    for width, height, box in ((320, 240, (100, 60, 120, 120)), (120, 90, (28, 13, 64, 64))):
+        small = render.annotate(np.full((height, width, 3), 128, np.uint8), [Face.from_probabilities(box, np.eye(7)[3])])
+        assert darkened(small) < 20, (width, "no panel")
+    wide = render.annotate(np.full((480, 640, 3), 128, np.uint8), [Face.from_probabilities((100, 60, 120, 120), np.eye(7)[3])])
+    assert darkened(wide) > 5000, "a 640-pixel frame keeps its panel"
+
+
 def test_the_closing_line_reads_as_english_for_one_frame_and_one_box() -> None:
     from fervid.runtime.live import LiveReport
 

@@ -42,9 +42,18 @@ def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, c
 Rect = tuple[int, int, int, int]  # x, y, w, h
 
 
-def draw_face(frame: np.ndarray, face: Face, *, panel: bool = True, panel_at: Rect | None = None) -> None:
-    """The box and 'label 87%' (with the track id when there is one), and the probability panel beside
-    it (at ``panel_at`` when given: ``place_panels`` keeps the panels of several faces apart)."""
+PANELS_MIN_WIDTH = 400  # frames narrower than this get no panels, as the web page's views (app.js BARS_MIN_WIDTH)
+
+
+def shows_panels(frame_shape: tuple[int, ...]) -> bool:
+    """Whether a frame is wide enough for probability panels: on a 320x240 frame the 118 px panel
+    found no free place and covered the face it describes; on a 120x90 one it was larger than the
+    frame. The label still gives the expression and confidence."""
+    return frame_shape[1] >= PANELS_MIN_WIDTH
+
+
+def draw_box_and_label(frame: np.ndarray, face: Face) -> None:
+    """The box and 'label 87%' above it (inside the frame at its edges)."""
     x, y, w, h = face.box
     color = COLORS[face.expression]
     size = ui_scale(frame)
@@ -53,8 +62,6 @@ def draw_face(frame: np.ndarray, face: Face, *, panel: bool = True, panel_at: Re
     label = label_text(face)
     left = label_rect(face.box, label, frame.shape)[0]  # a face at the right edge keeps its whole label
     _text(frame, label, (left, max(round(12 * size), y - round(6 * size))), 0.5 * size, color, size)
-    if panel:
-        draw_probability_panel(frame, face.probabilities, panel_at or place_panels([face.box], frame.shape, [label])[0])
 
 
 def label_text(face: Face) -> str:
@@ -64,7 +71,7 @@ def label_text(face: Face) -> str:
 
 
 def label_rect(box: tuple[int, int, int, int], label: str, frame_shape: tuple[int, ...]) -> Rect:
-    """Where ``draw_face`` writes ``label`` above ``box``: as wide as the text (often wider than the
+    """Where ``draw_box_and_label`` writes ``label`` above ``box``: as wide as the text (often wider than the
     box), moved left to stay inside the frame."""
     size = _scale(frame_shape)
     (text_width, _), _ = cv2.getTextSize(label, FONT, 0.5 * size, max(3, round(3 * size)))
@@ -140,10 +147,17 @@ def draw_fps(frame: np.ndarray, fps: float) -> None:
 
 
 def annotate(frame: np.ndarray, faces: list[Face], fps: float | None = None, *, panel: bool = True) -> np.ndarray:
-    """Draw every face (and the FPS when given) onto ``frame`` in place; returns it."""
-    places = place_panels([face.box for face in faces], frame.shape, [label_text(face) for face in faces]) if panel else [None] * len(faces)
-    for face, place in zip(faces, places):
-        draw_face(frame, face, panel=panel, panel_at=place)
+    """Draw every face (and the FPS when given) onto ``frame`` in place; returns it.
+
+    In layers: every panel first, then every box and label, so that where a crowded frame leaves a
+    panel no free place, it darkens another face's label without hiding it (drawn face by face, a
+    later panel covered the labels drawn before it: "ha[sad]py 94%")."""
+    if panel and shows_panels(frame.shape):
+        places = place_panels([face.box for face in faces], frame.shape, [label_text(face) for face in faces])
+        for face, place in zip(faces, places):
+            draw_probability_panel(frame, face.probabilities, place)
+    for face in faces:
+        draw_box_and_label(frame, face)
     if fps is not None:
         draw_fps(frame, fps)
     return frame
