@@ -112,6 +112,8 @@ def test_evaluate_scores_the_split_it_is_given(tmp_path):
         assert result.returncode == 0, result.stderr
         scored = json.loads((tmp_path / f"{split}.json").read_text())
         assert scored["split"] == split and scored["images"] == faces, scored
+        # the class and calibration tables apart: run together, a Markdown paste rendered them as one
+        assert "|\n\n| confidence | faces | mean confidence | accuracy |\n" in result.stdout, result.stdout
     result = fervid("evaluate", "fervid-vgg", str(data), "--split", "validation")
     assert result.returncode == 2 and "no 'validation' split (found: train, test)" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 

@@ -99,7 +99,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (run / ".history.k1ll3d.tmp.csv").write_text("epoch\n")
     with pytest.MonkeyPatch.context() as patch:  # module-scoped: the per-test cache fixture is not set up yet
         patch.setenv("FERVID_CACHE_DIR", str(root / "cache"))
-        fervid_here("train", "--resume", "--out", str(run))  # a new process's job, done by this one: nothing survives the kill
+        resumed = fervid_here("train", "--resume", "--out", str(run))  # a new process's job, done by this one: nothing survives the kill
+    (root / "resumed.out").write_text(resumed.stdout)
     return run, data
 
 
@@ -154,6 +155,49 @@ def test_a_finished_run_without_its_checkpoint_or_a_foreign_config_is_not_taken_
     assert resumed.returncode == 2 and resumed.stderr == (f"fervid: error: {finished}: a finished run whose checkpoint/ was "
                                                           "deleted: there is nothing to resume (its model is there); start a "
                                                           "new run with another --out\n")
+
+
+def test_a_resume_says_where_it_continues(trained_run):
+    """It said "resuming RUN (compact, 8 epochs, ...)", which reads as 8 more, and nothing of the
+    epoch it went on from or the best one so far."""
+    import re
+
+    run, _ = trained_run
+    printed = (run.parent / "resumed.out").read_text()
+    said = re.search(r"^continuing at epoch (\d+) of 8 \(best so far: epoch (\d+), validation accuracy (\d\.\d{4})\)$", printed, re.M)
+    assert said, printed[:2000]
+    at, best = int(said[1]), int(said[2])
+    assert 4 <= at <= EPOCHS and 1 <= best < at
+    history = json.loads((run / "checkpoint" / "state.json").read_text())["history"]
+    assert f"{history[best - 1]['val_accuracy']:.4f}" == said[3], "the accuracy the best epoch recorded"
+    assert printed.index(said[0]) < printed.index(f"epoch {at}/{EPOCHS} "), "said before that epoch trains"
+
+
+def test_on_a_terminal_each_epochs_line_starts_a_line_of_its_own(tmp_path):
+    """On a terminal Keras's progress bar had not ended its line when the checkpoint printed the
+    epoch's: "...134ms/step - accuracy: 0.1625 - loss: 2.4773epoch 1/3  loss 2.4773 ..."."""
+    import pty
+
+    data = write_folder_dataset(tmp_path / "d", 0, {"train": 4, "validation": 2})
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([*FERVID, "train", str(data), "--arch", "compact", "--epochs", "2", "--batch-size", "8",
+                                "--out", str(tmp_path / "run")], stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process has ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(120) == 0, output.decode(errors="replace")[-3000:]
+    lines = output.decode(errors="replace").replace("\r\n", "\n").split("\n")
+    epoch_lines = [line for line in lines if "epoch 1/2" in line or "epoch 2/2" in line]
+    assert len(epoch_lines) == 2 and all(line.lstrip("\r").startswith("epoch ") for line in epoch_lines), epoch_lines
+    assert any("step" in line for line in lines), "a terminal gets Keras's progress bar"
 
 
 def test_resume_continues_the_same_schedule(trained_run):
@@ -1536,8 +1580,11 @@ def test_sigterm_mid_training_says_how_to_resume(tmp_path):
     process.wait(60)
     stderr = log.read_text()
     assert process.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == f"fervid: interrupted; the finished epochs are kept: fervid train --resume --out {run}"
-    assert json.loads((run / "checkpoint" / "state.json").read_text())["epochs_done"] >= 1
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] >= 1
+    assert stderr.strip().splitlines()[-1] == (
+        f"fervid: interrupted; {state['epochs_done']} of 500 epochs are kept (best: epoch {state['best_epoch']}, validation accuracy "
+        f"{state['best_val_accuracy']:.4f}): fervid train --resume --out {run}")
 
 
 def test_a_ctrl_c_that_a_library_swallows_still_stops_the_run(tmp_path, monkeypatch):
@@ -1563,8 +1610,10 @@ def test_a_ctrl_c_that_a_library_swallows_still_stops_the_run(tmp_path, monkeypa
     monkeypatch.setattr(tf_trainer, "pythonify_logs", swallowing)
     result = fervid_here("train", str(data), "--arch", "compact", "--epochs", "5", "--batch-size", "8", "--out", str(run), check=False)
     assert result.returncode == 130, result.stdout[-2000:]
-    assert result.stderr.strip().splitlines()[-1] == f"fervid: interrupted; the finished epochs are kept: fervid train --resume --out {run}"
     state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"fervid: interrupted; 1 of 5 epochs are kept (best: epoch 1, validation accuracy {state['best_val_accuracy']:.4f}): "
+        f"fervid train --resume --out {run}")
     assert state["epochs_done"] == 1, "the epoch that had ended was kept, none after it trained"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
@@ -1698,6 +1747,20 @@ def test_a_new_run_never_overwrites_files_that_are_not_a_runs_own(tmp_path):
     assert open_run(config, stopped, resume=True)[1] is False
 
 
+def test_the_closing_line_leads_with_the_scores_evaluate_gives(tmp_path):
+    """It led with the single view's macro-F1 beside the flip-averaged accuracy, so the first number a
+    researcher copied was not the one `fervid evaluate` (flip averaging, as the runtime) printed."""
+    from fervid.training.run import describe_run
+
+    metrics = {"accuracy": 0.5, "macro_f1": 0.4, "accuracy_flip_tta": 0.6, "macro_f1_flip_tta": 0.45}
+    card = {"metrics": metrics, "inference": {"flip_tta": True}, "dataset": {"validation_images": 255, "validation_source": "validation"}}
+    assert describe_run(card, tmp_path)[0].startswith(
+        "validation accuracy 0.6000, macro-F1 0.4500 with flip averaging, as the runtime runs it (single view 0.5000, 0.4000) "
+        "on 255 faces (validation); wrote ")
+    card["inference"]["flip_tta"] = False  # trained with --no-flip: the runtime runs one view
+    assert describe_run(card, tmp_path)[0].startswith("validation accuracy 0.5000, macro-F1 0.4000 on 255 faces")
+
+
 def test_a_net_trained_without_flips_is_not_run_on_mirrored_faces(tmp_path, monkeypatch):
     from fervid.runtime.classify import ExpressionClassifier
     from fervid.training import run as run_module
@@ -1746,6 +1809,9 @@ def test_a_warm_up_as_long_as_the_run_is_named(capsys):
     learning_rate(TrainConfig(data="d", epochs=2, warmup_epochs=3), steps_per_epoch=10)
     assert "--warmup-epochs 3 is not shorter than --epochs 2" in capsys.readouterr().err
     learning_rate(TrainConfig(data="d", epochs=20, warmup_epochs=3), steps_per_epoch=10)
+    assert capsys.readouterr().err == ""
+    # a resume cannot change it (--resume refuses --warmup-epochs): it was repeated, advising just that
+    learning_rate(TrainConfig(data="d", epochs=2, warmup_epochs=3), steps_per_epoch=10, starting=False)
     assert capsys.readouterr().err == ""
 
 

@@ -73,6 +73,7 @@ class Evaluation:
             f"{self.images:,} images{' (flip averaging)' if self.flip_tta else ''}; "
             f"input blur {self.input_blur:g}, temperature {self.temperature:g}",
             report.table(),
+            "",  # two Markdown tables: run together, a paste rendered them as one
             report.calibration.table(),
             f"accuracy {report.accuracy:.4f}  macro-F1 {report.macro_f1:.4f}  calibration error (ECE, 10 bins) "
             f"{report.calibration.ece:.4f}, mean confidence {report.calibration.mean_confidence:.4f}",

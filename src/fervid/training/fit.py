@@ -70,7 +70,7 @@ def compile_for_training(config: TrainConfig, classifier: keras.Model, steps_per
     seed every resume drew the first epoch's rotations, zooms and shifts over again."""
     augmenter = augmenter_for(config, resume_seed(config.seed, epochs_done), views=bool(config.teacher_views))
     model = build_training_model(classifier, augmenter)
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(config, steps_per_epoch), weight_decay=config.weight_decay,
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(config, steps_per_epoch, starting=not epochs_done), weight_decay=config.weight_decay,
                                        use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(
@@ -139,6 +139,9 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
             model = compile_for_training(config, classifier, steps_per_epoch, state["epochs_done"])
             continue_last_epoch(model)
     remaining = config.epochs - state["epochs_done"]
+    if resume and remaining > 0 and state["epochs_done"] and not stopped_early():  # where it stands, without state.json
+        print(f"continuing at epoch {state['epochs_done'] + 1} of {config.epochs} (best so far: epoch {state['best_epoch']}, "
+              f"validation accuracy {state['best_val_accuracy']:.4f})", flush=True)
 
     # The plateau callback goes first: the checkpoint then saves the rate it set and its count.
     callbacks: list[keras.callbacks.Callback] = [ResumablePlateau(state)] if config.schedule == "plateau" else []
@@ -154,6 +157,8 @@ def fit(config: TrainConfig, run: Path, *, resume: bool = False, lock: RunLock |
             teacher = cached_teacher_probabilities(run, config.teacher, x_train, data.fingerprint)
             y_train = distilled_targets(y_train, teacher, config.distill)
         verbose = 1 if os.isatty(1) else 0
+        if verbose:  # its bar ends each epoch before the checkpoint's line, not with that line run into it
+            callbacks.insert(0, keras.callbacks.ProgbarLogger())
         with stops_remembered(stop):
             if config.teacher_views:
                 recipe = config.view_recipe()

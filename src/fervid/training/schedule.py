@@ -8,15 +8,17 @@ from fervid.model.backend import keras
 from fervid.training.config import TrainConfig
 
 
-def learning_rate(config: TrainConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate(config: TrainConfig, steps_per_epoch: int, *,
+                  starting: bool = True) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """Linear warm-up then cosine decay to zero at the last epoch (or, for ``constant``, no decay:
     the rate stays at its peak), as a function of the optimizer step (so a resumed run, whose
-    optimizer step is restored, continues on exactly the same curve)."""
+    optimizer step is restored, continues on exactly the same curve). A warm-up as long as the run is
+    warned of when it ``starting``, not again at each resume, which cannot change it."""
     if config.schedule == "plateau":
         return config.learning_rate
     total = config.epochs * steps_per_epoch
     warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
-    if config.schedule == "cosine" and config.warmup_epochs and config.warmup_epochs >= config.epochs:
+    if starting and config.schedule == "cosine" and config.warmup_epochs and config.warmup_epochs >= config.epochs:
         warn(f"--warmup-epochs {config.warmup_epochs} is not shorter than --epochs {config.epochs}: the learning rate "
              "rises until the last step and only then drops to 0, so there is no decay to train in (lower --warmup-epochs)")
     return keras.optimizers.schedules.CosineDecay(
