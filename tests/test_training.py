@@ -1747,6 +1747,31 @@ def test_a_new_run_never_overwrites_files_that_are_not_a_runs_own(tmp_path):
     assert open_run(config, stopped, resume=True)[1] is False
 
 
+def test_the_curves_legends_lie_below_the_plots_not_on_the_curves(tmp_path, monkeypatch):
+    """The accuracy legend sat in the lower right, on the data: a flat validation curve near the
+    bottom (a run at chance) ran behind it, and the learning-rate line crossed it."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    from fervid.evaluation import plots
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    history = [{"epoch": e, "loss": 2 - e / 20, "val_loss": 2.1 - e / 25, "accuracy": 0.16 + e / 100, "val_accuracy": 0.1569,
+                "learning_rate": 2e-3 * math.cos(e / 40)} for e in range(1, 31)]
+    plots.plot_history(history, tmp_path / "curves.png")
+    (figure,) = figures
+    renderer = figure.canvas.get_renderer()
+    legends = [axes.get_legend() for axes in figure.axes if axes.get_legend() is not None]
+    assert len(legends) == 2
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert all(box.y1 <= axes.get_window_extent(renderer).y0 for axes in figure.axes), "below every plot"
+    monkeypatch.undo()
+    plt.close(figure)
+
+
 def test_the_closing_line_leads_with_the_scores_evaluate_gives(tmp_path):
     """It led with the single view's macro-F1 beside the flip-averaged accuracy, so the first number a
     researcher copied was not the one `fervid evaluate` (flip averaging, as the runtime) printed."""

@@ -74,13 +74,15 @@ def plot_history(history: list[dict], target: Path) -> None:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
         axes.axvline(best, color="black", linewidth=0.8, alpha=0.4, label=f"best epoch ({best})")
     loss_axes.set_ylabel("loss")
-    loss_axes.legend()
+    # the legends below the axes, never on the curves (a flat validation curve ran behind one)
+    loss_axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
     accuracy_axes.set_ylabel("accuracy")
     rate_axes = accuracy_axes.twinx()
     rate_axes.plot(epochs, [r["learning_rate"] for r in history], color="gray", linestyle=":", label="learning rate")
     rate_axes.set_ylabel("learning rate", color="gray")
     handles = [handle for axes in (accuracy_axes, rate_axes) for handle in axes.get_legend_handles_labels()[0]]
-    rate_axes.legend(handles, [str(handle.get_label()) for handle in handles], loc="lower right", fontsize=8)
+    rate_axes.legend(handles, [str(handle.get_label()) for handle in handles], loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                     ncol=2, fontsize=8, frameon=False)
     figure.tight_layout()
     with atomic_path(target) as temporary:
         figure.savefig(temporary, dpi=110, format="png")
