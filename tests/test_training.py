@@ -298,7 +298,7 @@ def test_run_folder_has_every_artifact(trained_run):
     assert "keras" in card["libraries"]
     assert not list(run.rglob("*.tmp*")), "no temporary files may be left behind"
     report = (run / "report.md").read_text()
-    assert "macro" in report and "## Calibration" in report
+    assert "macro" in report and "## Calibration" in report and "**Warning**" not in report, "a model that learned"
     metrics = json.loads((run / "metrics.json").read_text())
     calibration = metrics["flip_tta"]["calibration"]
     assert sum(row["faces"] for row in calibration["bins"]) == card["dataset"]["validation_images"]
@@ -1770,6 +1770,22 @@ def test_the_curves_legends_lie_below_the_plots_not_on_the_curves(tmp_path, monk
         assert all(box.y1 <= axes.get_window_extent(renderer).y0 for axes in figure.axes), "below every plot"
     monkeypatch.undo()
     plt.close(figure)
+
+
+def test_a_model_that_gives_every_face_one_class_is_said_to_have_learned_nothing():
+    """Three epochs on a small dataset gave every validation face "surprise", and the report said only
+    that the temperature fit "did not settle"; a model at chance now gets a plain warning."""
+    from fervid.evaluation.metrics import classification_report
+    from fervid.training.run import one_class_warning
+
+    truth = np.repeat(np.arange(7), 10)
+    assert one_class_warning(classification_report(truth, np.full(70, 6))) == (
+        "the model gives 100% of the validation faces one class (surprise): it has not learned to tell the expressions apart "
+        "(train for more epochs or with a lower --lr, or check the data)")
+    mostly = np.where(np.arange(70) < 64, 3, truth)  # 64 + the 6 happy faces among the rest: 91% happy
+    assert one_class_warning(classification_report(truth, mostly)).startswith("the model gives 91% of the validation faces one class (happy)")
+    assert one_class_warning(classification_report(truth, truth)) is None
+    assert one_class_warning(classification_report(np.full(70, 3), np.full(70, 3))) is None, "one class is all the data holds"
 
 
 def test_the_closing_line_leads_with_the_scores_evaluate_gives(tmp_path):

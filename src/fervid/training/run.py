@@ -172,7 +172,26 @@ def _duration(metrics: dict) -> str:
     return f"{seconds:.0f} s" if seconds is not None and seconds < 60 else f"{metrics['training_minutes']:.1f} min"
 
 
-def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str) -> None:
+ONE_CLASS_SHARE = 0.9  # of the validation faces given one class, from which a model is said to have learned nothing
+
+
+def one_class_warning(report: ClassificationReport) -> str | None:
+    """A plain warning when the model gives (nearly) every validation face one class: a run at chance
+    (too few epochs, too high a --lr) read as a model, its report saying only that the temperature
+    fit "did not settle"."""
+    given = report.confusion.sum(axis=0)
+    if given.sum() == 0 or (report.support > 0).sum() < 2:
+        return None
+    top = int(given.argmax())
+    share = given[top] / given.sum()
+    if share < ONE_CLASS_SHARE:
+        return None
+    return (f"the model gives {share:.0%} of the validation faces one class ({EXPRESSIONS[top]}): it has not learned to tell "
+            "the expressions apart (train for more epochs or with a lower --lr, or check the data)")
+
+
+def write_report(run: Path, card: dict, report_table: str, tta_table: str, calibration_table: str,
+                 warning: str | None = None) -> None:
     """The run folder's report.md: the card's metrics, the per-class and calibration tables, how to use
     the model. The calibration is of the views the runtime uses (single views for a --no-flip net)."""
     metrics = card["metrics"]
@@ -181,6 +200,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
     lines = [
         f"# Training report: {card['name']}",
         "",
+        *([f"**Warning**: {warning}.", ""] if warning else []),
         f"- architecture: `{card['architecture']}` ({card['parameters']:,} parameters), precision {card['training']['precision_used']}",
         f"- data: `{card['dataset']['path']}` (fingerprint {card['dataset']['fingerprint']}), "
         f"{card['dataset']['train_images']:,} train / {card['dataset']['validation_images']:,} validation ({card['dataset']['validation_source']})",
@@ -279,7 +299,10 @@ def _train(config: TrainConfig, run: Path, resume: bool, lock: RunLock) -> dict:
     plot_confusion(runtime.normalized_confusion, run / "confusion.png",
                    f"{name}: validation ({'flip averaging' if config.flip else 'single view'})")
     assert runtime.calibration is not None  # card_metrics's reports come from evaluate, which sets it
-    write_report(run, card, single.table(), flipped.table(), runtime.calibration.table())
+    warning = one_class_warning(runtime)
+    if warning:
+        warn(warning)
+    write_report(run, card, single.table(), flipped.table(), runtime.calibration.table(), warning)
     return card
 
 
