@@ -963,6 +963,22 @@ def test_panels_are_drawn_under_every_label_and_left_off_frames_too_narrow_for_t
     assert darkened(wide) > 5000, "a 640-pixel frame keeps its panel"
 
 
+def test_a_label_with_no_room_above_its_box_is_drawn_inside_it_under_the_top_line() -> None:
+    """A face at the top edge had its label clamped to the frame's top, on the box's own top line
+    (struck through), and panels were placed as if the label were 4 px tall."""
+    from fervid.runtime import render
+    from fervid.runtime.face import Face
+
+    face = Face.from_probabilities((20, 4, 70, 70), np.eye(7)[3], track_id=12)
+    frame = render.annotate(np.full((480, 640, 3), 128, np.uint8), [face], panel=False)
+    happy = np.abs(frame.astype(int) - render.COLORS["happy"]).sum(axis=2) < 120  # anti-aliased strokes near the colour
+    assert not happy[:3].any(), "nothing above the box's top line (rows 3-5 at y=4)"
+    x, y, w, h = render.label_rect(face.box, render.label_text(face), frame.shape)
+    assert y > 4 + 1 and h == 18, "below the top line, as tall as the text"
+    assert happy[y : y + h, 92 : x + w].sum() > 20, "the text, where the rectangle says (past the box's right side)"
+    assert render.label_rect((20, 40, 70, 70), "x", frame.shape)[1::2] == (22, 18), "with room, above the box as before"
+
+
 def test_the_closing_line_reads_as_english_for_one_frame_and_one_box() -> None:
     from fervid.runtime.live import LiveReport
 

@@ -60,8 +60,8 @@ def draw_box_and_label(frame: np.ndarray, face: Face) -> None:
     thickness = max(1, round(min(frame.shape[:2]) / 300))
     cv2.rectangle(frame, (x, y), (x + w, y + h), color, thickness)
     label = label_text(face)
-    left = label_rect(face.box, label, frame.shape)[0]  # a face at the right edge keeps its whole label
-    _text(frame, label, (left, max(round(12 * size), y - round(6 * size))), 0.5 * size, color, size)
+    left, top, _, height = label_rect(face.box, label, frame.shape)  # a face at the right edge keeps its whole label
+    _text(frame, label, (left, top + height - round(6 * size)), 0.5 * size, color, size)
 
 
 def label_text(face: Face) -> str:
@@ -71,13 +71,17 @@ def label_text(face: Face) -> str:
 
 
 def label_rect(box: tuple[int, int, int, int], label: str, frame_shape: tuple[int, ...]) -> Rect:
-    """Where ``draw_box_and_label`` writes ``label`` above ``box``: as wide as the text (often wider than the
-    box), moved left to stay inside the frame."""
+    """Where ``draw_box_and_label`` writes ``label``: above ``box``, as wide as the text (often wider
+    than the box), moved left to stay inside the frame; inside the box under its top line where the
+    frame has no room above it (a face at the top edge: clamped there, the text sat on the box's line,
+    struck through, and the panel placement took it for 4 px tall)."""
     size = _scale(frame_shape)
     (text_width, _), _ = cv2.getTextSize(label, FONT, 0.5 * size, max(3, round(3 * size)))
     height = round(18 * size)
     left = max(0, min(box[0], frame_shape[1] - text_width))
-    return left, max(0, box[1] - height), text_width, min(box[1], height)
+    if box[1] >= height:
+        return left, box[1] - height, text_width, height
+    return left, box[1] + max(1, round(min(frame_shape[:2]) / 300)) + round(2 * size), text_width, height
 
 
 def _panel_size(frame_shape: tuple[int, ...]) -> tuple[int, int, int]:
