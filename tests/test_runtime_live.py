@@ -979,6 +979,19 @@ def test_a_label_with_no_room_above_its_box_is_drawn_inside_it_under_the_top_lin
     assert render.label_rect((20, 40, 70, 70), "x", frame.shape)[1::2] == (22, 18), "with room, above the box as before"
 
 
+def test_a_panoramas_labels_are_sized_by_its_long_side_as_far_as_its_height_holds_a_panel() -> None:
+    """Sizes came from the short side only: a 3200x400 panorama, shown fitted to a screen, had labels
+    about 5 pixels tall. Ordinary frames keep their sizes."""
+    from fervid.runtime.render import ui_scale
+
+    def scale(height: int, width: int) -> float:
+        return ui_scale(np.zeros((height, width, 3), np.uint8))
+
+    assert (scale(480, 640), scale(1080, 1920), scale(1920, 1080), scale(3000, 4000), scale(1080, 2560)) == (1.0, 2.25, 2.25, 6.25, 2.25)
+    assert scale(400, 3200) == 2.5
+    assert scale(100, 5000) == 1.0, "a banner too low for a larger panel keeps the smallest sizes"
+
+
 def test_the_closing_line_reads_as_english_for_one_frame_and_one_box() -> None:
     from fervid.runtime.live import LiveReport
 

@@ -21,6 +21,8 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 PANEL_ROW = 13
 PANEL_WIDTH = 118
 SCALE_FROM = 480  # images up to this many pixels on their short side get the sizes above; larger ones more
+LONG_SCALE_FROM = 1280  # and a panorama by its long side, as far as its short side holds a panel (PANEL_FIT)
+PANEL_FIT = 120  # short-side pixels per unit of scale: a panel (about 95 px at scale 1) fits with room to spare
 
 
 def ui_scale(frame: np.ndarray) -> float:
@@ -30,7 +32,10 @@ def ui_scale(frame: np.ndarray) -> float:
 
 
 def _scale(shape: tuple[int, ...]) -> float:
-    return max(1.0, min(shape[:2]) / SCALE_FROM)
+    """By the short side (a 4000x3000 photo: 6.25), or for a panorama by the long one, shown shrunk
+    to fit a screen: a 3200x400 strip drew 5-pixel labels once fitted (2.5 now)."""
+    short, long = min(shape[:2]), max(shape[:2])
+    return max(1.0, short / SCALE_FROM, min(long / LONG_SCALE_FROM, short / PANEL_FIT))
 
 
 def _text(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, color=(255, 255, 255), weight: float = 1.0) -> None:
