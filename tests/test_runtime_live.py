@@ -992,6 +992,23 @@ def test_a_panoramas_labels_are_sized_by_its_long_side_as_far_as_its_height_hold
     assert scale(100, 5000) == 1.0, "a banner too low for a larger panel keeps the smallest sizes"
 
 
+def test_labels_of_faces_side_by_side_do_not_run_into_each_other() -> None:
+    """Five faces in a row, 12 px apart: "#1 surprise 98%" is wider than its box and ran under the next
+    face's label ("#1 surprise 98#2 disgust 99%"); such a label now goes inside its box."""
+    from fervid.runtime.render import _overlap, label_rect, place_labels, place_panels
+
+    boxes = [(10 + i * 122, 200, 110, 110) for i in range(5)]
+    labels = ["#1 surprise 100%", "#2 disgust 100%", "#3 happy 100%", "#4 angry 100%", "#5 sad 100%"]
+    shape = (480, 640, 3)
+    above = [label_rect(box, text, shape) for box, text in zip(boxes, labels)]
+    assert _overlap(above[0], above[1]) > 0, "the premise: above their boxes, the first two labels overlap"
+    placed = place_labels(boxes, labels, shape)
+    assert all(_overlap(a, b) == 0 for i, a in enumerate(placed) for b in placed[i + 1:]), placed
+    assert placed[0] == above[0] and placed[1][1] > 200, "the first above its box, the second inside its own"
+    panels = place_panels(boxes, shape, labels)
+    assert all(_overlap(panel, text) == 0 for panel in panels for text in placed), "panels keep off the labels where they are"
+
+
 def test_the_closing_line_reads_as_english_for_one_frame_and_one_box() -> None:
     from fervid.runtime.live import LiveReport
 

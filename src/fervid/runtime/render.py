@@ -57,15 +57,15 @@ def shows_panels(frame_shape: tuple[int, ...]) -> bool:
     return frame_shape[1] >= PANELS_MIN_WIDTH
 
 
-def draw_box_and_label(frame: np.ndarray, face: Face) -> None:
-    """The box and 'label 87%' above it (inside the frame at its edges)."""
+def draw_box_and_label(frame: np.ndarray, face: Face, at: Rect | None = None) -> None:
+    """The box and 'label 87%' above it (inside the frame at its edges), or at ``at`` (``place_labels``)."""
     x, y, w, h = face.box
     color = COLORS[face.expression]
     size = ui_scale(frame)
     thickness = max(1, round(min(frame.shape[:2]) / 300))
     cv2.rectangle(frame, (x, y), (x + w, y + h), color, thickness)
     label = label_text(face)
-    left, top, _, height = label_rect(face.box, label, frame.shape)  # a face at the right edge keeps its whole label
+    left, top, _, height = at or label_rect(face.box, label, frame.shape)  # a face at the right edge keeps its whole label
     _text(frame, label, (left, top + height - round(6 * size)), 0.5 * size, color, size)
 
 
@@ -75,18 +75,31 @@ def label_text(face: Face) -> str:
     return label if face.track_id is None else f"#{face.track_id} {label}"
 
 
-def label_rect(box: tuple[int, int, int, int], label: str, frame_shape: tuple[int, ...]) -> Rect:
+def label_rect(box: tuple[int, int, int, int], label: str, frame_shape: tuple[int, ...], *, inside: bool = False) -> Rect:
     """Where ``draw_box_and_label`` writes ``label``: above ``box``, as wide as the text (often wider
     than the box), moved left to stay inside the frame; inside the box under its top line where the
     frame has no room above it (a face at the top edge: clamped there, the text sat on the box's line,
-    struck through, and the panel placement took it for 4 px tall)."""
+    struck through, and the panel placement took it for 4 px tall), or when asked (``inside``)."""
     size = _scale(frame_shape)
     (text_width, _), _ = cv2.getTextSize(label, FONT, 0.5 * size, max(3, round(3 * size)))
     height = round(18 * size)
     left = max(0, min(box[0], frame_shape[1] - text_width))
-    if box[1] >= height:
+    if box[1] >= height and not inside:
         return left, box[1] - height, text_width, height
     return left, box[1] + max(1, round(min(frame_shape[:2]) / 300)) + round(2 * size), text_width, height
+
+
+def place_labels(boxes: list[tuple[int, int, int, int]], labels: list[str], frame_shape: tuple[int, ...]) -> list[Rect]:
+    """Where each label goes: above its box, or inside it under its top line where it would run into
+    a label placed before it (faces side by side: a label wider than its box ran under the next one's,
+    "#1 surprise 98#2 disgust 99%")."""
+    placed: list[Rect] = []
+    for box, text in zip(boxes, labels):
+        rect = label_rect(box, text, frame_shape)
+        if any(_overlap(rect, other) for other in placed):
+            rect = label_rect(box, text, frame_shape, inside=True)
+        placed.append(rect)
+    return placed
 
 
 def _panel_size(frame_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -112,7 +125,7 @@ def place_panels(boxes: list[tuple[int, int, int, int]], frame_shape: tuple[int,
     label = round(18 * _scale(frame_shape))
     faces = [(x, max(0, y - label), w, h + min(y, label)) for x, y, w, h in boxes]  # each box with its label above it
     if labels is not None:
-        faces += [label_rect(box, text, frame_shape) for box, text in zip(boxes, labels)]
+        faces += place_labels(boxes, labels, frame_shape)
     placed: list[Rect] = []
     for x, y, w, h in boxes:
         top = int(np.clip(y, 0, max(0, height - panel_height)))
@@ -163,12 +176,12 @@ def annotate(frame: np.ndarray, faces: list[Face], fps: float | None = None, *, 
     In layers: every panel first, then every box and label, so that where a crowded frame leaves a
     panel no free place, it darkens another face's label without hiding it (drawn face by face, a
     later panel covered the labels drawn before it: "ha[sad]py 94%")."""
+    boxes, labels = [face.box for face in faces], [label_text(face) for face in faces]
     if panel and shows_panels(frame.shape):
-        places = place_panels([face.box for face in faces], frame.shape, [label_text(face) for face in faces])
-        for face, place in zip(faces, places):
+        for face, place in zip(faces, place_panels(boxes, frame.shape, labels)):
             draw_probability_panel(frame, face.probabilities, place)
-    for face in faces:
-        draw_box_and_label(frame, face)
+    for face, at in zip(faces, place_labels(boxes, labels, frame.shape)):
+        draw_box_and_label(frame, face, at)
     if fps is not None:
         draw_fps(frame, fps)
     return frame
