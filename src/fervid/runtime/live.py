@@ -314,24 +314,25 @@ def _check_outputs(source: str | int | Path, *outputs: str | Path | None, summar
     (``.png`` beside it) is checked with it.
     """
     path = Path(str(source)).expanduser()
+
+    def check(output: str | Path) -> None:
+        check_writable(output)
+        if path.is_file() and Path(output).expanduser().resolve() == path.resolve():
+            raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
+
     if summary is not None:
         summary = Path(summary)
         outputs += (summary,)
     for output in outputs:  # the summary too, before its plot is looked at: a name too long is refused here
-        if output is None:
-            continue
-        check_writable(output)
-        if path.is_file() and Path(output).expanduser().resolve() == path.resolve():
-            raise FervidError(f"{output}: is the --source itself, which would be overwritten; write the output elsewhere")
+        if output is not None:
+            check(output)
     if summary is not None and summary.suffix.lower() == ".json":
         plot = summary_plot_path(summary)
         if plot.is_file() and not is_live_summary(summary) and not _read_by_folder(path, plot):
             # the plot is never named by the user: only an earlier run's is replaced
             raise FervidError(f"{plot}: exists and is not the plot of a fervid live summary ({summary.name} beside it); "
                               "the summary's plot would replace it: give another --summary, or move it")
-        check_writable(plot)
-        if path.is_file() and plot.expanduser().resolve() == path.resolve():
-            raise FervidError(f"{plot}: is the --source itself, which would be overwritten; write the output elsewhere")
+        check(plot)
 
 
 def _read_by_folder(source: Path, plot: Path) -> bool:

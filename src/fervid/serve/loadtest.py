@@ -159,9 +159,9 @@ def run_loadtest(
         raise FervidError(f"no frame was answered in {seconds:g} s ({'; '.join(sorted(set(report.errors))) or 'no error'}); "
                           "nothing written")
     if output:
-        name = app.state.pool.recognizers[0].classifier.name
-        replace_markdown_section(output, section_heading(name), section(report, app.state.pool, load_before), table=report.table())
-        report.section = section_heading(name)
+        heading = section_heading(app.state.pool.recognizers[0].classifier.name)
+        replace_markdown_section(output, heading, section(heading, report, app.state.pool, load_before), table=report.table())
+        report.section = heading
     return report
 
 
@@ -171,11 +171,11 @@ def section_heading(model: str) -> str:
     return SECTION if model == DEFAULT_MODEL else f"{SECTION} ({model})"
 
 
-def section(report: LoadReport, pool, load_before: float) -> str:
-    """The Markdown section written into docs/performance.md."""
+def section(heading: str, report: LoadReport, pool, load_before: float) -> str:
+    """The Markdown section written into docs/performance.md, under ``heading``."""
     classifier = pool.recognizers[0].classifier
     return (
-        f"{section_heading(classifier.name)}\n\n"
+        f"{heading}\n\n"
         + textwrap.fill(
             "Measured with `fervid serve --loadtest` (the numbers below were written by it): the server on a private "
             "127.0.0.1 port in the same process as the clients, each client sending the next frame only when the "
