@@ -190,21 +190,21 @@ def test_a_file_reached_by_a_link_is_one_source_named_by_the_path_sorting_first(
         bundle.writestr("c.png", cv2.imencode(".png", textured_background(60, 60, seed=3))[1].tobytes())
         bundle.writestr("clip.mp4", b"not read")
     (folder / "linked.zip").symlink_to("bundle.zip")
-    expected = [f"{folder / 'a.jpg'}", f"{folder / 'bundle.zip'}!c.png", f"{folder / 'sub' / 'b.png'}"]
+    expected = [f"{folder / 'a.jpg'}", f"{folder / 'bundle.zip'}!c.png", f"{folder / 'bundle.zip'}!clip.mp4", f"{folder / 'sub' / 'b.png'}"]
     capsys.readouterr()
-    assert [item.name for item in expand_inputs([folder])] == expected
+    assert [item.name for item in expand_inputs([folder])] == expected  # the linked zip's video too: once
     err = capsys.readouterr().err
-    assert "1 video(s) inside zips skipped" in err  # the linked zip's video too: once
-    assert (f"4 path(s) reach a file already found under another name (a link), analysed once under that name, "
-            f"e.g. {folder / 'alias.jpg'} as {folder / 'a.jpg'}") in err  # alias, hard link, linked folder and zip
+    assert (f"5 path(s) reach a file already found under another name (a link), analysed once under that name, "
+            f"e.g. {folder / 'alias.jpg'} as {folder / 'a.jpg'}") in err  # alias, hard link, linked folder, the zip's two
     for given in ([folder / "alias.jpg", folder / "a.jpg"], [folder / "a.jpg", folder / "alias.jpg"]):
         assert [item.name for item in expand_inputs(given)] == [str(folder / "a.jpg")]
     out = tmp_path / "f4.csv"
     first = analyze([folder], out, AnalyzeOptions(crops=True, image_batch=2))
     assert first.summary["source"].to_pylist() == expected and first.faces == 3
+    assert first.summary["status"].to_pylist() == ["ok", "ok", "error", "ok"]  # "not read": no video
     again = analyze([folder / "sub", folder], out, AnalyzeOptions(crops=True, image_batch=2))
     assert again.skipped_units == again.units == first.units and again.frames == 0
-    assert sorted(pd.read_csv(out)["source"]) == expected
+    assert sorted(pd.read_csv(out)["source"]) == [name for name in expected if not name.endswith("clip.mp4")]  # one face per crop
 
 
 def test_a_renaming_killed_half_way_is_finished_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,24 +241,71 @@ def test_a_renaming_killed_half_way_is_finished_by_the_next_run(tmp_path: Path, 
     assert pq.read_table(store.ledger / f"{unit.id}.parquet")["source"].to_pylist() == ["b", "c"]
 
 
-def test_videos_inside_zips_are_named_not_silently_dropped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    only_video = tmp_path / "clips.zip"
-    with zipfile.ZipFile(only_video, "w") as bundle:
-        bundle.writestr("day1/interview.mp4", b"video bytes")
-    with pytest.raises(FervidError, match=r"no images found; 1 video\(s\) inside zips, e\.g\. .*clips\.zip!day1/interview\.mp4.*extract them"):
-        expand_inputs([only_video])
-    mixed = tmp_path / "mixed.zip"
-    with zipfile.ZipFile(mixed, "w") as bundle:
-        bundle.writestr("a.png", cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
-        bundle.writestr("b.mov", b"video bytes")
-    capsys.readouterr()
-    assert [item.relative for item in expand_inputs([mixed])] == ["a.png"]
-    assert "1 video(s) inside zips skipped" in capsys.readouterr().err
-    broken = tmp_path / "broken.zip"
-    broken.write_bytes(b"PK not really")
-    summary = analyze([broken, mixed], tmp_path / "out").summary.to_pandas().set_index("source")
-    assert summary.loc[str(broken), "kind"] == "zip" and summary.loc[str(broken), "status"] == "error"
+def scratch_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder that ``tempfile`` uses for this test, to see what is left in it."""
+    import tempfile
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    return scratch
+
+
+def zip_of(path: Path, members: dict[str, Path]) -> Path:
+    """A zip at ``path`` holding each file of ``members`` under its name there."""
+    with zipfile.ZipFile(path, "w") as zipped:
+        for name, source in members.items():
+            zipped.write(source, name)
+    return path
+
+
+def test_videos_inside_zips_are_analysed_as_the_same_videos_out_of_them(archive: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video in a zip was skipped with a warning (FFmpeg reads files): it is extracted to a temporary
+    file, analysed as the file would be (segments, seeks, tracks), and the copy is deleted."""
+    scratch = scratch_tempdir(tmp_path, monkeypatch)
+    bundle = zip_of(tmp_path / "interviews.zip", {"day1/a.mp4": archive / "clips" / "a.mp4", "one.png": archive / "photos" / "one.png"})
+    options = AnalyzeOptions(segment_s=1.0)  # 15-frame segments: a.mp4's 40 frames in 3, read across seeks
+    zipped_run = analyze([bundle], tmp_path / "zipped", options)
+    alone = analyze([archive / "clips" / "a.mp4"], tmp_path / "alone", options)
+    video = f"{bundle}!day1/a.mp4"
+    summary = zipped_run.summary.to_pandas().set_index("source")
+    assert list(summary.index) == [video, f"{bundle}!one.png"]
+    assert summary.loc[video, "kind"] == "video" and summary.loc[video, "status"] == "ok"
+    assert summary.loc[video, "segments"] == 3 and summary.loc[video, "frames"] == 40
+    rows = rows_of(tmp_path / "zipped")
+    from_zip = rows[rows.source == video].drop(columns="source").reset_index(drop=True)
+    from_file = rows_of(tmp_path / "alone").drop(columns="source")
+    assert len(from_file) > 40, "both faces tracked through the clip"
+    pd.testing.assert_frame_equal(from_zip, from_file)
+    assert alone.faces == summary.loc[video, "faces"]
+    assert list(scratch.iterdir()) == [], "the extracted copies are deleted"
+
+
+def test_a_video_in_a_zip_that_cannot_be_extracted_is_an_error_row(archive: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import fervid.analyze.video as video
+
+    scratch = scratch_tempdir(tmp_path, monkeypatch)
+    bundle = zip_of(tmp_path / "clips.zip", {"b.mp4": archive / "clips" / "b.mp4", "one.png": archive / "photos" / "one.png"})
+    # No room on the temporary disk: said before anything is written, by the size the zip declares.
+    monkeypatch.setattr(video, "EXTRACT_ROOM", 1 << 60)
+    report = analyze([bundle], tmp_path / "full-disk")
+    summary = report.summary.to_pandas().set_index("source")
+    assert summary.loc[f"{bundle}!one.png", "status"] == "ok"
+    assert summary.loc[f"{bundle}!b.mp4", "status"] == "error"
+    assert re.fullmatch(rf"not extracted from its zip: it unpacks to 0 MiB and {re.escape(str(scratch))} has [\d,]+ MiB "
+                        r"free \(set TMPDIR to a disk with room, or extract it\)", summary.loc[f"{bundle}!b.mp4", "error"])
+    monkeypatch.setattr(video, "EXTRACT_ROOM", 0)
+    # The zip changed between planning and reading (the video gone from it): each segment an error row.
+    units = plan_units(expand_inputs([bundle]), AnalyzeOptions(segment_s=1.0), "model")
+    zip_of(bundle, {"one.png": archive / "photos" / "one.png"})
+    analyzer = Analyzer(AnalyzeOptions(segment_s=1.0), Recognizer())
+    results = list(analyzer.run_video([unit for unit in units if unit.kind == "video"]))
+    assert len(results) == 2 and all(result.rows.num_rows == 0 for result in results)
+    assert {row["error"] for result in results for row in result.ledger.to_pylist()} == {
+        "could not be extracted from its zip (KeyError: \"There is no item named 'b.mp4' in the archive\")"}
+    assert list(scratch.iterdir()) == []
 
 def test_zip_members_named_with_dot_dot_or_from_the_root_are_read_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``../up.jpg`` and ``/abs.jpg`` inside a zip are names, not places: each is a source of its own
@@ -1181,11 +1228,12 @@ def test_zips_inside_zips_and_links_that_point_nowhere_are_named_not_dropped_sil
     assert f"1 link(s) that point nowhere skipped, e.g. {folder / 'dead.jpg'}" in err
     with zipfile.ZipFile(tmp_path / "only.zip", "w") as only:
         only.write(tmp_path / "inner.zip", "inner.zip")
-    with zipfile.ZipFile(tmp_path / "only.zip", "a") as only:
-        only.writestr("clip.MP4", b"not read")
-    with pytest.raises(FervidError, match=r"^no images found; 1 zip\(s\) inside zips, e\.g\. .*only\.zip!inner\.zip and 1 "
-                                          r"video\(s\) inside zips, e\.g\. .*only\.zip!clip\.MP4, are read only from files"):
+    with pytest.raises(FervidError, match=r"^no images or videos found; 1 zip\(s\) inside zips, e\.g\. .*only\.zip!inner\.zip, "
+                                          r"are not opened: extract them and give the folder$"):
         expand_inputs([tmp_path / "only.zip"])
+    with zipfile.ZipFile(tmp_path / "only.zip", "a") as only:
+        only.writestr("clip.MP4", b"a video, by its name")
+    assert [item.relative for item in expand_inputs([tmp_path / "only.zip"])] == ["clip.MP4"]
     # The same folder named three ways, from a folder beside it: one link, counted once; a dead link
     # not named like a source (a lock file) is not one the run would have read.
     (folder / "lock").symlink_to("host:123")

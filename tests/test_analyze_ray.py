@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,12 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.Captu
     # vfr-gops.mp4: a variable frame rate with a keyframe every 6 frames (48 frames, no face), where a
     # seek by frame number lands on another frame: one unit, read through, the same frames on Ray.
     vfr = Path(__file__).parent / "data" / "vfr-gops.mp4"
-    inputs = [archive / "photos" / "one.png", archive / "photos" / "two.jpg", archive / "clips" / "a.mp4", archive / "broken" / "corrupt.jpg", vfr]
-    options = AnalyzeOptions(segment_s=1.0)  # a.mp4 (40 frames at 15 FPS) becomes three segments on different workers
+    # b.mp4 inside a zip: each worker extracts its own copy of it to read its segment.
+    with zipfile.ZipFile(tmp_path / "clips.zip", "w") as zipped:
+        zipped.write(archive / "clips" / "b.mp4", "b.mp4")
+    inputs = [archive / "photos" / "one.png", archive / "photos" / "two.jpg", archive / "clips" / "a.mp4", archive / "broken" / "corrupt.jpg", vfr,
+              tmp_path / "clips.zip"]
+    options = AnalyzeOptions(segment_s=1.0)  # a.mp4 (40 frames at 15 FPS) becomes three segments on different workers, b.mp4 (30) two
     local = analyze(inputs, tmp_path / "local.parquet", options)
     try:
         distributed = analyze(inputs, tmp_path / "ray.parquet", options, engine="ray", ray_cpus=2)
@@ -37,7 +42,8 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.Captu
     assert not ray.is_initialized()
     assert "core_worker" not in capfd.readouterr().err  # no warnings from Ray's C++ core on the terminal
     assert [str(w.message) for w in recwarn if "ray_remote_args" in str(w.message)] == []  # weighed in no_restarts, not shown per run
-    assert distributed.units == local.units == 5 and distributed.frames == local.frames == 42 + 48  # one photo batch, 4 video units
+    assert distributed.units == local.units == 7 and distributed.frames == local.frames == 42 + 48 + 30  # one photo batch, 6 video units
+    assert local.summary.to_pandas().set_index("source").loc[f"{tmp_path / 'clips.zip'}!b.mp4", "faces"] == 24  # frames 3-26: one face
 
     local_rows = pd.read_parquet(tmp_path / "local.parquet")
     ray_rows = pd.read_parquet(tmp_path / "ray.parquet")

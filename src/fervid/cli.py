@@ -684,7 +684,7 @@ def serve(
 
 @app.command()
 def analyze(
-    inputs: Annotated[list[Path], typer.Argument(metavar="INPUTS", help="Image and video files, folders (searched recursively) and zips of images.")],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUTS", help="Image and video files, folders (searched recursively) and zips of them.")],
     out_path: Annotated[Path, typer.Option("--out", "--output", "-o", help="A folder or .parquet file (Parquet), or a .csv file; rerunning with the same --out resumes (the table then holds that run's inputs only).")],
     engine: Annotated[str, typer.Option(help="local (one process) or ray (Ray Data: a local Ray, or a cluster with --ray-address).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="With --engine ray: join this Ray cluster (e.g. 10.0.0.1:6379 or auto) instead of starting a local Ray.")] = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import cast
 
 import numpy as np
@@ -19,7 +20,7 @@ from fervid.analyze.inputs import SourceItem, kind_of, read_source_bytes
 from fervid.analyze.options import AnalyzeOptions
 from fervid.analyze.rows import LedgerBuffer, RowBuffer, expression_counts
 from fervid.analyze.units import Unit, UnitResult
-from fervid.analyze.video import VideoReader
+from fervid.analyze.video import VideoReader, video_file
 from fervid.errors import FervidError
 from fervid.images import decode_image, gray_frame
 from fervid.labels import EXPRESSIONS
@@ -131,16 +132,26 @@ class Analyzer:
         """Results for consecutive segments of one video, decoded in one pass (seeking over gaps);
         ``on_frames(count)`` reports progress as frames are analysed."""
         if units[0].error is not None:  # the video did not open while planning: one error row, no reading
-            ledger = self._ledger()
-            ledger.add(units[0].sources[0], units[0], error=units[0].error)
-            yield UnitResult(units[0], self._rows().table(), ledger.table(), 0, self._take_timings())
+            yield self._failed(units[0], units[0].error)
             return
-        reader = VideoReader(units[0].sources[0].path, int(self.options.every), units[0].fps, units[0].seekable, units[0].frame_count)
-        try:
+        item = units[0].sources[0]
+        with ExitStack() as stack:
+            try:
+                path = stack.enter_context(video_file(item.path, item.member))
+            except FervidError as error:  # a video in a zip that no longer extracts (the zip changed, the disk filled)
+                for unit in units:
+                    yield self._failed(unit, str(error))
+                return
+            reader = VideoReader(path, int(self.options.every), units[0].fps, units[0].seekable, units[0].frame_count)
+            stack.callback(reader.close)
             for unit in units:
                 yield self._run_segment(unit, reader, on_frames)
-        finally:
-            reader.close()
+
+    def _failed(self, unit: Unit, error: str) -> UnitResult:
+        """A video unit that could not be read at all: one error row, no face rows."""
+        ledger = self._ledger()
+        ledger.add(unit.sources[0], unit, error=error)
+        return UnitResult(unit, self._rows().table(), ledger.table(), 0, self._take_timings())
 
     def _run_segment(self, unit: Unit, reader: VideoReader, on_frames: Callable[[int], None] | None) -> UnitResult:
         """Rows and ledger of one video segment read from ``reader``, tracked from scratch (see "the seam" above).

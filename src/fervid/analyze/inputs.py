@@ -1,4 +1,4 @@
-"""Expand INPUTS (image and video files, folders, zips of images) into sources, each with a content fingerprint."""
+"""Expand INPUTS (image and video files, folders, zips of them) into sources, each with a content fingerprint."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ SAMPLE_BYTES = 1 << 20
 class SourceItem:
     """One image or video to analyse: ``name`` is the ``source`` column, the path as given; ``relative``
     is its name inside the input it came from (used to match ``--boxes``); ``member`` is set for images
-    inside a zip. ``key`` is the absolute path (and member), not resolved: sources are sorted by it and
-    unit ids hold it, so a rerun from another folder finds its units. Which paths are one file is
-    decided by ``file_identity``, not by the key (a link has a key of its own)."""
+    and videos inside a zip (a video there is decoded from a temporary copy, ``video_file``). ``key``
+    is the absolute path (and member), not resolved: sources are sorted by it and unit ids hold it, so
+    a rerun from another folder finds its units. Which paths are one file is decided by
+    ``file_identity``, not by the key (a link has a key of its own)."""
 
     name: str
     kind: str  # "image" or "video"
@@ -97,8 +98,8 @@ def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | N
     to keep zips open across calls: reopening a zip re-reads its whole directory.
 
     A member is read only up to ``ZIP_IMAGE_BYTES`` (``MemberTooLarge`` past it, a ``FervidError``):
-    a zip bomb's gigabytes of zeros were read whole into memory before any check. Only images are
-    read from zips (videos in them are skipped, ``_zip_members``), so one bound serves."""
+    a zip bomb's gigabytes of zeros were read whole into memory before any check. Videos in zips are
+    not read here but extracted to a file (``video_file``), bounded by the disk's free space."""
     if item.member is None:
         return Path(item.path).read_bytes()
     if archives is None:
@@ -110,13 +111,15 @@ def read_source_bytes(item: SourceItem, archives: dict[str, zipfile.ZipFile] | N
 
 
 def _zip_members(path: Path) -> tuple[list[SourceItem], list[SourceItem]]:
-    """The images inside a zip, and the videos and zips in it (not analysed: a video is decoded from a
-    file, and a zip in a zip is not opened, so they have to be extracted first; named in a warning).
+    """The images and videos inside a zip, and the zips in it (not opened: a zip in a zip has to be
+    extracted first; named in a warning). Each member is fingerprinted by its size and CRC, from the
+    zip's directory, so a video in a zip costs nothing to list.
 
-    A member named with ``..`` or from the root (``../up.jpg``, ``/abs.jpg``) is an image like any
-    other: it is only a name inside the zip, read in place by that name and never extracted, so it
-    cannot reach outside the zip, and ``photos.zip!../up.jpg`` names it apart from ``photos.zip!up.jpg``.
-    ``..`` is no hidden name (leaving it out silently dropped such photos); ``../.cache/a.jpg`` is.
+    A member named with ``..`` or from the root (``../up.jpg``, ``/abs.jpg``) is a source like any
+    other: it is only a name inside the zip, read by that name (a video copied to a temporary file of
+    fervid's own naming), so it cannot reach outside the zip, and ``photos.zip!../up.jpg`` names it
+    apart from ``photos.zip!up.jpg``. ``..`` is no hidden name (leaving it out silently dropped such
+    photos); ``../.cache/a.jpg`` is.
     """
     try:
         with zipfile.ZipFile(path) as archive:
@@ -126,14 +129,14 @@ def _zip_members(path: Path) -> tuple[list[SourceItem], list[SourceItem]]:
             for relative in sorted(named):
                 info, kind = named[relative], kind_of(relative)
                 parts = tuple(part for part in PurePosixPath(relative).parts if part != "..")
-                if relative.endswith("/") or is_hidden(parts) or kind not in ("image", "video", "zip"):
+                if relative.endswith("/") or is_hidden(parts) or kind is None:
                     continue
                 name = f"{shown_name(path)}{ZIP_SEPARATOR}{relative}"
-                if kind != "image":  # read only from files: named in a warning
+                if kind == "zip":  # not opened: named in a warning
                     skipped.append(SourceItem(name, kind, os.path.abspath(path), relative, "", info.filename))
                     continue
                 digest = hashlib.sha1(f"{info.file_size}:{info.CRC:08x}".encode()).hexdigest()
-                items.append(SourceItem(name, "image", os.path.abspath(path), relative, digest, info.filename))
+                items.append(SourceItem(name, kind, os.path.abspath(path), relative, digest, info.filename))
             return items, skipped
     except (zipfile.BadZipFile, OSError):
         # A broken zip is one source that fails; the run goes on.
@@ -149,10 +152,10 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
     (relative or absolute) it was given.
 
     Files are taken whatever their suffix (unknown suffixes are tried as videos); folders are searched
-    recursively, through symlinked folders, for images, videos and zips of images; other files in
+    recursively, through symlinked folders, for images, videos and zips of them; other files in
     folders, and anything hidden in them or in a zip (``.cache/``, ``__MACOSX/._photo.jpg``), are
-    ignored. Videos and zips inside zips are not analysed, and links that point nowhere are left out:
-    a warning counts them, and the error when nothing else was found says so.
+    ignored. Zips inside zips are not opened, and links that point nowhere are left out: a warning
+    counts them, and the error when nothing else was found says so.
 
     Paths that reach one file (a symlink to it, a hard link, a linked folder, ``a.jpg`` and
     ``/home/me/a.jpg``) are one source, by ``file_identity``: named by the path whose absolute form
@@ -160,7 +163,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
     ids (the same path given twice keeps the name it was first given).
     """
     items: dict[tuple, SourceItem] = {}  # by file (and member)
-    skipped: dict[tuple, SourceItem] = {}  # videos and zips inside zips, likewise
+    skipped: dict[tuple, SourceItem] = {}  # zips inside zips, likewise
     identities: dict[str, tuple] = {}  # path -> file_identity, once per file (a zip's members share it)
     broken: dict[str, Path] = {}  # links that point nowhere, named like a source, by absolute path
 
@@ -208,20 +211,16 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[SourceItem]:
             raise FervidError(f"{path}: no such file or folder")
         if not count:
             empty.append(path)
-    zipped_videos = sorted(item.name for item in skipped.values() if item.kind == "video")
-    zipped_zips = sorted(item.name for item in skipped.values() if item.kind == "zip")
+    zipped_zips = sorted(item.name for item in skipped.values())
     links = sorted(broken.values())
-    if not items and (zipped_zips or zipped_videos):
-        nested = [f"{len(found)} {what}(s) inside zips, e.g. {found[0]}" for what, found in (("zip", zipped_zips), ("video", zipped_videos)) if found]
-        raise FervidError(f"no images found; {' and '.join(nested)}, are read only from files: extract them and give the folder")
+    if not items and zipped_zips:
+        raise FervidError(f"no images or videos found; {len(zipped_zips)} zip(s) inside zips, e.g. {zipped_zips[0]}, "
+                          "are not opened: extract them and give the folder")
     if not items:
         dead_note = f" ({len(links)} link(s) there point nowhere, e.g. {links[0]})" if links else ""
         raise FervidError(f"no images or videos found in the inputs{dead_note}")
     if empty:
         warn(f"{len(empty)} input(s) hold no image or video, e.g. {empty[0]}")
-    if zipped_videos:
-        warn(f"{len(zipped_videos)} video(s) inside zips skipped (videos are read only from files; extract them), "
-             f"e.g. {zipped_videos[0]}")
     if zipped_zips:
         warn(f"{len(zipped_zips)} zip(s) inside zips skipped (extract them and give the folder), e.g. {zipped_zips[0]}")
     if links:

@@ -19,7 +19,7 @@ from fervid.analyze.boxes import BoxTable
 from fervid.analyze.inputs import SourceItem
 from fervid.analyze.options import AnalyzeOptions
 from fervid.analyze.schema import SCHEMA_VERSION
-from fervid.analyze.video import video_is_steady, video_probe
+from fervid.analyze.video import video_file, video_is_steady, video_probe
 from fervid.errors import FervidError
 from fervid.runtime.sources import DEFAULT_FPS
 
@@ -99,14 +99,15 @@ def plan_units(items: list[SourceItem], options: AnalyzeOptions, model_key: str,
             images.append(item)
             continue
         try:
-            fps, count = video_probe(item.path)
-            length = max(1, round(options.segment_s * fps))
-            # The header's count cuts the segments; a truncated file ends before it, and the segments past
-            # its real end give no rows (and a note), not an error: see VideoReader.
-            segments = math.ceil(count / length) if count else 1
-            # A variable frame rate cannot be sought by frame number: such a video is one unit, read
-            # straight through (a reader per segment would decode all the frames before its own).
-            steady = segments == 1 or video_is_steady(item.path, fps, count)
+            with video_file(item.path, item.member) as path:
+                fps, count = video_probe(path)
+                length = max(1, round(options.segment_s * fps))
+                # The header's count cuts the segments; a truncated file ends before it, and the segments past
+                # its real end give no rows (and a note), not an error: see VideoReader.
+                segments = math.ceil(count / length) if count else 1
+                # A variable frame rate cannot be sought by frame number: such a video is one unit, read
+                # straight through (a reader per segment would decode all the frames before its own).
+                steady = segments == 1 or video_is_steady(path, fps, count)
         except FervidError as error:
             units.append(make("video", [item], error=str(error), frames=0))
             continue

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
@@ -15,6 +20,55 @@ from fervid.runtime.sources import DAMAGED_RUN, FrameClock, frame_rate, open_cap
 
 STEADY_RUNS = ((0.0, 60), (0.25, 30), (0.5, 30), (0.75, 30))  # (where, as a share of the video; frames read there)
 STEADY_TOLERANCE = 0.1  # a frame's time may differ from one frame period after the last by this share of a period
+EXTRACT_ROOM = 256 << 20  # what a video extracted from a zip must leave free on the temporary disk
+EXTRACT_CHUNK = 1 << 20
+
+
+@contextmanager
+def video_file(path: str, member: str | None = None) -> Iterator[str]:
+    """A path OpenCV can open for a video: ``path`` itself, or for a video inside a zip (``member``)
+    the member extracted to a temporary file, deleted when the block ends. FFmpeg decodes files, not
+    a zip's streams, and an archive of interview recordings is as common as a folder of them; each
+    reader extracts its own copy (planning once, then the local engine once per video, a Ray worker
+    once per segment), so nothing is shared between processes or machines.
+
+    FervidError with a one-line reason when it cannot be extracted: the zip is damaged or changed,
+    the member is encrypted, or the temporary disk (``TMPDIR``) lacks room for it, checked from the
+    size the zip declares before anything is written (``zipfile`` unpacks no more than that size, and
+    a member whose data runs past it fails its CRC check: a zip bomb cannot fill the disk)."""
+    if member is None:
+        yield path
+        return
+    target = _extract(path, member)
+    try:
+        yield target
+    finally:
+        with suppress(OSError):
+            os.unlink(target)
+
+
+def _extract(path: str, member: str) -> str:
+    folder = tempfile.gettempdir()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = archive.getinfo(member).file_size
+            free = shutil.disk_usage(folder).free
+            if size + EXTRACT_ROOM > free:
+                raise FervidError(f"not extracted from its zip: it unpacks to {size / (1 << 20):,.0f} MiB and {folder} has "
+                                  f"{free / (1 << 20):,.0f} MiB free (set TMPDIR to a disk with room, or extract it)")
+            handle, target = tempfile.mkstemp(suffix=PurePosixPath(member.replace("\\", "/")).suffix, prefix="fervid-video-", dir=folder)
+            try:
+                with os.fdopen(handle, "wb") as out, archive.open(member) as source:
+                    shutil.copyfileobj(source, out, EXTRACT_CHUNK)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(target)
+                raise
+            return target
+    except FervidError:
+        raise
+    except Exception as error:  # zipfile raises several types for damaged archives; OSError for a full disk
+        raise FervidError(f"could not be extracted from its zip ({type(error).__name__}: {error})") from None
 
 
 def video_probe(path: str) -> tuple[float, int | None]:
