@@ -1102,3 +1102,34 @@ def test_a_summary_that_cannot_be_written_leaves_the_recording_and_timeline_as_t
     report = run_live(video, recognizer, output=out / "o.mp4", timeline=out / "o.jsonl", display=False)
     assert report.outputs == [str(out / name) for name in ("o.mp4", "o.jsonl", "o-summary.json", "o-summary.png")]
     assert (out / "o.mp4").read_bytes() != earlier["o.mp4"], "six frames now, not three"
+
+
+def test_the_fps_counter_keeps_off_a_face_in_the_top_left_corner() -> None:
+    """Fixed at the top left, the counter was written over the label of a face there ("#1 neu60 FPS%")."""
+    from fervid.runtime.face import Face
+    from fervid.runtime.render import annotate
+
+    def counter_columns(faces: list) -> np.ndarray:
+        image = np.zeros((480, 640, 3), np.uint8)
+        annotate(image, faces, fps=25.0)
+        green = (image[..., 1] > 200) & (image[..., 0] < 130) & (image[..., 2] < 130)  # (80, 255, 80): the counter alone
+        return np.flatnonzero(green[:60].any(axis=0))
+
+    assert counter_columns([]).max() < 100, "with no face there, the top left"
+    corner = Face.from_probabilities((4, 4, 150, 150), np.eye(7)[4], track_id=1)  # neutral: grey, not green
+    assert counter_columns([corner]).min() > 500, "moved to the top right"
+    both = [corner, Face.from_probabilities((480, 10, 150, 150), np.eye(7)[4], track_id=2)]
+    image = np.zeros((480, 640, 3), np.uint8)
+    annotate(image, both, fps=25.0)
+    green = (image[..., 1] > 200) & (image[..., 0] < 130) & (image[..., 2] < 130)
+    rows = np.flatnonzero(green.any(axis=1))
+    assert rows.min() > 400, "both top corners taken: a bottom one"
+
+
+def test_a_label_inside_its_box_keeps_clear_of_the_box_lines() -> None:
+    """Inside the box (no room above it), the label began on the box's left line: "#" struck through."""
+    from fervid.runtime.render import label_rect
+
+    left, top, _, _ = label_rect((4, 4, 150, 150), "#1 neutral 100%", (480, 640, 3))
+    assert left >= 4 + 2 + 2 and top >= 4 + 2 + 2  # the 2 px line and 2 px of air
+    assert label_rect((4, 40, 150, 150), "#1 neutral 100%", (480, 640, 3))[0] == 4, "above the box: aligned with it"

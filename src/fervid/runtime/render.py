@@ -83,10 +83,10 @@ def label_rect(box: tuple[int, int, int, int], label: str, frame_shape: tuple[in
     size = _scale(frame_shape)
     (text_width, _), _ = cv2.getTextSize(label, FONT, 0.5 * size, max(3, round(3 * size)))
     height = round(18 * size)
-    left = max(0, min(box[0], frame_shape[1] - text_width))
     if box[1] >= height and not inside:
-        return left, box[1] - height, text_width, height
-    return left, box[1] + max(1, round(min(frame_shape[:2]) / 300)) + round(2 * size), text_width, height
+        return max(0, min(box[0], frame_shape[1] - text_width)), box[1] - height, text_width, height
+    inset = max(1, round(min(frame_shape[:2]) / 300)) + round(2 * size)  # clear of the box's lines
+    return max(0, min(box[0] + inset, frame_shape[1] - text_width)), box[1] + inset, text_width, height
 
 
 def place_labels(boxes: list[tuple[int, int, int, int]], labels: list[str], frame_shape: tuple[int, ...]) -> list[Rect]:
@@ -165,9 +165,33 @@ def draw_probability_panel(frame: np.ndarray, probabilities: dict[str, float], a
         cv2.putText(frame, name, origin, FONT, 0.33 * size, (255, 255, 255), max(1, round(size)), cv2.LINE_AA)
 
 
-def draw_fps(frame: np.ndarray, fps: float) -> None:
+def fps_rect(text: str, frame_shape: tuple[int, ...], occupied: list[Rect]) -> Rect:
+    """Where the FPS counter goes: the top-left corner, else the first other corner (top right,
+    bottom left, bottom right) that covers no box, label or panel in ``occupied``, else the corner
+    covering least. Fixed at the top left, it was written over the label of a face there."""
+    size = _scale(frame_shape)
+    (text_width, text_height), baseline = cv2.getTextSize(text, FONT, 0.6 * size, max(3, round(3 * size)))
+    margin, width, height = round(8 * size), text_width, text_height + baseline
+    right, bottom = max(0, frame_shape[1] - margin - width), max(0, frame_shape[0] - margin - height)
+    best: tuple[int, Rect] | None = None
+    for left, top in ((margin, margin), (right, margin), (margin, bottom), (right, bottom)):
+        rect = (left, top, width, height)
+        covered = sum(_overlap(rect, other) for other in occupied)
+        if covered == 0:
+            return rect
+        if best is None or covered < best[0]:
+            best = (covered, rect)
+    assert best is not None
+    return best[1]
+
+
+def draw_fps(frame: np.ndarray, fps: float, occupied: list[Rect] | None = None) -> None:
+    """'25 FPS' in a corner clear of ``occupied`` (``fps_rect``)."""
     size = ui_scale(frame)
-    _text(frame, f"{fps:.0f} FPS", (round(8 * size), round(22 * size)), 0.6 * size, (80, 255, 80), size)
+    text = f"{fps:.0f} FPS"
+    left, top, _, height = fps_rect(text, frame.shape, occupied or [])
+    baseline = cv2.getTextSize(text, FONT, 0.6 * size, max(3, round(3 * size)))[1]
+    _text(frame, text, (left, top + height - baseline), 0.6 * size, (80, 255, 80), size)
 
 
 def annotate(frame: np.ndarray, faces: list[Face], fps: float | None = None, *, panel: bool = True) -> np.ndarray:
@@ -177,11 +201,12 @@ def annotate(frame: np.ndarray, faces: list[Face], fps: float | None = None, *, 
     panel no free place, it darkens another face's label without hiding it (drawn face by face, a
     later panel covered the labels drawn before it: "ha[sad]py 94%")."""
     boxes, labels = [face.box for face in faces], [label_text(face) for face in faces]
-    if panel and shows_panels(frame.shape):
-        for face, place in zip(faces, place_panels(boxes, frame.shape, labels)):
-            draw_probability_panel(frame, face.probabilities, place)
-    for face, at in zip(faces, place_labels(boxes, labels, frame.shape)):
+    panels = place_panels(boxes, frame.shape, labels) if panel and shows_panels(frame.shape) else []
+    for face, place in zip(faces, panels):
+        draw_probability_panel(frame, face.probabilities, place)
+    places = place_labels(boxes, labels, frame.shape)
+    for face, at in zip(faces, places):
         draw_box_and_label(frame, face, at)
     if fps is not None:
-        draw_fps(frame, fps)
+        draw_fps(frame, fps, [*boxes, *places, *panels])
     return frame
