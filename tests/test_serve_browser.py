@@ -76,20 +76,29 @@ def server_url():
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory):
-    camera = write_y4m(tmp_path_factory.mktemp("camera") / "camera.y4m", webcam_frames(detectable_faces(2)))
+def launch(playwright, camera: Path):
+    """Headless Chromium whose fake webcam plays ``camera`` (a .y4m file) in a loop."""
     args = [
         "--no-sandbox", "--headless", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={camera}", "--disable-background-networking", "--disable-component-update",
         "--disable-gpu",
     ]
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    with sync_api.sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, tmp_path_factory: pytest.TempPathFactory):
+    browser = launch(playwright, write_y4m(tmp_path_factory.mktemp("camera") / "camera.y4m", webcam_frames(detectable_faces(2))))
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 def open_page(browser, url: str):
@@ -369,7 +378,11 @@ def test_a_photo_is_drawn_again_when_the_view_changes_size_and_a_small_ones_note
     face48 = cv2.imencode(".png", cv2.resize(detectable_faces(1)[0], (48, 48)))[1].tobytes()
     page.set_input_files("#file", files=[{"name": "face48.png", "mimeType": "image/png", "buffer": face48}])
     page.wait_for_function("() => document.querySelector('#photo-status').textContent.startsWith('face48.png:')", timeout=20_000)
-    assert "?crops=true" in page.text_content("#photo-status")
+    assert page.text_content("#photo-status").endswith("; if the photo is one cropped face, tick \u201cone cropped face\u201d")
+    # Ticked, the photo on show is sent again as one face (the API's ?crops=true), which the page could not ask for.
+    page.check("#crops")
+    page.wait_for_selector("#photo-faces li[data-expression]", timeout=20_000)
+    assert page.text_content("#photo-status").startswith("face48.png: 1 face in 48×48")
     assert errors == []
     page.close()
 
@@ -516,3 +529,63 @@ def test_a_panel_of_bars_is_placed_where_it_covers_no_other_face(browser, server
     assert not errors
     assert errors == []
     page.close()
+
+
+def test_on_a_phone_every_control_can_be_tapped_and_a_sideways_view_fits_with_its_status(browser, server_url: str) -> None:
+    """At 667x375 (a phone on its side) the view ran 80 px off the bottom of the screen, its status
+    with it; on touch screens the buttons were 32 px tall, the checkbox 13 px, the footer links 16."""
+    context = browser.new_context(viewport={"width": 667, "height": 375}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(server_url)
+    small = page.evaluate("""() => [...document.querySelectorAll("button, label, footer a")]
+        .filter((element) => element.offsetParent !== null)
+        .map((element) => [element.textContent.trim() || element.id, element.getBoundingClientRect()])
+        .filter(([, box]) => box.width < 44 || box.height < 44)
+        .map(([name, box]) => `${name}: ${Math.round(box.width)}x${Math.round(box.height)}`)""")
+    assert small == []
+    box = page.eval_on_selector("#mirror", "box => box.getBoundingClientRect().height")
+    assert box >= 24, box
+    page.click("#start")
+    page.wait_for_function("() => live.faces.length === 2", timeout=40_000)
+    bottoms = page.evaluate("""() => [document.querySelector("#video").getBoundingClientRect().bottom,
+        document.querySelector("#status").getBoundingClientRect().bottom, window.innerHeight]""")
+    assert bottoms[0] <= bottoms[2] and bottoms[1] <= bottoms[2], bottoms
+    context.close()
+
+
+def test_the_status_never_says_no_face_while_the_first_answer_waits_to_confirm_one(browser, server_url: str) -> None:
+    """The server shows a face from its second frame: each start and reconnect said "live: no face in
+    view" (read out by screen readers) before "live: 2 faces"."""
+    page, errors = open_page(browser, server_url)
+    page.evaluate("""() => {
+        window.said = [];
+        new MutationObserver(() => said.push(document.querySelector("#status").textContent))
+            .observe(document.querySelector("#status"), { childList: true, characterData: true, subtree: true });
+    }""")
+    page.click("#start")
+    page.wait_for_function("() => said.includes('live: 2 faces')", timeout=40_000)
+    said = page.evaluate("said")
+    assert "live: no face in view" not in said, said
+    assert said.index("live: looking for faces…") < said.index("live: 2 faces"), said
+    assert errors == []
+    page.close()
+
+
+def test_a_camera_that_gives_portrait_pictures_is_shown_whole(playwright, server_url: str, tmp_path: Path) -> None:
+    """Asked for 640x480, Chromium cropped a portrait-only camera's 480x640 picture to a 480x480 square:
+    the faces near its top and bottom were cut away and the page said "no face in view" for good."""
+    frames = []
+    for index in range(4):
+        frame = textured_background(640, 480, seed=3)
+        for face, (x, y) in zip(detectable_faces(2), [(40, 20), (290, 470)]):  # in the parts a square crop cuts off
+            paste_face(frame, face, x + 2 * index, y, FACE_SIDE)
+        frames.append(frame)
+    browser = launch(playwright, write_y4m(tmp_path / "portrait.y4m", frames))
+    try:
+        page = browser.new_page(viewport={"width": 375, "height": 667})
+        page.goto(server_url)
+        page.click("#start")
+        page.wait_for_function("() => live.faces.length === 2", timeout=40_000)
+        assert page.evaluate("[live.frame.width, live.frame.height]") == [480, 640]
+    finally:
+        browser.close()

@@ -25,6 +25,7 @@ const LABEL_HEIGHT = 22;      // CSS pixels of a face's label; a panel of bars i
 const PANEL_WIDTH = 150;
 const PANEL_ROW = 15;
 const BARS_MIN_WIDTH = 400;  // CSS pixels of view below which the overlay draws no probability bars (a phone)
+const CONFIRM_FRAMES = 2;     // the server shows a face from the second frame it is found in (fervid.runtime.track)
 const CLOSE_POLICY = 1008;    // the server refused this page: retrying will not help
 const CLOSE_REASONS = {       // what a close code means to a user; the server's own reason, when it gives one, is shown too
   1001: "the server is stopping", 1006: "connection lost", 1011: "server error", 1012: "the server stopped or is restarting",
@@ -48,6 +49,7 @@ const live = {
   retries: 0,   // connections closed since the last answer (a live one dropped, then refused, busy, or no server)
   watchdog: null,
   answered: 0,  // frames answered since the page opened (data-frames on <body>, for tests and curious users)
+  answeredHere: 0,  // frames answered on this connection: its first answer cannot show a face yet
   videoFrames: 0,      // frames the camera has shown, where the browser counts them (requestVideoFrameCallback)
   sentVideoFrame: -1,  // which of them was sent last: each is sent once
   waitingForFrame: false,
@@ -189,7 +191,10 @@ async function startCamera() {
   $("start").disabled = true;
   setStatus(status, "asking for the camera…");
   try {
-    live.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+    // resizeMode "none": the camera's own picture nearest 640x480, never cropped to that shape (a camera
+    // that gives only portrait pictures came as a 480x480 square, the faces above and below cut away).
+    const video = { width: { ideal: 640 }, height: { ideal: 480 }, resizeMode: { ideal: "none" } };
+    live.stream = await navigator.mediaDevices.getUserMedia({ video, audio: false });
   } catch (error) {
     $("start").disabled = false;
     $("start").focus();  // disabling it dropped the keyboard focus on the page itself
@@ -205,11 +210,19 @@ async function startCamera() {
     });
   }
   const video = $("video");
+  // A short window (a phone on its side) shows the header and controls above the view: once the picture
+  // has its size, the view and its status line are brought into sight (its lower part and the status
+  // were off screen).
+  video.addEventListener("resize", () => {
+    if ($("status").getBoundingClientRect().bottom > window.innerHeight) video.parentElement.scrollIntoView({ block: "start" });
+  }, { once: true });
   video.srcObject = live.stream;
   await video.play().catch(() => {});
   $("placeholder").hidden = true;
   $("stop").disabled = false;
-  $("stop").focus();  // Start is disabled now: keep the keyboard (and a screen reader) on the controls
+  // Start is disabled now: keep the keyboard (and a screen reader) on the controls, without scrolling
+  // back up to them (a short window has just brought the view into sight)
+  $("stop").focus({ preventScroll: true });
   live.retries = 0;
   watchVideoFrames(video);
   connect();
@@ -287,6 +300,7 @@ function connect() {
   const socket = new WebSocket(url);
   live.socket = socket;
   live.inFlight = false;
+  live.answeredHere = 0;
   if (!live.retries) setStatus($("status"), "connecting…");  // after a failure, its message stays up while retrying
   let opened = false;
   // A server that hangs (stopped, not gone) never finishes the handshake, and the browser waits minutes.
@@ -418,7 +432,10 @@ function onReply(reply) {
   listFaces($("faces"), [...reply.faces].sort((a, b) => (mirrored ? b.box[0] - a.box[0] : a.box[0] - b.box[0])));
   document.body.dataset.faces = String(reply.faces.length);
   document.body.dataset.frames = String(++live.answered);
-  setStatus($("status"), reply.faces.length ? `live: ${reply.faces.length} face${reply.faces.length > 1 ? "s" : ""}` : "live: no face in view");
+  // The server shows a face once a second frame confirms it: a connection's first answer has none, and
+  // "no face in view" was read out on every start and reconnect with faces in view.
+  const empty = ++live.answeredHere < CONFIRM_FRAMES ? "live: looking for faces…" : "live: no face in view";
+  setStatus($("status"), reply.faces.length ? `live: ${reply.faces.length} face${reply.faces.length > 1 ? "s" : ""}` : empty);
   sendFrame();
 }
 
@@ -454,6 +471,7 @@ function drawLoop() {
 // --- Photo ---
 
 let photoRequest = 0;  // the latest photo asked for: an answer for an earlier one is dropped
+let lastPhoto = null;  // the latest photo file: sent again when "one cropped face" changes
 
 async function predictPhoto(file) {
   const status = $("photo-status");
@@ -462,6 +480,7 @@ async function predictPhoto(file) {
     return;
   }
   const request = ++photoRequest;
+  lastPhoto = file;
   setStatus(status, `sending ${file.name}…`);
   const url = URL.createObjectURL(file);
   const image = new Image();
@@ -474,7 +493,8 @@ async function predictPhoto(file) {
   try {
     const controller = new AbortController();  // not AbortSignal.timeout: Safari before 16 lacks it
     const timer = setTimeout(() => controller.abort(), UPLOAD_TIMEOUT_MS);
-    response = await fetch("api/predict", { method: "POST", body, signal: controller.signal }).finally(() => clearTimeout(timer));
+    const address = $("crops").checked ? "api/predict?crops=true" : "api/predict";
+    response = await fetch(address, { method: "POST", body, signal: controller.signal }).finally(() => clearTimeout(timer));
     payload = await response.json().catch(() => ({}));
   } catch (error) {
     URL.revokeObjectURL(url);
@@ -501,7 +521,9 @@ async function predictPhoto(file) {
   listFaces($("photo-faces"), payload.faces);
   const count = payload.faces.length;
   // The server's note says why a small photo has no face (it may be a face already cropped).
-  const note = payload.note ? ` (${payload.note.replace(/; if the photo.*$/, "")}: a photo that is one cropped face needs the API's ?crops=true)` : "";
+  // With "one cropped face" ticked, its note says when the photo is hardly a face crop.
+  const note = !payload.note ? "" : $("crops").checked ? ` (${payload.note})`
+    : "; if the photo is one cropped face, tick \u201cone cropped face\u201d";
   setStatus(status, `${file.name}: ${count ? `${count} face${count > 1 ? "s" : ""}` : "no face found"} in ${payload.width}×${payload.height}, ${Math.round(payload.ms)} ms on the server${note}`);
 }
 
@@ -565,6 +587,7 @@ $("file").addEventListener("change", (event) => {
   event.target.value = "";  // choosing the same file again is a new upload, not "no change"
   if (file) predictPhoto(file);
 });
+$("crops").addEventListener("change", () => { if (lastPhoto) predictPhoto(lastPhoto); });  // the photo on show, read the other way
 
 const photoPanel = $("photo-panel");
 photoPanel.addEventListener("dragover", (event) => {
