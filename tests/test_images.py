@@ -262,6 +262,23 @@ def test_a_float_tiff_is_read_by_the_float_rule_not_refused() -> None:
     assert laid.shape == (10, 12, 3) and (laid[:5] == 51).all() and (laid[5:] == 255).all()
 
 
+
+def test_a_float_tiff_is_read_without_opencv_warning_on_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """Tried at 8 bits first, each float TIFF printed OpenCV's "TIFFRGBAImageOK: Sorry, can not handle
+    images with 32-bit samples" on the stderr of the app that read it."""
+    from fervid.images import is_float_tiff
+
+    picture = np.random.default_rng(2).random((20, 30, 3)).astype(np.float32)
+    floats = [cv2.imencode(".tiff", image)[1].tobytes() for image in (picture, picture[..., 0])]
+    capfd.readouterr()
+    for data in floats:
+        assert is_float_tiff(data) and decode_image(data).shape == (20, 30, 3)
+    assert capfd.readouterr().err == ""
+    assert is_float_tiff(cv2.imencode(".tiff", np.dstack([picture, picture[..., :1]]))[1].tobytes())  # 4 samples: at an offset
+    whole = cv2.imencode(".tiff", (picture * 255).astype(np.uint8))[1].tobytes()
+    assert not is_float_tiff(whole) and not is_float_tiff(floats[0][:9]) and not is_float_tiff(b"II*\0" + bytes(40))
+    assert not is_float_tiff(cv2.imencode(".png", picture)[1].tobytes())
+
 def png_chunk(kind: bytes, body: bytes, checksum: int | None = None) -> bytes:
     import zlib
 

@@ -563,6 +563,46 @@ def test_a_recognizer_pickles_as_its_arguments_for_process_pools(photo, tmp_path
         assert pickle.loads(pickled).classifier.path == tmp_path / "mine.onnx"
     with ProcessPoolExecutor(1) as pool:
         assert pool.submit(named.classify, frame[40:170, 20:150]).result() == pytest.approx(named.classify(frame[40:170, 20:150]), abs=1e-6)
+    # Settings changed after construction travel too: the worker's copy was rebuilt without them.
+    named.flip_tta, named.margin = True, 0.2
+    changed = pickle.loads(pickle.dumps(named))
+    assert (changed.flip_tta, changed.margin) == (True, 0.2)
+    assert [f.to_dict() for f in changed.predict(frame)] == [f.to_dict() for f in named.predict(frame)]
+
+
+def test_the_default_threads_fit_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned to one core (taskset, a container's cpuset), a recognizer still ran os.cpu_count()
+    threads on it, at half the speed of one."""
+    from fervid.runtime.classify import ExpressionClassifier
+
+    def threads() -> int:
+        return ExpressionClassifier("fervid-compact").session.get_session_options().intra_op_num_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert threads() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert threads() == 4, "at most 4 as before"
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    assert threads() == 4
+
+
+def test_the_recognizers_help_explains_every_argument() -> None:
+    """help(fervid.Recognizer) named no argument: what a model may be, or what threads=None does,
+    was only in docs/realtime.md."""
+    import inspect
+
+    documented = Recognizer.__doc__ or ""
+    for name in inspect.signature(Recognizer).parameters:
+        assert f"``{name}``" in documented, name
+
+
+def test_using_the_api_leaves_the_environment_as_it_was() -> None:
+    """The CLI drops a COLUMNS no text fits in (rich printed nothing at COLUMNS=0); importing the
+    library did it too, to the app that embeds it."""
+    code = "import os, fervid; fervid.Recognizer; from fervid.console import warn; warn('x'); print(repr(os.environ.get('COLUMNS')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "0"})
+    assert result.stdout.strip() == "'0'" and "warning: x" in result.stderr, result.stdout + result.stderr
 
 
 def test_unrounded_face_dicts_keep_the_probabilities() -> None:

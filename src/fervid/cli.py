@@ -19,7 +19,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from fervid.console import one_line
+from fervid.console import one_line, sane_columns
 from fervid.errors import FervidError, Interrupted, WriteFailedInLibrary, install_hint
 from fervid.fileio import check_not_an_input, check_outside_dataset, check_writable, leave_closed_terminal, real_path, stopping_signals
 from fervid.pixel_limit import pixel_limit
@@ -58,6 +58,7 @@ def _hide_flag_types() -> None:
 
 
 _hide_flag_types()
+sane_columns()  # before any rich console is made: this one, and typer's for help and errors
 out = Console(soft_wrap=True, markup=False)  # paths and names are printed as they are, brackets and all
 
 

@@ -15,16 +15,31 @@ T = TypeVar("T")
 MIN_COLUMNS = 20  # a COLUMNS below this (0 in some Docker consoles) made rich print nothing at all
 
 
-def sane_columns() -> None:
-    """Drop a ``COLUMNS`` no text fits in: rich takes ``COLUMNS=0`` as a console 0 wide and printed
-    no result, warning or help (exit status 0); without it, the terminal's own width (or 80)."""
+def columns_usable() -> bool:
+    """Whether ``COLUMNS`` is unset or a width text fits in: rich takes ``COLUMNS=0`` as a console 0
+    wide and printed no result, warning or help (exit status 0)."""
     columns = os.environ.get("COLUMNS")
-    if columns is not None and not (columns.strip().isdigit() and int(columns) >= MIN_COLUMNS):
+    return columns is None or (columns.strip().isdigit() and int(columns) >= MIN_COLUMNS)
+
+
+def sane_columns() -> None:
+    """Drop a ``COLUMNS`` no text fits in, for every rich console the ``fervid`` command makes (its
+    own and typer's help); they then take the terminal's own width (or 80). Called by the command
+    only: a library import changing the environment of the app that embeds it is not its to do."""
+    if not columns_usable():
         del os.environ["COLUMNS"]
 
 
-sane_columns()
-stderr = Console(stderr=True)
+def terminal_width() -> int:
+    """The width of the terminal on stderr, or 80 where there is none."""
+    try:
+        return os.get_terminal_size(2).columns
+    except OSError:
+        return 80
+
+
+# A bad COLUMNS is passed over here without taking it out of the environment (see sane_columns).
+stderr = Console(stderr=True, width=None if columns_usable() else terminal_width())
 
 
 def one_line(text: str) -> str:

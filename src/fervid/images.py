@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
@@ -45,8 +45,9 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 UNREADABLE_WHY = "corrupt, cut short, or a format OpenCV cannot read"
 
 Color = Literal["bgr", "rgb", "BGR", "RGB"]  # any case is accepted; these are the spellings type checkers know
-# What predict and detect read: a path, an array (by dtype) or a PIL image (by its mode).
-ImageInput = Union[np.ndarray, str, "os.PathLike[str]", PILImage]
+# What predict and detect read: a path, an array (by dtype) or a PIL image (by its mode); nested
+# lists of numbers are read as the array they make (``np.asarray``).
+ImageInput = Union[np.ndarray, str, "os.PathLike[str]", PILImage, Sequence[Sequence[Any]]]
 
 
 class NotAnImage(FervidError):
@@ -200,6 +201,8 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
         return _float_map(data, flags)
     if bytes(data[:8]) == PNG_SIGNATURE:
         data = checked_png(data)
+    if flags >= 0 and is_float_tiff(data):
+        return _float_map(data, flags)  # not tried at 8 bits first: OpenCV warned on stderr at each such photo
     image = _imdecode(np.frombuffer(data, np.uint8), flags)
     if (image is None or image.size == 0) and data[:4] in (b"II*\0", b"MM\0*") and flags >= 0:
         return _float_map(data, flags)  # a 32-bit float TIFF: OpenCV decodes it only at its own depth
@@ -243,6 +246,34 @@ def _why_unreadable(data: bytes) -> str:
     if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
         return "a HEIC/HEIF photo, a format OpenCV cannot read; convert it to JPEG or PNG"
     return UNREADABLE_WHY
+
+
+TIFF_SAMPLE_FORMAT, TIFF_FLOAT = 339, 3  # the SampleFormat tag, and its value for IEEE floats
+
+
+def is_float_tiff(data: bytes) -> bool:
+    """Whether ``data`` is a classic TIFF whose first image holds floating-point samples (its
+    SampleFormat tag says 3), read from the header: OpenCV decodes such a file only at its own depth,
+    and an 8-bit try first printed "TIFFRGBAImageOK: Sorry, can not handle images with 32-bit
+    samples" on the caller's stderr for every one. Anything it cannot read says False."""
+    order = {b"II*\0": "<", b"MM\0*": ">"}.get(bytes(data[:4]))
+    if order is None or len(data) < 8:
+        return False
+    offset = int.from_bytes(data[4:8], "little" if order == "<" else "big")
+    if offset + 2 > len(data):
+        return False
+    header = np.frombuffer(data, np.dtype(f"{order}u2"), 1, offset)
+    entries = int(header[0])
+    if offset + 2 + 12 * entries > len(data):
+        return False
+    for index in range(entries):
+        start = offset + 2 + 12 * index
+        tag, kind = np.frombuffer(data, np.dtype(f"{order}u2"), 2, start)
+        if tag == TIFF_SAMPLE_FORMAT and kind == 3:  # SHORT values: the first one inline, or at an offset
+            count = int(np.frombuffer(data, np.dtype(f"{order}u4"), 1, start + 4)[0])
+            where = start + 8 if count <= 2 else int(np.frombuffer(data, np.dtype(f"{order}u4"), 1, start + 8)[0])
+            return where + 2 <= len(data) and int(np.frombuffer(data, np.dtype(f"{order}u2"), 1, where)[0]) == TIFF_FLOAT
+    return False
 
 
 def _imdecode(encoded: np.ndarray, flags: int) -> np.ndarray | None:

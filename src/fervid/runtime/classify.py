@@ -198,6 +198,16 @@ def resolve_model(model: str | Path | None) -> Path:
     return bundled_model_path(str(model))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system has one (``taskset``, a
+    container's cpuset), else the machine's count. ``os.cpu_count`` counts the machine's: pinned to
+    one core of two, a recognizer ran two threads on it at half the speed of one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
 class ExpressionClassifier:
     """An ONNX expression model loaded once; ``classify`` takes a batch of faces in one call.
 
@@ -210,7 +220,7 @@ class ExpressionClassifier:
     def __init__(self, model: str | Path | None = None, *, threads: int | None = None) -> None:
         self.path = resolve_model(model)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
+        options.intra_op_num_threads = threads if threads is not None else min(4, usable_cores())
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         # ONNX Runtime's threads otherwise keep spinning after each call, on the cores the Haar

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -31,6 +32,16 @@ class Probabilities(dict):
         return (Probabilities, (dict(self),))  # unpickled whole, not item by item through __setitem__
 
 
+class FaceRecord(TypedDict):
+    """``Face.to_dict()``: one face as JSON (``predict --json``, ``live --jsonl``, the REST API)."""
+
+    track_id: int | None
+    box: list[int]
+    expression: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
 @dataclass(frozen=True)
 class Face:
     """A face found in an image: box (x, y, w, h in pixels), the winning expression and all seven probabilities.
@@ -41,7 +52,7 @@ class Face:
     box: tuple[int, int, int, int]
     expression: str
     confidence: float
-    probabilities: dict[str, float]
+    probabilities: Mapping[str, float]  # read-only (a Probabilities dict): a Mapping to type checkers too
     track_id: int | None = None
 
     def __post_init__(self) -> None:
@@ -88,7 +99,7 @@ class Face:
             track_id=None if track_id is None else int(track_id),
         )
 
-    def to_dict(self, digits: int | None = 4) -> dict:
+    def to_dict(self, digits: int | None = 4) -> FaceRecord:
         """Plain JSON-ready dict: box as [x, y, w, h], probabilities rounded to ``digits`` places (None: unrounded)."""
         if digits is not None and not (is_number(digits, numbers.Integral) and 0 <= digits <= MAX_DIGITS):
             raise FervidError(f"digits must be None (unrounded) or a whole number from 0 to {MAX_DIGITS}, got {digits!r}")

@@ -109,7 +109,7 @@ def crop_doubt(width: int, height: int) -> str | None:
 # What classify reads: one crop or a stack (an array), or a list of crops (arrays or PIL images).
 FaceCrops = Union[np.ndarray, PILImage, Sequence[Union[np.ndarray, PILImage]]]
 # What predict's boxes= reads: one (x, y, w, h) or rows of them, in pixels.
-BoxesInput = Union[np.ndarray, Sequence[float], Sequence[Sequence[float]]]
+BoxesInput = Union[np.ndarray, Sequence[Real], Sequence[Sequence[Real]]]  # NumPy scalars count as numbers
 
 
 def pil_crop(image: PILImage) -> np.ndarray:
@@ -127,11 +127,29 @@ class Recognizer:
     >>> for face in recognizer.predict("photo.jpg"):
     ...     print(face.box, face.expression, face.confidence)
 
-    The default margin is 0 because OpenCV's Haar boxes already match FER2013's crops (median box
-    side 0.97 of the crop, centres 2.6% of the side apart, measured on validation faces).
+    Arguments (all but ``model`` by keyword; a bad value is a ``FervidError``):
+
+    - ``model``: a bundled model's name (``"fervid-vgg"``, the default, or ``"fervid-compact"``, the
+      faster one; ``fervid models`` lists them), an ``.onnx`` file, or a ``fervid train`` run folder.
+    - ``scale_factor`` (1.01 to 100, default 1.1), ``min_neighbors`` (0 to 1000, default 5),
+      ``min_size`` (pixels, default 40): the Haar cascade's scan, as OpenCV's ``detectMultiScale``
+      takes them; a larger ``scale_factor`` scans faster and misses more, a larger ``min_neighbors``
+      finds fewer false faces, and no face smaller than ``min_size`` is looked for.
+    - ``detection_width``: frames wider than this many pixels (64 or more, default 1280) are scanned
+      shrunk to it, boxes given back in the frame's own pixels; None scans them whole, at any cost.
+    - ``margin``: share of the box side (0 to 1, default 0) added around each face before it is
+      classified. 0 because OpenCV's Haar boxes already match FER2013's crops (median box side 0.97
+      of the crop, centres 2.6% of the side apart, measured on validation faces).
+    - ``flip_tta``: average each face with its mirror image; None (default) does what the model
+      card says (both bundled models: True).
+    - ``threads``: ONNX Runtime's threads; None (default) uses up to 4 of the cores this process may
+      run on. In a process pool with a worker per core, pass 1: each worker's threads otherwise
+      compete for the same cores (about 40% fewer faces a second with two workers on two cores).
 
     One recognizer may be shared by threads: each thread scans with a cascade of its own, and ONNX
-    Runtime runs a session from several threads at once.
+    Runtime runs a session from several threads at once. It pickles as the arguments it was made
+    with and its ``margin`` and ``flip_tta`` as they are now, so a process pool's workers each load
+    their own copy that gives the same results.
     """
 
     def __init__(
@@ -170,10 +188,13 @@ class Recognizer:
         self.warm_up()
 
     def __reduce__(self) -> tuple:
-        """Pickled as the arguments it was made with (a bundled model by name, a file by its path), so a process pool
+        """Pickled as the arguments it was made with (a bundled model by name, a file by its path; ``margin`` and
+        ``flip_tta`` as they are now), so a process pool
         (``ProcessPoolExecutor``, ``multiprocessing``) gets a recognizer of its own in each worker:
         ONNX Runtime's session itself cannot be pickled."""
         path, options = self._arguments
+        # margin and flip_tta as they are now: set after construction, they were lost on the way to a worker
+        options = {**options, "margin": self.margin, "flip_tta": self.flip_tta}
         return (functools.partial(Recognizer, **options), (path,))
 
     def __repr__(self) -> str:

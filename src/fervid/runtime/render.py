@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import cv2
 import numpy as np
 
@@ -145,7 +147,7 @@ def place_panels(boxes: list[tuple[int, int, int, int]], frame_shape: tuple[int,
     return placed
 
 
-def draw_probability_panel(frame: np.ndarray, probabilities: dict[str, float], at: Rect) -> None:
+def draw_probability_panel(frame: np.ndarray, probabilities: Mapping[str, float], at: Rect) -> None:
     """One bar per class in the rectangle ``at`` (from ``place_panels``)."""
     size = ui_scale(frame)
     left, top, panel_width, panel_height = at

@@ -179,15 +179,14 @@ class TimelineSink(_DiscardOnError):
     def write(self, frame: int, time_s: float, faces: list[Face]) -> None:
         try:
             for face in faces:
-                record = {"frame": frame, "time_s": round(time_s, 4), **face.to_dict()}
+                fields = face.to_dict()
                 if self.format == "jsonl":
                     assert self._handle is not None  # written only between opening and close or discard
-                    self._handle.write(json.dumps(record) + "\n")
+                    self._handle.write(json.dumps({"frame": frame, "time_s": round(time_s, 4), **fields}) + "\n")
                 else:
-                    probabilities = record["probabilities"]
                     self._csv.writerow(
-                        [frame, record["time_s"], face.track_id, *face.box, face.expression, record["confidence"]]
-                        + [probabilities[name] for name in EXPRESSIONS]
+                        [frame, round(time_s, 4), face.track_id, *face.box, face.expression, fields["confidence"]]
+                        + [fields["probabilities"][name] for name in EXPRESSIONS]
                     )
         except OSError as error:
             raise self._failed(error) from None
