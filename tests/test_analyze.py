@@ -294,9 +294,13 @@ def test_a_video_in_a_zip_that_cannot_be_extracted_is_an_error_row(archive: Path
     summary = report.summary.to_pandas().set_index("source")
     assert summary.loc[f"{bundle}!one.png", "status"] == "ok"
     assert summary.loc[f"{bundle}!b.mp4", "status"] == "error"
-    assert re.fullmatch(rf"not extracted from its zip: it unpacks to 0 MiB and {re.escape(str(scratch))} has [\d,]+ MiB "
-                        r"free \(set TMPDIR to a disk with room, or extract it\)", summary.loc[f"{bundle}!b.mp4", "error"])
+    assert re.fullmatch(rf"not extracted from its zip: it needs [\d,]+ MiB free in {re.escape(str(scratch))} \(its 0 MiB and "
+                        r"[\d,]+ MiB to spare\), which has [\d,]+ MiB \(set TMPDIR to a disk with room, or extract it\); "
+                        r"the next run tries again", summary.loc[f"{bundle}!b.mp4", "error"])
+    # Room made, the rerun analyses the video (its error was not taken as a finished unit); the photo is kept.
     monkeypatch.setattr(video, "EXTRACT_ROOM", 0)
+    again = analyze([bundle], tmp_path / "full-disk")
+    assert again.skipped_units == 1 and again.faces > 0 and again.summary["status"].to_pylist() == ["ok", "ok"]
     # The zip changed between planning and reading (the video gone from it): each segment an error row.
     units = plan_units(expand_inputs([bundle]), AnalyzeOptions(segment_s=1.0), "model")
     zip_of(bundle, {"one.png": archive / "photos" / "one.png"})
@@ -304,8 +308,24 @@ def test_a_video_in_a_zip_that_cannot_be_extracted_is_an_error_row(archive: Path
     results = list(analyzer.run_video([unit for unit in units if unit.kind == "video"]))
     assert len(results) == 2 and all(result.rows.num_rows == 0 for result in results)
     assert {row["error"] for result in results for row in result.ledger.to_pylist()} == {
-        "could not be extracted from its zip (KeyError: \"There is no item named 'b.mp4' in the archive\")"}
+        "not extracted from its zip (KeyError: \"There is no item named 'b.mp4' in the archive\"); the next run tries again"}
     assert list(scratch.iterdir()) == []
+
+
+def test_video_copies_left_by_killed_processes_are_swept(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILL, or Ray's shutdown of its workers on Ctrl+C, left each extracted copy in TMPDIR for good."""
+    from fervid.analyze.video import COPY_PREFIX, _host
+
+    scratch = scratch_tempdir(tmp_path, monkeypatch)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = scratch / f"{COPY_PREFIX}{_host()}-{gone}-abc.mp4"
+    living = scratch / f"{COPY_PREFIX}{_host()}-{os.getppid()}-def.mp4"  # a run still going
+    elsewhere = scratch / f"{COPY_PREFIX}otherhost-{gone}-ghi.mp4"  # a shared TMPDIR: that host's processes are not seen here
+    for path in (stale, living, elsewhere):
+        path.write_bytes(b"copy")
+    bundle = zip_of(tmp_path / "clips.zip", {"b.mp4": archive / "clips" / "b.mp4"})
+    assert analyze([bundle], tmp_path / "out").faces > 0
+    assert sorted(path.name for path in scratch.iterdir()) == sorted([living.name, elsewhere.name])
 
 def test_zip_members_named_with_dot_dot_or_from_the_root_are_read_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``../up.jpg`` and ``/abs.jpg`` inside a zip are names, not places: each is a source of its own
@@ -583,6 +603,22 @@ def test_a_boxes_name_that_fits_two_sources_is_refused_and_two_names_for_one_sou
     assert sorted(rows["x"]) == [10, 100] and set(rows["source"]) == {str(twin / "none.png")}
     assert load_boxes(tmp_path / "linked.csv").unmatched(expand_inputs([twin])) == []
 
+
+
+def test_boxes_name_a_source_however_its_accents_are_encoded(archive: Path, tmp_path: Path) -> None:
+    """A Mac writes "café" decomposed (NFD) in zips and file names; a boxes file typed in an editor has
+    it composed (NFC): the two looked alike and matched nothing ("1 source(s) match no input")."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "café.png")
+    bundle = tmp_path / "mac.zip"
+    with zipfile.ZipFile(bundle, "w") as zipped:
+        zipped.write(archive / "photos" / "none.png", decomposed)
+    (tmp_path / "boxes.csv").write_text("source,x,y,w,h\ncafé.png,10,20,60,60\n", encoding="utf-8")
+    items = expand_inputs([bundle])
+    assert items[0].relative == decomposed and load_boxes(tmp_path / "boxes.csv").unmatched(items) == []
+    rows = rows_of(analyze([bundle], tmp_path / "mac.parquet", boxes=tmp_path / "boxes.csv").outputs[0])
+    assert list(rows["x"]) == [10] and list(rows["source"]) == [f"{bundle}!{decomposed}"]  # named as the zip names it
 
 def test_resume_skips_complete_units_and_redoes_changed_sources(archive: Path, full_run, tmp_path: Path) -> None:
     clips = archive / "clips"

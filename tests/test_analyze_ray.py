@@ -40,6 +40,9 @@ def test_ray_engine_matches_the_local_engine(tmp_path: Path, capfd: pytest.Captu
     finally:
         ray.shutdown()
     assert not ray.is_initialized()
+    # A rerun of a finished run has nothing to do: it failed with Ray's "parallelism must be -1 or > 0".
+    again = analyze(inputs, tmp_path / "ray.parquet", options, engine="ray", ray_cpus=2)
+    assert again.skipped_units == again.units == 7 and again.frames == 0 and not ray.is_initialized()
     assert "core_worker" not in capfd.readouterr().err  # no warnings from Ray's C++ core on the terminal
     assert [str(w.message) for w in recwarn if "ray_remote_args" in str(w.message)] == []  # weighed in no_restarts, not shown per run
     assert distributed.units == local.units == 7 and distributed.frames == local.frames == 42 + 48 + 30  # one photo batch, 6 video units

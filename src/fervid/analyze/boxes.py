@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class BoxTable:
 def _names(item: SourceItem) -> list[tuple[int, str]]:
     """The names a --boxes key may give a source by, with their level (0 most specific): its own,
     and those of the links that reach the same file (analysed once, under one name)."""
-    return [(level, name) for full, relative in ((item.name, item.relative), *item.aliases)
+    return [(level, unicodedata.normalize("NFC", name)) for full, relative in ((item.name, item.relative), *item.aliases)
             for level, name in enumerate((full, relative, Path(relative).name))]
 
 
@@ -98,7 +99,8 @@ def load_boxes(path: str | Path) -> BoxTable:
     entries: dict[str, dict[int, list[Box]]] = defaultdict(lambda: defaultdict(list))
     for number, record in enumerate(records, start=1):
         try:
-            source = str(record["source"]).strip()
+            # NFC, as _names: a Mac writes "café" decomposed (NFD) in zips and file names, an editor composed
+            source = unicodedata.normalize("NFC", str(record["source"]).strip())
             frame = _frame(record.get("frame"))
             box = record["box"] if "box" in record else [record[k] for k in ("x", "y", "w", "h")]
             x, y, w, h = (int(round(float(v))) for v in box)

@@ -105,3 +105,7 @@ def run_ray(units: list[Unit], options: AnalyzeOptions, on_frames: Callable[[int
     finally:
         if started:
             ray.shutdown()
+            # Workers stopped by the shutdown (Ctrl+C) left their video copies; the next run would sweep them.
+            from fervid.analyze.video import sweep_copies
+
+            sweep_copies()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,7 +165,9 @@ def analyze(
                 if unit.id in done:
                     store.rename(unit)  # a rerun from another folder names the sources as this run does
             with AnalyzeProgress(sum(unit.frames for unit in pending), len(remaining)) as bar:
-                if engine == "ray":
+                if not pending:  # all complete: nothing to start (Ray refused a dataset of no blocks)
+                    results: Iterable[UnitResult] = ()
+                elif engine == "ray":
                     from fervid.analyze.ray_engine import run_ray
 
                     results = run_ray(pending, options, bar.frames, address=ray_address, cpus=None if ray_cpus is None else int(ray_cpus))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 import zipfile
@@ -22,6 +24,11 @@ STEADY_RUNS = ((0.0, 60), (0.25, 30), (0.5, 30), (0.75, 30))  # (where, as a sha
 STEADY_TOLERANCE = 0.1  # a frame's time may differ from one frame period after the last by this share of a period
 EXTRACT_ROOM = 256 << 20  # what a video extracted from a zip must leave free on the temporary disk
 EXTRACT_CHUNK = 1 << 20
+# Every error of a video that could not be extracted starts so: the unit is analysed again by the next
+# run (ResultStore.completed), since the cause (a full disk, copies of other workers) may be gone.
+EXTRACT_FAILED = "not extracted from its zip"
+COPY_PREFIX = "fervid-video-"  # then host-pid-: what a later run may sweep once that process is gone
+_swept: set[str] = set()  # temporary folders swept by this process
 
 
 @contextmanager
@@ -32,10 +39,13 @@ def video_file(path: str, member: str | None = None) -> Iterator[str]:
     reader extracts its own copy (planning once, then the local engine once per video, a Ray worker
     once per segment), so nothing is shared between processes or machines.
 
-    FervidError with a one-line reason when it cannot be extracted: the zip is damaged or changed,
-    the member is encrypted, or the temporary disk (``TMPDIR``) lacks room for it, checked from the
-    size the zip declares before anything is written (``zipfile`` unpacks no more than that size, and
-    a member whose data runs past it fails its CRC check: a zip bomb cannot fill the disk)."""
+    FervidError with a one-line reason, starting with ``EXTRACT_FAILED``, when it cannot be extracted:
+    the zip is damaged or changed, the member is encrypted, or the temporary disk (``TMPDIR``) lacks
+    room for it, checked from the size the zip declares before anything is written (``zipfile``
+    unpacks no more than that size, and a member whose data runs past it fails its CRC check: a zip
+    bomb cannot fill the disk). A copy is named for its host and process: one left by a process that
+    was killed (SIGKILL, or a Ray worker stopped by Ctrl+C) is deleted by the next extraction on
+    that host (``sweep_copies``)."""
     if member is None:
         yield path
         return
@@ -47,16 +57,62 @@ def video_file(path: str, member: str | None = None) -> Iterator[str]:
             os.unlink(target)
 
 
+def _host() -> str:
+    """This host's name in letters, digits and dots (no dash: it ends the name in a copy's): a shared
+    TMPDIR holds other hosts' copies, whose processes this one cannot see."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _copy_owner() -> str:
+    return f"{_host()}-{os.getpid()}-"
+
+
+def sweep_copies(folder: str | None = None) -> int:
+    """Delete the video copies in ``folder`` (the temporary folder by default) left by processes of
+    this host that are gone; returns how many. A live process's copies, and other hosts', stay."""
+    folder = folder or tempfile.gettempdir()
+    mine = f"{COPY_PREFIX}{_host()}-"
+    swept = 0
+    try:
+        names = [name for name in os.listdir(folder) if name.startswith(mine)]
+    except OSError:
+        return 0
+    for name in names:
+        pid = name[len(mine):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        with suppress(OSError):
+            os.unlink(os.path.join(folder, name))
+            swept += 1
+    return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 def _extract(path: str, member: str) -> str:
     folder = tempfile.gettempdir()
+    if folder not in _swept:  # once per process and folder: copies of killed runs would fill the disk
+        _swept.add(folder)
+        sweep_copies(folder)
     try:
         with zipfile.ZipFile(path) as archive:
             size = archive.getinfo(member).file_size
             free = shutil.disk_usage(folder).free
             if size + EXTRACT_ROOM > free:
-                raise FervidError(f"not extracted from its zip: it unpacks to {size / (1 << 20):,.0f} MiB and {folder} has "
-                                  f"{free / (1 << 20):,.0f} MiB free (set TMPDIR to a disk with room, or extract it)")
-            handle, target = tempfile.mkstemp(suffix=PurePosixPath(member.replace("\\", "/")).suffix, prefix="fervid-video-", dir=folder)
+                mib = 1 << 20
+                raise FervidError(f"{EXTRACT_FAILED}: it needs {(size + EXTRACT_ROOM) / mib:,.0f} MiB free in {folder} "
+                                  f"(its {size / mib:,.0f} MiB and {EXTRACT_ROOM / mib:,.0f} MiB to spare), which has "
+                                  f"{free / mib:,.0f} MiB (set TMPDIR to a disk with room, or extract it); the next run tries again")
+            suffix = PurePosixPath(member.replace("\\", "/")).suffix
+            handle, target = tempfile.mkstemp(suffix=suffix, prefix=f"{COPY_PREFIX}{_copy_owner()}", dir=folder)
             try:
                 with os.fdopen(handle, "wb") as out, archive.open(member) as source:
                     shutil.copyfileobj(source, out, EXTRACT_CHUNK)
@@ -68,7 +124,7 @@ def _extract(path: str, member: str) -> str:
     except FervidError:
         raise
     except Exception as error:  # zipfile raises several types for damaged archives; OSError for a full disk
-        raise FervidError(f"could not be extracted from its zip ({type(error).__name__}: {error})") from None
+        raise FervidError(f"{EXTRACT_FAILED} ({type(error).__name__}: {error}); the next run tries again") from None
 
 
 def video_probe(path: str) -> tuple[float, int | None]:

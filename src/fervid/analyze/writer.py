@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from fervid.analyze.schema import COUNT_COLUMNS, LEDGER_SCHEMA, ROW_SCHEMA, SCHEMA_VERSION, SHARE_COLUMNS, SORT_KEYS, SUMMARY_SCHEMA
 from fervid.analyze.units import Unit, UnitResult
+from fervid.analyze.video import EXTRACT_FAILED
 from fervid.console import warn
 from fervid.errors import FervidError
 from fervid.fileio import (
@@ -197,14 +198,21 @@ class ResultStore:
         and it is analysed again. So is a unit whose part or ledger is another table (a file copied
         over it): read with the row schema, its missing columns came back as nulls, and the rerun
         said the unit was complete and wrote empty rows in place of its faces.
+        A unit whose video could not be extracted from its zip (``EXTRACT_FAILED``: a temporary disk
+        without room, which the user was told to fix, or one filled by other workers' copies) is not
+        complete either: its error row stays until the rerun analyses it again.
         Checked once per run (each file's footer is opened); units written since are added by ``write``."""
         if self._complete is None:
             complete, damaged = set(), []
             for path in _visible(self.ledger, "*.parquet"):
                 part = self.parts / f"part-{path.stem}.parquet"
                 ledger_whole = _readable(path, LEDGER_SCHEMA)
+                # read where it has no rows part: errors and faceless units (a part means faces, and no error)
+                table = _read_table(path) if ledger_whole and not part.exists() else None
+                if table is not None and _retried(table):
+                    continue
                 # a unit with faces whose part is gone (deleted by hand) was taken as complete: its rows went missing
-                lost = not part.exists() and ledger_whole and (pc.sum(_read_table(path)["faces"]).as_py() or 0) > 0
+                lost = table is not None and (pc.sum(table["faces"]).as_py() or 0) > 0
                 if not lost and ledger_whole and (not part.exists() or _readable(part, ROW_SCHEMA)):
                     complete.add(path.stem)
                 else:
@@ -354,6 +362,12 @@ def _read_table(path: Path, **options) -> pa.Table:
     """``pq.read_table`` by absolute path: pyarrow takes a relative ``file:r.parquet.parts/...`` or
     ``s3:...`` for a URI, where fervid wrote local files."""
     return pq.read_table(path.absolute(), **options)
+
+
+def _retried(ledger: pa.Table) -> bool:
+    """Whether a unit's ledger holds an error the next run retries (a video not extracted from its zip)."""
+    errors = ledger["error"].drop_null()
+    return len(errors) > 0 and pc.any(pc.starts_with(errors, EXTRACT_FAILED)).as_py()
 
 
 def _readable(path: Path, schema: pa.Schema | None = None) -> bool:
