@@ -1026,3 +1026,20 @@ def test_a_list_of_copies_damaged_by_a_crash_is_read_around_not_a_traceback(tmp_
     again = fervid("predict", str(default), "--no-save", cwd=tmp_path)  # both are copies: nothing left to read
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
         f"warning: {default}: no images in this folder", "fervid: error: no images found in the inputs"]
+
+
+def test_a_models_results_section_is_named_for_its_file_unless_it_is_bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float and an int8 export of one run share their card's name: benchmarked one after the other,
+    the second replaced the first's section without a word (and a run named fervid-vgg the shipped one's)."""
+    import shutil
+
+    from fervid.runtime.classify import ExpressionClassifier, bundled_model_path, model_label
+
+    assert model_label(ExpressionClassifier("fervid-compact")) == "fervid-compact"
+    for name in ("mine.onnx", "mine-int8.onnx"):
+        shutil.copy(bundled_model_path("fervid-compact"), tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    labels = {model_label(ExpressionClassifier(str(tmp_path / name))) for name in ("mine.onnx", "mine-int8.onnx")}
+    assert labels == {"mine.onnx", "mine-int8.onnx"}, "a card named fervid-compact, not the bundled file: named by its file"
+    monkeypatch.chdir(tmp_path.parent.parent)
+    assert model_label(ExpressionClassifier(str(tmp_path / "mine.onnx"))) == os.path.relpath(tmp_path / "mine.onnx")

@@ -129,6 +129,33 @@ def test_a_new_run_into_a_finished_run_folder_is_refused_and_leaves_it_alone(tra
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
 
 
+
+def test_a_card_from_another_model_is_refused_not_used(trained_run, tmp_path):
+    """Another run's model.keras put in a run (or foo.keras beside another model's foo.json) was scored
+    with that card's blur and temperature and exported with its architecture and accuracy."""
+    import shutil
+
+    run, data = trained_run
+    card = json.loads((run / "model.json").read_text())
+    shutil.copy(run / "model.keras", tmp_path / "foo.keras")
+    (tmp_path / "foo.json").write_text(json.dumps({**card, "parameters": 1_242_919, "architecture": "vgg"}))
+    message = (f"{tmp_path / 'foo.json'}: describes a 1,242,919-parameter vgg, not foo.keras ({card['parameters']:,} "
+               "parameters); a card from another run?")
+    for command in (["evaluate", str(tmp_path / "foo.keras"), str(data)], ["export", str(tmp_path / "foo.keras")]):
+        refused = fervid_here(*command, check=False)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert not (tmp_path / "foo.onnx").exists()
+    (tmp_path / "foo.json").write_text(json.dumps(card))  # its own card: scored as before
+    assert fervid_here("evaluate", str(tmp_path / "foo.keras"), str(data)).returncode == 0
+
+
+def test_export_int8s_files_in_a_run_are_its_own_and_not_another_outputs(trained_run):
+    """evaluate --json run/model.int8.json replaced the int8 card export writes there; the next export then refused."""
+    run, data = trained_run
+    for name in ("model.int8.json", "model.int8.onnx"):
+        refused = fervid_here("evaluate", "fervid-compact", str(data), "--json", str(run / name), check=False)
+        assert refused.returncode == 2 and f"is {name} of the training run {run}" in refused.stderr, refused.stderr
+
 def test_a_finished_run_without_its_checkpoint_or_a_foreign_config_is_not_taken_for_a_run_stopped_early(trained_run, tmp_path):
     """Any config.json exempted the folder: a finished run whose checkpoint/ was deleted had its
     model and report replaced by a new run, and so had a folder of the user's with a config.json."""
@@ -316,7 +343,11 @@ def test_run_folder_has_every_artifact(trained_run):
     fitted = card["metrics"]["temperature_check"]
     applied = fitted["temperature"] if fitted["kept"] else 1.0
     assert card["inference"] == {"flip_tta": True, "input_blur": check["measured"] if kept else 0.0, "temperature": applied}
-    assert f"input blur {card['inference']['input_blur']} px" in report and ("kept" if kept else "not applied") in report
+    if kept:
+        assert f"- input blur {card['inference']['input_blur']} px, applied by the runtime" in report and "kept" in report
+    else:  # "0.0 px, applied by the runtime (...: not applied)" said both
+        assert "- no input blur: the runtime and every score here use the faces as they are (" in report and "not applied" in report
+        assert "applied by the runtime and in every score here" not in report
     assert 0.25 <= fitted["temperature"] <= 4.0 and fitted["nll"] <= fitted["nll_at_1"]
     assert fitted["kept"] == (fitted["ece_flip_tta_fitted"] <= fitted["ece_flip_tta_at_1"])
     assert card["metrics"]["ece_flip_tta"] == pytest.approx(fitted["ece_flip_tta_fitted"] if fitted["kept"] else fitted["ece_flip_tta_at_1"])
@@ -1700,6 +1731,10 @@ def test_evaluate_scores_a_run_on_the_faces_it_held_out_of_data_without_a_valida
     other = fervid_here("evaluate", str(run), str(data), check=False)
     assert other.returncode == 2 and "no validation split, and not the data" in other.stderr
     assert "--split train would count faces it trained on" in other.stderr, "not sent to --split train without a warning"
+    (data / "test" / "happy").mkdir(parents=True)  # data with a test split: that is the split to score other data on
+    shutil.copy(data / "train" / "happy" / "0001.png", data / "test" / "happy" / "0001.png")
+    tested = fervid_here("evaluate", str(run), str(data), check=False)
+    assert "if it is other data, --split test scores its test faces, --split train all of it" in tested.stderr, tested.stderr
 
 
 def test_faces_left_out_and_classes_missing_are_said_and_reported(tmp_path):
@@ -1745,6 +1780,24 @@ def test_a_new_run_never_overwrites_files_that_are_not_a_runs_own(tmp_path):
     for name in ("best.weights.h5", "last.weights.h5"):
         (stopped / "checkpoint" / name).write_bytes(b"weights")
     assert open_run(config, stopped, resume=True)[1] is False
+
+
+def test_a_one_epoch_runs_curves_show_its_points_on_whole_epochs():
+    """One epoch drew lines of one point (nothing to see) between ticks 0.945 and 1.050, and a
+    learning-rate axis from -0.04 to 0.04."""
+    import matplotlib.pyplot as plt
+
+    from fervid.evaluation.plots import history_figure
+
+    figure = history_figure(plt, [{"epoch": 1, "loss": 1.8, "val_loss": 1.7, "accuracy": 0.3, "val_accuracy": 0.35,
+                                   "learning_rate": 1e-3}])
+    figure.canvas.draw()
+    loss_axes, accuracy_axes, rate_axes = figure.axes
+    assert all(line.get_marker() == "o" for axes in figure.axes for line in axes.get_lines() if len(line.get_xdata()) == 1)
+    for axes in (loss_axes, accuracy_axes):
+        assert [tick for tick in axes.get_xticks() if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]] == [1.0]
+    assert rate_axes.get_ylim()[0] == 0 and rate_axes.get_ylim()[1] > 1e-3
+    plt.close(figure)
 
 
 def test_the_curves_legends_lie_below_the_plots_not_on_the_curves(tmp_path, monkeypatch):
@@ -2521,3 +2574,13 @@ def test_a_model_whose_outputs_are_nan_is_not_exported(trained_run, tmp_path):
             f"fervid: error: {tmp_path / 'nan.keras'}: the model's outputs are not numbers (NaN or infinite weights: a "
             "diverged training?); nothing written"), refused.stderr
     assert not (tmp_path / "nan.onnx").exists() and not (tmp_path / "nan8.onnx").exists()
+
+
+def test_a_blur_that_lost_to_sharp_faces_is_reported_as_none_not_as_applied():
+    """The report said "input blur 0.0 px, applied by the runtime ... (with it 0.6333, without 0.6476: not applied)"."""
+    from fervid.training.run import blur_line
+
+    check = {"measured": 0.7, "accuracy_flip_tta_sharp": 0.6476, "accuracy_flip_tta_blurred": 0.6333}
+    line = blur_line(0.0, check)
+    assert line.startswith("- no input blur: the runtime and every score here use the faces as they are (") and "applied by" not in line
+    assert blur_line(0.7, {**check, "accuracy_flip_tta_blurred": 0.66}).startswith("- input blur 0.7 px, applied by the runtime")

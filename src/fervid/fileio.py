@@ -37,7 +37,9 @@ def file_in_the_way(target: str | Path) -> Path | None:
 
 # What a training run writes into its folder, besides checkpoint/ (its resume state).
 RUN_OUTPUTS = ("config.json", "history.csv", "model.keras", "model.onnx", "model.json", "metrics.json", "report.md",
-               "curves.png", "confusion.png", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5")
+               "curves.png", "confusion.png", "checkpoint/best.weights.h5", "checkpoint/last.weights.h5",
+               "model.int8.onnx", "model.int8.json")  # the last two: export --int8's default, in the run
+EXPORTS = ("model.onnx", "model.json", "model.int8.onnx", "model.int8.json")  # what export writes into its own run
 RUN_LOCK = ".lock"  # fervid.training.lock.LOCK_FILE: replaced, a second process could train the run beside the first
 
 
@@ -150,7 +152,7 @@ def check_not_a_run_file(target: Path, name: str, *, own_run: Path | None = None
         relative = where.relative_to(run).as_posix()
         if relative not in (*RUN_OUTPUTS, RUN_LOCK) and not relative.startswith("checkpoint/"):
             continue
-        if own_run is not None and run == real_path(own_run) and relative in ("model.onnx", "model.json"):
+        if own_run is not None and run == real_path(own_run) and relative in EXPORTS:
             continue
         raise FervidError(f"{name}: is {relative} of the training run {run}, which this output would overwrite; "
                           "write it elsewhere")

@@ -64,14 +64,16 @@ def load_predictor(model: str | Path | None, *, input_blur: float | None = None,
 
     path = Path(model) if model is not None else None
     if path is not None and path.suffix == ".keras":
-        from fervid.model.architectures import load_face_classifier
+        from fervid.model.architectures import check_card_fits, load_face_classifier
 
         card = card_beside(path)
         if card is not None and tuple(card["classes"]) != EXPRESSIONS:  # as an ONNX model's card is checked
             raise FervidError(f"{path.with_suffix('.json')}: its classes {card['classes']} are not fervid's, in "
                               f"fervid's order ({', '.join(EXPRESSIONS)}); the scores would pair the wrong names")
         blur = card_input_blur(card) if input_blur is None else input_blur
-        return keras_predictor(load_face_classifier(path), input_blur=blur, flip_tta=card_flip_tta(card), card=card,
+        network = load_face_classifier(path)
+        check_card_fits(card, network, path)
+        return keras_predictor(network, input_blur=blur, flip_tta=card_flip_tta(card), card=card,
                                temperature=card_temperature(card) if temperature is None else temperature)
 
     classifier = ExpressionClassifier(model)

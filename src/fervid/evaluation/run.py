@@ -177,10 +177,12 @@ def evaluate_model(
     if held is None and split == "validation" and "validation" not in index.splits and "train" in index.splits \
             and str((predictor.card.get("dataset") or {}).get("validation_source", "")).startswith("stratified"):
         # load_split's hint, --split train, would count faces this model trained on
+        other_data = "--split test scores its test faces, --split train all of it" if "test" in index.splits \
+            else "--split train scores all of it"
         raise FervidError(f"{data}: no validation split, and not the data {model}'s run set its validation faces aside "
                           "from as it was then. If it is that data, changed or copied without its file times (cp -r), "
                           "score the run on the data as it read it (or a cp -a copy): --split train would count faces "
-                          "it trained on; if it is other data, --split train scores all of it")
+                          f"it trained on; if it is other data, {other_data}")
     arrays = held if held is not None else load_split(index, split)
     if held is not None and other_predictor is not None:
         check_not_trained_on(index, held, other_predictor.card, predictor.card, f"{other} (--against)", str(model))

@@ -71,7 +71,7 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         raise FervidError("--unknown and --map say how to read the --int8 dataset; without --int8 no data is read")
     import onnxruntime as ort
 
-    from fervid.model.architectures import keras_model_path, load_face_classifier
+    from fervid.model.architectures import check_card_fits, keras_model_path, load_face_classifier
 
     model_path = keras_model_path(model_path)
     float32_beside = model_path.with_suffix(".onnx")  # a run folder's own model.onnx, with model.json
@@ -106,6 +106,7 @@ def export_checked(model_path: Path, target: Path | None = None, *, int8_data: P
         if card is not None:
             check_card_data(card, calibration, int8_data)
     model = load_face_classifier(model_path)
+    check_card_fits(card, model, model_path)
     with tempfile.TemporaryDirectory() as scratch:
         # Everything is built in scratch and moved onto ``target`` only once checked (and scored), so a
         # failed export leaves the model already there, such as the shipped one, as it was.

@@ -209,6 +209,19 @@ def load_face_classifier(source: str | Path) -> keras.Model:
     return model
 
 
+def check_card_fits(card: dict | None, model: keras.Model, model_path: Path) -> None:
+    """Refuse a model card beside ``model_path`` that describes another model (its ``parameters``
+    count differs): a run's ``model.keras`` replaced by another run's, or ``foo.keras`` beside
+    another model's ``foo.json``, was scored with that card's blur and temperature and exported with
+    its architecture and accuracy, which ``/api/model`` and ``analyze`` then reported."""
+    stated = None if card is None else card.get("parameters")
+    if isinstance(stated, int) and not isinstance(stated, bool) and stated != model.count_params():
+        described = f"a {stated:,}-parameter {card.get('architecture') or 'model'}" if card else ""
+        raise FervidError(f"{model_path.with_suffix('.json')}: describes {described}, not {model_path.name} "
+                          f"({model.count_params():,} parameters); a card from another run? Put the model's own card "
+                          "beside it, or move this one away to use the model without a card")
+
+
 def check_face_classifier(model: keras.Model, model_path: Path) -> None:
     """Refuse a Keras model that is not a fervid face classifier, before it is converted or scored: one
     input of 48x48x1 gray faces and one output of 7 probabilities. Another input size failed with

@@ -31,7 +31,7 @@ from fervid.images import UnreadableImage, decode_image, is_hidden, is_image_nam
 from fervid.labels import split_folder
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.pipeline import DETECT_EVERY, FrameProcessor
-from fervid.runtime.classify import DEFAULT_MODEL
+from fervid.runtime.classify import DEFAULT_MODEL, model_label
 from fervid.runtime.recognizer import Recognizer
 from fervid.runtime.render import annotate
 from fervid.runtime.sources import VideoFileSource
@@ -342,17 +342,19 @@ def run_bench(
                     ))
     table = "| measure | result | notes |\n|---|---|---|\n" + "".join(f"| {r.measure} | {r.value} | {r.note} |\n" for r in rows)
     if output:
-        replace_markdown_section(output, section_heading(recognizer.classifier.name),
+        heading = section_heading(model_label(recognizer.classifier))
+        replace_markdown_section(output, heading,
                                  _section(table, recognizer, frames if faces else None, scan_ms, every_frame_fps, near_row=bool(faces)),
                                  table=table)
-        written = f"wrote the '{section_heading(recognizer.classifier.name)[3:]}' section of {output}"
+        written = f"wrote the '{heading[3:]}' section of {output}"
         print(written, file=sys.stderr)  # stdout holds the table alone
     return table
 
 
 def section_heading(model: str) -> str:
-    """The page section a model's results go to: the default model's, or one named for another
-    model (``--model fervid-compact`` once replaced the fervid-vgg section)."""
+    """The page section a model's results go to (``model``: its ``model_label``): the default
+    model's, or one named for another model (``--model fervid-compact`` once replaced the fervid-vgg
+    section)."""
     return SECTION if model == DEFAULT_MODEL else f"{SECTION[:-1]}, {model})"
 
 

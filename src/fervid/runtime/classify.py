@@ -130,6 +130,18 @@ def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return (exponentials / exponentials.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def model_label(classifier: ExpressionClassifier) -> str:
+    """How a results page names the model a classifier runs: a bundled model by its name, any other by
+    its file (relative to this folder where it is below it), since cards' names repeat: a float and an
+    int8 export of one run share it, and a run may be named like a bundled model. Benchmarked one
+    after the other, they wrote into one section, each replacing the last."""
+    path = Path(classifier.path).resolve()
+    if classifier.name in available_bundled_models() and path == bundled_model_path(classifier.name).resolve():
+        return classifier.name
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def card_beside(model: Path) -> dict | None:
     """The model card saved next to a Keras model file, if there is one: the ``.json`` of the same name
     (a run folder's ``model.json`` for its ``model.keras``). Only that name: another ``.keras`` file in

@@ -23,7 +23,7 @@ from fervid.errors import FervidError
 from fervid.fileio import check_writable
 from fervid.markdown import read_markdown_page, replace_markdown_section
 from fervid.runtime.bench import FACE_SIDE, HEIGHT, WIDTH, background, faces_zip, real_faces
-from fervid.runtime.classify import DEFAULT_MODEL
+from fervid.runtime.classify import DEFAULT_MODEL, model_label
 from fervid.serve.app import create_app
 from fervid.serve.frames import MAX_STREAMS
 from fervid.serve.pool import DEFAULT_WORKERS, DetectorSettings
@@ -159,7 +159,7 @@ def run_loadtest(
         raise FervidError(f"no frame was answered in {seconds:g} s ({'; '.join(sorted(set(report.errors))) or 'no error'}); "
                           "nothing written")
     if output:
-        heading = section_heading(app.state.pool.recognizers[0].classifier.name)
+        heading = section_heading(model_label(app.state.pool.recognizers[0].classifier))
         replace_markdown_section(output, heading, section(heading, report, app.state.pool, load_before), table=report.table())
         report.section = heading
     return report

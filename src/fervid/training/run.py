@@ -114,6 +114,14 @@ def model_card(
     }
 
 
+def blur_line(blur: float, check: dict) -> str:
+    """The report's line on the input blur: "0.0 px, applied by the runtime (...: not applied)" read
+    as both at once when the measured blur lost to sharp faces."""
+    if blur > 0:
+        return f"- input blur {blur} px, applied by the runtime and in every score here ({blur_reason(check)})"
+    return f"- no input blur: the runtime and every score here use the faces as they are ({blur_reason(check)})"
+
+
 def blur_reason(check: dict) -> str:
     """Why the card's input blur is what it is, in words for the report."""
     if check["measured"] <= 0:
@@ -211,7 +219,7 @@ def write_report(run: Path, card: dict, report_table: str, tta_table: str, calib
         f"- epochs: {card['epochs_trained']} trained, best validation epoch {card['best_epoch']}",
         f"- validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (single view)",
         f"- with horizontal-flip averaging ({'the runtime default' if card['inference']['flip_tta'] else 'off in the runtime: trained with --no-flip'}): accuracy {metrics['accuracy_flip_tta']:.4f}, macro-F1 {metrics['macro_f1_flip_tta']:.4f}",
-        f"- input blur {card['inference']['input_blur']} px, applied by the runtime and in every score here ({blur_reason(metrics['input_blur_check'])})",
+        blur_line(card["inference"]["input_blur"], metrics["input_blur_check"]),
         f"- confidence temperature {card['inference']['temperature']}, applied by the runtime ({temperature_reason(metrics['temperature_check'])})",
         f"- training time {_duration(metrics)}",
         "",
