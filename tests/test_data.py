@@ -389,9 +389,11 @@ def test_csv_row_with_a_stray_extra_field_is_unreadable_not_a_face(tmp_path):
 
 
 @pytest.mark.parametrize(("train", "other", "split"), [("train_set", "test_set", "test"), ("Train Set", "Test Set", "test"),
-                                                    ("trainset", "valset", "validation"), ("train", "Public Test", "validation")])
+                                                    ("trainset", "valset", "validation"), ("train", "Public Test", "validation"),
+                                                    ("train_images", "test_images", "test"), ("Train Images", "val_images", "validation")])
 def test_split_folders_named_with_set_are_splits(tmp_path, train, other, split):
-    """train_set/ and test_set/ were no splits: every face of both, the test faces too, was training data."""
+    """train_set/ and test_set/, then train_images/ and test_images/, were no splits: every face of
+    both, the test faces too, was training data."""
     write_folder_dataset(tmp_path / "d", 0, {train: 2, other: 1})
     counts = read_dataset(tmp_path / "d").counts()
     assert {name: int(column.sum()) for name, column in counts.items()} == {"train": 14, split: 7}
@@ -730,7 +732,7 @@ def test_images_whose_names_are_not_utf8_are_counted_as_dropped_not_a_crash(tmp_
     shutil.copy(data / "train" / "happy" / "0000.png", bytes(data / "train" / "happy") + b"/caf\xe9.png")
     index = read_dataset(data)
     assert index.counts()["train"].tolist() == [1] * 7
-    assert index.dropped == {"images whose file names are not UTF-8 (rename them, e.g. with convmv, to read them)": 1}
+    assert index.dropped == {"images whose paths are not UTF-8, in a file or folder name (rename them, e.g. with convmv, to read them)": 1}
 
 
 def test_links_that_point_nowhere_are_counted_as_dropped(tmp_path):
@@ -820,6 +822,61 @@ def test_an_image_beside_the_splits_in_a_wrapping_folder_is_dropped_not_a_class(
     assert index.dropped == {"images at the top level, in no class folder": 1}
     assert index.counts()["train"].sum() == 7 and index.counts()["validation"].sum() == 7
 
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_an_image_beside_the_class_folders_in_a_wrapping_folder_is_dropped_not_a_class(tmp_path, packed):
+    """mydata/preview.jpg next to mydata/happy/ stopped the read as 'folders that are not expression
+    classes: mydata'; beside split folders it was already a dropped line."""
+    write_folder_dataset(tmp_path / "wr" / "mydata", 0, {"": 2})
+    cv2.imwrite(str(tmp_path / "wr" / "mydata" / "preview.jpg"), pattern_face(0, np.random.default_rng(0)))
+    path = zip_folder(tmp_path / "wr", tmp_path / "wr.zip") if packed else tmp_path / "wr"
+    index = read_dataset(path)
+    assert index.dropped == {"images at the top level, in no class folder": 1} and index.counts()["train"].sum() == 14
+
+
+def test_symbolic_links_stored_in_a_zip_are_named_not_read_as_corrupt_images(tmp_path):
+    """zip -y stores a link as an entry holding its target's path: read as a corrupt image, and a
+    linked class folder's images vanished without a word."""
+    write_folder_dataset(tmp_path / "d", 0, {"train": 2})
+    archive = zip_folder(tmp_path / "d", tmp_path / "d.zip")
+    with zipfile.ZipFile(archive, "a") as bundle:
+        for name, target in (("train/happy/linked.png", "0000.png"), ("validation/sad", "../train/sad")):
+            link = zipfile.ZipInfo(name)
+            link.external_attr = (0o120777 << 16)  # what zip -y writes for a symlink
+            bundle.writestr(link, target)
+    index = read_dataset(archive)
+    assert index.dropped == {"symbolic links stored in the zip (zip -y stores a link, not the files it points to: zip "
+                             "without -y)": 2}
+    assert index.counts()["train"].sum() == 14 and load_arrays(index, "train").failed == []
+
+
+def test_a_zip_whose_names_are_marked_utf8_but_are_not_is_one_line(tmp_path):
+    """A name flagged as UTF-8 that is not (a Latin-1 café.jpg) made Python's zipfile raise a
+    UnicodeDecodeError: a traceback from data inspect, train and evaluate."""
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("train/happy/cafX.jpg", b"jpeg")
+    data = bytearray(archive.read_bytes())
+    for start in range(len(data) - 3):  # the name in both headers: its byte X made Latin-1's é, flag bit 11 set
+        if data[start:start + 4] == b"cafX":
+            data[start + 3] = 0xE9
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.index(signature)
+        data[at + flag_at + 1] |= 0x08  # the general-purpose flag's bit 11 (UTF-8 names), in its second byte
+    archive.write_bytes(bytes(data))
+    with pytest.raises(FervidError, match=r"bad\.zip: not a readable zip file \(a file name in it is marked as UTF-8 but is not; "):
+        read_dataset(archive)
+
+
+def test_when_every_folder_is_left_out_the_error_says_which_and_why(tmp_path):
+    """--unknown drop over a dataset of other classes said only 'no images in class folders'."""
+    write_folder_dataset(tmp_path / "pets", 0, {"": 1})
+    for folder in (tmp_path / "pets").iterdir():
+        folder.rename(tmp_path / "pets" / f"pet-{folder.name}")
+    with pytest.raises(FervidError, match=r"; all 7 other image\(s\) are in folders that are not expression classes, left out by "
+                                          r"--unknown drop: pet-"):
+        read_dataset(tmp_path / "pets", unknown="drop")
 
 @pytest.mark.parametrize("tarball", ["fer.tar.bz2", "fer.tbz2", "fer.tar.xz", "fer.txz"])
 def test_every_common_tarball_is_named_in_the_error(tmp_path, tarball):

@@ -46,12 +46,14 @@ SPLIT_NAMES: dict[str, str] = {
 }
 
 def folder_split(name: str) -> str | None:
-    """The split a folder's name means, or None. Separators and a trailing "set" are ignored:
-    train_set/ and test_set/ (a common layout) were not splits, so every face of both, the test
-    faces too, was read as training data without a word. Not "data": testdata/ is as often a folder
-    that wraps a whole dataset."""
+    """The split a folder's name means, or None. Separators and a trailing "set" or "images" are
+    ignored: train_set/ and test_set/ (a common layout), then train_images/ and test_images/, were
+    not splits, so every face of both, the test faces too, was read as training data without a
+    word. Not "data": testdata/ and test_data/ are as often folders that wrap a whole dataset."""
     key = normalize_name(name).replace("_", "")
-    key = key[: -len("set")] if key.endswith("set") and key[: -len("set")] in SPLIT_NAMES else key
+    for suffix in ("set", "images"):
+        if key.endswith(suffix) and key[: -len(suffix)] in SPLIT_NAMES:
+            key = key[: -len(suffix)]
     return SPLIT_NAMES.get(key)
 
 

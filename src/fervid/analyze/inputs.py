@@ -138,7 +138,7 @@ def _zip_members(path: Path) -> tuple[list[SourceItem], list[SourceItem]]:
                 digest = hashlib.sha1(f"{info.file_size}:{info.CRC:08x}".encode()).hexdigest()
                 items.append(SourceItem(name, kind, os.path.abspath(path), relative, digest, info.filename))
             return items, skipped
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError):  # the last: a name marked UTF-8 that is not
         # A broken zip is one source that fails; the run goes on.
         return [SourceItem(shown_name(path), "zip", os.path.abspath(path), path.name, file_fingerprint(path))], []
 

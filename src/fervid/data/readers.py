@@ -121,10 +121,12 @@ def read_dataset(
         return DatasetIndex(location, "folder", frame, dropped)
     suffix = location.suffix.lower()
     if suffix == ".zip":
-        members, stored, repeated = _zip_members(location)
+        members, stored, repeated, links = _zip_members(location)
         frame, dropped = _index_paths(list(members), location, unknown, mapping, lambda name: stored.get(name, object()))
         if repeated:  # one row per name: the other entries of a name are never read
             dropped["zip entries whose name an earlier entry already has (the last entry of each name is read)"] = repeated
+        if links:
+            dropped["symbolic links stored in the zip (zip -y stores a link, not the files it points to: zip without -y)"] = links
         renamed = {name: real for name, real in members.items() if name != real}
         return DatasetIndex(location, "zip", frame, dropped, members=renamed)
     if suffix == ".csv":
@@ -149,11 +151,13 @@ def _file_identity(path: Path) -> tuple[int, str] | object:
     return len(data), hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, int]], int]:
+def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, int]], int, int]:
     """A zip's files as {name with ``/`` separators: real member name}, each name's size and CRC-32
-    (what tells a copy of a file from another file of the same name), and how many entries repeat a
+    (what tells a copy of a file from another file of the same name), how many entries repeat a
     name (a zip appended to: Python's zipfile reads the last entry of a name, so its size and CRC
-    are the ones kept); an encrypted zip is refused.
+    are the ones kept), and how many are symbolic links (``zip -y``: the entry holds the link's
+    target path, which was read as a corrupt image, and a linked folder's images vanished without a
+    word); an encrypted zip is refused.
 
     Windows PowerShell 5.1's Compress-Archive writes ``\\`` separators, which would hide every class
     folder. Python's zipfile cannot decrypt without a password (and then only slowly), so a
@@ -164,21 +168,27 @@ def _zip_members(location: Path) -> tuple[dict[str, str], dict[str, tuple[int, i
             infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as error:
         raise FervidError(f"{location}: not a readable zip file ({error})") from None
+    except UnicodeDecodeError:  # Python's zipfile reads no entry of such a zip: a traceback before
+        raise FervidError(f"{location}: not a readable zip file (a file name in it is marked as UTF-8 but is not; "
+                          "extract it with unzip and zip the folder again)") from None
     if any(info.flag_bits & 0x1 for info in infos):
         raise FervidError(f"{location}: password-protected (encrypted) zip: extract it first and pass the folder")
     members: dict[str, str] = {}
     stored: dict[str, tuple[int, int]] = {}
-    repeated = 0
+    repeated = links = 0
     for info in infos:
         name = info.filename.replace("\\", "/")
         if name.endswith("/"):
+            continue
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:  # a Unix symlink, as zip -y stores it
+            links += 1
             continue
         repeated += name in members
         members[name] = info.filename  # the last entry of a name, in both: zipfile reads that one
         # keyed as the readers rebuild names from their parts too ("./images/a.png" is "images/a.png")
         for key in (name, "/".join(PurePosixPath(name).parts)):
             stored[key] = (info.file_size, info.CRC)
-    return members, stored, repeated
+    return members, stored, repeated, links
 
 
 def _without_copies(location: Path, images: list, identity: Callable[[str], object]) -> list:
@@ -263,6 +273,9 @@ def _index_paths(
             other_suffixes[suffix] = other_suffixes.get(suffix, 0) + 1
     images = _without_copies(location, images, identity)
     split_parents = {parts[:found[0]] for _, parts, found in images if found and found[0] < len(parts) - 2}
+    # folders holding class folders: an image beside them (mydata/preview.jpg by mydata/happy/) is loose,
+    # not a class of its own ("folders that are not expression classes: mydata" stopped the read)
+    class_parents = {parts[:-2] for _, parts, _ in images if len(parts) > 2 and canonical_label(parts[-2], mapping) is not None}
     rows: list[tuple[str, str, str]] = []
     unknown_counts: dict[str, int] = {}
     beside_counts: dict[str, int] = {}
@@ -274,8 +287,8 @@ def _index_paths(
             key = "/".join(parts[:-1])
             classless[key] = classless.get(key, 0) + 1  # an image loose in a split folder has no class
             continue
-        if not found and parts[:-1] in split_parents:  # beside the split folders in a folder that wraps them
-            top_level += not name.endswith("-samples.png")
+        if not found and (parts[:-1] in split_parents or (parts[:-1] in class_parents and canonical_label(folder, mapping) is None)):
+            top_level += not name.endswith("-samples.png")  # beside the split (or class) folders in a folder that wraps them
             continue
         beside = None if found else _beside_splits(parts, split_parents)
         if beside is not None:
@@ -298,7 +311,7 @@ def _index_paths(
     if unknown == "error":
         _refuse_unknown(location, unknown_counts, beside_counts)
     if not rows:
-        _refuse_empty(location, classless, mapping, names, top_level)
+        _refuse_empty(location, classless, mapping, names, top_level, unknown_counts, not_utf8)
     frame = pd.DataFrame(rows, columns=["source", "label", "split"])
     dropped: dict[str, int] = {}
     for key, count in {**unknown_counts, **beside_counts}.items():  # train/contempt and test/contempt add up
@@ -311,7 +324,7 @@ def _index_paths(
     if top_level:
         dropped["images at the top level, in no class folder"] = top_level
     if not_utf8:
-        dropped["images whose file names are not UTF-8 (rename them, e.g. with convmv, to read them)"] = not_utf8
+        dropped["images whose paths are not UTF-8, in a file or folder name (rename them, e.g. with convmv, to read them)"] = not_utf8
     return frame.sort_values(["split", "label", "source"], kind="stable").reset_index(drop=True), dropped
 
 
@@ -357,7 +370,8 @@ def _refuse_unknown(location: Path, unknown_counts: dict[str, int], beside_count
 
 
 def _refuse_empty(
-    location: Path, classless: dict[str, int], mapping: Mapping[str, str] | None, names: list[str], top_level: int = 0
+    location: Path, classless: dict[str, int], mapping: Mapping[str, str] | None, names: list[str], top_level: int = 0,
+    unknown_counts: dict[str, int] | None = None, not_utf8: int = 0,
 ) -> None:
     """No image is in a class folder: explain a class-first layout (``happy/train/``), the usual cause,
     or name the CSV files and tarballs it holds (Kaggle's FER2013 challenge download is a zip of
@@ -380,6 +394,11 @@ def _refuse_empty(
         note += f"; images lie in split folders with no class folder: {_listed(classless)} (move each into its class's folder)"
     if top_level:  # a class folder passed itself, or photos not yet sorted
         note += f"; {top_level:,} image(s) lie at the top level, in no class folder (give the folder that holds the class folders)"
+    if unknown_counts:  # --unknown drop left every folder out: "no images" alone hid why
+        note += (f"; all {sum(unknown_counts.values()):,} other image(s) are in folders that are not expression classes, "
+                 f"left out by --unknown drop: {_listed(unknown_counts)} (read them as classes with --map)")
+    if not_utf8:  # a folder named in Latin-1 above them: counted, and the count was never shown
+        note += f"; {not_utf8:,} image(s) have paths that are not UTF-8, in a file or folder name (rename them, e.g. with convmv, to read them)"
     raise FervidError(
         f"{location}: no images in class folders (expected <class>/*.jpg, optionally under "
         f"train/validation/test; classes: {', '.join(EXPRESSIONS)}){note}"

@@ -104,7 +104,7 @@ def faces_zip(faces_from: str | Path | None, *, required: bool = False) -> Path 
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as error:
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as error:  # the last: a name marked UTF-8 that is not
         raise FervidError(f"{name}: not a readable zip file ({error})") from None
     if not held_out_images(names)[1]:
         raise FervidError(f"{name}: {_no_held_out_why(names)}")
