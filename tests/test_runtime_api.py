@@ -219,7 +219,9 @@ def test_a_face_is_found_near_its_last_box_and_nowhere_else(recognizer: Recogniz
      ((1080, 1920), 40, 1280, (648, 1152), 24),
      ((3024, 4032), 40, 1280, (960, 1280), 13),  # the cap: faces from 24 * 4032 / 1280 = 76 px
      ((480, 640), 20, 1280, (480, 640), 20),     # never enlarged, scanned as it is
-     ((1080, 1920), 40, 320, (180, 320), 7)],    # the old default: faces from 144 px
+     ((1080, 1920), 40, 320, (180, 320), 7),     # the old default: faces from 144 px
+     ((3000, 40000), 40, 1280, (248, 3305), 3),  # a panorama: 1280x96 missed its 500 px face; as many pixels as 1280x640
+     ((640, 1280), 40, 1280, (384, 768), 24)],   # 2:1, the widest frame the width cap still holds
 )
 def test_frames_are_scanned_as_small_as_min_size_allows_up_to_the_width_cap(frame, min_size, width, scanned, smallest) -> None:
     from fervid.runtime.detect import DetectorConfig, FaceDetector

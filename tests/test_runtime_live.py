@@ -1133,3 +1133,12 @@ def test_a_label_inside_its_box_keeps_clear_of_the_box_lines() -> None:
     left, top, _, _ = label_rect((4, 4, 150, 150), "#1 neutral 100%", (480, 640, 3))
     assert left >= 4 + 2 + 2 and top >= 4 + 2 + 2  # the 2 px line and 2 px of air
     assert label_rect((4, 40, 150, 150), "#1 neutral 100%", (480, 640, 3))[0] == 4, "above the box: aligned with it"
+
+
+def test_a_heic_photo_as_the_source_is_refused_not_read_as_a_video_of_one_tile(tmp_path: Path) -> None:
+    """FFmpeg opened an iPhone's HEIC as a one-frame video of its first 512x512 tile: 0 faces, exit 0."""
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    with pytest.raises(FervidError, match=r"IMG_0001\.HEIC: not a readable image \(a HEIC/HEIF photo, a format OpenCV cannot read; "
+                                          r"convert it to JPEG or PNG\)$"):
+        open_source(str(photo))

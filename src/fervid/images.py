@@ -40,6 +40,7 @@ IMAGE_SUFFIXES = (
 # Photos OpenCV cannot decode (iPhones save HEIC): listed with a folder's images, so that each is
 # named as unreadable, with what to do, never silently left out. Datasets count them as dropped.
 FOREIGN_PHOTO_SUFFIXES = (".heic", ".heif")
+FOREIGN_PHOTO_WHY = "a HEIC/HEIF photo, a format OpenCV cannot read; convert it to JPEG or PNG"
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 
 UNREADABLE_WHY = "corrupt, cut short, or a format OpenCV cannot read"
@@ -244,7 +245,7 @@ def _why_unreadable(data: bytes) -> str:
     if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
         return "an AVIF image this OpenCV cannot decode (built without AVIF, or a damaged file); convert it to JPEG or PNG"
     if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
-        return "a HEIC/HEIF photo, a format OpenCV cannot read; convert it to JPEG or PNG"
+        return FOREIGN_PHOTO_WHY
     return UNREADABLE_WHY
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from fervid.runtime.track import iou_matrix
 CASCADE = "haarcascade_frontalface_default.xml"
 CASCADE_PATH = Path(cv2.data.haarcascades) / CASCADE  # type: ignore[attr-defined]
 CASCADE_WINDOW = 24  # the frontal-face cascade's own window: the smallest face it can see, in scanned pixels
+PANORAMA = 2.0  # frames wider than this many heights are scanned to an area cap, not a width cap
 NEAR_FACE_SIDE = 56  # a face searched for near its last box is scaled to about this many pixels
 NEAR_MIN_NEIGHBORS = 3  # evidence needed there: less than a full scan, which must also rule out the rest of the frame
 # A face found near a box must overlap it this much (IoU): the crop around one face can hold the
@@ -54,7 +56,9 @@ class DetectorConfig:
     empty frames of that noise, against 2: the default favours speed and few false faces.
     ``detection_width`` caps the scanned width, so that a 12-megapixel photo costs about what a
     1280-wide frame does; beyond it the smallest face is 24 x width / ``detection_width`` pixels
-    (76 px in a 4032-wide photo). A fixed 320-pixel scan, fervid's earlier default, lost faces
+    (76 px in a 4032-wide photo). A panorama wider than 2:1 is capped by area instead, to as many
+    pixels as a 2:1 frame at that width: a 40000x3000 strip is scanned at 3305x248 (faces from 290
+    px), not 1280x96 (750 px). A fixed 320-pixel scan, fervid's earlier default, lost faces
     under 144 px in 1920-wide frames: 23 of 60 found at 150 px, against 45 of 60 now.
     """
 
@@ -117,8 +121,12 @@ class FaceDetector:
         config = self.config
         height, width = gray.shape[:2]
         scale = min(1.0, CASCADE_WINDOW / config.min_size)  # smaller scans could not see a min_size face anyway
-        if config.detection_width is not None and width * scale > config.detection_width:
-            scale = config.detection_width / width
+        if config.detection_width is not None:
+            cap = config.detection_width / width
+            if width > PANORAMA * height:  # capped by area instead: at the width cap a 40000x3000 strip was
+                # scanned 96 px tall and missed its 500 px face; now as many pixels as a 2:1 frame at the cap
+                cap = math.sqrt(config.detection_width ** 2 / PANORAMA / (width * height))
+            scale = min(scale, cap)
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)

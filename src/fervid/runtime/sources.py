@@ -24,7 +24,8 @@ import numpy as np
 
 from fervid.console import warn
 from fervid.errors import FervidError
-from fervid.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, is_image_name, is_photo_name, read_image, walk_files
+from fervid.images import (FOREIGN_PHOTO_SUFFIXES, FOREIGN_PHOTO_WHY, IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_hidden, is_image_name,
+                           is_photo_name, read_image, walk_files)
 from fervid.runtime.sinks import is_live_summary, summary_plot_path
 
 # FFmpeg inside OpenCV prints its own lines for broken videos ("moov atom not found"); fervid says
@@ -219,6 +220,8 @@ def open_source(source: str | int | Path) -> Source:
         raise FervidError(f"{path}: no such file, folder or camera")
     if path.suffix.lower() == ".gif":
         return _gif_source(path)
+    if path.suffix.lower() in FOREIGN_PHOTO_SUFFIXES:  # FFmpeg opened an iPhone's HEIC as a video of its first 512x512 tile
+        raise FervidError(f"{path}: not a readable image ({FOREIGN_PHOTO_WHY})")
     if is_image_name(path):
         return ImageFolderSource([path], str(path))
     return VideoFileSource(path)
