@@ -1043,3 +1043,34 @@ def test_a_models_results_section_is_named_for_its_file_unless_it_is_bundled(tmp
     assert labels == {"mine.onnx", "mine-int8.onnx"}, "a card named fervid-compact, not the bundled file: named by its file"
     monkeypatch.chdir(tmp_path.parent.parent)
     assert model_label(ExpressionClassifier(str(tmp_path / "mine.onnx"))) == os.path.relpath(tmp_path / "mine.onnx")
+
+
+def test_predict_over_many_photos_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """2,500 photos ran a minute with nothing on the terminal but warnings; live had a bar with an ETA."""
+    import pty
+    import select
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(folder / f"{index}.png"), textured_background(60, 80, seed=index))
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: stdout and stderr are the terminal
+        os.environ["COLUMNS"] = "120"
+        os.execv(FERVID, [FERVID, "predict", str(folder), "--no-save"])
+    shown = b""
+    while True:
+        ready, _, _ = select.select([terminal], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.waitpid(pid, 0)
+    text = shown.decode(errors="replace")
+    assert "photos" in text and "3/3" in text and "eta" in text, text[-2000:]
+    assert "3 image(s), 0 face(s)" in text
