@@ -416,3 +416,21 @@ def test_a_tracked_box_is_reported_inside_the_frame() -> None:
     kept = face((10, 20, 30, 40))
     assert inside(kept, (480, 640)) is kept
     assert inside(face((700, -50, 20, 20)), (480, 640)).box == (639, 0, 1, 1)  # all outside: a pixel at the edge, never empty
+
+
+def test_two_faces_that_moved_far_during_a_stall_get_new_ids_not_each_others() -> None:
+    """Three seconds without frames (a stalled stream, a cut clip), both faces 360 px on: each was the
+    nearest box to the other's track, and the greedy match gave each face the other's id."""
+    tracker = FaceTracker(min_hits=1)
+    for frame in range(30):
+        faces = tracker.update([[137, 118, 150, 150], [649, 266, 150, 150]], [HAPPY, SAD], frame / 30)
+    assert {face.track_id: face.box[1] for face in faces} == {1: 118, 2: 266}
+    faces = tracker.update([[275, 267, 150, 150], [527, 125, 150, 150]], [SAD, HAPPY], 4.0)
+    by_id = {face.track_id: face.box[1] for face in faces}
+    assert by_id.get(1) != 267 and by_id.get(2) != 125, by_id  # no swap: the upper face is not now id 1's lower
+    assert set(by_id) == {3, 4}
+    # One face alone still keeps its id over such a gap (scans a second or more apart: analyze --every 30)
+    single = FaceTracker(min_hits=1)
+    for frame in range(30):
+        single.update([[137, 118, 150, 150]], [HAPPY], frame / 30)
+    assert [face.track_id for face in single.update([[400, 150, 150, 150]], [HAPPY], 4.0)] == [1]

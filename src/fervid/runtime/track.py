@@ -214,7 +214,10 @@ class FaceTracker:
         zero-velocity prediction with too little overlap, and would otherwise become a new face with
         a new id. The reach is one side, growing with the time between scans (``REACH_PER_S``, up
         to ``MAX_REACH``) for a face the last scan found: scans a second apart (``fervid analyze
-        --every 30``) see a walking face move further than one side; a face missed since keeps one. Closest pairs first; each track and box at most once."""
+        --every 30``) see a walking face move further than one side; a face missed since keeps one.
+        A pair further apart than one side is kept only when neither has another candidate: two faces
+        that moved a long way are not told apart by distance, and get new ids rather than each
+        other's. Closest pairs first; each track and box at most once."""
         pairs = []
         for t in sorted(set(range(len(predicted))) - matched_tracks):
             side = max(predicted[t, 2], predicted[t, 3])
@@ -223,6 +226,11 @@ class FaceTracker:
                 distance = float(np.linalg.norm(boxes[b, :2] + boxes[b, 2:] / 2 - centre)) / side
                 if distance <= reach[t] and 2 / 3 <= max(boxes[b, 2], boxes[b, 3]) / side <= 3 / 2:
                     pairs.append((distance, t, b))
+        # Beyond one side a match is a guess: made only where nothing else competes for the track or the
+        # box. Two faces moving apart over a stall (3 s, 360 px) each went to the other's id.
+        tracks_seen = [t for _, t, _ in pairs]
+        boxes_seen = [b for _, _, b in pairs]
+        pairs = [(d, t, b) for d, t, b in pairs if d <= 1.0 or (tracks_seen.count(t) == 1 and boxes_seen.count(b) == 1)]
         chosen: list[tuple[int, int]] = []
         for _, t, b in sorted(pairs):
             if all(t != ct and b != cb for ct, cb in chosen):
