@@ -193,8 +193,8 @@ async function startCamera() {
   try {
     // resizeMode "none": the camera's own picture nearest 640x480, never cropped to that shape (a camera
     // that gives only portrait pictures came as a 480x480 square, the faces above and below cut away).
-    const video = { width: { ideal: 640 }, height: { ideal: 480 }, resizeMode: { ideal: "none" } };
-    live.stream = await navigator.mediaDevices.getUserMedia({ video, audio: false });
+    const picture = { width: { ideal: 640 }, height: { ideal: 480 }, resizeMode: { ideal: "none" } };
+    live.stream = await navigator.mediaDevices.getUserMedia({ video: picture, audio: false });
   } catch (error) {
     $("start").disabled = false;
     $("start").focus();  // disabling it dropped the keyboard focus on the page itself
