@@ -434,3 +434,13 @@ def test_two_faces_that_moved_far_during_a_stall_get_new_ids_not_each_others() -
     for frame in range(30):
         single.update([[137, 118, 150, 150]], [HAPPY], frame / 30)
     assert [face.track_id for face in single.update([[400, 150, 150, 150]], [HAPPY], 4.0)] == [1]
+
+
+def test_faces_walking_side_by_side_keep_their_ids_over_regular_sparse_scans() -> None:
+    """fervid analyze --every 60: scans 2 s apart, one face 1.5 sides above the other, both walking
+    right. Refusing every contested long match (not only after a stall) gave them new ids."""
+    tracker = FaceTracker(smoothing_s=0.0, min_hits=1, box_smoothing=0.0, label_margin=0.0, max_missed_s=1.0)
+    for scan in range(8):
+        x = 100 + 200 * scan
+        faces = tracker.update([[x, 100, 150, 150], [x, 325, 150, 150]], [HAPPY, SAD], 2.0 * scan)
+        assert sorted((face.box[1], face.track_id) for face in faces) == [(100, 1), (325, 2)], scan

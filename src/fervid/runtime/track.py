@@ -25,6 +25,7 @@ MAX_PREDICTION_S = 0.5  # how far ahead a track's box is moved along its velocit
 KEEP_ID_S = 1.0  # a face the detector misses keeps its id for at least this long, at any frame rate (live and analyze)
 BOX_SMOOTHING_FRAME_S = 1 / 30  # the frame time ``box_smoothing`` is given for
 REACH_PER_S, MAX_REACH = 1.5, 3.0  # box sides a face may move per second between scans (a brisk walk at arm's length)
+STALL_S, STALL_FACTOR = 0.5, 1.5  # a scan this long after the last, and this many times the interval before, follows a stall
 
 
 def centre(box: np.ndarray) -> np.ndarray:
@@ -100,6 +101,8 @@ class FaceTracker:
         self.label_margin = label_margin
         self.tracks: list[Track] = []
         self.next_id = 1
+        self._last_scan_s: float | None = None  # when update last ran, and the interval before it:
+        self._last_interval_s: float | None = None  # a much longer gap than that is a stall (_stalled)
 
     def visible(self) -> list[Track]:
         """Tracks matched by the latest detector run (and confirmed by ``min_hits`` runs)."""
@@ -181,7 +184,7 @@ class FaceTracker:
             # newcomer a few sides away.
             reach = np.array([min(MAX_REACH, max(1.0, REACH_PER_S * (time_s - track.detected_time_s))) if track.missed == 0 else 1.0
                               for track in self.tracks])
-            for t, b in self._nearby(predicted, boxes, matched_tracks, matched_boxes, reach):
+            for t, b in self._nearby(predicted, boxes, matched_tracks, matched_boxes, reach, contested=self._stalled(time_s)):
                 matched_tracks.add(t)
                 matched_boxes.add(b)
                 self._follow(self.tracks[t], boxes[b], probabilities[b], time_s)
@@ -202,11 +205,25 @@ class FaceTracker:
         for index in range(len(boxes)):
             if index not in matched_boxes:
                 self.tracks.append(Track(boxes[index].copy(), probabilities[index].copy(), time_s))
+        if self._last_scan_s is not None:
+            self._last_interval_s = time_s - self._last_scan_s
+        self._last_scan_s = time_s
         return self._faces()
+
+    def _stalled(self, time_s: float) -> bool:
+        """Whether this scan comes after a stall: over ``STALL_S`` and ``STALL_FACTOR`` times the interval
+        before it (a stream that froze, a cut in a clip). Regular scans, however sparse (``fervid analyze
+        --every 60``), are not: there the closest-first match keeps walking faces' ids, where refusing
+        contested matches tripled the new ids of two faces a side or two apart."""
+        if self._last_scan_s is None or self._last_interval_s is None:
+            return False
+        gap = time_s - self._last_scan_s
+        return gap > max(STALL_S, STALL_FACTOR * self._last_interval_s)
 
     @staticmethod
     def _nearby(
-        predicted: np.ndarray, boxes: np.ndarray, matched_tracks: set[int], matched_boxes: set[int], reach: np.ndarray
+        predicted: np.ndarray, boxes: np.ndarray, matched_tracks: set[int], matched_boxes: set[int], reach: np.ndarray,
+        *, contested: bool = False,
     ) -> list[tuple[int, int]]:
         """Second chance for what IoU left unmatched: a box of about the track's size whose centre is
         within ``reach[t]`` box sides of where the track was predicted. A head that starts moving fast
@@ -215,9 +232,9 @@ class FaceTracker:
         a new id. The reach is one side, growing with the time between scans (``REACH_PER_S``, up
         to ``MAX_REACH``) for a face the last scan found: scans a second apart (``fervid analyze
         --every 30``) see a walking face move further than one side; a face missed since keeps one.
-        A pair further apart than one side is kept only when neither has another candidate: two faces
-        that moved a long way are not told apart by distance, and get new ids rather than each
-        other's. Closest pairs first; each track and box at most once."""
+        After a stall (``contested``), a pair further apart than one side is kept only when neither
+        has another candidate: two faces that moved a long way are not told apart by distance, and
+        get new ids rather than each other's. Closest pairs first; each track and box at most once."""
         pairs = []
         for t in sorted(set(range(len(predicted))) - matched_tracks):
             side = max(predicted[t, 2], predicted[t, 3])
@@ -226,11 +243,12 @@ class FaceTracker:
                 distance = float(np.linalg.norm(boxes[b, :2] + boxes[b, 2:] / 2 - centre)) / side
                 if distance <= reach[t] and 2 / 3 <= max(boxes[b, 2], boxes[b, 3]) / side <= 3 / 2:
                     pairs.append((distance, t, b))
-        # Beyond one side a match is a guess: made only where nothing else competes for the track or the
-        # box. Two faces moving apart over a stall (3 s, 360 px) each went to the other's id.
+        # After a stall, beyond one side a match is a guess: made only where nothing else competes for the
+        # track or the box. Two faces moving apart over a stall (3 s, 360 px) each went to the other's id.
         tracks_seen = [t for _, t, _ in pairs]
         boxes_seen = [b for _, _, b in pairs]
-        pairs = [(d, t, b) for d, t, b in pairs if d <= 1.0 or (tracks_seen.count(t) == 1 and boxes_seen.count(b) == 1)]
+        if contested:
+            pairs = [(d, t, b) for d, t, b in pairs if d <= 1.0 or (tracks_seen.count(t) == 1 and boxes_seen.count(b) == 1)]
         chosen: list[tuple[int, int]] = []
         for _, t, b in sorted(pairs):
             if all(t != ct and b != cb for ct, cb in chosen):
