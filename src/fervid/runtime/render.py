@@ -133,18 +133,23 @@ def place_panels(boxes: list[tuple[int, int, int, int]], frame_shape: tuple[int,
         top = int(np.clip(y, 0, max(0, height - panel_height)))
         middle = int(np.clip(x + (w - panel_width) // 2, 0, max(0, width - panel_width)))
         candidates = [(x + w + gap, top), (x - gap - panel_width, top), (middle, y + h + gap), (middle, y - label - gap - panel_height)]
-        best: tuple[int, Rect] | None = None
-        for left, upper in candidates:
-            rect = (int(np.clip(left, 0, max(0, width - panel_width))), int(np.clip(upper, 0, max(0, height - panel_height))),
-                    panel_width, panel_height)
-            covered = sum(_overlap(rect, other) for other in (*faces, *placed))
-            if best is None or covered < best[0]:
-                best = (covered, rect)
-            if covered == 0:
-                break
-        assert best is not None  # there is always a candidate
-        placed.append(best[1])
+        rects = [(int(np.clip(left, 0, max(0, width - panel_width))), int(np.clip(upper, 0, max(0, height - panel_height))),
+                  panel_width, panel_height) for left, upper in candidates]
+        placed.append(_first_clear(rects, [*faces, *placed]))
     return placed
+
+
+def _first_clear(candidates: list[Rect], occupied: list[Rect]) -> Rect:
+    """The first of ``candidates`` that covers nothing in ``occupied``, else the one covering least."""
+    best: tuple[int, Rect] | None = None
+    for rect in candidates:
+        covered = sum(_overlap(rect, other) for other in occupied)
+        if covered == 0:
+            return rect
+        if best is None or covered < best[0]:
+            best = (covered, rect)
+    assert best is not None  # there is always a candidate
+    return best[1]
 
 
 def draw_probability_panel(frame: np.ndarray, probabilities: Mapping[str, float], at: Rect) -> None:
@@ -175,16 +180,8 @@ def fps_rect(text: str, frame_shape: tuple[int, ...], occupied: list[Rect]) -> R
     (text_width, text_height), baseline = cv2.getTextSize(text, FONT, 0.6 * size, max(3, round(3 * size)))
     margin, width, height = round(8 * size), text_width, text_height + baseline
     right, bottom = max(0, frame_shape[1] - margin - width), max(0, frame_shape[0] - margin - height)
-    best: tuple[int, Rect] | None = None
-    for left, top in ((margin, margin), (right, margin), (margin, bottom), (right, bottom)):
-        rect = (left, top, width, height)
-        covered = sum(_overlap(rect, other) for other in occupied)
-        if covered == 0:
-            return rect
-        if best is None or covered < best[0]:
-            best = (covered, rect)
-    assert best is not None
-    return best[1]
+    corners = ((margin, margin), (right, margin), (margin, bottom), (right, bottom))
+    return _first_clear([(left, top, width, height) for left, top in corners], occupied)
 
 
 def draw_fps(frame: np.ndarray, fps: float, occupied: list[Rect] | None = None) -> None:

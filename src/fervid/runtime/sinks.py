@@ -179,13 +179,13 @@ class TimelineSink(_DiscardOnError):
     def write(self, frame: int, time_s: float, faces: list[Face]) -> None:
         try:
             for face in faces:
-                fields = face.to_dict()
+                fields, seconds = face.to_dict(), round(time_s, 4)
                 if self.format == "jsonl":
                     assert self._handle is not None  # written only between opening and close or discard
-                    self._handle.write(json.dumps({"frame": frame, "time_s": round(time_s, 4), **fields}) + "\n")
+                    self._handle.write(json.dumps({"frame": frame, "time_s": seconds, **fields}) + "\n")
                 else:
                     self._csv.writerow(
-                        [frame, round(time_s, 4), face.track_id, *face.box, face.expression, fields["confidence"]]
+                        [frame, seconds, face.track_id, *face.box, face.expression, fields["confidence"]]
                         + [fields["probabilities"][name] for name in EXPRESSIONS]
                     )
         except OSError as error:
